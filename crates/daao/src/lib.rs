@@ -1,0 +1,46 @@
+//! DAAO: difficulty-aware model selection, cost accounting and refinement stopping.
+//!
+//! Mental model: every LLM task gets a difficulty in `[0, 1]` from a
+//! [`DifficultyEstimator`]; the [`ModelSelector`] picks the cheapest model in the
+//! [`ModelCatalog`] whose capability covers that difficulty and estimates the cost; the
+//! [`CostLedger`] holds the money actually spent against a [`Budget`]; a [`StopPolicy`]
+//! (TUMIX) decides when another refinement round is not worth its cost.
+//!
+//! ```
+//! use genesis_core::{Task, TaskId, TaskKind};
+//! use genesis_daao::{ModelCatalog, ModelSelector};
+//!
+//! let catalog = ModelCatalog::from_toml_str(r#"
+//! [[model]]
+//! id = "small"
+//! provider = "openai"
+//! capability = 0.5
+//! input_per_million = 0.15
+//! output_per_million = 0.60
+//!
+//! [[model]]
+//! id = "large"
+//! provider = "openai"
+//! capability = 1.0
+//! input_per_million = 2.50
+//! output_per_million = 10.0
+//! "#).unwrap();
+//! let selector = ModelSelector::new(catalog);
+//! let easy = Task::new(TaskId::new("t1"), TaskKind::Support, "Reply to a customer thanking them");
+//! let hard = Task::new(TaskId::new("t2"), TaskKind::Design,
+//!     "Design a distributed, fault-tolerant consensus protocol and prove its safety");
+//! assert_eq!(selector.select(&easy).model.as_str(), "small");
+//! assert_eq!(selector.select(&hard).model.as_str(), "large");
+//! ```
+
+mod catalog;
+mod difficulty;
+mod ledger;
+mod select;
+mod stop;
+
+pub use catalog::{CatalogError, ModelCatalog, ModelSpec};
+pub use difficulty::{DifficultyEstimator, HeuristicDifficulty};
+pub use ledger::{Budget, BudgetExceeded, CostLedger};
+pub use select::{ModelChoice, ModelSelector};
+pub use stop::{ConvergenceStop, RefinementRound, StopDecision, StopPolicy};

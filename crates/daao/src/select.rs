@@ -1,0 +1,117 @@
+//! Picking the cheapest capable model for a task.
+
+use std::sync::Arc;
+
+use genesis_core::{ModelId, Task, Usd};
+use serde::{Deserialize, Serialize};
+
+use crate::{DifficultyEstimator, HeuristicDifficulty, ModelCatalog};
+
+/// The model chosen for one task, with its reasoning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelChoice {
+    /// The chosen model.
+    pub model: ModelId,
+    /// The task's estimated difficulty in `[0, 1]`.
+    pub difficulty: f64,
+    /// The expected cost of the task on this model.
+    pub estimated_cost: Usd,
+    /// Why this model: the capability it has against the difficulty it needs.
+    pub reason: String,
+}
+
+/// Chooses the cheapest model whose capability covers a task's difficulty plus a safety
+/// margin; when none does, the strongest model.
+#[derive(Clone)]
+pub struct ModelSelector {
+    catalog: ModelCatalog,
+    estimator: Arc<dyn DifficultyEstimator>,
+    margin: f64,
+    output_share: f64,
+}
+
+impl std::fmt::Debug for ModelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSelector")
+            .field("catalog", &self.catalog)
+            .field("margin", &self.margin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelSelector {
+    /// A selector over `catalog` with the heuristic estimator, a margin of 0.05 and 40%
+    /// of a task's tokens assumed to be output.
+    pub fn new(catalog: ModelCatalog) -> Self {
+        ModelSelector {
+            catalog,
+            estimator: Arc::new(HeuristicDifficulty),
+            margin: 0.05,
+            output_share: 0.4,
+        }
+    }
+
+    /// Replaces the difficulty estimator.
+    #[must_use]
+    pub fn with_estimator(mut self, estimator: Arc<dyn DifficultyEstimator>) -> Self {
+        self.estimator = estimator;
+        self
+    }
+
+    /// Sets the capability margin added to a task's difficulty (clamped to `[0, 0.5]`).
+    #[must_use]
+    pub fn with_margin(mut self, margin: f64) -> Self {
+        self.margin = if margin.is_finite() { margin.clamp(0.0, 0.5) } else { 0.05 };
+        self
+    }
+
+    /// The catalogue.
+    pub fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
+    /// Estimates the difficulty of `task`.
+    pub fn difficulty(&self, task: &Task) -> f64 {
+        let d = self.estimator.estimate(task);
+        if d.is_finite() { d.clamp(0.0, 1.0) } else { 1.0 }
+    }
+
+    /// Chooses a model for `task`.
+    pub fn select(&self, task: &Task) -> ModelChoice {
+        let difficulty = self.difficulty(task);
+        self.select_for(task, difficulty)
+    }
+
+    /// Chooses a model for `task` at a known difficulty.
+    pub fn select_for(&self, task: &Task, difficulty: f64) -> ModelChoice {
+        let need = (difficulty + self.margin).min(1.0);
+        let capable = self.catalog.models().iter().find(|m| m.capability >= need);
+        let (spec, reason) = match capable {
+            Some(m) => (
+                m,
+                format!(
+                    "cheapest model with capability {:.2} >= difficulty {:.2} + margin {:.2}",
+                    m.capability, difficulty, self.margin
+                ),
+            ),
+            None => {
+                let m = self.catalog.strongest();
+                (
+                    m,
+                    format!(
+                        "no model reaches difficulty {:.2} + margin {:.2}; strongest model (capability {:.2})",
+                        difficulty, self.margin, m.capability
+                    ),
+                )
+            }
+        };
+        let tokens = u64::from(task.estimated_tokens);
+        let output = (tokens as f64 * self.output_share).round() as u64;
+        ModelChoice {
+            model: spec.id.clone(),
+            difficulty,
+            estimated_cost: spec.cost(tokens.saturating_sub(output), output),
+            reason,
+        }
+    }
+}
