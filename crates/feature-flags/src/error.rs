@@ -1,0 +1,137 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+use genesis_core::ErrorCategory;
+
+/// Everything that can go wrong defining, loading, overriding or rolling out flags.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlagError {
+    /// A flag was asked for that the store does not define.
+    #[error("unknown flag {name:?}")]
+    UnknownFlag {
+        /// The requested name.
+        name: String,
+    },
+    /// A flag name breaks the naming rule (`[a-z][a-z0-9_]*`, at most 64 bytes), which
+    /// keeps its upper-case environment variable unambiguous.
+    #[error("invalid flag name {name:?}: must match [a-z][a-z0-9_]* and be at most 64 bytes")]
+    InvalidFlagName {
+        /// The rejected name.
+        name: String,
+    },
+    /// Two definitions share a name.
+    #[error("duplicate flag {name:?}")]
+    DuplicateFlag {
+        /// The repeated name.
+        name: String,
+    },
+    /// A percentage outside `0..=100` (or not a number).
+    #[error("invalid percentage {value}: must be a finite number in 0..=100")]
+    InvalidPercent {
+        /// The rejected value.
+        value: f64,
+    },
+    /// A progressive rollout whose window does not move forward in time.
+    #[error("flag {flag:?}: progressive rollout end {end} must be after start {start}")]
+    InvalidWindow {
+        /// The flag.
+        flag: String,
+        /// Window start (RFC 3339).
+        start: String,
+        /// Window end (RFC 3339).
+        end: String,
+    },
+    /// A progressive rollout that would shrink, which would turn subjects off again.
+    #[error(
+        "flag {flag:?}: progressive rollout to_percent {to} must not be below from_percent {from}"
+    )]
+    ShrinkingRollout {
+        /// The flag.
+        flag: String,
+        /// Starting percentage.
+        from: f64,
+        /// Final percentage.
+        to: f64,
+    },
+    /// A progressive rollout with `steps: 0`.
+    #[error("flag {flag:?}: progressive rollout steps must be at least 1, got {steps}")]
+    InvalidSteps {
+        /// The flag.
+        flag: String,
+        /// The rejected count.
+        steps: u32,
+    },
+    /// A date-time that is not RFC 3339.
+    #[error("invalid timestamp {value:?}: {reason}")]
+    InvalidTimestamp {
+        /// The rejected text.
+        value: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// An environment override whose value is neither a boolean nor a percentage.
+    #[error(
+        "invalid value {value:?} for environment variable {var}: expected true/false/1/0/yes/no/on/off or a percentage like 25%"
+    )]
+    InvalidOverride {
+        /// The variable name.
+        var: String,
+        /// The rejected value.
+        value: String,
+    },
+    /// A reloaded file no longer defines a flag that an environment variable overrides.
+    #[error("environment variable {var} overrides flag {flag:?}, which the new definitions lack")]
+    OverriddenFlagMissing {
+        /// The variable name.
+        var: String,
+        /// The missing flag.
+        flag: String,
+    },
+    /// The flag file could not be read.
+    #[error("reading flag file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The flag definitions are not valid JSON of the expected shape.
+    #[error("parsing flag definitions from {origin}")]
+    Parse {
+        /// The file path, or `<string>` when parsed from memory.
+        origin: String,
+        /// The JSON failure (it names the line, column and field).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The flag definitions or rollout state could not be written as JSON.
+    #[error("serialising to json")]
+    Serialize {
+        /// The JSON failure.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A rollout controller setting breaks a rule.
+    #[error("invalid rollout config: {rule} (got {value})")]
+    InvalidRolloutConfig {
+        /// The rule that was broken.
+        rule: &'static str,
+        /// The offending value.
+        value: String,
+    },
+}
+
+impl FlagError {
+    /// The pipeline category, for the facade's single error-to-status mapping: an unknown
+    /// flag is a routing-time lookup failure of the caller ([`ErrorCategory::Internal`]);
+    /// everything else is bad configuration ([`ErrorCategory::Config`]).
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            FlagError::UnknownFlag { .. } => ErrorCategory::Internal,
+            _ => ErrorCategory::Config,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Integration tests: the shipped defaults, hot reload on real files, sticky bucketing
+//! invariants (proptest) and a rollout driven end to end into a store.
+
+// Helpers outside `#[test]` functions are test code too (clippy.toml only exempts tests).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use genesis_feature_flags::{
+    BUCKETS, Flag, FlagError, FlagStore, HealthSample, Percent, Reason, ReloadOutcome,
+    RolloutAction, RolloutConfig, RolloutController, SharedFlags, Strategy, Timestamp, bucket,
+};
+use proptest::prelude::*;
+
+fn at(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap())
+}
+
+/// A fresh file path under the system temp dir, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempFile(std::env::temp_dir().join(format!(
+            "genesis-flags-{}-{tag}-{n}.json",
+            std::process::id()
+        )))
+    }
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn shipped_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/feature_flags.json")
+}
+
+#[test]
+fn shipped_file_loads_and_matches_builtin_defaults() {
+    let loaded = FlagStore::load(shipped_path()).unwrap();
+    assert_eq!(loaded, FlagStore::builtin_defaults().unwrap());
+    assert!(loaded.len() >= 11);
+    let now = SystemTime::now();
+    assert!(loaded.is_enabled("orchestration_enabled", "anyone", now));
+    assert!(!loaded.is_enabled("emergency_shutdown", "anyone", now));
+}
+
+#[test]
+fn shipped_progressive_example_ramps_over_december_2026() {
+    let store = FlagStore::builtin_defaults().unwrap();
+    let flag = store.get("new_router_rollout").unwrap();
+    let pct = |s: &str| {
+        flag.strategy
+            .percent_at(Timestamp::parse_rfc3339(s).unwrap())
+            .unwrap()
+            .as_f64()
+    };
+    assert_eq!(pct("2026-11-30T00:00:00Z"), 0.0);
+    assert_eq!(pct("2026-12-10T00:00:00Z"), 25.0);
+    assert_eq!(pct("2026-12-20T00:00:00Z"), 50.0);
+    assert_eq!(pct("2027-02-01T00:00:00Z"), 100.0);
+}
+
+#[test]
+fn load_reports_missing_file_with_path() {
+    let missing = TempFile::new("missing");
+    let err = FlagStore::load(&missing.0).unwrap_err();
+    assert!(matches!(err, FlagError::Read { .. }));
+    assert!(err.to_string().contains("genesis-flags-"), "{err}");
+}
+
+#[test]
+fn hot_reload_swaps_good_files_and_keeps_old_flags_on_bad_ones() {
+    let file = TempFile::new("reload");
+    file.write(r#"{"flags":[{"name":"halo_routing","enabled":true},{"name":"emergency_shutdown","enabled":false}]}"#);
+    let shared = SharedFlags::load(&file.0).unwrap();
+    let now = SystemTime::now();
+    assert!(shared.is_enabled("halo_routing", "u", now));
+    assert_eq!(
+        shared.reload_if_changed().unwrap(),
+        ReloadOutcome::Unchanged
+    );
+
+    // The kill switch is pulled through the environment; it must survive reloads.
+    let applied = shared
+        .apply_env_overrides([("EMERGENCY_SHUTDOWN".to_owned(), "true".to_owned())])
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+
+    // A new definition (different size, so detection never depends on mtime resolution).
+    file.write(r#"{"flags":[{"name":"halo_routing","enabled":false,"description":"off now"},{"name":"emergency_shutdown","enabled":false}]}"#);
+    assert_eq!(
+        shared.reload_if_changed().unwrap(),
+        ReloadOutcome::Reloaded { flags: 2 }
+    );
+    assert!(!shared.is_enabled("halo_routing", "u", now));
+    assert!(shared.is_enabled("emergency_shutdown", "u", now));
+
+    // A broken file: error, old flags stay.
+    let before = shared.snapshot();
+    file.write(r#"{"flags":[{"name":"halo_routing","enabled":tru"#);
+    let err = shared.reload_if_changed().unwrap_err();
+    assert!(matches!(err, FlagError::Parse { .. }), "{err}");
+    assert_eq!(*shared.snapshot(), *before);
+
+    // A file that drops the overridden kill switch is refused too.
+    file.write(r#"{"flags":[{"name":"halo_routing","enabled":true}]}"#);
+    let err = shared.reload_if_changed().unwrap_err();
+    assert!(err.to_string().contains("EMERGENCY_SHUTDOWN"), "{err}");
+    assert!(shared.is_enabled("emergency_shutdown", "u", now));
+
+    // Fixed again: picked up on the next call.
+    file.write(r#"{"flags":[{"name":"halo_routing","enabled":true},{"name":"emergency_shutdown","enabled":false},{"name":"extra","enabled":true}]}"#);
+    assert_eq!(
+        shared.reload_if_changed().unwrap(),
+        ReloadOutcome::Reloaded { flags: 3 }
+    );
+    assert!(shared.is_enabled("extra", "u", now));
+}
+
+#[test]
+fn rewriting_identical_content_is_unchanged() {
+    let file = TempFile::new("same");
+    let text = r#"{"flags":[{"name":"a","enabled":true}]}"#;
+    file.write(text);
+    let shared = SharedFlags::load(&file.0).unwrap();
+    std::fs::write(&file.0, format!("{text} ")).unwrap();
+    std::fs::write(&file.0, text).unwrap();
+    assert_eq!(
+        shared.reload_if_changed().unwrap(),
+        ReloadOutcome::Unchanged
+    );
+}
+
+#[test]
+fn env_override_of_unknown_value_is_rejected_with_var_and_value() {
+    let mut store = FlagStore::builtin_defaults().unwrap();
+    let err = store
+        .apply_env_overrides([("READ_ONLY_MODE".to_owned(), "sometimes".to_owned())])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid value \"sometimes\" for environment variable READ_ONLY_MODE: expected \
+         true/false/1/0/yes/no/on/off or a percentage like 25%"
+    );
+}
+
+#[test]
+fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
+    let mut store = FlagStore::from_flags([Flag::new("new_router_rollout", false)]).unwrap();
+    let controller = RolloutController::try_new(RolloutConfig {
+        dwell: Duration::from_secs(300),
+        ..RolloutConfig::default()
+    })
+    .unwrap();
+    let subjects: Vec<String> = (0..5_000).map(|i| format!("user-{i}")).collect();
+    let healthy = HealthSample {
+        error_rate: 0.002,
+        p95_latency: Duration::from_millis(200),
+        requests: 10_000,
+    };
+    let mut now = 1_800_000_000;
+    let mut state = controller.start("new_router_rollout", at(now));
+    state.apply_to(&mut store).unwrap();
+    let mut previously_in: Vec<bool> = vec![false; subjects.len()];
+    loop {
+        let on: Vec<bool> = subjects
+            .iter()
+            .map(|s| store.is_enabled("new_router_rollout", s, at(now)))
+            .collect();
+        // Once in, always in as the percentage grows.
+        for (was, is) in previously_in.iter().zip(&on) {
+            assert!(!was || *is);
+        }
+        let share = on.iter().filter(|b| **b).count() as f64 / subjects.len() as f64 * 100.0;
+        let want = state.percent.as_f64();
+        assert!((share - want).abs() <= 2.0, "share {share} vs {want}");
+        previously_in = on;
+        now += 300;
+        match controller.tick(&mut state, Some(&healthy), at(now)) {
+            RolloutAction::Advance { .. } => state.apply_to(&mut store).unwrap(),
+            RolloutAction::Complete => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        subjects
+            .iter()
+            .all(|s| store.is_enabled("new_router_rollout", s, at(now)))
+    );
+
+    // A breach sends everyone back to the old path.
+    let mut state = controller.start("new_router_rollout", at(now));
+    let broken = HealthSample {
+        error_rate: 0.2,
+        ..healthy
+    };
+    assert!(matches!(
+        controller.tick(&mut state, Some(&broken), at(now + 1)),
+        RolloutAction::RollBack { .. }
+    ));
+    state.apply_to(&mut store).unwrap();
+    assert!(
+        subjects
+            .iter()
+            .all(|s| !store.is_enabled("new_router_rollout", s, at(now)))
+    );
+}
+
+/// Valid flag names (the explicit `Strategy` import above shadows proptest's trait).
+fn flag_name() -> impl proptest::strategy::Strategy<Value = String> {
+    "[a-z][a-z0-9_]{0,30}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn buckets_are_uniform_per_decile(name in flag_name(), prefix in "[a-zA-Z0-9:-]{0,12}") {
+        let mut deciles = [0u32; 10];
+        for i in 0..10_000 {
+            let b = bucket(&name, &format!("{prefix}{i}"));
+            prop_assert!(u32::from(b) < BUCKETS);
+            deciles[usize::from(b / 1_000)] += 1;
+        }
+        for (d, count) in deciles.iter().enumerate() {
+            prop_assert!((700..=1_300).contains(count), "decile {} has {}", d, count);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn buckets_are_stable_and_evaluation_is_sticky(
+        name in flag_name(),
+        subject in ".{0,40}",
+        percent in 0.0f64..=100.0,
+        t in 0i64..4_000_000_000,
+    ) {
+        let json = format!(
+            r#"{{"flags":[{{"name":"{name}","enabled":true,"strategy":{{"type":"percentage","percent":{percent}}}}}]}}"#
+        );
+        // Two independently parsed stores, evaluated at different times, agree.
+        let a = FlagStore::from_json(&json).unwrap();
+        let b = FlagStore::from_json(&json).unwrap();
+        let ea = a.evaluate(&name, &subject, at(t));
+        let eb = b.evaluate(&name, &subject, at(t / 2));
+        prop_assert_eq!(ea, eb);
+        prop_assert_eq!(ea.bucket, Some(bucket(&name, &subject)));
+        let threshold = Percent::try_new(percent).unwrap().threshold();
+        prop_assert_eq!(ea.enabled, u32::from(bucket(&name, &subject)) < threshold);
+        prop_assert_eq!(ea.reason, if ea.enabled { Reason::InRollout } else { Reason::OutOfRollout });
+    }
+
+    #[test]
+    fn progressive_rollout_is_monotone(
+        subject in "[a-z0-9-]{1,20}",
+        start in 1_000_000_000i64..2_000_000_000,
+        len in 1i64..10_000_000,
+        from in 0.0f64..=100.0,
+        extra in 0.0f64..=100.0,
+        steps in proptest::option::of(1u32..20),
+        t1 in 0i64..12_000_000,
+        dt in 0i64..12_000_000,
+    ) {
+        let to = (from + extra).min(100.0);
+        let flag = Flag::new("ramp", true).with_strategy(Strategy::Progressive {
+            start: Timestamp::from_unix_seconds(start),
+            end: Timestamp::from_unix_seconds(start + len),
+            from_percent: Percent::try_new(from).unwrap(),
+            to_percent: Percent::try_new(to).unwrap(),
+            steps,
+        });
+        flag.validate().unwrap();
+        let store = FlagStore::from_flags([flag]).unwrap();
+        let first = start - 1_000_000 + t1;
+        let later = first + dt;
+        let e1 = store.evaluate("ramp", &subject, at(first));
+        let e2 = store.evaluate("ramp", &subject, at(later));
+        prop_assert!(e1.percent.unwrap() <= e2.percent.unwrap());
+        prop_assert!(!e1.enabled || e2.enabled, "in at {} but out at {}", first, later);
+        // Deterministic: the same instant gives the same answer.
+        prop_assert_eq!(e1, store.evaluate("ramp", &subject, at(first)));
+    }
+
+    #[test]
+    fn raising_a_percentage_only_adds_subjects(
+        subject in ".{0,30}",
+        p1 in 0.0f64..=100.0,
+        p2 in 0.0f64..=100.0,
+    ) {
+        let (lo, hi) = if p1 <= p2 { (p1, p2) } else { (p2, p1) };
+        let mut flag = Flag::new("grow", true);
+        flag.set_rollout_percent(Percent::try_new(lo).unwrap());
+        let before = flag.evaluate(&subject, Timestamp::UNIX_EPOCH).enabled;
+        flag.set_rollout_percent(Percent::try_new(hi).unwrap());
+        let after = flag.evaluate(&subject, Timestamp::UNIX_EPOCH).enabled;
+        prop_assert!(!before || after);
+    }
+}
+
+#[test]
+fn readers_see_a_whole_store_while_reloads_happen() {
+    let file = TempFile::new("concurrent");
+    let version = |n: usize| {
+        // Every version defines the same flag; its description grows so sizes differ.
+        format!(
+            r#"{{"flags":[{{"name":"halo_routing","enabled":{},"description":"{}"}}]}}"#,
+            n.is_multiple_of(2),
+            "v".repeat(n)
+        )
+    };
+    file.write(&version(0));
+    let shared = SharedFlags::load(&file.0).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let e = shared.evaluate("halo_routing", "u", SystemTime::now());
+                    assert_ne!(e.reason, Reason::UnknownFlag);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut reloaded = 0;
+    for n in 1..=50 {
+        file.write(&version(n));
+        if let ReloadOutcome::Reloaded { .. } = shared.reload_if_changed().unwrap() {
+            reloaded += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(reloaded, 50);
+    // The last version (n = 50) switched the flag on.
+    assert!(shared.is_enabled("halo_routing", "u", SystemTime::now()));
+}

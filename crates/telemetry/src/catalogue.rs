@@ -1,0 +1,235 @@
+//! The metric catalogue: every metric Genesis exports, with its name, type, unit, labels
+//! and help text. Names are a stable interface (alerts, dashboards): add, never rename.
+//!
+//! Recording is done by the facade with the `metrics` macros and these constants, e.g.
+//! `metrics::counter!(catalogue::TASKS_TOTAL, labels::STATUS => "succeeded").increment(1)`.
+//! Histograms are in seconds and are rendered with [`crate::LATENCY_BUCKETS`].
+
+use metrics::Unit;
+
+/// Label keys used by the catalogue.
+pub mod labels {
+    /// HTTP route or library entry point (`/v1/runs`, `plan`, `run`).
+    pub const ENDPOINT: &str = "endpoint";
+    /// Outcome: `ok`, `error` or `rejected` for requests; `succeeded`, `failed`,
+    /// `skipped`, `cancelled` for tasks.
+    pub const STATUS: &str = "status";
+    /// Routing layer that decided: `rule`, `learned`, `lexical`, `capability`, `fallback`.
+    pub const LAYER: &str = "layer";
+    /// LLM provider (`openai`, `anthropic`, `scripted`).
+    pub const PROVIDER: &str = "provider";
+    /// Model id.
+    pub const MODEL: &str = "model";
+    /// LLM call outcome: `ok`, `error`, `timeout`, `breaker_open`.
+    pub const OUTCOME: &str = "outcome";
+    /// Token direction: `input` or `output`.
+    pub const DIRECTION: &str = "direction";
+    /// Circuit breaker key (agent or provider).
+    pub const KEY: &str = "key";
+    /// Where the injection screen ran: `request`, `task`, `llm_output`.
+    pub const CHECKPOINT: &str = "checkpoint";
+    /// Feature flag name.
+    pub const FLAG: &str = "flag";
+    /// Flag evaluation result: `on` or `off`.
+    pub const RESULT: &str = "result";
+    /// Error category (`genesis_core::ErrorCategory::as_str`).
+    pub const CATEGORY: &str = "category";
+    /// Budget scope: `run` or `daily`.
+    pub const SCOPE: &str = "scope";
+}
+
+/// Values of [`BREAKER_STATE`].
+pub mod breaker_state {
+    /// The breaker lets calls through.
+    pub const CLOSED: f64 = 0.0;
+    /// The breaker lets a probe through.
+    pub const HALF_OPEN: f64 = 1.0;
+    /// The breaker rejects calls.
+    pub const OPEN: f64 = 2.0;
+}
+
+/// Requests handled (server routes and library entry points). Labels: endpoint, status.
+pub const REQUESTS_TOTAL: &str = "genesis_requests_total";
+/// Wall time of a request. Labels: endpoint.
+pub const REQUEST_DURATION_SECONDS: &str = "genesis_request_duration_seconds";
+/// Time to build a plan (decompose, route, select models, validate).
+pub const PLAN_DURATION_SECONDS: &str = "genesis_plan_duration_seconds";
+/// Tasks finished. Labels: status.
+pub const TASKS_TOTAL: &str = "genesis_tasks_total";
+/// Wall time of one task on its agent.
+pub const TASK_DURATION_SECONDS: &str = "genesis_task_duration_seconds";
+/// Routing decisions. Labels: layer.
+pub const ROUTING_DECISIONS_TOTAL: &str = "genesis_routing_decisions_total";
+/// Routing cache hits.
+pub const ROUTING_CACHE_HITS_TOTAL: &str = "genesis_routing_cache_hits_total";
+/// Routing cache misses.
+pub const ROUTING_CACHE_MISSES_TOTAL: &str = "genesis_routing_cache_misses_total";
+/// LLM calls. Labels: provider, model, outcome.
+pub const LLM_CALLS_TOTAL: &str = "genesis_llm_calls_total";
+/// Wall time of one LLM call. Labels: provider, model.
+pub const LLM_CALL_DURATION_SECONDS: &str = "genesis_llm_call_duration_seconds";
+/// Tokens consumed. Labels: direction.
+pub const LLM_TOKENS_TOTAL: &str = "genesis_llm_tokens_total";
+/// Dollars spent on LLM calls. A monotonically increasing *gauge* (recorded with
+/// `gauge!(..).increment(usd)`), because `metrics` counters are integers; `rate()` and
+/// `increase()` work on it as on a counter.
+pub const COST_USD_TOTAL: &str = "genesis_cost_usd_total";
+/// Work rejected because a budget would be exceeded. Labels: scope.
+pub const BUDGET_EXCEEDED_TOTAL: &str = "genesis_budget_exceeded_total";
+/// Circuit breaker state per key: see [`breaker_state`]. Labels: key.
+pub const BREAKER_STATE: &str = "genesis_breaker_state";
+/// Current degradation level (0 = full service; higher = more fallbacks in use).
+pub const DEGRADATION_LEVEL: &str = "genesis_degradation_level";
+/// Inputs blocked by the injection detector. Labels: checkpoint.
+pub const INJECTION_BLOCKED_TOTAL: &str = "genesis_injection_blocked_total";
+/// Requests rejected by the rate limiter.
+pub const RATE_LIMITED_TOTAL: &str = "genesis_rate_limited_total";
+/// Errors by category. Labels: category.
+pub const ERRORS_TOTAL: &str = "genesis_errors_total";
+/// Feature flag evaluations. Labels: flag, result.
+pub const FLAG_EVALUATIONS_TOTAL: &str = "genesis_flag_evaluations_total";
+/// Percentage of subjects a progressive rollout currently admits. Labels: flag.
+pub const ROLLOUT_PERCENT: &str = "genesis_rollout_percent";
+
+/// The type of a catalogued metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// Monotonic integer counter.
+    Counter,
+    /// Value that goes up and down (or a float total, see [`COST_USD_TOTAL`]).
+    Gauge,
+    /// Distribution, rendered as a Prometheus histogram.
+    Histogram,
+}
+
+/// One catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDef {
+    /// Exported name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: MetricKind,
+    /// Unit.
+    pub unit: Unit,
+    /// Label keys the facade sets.
+    pub labels: &'static [&'static str],
+    /// Help text (rendered as `# HELP`).
+    pub help: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: MetricKind,
+    unit: Unit,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        kind,
+        unit,
+        labels,
+        help,
+    }
+}
+
+use MetricKind::{Counter, Gauge, Histogram};
+use labels as l;
+
+/// Every metric Genesis exports.
+#[rustfmt::skip]
+pub const CATALOGUE: &[MetricDef] = &[
+    def(REQUESTS_TOTAL, Counter, Unit::Count, &[l::ENDPOINT, l::STATUS], "requests handled, by endpoint and status"),
+    def(REQUEST_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::ENDPOINT], "wall time of a request"),
+    def(PLAN_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "time to decompose, route, select models and validate a plan"),
+    def(TASKS_TOTAL, Counter, Unit::Count, &[l::STATUS], "tasks finished, by status"),
+    def(TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "wall time of one task on its agent"),
+    def(ROUTING_DECISIONS_TOTAL, Counter, Unit::Count, &[l::LAYER], "routing decisions, by the layer that decided"),
+    def(ROUTING_CACHE_HITS_TOTAL, Counter, Unit::Count, &[], "routing cache hits"),
+    def(ROUTING_CACHE_MISSES_TOTAL, Counter, Unit::Count, &[], "routing cache misses"),
+    def(LLM_CALLS_TOTAL, Counter, Unit::Count, &[l::PROVIDER, l::MODEL, l::OUTCOME], "llm calls, by provider, model and outcome"),
+    def(LLM_CALL_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::PROVIDER, l::MODEL], "wall time of one llm call"),
+    def(LLM_TOKENS_TOTAL, Counter, Unit::Count, &[l::DIRECTION], "llm tokens, by direction (input, output)"),
+    def(COST_USD_TOTAL, Gauge, Unit::Count, &[], "us dollars spent on llm calls (monotonic)"),
+    def(BUDGET_EXCEEDED_TOTAL, Counter, Unit::Count, &[l::SCOPE], "work rejected because a budget would be exceeded"),
+    def(BREAKER_STATE, Gauge, Unit::Count, &[l::KEY], "circuit breaker state: 0 closed, 1 half-open, 2 open"),
+    def(DEGRADATION_LEVEL, Gauge, Unit::Count, &[], "degradation level: 0 is full service"),
+    def(INJECTION_BLOCKED_TOTAL, Counter, Unit::Count, &[l::CHECKPOINT], "inputs blocked by the injection detector, by checkpoint"),
+    def(RATE_LIMITED_TOTAL, Counter, Unit::Count, &[], "requests rejected by the rate limiter"),
+    def(ERRORS_TOTAL, Counter, Unit::Count, &[l::CATEGORY], "errors, by category"),
+    def(FLAG_EVALUATIONS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::RESULT], "feature flag evaluations, by flag and result"),
+    def(ROLLOUT_PERCENT, Gauge, Unit::Percent, &[l::FLAG], "percentage of subjects a rollout currently admits"),
+];
+
+/// Looks a metric up by its exported name. Histogram series suffixes (`_bucket`, `_sum`,
+/// `_count`) are accepted, so any name found in a PromQL expression resolves.
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    CATALOGUE.iter().find(|d| d.name == name).or_else(|| {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))?;
+        CATALOGUE
+            .iter()
+            .find(|d| d.name == base && d.kind == MetricKind::Histogram)
+    })
+}
+
+/// Registers the description and unit of every catalogued metric with the current
+/// recorder (global, or the local one inside `metrics::with_local_recorder`). Call it once
+/// after installing a recorder; [`crate::install_prometheus_recorder`] does.
+pub fn describe_all() {
+    for d in CATALOGUE {
+        match d.kind {
+            MetricKind::Counter => metrics::describe_counter!(d.name, d.unit, d.help),
+            MetricKind::Gauge => metrics::describe_gauge!(d.name, d.unit, d.help),
+            MetricKind::Histogram => metrics::describe_histogram!(d.name, d.unit, d.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_prefixed_and_suffixed_by_kind() {
+        let mut seen = HashSet::new();
+        for d in CATALOGUE {
+            assert!(seen.insert(d.name), "duplicate {}", d.name);
+            assert!(d.name.starts_with("genesis_"), "{}", d.name);
+            assert!(
+                d.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                d.name
+            );
+            match d.kind {
+                MetricKind::Counter => assert!(d.name.ends_with("_total"), "{}", d.name),
+                MetricKind::Histogram => {
+                    assert!(d.name.ends_with("_seconds"), "{}", d.name);
+                    assert_eq!(d.unit, Unit::Seconds);
+                }
+                MetricKind::Gauge => {}
+            }
+            assert!(!d.help.is_empty());
+        }
+    }
+
+    #[test]
+    fn find_resolves_histogram_series() {
+        assert_eq!(
+            find("genesis_tasks_total").unwrap().kind,
+            MetricKind::Counter
+        );
+        assert_eq!(
+            find("genesis_request_duration_seconds_bucket")
+                .unwrap()
+                .name,
+            REQUEST_DURATION_SECONDS
+        );
+        assert!(find("genesis_tasks_total_bucket").is_none());
+        assert!(find("genesis_nope").is_none());
+    }
+}

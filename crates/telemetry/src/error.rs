@@ -1,0 +1,64 @@
+//! The one error type of this crate.
+
+/// Everything that can go wrong setting up or tearing down telemetry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// The log filter directives do not parse.
+    #[error("invalid log filter {directives:?}")]
+    InvalidFilter {
+        /// The rejected directives.
+        directives: String,
+        /// The parse failure.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// OTLP export was configured outside a tokio runtime (the batch exporter runs on it).
+    #[error("otlp export to {endpoint} needs a tokio runtime: call init inside one")]
+    NoTokioRuntime {
+        /// The configured endpoint.
+        endpoint: String,
+    },
+    /// The OTLP exporter could not be built (bad URL, HTTP client failure).
+    #[error("building the otlp exporter for {endpoint}")]
+    Exporter {
+        /// The configured endpoint.
+        endpoint: String,
+        /// The exporter's failure.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A global tracing subscriber is already installed.
+    #[error("installing the global tracing subscriber")]
+    SubscriberAlreadySet {
+        /// The failure.
+        #[source]
+        source: tracing_subscriber::util::TryInitError,
+    },
+    /// A global metrics recorder is already installed.
+    #[error("a global metrics recorder is already installed")]
+    RecorderAlreadySet,
+    /// The Prometheus recorder settings are invalid.
+    #[error("configuring the prometheus recorder")]
+    Prometheus {
+        /// The failure.
+        #[source]
+        source: metrics_exporter_prometheus::BuildError,
+    },
+    /// Flushing or shutting down the trace provider failed (spans may be lost).
+    #[error("shutting down the trace provider")]
+    Shutdown {
+        /// The failure.
+        #[source]
+        source: opentelemetry_sdk::error::OTelSdkError,
+    },
+    /// The system random generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+    /// A correlation id that is not 32 hex digits (or a UUID).
+    #[error("invalid correlation id {value:?}: expected 32 hex digits or a uuid")]
+    InvalidCorrelationId {
+        /// The rejected text (truncated to 64 bytes).
+        value: String,
+    },
+}

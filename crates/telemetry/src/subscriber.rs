@@ -1,0 +1,215 @@
+//! The tracing subscriber: log layer, filter and optional OTLP export, plus the guard that
+//! flushes exported spans on shutdown.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::runtime::Tokio;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::config::{LogFormat, OtlpConfig, TelemetryConfig};
+use crate::error::TelemetryError;
+
+/// A type-erased layer stack for a [`Registry`].
+pub type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
+
+/// Builds an OTLP/HTTP (protobuf) trace provider with a batch span processor running on the
+/// current tokio runtime. Every batch setting is set explicitly, so `OTEL_BSP_*`
+/// variables have no effect, and the resource holds only `service.name` (no environment
+/// detectors).
+///
+/// # Errors
+/// [`TelemetryError::NoTokioRuntime`] outside a tokio runtime,
+/// [`TelemetryError::Exporter`] when the exporter cannot be built.
+pub fn build_tracer_provider(
+    otlp: &OtlpConfig,
+    service_name: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let url = otlp.traces_url();
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(TelemetryError::NoTokioRuntime { endpoint: url });
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url.clone())
+        .with_timeout(otlp.timeout)
+        .build()
+        .map_err(|source| TelemetryError::Exporter {
+            endpoint: url,
+            source,
+        })?;
+    let queue = otlp.max_queue_size.max(1);
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(queue)
+        .with_max_export_batch_size(queue.min(512))
+        .with_scheduled_delay(otlp.batch_delay)
+        .with_max_export_timeout(otlp.timeout)
+        .with_max_concurrent_exports(1)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter, Tokio)
+        .with_batch_config(batch)
+        .build();
+    let resource = Resource::builder_empty()
+        .with_service_name(service_name.to_owned())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .with_resource(resource)
+        .build())
+}
+
+/// Builds the layer stack without installing it: the filter, the log layer writing to
+/// `writer`, and, when `config.otlp` is set, the OpenTelemetry layer exporting spans. Use it
+/// in tests with `tracing::subscriber::with_default(Registry::default().with(layer), ..)`.
+///
+/// # Errors
+/// [`TelemetryError::InvalidFilter`] and the errors of [`build_tracer_provider`].
+pub fn build_layers<W>(
+    config: &TelemetryConfig,
+    writer: W,
+) -> Result<(BoxedLayer, TelemetryGuard), TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::builder()
+        .parse(&config.filter)
+        .map_err(|source| TelemetryError::InvalidFilter {
+            directives: config.filter.clone(),
+            source,
+        })?;
+    let log_layer: BoxedLayer = match config.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .pretty()
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Compact => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    let mut layers = vec![log_layer];
+    let provider = match &config.otlp {
+        Some(otlp) => {
+            let provider = build_tracer_provider(otlp, &config.service_name)?;
+            let tracer = provider.tracer("genesis");
+            layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
+            Some(provider)
+        }
+        None => None,
+    };
+    Ok((
+        layers.with_filter(filter).boxed(),
+        TelemetryGuard { provider },
+    ))
+}
+
+/// Installs the global subscriber: logs to stderr in the configured format, filtered by
+/// `config.filter`, and spans exported over OTLP when configured (call it inside the tokio
+/// runtime then). Keep the returned guard alive until shutdown.
+///
+/// # Errors
+/// As [`build_layers`], and [`TelemetryError::SubscriberAlreadySet`].
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let (layer, guard) = build_layers(config, std::io::stderr)?;
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|source| TelemetryError::SubscriberAlreadySet { source })?;
+    Ok(guard)
+}
+
+/// Owns the trace provider; flushes and shuts it down.
+///
+/// Prefer `guard.shutdown().await` at the end of `main` (it runs the blocking flush on
+/// tokio's blocking pool, so it works on any runtime flavour). Dropping the guard shuts
+/// down too, best effort: inside a multi-thread runtime it blocks in place; inside a
+/// current-thread runtime it hands the shutdown to a helper thread (the runtime must keep
+/// running for the flush to finish); outside a runtime the exporter task is already gone.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// A guard with nothing to shut down (logs only).
+    pub fn noop() -> Self {
+        TelemetryGuard { provider: None }
+    }
+
+    /// The trace provider, when OTLP export is configured.
+    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.provider.as_ref()
+    }
+
+    /// Exports buffered spans now, blocking the calling thread until done. Do not call it
+    /// on a current-thread runtime's thread (the exporter task could not run).
+    ///
+    /// # Errors
+    /// [`TelemetryError::Shutdown`] when the export fails.
+    pub fn force_flush(&self) -> Result<(), TelemetryError> {
+        match &self.provider {
+            Some(p) => p
+                .force_flush()
+                .map_err(|source| TelemetryError::Shutdown { source }),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes buffered spans and shuts the provider down.
+    ///
+    /// # Errors
+    /// [`TelemetryError::Shutdown`] when the final export fails.
+    pub async fn shutdown(mut self) -> Result<(), TelemetryError> {
+        let Some(provider) = self.provider.take() else {
+            return Ok(());
+        };
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => match handle.spawn_blocking(move || provider.shutdown()).await {
+                Ok(result) => result,
+                // The blocking task panicked or was cancelled: nothing more to do.
+                Err(_) => return Ok(()),
+            },
+            Err(_) => provider.shutdown(),
+        };
+        result.map_err(|source| TelemetryError::Shutdown { source })
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let Some(provider) = self.provider.take() else {
+            return;
+        };
+        let shut = move || {
+            if let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5)) {
+                tracing::warn!(%error, "trace provider shutdown failed; spans may be lost");
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(shut),
+            Ok(_) => {
+                // Blocking this thread would starve the exporter task: hand it off.
+                let _detached = std::thread::Builder::new()
+                    .name("otel-shutdown".to_owned())
+                    .spawn(shut);
+            }
+            Err(_) => shut(),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Integration tests: Prometheus exposition, JSON logs through the built layers, OTLP
+//! export to a real HTTP server on loopback, and the shipped alert rules and dashboard
+//! against the metric catalogue.
+
+// Helpers outside `#[test]` functions are test code too (clippy.toml only exempts tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use genesis_telemetry::catalogue::{self, labels};
+use genesis_telemetry::{
+    CorrelationId, LogFormat, OtlpConfig, TelemetryConfig, TelemetryError, build_layers,
+    build_prometheus_recorder, build_tracer_provider,
+};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::SubscriberExt;
+
+// ---------------------------------------------------------------- prometheus
+
+#[test]
+fn prometheus_renders_recorded_metrics_with_help_and_buckets() {
+    let recorder = build_prometheus_recorder().unwrap();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        catalogue::describe_all();
+        metrics::counter!(catalogue::REQUESTS_TOTAL, labels::ENDPOINT => "/v1/runs", labels::STATUS => "ok")
+            .increment(3);
+        metrics::histogram!(catalogue::REQUEST_DURATION_SECONDS, labels::ENDPOINT => "/v1/runs")
+            .record(0.2);
+        metrics::histogram!(catalogue::REQUEST_DURATION_SECONDS, labels::ENDPOINT => "/v1/runs")
+            .record(3.0);
+        metrics::gauge!(catalogue::BREAKER_STATE, labels::KEY => "openai")
+            .set(catalogue::breaker_state::OPEN);
+        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(0.25);
+        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(0.5);
+    });
+    let text = handle.render();
+    assert!(
+        text.contains(r#"genesis_requests_total{endpoint="/v1/runs",status="ok"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP genesis_requests_total requests handled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE genesis_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"genesis_request_duration_seconds_bucket{endpoint="/v1/runs",le="0.25"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"genesis_request_duration_seconds_bucket{endpoint="/v1/runs",le="5"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"genesis_request_duration_seconds_count{endpoint="/v1/runs"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"genesis_breaker_state{key="openai"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("genesis_cost_usd_total 0.75"), "{text}");
+}
+
+// ---------------------------------------------------------------- logs
+
+/// A `MakeWriter` that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn json_logs_carry_fields_span_and_correlation_id_and_respect_the_filter() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let config = TelemetryConfig {
+        filter: "info,noisy=warn,chatty=debug".into(),
+        format: LogFormat::Json,
+        ..TelemetryConfig::default()
+    };
+    let (layer, guard) = build_layers(&config, move || writer.clone()).unwrap();
+    assert!(guard.tracer_provider().is_none());
+    let id = CorrelationId::from_bytes([7; 16]);
+    tracing::subscriber::with_default(Registry::default().with(layer), || {
+        let span = id.request_span();
+        let _entered = span.enter();
+        tracing::info!(task_id = "t1", "task started");
+        tracing::debug!("debug is filtered out at info");
+        tracing::warn!(target: "noisy", "kept: warn passes noisy=warn");
+        tracing::info!(target: "noisy", "dropped: info below noisy=warn");
+        tracing::debug!(target: "chatty", "kept: chatty=debug");
+    });
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let first = &lines[0];
+    assert_eq!(first["level"], "INFO");
+    assert_eq!(first["fields"]["message"], "task started");
+    assert_eq!(first["fields"]["task_id"], "t1");
+    assert_eq!(first["span"]["name"], "request");
+    assert_eq!(first["span"]["correlation_id"], id.to_string());
+    assert_eq!(lines[1]["level"], "WARN");
+    assert_eq!(lines[1]["target"], "noisy");
+    assert_eq!(lines[2]["level"], "DEBUG");
+    assert_eq!(lines[2]["target"], "chatty");
+}
+
+#[test]
+fn record_on_fills_a_declared_field() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let (layer, _guard) =
+        build_layers(&TelemetryConfig::default(), move || writer.clone()).unwrap();
+    let id = CorrelationId::generate().unwrap();
+    tracing::subscriber::with_default(Registry::default().with(layer), || {
+        let span = tracing::info_span!(
+            "orchestrate",
+            run_id = "r1",
+            correlation_id = tracing::field::Empty
+        );
+        id.record_on(&span);
+        span.in_scope(|| tracing::info!("planning"));
+    });
+    let lines = out.lines();
+    assert_eq!(lines[0]["span"]["correlation_id"], id.to_string());
+    assert_eq!(lines[0]["span"]["run_id"], "r1");
+}
+
+#[test]
+fn invalid_filter_is_rejected_with_the_directives() {
+    let config = TelemetryConfig {
+        filter: "info,[{bad".into(),
+        ..TelemetryConfig::default()
+    };
+    let err = build_layers(&config, std::io::sink).err().unwrap();
+    assert!(matches!(err, TelemetryError::InvalidFilter { .. }));
+    assert!(err.to_string().contains("[{bad"), "{err}");
+}
+
+#[test]
+fn otlp_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = build_tracer_provider(&OtlpConfig::new("http://127.0.0.1:9"), "genesis").unwrap_err();
+    assert!(matches!(err, TelemetryError::NoTokioRuntime { .. }));
+    assert!(
+        err.to_string().contains("http://127.0.0.1:9/v1/traces"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- otlp
+
+#[derive(Debug, Clone)]
+struct Received {
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+type Inbox = Arc<Mutex<Vec<Received>>>;
+
+async fn collect(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> &'static str {
+    inbox.lock().unwrap().push(Received {
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.to_vec(),
+    });
+    ""
+}
+
+/// A minimal OTLP/HTTP collector on 127.0.0.1 that records every POST /v1/traces.
+async fn start_collector() -> (SocketAddr, Inbox) {
+    let inbox: Inbox = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(collect))
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, inbox)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+async fn export_one_span(service: &str, span_name_field: &str) -> Vec<Received> {
+    let (addr, inbox) = start_collector().await;
+    let config = TelemetryConfig {
+        service_name: service.into(),
+        otlp: Some(OtlpConfig {
+            // A long batch delay: only the shutdown flush can deliver the span.
+            batch_delay: Duration::from_secs(600),
+            ..OtlpConfig::new(format!("http://{addr}"))
+        }),
+        ..TelemetryConfig::default()
+    };
+    let (layer, guard) = build_layers(&config, std::io::sink).unwrap();
+    assert!(guard.tracer_provider().is_some());
+    let id = CorrelationId::generate().unwrap();
+    tracing::subscriber::with_default(Registry::default().with(layer), || {
+        let span =
+            tracing::info_span!("genesis.it.export", step = span_name_field, correlation_id = %id);
+        let _entered = span.enter();
+        tracing::info!("inside the exported span");
+    });
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "nothing is sent before the flush"
+    );
+    guard.shutdown().await.unwrap();
+    inbox.lock().unwrap().clone()
+}
+
+fn assert_exported(received: &[Received], service: &str, field: &str) {
+    assert!(!received.is_empty(), "collector received nothing");
+    let all: Vec<u8> = received.iter().flat_map(|r| r.body.clone()).collect();
+    for r in received {
+        assert_eq!(r.content_type.as_deref(), Some("application/x-protobuf"));
+        assert!(!r.body.is_empty());
+    }
+    // Protobuf stores strings verbatim: the resource, span name and attribute are there.
+    assert!(contains(&all, "service.name"));
+    assert!(contains(&all, service));
+    assert!(contains(&all, "genesis.it.export"));
+    assert!(contains(&all, field));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exports_spans_as_protobuf_on_a_multi_thread_runtime() {
+    let received = export_one_span("genesis-it-multi", "multi-thread-step").await;
+    assert_exported(&received, "genesis-it-multi", "multi-thread-step");
+}
+
+#[tokio::test]
+async fn otlp_shutdown_does_not_deadlock_a_current_thread_runtime() {
+    let received = tokio::time::timeout(
+        Duration::from_secs(30),
+        export_one_span("genesis-it-current", "current-thread-step"),
+    )
+    .await
+    .expect("shutdown deadlocked");
+    assert_exported(&received, "genesis-it-current", "current-thread-step");
+}
+
+// ---------------------------------------------------------------- shipped config
+
+fn repo_file(rel: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every `genesis_*` identifier in `text`.
+fn metric_names(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("genesis_") {
+        let start = i + pos;
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if !preceded {
+            names.push(text[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    names
+}
+
+#[test]
+fn alert_rules_use_only_catalogued_metrics() {
+    let alerts = repo_file("config/prometheus/alerts.yml");
+    let names = metric_names(&alerts);
+    assert!(names.len() >= 5, "{names:?}");
+    for name in &names {
+        assert!(
+            catalogue::find(name).is_some(),
+            "alerts.yml uses unknown metric {name}"
+        );
+    }
+    for needed in [
+        catalogue::REQUESTS_TOTAL,
+        catalogue::REQUEST_DURATION_SECONDS,
+        catalogue::BREAKER_STATE,
+        catalogue::COST_USD_TOTAL,
+        catalogue::INJECTION_BLOCKED_TOTAL,
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(needed)),
+            "no alert on {needed}"
+        );
+    }
+}
+
+#[test]
+fn dashboard_is_valid_json_and_charts_every_catalogued_metric() {
+    let text = repo_file("config/grafana/genesis.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    let names: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    for name in &names {
+        assert!(
+            catalogue::find(name).is_some(),
+            "dashboard uses unknown metric {name}"
+        );
+    }
+    for def in catalogue::CATALOGUE {
+        assert!(
+            names.iter().any(|n| n.starts_with(def.name)),
+            "dashboard lacks {}",
+            def.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------- global installation
+// The only tests in this binary that touch process-wide state; every other test uses a
+// thread-local subscriber or a local recorder, which take precedence.
+
+#[test]
+fn init_installs_once_then_reports_already_set() {
+    let config = TelemetryConfig {
+        filter: "warn".into(),
+        format: LogFormat::Compact,
+        ..TelemetryConfig::default()
+    };
+    let guard = genesis_telemetry::init(&config).unwrap();
+    assert!(guard.tracer_provider().is_none());
+    let err = genesis_telemetry::init(&config).unwrap_err();
+    assert!(
+        matches!(err, TelemetryError::SubscriberAlreadySet { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn global_prometheus_recorder_installs_once_and_renders_global_records() {
+    let handle = genesis_telemetry::install_prometheus_recorder().unwrap();
+    metrics::counter!(catalogue::RATE_LIMITED_TOTAL).increment(4);
+    metrics::gauge!(catalogue::ROLLOUT_PERCENT, labels::FLAG => "new_router_rollout").set(25.0);
+    let text = handle.render();
+    assert!(text.contains("genesis_rate_limited_total 4"), "{text}");
+    assert!(
+        text.contains(r#"genesis_rollout_percent{flag="new_router_rollout"} 25"#),
+        "{text}"
+    );
+    // describe_all ran on install.
+    assert!(text.contains("# HELP genesis_rate_limited_total"), "{text}");
+    assert!(matches!(
+        genesis_telemetry::install_prometheus_recorder(),
+        Err(TelemetryError::RecorderAlreadySet)
+    ));
+}
