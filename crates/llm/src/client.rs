@@ -1,0 +1,123 @@
+//! The [`LlmClient`] trait, the `llm.call` span, and construction from config.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use genesis_core::ModelId;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::{
+    AnthropicClient, Completion, CompletionRequest, LlmError, OpenAiClient, ProviderConfig,
+    ProviderKind,
+};
+
+/// A chat model behind some provider.
+///
+/// Implementations are cheap to share (`Arc<dyn LlmClient>`), take `&self`, and never
+/// retry on their own: retries, breakers and budgets belong to the resilience layer,
+/// which reads [`LlmError::retry_hint`].
+#[async_trait]
+pub trait LlmClient: Send + Sync {
+    /// Sends one completion request.
+    ///
+    /// # Errors
+    /// Any [`LlmError`]; see [`LlmError::retry_hint`] for which ones are worth retrying.
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, LlmError>;
+
+    /// The configured model.
+    fn model(&self) -> &ModelId;
+
+    /// The provider name (`openai`, `anthropic`, `scripted`), used as `gen_ai.system`.
+    fn provider(&self) -> &str;
+}
+
+#[async_trait]
+impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, LlmError> {
+        (**self).complete(req).await
+    }
+
+    fn model(&self) -> &ModelId {
+        (**self).model()
+    }
+
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+}
+
+#[async_trait]
+impl<T: LlmClient + ?Sized> LlmClient for Box<T> {
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, LlmError> {
+        (**self).complete(req).await
+    }
+
+    fn model(&self) -> &ModelId {
+        (**self).model()
+    }
+
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+}
+
+/// Builds the client `config.kind` names.
+///
+/// # Errors
+/// [`LlmError::InvalidConfig`] or [`LlmError::ClientBuild`], as the client's `new`.
+pub fn client_from_config(config: &ProviderConfig) -> Result<Arc<dyn LlmClient>, LlmError> {
+    Ok(match config.kind {
+        ProviderKind::Openai => Arc::new(OpenAiClient::new(config.clone())?),
+        ProviderKind::Anthropic => Arc::new(AnthropicClient::new(config.clone())?),
+    })
+}
+
+/// The `llm.call` span with GenAI semantic-convention fields. Usage, response model,
+/// finish reason and error type are recorded by [`record_outcome`]. Never carries the
+/// prompt or the API key.
+pub(crate) fn call_span(
+    system: &str,
+    model: &ModelId,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    server_address: &str,
+) -> Span {
+    tracing::info_span!(
+        "llm.call",
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.system" = system,
+        "gen_ai.request.model" = model.as_str(),
+        "gen_ai.request.max_tokens" = max_tokens,
+        "gen_ai.request.temperature" = temperature.map(f64::from),
+        "server.address" = server_address,
+        "gen_ai.response.model" = Empty,
+        "gen_ai.response.finish_reasons" = Empty,
+        "gen_ai.usage.input_tokens" = Empty,
+        "gen_ai.usage.output_tokens" = Empty,
+        "genesis.cost_usd" = Empty,
+        "error.type" = Empty,
+    )
+}
+
+/// Records the outcome of a call on its span and emits one debug event.
+pub(crate) fn record_outcome(span: &Span, result: &Result<Completion, LlmError>) {
+    match result {
+        Ok(c) => {
+            span.record("gen_ai.response.model", c.model.as_str());
+            if let Some(reason) = &c.finish_reason {
+                span.record("gen_ai.response.finish_reasons", reason.as_str());
+            }
+            span.record("gen_ai.usage.input_tokens", c.usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", c.usage.output_tokens);
+            if let Some(cost) = c.cost {
+                span.record("genesis.cost_usd", cost.as_f64());
+            }
+            tracing::debug!(parent: span, chars = c.text.len(), "llm call completed");
+        }
+        Err(e) => {
+            span.record("error.type", e.kind());
+            tracing::debug!(parent: span, error = %e, retryable = e.is_retryable(), "llm call failed");
+        }
+    }
+}
