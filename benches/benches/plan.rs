@@ -1,1 +1,39 @@
-fn main() {}
+//! `plan()` end to end on the heuristic path: screen → decompose → route → select
+//! models → validate.
+//!
+//! Run: `cargo bench -p genesis-benches --bench plan`
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use genesis::Orchestrator;
+
+const SAAS: &str = "Build a SaaS business for invoices";
+const COMPOUND: &str = "Launch a marketing campaign for our new app and analyse the results";
+
+fn plan(c: &mut Criterion) {
+    let genesis = match Orchestrator::builder().build() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cannot build the orchestrator: {e}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("plan");
+    group.bench_function("saas_request", |b| {
+        b.iter(|| genesis.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+    });
+    group.bench_function("compound_request", |b| {
+        b.iter(|| {
+            genesis
+                .plan_sync(black_box(COMPOUND))
+                .map(|p| p.tasks.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, plan);
+criterion_main!(benches);

@@ -1,1 +1,47 @@
-//! placeholder
+//! Genesis: a multi-agent LLM orchestration engine.
+//!
+//! Mental model: a request is screened ([`security`]), decomposed into a hierarchical
+//! task DAG ([`htdag`]), every task is routed to an agent with an explanation
+//! ([`halo`]), each LLM task gets the cheapest capable model ([`daao`]), and the plan is
+//! validated ([`aop`]) before anything runs. The [`Orchestrator`] composes the crates;
+//! they are re-exported here under short names, so one dependency gives you all of them.
+//!
+//! ```
+//! use genesis::Orchestrator;
+//!
+//! let genesis = Orchestrator::builder().build()?;
+//! let plan = genesis.plan_sync("Launch a marketing campaign for our new app and analyse the results")?;
+//! let agents: Vec<&str> = plan.tasks.iter().filter_map(|t| t.agent.as_ref()).map(|a| a.as_str()).collect();
+//! assert!(agents.contains(&"marketing") && agents.contains(&"analytics"));
+//! println!("{}", plan.render_tree());
+//! # Ok::<(), genesis::GenesisError>(())
+//! ```
+
+pub use genesis_aop as aop;
+pub use genesis_core as core;
+pub use genesis_daao as daao;
+pub use genesis_feature_flags as flags;
+pub use genesis_halo as halo;
+pub use genesis_htdag as htdag;
+pub use genesis_llm as llm;
+pub use genesis_resilience as resilience;
+pub use genesis_security as security;
+pub use genesis_telemetry as telemetry;
+
+mod catalogues;
+pub mod config;
+pub mod defaults;
+mod error;
+mod orchestrator;
+mod plan;
+pub mod providers;
+pub mod run;
+pub mod store;
+mod wiring;
+
+pub use catalogues::{load_catalogues, read_agents};
+pub use config::{BackendConfig, GenesisConfig};
+pub use error::GenesisError;
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, PlanOptions, RunOptions, new_run_id};
+pub use plan::{Plan, PlannedTask, TaskModel, TaskRoute};
+pub use wiring::{load_flags, orchestrator_from_config};

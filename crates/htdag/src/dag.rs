@@ -374,6 +374,30 @@ impl TaskDag {
         self.nodes().map(|n| n.depth).max().unwrap_or(0)
     }
 
+    /// Tasks grouped by the earliest step at which they can run with unlimited
+    /// parallelism: generation 0 waits for nothing, generation `k` waits only for tasks of
+    /// earlier generations. Tasks of one generation can run at the same time, which is
+    /// what per-agent concurrency limits are about.
+    pub fn generations(&self) -> Vec<Vec<&TaskId>> {
+        let mut level: HashMap<&str, usize> = HashMap::with_capacity(self.len());
+        let mut out: Vec<Vec<&TaskId>> = Vec::new();
+        for id in self.topological_order() {
+            let l = self
+                .prerequisites(id.as_str())
+                .iter()
+                .filter_map(|p| level.get(p.as_str()))
+                .map(|l| l + 1)
+                .max()
+                .unwrap_or(0);
+            level.insert(id.as_str(), l);
+            if out.len() <= l {
+                out.resize_with(l + 1, Vec::new);
+            }
+            out[l].push(id);
+        }
+        out
+    }
+
     /// Number of tasks on the longest chain of waits (the minimum number of sequential
     /// steps to finish the DAG with unlimited parallelism).
     pub fn critical_path_len(&self) -> usize {
@@ -506,6 +530,12 @@ mod tests {
         assert_eq!(order, ["design", "api", "ui", "build"]);
         assert_eq!(dag.depth(), 2);
         assert_eq!(dag.critical_path_len(), 3);
+        let generations: Vec<Vec<&str>> = dag
+            .generations()
+            .iter()
+            .map(|g| g.iter().map(|i| i.as_str()).collect())
+            .collect();
+        assert_eq!(generations, [vec!["design"], vec!["api", "ui"], vec!["build"]]);
         assert_eq!(dag.declared_dependencies("build"), [&id("design")]);
 
         let mut done: HashSet<String> = HashSet::new();

@@ -1,0 +1,154 @@
+//! The facade's error type, and the one place errors map to exit codes and HTTP statuses.
+
+use genesis_core::{ErrorCategory, Severity};
+
+/// Anything the orchestrator can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// The request broke an input limit or was screened out.
+    #[error("request rejected: {reason} (rule: {rule})")]
+    Rejected {
+        /// The rule that rejected it (`max_request_chars`, `injection:ignore_previous_instructions`).
+        rule: String,
+        /// What was wrong, with the offending value.
+        reason: String,
+    },
+    /// Decomposition failed.
+    #[error(transparent)]
+    Decomposition(#[from] genesis_htdag::HtdagError),
+    /// Routing setup failed (registry or rules).
+    #[error(transparent)]
+    Routing(#[from] genesis_halo::HaloError),
+    /// The model catalogue is invalid.
+    #[error(transparent)]
+    Models(#[from] genesis_daao::CatalogError),
+    /// The plan failed validation.
+    #[error("plan failed validation: {summary}")]
+    InvalidPlan {
+        /// The failed rules, joined.
+        summary: String,
+        /// The whole plan, with its validation report.
+        plan: Box<crate::Plan>,
+    },
+    /// A feature flag or kill switch refused the request.
+    #[error("{flag} is {state}: request refused (rule: feature_flag:{flag})")]
+    Disabled {
+        /// The flag.
+        flag: String,
+        /// `off` or `on` (for kill switches).
+        state: &'static str,
+    },
+    /// Configuration is invalid.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong (names the key or file).
+        message: String,
+    },
+    /// Reading a configuration or data file failed.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GenesisError {
+    /// The pipeline category.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            GenesisError::Rejected { .. } | GenesisError::Disabled { .. } => {
+                ErrorCategory::Security
+            }
+            GenesisError::Decomposition(e) => e.category(),
+            GenesisError::Routing(_) => ErrorCategory::Routing,
+            GenesisError::Models(_) | GenesisError::Config { .. } | GenesisError::Io { .. } => {
+                ErrorCategory::Config
+            }
+            GenesisError::InvalidPlan { .. } => ErrorCategory::Validation,
+        }
+    }
+
+    /// How bad it is for an operator.
+    pub fn severity(&self) -> Severity {
+        match self {
+            GenesisError::Rejected { .. } | GenesisError::Disabled { .. } => Severity::Low,
+            GenesisError::Decomposition(e) if e.is_rejection() => Severity::Low,
+            GenesisError::InvalidPlan { .. } => Severity::Medium,
+            GenesisError::Config { .. } | GenesisError::Io { .. } | GenesisError::Models(_) => {
+                Severity::Critical
+            }
+            _ => Severity::High,
+        }
+    }
+
+    /// True when the caller's input was at fault (exit code 2, HTTP 4xx).
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            GenesisError::Rejected { .. } | GenesisError::InvalidPlan { .. } => true,
+            GenesisError::Decomposition(e) => e.is_rejection(),
+            _ => false,
+        }
+    }
+
+    /// The CLI exit code: 2 for rejected input, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_rejection() { 2 } else { 1 }
+    }
+
+    /// The HTTP status the server answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            GenesisError::Disabled { .. } => 503,
+            GenesisError::InvalidPlan { .. } => 422,
+            e if e.is_rejection() => 400,
+            _ => 500,
+        }
+    }
+
+    /// A stable machine-readable rule or code for JSON error bodies.
+    pub fn rule(&self) -> String {
+        match self {
+            GenesisError::Rejected { rule, .. } => rule.clone(),
+            GenesisError::Disabled { flag, .. } => format!("feature_flag:{flag}"),
+            GenesisError::InvalidPlan { .. } => "plan_validation".into(),
+            GenesisError::Decomposition(e) => match e {
+                genesis_htdag::HtdagError::EmptyRequest => "non_empty_request".into(),
+                genesis_htdag::HtdagError::RequestTooLong { .. } => "max_request_chars".into(),
+                genesis_htdag::HtdagError::TooManyTasks { .. } => "max_tasks".into(),
+                genesis_htdag::HtdagError::TooDeep { .. } => "max_depth".into(),
+                _ => "decomposition".into(),
+            },
+            other => other.category().as_str().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_exit_2_and_400() {
+        let e = GenesisError::Decomposition(genesis_htdag::HtdagError::RequestTooLong {
+            len: 5001,
+            max: 5000,
+        });
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.http_status(), 400);
+        assert_eq!(e.rule(), "max_request_chars");
+        let e = GenesisError::Config {
+            message: "x".into(),
+        };
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.http_status(), 500);
+        let e = GenesisError::Disabled {
+            flag: "orchestration_enabled".into(),
+            state: "off",
+        };
+        assert_eq!(e.http_status(), 503);
+    }
+}

@@ -1,0 +1,745 @@
+//! The orchestrator: the one object an embedding application holds.
+
+use std::sync::Arc;
+
+use genesis_aop::{Assignment, Validator, ValidatorConfig};
+use genesis_core::{Task, Usd};
+use genesis_daao::{Budget, ModelCatalog, ModelSelector};
+use genesis_feature_flags::SharedFlags;
+use genesis_halo::{AgentRegistry, RouteDecision, Router, RouterConfig, RoutingRules};
+use genesis_htdag::{Decomposer, HeuristicDecomposer, Limits, TaskDag};
+use genesis_resilience::DegradationLevel;
+use genesis_security::{Checkpoint, Guard, SecurityError};
+use genesis_telemetry::catalogue;
+use tracing::{debug, warn};
+
+use crate::providers::LlmProviders;
+
+use crate::plan::{PlannedTask, TaskModel, TaskRoute};
+use crate::run::executor_internals::{Replanner, RunSpec};
+use crate::run::{
+    AgentSet, Executor, ExecutorConfig, NoJournal, RunHandle, RunJournal, TaskReport,
+};
+use crate::{GenesisConfig, GenesisError, Plan, defaults};
+use genesis_core::RunId;
+use genesis_daao::CostLedger;
+
+/// Per-request planning options.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The run budget the plan must fit in; `None` uses the configured per-run budget.
+    pub budget: Option<Usd>,
+    /// Who is asking (user, tenant or API key id): the subject of sticky flag rollouts.
+    pub subject: Option<String>,
+}
+
+/// Builds an [`Orchestrator`]. Every part has a default: the built-in 16 agents,
+/// routing rules and model catalogue, the heuristic decomposer, default limits and the
+/// shipped injection detector.
+#[derive(Default)]
+pub struct OrchestratorBuilder {
+    registry: Option<AgentRegistry>,
+    rules: Option<RoutingRules>,
+    router_config: Option<RouterConfig>,
+    catalog: Option<ModelCatalog>,
+    margin: Option<f64>,
+    limits: Option<Limits>,
+    guard: Option<Guard>,
+    security_limits: Option<genesis_security::Limits>,
+    decomposer: Option<Arc<dyn Decomposer>>,
+    budget: Option<Budget>,
+    validator: Option<ValidatorConfig>,
+    agents: Option<AgentSet>,
+    executor: Option<ExecutorConfig>,
+    flags: Option<SharedFlags>,
+    llm: Option<LlmProviders>,
+    breaker_hook: Option<genesis_resilience::StateChangeHook>,
+}
+
+impl std::fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorBuilder {
+    /// Uses this agent registry.
+    #[must_use]
+    pub fn registry(mut self, registry: AgentRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Uses these routing rules.
+    #[must_use]
+    pub fn rules(mut self, rules: RoutingRules) -> Self {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// Uses this router tuning.
+    #[must_use]
+    pub fn router_config(mut self, config: RouterConfig) -> Self {
+        self.router_config = Some(config);
+        self
+    }
+
+    /// Uses this model catalogue.
+    #[must_use]
+    pub fn models(mut self, catalog: ModelCatalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// Sets DAG limits.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Uses this security guard (detector and per-checkpoint policies).
+    #[must_use]
+    pub fn guard(mut self, guard: Guard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Uses this decomposer (it should fall back to the heuristic one on failure; the
+    /// orchestrator also falls back when it returns an error).
+    #[must_use]
+    pub fn decomposer(mut self, decomposer: Arc<dyn Decomposer>) -> Self {
+        self.decomposer = Some(decomposer);
+        self
+    }
+
+    /// Sets spending limits.
+    #[must_use]
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The backends that carry out tasks (needed by [`Orchestrator::run`]).
+    #[must_use]
+    pub fn agents(mut self, agents: AgentSet) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// Executor settings (concurrency, timeouts, retries, breakers, refinement).
+    #[must_use]
+    pub fn executor_config(mut self, config: ExecutorConfig) -> Self {
+        self.executor = Some(config);
+        self
+    }
+
+    /// Feature flags: kill switches and rollout gates checked on every request.
+    #[must_use]
+    pub fn flags(mut self, flags: SharedFlags) -> Self {
+        self.flags = Some(flags);
+        self
+    }
+
+    /// LLM providers (their breakers feed the degradation level).
+    #[must_use]
+    pub fn llm(mut self, providers: LlmProviders) -> Self {
+        self.llm = Some(providers);
+        self
+    }
+
+    /// Called on every agent circuit-breaker state change with `(key, from, to)`.
+    #[must_use]
+    pub fn on_breaker_change(mut self, hook: genesis_resilience::StateChangeHook) -> Self {
+        self.breaker_hook = Some(hook);
+        self
+    }
+
+    /// The guard the orchestrator will use (for screens built before `build`).
+    pub fn current_guard(&self) -> Guard {
+        self.guard.clone().unwrap_or_default()
+    }
+
+    /// Sets validator thresholds.
+    #[must_use]
+    pub fn validator(mut self, config: ValidatorConfig) -> Self {
+        self.validator = Some(config);
+        self
+    }
+
+    /// Applies a loaded configuration: limits, budget, router tuning, model margin,
+    /// security. Catalogue files named in it are read by [`crate::load_catalogues`].
+    ///
+    /// # Errors
+    /// An invalid security configuration (e.g. an unusable detector threshold).
+    pub fn config(mut self, config: &GenesisConfig) -> Result<Self, GenesisError> {
+        self.limits = Some(config.limits.clone());
+        self.budget = Some(config.budget);
+        self.router_config = Some(config.routing.router.clone());
+        self.margin = Some(config.models.margin);
+        self.security_limits = Some(config.security.limits.clone());
+        self.guard =
+            Some(
+                Guard::from_config(&config.security).map_err(|e| GenesisError::Config {
+                    message: format!("security: {e}"),
+                })?,
+            );
+        Ok(self)
+    }
+
+    /// Builds the orchestrator.
+    ///
+    /// # Errors
+    /// Invalid registry, rules (e.g. a rule naming an unknown agent) or catalogue.
+    pub fn build(self) -> Result<Orchestrator, GenesisError> {
+        let registry = match self.registry {
+            Some(r) => r,
+            None => AgentRegistry::from_toml_str(defaults::AGENTS_TOML)?,
+        };
+        let rules = match self.rules {
+            Some(r) => r,
+            None => RoutingRules::from_toml_str(defaults::ROUTING_RULES_TOML)?,
+        };
+        let router = Router::with_config(registry, rules, self.router_config.unwrap_or_default())?;
+        let catalog = match self.catalog {
+            Some(c) => c,
+            None => ModelCatalog::from_toml_str(defaults::MODELS_TOML)?,
+        };
+        let mut selector = ModelSelector::new(catalog);
+        if let Some(m) = self.margin {
+            selector = selector.with_margin(m);
+        }
+        let limits = self.limits.unwrap_or_default();
+        let security_limits = self
+            .security_limits
+            .unwrap_or_else(|| genesis_security::Limits {
+                max_request_chars: limits.max_request_chars,
+                ..genesis_security::Limits::default()
+            });
+        let guard = self.guard.unwrap_or_default();
+        let executor = Executor::new(
+            self.agents.unwrap_or_default(),
+            self.executor.unwrap_or_default(),
+            guard.clone(),
+            self.breaker_hook,
+        );
+        Ok(Orchestrator {
+            inner: Arc::new(Inner {
+                flags: self.flags,
+                llm: self.llm,
+                executor,
+                limits,
+                security_limits,
+                guard,
+                decomposer: self.decomposer,
+                heuristic: HeuristicDecomposer::new(),
+                router,
+                selector,
+                budget: self.budget.unwrap_or_default(),
+                validator: self.validator.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    flags: Option<SharedFlags>,
+    llm: Option<LlmProviders>,
+    executor: Executor,
+    limits: Limits,
+    security_limits: genesis_security::Limits,
+    guard: Guard,
+    decomposer: Option<Arc<dyn Decomposer>>,
+    heuristic: HeuristicDecomposer,
+    router: Router,
+    selector: ModelSelector,
+    budget: Budget,
+    validator: ValidatorConfig,
+}
+
+/// Plans (and, with the executor, runs) requests. Cheap to clone; share it across tasks.
+///
+/// ```
+/// let genesis = genesis::Orchestrator::builder().build().unwrap();
+/// let plan = genesis.plan_sync("Build a SaaS business for invoices").unwrap();
+/// assert!(plan.validation.passed);
+/// assert!(plan.tasks.len() >= 7);
+/// ```
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("agents", &self.inner.router.registry().len())
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// A builder with every default.
+    pub fn builder() -> OrchestratorBuilder {
+        OrchestratorBuilder::default()
+    }
+
+    /// The router (for outcome feedback, cache statistics and the registry).
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The security guard.
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    /// The model selector.
+    pub fn selector(&self) -> &ModelSelector {
+        &self.inner.selector
+    }
+
+    /// The DAG limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Plans a request with the configured decomposer, falling back to the heuristic
+    /// decomposer (and recording the degradation) when it fails.
+    ///
+    /// # Errors
+    /// See [`Orchestrator::plan_with`].
+    pub async fn plan(&self, request: &str) -> Result<Plan, GenesisError> {
+        self.plan_with(request, &PlanOptions::default()).await
+    }
+
+    /// [`Orchestrator::plan`] with options.
+    ///
+    /// # Errors
+    /// [`GenesisError::Rejected`] when screening refuses the request (limits,
+    /// injection); [`GenesisError::InvalidPlan`] when validation fails (the plan is
+    /// inside); decomposition errors.
+    pub async fn plan_with(
+        &self,
+        request: &str,
+        options: &PlanOptions,
+    ) -> Result<Plan, GenesisError> {
+        let started = std::time::Instant::now();
+        let subject = options.subject.as_deref().unwrap_or("anonymous");
+        self.gate(subject)?;
+        self.screen(request)?;
+        let llm_allowed = self
+            .flag("llm_integration_enabled", subject)
+            .unwrap_or(true);
+        let decomposer = self.inner.decomposer.as_ref().filter(|_| llm_allowed);
+        let (dag, decomposer, degradation, reason) = match decomposer {
+            Some(d) => match d.decompose(request, &self.inner.limits).await {
+                Ok(dag) => (dag, d.name().to_owned(), DegradationLevel::Full, None),
+                Err(e) => {
+                    warn!(decomposer = d.name(), error = %e, "decomposer failed; falling back to heuristic");
+                    let dag = self
+                        .inner
+                        .heuristic
+                        .decompose_sync(request, &self.inner.limits)?;
+                    (
+                        dag,
+                        "heuristic".to_owned(),
+                        DegradationLevel::LlmFallback,
+                        Some(format!("{} failed: {e}", d.name())),
+                    )
+                }
+            },
+            None if self.inner.decomposer.is_some() => (
+                self.inner
+                    .heuristic
+                    .decompose_sync(request, &self.inner.limits)?,
+                "heuristic".to_owned(),
+                DegradationLevel::LlmFallback,
+                Some("feature flag llm_integration_enabled is off".to_owned()),
+            ),
+            None => (
+                self.inner
+                    .heuristic
+                    .decompose_sync(request, &self.inner.limits)?,
+                "heuristic".to_owned(),
+                DegradationLevel::Full,
+                None,
+            ),
+        };
+        let plan = self.finish(request, &dag, decomposer, degradation, reason, options);
+        metrics::histogram!(catalogue::PLAN_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(f64::from(degradation.as_gauge()));
+        plan
+    }
+
+    /// Refuses work when a kill switch is on or orchestration is off.
+    ///
+    /// # Errors
+    /// [`GenesisError::Disabled`] naming the flag.
+    pub fn gate(&self, subject: &str) -> Result<(), GenesisError> {
+        if self.flag("emergency_shutdown", subject) == Some(true) {
+            return Err(GenesisError::Disabled {
+                flag: "emergency_shutdown".into(),
+                state: "on",
+            });
+        }
+        if self.flag("orchestration_enabled", subject) == Some(false) {
+            return Err(GenesisError::Disabled {
+                flag: "orchestration_enabled".into(),
+                state: "off",
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates a flag for `subject`; `None` when no flags are configured or the flag
+    /// is not defined.
+    pub fn flag(&self, name: &str, subject: &str) -> Option<bool> {
+        let flags = self.inner.flags.as_ref()?;
+        let eval = flags.evaluate(name, subject, std::time::SystemTime::now());
+        if eval.reason == genesis_feature_flags::Reason::UnknownFlag {
+            return None;
+        }
+        metrics::counter!(
+            catalogue::FLAG_EVALUATIONS_TOTAL,
+            catalogue::labels::FLAG => name.to_owned(),
+            catalogue::labels::RESULT => eval.result_label()
+        )
+        .increment(1);
+        Some(eval.enabled)
+    }
+
+    /// The feature flags, if configured.
+    pub fn flags(&self) -> Option<&SharedFlags> {
+        self.inner.flags.as_ref()
+    }
+
+    /// The LLM providers, if configured.
+    pub fn llm(&self) -> Option<&LlmProviders> {
+        self.inner.llm.as_ref()
+    }
+
+    /// Plans a request synchronously with the heuristic decomposer. This is the
+    /// allocation-light hot path the `plan` benchmark measures.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::plan_with`].
+    pub fn plan_sync(&self, request: &str) -> Result<Plan, GenesisError> {
+        self.gate("anonymous")?;
+        self.screen(request)?;
+        let dag = self
+            .inner
+            .heuristic
+            .decompose_sync(request, &self.inner.limits)?;
+        self.finish(
+            request,
+            &dag,
+            "heuristic".to_owned(),
+            DegradationLevel::Full,
+            None,
+            &PlanOptions::default(),
+        )
+    }
+
+    /// Routes, prices and validates a DAG you built yourself (your own decomposer, a
+    /// stored workflow). The request is screened like any other.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::plan_with`].
+    pub fn plan_dag(
+        &self,
+        request: &str,
+        dag: &TaskDag,
+        options: &PlanOptions,
+    ) -> Result<Plan, GenesisError> {
+        self.gate(options.subject.as_deref().unwrap_or("anonymous"))?;
+        self.screen(request)?;
+        self.finish(
+            request,
+            dag,
+            "custom".to_owned(),
+            DegradationLevel::Full,
+            None,
+            options,
+        )
+    }
+
+    /// Screens a request: input limits, then the injection guard at the user-request
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// [`GenesisError::Rejected`] naming the rule and the value.
+    pub fn screen(&self, request: &str) -> Result<(), GenesisError> {
+        self.inner
+            .security_limits
+            .check_request(request)
+            .map_err(rejected)?;
+        if let Err(e) = self.inner.guard.screen(Checkpoint::UserRequest, request) {
+            metrics::counter!(catalogue::INJECTION_BLOCKED_TOTAL, catalogue::labels::CHECKPOINT => "user_request")
+                .increment(1);
+            return Err(rejected(e));
+        }
+        Ok(())
+    }
+
+    /// Routes, selects models and validates a DAG that was already decomposed.
+    fn finish(
+        &self,
+        request: &str,
+        dag: &TaskDag,
+        decomposer: String,
+        degradation: DegradationLevel,
+        degradation_reason: Option<String>,
+        options: &PlanOptions,
+    ) -> Result<Plan, GenesisError> {
+        let inner = &self.inner;
+        // Route one generation at a time: tasks of a generation can run at the same
+        // time, so agent capacity (max concurrent tasks) is applied within it, not across
+        // tasks that will never overlap.
+        let mut decisions: Vec<RouteDecision> = Vec::with_capacity(dag.len());
+        for generation in dag.generations() {
+            let tasks: Vec<Task> = generation
+                .iter()
+                .filter_map(|id| dag.task(id.as_str()).cloned())
+                .collect();
+            decisions.extend(inner.router.route_all(&tasks).decisions);
+        }
+        for d in &decisions {
+            metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => d.layer.as_str()).increment(1);
+        }
+        let mut assignments = Vec::with_capacity(dag.len());
+        let mut planned: Vec<PlannedTask> = Vec::with_capacity(dag.len());
+        let by_id: std::collections::HashMap<&str, &RouteDecision> =
+            decisions.iter().map(|d| (d.task_id.as_str(), d)).collect();
+        for id in dag.topological_order() {
+            let (Some(node), Some(decision)) = (dag.get(id.as_str()), by_id.get(id.as_str()))
+            else {
+                continue;
+            };
+            let task = &node.task;
+            let model = decision.agent.as_ref().map(|_| inner.selector.select(task));
+            assignments.push(Assignment {
+                task: task.id.clone(),
+                agent: decision.agent.clone(),
+                match_score: decision.match_score,
+                estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
+            });
+            let depends_on = dag
+                .declared_dependencies(id.as_str())
+                .into_iter()
+                .cloned()
+                .collect();
+            planned.push(planned_task(
+                task,
+                node.parent.clone(),
+                node.depth,
+                depends_on,
+                decision,
+                model,
+            ));
+        }
+        let registry = inner.router.registry();
+        let mut vconfig = inner.validator.clone();
+        vconfig.budget = options.budget.or(inner.budget.per_run);
+        let validation = Validator::new(&registry, vconfig).validate(request, dag, &assignments);
+        debug!(
+            tasks = planned.len(),
+            score = validation.score,
+            passed = validation.passed,
+            "plan validated"
+        );
+        let plan = Plan {
+            request: request.to_owned(),
+            decomposer,
+            degradation,
+            degradation_reason,
+            estimated_cost: validation.estimated_cost,
+            depth: dag.depth(),
+            tasks: planned,
+            validation,
+        };
+        if plan.validation.passed {
+            Ok(plan)
+        } else {
+            let rules: Vec<String> = plan
+                .validation
+                .errors
+                .iter()
+                .map(|e| format!("{} ({})", e.message, e.rule))
+                .collect();
+            Err(GenesisError::InvalidPlan {
+                summary: rules.join("; "),
+                plan: Box::new(plan),
+            })
+        }
+    }
+}
+
+/// Per-run options.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// The run id; generated when `None`.
+    pub run_id: Option<RunId>,
+    /// Where events are journaled (the server passes its run store).
+    pub journal: Option<Arc<dyn RunJournal>>,
+    /// Tasks that finished before a restart; they are not run again.
+    pub resumed: Vec<TaskReport>,
+    /// The run budget; `None` uses the configured per-run budget.
+    pub budget: Option<Usd>,
+    /// Already spent today by other runs (for the daily budget).
+    pub day_spent: Usd,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("run_id", &self.run_id)
+            .field("resumed", &self.resumed.len())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// Plans `request` and starts executing it. Returns once the run has started; the
+    /// handle streams events and yields the result.
+    ///
+    /// # Errors
+    /// Planning errors (see [`Orchestrator::plan_with`]).
+    pub async fn run(&self, request: &str) -> Result<RunHandle, GenesisError> {
+        let plan = self.plan(request).await?;
+        self.execute(plan, RunOptions::default())
+    }
+
+    /// Starts executing a plan (fresh, or resumed with `options.resumed`).
+    ///
+    /// # Errors
+    /// [`GenesisError::Decomposition`] if the plan's DAG is invalid under the limits.
+    pub fn execute(&self, plan: Plan, options: RunOptions) -> Result<RunHandle, GenesisError> {
+        let inner = &self.inner;
+        let dag = plan.to_dag(&inner.limits)?;
+        let budget = Budget {
+            per_run: options.budget.or(inner.budget.per_run),
+            per_day: inner.budget.per_day,
+        };
+        let registry = inner.router.registry();
+        let caps = registry
+            .iter()
+            .map(|a| (a.id.clone(), a.max_concurrent_tasks))
+            .collect();
+        let spec = RunSpec {
+            run_id: options.run_id.unwrap_or_else(new_run_id),
+            plan,
+            dag,
+            ledger: CostLedger::new(budget, options.day_spent),
+            journal: options.journal.unwrap_or_else(|| Arc::new(NoJournal)),
+            replanner: Arc::new(Replan(Arc::clone(&self.inner))),
+            resumed: options.resumed,
+        };
+        Ok(inner.executor.start(spec, caps))
+    }
+
+    /// The executor (breaker states, configuration).
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+}
+
+/// Routes and prices follow-up tasks proposed during a run.
+struct Replan(Arc<Inner>);
+
+impl Replanner for Replan {
+    fn plan_tasks(&self, tasks: &[Task]) -> Vec<PlannedTask> {
+        let routing = self.0.router.route_all(tasks);
+        tasks
+            .iter()
+            .zip(routing.decisions)
+            .map(|(task, decision)| {
+                let model = decision
+                    .agent
+                    .as_ref()
+                    .map(|_| self.0.selector.select(task));
+                planned_task(task, None, 1, Vec::new(), &decision, model)
+            })
+            .collect()
+    }
+}
+
+fn planned_task(
+    task: &Task,
+    parent: Option<genesis_core::TaskId>,
+    depth: usize,
+    depends_on: Vec<genesis_core::TaskId>,
+    decision: &RouteDecision,
+    model: Option<genesis_daao::ModelChoice>,
+) -> PlannedTask {
+    PlannedTask {
+        id: task.id.clone(),
+        parent,
+        depth,
+        kind: task.kind,
+        description: task.description.clone(),
+        depends_on,
+        required_skills: task.required_skills.clone(),
+        metadata: task.metadata.clone(),
+        estimated_tokens: task.estimated_tokens,
+        agent: decision.agent.clone(),
+        route: TaskRoute {
+            layer: decision.layer,
+            score: decision.score,
+            match_score: decision.match_score,
+            explanation: decision.explanation.clone(),
+            alternatives: decision.alternatives.clone(),
+        },
+        model: model.map(|m| TaskModel {
+            model: m.model,
+            difficulty: m.difficulty,
+            estimated_cost: m.estimated_cost,
+            reason: m.reason,
+        }),
+    }
+}
+
+/// A new run id: time-ordered and unique within and across processes.
+pub fn new_run_id() -> RunId {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // RandomState is seeded from OS randomness once per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u128(millis);
+    RunId::new(format!("run_{millis:012x}{:08x}", h.finish() as u32))
+}
+
+/// Converts a security rejection into the facade's error, keeping the rule name.
+fn rejected(e: SecurityError) -> GenesisError {
+    let rule = match &e {
+        SecurityError::EmptyRequest => "non_empty_request".to_owned(),
+        SecurityError::RequestTooLong { .. } => "max_request_chars".to_owned(),
+        SecurityError::InjectionDetected { rule, .. } => format!("injection:{rule}"),
+        other => other.category().as_str().to_owned(),
+    };
+    GenesisError::Rejected {
+        rule,
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orchestrator_is_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Orchestrator>();
+    }
+}

@@ -1,0 +1,189 @@
+//! The `Agent` trait: what the executor calls to get a task done.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use genesis_core::{AgentId, ModelId, RunId, Task, TaskId, Usd};
+use genesis_resilience::Retry;
+use serde::{Deserialize, Serialize};
+
+/// The result of a task a child depends on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInput {
+    /// The task that produced it.
+    pub task_id: TaskId,
+    /// Its output (already screened for indirect injection).
+    pub output: String,
+}
+
+/// Everything an agent gets for one attempt at one task.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    /// The run.
+    pub run_id: RunId,
+    /// The user's request, for context.
+    pub request: Arc<str>,
+    /// The task.
+    pub task: Task,
+    /// The agent the executor is calling (it may be a re-routed alternative).
+    pub agent: AgentId,
+    /// The model DAAO chose, for agents that call an LLM.
+    pub model: Option<ModelId>,
+    /// Outputs of the tasks this one waits for.
+    pub inputs: Vec<TaskInput>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The previous round's answer when the agent refines (TUMIX), else `None`.
+    pub previous: Option<String>,
+}
+
+/// A successful attempt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentOutput {
+    /// The result.
+    pub text: String,
+    /// What the attempt cost.
+    pub cost: Usd,
+    /// LLM input tokens used, if any.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// LLM output tokens used, if any.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Follow-up tasks the agent proposes (dynamic replanning); they become dependents
+    /// of this task, subject to the DAG's update limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followups: Vec<FollowUp>,
+}
+
+/// A follow-up task proposed by an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowUp {
+    /// Task kind (snake_case name).
+    pub kind: genesis_core::TaskKind,
+    /// What to do.
+    pub description: String,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A transient failure (429, 5xx, connection reset): worth retrying.
+    #[error("agent {agent} failed transiently: {message}")]
+    Transient {
+        /// The agent.
+        agent: AgentId,
+        /// What happened.
+        message: String,
+        /// The service's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The attempt took longer than its timeout.
+    #[error("agent {agent} timed out after {after:?}")]
+    Timeout {
+        /// The agent.
+        agent: AgentId,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The agent refused the task (a 4xx, invalid input): retrying the same agent will
+    /// not help, another agent might.
+    #[error("agent {agent} rejected the task: {message}")]
+    Rejected {
+        /// The agent.
+        agent: AgentId,
+        /// Why.
+        message: String,
+    },
+    /// No backend is configured for the agent.
+    #[error("no backend is configured for agent {agent}")]
+    NoBackend {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent's output was screened out as an injection.
+    #[error("output of agent {agent} was blocked by the injection screen (rule: {rule})")]
+    Blocked {
+        /// The agent.
+        agent: AgentId,
+        /// The rule that fired.
+        rule: String,
+    },
+}
+
+impl AgentError {
+    /// Retry classification for the resilience layer.
+    pub fn retry(&self) -> Retry {
+        match self {
+            AgentError::Transient { retry_after, .. } => Retry::Yes {
+                after: *retry_after,
+            },
+            AgentError::Timeout { .. } => Retry::NOW,
+            _ => Retry::No,
+        }
+    }
+}
+
+/// Something that can carry out tasks: an LLM with a role prompt, an HTTP service, a
+/// local command, or your own type.
+#[async_trait]
+pub trait Agent: Send + Sync {
+    /// Carries out one attempt at a task.
+    ///
+    /// # Errors
+    /// [`AgentError`]; classify transient failures as `Transient` or `Timeout` so the
+    /// executor retries them.
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError>;
+}
+
+/// Agents by id, plus an optional fallback used for every agent without its own backend.
+#[derive(Clone, Default)]
+pub struct AgentSet {
+    agents: HashMap<AgentId, Arc<dyn Agent>>,
+    fallback: Option<Arc<dyn Agent>>,
+}
+
+impl std::fmt::Debug for AgentSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&str> = self.agents.keys().map(AgentId::as_str).collect();
+        ids.sort_unstable();
+        f.debug_struct("AgentSet")
+            .field("agents", &ids)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+impl AgentSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        AgentSet::default()
+    }
+
+    /// Registers the backend for one agent id.
+    #[must_use]
+    pub fn with(mut self, id: impl Into<AgentId>, agent: Arc<dyn Agent>) -> Self {
+        self.agents.insert(id.into(), agent);
+        self
+    }
+
+    /// Registers a backend used for every agent without its own.
+    #[must_use]
+    pub fn with_fallback(mut self, agent: Arc<dyn Agent>) -> Self {
+        self.fallback = Some(agent);
+        self
+    }
+
+    /// The backend for `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Agent>> {
+        self.agents.get(id).or(self.fallback.as_ref())
+    }
+
+    /// True when some backend serves `id`.
+    pub fn serves(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+}

@@ -1,0 +1,138 @@
+//! An agent that is an HTTP service: the executor POSTs the task as JSON.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use genesis_core::{AgentId, Secret};
+use serde::{Deserialize, Serialize};
+
+use super::{WireRequest, parse_output};
+use crate::run::{Agent, AgentError, AgentOutput, AgentRequest};
+
+/// Settings of an HTTP agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAgentConfig {
+    /// Where to POST tasks.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Per-request timeout (default 60 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_response_bytes: usize,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+/// POSTs `{run_id, request, agent, model, attempt, task, inputs, previous}` and reads
+/// `{output, cost_usd?, followups?}` (or a plain-text body) back.
+///
+/// Status mapping: 2xx success; 408, 429 and 5xx transient (with `Retry-After`); other
+/// 4xx a rejection; connection failures transient; the timeout a timeout.
+#[derive(Debug, Clone)]
+pub struct HttpAgent {
+    id: AgentId,
+    config: HttpAgentConfig,
+    client: reqwest::Client,
+}
+
+impl HttpAgent {
+    /// An HTTP agent using `client` (share one client across agents).
+    pub fn new(id: impl Into<AgentId>, config: HttpAgentConfig, client: reqwest::Client) -> Self {
+        HttpAgent {
+            id: id.into(),
+            config,
+            client,
+        }
+    }
+}
+
+#[async_trait]
+impl Agent for HttpAgent {
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        let agent = request.agent.clone();
+        let mut req = self
+            .client
+            .post(&self.config.url)
+            .timeout(self.config.timeout)
+            .json(&WireRequest::from(&request));
+        if let Some(token) = &self.config.token {
+            req = req.bearer_auth(token.expose());
+        }
+        let response = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                AgentError::Timeout {
+                    agent: agent.clone(),
+                    after: self.config.timeout,
+                }
+            } else {
+                AgentError::Transient {
+                    agent: agent.clone(),
+                    message: format!("cannot reach {}: {e}", self.id),
+                    retry_after: None,
+                }
+            }
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| genesis_resilience::parse_retry_after(v, std::time::SystemTime::now()));
+        let body = read_capped(response, self.config.max_response_bytes, &agent).await?;
+        if status.is_success() {
+            return Ok(parse_output(&body));
+        }
+        let snippet: String = body.chars().take(200).collect();
+        let message = format!("http {status}: {snippet}");
+        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+            Err(AgentError::Transient {
+                agent,
+                message,
+                retry_after,
+            })
+        } else {
+            Err(AgentError::Rejected { agent, message })
+        }
+    }
+}
+
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+    agent: &AgentId,
+) -> Result<String, AgentError> {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(AgentError::Rejected {
+                        agent: agent.clone(),
+                        message: format!("response exceeds max_response_bytes {max}"),
+                    });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(AgentError::Transient {
+                    agent: agent.clone(),
+                    message: format!("reading the response failed: {e}"),
+                    retry_after: None,
+                });
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}

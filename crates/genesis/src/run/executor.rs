@@ -1,0 +1,1080 @@
+//! The DAG executor.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
+use genesis_daao::{ConvergenceStop, CostLedger, RefinementRound, StopDecision, StopPolicy};
+use genesis_htdag::{DagUpdate, TaskDag};
+use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
+use genesis_security::{Checkpoint, Guard};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info_span, warn};
+
+use super::{
+    AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunJournal, RunResult, RunStatus,
+    TaskInput, TaskReport, TaskStatus,
+};
+use crate::{Plan, PlannedTask};
+
+/// Executor settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Tasks in flight across the run (default 100).
+    pub max_concurrency: usize,
+    /// Longest one attempt may take (default 120 s).
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+    /// Retries per agent before re-routing.
+    pub retry: BackoffConfig,
+    /// Per-agent circuit breakers.
+    pub breaker: BreakerConfig,
+    /// Agents that refine their answers, and when to stop.
+    pub refine: RefineConfig,
+    /// Screen agent outputs for indirect injection before passing them on (default on).
+    pub screen_outputs: bool,
+    /// Event channel capacity per run (slow subscribers miss events past it).
+    pub event_buffer: usize,
+    /// When every candidate agent's breaker is open, how many times a task waits half
+    /// a cool-down for a probe before it fails (default 4).
+    pub max_breaker_waits: u32,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            max_concurrency: 100,
+            task_timeout: Duration::from_secs(120),
+            retry: BackoffConfig::default(),
+            breaker: BreakerConfig::default(),
+            refine: RefineConfig::default(),
+            screen_outputs: true,
+            event_buffer: 4096,
+            max_breaker_waits: 4,
+        }
+    }
+}
+
+/// TUMIX refinement: which agents refine, and the stop policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefineConfig {
+    /// Agents whose answers are refined over rounds.
+    pub agents: Vec<AgentId>,
+    /// When to stop refining.
+    pub stop: ConvergenceStop,
+}
+
+/// Scores a refinement round in `[0, 1]`.
+pub trait Judge: Send + Sync {
+    /// The score of `answer` for `task`, given the previous round's answer.
+    fn score(&self, task: &Task, answer: &str, previous: Option<&str>) -> f64;
+}
+
+/// The deterministic default judge: agreement between consecutive answers (token-set
+/// similarity). Answers that stop changing have converged — TUMIX's signal that more
+/// rounds will not help.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgreementJudge;
+
+impl Judge for AgreementJudge {
+    fn score(&self, _task: &Task, answer: &str, previous: Option<&str>) -> f64 {
+        let Some(prev) = previous else {
+            return 0.0;
+        };
+        let a = tokens(answer);
+        let b = tokens(prev);
+        if a.is_empty() && b.is_empty() {
+            return 1.0;
+        }
+        let inter = a.iter().filter(|t| b.contains(*t)).count() as f64;
+        let union = (a.len() + b.len()) as f64 - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+fn tokens(s: &str) -> std::collections::HashSet<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn fingerprint(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for w in s.split_whitespace() {
+        w.to_lowercase().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Follow-up routing: the orchestrator supplies this so agent-proposed tasks are routed
+/// and priced like planned ones.
+pub(crate) trait Replanner: Send + Sync {
+    fn plan_tasks(&self, tasks: &[Task]) -> Vec<PlannedTask>;
+}
+
+/// Runs plans on agents. Cheap to clone; breakers are shared across runs so an agent
+/// that fails in one run is avoided in the next.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<ExecInner>,
+}
+
+struct ExecInner {
+    agents: AgentSet,
+    config: ExecutorConfig,
+    breakers: BreakerRegistry,
+    backoff: Backoff,
+    guard: Guard,
+    judge: Arc<dyn Judge>,
+    stop: Arc<dyn StopPolicy>,
+    agent_limits: Mutex<HashMap<AgentId, Arc<Semaphore>>>,
+    agent_caps: Mutex<HashMap<AgentId, usize>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("agents", &self.inner.agents)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running (or finished) run: its events, cancellation and final result.
+#[derive(Debug)]
+pub struct RunHandle {
+    run_id: RunId,
+    events: broadcast::Sender<RunEvent>,
+    first: Option<broadcast::Receiver<RunEvent>>,
+    cancel: CancellationToken,
+    join: tokio::task::JoinHandle<RunResult>,
+}
+
+impl RunHandle {
+    /// The run id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// The event stream. The first call gets every event since the start; later calls
+    /// get events from the moment of the call.
+    pub fn events(&mut self) -> broadcast::Receiver<RunEvent> {
+        self.first.take().unwrap_or_else(|| self.events.subscribe())
+    }
+
+    /// The run's event sender (to hand out subscriptions later).
+    pub fn sender(&self) -> broadcast::Sender<RunEvent> {
+        self.events.clone()
+    }
+
+    /// A new subscription to the run's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    /// Asks the run to stop: in-flight attempts are dropped, pending tasks cancelled.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A token that cancels the run when cancelled (for servers that hold runs by id).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits for the run to end.
+    pub async fn wait(self) -> RunResult {
+        let run_id = self.run_id.clone();
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(run_id = %run_id, error = %e, "executor task ended abnormally");
+                RunResult {
+                    run_id,
+                    status: RunStatus::Failed,
+                    answer: String::new(),
+                    tasks: Vec::new(),
+                    cost: Usd::ZERO,
+                }
+            }
+        }
+    }
+}
+
+/// Per-run inputs the orchestrator prepares.
+pub(crate) struct RunSpec {
+    pub(crate) run_id: RunId,
+    pub(crate) plan: Plan,
+    pub(crate) dag: TaskDag,
+    pub(crate) ledger: CostLedger,
+    pub(crate) journal: Arc<dyn RunJournal>,
+    pub(crate) replanner: Arc<dyn Replanner>,
+    /// Tasks finished before a restart: they are not run again.
+    pub(crate) resumed: Vec<TaskReport>,
+}
+
+impl Executor {
+    /// An executor over `agents`. Breaker state changes are exported as the
+    /// `genesis_breaker_state` gauge and passed to `on_breaker_change`, if given.
+    pub fn new(
+        agents: AgentSet,
+        config: ExecutorConfig,
+        guard: Guard,
+        on_breaker_change: Option<genesis_resilience::StateChangeHook>,
+    ) -> Self {
+        let hook: genesis_resilience::StateChangeHook = Arc::new(move |key, from, to| {
+            let v = match to {
+                genesis_resilience::BreakerState::Closed => 0.0,
+                genesis_resilience::BreakerState::HalfOpen => 1.0,
+                genesis_resilience::BreakerState::Open => 2.0,
+            };
+            metrics::gauge!(
+                genesis_telemetry::catalogue::BREAKER_STATE,
+                genesis_telemetry::catalogue::labels::KEY => key.to_owned()
+            )
+            .set(v);
+            if let Some(user) = &on_breaker_change {
+                user(key, from, to);
+            }
+        });
+        let breakers = BreakerRegistry::new(config.breaker.clone()).with_hook(hook);
+        let backoff = Backoff::new(config.retry.clone());
+        Executor {
+            inner: Arc::new(ExecInner {
+                agents,
+                breakers,
+                backoff,
+                guard,
+                judge: Arc::new(AgreementJudge),
+                stop: Arc::new(config.refine.stop.clone()),
+                config,
+                agent_limits: Mutex::new(HashMap::new()),
+                agent_caps: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The shared per-agent breakers (for status pages and degradation).
+    pub fn breakers(&self) -> &BreakerRegistry {
+        &self.inner.breakers
+    }
+
+    /// Tasks currently running on `agent`, across runs.
+    pub fn in_flight(&self, agent: &str) -> usize {
+        let limits = self
+            .inner
+            .agent_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        limits.get(agent).map_or(0, |sem| {
+            let cap = self
+                .inner
+                .agent_caps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(agent)
+                .copied()
+                .unwrap_or(0);
+            cap.saturating_sub(sem.available_permits())
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.inner.config
+    }
+
+    /// Starts a run on the current tokio runtime.
+    pub(crate) fn start(&self, spec: RunSpec, agent_caps: HashMap<AgentId, u32>) -> RunHandle {
+        let (tx, rx) = broadcast::channel(self.inner.config.event_buffer.max(16));
+        let cancel = CancellationToken::new();
+        let run_id = spec.run_id.clone();
+        {
+            let mut limits = self
+                .inner
+                .agent_limits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut caps = self
+                .inner
+                .agent_caps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (agent, cap) in agent_caps {
+                let cap = cap.max(1) as usize;
+                caps.entry(agent.clone()).or_insert(cap);
+                limits
+                    .entry(agent)
+                    .or_insert_with(|| Arc::new(Semaphore::new(cap)));
+            }
+        }
+        let span = info_span!("orchestrate", run_id = %run_id);
+        let runner = Runner::new(Arc::clone(&self.inner), spec, tx.clone(), cancel.clone());
+        let join = tokio::spawn(runner.run().instrument(span));
+        RunHandle {
+            run_id,
+            events: tx,
+            first: Some(rx),
+            cancel,
+            join,
+        }
+    }
+}
+
+struct Slot {
+    planned: PlannedTask,
+    task: Task,
+    status: TaskStatus,
+    waiting: usize,
+    report: TaskReport,
+}
+
+/// What a spawned task attempt returns to the scheduler.
+enum Outcome {
+    Succeeded {
+        agent: AgentId,
+        output: AgentOutput,
+        attempts: u32,
+        duration: Duration,
+    },
+    Failed {
+        agent: Option<AgentId>,
+        reason: String,
+        attempts: u32,
+        cost: Usd,
+    },
+}
+
+struct Runner {
+    exec: Arc<ExecInner>,
+    run_id: RunId,
+    request: Arc<str>,
+    dag: TaskDag,
+    slots: Vec<Slot>,
+    index: HashMap<TaskId, usize>,
+    ledger: Arc<Mutex<CostLedger>>,
+    journal: Arc<dyn RunJournal>,
+    replanner: Arc<dyn Replanner>,
+    events: broadcast::Sender<RunEvent>,
+    cancel: CancellationToken,
+    resumed: usize,
+}
+
+impl Runner {
+    fn new(
+        exec: Arc<ExecInner>,
+        spec: RunSpec,
+        events: broadcast::Sender<RunEvent>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let done: HashMap<TaskId, TaskReport> = spec
+            .resumed
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Skipped
+                )
+            })
+            .map(|r| (r.task_id.clone(), r))
+            .collect();
+        let mut slots = Vec::with_capacity(spec.plan.tasks.len());
+        let mut index = HashMap::with_capacity(spec.plan.tasks.len());
+        let resumed = done.len();
+        for planned in spec.plan.tasks {
+            let Some(task) = spec.dag.task(planned.id.as_str()).cloned() else {
+                continue;
+            };
+            let report = done
+                .get(&planned.id)
+                .cloned()
+                .unwrap_or_else(|| TaskReport {
+                    task_id: planned.id.clone(),
+                    status: TaskStatus::Pending,
+                    agent: planned.agent.clone(),
+                    attempts: 0,
+                    output: None,
+                    error: None,
+                    cost: Usd::ZERO,
+                });
+            index.insert(planned.id.clone(), slots.len());
+            slots.push(Slot {
+                status: report.status,
+                planned,
+                task,
+                waiting: 0,
+                report,
+            });
+        }
+        let mut runner = Runner {
+            exec,
+            run_id: spec.run_id,
+            request: Arc::from(spec.plan.request.as_str()),
+            dag: spec.dag,
+            slots,
+            index,
+            ledger: Arc::new(Mutex::new(spec.ledger)),
+            journal: spec.journal,
+            replanner: spec.replanner,
+            events,
+            cancel,
+            resumed,
+        };
+        runner.recount();
+        runner
+    }
+
+    /// Recomputes how many unfinished prerequisites each pending task has.
+    fn recount(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].status != TaskStatus::Pending {
+                continue;
+            }
+            let id = self.slots[i].planned.id.clone();
+            let waiting = self
+                .dag
+                .prerequisites(id.as_str())
+                .iter()
+                .filter(|p| {
+                    self.index
+                        .get(p.as_str())
+                        .is_none_or(|&j| self.slots[j].status != TaskStatus::Succeeded)
+                })
+                .count();
+            self.slots[i].waiting = waiting;
+        }
+    }
+
+    fn emit(&self, event: RunEvent) {
+        if let Err(e) = self.journal.record(&self.run_id, &event) {
+            error!(run_id = %self.run_id, error = %e, event = event.kind(), "cannot journal run event");
+        }
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    async fn run(mut self) -> RunResult {
+        self.emit(RunEvent::RunStarted {
+            tasks: self.slots.len(),
+            resumed: self.resumed,
+        });
+        // Resumed runs: a task whose prerequisite failed before the restart stays failed;
+        // everything else re-enters the ready set.
+        let mut ready: VecDeque<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].status == TaskStatus::Pending && self.slots[i].waiting == 0)
+            .collect();
+        let mut inflight: JoinSet<(usize, Outcome)> = JoinSet::new();
+        let max = self.exec.config.max_concurrency.max(1);
+        let mut cancelled = false;
+        loop {
+            while inflight.len() < max && !cancelled {
+                let Some(i) = ready.pop_front() else { break };
+                if self.slots[i].status != TaskStatus::Pending {
+                    continue;
+                }
+                self.slots[i].status = TaskStatus::Running;
+                let attempt = self.attempt_future(i);
+                inflight.spawn(attempt);
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = inflight.join_next() => joined,
+                () = self.cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    inflight.abort_all();
+                    continue;
+                }
+            };
+            match joined {
+                Some(Ok((i, outcome))) => self.finish(i, outcome, &mut ready),
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(Err(e)) => error!(run_id = %self.run_id, error = %e, "task attempt panicked"),
+                None => break,
+            }
+        }
+        for slot in &mut self.slots {
+            if !slot.status.is_terminal() {
+                slot.status = TaskStatus::Cancelled;
+                slot.report.status = TaskStatus::Cancelled;
+                slot.report.error = Some("run cancelled".into());
+            }
+        }
+        let cancelled_ids: Vec<TaskId> = self
+            .slots
+            .iter()
+            .filter(|s| s.status == TaskStatus::Cancelled)
+            .map(|s| s.planned.id.clone())
+            .collect();
+        for task_id in cancelled_ids {
+            self.emit(RunEvent::TaskSkipped {
+                task_id,
+                reason: "run cancelled".into(),
+            });
+        }
+        let status = if cancelled {
+            RunStatus::Cancelled
+        } else if self.slots.iter().all(|s| s.status == TaskStatus::Succeeded) {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let cost = self.spent();
+        self.emit(RunEvent::RunFinished { status, cost });
+        RunResult {
+            run_id: self.run_id.clone(),
+            status,
+            answer: self.answer(),
+            tasks: self.slots.iter().map(|s| s.report.clone()).collect(),
+            cost,
+        }
+    }
+
+    fn spent(&self) -> Usd {
+        self.ledger.lock().map(|l| l.spent()).unwrap_or(Usd::ZERO)
+    }
+
+    /// Outputs of top-level tasks, in plan order.
+    fn answer(&self) -> String {
+        let mut out = String::new();
+        for s in self.slots.iter().filter(|s| s.planned.parent.is_none()) {
+            if let Some(text) = &s.report.output {
+                if !out.is_empty() {
+                    out.push_str("\n\n");
+                }
+                out.push_str(&format!(
+                    "## {} — {}\n{}",
+                    s.planned.id, s.planned.description, text
+                ));
+            }
+        }
+        out
+    }
+
+    fn finish(&mut self, i: usize, outcome: Outcome, ready: &mut VecDeque<usize>) {
+        match outcome {
+            Outcome::Succeeded {
+                agent,
+                output,
+                attempts,
+                duration,
+            } => {
+                let task_id = self.slots[i].planned.id.clone();
+                let followups = output.followups.clone();
+                {
+                    let slot = &mut self.slots[i];
+                    slot.status = TaskStatus::Succeeded;
+                    slot.report.status = TaskStatus::Succeeded;
+                    slot.report.agent = Some(agent.clone());
+                    slot.report.attempts = attempts;
+                    slot.report.output = Some(output.text.clone());
+                    slot.report.cost = output.cost;
+                }
+                // Journal before releasing dependents: a crash after this point never
+                // re-runs the task.
+                self.emit(RunEvent::TaskSucceeded {
+                    task_id: task_id.clone(),
+                    agent,
+                    output: output.text,
+                    cost: output.cost,
+                    attempts,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                });
+                self.emit(RunEvent::Cost {
+                    spent: self.spent(),
+                });
+                if !followups.is_empty() {
+                    self.add_followups(&task_id, &followups);
+                }
+                self.recount();
+                for (j, slot) in self.slots.iter().enumerate() {
+                    if slot.status == TaskStatus::Pending
+                        && slot.waiting == 0
+                        && !ready.contains(&j)
+                    {
+                        ready.push_back(j);
+                    }
+                }
+            }
+            Outcome::Failed {
+                agent,
+                reason,
+                attempts,
+                cost,
+            } => {
+                let task_id = self.slots[i].planned.id.clone();
+                {
+                    let slot = &mut self.slots[i];
+                    slot.status = TaskStatus::Failed;
+                    slot.report.status = TaskStatus::Failed;
+                    slot.report.agent = agent;
+                    slot.report.attempts = attempts;
+                    slot.report.error = Some(reason.clone());
+                    slot.report.cost = cost;
+                }
+                warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
+                self.emit(RunEvent::TaskFailed {
+                    task_id: task_id.clone(),
+                    reason,
+                    attempts,
+                });
+                self.skip_dependents(&task_id);
+            }
+        }
+    }
+
+    /// Marks every transitive dependent of a failed task as skipped.
+    fn skip_dependents(&mut self, failed: &TaskId) {
+        let mut stack: Vec<TaskId> = self
+            .dag
+            .dependents(failed.as_str())
+            .into_iter()
+            .cloned()
+            .collect();
+        while let Some(id) = stack.pop() {
+            let Some(&j) = self.index.get(id.as_str()) else {
+                continue;
+            };
+            if self.slots[j].status != TaskStatus::Pending {
+                continue;
+            }
+            let reason = format!("prerequisite {failed} failed");
+            self.slots[j].status = TaskStatus::Skipped;
+            self.slots[j].report.status = TaskStatus::Skipped;
+            self.slots[j].report.error = Some(reason.clone());
+            self.emit(RunEvent::TaskSkipped {
+                task_id: id.clone(),
+                reason,
+            });
+            stack.extend(self.dag.dependents(id.as_str()).into_iter().cloned());
+        }
+    }
+
+    /// Dynamic replanning: follow-ups become dependents of `after`, under its parent.
+    fn add_followups(&mut self, after: &TaskId, followups: &[super::FollowUp]) {
+        let Some(node) = self.dag.get(after.as_str()) else {
+            return;
+        };
+        let parent = node.parent.clone();
+        let base = self.dag.updates_applied() + 1;
+        let mut tasks = Vec::with_capacity(followups.len());
+        for (k, f) in followups.iter().enumerate() {
+            if let Err(e) = self
+                .exec
+                .guard
+                .screen(Checkpoint::Decomposition, &f.description)
+            {
+                self.emit(RunEvent::UpdateRejected {
+                    after: after.clone(),
+                    reason: e.to_string(),
+                });
+                return;
+            }
+            let id = TaskId::new(format!("{after}.f{base}_{}", k + 1));
+            tasks.push(Task::new(id, f.kind, f.description.clone()));
+        }
+        let update = DagUpdate {
+            parent,
+            dependencies: tasks
+                .iter()
+                .map(|t| (after.clone(), t.id.clone()))
+                .collect(),
+            subtasks: tasks.clone(),
+        };
+        if let Err(e) = self.dag.apply_update(update) {
+            self.emit(RunEvent::UpdateRejected {
+                after: after.clone(),
+                reason: e.to_string(),
+            });
+            return;
+        }
+        let planned = self.replanner.plan_tasks(&tasks);
+        for (task, p) in tasks.into_iter().zip(planned.iter().cloned()) {
+            self.index.insert(task.id.clone(), self.slots.len());
+            self.slots.push(Slot {
+                report: TaskReport {
+                    task_id: task.id.clone(),
+                    status: TaskStatus::Pending,
+                    agent: p.agent.clone(),
+                    attempts: 0,
+                    output: None,
+                    error: None,
+                    cost: Usd::ZERO,
+                },
+                planned: p,
+                task,
+                status: TaskStatus::Pending,
+                waiting: 0,
+            });
+        }
+        self.emit(RunEvent::TasksAdded {
+            after: after.clone(),
+            tasks: planned,
+        });
+    }
+
+    /// Builds the future that runs task `i` to success or final failure.
+    fn attempt_future(
+        &self,
+        i: usize,
+    ) -> impl std::future::Future<Output = (usize, Outcome)> + Send + 'static {
+        let slot = &self.slots[i];
+        let inputs: Vec<TaskInput> = self
+            .dag
+            .prerequisites(slot.planned.id.as_str())
+            .iter()
+            .filter_map(|p| {
+                let j = *self.index.get(p.as_str())?;
+                let output = self.slots[j].report.output.clone()?;
+                Some(TaskInput {
+                    task_id: (*p).clone(),
+                    output,
+                })
+            })
+            .collect();
+        let mut candidates: Vec<AgentId> = Vec::new();
+        if let Some(a) = &slot.planned.agent {
+            candidates.push(a.clone());
+        }
+        for alt in &slot.planned.route.alternatives {
+            if !candidates.contains(&alt.agent) {
+                candidates.push(alt.agent.clone());
+            }
+        }
+        let attempt = Attempt {
+            exec: Arc::clone(&self.exec),
+            run_id: self.run_id.clone(),
+            request: Arc::clone(&self.request),
+            task: slot.task.clone(),
+            model: slot.planned.model.as_ref().map(|m| m.model.clone()),
+            estimate: slot
+                .planned
+                .model
+                .as_ref()
+                .map_or(Usd::ZERO, |m| m.estimated_cost),
+            inputs,
+            candidates,
+            ledger: Arc::clone(&self.ledger),
+            events: self.events.clone(),
+            journal: Arc::clone(&self.journal),
+        };
+        let span = info_span!("task", task_id = %slot.planned.id, agent = ?slot.planned.agent);
+        async move { (i, attempt.run().await) }.instrument(span)
+    }
+}
+
+/// One task's journey through its candidate agents.
+struct Attempt {
+    exec: Arc<ExecInner>,
+    run_id: RunId,
+    request: Arc<str>,
+    task: Task,
+    model: Option<genesis_core::ModelId>,
+    estimate: Usd,
+    inputs: Vec<TaskInput>,
+    candidates: Vec<AgentId>,
+    ledger: Arc<Mutex<CostLedger>>,
+    events: broadcast::Sender<RunEvent>,
+    journal: Arc<dyn RunJournal>,
+}
+
+impl Attempt {
+    fn emit(&self, event: RunEvent) {
+        if let Err(e) = self.journal.record(&self.run_id, &event) {
+            error!(run_id = %self.run_id, error = %e, "cannot journal run event");
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn charge(&self, cost: Usd) {
+        if let Ok(mut l) = self.ledger.lock() {
+            l.charge(cost);
+        }
+    }
+
+    async fn run(self) -> Outcome {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let mut cost = Usd::ZERO;
+        let mut last: Option<(AgentId, String)> = None;
+        if self.candidates.is_empty() {
+            return Outcome::Failed {
+                agent: None,
+                reason: format!("task {} has no agent", self.task.id),
+                attempts,
+                cost,
+            };
+        }
+        // When every candidate's breaker is open, wait for the cool-down to let a probe
+        // through (bounded), instead of failing work because of a transient outage.
+        let mut open_waits = 0u32;
+        loop {
+            let mut all_open = true;
+            for (ci, agent) in self.candidates.iter().enumerate() {
+                if ci > 0 {
+                    let (from, reason) = last
+                        .clone()
+                        .unwrap_or_else(|| (self.candidates[0].clone(), String::new()));
+                    self.emit(RunEvent::TaskRerouted {
+                        task_id: self.task.id.clone(),
+                        from,
+                        to: agent.clone(),
+                        reason,
+                    });
+                }
+                let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
+                    all_open = false;
+                    last = Some((
+                        agent.clone(),
+                        AgentError::NoBackend {
+                            agent: agent.clone(),
+                        }
+                        .to_string(),
+                    ));
+                    continue;
+                };
+                let limit = self
+                    .exec
+                    .agent_limits
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(agent).cloned());
+                let _slot = match &limit {
+                    Some(sem) => match Arc::clone(sem).acquire_owned().await {
+                        Ok(p) => Some(p),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
+                let mut retry = 0u32;
+                loop {
+                    if let Ok(l) = self.ledger.lock()
+                        && let Err(e) = l.check(self.estimate)
+                    {
+                        return Outcome::Failed {
+                            agent: Some(agent.clone()),
+                            reason: e.to_string(),
+                            attempts,
+                            cost,
+                        };
+                    }
+                    let permit = match breaker.try_acquire_owned(Instant::now()) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            last = Some((agent.clone(), e.to_string()));
+                            break;
+                        }
+                    };
+                    all_open = false;
+                    attempts += 1;
+                    retry += 1;
+                    self.emit(RunEvent::TaskStarted {
+                        task_id: self.task.id.clone(),
+                        agent: agent.clone(),
+                        attempt: retry,
+                    });
+                    let result = self.call(&backend, agent, retry, None).await;
+                    permit.record(&result, AgentError::retry, Instant::now());
+                    match result {
+                        Ok(output) => {
+                            cost += output.cost;
+                            self.charge(output.cost);
+                            let output = match self.screen(agent, output) {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    last = Some((agent.clone(), e.to_string()));
+                                    break;
+                                }
+                            };
+                            let output = self
+                                .refine(&backend, agent, output, &mut attempts, &mut cost)
+                                .await;
+                            return Outcome::Succeeded {
+                                agent: agent.clone(),
+                                output: AgentOutput { cost, ..output },
+                                attempts,
+                                duration: started.elapsed(),
+                            };
+                        }
+                        Err(e) => {
+                            let reason = e.to_string();
+                            match e.retry() {
+                                Retry::Yes { after } => {
+                                    match self.exec.backoff.delay(retry - 1, after) {
+                                        Ok(delay) => {
+                                            self.emit(RunEvent::TaskRetrying {
+                                                task_id: self.task.id.clone(),
+                                                agent: agent.clone(),
+                                                attempt: retry,
+                                                delay_ms: u64::try_from(delay.as_millis())
+                                                    .unwrap_or(u64::MAX),
+                                                reason,
+                                            });
+                                            tokio::time::sleep(delay).await;
+                                        }
+                                        Err(give_up) => {
+                                            last = Some((
+                                                agent.clone(),
+                                                format!("{reason}; {give_up}"),
+                                            ));
+                                            break;
+                                        }
+                                    }
+                                }
+                                Retry::No => {
+                                    last = Some((agent.clone(), reason));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !all_open || open_waits >= self.exec.config.max_breaker_waits {
+                break;
+            }
+            open_waits += 1;
+            tokio::time::sleep(self.exec.config.breaker.cool_down / 2 + Duration::from_millis(1))
+                .await;
+        }
+        let (agent, reason) = last.map_or((None, "no candidate agent".to_owned()), |(a, r)| {
+            (Some(a), r)
+        });
+        Outcome::Failed {
+            agent,
+            reason: format!(
+                "all {} candidate agents failed; last: {reason}",
+                self.candidates.len()
+            ),
+            attempts,
+            cost,
+        }
+    }
+
+    async fn call(
+        &self,
+        backend: &Arc<dyn super::Agent>,
+        agent: &AgentId,
+        attempt: u32,
+        previous: Option<String>,
+    ) -> Result<AgentOutput, AgentError> {
+        let request = AgentRequest {
+            run_id: self.run_id.clone(),
+            request: Arc::clone(&self.request),
+            task: self.task.clone(),
+            agent: agent.clone(),
+            model: self.model.clone(),
+            inputs: self.inputs.clone(),
+            attempt,
+            previous,
+        };
+        let timeout = self.exec.config.task_timeout;
+        match tokio::time::timeout(timeout, backend.execute(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Timeout {
+                agent: agent.clone(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Screens an output for indirect injection before dependents see it.
+    fn screen(&self, agent: &AgentId, mut output: AgentOutput) -> Result<AgentOutput, AgentError> {
+        if !self.exec.config.screen_outputs {
+            return Ok(output);
+        }
+        match self
+            .exec
+            .guard
+            .screen(Checkpoint::AgentOutput, &output.text)
+        {
+            Ok(screened) => {
+                if let std::borrow::Cow::Owned(text) = screened.text {
+                    output.text = text;
+                }
+                Ok(output)
+            }
+            Err(e) => Err(AgentError::Blocked {
+                agent: agent.clone(),
+                rule: e.to_string(),
+            }),
+        }
+    }
+
+    /// TUMIX: for refining agents, run rounds until the stop policy says stop; keep the
+    /// best-scored answer. A failed round ends refinement with the best answer so far.
+    async fn refine(
+        &self,
+        backend: &Arc<dyn super::Agent>,
+        agent: &AgentId,
+        first: AgentOutput,
+        attempts: &mut u32,
+        cost: &mut Usd,
+    ) -> AgentOutput {
+        if !self.exec.config.refine.agents.contains(agent) {
+            return first;
+        }
+        let mut rounds = vec![RefinementRound {
+            score: self.exec.judge.score(&self.task, &first.text, None),
+            fingerprint: fingerprint(&first.text),
+        }];
+        let mut best = first;
+        let mut best_score = rounds[0].score;
+        let mut previous = best.text.clone();
+        loop {
+            let decision = self.exec.stop.decide(&rounds);
+            let stop = match &decision {
+                StopDecision::Stop { reason } => Some(reason.clone()),
+                StopDecision::Continue => None,
+            };
+            self.emit(RunEvent::TaskRefined {
+                task_id: self.task.id.clone(),
+                round: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
+                score: rounds.last().map_or(0.0, |r| r.score),
+                stop: stop.clone(),
+            });
+            if stop.is_some() {
+                return best;
+            }
+            if let Ok(l) = self.ledger.lock()
+                && l.check(self.estimate).is_err()
+            {
+                return best;
+            }
+            *attempts += 1;
+            let round = self
+                .call(backend, agent, *attempts, Some(previous.clone()))
+                .await;
+            let Ok(out) = round else { return best };
+            *cost += out.cost;
+            self.charge(out.cost);
+            let Ok(out) = self.screen(agent, out) else {
+                return best;
+            };
+            let score = self
+                .exec
+                .judge
+                .score(&self.task, &out.text, Some(&previous));
+            rounds.push(RefinementRound {
+                score,
+                fingerprint: fingerprint(&out.text),
+            });
+            previous = out.text.clone();
+            if score >= best_score {
+                best_score = score;
+                best = out;
+            }
+        }
+    }
+}

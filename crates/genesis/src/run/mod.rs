@@ -1,0 +1,286 @@
+//! Running plans: agents, the executor, run events and results.
+//!
+//! Mental model: the executor walks the plan's DAG as a ready set. A task starts when
+//! everything it waits for has succeeded; it runs on its assigned agent behind a
+//! per-agent concurrency limit and circuit breaker, with a per-attempt timeout and
+//! retries with backoff for transient failures; when the agent keeps failing or its
+//! breaker is open, the task is re-routed to the next-ranked alternative. Every state
+//! change is an [`RunEvent`], journaled (see [`RunJournal`]) before dependents are
+//! released, and broadcast to subscribers.
+
+mod agent;
+pub mod backends;
+mod executor;
+
+use genesis_core::{AgentId, RunId, TaskId, Usd};
+use serde::{Deserialize, Serialize};
+
+pub use agent::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, TaskInput};
+pub use executor::{AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig, RunHandle};
+
+/// Crate-internal pieces the orchestrator uses to start runs.
+pub(crate) mod executor_internals {
+    pub(crate) use super::executor::{Replanner, RunSpec};
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its prerequisites.
+    Pending,
+    /// An attempt is in flight.
+    Running,
+    /// Done; its output is recorded.
+    Succeeded,
+    /// Every candidate agent failed, or the budget ran out.
+    Failed,
+    /// Not run because a prerequisite failed.
+    Skipped,
+    /// Not run because the run was cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// True for states a task never leaves.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, not finished.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// At least one task failed (or was skipped because of one).
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One state change of a run. Serialised with a `type` tag (`task_started`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// The executor started (or resumed) the run.
+    RunStarted {
+        /// Tasks in the run.
+        tasks: usize,
+        /// Tasks already finished before this start (resumed runs).
+        resumed: usize,
+    },
+    /// An attempt started.
+    TaskStarted {
+        /// The task.
+        task_id: TaskId,
+        /// The agent.
+        agent: AgentId,
+        /// Attempt number on this agent, from 1.
+        attempt: u32,
+    },
+    /// An attempt failed transiently; another follows after `delay_ms`.
+    TaskRetrying {
+        /// The task.
+        task_id: TaskId,
+        /// The agent.
+        agent: AgentId,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Wait before the next attempt.
+        delay_ms: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The task moved to another agent.
+    TaskRerouted {
+        /// The task.
+        task_id: TaskId,
+        /// The agent given up on.
+        from: AgentId,
+        /// The next-ranked alternative.
+        to: AgentId,
+        /// Why.
+        reason: String,
+    },
+    /// A refinement round finished (TUMIX).
+    TaskRefined {
+        /// The task.
+        task_id: TaskId,
+        /// Round number, from 1.
+        round: u32,
+        /// The judge's score.
+        score: f64,
+        /// Whether refinement stops here, and why.
+        stop: Option<String>,
+    },
+    /// The task succeeded.
+    TaskSucceeded {
+        /// The task.
+        task_id: TaskId,
+        /// The agent that did it.
+        agent: AgentId,
+        /// Its output.
+        output: String,
+        /// What it cost, retries and rounds included.
+        cost: Usd,
+        /// Attempts across all agents.
+        attempts: u32,
+        /// Wall time, in milliseconds.
+        duration_ms: u64,
+    },
+    /// The task failed for good.
+    TaskFailed {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        reason: String,
+        /// Attempts across all agents.
+        attempts: u32,
+    },
+    /// The task will not run.
+    TaskSkipped {
+        /// The task.
+        task_id: TaskId,
+        /// Why (the failed prerequisite, or cancellation).
+        reason: String,
+    },
+    /// An agent's output added follow-up tasks (dynamic replanning).
+    TasksAdded {
+        /// The task whose output proposed them.
+        after: TaskId,
+        /// The new tasks, routed.
+        tasks: Vec<crate::PlannedTask>,
+    },
+    /// A proposed update was refused (limits, cycle, injection); nothing changed.
+    UpdateRejected {
+        /// The task whose output proposed it.
+        after: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// Money spent so far.
+    Cost {
+        /// Total for the run.
+        spent: Usd,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Final status.
+        status: RunStatus,
+        /// Total cost.
+        cost: Usd,
+    },
+}
+
+impl RunEvent {
+    /// The event's `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunEvent::RunStarted { .. } => "run_started",
+            RunEvent::TaskStarted { .. } => "task_started",
+            RunEvent::TaskRetrying { .. } => "task_retrying",
+            RunEvent::TaskRerouted { .. } => "task_rerouted",
+            RunEvent::TaskRefined { .. } => "task_refined",
+            RunEvent::TaskSucceeded { .. } => "task_succeeded",
+            RunEvent::TaskFailed { .. } => "task_failed",
+            RunEvent::TaskSkipped { .. } => "task_skipped",
+            RunEvent::TasksAdded { .. } => "tasks_added",
+            RunEvent::UpdateRejected { .. } => "update_rejected",
+            RunEvent::Cost { .. } => "cost",
+            RunEvent::RunFinished { .. } => "run_finished",
+        }
+    }
+}
+
+/// The end state of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// Final status.
+    pub status: TaskStatus,
+    /// The agent that finished it (or last tried).
+    pub agent: Option<AgentId>,
+    /// Attempts across all agents.
+    pub attempts: u32,
+    /// Output, when it succeeded.
+    pub output: Option<String>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// What it cost.
+    pub cost: Usd,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run.
+    pub run_id: RunId,
+    /// Final status.
+    pub status: RunStatus,
+    /// The aggregated answer: the outputs of the top-level tasks, in order.
+    pub answer: String,
+    /// Per-task outcomes, in plan order.
+    pub tasks: Vec<TaskReport>,
+    /// Total cost.
+    pub cost: Usd,
+}
+
+/// Durable record of run events. The executor calls [`RunJournal::record`] for every
+/// event *before* it releases dependents of a finished task or reports the run
+/// finished, so a crash never loses a finished task's output.
+pub trait RunJournal: Send + Sync {
+    /// Persists one event.
+    ///
+    /// # Errors
+    /// Storage failures; the executor logs them at `error` and carries on (a task whose
+    /// completion was not journaled runs again after a restart).
+    fn record(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// A journal that keeps nothing (library use without durability).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoJournal;
+
+impl RunJournal for NoJournal {
+    fn record(
+        &self,
+        _: &RunId,
+        _: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}

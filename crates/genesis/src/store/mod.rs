@@ -1,0 +1,183 @@
+//! Durable run storage.
+//!
+//! A run is journaled before it is acknowledged: [`RunStore::create_run`] commits the run
+//! and its plan, then the executor journals every [`RunEvent`] (task finished, failed,
+//! ...) through the store's [`RunJournal`] implementation before it releases dependents.
+//! After a crash, [`RunStore::unfinished_runs`] lists what to resume; tasks that were in
+//! flight are re-queued, finished tasks are not run again.
+//!
+//! [`SqliteStore`] is the embedded default (one file in the data directory). The trait
+//! leaves room for a networked store.
+
+mod sqlite;
+
+use genesis_core::{RunId, Usd};
+use serde::{Deserialize, Serialize};
+
+use crate::Plan;
+use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport};
+
+pub use sqlite::SqliteStore;
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: RunId,
+    /// The request.
+    pub request: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The plan being executed.
+    pub plan: Plan,
+    /// Per-task state, in plan order (tasks added during the run at the end).
+    pub tasks: Vec<TaskReport>,
+    /// Money spent so far.
+    pub cost: Usd,
+    /// The run budget, if any.
+    pub budget: Option<Usd>,
+    /// The aggregated answer, once finished.
+    pub answer: Option<String>,
+    /// The client's idempotency key, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// Creation time, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Last update, unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// One row of a run listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub id: RunId,
+    /// Current status.
+    pub status: RunStatus,
+    /// The request (first 200 characters).
+    pub request: String,
+    /// Money spent so far.
+    pub cost: Usd,
+    /// Creation time, unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A stored event with its sequence number (for server-sent event replay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Sequence number within the run, from 1.
+    pub seq: i64,
+    /// The event.
+    pub event: RunEvent,
+}
+
+/// What [`RunStore::create_run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new run was recorded.
+    New(RunId),
+    /// A run with the same idempotency key already exists: this is its id.
+    Existing(RunId),
+}
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("run store database error")]
+    Database {
+        /// The driver error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored {what} for run {run} is corrupt")]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// Which value.
+        what: &'static str,
+        /// The decoder error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The data directory cannot be used.
+    #[error("cannot use data directory {path}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store's lock was poisoned by a panic.
+    #[error("run store lock poisoned")]
+    Poisoned,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        StoreError::Database { source }
+    }
+}
+
+/// Where runs live. Implementations must make [`RunStore::create_run`] and every
+/// journaled event durable before returning.
+pub trait RunStore: RunJournal + Send + Sync {
+    /// Records a new run with its plan (or finds the run with the same idempotency key).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn create_run(
+        &self,
+        id: &RunId,
+        plan: &Plan,
+        budget: Option<Usd>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, StoreError>;
+
+    /// The run created with this idempotency key, if any.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// A run with its task states.
+    ///
+    /// # Errors
+    /// Storage failures or corrupt rows.
+    fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Runs, newest first, optionally filtered by status; `cursor` is the last id of the
+    /// previous page.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Runs still marked running (to resume after a restart).
+    ///
+    /// # Errors
+    /// Storage failures or corrupt rows.
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Events of a run after sequence number `after`.
+    ///
+    /// # Errors
+    /// Storage failures or corrupt rows.
+    fn events_since(&self, id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Money spent by all runs since `since_ms` (unix milliseconds).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError>;
+
+    /// True when the store answers (for readiness checks).
+    fn ping(&self) -> bool;
+}

@@ -1,0 +1,508 @@
+//! The embedded SQLite run store: one file, WAL mode, every write in a transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use genesis_core::{RunId, Usd};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Created, RunRecord, RunStore, RunSummary, StoreError, StoredEvent};
+use crate::Plan;
+use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    plan_json TEXT NOT NULL,
+    budget REAL,
+    cost REAL NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    task_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    parent TEXT,
+    status TEXT NOT NULL,
+    agent TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    cost REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    json TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+";
+
+/// SQLite-backed [`RunStore`]. Safe to share across threads (one connection behind a
+/// mutex; writes are short transactions).
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn status_str(s: RunStatus) -> &'static str {
+    s.as_str()
+}
+
+fn parse_run_status(s: &str) -> RunStatus {
+    match s {
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        _ => RunStatus::Running,
+    }
+}
+
+fn parse_task_status(s: &str) -> TaskStatus {
+    match s {
+        "running" => TaskStatus::Running,
+        "succeeded" => TaskStatus::Succeeded,
+        "failed" => TaskStatus::Failed,
+        "skipped" => TaskStatus::Skipped,
+        "cancelled" => TaskStatus::Cancelled,
+        _ => TaskStatus::Pending,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `genesis.db` in `data_dir`.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the database cannot be opened.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(data_dir.join("genesis.db"))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store (tests, library use without durability).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        // WAL + synchronous=NORMAL survives process crashes (kill -9) without losing a
+        // committed transaction; FULL would also survive power loss at twice the fsyncs.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn apply(&self, run_id: &RunId, event: &RunEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(|source| StoreError::Corrupt {
+            run: run_id.to_string(),
+            what: "event",
+            source,
+        })?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let seq: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+            params![run_id.as_str()],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO events (run_id, seq, kind, json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id.as_str(), seq, event.kind(), json, now],
+        )?;
+        let task = |tx: &rusqlite::Transaction<'_>,
+                    sql: &str,
+                    p: &[&dyn rusqlite::ToSql]|
+         -> Result<(), StoreError> {
+            tx.execute(sql, p)?;
+            Ok(())
+        };
+        match event {
+            RunEvent::TaskStarted { task_id, agent, .. } => task(
+                &tx,
+                "UPDATE tasks SET status = 'running', agent = ?3, attempts = attempts + 1 WHERE run_id = ?1 AND task_id = ?2",
+                &[&run_id.as_str(), &task_id.as_str(), &agent.as_str()],
+            )?,
+            RunEvent::TaskSucceeded {
+                task_id,
+                agent,
+                output,
+                cost,
+                attempts,
+                ..
+            } => task(
+                &tx,
+                "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL \
+                 WHERE run_id = ?1 AND task_id = ?2",
+                &[
+                    &run_id.as_str(),
+                    &task_id.as_str(),
+                    &agent.as_str(),
+                    output,
+                    &cost.as_f64(),
+                    attempts,
+                ],
+            )?,
+            RunEvent::TaskFailed {
+                task_id,
+                reason,
+                attempts,
+            } => task(
+                &tx,
+                "UPDATE tasks SET status = 'failed', error = ?3, attempts = ?4 WHERE run_id = ?1 AND task_id = ?2",
+                &[&run_id.as_str(), &task_id.as_str(), reason, attempts],
+            )?,
+            RunEvent::TaskSkipped { task_id, reason } => {
+                let status = if reason == "run cancelled" {
+                    "cancelled"
+                } else {
+                    "skipped"
+                };
+                task(
+                    &tx,
+                    "UPDATE tasks SET status = ?3, error = ?4 WHERE run_id = ?1 AND task_id = ?2",
+                    &[&run_id.as_str(), &task_id.as_str(), &status, reason],
+                )?;
+            }
+            RunEvent::TasksAdded { tasks, .. } => {
+                let plan_json: String = tx.query_row(
+                    "SELECT plan_json FROM runs WHERE id = ?1",
+                    params![run_id.as_str()],
+                    |r| r.get(0),
+                )?;
+                let mut plan: Plan =
+                    serde_json::from_str(&plan_json).map_err(|source| StoreError::Corrupt {
+                        run: run_id.to_string(),
+                        what: "plan",
+                        source,
+                    })?;
+                let start: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM tasks WHERE run_id = ?1",
+                    params![run_id.as_str()],
+                    |r| r.get(0),
+                )?;
+                for (k, t) in tasks.iter().enumerate() {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO tasks (run_id, task_id, position, parent, status, agent) \
+                         VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                        params![
+                            run_id.as_str(),
+                            t.id.as_str(),
+                            start + k as i64,
+                            t.parent.as_ref().map(|p| p.as_str()),
+                            t.agent.as_ref().map(|a| a.as_str())
+                        ],
+                    )?;
+                    plan.tasks.push(t.clone());
+                }
+                let plan_json =
+                    serde_json::to_string(&plan).map_err(|source| StoreError::Corrupt {
+                        run: run_id.to_string(),
+                        what: "plan",
+                        source,
+                    })?;
+                tx.execute(
+                    "UPDATE runs SET plan_json = ?2 WHERE id = ?1",
+                    params![run_id.as_str(), plan_json],
+                )?;
+            }
+            RunEvent::Cost { spent } => {
+                tx.execute(
+                    "UPDATE runs SET cost = ?2 WHERE id = ?1",
+                    params![run_id.as_str(), spent.as_f64()],
+                )?;
+            }
+            RunEvent::RunFinished { status, cost } => {
+                tx.execute(
+                    "UPDATE runs SET status = ?2, cost = ?3 WHERE id = ?1",
+                    params![run_id.as_str(), status_str(*status), cost.as_f64()],
+                )?;
+            }
+            _ => {}
+        }
+        tx.execute(
+            "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
+            params![run_id.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load(&self, conn: &Connection, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<f64>,
+            f64,
+            Option<String>,
+            i64,
+            i64,
+        );
+        let row: Option<Row> = conn
+            .query_row(
+                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at \
+                 FROM runs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+            )
+            .optional()?;
+        let Some((request, status, plan_json, budget, cost, idempotency_key, created, updated)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let plan: Plan =
+            serde_json::from_str(&plan_json).map_err(|source| StoreError::Corrupt {
+                run: id.to_owned(),
+                what: "plan",
+                source,
+            })?;
+        let mut stmt = conn.prepare(
+            "SELECT task_id, status, agent, attempts, output, error, cost, parent FROM tasks \
+             WHERE run_id = ?1 ORDER BY position",
+        )?;
+        let mut answer = String::new();
+        let tasks = stmt
+            .query_map(params![id], |r| {
+                let parent: Option<String> = r.get(7)?;
+                Ok((
+                    TaskReport {
+                        task_id: r.get::<_, String>(0)?.into(),
+                        status: parse_task_status(&r.get::<_, String>(1)?),
+                        agent: r.get::<_, Option<String>>(2)?.map(Into::into),
+                        attempts: r.get(3)?,
+                        output: r.get(4)?,
+                        error: r.get(5)?,
+                        cost: Usd::saturating(r.get(6)?),
+                    },
+                    parent.is_none(),
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let status = parse_run_status(&status);
+        if status != RunStatus::Running {
+            for (t, top) in &tasks {
+                if let (true, Some(out)) = (*top, &t.output) {
+                    if !answer.is_empty() {
+                        answer.push_str("\n\n");
+                    }
+                    let desc = plan
+                        .task(t.task_id.as_str())
+                        .map_or("", |p| p.description.as_str());
+                    answer.push_str(&format!("## {} — {desc}\n{out}", t.task_id));
+                }
+            }
+        }
+        Ok(Some(RunRecord {
+            id: RunId::new(id),
+            request,
+            status,
+            plan,
+            tasks: tasks.into_iter().map(|(t, _)| t).collect(),
+            cost: Usd::saturating(cost),
+            budget: budget.map(Usd::saturating),
+            answer: (status != RunStatus::Running).then_some(answer),
+            idempotency_key,
+            created_at_ms: created,
+            updated_at_ms: updated,
+        }))
+    }
+}
+
+impl RunJournal for SqliteStore {
+    fn record(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.apply(run_id, event).map_err(Into::into)
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(
+        &self,
+        id: &RunId,
+        plan: &Plan,
+        budget: Option<Usd>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, StoreError> {
+        let plan_json = serde_json::to_string(plan).map_err(|source| StoreError::Corrupt {
+            run: id.to_string(),
+            what: "plan",
+            source,
+        })?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        if let Some(key) = idempotency_key {
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE idempotency_key = ?1",
+                    params![key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(existing) = existing {
+                return Ok(Created::Existing(RunId::new(existing)));
+            }
+        }
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO runs (id, request, status, plan_json, budget, idempotency_key, created_at, updated_at) \
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6)",
+            params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now],
+        )?;
+        for (position, t) in plan.tasks.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO tasks (run_id, task_id, position, parent, status, agent) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![
+                    id.as_str(),
+                    t.id.as_str(),
+                    position as i64,
+                    t.parent.as_ref().map(|p| p.as_str()),
+                    t.agent.as_ref().map(|a| a.as_str())
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Created::New(id.clone()))
+    }
+
+    fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT id FROM runs WHERE idempotency_key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let conn = self.conn()?;
+        self.load(&conn, id)
+    }
+
+    fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        let conn = self.conn()?;
+        let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        // Cursor: the (created_at, id) of the last row of the previous page.
+        let after: Option<(i64, String)> = match cursor {
+            Some(c) => conn
+                .query_row(
+                    "SELECT created_at, id FROM runs WHERE id = ?1",
+                    params![c],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            None => None,
+        };
+        let (at, after_id) = after.unwrap_or((i64::MAX, String::new()));
+        let mut stmt = conn.prepare(
+            "SELECT id, status, substr(request, 1, 200), cost, created_at FROM runs \
+             WHERE (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?4",
+        )?;
+        let rows = stmt
+            .query_map(params![status.map(status_str), at, after_id, limit], |r| {
+                Ok(RunSummary {
+                    id: r.get::<_, String>(0)?.into(),
+                    status: parse_run_status(&r.get::<_, String>(1)?),
+                    request: r.get(2)?,
+                    cost: Usd::saturating(r.get(3)?),
+                    created_at_ms: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.conn()?;
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY created_at")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.load(&conn, &id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn events_since(&self, id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT seq, json FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
+        let rows: Vec<(i64, String)> = stmt
+            .query_map(params![id, after], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(seq, json)| {
+                serde_json::from_str(&json)
+                    .map(|event| StoredEvent { seq, event })
+                    .map_err(|source| StoreError::Corrupt {
+                        run: id.to_owned(),
+                        what: "event",
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError> {
+        let conn = self.conn()?;
+        let total: f64 = conn.query_row(
+            "SELECT COALESCE(SUM(cost), 0) FROM runs WHERE created_at >= ?1",
+            params![since_ms],
+            |r| r.get(0),
+        )?;
+        Ok(Usd::saturating(total))
+    }
+
+    fn ping(&self) -> bool {
+        self.conn()
+            .ok()
+            .and_then(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).ok())
+            == Some(1)
+    }
+}

@@ -1,0 +1,140 @@
+//! Building an orchestrator from configuration: catalogues, flags, LLM providers and
+//! agent backends. This is where the facade reads files and the environment it is given.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use genesis_core::AgentId;
+use genesis_daao::ModelCatalog;
+use genesis_feature_flags::{FlagStore, SharedFlags};
+use genesis_htdag::LlmDecomposer;
+use genesis_security::Checkpoint;
+
+use crate::config::{BackendConfig, DecomposerKind};
+use crate::providers::{LlmAgent, LlmPlanner, LlmProviders};
+use crate::run::AgentSet;
+use crate::run::backends::{CommandAgent, HttpAgent};
+use crate::{GenesisConfig, GenesisError, Orchestrator};
+
+/// Loads the flag definitions named in `config` (the built-in defaults when the file
+/// does not exist) and applies per-flag environment overrides from `env`
+/// (`EMERGENCY_SHUTDOWN=true`, `ORCHESTRATION_ENABLED=false`).
+///
+/// # Errors
+/// An unreadable or invalid flags file, or an invalid override value (naming the
+/// variable and the value).
+pub fn load_flags(
+    config: &GenesisConfig,
+    env: &[(String, String)],
+) -> Result<SharedFlags, GenesisError> {
+    let path = &config.flags.file;
+    let shared = if path.exists() {
+        SharedFlags::load(path.clone())
+    } else {
+        FlagStore::builtin_defaults().map(SharedFlags::new)
+    }
+    .map_err(|e| GenesisError::Config {
+        message: format!("feature flags: {e}"),
+    })?;
+    // Only variables named after a defined flag are overrides.
+    let snapshot = shared.snapshot();
+    let overrides: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| {
+            snapshot.get(&k.to_ascii_lowercase()).is_some() && k.chars().all(|c| !c.is_lowercase())
+        })
+        .cloned()
+        .collect();
+    shared
+        .apply_env_overrides(overrides)
+        .map_err(|e| GenesisError::Config {
+            message: format!("feature flag override: {e}"),
+        })?;
+    Ok(shared)
+}
+
+/// Builds the orchestrator a binary runs: configuration, catalogue files, flags, LLM
+/// providers (decomposer and agents) and agent backends.
+///
+/// # Errors
+/// Any invalid part, naming it.
+pub fn orchestrator_from_config(
+    config: &GenesisConfig,
+    env: &[(String, String)],
+) -> Result<Orchestrator, GenesisError> {
+    let mut builder = crate::load_catalogues(Orchestrator::builder().config(config)?, config)?;
+    let flags = load_flags(config, env)?;
+    builder = builder.flags(flags);
+    let catalog = match &config.models.catalog_file {
+        Some(p) if p.exists() => {
+            ModelCatalog::from_toml_str(&std::fs::read_to_string(p).map_err(|source| {
+                GenesisError::Io {
+                    path: p.display().to_string(),
+                    source,
+                }
+            })?)?
+        }
+        _ => ModelCatalog::from_toml_str(crate::defaults::MODELS_TOML)?,
+    };
+    let providers =
+        LlmProviders::from_config(&config.llm, &catalog, config.executor.breaker.clone())?;
+    let mut agents = AgentSet::new();
+    if !providers.is_empty() {
+        if config.planning.decomposer == DecomposerKind::Llm
+            && let Some(planner) = LlmPlanner::new(providers.clone())
+        {
+            let guard = builder.current_guard();
+            let screen: genesis_htdag::Screen = Arc::new(move |text: &str| {
+                guard
+                    .screen(Checkpoint::Decomposition, text)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            builder = builder.decomposer(Arc::new(LlmDecomposer::new(planner).with_screen(screen)));
+        }
+        if config.llm.agents {
+            let prompts: HashMap<AgentId, String> = config
+                .llm
+                .role_prompts
+                .iter()
+                .map(|(k, v)| (AgentId::new(k), v.clone()))
+                .collect();
+            agents = agents.with_fallback(Arc::new(LlmAgent::new(providers.clone(), prompts)));
+        }
+    }
+    if !config.backends.is_empty() {
+        let client = genesis_llm::http_client_builder()
+            .and_then(|b| {
+                b.build().map_err(|e| genesis_llm::LlmError::ClientBuild {
+                    provider: "http".into(),
+                    reason: e.to_string(),
+                    source: None,
+                })
+            })
+            .map_err(|e| GenesisError::Config {
+                message: format!("http client for agent backends: {e}"),
+            })?;
+        for (id, backend) in &config.backends {
+            let agent: Arc<dyn crate::run::Agent> = match backend {
+                BackendConfig::Http(c) => {
+                    Arc::new(HttpAgent::new(id.as_str(), c.clone(), client.clone()))
+                }
+                BackendConfig::Command(c) => {
+                    Arc::new(CommandAgent::new(id.as_str(), c.clone()).map_err(|e| {
+                        GenesisError::Config {
+                            message: format!("backends.{id}: {e}"),
+                        }
+                    })?)
+                }
+            };
+            agents = agents.with(id.as_str(), agent);
+        }
+    }
+    builder = builder
+        .agents(agents)
+        .executor_config(config.executor.clone());
+    if !providers.is_empty() {
+        builder = builder.llm(providers);
+    }
+    builder.build()
+}

@@ -1,0 +1,183 @@
+//! The SQLite run store: durability across reopen, idempotency, events, resumption.
+
+use std::sync::Arc;
+
+use genesis::Orchestrator;
+use genesis::core::{AgentId, RunId, Usd};
+use genesis::run::{RunEvent, RunJournal, RunStatus, TaskStatus};
+use genesis::store::{Created, RunStore, SqliteStore};
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "genesis-store-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn plan() -> genesis::Plan {
+    Orchestrator::builder()
+        .build()
+        .unwrap()
+        .plan_sync("Fix the crash when uploading large files")
+        .unwrap()
+}
+
+#[test]
+fn runs_survive_reopening_with_task_states_and_events() {
+    let dir = tempdir("reopen");
+    let plan = plan();
+    let id = RunId::new("run_1");
+    {
+        let store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(
+            store
+                .create_run(&id, &plan, Some(Usd::new(1.0).unwrap()), Some("k1"))
+                .unwrap(),
+            Created::New(id.clone())
+        );
+        let t1 = plan.tasks[0].id.clone();
+        store
+            .record(
+                &id,
+                &RunEvent::TaskStarted {
+                    task_id: t1.clone(),
+                    agent: AgentId::new("qa"),
+                    attempt: 1,
+                },
+            )
+            .unwrap();
+        store
+            .record(
+                &id,
+                &RunEvent::TaskSucceeded {
+                    task_id: t1,
+                    agent: AgentId::new("qa"),
+                    output: "reproduced".into(),
+                    cost: Usd::new(0.25).unwrap(),
+                    attempts: 1,
+                    duration_ms: 5,
+                },
+            )
+            .unwrap();
+        store
+            .record(
+                &id,
+                &RunEvent::Cost {
+                    spent: Usd::new(0.25).unwrap(),
+                },
+            )
+            .unwrap();
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let run = store.get_run("run_1").unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.plan, plan);
+    assert_eq!(run.tasks.len(), plan.tasks.len());
+    assert_eq!(run.tasks[0].status, TaskStatus::Succeeded);
+    assert_eq!(run.tasks[0].output.as_deref(), Some("reproduced"));
+    assert_eq!(run.cost, Usd::new(0.25).unwrap());
+    assert_eq!(run.budget, Some(Usd::new(1.0).unwrap()));
+    assert_eq!(store.unfinished_runs().unwrap().len(), 1);
+    let events = store.events_since("run_1", 0).unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(store.events_since("run_1", 2).unwrap().len(), 1);
+    // Idempotency: the same key finds the same run.
+    assert_eq!(
+        store
+            .create_run(&RunId::new("run_2"), &plan, None, Some("k1"))
+            .unwrap(),
+        Created::Existing(id.clone())
+    );
+    assert_eq!(
+        store.run_for_idempotency_key("k1").unwrap().as_deref(),
+        Some("run_1")
+    );
+    // Finishing removes it from the resume list.
+    store
+        .record(
+            &id,
+            &RunEvent::RunFinished {
+                status: RunStatus::Succeeded,
+                cost: Usd::new(0.25).unwrap(),
+            },
+        )
+        .unwrap();
+    assert!(store.unfinished_runs().unwrap().is_empty());
+    assert!(store.get_run("run_1").unwrap().unwrap().answer.is_some());
+    assert!(store.spent_since(0).unwrap().as_f64() >= 0.25);
+    assert!(store.ping());
+}
+
+#[test]
+fn listing_pages_with_a_cursor_and_filters_by_status() {
+    let store = SqliteStore::in_memory().unwrap();
+    let plan = plan();
+    for i in 0..5 {
+        store
+            .create_run(&RunId::new(format!("r{i}")), &plan, None, None)
+            .unwrap();
+    }
+    store
+        .record(
+            &RunId::new("r0"),
+            &RunEvent::RunFinished {
+                status: RunStatus::Failed,
+                cost: Usd::ZERO,
+            },
+        )
+        .unwrap();
+    let first = store.list_runs(None, 2, None).unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store
+        .list_runs(None, 2, Some(first[1].id.as_str()))
+        .unwrap();
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|r| !first.iter().any(|f| f.id == r.id)));
+    let failed = store.list_runs(Some(RunStatus::Failed), 10, None).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id.as_str(), "r0");
+    assert!(store.get_run("nope").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_journals_every_task_into_the_store() {
+    use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet};
+
+    struct Echo;
+    #[async_trait::async_trait]
+    impl Agent for Echo {
+        async fn execute(&self, r: AgentRequest) -> Result<AgentOutput, AgentError> {
+            Ok(AgentOutput {
+                text: format!("done {}", r.task.id),
+                cost: Usd::new(0.01).unwrap(),
+                ..AgentOutput::default()
+            })
+        }
+    }
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(Arc::new(Echo)))
+        .build()
+        .unwrap();
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let plan = plan();
+    let id = RunId::new("run_x");
+    store.create_run(&id, &plan, None, None).unwrap();
+    let options = genesis::RunOptions {
+        run_id: Some(id.clone()),
+        journal: Some(store.clone()),
+        ..Default::default()
+    };
+    let result = genesis.execute(plan.clone(), options).unwrap().wait().await;
+    assert_eq!(result.status, RunStatus::Succeeded);
+    let run = store.get_run("run_x").unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(
+        run.tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Succeeded && t.output.is_some())
+    );
+    assert!((run.cost.as_f64() - 0.01 * plan.tasks.len() as f64).abs() < 1e-9);
+}
