@@ -301,13 +301,18 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
-        let key_words: HashSet<String> = key_words(request).collect();
-        let coverage = if key_words.is_empty() {
+        let wanted: HashSet<u64> = key_words(request).collect();
+        let coverage = if wanted.is_empty() {
             1.0
         } else {
-            let mentioned: HashSet<String> = dag.tasks().flat_map(|t| key_words_of(&t.description)).collect();
-            let hit = key_words.iter().filter(|w| mentioned.contains(*w)).count();
-            hit as f64 / key_words.len() as f64
+            let mut mentioned: HashSet<u64> = HashSet::with_capacity(wanted.len() * 2);
+            for t in dag.tasks() {
+                mentioned.extend(key_words(&t.description).filter(|h| wanted.contains(h)));
+                if mentioned.len() == wanted.len() {
+                    break;
+                }
+            }
+            mentioned.len() as f64 / wanted.len() as f64
         };
         if coverage < self.config.coverage_warning_ratio {
             warnings.push(finding(
@@ -325,13 +330,17 @@ impl<'a> Validator<'a> {
 
     fn check_redundancy(&self, dag: &TaskDag, errors: &mut Vec<Finding>, warnings: &mut Vec<Finding>) -> bool {
         let before = errors.len();
-        // Group leaf tasks by kind; compare token sets within a group. Plans hold at most
-        // a few hundred leaves of one kind, and the exact-duplicate pass is a hash lookup.
-        let mut exact: HashMap<(Option<&TaskId>, genesis_core::TaskKind, String), &TaskId> = HashMap::new();
-        let mut by_kind: HashMap<_, Vec<(&TaskId, HashSet<String>)>> = HashMap::new();
+        // Exact duplicates: same parent, same kind, same words (a hash of the word
+        // sequence). Near duplicates: leaf tasks of one kind whose word sets overlap, as
+        // sorted hash vectors (no string allocation on this hot path).
+        let mut exact: HashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> = HashMap::new();
+        let mut by_kind: HashMap<genesis_core::TaskKind, Vec<(&TaskId, Vec<u64>)>> = HashMap::new();
+        let mut words: Vec<u64> = Vec::new();
         for node in dag.nodes() {
-            let norm = normalise(&node.task.description);
-            if let Some(first) = exact.insert((node.parent.as_ref(), node.task.kind, norm.clone()), &node.task.id) {
+            words.clear();
+            words.extend(word_hashes(&node.task.description, usize::MAX));
+            let sequence = words.iter().fold(FNV_OFFSET, |h, w| (h ^ w).wrapping_mul(FNV_PRIME));
+            if let Some(first) = exact.insert((node.parent.as_ref(), node.task.kind, sequence), &node.task.id) {
                 errors.push(finding(
                     "non_redundant.duplicate",
                     Some(&node.task.id),
@@ -340,8 +349,10 @@ impl<'a> Validator<'a> {
                 continue;
             }
             if dag.is_leaf(node.task.id.as_str()) {
-                let tokens: HashSet<String> = norm.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect();
-                by_kind.entry(node.task.kind).or_default().push((&node.task.id, tokens));
+                let mut set = words.clone();
+                set.sort_unstable();
+                set.dedup();
+                by_kind.entry(node.task.kind).or_default().push((&node.task.id, set));
             }
         }
         let limit = 300; // pairs compared per kind are bounded: n ≤ 300 → ≤ 45k pairs
@@ -403,45 +414,50 @@ fn finding(rule: &str, task: Option<&TaskId>, message: String) -> Finding {
     }
 }
 
-fn normalise(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Hashes of the lower-cased alphanumeric words of `text`, each cut to `max_chars`
+/// characters (a crude stem: "invoices"/"invoice" and "analyse"/"analysis" meet at 6).
+fn word_hashes(text: &str, max_chars: usize) -> impl Iterator<Item = u64> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().flat_map(char::to_lowercase));
-    }
-    out
+        .map(move |w| {
+            w.chars()
+                .take(max_chars)
+                .flat_map(char::to_lowercase)
+                .fold(FNV_OFFSET, |h, c| (h ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME))
+        })
 }
 
-/// Crude stem: enough that "analyse"/"analysis" and "invoices"/"invoice" meet.
-fn stem(word: &str) -> String {
-    let w: String = word.chars().take(6).collect();
-    w
-}
-
-fn key_words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+/// Stemmed hashes of the words that say something about a request's content: longer
+/// than three characters and not a stop word.
+fn key_words(text: &str) -> impl Iterator<Item = u64> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().count() > 3)
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .map(|w| stem(&w))
+        .filter(|w| !STOPWORDS.iter().any(|s| s.eq_ignore_ascii_case(w)))
+        .flat_map(|w| word_hashes(w, 6))
 }
 
-fn key_words(request: &str) -> impl Iterator<Item = String> + '_ {
-    key_words_of(request)
-}
-
-fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+/// Jaccard similarity of two sorted, deduplicated hash sets.
+fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
-    let inter = a.intersection(b).count() as f64;
-    let union = (a.len() + b.len()) as f64 - inter;
-    if union == 0.0 { 0.0 } else { inter / union }
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - inter;
+    if union == 0 { 0.0 } else { inter as f64 / union as f64 }
 }
 
 #[cfg(test)]
