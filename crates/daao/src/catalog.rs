@@ -119,7 +119,8 @@ impl ModelCatalog {
     /// # Errors
     /// Parse errors and the rules of [`ModelCatalog::new`].
     pub fn from_toml_str(text: &str) -> Result<Self, CatalogError> {
-        let file: CatalogFile = toml::from_str(text).map_err(|source| CatalogError::Parse { source })?;
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|source| CatalogError::Parse { source })?;
         ModelCatalog::new(file.model)
     }
 
@@ -157,7 +158,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_catalogues() {
-        assert!(matches!(ModelCatalog::from_toml_str(""), Err(CatalogError::Empty)));
+        assert!(matches!(
+            ModelCatalog::from_toml_str(""),
+            Err(CatalogError::Empty)
+        ));
         let dup = r#"
 [[model]]
 id = "a"
@@ -173,11 +177,20 @@ input_per_million = 1.0
 output_per_million = 1.0
 "#;
         let err = ModelCatalog::from_toml_str(dup).unwrap_err();
-        assert_eq!(err.to_string(), "model a is defined twice (rule: unique_model_ids)");
+        assert_eq!(
+            err.to_string(),
+            "model a is defined twice (rule: unique_model_ids)"
+        );
         let bad = dup.replacen("\"a\"", "\"b\"", 1).replacen("0.5", "1.5", 1);
-        assert!(matches!(ModelCatalog::from_toml_str(&bad), Err(CatalogError::Capability { .. })));
+        assert!(matches!(
+            ModelCatalog::from_toml_str(&bad),
+            Err(CatalogError::Capability { .. })
+        ));
         let unknown = "[[model]]\nid = \"a\"\nprovider = \"x\"\ncapability = 0.5\ninput_per_million = 1.0\noutput_per_million = 1.0\nspeed = 3\n";
-        assert!(matches!(ModelCatalog::from_toml_str(unknown), Err(CatalogError::Parse { .. })));
+        assert!(matches!(
+            ModelCatalog::from_toml_str(unknown),
+            Err(CatalogError::Parse { .. })
+        ));
         let negative = "[[model]]\nid = \"a\"\nprovider = \"x\"\ncapability = 0.5\ninput_per_million = -1.0\noutput_per_million = 1.0\n";
         assert!(ModelCatalog::from_toml_str(negative).is_err());
     }

@@ -15,7 +15,9 @@ pub struct Budget {
 
 /// A charge was refused because it would break a budget.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{scope} budget exceeded: spent {spent} + requested {requested} > limit {limit} (rule: budget_{scope})")]
+#[error(
+    "{scope} budget exceeded: spent {spent} + requested {requested} > limit {limit} (rule: budget_{scope})"
+)]
 pub struct BudgetExceeded {
     /// `run` or `day`.
     pub scope: &'static str,
@@ -139,7 +141,13 @@ mod tests {
         let err = l.check(usd(0.2)).unwrap_err();
         assert_eq!(err.scope, "day");
         assert!(err.to_string().contains("rule: budget_day"), "{err}");
-        let mut l = CostLedger::new(Budget { per_run: Some(usd(1.0)), per_day: None }, Usd::ZERO);
+        let mut l = CostLedger::new(
+            Budget {
+                per_run: Some(usd(1.0)),
+                per_day: None,
+            },
+            Usd::ZERO,
+        );
         l.charge(usd(0.9));
         assert_eq!(l.check(usd(0.2)).unwrap_err().scope, "run");
         assert!((l.utilisation() - 0.9).abs() < 1e-9);

@@ -61,7 +61,11 @@ impl ModelSelector {
     /// Sets the capability margin added to a task's difficulty (clamped to `[0, 0.5]`).
     #[must_use]
     pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = if margin.is_finite() { margin.clamp(0.0, 0.5) } else { 0.05 };
+        self.margin = if margin.is_finite() {
+            margin.clamp(0.0, 0.5)
+        } else {
+            0.05
+        };
         self
     }
 
@@ -73,7 +77,11 @@ impl ModelSelector {
     /// Estimates the difficulty of `task`.
     pub fn difficulty(&self, task: &Task) -> f64 {
         let d = self.estimator.estimate(task);
-        if d.is_finite() { d.clamp(0.0, 1.0) } else { 1.0 }
+        if d.is_finite() {
+            d.clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
     }
 
     /// Chooses a model for `task`.

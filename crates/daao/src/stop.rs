@@ -111,10 +111,16 @@ mod tests {
         assert_eq!(p.decide(&[]), StopDecision::Continue);
         assert_eq!(p.decide(&[r(0.5, 1)]), StopDecision::Continue);
         assert!(matches!(p.decide(&[r(0.95, 1)]), StopDecision::Stop { .. }));
-        assert!(matches!(p.decide(&[r(0.5, 1), r(0.6, 1)]), StopDecision::Stop { reason } if reason.contains("converged")));
-        assert!(matches!(p.decide(&[r(0.5, 1), r(0.51, 2)]), StopDecision::Stop { reason } if reason.contains("min_improvement")));
+        assert!(
+            matches!(p.decide(&[r(0.5, 1), r(0.6, 1)]), StopDecision::Stop { reason } if reason.contains("converged"))
+        );
+        assert!(
+            matches!(p.decide(&[r(0.5, 1), r(0.51, 2)]), StopDecision::Stop { reason } if reason.contains("min_improvement"))
+        );
         assert_eq!(p.decide(&[r(0.5, 1), r(0.6, 2)]), StopDecision::Continue);
         let many: Vec<_> = (0..5).map(|i| r(0.1 * i as f64, i)).collect();
-        assert!(matches!(p.decide(&many), StopDecision::Stop { reason } if reason.contains("max_rounds")));
+        assert!(
+            matches!(p.decide(&many), StopDecision::Stop { reason } if reason.contains("max_rounds"))
+        );
     }
 }

@@ -121,7 +121,7 @@ impl Default for PlanningConfig {
 }
 
 /// Routing settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Agent catalogue (TOML, JSON or JSONL by extension). `None`: the built-in 16 agents.
@@ -130,16 +130,6 @@ pub struct RoutingConfig {
     pub rules_file: Option<PathBuf>,
     /// Router weights and cache.
     pub router: genesis_halo::RouterConfig,
-}
-
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        RoutingConfig {
-            agents_file: None,
-            rules_file: None,
-            router: genesis_halo::RouterConfig::default(),
-        }
-    }
 }
 
 /// Model selection settings.
@@ -218,6 +208,27 @@ impl GenesisConfig {
             })?;
         crate::providers::apply_key_env(&mut config.llm, &env_map);
         Ok(config)
+    }
+}
+
+impl GenesisConfig {
+    /// What the binaries load: `config/genesis.toml` (when it exists in the working
+    /// directory), then `extra` (e.g. `--config config/production.toml`), then the
+    /// `GENESIS_*` variables of `env`.
+    ///
+    /// # Errors
+    /// As [`GenesisConfig::load`].
+    pub fn load_layered(
+        extra: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<GenesisConfig, GenesisError> {
+        let base = Path::new("config/genesis.toml");
+        let mut files: Vec<&Path> = Vec::new();
+        if base.exists() {
+            files.push(base);
+        }
+        files.extend(extra);
+        GenesisConfig::load(&files, env)
     }
 }
 

@@ -176,7 +176,7 @@ impl OrchestratorBuilder {
     pub fn config(mut self, config: &GenesisConfig) -> Result<Self, GenesisError> {
         self.limits = Some(config.limits.clone());
         self.budget = Some(config.budget);
-        self.router_config = Some(config.routing.router.clone());
+        self.router_config = Some(config.routing.router);
         self.margin = Some(config.models.margin);
         self.security_limits = Some(config.security.limits.clone());
         self.guard =

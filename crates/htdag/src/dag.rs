@@ -354,7 +354,7 @@ impl TaskDag {
     }
 
     /// Tasks not in `done` whose prerequisites are all in `done`.
-    pub fn ready_set<S: AsRef<str>>(&self, done: &HashSet<S>) -> Vec<&TaskId>
+    pub fn ready_set<S>(&self, done: &HashSet<S>) -> Vec<&TaskId>
     where
         S: std::hash::Hash + Eq + std::borrow::Borrow<str>,
     {

@@ -850,10 +850,7 @@ impl Attempt {
                     .ok()
                     .and_then(|m| m.get(agent).cloned());
                 let _slot = match &limit {
-                    Some(sem) => match Arc::clone(sem).acquire_owned().await {
-                        Ok(p) => Some(p),
-                        Err(_) => None,
-                    },
+                    Some(sem) => Arc::clone(sem).acquire_owned().await.ok(),
                     None => None,
                 };
                 let breaker = self.exec.breakers.get(&format!("agent:{agent}"));

@@ -1,5 +1,8 @@
 //! Planning pipeline acceptance tests (issue: workspace spine).
 
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 
 mod llm_plan;

@@ -1,6 +1,9 @@
 //! Property tests: whatever sequence of operations is applied, the DAG stays acyclic,
 //! within its limits, and a topological order respects every edge.
 
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use genesis_core::{Task, TaskId, TaskKind};
