@@ -1,0 +1,57 @@
+//! Subcommand implementations.
+
+use std::path::Path;
+
+use genesis::GenesisError;
+use genesis::core::Usd;
+
+use crate::PlanFormat;
+use crate::setup::{Failure, load_config, orchestrator};
+
+/// `genesis plan`.
+pub(crate) async fn plan(
+    config: Option<&Path>,
+    request: &str,
+    format: PlanFormat,
+    budget: Option<f64>,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let genesis = orchestrator(&config)?;
+    let budget = match budget {
+        Some(b) => Some(Usd::new(b).map_err(|e| Failure::rejected(format!("--budget: {e}")))?),
+        None => None,
+    };
+    let options = genesis::PlanOptions {
+        budget,
+        ..Default::default()
+    };
+    let (plan, failure) = match genesis.plan_with(request, &options).await {
+        Ok(plan) => (plan, None),
+        Err(GenesisError::InvalidPlan { summary, plan }) => {
+            let f = Failure::rejected(format!("plan failed validation: {summary}"));
+            (*plan, Some(f))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let text = match format {
+        PlanFormat::Tree => plan.render_tree(),
+        PlanFormat::Json => serde_json::to_string_pretty(&plan)
+            .map_err(|e| Failure::internal(format!("cannot serialise the plan: {e}")))?,
+        PlanFormat::Dot => plan.render_dot(),
+        PlanFormat::Mermaid => plan.render_mermaid(),
+    };
+    emit(&text)?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Writes `text` and a newline to stdout. A closed pipe (`genesis plan ... | head`) is
+/// not an error.
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::internal(format!("cannot write to stdout: {e}"))),
+    }
+}

@@ -1,0 +1,707 @@
+//! `genesis flags`, `genesis deploy`, `genesis rollback` and `genesis status`: feature
+//! flags and progressive rollouts.
+//!
+//! The rollout policy is the feature-flags crate's pure `RolloutController`; this module
+//! is its loop body: read the persisted state (`<state-dir>/<flag>.json`), gather a
+//! health sample (given on the command line or scraped from the server's `/metrics`),
+//! tick, write the flag's new percentage into the flags file (atomically, so a running
+//! server hot-reloads a whole file) and persist the state. A missing or unreadable
+//! health source is a missing sample — held, then rolled back — never a healthy one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::{Subcommand, ValueEnum};
+use genesis::GenesisConfig;
+use genesis::flags::{
+    Flag, FlagStore, HealthSample, Percent, RolloutAction, RolloutController, RolloutEvent,
+    RolloutPhase, RolloutState, Strategy, Timestamp,
+};
+
+use crate::scrape::{self, Snapshot};
+use crate::setup::{Failure, load_config};
+
+/// Output format of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Lines for people.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `genesis flags ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum FlagsCommand {
+    /// Every flag with its state after environment overrides.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// One flag's definition (after environment overrides) as JSON.
+    Get {
+        /// Flag name.
+        name: String,
+    },
+    /// Evaluates a flag for a subject (user, tenant or request key).
+    Eval {
+        /// Flag name.
+        name: String,
+        /// The subject whose sticky bucket decides percentage rollouts.
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+/// Where rollout state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StateDir {
+    /// Directory of rollout state files (default: `<server.data_dir>/rollouts`).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+}
+
+/// `genesis deploy ...`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    #[command(subcommand)]
+    command: DeployCommand,
+}
+
+/// Deploy subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeployCommand {
+    /// Starts a progressive rollout of FLAG at the first step (`flags.rollout.steps`).
+    Start {
+        /// Flag name.
+        flag: String,
+        /// Start over even when a rollout of FLAG is in progress.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Judges one health sample: advance after a healthy dwell, hold, or roll back.
+    Tick(TickArgs),
+}
+
+/// Arguments of `genesis deploy tick`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TickArgs {
+    /// Flag name.
+    flag: String,
+    /// Share of failed requests in the window, in [0, 1].
+    #[arg(long, requires_all = ["p95_ms", "requests"], conflicts_with = "metrics_url")]
+    error_rate: Option<f64>,
+    /// 95th percentile latency in the window, in milliseconds.
+    #[arg(long, requires_all = ["error_rate", "requests"])]
+    p95_ms: Option<u64>,
+    /// Requests in the window.
+    #[arg(long, requires_all = ["error_rate", "p95_ms"])]
+    requests: Option<u64>,
+    /// Read the sample from a server's Prometheus exposition, e.g.
+    /// http://127.0.0.1:8000/metrics (traffic since the previous tick).
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// API key sent with the metrics request.
+    #[arg(long, env = "GENESIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// Arguments of `genesis rollback`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    /// Flag name.
+    flag: String,
+    /// Why, recorded in the rollout history.
+    #[arg(long, default_value = "operator request")]
+    note: String,
+}
+
+/// Arguments of `genesis status`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    dir: StateDir,
+    /// One flag's rollout in detail; all rollouts when absent.
+    flag: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn env_pairs() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+/// `genesis flags`.
+pub(crate) fn flags(config: Option<&Path>, command: FlagsCommand) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let shared = genesis::load_flags(&config, &env_pairs())?;
+    let store = shared.snapshot();
+    let overrides = shared.overrides();
+    let override_of = |name: &str| {
+        overrides
+            .iter()
+            .find(|o| o.flag == name)
+            .map(ToString::to_string)
+    };
+    let unknown = |name: &str| {
+        Failure::rejected(format!(
+            "unknown flag {name:?} in {} (see genesis flags list)",
+            config.flags.file.display()
+        ))
+    };
+    let now = SystemTime::now();
+    let text = match command {
+        FlagsCommand::List { format } => match format {
+            Format::Json => {
+                let list: Vec<serde_json::Value> = store
+                    .flags()
+                    .map(|f| {
+                        serde_json::json!({
+                            "name": f.name, "enabled": f.enabled, "strategy": f.strategy,
+                            "description": f.description, "override": override_of(&f.name),
+                        })
+                    })
+                    .collect();
+                to_json(&list)?
+            }
+            Format::Text => store
+                .flags()
+                .map(|f| {
+                    let mut line = format!(
+                        "{:<26} {:<3} {:<20}",
+                        f.name,
+                        on_off(f.enabled),
+                        strategy_text(f, now)
+                    );
+                    if let Some(o) = override_of(&f.name) {
+                        line.push_str(&format!(" [override {o}]"));
+                    }
+                    line.push_str("  ");
+                    line.push_str(&f.description);
+                    line.trim_end().to_owned()
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+        FlagsCommand::Get { name } => {
+            let flag = store.get(&name).ok_or_else(|| unknown(&name))?;
+            let mut v = serde_json::to_value(flag).map_err(|e| Failure::internal(e.to_string()))?;
+            if let (Some(obj), Some(o)) = (v.as_object_mut(), override_of(&name)) {
+                obj.insert("override".into(), o.into());
+            }
+            to_json(&v)?
+        }
+        FlagsCommand::Eval { name, subject } => {
+            let ev = store
+                .try_evaluate(&name, &subject, now)
+                .map_err(|_| unknown(&name))?;
+            to_json(&serde_json::json!({
+                "flag": name, "subject": subject, "enabled": ev.enabled, "reason": ev.reason,
+                "bucket": ev.bucket, "percent": ev.percent,
+            }))?
+        }
+    };
+    crate::commands::emit(&text)
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+fn strategy_text(flag: &Flag, now: SystemTime) -> String {
+    match &flag.strategy {
+        Strategy::All => "all".into(),
+        Strategy::Off => "strategy off".into(),
+        Strategy::Percentage { percent } => format!("{percent}"),
+        Strategy::Canary { subjects, percent } => format!("canary {} + {percent}", subjects.len()),
+        s @ Strategy::Progressive { .. } => match s.percent_at(Timestamp::from(now)) {
+            Some(p) => format!("progressive, now {p}"),
+            None => "progressive".into(),
+        },
+        _ => "other".into(),
+    }
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(v).map_err(|e| Failure::internal(format!("cannot serialise: {e}")))
+}
+
+/// What the rollout commands share: configuration, controller, paths.
+struct Rollouts {
+    controller: RolloutController,
+    flags_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Rollouts {
+    fn new(config: &GenesisConfig, dir: &StateDir) -> Result<Self, Failure> {
+        let controller = RolloutController::try_new(config.flags.rollout.clone())
+            .map_err(|e| Failure::internal(format!("invalid configuration: flags.rollout: {e}")))?;
+        Ok(Rollouts {
+            controller,
+            flags_file: config.flags.file.clone(),
+            dir: dir
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| config.server.data_dir.join("rollouts")),
+        })
+    }
+
+    fn state_path(&self, flag: &str) -> Result<PathBuf, Failure> {
+        check_name(flag)?;
+        Ok(self.dir.join(format!("{flag}.json")))
+    }
+
+    fn scrape_path(&self, flag: &str) -> PathBuf {
+        self.dir.join(format!("{flag}.scrape.json"))
+    }
+
+    fn load_state(&self, flag: &str) -> Result<Option<RolloutState>, Failure> {
+        let path = self.state_path(flag)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => RolloutState::from_json(&text).map(Some).map_err(|e| {
+                Failure::internal(format!(
+                    "{}: {}",
+                    path.display(),
+                    crate::setup::one_line(&e)
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Failure::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn save_state(&self, state: &RolloutState) -> Result<(), Failure> {
+        let json = state
+            .to_json_pretty()
+            .map_err(|e| Failure::internal(format!("rollout state: {e}")))?;
+        write_atomically(&self.state_path(&state.flag)?, &json)
+    }
+
+    /// The flags file as written (no environment overrides: they must not be persisted).
+    fn load_store(&self) -> Result<FlagStore, Failure> {
+        if !self.flags_file.exists() {
+            return Err(Failure::rejected(format!(
+                "flags file {} does not exist: rollouts write their steps to it (set flags.file)",
+                self.flags_file.display()
+            )));
+        }
+        FlagStore::load(&self.flags_file).map_err(|e| {
+            Failure::internal(format!("feature flags: {}", crate::setup::one_line(&e)))
+        })
+    }
+
+    fn save_store(&self, store: &FlagStore) -> Result<(), Failure> {
+        let json = store
+            .to_json_pretty()
+            .map_err(|e| Failure::internal(format!("feature flags: {e}")))?;
+        write_atomically(&self.flags_file, &json)
+    }
+
+    /// Writes the state's percentage into the flags file.
+    fn apply(&self, state: &RolloutState) -> Result<(), Failure> {
+        let mut store = self.load_store()?;
+        state
+            .apply_to(&mut store)
+            .map_err(|e| Failure::rejected(format!("{e} in {}", self.flags_file.display())))?;
+        self.save_store(&store)
+    }
+
+    fn steps(&self) -> usize {
+        self.controller.config().steps.len()
+    }
+}
+
+/// Flag names are `[a-z][a-z0-9_]*`: that also keeps state paths inside the state dir.
+fn check_name(flag: &str) -> Result<(), Failure> {
+    let ok = flag.len() <= 64
+        && flag.starts_with(|c: char| c.is_ascii_lowercase())
+        && flag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!(
+            "invalid flag name {flag:?}: must match [a-z][a-z0-9_]* and be at most 64 bytes"
+        )))
+    }
+}
+
+/// Writes through a temporary file and a rename, so readers (the server's hot reload)
+/// never see half a file.
+fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::internal(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", text.trim_end()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Failure::internal(format!("cannot write {}: {e}", path.display()))
+        })
+}
+
+fn where_now(state: &RolloutState, steps: usize) -> String {
+    match state.phase {
+        RolloutPhase::InProgress => {
+            format!("at {} (step {}/{steps})", state.percent, state.step + 1)
+        }
+        RolloutPhase::Complete => "complete at 100%".into(),
+        RolloutPhase::RolledBack => "rolled back to 0%".into(),
+        _ => format!("at {}", state.percent),
+    }
+}
+
+/// `genesis deploy`.
+pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let r = Rollouts::new(&config, &args.dir)?;
+    let now = SystemTime::now();
+    let text = match args.command {
+        DeployCommand::Start { flag, restart } => {
+            if let Some(old) = r.load_state(&flag)?
+                && old.phase == RolloutPhase::InProgress
+                && !restart
+            {
+                return Err(Failure::rejected(format!(
+                    "a rollout of {flag} is in progress {}: use genesis deploy tick, genesis rollback, or --restart",
+                    where_now(&old, r.steps())
+                )));
+            }
+            if r.load_store()?.get(&flag).is_none() {
+                return Err(Failure::rejected(format!(
+                    "unknown flag {flag:?} in {}",
+                    r.flags_file.display()
+                )));
+            }
+            let state = r.controller.start(flag.as_str(), now);
+            r.apply(&state)?;
+            r.save_state(&state)?;
+            let _ = std::fs::remove_file(r.scrape_path(&flag));
+            format!(
+                "{flag}: rollout started {}; next step after {}s of healthy traffic",
+                where_now(&state, r.steps()),
+                r.controller.config().dwell.as_secs()
+            )
+        }
+        DeployCommand::Tick(t) => tick(&r, t, now).await?,
+    };
+    crate::commands::emit(&text)
+}
+
+/// The sample for a tick and a note on where it came from.
+async fn gather(
+    r: &Rollouts,
+    t: &TickArgs,
+) -> Result<(Option<HealthSample>, String, Option<Snapshot>), Failure> {
+    if let (Some(error_rate), Some(p95), Some(requests)) = (t.error_rate, t.p95_ms, t.requests) {
+        if !(error_rate.is_finite() && (0.0..=1.0).contains(&error_rate)) {
+            return Err(Failure::rejected(format!(
+                "--error-rate {error_rate}: must be a share within [0, 1] (0.01 is 1%)"
+            )));
+        }
+        let sample = HealthSample {
+            error_rate,
+            p95_latency: Duration::from_millis(p95),
+            requests,
+        };
+        return Ok((Some(sample), "given on the command line".into(), None));
+    }
+    let Some(url) = &t.metrics_url else {
+        return Ok((
+            None,
+            "no health source given (--error-rate/--p95-ms/--requests or --metrics-url)".into(),
+            None,
+        ));
+    };
+    let client = genesis::llm::http_client_builder()
+        .map_err(|e| Failure::internal(format!("http client: {e}")))?
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Failure::internal(format!("http client: {e}")))?;
+    let mut req = client.get(url);
+    if let Some(k) = &t.api_key {
+        req = req.bearer_auth(k);
+    }
+    let body = match req.send().await {
+        Err(e) => {
+            return Ok((
+                None,
+                format!(
+                    "metrics unreachable at {url}: {}",
+                    crate::setup::one_line(&e)
+                ),
+                None,
+            ));
+        }
+        Ok(resp) if !resp.status().is_success() => {
+            return Ok((
+                None,
+                format!("metrics at {url} answered HTTP {}", resp.status().as_u16()),
+                None,
+            ));
+        }
+        Ok(resp) => match resp.text().await {
+            Ok(b) => b,
+            Err(e) => return Ok((None, format!("metrics body unreadable: {e}"), None)),
+        },
+    };
+    let Some(current) = scrape::snapshot(&body) else {
+        return Ok((
+            None,
+            format!("no genesis_requests_total series at {url}"),
+            None,
+        ));
+    };
+    let previous: Option<Snapshot> = std::fs::read_to_string(r.scrape_path(&t.flag))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let window = current.since(previous.as_ref());
+    let note = match previous {
+        Some(_) => format!("scraped from {url}, traffic since the previous tick"),
+        None => format!("scraped from {url}, traffic since the server started"),
+    };
+    match window.sample() {
+        Some(s) => Ok((Some(s), note, Some(current))),
+        None => Ok((
+            None,
+            format!("no genesis_request_duration_seconds histogram at {url}"),
+            Some(current),
+        )),
+    }
+}
+
+async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<String, Failure> {
+    let mut state = r.load_state(&t.flag)?.ok_or_else(|| {
+        Failure::rejected(format!(
+            "no rollout of {} in {}: start one with genesis deploy start {}",
+            t.flag,
+            r.dir.display(),
+            t.flag
+        ))
+    })?;
+    let (sample, source, snapshot) = gather(r, &t).await?;
+    let action = r.controller.tick(&mut state, sample.as_ref(), now);
+    if matches!(
+        action,
+        RolloutAction::Advance { .. } | RolloutAction::RollBack { .. } | RolloutAction::Complete
+    ) {
+        r.apply(&state)?;
+    }
+    r.save_state(&state)?;
+    if let Some(s) = snapshot {
+        let json = serde_json::to_string(&s).map_err(|e| Failure::internal(e.to_string()))?;
+        write_atomically(&r.scrape_path(&t.flag), &json)?;
+    }
+    let sample_text = match &sample {
+        Some(s) => format!(
+            "error rate {:.4}, p95 {}ms, {} requests ({source})",
+            s.error_rate,
+            s.p95_latency.as_millis(),
+            s.requests
+        ),
+        None => format!("missing: {source}; a missing sample never counts as healthy"),
+    };
+    Ok(format!(
+        "{}: {action}; now {}\nsample: {sample_text}",
+        t.flag,
+        where_now(&state, r.steps())
+    ))
+}
+
+/// `genesis rollback`: to 0 % now, with a note in the history.
+pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let r = Rollouts::new(&config, &args.dir)?;
+    let now = SystemTime::now();
+    if r.load_store()?.get(&args.flag).is_none() {
+        return Err(Failure::rejected(format!(
+            "unknown flag {:?} in {}",
+            args.flag,
+            r.flags_file.display()
+        )));
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let note = format!("{} (by {user})", args.note);
+    let (mut state, from) = match r.load_state(&args.flag)? {
+        Some(s) => {
+            let from = s.percent;
+            (s, from)
+        }
+        // No recorded rollout: record one that is rolled back from now on.
+        None => {
+            let mut s = r.controller.start(args.flag.as_str(), now);
+            s.history.clear();
+            (s, Percent::ZERO)
+        }
+    };
+    let action = r.controller.manual_rollback(&mut state, note, now);
+    r.apply(&state)?;
+    r.save_state(&state)?;
+    crate::commands::emit(&format!(
+        "{}: {action} (was {from}); flag file {} updated",
+        args.flag,
+        r.flags_file.display()
+    ))
+}
+
+/// `genesis status`.
+pub(crate) fn status(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let r = Rollouts::new(&config, &args.dir)?;
+    let text = match &args.flag {
+        Some(flag) => {
+            let state = r.load_state(flag)?.ok_or_else(|| {
+                Failure::rejected(format!(
+                    "no rollout of {flag} recorded in {}",
+                    r.dir.display()
+                ))
+            })?;
+            let store = r.load_store().ok();
+            let def = store.as_ref().and_then(|s| s.get(flag)).cloned();
+            match args.format {
+                Format::Json => to_json(&serde_json::json!({"state": state, "flag": def}))?,
+                Format::Text => detail(&r, &state, def.as_ref()),
+            }
+        }
+        None => {
+            let states = all_states(&r)?;
+            match args.format {
+                Format::Json => to_json(&states)?,
+                Format::Text if states.is_empty() => {
+                    format!("no rollouts recorded in {}", r.dir.display())
+                }
+                Format::Text => states
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{:<26} {} (since {})",
+                            s.flag,
+                            where_now(s, r.steps()),
+                            s.step_started_at
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            }
+        }
+    };
+    crate::commands::emit(&text)
+}
+
+fn all_states(r: &Rollouts) -> Result<Vec<RolloutState>, Failure> {
+    let entries = match std::fs::read_dir(&r.dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Failure::internal(format!(
+                "cannot list {}: {e}",
+                r.dir.display()
+            )));
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| {
+            n.strip_suffix(".json")
+                .filter(|s| !s.contains('.'))
+                .map(str::to_owned)
+        })
+        .filter(|n| check_name(n).is_ok())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(s) = r.load_state(&n)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn detail(r: &Rollouts, state: &RolloutState, def: Option<&Flag>) -> String {
+    let mut out = format!(
+        "{}: {}, started {}, this step since {}\n",
+        state.flag,
+        where_now(state, r.steps()),
+        state.started_at,
+        state.step_started_at
+    );
+    match def {
+        Some(f) => out.push_str(&format!(
+            "flag file: {} {}\n",
+            on_off(f.enabled),
+            strategy_text(f, SystemTime::now())
+        )),
+        None => out.push_str(&format!(
+            "flag file: {} not found in {}\n",
+            state.flag,
+            r.flags_file.display()
+        )),
+    }
+    if state.phase == RolloutPhase::InProgress {
+        let cfg = r.controller.config();
+        let dwelt =
+            Timestamp::from(SystemTime::now()).saturating_duration_since(state.step_started_at);
+        let left = cfg.dwell.saturating_sub(dwelt).as_secs();
+        match cfg.steps.get(state.step + 1) {
+            Some(next) => out.push_str(&format!(
+                "next: advance to {next} after {left}s more at this step, on healthy samples of at least {} requests\n",
+                cfg.min_requests
+            )),
+            None => out.push_str(&format!("next: complete after {left}s more of healthy samples\n")),
+        }
+    }
+    if state.consecutive_missing > 0 {
+        out.push_str(&format!(
+            "missing samples in a row: {} (tolerance {})\n",
+            state.consecutive_missing,
+            r.controller.config().missing_sample_tolerance
+        ));
+    }
+    out.push_str("history:\n");
+    for RolloutEvent { at, action } in &state.history {
+        out.push_str(&format!("  {at}  {action}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_escape_the_state_dir_are_rejected() {
+        for bad in ["../etc/passwd", "Halo", "", "a/b", "a.b"] {
+            assert_eq!(check_name(bad).unwrap_err().code, 2, "{bad}");
+        }
+        assert!(check_name("halo_routing2").is_ok());
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = std::env::temp_dir().join(format!("genesis-cli-atomic-{}", std::process::id()));
+        let p = dir.join("nested/flags.json");
+        write_atomically(&p, "one").unwrap();
+        write_atomically(&p, "two\n\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
+        let leftovers = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

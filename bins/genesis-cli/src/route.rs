@@ -1,0 +1,234 @@
+//! `genesis route`: route task descriptions to agents, one JSON decision per line
+//! (issue #3).
+
+use std::path::{Path, PathBuf};
+
+use genesis::core::{Task, TaskId, TaskKind};
+use genesis::halo::{AgentRegistry, RouteDecision, Router, RoutingRules};
+
+use crate::input::{self, OnError};
+use crate::setup::{Failure, load_config};
+
+/// Fields read as a line's task description, first match wins.
+const TEXT_FIELDS: &[&str] = &["text", "step_text_masked", "description"];
+/// Fields naming a line's agent: the gold label of an input line, or the agent an
+/// example belongs to.
+const AGENT_FIELDS: &[&str] = &["gold_tool", "agent"];
+
+/// Arguments of `genesis route`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RouteArgs {
+    /// Agent catalogue: TOML (`[[agent]]`), JSON or JSONL (`id` + `desc` per line) by
+    /// extension. Default: `routing.agents_file` from config, else the built-in agents.
+    #[arg(long)]
+    agents: Option<PathBuf>,
+    /// Example tasks to add to the agents' profiles: JSONL with a `text` (or
+    /// `step_text_masked`) field and a `gold_tool` (or `agent`) field naming the agent.
+    #[arg(long)]
+    examples: Option<PathBuf>,
+    /// Routing rules (TOML). Default: none with `--agents`, otherwise the configured rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Ranked alternatives reported with each decision.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    top_k: u16,
+    /// What to do with a malformed input or examples line.
+    #[arg(long, value_enum, default_value_t = OnError::Skip)]
+    on_error: OnError,
+    /// Task descriptions: JSONL (`text` or `step_text_masked`, optional `kind`, `id`,
+    /// `gold_tool`) or plain text, one per line; `-` or absent reads stdin.
+    input: Option<PathBuf>,
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::rejected(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Builds the router: catalogue, examples, rules and the configured router settings.
+fn router(config_path: Option<&Path>, args: &RouteArgs) -> Result<Router, Failure> {
+    let config = load_config(config_path)?;
+    let registry = match (&args.agents, &config.routing.agents_file) {
+        // A catalogue named on the command line is input: a bad one is rejected (2).
+        (Some(p), _) => genesis::read_agents(p)
+            .map_err(|e| Failure::rejected(format!("--agents: {}", crate::setup::one_line(&e))))?,
+        (None, Some(p)) => genesis::read_agents(p)?,
+        (None, None) => AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
+            .map_err(genesis::GenesisError::from)?,
+    };
+    let rules_file = match (&args.rules, &args.agents) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(_)) => None,
+        (None, None) => config.routing.rules_file.clone(),
+    };
+    let rules = match (&rules_file, &args.agents) {
+        (Some(p), _) => {
+            RoutingRules::from_toml_str(&read_text(p)?).map_err(genesis::GenesisError::from)?
+        }
+        (None, Some(_)) => RoutingRules::empty(),
+        (None, None) => RoutingRules::from_toml_str(genesis::defaults::ROUTING_RULES_TOML)
+            .map_err(genesis::GenesisError::from)?,
+    };
+    let registry = match &args.examples {
+        Some(path) => with_examples(registry, path, args.on_error)?,
+        None => registry,
+    };
+    let mut router_config = config.routing.router;
+    router_config.top_k = usize::from(args.top_k);
+    Router::with_config(registry, rules, router_config)
+        .map_err(|e| Failure::rejected(format!("routing set-up: {}", crate::setup::one_line(&e))))
+}
+
+/// Adds every example line of `path` to the profile of the agent it names.
+fn with_examples(
+    registry: AgentRegistry,
+    path: &Path,
+    on_error: OnError,
+) -> Result<AgentRegistry, Failure> {
+    let mut profiles = registry.into_profiles();
+    let reader = input::open(Some(path))?;
+    let mut added = 0usize;
+    let counts = input::for_each(reader, TEXT_FIELDS, on_error, |item| {
+        let agent = item.field(AGENT_FIELDS).ok_or_else(|| {
+            format!(
+                "no agent field: expected a string in one of {}",
+                AGENT_FIELDS.join(", ")
+            )
+        })?;
+        let profile = profiles
+            .iter_mut()
+            .find(|p| p.id.as_str() == agent)
+            .ok_or_else(|| format!("unknown agent {agent:?}: not in the catalogue"))?;
+        profile.examples.push(item.text.clone());
+        added += 1;
+        Ok(true)
+    })
+    .map_err(|f| Failure::rejected(format!("{}: {}", path.display(), f.message)))?;
+    eprintln!(
+        "examples: {added} added from {} ({} lines skipped)",
+        path.display(),
+        counts.skipped
+    );
+    AgentRegistry::new(profiles)
+        .map_err(|e| Failure::rejected(format!("catalogue with examples: {e}")))
+}
+
+/// The task a line describes.
+fn task_of(item: &input::Item) -> Result<Task, String> {
+    let kind = match item.field(&["kind"]) {
+        Some(k) => k.parse::<TaskKind>().map_err(|e| e.to_string())?,
+        None => TaskKind::Generic,
+    };
+    Ok(Task::new(
+        TaskId::new(format!("line-{}", item.line)),
+        kind,
+        item.text.clone(),
+    ))
+}
+
+/// One output line.
+fn decision_json(item: &input::Item, d: &RouteDecision, gold: Option<&str>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "line": item.line,
+        "agent": d.agent,
+        "score": d.score,
+        "match_score": d.match_score,
+        "layer": d.layer,
+        "alternatives": d.alternatives,
+        "explanation": d.explanation,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(id) = item.fields.as_ref().and_then(|f| f.get("id")) {
+            obj.insert("id".into(), id.clone());
+        }
+        if let Some(gold) = gold {
+            obj.insert("gold".into(), gold.into());
+        }
+    }
+    v
+}
+
+/// `genesis route`.
+pub(crate) fn route(config: Option<&Path>, args: RouteArgs) -> Result<(), Failure> {
+    let router = router(config, &args)?;
+    let reader = input::open(args.input.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let (mut unassigned, mut labelled, mut correct) = (0usize, 0usize, 0usize);
+    let counts = input::for_each(reader, TEXT_FIELDS, args.on_error, |item| {
+        let task = task_of(item)?;
+        let d = router.route(&task);
+        if d.agent.is_none() {
+            unassigned += 1;
+        }
+        let gold = item.field(AGENT_FIELDS);
+        if let Some(g) = gold {
+            labelled += 1;
+            if d.agent.as_ref().is_some_and(|a| a.as_str() == g) {
+                correct += 1;
+            }
+        }
+        input::write_line(&mut out, &decision_json(item, &d, gold).to_string())
+    })?;
+    eprintln!(
+        "routed {} tasks: {unassigned} unassigned, {} lines skipped",
+        counts.items, counts.skipped
+    );
+    if labelled > 0 {
+        eprintln!(
+            "top-1 accuracy against gold labels: {:.4} ({correct}/{labelled})",
+            correct as f64 / labelled as f64
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(line: usize, v: serde_json::Value) -> input::Item {
+        input::Item {
+            line,
+            text: v["text"].as_str().unwrap_or("x").to_owned(),
+            fields: v.as_object().cloned(),
+        }
+    }
+
+    #[test]
+    fn kind_field_is_parsed_with_aliases() {
+        let t = task_of(&item(
+            4,
+            serde_json::json!({"text": "ship it", "kind": "deployment"}),
+        ))
+        .unwrap();
+        assert_eq!(t.kind, TaskKind::Deploy);
+        assert_eq!(t.id.as_str(), "line-4");
+        let e = task_of(&item(
+            1,
+            serde_json::json!({"text": "x", "kind": "juggling"}),
+        ))
+        .unwrap_err();
+        assert!(e.contains("juggling"), "{e}");
+    }
+
+    #[test]
+    fn decisions_carry_alternatives_and_gold() {
+        let registry = AgentRegistry::from_toml_str(
+            "[[agent]]\nid = \"flights\"\ndescription = \"books flights and airline tickets\"\n\n\
+             [[agent]]\nid = \"weather\"\ndescription = \"weather forecasts for a city\"\n",
+        )
+        .unwrap();
+        let router = Router::new(registry, RoutingRules::empty()).unwrap();
+        let it = item(
+            2,
+            serde_json::json!({"text": "book a flight to Paris", "gold_tool": "flights", "id": 9}),
+        );
+        let d = router.route(&task_of(&it).unwrap());
+        let v = decision_json(&it, &d, it.field(AGENT_FIELDS));
+        assert_eq!(v["agent"], "flights");
+        assert_eq!(v["gold"], "flights");
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["line"], 2);
+        assert!(v["explanation"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+}

@@ -1,0 +1,83 @@
+//! Loading configuration and building the orchestrator, shared by every command.
+
+use std::path::Path;
+
+use genesis::{GenesisConfig, GenesisError, Orchestrator};
+
+/// A command failure: the one-line reason and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl From<GenesisError> for Failure {
+    fn from(e: GenesisError) -> Self {
+        Failure {
+            message: one_line(&e),
+            code: u8::try_from(e.exit_code()).unwrap_or(1),
+        }
+    }
+}
+
+impl Failure {
+    /// Rejected input (exit code 2).
+    pub(crate) fn rejected(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// Internal or environment error (exit code 1).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+/// The error and its sources on one line.
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables.
+pub(crate) fn load_config(extra: Option<&Path>) -> Result<GenesisConfig, GenesisError> {
+    let base = Path::new("config/genesis.toml");
+    let mut files: Vec<&Path> = Vec::new();
+    if base.exists() {
+        files.push(base);
+    }
+    if let Some(p) = extra {
+        files.push(p);
+    }
+    let mut config = GenesisConfig::load(&files, std::env::vars())?;
+    // Catalogue paths in config/genesis.toml are relative to the repository root; when
+    // run elsewhere without the files, fall back to the built-in catalogues.
+    for p in [
+        &mut config.routing.agents_file,
+        &mut config.routing.rules_file,
+        &mut config.models.catalog_file,
+    ] {
+        if p.as_ref().is_some_and(|f| !f.exists()) && !base.exists() {
+            *p = None;
+        }
+    }
+    Ok(config)
+}
+
+/// Builds the orchestrator from configuration, the catalogue files and the environment
+/// (flag overrides, API keys).
+pub(crate) fn orchestrator(config: &GenesisConfig) -> Result<Orchestrator, GenesisError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    genesis::orchestrator_from_config(config, &env)
+}
