@@ -430,13 +430,26 @@ fn word_hashes(text: &str, max_chars: usize) -> impl Iterator<Item = u64> + '_ {
         })
 }
 
+/// Full-word hashes of [`STOPWORDS`].
+static STOP_HASHES: std::sync::LazyLock<HashSet<u64>> =
+    std::sync::LazyLock::new(|| STOPWORDS.iter().filter_map(|w| word_hashes(w, usize::MAX).next()).collect());
+
 /// Stemmed hashes of the words that say something about a request's content: longer
-/// than three characters and not a stop word.
+/// than three bytes and not a stop word.
 fn key_words(text: &str) -> impl Iterator<Item = u64> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() > 3)
-        .filter(|w| !STOPWORDS.iter().any(|s| s.eq_ignore_ascii_case(w)))
-        .flat_map(|w| word_hashes(w, 6))
+        .filter(|w| w.len() > 3)
+        .filter_map(|w| {
+            // One pass gives both the full-word hash (stop-word check) and the stem hash.
+            let (mut full, mut stem) = (FNV_OFFSET, FNV_OFFSET);
+            for (i, c) in w.chars().flat_map(char::to_lowercase).enumerate() {
+                full = (full ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME);
+                if i < 6 {
+                    stem = (stem ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME);
+                }
+            }
+            (!STOP_HASHES.contains(&full)).then_some(stem)
+        })
 }
 
 /// Jaccard similarity of two sorted, deduplicated hash sets.

@@ -87,35 +87,49 @@ fn base(kind: TaskKind) -> f64 {
     }
 }
 
+/// Every hard and easy word in one automaton, built once: one pass over the text
+/// finds all signals.
+static SIGNALS: std::sync::LazyLock<Option<(aho_corasick::AhoCorasick, Vec<f64>)>> =
+    std::sync::LazyLock::new(|| {
+        let words: Vec<&str> = HARD_WORDS.iter().chain(EASY_WORDS).map(|(w, _)| *w).collect();
+        let weights: Vec<f64> = HARD_WORDS.iter().chain(EASY_WORDS).map(|(_, w)| *w).collect();
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(words)
+            .ok()
+            .map(|ac| (ac, weights))
+    });
+
 impl DifficultyEstimator for HeuristicDifficulty {
     fn estimate(&self, task: &Task) -> f64 {
         let text = task.description.as_str();
-        let mut lower_buf = [0u8; 512];
-        // Only the first 512 bytes are scanned for words: enough for every signal, and
-        // it keeps the estimate allocation-free and O(1) on long descriptions.
-        let n = text.len().min(lower_buf.len());
-        for (dst, src) in lower_buf.iter_mut().zip(text.as_bytes()) {
-            *dst = src.to_ascii_lowercase();
-        }
-        let lower = String::from_utf8_lossy(&lower_buf[..n]);
+        // The first 2,000 bytes carry every signal; this keeps the estimate O(1) on long
+        // descriptions and allocation-free.
+        let head = &text.as_bytes()[..text.len().min(2_000)];
         let mut score = base(task.kind);
         let mut words = 0.0;
-        for (w, weight) in HARD_WORDS.iter().chain(EASY_WORDS) {
-            if lower.contains(w) {
-                words += weight;
+        if let Some((ac, weights)) = SIGNALS.as_ref() {
+            // Each signal counts once, however often it appears.
+            let mut seen = 0u64;
+            for m in ac.find_overlapping_iter(head) {
+                let i = m.pattern().as_usize();
+                if i < 64 && seen & (1 << i) == 0 {
+                    seen |= 1 << i;
+                    words += weights[i];
+                }
             }
         }
         score += words.clamp(-0.25, 0.4);
         // Numbers and operators: multi-step arithmetic and formulas.
-        let digits = text.bytes().take(2_000).filter(u8::is_ascii_digit).count();
-        let ops = text
-            .bytes()
-            .take(2_000)
-            .filter(|b| matches!(b, b'=' | b'+' | b'*' | b'^' | b'/'))
-            .count();
+        let (mut digits, mut ops) = (0usize, 0usize);
+        for b in head {
+            digits += usize::from(b.is_ascii_digit());
+            ops += usize::from(matches!(b, b'=' | b'+' | b'*' | b'^' | b'/'));
+        }
         score += (digits as f64 / 40.0).min(0.1) + (ops as f64 / 10.0).min(0.1);
         // Longer descriptions carry more constraints.
-        let len = text.chars().count() as f64;
+        let len = text.len() as f64;
         score += ((len / 400.0).ln_1p() * 0.08).min(0.12);
         score += (task.required_skills.len() as f64 * 0.02).min(0.06);
         score += (f64::from(task.estimated_tokens) / 50_000.0).min(0.08);

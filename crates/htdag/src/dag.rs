@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use genesis_core::{Task, TaskId};
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
 use serde::{Deserialize, Serialize};
 
 use crate::{HtdagError, Limits};
@@ -274,10 +274,14 @@ impl TaskDag {
         let Some(&ix) = self.index.get(id) else {
             return Vec::new();
         };
-        let mut seen = HashSet::new();
+        let mut seen: Vec<NodeIndex> = Vec::new();
         self.graph
             .edges_directed(ix, Direction::Incoming)
-            .filter(|e| seen.insert(e.source()))
+            .filter(|e| {
+                let new = !seen.contains(&e.source());
+                seen.push(e.source());
+                new
+            })
             .map(|e| &self.graph[e.source()].task.id)
             .collect()
     }
@@ -302,10 +306,14 @@ impl TaskDag {
         let Some(&ix) = self.index.get(id) else {
             return Vec::new();
         };
-        let mut seen = HashSet::new();
+        let mut seen: Vec<NodeIndex> = Vec::new();
         self.graph
             .edges_directed(ix, Direction::Outgoing)
-            .filter(|e| seen.insert(e.target()))
+            .filter(|e| {
+                let new = !seen.contains(&e.target());
+                seen.push(e.target());
+                new
+            })
             .map(|e| &self.graph[e.target()].task.id)
             .collect()
     }
@@ -324,31 +332,37 @@ impl TaskDag {
     /// A topological order (every task after everything it waits for). Ties are broken
     /// by insertion order, so the order is deterministic.
     pub fn topological_order(&self) -> Vec<&TaskId> {
-        // Kahn's algorithm over insertion order; the graph is acyclic by construction.
-        let mut indegree: HashMap<NodeIndex, usize> = HashMap::with_capacity(self.len());
-        for &ix in &self.order {
-            indegree.insert(ix, self.graph.edges_directed(ix, Direction::Incoming).count());
+        self.topo_indices().into_iter().map(|ix| &self.graph[ix].task.id).collect()
+    }
+
+    /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
+    /// the graph is acyclic by construction.
+    fn topo_indices(&self) -> Vec<NodeIndex> {
+        let bound = (&self.graph).node_bound();
+        let mut indegree = vec![0u32; bound];
+        for e in (&self.graph).edge_references() {
+            indegree[e.target().index()] += 1;
         }
         let mut queue: VecDeque<NodeIndex> = self
             .order
             .iter()
             .copied()
-            .filter(|ix| indegree.get(ix) == Some(&0))
+            .filter(|ix| indegree[ix.index()] == 0)
             .collect();
         let mut out = Vec::with_capacity(self.len());
+        let mut next: Vec<NodeIndex> = Vec::new();
         while let Some(ix) = queue.pop_front() {
-            out.push(&self.graph[ix].task.id);
-            let mut next: Vec<NodeIndex> = Vec::new();
+            out.push(ix);
+            next.clear();
             for e in self.graph.edges_directed(ix, Direction::Outgoing) {
-                if let Some(d) = indegree.get_mut(&e.target()) {
-                    *d -= 1;
-                    if *d == 0 {
-                        next.push(e.target());
-                    }
+                let d = &mut indegree[e.target().index()];
+                *d -= 1;
+                if *d == 0 {
+                    next.push(e.target());
                 }
             }
-            next.sort_by_key(|n| n.index());
-            queue.extend(next);
+            next.sort_unstable_by_key(|n| n.index());
+            queue.extend(next.iter().copied());
         }
         out
     }
@@ -379,21 +393,20 @@ impl TaskDag {
     /// earlier generations. Tasks of one generation can run at the same time, which is
     /// what per-agent concurrency limits are about.
     pub fn generations(&self) -> Vec<Vec<&TaskId>> {
-        let mut level: HashMap<&str, usize> = HashMap::with_capacity(self.len());
+        let mut level = vec![0usize; (&self.graph).node_bound()];
         let mut out: Vec<Vec<&TaskId>> = Vec::new();
-        for id in self.topological_order() {
+        for ix in self.topo_indices() {
             let l = self
-                .prerequisites(id.as_str())
-                .iter()
-                .filter_map(|p| level.get(p.as_str()))
-                .map(|l| l + 1)
+                .graph
+                .edges_directed(ix, Direction::Incoming)
+                .map(|e| level[e.source().index()] + 1)
                 .max()
                 .unwrap_or(0);
-            level.insert(id.as_str(), l);
+            level[ix.index()] = l;
             if out.len() <= l {
                 out.resize_with(l + 1, Vec::new);
             }
-            out[l].push(id);
+            out[l].push(&self.graph[ix].task.id);
         }
         out
     }
@@ -401,20 +414,18 @@ impl TaskDag {
     /// Number of tasks on the longest chain of waits (the minimum number of sequential
     /// steps to finish the DAG with unlimited parallelism).
     pub fn critical_path_len(&self) -> usize {
-        let order = self.topological_order();
-        let mut longest: HashMap<&str, usize> = HashMap::with_capacity(order.len());
+        let mut longest = vec![0usize; (&self.graph).node_bound()];
         let mut best = 0;
-        for id in order {
+        for ix in self.topo_indices() {
             let l = self
-                .prerequisites(id.as_str())
-                .iter()
-                .filter_map(|p| longest.get(p.as_str()))
+                .graph
+                .edges_directed(ix, Direction::Incoming)
+                .map(|e| longest[e.source().index()])
                 .max()
-                .copied()
                 .unwrap_or(0)
                 + 1;
+            longest[ix.index()] = l;
             best = best.max(l);
-            longest.insert(id.as_str(), l);
         }
         best
     }
@@ -422,7 +433,7 @@ impl TaskDag {
     /// True when the graph has no cycle. Always true for a DAG built through this API;
     /// exposed for tests and for validating DAGs assembled elsewhere.
     pub fn is_acyclic(&self) -> bool {
-        self.topological_order().len() == self.len()
+        self.topo_indices().len() == self.len()
     }
 
     fn ix(&self, id: &TaskId) -> Result<NodeIndex, HtdagError> {
@@ -444,24 +455,26 @@ impl TaskDag {
 
     /// A path `from ⇝ to` following edges, if one exists (BFS, shortest).
     fn path(&self, from: NodeIndex, to: NodeIndex) -> Option<Vec<NodeIndex>> {
-        let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        const NONE: u32 = u32::MAX;
+        let mut prev = vec![NONE; (&self.graph).node_bound()];
         let mut queue = VecDeque::from([from]);
-        let mut seen = HashSet::from([from]);
+        prev[from.index()] = from.index() as u32;
         while let Some(n) = queue.pop_front() {
             if n == to {
                 let mut path = vec![to];
                 let mut cur = to;
-                while let Some(&p) = prev.get(&cur) {
-                    path.push(p);
-                    cur = p;
+                while cur != from {
+                    cur = NodeIndex::new(prev[cur.index()] as usize);
+                    path.push(cur);
                 }
                 path.reverse();
                 return Some(path);
             }
             for e in self.graph.edges_directed(n, Direction::Outgoing) {
-                if seen.insert(e.target()) {
-                    prev.insert(e.target(), n);
-                    queue.push_back(e.target());
+                let t = e.target();
+                if prev[t.index()] == NONE {
+                    prev[t.index()] = n.index() as u32;
+                    queue.push_back(t);
                 }
             }
         }
