@@ -1,1 +1,106 @@
-//! placeholder
+//! HALO routing: which agent takes each task, and why.
+//!
+//! Mental model: an [`AgentRegistry`] of [`AgentProfile`]s (loaded from TOML, JSON or
+//! JSONL strings — this crate does no file IO), a set of [`RoutingRules`], and a
+//! [`Router`] that sends each [`Task`](genesis_core::Task) through three layers, each
+//! explained in the [`RouteDecision`]:
+//!
+//! 1. **rules** — explicit `[[rule]]`s, highest priority first, with conditions on kind,
+//!    metadata and keywords, compiled once (bit masks + one Aho-Corasick automaton);
+//! 2. **text** — the task description is matched against every agent's description,
+//!    skills and example tasks: hashed word, bigram and word-prefix features with TF-IDF
+//!    weights; each agent's model blends its description vector (a prior that lets
+//!    agents without examples route) with the centroid of its examples, plus a sparse
+//!    discriminative correction (an averaged perceptron trained on the examples when the
+//!    router is built), all scored through one inverted index (feature → agent postings);
+//! 3. **capability** — agents that list the task's kind.
+//!
+//! Candidates are blended with success rate, cost tier and load ([`RouterConfig`]
+//! documents the formula); [`Router::route_all`] applies per-plan capacity
+//! (`max_concurrent_tasks`) and moves to the next alternative when an agent is full.
+//! A task nobody can take is *unassigned* with a reason, never forced onto a default.
+//! [`Router::record_outcome`] updates success rates and learns the task as a new example
+//! (the centroids are refreshed at once; [`Router::retrain`] also retrains the
+//! correction); [`AgentRegistry::to_toml_string`] persists the learned state. Rankings are cached by a
+//! task signature and the cache is dropped whenever the registry or rules change
+//! ([`Router::cache_stats`]).
+//!
+//! # Formats
+//!
+//! `config/agents.toml`: `[[agent]]` tables with `id`, `description` (or `desc`),
+//! `task_kinds` (TaskKind names; empty = any kind), `skills`, `examples`, `cost_tier`
+//! (`low` | `medium` | `high`), `success_rate` in `[0, 1]`, `max_concurrent_tasks` ≥ 1
+//! (see [`AgentProfile`]). JSON: an array of the same objects or `{"agents": [...]}`.
+//! JSONL: one agent per line with at least `id` and `desc`; `domain`/`tags` are read as
+//! skills and unknown fields ignored ([`AgentRegistry::from_jsonl_str`]).
+//! `config/routing_rules.toml`: `[[rule]]` tables with `name`, `priority`, `agent`,
+//! `kinds`, `metadata`, `keywords` (see [`RoutingRules`]).
+//!
+//! # Example
+//!
+//! ```
+//! use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
+//! use genesis_halo::{AgentRegistry, RouteLayer, Router, RoutingRules};
+//! use std::time::Duration;
+//!
+//! let registry = AgentRegistry::from_toml_str(r#"
+//! [[agent]]
+//! id = "marketing"
+//! description = "Plans campaigns, writes copy and grows the audience"
+//! task_kinds = ["marketing"]
+//! skills = ["seo", "social media"]
+//!
+//! [[agent]]
+//! id = "analytics"
+//! description = "Analyses data, metrics and experiment results"
+//! task_kinds = ["analyze"]
+//! max_concurrent_tasks = 1
+//! "#)?;
+//! let rules = RoutingRules::from_toml_str(r#"
+//! [[rule]]
+//! name = "seo-to-marketing"
+//! priority = 10
+//! agent = "marketing"
+//! keywords = ["seo"]
+//! "#)?;
+//! let router = Router::new(registry, rules)?;
+//!
+//! let task = Task::new(TaskId::new("t1"), TaskKind::Generic, "Launch a marketing campaign");
+//! let d = router.route(&task);
+//! assert_eq!(d.agent.as_ref().map(|a| a.as_str()), Some("marketing"));
+//! assert_eq!(d.layer, RouteLayer::Text);
+//!
+//! let d = router.route(&Task::new(TaskId::new("t2"), TaskKind::Generic, "Improve SEO"));
+//! assert_eq!(d.layer, RouteLayer::Rule);
+//!
+//! // Per-plan capacity: analytics takes one task, the second has nowhere to go.
+//! let plan = router.route_all(&[
+//!     Task::new(TaskId::new("a"), TaskKind::Analyze, "analyse the results"),
+//!     Task::new(TaskId::new("b"), TaskKind::Analyze, "analyse the metrics"),
+//! ]);
+//! assert_eq!(plan.unassigned_count(), 1);
+//!
+//! // Learning: outcomes update the success rate and are persisted with the registry.
+//! router.record_outcome(&task, &AgentId::new("marketing"), true,
+//!     Duration::from_millis(900), Usd::new(0.02)?)?;
+//! let saved = router.registry().to_toml_string()?;
+//! assert!(saved.contains("successes = 1"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod profile;
+mod registry;
+mod router;
+mod rules;
+mod text;
+
+pub use error::{HaloError, LineError};
+pub use profile::{AgentProfile, CostTier, OutcomeStats};
+pub use registry::{AgentRegistry, JsonlMode};
+pub use router::{
+    Alternative, CacheStats, Outcome, RouteDecision, RouteLayer, Router, RouterConfig, RoutingPlan,
+    UnassignedTask,
+};
+pub use rules::{RoutingRules, Rule};
+pub use text::TextConfig;

@@ -1,0 +1,158 @@
+//! Quick routing latency check (the criterion benches in `benches/benches/routing.rs`
+//! are the reference; this is for fast iteration).
+//!
+//! ```text
+//! cargo run --release -p genesis-halo --example route_latency -- [ULTRATOOL_DIR]
+//! ```
+
+#![allow(clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use genesis_core::{Task, TaskId, TaskKind};
+use genesis_halo::{AgentRegistry, JsonlMode, Router, RouterConfig, RoutingRules};
+
+const AGENTS: &str = include_str!("../../../config/agents.toml");
+const RULES: &str = include_str!("../../../config/routing_rules.toml");
+
+/// With `HALO_ONLY=<label prefix>` and `HALO_ITERS=<n>` only that case runs, exactly `n`
+/// times (for `perf stat -e cycles:u`, which is robust to other load on the machine).
+fn per_item(label: &str, items: usize, mut f: impl FnMut()) {
+    if let Ok(only) = std::env::var("HALO_ONLY") {
+        if !label.starts_with(&only) {
+            return;
+        }
+        let iters: usize = std::env::var("HALO_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        for _ in 0..iters {
+            f();
+        }
+        println!("{label}: {iters} iterations of {items} tasks");
+        return;
+    }
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let mut reps = 0usize;
+        while t.elapsed().as_millis() < 150 {
+            f();
+            reps += 1;
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e6 / (reps * items) as f64);
+    }
+    println!("{label:<40} {best:>8.3} us/task");
+}
+
+fn tasks(n: usize) -> Vec<Task> {
+    let verbs = [
+        "Build", "Write", "Analyse", "Deploy", "Design", "Test", "Review", "Plan",
+    ];
+    let objects = [
+        "the REST API for orders",
+        "the landing page UI",
+        "unit tests for the billing module",
+        "a marketing campaign for the spring sale",
+        "the quarterly budget forecast",
+        "the results of the A/B test",
+        "the CI/CD pipeline for staging",
+        "alerts for error rate and latency",
+        "competitor pricing and positioning",
+        "the requirements for the signup flow",
+    ];
+    (0..n)
+        .map(|i| {
+            Task::new(
+                TaskId::new(format!("t{i}")),
+                TaskKind::ALL[(i * 7) % TaskKind::ALL.len()],
+                format!(
+                    "{} {} (part {})",
+                    verbs[i % 8],
+                    objects[(i / 8 + i) % 10],
+                    i % 5
+                ),
+            )
+        })
+        .collect()
+}
+
+fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> anyhow::Result<()> {
+    let reg = AgentRegistry::new(
+        reg.iter()
+            .cloned()
+            .map(|p| p.with_max_concurrent_tasks(100_000))
+            .collect(),
+    )?;
+    for cache in [false, true] {
+        let cfg = RouterConfig {
+            cache_capacity: if cache { 1_000_000 } else { 0 },
+            ..RouterConfig::default()
+        };
+        let r = Router::with_config(reg.clone(), rules.clone(), cfg)?;
+        let tag = if cache { "cached" } else { "uncached" };
+        let one = &ts[0];
+        per_item(&format!("{name} route_1 {tag}"), 1, || {
+            black_box(r.route(black_box(one)));
+        });
+        let plan = &ts[..ts.len().min(1000)];
+        per_item(
+            &format!("{name} route_all({}) {tag}", plan.len()),
+            plan.len(),
+            || {
+                black_box(r.route_all(black_box(plan)));
+            },
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let reg = AgentRegistry::from_toml_str(AGENTS)?;
+    let rules = RoutingRules::from_toml_str(RULES)?;
+    run("16 agents", &reg, &rules, &tasks(1000))?;
+    if let Some(dir) = std::env::args().nth(1) {
+        let (tools, _) = AgentRegistry::from_jsonl_str(
+            &std::fs::read_to_string(format!("{dir}/tools.jsonl"))?,
+            JsonlMode::Skip,
+        )?;
+        let mut texts = Vec::new();
+        for line in std::fs::read_to_string(format!("{dir}/steps.dev.jsonl"))?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            if let (Some(t), Some(g)) = (v["step_text_masked"].as_str(), v["gold_tool"].as_str()) {
+                texts.push((t.to_owned(), g.to_owned()));
+            }
+        }
+        let profiles = tools
+            .into_profiles()
+            .into_iter()
+            .map(|mut p| {
+                p.examples.extend(
+                    texts
+                        .iter()
+                        .filter(|(_, g)| *g == p.id.as_str())
+                        .map(|(t, _)| t.clone()),
+                );
+                p
+            })
+            .collect();
+        let t0 = Instant::now();
+        let reg = AgentRegistry::new(profiles)?;
+        let _ = Router::new(reg.clone(), RoutingRules::empty())?;
+        println!(
+            "ultratool build (with training): {:.1} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        let ts: Vec<Task> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| {
+                Task::new(TaskId::new(format!("s{i}")), TaskKind::Generic, t.as_str())
+            })
+            .collect();
+        run("260 tools", &reg, &RoutingRules::empty(), &ts)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The crate's error type.
+
+use genesis_core::{ErrorCategory, Severity};
+
+/// Everything that can go wrong while loading a catalogue, compiling rules or recording
+/// an outcome. Routing itself never fails: a task no agent can take comes back as an
+/// unassigned [`crate::RouteDecision`] with a reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HaloError {
+    /// The agents TOML document does not parse or has unknown fields.
+    #[error("agents toml is invalid")]
+    AgentsToml {
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The agents JSON document does not parse or has unknown fields.
+    #[error("agents json is invalid")]
+    AgentsJson {
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A JSONL catalogue line does not parse (only in [`crate::JsonlMode::Fail`]).
+    #[error("agents jsonl line {line} is invalid")]
+    JsonlLine {
+        /// 1-based line number.
+        line: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The catalogue holds no agent.
+    #[error("agent catalogue is empty: at least one agent is required")]
+    EmptyCatalogue,
+    /// An agent has an empty id.
+    #[error("agent at position {position} has an empty id")]
+    EmptyAgentId {
+        /// 0-based position in the catalogue.
+        position: usize,
+    },
+    /// Two agents share an id.
+    #[error("duplicate agent id {id:?}")]
+    DuplicateAgent {
+        /// The repeated id.
+        id: String,
+    },
+    /// An agent's description is empty or only whitespace.
+    #[error("agent {id:?} has an empty description")]
+    EmptyDescription {
+        /// The agent.
+        id: String,
+    },
+    /// An agent's success rate is not a number in `[0, 1]`.
+    #[error("agent {id:?} success_rate {value} is outside [0, 1]")]
+    InvalidSuccessRate {
+        /// The agent.
+        id: String,
+        /// The rejected value.
+        value: f64,
+    },
+    /// An agent accepts no task at all.
+    #[error("agent {id:?} max_concurrent_tasks must be at least 1, got 0")]
+    ZeroCapacity {
+        /// The agent.
+        id: String,
+    },
+    /// The routing rules TOML document does not parse or has unknown fields.
+    #[error("routing rules toml is invalid")]
+    RulesToml {
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A rule has an empty name.
+    #[error("rule at position {position} has an empty name")]
+    EmptyRuleName {
+        /// 0-based position in the rules file.
+        position: usize,
+    },
+    /// Two rules share a name.
+    #[error("duplicate rule name {rule:?}")]
+    DuplicateRule {
+        /// The repeated name.
+        rule: String,
+    },
+    /// A rule sends tasks to an agent the registry does not have.
+    #[error("rule {rule:?} names unknown agent {agent:?}")]
+    UnknownRuleAgent {
+        /// The rule.
+        rule: String,
+        /// The unknown agent id.
+        agent: String,
+    },
+    /// A rule lists an empty keyword.
+    #[error("rule {rule:?} has an empty keyword")]
+    EmptyKeyword {
+        /// The rule.
+        rule: String,
+    },
+    /// A keyword phrase has more words than the matcher supports.
+    #[error("keyword {keyword:?} has {words} words, more than the maximum of {max}")]
+    KeywordTooLong {
+        /// The keyword.
+        keyword: String,
+        /// Its number of words.
+        words: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An outcome or lookup names an agent the registry does not have.
+    #[error("unknown agent {agent:?}")]
+    UnknownAgent {
+        /// The unknown agent id.
+        agent: String,
+    },
+    /// A router setting is out of range.
+    #[error("router config {field} = {value} is invalid: {rule}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// The rejected value.
+        value: f64,
+        /// What the value must satisfy.
+        rule: &'static str,
+    },
+    /// The registry could not be written out as TOML.
+    #[error("registry could not be serialised to toml")]
+    SerializeToml {
+        /// The serialiser's error.
+        #[source]
+        source: toml::ser::Error,
+    },
+    /// The registry could not be written out as JSON.
+    #[error("registry could not be serialised to json")]
+    SerializeJson {
+        /// The serialiser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl HaloError {
+    /// Where the failure belongs, for the facade's exit-code and HTTP-status mapping.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            HaloError::UnknownAgent { .. } => ErrorCategory::Routing,
+            HaloError::SerializeToml { .. } | HaloError::SerializeJson { .. } => {
+                ErrorCategory::Internal
+            }
+            _ => ErrorCategory::Config,
+        }
+    }
+
+    /// How bad it is: configuration errors stop start-up, an unknown agent in an outcome
+    /// report is a caller mistake.
+    pub fn severity(&self) -> Severity {
+        match self {
+            HaloError::UnknownAgent { .. } => Severity::Low,
+            _ => Severity::High,
+        }
+    }
+}
+
+/// A JSONL catalogue line that was skipped in [`crate::JsonlMode::Skip`] mode.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why the line was skipped.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_rule_and_value() {
+        let e = HaloError::UnknownRuleAgent {
+            rule: "r1".into(),
+            agent: "ghost".into(),
+        };
+        assert_eq!(e.to_string(), "rule \"r1\" names unknown agent \"ghost\"");
+        assert_eq!(e.category(), ErrorCategory::Config);
+        let e = HaloError::UnknownAgent {
+            agent: "ghost".into(),
+        };
+        assert_eq!(e.category(), ErrorCategory::Routing);
+    }
+}

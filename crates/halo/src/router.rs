@@ -1,0 +1,1307 @@
+//! The router: rules → text match → capability, blended with success rate, cost and
+//! load, with a routing cache and outcome learning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{CompiledRules, RuleMatch};
+use crate::text::{QueryWords, TextConfig, TextIndex};
+use crate::{AgentRegistry, HaloError, RoutingRules};
+
+/// Router settings. Every weight is a non-negative finite number.
+///
+/// A candidate's score is
+///
+/// ```text
+/// text_weight·similarity + kind_weight·[agent lists the task's kind, kind != generic]
+///   + skill_weight·(share of required skills the agent has) + success_weight·success_rate
+///   − cost_weight·cost_tier.unit() − load_weight·load/max_concurrent_tasks
+/// ```
+///
+/// and a rule's agent gets `rule_weight` on top.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Text features and the description/example blend.
+    pub text: TextConfig,
+    /// Weight of the text similarity (cosine, in `[0, 1]`).
+    pub text_weight: f64,
+    /// Bonus for agents that list the task's kind.
+    pub kind_weight: f64,
+    /// Bonus for the share of the task's required skills the agent has.
+    pub skill_weight: f64,
+    /// Weight of the agent's success rate.
+    pub success_weight: f64,
+    /// Penalty per unit of cost tier.
+    pub cost_weight: f64,
+    /// Penalty per unit of load (share of the agent's capacity already used).
+    pub load_weight: f64,
+    /// Bonus that puts a matching rule's agent first.
+    pub rule_weight: f64,
+    /// Least similarity for a text match; below it only kinds (capability) count.
+    pub min_text_similarity: f64,
+    /// Similarity that counts as a perfect text fit in `match_score`.
+    pub full_match_similarity: f64,
+    /// Alternatives returned with each decision.
+    pub top_k: usize,
+    /// Routing cache entries before the cache is cleared (`0` = no cache).
+    pub cache_capacity: usize,
+    /// Successful task descriptions learned per agent, at most.
+    pub max_examples_per_agent: usize,
+    /// Whether successful outcomes add the task description to the agent's examples.
+    pub learn_examples: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            text: TextConfig::default(),
+            text_weight: 1.0,
+            kind_weight: 0.35,
+            skill_weight: 0.2,
+            success_weight: 0.1,
+            cost_weight: 0.05,
+            load_weight: 0.1,
+            rule_weight: 1.0,
+            min_text_similarity: 0.05,
+            full_match_similarity: 0.5,
+            top_k: 5,
+            cache_capacity: 10_000,
+            max_examples_per_agent: 500,
+            learn_examples: true,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`HaloError::InvalidConfig`] naming the setting and value.
+    pub fn validate(&self) -> Result<(), HaloError> {
+        let weights = [
+            ("text_weight", self.text_weight),
+            ("kind_weight", self.kind_weight),
+            ("skill_weight", self.skill_weight),
+            ("success_weight", self.success_weight),
+            ("cost_weight", self.cost_weight),
+            ("load_weight", self.load_weight),
+            ("rule_weight", self.rule_weight),
+            (
+                "text.description_weight",
+                f64::from(self.text.description_weight),
+            ),
+            ("text.example_weight", f64::from(self.text.example_weight)),
+            ("text.unseen_boost", f64::from(self.text.unseen_boost)),
+        ];
+        for (field, value) in weights {
+            if !value.is_finite() || value < 0.0 {
+                return Err(HaloError::InvalidConfig {
+                    field,
+                    value,
+                    rule: "must be a finite number >= 0",
+                });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_text_similarity) {
+            return Err(HaloError::InvalidConfig {
+                field: "min_text_similarity",
+                value: self.min_text_similarity,
+                rule: "must be in [0, 1]",
+            });
+        }
+        if !(self.full_match_similarity > 0.0 && self.full_match_similarity <= 1.0) {
+            return Err(HaloError::InvalidConfig {
+                field: "full_match_similarity",
+                value: self.full_match_similarity,
+                rule: "must be in (0, 1]",
+            });
+        }
+        if self.top_k == 0 {
+            return Err(HaloError::InvalidConfig {
+                field: "top_k",
+                value: 0.0,
+                rule: "must be at least 1",
+            });
+        }
+        if self.text.char_min > self.text.char_max || self.text.char_max > 8 {
+            return Err(HaloError::InvalidConfig {
+                field: "text.char_min",
+                value: f64::from(self.text.char_min),
+                rule: "must be <= text.char_max, and text.char_max <= 8",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Which layer made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteLayer {
+    /// An explicit rule matched.
+    Rule,
+    /// The task text matched the agent's description, skills or examples.
+    Text,
+    /// No text match; the agent lists the task's kind.
+    Capability,
+    /// No agent could take the task.
+    Unassigned,
+}
+
+impl RouteLayer {
+    /// The snake_case name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLayer::Rule => "rule",
+            RouteLayer::Text => "text",
+            RouteLayer::Capability => "capability",
+            RouteLayer::Unassigned => "unassigned",
+        }
+    }
+}
+
+/// A ranked alternative agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its blended score (same scale as [`RouteDecision::score`]).
+    pub score: f64,
+}
+
+/// Where one task goes, and why. Field names are part of the stable JSON contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDecision {
+    /// The task.
+    pub task_id: TaskId,
+    /// The chosen agent; `None` when unassigned.
+    pub agent: Option<AgentId>,
+    /// The chosen agent's blended score (see [`RouterConfig`]); 0 when unassigned.
+    pub score: f64,
+    /// How well the agent fits the task, in `[0, 1]`: 1 for a rule,
+    /// `min(1, similarity / full_match_similarity)` for a text match, at least 0.6 when
+    /// the agent lists the task's kind, 0 when unassigned.
+    pub match_score: f64,
+    /// The layer that decided.
+    pub layer: RouteLayer,
+    /// Human-readable reason: the rule, the matched words, or the capability.
+    pub explanation: String,
+    /// Next-best agents, best first, for re-routing (the chosen agent excluded).
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A task that could not be assigned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnassignedTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Decisions for a set of tasks under per-plan capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingPlan {
+    /// One decision per task, in input order.
+    pub decisions: Vec<RouteDecision>,
+    /// Tasks no agent could take, with reasons.
+    pub unassigned: Vec<UnassignedTask>,
+    /// Tasks assigned per agent (agents with none are left out).
+    pub load: BTreeMap<AgentId, u32>,
+}
+
+impl RoutingPlan {
+    /// Number of unassigned tasks.
+    pub fn unassigned_count(&self) -> usize {
+        self.unassigned.len()
+    }
+
+    /// Number of assigned tasks.
+    pub fn assigned_count(&self) -> usize {
+        self.decisions.len() - self.unassigned.len()
+    }
+
+    /// The decision for a task.
+    pub fn decision(&self, task_id: &str) -> Option<&RouteDecision> {
+        self.decisions
+            .iter()
+            .find(|d| d.task_id.as_str() == task_id)
+    }
+}
+
+/// Routing cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to score.
+    pub misses: u64,
+    /// Entries currently cached.
+    pub entries: u64,
+    /// Times the cache was dropped because the registry, rules or learned state changed.
+    pub invalidations: u64,
+}
+
+/// One outcome to learn from (see [`Router::record_outcomes`]).
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    /// The task that ran.
+    pub task: &'a Task,
+    /// The agent that ran it.
+    pub agent: &'a AgentId,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// How long it took.
+    pub latency: Duration,
+    /// What it cost.
+    pub cost: Usd,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    agent: u32,
+    sim: f32,
+    /// Score before load.
+    base: f32,
+    kind: bool,
+}
+
+const EMPTY: Candidate = Candidate {
+    agent: 0,
+    sim: 0.0,
+    base: 0.0,
+    kind: false,
+};
+
+/// The load-independent part of routing one task; what the cache stores.
+#[derive(Debug)]
+struct Ranking {
+    /// Matching rules, highest priority first.
+    rules: Vec<RuleMatch>,
+    /// Best candidates by base score, best first (`candidates[..n]`).
+    candidates: [Candidate; MAX_CANDIDATES],
+    n: usize,
+    best_sim: f32,
+    /// Query words, to explain text matches.
+    words: QueryWords,
+    /// The explanation of the first choice (first rule, else best candidate, else the
+    /// unassigned reason), reused whenever capacity does not change the choice.
+    top_explanation: String,
+}
+
+/// A ranking from the cache, or freshly computed when the cache is off.
+enum Ranked {
+    Shared(Arc<Ranking>),
+    Owned(Box<Ranking>),
+}
+
+impl std::ops::Deref for Ranked {
+    type Target = Ranking;
+
+    fn deref(&self) -> &Ranking {
+        match self {
+            Ranked::Shared(r) => r,
+            Ranked::Owned(r) => r,
+        }
+    }
+}
+
+impl Ranking {
+    fn candidates(&self) -> &[Candidate] {
+        &self.candidates[..self.n]
+    }
+}
+
+/// Keeps the best `MAX_CANDIDATES` candidates without sorting everything.
+struct TopN {
+    items: [Candidate; MAX_CANDIDATES],
+    n: usize,
+    /// Index of the worst kept item once full.
+    worst: usize,
+}
+
+impl TopN {
+    fn better(x: &Candidate, y: &Candidate) -> bool {
+        x.base > y.base || (x.base == y.base && x.agent < y.agent)
+    }
+
+    fn offer(&mut self, c: Candidate) {
+        if self.n < MAX_CANDIDATES {
+            self.items[self.n] = c;
+            self.n += 1;
+            if self.n == MAX_CANDIDATES {
+                self.find_worst();
+            }
+            return;
+        }
+        if Self::better(&c, &self.items[self.worst]) {
+            self.items[self.worst] = c;
+            self.find_worst();
+        }
+    }
+
+    fn find_worst(&mut self) {
+        let mut worst = 0;
+        for i in 1..self.n {
+            if Self::better(&self.items[worst], &self.items[i]) {
+                worst = i;
+            }
+        }
+        self.worst = worst;
+    }
+
+    fn contains(&self, agent: u32) -> bool {
+        self.items[..self.n].iter().any(|c| c.agent == agent)
+    }
+}
+
+/// Identity hasher for keys that already are hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type Cache = HashMap<u128, Arc<Ranking>, BuildHasherDefault<PassThrough>>;
+
+/// Everything derived from one registry + rules + config; replaced as a whole on change.
+struct State {
+    registry: Arc<AgentRegistry>,
+    rules: Arc<CompiledRules>,
+    index: Arc<TextIndex>,
+    /// success_weight·success_rate − cost_weight·cost unit, per agent.
+    prior: Vec<f32>,
+    /// Bit mask of listed kinds, per agent.
+    kinds: Vec<u32>,
+    /// Lower-cased skills, per agent.
+    skills: Vec<Vec<String>>,
+    /// Agents listing each kind, best prior first.
+    by_kind: Vec<Vec<u32>>,
+    cache: RwLock<Cache>,
+}
+
+const MAX_CANDIDATES: usize = 16;
+
+impl State {
+    fn build(
+        registry: Arc<AgentRegistry>,
+        rules: Arc<CompiledRules>,
+        index: Option<Arc<TextIndex>>,
+        cfg: &RouterConfig,
+    ) -> State {
+        let index =
+            index.unwrap_or_else(|| Arc::new(TextIndex::build(registry.as_slice(), cfg.text)));
+        let prior: Vec<f32> = registry
+            .iter()
+            .map(|p| {
+                (cfg.success_weight * p.success_rate - cfg.cost_weight * p.cost_tier.unit()) as f32
+            })
+            .collect();
+        let kinds: Vec<u32> = registry
+            .iter()
+            .map(|p| p.task_kinds.iter().fold(0u32, |m, k| m | (1 << k.index())))
+            .collect();
+        let skills = registry
+            .iter()
+            .map(|p| p.skills.iter().map(|s| s.trim().to_lowercase()).collect())
+            .collect();
+        let mut by_kind = vec![Vec::new(); TaskKind::ALL.len()];
+        for (k, list) in by_kind.iter_mut().enumerate() {
+            for (a, m) in kinds.iter().enumerate() {
+                if m & (1 << k) != 0 {
+                    list.push(a as u32);
+                }
+            }
+            list.sort_by(|&a, &b| prior[b as usize].total_cmp(&prior[a as usize]));
+        }
+        State {
+            registry,
+            rules,
+            index,
+            prior,
+            kinds,
+            skills,
+            by_kind,
+            cache: RwLock::new(Cache::default()),
+        }
+    }
+
+    fn skill_fit(&self, agent: usize, task: &Task) -> f32 {
+        if task.required_skills.is_empty() {
+            return 0.0;
+        }
+        let have = &self.skills[agent];
+        let n = task
+            .required_skills
+            .iter()
+            .filter(|s| have.iter().any(|h| h.eq_ignore_ascii_case(s.trim())))
+            .count();
+        n as f32 / task.required_skills.len() as f32
+    }
+
+    fn rank(&self, task: &Task, cfg: &RouterConfig) -> Ranking {
+        let mut rules = Vec::new();
+        self.rules.for_each_match(task, |m| {
+            rules.push(m);
+            rules.len() < MAX_CANDIDATES
+        });
+        // A generic task carries no kind information: listing `generic` makes an agent a
+        // capability fallback, but earns no bonus over a text match.
+        let kind_bit = if task.kind == TaskKind::Generic {
+            0
+        } else {
+            1u32 << task.kind.index()
+        };
+        let min_sim = cfg.min_text_similarity as f32;
+        let (tw, kw, sw) = (
+            cfg.text_weight as f32,
+            cfg.kind_weight as f32,
+            cfg.skill_weight as f32,
+        );
+        let mut top = TopN {
+            items: [EMPTY; MAX_CANDIDATES],
+            n: 0,
+            worst: 0,
+        };
+        let mut best_sim = 0.0f32;
+        let base = |a: usize, sim: f32, kind: bool| {
+            tw * sim + if kind { kw } else { 0.0 } + self.prior[a] + sw * self.skill_fit(a, task)
+        };
+        let words = self.index.score(&task.description, |a, sim| {
+            best_sim = best_sim.max(sim);
+            let kind = self.kinds[a] & kind_bit != 0;
+            if sim >= min_sim || kind {
+                top.offer(Candidate {
+                    agent: a as u32,
+                    sim,
+                    base: base(a, sim, kind),
+                    kind,
+                });
+            }
+        });
+        // Agents listing the kind that the text did not reach (best prior first).
+        let kind_list = &self.by_kind[task.kind.index()];
+        for &a in kind_list.iter().take(MAX_CANDIDATES) {
+            if !top.contains(a) {
+                top.offer(Candidate {
+                    agent: a,
+                    sim: 0.0,
+                    base: base(a as usize, 0.0, kind_bit != 0),
+                    kind: kind_bit != 0,
+                });
+            }
+        }
+        let n = top.n;
+        top.items[..n]
+            .sort_unstable_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
+        let mut r = Ranking {
+            rules,
+            candidates: top.items,
+            n,
+            best_sim,
+            words,
+            top_explanation: String::new(),
+        };
+        let mut out = String::with_capacity(128);
+        if let Some(m) = r.rules.first() {
+            self.explain_rule(task, m, &mut out);
+        } else if let Some(c) = r.candidates().first() {
+            self.explain_candidate(task, &r, c, cfg, &mut out);
+        } else {
+            self.explain_nobody(task, &r, cfg, &mut out);
+        }
+        r.top_explanation = out;
+        r
+    }
+
+    fn explain_rule(&self, task: &Task, m: &RuleMatch, out: &mut String) {
+        let agents = self.registry.as_slice();
+        out.push_str("rule \"");
+        let rule = self.rules.rule(m.rule);
+        out.push_str(rule.map(|x| x.name.as_str()).unwrap_or("?"));
+        out.push_str("\" matched");
+        if let Some(rule) = rule {
+            if !rule.kinds.is_empty() {
+                out.push_str(" (kind ");
+                out.push_str(task.kind.as_str());
+                out.push(')');
+            }
+            if let Some(k) = m.keyword.and_then(|k| self.rules.keyword(k)) {
+                out.push_str(" (keyword \"");
+                out.push_str(k);
+                out.push_str("\")");
+            }
+            if !rule.metadata.is_empty() {
+                out.push_str(" (metadata ");
+                for (i, (k, v)) in rule.metadata.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(v);
+                }
+                out.push(')');
+            }
+        }
+        out.push_str(": routed to ");
+        out.push_str(agents[m.agent].id.as_str());
+    }
+
+    fn explain_candidate(
+        &self,
+        task: &Task,
+        r: &Ranking,
+        c: &Candidate,
+        cfg: &RouterConfig,
+        out: &mut String,
+    ) {
+        let a = c.agent as usize;
+        let p = &self.registry.as_slice()[a];
+        if f64::from(c.sim) >= cfg.min_text_similarity {
+            out.push_str("text match: ");
+            let n = self
+                .index
+                .write_matched_words(&r.words, &task.description, a, 4, out);
+            if n == 0 {
+                out.push_str("related words");
+            }
+            out.push_str(" in ");
+            out.push_str(p.id.as_str());
+            out.push_str(if self.index.has_examples(a) {
+                "'s description, skills and examples (similarity "
+            } else {
+                "'s description and skills (similarity "
+            });
+            fmt2(out, f64::from(c.sim));
+            out.push(')');
+            if c.kind {
+                out.push_str("; lists kind ");
+                out.push_str(task.kind.as_str());
+            }
+        } else {
+            out.push_str("capability: ");
+            out.push_str(p.id.as_str());
+            out.push_str(" lists kind ");
+            out.push_str(task.kind.as_str());
+            out.push_str(" (success rate ");
+            fmt2(out, p.success_rate);
+            out.push_str(", cost ");
+            out.push_str(p.cost_tier.as_str());
+            out.push(')');
+            if f64::from(r.best_sim) < cfg.min_text_similarity {
+                out.push_str("; no rule or text match (best similarity ");
+            } else {
+                out.push_str("; text matches scored lower (best similarity ");
+            }
+            fmt2(out, f64::from(r.best_sim));
+            out.push(')');
+        }
+    }
+
+    fn explain_nobody(&self, task: &Task, r: &Ranking, cfg: &RouterConfig, out: &mut String) {
+        out.push_str(
+            "unassigned: no rule matched; no agent's description, skills or examples match the text (best similarity ",
+        );
+        fmt2(out, f64::from(r.best_sim));
+        out.push_str(" < ");
+        fmt2(out, cfg.min_text_similarity);
+        out.push_str("); no agent lists kind ");
+        out.push_str(task.kind.as_str());
+    }
+}
+
+/// Task signature for the cache: kind, lower-cased trimmed description, metadata and
+/// required skills, hashed by two independent 64-bit hashes (128 bits) so collisions
+/// are negligible. Works on 8-byte words so it stays cheap on the hot path.
+fn signature(task: &Task) -> u128 {
+    struct Sig {
+        a: u64,
+        b: u64,
+    }
+    impl Sig {
+        #[inline]
+        fn word(&mut self, w: u64) {
+            self.a = (self.a ^ w)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+            self.b = (self.b ^ w)
+                .wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+                .rotate_left(31);
+        }
+        fn bytes(&mut self, bytes: &[u8], lower: bool) {
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                let mut buf = [0u8; 8];
+                buf.copy_from_slice(c);
+                if lower {
+                    buf.make_ascii_lowercase();
+                }
+                self.word(u64::from_le_bytes(buf));
+            }
+            let rest = chunks.remainder();
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            if lower {
+                buf.make_ascii_lowercase();
+            }
+            // Length in the top byte keeps "ab" and "ab\0" apart.
+            self.word(u64::from_le_bytes(buf) ^ ((bytes.len() as u64) << 56));
+        }
+    }
+    let mut h = Sig {
+        a: 0xcbf2_9ce4_8422_2325,
+        b: 0x8422_2325_cbf2_9ce4,
+    };
+    h.word(task.kind.index() as u64);
+    h.bytes(task.description.trim().as_bytes(), true);
+    for (k, v) in &task.metadata {
+        h.bytes(k.as_bytes(), false);
+        h.bytes(v.as_bytes(), false);
+    }
+    h.word(0xfeed);
+    for s in &task.required_skills {
+        h.bytes(s.as_bytes(), false);
+    }
+    let (a, b) = (fmix(h.a), fmix(h.b ^ 0x5555));
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+fn fmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Appends `v` with two decimals (no float formatting machinery on the hot path).
+fn fmt2(out: &mut String, v: f64) {
+    if !v.is_finite() {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    let mut x = (v * 100.0).round();
+    if x < 0.0 {
+        out.push('-');
+        x = -x;
+    }
+    let x = x as u64;
+    let _ = write!(out, "{}", x / 100);
+    out.push('.');
+    out.push(char::from(b'0' + (x / 10 % 10) as u8));
+    out.push(char::from(b'0' + (x % 10) as u8));
+}
+
+/// The HALO router. `Send + Sync`: share it behind an `Arc`; routing takes a snapshot of
+/// the current state, learning swaps in a new one, so readers never wait on a rebuild.
+pub struct Router {
+    config: RouterConfig,
+    state: RwLock<Arc<State>>,
+    /// Serialises writers (outcomes, registry and rule changes).
+    writer: Mutex<()>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.snapshot();
+        f.debug_struct("Router")
+            .field("agents", &st.registry.len())
+            .field("rules", &st.rules.source().len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with the default [`RouterConfig`].
+    ///
+    /// # Errors
+    /// Rule validation errors ([`HaloError::UnknownRuleAgent`], ...).
+    pub fn new(registry: AgentRegistry, rules: RoutingRules) -> Result<Router, HaloError> {
+        Router::with_config(registry, rules, RouterConfig::default())
+    }
+
+    /// A router with explicit settings.
+    ///
+    /// # Errors
+    /// [`HaloError::InvalidConfig`] and rule validation errors.
+    pub fn with_config(
+        registry: AgentRegistry,
+        rules: RoutingRules,
+        config: RouterConfig,
+    ) -> Result<Router, HaloError> {
+        config.validate()?;
+        let compiled = CompiledRules::compile(&rules, &registry)?;
+        let state = State::build(Arc::new(registry), Arc::new(compiled), None, &config);
+        Ok(Router {
+            config,
+            state: RwLock::new(Arc::new(state)),
+            writer: Mutex::new(()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<State> {
+        Arc::clone(&read(&self.state))
+    }
+
+    fn install(&self, state: State) {
+        *write(&self.state) = Arc::new(state);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// A snapshot of the registry, learned state included (serialise it with
+    /// [`AgentRegistry::to_toml_string`] to persist what was learned).
+    pub fn registry(&self) -> Arc<AgentRegistry> {
+        Arc::clone(&self.snapshot().registry)
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> RoutingRules {
+        self.snapshot().rules.source().clone()
+    }
+
+    /// Replaces the registry (rules are re-validated against it); drops the cache.
+    ///
+    /// # Errors
+    /// Rule validation errors; the old registry stays in force.
+    pub fn set_registry(&self, registry: AgentRegistry) -> Result<(), HaloError> {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.snapshot();
+        let compiled = CompiledRules::compile(old.rules.source(), &registry)?;
+        self.install(State::build(
+            Arc::new(registry),
+            Arc::new(compiled),
+            None,
+            &self.config,
+        ));
+        Ok(())
+    }
+
+    /// Replaces the rules; drops the cache.
+    ///
+    /// # Errors
+    /// Rule validation errors; the old rules stay in force.
+    pub fn set_rules(&self, rules: RoutingRules) -> Result<(), HaloError> {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.snapshot();
+        let compiled = CompiledRules::compile(&rules, &old.registry)?;
+        self.install(State::build(
+            Arc::clone(&old.registry),
+            Arc::new(compiled),
+            Some(Arc::clone(&old.index)),
+            &self.config,
+        ));
+        Ok(())
+    }
+
+    /// Cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        let st = self.snapshot();
+        let entries = read(&st.cache).len() as u64;
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries,
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+        }
+    }
+
+    fn ranking(&self, st: &State, task: &Task) -> Ranked {
+        if self.config.cache_capacity == 0 {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return Ranked::Owned(Box::new(st.rank(task, &self.config)));
+        }
+        let key = signature(task);
+        if let Some(r) = read(&st.cache).get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ranked::Shared(Arc::clone(r));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let r = Arc::new(st.rank(task, &self.config));
+        let mut cache = write(&st.cache);
+        if cache.len() >= self.config.cache_capacity {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&r));
+        Ranked::Shared(r)
+    }
+
+    /// Routes one task as if it were alone in its plan.
+    pub fn route(&self, task: &Task) -> RouteDecision {
+        let st = self.snapshot();
+        let r = self.ranking(&st, task);
+        self.decide(&st, task, &r, &|_| 0).0
+    }
+
+    /// Routes one task given the tasks each agent already holds (`load`, by agent id):
+    /// full agents are skipped and busy ones are penalised by `load_weight`.
+    pub fn route_with_load(&self, task: &Task, load: &BTreeMap<AgentId, u32>) -> RouteDecision {
+        let st = self.snapshot();
+        let r = self.ranking(&st, task);
+        let reg = &st.registry;
+        self.decide(&st, task, &r, &|a| {
+            reg.by_index(a)
+                .and_then(|p| load.get(p.id.as_str()).copied())
+                .unwrap_or(0)
+        })
+        .0
+    }
+
+    /// The `k` best agents for a task, best first, ignoring capacity (rule agents first).
+    pub fn route_top_k(&self, task: &Task, k: usize) -> Vec<Alternative> {
+        let st = self.snapshot();
+        let r = self.ranking(&st, task);
+        let agents = st.registry.as_slice();
+        let mut out: Vec<Alternative> = Vec::with_capacity(k);
+        let mut seen: Vec<usize> = Vec::with_capacity(k);
+        for m in &r.rules {
+            if out.len() == k {
+                break;
+            }
+            if !seen.contains(&m.agent) {
+                seen.push(m.agent);
+                out.push(Alternative {
+                    agent: agents[m.agent].id.clone(),
+                    score: self.config.rule_weight + self.base_of(&st, &r, m.agent, task),
+                });
+            }
+        }
+        for c in r.candidates() {
+            if out.len() == k {
+                break;
+            }
+            if !seen.contains(&(c.agent as usize)) {
+                seen.push(c.agent as usize);
+                out.push(Alternative {
+                    agent: agents[c.agent as usize].id.clone(),
+                    score: f64::from(c.base),
+                });
+            }
+        }
+        out
+    }
+
+    /// Routes every task of a plan in order, applying per-plan capacity: an agent takes
+    /// at most `max_concurrent_tasks` tasks of the plan; when the best agent is full the
+    /// next alternative is taken and the explanation says so.
+    pub fn route_all(&self, tasks: &[Task]) -> RoutingPlan {
+        let st = self.snapshot();
+        let n = st.registry.len();
+        let mut load = vec![0u32; n];
+        let mut decisions = Vec::with_capacity(tasks.len());
+        let mut unassigned = Vec::new();
+        for task in tasks {
+            let r = self.ranking(&st, task);
+            let (d, chosen) = self.decide(&st, task, &r, &|a| load[a]);
+            match chosen {
+                Some(i) => load[i] += 1,
+                None => unassigned.push(UnassignedTask {
+                    task_id: task.id.clone(),
+                    reason: d.explanation.clone(),
+                }),
+            }
+            decisions.push(d);
+        }
+        let load = load
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l > 0)
+            .filter_map(|(i, l)| st.registry.by_index(i).map(|p| (p.id.clone(), *l)))
+            .collect();
+        RoutingPlan {
+            decisions,
+            unassigned,
+            load,
+        }
+    }
+
+    fn base_of(&self, st: &State, r: &Ranking, agent: usize, task: &Task) -> f64 {
+        if let Some(c) = r.candidates().iter().find(|c| c.agent as usize == agent) {
+            return f64::from(c.base);
+        }
+        let kind =
+            task.kind != TaskKind::Generic && st.kinds[agent] & (1 << task.kind.index()) != 0;
+        f64::from(st.prior[agent])
+            + if kind { self.config.kind_weight } else { 0.0 }
+            + self.config.skill_weight * f64::from(st.skill_fit(agent, task))
+    }
+
+    fn capacity_note(out: &mut String, agent: &crate::AgentProfile, load: u32) {
+        out.push_str(agent.id.as_str());
+        out.push_str(" is at capacity (");
+        let _ = write!(out, "{}/{}", load, agent.max_concurrent_tasks);
+        out.push(')');
+    }
+
+    /// Picks the agent for a task from its ranking under the given load; returns the
+    /// decision and the chosen agent's index.
+    fn decide(
+        &self,
+        st: &State,
+        task: &Task,
+        r: &Ranking,
+        load_of: &dyn Fn(usize) -> u32,
+    ) -> (RouteDecision, Option<usize>) {
+        let cfg = &self.config;
+        let agents = st.registry.as_slice();
+        let full = |a: usize| load_of(a) >= agents[a].max_concurrent_tasks;
+        let load_pen = |a: usize| {
+            cfg.load_weight * f64::from(load_of(a)) / f64::from(agents[a].max_concurrent_tasks)
+        };
+        // Layer 1: rules, in priority order, while their agent has room.
+        let mut full_rules = 0usize;
+        for m in &r.rules {
+            let a = m.agent;
+            if full(a) {
+                full_rules += 1;
+                continue;
+            }
+            let explanation = if full_rules == 0 {
+                r.top_explanation.clone()
+            } else {
+                let mut e = String::with_capacity(160);
+                st.explain_rule(task, m, &mut e);
+                self.rule_notes(st, task, r, full_rules, load_of, &mut e);
+                e
+            };
+            let score = cfg.rule_weight + self.base_of(st, r, a, task) - load_pen(a);
+            let d = RouteDecision {
+                task_id: task.id.clone(),
+                agent: Some(agents[a].id.clone()),
+                score,
+                match_score: 1.0,
+                layer: RouteLayer::Rule,
+                explanation,
+                alternatives: self.alternatives(st, r, a, load_of),
+            };
+            return (d, Some(a));
+        }
+        // Layers 2 and 3: text and capability, load-adjusted.
+        let mut best: Option<(usize, f64)> = None;
+        let mut any_full = false;
+        for (i, c) in r.candidates().iter().enumerate() {
+            let a = c.agent as usize;
+            if full(a) {
+                any_full = true;
+                continue;
+            }
+            let sc = f64::from(c.base) - load_pen(a);
+            if best.is_none_or(|(_, b)| sc > b) {
+                best = Some((i, sc));
+            }
+        }
+        // Capacity is soft: when every candidate is at capacity, the best of them still
+        // takes the task (it will queue behind the agent's concurrency limit) rather than
+        // leaving work unassigned.
+        let mut overflow = false;
+        if best.is_none() && r.n > 0 {
+            for (i, c) in r.candidates().iter().enumerate() {
+                let sc = f64::from(c.base) - load_pen(c.agent as usize);
+                if best.is_none_or(|(_, b)| sc > b) {
+                    best = Some((i, sc));
+                }
+            }
+            overflow = best.is_some();
+        }
+        let Some((bi, score)) = best else {
+            let explanation = if r.rules.is_empty() && r.n == 0 {
+                r.top_explanation.clone()
+            } else {
+                let mut e = String::with_capacity(160);
+                if r.n == 0 {
+                    st.explain_nobody(task, r, cfg, &mut e);
+                } else {
+                    let _ = write!(
+                        e,
+                        "unassigned: all {} candidate agents are at capacity (",
+                        r.n
+                    );
+                    for (i, c) in r.candidates().iter().take(5).enumerate() {
+                        let a = c.agent as usize;
+                        if i > 0 {
+                            e.push_str(", ");
+                        }
+                        let _ = write!(
+                            e,
+                            "{} {}/{}",
+                            agents[a].id,
+                            load_of(a),
+                            agents[a].max_concurrent_tasks
+                        );
+                    }
+                    e.push(')');
+                }
+                self.rule_notes(st, task, r, full_rules, load_of, &mut e);
+                e
+            };
+            let d = RouteDecision {
+                task_id: task.id.clone(),
+                agent: None,
+                score: 0.0,
+                match_score: 0.0,
+                layer: RouteLayer::Unassigned,
+                explanation,
+                alternatives: Vec::new(),
+            };
+            return (d, None);
+        };
+        let c = r.candidates[bi];
+        let a = c.agent as usize;
+        let text = f64::from(c.sim) >= cfg.min_text_similarity;
+        let text_fit = (f64::from(c.sim) / cfg.full_match_similarity).min(1.0);
+        let match_score = if c.kind { text_fit.max(0.6) } else { text_fit };
+        let explanation = if bi == 0 && r.rules.is_empty() && !overflow {
+            r.top_explanation.clone()
+        } else {
+            let mut e = String::with_capacity(192);
+            st.explain_candidate(task, r, &c, cfg, &mut e);
+            if overflow {
+                let _ = write!(
+                    e,
+                    "; every candidate is at capacity: {} takes it ({}/{}) and it will queue",
+                    agents[a].id,
+                    load_of(a),
+                    agents[a].max_concurrent_tasks
+                );
+            } else if any_full {
+                for s in r.candidates()[..bi].iter().map(|c| c.agent as usize) {
+                    if full(s) {
+                        e.push_str("; ");
+                        Self::capacity_note(&mut e, &agents[s], load_of(s));
+                        e.push_str(", took the next alternative");
+                    }
+                }
+            }
+            self.rule_notes(st, task, r, full_rules, load_of, &mut e);
+            e
+        };
+        let d = RouteDecision {
+            task_id: task.id.clone(),
+            agent: Some(agents[a].id.clone()),
+            score,
+            match_score,
+            layer: if text {
+                RouteLayer::Text
+            } else {
+                RouteLayer::Capability
+            },
+            explanation,
+            alternatives: self.alternatives(st, r, a, load_of),
+        };
+        (d, Some(a))
+    }
+
+    /// Appends "rule X matched but A is at capacity" for the first `count` rules.
+    fn rule_notes(
+        &self,
+        st: &State,
+        _task: &Task,
+        r: &Ranking,
+        count: usize,
+        load_of: &dyn Fn(usize) -> u32,
+        out: &mut String,
+    ) {
+        let agents = st.registry.as_slice();
+        for m in r.rules.iter().take(count) {
+            out.push_str("; rule \"");
+            out.push_str(
+                st.rules
+                    .rule(m.rule)
+                    .map(|x| x.name.as_str())
+                    .unwrap_or("?"),
+            );
+            out.push_str("\" matched but ");
+            Self::capacity_note(out, &agents[m.agent], load_of(m.agent));
+        }
+    }
+
+    fn alternatives(
+        &self,
+        st: &State,
+        r: &Ranking,
+        chosen: usize,
+        load_of: &dyn Fn(usize) -> u32,
+    ) -> Vec<Alternative> {
+        let agents = st.registry.as_slice();
+        let k = self.config.top_k.min(r.n);
+        let mut out = Vec::with_capacity(k);
+        for c in r.candidates() {
+            if out.len() == k {
+                break;
+            }
+            let a = c.agent as usize;
+            if a == chosen {
+                continue;
+            }
+            let pen = self.config.load_weight * f64::from(load_of(a))
+                / f64::from(agents[a].max_concurrent_tasks);
+            out.push(Alternative {
+                agent: agents[a].id.clone(),
+                score: f64::from(c.base) - pen,
+            });
+        }
+        out
+    }
+
+    /// Learns from one finished task: updates the agent's success rate, latency and cost
+    /// means and, on success, adds the description to its examples. The next routing call
+    /// sees the change (no restart); the cache is dropped.
+    ///
+    /// # Errors
+    /// [`HaloError::UnknownAgent`] if the agent is not in the registry.
+    pub fn record_outcome(
+        &self,
+        task: &Task,
+        agent: &AgentId,
+        success: bool,
+        latency: Duration,
+        cost: Usd,
+    ) -> Result<(), HaloError> {
+        self.record_outcomes(&[Outcome {
+            task,
+            agent,
+            success,
+            latency,
+            cost,
+        }])
+    }
+
+    /// Learns from several outcomes at once (one rebuild instead of one per outcome).
+    ///
+    /// The success rate moves towards each outcome by `1 / (min(n, 100) + 11)` where `n`
+    /// is the number of outcomes recorded before: the configured rate acts as ten prior
+    /// observations and the rate never stops adapting.
+    ///
+    /// # Errors
+    /// [`HaloError::UnknownAgent`] for the first unknown agent; nothing is applied then.
+    pub fn record_outcomes(&self, outcomes: &[Outcome<'_>]) -> Result<(), HaloError> {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.snapshot();
+        let mut idx = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let i =
+                old.registry
+                    .index_of(o.agent.as_str())
+                    .ok_or_else(|| HaloError::UnknownAgent {
+                        agent: o.agent.to_string(),
+                    })?;
+            idx.push(i);
+        }
+        let mut registry = (*old.registry).clone();
+        let mut examples_changed = false;
+        for (o, &i) in outcomes.iter().zip(&idx) {
+            let Some(p) = registry.agent_mut(i) else {
+                continue;
+            };
+            let n = p.outcomes.total();
+            let alpha = 1.0 / (n.min(100) as f64 + 11.0);
+            let target = if o.success { 1.0 } else { 0.0 };
+            p.success_rate = (p.success_rate + alpha * (target - p.success_rate)).clamp(0.0, 1.0);
+            let nf = n as f64;
+            let ms = o.latency.as_secs_f64() * 1000.0;
+            p.outcomes.mean_latency_ms = (p.outcomes.mean_latency_ms * nf + ms) / (nf + 1.0);
+            p.outcomes.mean_cost_usd =
+                (p.outcomes.mean_cost_usd * nf + o.cost.as_f64()) / (nf + 1.0);
+            if o.success {
+                p.outcomes.successes += 1;
+            } else {
+                p.outcomes.failures += 1;
+            }
+            let d = o.task.description.trim();
+            if o.success
+                && self.config.learn_examples
+                && !d.is_empty()
+                && p.examples.len() < self.config.max_examples_per_agent
+                && !p.examples.iter().any(|e| e.trim() == d)
+            {
+                p.examples.push(d.to_owned());
+                examples_changed = true;
+            }
+        }
+        // New examples join the centroids at once; the trained correction is reused
+        // (retraining is [`Router::retrain`]).
+        let index = if examples_changed {
+            Arc::new(old.index.rebuild_keeping_correction(registry.as_slice()))
+        } else {
+            Arc::clone(&old.index)
+        };
+        tracing::debug!(
+            outcomes = outcomes.len(),
+            reindexed = examples_changed,
+            "halo learned from outcomes"
+        );
+        self.install(State::build(
+            Arc::new(registry),
+            Arc::clone(&old.rules),
+            Some(index),
+            &self.config,
+        ));
+        Ok(())
+    }
+
+    /// Retrains the text model from scratch on the current examples (the discriminative
+    /// correction included) and drops the cache. Outcomes only refresh the centroids;
+    /// call this now and then (it takes a few hundred milliseconds for a catalogue of a
+    /// few hundred agents with thousands of examples).
+    pub fn retrain(&self) {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.snapshot();
+        self.install(State::build(
+            Arc::clone(&old.registry),
+            Arc::clone(&old.rules),
+            None,
+            &self.config,
+        ));
+    }
+}

@@ -1,0 +1,584 @@
+//! Explicit routing rules: the first layer of routing.
+//!
+//! `config/routing_rules.toml` holds `[[rule]]` tables:
+//!
+//! ```toml
+//! [[rule]]
+//! name = "security-review"          # unique, used in explanations
+//! priority = 100                    # higher is tried first; ties keep file order
+//! agent = "security"                # must exist in the registry
+//! kinds = ["implement", "backend"]  # any of these kinds (omit = any kind)
+//! metadata = { compliance = "*" }   # every pair must match ("*" = key present)
+//! keywords = ["vulnerability", "penetration test"]  # any, whole words, case-insensitive
+//! enabled = true                    # optional, default true
+//! ```
+//!
+//! Every condition given must hold; a rule with no condition matches every task. A
+//! keyword matches a run of whole words: text and keywords are split into lower-case
+//! letter/digit words, so `"pen test"` matches "Pen-test the API" and `"ci/cd"` matches
+//! "CI/CD". Rules are compiled once ([`CompiledRules`]): kinds become a bit mask and
+//! every keyword phrase a hash in one sorted table, so matching a task costs one pass
+//! over its words, whatever the number of rules.
+
+use std::collections::{BTreeMap, HashSet};
+
+use genesis_core::{AgentId, Task, TaskKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentRegistry, HaloError};
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique name, quoted in explanations.
+    pub name: String,
+    /// Higher priorities are tried first.
+    #[serde(default)]
+    pub priority: i32,
+    /// The agent matching tasks go to.
+    pub agent: AgentId,
+    /// The task must be of one of these kinds (empty = any kind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<TaskKind>,
+    /// Every pair must be in the task's metadata; the value `"*"` only requires the key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// The description must contain one of these (whole words, case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    /// Disabled rules are kept but never match.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+impl Rule {
+    /// A rule with no conditions (it matches every task until conditions are added).
+    pub fn new(name: impl Into<String>, agent: impl Into<AgentId>, priority: i32) -> Self {
+        Rule {
+            name: name.into(),
+            priority,
+            agent: agent.into(),
+            kinds: Vec::new(),
+            metadata: BTreeMap::new(),
+            keywords: Vec::new(),
+            enabled: true,
+        }
+    }
+
+    /// Adds a kind condition.
+    #[must_use]
+    pub fn with_kind(mut self, kind: TaskKind) -> Self {
+        self.kinds.push(kind);
+        self
+    }
+
+    /// Adds a metadata condition.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a keyword.
+    #[must_use]
+    pub fn with_keyword(mut self, keyword: impl Into<String>) -> Self {
+        self.keywords.push(keyword.into());
+        self
+    }
+}
+
+/// The rule set, as written (see the module docs for the TOML format).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRules {
+    /// Rules in file order.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+impl RoutingRules {
+    /// No rules: routing starts at the text layer.
+    pub fn empty() -> Self {
+        RoutingRules::default()
+    }
+
+    /// Rules from a list.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        RoutingRules { rules }
+    }
+
+    /// Parses `[[rule]]` tables.
+    ///
+    /// # Errors
+    /// [`HaloError::RulesToml`] for syntax errors, unknown fields and unknown kinds;
+    /// [`HaloError::EmptyRuleName`], [`HaloError::DuplicateRule`] and
+    /// [`HaloError::EmptyKeyword`] for rules that cannot work.
+    pub fn from_toml_str(text: &str) -> Result<Self, HaloError> {
+        let rules: RoutingRules =
+            toml::from_str(text).map_err(|source| HaloError::RulesToml { source })?;
+        rules.check_shape()?;
+        Ok(rules)
+    }
+
+    /// Writes the rules back as `[[rule]]` TOML.
+    ///
+    /// # Errors
+    /// [`HaloError::SerializeToml`] (not expected).
+    pub fn to_toml_string(&self) -> Result<String, HaloError> {
+        toml::to_string(self).map_err(|source| HaloError::SerializeToml { source })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules in file order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Rule> {
+        self.rules.iter()
+    }
+
+    fn check_shape(&self) -> Result<(), HaloError> {
+        let mut names = HashSet::new();
+        for (position, rule) in self.rules.iter().enumerate() {
+            if rule.name.trim().is_empty() {
+                return Err(HaloError::EmptyRuleName { position });
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(HaloError::DuplicateRule {
+                    rule: rule.name.clone(),
+                });
+            }
+            if rule.keywords.iter().any(|k| k.trim().is_empty()) {
+                return Err(HaloError::EmptyKeyword {
+                    rule: rule.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the rules against a registry: every rule's agent must exist.
+    ///
+    /// # Errors
+    /// The shape errors of [`RoutingRules::from_toml_str`] and
+    /// [`HaloError::UnknownRuleAgent`] naming the rule and the id.
+    pub fn validate(&self, registry: &AgentRegistry) -> Result<(), HaloError> {
+        self.check_shape()?;
+        for rule in &self.rules {
+            if registry.get(rule.agent.as_str()).is_none() {
+                return Err(HaloError::UnknownRuleAgent {
+                    rule: rule.name.clone(),
+                    agent: rule.agent.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    /// Index into the source rules.
+    source: usize,
+    agent: usize,
+    kind_mask: u32,
+    metadata: Vec<(String, Option<String>)>,
+    /// Keyword ids; empty = no keyword condition.
+    keywords: Vec<u32>,
+}
+
+/// Longest keyword phrase, in words.
+const MAX_PHRASE: usize = 6;
+
+/// Calls `f` with the hash of every lower-case letter/digit word of `text`.
+fn for_each_raw_word(text: &str, mut f: impl FnMut(u64)) {
+    let mut buf = [0u8; 32];
+    let mut len = 0usize;
+    let mut over = false;
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            if len < buf.len() {
+                buf[len] = b.to_ascii_lowercase();
+                len += 1;
+            } else {
+                over = true;
+            }
+        } else if len > 0 {
+            f(word_hash_raw(&buf[..len], over));
+            len = 0;
+            over = false;
+        }
+    }
+    if len > 0 {
+        f(word_hash_raw(&buf[..len], over));
+    }
+}
+
+fn word_hash_raw(w: &[u8], truncated: bool) -> u64 {
+    crate::text::hash_bytes(0x6b + u64::from(truncated), w)
+}
+
+const PHRASE_SEED: u64 = 0x7068_7261_7365;
+
+#[inline]
+fn phrase_step(acc: u64, word: u64) -> u64 {
+    (acc.rotate_left(21) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn phrase_hash(words: &[u64]) -> u64 {
+    words
+        .iter()
+        .fold(PHRASE_SEED, |acc, &w| phrase_step(acc, w))
+}
+
+#[inline]
+fn bloom_bit(h: u64) -> (usize, u64) {
+    (((h >> 62) & 3) as usize, 1u64 << ((h >> 56) & 63))
+}
+
+/// Rules compiled against one registry: sorted by priority, agents resolved to indexes,
+/// kinds as bit masks, keywords in one automaton.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRules {
+    source: RoutingRules,
+    rules: Vec<CompiledRule>,
+    /// (phrase hash, words in phrase, keyword id), sorted by hash.
+    phrases: Vec<(u64, u8, u32)>,
+    /// Longest phrase, in words (0 = no keywords).
+    max_words: usize,
+    /// 256-bit Bloom filter of the phrase hashes.
+    bloom: [u64; 4],
+    /// Keyword id → keyword text, for explanations.
+    keywords: Vec<String>,
+}
+
+/// A rule that matched a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuleMatch {
+    /// Index into the compiled (priority-sorted) rules.
+    pub(crate) rule: usize,
+    /// The agent's registry index.
+    pub(crate) agent: usize,
+    /// The keyword that matched, if the rule has keywords.
+    pub(crate) keyword: Option<u32>,
+}
+
+impl CompiledRules {
+    pub(crate) fn compile(
+        rules: &RoutingRules,
+        registry: &AgentRegistry,
+    ) -> Result<CompiledRules, HaloError> {
+        rules.validate(registry)?;
+        let mut order: Vec<usize> = (0..rules.rules.len())
+            .filter(|&i| rules.rules[i].enabled)
+            .collect();
+        // Stable sort: ties keep file order.
+        order.sort_by_key(|&i| std::cmp::Reverse(rules.rules[i].priority));
+        let mut keywords: Vec<String> = Vec::new();
+        let mut compiled = Vec::with_capacity(order.len());
+        for i in order {
+            let rule = &rules.rules[i];
+            let agent = registry.index_of(rule.agent.as_str()).ok_or_else(|| {
+                HaloError::UnknownRuleAgent {
+                    rule: rule.name.clone(),
+                    agent: rule.agent.to_string(),
+                }
+            })?;
+            let kind_mask = rule.kinds.iter().fold(0u32, |m, k| m | (1u32 << k.index()));
+            let mut ids = Vec::with_capacity(rule.keywords.len());
+            for k in &rule.keywords {
+                let k = k.trim().to_ascii_lowercase();
+                let id = match keywords.iter().position(|x| *x == k) {
+                    Some(id) => id,
+                    None => {
+                        keywords.push(k);
+                        keywords.len() - 1
+                    }
+                };
+                ids.push(id as u32);
+            }
+            compiled.push(CompiledRule {
+                source: i,
+                agent,
+                kind_mask,
+                metadata: rule
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (v != "*").then(|| v.clone())))
+                    .collect(),
+                keywords: ids,
+            });
+        }
+        let mut phrases = Vec::with_capacity(keywords.len());
+        let mut max_words = 0usize;
+        for (id, k) in keywords.iter().enumerate() {
+            let mut words = Vec::new();
+            for_each_raw_word(k, |h| words.push(h));
+            if words.is_empty() {
+                return Err(HaloError::EmptyKeyword {
+                    rule: rules
+                        .rules
+                        .iter()
+                        .find(|r| {
+                            r.keywords
+                                .iter()
+                                .any(|x| x.trim().to_ascii_lowercase() == *k)
+                        })
+                        .map(|r| r.name.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            if words.len() > MAX_PHRASE {
+                return Err(HaloError::KeywordTooLong {
+                    keyword: k.clone(),
+                    words: words.len(),
+                    max: MAX_PHRASE,
+                });
+            }
+            max_words = max_words.max(words.len());
+            phrases.push((phrase_hash(&words), words.len() as u8, id as u32));
+        }
+        phrases.sort_unstable();
+        let mut bloom = [0u64; 4];
+        for p in &phrases {
+            let (i, bit) = bloom_bit(p.0);
+            bloom[i] |= bit;
+        }
+        Ok(CompiledRules {
+            source: rules.clone(),
+            rules: compiled,
+            phrases,
+            max_words,
+            bloom,
+            keywords,
+        })
+    }
+
+    /// The rules as written.
+    pub(crate) fn source(&self) -> &RoutingRules {
+        &self.source
+    }
+
+    /// The source rule of a compiled rule.
+    pub(crate) fn rule(&self, compiled: usize) -> Option<&Rule> {
+        self.rules
+            .get(compiled)
+            .and_then(|c| self.source.rules.get(c.source))
+    }
+
+    /// The keyword text of a keyword id.
+    pub(crate) fn keyword(&self, id: u32) -> Option<&str> {
+        self.keywords.get(id as usize).map(String::as_str)
+    }
+
+    /// Calls `f` with every matching rule, highest priority first, until `f` returns false.
+    pub(crate) fn for_each_match(&self, task: &Task, mut f: impl FnMut(RuleMatch) -> bool) {
+        if self.rules.is_empty() {
+            return;
+        }
+        // Keyword hits, collected once for all rules: a bit per keyword id.
+        let mut small = [0u64; 4];
+        let mut large: Vec<u64> = Vec::new();
+        let n_words = self.keywords.len().div_ceil(64);
+        let hits: &mut [u64] = if n_words <= small.len() {
+            &mut small[..n_words]
+        } else {
+            large.resize(n_words, 0);
+            &mut large
+        };
+        if self.max_words > 0 {
+            // ending[n] = hash of the n-word phrase ending at the previous word.
+            let mut ending = [PHRASE_SEED; MAX_PHRASE + 1];
+            let mut seen = 0usize;
+            let max = self.max_words;
+            for_each_raw_word(&task.description, |h| {
+                seen += 1;
+                for n in (1..=max.min(seen)).rev() {
+                    let ph = phrase_step(ending[n - 1], h);
+                    ending[n] = ph;
+                    let (i, bit) = bloom_bit(ph);
+                    if self.bloom[i] & bit == 0 {
+                        continue;
+                    }
+                    let from = self.phrases.partition_point(|p| p.0 < ph);
+                    for p in &self.phrases[from..] {
+                        if p.0 != ph {
+                            break;
+                        }
+                        if usize::from(p.1) == n {
+                            hits[p.2 as usize / 64] |= 1u64 << (p.2 % 64);
+                        }
+                    }
+                }
+            });
+        }
+        let hit = |id: u32| hits[id as usize / 64] & (1u64 << (id % 64)) != 0;
+        let kind_bit = 1u32 << task.kind.index();
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.kind_mask != 0 && r.kind_mask & kind_bit == 0 {
+                continue;
+            }
+            let meta_ok = r.metadata.iter().all(|(k, v)| match task.metadata.get(k) {
+                None => false,
+                Some(actual) => v.as_ref().is_none_or(|want| want == actual),
+            });
+            if !meta_ok {
+                continue;
+            }
+            let keyword = if r.keywords.is_empty() {
+                None
+            } else {
+                match r.keywords.iter().copied().find(|&id| hit(id)) {
+                    Some(id) => Some(id),
+                    None => continue,
+                }
+            };
+            if r.keywords.is_empty() || keyword.is_some() {
+                let go_on = f(RuleMatch {
+                    rule: i,
+                    agent: r.agent,
+                    keyword,
+                });
+                if !go_on {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AgentProfile;
+    use genesis_core::TaskId;
+
+    fn registry() -> AgentRegistry {
+        AgentRegistry::new(vec![
+            AgentProfile::new("security", "security reviews"),
+            AgentProfile::new("finance", "money"),
+            AgentProfile::new("deploy", "ships"),
+        ])
+        .unwrap()
+    }
+
+    fn first(c: &CompiledRules, task: &Task) -> Option<(String, Option<String>)> {
+        let mut out = None;
+        c.for_each_match(task, |m| {
+            let name = c.rule(m.rule).unwrap().name.clone();
+            out = Some((
+                name,
+                m.keyword.and_then(|k| c.keyword(k)).map(str::to_owned),
+            ));
+            false
+        });
+        out
+    }
+
+    #[test]
+    fn parses_and_matches_by_priority_kind_metadata_and_keyword() {
+        let rules = RoutingRules::from_toml_str(
+            r#"
+[[rule]]
+name = "low"
+priority = 1
+agent = "deploy"
+kinds = ["deploy"]
+
+[[rule]]
+name = "sec"
+priority = 50
+agent = "security"
+keywords = ["vulnerability", "pen test"]
+
+[[rule]]
+name = "money"
+priority = 10
+agent = "finance"
+metadata = { team = "finance", budget = "*" }
+"#,
+        )
+        .unwrap();
+        let c = CompiledRules::compile(&rules, &registry()).unwrap();
+        let t = |kind, d: &str| Task::new(TaskId::new("t"), kind, d);
+        assert_eq!(
+            first(&c, &t(TaskKind::Deploy, "Run a PEN TEST, then ship")),
+            Some(("sec".into(), Some("pen test".into())))
+        );
+        // Whole words only: "vulnerabilityscan" is not "vulnerability".
+        assert_eq!(
+            first(&c, &t(TaskKind::Deploy, "vulnerabilityscan")),
+            Some(("low".into(), None))
+        );
+        assert_eq!(first(&c, &t(TaskKind::Test, "nothing")), None);
+        // Phrases match across punctuation between their words.
+        assert_eq!(
+            first(&c, &t(TaskKind::Test, "Pen-test the API")),
+            Some(("sec".into(), Some("pen test".into())))
+        );
+        let meta = t(TaskKind::Test, "x").with_metadata("team", "finance");
+        assert_eq!(first(&c, &meta), None, "budget key missing");
+        let meta = meta.with_metadata("budget", "10");
+        assert_eq!(first(&c, &meta), Some(("money".into(), None)));
+    }
+
+    #[test]
+    fn unknown_agent_and_bad_rules_are_reported() {
+        let rules = RoutingRules::new(vec![Rule::new("r1", "ghost", 1)]);
+        let err = CompiledRules::compile(&rules, &registry()).unwrap_err();
+        assert_eq!(err.to_string(), "rule \"r1\" names unknown agent \"ghost\"");
+        let dup = "[[rule]]\nname='a'\nagent='x'\n[[rule]]\nname='a'\nagent='y'\n";
+        assert!(matches!(
+            RoutingRules::from_toml_str(dup),
+            Err(HaloError::DuplicateRule { .. })
+        ));
+        let empty_kw = "[[rule]]\nname='a'\nagent='x'\nkeywords=['']\n";
+        assert!(matches!(
+            RoutingRules::from_toml_str(empty_kw),
+            Err(HaloError::EmptyKeyword { .. })
+        ));
+        let long = RoutingRules::new(vec![
+            Rule::new("r", "deploy", 1).with_keyword("a b c d e f g"),
+        ]);
+        assert!(matches!(
+            CompiledRules::compile(&long, &registry()),
+            Err(HaloError::KeywordTooLong {
+                words: 7,
+                max: 6,
+                ..
+            })
+        ));
+        let bad_kind = "[[rule]]\nname='a'\nagent='x'\nkinds=['juggling']\n";
+        assert!(matches!(
+            RoutingRules::from_toml_str(bad_kind),
+            Err(HaloError::RulesToml { .. })
+        ));
+    }
+
+    #[test]
+    fn disabled_rules_never_match_and_rules_round_trip() {
+        let mut r = Rule::new("off", "deploy", 5);
+        r.enabled = false;
+        let rules = RoutingRules::new(vec![r, Rule::new("on", "finance", 1)]);
+        let c = CompiledRules::compile(&rules, &registry()).unwrap();
+        let t = Task::new(TaskId::new("t"), TaskKind::Generic, "x");
+        assert_eq!(first(&c, &t), Some(("on".into(), None)));
+        let back = RoutingRules::from_toml_str(&rules.to_toml_string().unwrap()).unwrap();
+        assert_eq!(back, rules);
+    }
+}

@@ -1,0 +1,989 @@
+//! The text matcher: hashed word / bigram / prefix / character n-gram features, TF-IDF
+//! weights, and a per-agent model that blends a description vector with the centroid of
+//! the agent's example tasks, plus a sparse discriminative correction trained on the
+//! examples (averaged perceptron with a margin, leave-one-out against the centroids).
+//! Scoring walks an inverted index (feature → agent postings, open addressing on the
+//! 64-bit feature hash), so its cost is `O(query features × postings)`, not
+//! `O(agents × vocabulary)`; it reuses thread-local buffers, so it does not allocate.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::AgentProfile;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const TAG_WORD: u64 = 0x77;
+const TAG_PREFIX: u64 = 0x70;
+const TAG_CHAR: u64 = 0x63;
+const MAX_WORD: usize = 32;
+
+/// Which features the text matcher extracts and how it blends description and examples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// Adjacent content-word pairs ("cancel alarm").
+    pub bigrams: bool,
+    /// Length of the word-prefix feature (`0` = off): "cancellation" and "cancelled"
+    /// share the prefix "cance" at length 5.
+    pub prefix_len: u8,
+    /// Smallest character n-gram inside a word (`0` = character n-grams off).
+    pub char_min: u8,
+    /// Largest character n-gram inside a word.
+    pub char_max: u8,
+    /// Weight of the description vector (id, description, skills) in an agent's model.
+    pub description_weight: f32,
+    /// Weight of the example centroid in an agent's model.
+    pub example_weight: f32,
+    /// Multiplier of the description weight for agents with no examples, so tools that
+    /// were never seen in training still compete with well-trained ones.
+    pub unseen_boost: f32,
+    /// Passes of the discriminative correction (an averaged perceptron with a margin,
+    /// trained on the examples on top of the centroid model); `0` = centroids only.
+    /// Catalogues of more than 2,000 agents are not trained, and training makes at most
+    /// 100,000 example passes in all.
+    pub epochs: u8,
+    /// Step size of the correction.
+    pub learning_rate: f32,
+    /// Score margin the correction enforces between the right agent and the best wrong one.
+    pub margin: f32,
+    /// Whether the correction may push down agents that have no examples.
+    pub penalize_unseen: bool,
+    /// Whether each agent's description also serves as a training example of the
+    /// correction (helps agents with few or no examples).
+    pub train_descriptions: bool,
+    /// Whether number-like words ("8:00", "2023", "CA1234"; not "s3" or "gpt4") all map
+    /// to one feature.
+    pub fold_numbers: bool,
+    /// Correction weights smaller than this (in absolute value) are dropped, keeping the
+    /// index sparse and scoring fast.
+    pub prune_below: f32,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig {
+            bigrams: true,
+            prefix_len: 5,
+            char_min: 0,
+            char_max: 0,
+            description_weight: 0.35,
+            example_weight: 0.65,
+            unseen_boost: 3.0,
+            epochs: 10,
+            learning_rate: 0.05,
+            margin: 0.15,
+            penalize_unseen: false,
+            train_descriptions: false,
+            fold_numbers: true,
+            prune_below: 0.01,
+        }
+    }
+}
+
+#[inline]
+fn fnv_byte(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+}
+
+/// Hashes a short byte string 8 bytes at a time (an FNV-style xor-multiply over little-
+/// endian words, then a splitmix finaliser): one multiply per 8 bytes instead of per byte.
+#[inline]
+pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = (FNV_OFFSET ^ seed).wrapping_mul(FNV_PRIME) ^ (bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fmix(h)
+}
+
+#[inline]
+fn fmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[inline]
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
+    // splitmix64 finaliser over an asymmetric combination: (a, b) != (b, a).
+    let mut z = a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn is_stopword(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"a" | b"an"
+            | b"the"
+            | b"to"
+            | b"of"
+            | b"for"
+            | b"and"
+            | b"or"
+            | b"in"
+            | b"on"
+            | b"at"
+            | b"by"
+            | b"with"
+            | b"from"
+            | b"is"
+            | b"are"
+            | b"be"
+            | b"this"
+            | b"that"
+            | b"it"
+            | b"as"
+            | b"my"
+            | b"me"
+            | b"i"
+            | b"we"
+            | b"our"
+            | b"you"
+            | b"your"
+            | b"please"
+            | b"into"
+            | b"its"
+            | b"will"
+            | b"can"
+            | b"should"
+            | b"then"
+            | b"some"
+            | b"any"
+            | b"all"
+    )
+}
+
+/// Light suffix stripping so "alarms", "alarm" and "alarming" meet. Returns the new length.
+fn stem(w: &mut [u8], len: usize) -> usize {
+    let s = &w[..len];
+    if len > 4 && s.ends_with(b"ies") {
+        w[len - 3] = b'y';
+        return len - 2;
+    }
+    if len > 5 && s.ends_with(b"ing") {
+        return len - 3;
+    }
+    if len > 4 && s.ends_with(b"ed") {
+        return len - 2;
+    }
+    if len > 3 && s.ends_with(b"s") && !s.ends_with(b"ss") && !s.ends_with(b"us") {
+        return len - 1;
+    }
+    len
+}
+
+/// Calls `f` with every normalised content word of `text` (lower-cased, stemmed, no
+/// stop words). Underscores, hyphens and camelCase split words, so tool ids like
+/// `clock_alarm_cancel` read as words. Allocation-free.
+#[cfg(test)]
+pub(crate) fn for_each_word(text: &str, mut f: impl FnMut(&[u8])) {
+    for_each_word_at(text, |w, _, _| f(w));
+}
+
+/// As [`for_each_word`], also passing the word's byte range in `text`.
+pub(crate) fn for_each_word_at(text: &str, mut f: impl FnMut(&[u8], usize, usize)) {
+    let mut buf = [0u8; MAX_WORD];
+    let mut len = 0usize;
+    let mut start = 0usize;
+    let mut prev_lower = false;
+    let mut flush = |buf: &mut [u8; MAX_WORD], len: &mut usize, start: usize, end: usize| {
+        if *len > 0 {
+            if !is_stopword(&buf[..*len]) {
+                let n = stem(buf, *len);
+                f(&buf[..n], start, end);
+            }
+            *len = 0;
+        }
+    };
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        let word_byte = b.is_ascii_alphanumeric() || b >= 0x80;
+        if !word_byte {
+            flush(&mut buf, &mut len, start, i);
+            prev_lower = false;
+            continue;
+        }
+        if b.is_ascii_uppercase() && prev_lower {
+            flush(&mut buf, &mut len, start, i);
+        }
+        if len == 0 {
+            start = i;
+        }
+        prev_lower = b.is_ascii_lowercase();
+        if len < MAX_WORD {
+            buf[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+    }
+    flush(&mut buf, &mut len, start, text.len());
+}
+
+/// Numbers, times and codes ("8", "00", "2023", "3pm", "ca1234"), but not names with a
+/// digit in them ("s3", "ec2", "k8s", "gpt4").
+fn is_number_like(w: &[u8]) -> bool {
+    let digits = w.iter().filter(|b| b.is_ascii_digit()).count();
+    w.first().is_some_and(u8::is_ascii_digit) || digits * 2 > w.len()
+}
+
+/// The hash of a word's unigram feature (used to explain matches).
+pub(crate) fn word_hash(word: &[u8]) -> u64 {
+    hash_bytes(TAG_WORD, word)
+}
+
+/// Appends the hashed features of `text` to `out` (duplicates included).
+pub(crate) fn features(text: &str, cfg: &TextConfig, out: &mut Vec<u64>) {
+    let mut words = QueryWords::default();
+    features_with_words(text, cfg, out, &mut words);
+}
+
+/// The first unigram spans of a query, kept to explain matches without re-tokenising.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueryWords {
+    spans: [(u64, u32, u32); MAX_SPANS],
+    len: usize,
+}
+
+const MAX_SPANS: usize = 16;
+
+fn features_with_words(text: &str, cfg: &TextConfig, out: &mut Vec<u64>, words: &mut QueryWords) {
+    let mut prev: Option<u64> = None;
+    let prefix = usize::from(cfg.prefix_len);
+    let (cmin, cmax) = (usize::from(cfg.char_min), usize::from(cfg.char_max));
+    let fold = cfg.fold_numbers;
+    for_each_word_at(text, |w, start, end| {
+        let w: &[u8] = if fold && is_number_like(w) { b"0" } else { w };
+        let h = word_hash(w);
+        out.push(h);
+        if words.len < MAX_SPANS {
+            words.spans[words.len] = (h, start as u32, end as u32);
+            words.len += 1;
+        }
+        if cfg.bigrams {
+            if let Some(p) = prev {
+                out.push(mix(p, h));
+            }
+            prev = Some(h);
+        }
+        if prefix > 0 && w.len() > prefix {
+            out.push(hash_bytes(TAG_PREFIX, &w[..prefix]));
+        }
+        if cmin > 0 && cmax >= cmin {
+            // n-grams over "^word$", markers included.
+            let n_all = w.len() + 2;
+            let at = |i: usize| -> u8 {
+                if i == 0 {
+                    b'^'
+                } else if i == n_all - 1 {
+                    b'$'
+                } else {
+                    w[i - 1]
+                }
+            };
+            for n in cmin..=cmax {
+                if n > n_all {
+                    break;
+                }
+                for start in 0..=(n_all - n) {
+                    let mut h = fnv_byte(FNV_OFFSET, TAG_CHAR as u8 ^ n as u8);
+                    for i in start..start + n {
+                        h = fnv_byte(h, at(i));
+                    }
+                    out.push(h);
+                }
+            }
+        }
+    });
+}
+
+/// Removes duplicates without sorting when the list is short (a 64-bit Bloom filter
+/// makes the common no-duplicate case linear).
+fn unique_small(v: &mut Vec<u64>) {
+    if v.len() > 96 {
+        sorted_unique(v);
+        return;
+    }
+    let mut bloom = 0u64;
+    let mut kept = 0usize;
+    for i in 0..v.len() {
+        let h = v[i];
+        let bit = 1u64 << (h >> 58);
+        if bloom & bit != 0 && v[..kept].contains(&h) {
+            continue;
+        }
+        bloom |= bit;
+        v[kept] = h;
+        kept += 1;
+    }
+    v.truncate(kept);
+}
+
+fn sorted_unique(v: &mut Vec<u64>) {
+    v.sort_unstable();
+    v.dedup();
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    key: u64,
+    start: u32,
+    len: u32,
+    idf: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Posting {
+    pub(crate) agent: u32,
+    pub(crate) weight: f32,
+}
+
+/// The inverted index over all agents' feature vectors.
+#[derive(Debug, Clone)]
+pub(crate) struct TextIndex {
+    cfg: TextConfig,
+    slots: Vec<Slot>,
+    mask: usize,
+    postings: Vec<Posting>,
+    unknown_idf: f32,
+    n_agents: usize,
+    has_examples: Vec<bool>,
+    /// The trained correction, `(feature, agent, weight)`, kept so a rebuild after new
+    /// examples can reuse it instead of retraining.
+    correction: std::sync::Arc<Vec<(u64, u32, f32)>>,
+}
+
+/// Most example passes one training run makes (epochs are cut for huge catalogues so
+/// start-up stays linear in the catalogue size).
+const MAX_TRAINING_PASSES: usize = 100_000;
+
+/// Catalogues larger than this use the centroid model only: the correction's cost grows
+/// with agents × shared features, and start-up must stay near-linear.
+const MAX_TRAINED_AGENTS: usize = 2_000;
+
+/// Catalogues up to this size are scored with a dense accumulator.
+const DENSE_LIMIT: usize = 1024;
+
+struct Scratch {
+    feats: Vec<u64>,
+    acc: Vec<f32>,
+    seen: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            feats: Vec::new(),
+            acc: Vec::new(),
+            seen: Vec::new(),
+            touched: Vec::new(),
+        })
+    };
+}
+
+/// The text an agent's description vector is built from: id, description and skills.
+fn description_text(p: &AgentProfile) -> String {
+    let mut s = String::with_capacity(p.id.as_str().len() + p.description.len() + 32);
+    s.push_str(p.id.as_str());
+    s.push(' ');
+    s.push_str(&p.description);
+    for skill in &p.skills {
+        s.push(' ');
+        s.push_str(skill);
+    }
+    s
+}
+
+impl TextIndex {
+    /// Builds the index. Memory and time are linear in the total text of the catalogue.
+    pub(crate) fn build(agents: &[AgentProfile], cfg: TextConfig) -> TextIndex {
+        Self::build_with(agents, cfg, None)
+    }
+
+    /// Rebuilds the centroid model from `agents` but reuses this index's trained
+    /// correction (agent positions must be unchanged): cheap enough to run on every
+    /// learned example.
+    pub(crate) fn rebuild_keeping_correction(&self, agents: &[AgentProfile]) -> TextIndex {
+        Self::build_with(
+            agents,
+            self.cfg,
+            Some(std::sync::Arc::clone(&self.correction)),
+        )
+    }
+
+    fn build_with(
+        agents: &[AgentProfile],
+        cfg: TextConfig,
+        correction: Option<std::sync::Arc<Vec<(u64, u32, f32)>>>,
+    ) -> TextIndex {
+        let n = agents.len();
+        let mut buf = Vec::new();
+        // Per agent: description features and example feature sets.
+        let mut desc_sets: Vec<Vec<u64>> = Vec::with_capacity(n);
+        let mut ex_sets: Vec<Vec<Vec<u64>>> = Vec::with_capacity(n);
+        let mut all: Vec<u64> = Vec::new();
+        for p in agents {
+            buf.clear();
+            features(&description_text(p), &cfg, &mut buf);
+            sorted_unique(&mut buf);
+            let d = buf.clone();
+            let mut union = d.clone();
+            let mut exs = Vec::with_capacity(p.examples.len());
+            for e in &p.examples {
+                buf.clear();
+                features(e, &cfg, &mut buf);
+                sorted_unique(&mut buf);
+                if !buf.is_empty() {
+                    union.extend_from_slice(&buf);
+                    exs.push(buf.clone());
+                }
+            }
+            sorted_unique(&mut union);
+            all.extend_from_slice(&union);
+            desc_sets.push(d);
+            ex_sets.push(exs);
+        }
+        // Document frequency over agents.
+        all.sort_unstable();
+        let mut df: Vec<(u64, u32)> = Vec::new();
+        for &h in &all {
+            match df.last_mut() {
+                Some((k, c)) if *k == h => *c += 1,
+                _ => df.push((h, 1)),
+            }
+        }
+        let nf = n as f32;
+        let idf_of = |h: u64| -> f32 {
+            match df.binary_search_by_key(&h, |e| e.0) {
+                Ok(i) => (1.0 + nf / df[i].1 as f32).ln(),
+                Err(_) => (1.0 + nf).ln(),
+            }
+        };
+        let mut triples: Vec<(u64, u32, f32)> = Vec::new();
+        let mut has_examples = Vec::with_capacity(n);
+        let mut centroid: Vec<(u64, f32)> = Vec::new();
+        let mut centroid_norms: Vec<f32> = Vec::with_capacity(n);
+        for (a, (d, exs)) in desc_sets.iter().zip(&ex_sets).enumerate() {
+            let agent = a as u32;
+            has_examples.push(!exs.is_empty());
+            // Description vector, L2-normalised.
+            let dn = d.iter().map(|&h| idf_of(h).powi(2)).sum::<f32>().sqrt();
+            let dw = if exs.is_empty() {
+                cfg.description_weight * cfg.unseen_boost
+            } else {
+                cfg.description_weight
+            };
+            // Example centroid: mean of normalised example vectors, then normalised.
+            centroid.clear();
+            for e in exs {
+                let en = e.iter().map(|&h| idf_of(h).powi(2)).sum::<f32>().sqrt();
+                if en > 0.0 {
+                    centroid.extend(e.iter().map(|&h| (h, idf_of(h) / en)));
+                }
+            }
+            centroid.sort_unstable_by_key(|e| e.0);
+            let mut merged: Vec<(u64, f32)> = Vec::with_capacity(centroid.len());
+            for &(h, w) in &centroid {
+                match merged.last_mut() {
+                    Some((k, acc)) if *k == h => *acc += w,
+                    _ => merged.push((h, w)),
+                }
+            }
+            let cn = merged.iter().map(|e| e.1 * e.1).sum::<f32>().sqrt();
+            centroid_norms.push(cn);
+            // Combine description and centroid into one weight per feature.
+            let mut combined: Vec<(u64, f32)> = Vec::with_capacity(d.len() + merged.len());
+            if dn > 0.0 {
+                combined.extend(d.iter().map(|&h| (h, dw * idf_of(h) / dn)));
+            }
+            if cn > 0.0 {
+                combined.extend(
+                    merged
+                        .iter()
+                        .map(|&(h, w)| (h, cfg.example_weight * w / cn)),
+                );
+            }
+            combined.sort_unstable_by_key(|e| e.0);
+            let mut last: Option<u64> = None;
+            for (h, w) in combined {
+                if last == Some(h) {
+                    if let Some(t) = triples.last_mut() {
+                        t.2 += w;
+                    }
+                } else {
+                    triples.push((h, agent, w));
+                    last = Some(h);
+                }
+            }
+        }
+        if let Some(correction) = correction {
+            triples.extend(correction.iter().copied().filter(|t| (t.1 as usize) < n));
+            let mut index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
+            index.correction = correction;
+            return index;
+        }
+        let mut index =
+            TextIndex::assemble(cfg, triples.clone(), df.len(), &idf_of, n, has_examples);
+        if cfg.epochs > 0 && n <= MAX_TRAINED_AGENTS && ex_sets.iter().any(|e| !e.is_empty()) {
+            let loo: Vec<f32> = centroid_norms
+                .iter()
+                .map(|&cn| {
+                    if cn > 0.0 {
+                        cfg.example_weight / cn
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let train_sets: Vec<Vec<Vec<u64>>> = if cfg.train_descriptions {
+                ex_sets
+                    .iter()
+                    .zip(&desc_sets)
+                    .map(|(e, d)| {
+                        let mut v = e.clone();
+                        v.push(d.clone());
+                        v
+                    })
+                    .collect()
+            } else {
+                ex_sets.clone()
+            };
+            let delta = train_correction(&index, &train_sets, &loo, &idf_of, &cfg);
+            triples.extend(delta.iter().copied());
+            let has_examples = std::mem::take(&mut index.has_examples);
+            index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
+            index.correction = std::sync::Arc::new(delta);
+        }
+        index
+    }
+
+    fn assemble(
+        cfg: TextConfig,
+        mut triples: Vec<(u64, u32, f32)>,
+        distinct: usize,
+        idf_of: &dyn Fn(u64) -> f32,
+        n: usize,
+        has_examples: Vec<bool>,
+    ) -> TextIndex {
+        triples.sort_unstable_by_key(|t| (t.0, t.1));
+        let cap = (distinct.max(1) * 2).next_power_of_two().max(16);
+        let mask = cap - 1;
+        let mut slots = vec![Slot::default(); cap];
+        let mut postings: Vec<Posting> = Vec::with_capacity(triples.len());
+        let mut i = 0;
+        while i < triples.len() {
+            let h = triples[i].0;
+            let start = postings.len();
+            while i < triples.len() && triples[i].0 == h {
+                let (agent, weight) = (triples[i].1, triples[i].2);
+                let len = postings.len();
+                match postings.last_mut() {
+                    Some(p) if len > start && p.agent == agent => p.weight += weight,
+                    _ => postings.push(Posting { agent, weight }),
+                }
+                i += 1;
+            }
+            let key = h | 1; // 0 marks an empty slot
+            let mut s = (h as usize) & mask;
+            while slots[s].key != 0 {
+                s = (s + 1) & mask;
+            }
+            slots[s] = Slot {
+                key,
+                start: start as u32,
+                len: (postings.len() - start) as u32,
+                idf: idf_of(h),
+            };
+        }
+        TextIndex {
+            cfg,
+            slots,
+            mask,
+            postings,
+            unknown_idf: (1.0 + n as f32).ln(),
+            n_agents: n,
+            has_examples,
+            correction: std::sync::Arc::new(Vec::new()),
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, h: u64) -> Option<&Slot> {
+        let key = h | 1;
+        let mut s = (h as usize) & self.mask;
+        loop {
+            let slot = &self.slots[s];
+            if slot.key == key {
+                return Some(slot);
+            }
+            if slot.key == 0 {
+                return None;
+            }
+            s = (s + 1) & self.mask;
+        }
+    }
+
+    /// Whether the agent had examples when the index was built.
+    pub(crate) fn has_examples(&self, agent: usize) -> bool {
+        self.has_examples.get(agent).copied().unwrap_or(false)
+    }
+
+    /// Scores `text` against every agent and calls `f(agent, cosine)` for each agent with
+    /// a positive similarity. Uses thread-local scratch buffers: no allocation once warm.
+    pub(crate) fn score(&self, text: &str, mut f: impl FnMut(usize, f32)) -> QueryWords {
+        SCRATCH.with(|cell| {
+            let Ok(mut guard) = cell.try_borrow_mut() else {
+                // Re-entrant use (a callback scoring again): fall back to fresh buffers.
+                let mut s = Scratch {
+                    feats: Vec::new(),
+                    acc: Vec::new(),
+                    seen: Vec::new(),
+                    touched: Vec::new(),
+                };
+                return self.score_with(&mut s, text, &mut f);
+            };
+            self.score_with(&mut guard, text, &mut f)
+        })
+    }
+
+    fn score_with(
+        &self,
+        s: &mut Scratch,
+        text: &str,
+        f: &mut impl FnMut(usize, f32),
+    ) -> QueryWords {
+        s.feats.clear();
+        let mut words = QueryWords::default();
+        features_with_words(text, &self.cfg, &mut s.feats, &mut words);
+        unique_small(&mut s.feats);
+        if s.acc.len() < self.n_agents {
+            s.acc.resize(self.n_agents, 0.0);
+            s.seen.resize(self.n_agents, false);
+        }
+        s.touched.clear();
+        let mut norm = 0.0f32;
+        // Small catalogues: accumulate densely and scan every agent (no branch per
+        // posting). Large ones: track the agents touched, so cost follows the postings.
+        let dense = self.n_agents <= DENSE_LIMIT;
+        for &h in &s.feats {
+            match self.lookup(h) {
+                Some(slot) => {
+                    let q = slot.idf;
+                    norm += q * q;
+                    let start = slot.start as usize;
+                    let end = start + slot.len as usize;
+                    if dense {
+                        for p in &self.postings[start..end] {
+                            s.acc[p.agent as usize] += q * p.weight;
+                        }
+                    } else {
+                        for p in &self.postings[start..end] {
+                            let a = p.agent as usize;
+                            if !s.seen[a] {
+                                s.seen[a] = true;
+                                s.touched.push(p.agent);
+                            }
+                            s.acc[a] += q * p.weight;
+                        }
+                    }
+                }
+                None => norm += self.unknown_idf * self.unknown_idf,
+            }
+        }
+        let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
+        if dense {
+            for a in 0..self.n_agents {
+                let v = s.acc[a] * inv;
+                s.acc[a] = 0.0;
+                if v > 0.0 {
+                    f(a, v.min(1.0));
+                }
+            }
+        } else {
+            for &a in &s.touched {
+                let a = a as usize;
+                let v = s.acc[a] * inv;
+                s.acc[a] = 0.0;
+                s.seen[a] = false;
+                if v > 0.0 {
+                    f(a, v.min(1.0));
+                }
+            }
+        }
+        words
+    }
+
+    /// Writes up to `max` words of the query that carry positive weight for `agent`, in
+    /// text order, quoted and comma-separated; returns how many were written.
+    pub(crate) fn write_matched_words(
+        &self,
+        words: &QueryWords,
+        text: &str,
+        agent: usize,
+        max: usize,
+        out: &mut String,
+    ) -> usize {
+        let mut written = 0usize;
+        let mut done = [0u64; MAX_SPANS];
+        for &(h, start, end) in &words.spans[..words.len] {
+            if written == max {
+                break;
+            }
+            if done[..written].contains(&h) {
+                continue;
+            }
+            let Some(slot) = self.lookup(h) else {
+                continue;
+            };
+            let list = &self.postings[slot.start as usize..(slot.start + slot.len) as usize];
+            let hit = list
+                .binary_search_by_key(&(agent as u32), |p| p.agent)
+                .is_ok_and(|i| list[i].weight > 0.0);
+            if !hit {
+                continue;
+            }
+            if written > 0 {
+                out.push_str(", ");
+            }
+            out.push('"');
+            for c in text
+                .get(start as usize..end as usize)
+                .unwrap_or_default()
+                .chars()
+            {
+                out.push(c.to_ascii_lowercase());
+            }
+            out.push('"');
+            done[written] = h;
+            written += 1;
+        }
+        written
+    }
+
+    /// The unigram spans of `text`, for [`TextIndex::write_matched_words`] when the
+    /// spans from [`TextIndex::score`] are not at hand.
+    #[cfg(test)]
+    pub(crate) fn query_words(&self, text: &str) -> QueryWords {
+        let mut words = QueryWords::default();
+        let mut feats = Vec::new();
+        features_with_words(text, &self.cfg, &mut feats, &mut words);
+        words
+    }
+}
+
+/// splitmix64, for a deterministic training order.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Trains the discriminative correction: an averaged multi-class perceptron with a margin
+/// over the examples, on top of the centroid scores of `base`. Each example's own share
+/// of its agent's centroid (`loo[agent]`) is taken out first, so training sees the
+/// scores an unseen phrasing would get. Returns `(feature, agent, weight)` triples to
+/// add to the base model; sparse, because only mistakes update.
+fn train_correction(
+    base: &TextIndex,
+    ex_sets: &[Vec<Vec<u64>>],
+    loo: &[f32],
+    idf_of: &dyn Fn(u64) -> f32,
+    cfg: &TextConfig,
+) -> Vec<(u64, u32, f32)> {
+    use std::collections::HashMap;
+    let n = base.n_agents;
+    // Examples as normalised (feature, weight) vectors.
+    let mut examples: Vec<(u32, Vec<(u64, f32)>)> = Vec::new();
+    for (a, exs) in ex_sets.iter().enumerate() {
+        for e in exs {
+            let norm = e.iter().map(|&h| idf_of(h).powi(2)).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                examples.push((a as u32, e.iter().map(|&h| (h, idf_of(h) / norm)).collect()));
+            }
+        }
+    }
+    // feature -> [(agent, weight, averaging accumulator)], and (feature, agent) -> position.
+    let mut delta: HashMap<u64, Vec<(u32, f32, f32)>> = HashMap::new();
+    let mut pos: HashMap<(u64, u32), usize> = HashMap::new();
+    let mut acc = vec![0.0f32; n];
+    let mut seen = vec![false; n];
+    let mut touched: Vec<u32> = Vec::new();
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let mut rng = 0x5eed_u64;
+    let mut step = 1.0f32;
+    let eta = cfg.learning_rate;
+    let epochs = usize::from(cfg.epochs).min((MAX_TRAINING_PASSES / examples.len().max(1)).max(1));
+    for _ in 0..epochs {
+        for i in (1..order.len()).rev() {
+            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for &ei in &order {
+            let (gold, ref feats) = examples[ei];
+            touched.clear();
+            for &(h, q) in feats {
+                if let Some(slot) = base.lookup(h) {
+                    let start = slot.start as usize;
+                    for p in &base.postings[start..start + slot.len as usize] {
+                        if !seen[p.agent as usize] {
+                            seen[p.agent as usize] = true;
+                            touched.push(p.agent);
+                        }
+                        acc[p.agent as usize] += q * p.weight;
+                    }
+                }
+                if let Some(list) = delta.get(&h) {
+                    for &(a, w, _) in list {
+                        if !seen[a as usize] {
+                            seen[a as usize] = true;
+                            touched.push(a);
+                        }
+                        acc[a as usize] += q * w;
+                    }
+                }
+            }
+            let g = gold as usize;
+            let gold_score = acc[g] - loo[g];
+            let mut rival: Option<(u32, f32)> = None;
+            for &a in &touched {
+                let ai = a as usize;
+                if ai != g
+                    && (cfg.penalize_unseen || base.has_examples(ai))
+                    && rival.is_none_or(|(_, s)| acc[ai] > s)
+                {
+                    rival = Some((a, acc[ai]));
+                }
+            }
+            for &a in &touched {
+                acc[a as usize] = 0.0;
+                seen[a as usize] = false;
+            }
+            let rival_score = rival.map_or(0.0, |r| r.1);
+            if gold_score - rival_score < cfg.margin {
+                for &(h, q) in feats {
+                    let list = delta.entry(h).or_default();
+                    let mut bump = |agent: u32, d: f32| match pos.get(&(h, agent)) {
+                        Some(&i) => {
+                            list[i].1 += d;
+                            list[i].2 += step * d;
+                        }
+                        None => {
+                            pos.insert((h, agent), list.len());
+                            list.push((agent, d, step * d));
+                        }
+                    };
+                    bump(gold, eta * q);
+                    if let Some((r, _)) = rival {
+                        bump(r, -eta * q);
+                    }
+                }
+            }
+            step += 1.0;
+        }
+    }
+    let mut out = Vec::new();
+    for (h, list) in delta {
+        for (a, w, u) in list {
+            let avg = w - u / step;
+            if avg.abs() >= cfg.prune_below.max(f32::MIN_POSITIVE) {
+                out.push((h, a, avg));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        for_each_word(text, |w| v.push(String::from_utf8_lossy(w).into_owned()));
+        v
+    }
+
+    #[test]
+    fn words_are_normalised() {
+        assert_eq!(
+            words("Cancel the Alarms for clock_alarm_cancel, fetchUserData!"),
+            vec![
+                "cancel", "alarm", "clock", "alarm", "cancel", "fetch", "user", "data"
+            ]
+        );
+        assert_eq!(
+            words("testing queries passed"),
+            vec!["test", "query", "pass"]
+        );
+        assert!(words("the a of").is_empty());
+    }
+
+    #[test]
+    fn only_number_like_words_fold() {
+        for w in ["8", "00", "2023", "3pm", "ca1234"] {
+            assert!(is_number_like(w.as_bytes()), "{w}");
+        }
+        for w in ["s3", "ec2", "k8s", "gpt4", "alarm"] {
+            assert!(!is_number_like(w.as_bytes()), "{w}");
+        }
+    }
+
+    #[test]
+    fn features_include_bigrams_prefixes_and_char_ngrams() {
+        let mut cfg = TextConfig::default();
+        let mut out = Vec::new();
+        features("cancel alarm", &cfg, &mut out);
+        // 2 words, 1 bigram, 1 prefix ("cance"; "alarm" is not longer than 5).
+        assert_eq!(out.len(), 4);
+        cfg.char_min = 3;
+        cfg.char_max = 3;
+        out.clear();
+        features("ab", &cfg, &mut out);
+        // "ab": word, "^ab" ... n_all = 4, so 2 trigrams.
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn index_scores_the_matching_agent_highest() {
+        let agents = vec![
+            AgentProfile::new("clock_alarm_cancel", "Cancel an alarm")
+                .with_example("turn off my 7am alarm"),
+            AgentProfile::new("flight_search", "Search for flights between cities"),
+            AgentProfile::new("weather", "Weather forecast for a city"),
+        ];
+        let idx = TextIndex::build(&agents, TextConfig::default());
+        let mut scores = vec![0.0f32; 3];
+        idx.score("cancel the alarm for tomorrow", |a, s| scores[a] = s);
+        assert!(scores[0] > 0.2, "{scores:?}");
+        assert_eq!(scores[1], 0.0);
+        let mut scores = vec![0.0f32; 3];
+        idx.score("find flights from Paris to Rome", |a, s| scores[a] = s);
+        assert!(scores[1] > 0.1, "{scores:?}");
+        assert_eq!(scores[0], 0.0);
+        assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+        let text = "Cancel the ALARM";
+        let words = idx.query_words(text);
+        let mut out = String::new();
+        assert_eq!(idx.write_matched_words(&words, text, 0, 3, &mut out), 2);
+        assert_eq!(out, "\"cancel\", \"alarm\"");
+        out.clear();
+        assert_eq!(idx.write_matched_words(&words, text, 1, 3, &mut out), 0);
+        assert!(out.is_empty());
+        assert!(idx.has_examples(0));
+        assert!(!idx.has_examples(1));
+    }
+}

@@ -1,0 +1,504 @@
+//! Integration tests: the shipped config, end-to-end routing, learning, cache, bad input.
+
+// Helpers outside `#[test]` functions unwrap too; this is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
+use genesis_halo::{
+    AgentProfile, AgentRegistry, HaloError, JsonlMode, RouteLayer, Router, RouterConfig,
+    RoutingRules, Rule,
+};
+use proptest::prelude::*;
+
+const AGENTS: &str = include_str!("../../../../config/agents.toml");
+const RULES: &str = include_str!("../../../../config/routing_rules.toml");
+
+fn default_router() -> Router {
+    let registry = AgentRegistry::from_toml_str(AGENTS).unwrap();
+    let rules = RoutingRules::from_toml_str(RULES).unwrap();
+    Router::new(registry, rules).unwrap()
+}
+
+fn task(id: &str, kind: TaskKind, description: &str) -> Task {
+    Task::new(TaskId::new(id), kind, description)
+}
+
+/// Routes one task and checks the agent (data-driven helper).
+#[track_caller]
+fn check(router: &Router, kind: TaskKind, description: &str, expected: &str) {
+    let d = router.route(&task("t", kind, description));
+    assert_eq!(
+        d.agent.as_ref().map(AgentId::as_str),
+        Some(expected),
+        "{kind} {description:?}: {}",
+        d.explanation
+    );
+    assert!((0.0..=1.0).contains(&d.match_score));
+    assert!(!d.explanation.is_empty());
+}
+
+#[test]
+fn shipped_catalogue_has_the_sixteen_agents() {
+    let reg = AgentRegistry::from_toml_str(AGENTS).unwrap();
+    let ids: Vec<&str> = reg.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "spec",
+            "architect",
+            "builder",
+            "frontend",
+            "backend",
+            "qa",
+            "security",
+            "deploy",
+            "monitoring",
+            "marketing",
+            "sales",
+            "support",
+            "analytics",
+            "research",
+            "finance",
+            "darwin"
+        ]
+    );
+    for a in reg.iter() {
+        assert!(!a.task_kinds.is_empty(), "{} lists no kind", a.id);
+        assert!(!a.examples.is_empty(), "{} has no examples", a.id);
+    }
+    // Every kind but generic has an agent that lists it.
+    for kind in TaskKind::ALL {
+        assert!(reg.iter().any(|a| a.task_kinds.contains(kind)), "{kind}");
+    }
+}
+
+#[test]
+fn kinds_route_to_their_agents() {
+    let r = default_router();
+    check(
+        &r,
+        TaskKind::Marketing,
+        "Prepare the quarterly newsletter",
+        "marketing",
+    );
+    check(&r, TaskKind::Analyze, "Look at last week", "analytics");
+    check(&r, TaskKind::Specify, "Write the spec", "spec");
+    check(&r, TaskKind::Design, "Plan it", "architect");
+    check(&r, TaskKind::Test, "Write unit tests for the parser", "qa");
+    check(&r, TaskKind::Deploy, "Ship version 2 to staging", "deploy");
+    check(&r, TaskKind::Monitor, "Watch error rates", "monitoring");
+    check(&r, TaskKind::Sales, "Contact the prospects", "sales");
+    check(&r, TaskKind::Support, "Answer the open tickets", "support");
+    check(
+        &r,
+        TaskKind::Research,
+        "Compare vector databases",
+        "research",
+    );
+    check(&r, TaskKind::Finance, "Set the prices", "finance");
+    check(&r, TaskKind::Optimize, "Make the agents better", "darwin");
+}
+
+#[test]
+fn descriptions_route_by_text() {
+    let r = default_router();
+    check(
+        &r,
+        TaskKind::Generic,
+        "Launch a marketing campaign for the spring sale",
+        "marketing",
+    );
+    check(&r, TaskKind::Generic, "analyse the results", "analytics");
+    check(
+        &r,
+        TaskKind::Implement,
+        "Build the REST API for user accounts",
+        "backend",
+    );
+    check(
+        &r,
+        TaskKind::Implement,
+        "Build the settings page UI with React",
+        "frontend",
+    );
+    check(
+        &r,
+        TaskKind::Generic,
+        "Write integration tests for checkout",
+        "qa",
+    );
+    check(
+        &r,
+        TaskKind::Generic,
+        "Deploy the release with docker",
+        "deploy",
+    );
+    check(
+        &r,
+        TaskKind::Generic,
+        "Research competitor pricing",
+        "research",
+    );
+    let d = r.route(&task("t", TaskKind::Generic, "Launch a marketing campaign"));
+    assert_eq!(d.layer, RouteLayer::Text);
+    assert!(d.explanation.contains("\"marketing\""), "{}", d.explanation);
+    assert!(d.explanation.contains("\"campaign\""), "{}", d.explanation);
+    assert!(!d.alternatives.is_empty());
+    assert!(d.alternatives.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(
+        d.alternatives
+            .iter()
+            .all(|a| a.agent.as_str() != "marketing")
+    );
+}
+
+#[test]
+fn rules_come_first_and_are_explained() {
+    let r = default_router();
+    let d = r.route(&task(
+        "t",
+        TaskKind::Implement,
+        "Fix the SQL injection vulnerability",
+    ));
+    assert_eq!(d.layer, RouteLayer::Rule);
+    assert_eq!(d.agent.unwrap().as_str(), "security");
+    assert!(
+        d.explanation.contains("rule \"security-sensitive\"")
+            && d.explanation.contains("vulnerability"),
+        "{}",
+        d.explanation
+    );
+    assert_eq!(d.match_score, 1.0);
+    let t = task("t", TaskKind::Analyze, "anything").with_metadata("team", "research");
+    let d = r.route(&t);
+    assert_eq!(d.agent.unwrap().as_str(), "research");
+    assert!(d.explanation.contains("team=research"), "{}", d.explanation);
+}
+
+#[test]
+fn capability_fallback_and_unassigned() {
+    let r = default_router();
+    let d = r.route(&task("t", TaskKind::Finance, "zzqx"));
+    assert_eq!(d.layer, RouteLayer::Capability);
+    assert_eq!(d.agent.unwrap().as_str(), "finance");
+    assert!(
+        d.explanation.contains("lists kind finance"),
+        "{}",
+        d.explanation
+    );
+    // A tool catalogue lists no kinds: gibberish has nowhere to go.
+    let tools = AgentRegistry::new(vec![
+        AgentProfile::new("weather", "Weather forecast"),
+        AgentProfile::new("flights", "Search flights"),
+    ])
+    .unwrap();
+    let r = Router::new(tools, RoutingRules::empty()).unwrap();
+    let d = r.route(&task("t", TaskKind::Generic, "zzqx blorp"));
+    assert_eq!(d.layer, RouteLayer::Unassigned);
+    assert!(d.agent.is_none());
+    assert!(
+        d.explanation.contains("no agent lists kind generic"),
+        "{}",
+        d.explanation
+    );
+}
+
+#[test]
+fn plan_capacity_moves_to_the_next_alternative() {
+    let reg = AgentRegistry::new(vec![
+        AgentProfile::new("fast", "summarise documents")
+            .with_kind(TaskKind::Document)
+            .with_max_concurrent_tasks(2),
+        AgentProfile::new("slow", "writes documents and reports")
+            .with_kind(TaskKind::Document)
+            .with_max_concurrent_tasks(1),
+    ])
+    .unwrap();
+    let r = Router::new(reg, RoutingRules::empty()).unwrap();
+    let tasks: Vec<Task> = (0..4)
+        .map(|i| task(&format!("t{i}"), TaskKind::Document, "summarise documents"))
+        .collect();
+    let plan = r.route_all(&tasks);
+    let agents: Vec<Option<&str>> = plan
+        .decisions
+        .iter()
+        .map(|d| d.agent.as_ref().map(AgentId::as_str))
+        .collect();
+    // Capacity is soft: with every candidate full, the best one takes the task and
+    // says it will queue, rather than leaving work unassigned.
+    assert_eq!(
+        agents,
+        [Some("fast"), Some("fast"), Some("slow"), Some("fast")]
+    );
+    assert!(
+        plan.decisions[3]
+            .explanation
+            .contains("every candidate is at capacity"),
+        "{}",
+        plan.decisions[3].explanation
+    );
+    assert!(
+        plan.decisions[2]
+            .explanation
+            .contains("fast is at capacity (2/2)"),
+        "{}",
+        plan.decisions[2].explanation
+    );
+    assert_eq!(plan.unassigned_count(), 0);
+    assert_eq!(plan.load[&AgentId::new("fast")], 3);
+    assert_eq!(plan.load.get("fast"), Some(&2));
+    assert_eq!(plan.load.get("slow"), Some(&1));
+    // route_with_load sees an external load the same way.
+    let mut load = BTreeMap::new();
+    load.insert(AgentId::new("fast"), 2);
+    let d = r.route_with_load(&tasks[0], &load);
+    assert_eq!(d.agent.unwrap().as_str(), "slow");
+}
+
+#[test]
+fn outcomes_update_success_rates_examples_and_persist() {
+    let reg = AgentRegistry::new(vec![
+        AgentProfile::new("alpha", "handles alpha work"),
+        AgentProfile::new("beta", "handles beta work"),
+    ])
+    .unwrap();
+    let r = Router::new(reg, RoutingRules::empty()).unwrap();
+    let t = task("t", TaskKind::Generic, "reconcile the quux ledger");
+    assert_eq!(r.route(&t).layer, RouteLayer::Unassigned);
+    let before = r.registry().get("beta").unwrap().success_rate;
+    r.record_outcome(
+        &t,
+        &AgentId::new("beta"),
+        true,
+        Duration::from_millis(200),
+        Usd::new(0.01).unwrap(),
+    )
+    .unwrap();
+    // Learned without a restart: the description is now a beta example.
+    let d = r.route(&t);
+    assert_eq!(d.agent.unwrap().as_str(), "beta");
+    assert_eq!(d.layer, RouteLayer::Text);
+    let reg = r.registry();
+    let beta = reg.get("beta").unwrap();
+    assert!(beta.success_rate > before);
+    assert_eq!(beta.outcomes.successes, 1);
+    assert!((beta.outcomes.mean_latency_ms - 200.0).abs() < 1e-9);
+    // Failures lower the rate and are not learned as examples.
+    r.record_outcome(
+        &t,
+        &AgentId::new("alpha"),
+        false,
+        Duration::ZERO,
+        Usd::new(0.0).unwrap(),
+    )
+    .unwrap();
+    let alpha = r.registry().get("alpha").unwrap().clone();
+    assert!(alpha.success_rate < 0.8);
+    assert!(alpha.examples.is_empty());
+    // Persisted state reloads into an equal registry.
+    let saved = r.registry().to_toml_string().unwrap();
+    let back = AgentRegistry::from_toml_str(&saved).unwrap();
+    assert_eq!(&back, &*r.registry());
+    // A full retrain keeps what was learned and drops the cache.
+    let before = r.cache_stats().invalidations;
+    r.retrain();
+    assert_eq!(r.cache_stats().invalidations, before + 1);
+    assert_eq!(r.route(&t).agent.unwrap().as_str(), "beta");
+    // Unknown agents are rejected.
+    let err = r
+        .record_outcome(
+            &t,
+            &AgentId::new("ghost"),
+            true,
+            Duration::ZERO,
+            Usd::new(0.0).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, HaloError::UnknownAgent { .. }));
+}
+
+#[test]
+fn cache_counts_hits_and_is_invalidated_by_changes() {
+    let r = default_router();
+    let t = task("t", TaskKind::Generic, "Launch a marketing campaign");
+    let first = r.route(&t);
+    let again = r.route(&task(
+        "other-id",
+        TaskKind::Generic,
+        "  launch a MARKETING campaign ",
+    ));
+    assert_eq!(first.agent, again.agent);
+    assert_eq!(again.task_id.as_str(), "other-id");
+    let s = r.cache_stats();
+    assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
+    // A different kind is a different signature.
+    r.route(&task("t", TaskKind::Sales, "Launch a marketing campaign"));
+    assert_eq!(r.cache_stats().misses, 2);
+    // New rules drop the cache, and the new rule applies at once.
+    let mut rules = r.rules();
+    rules
+        .rules
+        .push(Rule::new("campaigns-to-sales", "sales", 1000).with_keyword("campaign"));
+    r.set_rules(rules).unwrap();
+    let s = r.cache_stats();
+    assert_eq!((s.entries, s.invalidations), (0, 1));
+    let d = r.route(&t);
+    assert_eq!(d.agent.unwrap().as_str(), "sales");
+    assert_eq!(d.layer, RouteLayer::Rule);
+    // Rules naming unknown agents are refused and the old rules stay.
+    let bad = RoutingRules::new(vec![Rule::new("r", "ghost", 1)]);
+    assert!(matches!(
+        r.set_rules(bad),
+        Err(HaloError::UnknownRuleAgent { .. })
+    ));
+    assert_eq!(r.route(&t).agent.unwrap().as_str(), "sales");
+}
+
+#[test]
+fn top_k_ranks_rule_agents_first() {
+    let r = default_router();
+    let top = r.route_top_k(
+        &task("t", TaskKind::Generic, "security audit of the API"),
+        3,
+    );
+    assert!(top.len() >= 2 && top.len() <= 3, "{top:?}");
+    assert_eq!(top[0].agent.as_str(), "security");
+    assert!(top[0].score > top[1].score);
+}
+
+#[test]
+fn router_is_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Router>();
+    let r = Arc::new(default_router());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || {
+                for j in 0..50 {
+                    let t = task(
+                        &format!("t{i}-{j}"),
+                        TaskKind::Generic,
+                        "analyse the results",
+                    );
+                    assert_eq!(r.route(&t).agent.unwrap().as_str(), "analytics");
+                    if j % 10 == 0 {
+                        r.record_outcome(
+                            &t,
+                            &AgentId::new("analytics"),
+                            true,
+                            Duration::ZERO,
+                            Usd::new(0.0).unwrap(),
+                        )
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        r.registry().get("analytics").unwrap().outcomes.successes,
+        20
+    );
+}
+
+#[test]
+fn bad_catalogues_and_rules_fail_clearly() {
+    assert!(matches!(
+        AgentRegistry::from_toml_str("[[agent]]\nid = 3\n"),
+        Err(HaloError::AgentsToml { .. })
+    ));
+    assert!(matches!(
+        AgentRegistry::from_json_str("[]"),
+        Err(HaloError::EmptyCatalogue)
+    ));
+    assert!(matches!(
+        AgentRegistry::from_json_str("{"),
+        Err(HaloError::AgentsJson { .. })
+    ));
+    let (reg, skipped) = AgentRegistry::from_jsonl_str(
+        "{\"id\":\"a\",\"desc\":\"x\"}\n{\"id\":\"b\"}\n",
+        JsonlMode::Skip,
+    )
+    .unwrap();
+    assert_eq!(reg.len(), 1);
+    assert_eq!(skipped[0].line, 2);
+    let reg = AgentRegistry::from_toml_str(AGENTS).unwrap();
+    let rules =
+        RoutingRules::from_toml_str("[[rule]]\nname = \"x\"\nagent = \"nobody\"\n").unwrap();
+    let err = Router::new(reg.clone(), rules).unwrap_err();
+    assert_eq!(err.to_string(), "rule \"x\" names unknown agent \"nobody\"");
+    let cfg = RouterConfig {
+        top_k: 0,
+        ..RouterConfig::default()
+    };
+    assert!(matches!(
+        Router::with_config(reg, RoutingRules::empty(), cfg),
+        Err(HaloError::InvalidConfig { field: "top_k", .. })
+    ));
+}
+
+#[test]
+fn decisions_serialise_with_stable_field_names() {
+    let r = default_router();
+    let plan = r.route_all(&[task("t1", TaskKind::Generic, "analyse the results")]);
+    let v = serde_json::to_value(&plan).unwrap();
+    let d = &v["decisions"][0];
+    assert_eq!(d["task_id"], "t1");
+    assert_eq!(d["agent"], "analytics");
+    assert_eq!(d["layer"], "text");
+    for key in ["score", "match_score", "explanation", "alternatives"] {
+        assert!(d.get(key).is_some(), "{key}");
+    }
+    assert!(d["alternatives"][0].get("agent").is_some());
+    assert_eq!(v["load"]["analytics"], 1);
+    assert!(v["unassigned"].as_array().unwrap().is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_text_routes_without_panicking(desc in "\\PC{0,80}", k in 0usize..18, meta in "[a-z]{0,5}") {
+        let r = default_router();
+        let kind = TaskKind::ALL[k];
+        let t = task("t", kind, &desc).with_metadata("team", meta);
+        let d = r.route(&t);
+        prop_assert!((0.0..=1.0).contains(&d.match_score));
+        prop_assert!(d.score.is_finite());
+        prop_assert_eq!(d.agent.is_none(), d.layer == RouteLayer::Unassigned);
+        prop_assert!(d.alternatives.windows(2).all(|w| w[0].score >= w[1].score));
+        let top = r.route_top_k(&t, 5);
+        prop_assert!(top.len() <= 5);
+    }
+
+    #[test]
+    fn plans_never_exceed_capacity(descs in proptest::collection::vec("[a-z ]{0,30}", 0..60), k in 0usize..18) {
+        let r = default_router();
+        let tasks: Vec<Task> = descs.iter().enumerate()
+            .map(|(i, d)| task(&format!("t{i}"), TaskKind::ALL[(k + i) % 18], d))
+            .collect();
+        let plan = r.route_all(&tasks);
+        prop_assert_eq!(plan.decisions.len(), tasks.len());
+        let reg = r.registry();
+        // An agent goes over its capacity only by tasks that found every candidate full.
+        for (agent, n) in &plan.load {
+            let cap = reg.get(agent.as_str()).unwrap().max_concurrent_tasks;
+            let overflow = plan
+                .decisions
+                .iter()
+                .filter(|d| d.agent.as_ref() == Some(agent) && d.explanation.contains("every candidate is at capacity"))
+                .count() as u32;
+            prop_assert!(*n <= cap + overflow, "{agent}: {n} tasks, cap {cap}, overflow {overflow}");
+        }
+        let assigned: u32 = plan.load.values().sum();
+        prop_assert_eq!(assigned as usize + plan.unassigned_count(), tasks.len());
+    }
+}
