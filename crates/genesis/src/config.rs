@@ -130,6 +130,8 @@ pub struct RoutingConfig {
     pub rules_file: Option<PathBuf>,
     /// Router weights and cache.
     pub router: genesis_halo::RouterConfig,
+    /// Most agents the catalogue may hold (`None`: no limit).
+    pub max_agents: Option<usize>,
 }
 
 /// Model selection settings.
@@ -162,7 +164,12 @@ impl GenesisConfig {
         files: &[P],
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<GenesisConfig, GenesisError> {
-        let mut merged = toml::Table::new();
+        // The documented defaults file is the starting point, so a binary started outside
+        // the checkout behaves exactly like one started inside it.
+        let mut merged: toml::Table =
+            toml::from_str(crate::defaults::GENESIS_TOML).map_err(|e| GenesisError::Config {
+                message: format!("built-in config/genesis.toml: {e}"),
+            })?;
         for path in files {
             let path = path.as_ref();
             let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Io {
@@ -207,6 +214,21 @@ impl GenesisConfig {
                 message: format!("after applying GENESIS_* variables: {e}"),
             })?;
         crate::providers::apply_key_env(&mut config.llm, &env_map);
+        // Catalogue paths left at their shipped defaults fall back to the built-in copies
+        // when the files are not there (a binary run outside the checkout); a path the
+        // operator set that does not exist stays an error when it is read.
+        for (path, default) in [
+            (&mut config.routing.agents_file, "config/agents.toml"),
+            (&mut config.routing.rules_file, "config/routing_rules.toml"),
+            (&mut config.models.catalog_file, "config/models.toml"),
+        ] {
+            if path
+                .as_deref()
+                .is_some_and(|p| p == Path::new(default) && !p.exists())
+            {
+                *path = None;
+            }
+        }
         Ok(config)
     }
 }

@@ -54,6 +54,7 @@ pub struct OrchestratorBuilder {
     flags: Option<SharedFlags>,
     llm: Option<LlmProviders>,
     breaker_hook: Option<genesis_resilience::StateChangeHook>,
+    max_agents: Option<usize>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -177,6 +178,7 @@ impl OrchestratorBuilder {
         self.limits = Some(config.limits.clone());
         self.budget = Some(config.budget);
         self.router_config = Some(config.routing.router);
+        self.max_agents = config.routing.max_agents;
         self.margin = Some(config.models.margin);
         self.security_limits = Some(config.security.limits.clone());
         self.guard =
@@ -201,6 +203,16 @@ impl OrchestratorBuilder {
             Some(r) => r,
             None => RoutingRules::from_toml_str(defaults::ROUTING_RULES_TOML)?,
         };
+        if let Some(max) = self.max_agents
+            && registry.len() > max
+        {
+            return Err(GenesisError::Config {
+                message: format!(
+                    "the agent catalogue holds {} agents, over routing.max_agents {max}",
+                    registry.len()
+                ),
+            });
+        }
         let router = Router::with_config(registry, rules, self.router_config.unwrap_or_default())?;
         let catalog = match self.catalog {
             Some(c) => c,
@@ -397,7 +409,7 @@ impl Orchestrator {
 
     /// Evaluates a flag for `subject`; `None` when no flags are configured or the flag
     /// is not defined.
-    pub fn flag(&self, name: &str, subject: &str) -> Option<bool> {
+    pub fn flag(&self, name: &'static str, subject: &str) -> Option<bool> {
         let flags = self.inner.flags.as_ref()?;
         let eval = flags.evaluate(name, subject, std::time::SystemTime::now());
         if eval.reason == genesis_feature_flags::Reason::UnknownFlag {
@@ -405,7 +417,7 @@ impl Orchestrator {
         }
         metrics::counter!(
             catalogue::FLAG_EVALUATIONS_TOTAL,
-            catalogue::labels::FLAG => name.to_owned(),
+            catalogue::labels::FLAG => name,
             catalogue::labels::RESULT => eval.result_label()
         )
         .increment(1);

@@ -138,3 +138,57 @@ pub fn orchestrator_from_config(
     }
     builder.build()
 }
+
+/// Exports every flag's rollout percentage as the `genesis_rollout_percent{flag}` gauge
+/// (100 for `all`, 0 for `off` or disabled flags).
+pub fn record_rollout_gauges(flags: &SharedFlags) {
+    let now = genesis_feature_flags::Timestamp::from(std::time::SystemTime::now());
+    for flag in flags.snapshot().flags() {
+        let percent = if !flag.enabled {
+            0.0
+        } else {
+            match &flag.strategy {
+                genesis_feature_flags::Strategy::All => 100.0,
+                genesis_feature_flags::Strategy::Off => 0.0,
+                s => s
+                    .percent_at(now)
+                    .map_or(0.0, genesis_feature_flags::Percent::as_f64),
+            }
+        };
+        metrics::gauge!(
+            genesis_telemetry::catalogue::ROLLOUT_PERCENT,
+            genesis_telemetry::catalogue::labels::FLAG => flag.name.clone()
+        )
+        .set(percent);
+    }
+}
+
+/// Reloads the flags file every `interval` when it changed (a bad file keeps the old
+/// flags and is logged), and refreshes the rollout gauges. Runs until the runtime stops.
+/// `interval` zero disables reloading.
+pub fn spawn_flag_reloader(
+    flags: SharedFlags,
+    interval: std::time::Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    record_rollout_gauges(&flags);
+    if interval.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match flags.reload_if_changed() {
+                Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. }) => {
+                    tracing::info!("feature flags reloaded");
+                    record_rollout_gauges(&flags);
+                }
+                Ok(_) => record_rollout_gauges(&flags),
+                Err(e) => {
+                    tracing::error!(error = %e, "feature flags file is invalid; keeping the previous flags")
+                }
+            }
+        }
+    }))
+}

@@ -27,8 +27,11 @@ use crate::{Plan, PlannedTask};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutorConfig {
-    /// Tasks in flight across the run (default 100).
+    /// Tasks in flight per run (default 100).
     pub max_concurrency: usize,
+    /// Agent calls in flight across all runs of this executor (default 100): the
+    /// server-wide limit on concurrent tasks.
+    pub max_tasks_in_flight: usize,
     /// Longest one attempt may take (default 120 s).
     #[serde(with = "humantime_serde")]
     pub task_timeout: Duration,
@@ -51,6 +54,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
             max_concurrency: 100,
+            max_tasks_in_flight: 100,
             task_timeout: Duration::from_secs(120),
             retry: BackoffConfig::default(),
             breaker: BreakerConfig::default(),
@@ -138,6 +142,7 @@ struct ExecInner {
     stop: Arc<dyn StopPolicy>,
     agent_limits: Mutex<HashMap<AgentId, Arc<Semaphore>>>,
     agent_caps: Mutex<HashMap<AgentId, usize>>,
+    global: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -247,6 +252,7 @@ impl Executor {
             }
         });
         let breakers = BreakerRegistry::new(config.breaker.clone()).with_hook(hook);
+        let global = Arc::new(Semaphore::new(config.max_tasks_in_flight.max(1)));
         let backoff = Backoff::new(config.retry.clone());
         Executor {
             inner: Arc::new(ExecInner {
@@ -259,6 +265,7 @@ impl Executor {
                 config,
                 agent_limits: Mutex::new(HashMap::new()),
                 agent_caps: Mutex::new(HashMap::new()),
+                global,
             }),
         }
     }
@@ -881,7 +888,11 @@ impl Attempt {
                         agent: agent.clone(),
                         attempt: retry,
                     });
-                    let result = self.call(&backend, agent, retry, None).await;
+                    let result = {
+                        // Server-wide limit: held for the call only, not for backoff sleeps.
+                        let _global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
+                        self.call(&backend, agent, retry, None).await
+                    };
                     permit.record(&result, AgentError::retry, Instant::now());
                     match result {
                         Ok(output) => {

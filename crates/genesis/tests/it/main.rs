@@ -218,3 +218,40 @@ fn shipped_config_file_parses() {
     assert_eq!(c.limits.max_request_chars, 5_000);
     assert_eq!(c.server.bind.port(), 8000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_file_changes_are_picked_up_by_the_reloader() {
+    let dir = std::env::temp_dir().join(format!("genesis-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flags.json");
+    let write = |on: bool| {
+        let json = format!(r#"{{"flags": [{{"name": "emergency_shutdown", "enabled": {on}}}]}}"#);
+        std::fs::write(&path, json).unwrap();
+    };
+    write(false);
+    let flags = genesis::flags::SharedFlags::load(path.clone()).unwrap();
+    let genesis = Orchestrator::builder()
+        .flags(flags.clone())
+        .build()
+        .unwrap();
+    assert!(genesis.plan_sync("Fix the login bug").is_ok());
+    let handle = genesis::spawn_flag_reloader(flags, std::time::Duration::from_millis(50)).unwrap();
+    // A different size guarantees the change is seen even within one mtime tick.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(true);
+    let mut refused = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if let Err(e) = genesis.plan_sync("Fix the login bug") {
+            assert_eq!(e.http_status(), 503);
+            assert!(e.to_string().contains("emergency_shutdown"), "{e}");
+            refused = true;
+            break;
+        }
+    }
+    handle.abort();
+    assert!(
+        refused,
+        "the kill switch in the reloaded file was not applied"
+    );
+}
