@@ -1,0 +1,279 @@
+//! Data loading and the evaluation protocol shared by `train_injection` and `eval_injection`.
+//!
+//! Protocol: the injection dev set plus the TaskBench requests are grouped by near-duplicate
+//! signature (templates stay together). 30 % of the TaskBench groups are held out as the
+//! false-positive test set and never trained on. The rest (the training pool) is split
+//! into 5 grouped folds; out-of-fold scores tune the threshold and give recall.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use genesis_security::training::{
+    Doc, SplitMix64, TrainConfig, balanced_weights, featurize, group_near_duplicates,
+    grouped_folds, threshold_for_fpr, train,
+};
+
+/// Folds for cross-validation.
+pub(crate) const FOLDS: usize = 5;
+/// Target false-positive rate used to tune the threshold (on out-of-fold benign scores).
+pub(crate) const TARGET_FPR: f64 = 0.0075;
+/// Target false-positive rate on the injection set's own benign rows alone.
+pub(crate) const TARGET_FPR_HARD: f64 = 0.05;
+/// Seed for shuffles and fold assignment.
+pub(crate) const SEED: u64 = 20_251_123;
+
+/// One labelled text.
+pub(crate) struct Row {
+    pub(crate) text: String,
+    pub(crate) label: bool,
+    pub(crate) source: String,
+    pub(crate) attack_type: String,
+}
+
+/// Everything the protocol needs, computed once.
+pub(crate) struct Prepared {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) docs: Vec<Doc>,
+    pub(crate) groups: Vec<usize>,
+    /// TaskBench rows held out as the FPR test set.
+    pub(crate) heldout: Vec<bool>,
+    /// Fold of each training-pool row (`usize::MAX` for held-out rows).
+    pub(crate) fold: Vec<usize>,
+}
+
+pub(crate) fn data_dir() -> PathBuf {
+    std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for v in read_jsonl(&dir.join("injection/dev.jsonl"))? {
+        rows.push(Row {
+            text: v["text"]
+                .as_str()
+                .context("injection row without text")?
+                .to_owned(),
+            label: v["label"].as_i64() == Some(1),
+            source: v["source"].as_str().unwrap_or("unknown").to_owned(),
+            attack_type: v["attack_type"].as_str().unwrap_or("benign").to_owned(),
+        });
+    }
+    let mut domains: Vec<PathBuf> = std::fs::read_dir(dir.join("routing/taskbench"))
+        .context("listing routing/taskbench")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("requests.dev.jsonl").exists())
+        .collect();
+    domains.sort();
+    for d in domains {
+        let domain = d
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        for v in read_jsonl(&d.join("requests.dev.jsonl"))? {
+            let Some(text) = v["text"].as_str() else {
+                continue;
+            };
+            rows.push(Row {
+                text: text.to_owned(),
+                label: false,
+                source: format!("taskbench_{domain}"),
+                attack_type: "benign".to_owned(),
+            });
+        }
+    }
+    // More ordinary traffic: UltraTool user requests and GSM8K / MMLU prompts (RouteLLM).
+    // MT-bench prompts are not used: they duplicate the injection set's benign MT-bench rows.
+    let extra = [
+        (
+            "routing/ultratool/requests.dev.jsonl",
+            "user_request",
+            "ultratool_requests",
+        ),
+        ("daao/routellm/gsm8k.dev.jsonl", "prompt", "routellm_gsm8k"),
+        (
+            "daao/routellm/mmlu_25pct.dev.jsonl",
+            "prompt",
+            "routellm_mmlu",
+        ),
+    ];
+    if env_f64("GENESIS_EXTRA", 1.0) > 0.0 {
+        for (path, field, source) in extra {
+            let path = dir.join(path);
+            if !path.exists() {
+                continue;
+            }
+            for v in read_jsonl(&path)? {
+                let Some(text) = v[field].as_str() else {
+                    continue;
+                };
+                rows.push(Row {
+                    text: text.to_owned(),
+                    label: false,
+                    source: source.to_owned(),
+                    attack_type: "benign".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// A tuning knob from the environment (for experiments; the defaults are what ships).
+pub(crate) fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// True for the hard benign rows: the injection set's own benign prompts.
+pub(crate) fn is_dev_benign(r: &Row) -> bool {
+    !r.label
+        && !r.source.starts_with("taskbench_")
+        && !r.source.starts_with("ultratool")
+        && !r.source.starts_with("routellm")
+}
+
+pub(crate) fn prepare(dir: &Path) -> Result<Prepared> {
+    let rows = load(dir)?;
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let groups = group_near_duplicates(&texts);
+    // Hold out 30 % of TaskBench groups (by a seeded hash of the group id).
+    let heldout: Vec<bool> = rows
+        .iter()
+        .zip(&groups)
+        .map(|(r, &g)| {
+            !r.label && !is_dev_benign(r) && SplitMix64::new(SEED ^ g as u64).next_u64() % 10 < 3
+        })
+        .collect();
+    let pool_groups: Vec<usize> = groups.clone();
+    let mut fold = grouped_folds(&pool_groups, FOLDS, SEED);
+    for (f, &h) in fold.iter_mut().zip(&heldout) {
+        if h {
+            *f = usize::MAX;
+        }
+    }
+    let docs = rows.iter().map(|r| featurize(&r.text)).collect();
+    Ok(Prepared {
+        rows,
+        docs,
+        groups,
+        heldout,
+        fold,
+    })
+}
+
+pub(crate) fn train_config() -> TrainConfig {
+    let d = TrainConfig::default();
+    TrainConfig {
+        seed: SEED,
+        epochs: env_f64("GENESIS_EPOCHS", d.epochs as f64) as usize,
+        learning_rate: env_f64("GENESIS_LR", d.learning_rate),
+        l2: env_f64("GENESIS_L2", d.l2),
+        rule_offset: env_f64("GENESIS_OFFSET", 0.0) > 0.0,
+    }
+}
+
+impl Prepared {
+    pub(crate) fn labels(&self) -> Vec<bool> {
+        self.rows.iter().map(|r| r.label).collect()
+    }
+
+    /// Trains on the rows selected by `keep`, with balanced class weights.
+    pub(crate) fn train_on(
+        &self,
+        keep: impl Fn(usize) -> bool,
+        config: &TrainConfig,
+    ) -> genesis_security::LinearModel {
+        let idx: Vec<usize> = (0..self.rows.len()).filter(|&i| keep(i)).collect();
+        let docs: Vec<Doc> = idx.iter().map(|&i| self.docs[i].clone()).collect();
+        let labels: Vec<bool> = idx.iter().map(|&i| self.rows[i].label).collect();
+        // Positives and negatives weigh the same in total; within the negatives the injection
+        // set's own benign prompts (hard negatives) get DEV_SHARE of the weight.
+        let share = env_f64("GENESIS_DEV_SHARE", 0.7);
+        let mut weights = balanced_weights(&labels);
+        let dev: Vec<bool> = idx.iter().map(|&i| is_dev_benign(&self.rows[i])).collect();
+        let neg_total: f64 = labels
+            .iter()
+            .zip(&weights)
+            .filter(|(l, _)| !**l)
+            .map(|(_, w)| w)
+            .sum();
+        let n_dev = dev.iter().filter(|d| **d).count().max(1) as f64;
+        let n_other = labels
+            .iter()
+            .zip(&dev)
+            .filter(|(l, d)| !**l && !**d)
+            .count()
+            .max(1) as f64;
+        if share > 0.0 {
+            for ((w, l), d) in weights.iter_mut().zip(&labels).zip(&dev) {
+                if !*l {
+                    *w = if *d {
+                        neg_total * share / n_dev
+                    } else {
+                        neg_total * (1.0 - share) / n_other
+                    };
+                }
+            }
+        }
+        train(&docs, &labels, &weights, config)
+    }
+
+    /// Out-of-fold combined logits for every training-pool row (NaN for held-out rows).
+    pub(crate) fn oof_logits(&self, config: &TrainConfig) -> (Vec<f64>, Vec<f64>) {
+        let mut combined = vec![f64::NAN; self.rows.len()];
+        let mut model_only = vec![f64::NAN; self.rows.len()];
+        for f in 0..FOLDS {
+            let model = self.train_on(|i| self.fold[i] != f && self.fold[i] != usize::MAX, config);
+            for i in (0..self.rows.len()).filter(|&i| self.fold[i] == f) {
+                model_only[i] = self.docs[i].model_logit(&model);
+                combined[i] = model_only[i] + f64::from(self.docs[i].rule_logit);
+            }
+        }
+        (combined, model_only)
+    }
+
+    /// Threshold (on the logit scale): the lowest that keeps the out-of-fold FPR at most
+    /// [`TARGET_FPR`] over the pool's benign rows and at most [`TARGET_FPR_HARD`] over the
+    /// injection set's own benign rows (role-play, instructions, short questions).
+    pub(crate) fn tune(&self, logits: &[f64]) -> f64 {
+        let benign = |hard_only: bool| -> Vec<f64> {
+            (0..self.rows.len())
+                .filter(|&i| !self.rows[i].label && !self.heldout[i])
+                .filter(|&i| !hard_only || is_dev_benign(&self.rows[i]))
+                .map(|i| sigmoid(logits[i]))
+                .collect()
+        };
+        let pooled = threshold_for_fpr(&benign(false), TARGET_FPR);
+        let hard = threshold_for_fpr(&benign(true), TARGET_FPR_HARD);
+        logit(pooled.max(hard))
+    }
+}
+
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+pub(crate) fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln()
+}

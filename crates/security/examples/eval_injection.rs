@@ -1,0 +1,266 @@
+//! Evaluates the injection detector on the dev data and prints a report.
+//!
+//! ```text
+//! cargo run --release -p genesis-security --example eval_injection -- [data dir]
+//! ```
+//!
+//! Reports, all on data the scoring model did not train on:
+//! - grouped 5-fold cross-validation (near-duplicate groups never straddle folds): recall
+//!   overall, per source and per attack type, false-positive rate per benign source, at a
+//!   threshold tuned on out-of-fold benign scores;
+//! - the false-positive rate of the shipped model on held-out TaskBench requests;
+//! - leave-one-source-out recall (all attacks of one source removed from training);
+//! - ablations: rules only, model only.
+
+#![allow(clippy::print_stdout)] // a command-line tool printing its report
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use common::{FOLDS, Prepared, TARGET_FPR, sigmoid};
+use genesis_security::InjectionDetector;
+
+fn pct(k: usize, n: usize) -> String {
+    if n == 0 {
+        return "n/a".to_owned();
+    }
+    format!("{:.1}% ({k}/{n})", 100.0 * k as f64 / n as f64)
+}
+
+/// Recall per source and per attack type, FPR per benign source, for `logits >= t`.
+fn breakdown(p: &Prepared, logits: &[f64], t: f64, rows: impl Fn(usize) -> bool) {
+    let mut by_source: BTreeMap<(bool, String), (usize, usize)> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for i in (0..p.rows.len()).filter(|&i| rows(i) && !logits[i].is_nan()) {
+        let r = &p.rows[i];
+        let hit = logits[i] >= t;
+        let e = by_source.entry((r.label, r.source.clone())).or_default();
+        e.0 += usize::from(hit);
+        e.1 += 1;
+        if r.label {
+            let e = by_type.entry(r.attack_type.clone()).or_default();
+            e.0 += usize::from(hit);
+            e.1 += 1;
+        }
+    }
+    println!("| set | source | flagged |\n|---|---|---|");
+    for ((label, source), (k, n)) in &by_source {
+        let set = if *label {
+            "attack (recall)"
+        } else {
+            "benign (FPR)"
+        };
+        println!("| {set} | {source} | {} |", pct(*k, *n));
+    }
+    for (ty, (k, n)) in &by_type {
+        println!("| attack type (recall) | {ty} | {} |", pct(*k, *n));
+    }
+}
+
+fn summary(p: &Prepared, logits: &[f64], t: f64) -> (usize, usize, usize, usize, usize, usize) {
+    let (mut tp, mut pos, mut fp_dev, mut neg_dev, mut fp_tb, mut neg_tb) = (0, 0, 0, 0, 0, 0);
+    for i in (0..p.rows.len()).filter(|&i| !logits[i].is_nan()) {
+        let r = &p.rows[i];
+        let hit = usize::from(logits[i] >= t);
+        if r.label {
+            tp += hit;
+            pos += 1;
+        } else if !common::is_dev_benign(r) {
+            fp_tb += hit;
+            neg_tb += 1;
+        } else {
+            fp_dev += hit;
+            neg_dev += 1;
+        }
+    }
+    (tp, pos, fp_dev, neg_dev, fp_tb, neg_tb)
+}
+
+fn print_summary(name: &str, p: &Prepared, logits: &[f64], t: f64) {
+    let (tp, pos, fp_dev, neg_dev, fp_tb, neg_tb) = summary(p, logits, t);
+    println!(
+        "| {name} | {} | {} | {} | {} |",
+        pct(tp, pos),
+        pct(fp_dev + fp_tb, neg_dev + neg_tb),
+        pct(fp_dev, neg_dev),
+        pct(fp_tb, neg_tb)
+    );
+}
+
+fn main() -> Result<()> {
+    let dir = common::data_dir();
+    let p = common::prepare(&dir)?;
+    let config = common::train_config();
+    let n_groups = {
+        let mut g = p.groups.clone();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
+    let attacks = p.rows.iter().filter(|r| r.label).count();
+    println!("# Injection detector evaluation\n");
+    println!(
+        "data: {} rows ({attacks} attacks, {} benign) in {n_groups} near-duplicate groups; \
+         {} held-out ordinary requests (TaskBench, UltraTool, GSM8K, MMLU); {FOLDS}-fold grouped CV; target FPR {:.2}%\n",
+        p.rows.len(),
+        p.rows.len() - attacks,
+        p.heldout.iter().filter(|h| **h).count(),
+        TARGET_FPR * 100.0
+    );
+
+    // 1. Grouped cross-validation.
+    let (oof, oof_model) = p.oof_logits(&config);
+    let t = p.tune(&oof);
+    println!("## Grouped {FOLDS}-fold cross-validation (out-of-fold scores)\n");
+    println!(
+        "threshold tuned on out-of-fold benign pool scores: score {:.4}\n",
+        sigmoid(t)
+    );
+    println!(
+        "| detector | recall | FPR (all benign) | FPR (injection-set benign) | FPR (ordinary traffic) |\n|---|---|---|---|---|"
+    );
+    print_summary("rules + model (shipped design)", &p, &oof, t);
+    let t_model = p.tune(&oof_model);
+    print_summary("model only (own tuned threshold)", &p, &oof_model, t_model);
+    let rules: Vec<f64> = (0..p.rows.len())
+        .map(|i| {
+            if p.heldout[i] {
+                f64::NAN
+            } else {
+                f64::from(p.docs[i].rule_logit)
+            }
+        })
+        .collect();
+    print_summary("rules only, any rule", &p, &rules, 1.0);
+    print_summary("rules only, weight >= 8", &p, &rules, 8.0);
+    // Trade-off against the hard benign rows alone.
+    let dev_benign: Vec<f64> = (0..p.rows.len())
+        .filter(|&i| !p.heldout[i] && common::is_dev_benign(&p.rows[i]))
+        .map(|i| sigmoid(oof[i]))
+        .collect();
+    println!("\nrecall when the threshold is set by the injection-set benign rows alone:\n");
+    for fpr in [0.01, 0.02, 0.05, 0.1] {
+        let tt = common::logit(genesis_security::training::threshold_for_fpr(
+            &dev_benign,
+            fpr,
+        ));
+        let (tp, pos, fp_dev, neg_dev, fp_o, neg_o) = summary(&p, &oof, tt);
+        println!(
+            "- FPR ≤ {:.0}% on injection-set benign: recall {}, injection-set FPR {}, ordinary FPR {}",
+            fpr * 100.0,
+            pct(tp, pos),
+            pct(fp_dev, neg_dev),
+            pct(fp_o, neg_o)
+        );
+    }
+    if std::env::var("GENESIS_SHOW_ERRORS").is_ok() {
+        for i in (0..p.rows.len()).filter(|&i| !p.heldout[i] && !oof[i].is_nan()) {
+            let r = &p.rows[i];
+            if r.label != (oof[i] >= t) {
+                let text: String = r.text.chars().take(150).collect();
+                println!(
+                    "ERR label={} src={} p={:.3} {text:?}",
+                    r.label,
+                    r.source,
+                    sigmoid(oof[i])
+                );
+            }
+        }
+    }
+    println!();
+    breakdown(&p, &oof, t, |i| !p.heldout[i]);
+
+    // 2. Held-out ordinary-traffic FPR with the shipped detector (trained without these rows).
+    let detector = InjectionDetector::default();
+    let held: Vec<usize> = (0..p.rows.len()).filter(|&i| p.heldout[i]).collect();
+    let started = std::time::Instant::now();
+    let flagged: Vec<usize> = held
+        .iter()
+        .copied()
+        .filter(|&i| detector.scan(&p.rows[i].text).is_injection())
+        .collect();
+    let elapsed = started.elapsed();
+    println!("\n## Held-out ordinary requests, shipped detector (default threshold 0.5)\n");
+    println!("false-positive rate: {}", pct(flagged.len(), held.len()));
+    let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for &i in &held {
+        let e = per.entry(p.rows[i].source.as_str()).or_default();
+        e.1 += 1;
+        e.0 += usize::from(flagged.contains(&i));
+    }
+    for (s, (k, n)) in per {
+        println!("- {s}: {}", pct(k, n));
+    }
+    for &i in flagged.iter().take(5) {
+        let text: String = p.rows[i].text.chars().take(120).collect();
+        println!("- false positive: {text:?}");
+    }
+    println!(
+        "mean scan time: {:.1} µs per request (mean {} chars)",
+        elapsed.as_secs_f64() * 1e6 / held.len().max(1) as f64,
+        held.iter()
+            .map(|&i| p.rows[i].text.chars().count())
+            .sum::<usize>()
+            / held.len().max(1)
+    );
+
+    // 3. Leave-one-source-out recall.
+    println!(
+        "\n## Leave-one-source-out recall (source's attacks never trained on; same threshold)\n"
+    );
+    println!(
+        "| held-out source | recall | model-only recall | rules-only (any rule) |\n|---|---|---|---|"
+    );
+    let mut sources: Vec<String> = p
+        .rows
+        .iter()
+        .filter(|r| r.label)
+        .map(|r| r.source.clone())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let (mut tot_k, mut tot_n) = (0, 0);
+    for s in &sources {
+        let model = p.train_on(
+            |i| !(p.heldout[i] || (p.rows[i].label && &p.rows[i].source == s)),
+            &config,
+        );
+        let idx: Vec<usize> = (0..p.rows.len())
+            .filter(|&i| p.rows[i].label && &p.rows[i].source == s)
+            .collect();
+        let k = idx
+            .iter()
+            .filter(|&&i| p.docs[i].logit(&model) >= t)
+            .count();
+        let km = idx
+            .iter()
+            .filter(|&&i| p.docs[i].model_logit(&model) >= t_model)
+            .count();
+        let kr = idx.iter().filter(|&&i| p.docs[i].rule_logit >= 1.0).count();
+        tot_k += k;
+        tot_n += idx.len();
+        println!(
+            "| {s} | {} | {} | {} |",
+            pct(k, idx.len()),
+            pct(km, idx.len()),
+            pct(kr, idx.len())
+        );
+    }
+    println!("| **all (micro)** | {} | | |", pct(tot_k, tot_n));
+
+    // 4. Role-play sanity check: awesome-chatgpt-prompts "act as" requests (benign).
+    let role: Vec<usize> = (0..p.rows.len())
+        .filter(|&i| !p.rows[i].label && p.rows[i].text.to_lowercase().contains("act as"))
+        .collect();
+    let k = role
+        .iter()
+        .filter(|&&i| !oof[i].is_nan() && oof[i] >= t)
+        .count();
+    println!(
+        "\nbenign role-play prompts containing \"act as\" flagged (out-of-fold): {}",
+        pct(k, role.len())
+    );
+    Ok(())
+}

@@ -1,0 +1,819 @@
+//! Agent authentication: HMAC-SHA256 tokens bound to an agent id, with expiry, key ids for
+//! rotation, revocation and lockout after repeated failures.
+//!
+//! Token format: `gat1.<key id>.<agent id, base64url>.<issued at>.<expires at>.<token id>.<mac>`
+//! where the MAC (base64url) covers everything before it. Each key id has its own key,
+//! derived from a master secret as `HMAC-SHA256(master, "genesis-agent-token/v1/" + key id)`.
+//! Verification uses `ring::hmac::verify`, which compares in constant time.
+//!
+//! Time is always passed in (`now: SystemTime`), so tests control expiry and cool-downs.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use genesis_core::{AgentId, Secret};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::SecurityError;
+
+const PREFIX: &str = "gat1";
+const MAX_TOKEN_LEN: usize = 1024;
+
+/// Deployment environment; decides whether a missing master secret is fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    /// A secret is required.
+    Production,
+    /// A secret is required.
+    Staging,
+    /// A random secret is generated when none is given (with a loud warning).
+    Dev,
+}
+
+impl Environment {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Dev => "dev",
+        }
+    }
+}
+
+/// Agent-authentication settings. The master secret is not part of it: the facade reads it
+/// from the environment or a secrets file and passes it to [`AgentAuthenticator::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Deployment environment. Default `production` (fail closed: no secret, no start).
+    pub environment: Environment,
+    /// Token lifetime. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Failed verifications (within `failure_window`) that lock an agent out. Default 5.
+    pub max_failures: u32,
+    /// How long a lockout lasts. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Failures older than this are forgotten. Default 15 min.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Key id of the initial signing key. Default `k1`.
+    pub key_id: String,
+    /// Minimum master-secret length in bytes. Default 32.
+    pub min_secret_bytes: usize,
+    /// Agents whose failures are tracked at most (memory bound). Default 100,000.
+    pub max_tracked_agents: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            environment: Environment::Production,
+            token_ttl: Duration::from_secs(3_600),
+            max_failures: 5,
+            lockout: Duration::from_secs(300),
+            failure_window: Duration::from_secs(900),
+            key_id: "k1".to_owned(),
+            min_secret_bytes: 32,
+            max_tracked_agents: 100_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// A config for `environment` with the other defaults.
+    pub fn for_environment(environment: Environment) -> Self {
+        AuthConfig {
+            environment,
+            ..AuthConfig::default()
+        }
+    }
+
+    /// Decides the master secret: the given one if long enough; in `dev` without one, a
+    /// freshly generated random secret (logged as a loud warning: tokens will not survive
+    /// a restart).
+    ///
+    /// # Errors
+    /// [`SecurityError::MissingSecret`] in production or staging without a secret,
+    /// [`SecurityError::SecretTooShort`] for a short one, [`SecurityError::Random`] if the
+    /// system random generator fails.
+    pub fn resolve_secret(&self, secret: Option<Secret>) -> Result<Secret, SecurityError> {
+        match secret.filter(|s| !s.is_empty()) {
+            Some(secret) => {
+                let len = secret.expose().len();
+                if len < self.min_secret_bytes {
+                    return Err(SecurityError::SecretTooShort {
+                        len,
+                        min: self.min_secret_bytes,
+                    });
+                }
+                Ok(secret)
+            }
+            None if self.environment == Environment::Dev => {
+                let mut bytes = [0u8; 32];
+                SystemRandom::new()
+                    .fill(&mut bytes)
+                    .map_err(|_| SecurityError::Random)?;
+                tracing::warn!(
+                    environment = "dev",
+                    "!!! NO AUTH MASTER SECRET CONFIGURED: GENERATED A RANDOM DEV SECRET. \
+                     AGENT TOKENS WILL NOT SURVIVE A RESTART OR WORK ACROSS PROCESSES. \
+                     NEVER RUN LIKE THIS IN STAGING OR PRODUCTION !!!"
+                );
+                Ok(Secret::new(hex(&bytes)))
+            }
+            None => Err(SecurityError::MissingSecret {
+                environment: self.environment.as_str(),
+            }),
+        }
+    }
+
+    fn validate(&self) -> Result<(), SecurityError> {
+        if self.max_failures == 0 {
+            return Err(SecurityError::InvalidConfig {
+                field: "auth.max_failures",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if self.token_ttl.is_zero() {
+            return Err(SecurityError::InvalidConfig {
+                field: "auth.token_ttl",
+                value: "0s".into(),
+                reason: "must be positive",
+            });
+        }
+        validate_key_id(&self.key_id)
+    }
+}
+
+fn validate_key_id(key_id: &str) -> Result<(), SecurityError> {
+    let ok = !key_id.is_empty()
+        && key_id.len() <= 32
+        && key_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SecurityError::InvalidConfig {
+            field: "auth.key_id",
+            value: key_id.to_owned(),
+            reason: "1-32 characters of [A-Za-z0-9_-]",
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenClaims {
+    /// The agent it was issued to.
+    pub agent: AgentId,
+    /// The signing key's id.
+    pub key_id: String,
+    /// Issue time, unix seconds.
+    pub issued_at: u64,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// Random id, used for revocation.
+    pub token_id: String,
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    last: u64,
+    locked_until: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    failures: HashMap<AgentId, Failures>,
+    /// token id → expiry (kept until the token would have expired anyway).
+    revoked: HashMap<String, u64>,
+    /// agent → tokens issued before this time are revoked.
+    revoked_before: HashMap<AgentId, u64>,
+}
+
+struct Keys {
+    current: String,
+    keys: HashMap<String, hmac::Key>,
+}
+
+/// Issues and verifies agent tokens. Share it behind an `Arc`; all methods take `&self`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use genesis_core::{AgentId, Secret};
+/// use genesis_security::{AgentAuthenticator, AuthConfig, Environment, SecurityError};
+///
+/// let config = AuthConfig::for_environment(Environment::Production);
+/// assert!(matches!(
+///     AgentAuthenticator::new(&config, None),
+///     Err(SecurityError::MissingSecret { .. })
+/// ));
+/// let auth = AgentAuthenticator::new(&config, Some(Secret::new("x".repeat(32))))?;
+/// let agent = AgentId::new("coder");
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let token = auth.issue(&agent, now)?;
+/// assert_eq!(auth.verify(&token, &agent, now)?.agent, agent);
+/// assert!(matches!(
+///     auth.verify(&token, &agent, now + Duration::from_secs(3_601)),
+///     Err(SecurityError::TokenExpired { .. })
+/// ));
+/// # Ok::<(), SecurityError>(())
+/// ```
+pub struct AgentAuthenticator {
+    config: AuthConfig,
+    master: Secret,
+    keys: RwLock<Keys>,
+    state: Mutex<State>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for AgentAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentAuthenticator")
+            .field("config", &self.config)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+fn derive_key(master: &Secret, key_id: &str) -> hmac::Key {
+    let root = hmac::Key::new(hmac::HMAC_SHA256, master.expose().as_bytes());
+    let tag = hmac::sign(&root, format!("genesis-agent-token/v1/{key_id}").as_bytes());
+    hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
+}
+
+impl AgentAuthenticator {
+    /// An authenticator with the config's key id as the current signing key.
+    ///
+    /// # Errors
+    /// See [`AuthConfig::resolve_secret`]; [`SecurityError::InvalidConfig`] for a bad key id,
+    /// zero `max_failures` or zero `token_ttl`.
+    pub fn new(config: &AuthConfig, secret: Option<Secret>) -> Result<Self, SecurityError> {
+        config.validate()?;
+        let master = config.resolve_secret(secret)?;
+        let mut keys = HashMap::new();
+        keys.insert(config.key_id.clone(), derive_key(&master, &config.key_id));
+        Ok(AgentAuthenticator {
+            config: config.clone(),
+            master,
+            keys: RwLock::new(Keys {
+                current: config.key_id.clone(),
+                keys,
+            }),
+            state: Mutex::new(State::default()),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn current_key_id(&self) -> String {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .clone()
+    }
+
+    /// Issues a token for `agent` valid for the configured TTL.
+    ///
+    /// # Errors
+    /// [`SecurityError::Random`] if the random generator fails.
+    pub fn issue(&self, agent: &AgentId, now: SystemTime) -> Result<String, SecurityError> {
+        self.issue_with_ttl(agent, now, self.config.token_ttl)
+    }
+
+    /// Issues a token for `agent` valid for `ttl`.
+    ///
+    /// # Errors
+    /// [`SecurityError::Random`] if the random generator fails.
+    pub fn issue_with_ttl(
+        &self,
+        agent: &AgentId,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<String, SecurityError> {
+        let mut nonce = [0u8; 16];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| SecurityError::Random)?;
+        let issued = unix(now);
+        let expires = issued.saturating_add(ttl.as_secs());
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let key = keys
+            .keys
+            .get(&keys.current)
+            .ok_or_else(|| SecurityError::UnknownKeyId {
+                key_id: keys.current.clone(),
+            })?;
+        let body = format!(
+            "{PREFIX}.{}.{}.{issued}.{expires}.{}",
+            keys.current,
+            B64.encode(agent.as_str()),
+            hex(&nonce)
+        );
+        let tag = hmac::sign(key, body.as_bytes());
+        Ok(format!("{body}.{}", B64.encode(tag.as_ref())))
+    }
+
+    /// Verifies that `token` is a valid, unexpired, unrevoked token for `agent`.
+    /// Every failure counts towards `agent`'s lockout; success clears the count.
+    ///
+    /// # Errors
+    /// [`SecurityError::AgentLockedOut`] while locked out (and on the failure that locks),
+    /// otherwise [`SecurityError::MalformedToken`], [`SecurityError::UnknownKeyId`],
+    /// [`SecurityError::InvalidSignature`], [`SecurityError::WrongAgent`],
+    /// [`SecurityError::TokenExpired`] or [`SecurityError::TokenRevoked`].
+    pub fn verify(
+        &self,
+        token: &str,
+        agent: &AgentId,
+        now: SystemTime,
+    ) -> Result<TokenClaims, SecurityError> {
+        let now_s = unix(now);
+        if let Some(err) = self.locked(agent, now_s) {
+            return Err(err);
+        }
+        match self.check(token, agent, now_s) {
+            Ok(claims) => {
+                self.state().failures.remove(agent);
+                Ok(claims)
+            }
+            Err(err) => Err(self.record_failure(agent, now_s).unwrap_or(err)),
+        }
+    }
+
+    fn locked(&self, agent: &AgentId, now: u64) -> Option<SecurityError> {
+        let state = self.state();
+        let f = state.failures.get(agent)?;
+        (f.locked_until > now).then(|| SecurityError::AgentLockedOut {
+            agent: agent.to_string(),
+            failures: f.count,
+            retry_after: Duration::from_secs(f.locked_until - now),
+        })
+    }
+
+    /// Counts a failure; returns the lockout error when this failure engages the lockout.
+    fn record_failure(&self, agent: &AgentId, now: u64) -> Option<SecurityError> {
+        let mut state = self.state();
+        if state.failures.len() >= self.config.max_tracked_agents
+            && !state.failures.contains_key(agent)
+        {
+            let window = self.config.failure_window.as_secs();
+            state
+                .failures
+                .retain(|_, f| f.locked_until > now || f.last.saturating_add(window) > now);
+        }
+        let window = self.config.failure_window.as_secs();
+        let f = state.failures.entry(agent.clone()).or_default();
+        if f.locked_until != 0 && f.locked_until <= now {
+            // A served lockout starts a fresh count.
+            *f = Failures::default();
+        }
+        if f.count > 0 && f.last.saturating_add(window) <= now {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+        tracing::debug!(agent = %agent, failures = f.count, "agent token verification failed");
+        if f.count >= self.config.max_failures {
+            f.locked_until = now.saturating_add(self.config.lockout.as_secs().max(1));
+            tracing::warn!(agent = %agent, failures = f.count, "agent locked out after failed token verifications");
+            return Some(SecurityError::AgentLockedOut {
+                agent: agent.to_string(),
+                failures: f.count,
+                retry_after: self.config.lockout,
+            });
+        }
+        None
+    }
+
+    fn check(&self, token: &str, agent: &AgentId, now: u64) -> Result<TokenClaims, SecurityError> {
+        let malformed = |reason| SecurityError::MalformedToken { reason };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(malformed("longer than 1024 bytes"));
+        }
+        let (body, mac) = token
+            .rsplit_once('.')
+            .ok_or_else(|| malformed("missing signature"))?;
+        let parts: Vec<&str> = body.split('.').collect();
+        let [prefix, key_id, agent_b64, issued, expires, token_id] = parts[..] else {
+            return Err(malformed("wrong number of fields"));
+        };
+        if prefix != PREFIX {
+            return Err(malformed("unknown token version"));
+        }
+        let mac = B64
+            .decode(mac)
+            .map_err(|_| malformed("signature is not base64url"))?;
+        {
+            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+            let key = keys
+                .keys
+                .get(key_id)
+                .ok_or_else(|| SecurityError::UnknownKeyId {
+                    key_id: key_id.chars().take(32).collect(),
+                })?;
+            hmac::verify(key, body.as_bytes(), &mac).map_err(|_| {
+                SecurityError::InvalidSignature {
+                    agent: agent.to_string(),
+                }
+            })?;
+        }
+        // Signed content from here on.
+        let actual = B64
+            .decode(agent_b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| malformed("agent id is not base64url utf-8"))?;
+        if actual != agent.as_str() {
+            return Err(SecurityError::WrongAgent {
+                expected: agent.to_string(),
+                actual,
+            });
+        }
+        let issued_at: u64 = issued.parse().map_err(|_| malformed("bad issue time"))?;
+        let expires_at: u64 = expires.parse().map_err(|_| malformed("bad expiry"))?;
+        if now >= expires_at {
+            return Err(SecurityError::TokenExpired {
+                agent: agent.to_string(),
+                expired_at: expires_at,
+            });
+        }
+        let state = self.state();
+        let revoked_before = state.revoked_before.get(agent).copied().unwrap_or(0);
+        if state.revoked.contains_key(token_id) || issued_at < revoked_before {
+            return Err(SecurityError::TokenRevoked {
+                agent: agent.to_string(),
+                token_id: token_id.to_owned(),
+            });
+        }
+        Ok(TokenClaims {
+            agent: agent.clone(),
+            key_id: key_id.to_owned(),
+            issued_at,
+            expires_at,
+            token_id: token_id.to_owned(),
+        })
+    }
+
+    /// Revokes one token. Only tokens with a valid signature can be revoked (so the
+    /// revocation list cannot be flooded); expired entries are pruned as `now` advances.
+    ///
+    /// # Errors
+    /// As for parsing in [`AgentAuthenticator::verify`] (without counting failures).
+    pub fn revoke(&self, token: &str, now: SystemTime) -> Result<(), SecurityError> {
+        let agent_b64 = token
+            .split('.')
+            .nth(2)
+            .ok_or(SecurityError::MalformedToken {
+                reason: "wrong number of fields",
+            })?;
+        let agent = B64
+            .decode(agent_b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(SecurityError::MalformedToken {
+                reason: "agent id is not base64url utf-8",
+            })?;
+        let now_s = unix(now);
+        // Check the signature (expired tokens need no revocation).
+        let claims = match self.check(token, &AgentId::new(&agent), now_s) {
+            Ok(claims) => claims,
+            Err(SecurityError::TokenExpired { .. } | SecurityError::TokenRevoked { .. }) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut state = self.state();
+        state.revoked.retain(|_, &mut exp| exp > now_s);
+        state.revoked.insert(claims.token_id, claims.expires_at);
+        tracing::info!(agent = %agent, "agent token revoked");
+        Ok(())
+    }
+
+    /// Revokes every token issued to `agent` up to `now`.
+    pub fn revoke_agent(&self, agent: &AgentId, now: SystemTime) {
+        // Tokens issued in the same second as the revocation are revoked too.
+        self.state()
+            .revoked_before
+            .insert(agent.clone(), unix(now).saturating_add(1));
+        tracing::info!(agent = %agent, "all agent tokens revoked");
+    }
+
+    /// Makes `key_id` the signing key for new tokens, derived from `secret` (or from the
+    /// current master secret). Tokens signed with older keys keep verifying until
+    /// [`AgentAuthenticator::retire_key`].
+    ///
+    /// # Errors
+    /// [`SecurityError::InvalidConfig`] for a bad key id, [`SecurityError::SecretTooShort`].
+    pub fn rotate(&self, key_id: &str, secret: Option<&Secret>) -> Result<(), SecurityError> {
+        validate_key_id(key_id)?;
+        let master = secret.unwrap_or(&self.master);
+        let len = master.expose().len();
+        if len < self.config.min_secret_bytes {
+            return Err(SecurityError::SecretTooShort {
+                len,
+                min: self.config.min_secret_bytes,
+            });
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        keys.keys
+            .insert(key_id.to_owned(), derive_key(master, key_id));
+        keys.current = key_id.to_owned();
+        tracing::info!(key_id, "agent token signing key rotated");
+        Ok(())
+    }
+
+    /// Stops accepting tokens signed with `key_id`. The current signing key cannot be retired.
+    ///
+    /// # Errors
+    /// [`SecurityError::InvalidConfig`] when `key_id` is the current key,
+    /// [`SecurityError::UnknownKeyId`] when it is not held.
+    pub fn retire_key(&self, key_id: &str) -> Result<(), SecurityError> {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.current == key_id {
+            return Err(SecurityError::InvalidConfig {
+                field: "auth.key_id",
+                value: key_id.to_owned(),
+                reason: "the current signing key cannot be retired; rotate first",
+            });
+        }
+        keys.keys
+            .remove(key_id)
+            .map(|_| ())
+            .ok_or_else(|| SecurityError::UnknownKeyId {
+                key_id: key_id.to_owned(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn auth() -> AgentAuthenticator {
+        AgentAuthenticator::new(
+            &AuthConfig::default(),
+            Some(Secret::new("0123456789abcdef0123456789abcdef")),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_token_verifies() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let token = a.issue(&agent, t(NOW)).unwrap();
+        let claims = a.verify(&token, &agent, t(NOW + 10)).unwrap();
+        assert_eq!(claims.agent, agent);
+        assert_eq!(claims.key_id, "k1");
+        assert_eq!(claims.expires_at, NOW + 3_600);
+        assert_eq!(claims.token_id.len(), 32);
+    }
+
+    #[test]
+    fn tampered_tokens_are_rejected() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let token = a.issue(&agent, t(NOW)).unwrap();
+        // Extend the expiry without re-signing.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}.{}.{}.{}.{}",
+            parts[0],
+            parts[1],
+            parts[2],
+            parts[3],
+            NOW + 999_999,
+            parts[5],
+            parts[6]
+        );
+        assert!(matches!(
+            a.verify(&forged, &agent, t(NOW)),
+            Err(SecurityError::InvalidSignature { .. })
+        ));
+        // Flip one signature character.
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 2;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(bytes).unwrap();
+        assert!(a.verify(&flipped, &agent, t(NOW)).is_err());
+        assert!(matches!(
+            a.verify("garbage", &agent, t(NOW)),
+            Err(SecurityError::MalformedToken { .. })
+        ));
+    }
+
+    #[test]
+    fn a_token_from_another_secret_is_rejected() {
+        let other = AgentAuthenticator::new(
+            &AuthConfig::default(),
+            Some(Secret::new("another-secret-another-secret-xx")),
+        )
+        .unwrap();
+        let agent = AgentId::new("coder");
+        let token = other.issue(&agent, t(NOW)).unwrap();
+        assert!(matches!(
+            auth().verify(&token, &agent, t(NOW)),
+            Err(SecurityError::InvalidSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_tokens_are_rejected() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let token = a.issue(&agent, t(NOW)).unwrap();
+        assert!(a.verify(&token, &agent, t(NOW + 3_599)).is_ok());
+        assert!(matches!(
+            a.verify(&token, &agent, t(NOW + 3_600)),
+            Err(SecurityError::TokenExpired { expired_at, .. }) if expired_at == NOW + 3_600
+        ));
+    }
+
+    #[test]
+    fn wrong_agent_is_rejected() {
+        let a = auth();
+        let token = a.issue(&AgentId::new("coder"), t(NOW)).unwrap();
+        assert!(matches!(
+            a.verify(&token, &AgentId::new("admin"), t(NOW)),
+            Err(SecurityError::WrongAgent { ref expected, ref actual })
+                if expected == "admin" && actual == "coder"
+        ));
+    }
+
+    #[test]
+    fn wrong_and_retired_key_ids_are_rejected() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let old = a.issue(&agent, t(NOW)).unwrap();
+        let relabelled = old.replacen(".k1.", ".k9.", 1);
+        assert!(matches!(
+            a.verify(&relabelled, &agent, t(NOW)),
+            Err(SecurityError::UnknownKeyId { ref key_id }) if key_id == "k9"
+        ));
+        a.rotate("k2", None).unwrap();
+        let new = a.issue(&agent, t(NOW)).unwrap();
+        assert!(new.contains(".k2."));
+        // Old tokens verify until the old key is retired.
+        assert!(a.verify(&old, &agent, t(NOW)).is_ok());
+        assert!(a.retire_key("k2").is_err());
+        a.retire_key("k1").unwrap();
+        assert!(matches!(
+            a.verify(&old, &agent, t(NOW)),
+            Err(SecurityError::UnknownKeyId { .. })
+        ));
+        assert!(a.verify(&new, &agent, t(NOW)).is_ok());
+        // A token signed with key k2 but relabelled k1 fails.
+        let swapped = new.replacen(".k2.", ".k1.", 1);
+        assert!(a.verify(&swapped, &agent, t(NOW)).is_err());
+    }
+
+    #[test]
+    fn revoked_tokens_are_rejected() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let token = a.issue(&agent, t(NOW)).unwrap();
+        let other = a.issue(&agent, t(NOW)).unwrap();
+        assert!(a.verify(&token, &agent, t(NOW)).is_ok());
+        a.revoke(&token, t(NOW + 1)).unwrap();
+        assert!(matches!(
+            a.verify(&token, &agent, t(NOW + 2)),
+            Err(SecurityError::TokenRevoked { .. })
+        ));
+        assert!(a.verify(&other, &agent, t(NOW + 2)).is_ok());
+        a.revoke_agent(&agent, t(NOW + 3));
+        assert!(matches!(
+            a.verify(&other, &agent, t(NOW + 4)),
+            Err(SecurityError::TokenRevoked { .. })
+        ));
+        let fresh = a.issue(&agent, t(NOW + 10)).unwrap();
+        assert!(a.verify(&fresh, &agent, t(NOW + 11)).is_ok());
+    }
+
+    #[test]
+    fn lockout_engages_at_the_fifth_failure_and_lifts_after_cooldown() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let good = a.issue(&agent, t(NOW)).unwrap();
+        for i in 1..=4 {
+            let err = a.verify("bad", &agent, t(NOW + i)).unwrap_err();
+            assert!(
+                matches!(err, SecurityError::MalformedToken { .. }),
+                "{i}: {err}"
+            );
+        }
+        let fifth = a.verify("bad", &agent, t(NOW + 5)).unwrap_err();
+        assert!(
+            matches!(fifth, SecurityError::AgentLockedOut { failures: 5, .. }),
+            "{fifth}"
+        );
+        // Even a good token is refused during the cool-down.
+        let locked = a.verify(&good, &agent, t(NOW + 6)).unwrap_err();
+        assert_eq!(locked.retry_after(), Some(Duration::from_secs(299)));
+        // Other agents are unaffected.
+        let other = AgentId::new("writer");
+        let tok = a.issue(&other, t(NOW)).unwrap();
+        assert!(a.verify(&tok, &other, t(NOW + 6)).is_ok());
+        // After the cool-down the good token works and the count restarts.
+        assert!(a.verify(&good, &agent, t(NOW + 5 + 300)).is_ok());
+        assert!(matches!(
+            a.verify("bad", &agent, t(NOW + 306)),
+            Err(SecurityError::MalformedToken { .. })
+        ));
+    }
+
+    #[test]
+    fn success_resets_the_failure_count() {
+        let a = auth();
+        let agent = AgentId::new("coder");
+        let good = a.issue(&agent, t(NOW)).unwrap();
+        for _ in 0..4 {
+            let _ = a.verify("bad", &agent, t(NOW));
+        }
+        a.verify(&good, &agent, t(NOW)).unwrap();
+        for _ in 0..4 {
+            assert!(!matches!(
+                a.verify("bad", &agent, t(NOW)),
+                Err(SecurityError::AgentLockedOut { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn secrets_by_environment() {
+        let prod = AuthConfig::for_environment(Environment::Production);
+        assert!(matches!(
+            prod.resolve_secret(None),
+            Err(SecurityError::MissingSecret {
+                environment: "production"
+            })
+        ));
+        assert!(matches!(
+            prod.resolve_secret(Some(Secret::new(""))),
+            Err(SecurityError::MissingSecret { .. })
+        ));
+        assert!(matches!(
+            AuthConfig::for_environment(Environment::Staging).resolve_secret(None),
+            Err(SecurityError::MissingSecret {
+                environment: "staging"
+            })
+        ));
+        assert!(matches!(
+            prod.resolve_secret(Some(Secret::new("short"))),
+            Err(SecurityError::SecretTooShort { len: 5, min: 32 })
+        ));
+        let dev = AuthConfig::for_environment(Environment::Dev);
+        let a = dev.resolve_secret(None).unwrap();
+        let b = dev.resolve_secret(None).unwrap();
+        assert_eq!(a.expose().len(), 64);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn config_parses_humantime() {
+        let c: AuthConfig =
+            serde_json::from_str(r#"{"environment":"dev","token_ttl":"10m","lockout":"30s"}"#)
+                .unwrap();
+        assert_eq!(c.environment, Environment::Dev);
+        assert_eq!(c.token_ttl, Duration::from_secs(600));
+        assert_eq!(c.lockout, Duration::from_secs(30));
+        assert!(serde_json::from_str::<AuthConfig>(r#"{"secret":"x"}"#).is_err());
+        let bad = AuthConfig {
+            key_id: "a.b".into(),
+            ..AuthConfig::default()
+        };
+        assert!(AgentAuthenticator::new(&bad, Some(Secret::new("x".repeat(32)))).is_err());
+    }
+}
