@@ -23,7 +23,11 @@ impl Agent for Summariser {
                 "[{}] {} (built on: {})",
                 req.agent,
                 req.task.description,
-                if inputs.is_empty() { "nothing".into() } else { inputs.join(", ") }
+                if inputs.is_empty() {
+                    "nothing".into()
+                } else {
+                    inputs.join(", ")
+                }
             ),
             cost: Usd::saturating(0.0001),
             ..AgentOutput::default()
@@ -36,14 +40,20 @@ async fn main() -> anyhow::Result<()> {
     let genesis = Orchestrator::builder()
         .agents(AgentSet::new().with_fallback(Arc::new(Summariser)))
         .build()?;
-    let plan = genesis.plan("Fix the crash when uploading large files").await?;
+    let plan = genesis
+        .plan("Fix the crash when uploading large files")
+        .await?;
     let mut run = genesis.execute(plan, Default::default())?;
     let mut events = run.events();
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             match event {
-                RunEvent::TaskSucceeded { task_id, agent, .. } => println!("done  {task_id} by {agent}"),
-                RunEvent::TaskFailed { task_id, reason, .. } => println!("FAIL  {task_id}: {reason}"),
+                RunEvent::TaskSucceeded { task_id, agent, .. } => {
+                    println!("done  {task_id} by {agent}")
+                }
+                RunEvent::TaskFailed {
+                    task_id, reason, ..
+                } => println!("FAIL  {task_id}: {reason}"),
                 RunEvent::RunFinished { status, cost } => {
                     println!("run {} (cost {cost})", status.as_str());
                     break;

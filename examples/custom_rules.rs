@@ -52,6 +52,9 @@ fn main() -> anyhow::Result<()> {
             t.route.explanation
         );
     }
-    println!("validation passed: {}, score {:.3}", plan.validation.passed, plan.validation.score);
+    println!(
+        "validation passed: {}, score {:.3}",
+        plan.validation.passed, plan.validation.score
+    );
     Ok(())
 }

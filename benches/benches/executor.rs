@@ -23,7 +23,11 @@ impl Agent for Noop {
 }
 
 fn task(i: usize) -> Task {
-    Task::new(TaskId::new(format!("t{i}")), TaskKind::Implement, format!("Implement step {i} of the pipeline"))
+    Task::new(
+        TaskId::new(format!("t{i}")),
+        TaskKind::Implement,
+        format!("Implement step {i} of the pipeline"),
+    )
 }
 
 fn chain(n: usize) -> TaskDag {
@@ -31,7 +35,10 @@ fn chain(n: usize) -> TaskDag {
     for i in 0..n {
         let _ = dag.add_task(task(i), None);
         if i > 0 {
-            let _ = dag.add_dependency(&TaskId::new(format!("t{}", i - 1)), &TaskId::new(format!("t{i}")));
+            let _ = dag.add_dependency(
+                &TaskId::new(format!("t{}", i - 1)),
+                &TaskId::new(format!("t{i}")),
+            );
         }
     }
     dag
@@ -49,7 +56,11 @@ fn fan_out(n: usize) -> TaskDag {
 }
 
 fn executor(c: &mut Criterion) {
-    let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    else {
         return;
     };
     let config = ExecutorConfig {
@@ -75,15 +86,19 @@ fn executor(c: &mut Criterion) {
             }
         };
         group.throughput(Throughput::Elements(plan.tasks.len() as u64));
-        group.bench_with_input(BenchmarkId::new(name, plan.tasks.len()), &plan, |b, plan| {
-            b.to_async(&rt).iter(|| async {
-                let handle = genesis.execute(plan.clone(), Default::default());
-                match handle {
-                    Ok(h) => h.wait().await.tasks.len(),
-                    Err(_) => 0,
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new(name, plan.tasks.len()),
+            &plan,
+            |b, plan| {
+                b.to_async(&rt).iter(|| async {
+                    let handle = genesis.execute(plan.clone(), Default::default());
+                    match handle {
+                        Ok(h) => h.wait().await.tasks.len(),
+                        Err(_) => 0,
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }

@@ -48,4 +48,6 @@
 
 mod validate;
 
-pub use validate::{Assignment, Checks, Finding, QualityMetrics, ValidationReport, Validator, ValidatorConfig};
+pub use validate::{
+    Assignment, Checks, Finding, QualityMetrics, ValidationReport, Validator, ValidatorConfig,
+};

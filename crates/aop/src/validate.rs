@@ -119,10 +119,10 @@ pub struct Validator<'a> {
 
 /// Words too common to say anything about coverage.
 const STOPWORDS: &[&str] = &[
-    "about", "after", "also", "and", "are", "build", "can", "could", "create", "each",
-    "for", "from", "have", "help", "into", "make", "more", "need", "our", "please", "should",
-    "some", "that", "the", "their", "them", "then", "there", "these", "this", "those",
-    "using", "want", "what", "when", "which", "will", "with", "would", "your",
+    "about", "after", "also", "and", "are", "build", "can", "could", "create", "each", "for",
+    "from", "have", "help", "into", "make", "more", "need", "our", "please", "should", "some",
+    "that", "the", "their", "them", "then", "there", "these", "this", "those", "using", "want",
+    "what", "when", "which", "will", "with", "would", "your",
 ];
 
 impl<'a> Validator<'a> {
@@ -132,14 +132,20 @@ impl<'a> Validator<'a> {
     }
 
     /// Validates a plan. Never panics; every problem becomes a [`Finding`].
-    pub fn validate(&self, request: &str, dag: &TaskDag, assignments: &[Assignment]) -> ValidationReport {
+    pub fn validate(
+        &self,
+        request: &str,
+        dag: &TaskDag,
+        assignments: &[Assignment],
+    ) -> ValidationReport {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let by_task: HashMap<&str, &Assignment> =
             assignments.iter().map(|a| (a.task.as_str(), a)).collect();
 
         let structure = self.check_structure(dag, &mut errors);
-        let (solvable, success, r#match) = self.check_solvable(dag, &by_task, &mut errors, &mut warnings);
+        let (solvable, success, r#match) =
+            self.check_solvable(dag, &by_task, &mut errors, &mut warnings);
         let (complete, coverage) = self.check_complete(request, dag, &mut errors, &mut warnings);
         let non_redundant = self.check_redundancy(dag, &mut errors, &mut warnings);
         let estimated_cost: Usd = dag
@@ -154,7 +160,8 @@ impl<'a> Validator<'a> {
         } else {
             (dag.depth() as f64 / dag.limits().max_depth as f64).clamp(0.0, 1.0)
         };
-        let score = (0.4 * success + 0.3 * r#match + 0.2 * (1.0 - cost) + 0.1 * (1.0 - depth)).clamp(0.0, 1.0);
+        let score = (0.4 * success + 0.3 * r#match + 0.2 * (1.0 - cost) + 0.1 * (1.0 - depth))
+            .clamp(0.0, 1.0);
         let checks = Checks {
             structure,
             solvable,
@@ -183,16 +190,28 @@ impl<'a> Validator<'a> {
         let before = errors.len();
         let limits = dag.limits();
         if dag.is_empty() {
-            errors.push(finding("structure.empty", None, "the plan has no tasks".into()));
+            errors.push(finding(
+                "structure.empty",
+                None,
+                "the plan has no tasks".into(),
+            ));
         }
         if !dag.is_acyclic() {
-            errors.push(finding("structure.acyclic", None, "the plan has a dependency cycle".into()));
+            errors.push(finding(
+                "structure.acyclic",
+                None,
+                "the plan has a dependency cycle".into(),
+            ));
         }
         if dag.depth() > limits.max_depth {
             errors.push(finding(
                 "structure.max_depth",
                 None,
-                format!("depth {} exceeds the limit {}", dag.depth(), limits.max_depth),
+                format!(
+                    "depth {} exceeds the limit {}",
+                    dag.depth(),
+                    limits.max_depth
+                ),
             ));
         }
         if dag.len() > limits.max_tasks {
@@ -237,18 +256,28 @@ impl<'a> Validator<'a> {
                 errors.push(finding(
                     "solvable.unknown_agent",
                     Some(&task.id),
-                    format!("task {} is assigned to {agent_id}, which is not in the registry", task.id),
+                    format!(
+                        "task {} is assigned to {agent_id}, which is not in the registry",
+                        task.id
+                    ),
                 ));
                 continue;
             };
             success += agent.success_rate.clamp(0.0, 1.0);
-            matched += if a.match_score.is_finite() { a.match_score.clamp(0.0, 1.0) } else { 0.0 };
+            matched += if a.match_score.is_finite() {
+                a.match_score.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             *load.entry(agent_id).or_default() += 1;
             if !agent.accepts_kind(task.kind) {
                 warnings.push(finding(
                     "solvable.kind_mismatch",
                     Some(&task.id),
-                    format!("agent {agent_id} does not list kind {} for task {}", task.kind, task.id),
+                    format!(
+                        "agent {agent_id} does not list kind {} for task {}",
+                        task.kind, task.id
+                    ),
                 ));
             }
             let missing: Vec<&str> = task
@@ -261,7 +290,10 @@ impl<'a> Validator<'a> {
                 warnings.push(finding(
                     "solvable.missing_skills",
                     Some(&task.id),
-                    format!("agent {agent_id} lacks skills {missing:?} for task {}", task.id),
+                    format!(
+                        "agent {agent_id} lacks skills {missing:?} for task {}",
+                        task.id
+                    ),
                 ));
             }
         }
@@ -277,7 +309,9 @@ impl<'a> Validator<'a> {
             warnings.push(finding(
                 "solvable.capacity",
                 None,
-                format!("agent {id} has {n} tasks but runs at most {cap} at a time; the rest will queue"),
+                format!(
+                    "agent {id} has {n} tasks but runs at most {cap} at a time; the rest will queue"
+                ),
             ));
         }
         let n = dag.len().max(1) as f64;
@@ -328,19 +362,30 @@ impl<'a> Validator<'a> {
         (errors.len() == before, coverage)
     }
 
-    fn check_redundancy(&self, dag: &TaskDag, errors: &mut Vec<Finding>, warnings: &mut Vec<Finding>) -> bool {
+    fn check_redundancy(
+        &self,
+        dag: &TaskDag,
+        errors: &mut Vec<Finding>,
+        warnings: &mut Vec<Finding>,
+    ) -> bool {
         let before = errors.len();
         // Exact duplicates: same parent, same kind, same words (a hash of the word
         // sequence). Near duplicates: leaf tasks of one kind whose word sets overlap, as
         // sorted hash vectors (no string allocation on this hot path).
-        let mut exact: HashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> = HashMap::new();
+        let mut exact: HashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> =
+            HashMap::new();
         let mut by_kind: HashMap<genesis_core::TaskKind, Vec<(&TaskId, Vec<u64>)>> = HashMap::new();
         let mut words: Vec<u64> = Vec::new();
         for node in dag.nodes() {
             words.clear();
             words.extend(word_hashes(&node.task.description, usize::MAX));
-            let sequence = words.iter().fold(FNV_OFFSET, |h, w| (h ^ w).wrapping_mul(FNV_PRIME));
-            if let Some(first) = exact.insert((node.parent.as_ref(), node.task.kind, sequence), &node.task.id) {
+            let sequence = words
+                .iter()
+                .fold(FNV_OFFSET, |h, w| (h ^ w).wrapping_mul(FNV_PRIME));
+            if let Some(first) = exact.insert(
+                (node.parent.as_ref(), node.task.kind, sequence),
+                &node.task.id,
+            ) {
                 errors.push(finding(
                     "non_redundant.duplicate",
                     Some(&node.task.id),
@@ -352,7 +397,10 @@ impl<'a> Validator<'a> {
                 let mut set = words.clone();
                 set.sort_unstable();
                 set.dedup();
-                by_kind.entry(node.task.kind).or_default().push((&node.task.id, set));
+                by_kind
+                    .entry(node.task.kind)
+                    .or_default()
+                    .push((&node.task.id, set));
             }
         }
         let limit = 300; // pairs compared per kind are bounded: n ≤ 300 → ≤ 45k pairs
@@ -365,7 +413,12 @@ impl<'a> Validator<'a> {
                         warnings.push(finding(
                             "non_redundant.similar",
                             Some(group[j].0),
-                            format!("task {} is {:.0}% similar to task {}", group[j].0, sim * 100.0, group[i].0),
+                            format!(
+                                "task {} is {:.0}% similar to task {}",
+                                group[j].0,
+                                sim * 100.0,
+                                group[i].0
+                            ),
                         ));
                     }
                 }
@@ -374,10 +427,19 @@ impl<'a> Validator<'a> {
         errors.len() == before
     }
 
-    fn check_budget(&self, cost: Usd, errors: &mut Vec<Finding>, warnings: &mut Vec<Finding>) -> (bool, f64) {
+    fn check_budget(
+        &self,
+        cost: Usd,
+        errors: &mut Vec<Finding>,
+        warnings: &mut Vec<Finding>,
+    ) -> (bool, f64) {
         let Some(budget) = self.config.budget else {
             let reference = self.config.cost_reference.as_f64();
-            let ratio = if reference > 0.0 { cost.as_f64() / reference } else { 0.0 };
+            let ratio = if reference > 0.0 {
+                cost.as_f64() / reference
+            } else {
+                0.0
+            };
             return (true, ratio.clamp(0.0, 1.0));
         };
         let ratio = if budget.as_f64() > 0.0 {
@@ -399,7 +461,10 @@ impl<'a> Validator<'a> {
             warnings.push(finding(
                 "within_budget.near_limit",
                 None,
-                format!("estimated cost {cost} is {:.0}% of the budget {budget}", ratio * 100.0),
+                format!(
+                    "estimated cost {cost} is {:.0}% of the budget {budget}",
+                    ratio * 100.0
+                ),
             ));
         }
         (true, ratio.clamp(0.0, 1.0))
@@ -426,13 +491,19 @@ fn word_hashes(text: &str, max_chars: usize) -> impl Iterator<Item = u64> + '_ {
             w.chars()
                 .take(max_chars)
                 .flat_map(char::to_lowercase)
-                .fold(FNV_OFFSET, |h, c| (h ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME))
+                .fold(FNV_OFFSET, |h, c| {
+                    (h ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME)
+                })
         })
 }
 
 /// Full-word hashes of [`STOPWORDS`].
-static STOP_HASHES: std::sync::LazyLock<HashSet<u64>> =
-    std::sync::LazyLock::new(|| STOPWORDS.iter().filter_map(|w| word_hashes(w, usize::MAX).next()).collect());
+static STOP_HASHES: std::sync::LazyLock<HashSet<u64>> = std::sync::LazyLock::new(|| {
+    STOPWORDS
+        .iter()
+        .filter_map(|w| word_hashes(w, usize::MAX).next())
+        .collect()
+});
 
 /// Stemmed hashes of the words that say something about a request's content: longer
 /// than three bytes and not a stop word.
@@ -470,7 +541,11 @@ fn jaccard(a: &[u64], b: &[u64]) -> f64 {
         }
     }
     let union = a.len() + b.len() - inter;
-    if union == 0 { 0.0 } else { inter as f64 / union as f64 }
+    if union == 0 {
+        0.0
+    } else {
+        inter as f64 / union as f64
+    }
 }
 
 #[cfg(test)]
@@ -506,7 +581,8 @@ mod tests {
     fn dag(tasks: &[(&str, TaskKind, &str)]) -> TaskDag {
         let mut d = TaskDag::new(Limits::default());
         for (id, kind, text) in tasks {
-            d.add_task(Task::new(TaskId::new(*id), *kind, *text), None).unwrap();
+            d.add_task(Task::new(TaskId::new(*id), *kind, *text), None)
+                .unwrap();
         }
         d
     }
@@ -517,8 +593,15 @@ mod tests {
             ("t1", TaskKind::Backend, "Build the invoices API"),
             ("t2", TaskKind::Document, "Document the invoices API"),
         ]);
-        let a = [assign("t1", Some("backend"), 0.1), assign("t2", Some("writer"), 0.1)];
-        let r = Validator::new(&registry(), ValidatorConfig::default()).validate("invoices API", &d, &a);
+        let a = [
+            assign("t1", Some("backend"), 0.1),
+            assign("t2", Some("writer"), 0.1),
+        ];
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "invoices API",
+            &d,
+            &a,
+        );
         assert!(r.passed, "{:?}", r.errors);
         // success 0.85, match 0.8, cost 0.2 of the $1 reference, depth 1/5.
         let want = 0.4 * 0.85 + 0.3 * 0.8 + 0.2 * (1.0 - 0.2) + 0.1 * (1.0 - 0.2);
@@ -533,7 +616,11 @@ mod tests {
             ("t2", TaskKind::Finance, "Price the product"),
             ("t3", TaskKind::Backend, "Build the other API"),
         ]);
-        let a = [assign("t1", Some("backend"), 0.0), assign("t2", None, 0.0), assign("t3", Some("ghost"), 0.0)];
+        let a = [
+            assign("t1", Some("backend"), 0.0),
+            assign("t2", None, 0.0),
+            assign("t3", Some("ghost"), 0.0),
+        ];
         let r = Validator::new(&registry(), ValidatorConfig::default()).validate("build", &d, &a);
         assert!(!r.passed);
         assert!(!r.checks.solvable);
@@ -554,7 +641,11 @@ mod tests {
             assign("t2", Some("backend"), 0.0),
             assign("t3", Some("writer"), 0.0),
         ];
-        let r = Validator::new(&registry(), ValidatorConfig::default()).validate("Build the API for zebras", &d, &a);
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Build the API for zebras",
+            &d,
+            &a,
+        );
         assert!(r.passed, "{:?}", r.errors);
         let rules: HashSet<&str> = r.warnings.iter().map(|f| f.rule.as_str()).collect();
         assert!(rules.contains("solvable.capacity"), "{rules:?}");
@@ -568,7 +659,10 @@ mod tests {
             ("t1", TaskKind::Backend, "Build the API"),
             ("t2", TaskKind::Backend, "build the API."),
         ]);
-        let a = [assign("t1", Some("backend"), 0.6), assign("t2", Some("backend"), 0.6)];
+        let a = [
+            assign("t1", Some("backend"), 0.6),
+            assign("t2", Some("backend"), 0.6),
+        ];
         let config = ValidatorConfig {
             budget: Some(Usd::new(1.0).unwrap()),
             ..ValidatorConfig::default()
@@ -576,7 +670,12 @@ mod tests {
         let r = Validator::new(&registry(), config).validate("Build the API", &d, &a);
         assert!(!r.checks.non_redundant);
         assert!(!r.checks.within_budget);
-        let msg = &r.errors.iter().find(|f| f.rule == "within_budget.exceeded").unwrap().message;
+        let msg = &r
+            .errors
+            .iter()
+            .find(|f| f.rule == "within_budget.exceeded")
+            .unwrap()
+            .message;
         assert!(msg.contains("$1.2000") && msg.contains("$1.0000"), "{msg}");
     }
 }

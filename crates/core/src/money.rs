@@ -126,7 +126,10 @@ mod tests {
         assert!(Usd::new(f64::NAN).is_err());
         assert!(Usd::new(f64::INFINITY).is_err());
         assert!(serde_json::from_str::<Usd>("-1.0").is_err());
-        assert_eq!(serde_json::from_str::<Usd>("1.5").unwrap(), Usd::new(1.5).unwrap());
+        assert_eq!(
+            serde_json::from_str::<Usd>("1.5").unwrap(),
+            Usd::new(1.5).unwrap()
+        );
     }
 
     #[test]

@@ -91,8 +91,16 @@ fn base(kind: TaskKind) -> f64 {
 /// finds all signals.
 static SIGNALS: std::sync::LazyLock<Option<(aho_corasick::AhoCorasick, Vec<f64>)>> =
     std::sync::LazyLock::new(|| {
-        let words: Vec<&str> = HARD_WORDS.iter().chain(EASY_WORDS).map(|(w, _)| *w).collect();
-        let weights: Vec<f64> = HARD_WORDS.iter().chain(EASY_WORDS).map(|(_, w)| *w).collect();
+        let words: Vec<&str> = HARD_WORDS
+            .iter()
+            .chain(EASY_WORDS)
+            .map(|(w, _)| *w)
+            .collect();
+        let weights: Vec<f64> = HARD_WORDS
+            .iter()
+            .chain(EASY_WORDS)
+            .map(|(_, w)| *w)
+            .collect();
         aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))

@@ -97,7 +97,11 @@ impl TaskDag {
     ///
     /// # Errors
     /// Duplicate id, unknown parent, depth or task-count limit.
-    pub fn add_task(&mut self, task: Task, parent: Option<&TaskId>) -> Result<&TaskNode, HtdagError> {
+    pub fn add_task(
+        &mut self,
+        task: Task,
+        parent: Option<&TaskId>,
+    ) -> Result<&TaskNode, HtdagError> {
         if self.index.contains_key(&task.id) {
             return Err(HtdagError::DuplicateTask { id: task.id });
         }
@@ -332,7 +336,10 @@ impl TaskDag {
     /// A topological order (every task after everything it waits for). Ties are broken
     /// by insertion order, so the order is deterministic.
     pub fn topological_order(&self) -> Vec<&TaskId> {
-        self.topo_indices().into_iter().map(|ix| &self.graph[ix].task.id).collect()
+        self.topo_indices()
+            .into_iter()
+            .map(|ix| &self.graph[ix].task.id)
+            .collect()
     }
 
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
@@ -523,7 +530,10 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(err.to_string(), "dependency would create a cycle: c -> a -> b -> c");
+        assert_eq!(
+            err.to_string(),
+            "dependency would create a cycle: c -> a -> b -> c"
+        );
         assert!(dag.is_acyclic());
         assert!(matches!(
             dag.add_dependency(&id("a"), &id("a")),
@@ -548,7 +558,10 @@ mod tests {
             .iter()
             .map(|g| g.iter().map(|i| i.as_str()).collect())
             .collect();
-        assert_eq!(generations, [vec!["design"], vec!["api", "ui"], vec!["build"]]);
+        assert_eq!(
+            generations,
+            [vec!["design"], vec!["api", "ui"], vec!["build"]]
+        );
         assert_eq!(dag.declared_dependencies("build"), [&id("design")]);
 
         let mut done: HashSet<String> = HashSet::new();
@@ -589,7 +602,14 @@ mod tests {
             Err(HtdagError::UnknownTask { .. })
         ));
         let err = dag.add_task(t("a.1.1"), Some(&id("a.1"))).unwrap_err();
-        assert!(matches!(err, HtdagError::TooDeep { depth: 3, max: 2, .. }));
+        assert!(matches!(
+            err,
+            HtdagError::TooDeep {
+                depth: 3,
+                max: 2,
+                ..
+            }
+        ));
         dag.add_task(t("b"), None).unwrap();
         let err = dag.add_task(t("c"), None).unwrap_err();
         assert!(matches!(err, HtdagError::TooManyTasks { count: 4, max: 3 }));

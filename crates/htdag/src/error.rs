@@ -60,7 +60,9 @@ pub enum HtdagError {
         max: usize,
     },
     /// One update adds more subtasks than allowed.
-    #[error("update adds {count} subtasks, over the limit of {max} (rule: max_subtasks_per_update)")]
+    #[error(
+        "update adds {count} subtasks, over the limit of {max} (rule: max_subtasks_per_update)"
+    )]
     TooManySubtasks {
         /// Subtasks in the update.
         count: usize,

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn request_limits() {
         let l = Limits::default();
-        assert!(matches!(l.check_request("  \n"), Err(HtdagError::EmptyRequest)));
+        assert!(matches!(
+            l.check_request("  \n"),
+            Err(HtdagError::EmptyRequest)
+        ));
         assert!(l.check_request(&"a".repeat(5_000)).is_ok());
         let err = l.check_request(&"a".repeat(5_001)).unwrap_err();
         assert_eq!(

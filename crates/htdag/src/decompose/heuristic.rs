@@ -348,160 +348,764 @@ const fn phase(
 use TaskKind as K;
 
 const SAAS: &[Step] = &[
-    phase("discovery", K::Research, "Validate the market and the customers for {s}", &[], &[
-        leaf("market", K::Research, "Research the market, competitors and target customers for {s}", &["market_research"], &[]),
-        leaf("requirements", K::Specify, "Write the product requirements and user stories for {s}", &["requirements"], &["market"]),
-        leaf("pricing", K::Finance, "Design the pricing model and unit economics for {s}", &["pricing"], &["market"]),
-    ]),
-    phase("product", K::Implement, "Build the product for {s}", &["discovery"], &[
-        leaf("architecture", K::Design, "Design the system architecture and data model for {s}", &["architecture"], &[]),
-        leaf("backend", K::Backend, "Implement the backend API, data store and billing integration for {s}", &["api", "database"], &["architecture"]),
-        leaf("frontend", K::Frontend, "Implement the web front end and onboarding flow for {s}", &["ui"], &["architecture"]),
-        leaf("security", K::Security, "Review authentication, tenant isolation and data protection for {s}", &["security_review"], &["backend"]),
-        leaf("qa", K::Test, "Write and run integration and end-to-end tests for {s}", &["testing"], &["backend", "frontend"]),
-    ]),
-    phase("launch", K::Deploy, "Launch {s} in production", &["product"], &[
-        leaf("deploy", K::Deploy, "Deploy {s} to production through a CI/CD pipeline", &["ci_cd"], &[]),
-        leaf("monitoring", K::Monitor, "Set up monitoring, alerting and uptime checks for {s}", &["observability"], &["deploy"]),
-    ]),
-    phase("go_to_market", K::Marketing, "Take {s} to market", &["discovery"], &[
-        leaf("campaign", K::Marketing, "Plan and run the launch marketing campaign for {s}", &["campaigns"], &[]),
-        leaf("sales", K::Sales, "Build the sales pipeline and outreach for {s}", &["outreach"], &["campaign"]),
-        leaf("support", K::Support, "Set up customer support and help-centre articles for {s}", &["customer_support"], &[]),
-    ]),
-    phase("traction", K::Analyze, "Measure the traction of {s}", &["launch", "go_to_market"], &[
-        leaf("metrics", K::Analyze, "Track activation, retention and revenue metrics for {s}", &["analytics"], &[]),
-        leaf("financials", K::Finance, "Build financial projections and a budget for {s}", &["forecasting"], &["metrics"]),
-    ]),
+    phase(
+        "discovery",
+        K::Research,
+        "Validate the market and the customers for {s}",
+        &[],
+        &[
+            leaf(
+                "market",
+                K::Research,
+                "Research the market, competitors and target customers for {s}",
+                &["market_research"],
+                &[],
+            ),
+            leaf(
+                "requirements",
+                K::Specify,
+                "Write the product requirements and user stories for {s}",
+                &["requirements"],
+                &["market"],
+            ),
+            leaf(
+                "pricing",
+                K::Finance,
+                "Design the pricing model and unit economics for {s}",
+                &["pricing"],
+                &["market"],
+            ),
+        ],
+    ),
+    phase(
+        "product",
+        K::Implement,
+        "Build the product for {s}",
+        &["discovery"],
+        &[
+            leaf(
+                "architecture",
+                K::Design,
+                "Design the system architecture and data model for {s}",
+                &["architecture"],
+                &[],
+            ),
+            leaf(
+                "backend",
+                K::Backend,
+                "Implement the backend API, data store and billing integration for {s}",
+                &["api", "database"],
+                &["architecture"],
+            ),
+            leaf(
+                "frontend",
+                K::Frontend,
+                "Implement the web front end and onboarding flow for {s}",
+                &["ui"],
+                &["architecture"],
+            ),
+            leaf(
+                "security",
+                K::Security,
+                "Review authentication, tenant isolation and data protection for {s}",
+                &["security_review"],
+                &["backend"],
+            ),
+            leaf(
+                "qa",
+                K::Test,
+                "Write and run integration and end-to-end tests for {s}",
+                &["testing"],
+                &["backend", "frontend"],
+            ),
+        ],
+    ),
+    phase(
+        "launch",
+        K::Deploy,
+        "Launch {s} in production",
+        &["product"],
+        &[
+            leaf(
+                "deploy",
+                K::Deploy,
+                "Deploy {s} to production through a CI/CD pipeline",
+                &["ci_cd"],
+                &[],
+            ),
+            leaf(
+                "monitoring",
+                K::Monitor,
+                "Set up monitoring, alerting and uptime checks for {s}",
+                &["observability"],
+                &["deploy"],
+            ),
+        ],
+    ),
+    phase(
+        "go_to_market",
+        K::Marketing,
+        "Take {s} to market",
+        &["discovery"],
+        &[
+            leaf(
+                "campaign",
+                K::Marketing,
+                "Plan and run the launch marketing campaign for {s}",
+                &["campaigns"],
+                &[],
+            ),
+            leaf(
+                "sales",
+                K::Sales,
+                "Build the sales pipeline and outreach for {s}",
+                &["outreach"],
+                &["campaign"],
+            ),
+            leaf(
+                "support",
+                K::Support,
+                "Set up customer support and help-centre articles for {s}",
+                &["customer_support"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "traction",
+        K::Analyze,
+        "Measure the traction of {s}",
+        &["launch", "go_to_market"],
+        &[
+            leaf(
+                "metrics",
+                K::Analyze,
+                "Track activation, retention and revenue metrics for {s}",
+                &["analytics"],
+                &[],
+            ),
+            leaf(
+                "financials",
+                K::Finance,
+                "Build financial projections and a budget for {s}",
+                &["forecasting"],
+                &["metrics"],
+            ),
+        ],
+    ),
 ];
 
 const SOFTWARE: &[Step] = &[
-    phase("specify", K::Specify, "Specify {s}", &[], &[
-        leaf("requirements", K::Specify, "Write requirements and user stories for {s}", &["requirements"], &[]),
-        leaf("acceptance", K::Specify, "Define acceptance criteria and non-functional targets for {s}", &["requirements"], &["requirements"]),
-    ]),
-    phase("design", K::Design, "Design {s}", &["specify"], &[
-        leaf("architecture", K::Design, "Design the architecture, components and data model of {s}", &["architecture"], &[]),
-        leaf("ux", K::Frontend, "Design the user interface and main flows of {s}", &["ui"], &[]),
-    ]),
-    phase("build", K::Implement, "Build {s}", &["design"], &[
-        leaf("backend", K::Backend, "Implement the backend services and APIs of {s}", &["api"], &[]),
-        leaf("frontend", K::Frontend, "Implement the user interface of {s}", &["ui"], &[]),
-        leaf("integration", K::Implement, "Integrate the components of {s} end to end", &["integration"], &["backend", "frontend"]),
-    ]),
-    phase("verify", K::Test, "Verify {s}", &["build"], &[
-        leaf("tests", K::Test, "Write and run unit, integration and end-to-end tests for {s}", &["testing"], &[]),
-        leaf("security", K::Security, "Review the security of {s}", &["security_review"], &[]),
-    ]),
-    phase("release", K::Deploy, "Release {s}", &["verify"], &[
-        leaf("deploy", K::Deploy, "Deploy {s} to production", &["ci_cd"], &[]),
-        leaf("monitoring", K::Monitor, "Set up monitoring and alerts for {s}", &["observability"], &["deploy"]),
-        leaf("docs", K::Document, "Write user and operator documentation for {s}", &["technical_writing"], &[]),
-    ]),
+    phase(
+        "specify",
+        K::Specify,
+        "Specify {s}",
+        &[],
+        &[
+            leaf(
+                "requirements",
+                K::Specify,
+                "Write requirements and user stories for {s}",
+                &["requirements"],
+                &[],
+            ),
+            leaf(
+                "acceptance",
+                K::Specify,
+                "Define acceptance criteria and non-functional targets for {s}",
+                &["requirements"],
+                &["requirements"],
+            ),
+        ],
+    ),
+    phase(
+        "design",
+        K::Design,
+        "Design {s}",
+        &["specify"],
+        &[
+            leaf(
+                "architecture",
+                K::Design,
+                "Design the architecture, components and data model of {s}",
+                &["architecture"],
+                &[],
+            ),
+            leaf(
+                "ux",
+                K::Frontend,
+                "Design the user interface and main flows of {s}",
+                &["ui"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "build",
+        K::Implement,
+        "Build {s}",
+        &["design"],
+        &[
+            leaf(
+                "backend",
+                K::Backend,
+                "Implement the backend services and APIs of {s}",
+                &["api"],
+                &[],
+            ),
+            leaf(
+                "frontend",
+                K::Frontend,
+                "Implement the user interface of {s}",
+                &["ui"],
+                &[],
+            ),
+            leaf(
+                "integration",
+                K::Implement,
+                "Integrate the components of {s} end to end",
+                &["integration"],
+                &["backend", "frontend"],
+            ),
+        ],
+    ),
+    phase(
+        "verify",
+        K::Test,
+        "Verify {s}",
+        &["build"],
+        &[
+            leaf(
+                "tests",
+                K::Test,
+                "Write and run unit, integration and end-to-end tests for {s}",
+                &["testing"],
+                &[],
+            ),
+            leaf(
+                "security",
+                K::Security,
+                "Review the security of {s}",
+                &["security_review"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "release",
+        K::Deploy,
+        "Release {s}",
+        &["verify"],
+        &[
+            leaf(
+                "deploy",
+                K::Deploy,
+                "Deploy {s} to production",
+                &["ci_cd"],
+                &[],
+            ),
+            leaf(
+                "monitoring",
+                K::Monitor,
+                "Set up monitoring and alerts for {s}",
+                &["observability"],
+                &["deploy"],
+            ),
+            leaf(
+                "docs",
+                K::Document,
+                "Write user and operator documentation for {s}",
+                &["technical_writing"],
+                &[],
+            ),
+        ],
+    ),
 ];
 
 const MARKETING: &[Step] = &[
-    phase("research", K::Research, "Understand the audience for {s}", &[], &[
-        leaf("audience", K::Research, "Research the target audience and competitors for {s}", &["market_research"], &[]),
-        leaf("positioning", K::Marketing, "Define positioning, messaging and goals for {s}", &["messaging"], &["audience"]),
-    ]),
-    phase("plan", K::Marketing, "Plan {s}", &["research"], &[
-        leaf("channels", K::Marketing, "Choose channels, timeline and targeting for {s}", &["campaigns"], &[]),
-        leaf("budget", K::Finance, "Set the budget and expected return for {s}", &["budgeting"], &[]),
-    ]),
-    phase("create", K::Marketing, "Create the assets for {s}", &["plan"], &[
-        leaf("content", K::Marketing, "Write copy and create visuals and a landing page for {s}", &["copywriting"], &[]),
-        leaf("review", K::Marketing, "Review the assets for {s} for brand fit and compliance", &["brand"], &["content"]),
-    ]),
-    phase("launch", K::Marketing, "Run {s}", &["create"], &[
-        leaf("tracking", K::Analyze, "Set up conversion tracking and KPIs for {s}", &["analytics"], &[]),
-        leaf("go_live", K::Marketing, "Launch {s} across the chosen channels", &["campaigns"], &["tracking"]),
-    ]),
+    phase(
+        "research",
+        K::Research,
+        "Understand the audience for {s}",
+        &[],
+        &[
+            leaf(
+                "audience",
+                K::Research,
+                "Research the target audience and competitors for {s}",
+                &["market_research"],
+                &[],
+            ),
+            leaf(
+                "positioning",
+                K::Marketing,
+                "Define positioning, messaging and goals for {s}",
+                &["messaging"],
+                &["audience"],
+            ),
+        ],
+    ),
+    phase(
+        "plan",
+        K::Marketing,
+        "Plan {s}",
+        &["research"],
+        &[
+            leaf(
+                "channels",
+                K::Marketing,
+                "Choose channels, timeline and targeting for {s}",
+                &["campaigns"],
+                &[],
+            ),
+            leaf(
+                "budget",
+                K::Finance,
+                "Set the budget and expected return for {s}",
+                &["budgeting"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "create",
+        K::Marketing,
+        "Create the assets for {s}",
+        &["plan"],
+        &[
+            leaf(
+                "content",
+                K::Marketing,
+                "Write copy and create visuals and a landing page for {s}",
+                &["copywriting"],
+                &[],
+            ),
+            leaf(
+                "review",
+                K::Marketing,
+                "Review the assets for {s} for brand fit and compliance",
+                &["brand"],
+                &["content"],
+            ),
+        ],
+    ),
+    phase(
+        "launch",
+        K::Marketing,
+        "Run {s}",
+        &["create"],
+        &[
+            leaf(
+                "tracking",
+                K::Analyze,
+                "Set up conversion tracking and KPIs for {s}",
+                &["analytics"],
+                &[],
+            ),
+            leaf(
+                "go_live",
+                K::Marketing,
+                "Launch {s} across the chosen channels",
+                &["campaigns"],
+                &["tracking"],
+            ),
+        ],
+    ),
 ];
 
 const ANALYSIS: &[Step] = &[
-    phase("prepare", K::Analyze, "Prepare the data on {s}", &[], &[
-        leaf("questions", K::Specify, "Define the questions and success metrics for analysing {s}", &["requirements"], &[]),
-        leaf("collect", K::Analyze, "Collect the data needed for analysing {s}", &["data_engineering"], &["questions"]),
-        leaf("clean", K::Analyze, "Clean and validate the data on {s}", &["data_quality"], &["collect"]),
-    ]),
-    phase("analyse", K::Analyze, "Analyse {s}", &["prepare"], &[
-        leaf("explore", K::Analyze, "Explore trends, segments and outliers in {s}", &["statistics"], &[]),
-        leaf("model", K::Analyze, "Quantify drivers and test hypotheses about {s}", &["statistics"], &["explore"]),
-    ]),
-    phase("report", K::Document, "Report the findings on {s}", &["analyse"], &[
-        leaf("visualise", K::Analyze, "Build charts and a dashboard of {s}", &["visualization"], &[]),
-        leaf("insights", K::Document, "Write up insights and recommendations from {s}", &["reporting"], &["visualise"]),
-    ]),
+    phase(
+        "prepare",
+        K::Analyze,
+        "Prepare the data on {s}",
+        &[],
+        &[
+            leaf(
+                "questions",
+                K::Specify,
+                "Define the questions and success metrics for analysing {s}",
+                &["requirements"],
+                &[],
+            ),
+            leaf(
+                "collect",
+                K::Analyze,
+                "Collect the data needed for analysing {s}",
+                &["data_engineering"],
+                &["questions"],
+            ),
+            leaf(
+                "clean",
+                K::Analyze,
+                "Clean and validate the data on {s}",
+                &["data_quality"],
+                &["collect"],
+            ),
+        ],
+    ),
+    phase(
+        "analyse",
+        K::Analyze,
+        "Analyse {s}",
+        &["prepare"],
+        &[
+            leaf(
+                "explore",
+                K::Analyze,
+                "Explore trends, segments and outliers in {s}",
+                &["statistics"],
+                &[],
+            ),
+            leaf(
+                "model",
+                K::Analyze,
+                "Quantify drivers and test hypotheses about {s}",
+                &["statistics"],
+                &["explore"],
+            ),
+        ],
+    ),
+    phase(
+        "report",
+        K::Document,
+        "Report the findings on {s}",
+        &["analyse"],
+        &[
+            leaf(
+                "visualise",
+                K::Analyze,
+                "Build charts and a dashboard of {s}",
+                &["visualization"],
+                &[],
+            ),
+            leaf(
+                "insights",
+                K::Document,
+                "Write up insights and recommendations from {s}",
+                &["reporting"],
+                &["visualise"],
+            ),
+        ],
+    ),
 ];
 
 const RESEARCH: &[Step] = &[
-    phase("scope", K::Research, "Scope the research on {s}", &[], &[
-        leaf("questions", K::Specify, "Define the research questions and scope for {s}", &["requirements"], &[]),
-    ]),
-    phase("gather", K::Research, "Gather evidence on {s}", &["scope"], &[
-        leaf("sources", K::Research, "Find and review sources on {s}", &["literature_review"], &[]),
-        leaf("evidence", K::Research, "Collect data and examples on {s}", &["data_collection"], &[]),
-    ]),
-    phase("synthesise", K::Analyze, "Synthesise the findings on {s}", &["gather"], &[
-        leaf("compare", K::Analyze, "Compare and synthesise the findings on {s}", &["analysis"], &[]),
-    ]),
-    phase("write", K::Document, "Write the report on {s}", &["synthesise"], &[
-        leaf("draft", K::Document, "Draft the report on {s}", &["technical_writing"], &[]),
-        leaf("review", K::Research, "Fact-check and review the report on {s}", &["fact_checking"], &["draft"]),
-    ]),
+    phase(
+        "scope",
+        K::Research,
+        "Scope the research on {s}",
+        &[],
+        &[leaf(
+            "questions",
+            K::Specify,
+            "Define the research questions and scope for {s}",
+            &["requirements"],
+            &[],
+        )],
+    ),
+    phase(
+        "gather",
+        K::Research,
+        "Gather evidence on {s}",
+        &["scope"],
+        &[
+            leaf(
+                "sources",
+                K::Research,
+                "Find and review sources on {s}",
+                &["literature_review"],
+                &[],
+            ),
+            leaf(
+                "evidence",
+                K::Research,
+                "Collect data and examples on {s}",
+                &["data_collection"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "synthesise",
+        K::Analyze,
+        "Synthesise the findings on {s}",
+        &["gather"],
+        &[leaf(
+            "compare",
+            K::Analyze,
+            "Compare and synthesise the findings on {s}",
+            &["analysis"],
+            &[],
+        )],
+    ),
+    phase(
+        "write",
+        K::Document,
+        "Write the report on {s}",
+        &["synthesise"],
+        &[
+            leaf(
+                "draft",
+                K::Document,
+                "Draft the report on {s}",
+                &["technical_writing"],
+                &[],
+            ),
+            leaf(
+                "review",
+                K::Research,
+                "Fact-check and review the report on {s}",
+                &["fact_checking"],
+                &["draft"],
+            ),
+        ],
+    ),
 ];
 
 const OPS: &[Step] = &[
-    phase("plan", K::Deploy, "Plan {s}", &[], &[
-        leaf("rollout_plan", K::Deploy, "Plan the rollout and the rollback of {s}", &["release_management"], &[]),
-        leaf("risks", K::Security, "Review security and compliance risks of {s}", &["security_review"], &[]),
-    ]),
-    phase("prepare", K::Deploy, "Prepare the infrastructure for {s}", &["plan"], &[
-        leaf("infrastructure", K::Deploy, "Provision and configure the infrastructure for {s}", &["infrastructure"], &[]),
-        leaf("pipeline", K::Deploy, "Set up the CI/CD pipeline for {s}", &["ci_cd"], &[]),
-    ]),
-    phase("release", K::Deploy, "Carry out {s}", &["prepare"], &[
-        leaf("staging", K::Test, "Run {s} on staging and smoke-test it", &["testing"], &[]),
-        leaf("production", K::Deploy, "Roll out {s} to production progressively", &["release_management"], &["staging"]),
-    ]),
-    phase("operate", K::Monitor, "Operate after {s}", &["release"], &[
-        leaf("monitoring", K::Monitor, "Set up monitoring, alerts and dashboards for {s}", &["observability"], &[]),
-        leaf("runbook", K::Document, "Write the runbook for {s}", &["technical_writing"], &[]),
-    ]),
+    phase(
+        "plan",
+        K::Deploy,
+        "Plan {s}",
+        &[],
+        &[
+            leaf(
+                "rollout_plan",
+                K::Deploy,
+                "Plan the rollout and the rollback of {s}",
+                &["release_management"],
+                &[],
+            ),
+            leaf(
+                "risks",
+                K::Security,
+                "Review security and compliance risks of {s}",
+                &["security_review"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "prepare",
+        K::Deploy,
+        "Prepare the infrastructure for {s}",
+        &["plan"],
+        &[
+            leaf(
+                "infrastructure",
+                K::Deploy,
+                "Provision and configure the infrastructure for {s}",
+                &["infrastructure"],
+                &[],
+            ),
+            leaf(
+                "pipeline",
+                K::Deploy,
+                "Set up the CI/CD pipeline for {s}",
+                &["ci_cd"],
+                &[],
+            ),
+        ],
+    ),
+    phase(
+        "release",
+        K::Deploy,
+        "Carry out {s}",
+        &["prepare"],
+        &[
+            leaf(
+                "staging",
+                K::Test,
+                "Run {s} on staging and smoke-test it",
+                &["testing"],
+                &[],
+            ),
+            leaf(
+                "production",
+                K::Deploy,
+                "Roll out {s} to production progressively",
+                &["release_management"],
+                &["staging"],
+            ),
+        ],
+    ),
+    phase(
+        "operate",
+        K::Monitor,
+        "Operate after {s}",
+        &["release"],
+        &[
+            leaf(
+                "monitoring",
+                K::Monitor,
+                "Set up monitoring, alerts and dashboards for {s}",
+                &["observability"],
+                &[],
+            ),
+            leaf(
+                "runbook",
+                K::Document,
+                "Write the runbook for {s}",
+                &["technical_writing"],
+                &[],
+            ),
+        ],
+    ),
 ];
 
 const BUG: &[Step] = &[
-    phase("investigate", K::Test, "Investigate {s}", &[], &[
-        leaf("reproduce", K::Test, "Reproduce the problem ({s}) with a failing test", &["testing"], &[]),
-        leaf("diagnose", K::Implement, "Find the root cause of the problem ({s})", &["debugging"], &["reproduce"]),
-    ]),
-    phase("fix", K::Implement, "Fix the problem ({s})", &["investigate"], &[
-        leaf("patch", K::Implement, "Implement the fix ({s})", &["debugging"], &[]),
-        leaf("regression", K::Test, "Add regression tests for the fix ({s})", &["testing"], &["patch"]),
-    ]),
-    phase("ship", K::Deploy, "Ship the fix ({s})", &["fix"], &[
-        leaf("deploy", K::Deploy, "Deploy the fix ({s})", &["ci_cd"], &[]),
-        leaf("verify", K::Monitor, "Verify in production that the problem is resolved ({s})", &["observability"], &["deploy"]),
-    ]),
+    phase(
+        "investigate",
+        K::Test,
+        "Investigate {s}",
+        &[],
+        &[
+            leaf(
+                "reproduce",
+                K::Test,
+                "Reproduce the problem ({s}) with a failing test",
+                &["testing"],
+                &[],
+            ),
+            leaf(
+                "diagnose",
+                K::Implement,
+                "Find the root cause of the problem ({s})",
+                &["debugging"],
+                &["reproduce"],
+            ),
+        ],
+    ),
+    phase(
+        "fix",
+        K::Implement,
+        "Fix the problem ({s})",
+        &["investigate"],
+        &[
+            leaf(
+                "patch",
+                K::Implement,
+                "Implement the fix ({s})",
+                &["debugging"],
+                &[],
+            ),
+            leaf(
+                "regression",
+                K::Test,
+                "Add regression tests for the fix ({s})",
+                &["testing"],
+                &["patch"],
+            ),
+        ],
+    ),
+    phase(
+        "ship",
+        K::Deploy,
+        "Ship the fix ({s})",
+        &["fix"],
+        &[
+            leaf("deploy", K::Deploy, "Deploy the fix ({s})", &["ci_cd"], &[]),
+            leaf(
+                "verify",
+                K::Monitor,
+                "Verify in production that the problem is resolved ({s})",
+                &["observability"],
+                &["deploy"],
+            ),
+        ],
+    ),
 ];
 
 /// Words that start a new action when they follow `and` or a comma.
 const ACTION_VERBS: &[&str] = &[
-    "add", "analyse", "analyze", "audit", "build", "check", "collect", "compare", "create",
-    "debug", "deploy", "design", "develop", "document", "draft", "estimate", "evaluate",
-    "find", "fix", "forecast", "hire", "implement", "improve", "integrate", "investigate",
-    "launch", "make", "measure", "migrate", "monitor", "optimise", "optimize", "plan",
-    "prepare", "price", "publish", "refactor", "release", "report", "research", "review",
-    "run", "scale", "secure", "send", "set", "ship", "study", "summarise", "summarize",
-    "survey", "test", "track", "train", "update", "write",
+    "add",
+    "analyse",
+    "analyze",
+    "audit",
+    "build",
+    "check",
+    "collect",
+    "compare",
+    "create",
+    "debug",
+    "deploy",
+    "design",
+    "develop",
+    "document",
+    "draft",
+    "estimate",
+    "evaluate",
+    "find",
+    "fix",
+    "forecast",
+    "hire",
+    "implement",
+    "improve",
+    "integrate",
+    "investigate",
+    "launch",
+    "make",
+    "measure",
+    "migrate",
+    "monitor",
+    "optimise",
+    "optimize",
+    "plan",
+    "prepare",
+    "price",
+    "publish",
+    "refactor",
+    "release",
+    "report",
+    "research",
+    "review",
+    "run",
+    "scale",
+    "secure",
+    "send",
+    "set",
+    "ship",
+    "study",
+    "summarise",
+    "summarize",
+    "survey",
+    "test",
+    "track",
+    "train",
+    "update",
+    "write",
 ];
 
 /// Words dropped from the start of a clause before it is used as a subject.
 const LEADING_FILLER: &[&str] = &[
-    "please", "and", "then", "also", "finally", "first", "next", "afterwards", "after",
-    "that", "i", "we", "you", "want", "need", "would", "like", "to", "can", "could", "help",
-    "me", "us", "let's", "lets", "should", "must", "will",
+    "please",
+    "and",
+    "then",
+    "also",
+    "finally",
+    "first",
+    "next",
+    "afterwards",
+    "after",
+    "that",
+    "i",
+    "we",
+    "you",
+    "want",
+    "need",
+    "would",
+    "like",
+    "to",
+    "can",
+    "could",
+    "help",
+    "me",
+    "us",
+    "let's",
+    "lets",
+    "should",
+    "must",
+    "will",
 ];
 
 /// Kind inferred from a word, for clauses that match no family.
@@ -617,7 +1221,9 @@ impl HeuristicDecomposer {
         let mut expansion = Expansion::Full;
         loop {
             let (count, depth) = size_of(&clauses, compound, expansion);
-            if (count <= limits.max_tasks && depth <= limits.max_depth) || expansion == Expansion::Flat {
+            if (count <= limits.max_tasks && depth <= limits.max_depth)
+                || expansion == Expansion::Flat
+            {
                 break;
             }
             expansion = match expansion {
@@ -644,14 +1250,16 @@ impl HeuristicDecomposer {
                     b.template(family, &clause.subject, None, "t", expansion)?;
                 }
                 Some(family) if expansion > Expansion::Flat => {
-                    let top = b.clause_task(&id, clause, family.kind(), &extra, Some(family), true)?;
+                    let top =
+                        b.clause_task(&id, clause, family.kind(), &extra, Some(family), true)?;
                     let depth_left = expansion;
                     b.template(family, &clause.subject, Some(&top), id.as_str(), depth_left)?;
                     b.chain(prev.as_ref(), &top)?;
                     prev = Some(top);
                 }
                 _ => {
-                    let top = b.clause_task(&id, clause, clause.kind, &extra, clause.family, false)?;
+                    let top =
+                        b.clause_task(&id, clause, clause.kind, &extra, clause.family, false)?;
                     b.chain(prev.as_ref(), &top)?;
                     prev = Some(top);
                 }
@@ -855,7 +1463,9 @@ fn subject_of(text: &str) -> String {
             Some(i) => (&rest[..i], rest[i..].trim_start()),
             None => (rest, ""),
         };
-        let lw = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'').to_lowercase();
+        let lw = word
+            .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+            .to_lowercase();
         if tail.is_empty() {
             break;
         }
@@ -868,7 +1478,8 @@ fn subject_of(text: &str) -> String {
             break;
         }
     }
-    let trimmed = rest.trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ','));
+    let trimmed = rest
+        .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ','));
     if trimmed.len() <= MAX_SUBJECT_BYTES {
         return trimmed.to_owned();
     }
@@ -882,7 +1493,9 @@ fn subject_of(text: &str) -> String {
 }
 
 /// Abbreviations whose trailing period does not end a sentence.
-const ABBREVIATIONS: &[&str] = &["e.g", "i.e", "etc", "vs", "mr", "mrs", "dr", "approx", "incl", "no"];
+const ABBREVIATIONS: &[&str] = &[
+    "e.g", "i.e", "etc", "vs", "mr", "mrs", "dr", "approx", "incl", "no",
+];
 
 /// Splits a request into clauses (see the module docs).
 fn split_clauses(request: &str) -> Vec<String> {
@@ -1012,7 +1625,13 @@ fn split_sentence(sentence: &str, out: &mut Vec<String>) {
     push_span(sentence, &spans, from, spans.len(), out);
 }
 
-fn push_span(sentence: &str, spans: &[(usize, usize)], from: usize, to: usize, out: &mut Vec<String>) {
+fn push_span(
+    sentence: &str,
+    spans: &[(usize, usize)],
+    from: usize,
+    to: usize,
+    out: &mut Vec<String>,
+) {
     if from >= to || to > spans.len() {
         return;
     }
@@ -1031,7 +1650,9 @@ mod tests {
     use super::*;
 
     fn plan(request: &str) -> TaskDag {
-        HeuristicDecomposer.decompose_sync(request, &Limits::default()).unwrap()
+        HeuristicDecomposer
+            .decompose_sync(request, &Limits::default())
+            .unwrap()
     }
 
     fn kinds(dag: &TaskDag) -> BTreeSet<TaskKind> {
@@ -1044,12 +1665,23 @@ mod tests {
         assert!(dag.len() >= 7, "{} tasks", dag.len());
         assert_eq!(dag.depth(), 2);
         let k = kinds(&dag);
-        for want in [K::Backend, K::Frontend, K::Marketing, K::Deploy, K::Finance, K::Test] {
+        for want in [
+            K::Backend,
+            K::Frontend,
+            K::Marketing,
+            K::Deploy,
+            K::Finance,
+            K::Test,
+        ] {
             assert!(k.contains(&want), "missing {want}");
         }
         let t = dag.task("t2.2").unwrap();
         assert_eq!(t.kind, K::Backend);
-        assert!(t.description.contains("a SaaS business for invoices"), "{}", t.description);
+        assert!(
+            t.description.contains("a SaaS business for invoices"),
+            "{}",
+            t.description
+        );
         // The build phase waits for discovery; its subtasks inherit that.
         assert!(dag.prerequisites("t2.1").iter().any(|p| p.as_str() == "t1"));
         assert!(dag.is_acyclic());
@@ -1061,14 +1693,20 @@ mod tests {
         let t1 = dag.task("t1").unwrap();
         let t2 = dag.task("t2").unwrap();
         assert_eq!(t1.kind, K::Marketing);
-        assert_eq!(t1.description, "Launch a marketing campaign for our new app");
+        assert_eq!(
+            t1.description,
+            "Launch a marketing campaign for our new app"
+        );
         assert_eq!(t2.kind, K::Analyze);
         assert_eq!(t2.description, "analyse the results");
         assert_eq!(dag.declared_dependencies("t2"), [&TaskId::new("t1")]);
         assert_eq!(dag.depth(), 3);
         let k = kinds(&dag);
         assert!(k.contains(&K::Marketing) && k.contains(&K::Analyze));
-        assert!(!k.contains(&K::Backend), "no software work in a marketing request");
+        assert!(
+            !k.contains(&K::Backend),
+            "no software work in a marketing request"
+        );
     }
 
     #[test]
@@ -1078,11 +1716,23 @@ mod tests {
             assert_eq!(got, Some(want), "{text}");
         };
         check("Build a SaaS business for invoices", Family::SaasBusiness);
-        check("Develop a mobile app for booking tennis courts", Family::SoftwareProduct);
-        check("Run an SEO and social media campaign", Family::MarketingCampaign);
+        check(
+            "Develop a mobile app for booking tennis courts",
+            Family::SoftwareProduct,
+        );
+        check(
+            "Run an SEO and social media campaign",
+            Family::MarketingCampaign,
+        );
         check("Analyse last quarter's churn data", Family::DataAnalysis);
-        check("Research the literature on vector databases and write a report", Family::ResearchReport);
-        check("Deploy the service to Kubernetes with Terraform", Family::DeploymentOps);
+        check(
+            "Research the literature on vector databases and write a report",
+            Family::ResearchReport,
+        );
+        check(
+            "Deploy the service to Kubernetes with Terraform",
+            Family::DeploymentOps,
+        );
         check("Fix the crash when uploading large files", Family::BugFix);
         assert_eq!(HeuristicDecomposer.classify("hello there"), None);
     }
@@ -1098,10 +1748,28 @@ mod tests {
 
     #[test]
     fn sentences_and_sequencing_words_split() {
-        let c = split_clauses("Set up the database. Then write the migration scripts; finally review them all carefully");
-        assert_eq!(c, ["Set up the database", "Then write the migration scripts", "finally review them all carefully"]);
-        let c = split_clauses("Design the schema for orders, build the API for it and then deploy it to staging");
-        assert_eq!(c, ["Design the schema for orders", "build the API for it", "deploy it to staging"]);
+        let c = split_clauses(
+            "Set up the database. Then write the migration scripts; finally review them all carefully",
+        );
+        assert_eq!(
+            c,
+            [
+                "Set up the database",
+                "Then write the migration scripts",
+                "finally review them all carefully"
+            ]
+        );
+        let c = split_clauses(
+            "Design the schema for orders, build the API for it and then deploy it to staging",
+        );
+        assert_eq!(
+            c,
+            [
+                "Design the schema for orders",
+                "build the API for it",
+                "deploy it to staging"
+            ]
+        );
         // "and" between nouns does not split; neither do abbreviations or decimals.
         let c = split_clauses("Compare Postgres and MySQL, e.g. for version 3.5 workloads");
         assert_eq!(c.len(), 1, "{c:?}");
@@ -1120,7 +1788,9 @@ mod tests {
             max_tasks: 10,
             ..Limits::default()
         };
-        let dag = HeuristicDecomposer.decompose_sync(&request, &tight).unwrap();
+        let dag = HeuristicDecomposer
+            .decompose_sync(&request, &tight)
+            .unwrap();
         assert_eq!(dag.len(), 10);
     }
 
@@ -1133,7 +1803,10 @@ mod tests {
         ));
         assert!(matches!(
             HeuristicDecomposer.decompose_sync(&"x ".repeat(2_501), &l),
-            Err(HtdagError::RequestTooLong { len: 5_002, max: 5_000 })
+            Err(HtdagError::RequestTooLong {
+                len: 5_002,
+                max: 5_000
+            })
         ));
     }
 

@@ -17,14 +17,22 @@ enum Op {
     /// Declare a dependency between two existing tasks (indices modulo the count).
     Depend { from: usize, to: usize },
     /// Apply an update of `n` subtasks under a parent with random internal deps.
-    Update { parent: usize, n: usize, deps: Vec<(usize, usize)> },
+    Update {
+        parent: usize,
+        n: usize,
+        deps: Vec<(usize, usize)>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0usize..40).prop_map(|parent| Op::Add { parent }),
         (0usize..40, 0usize..40).prop_map(|(from, to)| Op::Depend { from, to }),
-        (0usize..40, 0usize..25, proptest::collection::vec((0usize..60, 0usize..60), 0..6))
+        (
+            0usize..40,
+            0usize..25,
+            proptest::collection::vec((0usize..60, 0usize..60), 0..6)
+        )
             .prop_map(|(parent, n, deps)| Op::Update { parent, n, deps }),
     ]
 }
@@ -36,9 +44,16 @@ fn check_invariants(dag: &TaskDag) {
     assert!(dag.updates_applied() <= limits.max_updates);
     let order = dag.topological_order();
     assert_eq!(order.len(), dag.len(), "dag has a cycle");
-    let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let pos: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     for (from, to, _) in dag.edges() {
-        assert!(pos[from.as_str()] < pos[to.as_str()], "edge {from} -> {to} violates order");
+        assert!(
+            pos[from.as_str()] < pos[to.as_str()],
+            "edge {from} -> {to} violates order"
+        );
     }
     for node in dag.nodes() {
         if let Some(parent) = &node.parent {
