@@ -324,7 +324,7 @@ impl TaskDag {
 
     /// All edges as `(from, to, kind)`.
     pub fn edges(&self) -> impl Iterator<Item = (&TaskId, &TaskId, EdgeKind)> + '_ {
-        (&self.graph).edge_references().map(|e| {
+        self.graph.edge_references().map(|e| {
             (
                 &self.graph[e.source()].task.id,
                 &self.graph[e.target()].task.id,
@@ -345,9 +345,9 @@ impl TaskDag {
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
     /// the graph is acyclic by construction.
     fn topo_indices(&self) -> Vec<NodeIndex> {
-        let bound = (&self.graph).node_bound();
+        let bound = self.graph.node_bound();
         let mut indegree = vec![0u32; bound];
-        for e in (&self.graph).edge_references() {
+        for e in self.graph.edge_references() {
             indegree[e.target().index()] += 1;
         }
         let mut queue: VecDeque<NodeIndex> = self
@@ -400,7 +400,7 @@ impl TaskDag {
     /// earlier generations. Tasks of one generation can run at the same time, which is
     /// what per-agent concurrency limits are about.
     pub fn generations(&self) -> Vec<Vec<&TaskId>> {
-        let mut level = vec![0usize; (&self.graph).node_bound()];
+        let mut level = vec![0usize; self.graph.node_bound()];
         let mut out: Vec<Vec<&TaskId>> = Vec::new();
         for ix in self.topo_indices() {
             let l = self
@@ -421,7 +421,7 @@ impl TaskDag {
     /// Number of tasks on the longest chain of waits (the minimum number of sequential
     /// steps to finish the DAG with unlimited parallelism).
     pub fn critical_path_len(&self) -> usize {
-        let mut longest = vec![0usize; (&self.graph).node_bound()];
+        let mut longest = vec![0usize; self.graph.node_bound()];
         let mut best = 0;
         for ix in self.topo_indices() {
             let l = self
@@ -463,7 +463,7 @@ impl TaskDag {
     /// A path `from ⇝ to` following edges, if one exists (BFS, shortest).
     fn path(&self, from: NodeIndex, to: NodeIndex) -> Option<Vec<NodeIndex>> {
         const NONE: u32 = u32::MAX;
-        let mut prev = vec![NONE; (&self.graph).node_bound()];
+        let mut prev = vec![NONE; self.graph.node_bound()];
         let mut queue = VecDeque::from([from]);
         prev[from.index()] = from.index() as u32;
         while let Some(n) = queue.pop_front() {
