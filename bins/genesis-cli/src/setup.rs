@@ -52,27 +52,7 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
 
 /// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables.
 pub(crate) fn load_config(extra: Option<&Path>) -> Result<GenesisConfig, GenesisError> {
-    let base = Path::new("config/genesis.toml");
-    let mut files: Vec<&Path> = Vec::new();
-    if base.exists() {
-        files.push(base);
-    }
-    if let Some(p) = extra {
-        files.push(p);
-    }
-    let mut config = GenesisConfig::load(&files, std::env::vars())?;
-    // Catalogue paths in config/genesis.toml are relative to the repository root; when
-    // run elsewhere without the files, fall back to the built-in catalogues.
-    for p in [
-        &mut config.routing.agents_file,
-        &mut config.routing.rules_file,
-        &mut config.models.catalog_file,
-    ] {
-        if p.as_ref().is_some_and(|f| !f.exists()) && !base.exists() {
-            *p = None;
-        }
-    }
-    Ok(config)
+    GenesisConfig::load_layered(extra, std::env::vars())
 }
 
 /// Builds the orchestrator from configuration, the catalogue files and the environment

@@ -1,1 +1,264 @@
-//! placeholder
+//! The Genesis HTTP API as a library, so tests run it in-process on loopback.
+//!
+//! [`AppState::from_config`] builds everything (orchestrator, run store, auth, rate
+//! limits, metrics); [`app`] builds the axum router with its middleware; [`RunManager`]
+//! starts, tracks, resumes and drains runs. `main.rs` only parses arguments, loads
+//! configuration, binds, serves and shuts down.
+//!
+//! Middleware order, outermost first (each layer explains itself in `app`): request id
+//! and metrics → load shedding → concurrency limit → kill switches → rate limits → auth →
+//! body limit → per-request timeout (not on event streams) → handler.
+//!
+//! ```
+//! use genesis_server::{AppState, app};
+//!
+//! let mut config = genesis::GenesisConfig::default();
+//! config.security.auth.environment = genesis::security::Environment::Dev;
+//! config.server.data_dir = std::env::temp_dir().join(format!("genesis-doc-{}", std::process::id()));
+//! let state = AppState::from_config(config, &[], None)?;
+//! let router = app(state.clone()); // serve with axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//! state.begin_shutdown(); // /ready now answers 503 and new runs are refused
+//! assert!(state.is_shutting_down());
+//! # drop(router);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod api;
+mod middleware;
+mod openapi;
+mod runs;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use genesis::core::Secret;
+use genesis::security::{AgentAuthenticator, Environment, RateLimiter};
+use genesis::store::{RunStore, SqliteStore};
+use genesis::telemetry::PrometheusHandle;
+use genesis::{GenesisConfig, GenesisError, Orchestrator};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+pub use api::{CreateTask, ErrorBody, ErrorDetail, Mode};
+pub use runs::RunManager;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration or orchestrator set-up failed.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// The run store could not be opened.
+    #[error(transparent)]
+    Store(#[from] genesis::store::StoreError),
+    /// Security set-up failed (auth secret, rate limits).
+    #[error(transparent)]
+    Security(#[from] genesis::security::SecurityError),
+    /// Production without API keys.
+    #[error("environment {environment} requires server.api_keys (rule: api_keys_required)")]
+    NoApiKeys {
+        /// The configured environment.
+        environment: &'static str,
+    },
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    orchestrator: Orchestrator,
+    store: Arc<SqliteStore>,
+    runs: RunManager,
+    config: GenesisConfig,
+    auth: AgentAuthenticator,
+    api_keys: Vec<Secret>,
+    ip_limiter: RateLimiter<IpAddr>,
+    key_limiter: RateLimiter<genesis::core::AgentId>,
+    metrics: Option<PrometheusHandle>,
+    shutting_down: AtomicBool,
+    started: std::time::Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("orchestrator", &self.orchestrator)
+            .field("api_keys", &self.api_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the state: orchestrator (with flags, LLM providers and backends from
+    /// `config` and `env`), the SQLite run store in `config.server.data_dir`, agent
+    /// authentication (master secret from `GENESIS_AUTH_SECRET` in `env`), rate limiters.
+    ///
+    /// # Errors
+    /// [`StartError`] naming what is wrong.
+    pub fn from_config(
+        config: GenesisConfig,
+        env: &[(String, String)],
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Arc<AppState>, StartError> {
+        let orchestrator = genesis::orchestrator_from_config(&config, env)?;
+        let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+        let secret = env
+            .iter()
+            .find(|(k, _)| k == "GENESIS_AUTH_SECRET")
+            .map(|(_, v)| Secret::new(v.clone()));
+        let auth = AgentAuthenticator::new(&config.security.auth, secret)?;
+        let environment = config.security.auth.environment;
+        if environment != Environment::Dev && config.server.api_keys.is_empty() {
+            return Err(StartError::NoApiKeys {
+                environment: environment.as_str(),
+            });
+        }
+        let ip_limiter = RateLimiter::per_client_ip(&config.security.rate_limits)?;
+        let key_limiter = RateLimiter::per_agent(&config.security.rate_limits)?;
+        let runs = RunManager::new(
+            orchestrator.clone(),
+            Arc::clone(&store) as Arc<dyn RunStore>,
+        );
+        Ok(Arc::new(AppState {
+            api_keys: config.server.api_keys.clone(),
+            orchestrator,
+            store,
+            runs,
+            config,
+            auth,
+            ip_limiter,
+            key_limiter,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        }))
+    }
+
+    /// The run manager.
+    pub fn runs(&self) -> &RunManager {
+        &self.runs
+    }
+
+    /// The orchestrator.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orchestrator
+    }
+
+    /// The agent authenticator (issues tokens for agents that call back).
+    pub fn auth(&self) -> &AgentAuthenticator {
+        &self.auth
+    }
+
+    /// Marks the server as shutting down: `/ready` answers 503 and new runs are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// The axum application with its middleware.
+pub fn app(state: Arc<AppState>) -> Router {
+    let timeout = state.config.server.request_timeout;
+    let body_limit = state.config.security.limits.max_body_bytes;
+    let max_in_flight = state.config.server.max_in_flight.max(1);
+
+    // Request/response routes get a per-request timeout (tower's), answered as 503.
+    let bounded = Router::new()
+        .route("/api/tasks", post(api::create_task).get(api::list_tasks))
+        .route("/api/tasks/{id}", get(api::get_task))
+        .route("/api/tasks/{id}/cancel", post(api::cancel_task))
+        .route("/api/agents", get(api::agents))
+        .route("/api/status", get(api::status))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(middleware::timeout_error))
+                .timeout(timeout),
+        );
+    // Event streams are long-lived: no request timeout.
+    let streams = Router::new().route("/api/tasks/{id}/events", get(api::events));
+    let api = bounded
+        .merge(streams)
+        // Innermost: body size limit (413 past `security.limits.max_body_bytes`).
+        .layer(DefaultBodyLimit::max(body_limit))
+        // Auth runs before the handler and after rate limiting, so a flood of bad
+        // credentials is throttled before any HMAC work.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::rate_limit,
+        ))
+        // Kill switches answer 503 before any work is done.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::kill_switch,
+        ));
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/ready", get(api::ready))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(openapi::spec))
+        .merge(api)
+        .fallback(api::not_found)
+        .layer(
+            ServiceBuilder::new()
+                // Outermost: request id, tracing span and request metrics for everything,
+                // including shed requests.
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                // Load shedding: when `max_in_flight` requests are running, answer 503
+                // at once instead of queueing (tower's load-shed over a concurrency
+                // limit). `Router::layer` layers every route and method separately, so
+                // the limit must be the *global* one: one semaphore shared by all.
+                .layer(HandleErrorLayer::new(middleware::overload_error))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
+        )
+        .with_state(state)
+}
+
+/// Resumes runs that were accepted but not finished before the last stop.
+///
+/// # Errors
+/// Store failures.
+pub fn resume(state: &Arc<AppState>) -> Result<usize, genesis::store::StoreError> {
+    state.runs.resume()
+}
+
+/// Stops accepting runs and waits up to `grace` for running ones. Runs still going
+/// after that stay journaled as running and resume at the next start.
+pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
+    state.begin_shutdown();
+    state.runs.drain(grace).await
+}
+
+pub(crate) fn json_error(
+    status: StatusCode,
+    rule: &str,
+    message: String,
+    category: &'static str,
+) -> axum::response::Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: ErrorDetail {
+                rule: rule.to_owned(),
+                message,
+                category,
+            },
+        }),
+    )
+        .into_response()
+}

@@ -1,1 +1,120 @@
-fn main() {}
+//! `genesis-server`: parse arguments, load configuration, initialise telemetry, build
+//! the app, resume unfinished runs, serve, and on ctrl-c / SIGTERM stop accepting, drain
+//! in-flight runs within the grace period and exit 0.
+
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The Genesis HTTP API server.
+#[derive(Debug, Parser)]
+#[command(name = "genesis-server", version, about)]
+struct Args {
+    /// Configuration file applied over config/genesis.toml (e.g. config/production.toml).
+    #[arg(long, env = "GENESIS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One TLS stack for every reqwest client in the process (OTLP export included).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config =
+        genesis::GenesisConfig::load_layered(args.config.as_deref(), env.iter().cloned())
+            .context("loading configuration")?;
+    if let Some((_, filter)) = env.iter().find(|(k, _)| k == "RUST_LOG") {
+        config.telemetry.filter = filter.clone();
+    }
+    let telemetry =
+        genesis::telemetry::init(&config.telemetry).context("initialising telemetry")?;
+    let metrics = genesis::telemetry::install_prometheus_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let bind = config.server.bind;
+    let grace = config.server.shutdown_grace;
+    let reload_every = config.flags.reload_interval;
+    let state =
+        genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
+    let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
+    // Hot reload of the flags file: `genesis deploy` steps and kill switches written to
+    // the file take effect without a restart.
+    if let Some(flags) = state.orchestrator().flags() {
+        let _ = genesis::spawn_flag_reloader(flags.clone(), reload_every);
+    }
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind}"))?;
+    tracing::info!(addr = %bind, resumed, "genesis-server listening");
+    let app = genesis_server::app(Arc::clone(&state));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .into_future(),
+    );
+    tokio::select! {
+        served = &mut server => {
+            // The server stopped by itself: that is a failure, not a shutdown.
+            served.context("server task")?.context("serving")?;
+            anyhow::bail!("the server stopped without a shutdown signal");
+        }
+        () = shutdown_signal() => {}
+    }
+    tracing::info!(grace = ?grace, "shutdown signal: refusing new runs, draining");
+    state.begin_shutdown();
+    stop.cancel();
+    // One grace period bounds both: in-flight runs finish or stay journaled (they resume
+    // at the next start), and open connections (event streams) get the same time to close.
+    let deadline = tokio::time::Instant::now() + grace;
+    let still_running = genesis_server::drain(&state, grace).await;
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(served) => served.context("server task")?.context("serving")?,
+        Err(_) => tracing::warn!("connections still open after the grace period; closing them"),
+    }
+    tracing::info!(
+        still_running,
+        "stopped; unfinished runs resume at the next start"
+    );
+    if let Err(e) = telemetry.shutdown().await {
+        tracing::warn!(error = %e, "telemetry shutdown failed");
+    }
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,670 @@
+//! Endpoint handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use genesis::GenesisError;
+use genesis::core::Usd;
+use genesis::run::{RunEvent, RunStatus};
+use genesis::security::SecurityError;
+use genesis::store::{RunStore, StoredEvent};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::runs::StartRunError;
+use crate::{AppState, json_error};
+
+/// Body of `POST /api/tasks`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// The request, in words (at most `security.limits.max_request_chars`).
+    pub description: String,
+    /// Extra context appended to the request.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// `plan` (default): return the plan. `run`: journal and execute it (202).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Run budget in US dollars.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// Makes retried POSTs safe: the same key returns the same run.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// What `POST /api/tasks` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Return the plan.
+    #[default]
+    Plan,
+    /// Plan, journal and execute.
+    Run,
+}
+
+/// A JSON error body: `{"error": {"rule", "message", "category"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Error detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The rule or limit that refused the request.
+    pub rule: String,
+    /// Human-readable message naming the value.
+    pub message: String,
+    /// Error category.
+    pub category: &'static str,
+}
+
+/// `202` body of a run submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    run_id: String,
+    status: &'static str,
+    /// True when an earlier submission with the same idempotency key created it.
+    existing: bool,
+    links: Links,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Links {
+    #[serde(rename = "self")]
+    this: String,
+    events: String,
+    cancel: String,
+}
+
+fn genesis_error(e: &GenesisError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_error(status, &e.rule(), e.to_string(), e.category().as_str());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    r
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "the process is alive")))]
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.store.ping();
+    let flags = state.orchestrator.flags().is_some();
+    let shutting_down = state.is_shutting_down();
+    let ok = store && flags && !shutting_down;
+    let body = Json(serde_json::json!({
+        "ready": ok,
+        "checks": {"store": store, "flags": flags, "shutting_down": shutting_down},
+    }));
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    // Gauges that are states, not events: refresh them at scrape time.
+    let now = tokio::time::Instant::now();
+    for (key, s) in state.orchestrator.executor().breakers().states(now) {
+        let v = match s {
+            genesis::resilience::BreakerState::Closed => 0.0,
+            genesis::resilience::BreakerState::HalfOpen => 1.0,
+            genesis::resilience::BreakerState::Open => 2.0,
+        };
+        metrics::gauge!(genesis::telemetry::catalogue::BREAKER_STATE, genesis::telemetry::catalogue::labels::KEY => key.to_string()).set(v);
+    }
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "no Prometheus recorder is installed in this process".into(),
+            "config",
+        ),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/tasks",
+    request_body = CreateTask,
+    responses(
+        (status = 200, description = "plan mode: the plan"),
+        (status = 202, description = "run mode: accepted and journaled", body = Accepted),
+        (status = 400, description = "rejected input, naming the rule", body = ErrorBody),
+        (status = 401, description = "missing or invalid credentials", body = ErrorBody),
+        (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
+        (status = 422, description = "the plan failed validation", body = ErrorBody),
+        (status = 429, description = "rate limited or daily budget spent", body = ErrorBody),
+        (status = 503, description = "kill switch, shutdown or overload", body = ErrorBody)
+    )
+)]
+pub(crate) async fn create_task(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let max = state.config.security.limits.max_body_bytes;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return body_too_large(max),
+        Err(e) => return json_error(e.status(), "body", e.body_text(), "validation"),
+    };
+    let req: CreateTask = match state.config.security.limits.parse_json_body(&body) {
+        Ok(r) => r,
+        Err(SecurityError::BodyTooLarge { .. }) => return body_too_large(max),
+        Err(e) => {
+            // Name what is wrong with the JSON (unknown field, bad variant, position).
+            let message = match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            };
+            return json_error(StatusCode::BAD_REQUEST, "json_body", message, "validation");
+        }
+    };
+    let budget = match req.budget_usd.map(Usd::new).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "budget_usd",
+                e.to_string(),
+                "validation",
+            );
+        }
+    };
+    let request = match &req.context {
+        Some(c) if !c.trim().is_empty() => format!("{}\n\nContext: {c}", req.description),
+        _ => req.description.clone(),
+    };
+    let idempotency = req.idempotency_key.clone().or_else(|| {
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let subject = headers
+        .get("x-agent-id")
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous")
+        .to_owned();
+    if req.mode == Mode::Run {
+        if state.is_shutting_down() {
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down and accepts no new runs".into(),
+                "resource",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+        if state.orchestrator.flag("read_only_mode", &subject) == Some(true) {
+            return genesis_error(&GenesisError::Disabled {
+                flag: "read_only_mode".into(),
+                state: "on",
+            });
+        }
+        // Idempotent retries answer before any new work.
+        if let Some(key) = &idempotency
+            && let Ok(Some(existing)) = find_by_key(state.runs.store().as_ref(), key)
+        {
+            return accepted(existing, true);
+        }
+        if let Some(limit) = state.config.budget.per_day {
+            let spent = state.runs.spent_today();
+            if spent >= limit {
+                return json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "budget_day",
+                    format!("today's spend {spent} has reached the daily budget {limit}"),
+                    "resource",
+                );
+            }
+        }
+    }
+    let options = genesis::PlanOptions {
+        budget,
+        subject: Some(subject),
+    };
+    let plan = match state.orchestrator.plan_with(&request, &options).await {
+        Ok(p) => p,
+        Err(GenesisError::InvalidPlan { summary, plan }) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({
+                    "error": {"rule": "plan_validation", "message": summary, "category": "validation"},
+                    "plan": plan,
+                })),
+            )
+                .into_response();
+        }
+        Err(e) => return genesis_error(&e),
+    };
+    if req.mode == Mode::Plan {
+        return (StatusCode::OK, Json(plan)).into_response();
+    }
+    match state.runs.start(plan, budget, idempotency.as_deref()) {
+        Ok((id, existing)) => accepted(id.to_string(), existing),
+        Err(StartRunError::Store(e)) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "run_store",
+            format!("the run was not accepted: {e}"),
+            "resource",
+        ),
+        Err(StartRunError::Genesis(e)) => genesis_error(&e),
+    }
+}
+
+fn body_too_large(max: usize) -> Response {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "max_body_bytes",
+        format!("the request body exceeds security.limits.max_body_bytes {max}"),
+        "validation",
+    )
+}
+
+fn find_by_key(
+    store: &dyn RunStore,
+    key: &str,
+) -> Result<Option<String>, genesis::store::StoreError> {
+    // The store resolves keys on create; a lookup here lets retries skip planning.
+    store.run_for_idempotency_key(key)
+}
+
+fn accepted(id: String, existing: bool) -> Response {
+    let body = Accepted {
+        links: Links {
+            this: format!("/api/tasks/{id}"),
+            events: format!("/api/tasks/{id}/events"),
+            cancel: format!("/api/tasks/{id}/cancel"),
+        },
+        run_id: id.clone(),
+        status: "running",
+        existing,
+    };
+    let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/tasks/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path, description = "run id")),
+    responses((status = 200, description = "the run: status, plan, task states, cost, degradation"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.runs.store().get_run(&id) {
+        Ok(Some(run)) => {
+            let degradation = run.plan.degradation;
+            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "degradation".into(),
+                    serde_json::to_value(degradation).unwrap_or_default(),
+                );
+                o.insert(
+                    "live".into(),
+                    serde_json::Value::Bool(state.runs.subscribe(&id).is_some()),
+                );
+            }
+            Json(v).into_response()
+        }
+        Ok(None) => not_found_run(&id),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_store",
+            e.to_string(),
+            "internal",
+        ),
+    }
+}
+
+fn not_found_run(id: &str) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "unknown_run",
+        format!("no run with id {id:?}"),
+        "validation",
+    )
+}
+
+/// Query of `GET /api/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "runs, newest first, and the next cursor")))]
+pub(crate) async fn list_tasks(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "query",
+                e.body_text(),
+                "validation",
+            );
+        }
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("running") => Some(RunStatus::Running),
+        Some("succeeded") => Some(RunStatus::Succeeded),
+        Some("failed") => Some(RunStatus::Failed),
+        Some("cancelled") => Some(RunStatus::Cancelled),
+        Some(other) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "status",
+                format!("unknown status {other:?}: use running, succeeded, failed or cancelled"),
+                "validation",
+            );
+        }
+    };
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            format!("limit {limit} is outside 1..=1000"),
+            "validation",
+        );
+    }
+    match state
+        .runs
+        .store()
+        .list_runs(status, limit, q.cursor.as_deref())
+    {
+        Ok(runs) => {
+            let next = (runs.len() == limit)
+                .then(|| runs.last().map(|r| r.id.to_string()))
+                .flatten();
+            Json(serde_json::json!({"runs": runs, "next_cursor": next})).into_response()
+        }
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_store",
+            e.to_string(),
+            "internal",
+        ),
+    }
+}
+
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 202, description = "cancelling"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    if state.runs.cancel(&id) {
+        return (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
+        )
+            .into_response();
+    }
+    match state.runs.store().get_run(&id) {
+        Ok(Some(run)) => json_error(
+            StatusCode::CONFLICT,
+            "run_not_running",
+            format!(
+                "run {id} is {} and cannot be cancelled",
+                run.status.as_str()
+            ),
+            "validation",
+        ),
+        Ok(None) => not_found_run(&id),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_store",
+            e.to_string(),
+            "internal",
+        ),
+    }
+}
+
+#[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, description = "server-sent events: every journaled event, then live ones until the run ends")))]
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match state.runs.store().get_run(&id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found_run(&id),
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "run_store",
+                e.to_string(),
+                "internal",
+            );
+        }
+    }
+    let after: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Sse::new(event_stream(state, id, after))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The store is the source of truth; live notifications only wake the stream up, so
+/// a client never sees an event twice or misses one between replay and live.
+fn event_stream(
+    state: Arc<AppState>,
+    id: String,
+    after: i64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct S {
+        state: Arc<AppState>,
+        id: String,
+        last: i64,
+        pending: std::collections::VecDeque<StoredEvent>,
+        wake: Option<tokio::sync::broadcast::Receiver<RunEvent>>,
+        done: bool,
+    }
+    let wake = state.runs.subscribe(&id);
+    let init = S {
+        state,
+        id,
+        last: after,
+        pending: Default::default(),
+        wake,
+        done: false,
+    };
+    futures_util::stream::unfold(init, |mut s| async move {
+        loop {
+            if let Some(e) = s.pending.pop_front() {
+                s.last = e.seq;
+                if matches!(e.event, RunEvent::RunFinished { .. }) {
+                    s.done = true;
+                }
+                let data = serde_json::to_string(&e.event).unwrap_or_default();
+                let ev = Event::default()
+                    .id(e.seq.to_string())
+                    .event(e.event.kind())
+                    .data(data);
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.state.runs.store().events_since(&s.id, s.last) {
+                Ok(events) if !events.is_empty() => {
+                    s.pending.extend(events);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+            // Nothing new: wait for a live event, or end if the run is not live.
+            match s.wake.as_mut() {
+                Some(rx) => match rx.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        s.wake = None;
+                    }
+                },
+                None => {
+                    // Finished runs end after replay; a run resumed elsewhere is polled.
+                    let finished = s
+                        .state
+                        .runs
+                        .store()
+                        .get_run(&s.id)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|r| r.status != RunStatus::Running);
+                    if finished {
+                        // One last read, then stop.
+                        match s.state.runs.store().events_since(&s.id, s.last) {
+                            Ok(events) if !events.is_empty() => {
+                                s.pending.extend(events);
+                                s.done = true;
+                                continue;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    s.wake = s.state.runs.subscribe(&s.id);
+                }
+            }
+        }
+    })
+}
+
+/// One agent as `GET /api/agents` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AgentView {
+    id: String,
+    description: String,
+    task_kinds: Vec<String>,
+    success_rate: f64,
+    max_concurrent_tasks: u32,
+    load: usize,
+    breaker: &'static str,
+}
+
+#[utoipa::path(get, path = "/api/agents", responses((status = 200, description = "agents with live success rate, load and breaker state", body = [AgentView])))]
+pub(crate) async fn agents(State(state): State<Arc<AppState>>) -> Json<Vec<AgentView>> {
+    let registry = state.orchestrator.router().registry();
+    let executor = state.orchestrator.executor();
+    let now = tokio::time::Instant::now();
+    let views = registry
+        .iter()
+        .map(|a| AgentView {
+            id: a.id.to_string(),
+            description: a.description.clone(),
+            task_kinds: a.task_kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+            success_rate: a.success_rate,
+            max_concurrent_tasks: a.max_concurrent_tasks,
+            load: executor.in_flight(a.id.as_str()),
+            breaker: executor
+                .breakers()
+                .peek(&format!("agent:{}", a.id))
+                .map_or("closed", |b| b.effective_state(now).as_str()),
+        })
+        .collect();
+    Json(views)
+}
+
+#[utoipa::path(get, path = "/api/status", responses((status = 200, description = "flags, budget, runs, breakers: what `genesis health` checks")))]
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let now = std::time::SystemTime::now();
+    let flags: Vec<serde_json::Value> = state
+        .orchestrator
+        .flags()
+        .map(|f| {
+            f.snapshot()
+                .flags()
+                .map(|flag| {
+                    let ev = f.evaluate(&flag.name, "anonymous", now);
+                    serde_json::json!({"name": flag.name, "enabled": ev.enabled, "reason": ev.reason.as_str()})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let spent = state.runs.spent_today();
+    let per_day = state.config.budget.per_day;
+    let breakers: Vec<serde_json::Value> = state
+        .orchestrator
+        .executor()
+        .breakers()
+        .states(tokio::time::Instant::now())
+        .into_iter()
+        .map(|(k, s)| serde_json::json!({"key": k.to_string(), "state": s.as_str()}))
+        .collect();
+    Json(serde_json::json!({
+        "flags": flags,
+        "budget": {
+            "per_day": per_day,
+            "per_run": state.config.budget.per_run,
+            "spent_today": spent,
+            "remaining_today": per_day.map(|l| l - spent),
+        },
+        "runs": {"running": state.runs.running()},
+        "breakers": breakers,
+        "shutting_down": state.is_shutting_down(),
+    }))
+}
+
+pub(crate) async fn not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "route",
+        "no such endpoint".into(),
+        "validation",
+    )
+}

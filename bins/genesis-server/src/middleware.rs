@@ -1,0 +1,290 @@
+//! Request context, kill switches, rate limits, auth, and the error answers of tower's
+//! timeout and load-shed layers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use genesis::core::AgentId;
+use genesis::security::SecurityError;
+use genesis::telemetry::{CORRELATION_ID_HEADER, CorrelationId, catalogue};
+use tower::BoxError;
+use tracing::Instrument;
+
+use crate::{AppState, json_error};
+
+/// Request id (from `x-correlation-id` or generated), a tracing span, request metrics.
+pub(crate) async fn request_context(req: Request, next: Next) -> Response {
+    let header_id = req
+        .headers()
+        .get(CORRELATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let id = CorrelationId::from_header_or_generate(header_id.as_deref())
+        .map(|c| c.to_string())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let method = req.method().clone();
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let span = tracing::info_span!("request", correlation_id = %id, method = %method, endpoint = %endpoint);
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        catalogue::REQUESTS_TOTAL,
+        catalogue::labels::ENDPOINT => endpoint.clone(),
+        catalogue::labels::STATUS => status
+    )
+    .increment(1);
+    metrics::histogram!(catalogue::REQUEST_DURATION_SECONDS, catalogue::labels::ENDPOINT => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(CORRELATION_ID_HEADER, v);
+    }
+    response
+}
+
+pub(crate) async fn timeout_error(err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took longer than server.request_timeout".into(),
+            "resource",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    } else {
+        json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+            "internal",
+        )
+    }
+}
+
+pub(crate) async fn overload_error(err: BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load_shed",
+            "the server is at server.max_in_flight requests; retry shortly".into(),
+            "resource",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    } else {
+        json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+            "internal",
+        )
+    }
+}
+
+/// Kill switches: `emergency_shutdown` refuses every API call, `maintenance_mode`
+/// refuses writes; both with 503 and `Retry-After`.
+pub(crate) async fn kill_switch(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = req.method() != axum::http::Method::GET;
+    let flag = if state.orchestrator.flag("emergency_shutdown", "server") == Some(true) {
+        Some("emergency_shutdown")
+    } else if write && state.orchestrator.flag("maintenance_mode", "server") == Some(true) {
+        Some("maintenance_mode")
+    } else {
+        None
+    };
+    if let Some(flag) = flag {
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("feature_flag:{flag}"),
+            format!("{flag} is on: the API is not accepting this request"),
+            "security",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    next.run(req).await
+}
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+fn credential(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.to_owned());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+fn limited(e: &SecurityError) -> Response {
+    let retry = e.retry_after().map_or(1, |d| d.as_secs().max(1));
+    metrics::counter!(catalogue::RATE_LIMITED_TOTAL).increment(1);
+    let rule = match e {
+        SecurityError::RateLimited { scope, .. } => format!("rate_limit:{scope}"),
+        _ => "rate_limit".to_owned(),
+    };
+    let mut r = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &rule,
+        e.to_string(),
+        "security",
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Per-IP limits for everyone; per-key limits for callers that present a key or token.
+pub(crate) async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Err(e) = state.ip_limiter.check(&client_ip(&req)) {
+        return limited(&e);
+    }
+    let key = req
+        .headers()
+        .get("x-agent-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|a| format!("agent:{a}"))
+        .or_else(|| credential(req.headers()).map(|k| format!("key:{}", fingerprint(&k))));
+    if let Some(key) = key
+        && let Err(e) = state.key_limiter.check(&AgentId::new(key))
+    {
+        return limited(&e);
+    }
+    next.run(req).await
+}
+
+/// A short, non-reversible label for a credential (rate-limit keys, logs).
+fn fingerprint(secret: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    d.as_ref()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    // Compare digests so the comparison takes the same time whatever the lengths.
+    let da = ring::digest::digest(&ring::digest::SHA256, a.as_bytes());
+    let db = ring::digest::digest(&ring::digest::SHA256, b.as_bytes());
+    da.as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// API key (`Authorization: Bearer` or `x-api-key`) or agent token (`x-agent-id` +
+/// `x-agent-token`, HMAC-verified with lockout). Open when no API keys are configured
+/// (dev only: production refuses to start without keys).
+pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if let (Some(agent), Some(token)) = (
+        headers.get("x-agent-id").and_then(|v| v.to_str().ok()),
+        headers.get("x-agent-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return match state
+            .auth
+            .verify(token, &AgentId::new(agent), SystemTime::now())
+        {
+            Ok(_) => next.run(req).await,
+            Err(e) => {
+                let mut r = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "agent_token",
+                    e.to_string(),
+                    "security",
+                );
+                if let Some(after) = e.retry_after()
+                    && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+                {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+        };
+    }
+    if state.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    match credential(headers) {
+        Some(key)
+            if state
+                .api_keys
+                .iter()
+                .any(|k| constant_time_eq(k.expose(), &key)) =>
+        {
+            next.run(req).await
+        }
+        Some(_) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "api_key",
+            "the API key is not valid".into(),
+            "security",
+        ),
+        None => json_error(
+            StatusCode::UNAUTHORIZED,
+            "api_key",
+            "missing credentials: send Authorization: Bearer <api key> or x-api-key".into(),
+            "security",
+        ),
+    }
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_x_api_key_or_bearer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k1"));
+        assert_eq!(credential(&h).as_deref(), Some("k1"));
+        h.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert_eq!(credential(&h).as_deref(), Some("k2"), "x-api-key wins");
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(credential(&basic), None, "only bearer tokens are keys");
+    }
+
+    #[test]
+    fn key_comparison_and_fingerprints() {
+        assert!(constant_time_eq("secret", "secret"));
+        assert!(!constant_time_eq("secret", "secreT"));
+        assert!(!constant_time_eq("secret", "secret-longer"));
+        let f = fingerprint("secret");
+        assert_eq!(f.len(), 12);
+        assert_eq!(f, fingerprint("secret"), "stable");
+        assert_ne!(f, fingerprint("other"));
+        assert!(!f.contains("secret"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Starting, tracking, resuming and draining runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genesis::core::{RunId, Usd};
+use genesis::run::{RunEvent, RunJournal, TaskStatus};
+use genesis::store::{Created, RunStore, StoreError};
+use genesis::telemetry::catalogue;
+use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// A run in progress in this process.
+struct Live {
+    cancel: CancellationToken,
+    events: broadcast::Sender<RunEvent>,
+}
+
+/// Tracks runs in progress; the store remembers everything else.
+pub struct RunManager {
+    orchestrator: Orchestrator,
+    store: Arc<dyn RunStore>,
+    live: Arc<Mutex<HashMap<RunId, Live>>>,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl std::fmt::Debug for RunManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunManager")
+            .field("live", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Journals to the store and records task metrics; the executor calls it for every
+/// event before it moves on.
+struct MeteredJournal {
+    store: Arc<dyn RunStore>,
+}
+
+impl RunJournal for MeteredJournal {
+    fn record(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.store.record(run_id, event)?;
+        match event {
+            RunEvent::TaskSucceeded {
+                duration_ms, cost, ..
+            } => {
+                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "succeeded")
+                    .increment(1);
+                metrics::histogram!(catalogue::TASK_DURATION_SECONDS)
+                    .record(*duration_ms as f64 / 1000.0);
+                metrics::gauge!(catalogue::COST_USD_TOTAL).increment(cost.as_f64());
+            }
+            RunEvent::TaskFailed { reason, .. } => {
+                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "failed")
+                    .increment(1);
+                if reason.contains("budget exceeded") {
+                    metrics::counter!(catalogue::BUDGET_EXCEEDED_TOTAL, catalogue::labels::SCOPE => "run").increment(1);
+                }
+            }
+            RunEvent::TaskSkipped { .. } => {
+                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "skipped")
+                    .increment(1);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Start of the current UTC day, unix milliseconds.
+fn day_start_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let day = 86_400_000u128;
+    i64::try_from(now - now % day).unwrap_or(0)
+}
+
+impl RunManager {
+    /// A manager over `store`.
+    pub fn new(orchestrator: Orchestrator, store: Arc<dyn RunStore>) -> Self {
+        RunManager {
+            orchestrator,
+            store,
+            live: Arc::new(Mutex::new(HashMap::new())),
+            tracker: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Runs in progress in this process.
+    pub fn running(&self) -> usize {
+        self.live.lock().map_or(0, |l| l.len())
+    }
+
+    /// Money spent today by all runs.
+    pub fn spent_today(&self) -> Usd {
+        self.store.spent_since(day_start_ms()).unwrap_or(Usd::ZERO)
+    }
+
+    /// Journals a run, then starts it. Returns the run id and whether it already existed
+    /// (same idempotency key).
+    ///
+    /// # Errors
+    /// Store failures (nothing was accepted) or an invalid plan.
+    pub fn start(
+        &self,
+        plan: Plan,
+        budget: Option<Usd>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(RunId, bool), StartRunError> {
+        let id = genesis::new_run_id();
+        match self.store.create_run(&id, &plan, budget, idempotency_key)? {
+            Created::Existing(existing) => Ok((existing, true)),
+            Created::New(id) => {
+                if let Err(e) = self.launch(id.clone(), plan, budget, Vec::new()) {
+                    // Journaled but cannot run: record it as failed so it is not resumed.
+                    let _ = self.store.record(
+                        &id,
+                        &RunEvent::RunFinished {
+                            status: genesis::run::RunStatus::Failed,
+                            cost: Usd::ZERO,
+                        },
+                    );
+                    return Err(e.into());
+                }
+                Ok((id, false))
+            }
+        }
+    }
+
+    fn launch(
+        &self,
+        id: RunId,
+        plan: Plan,
+        budget: Option<Usd>,
+        resumed: Vec<genesis::run::TaskReport>,
+    ) -> Result<(), GenesisError> {
+        let options = RunOptions {
+            run_id: Some(id.clone()),
+            journal: Some(Arc::new(MeteredJournal {
+                store: Arc::clone(&self.store),
+            })),
+            resumed,
+            budget,
+            day_spent: self.spent_today(),
+        };
+        let handle = self.orchestrator.execute(plan, options)?;
+        let live = Live {
+            cancel: handle.cancellation(),
+            events: handle.sender(),
+        };
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(id.clone(), live);
+        }
+        let registry = Arc::clone(&self.live);
+        self.tracker.spawn(async move {
+            let result = handle.wait().await;
+            tracing::info!(run_id = %result.run_id, status = result.status.as_str(), cost = %result.cost, "run finished");
+            if let Ok(mut l) = registry.lock() {
+                l.remove(&id);
+            }
+        });
+        Ok(())
+    }
+
+    /// Resumes every run the store still marks running: finished tasks keep their
+    /// results, tasks that were in flight run again.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn resume(&self) -> Result<usize, StoreError> {
+        let runs = self.store.unfinished_runs()?;
+        let mut n = 0;
+        for run in runs {
+            if self.live.lock().is_ok_and(|l| l.contains_key(&run.id)) {
+                continue;
+            }
+            let done = run
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Succeeded)
+                .count();
+            let resumed: Vec<_> = run
+                .tasks
+                .into_iter()
+                .filter(|t| t.status.is_terminal())
+                .collect();
+            tracing::info!(run_id = %run.id, finished_tasks = done, "resuming run");
+            match self.launch(run.id.clone(), run.plan, run.budget, resumed) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::error!(run_id = %run.id, error = %e, "cannot resume run"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Cancels a run in progress. `false` when it is not running here.
+    pub fn cancel(&self, id: &str) -> bool {
+        self.live
+            .lock()
+            .ok()
+            .and_then(|l| l.get(id).map(|r| r.cancel.clone()))
+            .map(|c| c.cancel())
+            .is_some()
+    }
+
+    /// A subscription to a live run's events (a wake-up signal for event streams).
+    pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<RunEvent>> {
+        self.live.lock().ok()?.get(id).map(|r| r.events.subscribe())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
+    /// Waits up to `grace` for runs in progress; returns how many are still running
+    /// (they stay journaled and resume at the next start).
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        self.running()
+    }
+}
+
+/// Why a run could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartRunError {
+    /// The store failed: the run was not accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The plan could not be executed.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_start_is_midnight_utc_today() {
+        let start = day_start_ms();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(start % 86_400_000, 0);
+        assert!(start <= now && now - start < 86_400_000);
+    }
+}

@@ -1,0 +1,272 @@
+//! Crash test: the real `genesis-server` binary with a temp data dir and slow HTTP agents
+//! on loopback is killed with SIGKILL mid-run and restarted. Every accepted run must
+//! complete, none may be lost, and no task whose success was journaled may be called
+//! again (a task in flight at the kill may run again). Then SIGTERM must drain and exit 0.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use genesis::run::TaskStatus;
+use genesis::store::{RunStore, SqliteStore};
+use serde_json::json;
+
+use crate::support::{AGENTS, Stub, TempDir, client, split};
+
+/// A request the heuristic decomposer splits into several dependent tasks.
+const REQUEST: &str =
+    "Design the database schema, then build the REST API, then write integration tests";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn write_config(dir: &Path, port: u16, stub_url: &str) -> std::path::PathBuf {
+    let mut toml = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n\
+         [security.auth]\nenvironment = \"dev\"\n\n\
+         [security.rate_limits]\nper_ip_per_minute = 1000000\nper_ip_burst = 100000\n\n\
+         [telemetry]\nfilter = \"warn\"\n\n[executor]\ntask_timeout = \"20s\"\n",
+        dir.join("data").display()
+    );
+    for id in AGENTS {
+        toml.push_str(&format!(
+            "\n[backends.{id}]\ntype = \"http\"\nurl = \"{stub_url}\"\ntimeout = \"20s\"\n"
+        ));
+    }
+    let path = dir.join("crash-test.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn spawn(dir: &Path, config: &Path, tag: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("server-{tag}.log"))).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+    // Run from the temp dir so no config/genesis.toml from the checkout is picked up.
+    cmd.current_dir(dir)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.spawn().unwrap()
+}
+
+async fn wait_healthy(base: &str, child: &mut Child, dir: &Path, tag: &str) {
+    let c = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = c.get(format!("{base}/ready")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let log =
+                std::fs::read_to_string(dir.join(format!("server-{tag}.log"))).unwrap_or_default();
+            panic!("server exited with {status} before it was ready:\n{log}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server not ready in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Succeeded tasks per run, read straight from the store file.
+fn journaled_successes(dir: &Path, runs: &[String]) -> HashMap<String, HashSet<String>> {
+    let store = SqliteStore::open(&dir.join("data")).unwrap();
+    runs.iter()
+        .map(|id| {
+            let run = store
+                .get_run(id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("accepted run {id} lost"));
+            let done = run
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Succeeded)
+                .map(|t| t.task_id.to_string())
+                .collect();
+            (id.clone(), done)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_nothing_and_reruns_no_finished_task() {
+    let dir = TempDir::new("crash");
+    let stub = Stub::start(Duration::from_millis(400)).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), port, &stub.url);
+    let c = client();
+
+    let mut server = spawn(dir.path(), &config, "1");
+    wait_healthy(&base, &mut server, dir.path(), "1").await;
+
+    // The plan has several tasks, so a kill lands between journaled completions.
+    let (status, _, plan) = split(
+        c.post(format!("{base}/api/tasks"))
+            .json(&json!({"description": REQUEST}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let planned = plan["tasks"].as_array().unwrap().len();
+    assert!(planned >= 3, "want a multi-task plan: {plan}");
+
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let (status, _, body) = split(
+            c.post(format!("{base}/api/tasks"))
+                .json(&json!({"description": REQUEST, "mode": "run", "idempotency_key": format!("crash-{i}")}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        runs.push(body["run_id"].as_str().unwrap().to_owned());
+        if i == 4 {
+            // Let the first runs journal some completions.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while stub.total_calls() < 8 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "agents were not called"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // SIGKILL right after the last 202: that run was only just journaled.
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let done_before = journaled_successes(dir.path(), &runs);
+    let calls_before = stub.calls();
+    let finished_before: usize = done_before.values().map(HashSet::len).sum();
+    assert!(
+        finished_before > 0,
+        "the kill came before any task finished"
+    );
+    assert!(
+        finished_before < runs.len() * planned,
+        "the kill came after every task finished"
+    );
+
+    let mut server = spawn(dir.path(), &config, "2");
+    wait_healthy(&base, &mut server, dir.path(), "2").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for id in &runs {
+        loop {
+            let (status, _, run) = split(
+                c.get(format!("{base}/api/tasks/{id}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "accepted run {id} lost: {run}");
+            if run["status"] != "running" {
+                assert_eq!(run["status"], "succeeded", "{run}");
+                for t in run["tasks"].as_array().unwrap() {
+                    assert_eq!(t["status"], "succeeded", "{t}");
+                }
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} did not finish after restart: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let calls_after = stub.calls();
+    for id in &runs {
+        let store_tasks = journaled_successes(dir.path(), std::slice::from_ref(id));
+        assert_eq!(
+            store_tasks[id].len(),
+            planned,
+            "run {id} has unfinished tasks"
+        );
+        for task in &store_tasks[id] {
+            let key = (id.clone(), task.clone());
+            let after = calls_after.get(&key).copied().unwrap_or(0);
+            assert!(after >= 1, "task {task} of {id} never called");
+            if done_before[id].contains(task) {
+                let before = calls_before.get(&key).copied().unwrap_or(0);
+                assert_eq!(
+                    after, before,
+                    "finished task {task} of run {id} ran again after restart"
+                );
+            }
+        }
+    }
+    let (_, _, list) = split(
+        c.get(format!("{base}/api/tasks?limit=100"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        list["runs"].as_array().unwrap().len(),
+        runs.len(),
+        "runs lost or duplicated: {list}"
+    );
+
+    // Graceful stop: SIGTERM drains and exits 0.
+    let pid = server.id().to_string();
+    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("server did not exit within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[test]
+fn an_invalid_config_fails_at_start_naming_the_key_and_the_reason() {
+    let dir = TempDir::new("badstart");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nbind = \"127.0.0.1:0\"\nmax_in_flight = \"many\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_genesis-server"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&bad)
+        .env_remove("GENESIS_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_in_flight") && err.contains("bad.toml"),
+        "{err}"
+    );
+    assert!(err.contains("invalid type"), "the reason: {err}");
+}
