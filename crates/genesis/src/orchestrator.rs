@@ -6,7 +6,7 @@ use genesis_aop::{Assignment, Validator, ValidatorConfig};
 use genesis_core::{Task, Usd};
 use genesis_daao::{Budget, ModelCatalog, ModelSelector};
 use genesis_feature_flags::SharedFlags;
-use genesis_halo::{AgentRegistry, RouteDecision, Router, RouterConfig, RoutingRules};
+use genesis_halo::{AgentRegistry, RouteDecision, RouteLayer, Router, RouterConfig, RoutingRules};
 use genesis_htdag::{Decomposer, HeuristicDecomposer, Limits, TaskDag};
 use genesis_resilience::DegradationLevel;
 use genesis_security::{Checkpoint, Guard, SecurityError};
@@ -519,8 +519,21 @@ impl Orchestrator {
                 .collect();
             decisions.extend(inner.router.route_all(&tasks).decisions);
         }
+        // One counter update per layer, not per task: each update is a registry lookup.
+        let mut per_layer = [0u64; 4];
         for d in &decisions {
-            metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => d.layer.as_str()).increment(1);
+            per_layer[d.layer as usize] += 1;
+        }
+        for layer in [
+            RouteLayer::Rule,
+            RouteLayer::Text,
+            RouteLayer::Capability,
+            RouteLayer::Unassigned,
+        ] {
+            let n = per_layer[layer as usize];
+            if n > 0 {
+                metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => layer.as_str()).increment(n);
+            }
         }
         let mut assignments = Vec::with_capacity(dag.len());
         let mut planned: Vec<PlannedTask> = Vec::with_capacity(dag.len());
