@@ -206,7 +206,36 @@ fn main() -> Result<()> {
             / held.len().max(1)
     );
 
-    // 3. Leave-one-source-out recall.
+    // 3. Hand-written probes, scored by the model `train_injection` would ship.
+    let shipped = p.train_on(|i| !p.heldout[i], &config);
+    let probe = |texts: &[&str], want: bool| -> usize {
+        let mut ok = 0;
+        for text in texts {
+            let doc = genesis_security::training::featurize(text);
+            let score = sigmoid(doc.logit(&shipped) - t);
+            ok += usize::from((score >= 0.5) == want);
+            if (score >= 0.5) != want || common::env_f64("GENESIS_PROBE_ALL", 0.0) > 0.0 {
+                println!(
+                    "- probe {}: {score:.3} {text:?}",
+                    if want { "attack" } else { "benign" }
+                );
+            }
+        }
+        ok
+    };
+    println!("\n## Hand-written probes (model trained on the whole pool)\n");
+    let ok_b = probe(common::PROBE_BENIGN, false);
+    let ok_a = probe(common::PROBE_ATTACKS, true);
+    println!(
+        "benign passed: {}; attacks flagged: {}",
+        pct(ok_b, common::PROBE_BENIGN.len()),
+        pct(ok_a, common::PROBE_ATTACKS.len())
+    );
+    if common::env_f64("GENESIS_QUICK", 0.0) > 0.0 {
+        return Ok(());
+    }
+
+    // 4. Leave-one-source-out recall.
     println!(
         "\n## Leave-one-source-out recall (source's attacks never trained on; same threshold)\n"
     );
@@ -250,7 +279,7 @@ fn main() -> Result<()> {
     }
     println!("| **all (micro)** | {} | | |", pct(tot_k, tot_n));
 
-    // 4. Role-play sanity check: awesome-chatgpt-prompts "act as" requests (benign).
+    // 5. Role-play sanity check: awesome-chatgpt-prompts "act as" requests (benign).
     let role: Vec<usize> = (0..p.rows.len())
         .filter(|&i| !p.rows[i].label && p.rows[i].text.to_lowercase().contains("act as"))
         .collect();

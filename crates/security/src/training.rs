@@ -92,6 +92,9 @@ pub struct TrainConfig {
     /// Train the model on the residual of the rule layer (rules as a fixed offset).
     /// Default false: the model learns attacks on its own and the logits are summed.
     pub rule_offset: bool,
+    /// Largest absolute weight of any one hashed feature (projected after every update), so
+    /// no single word or n-gram can carry a verdict on its own. Default: unbounded.
+    pub weight_cap: f64,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +105,7 @@ impl Default for TrainConfig {
             l2: 1e-5,
             seed: 20_251_123,
             rule_offset: false,
+            weight_cap: f64::INFINITY,
         }
     }
 }
@@ -162,6 +166,7 @@ pub fn train(docs: &[Doc], labels: &[bool], weights: &[f64], config: &TrainConfi
                 let grad = err * f64::from(v) + config.l2 * w[i];
                 g[i] += grad * grad;
                 w[i] -= config.learning_rate * grad / (g[i] + EPS).sqrt();
+                w[i] = w[i].clamp(-config.weight_cap, config.weight_cap);
             }
             gb += err * err;
             bias -= config.learning_rate * err / (gb + EPS).sqrt();
