@@ -36,6 +36,13 @@ pub fn build_tracer_provider(
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(TelemetryError::NoTokioRuntime { endpoint: url });
     }
+    // The exporter builds its own reqwest client, which needs a process-wide rustls
+    // crypto provider (the workspace's reqwest has no built-in one). Installing the
+    // tracer is a process-global act already, so install `ring` here when nobody has
+    // chosen a provider; an earlier choice is kept.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
