@@ -600,16 +600,34 @@ impl Runner {
                 self.emit(RunEvent::Cost {
                     spent: self.spent(),
                 });
-                if !followups.is_empty() {
+                if followups.is_empty() {
+                    // Release dependents incrementally: O(out-degree), not O(tasks).
+                    let dependents: Vec<usize> = self
+                        .dag
+                        .dependents(task_id.as_str())
+                        .into_iter()
+                        .filter_map(|d| self.index.get(d.as_str()).copied())
+                        .collect();
+                    for j in dependents {
+                        let slot = &mut self.slots[j];
+                        if slot.status == TaskStatus::Pending {
+                            slot.waiting = slot.waiting.saturating_sub(1);
+                            if slot.waiting == 0 {
+                                ready.push_back(j);
+                            }
+                        }
+                    }
+                } else {
+                    // New tasks and edges: recount everything once.
                     self.add_followups(&task_id, &followups);
-                }
-                self.recount();
-                for (j, slot) in self.slots.iter().enumerate() {
-                    if slot.status == TaskStatus::Pending
-                        && slot.waiting == 0
-                        && !ready.contains(&j)
-                    {
-                        ready.push_back(j);
+                    self.recount();
+                    for (j, slot) in self.slots.iter().enumerate() {
+                        if slot.status == TaskStatus::Pending
+                            && slot.waiting == 0
+                            && !ready.contains(&j)
+                        {
+                            ready.push_back(j);
+                        }
                     }
                 }
             }
