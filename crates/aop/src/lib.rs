@@ -1,8 +1,8 @@
 //! AOP: checks a plan before anything runs.
 //!
-//! Mental model: a plan is a [`TaskDag`] plus an [`Assignment`] per task (agent, how
+//! Mental model: a plan is a [`TaskDag`](genesis_htdag::TaskDag) plus an [`Assignment`] per task (agent, how
 //! well it matches, estimated cost). The [`Validator`] — built with the *same*
-//! [`AgentRegistry`] the router used — runs five checks and returns a
+//! [`AgentRegistry`](genesis_halo::AgentRegistry) the router used — runs five checks and returns a
 //! [`ValidationReport`] with every error and every warning, whether or not the plan
 //! passed, and a quality score:
 //!

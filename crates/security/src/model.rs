@@ -73,7 +73,7 @@ impl LinearModel {
         }
     }
 
-    /// Quantises float weights (length [`BUCKETS`]; shorter inputs are zero-padded).
+    /// Quantises float weights (one per hash bucket; shorter inputs are zero-padded).
     pub fn quantize(weights: &[f32], bias: f32) -> Self {
         let max = weights.iter().fold(0.0f32, |m, w| m.max(w.abs()));
         let scale = if max > 0.0 {

@@ -1,10 +1,10 @@
 //! Built-in agent backends: HTTP services and local commands. (LLM agents live in
-//! [`crate::run::LlmAgent`].)
+//! [`crate::providers::LlmAgent`].)
 
 mod command;
 mod http;
 
-pub use command::{CommandAgent, CommandAgentConfig};
+pub use command::{CommandAgent, CommandAgentConfig, NotAllowed};
 pub use http::{HttpAgent, HttpAgentConfig};
 
 use serde::Serialize;
