@@ -29,7 +29,7 @@ for tool in wrk curl python3; do
 done
 
 cargo build --release -p genesis-server >&2
-BIN=target/release/genesis-server
+BIN="${CARGO_TARGET_DIR:-target}/release/genesis-server"
 WORK=$(mktemp -d -t genesis-loadtest.XXXXXX)
 SERVER_PID=""
 STUB_PID=""
