@@ -50,12 +50,18 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     response
 }
 
-pub(crate) async fn timeout_error(err: BoxError) -> Response {
-    if err.is::<tower::timeout::error::Elapsed>() {
+/// Answers a tower layer's error: `expected` errors become a 503 naming `rule`, with
+/// `Retry-After: 1`; anything else is a 500.
+fn layer_error<E: std::error::Error + 'static>(
+    err: &BoxError,
+    rule: &str,
+    message: &str,
+) -> Response {
+    if err.is::<E>() {
         let mut r = json_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            "the request took longer than server.request_timeout".into(),
+            rule,
+            message.to_owned(),
             "resource",
         );
         r.headers_mut()
@@ -71,25 +77,20 @@ pub(crate) async fn timeout_error(err: BoxError) -> Response {
     }
 }
 
+pub(crate) async fn timeout_error(err: BoxError) -> Response {
+    layer_error::<tower::timeout::error::Elapsed>(
+        &err,
+        "request_timeout",
+        "the request took longer than server.request_timeout",
+    )
+}
+
 pub(crate) async fn overload_error(err: BoxError) -> Response {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        let mut r = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "load_shed",
-            "the server is at server.max_in_flight requests; retry shortly".into(),
-            "resource",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        r
-    } else {
-        json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-            "internal",
-        )
-    }
+    layer_error::<tower::load_shed::error::Overloaded>(
+        &err,
+        "load_shed",
+        "the server is at server.max_in_flight requests; retry shortly",
+    )
 }
 
 /// Kill switches: `emergency_shutdown` refuses every API call, `maintenance_mode`
