@@ -513,11 +513,9 @@ impl Orchestrator {
         // tasks that will never overlap.
         let mut decisions: Vec<RouteDecision> = Vec::with_capacity(dag.len());
         for generation in dag.generations() {
-            let tasks: Vec<Task> = generation
-                .iter()
-                .filter_map(|id| dag.task(id.as_str()).cloned())
-                .collect();
-            decisions.extend(inner.router.route_all(&tasks).decisions);
+            // Borrowed, not cloned: routing reads the tasks in place.
+            let tasks = generation.iter().filter_map(|id| dag.task(id.as_str()));
+            decisions.extend(inner.router.route_all(tasks).decisions);
         }
         // One counter update per layer, not per task: each update is a registry lookup.
         let mut per_layer = [0u64; 4];

@@ -929,11 +929,12 @@ impl Router {
     /// Routes every task of a plan in order, applying per-plan capacity: an agent takes
     /// at most `max_concurrent_tasks` tasks of the plan; when the best agent is full the
     /// next alternative is taken and the explanation says so.
-    pub fn route_all(&self, tasks: &[Task]) -> RoutingPlan {
+    pub fn route_all<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> RoutingPlan {
+        let tasks = tasks.into_iter();
         let st = self.snapshot();
         let n = st.registry.len();
         let mut load = vec![0u32; n];
-        let mut decisions = Vec::with_capacity(tasks.len());
+        let mut decisions = Vec::with_capacity(tasks.size_hint().0);
         let mut unassigned = Vec::new();
         for task in tasks {
             let r = self.ranking(&st, task);
