@@ -21,6 +21,7 @@
 //! ```
 
 mod error;
+pub mod fasthash;
 mod id;
 mod money;
 mod secret;

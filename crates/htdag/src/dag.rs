@@ -1,7 +1,8 @@
 //! The hierarchical task DAG.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
+use genesis_core::fasthash::FxHashMap;
 use genesis_core::{Task, TaskId};
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -47,11 +48,14 @@ pub struct TaskNode {
 #[derive(Debug, Clone)]
 pub struct TaskDag {
     graph: StableDiGraph<TaskNode, EdgeKind>,
-    index: HashMap<TaskId, NodeIndex>,
+    /// Ids are made by decomposers and checked against the limits, so the fast hasher
+    /// is safe here (the map never holds more than `limits.max_tasks` keys).
+    index: FxHashMap<TaskId, NodeIndex>,
     /// Insertion order, so iteration and serialisation are deterministic.
     order: Vec<NodeIndex>,
     limits: Limits,
     updates: usize,
+    scratch: Scratch,
 }
 
 impl Default for TaskDag {
@@ -65,11 +69,22 @@ impl TaskDag {
     pub fn new(limits: Limits) -> Self {
         TaskDag {
             graph: StableDiGraph::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             order: Vec::new(),
             limits,
             updates: 0,
+            scratch: Scratch::default(),
         }
+    }
+
+    /// Reserves room for `additional` more tasks (a decomposer that knows its size
+    /// avoids regrowing the graph and the index).
+    pub fn reserve(&mut self, additional: usize) {
+        let n = additional.min(self.limits.max_tasks);
+        self.graph.reserve_nodes(n);
+        self.graph.reserve_edges(n * 2);
+        self.index.reserve(n);
+        self.order.reserve(n);
     }
 
     /// The limits this DAG enforces.
@@ -136,15 +151,25 @@ impl TaskDag {
         if let Some(pix) = parent_ix {
             // The parent integrates its subtasks: it waits for the new task.
             self.graph.add_edge(ix, pix, EdgeKind::Subtask);
-            // The new task waits for whatever the parent was declared to wait for.
-            let inherited: Vec<NodeIndex> = self
+            // The new task waits for whatever the parent was declared to wait for. Most
+            // parents wait for nothing yet: only then is no list needed.
+            let waits = |e: &petgraph::stable_graph::EdgeReference<'_, EdgeKind>| {
+                matches!(e.weight(), EdgeKind::Dependency | EdgeKind::Inherited)
+            };
+            if self
                 .graph
                 .edges_directed(pix, Direction::Incoming)
-                .filter(|e| matches!(e.weight(), EdgeKind::Dependency | EdgeKind::Inherited))
-                .map(|e| e.source())
-                .collect();
-            for src in inherited {
-                self.graph.add_edge(src, ix, EdgeKind::Inherited);
+                .any(|e| waits(&e))
+            {
+                let inherited: Vec<NodeIndex> = self
+                    .graph
+                    .edges_directed(pix, Direction::Incoming)
+                    .filter(|e| waits(e))
+                    .map(|e| e.source())
+                    .collect();
+                for src in inherited {
+                    self.graph.add_edge(src, ix, EdgeKind::Inherited);
+                }
             }
         }
         Ok(&self.graph[ix])
@@ -166,7 +191,25 @@ impl TaskDag {
             return Ok(());
         }
         // Targets: `to` and all of its descendants; each gets an edge from `from`.
-        let mut targets = vec![b];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.link(a, b, from, to, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    /// The body of [`TaskDag::add_dependency`], with reusable buffers (no allocation
+    /// once the buffers have grown to the DAG's size).
+    fn link(
+        &mut self,
+        a: NodeIndex,
+        b: NodeIndex,
+        from: &TaskId,
+        to: &TaskId,
+        scratch: &mut Scratch,
+    ) -> Result<(), HtdagError> {
+        let targets = &mut scratch.targets;
+        targets.clear();
+        targets.push(b);
         let mut i = 0;
         while i < targets.len() {
             let t = targets[i];
@@ -178,21 +221,22 @@ impl TaskDag {
             );
             i += 1;
         }
-        for &t in &targets {
-            if t == a {
-                return Err(HtdagError::CycleDetected {
-                    path: vec![from.clone(), to.clone(), from.clone()],
-                });
-            }
-            if let Some(path) = self.path(t, a) {
-                let mut cycle: Vec<TaskId> = Vec::with_capacity(path.len() + 1);
-                cycle.push(from.clone());
-                cycle.extend(path.into_iter().map(|ix| self.graph[ix].task.id.clone()));
-                return Err(HtdagError::CycleDetected { path: cycle });
-            }
+        if targets.contains(&a) {
+            return Err(HtdagError::CycleDetected {
+                path: vec![from.clone(), to.clone(), from.clone()],
+            });
+        }
+        // The new edges close a cycle exactly when `from` is reachable from a target.
+        if let Some(path) =
+            self.path_from_any(&scratch.targets, a, &mut scratch.prev, &mut scratch.queue)
+        {
+            let mut cycle: Vec<TaskId> = Vec::with_capacity(path.len() + 1);
+            cycle.push(from.clone());
+            cycle.extend(path.into_iter().map(|ix| self.graph[ix].task.id.clone()));
+            return Err(HtdagError::CycleDetected { path: cycle });
         }
         self.graph.add_edge(a, b, EdgeKind::Dependency);
-        for &t in &targets[1..] {
+        for &t in &scratch.targets[1..] {
             if !self.has_edge(a, t) {
                 self.graph.add_edge(a, t, EdgeKind::Inherited);
             }
@@ -342,6 +386,33 @@ impl TaskDag {
             .collect()
     }
 
+    /// A topological order as positions in insertion order (what [`TaskDag::nodes`]
+    /// yields): the same order as [`TaskDag::topological_order`].
+    pub fn topological_positions(&self) -> Vec<usize> {
+        let mut position = vec![usize::MAX; self.graph.node_bound()];
+        for (i, ix) in self.order.iter().enumerate() {
+            position[ix.index()] = i;
+        }
+        self.topo_indices()
+            .into_iter()
+            .map(|ix| position[ix.index()])
+            .collect()
+    }
+
+    /// Takes the DAG apart into its nodes, in insertion order, without copying them.
+    pub fn into_nodes(self) -> Vec<TaskNode> {
+        let mut slots: Vec<Option<TaskNode>> = Vec::new();
+        slots.resize_with(self.graph.node_bound(), || None);
+        let (nodes, _edges) = self.graph.into_nodes_edges_iters();
+        for n in nodes {
+            slots[n.index.index()] = Some(n.weight);
+        }
+        self.order
+            .iter()
+            .filter_map(|ix| slots[ix.index()].take())
+            .collect()
+    }
+
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
     /// the graph is acyclic by construction.
     fn topo_indices(&self) -> Vec<NodeIndex> {
@@ -460,17 +531,34 @@ impl TaskDag {
             .any(|e| *e.weight() == kind)
     }
 
-    /// A path `from ⇝ to` following edges, if one exists (BFS, shortest).
-    fn path(&self, from: NodeIndex, to: NodeIndex) -> Option<Vec<NodeIndex>> {
+    /// A shortest path from one of `sources` to `to` following edges, if one exists
+    /// (multi-source BFS; sources are tried in order, so the first source's paths win
+    /// ties). `prev` and `queue` are reused buffers.
+    fn path_from_any(
+        &self,
+        sources: &[NodeIndex],
+        to: NodeIndex,
+        prev: &mut Vec<u32>,
+        queue: &mut VecDeque<NodeIndex>,
+    ) -> Option<Vec<NodeIndex>> {
         const NONE: u32 = u32::MAX;
-        let mut prev = vec![NONE; self.graph.node_bound()];
-        let mut queue = VecDeque::from([from]);
-        prev[from.index()] = from.index() as u32;
+        // Nothing reaches a task that waits for nothing: the common case when tasks are
+        // linked in the order they were added.
+        self.graph.edges_directed(to, Direction::Incoming).next()?;
+        prev.clear();
+        prev.resize(self.graph.node_bound(), NONE);
+        queue.clear();
+        for &s in sources {
+            if prev[s.index()] == NONE {
+                prev[s.index()] = s.index() as u32;
+                queue.push_back(s);
+            }
+        }
         while let Some(n) = queue.pop_front() {
             if n == to {
                 let mut path = vec![to];
                 let mut cur = to;
-                while cur != from {
+                while prev[cur.index()] as usize != cur.index() {
                     cur = NodeIndex::new(prev[cur.index()] as usize);
                     path.push(cur);
                 }
@@ -486,6 +574,27 @@ impl TaskDag {
             }
         }
         None
+    }
+}
+
+/// Buffers reused by [`TaskDag::add_dependency`]. They hold no state between calls, so a
+/// clone starts empty and `Debug` shows nothing.
+#[derive(Default)]
+struct Scratch {
+    targets: Vec<NodeIndex>,
+    prev: Vec<u32>,
+    queue: VecDeque<NodeIndex>,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scratch")
     }
 }
 

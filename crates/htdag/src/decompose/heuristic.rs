@@ -1232,6 +1232,7 @@ impl HeuristicDecomposer {
             };
         }
         let mut dag = TaskDag::new(limits.clone());
+        dag.reserve(size_of(&clauses, compound, expansion).0);
         let mut b = Builder { dag: &mut dag };
         // Clauses past the task limit are folded into the last task that fits.
         let clause_limit = limits.max_tasks.max(1);
@@ -1326,14 +1327,14 @@ impl Builder<'_> {
         let steps = family.template();
         let sep = if parent.is_some() { "." } else { "" };
         let ids: Vec<TaskId> = (1..=steps.len())
-            .map(|i| TaskId::new(format!("{prefix}{sep}{i}")))
+            .map(|i| numbered_id(prefix, sep, i))
             .collect();
         for (step, id) in steps.iter().zip(&ids) {
             let with_children = expansion == Expansion::Full && !step.children.is_empty();
             self.step(step, id, family, subject, parent, with_children)?;
             if with_children {
                 let child_ids: Vec<TaskId> = (1..=step.children.len())
-                    .map(|i| TaskId::new(format!("{id}.{i}")))
+                    .map(|i| numbered_id(id.as_str(), ".", i))
                     .collect();
                 for (child, cid) in step.children.iter().zip(&child_ids) {
                     self.step(child, cid, family, subject, Some(id), false)?;
@@ -1353,7 +1354,7 @@ impl Builder<'_> {
         parent: Option<&TaskId>,
         composite: bool,
     ) -> Result<(), HtdagError> {
-        let mut task = Task::new(id.clone(), step.kind, step.text.replace("{s}", subject))
+        let mut task = Task::new(id.clone(), step.kind, fill(step.text, subject))
             .with_estimated_tokens(estimated_tokens(step.kind, composite))
             .with_metadata("family", family.as_str())
             .with_metadata("step", step.key);
@@ -1372,6 +1373,52 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// `{prefix}{sep}{n}` as a task id. Short ids are assembled on the stack, so the id's
+/// own storage is the only allocation.
+fn numbered_id(prefix: &str, sep: &str, n: usize) -> TaskId {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[i..];
+    let mut buf = [0u8; 64];
+    let len = prefix.len() + sep.len() + digits.len();
+    if len <= buf.len() {
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()..prefix.len() + sep.len()].copy_from_slice(sep.as_bytes());
+        buf[prefix.len() + sep.len()..len].copy_from_slice(digits);
+        if let Ok(id) = std::str::from_utf8(&buf[..len]) {
+            return TaskId::new(id);
+        }
+    }
+    TaskId::new(format!("{prefix}{sep}{n}"))
+}
+
+/// A template text with every `{s}` replaced by `subject`, in one allocation.
+fn fill(text: &str, subject: &str) -> String {
+    let mut out = String::with_capacity(text.len() + subject.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        if rest[i..].starts_with("{s}") {
+            out.push_str(subject);
+            rest = &rest[i + 3..];
+        } else {
+            out.push('{');
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Tasks and depth a decomposition would produce.
@@ -1815,5 +1862,18 @@ mod tests {
         let s = subject_of(&format!("Build {}", "invoice ".repeat(60)));
         assert!(s.len() <= MAX_SUBJECT_BYTES + '…'.len_utf8());
         assert!(s.ends_with('…'));
+    }
+
+    #[test]
+    fn templates_fill_every_subject_slot_and_keep_other_braces() {
+        assert_eq!(fill("Plan {s} and ship {s}", "x"), "Plan x and ship x");
+        assert_eq!(fill("{s}", "Ünïcode"), "Ünïcode");
+        assert_eq!(fill("keep {braces} {", "x"), "keep {braces} {");
+        assert_eq!(fill("no slot", "x"), "no slot");
+        assert_eq!(numbered_id("t", "", 3).as_str(), "t3");
+        assert_eq!(numbered_id("t1.2", ".", 10).as_str(), "t1.2.10");
+        assert_eq!(numbered_id("t", "", 0).as_str(), "t0");
+        let long = "p".repeat(70);
+        assert_eq!(numbered_id(&long, ".", 7).as_str(), format!("{long}.7"));
     }
 }
