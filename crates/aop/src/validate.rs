@@ -1,7 +1,6 @@
 //! The validator and its report.
 
-use std::collections::{HashMap, HashSet};
-
+use genesis_core::fasthash::FxHashMap;
 use genesis_core::{AgentId, TaskId, Usd};
 use genesis_halo::AgentRegistry;
 use genesis_htdag::TaskDag;
@@ -140,14 +139,17 @@ impl<'a> Validator<'a> {
     ) -> ValidationReport {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let by_task: HashMap<&str, &Assignment> =
-            assignments.iter().map(|a| (a.task.as_str(), a)).collect();
+        let mut by_task: FxHashMap<&str, &Assignment> =
+            FxHashMap::with_capacity_and_hasher(assignments.len(), Default::default());
+        by_task.extend(assignments.iter().map(|a| (a.task.as_str(), a)));
+        // Every description is tokenised once, for coverage and redundancy alike.
+        let text = TextFacts::new(request, dag);
 
         let structure = self.check_structure(dag, &mut errors);
         let (solvable, success, r#match) =
             self.check_solvable(dag, &by_task, &mut errors, &mut warnings);
-        let (complete, coverage) = self.check_complete(request, dag, &mut errors, &mut warnings);
-        let non_redundant = self.check_redundancy(dag, &mut errors, &mut warnings);
+        let (complete, coverage) = self.check_complete(dag, &text, &mut errors, &mut warnings);
+        let non_redundant = self.check_redundancy(dag, &text, &mut errors, &mut warnings);
         let estimated_cost: Usd = dag
             .tasks()
             .filter_map(|t| by_task.get(t.id.as_str()))
@@ -227,14 +229,14 @@ impl<'a> Validator<'a> {
     fn check_solvable(
         &self,
         dag: &TaskDag,
-        by_task: &HashMap<&str, &Assignment>,
+        by_task: &FxHashMap<&str, &Assignment>,
         errors: &mut Vec<Finding>,
         warnings: &mut Vec<Finding>,
     ) -> (bool, f64, f64) {
         let before = errors.len();
         let mut success = 0.0;
         let mut matched = 0.0;
-        let mut load: HashMap<&AgentId, u32> = HashMap::new();
+        let mut load: FxHashMap<&AgentId, u32> = FxHashMap::default();
         for task in dag.tasks() {
             let Some(a) = by_task.get(task.id.as_str()) else {
                 errors.push(finding(
@@ -320,8 +322,8 @@ impl<'a> Validator<'a> {
 
     fn check_complete(
         &self,
-        request: &str,
         dag: &TaskDag,
+        text: &TextFacts,
         errors: &mut Vec<Finding>,
         warnings: &mut Vec<Finding>,
     ) -> (bool, f64) {
@@ -335,19 +337,7 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
-        let wanted: HashSet<u64> = key_words(request).collect();
-        let coverage = if wanted.is_empty() {
-            1.0
-        } else {
-            let mut mentioned: HashSet<u64> = HashSet::with_capacity(wanted.len() * 2);
-            for t in dag.tasks() {
-                mentioned.extend(key_words(&t.description).filter(|h| wanted.contains(h)));
-                if mentioned.len() == wanted.len() {
-                    break;
-                }
-            }
-            mentioned.len() as f64 / wanted.len() as f64
-        };
+        let coverage = text.coverage();
         if coverage < self.config.coverage_warning_ratio {
             warnings.push(finding(
                 "complete.coverage",
@@ -365,6 +355,7 @@ impl<'a> Validator<'a> {
     fn check_redundancy(
         &self,
         dag: &TaskDag,
+        text: &TextFacts,
         errors: &mut Vec<Finding>,
         warnings: &mut Vec<Finding>,
     ) -> bool {
@@ -372,18 +363,13 @@ impl<'a> Validator<'a> {
         // Exact duplicates: same parent, same kind, same words (a hash of the word
         // sequence). Near duplicates: leaf tasks of one kind whose word sets overlap, as
         // sorted hash vectors (no string allocation on this hot path).
-        let mut exact: HashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> =
-            HashMap::new();
-        let mut by_kind: HashMap<genesis_core::TaskKind, Vec<(&TaskId, Vec<u64>)>> = HashMap::new();
-        let mut words: Vec<u64> = Vec::new();
-        for node in dag.nodes() {
-            words.clear();
-            words.extend(word_hashes(&node.task.description, usize::MAX));
-            let sequence = words
-                .iter()
-                .fold(FNV_OFFSET, |h, w| (h ^ w).wrapping_mul(FNV_PRIME));
+        let mut exact: FxHashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> =
+            FxHashMap::with_capacity_and_hasher(dag.len(), Default::default());
+        // (kind, task, word set) of leaf tasks, grouped by kind below.
+        let mut leaves: Vec<(usize, &TaskId, &[u64])> = Vec::new();
+        for (node, words) in dag.nodes().zip(&text.tasks) {
             if let Some(first) = exact.insert(
-                (node.parent.as_ref(), node.task.kind, sequence),
+                (node.parent.as_ref(), node.task.kind, words.sequence),
                 &node.task.id,
             ) {
                 errors.push(finding(
@@ -394,30 +380,30 @@ impl<'a> Validator<'a> {
                 continue;
             }
             if dag.is_leaf(node.task.id.as_str()) {
-                let mut set = words.clone();
-                set.sort_unstable();
-                set.dedup();
-                by_kind
-                    .entry(node.task.kind)
-                    .or_default()
-                    .push((&node.task.id, set));
+                leaves.push((
+                    node.task.kind.index(),
+                    &node.task.id,
+                    &text.sets[words.set.clone()],
+                ));
             }
         }
+        // Stable: tasks keep insertion order within a kind.
+        leaves.sort_by_key(|(kind, _, _)| *kind);
         let limit = 300; // pairs compared per kind are bounded: n ≤ 300 → ≤ 45k pairs
-        for group in by_kind.values() {
+        for group in leaves.chunk_by(|a, b| a.0 == b.0) {
             let group = &group[..group.len().min(limit)];
             for i in 0..group.len() {
                 for j in i + 1..group.len() {
-                    let sim = jaccard(&group[i].1, &group[j].1);
+                    let sim = jaccard(group[i].2, group[j].2);
                     if sim >= self.config.duplicate_similarity {
                         warnings.push(finding(
                             "non_redundant.similar",
-                            Some(group[j].0),
+                            Some(group[j].1),
                             format!(
                                 "task {} is {:.0}% similar to task {}",
-                                group[j].0,
+                                group[j].1,
                                 sim * 100.0,
-                                group[i].0
+                                group[i].1
                             ),
                         ));
                     }
@@ -479,49 +465,215 @@ fn finding(rule: &str, task: Option<&TaskId>, message: String) -> Finding {
     }
 }
 
+/// One task's words, as the validator needs them.
+struct TaskWords {
+    /// Hash of the whole lower-cased word sequence (exact duplicates).
+    sequence: u64,
+    /// Its word set: a range of [`TextFacts::sets`], sorted and deduplicated.
+    set: std::ops::Range<usize>,
+}
+
+/// The words of a request and of every task, tokenised once.
+struct TextFacts {
+    /// Per task, in insertion order.
+    tasks: Vec<TaskWords>,
+    /// Every task's word set, back to back.
+    sets: Vec<u64>,
+    /// Stemmed key words of the request, sorted and deduplicated.
+    wanted: Vec<u64>,
+    /// Which of `wanted` some task mentions.
+    mentioned: Vec<bool>,
+}
+
+impl TextFacts {
+    fn new(request: &str, dag: &TaskDag) -> Self {
+        let mut wanted = Vec::new();
+        each_word(request, |w| {
+            if let Some(stem) = w.key_stem() {
+                wanted.push(stem);
+            }
+        });
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut mentioned = vec![false; wanted.len()];
+        let mut tasks = Vec::with_capacity(dag.len());
+        let mut sets = Vec::with_capacity(dag.len() * 12);
+        for task in dag.tasks() {
+            let start = sets.len();
+            let mut sequence = FNV_OFFSET;
+            each_word(&task.description, |w| {
+                sequence = (sequence ^ w.full).wrapping_mul(FNV_PRIME);
+                sets.push(w.full);
+                if let Some(stem) = w.key_stem()
+                    && let Ok(i) = wanted.binary_search(&stem)
+                {
+                    mentioned[i] = true;
+                }
+            });
+            let set = &mut sets[start..];
+            set.sort_unstable();
+            let mut kept = 0;
+            for i in 0..set.len() {
+                if i == 0 || set[i] != set[kept - 1] {
+                    set[kept] = set[i];
+                    kept += 1;
+                }
+            }
+            sets.truncate(start + kept);
+            tasks.push(TaskWords {
+                sequence,
+                set: start..start + kept,
+            });
+        }
+        TextFacts {
+            tasks,
+            sets,
+            wanted,
+            mentioned,
+        }
+    }
+
+    /// Fraction of the request's key words that some task mentions (1 when the request
+    /// has none).
+    fn coverage(&self) -> f64 {
+        if self.wanted.is_empty() {
+            return 1.0;
+        }
+        self.mentioned.iter().filter(|m| **m).count() as f64 / self.wanted.len() as f64
+    }
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// Hashes of the lower-cased alphanumeric words of `text`, each cut to `max_chars`
-/// characters (a crude stem: "invoices"/"invoice" and "analyse"/"analysis" meet at 6).
-fn word_hashes(text: &str, max_chars: usize) -> impl Iterator<Item = u64> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(move |w| {
-            w.chars()
-                .take(max_chars)
-                .flat_map(char::to_lowercase)
-                .fold(FNV_OFFSET, |h, c| {
-                    (h ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME)
-                })
-        })
+/// Characters of a word that make its stem: "invoices"/"invoice" and
+/// "analyse"/"analysis" meet at 6.
+const STEM_CHARS: usize = 6;
+
+/// One word of a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word {
+    /// FNV hash of the lower-cased word.
+    full: u64,
+    /// FNV hash of its first [`STEM_CHARS`] lower-cased characters.
+    stem: u64,
+    /// Length of the original word in bytes.
+    bytes: usize,
 }
 
-/// Full-word hashes of [`STOPWORDS`].
-static STOP_HASHES: std::sync::LazyLock<HashSet<u64>> = std::sync::LazyLock::new(|| {
-    STOPWORDS
-        .iter()
-        .filter_map(|w| word_hashes(w, usize::MAX).next())
-        .collect()
-});
+impl Word {
+    /// The stem when the word says something about content: longer than three bytes
+    /// and not a stop word.
+    fn key_stem(&self) -> Option<u64> {
+        (self.bytes > 3 && STOP_HASHES.binary_search(&self.full).is_err()).then_some(self.stem)
+    }
+}
 
-/// Stemmed hashes of the words that say something about a request's content: longer
-/// than three bytes and not a stop word.
-fn key_words(text: &str) -> impl Iterator<Item = u64> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 3)
-        .filter_map(|w| {
-            // One pass gives both the full-word hash (stop-word check) and the stem hash.
-            let (mut full, mut stem) = (FNV_OFFSET, FNV_OFFSET);
-            for (i, c) in w.chars().flat_map(char::to_lowercase).enumerate() {
-                full = (full ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME);
-                if i < 6 {
-                    stem = (stem ^ u64::from(u32::from(c))).wrapping_mul(FNV_PRIME);
-                }
+/// Calls `f` for every maximal run of alphanumeric characters in `text`. ASCII is
+/// handled byte by byte (the common case, a few instructions per byte); other
+/// characters are decoded and go through Unicode case folding.
+fn each_word(text: &str, mut f: impl FnMut(Word)) {
+    #[derive(Clone, Copy)]
+    struct Acc {
+        full: u64,
+        stem: u64,
+        chars: usize,
+    }
+    impl Acc {
+        const NEW: Acc = Acc {
+            full: FNV_OFFSET,
+            stem: FNV_OFFSET,
+            chars: 0,
+        };
+        #[inline]
+        fn mix(&mut self, c: u32) {
+            self.full = (self.full ^ u64::from(c)).wrapping_mul(FNV_PRIME);
+            if self.chars < STEM_CHARS {
+                self.stem = (self.stem ^ u64::from(c)).wrapping_mul(FNV_PRIME);
             }
-            (!STOP_HASHES.contains(&full)).then_some(stem)
-        })
+            self.chars += 1;
+        }
+    }
+    let bytes = text.as_bytes();
+    let mut acc = Acc::NEW;
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let class = ASCII_WORD[usize::from(b)];
+        let (alnum, width) = if class == NON_ASCII {
+            // `i` is on a character boundary: ASCII bytes never continue a sequence.
+            match text.get(i..).and_then(|rest| rest.chars().next()) {
+                Some(c) if c.is_alphanumeric() => {
+                    for l in c.to_lowercase() {
+                        acc.mix(u32::from(l));
+                    }
+                    (true, c.len_utf8())
+                }
+                Some(c) => (false, c.len_utf8()),
+                None => (false, 1),
+            }
+        } else if class != 0 {
+            acc.mix(u32::from(class));
+            (true, 1)
+        } else {
+            (false, 1)
+        };
+        if alnum {
+            if start.is_none() {
+                start = Some(i);
+            }
+        } else if let Some(s) = start.take() {
+            f(Word {
+                full: acc.full,
+                stem: acc.stem,
+                bytes: i - s,
+            });
+            acc = Acc::NEW;
+        }
+        i += width;
+    }
+    if let Some(s) = start {
+        f(Word {
+            full: acc.full,
+            stem: acc.stem,
+            bytes: text.len() - s,
+        });
+    }
 }
+
+/// Marks a byte that starts (or continues) a multi-byte character in [`ASCII_WORD`].
+const NON_ASCII: u8 = 0xFF;
+
+/// Per byte: its lower-case form when it is an ASCII letter or digit, 0 for other
+/// ASCII, [`NON_ASCII`] above 0x7F.
+static ASCII_WORD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            NON_ASCII
+        } else if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Full-word hashes of [`STOPWORDS`], sorted for binary search.
+static STOP_HASHES: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+    let mut v = Vec::with_capacity(STOPWORDS.len());
+    for w in STOPWORDS {
+        each_word(w, |word| v.push(word.full));
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+});
 
 /// Jaccard similarity of two sorted, deduplicated hash sets.
 fn jaccard(a: &[u64], b: &[u64]) -> f64 {
@@ -550,6 +702,8 @@ fn jaccard(a: &[u64], b: &[u64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use genesis_core::{Task, TaskKind};
     use genesis_halo::AgentProfile;
     use genesis_htdag::Limits;
@@ -677,5 +831,67 @@ mod tests {
             .unwrap()
             .message;
         assert!(msg.contains("$1.2000") && msg.contains("$1.0000"), "{msg}");
+    }
+
+    #[test]
+    fn reordered_leaf_tasks_warn_as_near_duplicates_and_stems_count_for_coverage() {
+        let d = dag(&[
+            (
+                "t1",
+                TaskKind::Backend,
+                "Write the invoice export service for Müller",
+            ),
+            (
+                "t2",
+                TaskKind::Backend,
+                "the invoice export service: write for MÜLLER",
+            ),
+            (
+                "t3",
+                TaskKind::Test,
+                "the invoice export service: write for MÜLLER",
+            ),
+        ]);
+        let a = [
+            assign("t1", Some("backend"), 0.9),
+            assign("t2", Some("backend"), 0.9),
+            assign("t3", Some("writer"), 0.9),
+        ];
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Export invoices for Müller",
+            &d,
+            &a,
+        );
+        assert!(r.passed, "{:?}", r.errors);
+        let similar: Vec<_> = r
+            .warnings
+            .iter()
+            .filter(|f| f.rule == "non_redundant.similar")
+            .collect();
+        // Same words in another order, same kind: a warning; another kind: none.
+        assert_eq!(similar.len(), 1, "{similar:?}");
+        assert_eq!(similar[0].task.as_ref().map(TaskId::as_str), Some("t2"));
+        assert!(similar[0].message.contains("100% similar to task t1"));
+        // "invoices" meets "invoice" at the stem; "Müller" is folded across cases.
+        assert!(
+            (r.metrics.coverage - 1.0).abs() < 1e-9,
+            "{}",
+            r.metrics.coverage
+        );
+    }
+
+    #[test]
+    fn words_split_on_non_alphanumerics_and_fold_case() {
+        let mut words = Vec::new();
+        each_word("Straße-API, v2 ÉTÉ", |w| words.push(w));
+        assert_eq!(words.len(), 4);
+        let mut again = Vec::new();
+        each_word("STRASSE api v2 été", |w| again.push(w));
+        // "ß" lower-cases to itself, so only the ASCII and accented words meet.
+        assert_ne!(words[0].full, again[0].full);
+        assert_eq!(words[1].full, again[1].full);
+        assert_eq!(words[2], again[2]);
+        assert_eq!(words[3].full, again[3].full);
+        assert_eq!(words[0].bytes, "Straße".len());
     }
 }
