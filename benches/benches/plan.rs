@@ -1,5 +1,5 @@
 //! `plan()` end to end on the heuristic path: screen → decompose → route → select
-//! models → validate.
+//! models → validate, plus the first two stages alone.
 //!
 //! Run: `cargo bench -p genesis-benches --bench plan`
 
@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use genesis::Orchestrator;
+use genesis::htdag::{HeuristicDecomposer, Limits};
 
 const SAAS: &str = "Build a SaaS business for invoices";
 const COMPOUND: &str = "Launch a marketing campaign for our new app and analyse the results";
@@ -33,6 +34,22 @@ fn plan(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Stages of the SaaS plan on their own, to show where the time goes.
+    let mut stages = c.benchmark_group("plan_stages");
+    stages.bench_function("screen", |b| {
+        b.iter(|| genesis.screen(black_box(SAAS)).is_ok())
+    });
+    let decomposer = HeuristicDecomposer::new();
+    let limits = Limits::default();
+    stages.bench_function("decompose", |b| {
+        b.iter(|| {
+            decomposer
+                .decompose_sync(black_box(SAAS), &limits)
+                .map(|d| d.len())
+        })
+    });
+    stages.finish();
 }
 
 criterion_group!(benches, plan);

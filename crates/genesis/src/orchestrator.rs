@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use genesis_aop::{Assignment, Validator, ValidatorConfig};
+use genesis_core::fasthash::FxHashMap;
 use genesis_core::{Task, Usd};
 use genesis_daao::{Budget, ModelCatalog, ModelSelector};
 use genesis_feature_flags::SharedFlags;
 use genesis_halo::{AgentRegistry, RouteDecision, RouteLayer, Router, RouterConfig, RoutingRules};
-use genesis_htdag::{Decomposer, HeuristicDecomposer, Limits, TaskDag};
+use genesis_htdag::{Decomposer, HeuristicDecomposer, Limits, TaskDag, TaskNode};
 use genesis_resilience::DegradationLevel;
 use genesis_security::{Checkpoint, Guard, SecurityError};
 use genesis_telemetry::catalogue;
@@ -380,7 +381,14 @@ impl Orchestrator {
                 None,
             ),
         };
-        let plan = self.finish(request, &dag, decomposer, degradation, reason, options);
+        let plan = self.finish(
+            request,
+            Dag::Owned(dag),
+            decomposer,
+            degradation,
+            reason,
+            options,
+        );
         metrics::histogram!(catalogue::PLAN_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(f64::from(degradation.as_gauge()));
@@ -448,7 +456,7 @@ impl Orchestrator {
             .decompose_sync(request, &self.inner.limits)?;
         self.finish(
             request,
-            &dag,
+            Dag::Owned(dag),
             "heuristic".to_owned(),
             DegradationLevel::Full,
             None,
@@ -471,7 +479,7 @@ impl Orchestrator {
         self.screen(request)?;
         self.finish(
             request,
-            dag,
+            Dag::Borrowed(dag),
             "custom".to_owned(),
             DegradationLevel::Full,
             None,
@@ -501,20 +509,21 @@ impl Orchestrator {
     fn finish(
         &self,
         request: &str,
-        dag: &TaskDag,
+        dag: Dag<'_>,
         decomposer: String,
         degradation: DegradationLevel,
         degradation_reason: Option<String>,
         options: &PlanOptions,
     ) -> Result<Plan, GenesisError> {
         let inner = &self.inner;
+        let graph = dag.get();
         // Route one generation at a time: tasks of a generation can run at the same
         // time, so agent capacity (max concurrent tasks) is applied within it, not across
         // tasks that will never overlap.
-        let mut decisions: Vec<RouteDecision> = Vec::with_capacity(dag.len());
-        for generation in dag.generations() {
+        let mut decisions: Vec<RouteDecision> = Vec::with_capacity(graph.len());
+        for generation in graph.generations() {
             // Borrowed, not cloned: routing reads the tasks in place.
-            let tasks = generation.iter().filter_map(|id| dag.task(id.as_str()));
+            let tasks = generation.iter().filter_map(|id| graph.task(id.as_str()));
             decisions.extend(inner.router.route_all(tasks).decisions);
         }
         // One counter update per layer, not per task: each update is a registry lookup.
@@ -533,41 +542,65 @@ impl Orchestrator {
                 metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => layer.as_str()).increment(n);
             }
         }
-        let mut assignments = Vec::with_capacity(dag.len());
-        let mut planned: Vec<PlannedTask> = Vec::with_capacity(dag.len());
-        let by_id: std::collections::HashMap<&str, &RouteDecision> =
-            decisions.iter().map(|d| (d.task_id.as_str(), d)).collect();
-        for id in dag.topological_order() {
-            let (Some(node), Some(decision)) = (dag.get(id.as_str()), by_id.get(id.as_str()))
-            else {
+        let mut by_id: FxHashMap<&str, usize> =
+            FxHashMap::with_capacity_and_hasher(decisions.len(), Default::default());
+        for (i, d) in decisions.iter().enumerate() {
+            by_id.insert(d.task_id.as_str(), i);
+        }
+        let nodes: Vec<&TaskNode> = graph.nodes().collect();
+        let mut assignments = Vec::with_capacity(graph.len());
+        // Per task in topological order: (position, decision, model, declared deps).
+        let mut rows = Vec::with_capacity(graph.len());
+        for position in graph.topological_positions() {
+            let node = nodes[position];
+            let task = &node.task;
+            let Some(&decision) = by_id.get(task.id.as_str()) else {
                 continue;
             };
-            let task = &node.task;
-            let model = decision.agent.as_ref().map(|_| inner.selector.select(task));
+            let agent = &decisions[decision].agent;
+            let model = agent.as_ref().map(|_| inner.selector.select(task));
             assignments.push(Assignment {
                 task: task.id.clone(),
-                agent: decision.agent.clone(),
-                match_score: decision.match_score,
+                agent: agent.clone(),
+                match_score: decisions[decision].match_score,
                 estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
             });
-            let depends_on = dag
-                .declared_dependencies(id.as_str())
+            let depends_on: Vec<genesis_core::TaskId> = graph
+                .declared_dependencies(task.id.as_str())
                 .into_iter()
                 .cloned()
                 .collect();
-            planned.push(planned_task(
-                task,
-                node.parent.clone(),
-                node.depth,
-                depends_on,
-                decision,
-                model,
-            ));
+            rows.push((position, decision, model, depends_on));
         }
         let registry = inner.router.registry();
         let mut vconfig = inner.validator.clone();
         vconfig.budget = options.budget.or(inner.budget.per_run);
-        let validation = Validator::new(&registry, vconfig).validate(request, dag, &assignments);
+        let validation = Validator::new(&registry, vconfig).validate(request, graph, &assignments);
+        let depth = graph.depth();
+        drop(nodes);
+        drop(by_id);
+        // The plan takes the tasks and routing decisions over: moved when the DAG is the
+        // planner's own, copied when the caller lent it.
+        let mut decisions: Vec<Option<RouteDecision>> = decisions.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<TaskNode>> = match dag {
+            Dag::Owned(d) => d.into_nodes().into_iter().map(Some).collect(),
+            Dag::Borrowed(d) => d.nodes().cloned().map(Some).collect(),
+        };
+        let planned: Vec<PlannedTask> = rows
+            .into_iter()
+            .filter_map(|(position, decision, model, depends_on)| {
+                let node = slots.get_mut(position)?.take()?;
+                let decision = decisions.get_mut(decision)?.take()?;
+                Some(planned_task(
+                    node.task,
+                    node.parent,
+                    node.depth,
+                    depends_on,
+                    decision,
+                    model,
+                ))
+            })
+            .collect();
         debug!(
             tasks = planned.len(),
             score = validation.score,
@@ -580,7 +613,7 @@ impl Orchestrator {
             degradation,
             degradation_reason,
             estimated_cost: validation.estimated_cost,
-            depth: dag.depth(),
+            depth,
             tasks: planned,
             validation,
         };
@@ -597,6 +630,26 @@ impl Orchestrator {
                 summary: rules.join("; "),
                 plan: Box::new(plan),
             })
+        }
+    }
+}
+
+/// The DAG a plan is made from: the planner's own (its tasks are moved into the plan)
+/// or the caller's (copied).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per plan; boxing would cost an allocation"
+)]
+enum Dag<'a> {
+    Owned(TaskDag),
+    Borrowed(&'a TaskDag),
+}
+
+impl Dag<'_> {
+    fn get(&self) -> &TaskDag {
+        match self {
+            Dag::Owned(d) => d,
+            Dag::Borrowed(d) => d,
         }
     }
 }
@@ -685,37 +738,37 @@ impl Replanner for Replan {
                     .agent
                     .as_ref()
                     .map(|_| self.0.selector.select(task));
-                planned_task(task, None, 1, Vec::new(), &decision, model)
+                planned_task(task.clone(), None, 1, Vec::new(), decision, model)
             })
             .collect()
     }
 }
 
 fn planned_task(
-    task: &Task,
+    task: Task,
     parent: Option<genesis_core::TaskId>,
     depth: usize,
     depends_on: Vec<genesis_core::TaskId>,
-    decision: &RouteDecision,
+    decision: RouteDecision,
     model: Option<genesis_daao::ModelChoice>,
 ) -> PlannedTask {
     PlannedTask {
-        id: task.id.clone(),
+        id: task.id,
         parent,
         depth,
         kind: task.kind,
-        description: task.description.clone(),
+        description: task.description,
         depends_on,
-        required_skills: task.required_skills.clone(),
-        metadata: task.metadata.clone(),
+        required_skills: task.required_skills,
+        metadata: task.metadata,
         estimated_tokens: task.estimated_tokens,
-        agent: decision.agent.clone(),
+        agent: decision.agent,
         route: TaskRoute {
             layer: decision.layer,
             score: decision.score,
             match_score: decision.match_score,
-            explanation: decision.explanation.clone(),
-            alternatives: decision.alternatives.clone(),
+            explanation: decision.explanation,
+            alternatives: decision.alternatives,
         },
         model: model.map(|m| TaskModel {
             model: m.model,
