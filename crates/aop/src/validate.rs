@@ -570,74 +570,67 @@ impl Word {
 }
 
 /// Calls `f` for every maximal run of alphanumeric characters in `text`. ASCII is
-/// handled byte by byte (the common case, a few instructions per byte); other
-/// characters are decoded and go through Unicode case folding.
+/// handled byte by byte through a table (the common case, a few instructions per
+/// byte); other characters are decoded and go through Unicode case folding.
 fn each_word(text: &str, mut f: impl FnMut(Word)) {
-    #[derive(Clone, Copy)]
-    struct Acc {
-        full: u64,
-        stem: u64,
-        chars: usize,
-    }
-    impl Acc {
-        const NEW: Acc = Acc {
-            full: FNV_OFFSET,
-            stem: FNV_OFFSET,
-            chars: 0,
-        };
-        #[inline]
-        fn mix(&mut self, c: u32) {
-            self.full = (self.full ^ u64::from(c)).wrapping_mul(FNV_PRIME);
-            if self.chars < STEM_CHARS {
-                self.stem = (self.stem ^ u64::from(c)).wrapping_mul(FNV_PRIME);
-            }
-            self.chars += 1;
-        }
-    }
     let bytes = text.as_bytes();
-    let mut acc = Acc::NEW;
-    let mut start: Option<usize> = None;
+    // The stem is the running hash after STEM_CHARS characters: both hashes start at
+    // the same offset and mix the same characters, so one multiply per character does.
+    let (mut full, mut stem, mut chars) = (FNV_OFFSET, FNV_OFFSET, 0usize);
+    let mut start = usize::MAX;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        let class = ASCII_WORD[usize::from(b)];
-        let (alnum, width) = if class == NON_ASCII {
+        let class = ASCII_WORD[usize::from(bytes[i])];
+        let width = if class == NON_ASCII {
             // `i` is on a character boundary: ASCII bytes never continue a sequence.
             match text.get(i..).and_then(|rest| rest.chars().next()) {
                 Some(c) if c.is_alphanumeric() => {
-                    for l in c.to_lowercase() {
-                        acc.mix(u32::from(l));
+                    if start == usize::MAX {
+                        start = i;
                     }
-                    (true, c.len_utf8())
+                    for l in c.to_lowercase() {
+                        full = (full ^ u64::from(u32::from(l))).wrapping_mul(FNV_PRIME);
+                        chars += 1;
+                        if chars == STEM_CHARS {
+                            stem = full;
+                        }
+                    }
+                    i += c.len_utf8();
+                    continue;
                 }
-                Some(c) => (false, c.len_utf8()),
-                None => (false, 1),
+                Some(c) => c.len_utf8(),
+                None => 1,
             }
         } else if class != 0 {
-            acc.mix(u32::from(class));
-            (true, 1)
-        } else {
-            (false, 1)
-        };
-        if alnum {
-            if start.is_none() {
-                start = Some(i);
+            if start == usize::MAX {
+                start = i;
             }
-        } else if let Some(s) = start.take() {
+            full = (full ^ u64::from(class)).wrapping_mul(FNV_PRIME);
+            chars += 1;
+            if chars == STEM_CHARS {
+                stem = full;
+            }
+            i += 1;
+            continue;
+        } else {
+            1
+        };
+        // A separator: close the word in progress, if any.
+        if start != usize::MAX {
             f(Word {
-                full: acc.full,
-                stem: acc.stem,
-                bytes: i - s,
+                full,
+                stem: if chars < STEM_CHARS { full } else { stem },
+                bytes: i - start,
             });
-            acc = Acc::NEW;
+            (full, stem, chars, start) = (FNV_OFFSET, FNV_OFFSET, 0, usize::MAX);
         }
         i += width;
     }
-    if let Some(s) = start {
+    if start != usize::MAX {
         f(Word {
-            full: acc.full,
-            stem: acc.stem,
-            bytes: text.len() - s,
+            full,
+            stem: if chars < STEM_CHARS { full } else { stem },
+            bytes: text.len() - start,
         });
     }
 }
