@@ -552,17 +552,21 @@ impl Orchestrator {
         // Per task in topological order: (position, decision, model, declared deps).
         let mut rows = Vec::with_capacity(graph.len());
         for position in graph.topological_positions() {
-            let node = nodes[position];
+            let Some(node) = nodes.get(position) else {
+                continue;
+            };
             let task = &node.task;
             let Some(&decision) = by_id.get(task.id.as_str()) else {
                 continue;
             };
-            let agent = &decisions[decision].agent;
-            let model = agent.as_ref().map(|_| inner.selector.select(task));
+            let Some(routed) = decisions.get(decision) else {
+                continue;
+            };
+            let model = routed.agent.as_ref().map(|_| inner.selector.select(task));
             assignments.push(Assignment {
                 task: task.id.clone(),
-                agent: agent.clone(),
-                match_score: decisions[decision].match_score,
+                agent: routed.agent.clone(),
+                match_score: routed.match_score,
                 estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
             });
             let depends_on: Vec<genesis_core::TaskId> = graph
