@@ -55,6 +55,20 @@ fn check_invariants(dag: &TaskDag) {
             "edge {from} -> {to} violates order"
         );
     }
+    // Positions name the same order; taking the DAG apart keeps insertion order.
+    let nodes: Vec<&genesis_htdag::TaskNode> = dag.nodes().collect();
+    let by_position: Vec<&str> = dag
+        .topological_positions()
+        .into_iter()
+        .map(|p| nodes[p].task.id.as_str())
+        .collect();
+    let by_id: Vec<&str> = order.iter().map(|id| id.as_str()).collect();
+    assert_eq!(by_position, by_id);
+    let owned = dag.clone().into_nodes();
+    assert_eq!(owned.len(), nodes.len());
+    for (a, b) in owned.iter().zip(&nodes) {
+        assert_eq!(a, *b);
+    }
     for node in dag.nodes() {
         if let Some(parent) = &node.parent {
             assert_eq!(dag.get(parent.as_str()).unwrap().depth + 1, node.depth);
