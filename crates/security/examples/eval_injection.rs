@@ -61,7 +61,8 @@ fn breakdown(p: &Prepared, logits: &[f64], t: f64, rows: impl Fn(usize) -> bool)
 
 fn summary(p: &Prepared, logits: &[f64], t: f64) -> (usize, usize, usize, usize, usize, usize) {
     let (mut tp, mut pos, mut fp_dev, mut neg_dev, mut fp_tb, mut neg_tb) = (0, 0, 0, 0, 0, 0);
-    for i in (0..p.rows.len()).filter(|&i| !logits[i].is_nan()) {
+    for i in (0..p.rows.len()).filter(|&i| !logits[i].is_nan() && !common::is_synthetic(&p.rows[i]))
+    {
         let r = &p.rows[i];
         let hit = usize::from(logits[i] >= t);
         if r.label {
@@ -100,6 +101,11 @@ fn main() -> Result<()> {
         g.len()
     };
     let attacks = p.rows.iter().filter(|r| r.label).count();
+    let synthetic = p.rows.iter().filter(|r| common::is_synthetic(r)).count();
+    println!(
+        "({synthetic} of the benign rows are the project's own role-play templates: trained on, \
+         never used to tune the threshold, not counted in any FPR below)\n"
+    );
     println!("# Injection detector evaluation\n");
     println!(
         "data: {} rows ({attacks} attacks, {} benign) in {n_groups} near-duplicate groups; \
@@ -281,7 +287,11 @@ fn main() -> Result<()> {
 
     // 5. Role-play sanity check: awesome-chatgpt-prompts "act as" requests (benign).
     let role: Vec<usize> = (0..p.rows.len())
-        .filter(|&i| !p.rows[i].label && p.rows[i].text.to_lowercase().contains("act as"))
+        .filter(|&i| {
+            !p.rows[i].label
+                && !common::is_synthetic(&p.rows[i])
+                && p.rows[i].text.to_lowercase().contains("act as")
+        })
         .collect();
     let k = role
         .iter()

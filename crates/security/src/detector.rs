@@ -299,30 +299,41 @@ impl InjectionDetector {
         } else {
             0
         };
-        let mut top: [(i32, Span); 8] = [(0, Span::Signal("")); 8];
-        let mut sum: i64 = 0;
-        let n = features::for_each_feature(
-            &norm.text,
-            features::signals(&norm.stats, padding),
-            |bucket, span| {
-                let w = model.raw(bucket);
-                sum += i64::from(w);
-                if k > 0 && w > top[k - 1].0 && !matches!(span, Span::Chars(..)) {
-                    if top[..k]
-                        .iter()
-                        .any(|t| t.1 == span || same_text(&norm.text, t.1, span))
-                    {
-                        return;
-                    }
-                    let mut j = k - 1;
-                    while j > 0 && top[j - 1].0 < w {
-                        top[j] = top[j - 1];
-                        j -= 1;
-                    }
-                    top[j] = (w, span);
+        let mut top = TopFeatures::new(k);
+        let signals = features::signals(&norm.stats, padding);
+        let (sum, n) = match model.table() {
+            Some(table) if k == 0 => features::weighted_sum(&norm.text, signals, table),
+            Some(table) => {
+                let bytes = norm.text.as_bytes();
+                let mut sum = features::char_gram_sum(bytes, table);
+                let mut n = features::char_gram_count(bytes.len());
+                n += features::for_each_word_feature(bytes, |bucket, span| {
+                    let w = features::weight_at(table, bucket);
+                    sum += i64::from(w);
+                    top.offer(w, span, &norm.text);
+                });
+                for name in signals {
+                    let w = features::weight_at(table, features::signal_bucket(name));
+                    sum += i64::from(w);
+                    top.offer(w, Span::Signal(name), &norm.text);
+                    n += 1;
                 }
-            },
-        );
+                (sum, n)
+            }
+            // Unreachable for a parsed model (its table always has every bucket): fall
+            // back to the reference featuriser rather than fail.
+            None => {
+                let mut sum: i64 = 0;
+                let n = features::for_each_feature(&norm.text, signals, |bucket, span| {
+                    let w = model.raw(bucket);
+                    sum += i64::from(w);
+                    if !matches!(span, Span::Chars(..)) {
+                        top.offer(w, span, &norm.text);
+                    }
+                });
+                (sum, n)
+            }
+        };
         let norm_factor = 1.0 / (n.max(features::MIN_NORM) as f64).sqrt();
         let logit = f64::from(model.bias()) + sum as f64 * f64::from(model.scale()) * norm_factor;
         if let Some(reasons) = reasons {
@@ -331,7 +342,7 @@ impl InjectionDetector {
                 name: "linear".to_owned(),
                 weight: logit,
             });
-            for &(w, span) in top[..k].iter().filter(|t| t.0 > 0) {
+            for &(w, span) in top.best().iter().filter(|t| t.0 > 0) {
                 let weight = f64::from(w) * f64::from(model.scale()) * norm_factor;
                 let (kind, name) = match span {
                     Span::Words(a, b) | Span::Chars(a, b) => (
@@ -373,6 +384,52 @@ impl InjectionDetector {
     pub fn score(&self, text: &str) -> f64 {
         let logits = self.logits(text, None);
         sigmoid(logits.rules + logits.model)
+    }
+}
+
+/// The `k` (at most 8) highest-weighted distinct word features seen, best first: a partial
+/// selection over the stream, no sort and no allocation.
+struct TopFeatures {
+    k: usize,
+    top: [(i32, Span); 8],
+}
+
+impl TopFeatures {
+    fn new(k: usize) -> Self {
+        TopFeatures {
+            k: k.min(8),
+            top: [(0, Span::Signal("")); 8],
+        }
+    }
+
+    #[inline(always)]
+    fn offer(&mut self, w: i32, span: Span, text: &str) {
+        if self.k > 0 && w > self.top[self.k - 1].0 {
+            self.insert(w, span, text);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, w: i32, span: Span, text: &str) {
+        let k = self.k;
+        let top = &mut self.top;
+        if top[..k]
+            .iter()
+            .any(|t| t.1 == span || same_text(text, t.1, span))
+        {
+            return;
+        }
+        let mut j = k - 1;
+        while j > 0 && top[j - 1].0 < w {
+            top[j] = top[j - 1];
+            j -= 1;
+        }
+        top[j] = (w, span);
+    }
+
+    fn best(&self) -> &[(i32, Span)] {
+        &self.top[..self.k]
     }
 }
 

@@ -28,15 +28,27 @@ pub(crate) enum Span {
     Signal(&'static str),
 }
 
-#[inline]
+#[inline(always)]
 fn bucket(h: u64) -> u32 {
     let h = (h ^ (h >> 29)).wrapping_mul(GOLDEN);
     (h >> (64 - BUCKET_BITS)) as u32
 }
 
-#[inline]
+/// Bytes that belong to a word: ASCII letters and digits, `'`, and every non-ASCII byte.
+static WORD_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b >= 0x80 || b == b'\'';
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b >= 0x80 || b == b'\''
+    WORD_BYTES[usize::from(b)]
 }
 
 /// Obfuscation signals worth a learned weight each.
@@ -60,14 +72,14 @@ fn hash_str(s: &str) -> u64 {
 }
 
 /// Calls `f(bucket, span)` for every feature of `text` plus the given signals. Returns the
-/// number of features emitted.
+/// number of features emitted. This is the reference featuriser (training and
+/// explanations); [`weighted_sum`] computes the same sum without a callback per n-gram.
 pub(crate) fn for_each_feature(
     text: &str,
     signals: impl Iterator<Item = &'static str>,
     mut f: impl FnMut(u32, Span),
 ) -> usize {
     let b = text.as_bytes();
-    let n = b.len();
     let mut count = 0;
     // Character n-grams, n = 3..=5: a 64-bit window holds the last five bytes, so each
     // n-gram ending at `i` is the window masked to n bytes, hashed with one multiply.
@@ -75,28 +87,100 @@ pub(crate) fn for_each_feature(
     for (i, &byte) in b.iter().enumerate() {
         window = (window << 8) | u64::from(byte);
         if i >= 2 {
-            f(
-                bucket((window & 0xff_ffff) ^ (3 << 56)),
-                Span::Chars(i - 2, i + 1),
-            );
+            f(gram3(window), Span::Chars(i - 2, i + 1));
             count += 1;
         }
         if i >= 3 {
-            f(
-                bucket((window & 0xffff_ffff) ^ (4 << 56)),
-                Span::Chars(i - 3, i + 1),
-            );
+            f(gram4(window), Span::Chars(i - 3, i + 1));
             count += 1;
         }
         if i >= 4 {
-            f(
-                bucket((window & 0xff_ffff_ffff) ^ (5 << 56)),
-                Span::Chars(i - 4, i + 1),
-            );
+            f(gram5(window), Span::Chars(i - 4, i + 1));
             count += 1;
         }
     }
-    // Word unigrams and bigrams.
+    count += for_each_word_feature(b, &mut f);
+    for name in signals {
+        f(signal_bucket(name), Span::Signal(name));
+        count += 1;
+    }
+    count
+}
+
+/// Multiplicative (Fibonacci) hashing of an n-gram held in the low bytes of `window`: the
+/// top [`BUCKET_BITS`] bits of `(window & mask) * k`, one odd constant per n so 3-, 4- and
+/// 5-grams land in unrelated buckets. Three instructions per n-gram: this is the detector's
+/// innermost loop.
+#[inline(always)]
+fn gram(window: u64, mask: u64, k: u64) -> u32 {
+    ((window & mask).wrapping_mul(k) >> (64 - BUCKET_BITS)) as u32
+}
+
+#[inline(always)]
+fn gram3(window: u64) -> u32 {
+    gram(window, 0xff_ffff, 0x9e37_79b9_7f4a_7c15)
+}
+
+#[inline(always)]
+fn gram4(window: u64) -> u32 {
+    gram(window, 0xffff_ffff, 0xc2b2_ae3d_27d4_eb4f)
+}
+
+#[inline(always)]
+fn gram5(window: u64) -> u32 {
+    gram(window, 0xff_ffff_ffff, 0x1656_67b1_9e37_79f9)
+}
+
+/// The bucket of a named signal.
+pub(crate) fn signal_bucket(name: &str) -> u32 {
+    bucket(hash_str(name))
+}
+
+/// Number of character n-gram features of a text of `len` bytes.
+pub(crate) fn char_gram_count(len: usize) -> usize {
+    len.saturating_sub(2) + len.saturating_sub(3) + len.saturating_sub(4)
+}
+
+/// One weight per bucket.
+pub(crate) type Table = [i16; BUCKETS];
+
+#[inline(always)]
+fn at(table: &Table, bucket: u32) -> i64 {
+    // `bucket` is below BUCKETS by construction; the mask lets the compiler drop the check.
+    i64::from(table[bucket as usize & (BUCKETS - 1)])
+}
+
+/// Σ weights of the character 3-, 4- and 5-grams of `b`: the hot loop of the detector, the
+/// same buckets as [`for_each_feature`] without a callback per n-gram.
+pub(crate) fn char_gram_sum(b: &[u8], table: &Table) -> i64 {
+    let mut window: u64 = 0;
+    let mut sum: i64 = 0;
+    let head = b.len().min(4);
+    for (i, &byte) in b[..head].iter().enumerate() {
+        window = (window << 8) | u64::from(byte);
+        if i >= 2 {
+            sum += at(table, gram3(window));
+        }
+        if i >= 3 {
+            sum += at(table, gram4(window));
+        }
+    }
+    // Two accumulators keep the loads independent of each other's adds.
+    let mut other: i64 = 0;
+    for &byte in &b[head..] {
+        window = (window << 8) | u64::from(byte);
+        sum += at(table, gram3(window)) + at(table, gram4(window));
+        other += at(table, gram5(window));
+    }
+    sum + other
+}
+
+/// Word unigram and bigram features of `b` (see [`for_each_feature`]). Returns how many
+/// were emitted.
+#[inline]
+pub(crate) fn for_each_word_feature(b: &[u8], mut f: impl FnMut(u32, Span)) -> usize {
+    let n = b.len();
+    let mut count = 0;
     let mut prev: Option<(u64, usize)> = None;
     let mut i = 0;
     while i < n {
@@ -121,11 +205,31 @@ pub(crate) fn for_each_feature(
         }
         prev = Some((h, start));
     }
+    count
+}
+
+/// Σ weights and number of all features of `text` plus `signals`: equal to summing
+/// `table[bucket]` over [`for_each_feature`], computed with the fast loops.
+pub(crate) fn weighted_sum(
+    text: &str,
+    signals: impl Iterator<Item = &'static str>,
+    table: &Table,
+) -> (i64, usize) {
+    let b = text.as_bytes();
+    let mut sum = char_gram_sum(b, table);
+    let mut count = char_gram_count(b.len());
+    count += for_each_word_feature(b, |bucket, _| sum += at(table, bucket));
     for name in signals {
-        f(bucket(hash_str(name)), Span::Signal(name));
+        sum += at(table, signal_bucket(name));
         count += 1;
     }
-    count
+    (sum, count)
+}
+
+/// The table entry of a bucket, as `i32`.
+#[inline(always)]
+pub(crate) fn weight_at(table: &Table, bucket: u32) -> i32 {
+    i32::from(table[bucket as usize & (BUCKETS - 1)])
 }
 
 #[cfg(test)]
@@ -169,6 +273,55 @@ mod tests {
         let mut seen = Vec::new();
         for_each_feature("", signals(&stats, false), |_, s| seen.push(s));
         assert_eq!(seen, [Span::Signal("signal:leetspeak")]);
+    }
+
+    /// A pseudo-random weight table (splitmix64), so every bucket has its own weight.
+    fn random_table() -> Box<Table> {
+        let mut rng = crate::training::SplitMix64::new(7);
+        let v: Vec<i16> = (0..BUCKETS).map(|_| rng.next_u64() as i16).collect();
+        v.into_boxed_slice().try_into().unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_sum_equals_the_reference_featuriser(text in "\\PC{0,64}", padding: bool) {
+            let table = random_table();
+            let stats = NormalizeStats { invisible_chars: 1, ..NormalizeStats::default() };
+            let mut sum = 0i64;
+            let n = for_each_feature(&text, signals(&stats, padding), |b, _| {
+                sum += i64::from(table[b as usize]);
+            });
+            proptest::prop_assert_eq!(weighted_sum(&text, signals(&stats, padding), &table), (sum, n));
+        }
+    }
+
+    #[test]
+    fn fast_sum_equals_the_reference_on_short_texts() {
+        let table = random_table();
+        for text in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "ab cd ef",
+            "ignore previous",
+        ] {
+            let mut sum = 0i64;
+            let n = for_each_feature(text, std::iter::empty(), |b, _| {
+                sum += i64::from(table[b as usize]);
+            });
+            assert_eq!(
+                weighted_sum(text, std::iter::empty(), &table),
+                (sum, n),
+                "{text:?}"
+            );
+            assert_eq!(
+                n,
+                char_gram_count(text.len()) + for_each_word_feature(text.as_bytes(), |_, _| {})
+            );
+        }
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The learned layer: a logistic-regression model over hashed features, stored as
 //! quantised `i16` weights in one flat array.
 //!
-//! File format (little endian): magic `GSIJ`, `u32` version (1), `u32` bucket bits, `f32`
+//! File format (little endian): magic `GSIJ`, `u32` version (2), `u32` bucket bits, `f32`
 //! scale, `f32` bias, then `2^bits` `i16` weights; a weight is `q * scale`. The logit of a
 //! text with `n` features is `bias + Σ w / sqrt(n)`.
 
 use std::sync::LazyLock;
 
-use crate::features::{BUCKET_BITS, BUCKETS};
+use crate::features::{BUCKET_BITS, BUCKETS, Table};
 
 const MAGIC: &[u8; 4] = b"GSIJ";
-const VERSION: u32 = 1;
+/// Version 2: character n-grams are hashed multiplicatively (version 1 weights, trained
+/// with the xor-shift hash, are rejected rather than silently misread).
+const VERSION: u32 = 2;
 const HEADER: usize = 20;
 
 /// The shipped weights, produced by `cargo run --release -p genesis-security --example
@@ -157,6 +159,12 @@ impl LinearModel {
     #[inline]
     pub(crate) fn raw(&self, bucket: u32) -> i32 {
         i32::from(self.weights.get(bucket as usize).copied().unwrap_or(0))
+    }
+
+    /// The whole weight table (always `BUCKETS` long; `None` would mean a malformed model).
+    #[inline]
+    pub(crate) fn table(&self) -> Option<&Table> {
+        self.weights.as_slice().try_into().ok()
     }
 
     /// The quantisation step.

@@ -193,6 +193,75 @@ pub fn balanced_weights(labels: &[bool]) -> Vec<f64> {
         .collect()
 }
 
+/// Expands a template file (the format of `crates/security/data/benign_requests.txt`):
+/// `@name: a | b | c` defines a slot, a line holding `{name}` is a template that yields
+/// `per_template` texts with slot values drawn by a seeded [`SplitMix64`], and any other
+/// non-blank line that does not start with `#` is used as it is. Duplicates are dropped;
+/// the order is deterministic for a given `seed`. A `{name}` without a slot definition is
+/// left as written.
+///
+/// ```
+/// use genesis_security::training::expand_templates;
+///
+/// let spec = "@who: a pirate | a knight\nPretend you are {who} and tell a story\nPlain line";
+/// let texts = expand_templates(spec, 5, 1);
+/// assert!(texts.contains(&"Pretend you are a pirate and tell a story".to_owned()));
+/// assert!(texts.contains(&"Plain line".to_owned()));
+/// assert_eq!(texts.len(), 3);
+/// ```
+pub fn expand_templates(spec: &str, per_template: usize, seed: u64) -> Vec<String> {
+    let mut slots: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in spec.lines().map(str::trim) {
+        if let Some((name, values)) = line.strip_prefix('@').and_then(|l| l.split_once(':')) {
+            let values: Vec<&str> = values
+                .split('|')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            slots.push((name.trim(), values));
+        }
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut push = |text: String, out: &mut Vec<String>| {
+        if seen.insert(text.clone()) {
+            out.push(text);
+        }
+    };
+    for line in spec.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+            continue;
+        }
+        if !line.contains('{') {
+            push(line.to_owned(), &mut out);
+            continue;
+        }
+        for _ in 0..per_template {
+            let mut text = String::with_capacity(line.len() + 32);
+            let mut rest = line;
+            while let Some(open) = rest.find('{') {
+                text.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                let Some(close) = after.find('}') else {
+                    text.push_str(&rest[open..]);
+                    rest = "";
+                    break;
+                };
+                let name = &after[..close];
+                match slots.iter().find(|(n, v)| *n == name && !v.is_empty()) {
+                    Some((_, values)) => text.push_str(values[rng.below(values.len())]),
+                    None => text.push_str(&rest[open..open + close + 2]),
+                }
+                rest = &after[close + 1..];
+            }
+            text.push_str(rest);
+            push(text, &mut out);
+        }
+    }
+    out
+}
+
 /// Union-find over item indices.
 #[derive(Debug, Clone)]
 struct Dsu(Vec<usize>);
@@ -406,6 +475,32 @@ mod tests {
         assert!(rate_at(&benign, t) <= 0.01);
         assert!(rate_at(&benign, t) > 0.0);
         assert_eq!(threshold_for_fpr(&[], 0.01), 0.0);
+    }
+
+    #[test]
+    fn templates_expand_deterministically() {
+        let spec =
+            "# comment\n@a: x | y | z\n@b: 1 | 2\n{a}-{b} and {a}\nkeep {missing} as is\n\nplain";
+        let one = expand_templates(spec, 20, 9);
+        assert_eq!(one, expand_templates(spec, 20, 9));
+        assert!(one.iter().all(|t| !t.contains("{a}") && !t.contains("{b}")));
+        assert!(one.contains(&"keep {missing} as is".to_owned()));
+        assert!(one.contains(&"plain".to_owned()));
+        // 3 * 2 * 3 = 18 combinations at most, deduplicated.
+        let templated = one.iter().filter(|t| t.contains('-')).count();
+        assert!((6..=18).contains(&templated), "{one:?}");
+        assert_eq!(expand_templates("{a", 3, 1), vec!["{a".to_owned()]);
+    }
+
+    #[test]
+    fn shipped_template_file_expands_to_a_few_hundred_requests() {
+        let texts = expand_templates(include_str!("../data/benign_requests.txt"), 6, 1);
+        assert!((300..=1000).contains(&texts.len()), "{}", texts.len());
+        assert!(
+            texts
+                .iter()
+                .all(|t| !t.contains('{') && !t.starts_with('@'))
+        );
     }
 
     #[test]

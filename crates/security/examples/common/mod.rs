@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use genesis_security::training::{
-    Doc, SplitMix64, TrainConfig, balanced_weights, featurize, group_near_duplicates,
-    grouped_folds, threshold_for_fpr, train,
+    Doc, SplitMix64, TrainConfig, balanced_weights, expand_templates, featurize,
+    group_near_duplicates, grouped_folds, threshold_for_fpr, train,
 };
 
 /// Folds for cross-validation.
@@ -135,7 +135,31 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
             }
         }
     }
+    // Hand-written benign role-play, persona and rewrite requests (crates/security/data),
+    // expanded from templates: counter-examples for words the attack corpora own.
+    if env_f64("GENESIS_SYNTHETIC", 1.0) > 0.0 {
+        let per = env_f64("GENESIS_SYN_PER_TEMPLATE", 6.0) as usize;
+        for text in expand_templates(SYNTHETIC_BENIGN, per, SEED) {
+            rows.push(Row {
+                text,
+                label: false,
+                source: SYNTHETIC_SOURCE.to_owned(),
+                attack_type: "benign".to_owned(),
+            });
+        }
+    }
     Ok(rows)
+}
+
+/// The benign template file, expanded by [`expand_templates`].
+pub(crate) const SYNTHETIC_BENIGN: &str = include_str!("../../data/benign_requests.txt");
+/// Source name of the rows expanded from [`SYNTHETIC_BENIGN`].
+pub(crate) const SYNTHETIC_SOURCE: &str = "synthetic_benign_roleplay";
+
+/// True for rows expanded from the project's own template file: trained on, but never
+/// used to tune the threshold nor counted in the reported false-positive rates.
+pub(crate) fn is_synthetic(r: &Row) -> bool {
+    r.source == SYNTHETIC_SOURCE
 }
 
 /// A tuning knob from the environment (for experiments; the defaults are what ships).
@@ -149,6 +173,7 @@ pub(crate) fn env_f64(name: &str, default: f64) -> f64 {
 /// True for the hard benign rows: the injection set's own benign prompts.
 pub(crate) fn is_dev_benign(r: &Row) -> bool {
     !r.label
+        && !is_synthetic(r)
         && !r.source.starts_with("taskbench_")
         && !r.source.starts_with("ultratool")
         && !r.source.starts_with("routellm")
@@ -157,17 +182,32 @@ pub(crate) fn is_dev_benign(r: &Row) -> bool {
 pub(crate) fn prepare(dir: &Path) -> Result<Prepared> {
     let rows = load(dir)?;
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let groups = group_near_duplicates(&texts);
+    // The synthetic rows come last and are grouped and folded on their own, so the data
+    // rows' groups and folds are exactly what they are without them (comparable runs).
+    let n_data = rows.iter().take_while(|r| !is_synthetic(r)).count();
+    let mut groups = group_near_duplicates(&texts[..n_data]);
+    groups.extend(
+        group_near_duplicates(&texts[n_data..])
+            .into_iter()
+            .map(|g| g + n_data),
+    );
     // Hold out 30 % of TaskBench groups (by a seeded hash of the group id).
     let heldout: Vec<bool> = rows
         .iter()
         .zip(&groups)
         .map(|(r, &g)| {
-            !r.label && !is_dev_benign(r) && SplitMix64::new(SEED ^ g as u64).next_u64() % 10 < 3
+            !r.label
+                && !is_dev_benign(r)
+                && !is_synthetic(r)
+                && SplitMix64::new(SEED ^ g as u64).next_u64() % 10 < 3
         })
         .collect();
-    let pool_groups: Vec<usize> = groups.clone();
-    let mut fold = grouped_folds(&pool_groups, FOLDS, SEED);
+    let mut fold = grouped_folds(&groups[..n_data], FOLDS, SEED);
+    fold.extend(
+        groups[n_data..]
+            .iter()
+            .map(|&g| (SplitMix64::new(SEED ^ g as u64).next_u64() % FOLDS as u64) as usize),
+    );
     for (f, &h) in fold.iter_mut().zip(&heldout) {
         if h {
             *f = usize::MAX;
@@ -212,8 +252,13 @@ impl Prepared {
         // Positives and negatives weigh the same in total; within the negatives the injection
         // set's own benign prompts (hard negatives) get DEV_SHARE of the weight.
         let share = env_f64("GENESIS_DEV_SHARE", 0.7);
+        // The synthetic role-play rows get SYN_SHARE of the negative weight, taken from the
+        // ordinary-traffic share.
+        let syn_share = env_f64("GENESIS_SYN_SHARE", 0.05);
         let mut weights = balanced_weights(&labels);
         let dev: Vec<bool> = idx.iter().map(|&i| is_dev_benign(&self.rows[i])).collect();
+        let syn: Vec<bool> = idx.iter().map(|&i| is_synthetic(&self.rows[i])).collect();
+        let n_syn = syn.iter().filter(|s| **s).count();
         let neg_total: f64 = labels
             .iter()
             .zip(&weights)
@@ -226,14 +271,18 @@ impl Prepared {
             .zip(&dev)
             .filter(|(l, d)| !**l && !**d)
             .count()
+            .saturating_sub(n_syn)
             .max(1) as f64;
+        let syn_share = if n_syn > 0 { syn_share } else { 0.0 };
         if share > 0.0 {
-            for ((w, l), d) in weights.iter_mut().zip(&labels).zip(&dev) {
+            for (((w, l), d), s) in weights.iter_mut().zip(&labels).zip(&dev).zip(&syn) {
                 if !*l {
                     *w = if *d {
                         neg_total * share / n_dev
+                    } else if *s {
+                        neg_total * syn_share / n_syn as f64
                     } else {
-                        neg_total * (1.0 - share) / n_other
+                        neg_total * (1.0 - share - syn_share) / n_other
                     };
                 }
             }
@@ -291,7 +340,9 @@ impl Prepared {
     pub(crate) fn tune(&self, logits: &[f64]) -> f64 {
         let benign = |hard_only: bool| -> Vec<f64> {
             (0..self.rows.len())
-                .filter(|&i| !self.rows[i].label && !self.heldout[i])
+                .filter(|&i| {
+                    !self.rows[i].label && !self.heldout[i] && !is_synthetic(&self.rows[i])
+                })
                 .filter(|&i| !hard_only || is_dev_benign(&self.rows[i]))
                 .map(|i| sigmoid(logits[i]))
                 .collect()
