@@ -20,7 +20,9 @@
 //!
 //! `key=value` overrides tune the text matcher: `bigrams`, `prefix`, `char_min`,
 //! `char_max`, `dw` (description weight), `ew` (example weight), `boost` (unseen boost),
-//! `min_sim`, `folds`.
+//! `min_sim`, `folds`; the learned correction: `learner` (`perceptron` | `softmax`),
+//! `epochs`, `lr`, `margin`, `rivals`, `prune`, `train_desc`, `pen_unseen`, `scale` and
+//! `l2` (softmax); `fold_numbers`; `confusions=N` prints the N most frequent confusions.
 
 #![allow(clippy::print_stdout)]
 
@@ -106,6 +108,16 @@ fn main() -> anyhow::Result<()> {
             "train_desc" => cfg.text.train_descriptions = v == "1",
             "fold_numbers" => cfg.text.fold_numbers = v == "1",
             "pen_unseen" => cfg.text.penalize_unseen = v == "1" || v == "true",
+            "learner" => {
+                cfg.text.learner = match v {
+                    "perceptron" => genesis_halo::Learner::Perceptron,
+                    "softmax" => genesis_halo::Learner::Softmax,
+                    _ => bail!("unknown learner {v:?}"),
+                }
+            }
+            "rivals" => cfg.text.rivals = v.parse()?,
+            "scale" => cfg.text.softmax_scale = v.parse()?,
+            "l2" => cfg.text.l2 = v.parse()?,
             "folds" => folds = v.parse()?,
             "confusions" => confusions = v.parse()?,
             _ => bail!("unknown option {k:?}"),

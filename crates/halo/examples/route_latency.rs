@@ -4,6 +4,17 @@
 //! ```text
 //! cargo run --release -p genesis-halo --example route_latency -- [ULTRATOOL_DIR]
 //! ```
+//!
+//! Profiling aid: with `HALO_ONLY=<label prefix>` and `HALO_ITERS=<n>` only that case
+//! runs, `n` times, with no warm-up, so instruction counts per task are exact and
+//! independent of other load on the machine:
+//!
+//! ```text
+//! HALO_ONLY="16 agents route_all(1000) uncached" HALO_ITERS=3 \
+//!   valgrind --tool=callgrind --toggle-collect='route_latency::run::*' \
+//!   target/release/examples/route_latency ../shared/data/routing/ultratool
+//! # instructions per task = the "summary" count / (HALO_ITERS × tasks per call)
+//! ```
 
 #![allow(clippy::print_stdout)]
 
@@ -17,7 +28,8 @@ const AGENTS: &str = include_str!("../../../config/agents.toml");
 const RULES: &str = include_str!("../../../config/routing_rules.toml");
 
 /// With `HALO_ONLY=<label prefix>` and `HALO_ITERS=<n>` only that case runs, exactly `n`
-/// times (for `perf stat -e cycles:u`, which is robust to other load on the machine).
+/// times (for callgrind or `perf stat -e cycles:u`, which are robust to other load on the
+/// machine).
 fn per_item(label: &str, items: usize, mut f: impl FnMut()) {
     if let Ok(only) = std::env::var("HALO_ONLY") {
         if !label.starts_with(&only) {

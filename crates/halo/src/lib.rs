@@ -12,7 +12,10 @@
 //!    weights; each agent's model blends its description vector (a prior that lets
 //!    agents without examples route) with the centroid of its examples, plus a sparse
 //!    discriminative correction (an averaged perceptron trained on the examples when the
-//!    router is built), all scored through one inverted index (feature → agent postings);
+//!    router is built; a softmax regression is available as [`Learner::Softmax`]), all
+//!    scored through one inverted index (feature → agent postings, plus a dense per-agent
+//!    weight row for every feature of small catalogues and for common features of
+//!    mid-size ones), in one tokenising pass shared with the rules;
 //! 3. **capability** — agents that list the task's kind.
 //!
 //! Candidates are blended with success rate, cost tier and load ([`RouterConfig`]
@@ -106,4 +109,4 @@ pub use router::{
     UnassignedTask,
 };
 pub use rules::{RoutingRules, Rule};
-pub use text::TextConfig;
+pub use text::{Learner, TextConfig};

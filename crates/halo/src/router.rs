@@ -100,6 +100,9 @@ impl RouterConfig {
             ),
             ("text.example_weight", f64::from(self.text.example_weight)),
             ("text.unseen_boost", f64::from(self.text.unseen_boost)),
+            ("text.learning_rate", f64::from(self.text.learning_rate)),
+            ("text.softmax_scale", f64::from(self.text.softmax_scale)),
+            ("text.l2", f64::from(self.text.l2)),
         ];
         for (field, value) in weights {
             if !value.is_finite() || value < 0.0 {
@@ -303,6 +306,16 @@ enum Ranked {
     Owned(Box<Ranking>),
 }
 
+impl Ranked {
+    /// The top explanation: moved out of an owned ranking, cloned from a shared one.
+    fn take_top_explanation(&mut self) -> String {
+        match self {
+            Ranked::Shared(r) => r.top_explanation.clone(),
+            Ranked::Owned(r) => std::mem::take(&mut r.top_explanation),
+        }
+    }
+}
+
 impl std::ops::Deref for Ranked {
     type Target = Ranking;
 
@@ -315,6 +328,17 @@ impl std::ops::Deref for Ranked {
 }
 
 impl Ranking {
+    fn empty() -> Ranking {
+        Ranking {
+            rules: Vec::new(),
+            candidates: [EMPTY; MAX_CANDIDATES],
+            n: 0,
+            best_sim: 0.0,
+            words: QueryWords::default(),
+            top_explanation: String::new(),
+        }
+    }
+
     fn candidates(&self) -> &[Candidate] {
         &self.candidates[..self.n]
     }
@@ -458,12 +482,8 @@ impl State {
         n as f32 / task.required_skills.len() as f32
     }
 
-    fn rank(&self, task: &Task, cfg: &RouterConfig) -> Ranking {
-        let mut rules = Vec::new();
-        self.rules.for_each_match(task, |m| {
-            rules.push(m);
-            rules.len() < MAX_CANDIDATES
-        });
+    /// Ranks a task into `r`, overwriting it (so a plan can reuse one allocation).
+    fn rank_into(&self, task: &Task, cfg: &RouterConfig, r: &mut Ranking) {
         // A generic task carries no kind information: listing `generic` makes an agent a
         // capability fallback, but earns no bonus over a text match.
         let kind_bit = if task.kind == TaskKind::Generic {
@@ -486,20 +506,37 @@ impl State {
         let base = |a: usize, sim: f32, kind: bool| {
             tw * sim + if kind { kw } else { 0.0 } + self.prior[a] + sw * self.skill_fit(a, task)
         };
-        let words = self.index.score(&task.description, |a, sim| {
-            best_sim = best_sim.max(sim);
-            let kind = self.kinds[a] & kind_bit != 0;
-            if sim >= min_sim || kind {
-                top.offer(Candidate {
-                    agent: a as u32,
-                    sim,
-                    base: base(a, sim, kind),
-                    kind,
-                });
-            }
-        });
-        // Agents listing the kind that the text did not reach (best prior first).
+        let mut scan = self.rules.scan();
+        let want_raw = self.rules.needs_words();
+        let feed = |h: u64| self.rules.feed(&mut scan, h);
+        // Agents below the text threshold only matter when they list the task's kind.
         let kind_list = &self.by_kind[task.kind.index()];
+        let min_score = if kind_bit != 0 && !kind_list.is_empty() {
+            0.0
+        } else {
+            min_sim
+        };
+        let (words, best) =
+            self.index
+                .score(&task.description, want_raw, min_score, feed, |a, sim| {
+                    let kind = self.kinds[a] & kind_bit != 0;
+                    if sim >= min_sim || kind {
+                        top.offer(Candidate {
+                            agent: a as u32,
+                            sim,
+                            base: base(a, sim, kind),
+                            kind,
+                        });
+                    }
+                });
+        let rules = &mut r.rules;
+        rules.clear();
+        self.rules.matches(&scan, task, |m| {
+            rules.push(m);
+            rules.len() < MAX_CANDIDATES
+        });
+        best_sim = best_sim.max(best);
+        // Agents listing the kind that the text did not reach (best prior first).
         for &a in kind_list.iter().take(MAX_CANDIDATES) {
             if !top.contains(a) {
                 top.offer(Candidate {
@@ -513,24 +550,19 @@ impl State {
         let n = top.n;
         top.items[..n]
             .sort_unstable_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
-        let mut r = Ranking {
-            rules,
-            candidates: top.items,
-            n,
-            best_sim,
-            words,
-            top_explanation: String::new(),
-        };
+        r.candidates = top.items;
+        r.n = n;
+        r.best_sim = best_sim;
+        r.words = words;
         let mut out = String::with_capacity(128);
         if let Some(m) = r.rules.first() {
             self.explain_rule(task, m, &mut out);
         } else if let Some(c) = r.candidates().first() {
-            self.explain_candidate(task, &r, c, cfg, &mut out);
+            self.explain_candidate(task, r, c, cfg, &mut out);
         } else {
-            self.explain_nobody(task, &r, cfg, &mut out);
+            self.explain_nobody(task, r, cfg, &mut out);
         }
         r.top_explanation = out;
-        r
     }
 
     fn explain_rule(&self, task: &Task, m: &RuleMatch, out: &mut String) {
@@ -653,19 +685,15 @@ fn signature(task: &Task) -> u128 {
             for c in &mut chunks {
                 let mut buf = [0u8; 8];
                 buf.copy_from_slice(c);
-                if lower {
-                    buf.make_ascii_lowercase();
-                }
-                self.word(u64::from_le_bytes(buf));
+                let w = u64::from_le_bytes(buf);
+                self.word(if lower { lower8(w) } else { w });
             }
-            let rest = chunks.remainder();
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
+            let mut last = crate::text::load_le(chunks.remainder());
             if lower {
-                buf.make_ascii_lowercase();
+                last = lower8(last);
             }
             // Length in the top byte keeps "ab" and "ab\0" apart.
-            self.word(u64::from_le_bytes(buf) ^ ((bytes.len() as u64) << 56));
+            self.word(last ^ ((bytes.len() as u64) << 56));
         }
     }
     let mut h = Sig {
@@ -686,6 +714,18 @@ fn signature(task: &Task) -> u128 {
     (u128::from(a) << 64) | u128::from(b)
 }
 
+/// ASCII-lower-cases the 8 bytes of a word at once (bytes >= 0x80 are left alone).
+fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // High bit set in bytes whose low 7 bits are >= 'A', and in those > 'Z'.
+    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
+    let gt_z = low7 + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
 fn fmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -702,19 +742,35 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Appends the decimal digits of `v`.
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
 /// Appends `v` with two decimals (no float formatting machinery on the hot path).
 fn fmt2(out: &mut String, v: f64) {
     if !v.is_finite() {
         let _ = write!(out, "{v}");
         return;
     }
-    let mut x = (v * 100.0).round();
-    if x < 0.0 {
+    // Round half away from zero without a libm call: truncation of a non-negative value.
+    let x = (v.abs() * 100.0 + 0.5) as u64;
+    if v < 0.0 && x > 0 {
         out.push('-');
-        x = -x;
     }
-    let x = x as u64;
-    let _ = write!(out, "{}", x / 100);
+    push_u64(out, x / 100);
     out.push('.');
     out.push(char::from(b'0' + (x / 10 % 10) as u8));
     out.push(char::from(b'0' + (x % 10) as u8));
@@ -852,17 +908,48 @@ impl Router {
     }
 
     fn ranking(&self, st: &State, task: &Task) -> Ranked {
+        let mut counts = [0u64; 2];
+        let r = self.ranking_counted(st, task, &mut counts, &mut None);
+        self.flush_counts(counts);
+        r
+    }
+
+    /// Adds `[hits, misses]` to the cache counters.
+    fn flush_counts(&self, counts: [u64; 2]) {
+        if counts[0] > 0 {
+            self.hits.fetch_add(counts[0], Ordering::Relaxed);
+        }
+        if counts[1] > 0 {
+            self.misses.fetch_add(counts[1], Ordering::Relaxed);
+        }
+    }
+
+    /// The ranking of a task, from the cache when possible; counts the hit or miss in
+    /// `counts` (`[hits, misses]`) so a plan updates the shared counters once.
+    /// Without a cache the ranking is computed into `scratch` (allocated on first use;
+    /// take it back from the returned [`Ranked::Owned`] to reuse it).
+    fn ranking_counted(
+        &self,
+        st: &State,
+        task: &Task,
+        counts: &mut [u64; 2],
+        scratch: &mut Option<Box<Ranking>>,
+    ) -> Ranked {
         if self.config.cache_capacity == 0 {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return Ranked::Owned(Box::new(st.rank(task, &self.config)));
+            counts[1] += 1;
+            let mut r = scratch.take().unwrap_or_else(|| Box::new(Ranking::empty()));
+            st.rank_into(task, &self.config, &mut r);
+            return Ranked::Owned(r);
         }
         let key = signature(task);
         if let Some(r) = read(&st.cache).get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            counts[0] += 1;
             return Ranked::Shared(Arc::clone(r));
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let r = Arc::new(st.rank(task, &self.config));
+        counts[1] += 1;
+        let mut r = Ranking::empty();
+        st.rank_into(task, &self.config, &mut r);
+        let r = Arc::new(r);
         let mut cache = write(&st.cache);
         if cache.len() >= self.config.cache_capacity {
             cache.clear();
@@ -874,17 +961,17 @@ impl Router {
     /// Routes one task as if it were alone in its plan.
     pub fn route(&self, task: &Task) -> RouteDecision {
         let st = self.snapshot();
-        let r = self.ranking(&st, task);
-        self.decide(&st, task, &r, &|_| 0).0
+        let mut r = self.ranking(&st, task);
+        self.decide(&st, task, &mut r, &|_| 0).0
     }
 
     /// Routes one task given the tasks each agent already holds (`load`, by agent id):
     /// full agents are skipped and busy ones are penalised by `load_weight`.
     pub fn route_with_load(&self, task: &Task, load: &BTreeMap<AgentId, u32>) -> RouteDecision {
         let st = self.snapshot();
-        let r = self.ranking(&st, task);
+        let mut r = self.ranking(&st, task);
         let reg = &st.registry;
-        self.decide(&st, task, &r, &|a| {
+        self.decide(&st, task, &mut r, &|a| {
             reg.by_index(a)
                 .and_then(|p| load.get(p.id.as_str()).copied())
                 .unwrap_or(0)
@@ -936,9 +1023,11 @@ impl Router {
         let mut load = vec![0u32; n];
         let mut decisions = Vec::with_capacity(tasks.size_hint().0);
         let mut unassigned = Vec::new();
+        let mut counts = [0u64; 2];
+        let mut scratch = None;
         for task in tasks {
-            let r = self.ranking(&st, task);
-            let (d, chosen) = self.decide(&st, task, &r, &|a| load[a]);
+            let mut r = self.ranking_counted(&st, task, &mut counts, &mut scratch);
+            let (d, chosen) = self.decide(&st, task, &mut r, &|a| load[a]);
             match chosen {
                 Some(i) => load[i] += 1,
                 None => unassigned.push(UnassignedTask {
@@ -947,7 +1036,11 @@ impl Router {
                 }),
             }
             decisions.push(d);
+            if let Ranked::Owned(b) = r {
+                scratch = Some(b);
+            }
         }
+        self.flush_counts(counts);
         let load = load
             .iter()
             .enumerate()
@@ -985,7 +1078,7 @@ impl Router {
         &self,
         st: &State,
         task: &Task,
-        r: &Ranking,
+        r: &mut Ranked,
         load_of: &dyn Fn(usize) -> u32,
     ) -> (RouteDecision, Option<usize>) {
         let cfg = &self.config;
@@ -996,17 +1089,18 @@ impl Router {
         };
         // Layer 1: rules, in priority order, while their agent has room.
         let mut full_rules = 0usize;
-        for m in &r.rules {
+        for mi in 0..r.rules.len() {
+            let m = r.rules[mi];
             let a = m.agent;
             if full(a) {
                 full_rules += 1;
                 continue;
             }
             let explanation = if full_rules == 0 {
-                r.top_explanation.clone()
+                r.take_top_explanation()
             } else {
                 let mut e = String::with_capacity(160);
-                st.explain_rule(task, m, &mut e);
+                st.explain_rule(task, &m, &mut e);
                 self.rule_notes(st, task, r, full_rules, load_of, &mut e);
                 e
             };
@@ -1051,7 +1145,7 @@ impl Router {
         }
         let Some((bi, score)) = best else {
             let explanation = if r.rules.is_empty() && r.n == 0 {
-                r.top_explanation.clone()
+                r.take_top_explanation()
             } else {
                 let mut e = String::with_capacity(160);
                 if r.n == 0 {
@@ -1097,7 +1191,7 @@ impl Router {
         let text_fit = (f64::from(c.sim) / cfg.full_match_similarity).min(1.0);
         let match_score = if c.kind { text_fit.max(0.6) } else { text_fit };
         let explanation = if bi == 0 && r.rules.is_empty() && !overflow {
-            r.top_explanation.clone()
+            r.take_top_explanation()
         } else {
             let mut e = String::with_capacity(192);
             st.explain_candidate(task, r, &c, cfg, &mut e);
@@ -1304,5 +1398,46 @@ impl Router {
             None,
             &self.config,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower8_matches_ascii_lowercase() {
+        let samples: [&[u8; 8]; 4] = [b"AbCdEfGz", b"@[`{Z_A1", b"\xc3\x89T\xe9az09", b"HELLO WO"];
+        for s in samples {
+            let mut want = *s;
+            want.make_ascii_lowercase();
+            assert_eq!(
+                lower8(u64::from_le_bytes(*s)),
+                u64::from_le_bytes(want),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signature_ignores_case_and_outer_space_but_not_content() {
+        let t = |d: &str| Task::new(TaskId::new("x"), TaskKind::Generic, d);
+        let a = signature(&t("Deploy the API to production"));
+        assert_eq!(a, signature(&t("  deploy THE api to Production ")));
+        assert_ne!(a, signature(&t("Deploy the API to production!")));
+        assert_ne!(signature(&t("ab")), signature(&t("ab\0")));
+        let mut k = t("Deploy the API to production");
+        k.kind = TaskKind::Deploy;
+        assert_ne!(a, signature(&k));
+    }
+
+    #[test]
+    fn fmt2_writes_two_decimals() {
+        let mut s = String::new();
+        for v in [0.0, 0.006, 1.234, -2.5, 123.456, -0.001] {
+            fmt2(&mut s, v);
+            s.push(' ');
+        }
+        assert_eq!(s, "0.00 0.01 1.23 -2.50 123.46 0.00 ");
     }
 }

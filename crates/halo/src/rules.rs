@@ -230,7 +230,7 @@ fn for_each_raw_word(text: &str, mut f: impl FnMut(u64)) {
 }
 
 fn word_hash_raw(w: &[u8], truncated: bool) -> u64 {
-    crate::text::hash_bytes(0x6b + u64::from(truncated), w)
+    crate::text::raw_word_hash(w, truncated)
 }
 
 const PHRASE_SEED: u64 = 0x7068_7261_7365;
@@ -251,6 +251,11 @@ fn bloom_bit(h: u64) -> (usize, u64) {
     (((h >> 62) & 3) as usize, 1u64 << ((h >> 56) & 63))
 }
 
+#[inline]
+fn word_bit(h: u64) -> (usize, u64) {
+    (((h >> 52) & 15) as usize, 1u64 << ((h >> 46) & 63))
+}
+
 /// Rules compiled against one registry: sorted by priority, agents resolved to indexes,
 /// kinds as bit masks, keywords in one automaton.
 #[derive(Debug, Clone)]
@@ -263,8 +268,22 @@ pub(crate) struct CompiledRules {
     max_words: usize,
     /// 256-bit Bloom filter of the phrase hashes.
     bloom: [u64; 4],
+    /// 1024-bit Bloom filter of the words of all keywords: a word outside it ends every
+    /// phrase that could be under way.
+    word_bloom: [u64; 16],
     /// Keyword id → keyword text, for explanations.
     keywords: Vec<String>,
+}
+
+/// Keyword hits of one description, built word by word (see [`CompiledRules::scan`]).
+#[derive(Debug, Clone)]
+pub(crate) struct KeywordScan {
+    ending: [u64; MAX_PHRASE + 1],
+    seen: usize,
+    /// A bit per keyword id (catalogues of up to 256 keywords).
+    small: [u64; 4],
+    /// A bit per keyword id, for more than 256 keywords.
+    large: Vec<u64>,
 }
 
 /// A rule that matched a task.
@@ -326,6 +345,7 @@ impl CompiledRules {
         }
         let mut phrases = Vec::with_capacity(keywords.len());
         let mut max_words = 0usize;
+        let mut word_bloom = [0u64; 16];
         for (id, k) in keywords.iter().enumerate() {
             let mut words = Vec::new();
             for_each_raw_word(k, |h| words.push(h));
@@ -351,6 +371,10 @@ impl CompiledRules {
                 });
             }
             max_words = max_words.max(words.len());
+            for &w in &words {
+                let (i, bit) = word_bit(w);
+                word_bloom[i] |= bit;
+            }
             phrases.push((phrase_hash(&words), words.len() as u8, id as u32));
         }
         phrases.sort_unstable();
@@ -365,6 +389,7 @@ impl CompiledRules {
             phrases,
             max_words,
             bloom,
+            word_bloom,
             keywords,
         })
     }
@@ -386,48 +411,94 @@ impl CompiledRules {
         self.keywords.get(id as usize).map(String::as_str)
     }
 
-    /// Calls `f` with every matching rule, highest priority first, until `f` returns false.
-    pub(crate) fn for_each_match(&self, task: &Task, mut f: impl FnMut(RuleMatch) -> bool) {
-        if self.rules.is_empty() {
+    /// Whether matching needs the words of the description (some rule has keywords).
+    pub(crate) fn needs_words(&self) -> bool {
+        self.max_words > 0
+    }
+
+    /// A fresh keyword scan for one description: feed it every raw word hash
+    /// ([`crate::text::raw_word_hash`]) in order with [`CompiledRules::feed`], then call
+    /// [`CompiledRules::matches`].
+    pub(crate) fn scan(&self) -> KeywordScan {
+        let n_words = self.keywords.len().div_ceil(64);
+        KeywordScan {
+            ending: [PHRASE_SEED; MAX_PHRASE + 1],
+            seen: 0,
+            small: [0; 4],
+            large: if n_words > 4 {
+                vec![0; n_words]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Feeds the next raw word of the description to a keyword scan.
+    #[inline]
+    pub(crate) fn feed(&self, s: &mut KeywordScan, h: u64) {
+        let (i, bit) = word_bit(h);
+        if self.word_bloom[i] & bit == 0 {
+            // No keyword has this word: no phrase spans it.
+            s.seen = 0;
             return;
         }
-        // Keyword hits, collected once for all rules: a bit per keyword id.
-        let mut small = [0u64; 4];
-        let mut large: Vec<u64> = Vec::new();
-        let n_words = self.keywords.len().div_ceil(64);
-        let hits: &mut [u64] = if n_words <= small.len() {
-            &mut small[..n_words]
-        } else {
-            large.resize(n_words, 0);
-            &mut large
-        };
-        if self.max_words > 0 {
-            // ending[n] = hash of the n-word phrase ending at the previous word.
-            let mut ending = [PHRASE_SEED; MAX_PHRASE + 1];
-            let mut seen = 0usize;
-            let max = self.max_words;
-            for_each_raw_word(&task.description, |h| {
-                seen += 1;
-                for n in (1..=max.min(seen)).rev() {
-                    let ph = phrase_step(ending[n - 1], h);
-                    ending[n] = ph;
-                    let (i, bit) = bloom_bit(ph);
-                    if self.bloom[i] & bit == 0 {
-                        continue;
-                    }
-                    let from = self.phrases.partition_point(|p| p.0 < ph);
-                    for p in &self.phrases[from..] {
-                        if p.0 != ph {
-                            break;
-                        }
-                        if usize::from(p.1) == n {
-                            hits[p.2 as usize / 64] |= 1u64 << (p.2 % 64);
-                        }
+        s.seen += 1;
+        let max = self.max_words.min(s.seen);
+        // ending[n] = hash of the n-word phrase ending at the previous word.
+        for n in (1..=max).rev() {
+            let ph = phrase_step(s.ending[n - 1], h);
+            s.ending[n] = ph;
+            let (i, bit) = bloom_bit(ph);
+            if self.bloom[i] & bit == 0 {
+                continue;
+            }
+            let from = self.phrases.partition_point(|p| p.0 < ph);
+            for p in &self.phrases[from..] {
+                if p.0 != ph {
+                    break;
+                }
+                if usize::from(p.1) == n {
+                    let id = p.2 as usize;
+                    let hits = if s.large.is_empty() {
+                        &mut s.small[..]
+                    } else {
+                        &mut s.large[..]
+                    };
+                    if let Some(w) = hits.get_mut(id / 64) {
+                        *w |= 1u64 << (id % 64);
                     }
                 }
-            });
+            }
         }
-        let hit = |id: u32| hits[id as usize / 64] & (1u64 << (id % 64)) != 0;
+    }
+
+    /// Calls `f` with every matching rule, highest priority first, until `f` returns false.
+    #[cfg(test)]
+    pub(crate) fn for_each_match(&self, task: &Task, f: impl FnMut(RuleMatch) -> bool) {
+        let mut s = self.scan();
+        if self.needs_words() {
+            for_each_raw_word(&task.description, |h| self.feed(&mut s, h));
+        }
+        self.matches(&s, task, f);
+    }
+
+    /// Calls `f` with every rule matching the task, given the keyword scan of its
+    /// description, highest priority first, until `f` returns false.
+    pub(crate) fn matches(
+        &self,
+        s: &KeywordScan,
+        task: &Task,
+        mut f: impl FnMut(RuleMatch) -> bool,
+    ) {
+        let hits: &[u64] = if s.large.is_empty() {
+            &s.small
+        } else {
+            &s.large
+        };
+        let hit = |id: u32| {
+            hits.get(id as usize / 64)
+                .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
+        };
         let kind_bit = 1u32 << task.kind.index();
         for (i, r) in self.rules.iter().enumerate() {
             if r.kind_mask != 0 && r.kind_mask & kind_bit == 0 {

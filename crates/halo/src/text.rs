@@ -4,7 +4,12 @@
 //! examples (averaged perceptron with a margin, leave-one-out against the centroids).
 //! Scoring walks an inverted index (feature → agent postings, open addressing on the
 //! 64-bit feature hash), so its cost is `O(query features × postings)`, not
-//! `O(agents × vocabulary)`; it reuses thread-local buffers, so it does not allocate.
+//! `O(agents × vocabulary)`; catalogues of up to 64 agents (and the common features of
+//! catalogues up to 1,024) also keep a dense weight row per feature, so a feature costs
+//! one vectorised multiply-add over contiguous `f32`s. The text is tokenised once, word
+//! at a time, without allocating: the same pass yields the text features and the raw
+//! word hashes the rule keywords are matched against. Scoring reuses thread-local
+//! buffers, so it does not allocate.
 
 use std::cell::RefCell;
 
@@ -59,6 +64,31 @@ pub struct TextConfig {
     /// Correction weights smaller than this (in absolute value) are dropped, keeping the
     /// index sparse and scoring fast.
     pub prune_below: f32,
+    /// How the discriminative correction is trained.
+    pub learner: Learner,
+    /// Perceptron: wrong agents within the margin pushed down per mistake (the best
+    /// ones, sharing one step; 1..=8).
+    pub rivals: u8,
+    /// Softmax learner: scores are multiplied by this before the softmax (the inverse
+    /// temperature; similarities live in `[0, 1]`, so it sets how peaked the model is).
+    pub softmax_scale: f32,
+    /// Softmax learner: L2 penalty on the correction weights (applied lazily, when a
+    /// weight is updated).
+    pub l2: f32,
+}
+
+/// The algorithm that trains the discriminative correction on the agents' examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learner {
+    /// Averaged multi-class perceptron with a margin: updates only on mistakes.
+    #[default]
+    Perceptron,
+    /// Multinomial logistic regression (softmax over agents) on top of the centroid
+    /// scores, trained by AdaGrad with L2 on the gold agent and every agent with a
+    /// non-negligible probability; deterministic (fixed shuffling seed). Evaluated on
+    /// UltraTool (docs/EVALUATION.md) below the perceptron; kept for experiments.
+    Softmax,
 }
 
 impl Default for TextConfig {
@@ -78,6 +108,10 @@ impl Default for TextConfig {
             train_descriptions: false,
             fold_numbers: true,
             prune_below: 0.01,
+            learner: Learner::Perceptron,
+            rivals: 1,
+            softmax_scale: 20.0,
+            l2: 1e-4,
         }
     }
 }
@@ -101,11 +135,33 @@ pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ load_le(rest)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     fmix(h)
+}
+
+/// The first up to 8 bytes of `b` as a little-endian word, zero-padded: the value of
+/// copying them into a zeroed `[u8; 8]`, without a variable-length copy (which compiles
+/// to a `memcpy` call). Two overlapping fixed-size loads cover every length.
+#[inline]
+pub(crate) fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 8 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    } else if n >= 4 {
+        let (mut lo, mut hi) = ([0u8; 4], [0u8; 4]);
+        lo.copy_from_slice(&b[..4]);
+        hi.copy_from_slice(&b[n - 4..n]);
+        u64::from(u32::from_le_bytes(lo)) | (u64::from(u32::from_le_bytes(hi)) << ((n - 4) * 8))
+    } else if n > 0 {
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << ((n / 2) * 8))
+            | (u64::from(b[n - 1]) << ((n - 1) * 8))
+    } else {
+        0
+    }
 }
 
 #[inline]
@@ -186,49 +242,136 @@ fn stem(w: &mut [u8], len: usize) -> usize {
     len
 }
 
+/// Byte classes for the tokeniser: 0 separator, 1 lower-case letter, digit or non-ASCII
+/// byte, 2 upper-case ASCII letter.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_uppercase() {
+            2
+        } else if b.is_ascii_alphanumeric() || b >= 0x80 {
+            1
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Longest raw word (the unit of rule keywords) hashed in full; longer ones are
+/// truncated and flagged. Equal to [`MAX_WORD`]: both are read from one buffer.
+const MAX_RAW: usize = MAX_WORD;
+
+/// The hash of a raw word (lower-cased letter/digit run, no stemming): the unit rule
+/// keywords are matched in.
+pub(crate) fn raw_word_hash(w: &[u8], truncated: bool) -> u64 {
+    hash_bytes(0x6b + u64::from(truncated), w)
+}
+
 /// Calls `f` with every normalised content word of `text` (lower-cased, stemmed, no
 /// stop words). Underscores, hyphens and camelCase split words, so tool ids like
 /// `clock_alarm_cancel` read as words. Allocation-free.
 #[cfg(test)]
 pub(crate) fn for_each_word(text: &str, mut f: impl FnMut(&[u8])) {
-    for_each_word_at(text, |w, _, _| f(w));
+    scan_words(text, false, |_| {}, |w, _, _| f(w));
 }
 
-/// As [`for_each_word`], also passing the word's byte range in `text`.
-pub(crate) fn for_each_word_at(text: &str, mut f: impl FnMut(&[u8], usize, usize)) {
+/// One pass over `text`: content words go to `word(bytes, start, end)` (see
+/// [`for_each_word`]); when `want_raw`, the hash of every raw word (a maximal run of
+/// letters, digits and non-ASCII bytes, lower-cased, not split at camelCase and not
+/// stemmed: the unit of rule keywords) goes to `raw`. Allocation-free.
+#[inline]
+pub(crate) fn scan_words(
+    text: &str,
+    want_raw: bool,
+    mut raw: impl FnMut(u64),
+    mut word: impl FnMut(&[u8], usize, usize),
+) {
+    let bytes = text.as_bytes();
+    let n = bytes.len();
     let mut buf = [0u8; MAX_WORD];
-    let mut len = 0usize;
-    let mut start = 0usize;
-    let mut prev_lower = false;
-    let mut flush = |buf: &mut [u8; MAX_WORD], len: &mut usize, start: usize, end: usize| {
-        if *len > 0 {
-            if !is_stopword(&buf[..*len]) {
-                let n = stem(buf, *len);
-                f(&buf[..n], start, end);
-            }
-            *len = 0;
+    let mut i = 0usize;
+    while i < n {
+        // Word at a time: skip separators, then take the run of word bytes, lower-cased
+        // into `buf` (the first MAX_WORD bytes), noting whether camelCase may split it.
+        while i < n && CLASS[usize::from(bytes[i])] == 0 {
+            i += 1;
         }
-    };
-    for (i, &b) in text.as_bytes().iter().enumerate() {
-        let word_byte = b.is_ascii_alphanumeric() || b >= 0x80;
-        if !word_byte {
-            flush(&mut buf, &mut len, start, i);
-            prev_lower = false;
+        if i == n {
+            break;
+        }
+        let start = i;
+        // Upper-case letters after the first byte: only then can camelCase split.
+        let mut inner = 0u8;
+        i += 1;
+        while i < n {
+            let class = CLASS[usize::from(bytes[i])];
+            if class == 0 {
+                break;
+            }
+            inner |= class;
+            i += 1;
+        }
+        let word_bytes = &bytes[start..i];
+        let len = word_bytes.len().min(MAX_WORD);
+        for (d, &b) in buf[..len].iter_mut().zip(word_bytes) {
+            *d = b | ((CLASS[usize::from(b)] & 2) << 4);
+        }
+        let camel = inner & 2 != 0
+            && word_bytes
+                .windows(2)
+                .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
+        if want_raw {
+            raw(raw_word_hash(&buf[..len], i - start > MAX_RAW));
+        }
+        if !camel {
+            emit_word(&mut buf, len, start, i, &mut word);
             continue;
         }
-        if b.is_ascii_uppercase() && prev_lower {
-            flush(&mut buf, &mut len, start, i);
+        // camelCase: split before an upper-case letter that follows a lower-case one.
+        // Rare, so this re-reads the word byte by byte.
+        let mut part = [0u8; MAX_WORD];
+        let mut plen = 0usize;
+        let mut pstart = start;
+        let mut prev_lower = false;
+        for (j, &b) in bytes[start..i].iter().enumerate() {
+            let upper = b.is_ascii_uppercase();
+            if upper && prev_lower && plen > 0 {
+                emit_word(&mut part, plen, pstart, start + j, &mut word);
+                plen = 0;
+            }
+            if plen == 0 {
+                pstart = start + j;
+            }
+            prev_lower = b.is_ascii_lowercase();
+            if plen < MAX_WORD {
+                part[plen] = b.to_ascii_lowercase();
+                plen += 1;
+            }
         }
-        if len == 0 {
-            start = i;
-        }
-        prev_lower = b.is_ascii_lowercase();
-        if len < MAX_WORD {
-            buf[len] = b.to_ascii_lowercase();
-            len += 1;
+        if plen > 0 {
+            emit_word(&mut part, plen, pstart, i, &mut word);
         }
     }
-    flush(&mut buf, &mut len, start, text.len());
+}
+
+/// Drops stop words, stems the rest and hands them on.
+#[inline]
+fn emit_word(
+    buf: &mut [u8; MAX_WORD],
+    len: usize,
+    start: usize,
+    end: usize,
+    word: &mut impl FnMut(&[u8], usize, usize),
+) {
+    if len <= 6 && is_stopword(&buf[..len]) {
+        return;
+    }
+    let n = stem(buf, len);
+    word(&buf[..n], start, end);
 }
 
 /// Numbers, times and codes ("8", "00", "2023", "3pm", "ca1234"), but not names with a
@@ -246,7 +389,7 @@ pub(crate) fn word_hash(word: &[u8]) -> u64 {
 /// Appends the hashed features of `text` to `out` (duplicates included).
 pub(crate) fn features(text: &str, cfg: &TextConfig, out: &mut Vec<u64>) {
     let mut words = QueryWords::default();
-    features_with_words(text, cfg, out, &mut words);
+    features_with_words(text, cfg, out, &mut words, false, |_| {});
 }
 
 /// The first unigram spans of a query, kept to explain matches without re-tokenising.
@@ -258,12 +401,21 @@ pub(crate) struct QueryWords {
 
 const MAX_SPANS: usize = 16;
 
-fn features_with_words(text: &str, cfg: &TextConfig, out: &mut Vec<u64>, words: &mut QueryWords) {
+/// The features of `text` (see [`features`]) plus its unigram spans; with `want_raw`,
+/// also the raw word hashes for rule keywords, in the same pass.
+fn features_with_words(
+    text: &str,
+    cfg: &TextConfig,
+    out: &mut Vec<u64>,
+    words: &mut QueryWords,
+    want_raw: bool,
+    raw: impl FnMut(u64),
+) {
     let mut prev: Option<u64> = None;
     let prefix = usize::from(cfg.prefix_len);
     let (cmin, cmax) = (usize::from(cfg.char_min), usize::from(cfg.char_max));
     let fold = cfg.fold_numbers;
-    for_each_word_at(text, |w, start, end| {
+    scan_words(text, want_raw, raw, |w, start, end| {
         let w: &[u8] = if fold && is_number_like(w) { b"0" } else { w };
         let h = word_hash(w);
         out.push(h);
@@ -338,8 +490,12 @@ fn sorted_unique(v: &mut Vec<u64>) {
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     key: u64,
+    /// First posting of the feature.
     start: u32,
+    /// Number of postings.
     len: u32,
+    /// Start of the feature's dense row in `rows` (small catalogues only).
+    row: u32,
     idf: f32,
 }
 
@@ -356,6 +512,9 @@ pub(crate) struct TextIndex {
     slots: Vec<Slot>,
     mask: usize,
     postings: Vec<Posting>,
+    /// Small catalogues (up to [`DENSE_ROWS`] agents): one row of `n_agents` weights per
+    /// feature, so scoring a feature is one contiguous multiply-add over all agents.
+    rows: Vec<f32>,
     unknown_idf: f32,
     n_agents: usize,
     has_examples: Vec<bool>,
@@ -374,6 +533,17 @@ const MAX_TRAINED_AGENTS: usize = 2_000;
 
 /// Catalogues up to this size are scored with a dense accumulator.
 const DENSE_LIMIT: usize = 1024;
+
+/// Catalogues up to this size also store a dense weight row per feature; larger ones
+/// (up to [`DENSE_LIMIT`]) only for features with long postings lists (at least 16 and
+/// a sixteenth of the agents), where a vectorised row beats walking the postings.
+const DENSE_ROWS: usize = 64;
+
+/// Most dense row weights an index holds (16 MB); features past it keep postings only.
+const MAX_ROW_WEIGHTS: usize = 4 << 20;
+
+/// `Slot::row` of a feature without a dense row.
+const NO_ROW: u32 = u32::MAX;
 
 struct Scratch {
     feats: Vec<u64>,
@@ -560,7 +730,10 @@ impl TextIndex {
             } else {
                 ex_sets.clone()
             };
-            let delta = train_correction(&index, &train_sets, &loo, &idf_of, &cfg);
+            let delta = match cfg.learner {
+                Learner::Perceptron => train_correction(&index, &train_sets, &loo, &idf_of, &cfg),
+                Learner::Softmax => train_softmax(&index, &train_sets, &loo, &idf_of, &cfg),
+            };
             triples.extend(delta.iter().copied());
             let has_examples = std::mem::take(&mut index.has_examples);
             index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
@@ -582,6 +755,7 @@ impl TextIndex {
         let mask = cap - 1;
         let mut slots = vec![Slot::default(); cap];
         let mut postings: Vec<Posting> = Vec::with_capacity(triples.len());
+        let mut rows: Vec<f32> = Vec::new();
         let mut i = 0;
         while i < triples.len() {
             let h = triples[i].0;
@@ -600,10 +774,23 @@ impl TextIndex {
             while slots[s].key != 0 {
                 s = (s + 1) & mask;
             }
+            let long = postings.len() - start >= (n / 16).max(16);
+            let room = rows.len() + n <= MAX_ROW_WEIGHTS;
+            let row = if room && (n <= DENSE_ROWS || (n <= DENSE_LIMIT && long)) {
+                let row = rows.len();
+                rows.resize(row + n, 0.0);
+                for p in &postings[start..] {
+                    rows[row + p.agent as usize] += p.weight;
+                }
+                row as u32
+            } else {
+                NO_ROW
+            };
             slots[s] = Slot {
                 key,
                 start: start as u32,
                 len: (postings.len() - start) as u32,
+                row,
                 idf: idf_of(h),
             };
         }
@@ -612,6 +799,7 @@ impl TextIndex {
             slots,
             mask,
             postings,
+            rows,
             unknown_idf: (1.0 + n as f32).ln(),
             n_agents: n,
             has_examples,
@@ -641,8 +829,20 @@ impl TextIndex {
     }
 
     /// Scores `text` against every agent and calls `f(agent, cosine)` for each agent with
-    /// a positive similarity. Uses thread-local scratch buffers: no allocation once warm.
-    pub(crate) fn score(&self, text: &str, mut f: impl FnMut(usize, f32)) -> QueryWords {
+    /// a positive similarity. With `want_raw`, the raw word hashes of `text` (for rule
+    /// keywords, see [`scan_words`]) go to `raw` first, from the same pass. Uses
+    /// thread-local scratch buffers: no allocation once warm.
+    ///
+    /// Agents scoring below `min_score` are skipped (pass `0.0` for every positive one);
+    /// the best similarity of all is returned with the query words.
+    pub(crate) fn score(
+        &self,
+        text: &str,
+        want_raw: bool,
+        min_score: f32,
+        mut raw: impl FnMut(u64),
+        mut f: impl FnMut(usize, f32),
+    ) -> (QueryWords, f32) {
         SCRATCH.with(|cell| {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entrant use (a callback scoring again): fall back to fresh buffers.
@@ -652,9 +852,9 @@ impl TextIndex {
                     seen: Vec::new(),
                     touched: Vec::new(),
                 };
-                return self.score_with(&mut s, text, &mut f);
+                return self.score_with(&mut s, text, want_raw, min_score, &mut raw, &mut f);
             };
-            self.score_with(&mut guard, text, &mut f)
+            self.score_with(&mut guard, text, want_raw, min_score, &mut raw, &mut f)
         })
     }
 
@@ -662,21 +862,63 @@ impl TextIndex {
         &self,
         s: &mut Scratch,
         text: &str,
+        want_raw: bool,
+        min_score: f32,
+        raw: &mut impl FnMut(u64),
         f: &mut impl FnMut(usize, f32),
-    ) -> QueryWords {
+    ) -> (QueryWords, f32) {
         s.feats.clear();
         let mut words = QueryWords::default();
-        features_with_words(text, &self.cfg, &mut s.feats, &mut words);
+        features_with_words(text, &self.cfg, &mut s.feats, &mut words, want_raw, raw);
         unique_small(&mut s.feats);
-        if s.acc.len() < self.n_agents {
-            s.acc.resize(self.n_agents, 0.0);
-            s.seen.resize(self.n_agents, false);
+        let n = self.n_agents;
+        if s.acc.len() < n {
+            s.acc.resize(n, 0.0);
+            s.seen.resize(n, false);
         }
         s.touched.clear();
         let mut norm = 0.0f32;
-        // Small catalogues: accumulate densely and scan every agent (no branch per
+        if n <= DENSE_ROWS {
+            // Small catalogues: one contiguous row per feature (vectorised).
+            let acc = &mut s.acc[..n];
+            for &h in &s.feats {
+                match self.lookup(h) {
+                    Some(slot) => {
+                        let q = slot.idf;
+                        norm += q * q;
+                        let row = slot.row as usize;
+                        if let Some(row) = self.rows.get(row..row + n) {
+                            for (x, w) in acc.iter_mut().zip(row) {
+                                *x += q * w;
+                            }
+                        } else {
+                            // Past the dense-row budget: postings.
+                            let start = slot.start as usize;
+                            for p in &self.postings[start..start + slot.len as usize] {
+                                if let Some(x) = acc.get_mut(p.agent as usize) {
+                                    *x += q * p.weight;
+                                }
+                            }
+                        }
+                    }
+                    None => norm += self.unknown_idf * self.unknown_idf,
+                }
+            }
+            let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
+            let mut best = 0.0f32;
+            for (a, x) in acc.iter_mut().enumerate() {
+                let v = *x * inv;
+                *x = 0.0;
+                best = best.max(v);
+                if v > 0.0 && v >= min_score {
+                    f(a, v.min(1.0));
+                }
+            }
+            return (words, best.min(1.0));
+        }
+        // Mid-size catalogues: accumulate densely and scan every agent (no branch per
         // posting). Large ones: track the agents touched, so cost follows the postings.
-        let dense = self.n_agents <= DENSE_LIMIT;
+        let dense = n <= DENSE_LIMIT;
         for &h in &s.feats {
             match self.lookup(h) {
                 Some(slot) => {
@@ -684,7 +926,12 @@ impl TextIndex {
                     norm += q * q;
                     let start = slot.start as usize;
                     let end = start + slot.len as usize;
-                    if dense {
+                    let row = slot.row as usize;
+                    if let Some(row) = self.rows.get(row..row + n).filter(|_| dense) {
+                        for (x, w) in s.acc[..n].iter_mut().zip(row) {
+                            *x += q * w;
+                        }
+                    } else if dense {
                         for p in &self.postings[start..end] {
                             s.acc[p.agent as usize] += q * p.weight;
                         }
@@ -703,11 +950,13 @@ impl TextIndex {
             }
         }
         let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
+        let mut best = 0.0f32;
         if dense {
-            for a in 0..self.n_agents {
-                let v = s.acc[a] * inv;
-                s.acc[a] = 0.0;
-                if v > 0.0 {
+            for (a, x) in s.acc[..n].iter_mut().enumerate() {
+                let v = *x * inv;
+                *x = 0.0;
+                best = best.max(v);
+                if v > 0.0 && v >= min_score {
                     f(a, v.min(1.0));
                 }
             }
@@ -717,12 +966,13 @@ impl TextIndex {
                 let v = s.acc[a] * inv;
                 s.acc[a] = 0.0;
                 s.seen[a] = false;
-                if v > 0.0 {
+                best = best.max(v);
+                if v > 0.0 && v >= min_score {
                     f(a, v.min(1.0));
                 }
             }
         }
-        words
+        (words, best.min(1.0))
     }
 
     /// Writes up to `max` words of the query that carry positive weight for `agent`, in
@@ -747,10 +997,15 @@ impl TextIndex {
             let Some(slot) = self.lookup(h) else {
                 continue;
             };
-            let list = &self.postings[slot.start as usize..(slot.start + slot.len) as usize];
-            let hit = list
-                .binary_search_by_key(&(agent as u32), |p| p.agent)
-                .is_ok_and(|i| list[i].weight > 0.0);
+            let hit = if slot.row != NO_ROW {
+                self.rows
+                    .get(slot.row as usize + agent)
+                    .is_some_and(|w| *w > 0.0)
+            } else {
+                let list = &self.postings[slot.start as usize..(slot.start + slot.len) as usize];
+                list.binary_search_by_key(&(agent as u32), |p| p.agent)
+                    .is_ok_and(|i| list[i].weight > 0.0)
+            };
             if !hit {
                 continue;
             }
@@ -758,12 +1013,11 @@ impl TextIndex {
                 out.push_str(", ");
             }
             out.push('"');
-            for c in text
-                .get(start as usize..end as usize)
-                .unwrap_or_default()
-                .chars()
-            {
-                out.push(c.to_ascii_lowercase());
+            let w = text.get(start as usize..end as usize).unwrap_or_default();
+            if w.bytes().any(|b| b.is_ascii_uppercase()) {
+                out.extend(w.chars().map(|c| c.to_ascii_lowercase()));
+            } else {
+                out.push_str(w);
             }
             out.push('"');
             done[written] = h;
@@ -778,10 +1032,45 @@ impl TextIndex {
     pub(crate) fn query_words(&self, text: &str) -> QueryWords {
         let mut words = QueryWords::default();
         let mut feats = Vec::new();
-        features_with_words(text, &self.cfg, &mut feats, &mut words);
+        features_with_words(text, &self.cfg, &mut feats, &mut words, false, |_| {});
         words
     }
 }
+
+/// A fast non-cryptographic hasher (FxHash: rotate, xor, multiply per word) for the
+/// training maps, whose keys are already well-mixed feature hashes and small ids;
+/// SipHash's DoS resistance buys nothing there and costs most of the training time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            self.write_u64(load_le(c));
+        }
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub(crate) type FxMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// splitmix64, for a deterministic training order.
 fn splitmix(state: &mut u64) -> u64 {
@@ -804,7 +1093,6 @@ fn train_correction(
     idf_of: &dyn Fn(u64) -> f32,
     cfg: &TextConfig,
 ) -> Vec<(u64, u32, f32)> {
-    use std::collections::HashMap;
     let n = base.n_agents;
     // Examples as normalised (feature, weight) vectors.
     let mut examples: Vec<(u32, Vec<(u64, f32)>)> = Vec::new();
@@ -817,8 +1105,8 @@ fn train_correction(
         }
     }
     // feature -> [(agent, weight, averaging accumulator)], and (feature, agent) -> position.
-    let mut delta: HashMap<u64, Vec<(u32, f32, f32)>> = HashMap::new();
-    let mut pos: HashMap<(u64, u32), usize> = HashMap::new();
+    let mut delta: FxMap<u64, Vec<(u32, f32, f32)>> = FxMap::default();
+    let mut pos: FxMap<(u64, u32), usize> = FxMap::default();
     let mut acc = vec![0.0f32; n];
     let mut seen = vec![false; n];
     let mut touched: Vec<u32> = Vec::new();
@@ -858,22 +1146,40 @@ fn train_correction(
             }
             let g = gold as usize;
             let gold_score = acc[g] - loo[g];
-            let mut rival: Option<(u32, f32)> = None;
+            // The best wrong agents (up to `rivals`) within the margin of the gold one.
+            let k = usize::from(cfg.rivals.max(1));
+            let mut rivals: [(u32, f32); 8] = [(0, f32::NEG_INFINITY); 8];
+            let k = k.min(rivals.len());
             for &a in &touched {
                 let ai = a as usize;
-                if ai != g
-                    && (cfg.penalize_unseen || base.has_examples(ai))
-                    && rival.is_none_or(|(_, s)| acc[ai] > s)
-                {
-                    rival = Some((a, acc[ai]));
+                if ai != g && (cfg.penalize_unseen || base.has_examples(ai)) {
+                    let sc = acc[ai];
+                    if sc > rivals[k - 1].1 {
+                        let mut j = k - 1;
+                        while j > 0 && rivals[j - 1].1 < sc {
+                            rivals[j] = rivals[j - 1];
+                            j -= 1;
+                        }
+                        rivals[j] = (a, sc);
+                    }
                 }
             }
             for &a in &touched {
                 acc[a as usize] = 0.0;
                 seen[a as usize] = false;
             }
-            let rival_score = rival.map_or(0.0, |r| r.1);
-            if gold_score - rival_score < cfg.margin {
+            // No wrong agent scored: the gold one competes against 0.
+            let best_rival = if rivals[0].1.is_finite() {
+                rivals[0].1
+            } else {
+                0.0
+            };
+            if gold_score - best_rival < cfg.margin {
+                let violating = rivals[..k]
+                    .iter()
+                    .filter(|r| r.1.is_finite() && gold_score - r.1 < cfg.margin)
+                    .count();
+                let share = 1.0 / violating.max(1) as f32;
                 for &(h, q) in feats {
                     let list = delta.entry(h).or_default();
                     let mut bump = |agent: u32, d: f32| match pos.get(&(h, agent)) {
@@ -887,8 +1193,11 @@ fn train_correction(
                         }
                     };
                     bump(gold, eta * q);
-                    if let Some((r, _)) = rival {
-                        bump(r, -eta * q);
+                    for r in rivals[..k]
+                        .iter()
+                        .filter(|r| r.1.is_finite() && gold_score - r.1 < cfg.margin)
+                    {
+                        bump(r.0, -eta * q * share);
                     }
                 }
             }
@@ -904,6 +1213,137 @@ fn train_correction(
             }
         }
     }
+    out.sort_unstable_by_key(|t| (t.0, t.1));
+    out
+}
+
+/// Normalised TF-IDF vectors of the training examples, with their agent.
+fn training_examples(
+    ex_sets: &[Vec<Vec<u64>>],
+    idf_of: &dyn Fn(u64) -> f32,
+) -> Vec<(u32, Vec<(u64, f32)>)> {
+    let mut examples = Vec::new();
+    for (a, exs) in ex_sets.iter().enumerate() {
+        for e in exs {
+            let norm = e.iter().map(|&h| idf_of(h).powi(2)).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                examples.push((a as u32, e.iter().map(|&h| (h, idf_of(h) / norm)).collect()));
+            }
+        }
+    }
+    examples
+}
+
+/// Trains the discriminative correction as a multinomial logistic regression: the
+/// probability of agent `a` for example `x` is `softmax_a(scale · (base_a(x) + x · W_a))`
+/// where `base` is the centroid/description model (each example's own share of its
+/// agent's centroid, `loo`, taken out first) and `W` the sparse correction. AdaGrad
+/// steps with a lazily applied L2 penalty; only the gold agent and agents with a
+/// probability above 0.1% are updated, which keeps `W` sparse (the rest of the
+/// gradient is negligible). Returns `W` as `(feature, agent, weight)` triples.
+fn train_softmax(
+    base: &TextIndex,
+    ex_sets: &[Vec<Vec<u64>>],
+    loo: &[f32],
+    idf_of: &dyn Fn(u64) -> f32,
+    cfg: &TextConfig,
+) -> Vec<(u64, u32, f32)> {
+    let n = base.n_agents;
+    let examples = training_examples(ex_sets, idf_of);
+    // feature -> [(agent, weight, sum of squared gradients)].
+    let mut w: FxMap<u64, Vec<(u32, f32, f32)>> = FxMap::default();
+    let mut acc = vec![0.0f32; n];
+    let mut seen = vec![false; n];
+    let mut touched: Vec<u32> = Vec::new();
+    let mut probs: Vec<(u32, f32)> = Vec::new();
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let mut rng = 0x5eed_u64;
+    let scale = cfg.softmax_scale.max(f32::MIN_POSITIVE);
+    let eta = cfg.learning_rate;
+    let l2 = cfg.l2;
+    let epochs = usize::from(cfg.epochs).min((MAX_TRAINING_PASSES / examples.len().max(1)).max(1));
+    for _ in 0..epochs {
+        for i in (1..order.len()).rev() {
+            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for &ei in &order {
+            let (gold, ref feats) = examples[ei];
+            let g = gold as usize;
+            touched.clear();
+            let mut touch = |a: u32, touched: &mut Vec<u32>| {
+                if !seen[a as usize] {
+                    seen[a as usize] = true;
+                    touched.push(a);
+                }
+            };
+            touch(gold, &mut touched);
+            for &(h, q) in feats {
+                if let Some(slot) = base.lookup(h) {
+                    let start = slot.start as usize;
+                    for p in &base.postings[start..start + slot.len as usize] {
+                        touch(p.agent, &mut touched);
+                        acc[p.agent as usize] += q * p.weight;
+                    }
+                }
+                if let Some(list) = w.get(&h) {
+                    for &(a, x, _) in list {
+                        touch(a, &mut touched);
+                        acc[a as usize] += q * x;
+                    }
+                }
+            }
+            acc[g] -= loo[g];
+            // Softmax over all agents; untouched ones score 0.
+            let mut max = 0.0f32;
+            for &a in &touched {
+                max = max.max(scale * acc[a as usize]);
+            }
+            let rest = (n - touched.len()) as f32 * (-max).exp();
+            let mut z = rest;
+            probs.clear();
+            for &a in &touched {
+                let e = (scale * acc[a as usize] - max).exp();
+                z += e;
+                probs.push((a, e));
+            }
+            for &a in &touched {
+                acc[a as usize] = 0.0;
+                seen[a as usize] = false;
+            }
+            let inv = 1.0 / z;
+            for &(a, e) in &probs {
+                let p = e * inv;
+                let err = if a == gold { p - 1.0 } else { p };
+                if a != gold && p < 1e-3 {
+                    continue;
+                }
+                for &(h, q) in feats {
+                    let list = w.entry(h).or_default();
+                    let k = match list.iter().position(|t| t.0 == a) {
+                        Some(k) => k,
+                        None => {
+                            list.push((a, 0.0, 0.0));
+                            list.len() - 1
+                        }
+                    };
+                    let t = &mut list[k];
+                    let grad = err * q + l2 * t.1;
+                    t.2 += grad * grad;
+                    t.1 -= eta * grad / (t.2.sqrt() + 1e-6);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (h, list) in w {
+        for (a, x, _) in list {
+            if x.abs() >= cfg.prune_below.max(f32::MIN_POSITIVE) {
+                out.push((h, a, x));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|t| (t.0, t.1));
     out
 }
 
@@ -915,6 +1355,206 @@ mod tests {
         let mut v = Vec::new();
         for_each_word(text, |w| v.push(String::from_utf8_lossy(w).into_owned()));
         v
+    }
+
+    /// The byte-at-a-time tokeniser the word-at-a-time one replaced: content words and
+    /// raw words.
+    /// A content word with its byte range.
+    type Spanned = (Vec<u8>, usize, usize);
+
+    fn reference_words(text: &str) -> (Vec<Spanned>, Vec<u64>) {
+        let mut words = Vec::new();
+        let mut raws = Vec::new();
+        let (mut buf, mut len, mut start, mut prev_lower) = ([0u8; MAX_WORD], 0, 0, false);
+        let (mut rbuf, mut rlen, mut over) = ([0u8; MAX_RAW], 0, false);
+        let mut flush = |buf: &mut [u8; MAX_WORD], len: &mut usize, start: usize, end: usize| {
+            if *len > 0 && !is_stopword(&buf[..*len]) {
+                let n = stem(buf, *len);
+                words.push((buf[..n].to_vec(), start, end));
+            }
+            *len = 0;
+        };
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            if !(b.is_ascii_alphanumeric() || b >= 0x80) {
+                flush(&mut buf, &mut len, start, i);
+                if rlen > 0 {
+                    raws.push(raw_word_hash(&rbuf[..rlen], over));
+                }
+                (rlen, over, prev_lower) = (0, false, false);
+                continue;
+            }
+            if b.is_ascii_uppercase() && prev_lower {
+                flush(&mut buf, &mut len, start, i);
+            }
+            if len == 0 {
+                start = i;
+            }
+            prev_lower = b.is_ascii_lowercase();
+            if len < MAX_WORD {
+                buf[len] = b.to_ascii_lowercase();
+                len += 1;
+            }
+            if rlen < MAX_RAW {
+                rbuf[rlen] = b.to_ascii_lowercase();
+                rlen += 1;
+            } else {
+                over = true;
+            }
+        }
+        flush(&mut buf, &mut len, start, text.len());
+        if rlen > 0 {
+            raws.push(raw_word_hash(&rbuf[..rlen], over));
+        }
+        (words, raws)
+    }
+
+    #[test]
+    fn word_at_a_time_scan_matches_the_reference() {
+        for text in [
+            "Cancel the Alarms for clock_alarm_cancel, fetchUserData!",
+            "",
+            "  --  ",
+            "ABC deF getHTTPResponse XMLHttpRequest a1B2c3 Ünïcode wörds",
+            "averyveryveryverylongwordthatgoesbeyondthirtytwobytesforsure and more",
+            "camelCaseWordThatIsLongerThanThirtyTwoBytesInTotalLength x",
+            "8:00 2023-01-02 CA1234 s3 gpt4 The END",
+        ] {
+            let (want_words, want_raw) = reference_words(text);
+            let mut got_words = Vec::new();
+            let mut got_raw = Vec::new();
+            scan_words(
+                text,
+                true,
+                |h| got_raw.push(h),
+                |w, a, b| got_words.push((w.to_vec(), a, b)),
+            );
+            assert_eq!(got_words, want_words, "{text:?}");
+            assert_eq!(got_raw, want_raw, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_matches_the_reference_on_any_text(text in "[a-zA-Z0-9 _./é-]{0,80}") {
+            let (want_words, want_raw) = reference_words(&text);
+            let mut got_words = Vec::new();
+            let mut got_raw = Vec::new();
+            scan_words(&text, true, |h| got_raw.push(h), |w, a, b| {
+                got_words.push((w.to_vec(), a, b))
+            });
+            proptest::prop_assert_eq!(got_words, want_words);
+            proptest::prop_assert_eq!(got_raw, want_raw);
+        }
+    }
+
+    #[test]
+    fn features_past_the_row_budget_score_through_postings() {
+        let agents = vec![
+            AgentProfile::new("clock_alarm_cancel", "Cancel an alarm")
+                .with_example("turn off my 7am alarm"),
+            AgentProfile::new("flight_search", "Search for flights between cities")
+                .with_example("find flights to Rome for the alarm clock fair"),
+            AgentProfile::new("weather", "Weather forecast for a city"),
+        ];
+        let idx = TextIndex::build(&agents, TextConfig::default());
+        let mut no_rows = idx.clone();
+        no_rows.rows.clear();
+        for slot in &mut no_rows.slots {
+            slot.row = NO_ROW;
+        }
+        for text in [
+            "cancel the alarm",
+            "flights to Rome",
+            "weather in the city",
+            "alarm",
+        ] {
+            let (mut a, mut b) = ([0.0f32; 3], [0.0f32; 3]);
+            idx.score(text, false, 0.0, |_| {}, |i, s| a[i] = s);
+            no_rows.score(text, false, 0.0, |_| {}, |i, s| b[i] = s);
+            assert_eq!(a, b, "{text}");
+            assert!(a.iter().any(|&s| s > 0.0), "{text}");
+        }
+    }
+
+    #[test]
+    fn mid_size_catalogues_use_dense_rows_for_common_features() {
+        // 100 agents (above DENSE_ROWS) all mention "report": its postings list is long
+        // enough for a dense row; each agent also has a word of its own.
+        let agents: Vec<AgentProfile> = (0..100)
+            .map(|i| {
+                let own: String =
+                    format!("{}{}", ["alpha", "bravo", "delta", "gamma"][i % 4], "xyz")
+                        + &"q".repeat(i / 4 + 1);
+                AgentProfile::new(format!("agent_{i}"), format!("writes the report {own}"))
+            })
+            .collect();
+        let idx = TextIndex::build(&agents, TextConfig::default());
+        let slot = idx.lookup(word_hash(b"report")).copied().unwrap();
+        assert_ne!(slot.row, NO_ROW);
+        let own7 = word_hash(b"deltaxyzqq");
+        assert_eq!(idx.lookup(own7).unwrap().row, NO_ROW);
+        let mut scores = vec![0.0f32; 100];
+        let (_, best) = idx.score(
+            "the report deltaxyzqq",
+            false,
+            0.0,
+            |_| {},
+            |a, s| scores[a] = s,
+        );
+        let top = (0..100)
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap();
+        assert_eq!(top, 6, "{scores:?}");
+        assert_eq!(best, scores[6]);
+        // Every other agent shares "report" (via the dense row) and scores above zero.
+        assert!(scores.iter().all(|&s| s > 0.0));
+        // A threshold skips the weak ones but still reports the best similarity.
+        let mut n = 0;
+        let (_, best2) = idx.score("the report deltaxyzqq", false, best, |_| {}, |_, _| n += 1);
+        assert_eq!((n, best2), (1, best));
+        let text = "Report";
+        let words = idx.query_words(text);
+        let mut out = String::new();
+        assert_eq!(idx.write_matched_words(&words, text, 42, 2, &mut out), 1);
+        assert_eq!(out, "\"report\"");
+    }
+
+    /// Two agents whose descriptions both say "book"; the examples tell them apart.
+    fn learners_separate(learner: Learner) {
+        let agents = vec![
+            AgentProfile::new("hotel_booking", "Book a room")
+                .with_example("reserve a double room in Lisbon for two nights")
+                .with_example("I need a hotel room near the station")
+                .with_example("find me a suite for the weekend"),
+            AgentProfile::new("table_booking", "Book a table")
+                .with_example("reserve a table for four at an Italian restaurant")
+                .with_example("dinner reservation tonight at eight")
+                .with_example("get us a table by the window for lunch"),
+        ];
+        let cfg = TextConfig {
+            learner,
+            rivals: 3,
+            ..TextConfig::default()
+        };
+        let idx = TextIndex::build(&agents, cfg);
+        assert!(!idx.correction.is_empty(), "{learner:?} learned nothing");
+        for (text, want) in [
+            ("reserve a room for the weekend", 0),
+            ("a table for dinner at eight", 1),
+        ] {
+            let mut scores = [0.0f32; 2];
+            idx.score(text, false, 0.0, |_| {}, |a, s| scores[a] = s);
+            assert!(
+                scores[want] > scores[1 - want],
+                "{learner:?} {text}: {scores:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_learners_separate_agents_by_their_examples() {
+        learners_separate(Learner::Perceptron);
+        learners_separate(Learner::Softmax);
     }
 
     #[test]
@@ -930,6 +1570,16 @@ mod tests {
             vec!["test", "query", "pass"]
         );
         assert!(words("the a of").is_empty());
+    }
+
+    #[test]
+    fn load_le_equals_a_zero_padded_copy() {
+        let bytes = b"abcdefghij";
+        for n in 0..=8 {
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(load_le(&bytes[..n]), u64::from_le_bytes(buf), "{n}");
+        }
     }
 
     #[test]
@@ -967,11 +1617,23 @@ mod tests {
         ];
         let idx = TextIndex::build(&agents, TextConfig::default());
         let mut scores = vec![0.0f32; 3];
-        idx.score("cancel the alarm for tomorrow", |a, s| scores[a] = s);
+        idx.score(
+            "cancel the alarm for tomorrow",
+            false,
+            0.0,
+            |_| {},
+            |a, s| scores[a] = s,
+        );
         assert!(scores[0] > 0.2, "{scores:?}");
         assert_eq!(scores[1], 0.0);
         let mut scores = vec![0.0f32; 3];
-        idx.score("find flights from Paris to Rome", |a, s| scores[a] = s);
+        idx.score(
+            "find flights from Paris to Rome",
+            false,
+            0.0,
+            |_| {},
+            |a, s| scores[a] = s,
+        );
         assert!(scores[1] > 0.1, "{scores:?}");
         assert_eq!(scores[0], 0.0);
         assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
