@@ -1037,40 +1037,9 @@ impl TextIndex {
     }
 }
 
-/// A fast non-cryptographic hasher (FxHash: rotate, xor, multiply per word) for the
-/// training maps, whose keys are already well-mixed feature hashes and small ids;
-/// SipHash's DoS resistance buys nothing there and costs most of the training time.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            self.write_u64(load_le(c));
-        }
-    }
-    #[inline]
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-}
-
-/// A `HashMap` with [`FxHasher`].
-pub(crate) type FxMap<K, V> =
-    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+/// The training maps' keys are already well-mixed feature hashes and small ids:
+/// SipHash's flooding resistance buys nothing there and cost most of the training time.
+pub(crate) type FxMap<K, V> = genesis_core::fasthash::FxHashMap<K, V>;
 
 /// splitmix64, for a deterministic training order.
 fn splitmix(state: &mut u64) -> u64 {
