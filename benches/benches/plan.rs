@@ -1,7 +1,8 @@
 //! `plan()` end to end on the heuristic path: screen → decompose → route → select
 //! models → validate, plus the first two stages alone.
 //!
-//! Run: `cargo bench -p genesis-benches --bench plan`
+//! Run: `cargo bench -p genesis-benches --bench plan` (mimalloc, as the binaries use;
+//! add `--features system-allocator` for the system allocator)
 
 #![allow(missing_docs)]
 
@@ -10,6 +11,12 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use genesis::Orchestrator;
 use genesis::htdag::{HeuristicDecomposer, Limits};
+
+/// The binaries' allocator, so the numbers are what `genesis` and `genesis-server` do;
+/// `--features system-allocator` measures with the system allocator instead.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SAAS: &str = "Build a SaaS business for invoices";
 const COMPOUND: &str = "Launch a marketing campaign for our new app and analyse the results";

@@ -17,6 +17,12 @@ mod scan;
 mod scrape;
 mod setup;
 
+/// mimalloc: the planner and server allocate many small, short-lived objects (task
+/// strings, explanations); glibc malloc spends ~25% of `plan()` in malloc/free, mimalloc
+/// a third of that (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,6 +2,12 @@
 //! the app, resume unfinished runs, serve, and on ctrl-c / SIGTERM stop accepting, drain
 //! in-flight runs within the grace period and exit 0.
 
+/// mimalloc: the planner and server allocate many small, short-lived objects (task
+/// strings, explanations); glibc malloc spends ~25% of `plan()` in malloc/free, mimalloc
+/// a third of that (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -14,6 +14,10 @@
 
 use genesis::Orchestrator;
 
+/// The binaries' allocator (see bins/genesis-server).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let genesis = Orchestrator::builder().build()?;
     let request = "Build a SaaS business for invoices";
