@@ -565,7 +565,7 @@ impl Word {
     /// The stem when the word says something about content: longer than three bytes
     /// and not a stop word.
     fn key_stem(&self) -> Option<u64> {
-        (self.bytes > 3 && STOP_HASHES.binary_search(&self.full).is_err()).then_some(self.stem)
+        (self.bytes > 3 && !is_stop_word(self.full)).then_some(self.stem)
     }
 }
 
@@ -605,12 +605,25 @@ fn each_word(text: &str, mut f: impl FnMut(Word)) {
             if start == usize::MAX {
                 start = i;
             }
-            full = (full ^ u64::from(class)).wrapping_mul(FNV_PRIME);
-            chars += 1;
-            if chars == STEM_CHARS {
-                stem = full;
+            // The rest of an ASCII run in a tight loop: no start check per byte.
+            let mut class = class;
+            loop {
+                full = (full ^ u64::from(class)).wrapping_mul(FNV_PRIME);
+                chars += 1;
+                if chars == STEM_CHARS {
+                    stem = full;
+                }
+                i += 1;
+                match bytes.get(i) {
+                    Some(&b) if ASCII_WORD[usize::from(b)] != 0 => {
+                        class = ASCII_WORD[usize::from(b)];
+                        if class == NON_ASCII {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
             }
-            i += 1;
             continue;
         } else {
             1
@@ -657,16 +670,30 @@ static ASCII_WORD: [u8; 256] = {
     t
 };
 
-/// Full-word hashes of [`STOPWORDS`], sorted for binary search.
-static STOP_HASHES: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+/// Full-word hashes of [`STOPWORDS`], sorted for binary search, and a filter of their
+/// top bytes.
+static STOP_HASHES: std::sync::LazyLock<([u64; 4], Vec<u64>)> = std::sync::LazyLock::new(|| {
     let mut v = Vec::with_capacity(STOPWORDS.len());
     for w in STOPWORDS {
         each_word(w, |word| v.push(word.full));
     }
     v.sort_unstable();
     v.dedup();
-    v
+    let mut filter = [0u64; 4];
+    for h in &v {
+        let top = (h >> 56) as usize;
+        filter[top / 64] |= 1 << (top % 64);
+    }
+    (filter, v)
 });
+
+/// True when `full` is the hash of a [`STOPWORDS`] entry. A 256-bit filter on the top
+/// byte of the hash answers most words without the binary search.
+fn is_stop_word(full: u64) -> bool {
+    let (filter, hashes) = &*STOP_HASHES;
+    let top = (full >> 56) as usize;
+    filter[top / 64] & (1 << (top % 64)) != 0 && hashes.binary_search(&full).is_ok()
+}
 
 /// Jaccard similarity of two sorted, deduplicated hash sets.
 fn jaccard(a: &[u64], b: &[u64]) -> f64 {
@@ -871,6 +898,28 @@ mod tests {
             "{}",
             r.metrics.coverage
         );
+    }
+
+    #[test]
+    fn stop_words_are_found_through_the_filter() {
+        let hash = |w: &str| {
+            let mut h = 0;
+            each_word(w, |word| h = word.full);
+            h
+        };
+        for w in STOPWORDS {
+            assert!(is_stop_word(hash(w)), "{w}");
+        }
+        for w in [
+            "invoices",
+            "saas",
+            "business",
+            "marketing",
+            "analyse",
+            "deploy",
+        ] {
+            assert!(!is_stop_word(hash(w)), "{w}");
+        }
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct TaskDag {
     limits: Limits,
     updates: usize,
     scratch: Scratch,
+    /// Kahn order, computed on first use and dropped by every change to the graph, so
+    /// topological order, generations and the acyclicity check share one pass.
+    topo: std::sync::OnceLock<Vec<NodeIndex>>,
 }
 
 impl Default for TaskDag {
@@ -74,6 +77,7 @@ impl TaskDag {
             limits,
             updates: 0,
             scratch: Scratch::default(),
+            topo: std::sync::OnceLock::new(),
         }
     }
 
@@ -117,6 +121,7 @@ impl TaskDag {
         task: Task,
         parent: Option<&TaskId>,
     ) -> Result<&TaskNode, HtdagError> {
+        self.topo.take();
         if self.index.contains_key(&task.id) {
             return Err(HtdagError::DuplicateTask { id: task.id });
         }
@@ -191,6 +196,7 @@ impl TaskDag {
             return Ok(());
         }
         // Targets: `to` and all of its descendants; each gets an edge from `from`.
+        self.topo.take();
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = self.link(a, b, from, to, &mut scratch);
         self.scratch = scratch;
@@ -381,8 +387,8 @@ impl TaskDag {
     /// by insertion order, so the order is deterministic.
     pub fn topological_order(&self) -> Vec<&TaskId> {
         self.topo_indices()
-            .into_iter()
-            .map(|ix| &self.graph[ix].task.id)
+            .iter()
+            .map(|&ix| &self.graph[ix].task.id)
             .collect()
     }
 
@@ -394,7 +400,7 @@ impl TaskDag {
             position[ix.index()] = i;
         }
         self.topo_indices()
-            .into_iter()
+            .iter()
             .map(|ix| position[ix.index()])
             .collect()
     }
@@ -415,7 +421,11 @@ impl TaskDag {
 
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
     /// the graph is acyclic by construction.
-    fn topo_indices(&self) -> Vec<NodeIndex> {
+    fn topo_indices(&self) -> &[NodeIndex] {
+        self.topo.get_or_init(|| self.kahn())
+    }
+
+    fn kahn(&self) -> Vec<NodeIndex> {
         let bound = self.graph.node_bound();
         let mut indegree = vec![0u32; bound];
         for e in self.graph.edge_references() {
@@ -473,7 +483,7 @@ impl TaskDag {
     pub fn generations(&self) -> Vec<Vec<&TaskId>> {
         let mut level = vec![0usize; self.graph.node_bound()];
         let mut out: Vec<Vec<&TaskId>> = Vec::new();
-        for ix in self.topo_indices() {
+        for &ix in self.topo_indices() {
             let l = self
                 .graph
                 .edges_directed(ix, Direction::Incoming)
@@ -494,7 +504,7 @@ impl TaskDag {
     pub fn critical_path_len(&self) -> usize {
         let mut longest = vec![0usize; self.graph.node_bound()];
         let mut best = 0;
-        for ix in self.topo_indices() {
+        for &ix in self.topo_indices() {
             let l = self
                 .graph
                 .edges_directed(ix, Direction::Incoming)
@@ -621,6 +631,33 @@ mod tests {
 
     fn id(s: &str) -> TaskId {
         TaskId::new(s)
+    }
+
+    #[test]
+    fn cached_order_follows_every_change() {
+        let mut dag = TaskDag::default();
+        for n in ["a", "b"] {
+            dag.add_task(t(n), None).unwrap();
+        }
+        let names = |d: &TaskDag| -> Vec<String> {
+            d.topological_order()
+                .iter()
+                .map(|i| i.to_string())
+                .collect()
+        };
+        assert_eq!(names(&dag), ["a", "b"]);
+        dag.add_dependency(&id("b"), &id("a")).unwrap();
+        assert_eq!(names(&dag), ["b", "a"]);
+        dag.add_task(t("c"), None).unwrap();
+        dag.add_dependency(&id("c"), &id("b")).unwrap();
+        assert_eq!(names(&dag), ["c", "b", "a"]);
+        assert_eq!(dag.generations().len(), 3);
+        assert!(dag.is_acyclic());
+        // A clone carries the cached order and stays correct when it changes alone.
+        let mut copy = dag.clone();
+        copy.add_task(t("d"), None).unwrap();
+        assert_eq!(names(&copy), ["c", "d", "b", "a"]);
+        assert_eq!(names(&dag), ["c", "b", "a"]);
     }
 
     #[test]
