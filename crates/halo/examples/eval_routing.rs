@@ -22,7 +22,10 @@
 //! `char_max`, `dw` (description weight), `ew` (example weight), `boost` (unseen boost),
 //! `min_sim`, `folds`; the learned correction: `learner` (`perceptron` | `softmax`),
 //! `epochs`, `lr`, `margin`, `rivals`, `prune`, `train_desc`, `pen_unseen`, `scale` and
-//! `l2` (softmax); `fold_numbers`; `confusions=N` prints the N most frequent confusions.
+//! `l2` (softmax); the BM25 description channel: `bm25` (weight for tools with
+//! examples), `bm25_unseen` (without), `k1`, `b`; `fold_numbers`; `desc_only=1` routes
+//! with no examples at all (descriptions only); `confusions=N` prints the N most
+//! frequent confusions.
 
 #![allow(clippy::print_stdout)]
 
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = RouterConfig::default();
     let mut folds = 5u64;
     let mut confusions = 0usize;
+    let mut desc_only = false;
     for arg in std::env::args().skip(1) {
         let Some((k, v)) = arg.split_once('=') else {
             dir = arg;
@@ -118,6 +122,11 @@ fn main() -> anyhow::Result<()> {
             "rivals" => cfg.text.rivals = v.parse()?,
             "scale" => cfg.text.softmax_scale = v.parse()?,
             "l2" => cfg.text.l2 = v.parse()?,
+            "bm25" => cfg.text.bm25_weight = v.parse()?,
+            "bm25_unseen" => cfg.text.bm25_unseen_weight = v.parse()?,
+            "k1" => cfg.text.bm25_k1 = v.parse()?,
+            "b" => cfg.text.bm25_b = v.parse()?,
+            "desc_only" => desc_only = v == "1" || v == "true",
             "folds" => folds = v.parse()?,
             "confusions" => confusions = v.parse()?,
             _ => bail!("unknown option {k:?}"),
@@ -164,7 +173,7 @@ fn main() -> anyhow::Result<()> {
             };
             let mut examples: HashMap<&str, Vec<String>> = HashMap::new();
             for s in steps.iter().filter(|s| fold_of(s) != f) {
-                if !held_tools.contains(s.gold_tool.as_str()) {
+                if !desc_only && !held_tools.contains(s.gold_tool.as_str()) {
                     examples
                         .entry(s.gold_tool.as_str())
                         .or_default()

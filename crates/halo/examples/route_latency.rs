@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! HALO_ONLY="16 agents route_all(1000) uncached" HALO_ITERS=3 \
-//!   valgrind --tool=callgrind --toggle-collect='route_latency::run::*' \
+//!   valgrind --tool=callgrind --toggle-collect=route_latency::measured \
 //!   target/release/examples/route_latency ../shared/data/routing/ultratool
 //! # instructions per task = the "summary" count / (HALO_ITERS × tasks per call)
 //! ```
@@ -27,6 +27,13 @@ use genesis_halo::{AgentRegistry, JsonlMode, Router, RouterConfig, RoutingRules}
 const AGENTS: &str = include_str!("../../../config/agents.toml");
 const RULES: &str = include_str!("../../../config/routing_rules.toml");
 
+/// The code under measurement: a separate, never-inlined function so callgrind can
+/// collect exactly it (`--toggle-collect=route_latency::measured`).
+#[inline(never)]
+fn measured(f: &mut dyn FnMut()) {
+    f();
+}
+
 /// With `HALO_ONLY=<label prefix>` and `HALO_ITERS=<n>` only that case runs, exactly `n`
 /// times (for callgrind or `perf stat -e cycles:u`, which are robust to other load on the
 /// machine).
@@ -40,7 +47,7 @@ fn per_item(label: &str, items: usize, mut f: impl FnMut()) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
         for _ in 0..iters {
-            f();
+            measured(&mut f);
         }
         println!("{label}: {iters} iterations of {items} tasks");
         return;

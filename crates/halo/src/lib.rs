@@ -10,7 +10,9 @@
 //! 2. **text** — the task description is matched against every agent's description,
 //!    skills and example tasks: hashed word, bigram and word-prefix features with TF-IDF
 //!    weights; each agent's model blends its description vector (a prior that lets
-//!    agents without examples route) with the centroid of its examples, plus a sparse
+//!    agents without examples route), a BM25 match on its description (id words,
+//!    description and skills, with term saturation and length normalisation; weighted
+//!    up for agents without examples) and the centroid of its examples, plus a sparse
 //!    discriminative correction (an averaged perceptron trained on the examples when the
 //!    router is built; a softmax regression is available as [`Learner::Softmax`]), all
 //!    scored through one inverted index (feature → agent postings, plus a dense per-agent

@@ -103,6 +103,12 @@ impl RouterConfig {
             ("text.learning_rate", f64::from(self.text.learning_rate)),
             ("text.softmax_scale", f64::from(self.text.softmax_scale)),
             ("text.l2", f64::from(self.text.l2)),
+            ("text.bm25_weight", f64::from(self.text.bm25_weight)),
+            (
+                "text.bm25_unseen_weight",
+                f64::from(self.text.bm25_unseen_weight),
+            ),
+            ("text.bm25_k1", f64::from(self.text.bm25_k1)),
         ];
         for (field, value) in weights {
             if !value.is_finite() || value < 0.0 {
@@ -125,6 +131,13 @@ impl RouterConfig {
                 field: "full_match_similarity",
                 value: self.full_match_similarity,
                 rule: "must be in (0, 1]",
+            });
+        }
+        if !(0.0..=1.0).contains(&self.text.bm25_b) {
+            return Err(HaloError::InvalidConfig {
+                field: "text.bm25_b",
+                value: f64::from(self.text.bm25_b),
+                rule: "must be in [0, 1]",
             });
         }
         if self.top_k == 0 {
@@ -344,6 +357,13 @@ impl Ranking {
     }
 }
 
+thread_local! {
+    /// The buffers of the last uncached ranking on this thread, reused by the next one
+    /// (so routing without a cache does not allocate a ranking per call).
+    static SPARE_RANKING: std::cell::Cell<Option<Box<Ranking>>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// Keeps the best `MAX_CANDIDATES` candidates without sorting everything.
 struct TopN {
     items: [Candidate; MAX_CANDIDATES],
@@ -503,8 +523,14 @@ impl State {
             worst: 0,
         };
         let mut best_sim = 0.0f32;
+        let skills = !task.required_skills.is_empty();
         let base = |a: usize, sim: f32, kind: bool| {
-            tw * sim + if kind { kw } else { 0.0 } + self.prior[a] + sw * self.skill_fit(a, task)
+            let b = tw * sim + if kind { kw } else { 0.0 } + self.prior[a];
+            if skills {
+                b + sw * self.skill_fit(a, task)
+            } else {
+                b
+            }
         };
         let mut scan = self.rules.scan();
         let want_raw = self.rules.needs_words();
@@ -516,19 +542,24 @@ impl State {
         } else {
             min_sim
         };
-        let (words, best) =
-            self.index
-                .score(&task.description, want_raw, min_score, feed, |a, sim| {
-                    let kind = self.kinds[a] & kind_bit != 0;
-                    if sim >= min_sim || kind {
-                        top.offer(Candidate {
-                            agent: a as u32,
-                            sim,
-                            base: base(a, sim, kind),
-                            kind,
-                        });
-                    }
-                });
+        let best = self.index.score_into(
+            &task.description,
+            want_raw,
+            min_score,
+            &mut r.words,
+            feed,
+            |a, sim| {
+                let kind = self.kinds[a] & kind_bit != 0;
+                if sim >= min_sim || kind {
+                    top.offer(Candidate {
+                        agent: a as u32,
+                        sim,
+                        base: base(a, sim, kind),
+                        kind,
+                    });
+                }
+            },
+        );
         let rules = &mut r.rules;
         rules.clear();
         self.rules.matches(&scan, task, |m| {
@@ -553,7 +584,6 @@ impl State {
         r.candidates = top.items;
         r.n = n;
         r.best_sim = best_sim;
-        r.words = words;
         let mut out = String::with_capacity(128);
         if let Some(m) = r.rules.first() {
             self.explain_rule(task, m, &mut out);
@@ -770,7 +800,12 @@ fn fmt2(out: &mut String, v: f64) {
     if v < 0.0 && x > 0 {
         out.push('-');
     }
-    push_u64(out, x / 100);
+    if x < 1000 {
+        // Below 10 (similarities, rates): one integer digit, no digit loop.
+        out.push(char::from(b'0' + (x / 100) as u8));
+    } else {
+        push_u64(out, x / 100);
+    }
     out.push('.');
     out.push(char::from(b'0' + (x / 10 % 10) as u8));
     out.push(char::from(b'0' + (x % 10) as u8));
@@ -909,9 +944,17 @@ impl Router {
 
     fn ranking(&self, st: &State, task: &Task) -> Ranked {
         let mut counts = [0u64; 2];
-        let r = self.ranking_counted(st, task, &mut counts, &mut None);
+        let mut scratch = SPARE_RANKING.take();
+        let r = self.ranking_counted(st, task, &mut counts, &mut scratch);
         self.flush_counts(counts);
         r
+    }
+
+    /// Keeps an owned ranking's buffers for the next uncached call on this thread.
+    fn recycle(r: Ranked) {
+        if let Ranked::Owned(b) = r {
+            SPARE_RANKING.set(Some(b));
+        }
     }
 
     /// Adds `[hits, misses]` to the cache counters.
@@ -962,7 +1005,9 @@ impl Router {
     pub fn route(&self, task: &Task) -> RouteDecision {
         let st = self.snapshot();
         let mut r = self.ranking(&st, task);
-        self.decide(&st, task, &mut r, &|_| 0).0
+        let d = self.decide(&st, task, &mut r, &|_| 0).0;
+        Self::recycle(r);
+        d
     }
 
     /// Routes one task given the tasks each agent already holds (`load`, by agent id):
@@ -971,12 +1016,15 @@ impl Router {
         let st = self.snapshot();
         let mut r = self.ranking(&st, task);
         let reg = &st.registry;
-        self.decide(&st, task, &mut r, &|a| {
-            reg.by_index(a)
-                .and_then(|p| load.get(p.id.as_str()).copied())
-                .unwrap_or(0)
-        })
-        .0
+        let d = self
+            .decide(&st, task, &mut r, &|a| {
+                reg.by_index(a)
+                    .and_then(|p| load.get(p.id.as_str()).copied())
+                    .unwrap_or(0)
+            })
+            .0;
+        Self::recycle(r);
+        d
     }
 
     /// The `k` best agents for a task, best first, ignoring capacity (rule agents first).
@@ -1010,6 +1058,7 @@ impl Router {
                 });
             }
         }
+        Self::recycle(r);
         out
     }
 
@@ -1024,7 +1073,7 @@ impl Router {
         let mut decisions = Vec::with_capacity(tasks.size_hint().0);
         let mut unassigned = Vec::new();
         let mut counts = [0u64; 2];
-        let mut scratch = None;
+        let mut scratch = SPARE_RANKING.take();
         for task in tasks {
             let mut r = self.ranking_counted(&st, task, &mut counts, &mut scratch);
             let (d, chosen) = self.decide(&st, task, &mut r, &|a| load[a]);
@@ -1041,6 +1090,9 @@ impl Router {
             }
         }
         self.flush_counts(counts);
+        if scratch.is_some() {
+            SPARE_RANKING.set(scratch);
+        }
         let load = load
             .iter()
             .enumerate()

@@ -273,6 +273,9 @@ pub(crate) struct CompiledRules {
     word_bloom: [u64; 16],
     /// Keyword id → keyword text, for explanations.
     keywords: Vec<String>,
+    /// Per task kind: the rules (indexes into `rules`, priority order) whose kind
+    /// condition admits it, so a task only checks rules that can match.
+    by_kind: Vec<Vec<u32>>,
 }
 
 /// Keyword hits of one description, built word by word (see [`CompiledRules::scan`]).
@@ -383,8 +386,19 @@ impl CompiledRules {
             let (i, bit) = bloom_bit(p.0);
             bloom[i] |= bit;
         }
+        let by_kind = (0..TaskKind::ALL.len())
+            .map(|k| {
+                (0..compiled.len() as u32)
+                    .filter(|&i| {
+                        let m = compiled[i as usize].kind_mask;
+                        m == 0 || m & (1u32 << k) != 0
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(CompiledRules {
             source: rules.clone(),
+            by_kind,
             rules: compiled,
             phrases,
             max_words,
@@ -499,9 +513,19 @@ impl CompiledRules {
             hits.get(id as usize / 64)
                 .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
         };
-        let kind_bit = 1u32 << task.kind.index();
-        for (i, r) in self.rules.iter().enumerate() {
-            if r.kind_mask != 0 && r.kind_mask & kind_bit == 0 {
+        let any_hit = hits.iter().any(|w| *w != 0);
+        let Some(candidates) = self.by_kind.get(task.kind.index()) else {
+            return;
+        };
+        for &i in candidates {
+            let i = i as usize;
+            let Some(r) = self.rules.get(i) else {
+                continue;
+            };
+            if !any_hit && !r.keywords.is_empty() {
+                continue;
+            }
+            if !r.metadata.is_empty() && task.metadata.is_empty() {
                 continue;
             }
             let meta_ok = r.metadata.iter().all(|(k, v)| match task.metadata.get(k) {

@@ -1,15 +1,18 @@
 //! The text matcher: hashed word / bigram / prefix / character n-gram features, TF-IDF
-//! weights, and a per-agent model that blends a description vector with the centroid of
-//! the agent's example tasks, plus a sparse discriminative correction trained on the
-//! examples (averaged perceptron with a margin, leave-one-out against the centroids).
+//! weights, and a per-agent model that blends a description vector, a BM25 description
+//! channel (see [`TextConfig::bm25_weight`]) and the centroid of the agent's example
+//! tasks, plus a sparse discriminative correction trained on the examples (averaged
+//! perceptron with a margin, leave-one-out against the centroids). All of it is linear
+//! in the query's features, so it folds into one weight per (feature, agent).
 //! Scoring walks an inverted index (feature → agent postings, open addressing on the
 //! 64-bit feature hash), so its cost is `O(query features × postings)`, not
 //! `O(agents × vocabulary)`; catalogues of up to 64 agents (and the common features of
 //! catalogues up to 1,024) also keep a dense weight row per feature, so a feature costs
 //! one vectorised multiply-add over contiguous `f32`s. The text is tokenised once, word
 //! at a time, without allocating: the same pass yields the text features and the raw
-//! word hashes the rule keywords are matched against. Scoring reuses thread-local
-//! buffers, so it does not allocate.
+//! word hashes the rule keywords are matched against; words of the catalogue are looked
+//! up in a precomputed vocabulary (stop word, stem, feature and keyword hashes in one
+//! probe). Scoring reuses thread-local buffers, so it does not allocate.
 
 use std::cell::RefCell;
 
@@ -75,6 +78,15 @@ pub struct TextConfig {
     /// Softmax learner: L2 penalty on the correction weights (applied lazily, when a
     /// weight is updated).
     pub l2: f32,
+    /// Weight of the BM25 description channel for agents with examples (`0` = off).
+    pub bm25_weight: f32,
+    /// Weight of the BM25 description channel for agents without examples: their
+    /// description is all they have, so it matters more.
+    pub bm25_unseen_weight: f32,
+    /// BM25 term-frequency saturation.
+    pub bm25_k1: f32,
+    /// BM25 length normalisation, in `[0, 1]`.
+    pub bm25_b: f32,
 }
 
 /// The algorithm that trains the discriminative correction on the agents' examples.
@@ -100,7 +112,7 @@ impl Default for TextConfig {
             char_max: 0,
             description_weight: 0.35,
             example_weight: 0.65,
-            unseen_boost: 3.0,
+            unseen_boost: 2.0,
             epochs: 10,
             learning_rate: 0.05,
             margin: 0.15,
@@ -112,6 +124,10 @@ impl Default for TextConfig {
             rivals: 1,
             softmax_scale: 20.0,
             l2: 1e-4,
+            bm25_weight: 0.5,
+            bm25_unseen_weight: 1.3,
+            bm25_k1: 1.2,
+            bm25_b: 0.75,
         }
     }
 }
@@ -171,13 +187,12 @@ fn fmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Combines two feature hashes into a bigram hash. Both are already well-mixed 64-bit
+/// hashes, so a rotate, a multiply and an xor keep every bit random; the rotation of
+/// only one side keeps (a, b) != (b, a).
 #[inline]
 pub(crate) fn mix(a: u64, b: u64) -> u64 {
-    // splitmix64 finaliser over an asymmetric combination: (a, b) != (b, a).
-    let mut z = a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn is_stopword(w: &[u8]) -> bool {
@@ -224,6 +239,8 @@ fn is_stopword(w: &[u8]) -> bool {
 }
 
 /// Light suffix stripping so "alarms", "alarm" and "alarming" meet. Returns the new length.
+/// (Stripping a final "e" as well, or "-ation", measured worse on UltraTool: the
+/// 5-letter prefix feature already joins those forms.)
 fn stem(w: &mut [u8], len: usize) -> usize {
     let s = &w[..len];
     if len > 4 && s.ends_with(b"ies") {
@@ -261,6 +278,23 @@ const CLASS: [u8; 256] = {
     t
 };
 
+/// Word bytes lower-cased (ASCII letters; digits and non-ASCII bytes as they are);
+/// separators map to 0.
+const LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphanumeric() || b >= 0x80 {
+            b.to_ascii_lowercase()
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Longest raw word (the unit of rule keywords) hashed in full; longer ones are
 /// truncated and flagged. Equal to [`MAX_WORD`]: both are read from one buffer.
 const MAX_RAW: usize = MAX_WORD;
@@ -283,52 +317,93 @@ pub(crate) fn for_each_word(text: &str, mut f: impl FnMut(&[u8])) {
 /// [`for_each_word`]); when `want_raw`, the hash of every raw word (a maximal run of
 /// letters, digits and non-ASCII bytes, lower-cased, not split at camelCase and not
 /// stemmed: the unit of rule keywords) goes to `raw`. Allocation-free.
-#[inline]
+#[cfg(test)]
 pub(crate) fn scan_words(
     text: &str,
     want_raw: bool,
-    mut raw: impl FnMut(u64),
+    raw: impl FnMut(u64),
     mut word: impl FnMut(&[u8], usize, usize),
+) {
+    scan_tokens(text, want_raw, None, raw, |t, start, end| {
+        if let Token::Bytes(w) = t {
+            word(w, start, end);
+        }
+    });
+}
+
+/// A content word handed on by [`scan_tokens`].
+pub(crate) enum Token<'a> {
+    /// A word that was not in the vocabulary: its normalised bytes.
+    Bytes(&'a [u8]),
+    /// A vocabulary word: its features, computed when the index was built.
+    Known(&'a VocabEntry),
+}
+
+/// [`scan_words`] with an optional vocabulary: words found in it skip stop-word
+/// filtering, stemming and hashing (their results were computed when the index was
+/// built, by the same functions) and arrive as [`Token::Known`].
+#[inline]
+fn scan_tokens(
+    text: &str,
+    want_raw: bool,
+    vocab: Option<&Vocab>,
+    mut raw: impl FnMut(u64),
+    mut word: impl FnMut(Token<'_>, usize, usize),
 ) {
     let bytes = text.as_bytes();
     let n = bytes.len();
-    let mut buf = [0u8; MAX_WORD];
+    // One spare byte: bytes past MAX_WORD all land on it, so the copy needs no branch.
+    let mut buf = [0u8; MAX_WORD + 1];
     let mut i = 0usize;
     while i < n {
         // Word at a time: skip separators, then take the run of word bytes, lower-cased
         // into `buf` (the first MAX_WORD bytes), noting whether camelCase may split it.
-        while i < n && CLASS[usize::from(bytes[i])] == 0 {
+        while i < n && LOWER[usize::from(bytes[i])] == 0 {
             i += 1;
         }
         if i == n {
             break;
         }
         let start = i;
-        // Upper-case letters after the first byte: only then can camelCase split.
+        buf[0] = LOWER[usize::from(bytes[i])];
+        let mut len = 1usize;
+        // Upper-case letters after the first byte (only then can camelCase split): a
+        // byte differs from its lower-cased form only if it is an upper-case letter.
         let mut inner = 0u8;
         i += 1;
         while i < n {
-            let class = CLASS[usize::from(bytes[i])];
-            if class == 0 {
+            let b = bytes[i];
+            let l = LOWER[usize::from(b)];
+            if l == 0 {
                 break;
             }
-            inner |= class;
+            inner |= b ^ l;
+            buf[len.min(MAX_WORD)] = l;
+            len += 1;
             i += 1;
         }
+        let len = len.min(MAX_WORD);
         let word_bytes = &bytes[start..i];
-        let len = word_bytes.len().min(MAX_WORD);
-        for (d, &b) in buf[..len].iter_mut().zip(word_bytes) {
-            *d = b | ((CLASS[usize::from(b)] & 2) << 4);
-        }
-        let camel = inner & 2 != 0
+        let camel = inner != 0
             && word_bytes
                 .windows(2)
                 .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
+        if !camel && let Some(e) = vocab.and_then(|v| v.get_buf(&buf, len)) {
+            if want_raw {
+                raw(e.raw);
+            }
+            if !e.stop {
+                word(Token::Known(e), start, i);
+            }
+            continue;
+        }
         if want_raw {
             raw(raw_word_hash(&buf[..len], i - start > MAX_RAW));
         }
         if !camel {
-            emit_word(&mut buf, len, start, i, &mut word);
+            emit_word(&mut buf, len, start, i, &mut |w: &[u8], a, b| {
+                word(Token::Bytes(w), a, b)
+            });
             continue;
         }
         // camelCase: split before an upper-case letter that follows a lower-case one.
@@ -340,7 +415,9 @@ pub(crate) fn scan_words(
         for (j, &b) in bytes[start..i].iter().enumerate() {
             let upper = b.is_ascii_uppercase();
             if upper && prev_lower && plen > 0 {
-                emit_word(&mut part, plen, pstart, start + j, &mut word);
+                emit_word(&mut part, plen, pstart, start + j, &mut |w: &[u8], a, b| {
+                    word(Token::Bytes(w), a, b)
+                });
                 plen = 0;
             }
             if plen == 0 {
@@ -353,7 +430,9 @@ pub(crate) fn scan_words(
             }
         }
         if plen > 0 {
-            emit_word(&mut part, plen, pstart, i, &mut word);
+            emit_word(&mut part, plen, pstart, i, &mut |w: &[u8], a, b| {
+                word(Token::Bytes(w), a, b)
+            });
         }
     }
 }
@@ -361,7 +440,7 @@ pub(crate) fn scan_words(
 /// Drops stop words, stems the rest and hands them on.
 #[inline]
 fn emit_word(
-    buf: &mut [u8; MAX_WORD],
+    buf: &mut [u8],
     len: usize,
     start: usize,
     end: usize,
@@ -389,7 +468,7 @@ pub(crate) fn word_hash(word: &[u8]) -> u64 {
 /// Appends the hashed features of `text` to `out` (duplicates included).
 pub(crate) fn features(text: &str, cfg: &TextConfig, out: &mut Vec<u64>) {
     let mut words = QueryWords::default();
-    features_with_words(text, cfg, out, &mut words, false, |_| {});
+    features_with_words(text, cfg, None, out, &mut words, false, |_| {});
 }
 
 /// The first unigram spans of a query, kept to explain matches without re-tokenising.
@@ -401,23 +480,45 @@ pub(crate) struct QueryWords {
 
 const MAX_SPANS: usize = 16;
 
+/// The unigram hash and the prefix hash (`0` = none) of one normalised content word.
+#[inline]
+fn word_features(w: &[u8], cfg: &TextConfig) -> (u64, u64) {
+    let w: &[u8] = if cfg.fold_numbers && is_number_like(w) {
+        b"0"
+    } else {
+        w
+    };
+    let prefix = usize::from(cfg.prefix_len);
+    let p = if prefix > 0 && w.len() > prefix {
+        hash_bytes(TAG_PREFIX, &w[..prefix])
+    } else {
+        0
+    };
+    (word_hash(w), p)
+}
+
 /// The features of `text` (see [`features`]) plus its unigram spans; with `want_raw`,
-/// also the raw word hashes for rule keywords, in the same pass.
+/// also the raw word hashes for rule keywords, in the same pass. With a vocabulary,
+/// known words take their precomputed features.
 fn features_with_words(
     text: &str,
     cfg: &TextConfig,
+    vocab: Option<&Vocab>,
     out: &mut Vec<u64>,
     words: &mut QueryWords,
     want_raw: bool,
     raw: impl FnMut(u64),
 ) {
     let mut prev: Option<u64> = None;
-    let prefix = usize::from(cfg.prefix_len);
     let (cmin, cmax) = (usize::from(cfg.char_min), usize::from(cfg.char_max));
-    let fold = cfg.fold_numbers;
-    scan_words(text, want_raw, raw, |w, start, end| {
-        let w: &[u8] = if fold && is_number_like(w) { b"0" } else { w };
-        let h = word_hash(w);
+    scan_tokens(text, want_raw, vocab, raw, |t, start, end| {
+        let (h, p, bytes) = match t {
+            Token::Known(e) => (e.word, e.prefix, None),
+            Token::Bytes(w) => {
+                let (h, p) = word_features(w, cfg);
+                (h, p, Some(w))
+            }
+        };
         out.push(h);
         if words.len < MAX_SPANS {
             words.spans[words.len] = (h, start as u32, end as u32);
@@ -429,10 +530,18 @@ fn features_with_words(
             }
             prev = Some(h);
         }
-        if prefix > 0 && w.len() > prefix {
-            out.push(hash_bytes(TAG_PREFIX, &w[..prefix]));
+        if p != 0 {
+            out.push(p);
         }
-        if cmin > 0 && cmax >= cmin {
+        if let Some(w) = bytes
+            && cmin > 0
+            && cmax >= cmin
+        {
+            let w: &[u8] = if cfg.fold_numbers && is_number_like(w) {
+                b"0"
+            } else {
+                w
+            };
             // n-grams over "^word$", markers included.
             let n_all = w.len() + 2;
             let at = |i: usize| -> u8 {
@@ -459,6 +568,224 @@ fn features_with_words(
         }
     });
 }
+
+/// Longest raw word kept in the [`Vocab`], in bytes.
+const VOCAB_MAX: usize = 16;
+
+/// What the tokeniser needs to know about one raw word, precomputed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct VocabEntry {
+    /// The raw word's bytes, zero-padded (first 8, next 8).
+    lo: u64,
+    hi: u64,
+    /// Its length; `0` marks an empty slot.
+    len: u8,
+    /// A stop word: no features.
+    stop: bool,
+    /// [`raw_word_hash`] of the word (rule keywords).
+    raw: u64,
+    /// Unigram feature hash.
+    word: u64,
+    /// Prefix feature hash, `0` = none.
+    prefix: u64,
+}
+
+/// Raw words of the catalogue (lower-case, not camelCase, at most [`VOCAB_MAX`] bytes)
+/// with their precomputed features: open addressing on the word's bytes. A query word
+/// found here costs one probe instead of stop-word filtering, stemming and three
+/// hashes. Built only when character n-grams are off (they need the word's bytes).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Vocab {
+    slots: Vec<VocabEntry>,
+    shift: u32,
+    len: usize,
+}
+
+impl Vocab {
+    #[inline]
+    fn key(w: &[u8]) -> Option<(u64, u64)> {
+        if w.is_empty() || w.len() > VOCAB_MAX {
+            return None;
+        }
+        let lo = load_le(w);
+        let hi = if w.len() > 8 { load_le(&w[8..]) } else { 0 };
+        Some((lo, hi))
+    }
+
+    #[inline]
+    fn home(&self, lo: u64, hi: u64, len: usize) -> usize {
+        let h = (lo ^ hi.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> self.shift) as usize
+    }
+
+    /// The entry of the raw (lower-cased) word `buf[..len]`: two fixed 8-byte loads,
+    /// masked to the length.
+    #[inline]
+    fn get_buf(&self, buf: &[u8; MAX_WORD + 1], len: usize) -> Option<&VocabEntry> {
+        if len > VOCAB_MAX || self.slots.is_empty() {
+            return None;
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&buf[..8]);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[8..16]);
+        let keep = |n: usize| {
+            if n >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (n * 8)) - 1
+            }
+        };
+        let lo = u64::from_le_bytes(a) & keep(len);
+        let hi = u64::from_le_bytes(b) & keep(len.saturating_sub(8));
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(lo, hi, len);
+        loop {
+            let e = &self.slots[i];
+            if e.len == 0 {
+                return None;
+            }
+            if e.lo == lo && e.hi == hi && usize::from(e.len) == len {
+                return Some(e);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The entry of a raw (lower-cased) word.
+    #[cfg(test)]
+    fn get(&self, w: &[u8]) -> Option<&VocabEntry> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (lo, hi) = Self::key(w)?;
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(lo, hi, w.len());
+        loop {
+            let e = &self.slots[i];
+            if e.len == 0 {
+                return None;
+            }
+            if e.lo == lo && e.hi == hi && usize::from(e.len) == w.len() {
+                return Some(e);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The vocabulary of `texts` under `cfg`.
+    fn build<'a>(texts: impl Iterator<Item = &'a str>, cfg: &TextConfig) -> Vocab {
+        let mut raw_words: Vec<(u64, u64, u8)> = Vec::new();
+        for t in texts {
+            // Raw words are the letter/digit runs of the text, lower-cased.
+            for w in t.as_bytes().split(|&b| CLASS[usize::from(b)] == 0) {
+                if w.is_empty() || w.len() > VOCAB_MAX {
+                    continue;
+                }
+                // camelCase words split differently: leave them to the slow path.
+                if w.windows(2)
+                    .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
+                {
+                    continue;
+                }
+                let mut buf = [0u8; VOCAB_MAX];
+                for (d, &b) in buf.iter_mut().zip(w) {
+                    *d = b | ((CLASS[usize::from(b)] & 2) << 4);
+                }
+                if let Some((lo, hi)) = Self::key(&buf[..w.len()]) {
+                    raw_words.push((lo, hi, w.len() as u8));
+                }
+            }
+        }
+        raw_words.sort_unstable();
+        raw_words.dedup();
+        let cap = (raw_words.len() * 2).next_power_of_two().max(16);
+        let mut v = Vocab {
+            slots: vec![VocabEntry::default(); cap],
+            shift: 64 - cap.trailing_zeros(),
+            len: raw_words.len(),
+        };
+        let mask = cap - 1;
+        for (lo, hi, len) in raw_words {
+            let mut bytes = [0u8; MAX_WORD];
+            bytes[..8].copy_from_slice(&lo.to_le_bytes());
+            bytes[8..16].copy_from_slice(&hi.to_le_bytes());
+            let n = usize::from(len);
+            let raw = raw_word_hash(&bytes[..n], false);
+            let mut e = VocabEntry {
+                lo,
+                hi,
+                len,
+                stop: true,
+                raw,
+                word: 0,
+                prefix: 0,
+            };
+            emit_word(&mut bytes, n, 0, n, &mut |w: &[u8], _, _| {
+                let (h, p) = word_features(w, cfg);
+                e.stop = false;
+                e.word = h;
+                e.prefix = p;
+            });
+            let mut i = v.home(lo, hi, n);
+            while v.slots[i].len != 0 {
+                i = (i + 1) & mask;
+            }
+            v.slots[i] = e;
+        }
+        v
+    }
+}
+
+/// BM25 weights of each agent's description features: `idf · tf·(k1+1) /
+/// (tf + k1·(1 − b + b·len/avg_len))` with the idf over descriptions only, divided by
+/// `k1 + 1` and by [`BM25_SCALE`] so a one-word match of a rare word weighs about as
+/// much as a good cosine. Saturation (`k1`) keeps repeated words from dominating;
+/// length normalisation (`b`) keeps long descriptions from being drowned, as cosine
+/// normalisation does.
+fn bm25_weights(desc_tf: &[Vec<(u64, u32)>], cfg: &TextConfig) -> Vec<Vec<(u64, f32)>> {
+    let n = desc_tf.len();
+    if n == 0 || (cfg.bm25_weight <= 0.0 && cfg.bm25_unseen_weight <= 0.0) {
+        return vec![Vec::new(); n];
+    }
+    let mut all: Vec<u64> = desc_tf.iter().flatten().map(|e| e.0).collect();
+    all.sort_unstable();
+    let mut df: Vec<(u64, u32)> = Vec::new();
+    for &h in &all {
+        match df.last_mut() {
+            Some((k, c)) if *k == h => *c += 1,
+            _ => df.push((h, 1)),
+        }
+    }
+    let lens: Vec<f32> = desc_tf
+        .iter()
+        .map(|d| d.iter().map(|e| e.1 as f32).sum())
+        .collect();
+    let avg = (lens.iter().sum::<f32>() / n as f32).max(1.0);
+    let (k1, b) = (cfg.bm25_k1.max(0.0), cfg.bm25_b.clamp(0.0, 1.0));
+    let nf = n as f32;
+    desc_tf
+        .iter()
+        .zip(&lens)
+        .map(|(d, &len)| {
+            let norm = k1 * (1.0 - b + b * len / avg);
+            d.iter()
+                .map(|&(h, tf)| {
+                    let dfh = df
+                        .binary_search_by_key(&h, |e| e.0)
+                        .map_or(1.0, |i| df[i].1 as f32);
+                    let idf = (1.0 + (nf - dfh + 0.5) / (dfh + 0.5)).ln();
+                    let tf = tf as f32;
+                    let w = idf * tf * (k1 + 1.0) / (tf + norm) / (k1 + 1.0) / BM25_SCALE;
+                    (h, w)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Divides BM25 weights (idf up to ≈ ln n) down to the scale of cosine similarities.
+const BM25_SCALE: f32 = 4.0;
 
 /// Removes duplicates without sorting when the list is short (a 64-bit Bloom filter
 /// makes the common no-duplicate case linear).
@@ -518,6 +845,8 @@ pub(crate) struct TextIndex {
     unknown_idf: f32,
     n_agents: usize,
     has_examples: Vec<bool>,
+    /// Precomputed features of the catalogue's words (see [`Vocab`]).
+    vocab: Vocab,
     /// The trained correction, `(feature, agent, weight)`, kept so a rebuild after new
     /// examples can reuse it instead of retraining.
     correction: std::sync::Arc<Vec<(u64, u32, f32)>>,
@@ -604,9 +933,32 @@ impl TextIndex {
         let mut desc_sets: Vec<Vec<u64>> = Vec::with_capacity(n);
         let mut ex_sets: Vec<Vec<Vec<u64>>> = Vec::with_capacity(n);
         let mut all: Vec<u64> = Vec::new();
+        // Per agent: description features with their counts (for BM25).
+        let mut desc_tf: Vec<Vec<(u64, u32)>> = Vec::with_capacity(n);
         for p in agents {
             buf.clear();
-            features(&description_text(p), &cfg, &mut buf);
+            let text = description_text(p);
+            // BM25 counts words and prefixes only: description bigrams rarely recur in
+            // a task and only lengthen the description (measured better without).
+            features(
+                &text,
+                &TextConfig {
+                    bigrams: false,
+                    ..cfg
+                },
+                &mut buf,
+            );
+            buf.sort_unstable();
+            let mut tf: Vec<(u64, u32)> = Vec::with_capacity(buf.len());
+            for &h in &buf {
+                match tf.last_mut() {
+                    Some((k, c)) if *k == h => *c += 1,
+                    _ => tf.push((h, 1)),
+                }
+            }
+            desc_tf.push(tf);
+            buf.clear();
+            features(&text, &cfg, &mut buf);
             sorted_unique(&mut buf);
             let d = buf.clone();
             let mut union = d.clone();
@@ -641,6 +993,7 @@ impl TextIndex {
                 Err(_) => (1.0 + nf).ln(),
             }
         };
+        let bm25 = bm25_weights(&desc_tf, &cfg);
         let mut triples: Vec<(u64, u32, f32)> = Vec::new();
         let mut has_examples = Vec::with_capacity(n);
         let mut centroid: Vec<(u64, f32)> = Vec::new();
@@ -685,6 +1038,16 @@ impl TextIndex {
                         .map(|&(h, w)| (h, cfg.example_weight * w / cn)),
                 );
             }
+            // The BM25 description channel: the query multiplies each weight by the
+            // feature's idf, so it is divided out here.
+            let bw = if exs.is_empty() {
+                cfg.bm25_unseen_weight
+            } else {
+                cfg.bm25_weight
+            };
+            if bw > 0.0 {
+                combined.extend(bm25[a].iter().map(|&(h, w)| (h, bw * w / idf_of(h))));
+            }
             combined.sort_unstable_by_key(|e| e.0);
             let mut last: Option<u64> = None;
             for (h, w) in combined {
@@ -698,10 +1061,24 @@ impl TextIndex {
                 }
             }
         }
+        let vocab = if cfg.char_min == 0 {
+            let descs: Vec<String> = agents.iter().map(description_text).collect();
+            Vocab::build(
+                descs.iter().map(String::as_str).chain(
+                    agents
+                        .iter()
+                        .flat_map(|p| p.examples.iter().map(String::as_str)),
+                ),
+                &cfg,
+            )
+        } else {
+            Vocab::default()
+        };
         if let Some(correction) = correction {
             triples.extend(correction.iter().copied().filter(|t| (t.1 as usize) < n));
             let mut index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
             index.correction = correction;
+            index.vocab = vocab;
             return index;
         }
         let mut index =
@@ -739,6 +1116,7 @@ impl TextIndex {
             index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
             index.correction = std::sync::Arc::new(delta);
         }
+        index.vocab = vocab;
         index
     }
 
@@ -756,6 +1134,7 @@ impl TextIndex {
         let mut slots = vec![Slot::default(); cap];
         let mut postings: Vec<Posting> = Vec::with_capacity(triples.len());
         let mut rows: Vec<f32> = Vec::new();
+        let stride = n;
         let mut i = 0;
         while i < triples.len() {
             let h = triples[i].0;
@@ -775,10 +1154,10 @@ impl TextIndex {
                 s = (s + 1) & mask;
             }
             let long = postings.len() - start >= (n / 16).max(16);
-            let room = rows.len() + n <= MAX_ROW_WEIGHTS;
+            let room = rows.len() + stride <= MAX_ROW_WEIGHTS;
             let row = if room && (n <= DENSE_ROWS || (n <= DENSE_LIMIT && long)) {
                 let row = rows.len();
-                rows.resize(row + n, 0.0);
+                rows.resize(row + stride, 0.0);
                 for p in &postings[start..] {
                     rows[row + p.agent as usize] += p.weight;
                 }
@@ -803,6 +1182,7 @@ impl TextIndex {
             unknown_idf: (1.0 + n as f32).ln(),
             n_agents: n,
             has_examples,
+            vocab: Vocab::default(),
             correction: std::sync::Arc::new(Vec::new()),
         }
     }
@@ -828,21 +1208,39 @@ impl TextIndex {
         self.has_examples.get(agent).copied().unwrap_or(false)
     }
 
-    /// Scores `text` against every agent and calls `f(agent, cosine)` for each agent with
-    /// a positive similarity. With `want_raw`, the raw word hashes of `text` (for rule
-    /// keywords, see [`scan_words`]) go to `raw` first, from the same pass. Uses
-    /// thread-local scratch buffers: no allocation once warm.
-    ///
-    /// Agents scoring below `min_score` are skipped (pass `0.0` for every positive one);
-    /// the best similarity of all is returned with the query words.
+    /// [`TextIndex::score_into`] with fresh query words, returned with the best
+    /// similarity.
+    #[cfg(test)]
     pub(crate) fn score(
         &self,
         text: &str,
         want_raw: bool,
         min_score: f32,
+        raw: impl FnMut(u64),
+        f: impl FnMut(usize, f32),
+    ) -> (QueryWords, f32) {
+        let mut words = QueryWords::default();
+        let best = self.score_into(text, want_raw, min_score, &mut words, raw, f);
+        (words, best)
+    }
+
+    /// Scores `text` against every agent and calls `f(agent, cosine)` for each agent with
+    /// a positive similarity. With `want_raw`, the raw word hashes of `text` (for rule
+    /// keywords, see [`scan_words`]) go to `raw` first, from the same pass. The query's
+    /// unigram spans are written to `words` (to explain matches). Uses thread-local
+    /// scratch buffers: no allocation once warm.
+    ///
+    /// Agents scoring below `min_score` are skipped (pass `0.0` for every positive one);
+    /// the best similarity of all is returned.
+    pub(crate) fn score_into(
+        &self,
+        text: &str,
+        want_raw: bool,
+        min_score: f32,
+        words: &mut QueryWords,
         mut raw: impl FnMut(u64),
         mut f: impl FnMut(usize, f32),
-    ) -> (QueryWords, f32) {
+    ) -> f32 {
         SCRATCH.with(|cell| {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entrant use (a callback scoring again): fall back to fresh buffers.
@@ -852,42 +1250,48 @@ impl TextIndex {
                     seen: Vec::new(),
                     touched: Vec::new(),
                 };
-                return self.score_with(&mut s, text, want_raw, min_score, &mut raw, &mut f);
+                return self.score_with(&mut s, text, want_raw, min_score, words, &mut raw, &mut f);
             };
-            self.score_with(&mut guard, text, want_raw, min_score, &mut raw, &mut f)
+            self.score_with(
+                &mut guard, text, want_raw, min_score, words, &mut raw, &mut f,
+            )
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn score_with(
         &self,
         s: &mut Scratch,
         text: &str,
         want_raw: bool,
         min_score: f32,
+        words: &mut QueryWords,
         raw: &mut impl FnMut(u64),
         f: &mut impl FnMut(usize, f32),
-    ) -> (QueryWords, f32) {
+    ) -> f32 {
         s.feats.clear();
-        let mut words = QueryWords::default();
-        features_with_words(text, &self.cfg, &mut s.feats, &mut words, want_raw, raw);
+        words.len = 0;
+        let vocab = (self.vocab.len > 0).then_some(&self.vocab);
+        features_with_words(text, &self.cfg, vocab, &mut s.feats, words, want_raw, raw);
         unique_small(&mut s.feats);
         let n = self.n_agents;
-        if s.acc.len() < n {
-            s.acc.resize(n, 0.0);
-            s.seen.resize(n, false);
+        let stride = n;
+        if s.acc.len() < stride.max(n) {
+            s.acc.resize(stride.max(n), 0.0);
+            s.seen.resize(stride.max(n), false);
         }
         s.touched.clear();
         let mut norm = 0.0f32;
         if n <= DENSE_ROWS {
             // Small catalogues: one contiguous row per feature (vectorised).
-            let acc = &mut s.acc[..n];
+            let acc = &mut s.acc[..stride];
             for &h in &s.feats {
                 match self.lookup(h) {
                     Some(slot) => {
                         let q = slot.idf;
                         norm += q * q;
                         let row = slot.row as usize;
-                        if let Some(row) = self.rows.get(row..row + n) {
+                        if let Some(row) = self.rows.get(row..row + stride) {
                             for (x, w) in acc.iter_mut().zip(row) {
                                 *x += q * w;
                             }
@@ -906,7 +1310,7 @@ impl TextIndex {
             }
             let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
             let mut best = 0.0f32;
-            for (a, x) in acc.iter_mut().enumerate() {
+            for (a, x) in acc[..n].iter_mut().enumerate() {
                 let v = *x * inv;
                 *x = 0.0;
                 best = best.max(v);
@@ -914,7 +1318,7 @@ impl TextIndex {
                     f(a, v.min(1.0));
                 }
             }
-            return (words, best.min(1.0));
+            return best.min(1.0);
         }
         // Mid-size catalogues: accumulate densely and scan every agent (no branch per
         // posting). Large ones: track the agents touched, so cost follows the postings.
@@ -927,7 +1331,7 @@ impl TextIndex {
                     let start = slot.start as usize;
                     let end = start + slot.len as usize;
                     let row = slot.row as usize;
-                    if let Some(row) = self.rows.get(row..row + n).filter(|_| dense) {
+                    if let Some(row) = self.rows.get(row..row + stride).filter(|_| dense) {
                         for (x, w) in s.acc[..n].iter_mut().zip(row) {
                             *x += q * w;
                         }
@@ -972,7 +1376,7 @@ impl TextIndex {
                 }
             }
         }
-        (words, best.min(1.0))
+        best.min(1.0)
     }
 
     /// Writes up to `max` words of the query that carry positive weight for `agent`, in
@@ -1032,7 +1436,7 @@ impl TextIndex {
     pub(crate) fn query_words(&self, text: &str) -> QueryWords {
         let mut words = QueryWords::default();
         let mut feats = Vec::new();
-        features_with_words(text, &self.cfg, &mut feats, &mut words, false, |_| {});
+        features_with_words(text, &self.cfg, None, &mut feats, &mut words, false, |_| {});
         words
     }
 }
@@ -1414,6 +1818,121 @@ mod tests {
             proptest::prop_assert_eq!(got_words, want_words);
             proptest::prop_assert_eq!(got_raw, want_raw);
         }
+    }
+
+    /// Features, spans and raw word hashes of `text`, through `vocab` or not.
+    /// Features, unigram spans and raw word hashes.
+    type Analysis = (Vec<u64>, Vec<(u64, u32, u32)>, Vec<u64>);
+
+    fn analyse(text: &str, vocab: Option<&Vocab>) -> Analysis {
+        let cfg = TextConfig::default();
+        let (mut feats, mut words, mut raws) = (Vec::new(), QueryWords::default(), Vec::new());
+        features_with_words(text, &cfg, vocab, &mut feats, &mut words, true, |h| {
+            raws.push(h)
+        });
+        (feats, words.spans[..words.len].to_vec(), raws)
+    }
+
+    #[test]
+    fn vocabulary_fast_path_equals_the_slow_path() {
+        let catalogue = [
+            "Cancel the Alarms for clock_alarm_cancel, fetchUserData!",
+            "Book 2 tickets at 8:00 for CA1234 and s3 gpt4 booking queries",
+            "averyveryveryverylongwordthatgoesbeyondthirtytwobytes ünïcode",
+            "the a of an flights flight_ticket_changing",
+        ];
+        let vocab = Vocab::build(catalogue.iter().copied(), &TextConfig::default());
+        assert!(vocab.len > 10);
+        assert!(vocab.get(b"alarms").is_some_and(|e| !e.stop));
+        assert!(vocab.get(b"the").is_some_and(|e| e.stop));
+        assert!(
+            vocab.get(b"fetchuserdata").is_none(),
+            "camelCase stays on the slow path"
+        );
+        for text in catalogue.iter().copied().chain([
+            "CANCEL my alarm, then book flights; unknownword Booking",
+            "",
+            "fetchUserData for the queries at 9:30",
+        ]) {
+            assert_eq!(analyse(text, Some(&vocab)), analyse(text, None), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn vocabulary_never_changes_features(
+            catalogue in "[a-zA-Z0-9 _./é-]{0,60}",
+            text in "[a-zA-Z0-9 _./é-]{0,60}",
+        ) {
+            let vocab = Vocab::build([catalogue.as_str()].into_iter(), &TextConfig::default());
+            proptest::prop_assert_eq!(analyse(&text, Some(&vocab)), analyse(&text, None));
+            proptest::prop_assert_eq!(analyse(&catalogue, Some(&vocab)), analyse(&catalogue, None));
+        }
+    }
+
+    #[test]
+    fn bm25_saturates_repeats_and_normalises_length() {
+        let cfg = TextConfig::default();
+        let (a, b, c, d) = (1u64, 2u64, 3u64, 4u64);
+        // Agent 0: "a" once in a short text; agent 1: "a" three times; agent 2: "a" once
+        // in a long text; agent 3 never says "a" (so "a" is not in every description).
+        let desc = vec![
+            vec![(a, 1), (b, 1)],
+            vec![(a, 3), (b, 1)],
+            vec![(a, 1), (b, 1), (c, 1), (d, 6)],
+            vec![(b, 1), (c, 1)],
+        ];
+        let w = bm25_weights(&desc, &cfg);
+        let wa = |i: usize| w[i].iter().find(|e| e.0 == a).map(|e| e.1).unwrap();
+        assert!(wa(1) > wa(0), "more occurrences weigh more");
+        assert!(wa(1) < 3.0 * wa(0), "but saturate: {} vs {}", wa(1), wa(0));
+        assert!(wa(2) < wa(0), "a long description weighs each word less");
+        // "b" is in every description: its idf, and weight, are the smallest.
+        let wb = w[0].iter().find(|e| e.0 == b).map(|e| e.1).unwrap();
+        assert!(wb < wa(0));
+        let off = bm25_weights(
+            &desc,
+            &TextConfig {
+                bm25_weight: 0.0,
+                bm25_unseen_weight: 0.0,
+                ..cfg
+            },
+        );
+        assert!(off.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn bm25_channel_lets_a_long_description_without_examples_compete() {
+        let agents = vec![
+            AgentProfile::new("flight_search", "Search flights")
+                .with_example("find flights from Paris to Rome tomorrow")
+                .with_example("search for a flight to Berlin on Friday")
+                .with_example("look up flights to Madrid and their prices"),
+            AgentProfile::new(
+                "flight_ticket_changing",
+                "Flight ticket booking modification or rescheduling service: change the \
+                 date, time or seat of an existing flight ticket, handle fare differences, \
+                 notify the passenger and update the itinerary of the trip",
+            ),
+        ];
+        let query = "Reschedule my flight ticket to next Monday";
+        let rank = |cfg: TextConfig| {
+            let idx = TextIndex::build(&agents, cfg);
+            let mut s = [0.0f32; 2];
+            idx.score(query, false, 0.0, |_| {}, |a, v| s[a] = v);
+            s
+        };
+        let with = rank(TextConfig::default());
+        assert!(with[1] > with[0], "{with:?}");
+        let without = rank(TextConfig {
+            bm25_weight: 0.0,
+            bm25_unseen_weight: 0.0,
+            ..TextConfig::default()
+        });
+        assert!(
+            with[1] - with[0] > without[1] - without[0],
+            "{with:?} {without:?}"
+        );
     }
 
     #[test]
