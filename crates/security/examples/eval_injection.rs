@@ -11,6 +11,10 @@
 //! - the false-positive rate of the shipped model on held-out TaskBench requests;
 //! - leave-one-source-out recall (all attacks of one source removed from training);
 //! - ablations: rules only, model only.
+//!
+//! Error analysis: `GENESIS_SHOW_ERRORS=1` prints the out-of-fold errors;
+//! `GENESIS_MISSES=/tmp/misses.txt` appends every leave-one-source-out miss (its rules, its
+//! model logit relative to the threshold and its text) to that file, outside the repository.
 
 #![allow(clippy::print_stdout)] // a command-line tool printing its report
 
@@ -274,6 +278,30 @@ fn main() -> Result<()> {
             .filter(|&&i| p.docs[i].model_logit(&model) >= t_model)
             .count();
         let kr = idx.iter().filter(|&&i| p.docs[i].rule_logit >= 1.0).count();
+        if let Ok(path) = std::env::var("GENESIS_MISSES") {
+            // Error analysis: the source's missed attacks, appended to a file outside the repo.
+            let mut out = String::new();
+            for &i in idx.iter().filter(|&&i| p.docs[i].logit(&model) < t) {
+                let rules: Vec<String> = detector
+                    .scan(&p.rows[i].text)
+                    .reasons
+                    .iter()
+                    .filter(|r| r.kind == genesis_security::ReasonKind::Rule)
+                    .map(ToString::to_string)
+                    .collect();
+                let text: String = p.rows[i].text.chars().take(300).collect();
+                out.push_str(&format!(
+                    "LOSO {s} rules={:.1} model={:.2} {rules:?} {text:?}\n",
+                    p.docs[i].rule_logit,
+                    p.docs[i].model_logit(&model) - t,
+                ));
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            std::io::Write::write_all(&mut f, out.as_bytes())?;
+        }
         tot_k += k;
         tot_n += idx.len();
         println!(

@@ -3,6 +3,7 @@
 //! position (no allocation per n-gram) and mapped to one of [`BUCKETS`] weights.
 
 use crate::normalize::NormalizeStats;
+use crate::rules::Structure;
 
 /// log2 of the number of weight buckets.
 pub(crate) const BUCKET_BITS: u32 = 18;
@@ -51,15 +52,26 @@ fn is_word_byte(b: u8) -> bool {
     WORD_BYTES[usize::from(b)]
 }
 
-/// Obfuscation signals worth a learned weight each.
-pub(crate) fn signals(stats: &NormalizeStats, padding: bool) -> impl Iterator<Item = &'static str> {
+/// Obfuscation and structure signals worth a learned weight each.
+pub(crate) fn signals(
+    stats: &NormalizeStats,
+    structure: &Structure,
+) -> impl Iterator<Item = &'static str> {
     [
         (stats.invisible_chars > 0, "signal:invisible_chars"),
         (stats.confusables > 2, "signal:confusables"),
         (stats.leet_words > 1, "signal:leetspeak"),
         (stats.spaced_runs > 0, "signal:spaced_letters"),
         (stats.decoded_payloads > 0, "signal:encoded_payload"),
-        (padding, "signal:padding_flood"),
+        (structure.padding, "signal:padding_flood"),
+        (structure.adversarial_suffix(), "signal:adversarial_suffix"),
+        (structure.unbalanced > 0, "signal:unbalanced_brackets"),
+        (structure.framed_harm(), "signal:framed_harmful_request"),
+        (structure.cues.disclaimer(), "signal:disclaimer"),
+        (
+            structure.cues.harm_categories() >= 2,
+            "signal:harm_categories",
+        ),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -268,10 +280,16 @@ mod tests {
             leet_words: 3,
             ..NormalizeStats::default()
         };
-        let names: Vec<_> = signals(&stats, true).collect();
+        let padded = Structure {
+            padding: true,
+            ..Structure::default()
+        };
+        let names: Vec<_> = signals(&stats, &padded).collect();
         assert_eq!(names, ["signal:leetspeak", "signal:padding_flood"]);
         let mut seen = Vec::new();
-        for_each_feature("", signals(&stats, false), |_, s| seen.push(s));
+        for_each_feature("", signals(&stats, &Structure::default()), |_, s| {
+            seen.push(s)
+        });
         assert_eq!(seen, [Span::Signal("signal:leetspeak")]);
     }
 
@@ -288,10 +306,11 @@ mod tests {
             let table = random_table();
             let stats = NormalizeStats { invisible_chars: 1, ..NormalizeStats::default() };
             let mut sum = 0i64;
-            let n = for_each_feature(&text, signals(&stats, padding), |b, _| {
+            let structure = Structure { padding, ..Structure::default() };
+            let n = for_each_feature(&text, signals(&stats, &structure), |b, _| {
                 sum += i64::from(table[b as usize]);
             });
-            proptest::prop_assert_eq!(weighted_sum(&text, signals(&stats, padding), &table), (sum, n));
+            proptest::prop_assert_eq!(weighted_sum(&text, signals(&stats, &structure), &table), (sum, n));
         }
     }
 

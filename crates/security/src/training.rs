@@ -49,12 +49,13 @@ impl Doc {
 pub fn featurize(text: &str) -> Doc {
     let detector = InjectionDetector::default();
     let norm = normalize(text);
-    let padding = rules::padding_flood(&norm.text);
-    let rule_logit = detector.rule_logit(&norm, padding, &mut Vec::new()) as f32;
+    let mut matched = Vec::new();
+    let structure = rules::Structure::of(&norm.text, &mut matched);
+    let rule_logit = detector.rule_logit(structure, &matched, &mut Vec::new()) as f32;
     let mut buckets = Vec::new();
     let n = features::for_each_feature(
         &norm.text,
-        features::signals(&norm.stats, padding),
+        features::signals(&norm.stats, &structure),
         |b, _| buckets.push(b),
     );
     buckets.sort_unstable();
