@@ -1,6 +1,6 @@
 //! The agent catalogue: loading (TOML, JSON, JSONL), validation and persistence.
 
-use std::collections::HashMap;
+use genesis_core::fasthash::FxHashMap;
 
 use genesis_core::{AgentId, TaskKind};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,9 @@ pub enum JsonlMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRegistry {
     agents: Vec<AgentProfile>,
-    by_id: HashMap<AgentId, usize>,
+    /// Keys come from the operator's catalogue, not from requests, so the fast hasher
+    /// is safe; the validator and the planner look agents up per task.
+    by_id: FxHashMap<AgentId, usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,7 +101,7 @@ impl AgentRegistry {
         if agents.is_empty() {
             return Err(HaloError::EmptyCatalogue);
         }
-        let mut by_id = HashMap::with_capacity(agents.len());
+        let mut by_id = FxHashMap::with_capacity_and_hasher(agents.len(), Default::default());
         for (position, agent) in agents.iter().enumerate() {
             validate(position, agent)?;
             if by_id.insert(agent.id.clone(), position).is_some() {
