@@ -401,13 +401,17 @@ pub(crate) fn unbalanced_brackets(normalized: &str) -> usize {
     let b = normalized.as_bytes();
     let mut stack = [0u8; DEPTH];
     let (mut depth, mut overflow, mut bad) = (0usize, 0usize, 0usize);
-    let mut token_start = 0;
-    for (i, &c) in b.iter().enumerate() {
+    let mut from = 0;
+    // Only brackets matter: skip to the next one through a byte table (most bytes are
+    // not brackets, so this is a short, predictable loop).
+    while let Some(off) = b
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&c| BRACKETS[usize::from(c)]))
+    {
+        let i = from + off;
+        from = i + 1;
+        let c = b[i];
         let closer = match c {
-            b' ' => {
-                token_start = i + 1;
-                continue;
-            }
             b'(' | b'[' | b'{' => {
                 if i > 0 && matches!(b[i - 1], b':' | b';' | b'-') && c == b'(' {
                     continue;
@@ -424,8 +428,7 @@ pub(crate) fn unbalanced_brackets(normalized: &str) -> usize {
                 }
                 continue;
             }
-            b')' | b']' | b'}' => c,
-            _ => continue,
+            _ => c,
         };
         if overflow > 0 {
             overflow -= 1;
@@ -435,8 +438,18 @@ pub(crate) fn unbalanced_brackets(normalized: &str) -> usize {
             depth -= 1;
             continue;
         }
-        if closer == b')' && is_label_or_smiley(&b[token_start..i]) {
-            continue;
+        if closer == b')' {
+            // The token before the bracket, back to the previous space but at most five
+            // bytes (labels are at most four, smileys are judged by their last two), so
+            // a run of closers costs O(1) each.
+            let lo = i.saturating_sub(5);
+            let token_start = b[lo..i]
+                .iter()
+                .rposition(|&x| x == b' ')
+                .map_or(lo, |p| lo + p + 1);
+            if is_label_or_smiley(&b[token_start..i]) {
+                continue;
+            }
         }
         bad += 1;
         // Resynchronise: a closer that matches a deeper open bracket closes up to it.
@@ -446,6 +459,18 @@ pub(crate) fn unbalanced_brackets(normalized: &str) -> usize {
     }
     bad + depth + overflow
 }
+
+/// The six bracket bytes [`unbalanced_brackets`] looks at.
+static BRACKETS: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'(' as usize] = true;
+    t[b')' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t
+};
 
 /// `a`, `iv`, `12` (list labels before `)`) or a token ending in a smiley's eyes (`:`, `;`,
 /// `:-`).
@@ -742,6 +767,74 @@ mod tests {
             assert!(!cues(text).framed_harm(false), "{text}");
         }
         assert_eq!(cues("a bomb, a scam and malware").harm_categories(), 3);
+    }
+
+    /// The first, byte-by-byte implementation, kept as the oracle for the fast one.
+    fn reference_unbalanced(normalized: &str) -> usize {
+        const DEPTH: usize = 32;
+        let b = normalized.as_bytes();
+        let mut stack = [0u8; DEPTH];
+        let (mut depth, mut overflow, mut bad) = (0usize, 0usize, 0usize);
+        let mut token_start = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let closer = match c {
+                b' ' => {
+                    token_start = i + 1;
+                    continue;
+                }
+                b'(' | b'[' | b'{' => {
+                    if i > 0 && matches!(b[i - 1], b':' | b';' | b'-') && c == b'(' {
+                        continue;
+                    }
+                    if depth < DEPTH {
+                        stack[depth] = match c {
+                            b'(' => b')',
+                            b'[' => b']',
+                            _ => b'}',
+                        };
+                        depth += 1;
+                    } else {
+                        overflow += 1;
+                    }
+                    continue;
+                }
+                b')' | b']' | b'}' => c,
+                _ => continue,
+            };
+            if overflow > 0 {
+                overflow -= 1;
+                continue;
+            }
+            if depth > 0 && stack[depth - 1] == closer {
+                depth -= 1;
+                continue;
+            }
+            if closer == b')' && is_label_or_smiley(&b[token_start..i]) {
+                continue;
+            }
+            bad += 1;
+            // Resynchronise: a closer that matches a deeper open bracket closes up to it.
+            if let Some(pos) = stack[..depth].iter().rposition(|&x| x == closer) {
+                depth = pos;
+            }
+        }
+        bad + depth + overflow
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bracket_skipping_matches_the_byte_by_byte_count(text in "[a-c1 :;()\\[\\]{}-]{0,120}") {
+            proptest::prop_assert_eq!(unbalanced_brackets(&text), reference_unbalanced(&text));
+        }
+    }
+
+    #[test]
+    fn long_runs_of_closers_stay_linear() {
+        let closers = ")".repeat(200_000);
+        assert_eq!(
+            unbalanced_brackets(&closers),
+            reference_unbalanced(&closers[..1_000]) * 200
+        );
     }
 
     #[test]
