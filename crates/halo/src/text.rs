@@ -737,6 +737,19 @@ impl Vocab {
     }
 }
 
+/// Sorts `hashes` and counts each distinct value: the document frequencies of features.
+fn run_counts(hashes: &mut [u64]) -> Vec<(u64, u32)> {
+    hashes.sort_unstable();
+    let mut counts: Vec<(u64, u32)> = Vec::new();
+    for &h in hashes.iter() {
+        match counts.last_mut() {
+            Some((k, c)) if *k == h => *c += 1,
+            _ => counts.push((h, 1)),
+        }
+    }
+    counts
+}
+
 /// BM25 weights of each agent's description features: `idf · tf·(k1+1) /
 /// (tf + k1·(1 − b + b·len/avg_len))` with the idf over descriptions only, divided by
 /// `k1 + 1` and by [`BM25_SCALE`] so a one-word match of a rare word weighs about as
@@ -749,14 +762,7 @@ fn bm25_weights(desc_tf: &[Vec<(u64, u32)>], cfg: &TextConfig) -> Vec<Vec<(u64, 
         return vec![Vec::new(); n];
     }
     let mut all: Vec<u64> = desc_tf.iter().flatten().map(|e| e.0).collect();
-    all.sort_unstable();
-    let mut df: Vec<(u64, u32)> = Vec::new();
-    for &h in &all {
-        match df.last_mut() {
-            Some((k, c)) if *k == h => *c += 1,
-            _ => df.push((h, 1)),
-        }
-    }
+    let df = run_counts(&mut all);
     let lens: Vec<f32> = desc_tf
         .iter()
         .map(|d| d.iter().map(|e| e.1 as f32).sum())
@@ -978,14 +984,7 @@ impl TextIndex {
             ex_sets.push(exs);
         }
         // Document frequency over agents.
-        all.sort_unstable();
-        let mut df: Vec<(u64, u32)> = Vec::new();
-        for &h in &all {
-            match df.last_mut() {
-                Some((k, c)) if *k == h => *c += 1,
-                _ => df.push((h, 1)),
-            }
-        }
+        let df = run_counts(&mut all);
         let nf = n as f32;
         let idf_of = |h: u64| -> f32 {
             match df.binary_search_by_key(&h, |e| e.0) {
