@@ -20,6 +20,7 @@
 //! assert_eq!(format!("{}", Secret::new("sk-123")), "<redacted>");
 //! ```
 
+pub mod decimal;
 mod error;
 pub mod fasthash;
 mod id;

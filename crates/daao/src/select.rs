@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use genesis_core::decimal::push_fixed2;
 use genesis_core::{ModelId, Task, Usd};
 use serde::{Deserialize, Serialize};
 
@@ -127,69 +128,5 @@ impl ModelSelector {
             estimated_cost: spec.cost(tokens.saturating_sub(output), output),
             reason,
         }
-    }
-}
-
-/// Appends `x` with two decimals, like `{:.2}` (exact halves may round the other way),
-/// without the formatting machinery.
-fn push_fixed2(out: &mut String, x: f64) {
-    if !x.is_finite() || x.abs() >= 1e15 {
-        out.push_str(&format!("{x:.2}"));
-        return;
-    }
-    let hundredths = (x.abs() * 100.0).round() as u64;
-    if x < 0.0 && hundredths > 0 {
-        out.push('-');
-    }
-    let whole = hundredths / 100;
-    let frac = hundredths % 100;
-    let mut digits = [0u8; 20];
-    let mut n = whole;
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
-    out.push('.');
-    out.push(char::from(b'0' + (frac / 10) as u8));
-    out.push(char::from(b'0' + (frac % 10) as u8));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn push_fixed2_matches_float_formatting() {
-        for x in [
-            0.0, 0.004, 0.005, 0.05, 0.1, 0.123, 0.5, 0.999, 0.996, 1.0, 2.345_6, 17.0, -0.25,
-            -0.001,
-        ] {
-            let mut ours = String::new();
-            push_fixed2(&mut ours, x);
-            let std = format!("{x:.2}");
-            // Rounding of exact halves may differ in the last digit; nothing else may.
-            let diff = (ours.parse::<f64>().unwrap() - std.parse::<f64>().unwrap()).abs();
-            assert!(diff <= 0.010_000_1, "{x}: {ours} vs {std}");
-            assert_eq!(ours.split('.').nth(1).map(str::len), Some(2), "{ours}");
-        }
-        let fixed2 = |x: f64| {
-            let mut s = String::new();
-            push_fixed2(&mut s, x);
-            s
-        };
-        assert_eq!(fixed2(0.35), "0.35");
-        assert_eq!(fixed2(1.0), "1.00");
-        assert_eq!(fixed2(-0.001), "0.00");
-        assert_eq!(fixed2(-2.5), "-2.50");
-        assert_eq!(fixed2(123.456), "123.46");
-        assert_eq!(fixed2(f64::NAN), "NaN");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use genesis_core::decimal::push_fixed2;
 use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
 use serde::{Deserialize, Serialize};
 
@@ -654,7 +655,7 @@ impl State {
             } else {
                 "'s description and skills (similarity "
             });
-            fmt2(out, f64::from(c.sim));
+            push_fixed2(out, f64::from(c.sim));
             out.push(')');
             if c.kind {
                 out.push_str("; lists kind ");
@@ -666,7 +667,7 @@ impl State {
             out.push_str(" lists kind ");
             out.push_str(task.kind.as_str());
             out.push_str(" (success rate ");
-            fmt2(out, p.success_rate);
+            push_fixed2(out, p.success_rate);
             out.push_str(", cost ");
             out.push_str(p.cost_tier.as_str());
             out.push(')');
@@ -675,7 +676,7 @@ impl State {
             } else {
                 out.push_str("; text matches scored lower (best similarity ");
             }
-            fmt2(out, f64::from(r.best_sim));
+            push_fixed2(out, f64::from(r.best_sim));
             out.push(')');
         }
     }
@@ -684,9 +685,9 @@ impl State {
         out.push_str(
             "unassigned: no rule matched; no agent's description, skills or examples match the text (best similarity ",
         );
-        fmt2(out, f64::from(r.best_sim));
+        push_fixed2(out, f64::from(r.best_sim));
         out.push_str(" < ");
-        fmt2(out, cfg.min_text_similarity);
+        push_fixed2(out, cfg.min_text_similarity);
         out.push_str("); no agent lists kind ");
         out.push_str(task.kind.as_str());
     }
@@ -770,45 +771,6 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Appends the decimal digits of `v`.
-fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
-}
-
-/// Appends `v` with two decimals (no float formatting machinery on the hot path).
-fn fmt2(out: &mut String, v: f64) {
-    if !v.is_finite() {
-        let _ = write!(out, "{v}");
-        return;
-    }
-    // Round half away from zero without a libm call: truncation of a non-negative value.
-    let x = (v.abs() * 100.0 + 0.5) as u64;
-    if v < 0.0 && x > 0 {
-        out.push('-');
-    }
-    if x < 1000 {
-        // Below 10 (similarities, rates): one integer digit, no digit loop.
-        out.push(char::from(b'0' + (x / 100) as u8));
-    } else {
-        push_u64(out, x / 100);
-    }
-    out.push('.');
-    out.push(char::from(b'0' + (x / 10 % 10) as u8));
-    out.push(char::from(b'0' + (x % 10) as u8));
 }
 
 /// The HALO router. `Send + Sync`: share it behind an `Arc`; routing takes a snapshot of
@@ -1481,15 +1443,5 @@ mod tests {
         let mut k = t("Deploy the API to production");
         k.kind = TaskKind::Deploy;
         assert_ne!(a, signature(&k));
-    }
-
-    #[test]
-    fn fmt2_writes_two_decimals() {
-        let mut s = String::new();
-        for v in [0.0, 0.006, 1.234, -2.5, 123.456, -0.001] {
-            fmt2(&mut s, v);
-            s.push(' ');
-        }
-        assert_eq!(s, "0.00 0.01 1.23 -2.50 123.46 0.00 ");
     }
 }

@@ -1,0 +1,106 @@
+//! Decimal text without the formatting machinery, for strings built on hot paths
+//! (routing explanations, model-choice reasons): `format!` with floats cost a fifth of
+//! model selection before these existed.
+
+use std::fmt::Write as _;
+
+/// Appends the decimal digits of `v`.
+pub fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
+/// Appends `v` with two decimals, like `{:.2}` except that exact halves round away from
+/// zero. Non-finite and huge values (|v| ≥ 1e15) go through `Display`.
+pub fn push_fixed2(out: &mut String, v: f64) {
+    if !v.is_finite() || v.abs() >= 1e15 {
+        let _ = write!(out, "{v:.2}");
+        return;
+    }
+    // Round half away from zero without a libm call: truncation of a non-negative value.
+    let x = (v.abs() * 100.0 + 0.5) as u64;
+    if v < 0.0 && x > 0 {
+        out.push('-');
+    }
+    if x < 1000 {
+        // Below 10 (similarities, rates, difficulties): one integer digit, no loop.
+        out.push(char::from(b'0' + (x / 100) as u8));
+    } else {
+        push_u64(out, x / 100);
+    }
+    out.push('.');
+    out.push(char::from(b'0' + (x / 10 % 10) as u8));
+    out.push(char::from(b'0' + (x % 10) as u8));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed2(x: f64) -> String {
+        let mut s = String::new();
+        push_fixed2(&mut s, x);
+        s
+    }
+
+    #[test]
+    fn fixed2_matches_float_formatting() {
+        for x in [
+            0.0,
+            0.004,
+            0.005,
+            0.05,
+            0.1,
+            0.123,
+            0.5,
+            0.999,
+            0.996,
+            1.0,
+            2.345_6,
+            17.0,
+            -0.25,
+            -0.001,
+            9.994,
+            9.996,
+            1234.5678,
+            -98765.4321,
+        ] {
+            let ours = fixed2(x);
+            let std = format!("{x:.2}");
+            // Rounding of exact halves may differ in the last digit; nothing else may.
+            let diff = (ours.parse::<f64>().unwrap() - std.parse::<f64>().unwrap()).abs();
+            assert!(diff <= 0.010_000_1, "{x}: {ours} vs {std}");
+            assert_eq!(ours.split('.').nth(1).map(str::len), Some(2), "{ours}");
+        }
+        assert_eq!(fixed2(0.35), "0.35");
+        assert_eq!(fixed2(1.0), "1.00");
+        assert_eq!(fixed2(-0.001), "0.00");
+        assert_eq!(fixed2(-2.5), "-2.50");
+        assert_eq!(fixed2(123.456), "123.46");
+        assert_eq!(fixed2(0.006), "0.01");
+        assert_eq!(fixed2(1.234), "1.23");
+        assert_eq!(fixed2(f64::NAN), "NaN");
+        assert_eq!(fixed2(f64::INFINITY), "inf");
+        assert_eq!(fixed2(2e20), format!("{:.2}", 2e20));
+    }
+
+    #[test]
+    fn integers() {
+        for v in [0, 7, 10, 99, 1_000_001, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+    }
+}
