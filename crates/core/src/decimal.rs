@@ -4,21 +4,25 @@
 
 use std::fmt::Write as _;
 
-/// Appends the decimal digits of `v`.
-pub fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
+/// The decimal digits of `v`, written right-aligned into `buf` (no allocation).
+pub fn u64_digits(v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut rest = v;
     let mut i = buf.len();
     loop {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
+        buf[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
             break;
         }
     }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// Appends the decimal digits of `v`.
+pub fn push_u64(out: &mut String, v: u64) {
+    out.push_str(u64_digits(v, &mut [0u8; 20]));
 }
 
 /// Appends `v` with two decimals, like `{:.2}` except that exact halves round away from
@@ -101,6 +105,7 @@ mod tests {
             let mut s = String::new();
             push_u64(&mut s, v);
             assert_eq!(s, v.to_string());
+            assert_eq!(u64_digits(v, &mut [0u8; 20]), v.to_string());
         }
     }
 }

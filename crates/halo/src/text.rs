@@ -737,6 +737,20 @@ impl Vocab {
     }
 }
 
+/// Passes over `examples` examples: the configured epochs, capped so that training
+/// sees at most [`MAX_TRAINING_PASSES`] examples in total (at least one pass).
+fn training_epochs(cfg: &TextConfig, examples: usize) -> usize {
+    usize::from(cfg.epochs).min((MAX_TRAINING_PASSES / examples.max(1)).max(1))
+}
+
+/// Fisher-Yates shuffle driven by the seeded `splitmix` stream (reproducible training).
+fn shuffle(order: &mut [usize], rng: &mut u64) {
+    for i in (1..order.len()).rev() {
+        let j = (splitmix(rng) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
 /// Sorts `hashes` and counts each distinct value: the document frequencies of features.
 fn run_counts(hashes: &mut [u64]) -> Vec<(u64, u32)> {
     hashes.sort_unstable();
@@ -1486,12 +1500,9 @@ fn train_correction(
     let mut rng = 0x5eed_u64;
     let mut step = 1.0f32;
     let eta = cfg.learning_rate;
-    let epochs = usize::from(cfg.epochs).min((MAX_TRAINING_PASSES / examples.len().max(1)).max(1));
+    let epochs = training_epochs(cfg, examples.len());
     for _ in 0..epochs {
-        for i in (1..order.len()).rev() {
-            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, &mut rng);
         for &ei in &order {
             let (gold, ref feats) = examples[ei];
             touched.clear();
@@ -1633,12 +1644,9 @@ fn train_softmax(
     let scale = cfg.softmax_scale.max(f32::MIN_POSITIVE);
     let eta = cfg.learning_rate;
     let l2 = cfg.l2;
-    let epochs = usize::from(cfg.epochs).min((MAX_TRAINING_PASSES / examples.len().max(1)).max(1));
+    let epochs = training_epochs(cfg, examples.len());
     for _ in 0..epochs {
-        for i in (1..order.len()).rev() {
-            let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, &mut rng);
         for &ei in &order {
             let (gold, ref feats) = examples[ei];
             let g = gold as usize;

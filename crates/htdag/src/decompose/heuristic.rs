@@ -1378,18 +1378,8 @@ impl Builder<'_> {
 /// `{prefix}{sep}{n}` as a task id. Short ids are assembled on the stack, so the id's
 /// own storage is the only allocation.
 fn numbered_id(prefix: &str, sep: &str, n: usize) -> TaskId {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut rest = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let digits = &digits[i..];
+    let mut digit_buf = [0u8; 20];
+    let digits = genesis_core::decimal::u64_digits(n as u64, &mut digit_buf).as_bytes();
     let mut buf = [0u8; 64];
     let len = prefix.len() + sep.len() + digits.len();
     if len <= buf.len() {
