@@ -241,6 +241,30 @@ fn main() -> Result<()> {
         pct(ok_b, common::PROBE_BENIGN.len()),
         pct(ok_a, common::PROBE_ATTACKS.len())
     );
+    // Extra probe lists, one text per line: GENESIS_PROBE_FILES=benign.txt:attacks.txt.
+    if let Ok(files) = std::env::var("GENESIS_PROBE_FILES")
+        && let Some((benign, attacks)) = files.split_once(':')
+    {
+        for (path, want) in [(benign, false), (attacks, true)] {
+            let text = std::fs::read_to_string(path)?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let scores: Vec<f64> = lines
+                .iter()
+                .map(|x| sigmoid(genesis_security::training::featurize(x).logit(&shipped) - t))
+                .collect();
+            let ok = probe(&lines, want);
+            let extreme = if want {
+                scores.iter().copied().fold(f64::INFINITY, f64::min)
+            } else {
+                scores.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            };
+            println!(
+                "{path}: {} as expected; {} score {extreme:.3}",
+                pct(ok, lines.len()),
+                if want { "lowest" } else { "highest" }
+            );
+        }
+    }
     if common::env_f64("GENESIS_QUICK", 0.0) > 0.0 {
         return Ok(());
     }

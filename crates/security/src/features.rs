@@ -69,6 +69,10 @@ pub(crate) fn signals(
         (structure.framed_harm(), "signal:framed_harmful_request"),
         (structure.cues.disclaimer(), "signal:disclaimer"),
         (
+            structure.cues.question_about_harm(),
+            "signal:defensive_or_descriptive",
+        ),
+        (
             structure.cues.harm_categories() >= 2,
             "signal:harm_categories",
         ),
