@@ -11,9 +11,17 @@
 //!   `$GENESIS_DATA_DIR/routing/ultratool`, `../../shared/data/...`).
 //! - `routing/synthetic_10k`: a generated 10,000-agent JSONL catalogue: load + index +
 //!   route one task, and route one task on the built router.
+//!
+//! Allocator: mimalloc, the global allocator of the binaries (`genesis`,
+//! `genesis-server`) and of the plan bench, so the numbers match what users run;
+//! `--features system-allocator` measures with the system allocator instead.
 
 // Bench set-up failing is a broken checkout: stop loudly, as tests do.
 #![allow(clippy::expect_used)]
+
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ pub struct TaskRoute {
     /// How well the agent fits, in `[0, 1]`.
     pub match_score: f64,
     /// Why this agent, in words.
-    pub explanation: String,
+    pub explanation: std::sync::Arc<str>,
     /// Next-best agents for re-routing.
     pub alternatives: Vec<Alternative>,
 }

@@ -15,6 +15,10 @@
 //!   target/release/examples/route_latency ../shared/data/routing/ultratool
 //! # instructions per task = the "summary" count / (HALO_ITERS × tasks per call)
 //! ```
+//!
+//! This runs on the system allocator (comparable with earlier measurements);
+//! `--example route_latency_mimalloc` is the same program on mimalloc, the allocator
+//! of the `genesis` binaries.
 
 #![allow(clippy::print_stdout)]
 
@@ -28,7 +32,8 @@ const AGENTS: &str = include_str!("../../../config/agents.toml");
 const RULES: &str = include_str!("../../../config/routing_rules.toml");
 
 /// The code under measurement: a separate, never-inlined function so callgrind can
-/// collect exactly it (`--toggle-collect=route_latency::measured`).
+/// collect exactly it (`--toggle-collect=route_latency::measured`; in the mimalloc
+/// build `route_latency_mimalloc::inner::measured`).
 #[inline(never)]
 fn measured(f: &mut dyn FnMut()) {
     f();
@@ -128,7 +133,7 @@ fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> an
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     let reg = AgentRegistry::from_toml_str(AGENTS)?;
     let rules = RoutingRules::from_toml_str(RULES)?;
     run("16 agents", &reg, &rules, &tasks(1000))?;

@@ -209,8 +209,10 @@ pub struct RouteDecision {
     pub match_score: f64,
     /// The layer that decided.
     pub layer: RouteLayer,
-    /// Human-readable reason: the rule, the matched words, or the capability.
-    pub explanation: String,
+    /// Human-readable reason: the rule, the matched words, or the capability. Shared
+    /// (`Arc<str>`): decisions from the routing cache point at one rendered text instead
+    /// of copying it; serialises as a plain JSON string.
+    pub explanation: Arc<str>,
     /// Next-best agents, best first, for re-routing (the chosen agent excluded).
     pub alternatives: Vec<Alternative>,
 }
@@ -311,7 +313,7 @@ struct Ranking {
     words: QueryWords,
     /// The explanation of the first choice (first rule, else best candidate, else the
     /// unassigned reason), reused whenever capacity does not change the choice.
-    top_explanation: String,
+    top_explanation: Arc<str>,
 }
 
 /// A ranking from the cache, or freshly computed when the cache is off.
@@ -321,12 +323,9 @@ enum Ranked {
 }
 
 impl Ranked {
-    /// The top explanation: moved out of an owned ranking, cloned from a shared one.
-    fn take_top_explanation(&mut self) -> String {
-        match self {
-            Ranked::Shared(r) => r.top_explanation.clone(),
-            Ranked::Owned(r) => std::mem::take(&mut r.top_explanation),
-        }
+    /// The top explanation (a reference-count increment, no copy).
+    fn take_top_explanation(&mut self) -> Arc<str> {
+        Arc::clone(&self.top_explanation)
     }
 }
 
@@ -349,13 +348,41 @@ impl Ranking {
             n: 0,
             best_sim: 0.0,
             words: QueryWords::default(),
-            top_explanation: String::new(),
+            top_explanation: Arc::from(""),
         }
     }
 
     fn candidates(&self) -> &[Candidate] {
         &self.candidates[..self.n]
     }
+}
+
+thread_local! {
+    /// The buffer explanations are written into before they are shared as `Arc<str>`
+    /// (one allocation of the exact size per explanation).
+    static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The load of agent `a` (agents past the end of `load` hold nothing).
+#[inline]
+fn load_at(load: &[u32], a: usize) -> u32 {
+    load.get(a).copied().unwrap_or(0)
+}
+
+/// Renders an explanation through the thread's text buffer into an `Arc<str>`.
+fn render(f: impl FnOnce(&mut String)) -> Arc<str> {
+    TEXT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            s.clear();
+            f(&mut s);
+            Arc::from(s.as_str())
+        }
+        Err(_) => {
+            let mut s = String::with_capacity(160);
+            f(&mut s);
+            Arc::from(s)
+        }
+    })
 }
 
 thread_local! {
@@ -585,15 +612,15 @@ impl State {
         r.candidates = top.items;
         r.n = n;
         r.best_sim = best_sim;
-        let mut out = String::with_capacity(128);
-        if let Some(m) = r.rules.first() {
-            self.explain_rule(task, m, &mut out);
-        } else if let Some(c) = r.candidates().first() {
-            self.explain_candidate(task, r, c, cfg, &mut out);
-        } else {
-            self.explain_nobody(task, r, cfg, &mut out);
-        }
-        r.top_explanation = out;
+        r.top_explanation = render(|out| {
+            if let Some(m) = r.rules.first() {
+                self.explain_rule(task, m, out);
+            } else if let Some(c) = r.candidates().first() {
+                self.explain_candidate(task, r, c, cfg, out);
+            } else {
+                self.explain_nobody(task, r, cfg, out);
+            }
+        });
     }
 
     fn explain_rule(&self, task: &Task, m: &RuleMatch, out: &mut String) {
@@ -693,8 +720,8 @@ impl State {
     }
 }
 
-/// Task signature for the cache: kind, lower-cased trimmed description, metadata and
-/// required skills, hashed by two independent 64-bit hashes (128 bits) so collisions
+/// Task signature for the cache: kind, lower-cased trimmed description (with its
+/// camelCase boundaries), metadata and required skills, hashed by two independent 64-bit hashes (128 bits) so collisions
 /// are negligible. Works on 8-byte words so it stays cheap on the hot path.
 fn signature(task: &Task) -> u128 {
     struct Sig {
@@ -713,18 +740,37 @@ fn signature(task: &Task) -> u128 {
         }
         fn bytes(&mut self, bytes: &[u8], lower: bool) {
             let mut chunks = bytes.chunks_exact(8);
+            let mut upper = false;
             for c in &mut chunks {
                 let mut buf = [0u8; 8];
                 buf.copy_from_slice(c);
                 let w = u64::from_le_bytes(buf);
-                self.word(if lower { lower8(w) } else { w });
+                self.word(if lower {
+                    let l = lower8(w);
+                    upper |= l != w;
+                    l
+                } else {
+                    w
+                });
             }
             let mut last = crate::text::load_le(chunks.remainder());
             if lower {
-                last = lower8(last);
+                let l = lower8(last);
+                upper |= l != last;
+                last = l;
             }
             // Length in the top byte keeps "ab" and "ab\0" apart.
             self.word(last ^ ((bytes.len() as u64) << 56));
+            // Case is folded, but the scorer splits words at camelCase boundaries
+            // ("deployApi" is two words, "deployapi" one): the boundaries are part of
+            // the key so a cached ranking is always the one scoring would give.
+            if upper {
+                for (i, p) in bytes.windows(2).enumerate() {
+                    if p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase() {
+                        self.word(0xca3e_0000_0000_0000 ^ i as u64);
+                    }
+                }
+            }
         }
     }
     let mut h = Sig {
@@ -967,7 +1013,7 @@ impl Router {
     pub fn route(&self, task: &Task) -> RouteDecision {
         let st = self.snapshot();
         let mut r = self.ranking(&st, task);
-        let d = self.decide(&st, task, &mut r, &|_| 0).0;
+        let d = self.decide(&st, task, &mut r, &[]).0;
         Self::recycle(r);
         d
     }
@@ -977,14 +1023,12 @@ impl Router {
     pub fn route_with_load(&self, task: &Task, load: &BTreeMap<AgentId, u32>) -> RouteDecision {
         let st = self.snapshot();
         let mut r = self.ranking(&st, task);
-        let reg = &st.registry;
-        let d = self
-            .decide(&st, task, &mut r, &|a| {
-                reg.by_index(a)
-                    .and_then(|p| load.get(p.id.as_str()).copied())
-                    .unwrap_or(0)
-            })
-            .0;
+        let loads: Vec<u32> = st
+            .registry
+            .iter()
+            .map(|p| load.get(p.id.as_str()).copied().unwrap_or(0))
+            .collect();
+        let d = self.decide(&st, task, &mut r, &loads).0;
         Self::recycle(r);
         d
     }
@@ -1038,12 +1082,12 @@ impl Router {
         let mut scratch = SPARE_RANKING.take();
         for task in tasks {
             let mut r = self.ranking_counted(&st, task, &mut counts, &mut scratch);
-            let (d, chosen) = self.decide(&st, task, &mut r, &|a| load[a]);
+            let (d, chosen) = self.decide(&st, task, &mut r, &load);
             match chosen {
                 Some(i) => load[i] += 1,
                 None => unassigned.push(UnassignedTask {
                     task_id: task.id.clone(),
-                    reason: d.explanation.clone(),
+                    reason: d.explanation.to_string(),
                 }),
             }
             decisions.push(d);
@@ -1093,13 +1137,14 @@ impl Router {
         st: &State,
         task: &Task,
         r: &mut Ranked,
-        load_of: &dyn Fn(usize) -> u32,
+        load: &[u32],
     ) -> (RouteDecision, Option<usize>) {
         let cfg = &self.config;
         let agents = st.registry.as_slice();
-        let full = |a: usize| load_of(a) >= agents[a].max_concurrent_tasks;
+        let full = |a: usize| load_at(load, a) >= agents[a].max_concurrent_tasks;
         let load_pen = |a: usize| {
-            cfg.load_weight * f64::from(load_of(a)) / f64::from(agents[a].max_concurrent_tasks)
+            cfg.load_weight * f64::from(load_at(load, a))
+                / f64::from(agents[a].max_concurrent_tasks)
         };
         // Layer 1: rules, in priority order, while their agent has room.
         let mut full_rules = 0usize;
@@ -1113,10 +1158,10 @@ impl Router {
             let explanation = if full_rules == 0 {
                 r.take_top_explanation()
             } else {
-                let mut e = String::with_capacity(160);
-                st.explain_rule(task, &m, &mut e);
-                self.rule_notes(st, task, r, full_rules, load_of, &mut e);
-                e
+                render(|e| {
+                    st.explain_rule(task, &m, e);
+                    self.rule_notes(st, task, r, full_rules, load, e);
+                })
             };
             let score = cfg.rule_weight + self.base_of(st, r, a, task) - load_pen(a);
             let d = RouteDecision {
@@ -1126,7 +1171,7 @@ impl Router {
                 match_score: 1.0,
                 layer: RouteLayer::Rule,
                 explanation,
-                alternatives: self.alternatives(st, r, a, load_of),
+                alternatives: self.alternatives(st, r, a, load),
             };
             return (d, Some(a));
         }
@@ -1179,14 +1224,14 @@ impl Router {
                             e,
                             "{} {}/{}",
                             agents[a].id,
-                            load_of(a),
+                            load_at(load, a),
                             agents[a].max_concurrent_tasks
                         );
                     }
                     e.push(')');
                 }
-                self.rule_notes(st, task, r, full_rules, load_of, &mut e);
-                e
+                self.rule_notes(st, task, r, full_rules, load, &mut e);
+                Arc::from(e)
             };
             let d = RouteDecision {
                 task_id: task.id.clone(),
@@ -1214,20 +1259,20 @@ impl Router {
                     e,
                     "; every candidate is at capacity: {} takes it ({}/{}) and it will queue",
                     agents[a].id,
-                    load_of(a),
+                    load_at(load, a),
                     agents[a].max_concurrent_tasks
                 );
             } else if any_full {
                 for s in r.candidates()[..bi].iter().map(|c| c.agent as usize) {
                     if full(s) {
                         e.push_str("; ");
-                        Self::capacity_note(&mut e, &agents[s], load_of(s));
+                        Self::capacity_note(&mut e, &agents[s], load_at(load, s));
                         e.push_str(", took the next alternative");
                     }
                 }
             }
-            self.rule_notes(st, task, r, full_rules, load_of, &mut e);
-            e
+            self.rule_notes(st, task, r, full_rules, load, &mut e);
+            Arc::from(e)
         };
         let d = RouteDecision {
             task_id: task.id.clone(),
@@ -1240,7 +1285,7 @@ impl Router {
                 RouteLayer::Capability
             },
             explanation,
-            alternatives: self.alternatives(st, r, a, load_of),
+            alternatives: self.alternatives(st, r, a, load),
         };
         (d, Some(a))
     }
@@ -1252,7 +1297,7 @@ impl Router {
         _task: &Task,
         r: &Ranking,
         count: usize,
-        load_of: &dyn Fn(usize) -> u32,
+        load: &[u32],
         out: &mut String,
     ) {
         let agents = st.registry.as_slice();
@@ -1265,7 +1310,7 @@ impl Router {
                     .unwrap_or("?"),
             );
             out.push_str("\" matched but ");
-            Self::capacity_note(out, &agents[m.agent], load_of(m.agent));
+            Self::capacity_note(out, &agents[m.agent], load_at(load, m.agent));
         }
     }
 
@@ -1274,7 +1319,7 @@ impl Router {
         st: &State,
         r: &Ranking,
         chosen: usize,
-        load_of: &dyn Fn(usize) -> u32,
+        load: &[u32],
     ) -> Vec<Alternative> {
         let agents = st.registry.as_slice();
         let k = self.config.top_k.min(r.n);
@@ -1287,7 +1332,7 @@ impl Router {
             if a == chosen {
                 continue;
             }
-            let pen = self.config.load_weight * f64::from(load_of(a))
+            let pen = self.config.load_weight * f64::from(load_at(load, a))
                 / f64::from(agents[a].max_concurrent_tasks);
             out.push(Alternative {
                 agent: agents[a].id.clone(),
@@ -1434,12 +1479,66 @@ mod tests {
     }
 
     #[test]
+    fn cached_decisions_share_one_explanation_that_serialises_as_text() {
+        let reg = AgentRegistry::from_toml_str(
+            r#"
+[[agent]]
+id = "marketing"
+description = "Plans campaigns and writes copy"
+[[agent]]
+id = "analytics"
+description = "Analyses metrics and experiment results"
+"#,
+        )
+        .unwrap();
+        let router = Router::new(reg, RoutingRules::empty()).unwrap();
+        let t = Task::new(
+            TaskId::new("t"),
+            TaskKind::Generic,
+            "Plan the spring campaigns",
+        );
+        let (a, b) = (router.route(&t), router.route(&t));
+        assert_eq!(router.cache_stats().hits, 1);
+        assert!(Arc::ptr_eq(&a.explanation, &b.explanation));
+        assert!(
+            a.explanation.starts_with("text match: "),
+            "{}",
+            a.explanation
+        );
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["explanation"].as_str(), Some(&*a.explanation));
+        let back: RouteDecision = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
+        // Without a cache the text is the same.
+        let cfg = RouterConfig {
+            cache_capacity: 0,
+            ..RouterConfig::default()
+        };
+        let uncached =
+            Router::with_config((*router.registry()).clone(), RoutingRules::empty(), cfg).unwrap();
+        assert_eq!(uncached.route(&t).explanation, a.explanation);
+    }
+
+    #[test]
     fn signature_ignores_case_and_outer_space_but_not_content() {
         let t = |d: &str| Task::new(TaskId::new("x"), TaskKind::Generic, d);
         let a = signature(&t("Deploy the API to production"));
         assert_eq!(a, signature(&t("  deploy THE api to Production ")));
         assert_ne!(a, signature(&t("Deploy the API to production!")));
         assert_ne!(signature(&t("ab")), signature(&t("ab\0")));
+        // camelCase splits words for the scorer, so it splits signatures too.
+        assert_ne!(
+            signature(&t("deployApi now")),
+            signature(&t("deployapi now"))
+        );
+        assert_eq!(
+            signature(&t("deployapi now")),
+            signature(&t("DEPLOYAPI NOW"))
+        );
+        assert_ne!(
+            signature(&t("deployApi now")),
+            signature(&t("deploYapi now"))
+        );
         let mut k = t("Deploy the API to production");
         k.kind = TaskKind::Deploy;
         assert_ne!(a, signature(&k));
