@@ -740,35 +740,41 @@ fn signature(task: &Task) -> u128 {
         }
         fn bytes(&mut self, bytes: &[u8], lower: bool) {
             let mut chunks = bytes.chunks_exact(8);
-            let mut upper = false;
+            let mut at = 0;
             for c in &mut chunks {
                 let mut buf = [0u8; 8];
                 buf.copy_from_slice(c);
                 let w = u64::from_le_bytes(buf);
-                self.word(if lower {
+                if lower {
                     let l = lower8(w);
-                    upper |= l != w;
-                    l
+                    if l != w {
+                        self.camel(bytes, at, at + 8);
+                    }
+                    self.word(l);
                 } else {
-                    w
-                });
+                    self.word(w);
+                }
+                at += 8;
             }
             let mut last = crate::text::load_le(chunks.remainder());
             if lower {
                 let l = lower8(last);
-                upper |= l != last;
+                if l != last {
+                    self.camel(bytes, at, bytes.len());
+                }
                 last = l;
             }
             // Length in the top byte keeps "ab" and "ab\0" apart.
             self.word(last ^ ((bytes.len() as u64) << 56));
-            // Case is folded, but the scorer splits words at camelCase boundaries
-            // ("deployApi" is two words, "deployapi" one): the boundaries are part of
-            // the key so a cached ranking is always the one scoring would give.
-            if upper {
-                for (i, p) in bytes.windows(2).enumerate() {
-                    if p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase() {
-                        self.word(0xca3e_0000_0000_0000 ^ i as u64);
-                    }
+        }
+        /// Case is folded, but the scorer splits words at camelCase boundaries
+        /// ("deployApi" is two words, "deployapi" one), so the boundaries in
+        /// `bytes[from..to]` (a chunk holding an upper-case letter) join the key: a cached
+        /// ranking is always the one scoring would give.
+        fn camel(&mut self, bytes: &[u8], from: usize, to: usize) {
+            for i in from.max(1)..to.min(bytes.len()) {
+                if bytes[i].is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase() {
+                    self.word(0xca3e_0000_0000_0000 ^ i as u64);
                 }
             }
         }
