@@ -721,8 +721,9 @@ impl State {
 }
 
 /// Task signature for the cache: kind, lower-cased trimmed description (with its
-/// camelCase boundaries), metadata and required skills, hashed by two independent 64-bit hashes (128 bits) so collisions
-/// are negligible. Works on 8-byte words so it stays cheap on the hot path.
+/// camelCase boundaries), metadata and required skills, hashed by two independent
+/// 64-bit hashes (128 bits) so collisions are negligible. Works on 8-byte words so it
+/// stays cheap on the hot path.
 fn signature(task: &Task) -> u128 {
     struct Sig {
         a: u64,
