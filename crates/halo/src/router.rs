@@ -322,13 +322,6 @@ enum Ranked {
     Owned(Box<Ranking>),
 }
 
-impl Ranked {
-    /// The top explanation (a reference-count increment, no copy).
-    fn take_top_explanation(&mut self) -> Arc<str> {
-        Arc::clone(&self.top_explanation)
-    }
-}
-
 impl std::ops::Deref for Ranked {
     type Target = Ranking;
 
@@ -1163,7 +1156,7 @@ impl Router {
                 continue;
             }
             let explanation = if full_rules == 0 {
-                r.take_top_explanation()
+                Arc::clone(&r.top_explanation)
             } else {
                 render(|e| {
                     st.explain_rule(task, &m, e);
@@ -1211,7 +1204,7 @@ impl Router {
         }
         let Some((bi, score)) = best else {
             let explanation = if r.rules.is_empty() && r.n == 0 {
-                r.take_top_explanation()
+                Arc::clone(&r.top_explanation)
             } else {
                 let mut e = String::with_capacity(160);
                 if r.n == 0 {
@@ -1257,7 +1250,7 @@ impl Router {
         let text_fit = (f64::from(c.sim) / cfg.full_match_similarity).min(1.0);
         let match_score = if c.kind { text_fit.max(0.6) } else { text_fit };
         let explanation = if bi == 0 && r.rules.is_empty() && !overflow {
-            r.take_top_explanation()
+            Arc::clone(&r.top_explanation)
         } else {
             let mut e = String::with_capacity(192);
             st.explain_candidate(task, r, &c, cfg, &mut e);
