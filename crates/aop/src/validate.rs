@@ -1,7 +1,7 @@
 //! The validator and its report.
 
-use genesis_core::fasthash::FxHashMap;
-use genesis_core::{AgentId, TaskId, Usd};
+use genesis_core::fasthash::{FxHashMap, FxHashSet};
+use genesis_core::{AgentId, TaskId, TaskKind, Usd};
 use genesis_halo::AgentRegistry;
 use genesis_htdag::TaskDag;
 use serde::{Deserialize, Serialize};
@@ -379,7 +379,7 @@ impl<'a> Validator<'a> {
                 ));
                 continue;
             }
-            if dag.is_leaf(node.task.id.as_str()) {
+            if words.candidate {
                 leaves.push((
                     node.task.kind.index(),
                     &node.task.id,
@@ -469,15 +469,21 @@ fn finding(rule: &str, task: Option<&TaskId>, message: String) -> Finding {
 struct TaskWords {
     /// Hash of the whole lower-cased word sequence (exact duplicates).
     sequence: u64,
-    /// Its word set: a range of [`TextFacts::sets`], sorted and deduplicated.
+    /// A leaf task that shares its kind with another leaf: the only tasks compared
+    /// for near duplicates.
+    candidate: bool,
+    /// Its word set, sorted and deduplicated, as a range of [`TextFacts::sets`] (empty
+    /// unless `candidate`).
     set: std::ops::Range<usize>,
 }
 
-/// The words of a request and of every task, tokenised once.
+/// The words of a request and of every task, tokenised once, and only as far as the
+/// checks need: word sets for near-duplicate candidates, key-word matching until every
+/// key word of the request has been seen.
 struct TextFacts {
     /// Per task, in insertion order.
     tasks: Vec<TaskWords>,
-    /// Every task's word set, back to back.
+    /// The word sets of near-duplicate candidates, back to back.
     sets: Vec<u64>,
     /// Stemmed key words of the request, sorted and deduplicated.
     wanted: Vec<u64>,
@@ -496,18 +502,42 @@ impl TextFacts {
         wanted.sort_unstable();
         wanted.dedup();
         let mut mentioned = vec![false; wanted.len()];
+        let mut unseen = wanted.len();
+        // A task is a leaf when no task names it as parent; a leaf needs a word set
+        // only when another leaf has its kind.
+        let parents: FxHashSet<&str> = dag
+            .nodes()
+            .filter_map(|n| n.parent.as_ref().map(TaskId::as_str))
+            .collect();
+        let is_leaf = |id: &TaskId| !parents.contains(id.as_str());
+        let mut leaves_of_kind = [0u32; TaskKind::ALL.len()];
+        for task in dag.tasks().filter(|t| is_leaf(&t.id)) {
+            if let Some(n) = leaves_of_kind.get_mut(task.kind.index()) {
+                *n += 1;
+            }
+        }
         let mut tasks = Vec::with_capacity(dag.len());
-        let mut sets = Vec::with_capacity(dag.len() * 12);
+        let mut sets = Vec::new();
         for task in dag.tasks() {
+            let candidate = is_leaf(&task.id)
+                && leaves_of_kind
+                    .get(task.kind.index())
+                    .is_some_and(|n| *n > 1);
             let start = sets.len();
             let mut sequence = FNV_OFFSET;
             each_word(&task.description, |w| {
                 sequence = (sequence ^ w.full).wrapping_mul(FNV_PRIME);
-                sets.push(w.full);
-                if let Some(stem) = w.key_stem()
+                if candidate {
+                    sets.push(w.full);
+                }
+                if unseen > 0
+                    && let Some(stem) = w.key_stem()
                     && let Ok(i) = wanted.binary_search(&stem)
+                    && let Some(m) = mentioned.get_mut(i)
+                    && !*m
                 {
-                    mentioned[i] = true;
+                    *m = true;
+                    unseen -= 1;
                 }
             });
             let set = &mut sets[start..];
@@ -522,6 +552,7 @@ impl TextFacts {
             sets.truncate(start + kept);
             tasks.push(TaskWords {
                 sequence,
+                candidate,
                 set: start..start + kept,
             });
         }

@@ -87,12 +87,33 @@ fn base(kind: TaskKind) -> f64 {
     }
 }
 
-/// Every hard and easy word in one automaton, built once: one pass over the text
-/// finds all signals.
-/// The signal words as one case-insensitive DFA, walked by hand: one table lookup per
-/// byte, every overlapping match seen (the iterator API cost ten times more per byte).
-static SIGNALS: std::sync::LazyLock<Option<(aho_corasick::dfa::DFA, Vec<f64>)>> =
-    std::sync::LazyLock::new(|| {
+/// The signal words as one dense, case-insensitive automaton over byte classes.
+///
+/// Built once from an Aho-Corasick DFA (which handles overlaps and case): its states
+/// are renumbered densely and its 256 byte values collapsed into the few classes the
+/// words use. A transition stores the next state's row offset (state × stride) with
+/// the top bit set when a word ends there, so a scan costs two table loads and an add
+/// per byte, and a branch that is almost never taken. `accept[s]` holds a bit per word
+/// that ends in state `s` (every overlapping match, not only the longest).
+struct Signals {
+    /// Byte → class: one class per (case-folded) byte that occurs in a word, 0 for
+    /// every other byte (they all lead back to the start state).
+    classes: [u8; 256],
+    /// Number of classes: the row length of `next`.
+    stride: usize,
+    /// `next[state * stride + class]`: the next state × stride, | [`MATCH`] when a
+    /// word ends there.
+    next: Vec<u16>,
+    /// Per state, the words that end there, as bits.
+    accept: Vec<u64>,
+    /// Per word (bit), its weight.
+    weights: Vec<f64>,
+}
+
+impl Signals {
+    fn build() -> Option<Self> {
+        use aho_corasick::Anchored;
+        use aho_corasick::automaton::Automaton;
         let words: Vec<&str> = HARD_WORDS
             .iter()
             .chain(EASY_WORDS)
@@ -103,43 +124,149 @@ static SIGNALS: std::sync::LazyLock<Option<(aho_corasick::dfa::DFA, Vec<f64>)>> 
             .chain(EASY_WORDS)
             .map(|(_, w)| *w)
             .collect();
-        aho_corasick::dfa::DFA::builder()
+        if words.len() > 64 {
+            return None;
+        }
+        let dfa = aho_corasick::dfa::DFA::builder()
             .ascii_case_insensitive(true)
-            .build(words)
-            .ok()
-            .map(|dfa| (dfa, weights))
-    });
-
-/// The sum of the weights of the signal words in `text`, each counted once.
-fn signal_weight(text: &[u8]) -> f64 {
-    use aho_corasick::Anchored;
-    use aho_corasick::automaton::Automaton;
-    let Some((dfa, weights)) = SIGNALS.as_ref() else {
-        return 0.0;
-    };
-    let Ok(mut sid) = dfa.start_state(Anchored::No) else {
-        return 0.0;
-    };
-    let mut seen = 0u64;
-    let mut total = 0.0;
-    for &b in text {
-        sid = dfa.next_state(Anchored::No, sid, b);
-        if dfa.is_special(sid) {
-            if dfa.is_dead(sid) {
-                break;
-            }
-            if dfa.is_match(sid) {
-                for k in 0..dfa.match_len(sid) {
-                    let i = dfa.match_pattern(sid, k).as_usize();
-                    if i < 64 && seen & (1 << i) == 0 {
-                        seen |= 1 << i;
-                        total += weights.get(i).copied().unwrap_or(0.0);
-                    }
+            .build(&words)
+            .ok()?;
+        let mut classes = [0u8; 256];
+        // One representative byte per class; class 0 is "no word uses this byte".
+        let mut representative = vec![0u8];
+        for w in &words {
+            for b in w.bytes().map(|b| b.to_ascii_lowercase()) {
+                if classes[usize::from(b)] == 0 {
+                    let class = u8::try_from(representative.len()).ok()?;
+                    classes[usize::from(b)] = class;
+                    classes[usize::from(b.to_ascii_uppercase())] = class;
+                    representative.push(b);
                 }
             }
         }
+        // Class 0 needs a byte no word uses.
+        representative[0] = (0..=255u8).find(|b| classes[usize::from(*b)] == 0)?;
+        let stride = representative.len();
+        let start = dfa.start_state(Anchored::No).ok()?;
+        let mut dense = std::collections::HashMap::new();
+        let mut order = vec![start];
+        dense.insert(start, 0u16);
+        let mut next = Vec::new();
+        let mut accept = Vec::new();
+        let mut i = 0;
+        while let Some(&sid) = order.get(i) {
+            let mut bits = 0u64;
+            if dfa.is_match(sid) {
+                for k in 0..dfa.match_len(sid) {
+                    bits |= 1 << dfa.match_pattern(sid, k).as_usize();
+                }
+            }
+            accept.push(bits);
+            for &b in &representative {
+                let to = dfa.next_state(Anchored::No, sid, b);
+                let id = match dense.get(&to) {
+                    Some(&id) => id,
+                    None => {
+                        let id = u16::try_from(order.len()).ok()?;
+                        dense.insert(to, id);
+                        order.push(to);
+                        id
+                    }
+                };
+                next.push(id);
+            }
+            i += 1;
+        }
+        // Row offsets must fit beside the match bit.
+        if order.len() * stride >= usize::from(MATCH) {
+            return None;
+        }
+        for to in &mut next {
+            let state = usize::from(*to);
+            let offset = u16::try_from(state * stride).ok()?;
+            *to = if accept.get(state).is_some_and(|bits| *bits != 0) {
+                offset | MATCH
+            } else {
+                offset
+            };
+        }
+        Some(Signals {
+            classes,
+            stride,
+            next,
+            accept,
+            weights,
+        })
     }
-    total
+
+    /// The sum of the weights of the words in `text`, each counted once, and the
+    /// [`COUNTS`] of its bytes, in the same pass.
+    fn scan(&self, text: &[u8]) -> (f64, u64) {
+        let mut row = 0usize;
+        let mut seen = 0u64;
+        let mut counts = 0u64;
+        for &b in text {
+            counts += COUNTS[usize::from(b)];
+            let class = usize::from(self.classes[usize::from(b)]);
+            let to = self.next.get(row + class).copied().unwrap_or(0);
+            row = usize::from(to & !MATCH);
+            if to & MATCH != 0 {
+                seen |= self.accept.get(row / self.stride).copied().unwrap_or(0);
+            }
+        }
+        let mut total = 0.0;
+        while seen != 0 {
+            let i = seen.trailing_zeros() as usize;
+            total += self.weights.get(i).copied().unwrap_or(0.0);
+            seen &= seen - 1;
+        }
+        (total, counts)
+    }
+}
+
+/// Per byte: 1 for a digit, 1 << 32 for an arithmetic operator (`= + * ^ /`), so one
+/// sum counts both (a text would need 4 GiB of digits to carry into the operators).
+static COUNTS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            1
+        } else if matches!(c, b'=' | b'+' | b'*' | b'^' | b'/') {
+            1 << 32
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Marks a transition into a state where a word ends.
+const MATCH: u16 = 0x8000;
+
+static SIGNALS: std::sync::LazyLock<Option<Signals>> = std::sync::LazyLock::new(Signals::build);
+
+/// The sum of the weights of the signal words in `text`, each counted once, and its
+/// digits and operators.
+fn signals(text: &[u8]) -> (f64, usize, usize) {
+    let (weight, counts) = match SIGNALS.as_ref() {
+        Some(s) => s.scan(text),
+        None => (0.0, text.iter().map(|b| COUNTS[usize::from(*b)]).sum()),
+    };
+    let digits = usize::try_from(counts & 0xFFFF_FFFF).unwrap_or(usize::MAX);
+    (
+        weight,
+        digits,
+        usize::try_from(counts >> 32).unwrap_or(usize::MAX),
+    )
+}
+
+/// The sum of the weights of the signal words in `text`, each counted once.
+#[cfg(test)]
+fn signal_weight(text: &[u8]) -> f64 {
+    signals(text).0
 }
 
 impl DifficultyEstimator for HeuristicDifficulty {
@@ -150,14 +277,9 @@ impl DifficultyEstimator for HeuristicDifficulty {
         let head = &text.as_bytes()[..text.len().min(2_000)];
         let mut score = base(task.kind);
         // Each signal counts once, however often it appears.
-        let words = signal_weight(head);
+        let (words, digits, ops) = signals(head);
         score += words.clamp(-0.25, 0.4);
         // Numbers and operators: multi-step arithmetic and formulas.
-        let (mut digits, mut ops) = (0usize, 0usize);
-        for b in head {
-            digits += usize::from(b.is_ascii_digit());
-            ops += usize::from(matches!(b, b'=' | b'+' | b'*' | b'^' | b'/'));
-        }
         score += (digits as f64 / 40.0).min(0.1) + (ops as f64 / 10.0).min(0.1);
         // Longer descriptions carry more constraints.
         let len = text.len() as f64;
@@ -199,6 +321,31 @@ mod tests {
                 assert!((0.0..=1.0).contains(&v), "{kind} {v}");
             }
         }
+    }
+
+    proptest::proptest! {
+        /// The dense automaton finds exactly the words a plain substring search finds.
+        #[test]
+        fn dense_automaton_agrees_with_substring_search(
+            text in "(?i)(prove|proof|optimi|scal|trade-off|root cause|sum|list|typo|[a-z -]){0,40}"
+        ) {
+            let lower = text.to_ascii_lowercase();
+            let expected: f64 = HARD_WORDS
+                .iter()
+                .chain(EASY_WORDS)
+                .filter(|(w, _)| lower.contains(w))
+                .map(|(_, weight)| weight)
+                .sum();
+            proptest::prop_assert!((signal_weight(text.as_bytes()) - expected).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn digits_and_operators_are_counted_in_the_same_pass() {
+        let (weight, digits, ops) = signals(b"prove 12 + 345 = x^2 / 7");
+        assert!((weight - 0.25).abs() < 1e-12);
+        assert_eq!((digits, ops), (7, 4));
+        assert_eq!(signals(b""), (0.0, 0, 0));
     }
 
     #[test]

@@ -132,6 +132,8 @@ const fn p(word: &'static str, weight: f32) -> Kw {
 }
 
 impl Kw {
+    /// Whether `word` carries this keyword (the keyword index's reference behaviour).
+    #[cfg(test)]
     fn matches(&self, word: &str) -> bool {
         if self.prefix {
             word.starts_with(self.word)
@@ -1452,18 +1454,63 @@ fn words(lower: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
+/// Every family keyword, by its text: (family index, prefix, weight). Built once, so
+/// scoring a word costs a few hash lookups instead of a scan of every keyword list.
+struct KeywordIndex {
+    by_word: genesis_core::fasthash::FxHashMap<&'static str, Vec<(usize, bool, f32)>>,
+    /// Shortest and longest prefix keyword, in bytes.
+    prefix_lens: std::ops::RangeInclusive<usize>,
+}
+
+static KEYWORDS: std::sync::LazyLock<KeywordIndex> = std::sync::LazyLock::new(|| {
+    let mut by_word: genesis_core::fasthash::FxHashMap<&'static str, Vec<(usize, bool, f32)>> =
+        Default::default();
+    let (mut shortest, mut longest) = (usize::MAX, 0);
+    for (i, fam) in Family::ALL.iter().enumerate() {
+        for k in fam.keywords() {
+            by_word
+                .entry(k.word)
+                .or_default()
+                .push((i, k.prefix, k.weight));
+            if k.prefix {
+                shortest = shortest.min(k.word.len());
+                longest = longest.max(k.word.len());
+            }
+        }
+    }
+    KeywordIndex {
+        by_word,
+        prefix_lens: shortest..=longest,
+    }
+});
+
 fn family_of(lower: &str) -> Option<(Family, f32)> {
+    let index = &*KEYWORDS;
     let mut scores = [0.0f32; 7];
     for word in words(lower) {
-        for (i, fam) in Family::ALL.iter().enumerate() {
-            // A word counts once per family, at its best keyword.
-            let best = fam
-                .keywords()
-                .iter()
-                .filter(|k| k.matches(word))
-                .map(|k| k.weight)
-                .fold(0.0f32, f32::max);
-            scores[i] += best;
+        // A word counts once per family, at its best keyword: the word itself (a whole
+        // word or a stem equal to it), or a stem that is a proper prefix of it.
+        let mut best = [0.0f32; 7];
+        let mut take = |entries: &Vec<(usize, bool, f32)>, whole: bool| {
+            for &(i, prefix, weight) in entries {
+                if (whole || prefix)
+                    && let Some(b) = best.get_mut(i)
+                {
+                    *b = b.max(weight);
+                }
+            }
+        };
+        if let Some(entries) = index.by_word.get(word) {
+            take(entries, true);
+        }
+        let longest = (*index.prefix_lens.end()).min(word.len().saturating_sub(1));
+        for k in *index.prefix_lens.start()..=longest {
+            if let Some(entries) = word.get(..k).and_then(|p| index.by_word.get(p)) {
+                take(entries, false);
+            }
+        }
+        for (score, b) in scores.iter_mut().zip(best) {
+            *score += b;
         }
     }
     let mut best: Option<(Family, f32)> = None;
@@ -1744,6 +1791,41 @@ mod tests {
             !k.contains(&K::Backend),
             "no software work in a marketing request"
         );
+    }
+
+    /// The keyword index scores exactly as a scan of every keyword list would.
+    fn family_scan(lower: &str) -> Option<(Family, f32)> {
+        let mut scores = [0.0f32; 7];
+        for word in words(lower) {
+            for (i, fam) in Family::ALL.iter().enumerate() {
+                scores[i] += fam
+                    .keywords()
+                    .iter()
+                    .filter(|k| k.matches(word))
+                    .map(|k| k.weight)
+                    .fold(0.0f32, f32::max);
+            }
+        }
+        let mut best: Option<(Family, f32)> = None;
+        for (i, fam) in Family::ALL.iter().enumerate() {
+            if scores[i] >= FAMILY_THRESHOLD && best.is_none_or(|(_, s)| scores[i] > s) {
+                best = Some((*fam, scores[i]));
+            }
+        }
+        best
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keyword_index_agrees_with_a_scan(
+            words in proptest::collection::vec(
+                "(saas|subscription|market|marketing|campaign|analy[a-z]{0,6}|deploy[a-z]{0,4}|bug|fix|crash|research|report|app|build|[a-z]{1,9})",
+                0..12,
+            )
+        ) {
+            let text = words.join(" ");
+            proptest::prop_assert_eq!(family_of(&text), family_scan(&text));
+        }
     }
 
     #[test]
