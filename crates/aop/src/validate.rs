@@ -131,6 +131,9 @@ impl<'a> Validator<'a> {
     }
 
     /// Validates a plan. Never panics; every problem becomes a [`Finding`].
+    ///
+    /// `assignments` may come in any order; in the DAG's insertion order
+    /// ([`TaskDag::tasks`]) they are matched to tasks without a lookup.
     pub fn validate(
         &self,
         request: &str,
@@ -139,9 +142,7 @@ impl<'a> Validator<'a> {
     ) -> ValidationReport {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let mut by_task: FxHashMap<&str, &Assignment> =
-            FxHashMap::with_capacity_and_hasher(assignments.len(), Default::default());
-        by_task.extend(assignments.iter().map(|a| (a.task.as_str(), a)));
+        let by_task = align(dag, assignments);
         // Every description is tokenised once, for coverage and redundancy alike.
         let text = TextFacts::new(request, dag);
 
@@ -150,11 +151,7 @@ impl<'a> Validator<'a> {
             self.check_solvable(dag, &by_task, &mut errors, &mut warnings);
         let (complete, coverage) = self.check_complete(dag, &text, &mut errors, &mut warnings);
         let non_redundant = self.check_redundancy(dag, &text, &mut errors, &mut warnings);
-        let estimated_cost: Usd = dag
-            .tasks()
-            .filter_map(|t| by_task.get(t.id.as_str()))
-            .map(|a| a.estimated_cost)
-            .sum();
+        let estimated_cost: Usd = by_task.iter().flatten().map(|a| a.estimated_cost).sum();
         let (within_budget, cost) = self.check_budget(estimated_cost, &mut errors, &mut warnings);
 
         let depth = if dag.limits().max_depth == 0 {
@@ -229,7 +226,7 @@ impl<'a> Validator<'a> {
     fn check_solvable(
         &self,
         dag: &TaskDag,
-        by_task: &FxHashMap<&str, &Assignment>,
+        by_task: &[Option<&Assignment>],
         errors: &mut Vec<Finding>,
         warnings: &mut Vec<Finding>,
     ) -> (bool, f64, f64) {
@@ -237,8 +234,8 @@ impl<'a> Validator<'a> {
         let mut success = 0.0;
         let mut matched = 0.0;
         let mut load: FxHashMap<&AgentId, u32> = FxHashMap::default();
-        for task in dag.tasks() {
-            let Some(a) = by_task.get(task.id.as_str()) else {
+        for (task, a) in dag.tasks().zip(by_task) {
+            let Some(a) = a else {
                 errors.push(finding(
                     "solvable.unassigned",
                     Some(&task.id),
@@ -455,6 +452,21 @@ impl<'a> Validator<'a> {
         }
         (true, ratio.clamp(0.0, 1.0))
     }
+}
+
+/// Each task's assignment, in the DAG's insertion order. Callers usually pass the
+/// assignments in that order (a comparison of ids confirms it); otherwise they are
+/// matched by task id. The last assignment for a task wins.
+fn align<'a>(dag: &TaskDag, assignments: &'a [Assignment]) -> Vec<Option<&'a Assignment>> {
+    if assignments.len() == dag.len() && dag.tasks().zip(assignments).all(|(t, a)| t.id == a.task) {
+        return assignments.iter().map(Some).collect();
+    }
+    let mut by_task: FxHashMap<&str, &Assignment> =
+        FxHashMap::with_capacity_and_hasher(assignments.len(), Default::default());
+    by_task.extend(assignments.iter().map(|a| (a.task.as_str(), a)));
+    dag.tasks()
+        .map(|t| by_task.get(t.id.as_str()).copied())
+        .collect()
 }
 
 fn finding(rule: &str, task: Option<&TaskId>, message: String) -> Finding {

@@ -524,7 +524,7 @@ impl Orchestrator {
         for generation in graph.generations() {
             // Borrowed, not cloned: routing reads the tasks in place.
             let tasks = generation.iter().filter_map(|id| graph.task(id.as_str()));
-            decisions.extend(inner.router.route_all(tasks).decisions);
+            inner.router.route_all_into(tasks, &mut decisions);
         }
         // One counter update per layer, not per task: each update is a registry lookup.
         let mut per_layer = [0u64; 4];
@@ -548,7 +548,8 @@ impl Orchestrator {
             by_id.insert(d.task_id.as_str(), i);
         }
         let nodes: Vec<&TaskNode> = graph.nodes().collect();
-        let mut assignments = Vec::with_capacity(graph.len());
+        // In the DAG's insertion order, which the validator matches without a lookup.
+        let mut assignments: Vec<Option<Assignment>> = vec![None; graph.len()];
         // Per task in topological order: (position, decision, model, declared deps).
         let mut rows = Vec::with_capacity(graph.len());
         for position in graph.topological_positions() {
@@ -563,12 +564,14 @@ impl Orchestrator {
                 continue;
             };
             let model = routed.agent.as_ref().map(|_| inner.selector.select(task));
-            assignments.push(Assignment {
-                task: task.id.clone(),
-                agent: routed.agent.clone(),
-                match_score: routed.match_score,
-                estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
-            });
+            if let Some(slot) = assignments.get_mut(position) {
+                *slot = Some(Assignment {
+                    task: task.id.clone(),
+                    agent: routed.agent.clone(),
+                    match_score: routed.match_score,
+                    estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
+                });
+            }
             let depends_on: Vec<genesis_core::TaskId> = graph
                 .declared_dependencies(task.id.as_str())
                 .into_iter()
@@ -579,6 +582,7 @@ impl Orchestrator {
         let registry = inner.router.registry();
         let mut vconfig = inner.validator.clone();
         vconfig.budget = options.budget.or(inner.budget.per_run);
+        let assignments: Vec<Assignment> = assignments.into_iter().flatten().collect();
         let validation = Validator::new(&registry, vconfig).validate(request, graph, &assignments);
         let depth = graph.depth();
         drop(nodes);

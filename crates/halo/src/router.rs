@@ -1072,25 +1072,49 @@ impl Router {
     /// at most `max_concurrent_tasks` tasks of the plan; when the best agent is full the
     /// next alternative is taken and the explanation says so.
     pub fn route_all<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> RoutingPlan {
+        let mut decisions = Vec::new();
+        self.route_all_into(tasks, &mut decisions);
+        let unassigned = decisions
+            .iter()
+            .filter(|d| d.agent.is_none())
+            .map(|d| UnassignedTask {
+                task_id: d.task_id.clone(),
+                reason: d.explanation.to_string(),
+            })
+            .collect();
+        let mut load: BTreeMap<AgentId, u32> = BTreeMap::new();
+        for agent in decisions.iter().filter_map(|d| d.agent.as_ref()) {
+            *load.entry(agent.clone()).or_default() += 1;
+        }
+        RoutingPlan {
+            decisions,
+            unassigned,
+            load,
+        }
+    }
+
+    /// [`Router::route_all`] without the summary: appends one decision per task to
+    /// `out`, in input order, with capacity applied among these tasks. For callers that
+    /// route a plan in parts (the orchestrator routes one generation at a time) and only
+    /// keep the decisions.
+    pub fn route_all_into<'t>(
+        &self,
+        tasks: impl IntoIterator<Item = &'t Task>,
+        out: &mut Vec<RouteDecision>,
+    ) {
         let tasks = tasks.into_iter();
         let st = self.snapshot();
-        let n = st.registry.len();
-        let mut load = vec![0u32; n];
-        let mut decisions = Vec::with_capacity(tasks.size_hint().0);
-        let mut unassigned = Vec::new();
+        let mut load = vec![0u32; st.registry.len()];
+        out.reserve(tasks.size_hint().0);
         let mut counts = [0u64; 2];
         let mut scratch = SPARE_RANKING.take();
         for task in tasks {
             let mut r = self.ranking_counted(&st, task, &mut counts, &mut scratch);
             let (d, chosen) = self.decide(&st, task, &mut r, &load);
-            match chosen {
-                Some(i) => load[i] += 1,
-                None => unassigned.push(UnassignedTask {
-                    task_id: task.id.clone(),
-                    reason: d.explanation.to_string(),
-                }),
+            if let Some(l) = chosen.and_then(|i| load.get_mut(i)) {
+                *l += 1;
             }
-            decisions.push(d);
+            out.push(d);
             if let Ranked::Owned(b) = r {
                 scratch = Some(b);
             }
@@ -1098,17 +1122,6 @@ impl Router {
         self.flush_counts(counts);
         if scratch.is_some() {
             SPARE_RANKING.set(scratch);
-        }
-        let load = load
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| **l > 0)
-            .filter_map(|(i, l)| st.registry.by_index(i).map(|p| (p.id.clone(), *l)))
-            .collect();
-        RoutingPlan {
-            decisions,
-            unassigned,
-            load,
         }
     }
 
