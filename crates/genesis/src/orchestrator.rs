@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use genesis_aop::{Assignment, Validator, ValidatorConfig};
-use genesis_core::fasthash::FxHashMap;
 use genesis_core::{Task, Usd};
 use genesis_daao::{Budget, ModelCatalog, ModelSelector};
 use genesis_feature_flags::SharedFlags;
@@ -520,10 +519,17 @@ impl Orchestrator {
         // Route one generation at a time: tasks of a generation can run at the same
         // time, so agent capacity (max concurrent tasks) is applied within it, not across
         // tasks that will never overlap.
+        let nodes: Vec<&TaskNode> = graph.nodes().collect();
         let mut decisions: Vec<RouteDecision> = Vec::with_capacity(graph.len());
-        for generation in graph.generations() {
+        // Per insertion position, the index of its decision.
+        let mut decision_of = vec![usize::MAX; nodes.len()];
+        for mut generation in graph.generation_positions() {
+            generation.retain(|&p| p < nodes.len());
+            for (k, &position) in generation.iter().enumerate() {
+                decision_of[position] = decisions.len() + k;
+            }
             // Borrowed, not cloned: routing reads the tasks in place.
-            let tasks = generation.iter().filter_map(|id| graph.task(id.as_str()));
+            let tasks = generation.iter().filter_map(|&p| nodes.get(p)).map(|n| &n.task);
             inner.router.route_all_into(tasks, &mut decisions);
         }
         // One counter update per layer, not per task: each update is a registry lookup.
@@ -542,12 +548,6 @@ impl Orchestrator {
                 metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => layer.as_str()).increment(n);
             }
         }
-        let mut by_id: FxHashMap<&str, usize> =
-            FxHashMap::with_capacity_and_hasher(decisions.len(), Default::default());
-        for (i, d) in decisions.iter().enumerate() {
-            by_id.insert(d.task_id.as_str(), i);
-        }
-        let nodes: Vec<&TaskNode> = graph.nodes().collect();
         // In the DAG's insertion order, which the validator matches without a lookup.
         let mut assignments: Vec<Option<Assignment>> = vec![None; graph.len()];
         // Per task in topological order: (position, decision, model, declared deps).
@@ -557,7 +557,7 @@ impl Orchestrator {
                 continue;
             };
             let task = &node.task;
-            let Some(&decision) = by_id.get(task.id.as_str()) else {
+            let Some(&decision) = decision_of.get(position) else {
                 continue;
             };
             let Some(routed) = decisions.get(decision) else {
@@ -586,7 +586,6 @@ impl Orchestrator {
         let validation = Validator::new(&registry, vconfig).validate(request, graph, &assignments);
         let depth = graph.depth();
         drop(nodes);
-        drop(by_id);
         // The plan takes the tasks and routing decisions over: moved when the DAG is the
         // planner's own, copied when the caller lent it.
         let mut decisions: Vec<Option<RouteDecision>> = decisions.into_iter().map(Some).collect();

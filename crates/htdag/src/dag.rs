@@ -499,6 +499,33 @@ impl TaskDag {
         out
     }
 
+    /// [`TaskDag::generations`] as positions in insertion order (what
+    /// [`TaskDag::nodes`] yields), for callers that index nodes instead of looking ids
+    /// up.
+    pub fn generation_positions(&self) -> Vec<Vec<usize>> {
+        let bound = self.graph.node_bound();
+        let mut position = vec![usize::MAX; bound];
+        for (i, ix) in self.order.iter().enumerate() {
+            position[ix.index()] = i;
+        }
+        let mut level = vec![0usize; bound];
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        for &ix in self.topo_indices() {
+            let l = self
+                .graph
+                .edges_directed(ix, Direction::Incoming)
+                .map(|e| level[e.source().index()] + 1)
+                .max()
+                .unwrap_or(0);
+            level[ix.index()] = l;
+            if out.len() <= l {
+                out.resize_with(l + 1, Vec::new);
+            }
+            out[l].push(position[ix.index()]);
+        }
+        out
+    }
+
     /// Number of tasks on the longest chain of waits (the minimum number of sequential
     /// steps to finish the DAG with unlimited parallelism).
     pub fn critical_path_len(&self) -> usize {
@@ -708,6 +735,8 @@ mod tests {
             generations,
             [vec!["design"], vec!["api", "ui"], vec!["build"]]
         );
+        // Insertion positions: design 0, build 1, api 2, ui 3.
+        assert_eq!(dag.generation_positions(), [vec![0], vec![2, 3], vec![1]]);
         assert_eq!(dag.declared_dependencies("build"), [&id("design")]);
 
         let mut done: HashSet<String> = HashSet::new();
