@@ -150,6 +150,13 @@ impl FromStr for TaskKind {
     }
 }
 
+/// A metadata key or value: borrowed when it is a literal (the decomposers' `family`,
+/// `step`, ...), so tagging a task allocates nothing; owned when it came from input.
+pub type MetaText = std::borrow::Cow<'static, str>;
+
+/// A task's free-form key/value context, sorted by key. Look entries up with a `&str`.
+pub type Metadata = BTreeMap<MetaText, MetaText>;
+
 /// One unit of work.
 ///
 /// Field names are part of the stable JSON contract (docs/API.md).
@@ -163,7 +170,7 @@ pub struct Task {
     pub description: String,
     /// Free-form key/value context (`priority`, `domain`, ...). Routing rules may match it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: Metadata,
     /// Skills an agent needs to take the task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_skills: Vec<String>,
@@ -192,9 +199,9 @@ impl Task {
         self
     }
 
-    /// Adds a metadata entry.
+    /// Adds a metadata entry. `&'static str` keys and values are stored without a copy.
     #[must_use]
-    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_metadata(mut self, key: impl Into<MetaText>, value: impl Into<MetaText>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }

@@ -529,7 +529,10 @@ impl Orchestrator {
                 decision_of[position] = decisions.len() + k;
             }
             // Borrowed, not cloned: routing reads the tasks in place.
-            let tasks = generation.iter().filter_map(|&p| nodes.get(p)).map(|n| &n.task);
+            let tasks = generation
+                .iter()
+                .filter_map(|&p| nodes.get(p))
+                .map(|n| &n.task);
             inner.router.route_all_into(tasks, &mut decisions);
         }
         // One counter update per layer, not per task: each update is a registry lookup.

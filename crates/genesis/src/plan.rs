@@ -61,7 +61,7 @@ pub struct PlannedTask {
     pub required_skills: Vec<String>,
     /// Free-form metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: genesis_core::Metadata,
     /// Estimated tokens.
     pub estimated_tokens: u32,
     /// Assigned agent (`null` when unassigned).

@@ -528,10 +528,13 @@ impl CompiledRules {
             if !r.metadata.is_empty() && task.metadata.is_empty() {
                 continue;
             }
-            let meta_ok = r.metadata.iter().all(|(k, v)| match task.metadata.get(k) {
-                None => false,
-                Some(actual) => v.as_ref().is_none_or(|want| want == actual),
-            });
+            let meta_ok = r
+                .metadata
+                .iter()
+                .all(|(k, v)| match task.metadata.get(k.as_str()) {
+                    None => false,
+                    Some(actual) => v.as_ref().is_none_or(|want| want == actual),
+                });
             if !meta_ok {
                 continue;
             }
