@@ -365,10 +365,12 @@ impl<'a> Validator<'a> {
         // (kind, task, word set) of leaf tasks, grouped by kind below.
         let mut leaves: Vec<(usize, &TaskId, &[u64])> = Vec::new();
         for (node, words) in dag.nodes().zip(&text.tasks) {
-            if let Some(first) = exact.insert(
-                (node.parent.as_ref(), node.task.kind, words.sequence),
-                &node.task.id,
-            ) {
+            if let Some(sequence) = words.sequence
+                && let Some(first) = exact.insert(
+                    (node.parent.as_ref(), node.task.kind, sequence),
+                    &node.task.id,
+                )
+            {
                 errors.push(finding(
                     "non_redundant.duplicate",
                     Some(&node.task.id),
@@ -479,8 +481,10 @@ fn finding(rule: &str, task: Option<&TaskId>, message: String) -> Finding {
 
 /// One task's words, as the validator needs them.
 struct TaskWords {
-    /// Hash of the whole lower-cased word sequence (exact duplicates).
-    sequence: u64,
+    /// Hash of the whole lower-cased word sequence, for exact duplicates: only for
+    /// tasks that share their parent and kind with another task (the only ones that
+    /// can repeat one).
+    sequence: Option<u64>,
     /// A leaf task that shares its kind with another leaf: the only tasks compared
     /// for near duplicates.
     candidate: bool,
@@ -528,30 +532,44 @@ impl TextFacts {
                 *n += 1;
             }
         }
+        let mut siblings: FxHashMap<(Option<&str>, TaskKind), u32> =
+            FxHashMap::with_capacity_and_hasher(dag.len(), Default::default());
+        for node in dag.nodes() {
+            *siblings
+                .entry((node.parent.as_ref().map(TaskId::as_str), node.task.kind))
+                .or_default() += 1;
+        }
         let mut tasks = Vec::with_capacity(dag.len());
         let mut sets = Vec::new();
-        for task in dag.tasks() {
+        for node in dag.nodes() {
+            let task = &node.task;
+            let has_twin = siblings
+                .get(&(node.parent.as_ref().map(TaskId::as_str), task.kind))
+                .is_some_and(|n| *n > 1);
             let candidate = is_leaf(&task.id)
                 && leaves_of_kind
                     .get(task.kind.index())
                     .is_some_and(|n| *n > 1);
             let start = sets.len();
             let mut sequence = FNV_OFFSET;
-            each_word(&task.description, |w| {
-                sequence = (sequence ^ w.full).wrapping_mul(FNV_PRIME);
-                if candidate {
-                    sets.push(w.full);
-                }
-                if unseen > 0
-                    && let Some(stem) = w.key_stem()
-                    && let Ok(i) = wanted.binary_search(&stem)
-                    && let Some(m) = mentioned.get_mut(i)
-                    && !*m
-                {
-                    *m = true;
-                    unseen -= 1;
-                }
-            });
+            // Most tasks need no word at all once every key word has been seen.
+            if has_twin || candidate || unseen > 0 {
+                each_word(&task.description, |w| {
+                    sequence = (sequence ^ w.full).wrapping_mul(FNV_PRIME);
+                    if candidate {
+                        sets.push(w.full);
+                    }
+                    if unseen > 0
+                        && let Some(stem) = w.key_stem()
+                        && let Ok(i) = wanted.binary_search(&stem)
+                        && let Some(m) = mentioned.get_mut(i)
+                        && !*m
+                    {
+                        *m = true;
+                        unseen -= 1;
+                    }
+                });
+            }
             let set = &mut sets[start..];
             set.sort_unstable();
             let mut kept = 0;
@@ -563,7 +581,7 @@ impl TextFacts {
             }
             sets.truncate(start + kept);
             tasks.push(TaskWords {
-                sequence,
+                sequence: has_twin.then_some(sequence),
                 candidate,
                 set: start..start + kept,
             });
