@@ -283,7 +283,7 @@ impl<'a> Validator<'a> {
                 .required_skills
                 .iter()
                 .filter(|s| !agent.skills.iter().any(|k| k.eq_ignore_ascii_case(s)))
-                .map(String::as_str)
+                .map(AsRef::as_ref)
                 .collect();
             if !missing.is_empty() {
                 warnings.push(finding(

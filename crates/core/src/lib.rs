@@ -32,4 +32,4 @@ pub use error::{ErrorCategory, Severity};
 pub use id::{AgentId, ModelId, RunId, TaskId};
 pub use money::{InvalidUsd, Usd};
 pub use secret::Secret;
-pub use task::{MetaText, Metadata, Task, TaskKind, UnknownTaskKind};
+pub use task::{Label, Metadata, Task, TaskKind, UnknownTaskKind};

@@ -150,12 +150,13 @@ impl FromStr for TaskKind {
     }
 }
 
-/// A metadata key or value: borrowed when it is a literal (the decomposers' `family`,
-/// `step`, ...), so tagging a task allocates nothing; owned when it came from input.
-pub type MetaText = std::borrow::Cow<'static, str>;
+/// A short text on a task (a metadata key or value, a skill): borrowed when it is a
+/// literal (the decomposers' `family`, `step`, template skills), so building a task
+/// from a template allocates nothing for it; owned when it came from input.
+pub type Label = std::borrow::Cow<'static, str>;
 
 /// A task's free-form key/value context, sorted by key. Look entries up with a `&str`.
-pub type Metadata = BTreeMap<MetaText, MetaText>;
+pub type Metadata = BTreeMap<Label, Label>;
 
 /// One unit of work.
 ///
@@ -173,7 +174,7 @@ pub struct Task {
     pub metadata: Metadata,
     /// Skills an agent needs to take the task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required_skills: Vec<String>,
+    pub required_skills: Vec<Label>,
     /// Expected LLM tokens (input + output) to complete the task.
     #[serde(default)]
     pub estimated_tokens: u32,
@@ -194,14 +195,14 @@ impl Task {
 
     /// Adds a required skill.
     #[must_use]
-    pub fn with_skill(mut self, skill: impl Into<String>) -> Self {
+    pub fn with_skill(mut self, skill: impl Into<Label>) -> Self {
         self.required_skills.push(skill.into());
         self
     }
 
     /// Adds a metadata entry. `&'static str` keys and values are stored without a copy.
     #[must_use]
-    pub fn with_metadata(mut self, key: impl Into<MetaText>, value: impl Into<MetaText>) -> Self {
+    pub fn with_metadata(mut self, key: impl Into<Label>, value: impl Into<Label>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }

@@ -58,7 +58,7 @@ pub struct PlannedTask {
     pub depends_on: Vec<TaskId>,
     /// Skills required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required_skills: Vec<String>,
+    pub required_skills: Vec<genesis_core::Label>,
     /// Free-form metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: genesis_core::Metadata,

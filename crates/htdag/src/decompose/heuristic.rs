@@ -1360,7 +1360,7 @@ impl Builder<'_> {
             .with_estimated_tokens(estimated_tokens(step.kind, composite))
             .with_metadata("family", family.as_str())
             .with_metadata("step", step.key);
-        task.required_skills = step.skills.iter().map(|s| (*s).to_owned()).collect();
+        task.required_skills = step.skills.iter().map(|s| (*s).into()).collect();
         self.dag.add_task(task, parent)?;
         Ok(())
     }

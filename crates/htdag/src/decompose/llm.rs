@@ -159,7 +159,13 @@ impl<M: PlannerModel> LlmDecomposer<M> {
             })?;
         }
         let mut task = Task::new(id, kind, description).with_metadata("source", "llm");
-        task.required_skills = item.skills.iter().take(8).cloned().collect();
+        task.required_skills = item
+            .skills
+            .iter()
+            .take(8)
+            .cloned()
+            .map(Into::into)
+            .collect();
         Ok(task)
     }
 
