@@ -203,7 +203,7 @@ fn main() -> Result<()> {
     for (s, (k, n)) in per {
         println!("- {s}: {}", pct(k, n));
     }
-    for &i in flagged.iter().take(5) {
+    for &i in flagged.iter().take(10) {
         let text: String = p.rows[i].text.chars().take(120).collect();
         println!("- false positive: {text:?}");
     }
@@ -221,7 +221,7 @@ fn main() -> Result<()> {
     let probe = |texts: &[&str], want: bool| -> usize {
         let mut ok = 0;
         for text in texts {
-            let doc = genesis_security::training::featurize(text);
+            let doc = genesis_security::training::featurize_with(text, &p.charlm);
             let score = sigmoid(doc.logit(&shipped) - t);
             ok += usize::from((score >= 0.5) == want);
             if (score >= 0.5) != want || common::env_f64("GENESIS_PROBE_ALL", 0.0) > 0.0 {
@@ -250,7 +250,12 @@ fn main() -> Result<()> {
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let scores: Vec<f64> = lines
                 .iter()
-                .map(|x| sigmoid(genesis_security::training::featurize(x).logit(&shipped) - t))
+                .map(|x| {
+                    sigmoid(
+                        genesis_security::training::featurize_with(x, &p.charlm).logit(&shipped)
+                            - t,
+                    )
+                })
                 .collect();
             let ok = probe(&lines, want);
             let extreme = if want {

@@ -43,6 +43,15 @@ fn main() -> Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/injection.bin");
     let bytes = model.to_bytes();
     std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    let charlm_path = path.with_file_name("charlm.bin");
+    std::fs::write(&charlm_path, p.charlm.to_bytes())
+        .with_context(|| format!("writing {}", charlm_path.display()))?;
+    println!(
+        "wrote {} (gibberish levels {:?}, tail {})",
+        charlm_path.display(),
+        p.charlm.levels(),
+        p.charlm.tail_threshold()
+    );
     let nonzero = bytes[20..].chunks_exact(2).filter(|c| c != &[0, 0]).count();
     println!(
         "wrote {} ({} bytes, {nonzero} non-zero weights, bias {:.4}) in {:.1?}",

@@ -314,18 +314,19 @@ impl InjectionDetector {
         };
         let mut top = TopFeatures::new(k);
         let signals = features::signals(&norm.stats, &structure);
+        let charlm = &*crate::charlm::SHIPPED;
         let (sum, n) = match model.table() {
-            Some(table) if k == 0 => features::weighted_sum(&norm.text, signals, table),
+            Some(table) if k == 0 => features::weighted_sum(&norm.text, signals, table, charlm),
             Some(table) => {
                 let bytes = norm.text.as_bytes();
-                let mut sum = features::char_gram_sum(bytes, table);
+                let (mut sum, peak) = features::char_gram_sum(bytes, table, charlm);
                 let mut n = features::char_gram_count(bytes.len());
                 n += features::for_each_word_feature(bytes, |bucket, span| {
                     let w = features::weight_at(table, bucket);
                     sum += i64::from(w);
                     top.offer(w, span, &norm.text);
                 });
-                for name in signals {
+                for name in signals.chain(features::gibberish_signals(charlm.level(peak))) {
                     let w = features::weight_at(table, features::signal_bucket(name));
                     sum += i64::from(w);
                     top.offer(w, Span::Signal(name), &norm.text);
@@ -337,6 +338,8 @@ impl InjectionDetector {
             // back to the reference featuriser rather than fail.
             None => {
                 let mut sum: i64 = 0;
+                let level = charlm.level(charlm.peak(norm.text.as_bytes()));
+                let signals = signals.chain(features::gibberish_signals(level));
                 let n = features::for_each_feature(&norm.text, signals, |bucket, span| {
                     let w = model.raw(bucket);
                     sum += i64::from(w);

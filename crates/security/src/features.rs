@@ -2,6 +2,7 @@
 //! unigrams and bigrams, and obfuscation signals. Hashes are computed incrementally per
 //! position (no allocation per n-gram) and mapped to one of [`BUCKETS`] weights.
 
+use crate::charlm::{CharModel, PEAK_BLOCK};
 use crate::normalize::NormalizeStats;
 use crate::rules::Structure;
 
@@ -79,6 +80,18 @@ pub(crate) fn signals(
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
+}
+
+/// The gibberish signals of a text whose peak (see [`CharModel::peak`]) is at `level`: one
+/// per level reached, so the model learns a weight for each step.
+pub(crate) fn gibberish_signals(level: u8) -> impl Iterator<Item = &'static str> + Clone {
+    [
+        "signal:gibberish",
+        "signal:gibberish_high",
+        "signal:gibberish_extreme",
+    ]
+    .into_iter()
+    .take(usize::from(level))
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -167,28 +180,46 @@ fn at(table: &Table, bucket: u32) -> i64 {
 }
 
 /// Σ weights of the character 3-, 4- and 5-grams of `b`: the hot loop of the detector, the
-/// same buckets as [`for_each_feature`] without a callback per n-gram.
-pub(crate) fn char_gram_sum(b: &[u8], table: &Table) -> i64 {
-    let mut window: u64 = 0;
+/// same buckets as [`for_each_feature`] without a callback per n-gram. Also returns the
+/// text's gibberish peak under `charlm`, equal to [`CharModel::peak`]: the byte pair it
+/// looks up is the low 16 bits of the same window.
+pub(crate) fn char_gram_sum(b: &[u8], table: &Table, charlm: &CharModel) -> (i64, u32) {
+    let pairs = charlm.pairs();
+    // The window starts with the space that precedes the text for the pair model; the
+    // n-gram masks never reach it (an n-gram ending at byte i >= n - 1 spans bytes only).
+    let mut window: u64 = u64::from(b' ');
     let mut sum: i64 = 0;
-    let head = b.len().min(4);
+    // The first block: the only bytes with fewer than four before them.
+    let head = b.len().min(PEAK_BLOCK);
+    let mut first = 0u32;
     for (i, &byte) in b[..head].iter().enumerate() {
         window = (window << 8) | u64::from(byte);
+        first += u32::from(pairs[(window & 0xffff) as usize]);
         if i >= 2 {
             sum += at(table, gram3(window));
         }
         if i >= 3 {
             sum += at(table, gram4(window));
         }
+        if i >= 4 {
+            sum += at(table, gram5(window));
+        }
     }
+    let (mut last, mut peak) = (first, first);
     // Two accumulators keep the loads independent of each other's adds.
     let mut other: i64 = 0;
-    for &byte in &b[head..] {
-        window = (window << 8) | u64::from(byte);
-        sum += at(table, gram3(window)) + at(table, gram4(window));
-        other += at(table, gram5(window));
+    for block in b[head..].chunks(PEAK_BLOCK) {
+        let mut surprisal = 0u32;
+        for &byte in block {
+            window = (window << 8) | u64::from(byte);
+            surprisal += u32::from(pairs[(window & 0xffff) as usize]);
+            sum += at(table, gram3(window)) + at(table, gram4(window));
+            other += at(table, gram5(window));
+        }
+        peak = peak.max(last + surprisal);
+        last = surprisal;
     }
-    sum + other
+    (sum + other, peak)
 }
 
 /// Word unigram and bigram features of `b` (see [`for_each_feature`]). Returns how many
@@ -224,18 +255,20 @@ pub(crate) fn for_each_word_feature(b: &[u8], mut f: impl FnMut(u32, Span)) -> u
     count
 }
 
-/// Σ weights and number of all features of `text` plus `signals`: equal to summing
-/// `table[bucket]` over [`for_each_feature`], computed with the fast loops.
+/// Σ weights and number of all features of `text` plus `signals` plus its gibberish
+/// signals under `charlm`: equal to summing `table[bucket]` over [`for_each_feature`] with
+/// `signals` chained with [`gibberish_signals`], computed with the fast loops.
 pub(crate) fn weighted_sum(
     text: &str,
     signals: impl Iterator<Item = &'static str>,
     table: &Table,
+    charlm: &CharModel,
 ) -> (i64, usize) {
     let b = text.as_bytes();
-    let mut sum = char_gram_sum(b, table);
+    let (mut sum, peak) = char_gram_sum(b, table, charlm);
     let mut count = char_gram_count(b.len());
     count += for_each_word_feature(b, |bucket, _| sum += at(table, bucket));
-    for name in signals {
+    for name in signals.chain(gibberish_signals(charlm.level(peak))) {
         sum += at(table, signal_bucket(name));
         count += 1;
     }
@@ -309,12 +342,24 @@ mod tests {
         fn fast_sum_equals_the_reference_featuriser(text in "\\PC{0,64}", padding: bool) {
             let table = random_table();
             let stats = NormalizeStats { invisible_chars: 1, ..NormalizeStats::default() };
-            let mut sum = 0i64;
             let structure = Structure { padding, ..Structure::default() };
-            let n = for_each_feature(&text, signals(&stats, &structure), |b, _| {
+            let charlm = &crate::charlm::SHIPPED;
+            let level = charlm.level(charlm.peak(text.as_bytes()));
+            let mut sum = 0i64;
+            let n = for_each_feature(&text, signals(&stats, &structure).chain(gibberish_signals(level)), |b, _| {
                 sum += i64::from(table[b as usize]);
             });
-            proptest::prop_assert_eq!(weighted_sum(&text, signals(&stats, &structure), &table), (sum, n));
+            proptest::prop_assert_eq!(weighted_sum(&text, signals(&stats, &structure), &table, charlm), (sum, n));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fused_peak_equals_the_character_model(text in "[ -~]{0,80}|\\PC{0,40}") {
+            let table = random_table();
+            let charlm = &crate::charlm::SHIPPED;
+            let (_, peak) = char_gram_sum(text.as_bytes(), &table, charlm);
+            proptest::prop_assert_eq!(peak, charlm.peak(text.as_bytes()));
         }
     }
 
@@ -336,7 +381,7 @@ mod tests {
                 sum += i64::from(table[b as usize]);
             });
             assert_eq!(
-                weighted_sum(text, std::iter::empty(), &table),
+                weighted_sum(text, std::iter::empty(), &table, &CharModel::flat()),
                 (sum, n),
                 "{text:?}"
             );

@@ -29,6 +29,7 @@
 //! ```
 
 mod auth;
+mod charlm;
 mod detector;
 mod error;
 mod features;
@@ -42,6 +43,7 @@ mod sanitize;
 pub mod training;
 
 pub use auth::{AgentAuthenticator, AuthConfig, Environment, TokenClaims};
+pub use charlm::{CharModel, CharModelError};
 pub use detector::{DetectorConfig, InjectionDetector, Reason, ReasonKind, Scan, Verdict};
 pub use error::SecurityError;
 pub use guard::{Action, Checkpoint, CheckpointPolicies, Guard, Policy, Screened, SecurityConfig};

@@ -13,6 +13,7 @@
 //! assert!(docs[0].logit(&model) > docs[1].logit(&model));
 //! ```
 
+use crate::charlm::CharModel;
 use crate::detector::InjectionDetector;
 use crate::features::{self, BUCKETS};
 use crate::model::LinearModel;
@@ -45,19 +46,25 @@ impl Doc {
     }
 }
 
-/// Normalises `text` and computes its hashed features and rule logit (all rules on).
+/// Normalises `text` and computes its hashed features and rule logit (all rules on), with
+/// the shipped character model.
 pub fn featurize(text: &str) -> Doc {
+    featurize_with(text, &crate::charlm::SHIPPED)
+}
+
+/// [`featurize`] with the given character model (training learns its own from the
+/// training pool's benign text, see [`CharModel::train`]).
+pub fn featurize_with(text: &str, charlm: &CharModel) -> Doc {
     let detector = InjectionDetector::default();
     let norm = normalize(text);
     let mut matched = Vec::new();
-    let structure = rules::Structure::of(&norm.text, &mut matched);
+    let structure = rules::Structure::of_with(&norm.text, &mut matched, charlm);
     let rule_logit = detector.rule_logit(structure, &matched, &mut Vec::new()) as f32;
     let mut buckets = Vec::new();
-    let n = features::for_each_feature(
-        &norm.text,
-        features::signals(&norm.stats, &structure),
-        |b, _| buckets.push(b),
-    );
+    let level = charlm.level(charlm.peak(norm.text.as_bytes()));
+    let signals =
+        features::signals(&norm.stats, &structure).chain(features::gibberish_signals(level));
+    let n = features::for_each_feature(&norm.text, signals, |b, _| buckets.push(b));
     buckets.sort_unstable();
     let inv = 1.0 / (n.max(features::MIN_NORM) as f32).sqrt();
     let mut idx = Vec::new();

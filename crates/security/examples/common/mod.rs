@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use genesis_security::training::{
-    Doc, SplitMix64, TrainConfig, balanced_weights, expand_templates, featurize,
+    Doc, SplitMix64, TrainConfig, balanced_weights, expand_templates, featurize_with,
     group_near_duplicates, grouped_folds, threshold_for_fpr, train,
 };
+use genesis_security::{CharModel, normalize::normalize};
 
 /// Folds for cross-validation.
 pub(crate) const FOLDS: usize = 5;
@@ -43,6 +44,9 @@ pub(crate) struct Prepared {
     pub(crate) heldout: Vec<bool>,
     /// Fold of each training-pool row (`usize::MAX` for held-out rows).
     pub(crate) fold: Vec<usize>,
+    /// The character model of ordinary text, learned from the pool's benign rows (not the
+    /// held-out ones, not the synthetic templates).
+    pub(crate) charlm: CharModel,
 }
 
 pub(crate) fn data_dir() -> PathBuf {
@@ -213,13 +217,24 @@ pub(crate) fn prepare(dir: &Path) -> Result<Prepared> {
             *f = usize::MAX;
         }
     }
-    let docs = rows.iter().map(|r| featurize(&r.text)).collect();
+    let ordinary: Vec<String> = rows
+        .iter()
+        .zip(&heldout)
+        .filter(|(r, h)| !r.label && !**h && !is_synthetic(r))
+        .map(|(r, _)| normalize(&r.text).text)
+        .collect();
+    let charlm = CharModel::train(ordinary.iter().map(String::as_str));
+    let docs = rows
+        .iter()
+        .map(|r| featurize_with(&r.text, &charlm))
+        .collect();
     Ok(Prepared {
         rows,
         docs,
         groups,
         heldout,
         fold,
+        charlm,
     })
 }
 
