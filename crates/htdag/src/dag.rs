@@ -295,6 +295,23 @@ impl TaskDag {
         self.index.contains_key(id)
     }
 
+    /// Replaces the limits, for a DAG built under other (wider) limits that the caller
+    /// has checked it fits: the heuristic decomposer's prebuilt templates.
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Calls `f` with each task's insertion position and description, to rewrite the
+    /// descriptions in place (the structure, and so the cached topological order, stays
+    /// as it is).
+    pub(crate) fn rewrite_descriptions(&mut self, mut f: impl FnMut(usize, &mut String)) {
+        for (position, &ix) in self.order.iter().enumerate() {
+            if let Some(node) = self.graph.node_weight_mut(ix) {
+                f(position, &mut node.task.description);
+            }
+        }
+    }
+
     /// All nodes in insertion order.
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = &TaskNode> + '_ {
         self.order.iter().map(|&ix| &self.graph[ix])

@@ -1233,6 +1233,24 @@ impl HeuristicDecomposer {
                 _ => Expansion::Flat,
             };
         }
+        // One clause of a known family: the template's structure (ids, kinds, skills,
+        // metadata, edges, topological order) was built once; only the descriptions
+        // carry the subject.
+        if !compound
+            && expansion > Expansion::Flat
+            && let [clause] = clauses.as_slice()
+            && let Some(family) = clause.family
+            && let Some(prebuilt) = prebuilt(family, expansion)
+        {
+            let mut dag = prebuilt.dag.clone();
+            dag.set_limits(limits.clone());
+            dag.rewrite_descriptions(|position, description| {
+                if let Some(text) = prebuilt.texts.get(position) {
+                    *description = fill(text, &clause.subject);
+                }
+            });
+            return Ok(dag);
+        }
         let mut dag = TaskDag::new(limits.clone());
         dag.reserve(size_of(&clauses, compound, expansion).0);
         let mut b = Builder { dag: &mut dag };
@@ -1280,6 +1298,66 @@ impl HeuristicDecomposer {
     pub fn classify(&self, text: &str) -> Option<(Family, f32)> {
         family_of(&text.to_lowercase())
     }
+}
+
+/// A family template instantiated once, with empty descriptions: cloning it and filling
+/// in the descriptions gives exactly what [`Builder::template`] would build (no id
+/// formatting, cycle checks or index inserts per request).
+struct Prebuilt {
+    dag: TaskDag,
+    /// Each task's template text, by insertion position.
+    texts: Vec<&'static str>,
+}
+
+/// Every family at the two template expansions, built on first use.
+static PREBUILT: std::sync::LazyLock<Vec<Option<Prebuilt>>> = std::sync::LazyLock::new(|| {
+    let mut out = Vec::with_capacity(Family::ALL.len() * 2);
+    for family in Family::ALL {
+        for expansion in [Expansion::Phases, Expansion::Full] {
+            out.push(build_prebuilt(family, expansion));
+        }
+    }
+    out
+});
+
+fn prebuilt(family: Family, expansion: Expansion) -> Option<&'static Prebuilt> {
+    let f = Family::ALL.iter().position(|x| *x == family)?;
+    let e = match expansion {
+        Expansion::Flat => return None,
+        Expansion::Phases => 0,
+        Expansion::Full => 1,
+    };
+    PREBUILT.get(f * 2 + e)?.as_ref()
+}
+
+fn build_prebuilt(family: Family, expansion: Expansion) -> Option<Prebuilt> {
+    // Built under limits wide enough for any template; the caller's limits are set on
+    // each copy, after the expansion was chosen to fit them.
+    let wide = Limits {
+        max_request_chars: usize::MAX,
+        max_depth: usize::MAX,
+        max_tasks: usize::MAX,
+        ..Limits::default()
+    };
+    let mut dag = TaskDag::new(wide);
+    Builder { dag: &mut dag }
+        .template(family, "", None, "t", expansion)
+        .ok()?;
+    // The insertion order of Builder::template.
+    let mut texts = Vec::with_capacity(dag.len());
+    for step in family.template() {
+        texts.push(step.text);
+        if expansion == Expansion::Full {
+            texts.extend(step.children.iter().map(|c| c.text));
+        }
+    }
+    if texts.len() != dag.len() {
+        return None;
+    }
+    dag.rewrite_descriptions(|_, description| *description = String::new());
+    // Computes and caches the topological order, which every copy then shares.
+    dag.topological_order();
+    Some(Prebuilt { dag, texts })
 }
 
 struct Builder<'a> {
@@ -1741,6 +1819,55 @@ mod tests {
 
     fn kinds(dag: &TaskDag) -> BTreeSet<TaskKind> {
         dag.tasks().map(|t| t.kind).collect()
+    }
+
+    /// Everything observable about a DAG's structure and tasks.
+    fn shape(dag: &TaskDag) -> Vec<String> {
+        let mut out: Vec<String> = dag.nodes().map(|n| format!("{n:?}")).collect();
+        for t in dag.tasks() {
+            let id = t.id.as_str();
+            out.push(format!(
+                "{id}: deps {:?} pre {:?} post {:?} leaf {}",
+                dag.declared_dependencies(id),
+                dag.prerequisites(id),
+                dag.dependents(id),
+                dag.is_leaf(id)
+            ));
+        }
+        out.push(format!("{:?}", dag.topological_order()));
+        out.push(format!("{:?}", dag.generations()));
+        out.push(format!("{:?} {}", dag.limits(), dag.depth()));
+        out
+    }
+
+    #[test]
+    fn prebuilt_templates_equal_building_them() {
+        let limits = Limits::default();
+        for family in Family::ALL {
+            for expansion in [Expansion::Phases, Expansion::Full] {
+                for subject in ["a SaaS business for invoices", "", "{s} ünïcode {x}"] {
+                    let mut built = TaskDag::new(limits.clone());
+                    Builder { dag: &mut built }
+                        .template(family, subject, None, "t", expansion)
+                        .unwrap();
+                    let p = prebuilt(family, expansion).unwrap();
+                    let mut copy = p.dag.clone();
+                    copy.set_limits(limits.clone());
+                    copy.rewrite_descriptions(|i, d| *d = fill(p.texts[i], subject));
+                    assert_eq!(shape(&copy), shape(&built), "{family:?} {expansion:?}");
+                }
+            }
+        }
+        // And through the public entry point, with limits that force the phases only.
+        let tight = Limits {
+            max_depth: 1,
+            ..Limits::default()
+        };
+        let dag = HeuristicDecomposer
+            .decompose_sync("Build a SaaS business for invoices", &tight)
+            .unwrap();
+        assert!(dag.len() > 1 && dag.depth() == 1, "{}", dag.len());
+        assert_eq!(dag.limits(), &tight);
     }
 
     #[test]
