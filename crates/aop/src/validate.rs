@@ -1,6 +1,6 @@
 //! The validator and its report.
 
-use genesis_core::fasthash::{FxHashMap, FxHashSet};
+use genesis_core::fasthash::FxHashMap;
 use genesis_core::{AgentId, TaskId, TaskKind, Usd};
 use genesis_halo::AgentRegistry;
 use genesis_htdag::TaskDag;
@@ -233,7 +233,8 @@ impl<'a> Validator<'a> {
         let before = errors.len();
         let mut success = 0.0;
         let mut matched = 0.0;
-        let mut load: FxHashMap<&AgentId, u32> = FxHashMap::default();
+        // Tasks per agent, by registry index.
+        let mut load = vec![0u32; self.registry.len()];
         for (task, a) in dag.tasks().zip(by_task) {
             let Some(a) = a else {
                 errors.push(finding(
@@ -251,7 +252,11 @@ impl<'a> Validator<'a> {
                 ));
                 continue;
             };
-            let Some(agent) = self.registry.get(agent_id.as_str()) else {
+            let Some((index, agent)) = self
+                .registry
+                .index_of(agent_id.as_str())
+                .and_then(|i| Some((i, self.registry.by_index(i)?)))
+            else {
                 errors.push(finding(
                     "solvable.unknown_agent",
                     Some(&task.id),
@@ -268,7 +273,9 @@ impl<'a> Validator<'a> {
             } else {
                 0.0
             };
-            *load.entry(agent_id).or_default() += 1;
+            if let Some(n) = load.get_mut(index) {
+                *n += 1;
+            }
             if !agent.accepts_kind(task.kind) {
                 warnings.push(finding(
                     "solvable.kind_mismatch",
@@ -298,10 +305,9 @@ impl<'a> Validator<'a> {
         }
         let mut over: Vec<(&AgentId, u32, u32)> = load
             .iter()
-            .filter_map(|(id, n)| {
-                let cap = self.registry.get(id.as_str())?.max_concurrent_tasks;
-                (*n > cap).then_some((*id, *n, cap))
-            })
+            .zip(self.registry.iter())
+            .filter(|(n, agent)| **n > agent.max_concurrent_tasks)
+            .map(|(n, agent)| (&agent.id, *n, agent.max_concurrent_tasks))
             .collect();
         over.sort_by(|a, b| a.0.cmp(b.0));
         for (id, n, cap) in over {
@@ -519,34 +525,37 @@ impl TextFacts {
         wanted.dedup();
         let mut mentioned = vec![false; wanted.len()];
         let mut unseen = wanted.len();
-        // A task is a leaf when no task names it as parent; a leaf needs a word set
-        // only when another leaf has its kind.
-        let parents: FxHashSet<&str> = dag
-            .nodes()
-            .filter_map(|n| n.parent.as_ref().map(TaskId::as_str))
-            .collect();
-        let is_leaf = |id: &TaskId| !parents.contains(id.as_str());
+        // A task is a leaf when no task has it as parent; a leaf needs a word set only
+        // when another leaf has its kind. Positions, not ids: no string hashing.
+        let parents = dag.parent_positions();
+        let mut is_parent = vec![false; parents.len()];
+        for p in parents.iter().flatten() {
+            if let Some(slot) = is_parent.get_mut(*p) {
+                *slot = true;
+            }
+        }
         let mut leaves_of_kind = [0u32; TaskKind::ALL.len()];
-        for task in dag.tasks().filter(|t| is_leaf(&t.id)) {
-            if let Some(n) = leaves_of_kind.get_mut(task.kind.index()) {
+        for (task, parent) in dag.tasks().zip(&is_parent) {
+            if !*parent && let Some(n) = leaves_of_kind.get_mut(task.kind.index()) {
                 *n += 1;
             }
         }
-        let mut siblings: FxHashMap<(Option<&str>, TaskKind), u32> =
+        let mut siblings: FxHashMap<(usize, usize), u32> =
             FxHashMap::with_capacity_and_hasher(dag.len(), Default::default());
-        for node in dag.nodes() {
-            *siblings
-                .entry((node.parent.as_ref().map(TaskId::as_str), node.task.kind))
-                .or_default() += 1;
+        let sibling_key = |position: usize, task: &genesis_core::Task| {
+            let parent = parents.get(position).copied().flatten();
+            (parent.unwrap_or(usize::MAX), task.kind.index())
+        };
+        for (position, task) in dag.tasks().enumerate() {
+            *siblings.entry(sibling_key(position, task)).or_default() += 1;
         }
         let mut tasks = Vec::with_capacity(dag.len());
         let mut sets = Vec::new();
-        for node in dag.nodes() {
-            let task = &node.task;
+        for (position, task) in dag.tasks().enumerate() {
             let has_twin = siblings
-                .get(&(node.parent.as_ref().map(TaskId::as_str), task.kind))
+                .get(&sibling_key(position, task))
                 .is_some_and(|n| *n > 1);
-            let candidate = is_leaf(&task.id)
+            let candidate = !is_parent.get(position).copied().unwrap_or(false)
                 && leaves_of_kind
                     .get(task.kind.index())
                     .is_some_and(|n| *n > 1);

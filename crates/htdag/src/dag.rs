@@ -312,6 +312,24 @@ impl TaskDag {
         }
     }
 
+    /// Each task's parent as an insertion position (what [`TaskDag::nodes`] yields), in
+    /// insertion order: the hierarchy without id lookups.
+    pub fn parent_positions(&self) -> Vec<Option<usize>> {
+        let mut position = vec![usize::MAX; self.graph.node_bound()];
+        for (i, ix) in self.order.iter().enumerate() {
+            position[ix.index()] = i;
+        }
+        self.order
+            .iter()
+            .map(|&ix| {
+                self.graph
+                    .edges_directed(ix, Direction::Outgoing)
+                    .find(|e| *e.weight() == EdgeKind::Subtask)
+                    .map(|e| position[e.target().index()])
+            })
+            .collect()
+    }
+
     /// All nodes in insertion order.
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = &TaskNode> + '_ {
         self.order.iter().map(|&ix| &self.graph[ix])
@@ -754,6 +772,7 @@ mod tests {
         );
         // Insertion positions: design 0, build 1, api 2, ui 3.
         assert_eq!(dag.generation_positions(), [vec![0], vec![2, 3], vec![1]]);
+        assert_eq!(dag.parent_positions(), [None, None, Some(1), Some(1)]);
         assert_eq!(dag.declared_dependencies("build"), [&id("design")]);
 
         let mut done: HashSet<String> = HashSet::new();
