@@ -553,6 +553,7 @@ impl Orchestrator {
         }
         // In the DAG's insertion order, which the validator matches without a lookup.
         let mut assignments: Vec<Option<Assignment>> = vec![None; graph.len()];
+        let mut dependency_lists = graph.declared_dependency_lists();
         // Per task in topological order: (position, decision, model, declared deps).
         let mut rows = Vec::with_capacity(graph.len());
         for position in graph.topological_positions() {
@@ -575,11 +576,10 @@ impl Orchestrator {
                     estimated_cost: model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost),
                 });
             }
-            let depends_on: Vec<genesis_core::TaskId> = graph
-                .declared_dependencies(task.id.as_str())
-                .into_iter()
-                .cloned()
-                .collect();
+            let depends_on = dependency_lists
+                .get_mut(position)
+                .map(std::mem::take)
+                .unwrap_or_default();
             rows.push((position, decision, model, depends_on));
         }
         let registry = inner.router.registry();

@@ -390,6 +390,30 @@ impl TaskDag {
         deps.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// [`TaskDag::declared_dependencies`] of every task at once, in insertion order:
+    /// one pass over the edges instead of a lookup per task.
+    pub fn declared_dependency_lists(&self) -> Vec<Vec<TaskId>> {
+        let mut position = vec![usize::MAX; self.graph.node_bound()];
+        for (i, ix) in self.order.iter().enumerate() {
+            position[ix.index()] = i;
+        }
+        let mut lists: Vec<Vec<(usize, &TaskId)>> = vec![Vec::new(); self.order.len()];
+        for e in self.graph.edge_references() {
+            if *e.weight() == EdgeKind::Dependency
+                && let Some(list) = lists.get_mut(position[e.target().index()])
+            {
+                list.push((e.source().index(), &self.graph[e.source()].task.id));
+            }
+        }
+        lists
+            .into_iter()
+            .map(|mut deps| {
+                deps.sort_by_key(|(i, _)| *i);
+                deps.into_iter().map(|(_, id)| id.clone()).collect()
+            })
+            .collect()
+    }
+
     /// Tasks that wait for `id` (every edge kind), deduplicated.
     pub fn dependents(&self, id: &str) -> Vec<&TaskId> {
         let Some(&ix) = self.index.get(id) else {
@@ -773,6 +797,10 @@ mod tests {
         // Insertion positions: design 0, build 1, api 2, ui 3.
         assert_eq!(dag.generation_positions(), [vec![0], vec![2, 3], vec![1]]);
         assert_eq!(dag.parent_positions(), [None, None, Some(1), Some(1)]);
+        assert_eq!(
+            dag.declared_dependency_lists(),
+            [vec![], vec![id("design")], vec![], vec![]]
+        );
         assert_eq!(dag.declared_dependencies("build"), [&id("design")]);
 
         let mut done: HashSet<String> = HashSet::new();
