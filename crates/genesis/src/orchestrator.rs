@@ -523,10 +523,14 @@ impl Orchestrator {
         let mut decisions: Vec<RouteDecision> = Vec::with_capacity(graph.len());
         // Per insertion position, the index of its decision.
         let mut decision_of = vec![usize::MAX; nodes.len()];
-        for mut generation in graph.generation_positions() {
-            generation.retain(|&p| p < nodes.len());
-            for (k, &position) in generation.iter().enumerate() {
-                decision_of[position] = decisions.len() + k;
+        for generation in graph.generation_positions() {
+            // Decisions are appended in the order the tasks are passed below.
+            let mut k = decisions.len();
+            for &position in generation {
+                if let Some(slot) = decision_of.get_mut(position) {
+                    *slot = k;
+                    k += 1;
+                }
             }
             // Borrowed, not cloned: routing reads the tasks in place.
             let tasks = generation

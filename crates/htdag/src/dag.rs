@@ -56,9 +56,10 @@ pub struct TaskDag {
     limits: Limits,
     updates: usize,
     scratch: Scratch,
-    /// Kahn order, computed on first use and dropped by every change to the graph, so
-    /// topological order, generations and the acyclicity check share one pass.
-    topo: std::sync::OnceLock<Vec<NodeIndex>>,
+    /// Kahn order and generations, computed on first use and dropped by every change to
+    /// the graph, so topological order, generations and the acyclicity check share one
+    /// pass.
+    topo: std::sync::OnceLock<Topo>,
 }
 
 impl Default for TaskDag {
@@ -481,7 +482,53 @@ impl TaskDag {
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
     /// the graph is acyclic by construction.
     fn topo_indices(&self) -> &[NodeIndex] {
-        self.topo.get_or_init(|| self.kahn())
+        &self.topo().order
+    }
+
+    fn topo(&self) -> &Topo {
+        self.topo.get_or_init(|| {
+            let order = self.kahn();
+            // Generations: a task's level is one more than its deepest prerequisite's.
+            let bound = self.graph.node_bound();
+            let mut position = vec![usize::MAX; bound];
+            for (i, ix) in self.order.iter().enumerate() {
+                position[ix.index()] = i;
+            }
+            let mut level = vec![0usize; bound];
+            let mut count: Vec<usize> = Vec::new();
+            for &ix in &order {
+                let l = self
+                    .graph
+                    .edges_directed(ix, Direction::Incoming)
+                    .map(|e| level[e.source().index()] + 1)
+                    .max()
+                    .unwrap_or(0);
+                level[ix.index()] = l;
+                if count.len() <= l {
+                    count.resize(l + 1, 0);
+                }
+                count[l] += 1;
+            }
+            // Counting sort by level, stable in topological order.
+            let mut ends = Vec::with_capacity(count.len());
+            let mut total = 0;
+            for c in &count {
+                total += c;
+                ends.push(total);
+            }
+            let mut next: Vec<usize> = ends.iter().zip(&count).map(|(end, c)| end - c).collect();
+            let mut generations = vec![0usize; total];
+            for &ix in &order {
+                let slot = &mut next[level[ix.index()]];
+                generations[*slot] = position[ix.index()];
+                *slot += 1;
+            }
+            Topo {
+                order,
+                generations,
+                generation_ends: ends,
+            }
+        })
     }
 
     fn kahn(&self) -> Vec<NodeIndex> {
@@ -560,29 +607,15 @@ impl TaskDag {
 
     /// [`TaskDag::generations`] as positions in insertion order (what
     /// [`TaskDag::nodes`] yields), for callers that index nodes instead of looking ids
-    /// up.
-    pub fn generation_positions(&self) -> Vec<Vec<usize>> {
-        let bound = self.graph.node_bound();
-        let mut position = vec![usize::MAX; bound];
-        for (i, ix) in self.order.iter().enumerate() {
-            position[ix.index()] = i;
-        }
-        let mut level = vec![0usize; bound];
-        let mut out: Vec<Vec<usize>> = Vec::new();
-        for &ix in self.topo_indices() {
-            let l = self
-                .graph
-                .edges_directed(ix, Direction::Incoming)
-                .map(|e| level[e.source().index()] + 1)
-                .max()
-                .unwrap_or(0);
-            level[ix.index()] = l;
-            if out.len() <= l {
-                out.resize_with(l + 1, Vec::new);
-            }
-            out[l].push(position[ix.index()]);
-        }
-        out
+    /// up. Cached with the topological order.
+    pub fn generation_positions(&self) -> impl Iterator<Item = &[usize]> + '_ {
+        let topo = self.topo();
+        let mut start = 0;
+        topo.generation_ends.iter().map(move |&end| {
+            let generation = topo.generations.get(start..end).unwrap_or_default();
+            start = end;
+            generation
+        })
     }
 
     /// Number of tasks on the longest chain of waits (the minimum number of sequential
@@ -671,6 +704,17 @@ impl TaskDag {
         }
         None
     }
+}
+
+/// The cached topological facts of a [`TaskDag`].
+#[derive(Debug, Clone)]
+struct Topo {
+    /// Kahn order.
+    order: Vec<NodeIndex>,
+    /// Insertion positions grouped by generation, in topological order within each.
+    generations: Vec<usize>,
+    /// Where each generation ends in `generations`.
+    generation_ends: Vec<usize>,
 }
 
 /// Buffers reused by [`TaskDag::add_dependency`]. They hold no state between calls, so a
@@ -795,7 +839,8 @@ mod tests {
             [vec!["design"], vec!["api", "ui"], vec!["build"]]
         );
         // Insertion positions: design 0, build 1, api 2, ui 3.
-        assert_eq!(dag.generation_positions(), [vec![0], vec![2, 3], vec![1]]);
+        let positions: Vec<&[usize]> = dag.generation_positions().collect();
+        assert_eq!(positions, [&[0][..], &[2, 3], &[1]]);
         assert_eq!(dag.parent_positions(), [None, None, Some(1), Some(1)]);
         assert_eq!(
             dag.declared_dependency_lists(),
