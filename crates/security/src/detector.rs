@@ -408,19 +408,24 @@ impl InjectionDetector {
 struct TopFeatures {
     k: usize,
     top: [(i32, Span); 8],
+    /// The weight an offer must beat: the k-th best so far (`i32::MAX` when k is 0, so
+    /// nothing is kept).
+    floor: i32,
 }
 
 impl TopFeatures {
     fn new(k: usize) -> Self {
+        let k = k.min(8);
         TopFeatures {
-            k: k.min(8),
+            k,
             top: [(0, Span::Signal("")); 8],
+            floor: if k == 0 { i32::MAX } else { 0 },
         }
     }
 
     #[inline(always)]
     fn offer(&mut self, w: i32, span: Span, text: &str) {
-        if self.k > 0 && w > self.top[self.k - 1].0 {
+        if w > self.floor {
             self.insert(w, span, text);
         }
     }
@@ -430,18 +435,24 @@ impl TopFeatures {
     fn insert(&mut self, w: i32, span: Span, text: &str) {
         let k = self.k;
         let top = &mut self.top;
+        // The same span or the same words hash to the same bucket, so only an entry of
+        // equal weight can be a duplicate: most offers skip the text comparison.
         if top[..k]
             .iter()
-            .any(|t| t.1 == span || same_text(text, t.1, span))
+            .any(|t| t.0 == w && (t.1 == span || same_text(text, t.1, span)))
         {
             return;
         }
-        let mut j = k - 1;
+        let Some(last) = k.checked_sub(1) else {
+            return;
+        };
+        let mut j = last;
         while j > 0 && top[j - 1].0 < w {
             top[j] = top[j - 1];
             j -= 1;
         }
         top[j] = (w, span);
+        self.floor = top[last].0;
     }
 
     fn best(&self) -> &[(i32, Span)] {

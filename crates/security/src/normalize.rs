@@ -393,6 +393,13 @@ fn join_spaced_letters(buf: &mut Vec<u8>) -> usize {
         }
         count >= 4
     };
+    // Every run holds two inner singles between spacers (`s y h` in `s a y h`): texts
+    // without that five-byte shape (nearly all) skip the scan below.
+    if !buf.windows(5).any(|w| {
+        is_spacer(w[0]) && is_spacer(w[2]) && is_spacer(w[4]) && is_alnum(w[1]) && is_alnum(w[3])
+    }) {
+        return 0;
+    }
     let Some(first) = (0..n.saturating_sub(1)).find(|&r| {
         is_spacer(buf[r + 1])
             && is_alnum(buf[r])
