@@ -26,6 +26,14 @@
 //! examples), `bm25_unseen` (without), `k1`, `b`; `fold_numbers`; `desc_only=1` routes
 //! with no examples at all (descriptions only); `confusions=N` prints the N most
 //! frequent confusions.
+//!
+//! Steps of one request are routed together as one plan (`Router::route_all`), so the
+//! plan-context stage sees the request's other steps; training steps record their
+//! request id in the tool's `plans`. Its settings: `plan_w` (weight, 0 = off),
+//! `plan_beta` (unseen tag weight), `plan_t` (temperature), `plan_k` (candidates);
+//! `plans=0` records no plan ids (tags only); `single=1` routes each step alone
+//! (`route_top_k`, the protocol before plan context); `probe=1` also prints the
+//! headroom check (oracle and realistic re-ranking outside the router).
 
 #![allow(clippy::print_stdout)]
 
@@ -35,6 +43,16 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use genesis_core::{Task, TaskId, TaskKind};
 use genesis_halo::{AgentRegistry, JsonlMode, Router, RouterConfig, RoutingRules};
+
+/// One fold for the headroom probe: each test step's top 10 `(tool, score)`, each test
+/// step's `(request, gold tool, gold tool has examples)`, the training
+/// `(request, tool)` pairs and every tool's tags.
+type ProbeFold = (
+    Vec<Vec<(String, f64)>>,
+    Vec<(String, String, bool)>,
+    Vec<(String, String)>,
+    HashMap<String, Vec<String>>,
+);
 
 #[derive(serde::Deserialize)]
 struct Step {
@@ -91,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     let mut folds = 5u64;
     let mut confusions = 0usize;
     let mut desc_only = false;
+    let mut probe = false;
+    let mut record_plans = true;
+    let mut single = false;
     for arg in std::env::args().skip(1) {
         let Some((k, v)) = arg.split_once('=') else {
             dir = arg;
@@ -126,6 +147,13 @@ fn main() -> anyhow::Result<()> {
             "bm25_unseen" => cfg.text.bm25_unseen_weight = v.parse()?,
             "k1" => cfg.text.bm25_k1 = v.parse()?,
             "b" => cfg.text.bm25_b = v.parse()?,
+            "probe" => probe = v == "1",
+            "plan_w" => cfg.plan.weight = v.parse()?,
+            "plan_beta" => cfg.plan.unseen_tag_weight = v.parse()?,
+            "plan_t" => cfg.plan.temperature = v.parse()?,
+            "plan_k" => cfg.plan.candidates = v.parse()?,
+            "plans" => record_plans = v == "1",
+            "single" => single = v == "1",
             "desc_only" => desc_only = v == "1" || v == "true",
             "folds" => folds = v.parse()?,
             "confusions" => confusions = v.parse()?,
@@ -160,6 +188,7 @@ fn main() -> anyhow::Result<()> {
         let mut unassigned = 0usize;
         let mut confused: HashMap<(String, String), (usize, String)> = HashMap::new();
         let mut build_time = 0.0f64;
+        let mut probe_acc: Vec<ProbeFold> = Vec::new();
         let mut route_time = 0.0f64;
         for f in 0..folds {
             let held_tools: HashSet<&str> = if protocol == "unseen" {
@@ -172,12 +201,17 @@ fn main() -> anyhow::Result<()> {
                 HashSet::new()
             };
             let mut examples: HashMap<&str, Vec<String>> = HashMap::new();
+            let mut plans: HashMap<&str, Vec<String>> = HashMap::new();
             for s in steps.iter().filter(|s| fold_of(s) != f) {
                 if !desc_only && !held_tools.contains(s.gold_tool.as_str()) {
                     examples
                         .entry(s.gold_tool.as_str())
                         .or_default()
                         .push(s.step_text_masked.clone());
+                    let p = plans.entry(s.gold_tool.as_str()).or_default();
+                    if record_plans && !p.contains(&s.request_id) {
+                        p.push(s.request_id.clone());
+                    }
                 }
             }
             let profiles = tools
@@ -186,6 +220,9 @@ fn main() -> anyhow::Result<()> {
                     let mut p = p.clone();
                     if let Some(ex) = examples.get(p.id.as_str()) {
                         p.examples.extend(ex.iter().cloned());
+                    }
+                    if let Some(pl) = plans.get(p.id.as_str()) {
+                        p.plans.extend(pl.iter().cloned());
                     }
                     p
                 })
@@ -206,8 +243,60 @@ fn main() -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            if probe {
+                let skills = tools
+                    .iter()
+                    .map(|t| (t.id.to_string(), t.skills.clone()))
+                    .collect();
+                let train = steps
+                    .iter()
+                    .filter(|s| fold_of(s) != f && !held_tools.contains(s.gold_tool.as_str()))
+                    .map(|s| (s.request_id.clone(), s.gold_tool.clone()))
+                    .collect();
+                let top = tasks
+                    .iter()
+                    .map(|t| {
+                        router
+                            .route_top_k(t, 10)
+                            .into_iter()
+                            .map(|a| (a.agent.to_string(), a.score))
+                            .collect()
+                    })
+                    .collect();
+                let info = test
+                    .iter()
+                    .map(|s| {
+                        let seen = examples.contains_key(s.gold_tool.as_str());
+                        (s.request_id.clone(), s.gold_tool.clone(), seen)
+                    })
+                    .collect();
+                probe_acc.push((top, info, train, skills));
+            }
             let t0 = Instant::now();
-            let ranked: Vec<_> = tasks.iter().map(|t| router.route_top_k(t, 3)).collect();
+            // Steps of one request are routed together, as one plan.
+            let mut ranked: Vec<Vec<genesis_halo::Alternative>> = vec![Vec::new(); test.len()];
+            if single {
+                for (i, t) in tasks.iter().enumerate() {
+                    ranked[i] = router.route_top_k(t, 3);
+                }
+            } else {
+                let mut by_req: HashMap<&str, Vec<usize>> = HashMap::new();
+                for (i, s) in test.iter().enumerate() {
+                    by_req.entry(s.request_id.as_str()).or_default().push(i);
+                }
+                for idx in by_req.values() {
+                    let plan = router.route_all(idx.iter().map(|&i| &tasks[i]));
+                    for (&i, d) in idx.iter().zip(&plan.decisions) {
+                        if let Some(a) = &d.agent {
+                            ranked[i].push(genesis_halo::Alternative {
+                                agent: a.clone(),
+                                score: d.score,
+                            });
+                            ranked[i].extend(d.alternatives.iter().take(2).cloned());
+                        }
+                    }
+                }
+            }
             route_time += t0.elapsed().as_secs_f64();
             for (s, top) in test.iter().zip(&ranked) {
                 let rank = top.iter().position(|a| a.agent.as_str() == s.gold_tool);
@@ -233,6 +322,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         println!("== protocol {protocol}");
+        if probe {
+            probe::run(&probe_acc, &cfg.plan);
+        }
         let mut pairs: Vec<_> = confused.into_iter().collect();
         pairs.sort_by_key(|p| std::cmp::Reverse(p.1.0));
         for ((gold, got), (n, text)) in pairs.into_iter().take(confusions) {
@@ -248,4 +340,114 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Headroom check for the plan-context stage (`probe=1`), outside the router: each
+/// step's top 10 (`route_top_k`, text only) are re-ranked with the shipped fit formula
+/// (co-usage in the training requests, tag cosine with `unseen_tag_weight` otherwise)
+/// against the other steps of the request, known exactly (oracle: their gold tools) or
+/// as the softmax of their own top 10 (realistic).
+mod probe {
+    use super::ProbeFold;
+    use genesis_halo::PlanConfig;
+    use std::collections::{HashMap, HashSet};
+
+    fn softmax(c: &[(String, f64)], t: f64) -> Vec<(String, f64)> {
+        let Some(m) = c.first().map(|x| x.1) else {
+            return Vec::new();
+        };
+        let e: Vec<f64> = c.iter().map(|x| ((x.1 - m) / t).exp()).collect();
+        let z: f64 = e.iter().sum();
+        c.iter().zip(e).map(|(x, e)| (x.0.clone(), e / z)).collect()
+    }
+
+    pub(super) fn run(folds: &[ProbeFold], cfg: &PlanConfig) {
+        let (w, beta, t) = (
+            f64::from(cfg.weight),
+            f64::from(cfg.unseen_tag_weight),
+            f64::from(cfg.temperature),
+        );
+        for oracle in [true, false] {
+            // [steps whose gold tool has no examples, with examples] x [n, top-1]
+            let mut res = [[0usize; 2]; 2];
+            for (top, info, train, skills) in folds {
+                let mut reqs: HashMap<&str, HashSet<&str>> = HashMap::new();
+                for (r, tool) in train {
+                    reqs.entry(r.as_str()).or_default().insert(tool.as_str());
+                }
+                let mut plans: HashMap<&str, f64> = HashMap::new();
+                let mut together: HashMap<(&str, &str), f64> = HashMap::new();
+                for set in reqs.values() {
+                    for a in set {
+                        *plans.entry(a).or_default() += 1.0;
+                        for b in set {
+                            if a != b {
+                                *together.entry((a, b)).or_default() += 1.0;
+                            }
+                        }
+                    }
+                }
+                let fit = |c: &str, x: &str| -> f64 {
+                    if let (Some(_), Some(n)) = (plans.get(c), plans.get(x)) {
+                        return together.get(&(c, x)).copied().unwrap_or(0.0) / (n + 1.0);
+                    }
+                    let (Some(a), Some(b)) = (skills.get(c), skills.get(x)) else {
+                        return 0.0;
+                    };
+                    let k = a.iter().filter(|s| b.contains(s)).count() as f64;
+                    if k == 0.0 {
+                        0.0
+                    } else {
+                        beta * k / ((a.len() * b.len()) as f64).sqrt()
+                    }
+                };
+                let mut by_req: HashMap<&str, Vec<usize>> = HashMap::new();
+                for (i, (r, _, _)) in info.iter().enumerate() {
+                    by_req.entry(r.as_str()).or_default().push(i);
+                }
+                for (i, (r, gold, seen)) in info.iter().enumerate() {
+                    let ctx: Vec<Vec<(String, f64)>> = by_req[r.as_str()]
+                        .iter()
+                        .filter(|&&j| j != i)
+                        .map(|&j| {
+                            if oracle {
+                                vec![(info[j].1.clone(), 1.0)]
+                            } else {
+                                softmax(&top[j], t)
+                            }
+                        })
+                        .collect();
+                    let mut best: Option<(&str, f64)> = None;
+                    for (c, score) in &top[i] {
+                        let mut sc = *score;
+                        if !ctx.is_empty() {
+                            let f: f64 = ctx
+                                .iter()
+                                .flat_map(|p| p.iter().map(|(x, q)| q * fit(c, x)))
+                                .sum();
+                            sc += w * f / ctx.len() as f64;
+                        }
+                        if best.is_none_or(|b| sc > b.1) {
+                            best = Some((c, sc));
+                        }
+                    }
+                    let r = &mut res[usize::from(*seen)];
+                    r[0] += 1;
+                    r[1] += usize::from(best.is_some_and(|b| b.0 == gold));
+                }
+            }
+            let f = |a: usize, n: usize| a as f64 / n.max(1) as f64;
+            println!(
+                "probe ({}): top1 all {:.4}, gold tool has examples {:.4}, has none {:.4}",
+                if oracle {
+                    "oracle: other steps' gold tools"
+                } else {
+                    "realistic: other steps' top 10"
+                },
+                f(res[0][1] + res[1][1], res[0][0] + res[1][0]),
+                f(res[1][1], res[1][0]),
+                f(res[0][1], res[0][0]),
+            );
+        }
+    }
 }

@@ -16,6 +16,9 @@
 //! # instructions per task = the "summary" count / (HALO_ITERS × tasks per call)
 //! ```
 //!
+//! `HALO_PLAN_WEIGHT=0` switches the plan-context stage of `route_all` off (to measure
+//! what it costs); `HALO_PLAN_K=<n>` sets its candidates per task.
+//!
 //! This runs on the system allocator (comparable with earlier measurements);
 //! `--example route_latency_mimalloc` is the same program on mimalloc, the allocator
 //! of the `genesis` binaries.
@@ -111,10 +114,22 @@ fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> an
             .collect(),
     )?;
     for cache in [false, true] {
-        let cfg = RouterConfig {
+        let mut cfg = RouterConfig {
             cache_capacity: if cache { 1_000_000 } else { 0 },
             ..RouterConfig::default()
         };
+        if let Some(w) = std::env::var("HALO_PLAN_WEIGHT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.plan.weight = w;
+        }
+        if let Some(k) = std::env::var("HALO_PLAN_K")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.plan.candidates = k;
+        }
         let r = Router::with_config(reg.clone(), rules.clone(), cfg)?;
         let tag = if cache { "cached" } else { "uncached" };
         let one = &ts[0];

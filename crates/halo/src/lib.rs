@@ -21,11 +21,16 @@
 //! 3. **capability** — agents that list the task's kind.
 //!
 //! Candidates are blended with success rate, cost tier and load ([`RouterConfig`]
-//! documents the formula); [`Router::route_all`] applies per-plan capacity
-//! (`max_concurrent_tasks`) and moves to the next alternative when an agent is full.
+//! documents the formula); [`Router::route_all`] treats its tasks as one plan: a
+//! **plan-context** stage re-ranks each task's best candidates by their fit with the
+//! agents the other tasks are likely to get (agents used together in recorded plans,
+//! [`AgentProfile::plans`], else shared tags; [`PlanConfig`]), then per-plan capacity
+//! (`max_concurrent_tasks`) applies and a full agent passes the task to the next
+//! alternative.
 //! A task nobody can take is *unassigned* with a reason, never forced onto a default;
 //! capacity alone never leaves a task unassigned (the best candidate takes it and queues).
 //! [`Router::record_outcome`] updates success rates and learns the task as a new example
+//! ([`Router::record_outcomes`] with [`Outcome::plan`] also records the plan id)
 //! (the centroids are refreshed at once; [`Router::retrain`] also retrains the
 //! correction); [`AgentRegistry::to_toml_string`] persists the learned state. Rankings are cached by a
 //! task signature and the cache is dropped whenever the registry or rules change
@@ -34,7 +39,8 @@
 //! # Formats
 //!
 //! `config/agents.toml`: `[[agent]]` tables with `id`, `description` (or `desc`),
-//! `task_kinds` (TaskKind names; empty = any kind), `skills`, `examples`, `cost_tier`
+//! `task_kinds` (TaskKind names; empty = any kind), `skills`, `examples`, `plans`
+//! (ids of plans the agent served; learned state), `cost_tier`
 //! (`low` | `medium` | `high`), `success_rate` in `[0, 1]`, `max_concurrent_tasks` ≥ 1
 //! (see [`AgentProfile`]). JSON: an array of the same objects or `{"agents": [...]}`.
 //! JSONL: one agent per line with at least `id` and `desc`; `domain`/`tags` are read as
@@ -97,6 +103,7 @@
 //! ```
 
 mod error;
+mod plan;
 mod profile;
 mod registry;
 mod router;
@@ -104,6 +111,7 @@ mod rules;
 mod text;
 
 pub use error::{HaloError, LineError};
+pub use plan::PlanConfig;
 pub use profile::{AgentProfile, CostTier, OutcomeStats};
 pub use registry::{AgentRegistry, JsonlMode};
 pub use router::{

@@ -116,6 +116,12 @@ pub struct AgentProfile {
     /// Example task descriptions the agent handled well; the text matcher learns from them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
+    /// Ids of the plans (user requests) in which the agent ran a task successfully, one
+    /// entry per plan (learned state, like `examples`). Agents that share a plan id were
+    /// used together; [`Router::route_all`](crate::Router::route_all) learns from these
+    /// which agents belong in one plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<String>,
     /// Relative cost.
     #[serde(default)]
     pub cost_tier: CostTier,
@@ -140,6 +146,7 @@ impl AgentProfile {
             task_kinds: Vec::new(),
             skills: Vec::new(),
             examples: Vec::new(),
+            plans: Vec::new(),
             cost_tier: CostTier::default(),
             success_rate: default_success_rate(),
             max_concurrent_tasks: default_max_concurrent(),

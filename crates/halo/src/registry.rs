@@ -62,6 +62,8 @@ struct JsonlAgent {
     #[serde(default)]
     examples: Vec<String>,
     #[serde(default)]
+    plans: Vec<String>,
+    #[serde(default)]
     cost_tier: Option<CostTier>,
     #[serde(default)]
     success_rate: Option<f64>,
@@ -138,7 +140,7 @@ impl AgentRegistry {
 
     /// Parses one agent per line: `{"id": ..., "desc": ...}` at least; `description`,
     /// `task_kinds`/`kinds`, `skills`/`domain`/`tags` (string or list), `examples`,
-    /// `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields ignored.
+    /// `plans`, `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields ignored.
     /// Blank lines are skipped. In [`JsonlMode::Skip`] bad lines (syntax, missing `id` or
     /// description, empty description) are returned as [`LineError`]s with their line
     /// number; in [`JsonlMode::Fail`] the first one fails the load.
@@ -201,6 +203,7 @@ impl AgentRegistry {
                 task_kinds: parsed.task_kinds,
                 skills: parsed.skills.into_vec(),
                 examples: parsed.examples,
+                plans: parsed.plans,
                 cost_tier: parsed.cost_tier.unwrap_or_default(),
                 success_rate: parsed.success_rate.unwrap_or(0.8),
                 max_concurrent_tasks: parsed.max_concurrent_tasks.unwrap_or(4),

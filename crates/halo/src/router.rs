@@ -12,6 +12,7 @@ use genesis_core::decimal::push_fixed2;
 use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
 use serde::{Deserialize, Serialize};
 
+use crate::plan::{PlanConfig, PlanModel, PlanScratch};
 use crate::rules::{CompiledRules, RuleMatch};
 use crate::text::{QueryWords, TextConfig, TextIndex};
 use crate::{AgentRegistry, HaloError, RoutingRules};
@@ -26,12 +27,16 @@ use crate::{AgentRegistry, HaloError, RoutingRules};
 ///   − cost_weight·cost_tier.unit() − load_weight·load/max_concurrent_tasks
 /// ```
 ///
-/// and a rule's agent gets `rule_weight` on top.
+/// and a rule's agent gets `rule_weight` on top. When a plan is routed together
+/// ([`Router::route_all`]), each task's best `plan.candidates` candidates also get
+/// `plan.weight ×` their fit with the other tasks' likely agents (see [`PlanConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// Text features and the description/example blend.
     pub text: TextConfig,
+    /// The plan-context stage of [`Router::route_all`].
+    pub plan: PlanConfig,
     /// Weight of the text similarity (cosine, in `[0, 1]`).
     pub text_weight: f64,
     /// Bonus for agents that list the task's kind.
@@ -64,6 +69,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             text: TextConfig::default(),
+            plan: PlanConfig::default(),
             text_weight: 1.0,
             kind_weight: 0.35,
             skill_weight: 0.2,
@@ -110,6 +116,11 @@ impl RouterConfig {
                 f64::from(self.text.bm25_unseen_weight),
             ),
             ("text.bm25_k1", f64::from(self.text.bm25_k1)),
+            ("plan.weight", f64::from(self.plan.weight)),
+            (
+                "plan.unseen_tag_weight",
+                f64::from(self.plan.unseen_tag_weight),
+            ),
         ];
         for (field, value) in weights {
             if !value.is_finite() || value < 0.0 {
@@ -139,6 +150,20 @@ impl RouterConfig {
                 field: "text.bm25_b",
                 value: f64::from(self.text.bm25_b),
                 rule: "must be in [0, 1]",
+            });
+        }
+        if !(self.plan.temperature.is_finite() && self.plan.temperature > 0.0) {
+            return Err(HaloError::InvalidConfig {
+                field: "plan.temperature",
+                value: f64::from(self.plan.temperature),
+                rule: "must be a finite number > 0",
+            });
+        }
+        if !(1..=MAX_CANDIDATES).contains(&self.plan.candidates) {
+            return Err(HaloError::InvalidConfig {
+                field: "plan.candidates",
+                value: self.plan.candidates as f64,
+                rule: "must be in 1..=16",
             });
         }
         if self.top_k == 0 {
@@ -282,6 +307,10 @@ pub struct Outcome<'a> {
     pub latency: Duration,
     /// What it cost.
     pub cost: Usd,
+    /// The plan (user request) the task belonged to, if known: on success the agent
+    /// records it in [`AgentProfile::plans`](crate::AgentProfile::plans), which teaches
+    /// the plan-context stage of [`Router::route_all`] which agents work together.
+    pub plan: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -383,6 +412,9 @@ thread_local! {
     /// (so routing without a cache does not allocate a ranking per call).
     static SPARE_RANKING: std::cell::Cell<Option<Box<Ranking>>> =
         const { std::cell::Cell::new(None) };
+    /// The plan-context buffers, reused by the next plan on this thread.
+    static PLAN_SCRATCH: std::cell::RefCell<PlanScratch> =
+        std::cell::RefCell::new(PlanScratch::default());
 }
 
 /// Keeps the best `MAX_CANDIDATES` candidates without sorting everything.
@@ -453,6 +485,8 @@ struct State {
     registry: Arc<AgentRegistry>,
     rules: Arc<CompiledRules>,
     index: Arc<TextIndex>,
+    /// Tags and recorded plan co-usage, for the plan-context stage.
+    plan: Arc<PlanModel>,
     /// success_weight·success_rate − cost_weight·cost unit, per agent.
     prior: Vec<f32>,
     /// Bit mask of listed kinds, per agent.
@@ -471,10 +505,12 @@ impl State {
         registry: Arc<AgentRegistry>,
         rules: Arc<CompiledRules>,
         index: Option<Arc<TextIndex>>,
+        plan: Option<Arc<PlanModel>>,
         cfg: &RouterConfig,
     ) -> State {
         let index =
             index.unwrap_or_else(|| Arc::new(TextIndex::build(registry.as_slice(), cfg.text)));
+        let plan = plan.unwrap_or_else(|| Arc::new(PlanModel::build(registry.as_slice())));
         let prior: Vec<f32> = registry
             .iter()
             .map(|p| {
@@ -502,6 +538,7 @@ impl State {
             registry,
             rules,
             index,
+            plan,
             prior,
             kinds,
             skills,
@@ -862,7 +899,7 @@ impl Router {
     ) -> Result<Router, HaloError> {
         config.validate()?;
         let compiled = CompiledRules::compile(&rules, &registry)?;
-        let state = State::build(Arc::new(registry), Arc::new(compiled), None, &config);
+        let state = State::build(Arc::new(registry), Arc::new(compiled), None, None, &config);
         Ok(Router {
             config,
             state: RwLock::new(Arc::new(state)),
@@ -913,6 +950,7 @@ impl Router {
             Arc::new(registry),
             Arc::new(compiled),
             None,
+            None,
             &self.config,
         ));
         Ok(())
@@ -933,6 +971,7 @@ impl Router {
             Arc::clone(&old.registry),
             Arc::new(compiled),
             Some(Arc::clone(&old.index)),
+            Some(Arc::clone(&old.plan)),
             &self.config,
         ));
         Ok(())
@@ -1012,8 +1051,8 @@ impl Router {
     /// Routes one task as if it were alone in its plan.
     pub fn route(&self, task: &Task) -> RouteDecision {
         let st = self.snapshot();
-        let mut r = self.ranking(&st, task);
-        let d = self.decide(&st, task, &mut r, &[]).0;
+        let r = self.ranking(&st, task);
+        let d = self.decide(&st, task, &r, r.candidates(), &[]).0;
         Self::recycle(r);
         d
     }
@@ -1022,13 +1061,13 @@ impl Router {
     /// full agents are skipped and busy ones are penalised by `load_weight`.
     pub fn route_with_load(&self, task: &Task, load: &BTreeMap<AgentId, u32>) -> RouteDecision {
         let st = self.snapshot();
-        let mut r = self.ranking(&st, task);
+        let r = self.ranking(&st, task);
         let loads: Vec<u32> = st
             .registry
             .iter()
             .map(|p| load.get(p.id.as_str()).copied().unwrap_or(0))
             .collect();
-        let d = self.decide(&st, task, &mut r, &loads).0;
+        let d = self.decide(&st, task, &r, r.candidates(), &loads).0;
         Self::recycle(r);
         d
     }
@@ -1071,6 +1110,13 @@ impl Router {
     /// Routes every task of a plan in order, applying per-plan capacity: an agent takes
     /// at most `max_concurrent_tasks` tasks of the plan; when the best agent is full the
     /// next alternative is taken and the explanation says so.
+    ///
+    /// The tasks are treated as one plan (one user request): each task's best
+    /// candidates are re-ranked by their fit with the agents the other tasks are likely
+    /// to get — agents used together in recorded plans ([`Outcome::plan`]), else shared
+    /// tags (skills or domains) — see [`PlanConfig`]. When that changes a task's agent
+    /// the explanation says so ("plan context +0.08: used with … in recorded plans").
+    /// [`Router::route`] and [`Router::route_top_k`] route a task alone, without it.
     pub fn route_all<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> RoutingPlan {
         let mut decisions = Vec::new();
         self.route_all_into(tasks, &mut decisions);
@@ -1096,7 +1142,7 @@ impl Router {
     /// [`Router::route_all`] without the summary: appends one decision per task to
     /// `out`, in input order, with capacity applied among these tasks. For callers that
     /// route a plan in parts (the orchestrator routes one generation at a time) and only
-    /// keep the decisions.
+    /// keep the decisions. Plan context only sees the tasks of one call.
     pub fn route_all_into<'t>(
         &self,
         tasks: impl IntoIterator<Item = &'t Task>,
@@ -1104,13 +1150,33 @@ impl Router {
     ) {
         let tasks = tasks.into_iter();
         let st = self.snapshot();
+        if self.config.plan.weight > 0.0 && st.plan.is_informative() {
+            let tasks: Vec<&Task> = tasks.collect();
+            if tasks.len() >= 2 {
+                self.route_plan_into(&st, &tasks, out);
+            } else {
+                self.route_each_into(&st, tasks, out);
+            }
+        } else {
+            self.route_each_into(&st, tasks, out);
+        }
+    }
+
+    /// Routes tasks one after another under a shared load, without plan context.
+    fn route_each_into<'t>(
+        &self,
+        st: &State,
+        tasks: impl IntoIterator<Item = &'t Task>,
+        out: &mut Vec<RouteDecision>,
+    ) {
+        let tasks = tasks.into_iter();
         let mut load = vec![0u32; st.registry.len()];
         out.reserve(tasks.size_hint().0);
         let mut counts = [0u64; 2];
         let mut scratch = SPARE_RANKING.take();
         for task in tasks {
-            let mut r = self.ranking_counted(&st, task, &mut counts, &mut scratch);
-            let (d, chosen) = self.decide(&st, task, &mut r, &load);
+            let r = self.ranking_counted(st, task, &mut counts, &mut scratch);
+            let (d, chosen) = self.decide(st, task, &r, r.candidates(), &load);
             if let Some(l) = chosen.and_then(|i| load.get_mut(i)) {
                 *l += 1;
             }
@@ -1122,6 +1188,154 @@ impl Router {
         self.flush_counts(counts);
         if scratch.is_some() {
             SPARE_RANKING.set(scratch);
+        }
+    }
+
+    /// Routes a plan with plan context: ranks every task, sums the tasks' candidate
+    /// distributions, re-ranks each task's best candidates by their fit with the other
+    /// tasks (see [`PlanConfig`]), then decides in input order under a shared load.
+    fn route_plan_into(&self, st: &State, tasks: &[&Task], out: &mut Vec<RouteDecision>) {
+        let cfg = &self.config;
+        let pc = &cfg.plan;
+        let model = &*st.plan;
+        let mut counts = [0u64; 2];
+        let mut ranks: Vec<Ranked> = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            ranks.push(self.ranking_counted(st, task, &mut counts, &mut None));
+        }
+        self.flush_counts(counts);
+        out.reserve(tasks.len());
+        let k_max = pc.candidates.min(MAX_CANDIDATES);
+        let inv_t = 1.0 / pc.temperature;
+        // A fit is at most 1 from recorded plans and `unseen_tag_weight` from tags.
+        let max_bonus = pc.weight * pc.unseen_tag_weight.max(1.0);
+        PLAN_SCRATCH.with_borrow_mut(|s| {
+            model.begin(s);
+            // Tasks with a candidate; each is one vote in the others' context.
+            let mut voters = 0usize;
+            for r in &ranks {
+                if let Some(m) = r.rules.first() {
+                    voters += 1;
+                    model.push_task(s, std::iter::once((m.agent as u32, 1.0)));
+                    continue;
+                }
+                let c = r.candidates();
+                let k = k_max.min(c.len());
+                voters += usize::from(k > 0);
+                if !c[..k].iter().any(|c| model.is_active(c.agent as usize)) {
+                    model.push_task(s, std::iter::empty());
+                    continue;
+                }
+                // Softmax over the candidates (best first); those far below the first
+                // carry no weight.
+                let mut probs = [1.0f32; MAX_CANDIDATES];
+                let mut z = 1.0f32;
+                let mut m = 1usize;
+                for (p, x) in probs[1..k].iter_mut().zip(&c[1..k]) {
+                    let x = (x.base - c[0].base) * inv_t;
+                    if x <= -8.0 {
+                        break;
+                    }
+                    *p = x.exp();
+                    z += *p;
+                    m += 1;
+                }
+                let z = 1.0 / z;
+                model.push_task(s, c[..m].iter().zip(&probs).map(|(c, p)| (c.agent, p * z)));
+            }
+            let mut load = vec![0u32; st.registry.len()];
+            let mut cands = [EMPTY; MAX_CANDIDATES];
+            for (i, (task, r)) in tasks.iter().zip(&ranks).enumerate() {
+                let n = r.n;
+                let c = r.candidates();
+                // Only candidates the largest possible bonus could lift to the top are
+                // re-ranked; a task with one such active candidate keeps its text order.
+                let mut bonus = [0.0f32; MAX_CANDIDATES];
+                let mut k = 0;
+                if r.rules.is_empty() && n >= 2 && voters >= 2 {
+                    let floor = c[0].base - max_bonus;
+                    k = c[..k_max.min(n)].partition_point(|c| c.base >= floor);
+                    if k < 2 || !c[1..k].iter().any(|c| model.is_active(c.agent as usize)) {
+                        k = 0;
+                    }
+                }
+                let mut reranked = false;
+                for (c, b) in c[..k].iter().zip(&mut bonus) {
+                    *b = pc.weight * model.fit(s, i, c.agent as usize, voters - 1, pc);
+                    reranked |= *b > 0.0;
+                }
+                let b = &bonus[..k];
+                let list = if reranked {
+                    cands[..n].copy_from_slice(c);
+                    for (c, b) in cands[..k].iter_mut().zip(b) {
+                        c.base += b;
+                    }
+                    cands[..k]
+                        .sort_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
+                    &cands[..n]
+                } else {
+                    c
+                };
+                let (mut d, chosen) = self.decide(st, task, r, list, &load);
+                if let Some(a) = chosen {
+                    if let Some(l) = load.get_mut(a) {
+                        *l += 1;
+                    }
+                    let text_first = r.candidates().first().map(|c| c.agent as usize);
+                    if reranked && text_first != Some(a) {
+                        let gain = r.candidates()[..k]
+                            .iter()
+                            .zip(b)
+                            .find(|(c, _)| c.agent as usize == a)
+                            .map_or(0.0, |(_, b)| *b);
+                        if gain > 0.0 {
+                            d.explanation = render(|e| {
+                                e.push_str(&d.explanation);
+                                self.explain_plan(st, s, i, a, gain, text_first, e);
+                            });
+                        }
+                    }
+                }
+                out.push(d);
+            }
+        });
+    }
+
+    /// Appends why the plan context moved `agent` to the top.
+    #[allow(clippy::too_many_arguments)]
+    fn explain_plan(
+        &self,
+        st: &State,
+        s: &PlanScratch,
+        task: usize,
+        agent: usize,
+        gain: f32,
+        text_first: Option<usize>,
+        out: &mut String,
+    ) {
+        let agents = st.registry.as_slice();
+        let note = st.plan.note(s, task, agent);
+        out.push_str("; plan context +");
+        push_fixed2(out, f64::from(gain));
+        match note.partner {
+            Some((t, true)) => {
+                out.push_str(": used with ");
+                out.push_str(agents[t as usize].id.as_str());
+                out.push_str(" in recorded plans");
+            }
+            Some((t, false)) => {
+                out.push_str(": shares tag \"");
+                out.push_str(note.tag.map_or("?", |d| st.plan.tag_name(d)));
+                out.push_str("\" with ");
+                out.push_str(agents[t as usize].id.as_str());
+            }
+            None => out.push_str(": fits the plan's other tasks"),
+        }
+        out.push_str(", the likely agent of another task of this plan");
+        if let Some(f) = text_first {
+            out.push_str("; text alone ranked ");
+            out.push_str(agents[f].id.as_str());
+            out.push_str(" first");
         }
     }
 
@@ -1149,7 +1363,8 @@ impl Router {
         &self,
         st: &State,
         task: &Task,
-        r: &mut Ranked,
+        r: &Ranking,
+        cands: &[Candidate],
         load: &[u32],
     ) -> (RouteDecision, Option<usize>) {
         let cfg = &self.config;
@@ -1184,14 +1399,14 @@ impl Router {
                 match_score: 1.0,
                 layer: RouteLayer::Rule,
                 explanation,
-                alternatives: self.alternatives(st, r, a, load),
+                alternatives: self.alternatives(st, cands, a, load),
             };
             return (d, Some(a));
         }
         // Layers 2 and 3: text and capability, load-adjusted.
         let mut best: Option<(usize, f64)> = None;
         let mut any_full = false;
-        for (i, c) in r.candidates().iter().enumerate() {
+        for (i, c) in cands.iter().enumerate() {
             let a = c.agent as usize;
             if full(a) {
                 any_full = true;
@@ -1206,8 +1421,8 @@ impl Router {
         // takes the task (it will queue behind the agent's concurrency limit) rather than
         // leaving work unassigned.
         let mut overflow = false;
-        if best.is_none() && r.n > 0 {
-            for (i, c) in r.candidates().iter().enumerate() {
+        if best.is_none() && !cands.is_empty() {
+            for (i, c) in cands.iter().enumerate() {
                 let sc = f64::from(c.base) - load_pen(c.agent as usize);
                 if best.is_none_or(|(_, b)| sc > b) {
                     best = Some((i, sc));
@@ -1228,7 +1443,7 @@ impl Router {
                         "unassigned: all {} candidate agents are at capacity (",
                         r.n
                     );
-                    for (i, c) in r.candidates().iter().take(5).enumerate() {
+                    for (i, c) in cands.iter().take(5).enumerate() {
                         let a = c.agent as usize;
                         if i > 0 {
                             e.push_str(", ");
@@ -1257,12 +1472,14 @@ impl Router {
             };
             return (d, None);
         };
-        let c = r.candidates[bi];
+        let c = cands[bi];
         let a = c.agent as usize;
         let text = f64::from(c.sim) >= cfg.min_text_similarity;
         let text_fit = (f64::from(c.sim) / cfg.full_match_similarity).min(1.0);
         let match_score = if c.kind { text_fit.max(0.6) } else { text_fit };
-        let explanation = if bi == 0 && r.rules.is_empty() && !overflow {
+        // The cached explanation describes the text-only first choice.
+        let first = r.candidates().first().map(|c| c.agent);
+        let explanation = if bi == 0 && r.rules.is_empty() && !overflow && first == Some(c.agent) {
             Arc::clone(&r.top_explanation)
         } else {
             let mut e = String::with_capacity(192);
@@ -1276,7 +1493,7 @@ impl Router {
                     agents[a].max_concurrent_tasks
                 );
             } else if any_full {
-                for s in r.candidates()[..bi].iter().map(|c| c.agent as usize) {
+                for s in cands[..bi].iter().map(|c| c.agent as usize) {
                     if full(s) {
                         e.push_str("; ");
                         Self::capacity_note(&mut e, &agents[s], load_at(load, s));
@@ -1298,7 +1515,7 @@ impl Router {
                 RouteLayer::Capability
             },
             explanation,
-            alternatives: self.alternatives(st, r, a, load),
+            alternatives: self.alternatives(st, cands, a, load),
         };
         (d, Some(a))
     }
@@ -1330,14 +1547,14 @@ impl Router {
     fn alternatives(
         &self,
         st: &State,
-        r: &Ranking,
+        cands: &[Candidate],
         chosen: usize,
         load: &[u32],
     ) -> Vec<Alternative> {
         let agents = st.registry.as_slice();
-        let k = self.config.top_k.min(r.n);
+        let k = self.config.top_k.min(cands.len());
         let mut out = Vec::with_capacity(k);
-        for c in r.candidates() {
+        for c in cands {
             if out.len() == k {
                 break;
             }
@@ -1375,6 +1592,7 @@ impl Router {
             success,
             latency,
             cost,
+            plan: None,
         }])
     }
 
@@ -1404,6 +1622,7 @@ impl Router {
         }
         let mut registry = (*old.registry).clone();
         let mut examples_changed = false;
+        let mut plans_changed = false;
         for (o, &i) in outcomes.iter().zip(&idx) {
             let Some(p) = registry.agent_mut(i) else {
                 continue;
@@ -1421,6 +1640,14 @@ impl Router {
                 p.outcomes.successes += 1;
             } else {
                 p.outcomes.failures += 1;
+            }
+            if let Some(plan) = o.plan.map(str::trim).filter(|x| !x.is_empty())
+                && o.success
+                && p.plans.len() < self.config.max_examples_per_agent
+                && !p.plans.iter().any(|x| x == plan)
+            {
+                p.plans.push(plan.to_owned());
+                plans_changed = true;
             }
             let d = o.task.description.trim();
             if o.success
@@ -1449,6 +1676,7 @@ impl Router {
             Arc::new(registry),
             Arc::clone(&old.rules),
             Some(index),
+            (!plans_changed).then(|| Arc::clone(&old.plan)),
             &self.config,
         ));
         Ok(())
@@ -1467,6 +1695,7 @@ impl Router {
         self.install(State::build(
             Arc::clone(&old.registry),
             Arc::clone(&old.rules),
+            None,
             None,
             &self.config,
         ));

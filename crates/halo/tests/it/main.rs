@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
 use genesis_halo::{
-    AgentProfile, AgentRegistry, HaloError, JsonlMode, RouteLayer, Router, RouterConfig,
-    RoutingRules, Rule,
+    AgentProfile, AgentRegistry, HaloError, JsonlMode, Outcome, PlanConfig, RouteLayer, Router,
+    RouterConfig, RoutingRules, Rule,
 };
 use proptest::prelude::*;
 
@@ -318,6 +318,199 @@ fn outcomes_update_success_rates_examples_and_persist() {
         )
         .unwrap_err();
     assert!(matches!(err, HaloError::UnknownAgent { .. }));
+}
+
+/// Two domains with look-alike tools: "cancel the ticket" reads the same for both.
+fn travel_catalogue(tags: bool, plans: bool) -> AgentRegistry {
+    let tool = |id: &str, desc: &str, tag: &str| {
+        let mut p = AgentProfile::new(id, desc);
+        if tags {
+            p.skills = vec![tag.to_owned()];
+        }
+        p
+    };
+    // train_cancel comes first, so it wins the text tie when routed alone.
+    AgentRegistry::new(vec![
+        tool("train_cancel", "Cancels a ticket", "Train"),
+        tool("flight_cancel", "Cancels a ticket", "Flight"),
+        tool("train_search", "Searches train timetables", "Train"),
+        tool(
+            "flight_search",
+            "Searches flights between airports",
+            "Flight",
+        ),
+    ])
+    .map(|r| {
+        if !plans {
+            return r;
+        }
+        let mut v: Vec<AgentProfile> = r.iter().cloned().collect();
+        v[1].plans = vec!["req-1".into(), "req-2".into()];
+        v[3].plans = vec!["req-1".into(), "req-2".into(), "req-3".into()];
+        v[0].plans = vec!["req-4".into()];
+        v[2].plans = vec!["req-4".into()];
+        AgentRegistry::new(v).unwrap()
+    })
+    .unwrap()
+}
+
+fn agents_of(plan: &genesis_halo::RoutingPlan) -> Vec<&str> {
+    plan.decisions
+        .iter()
+        .map(|d| d.agent.as_ref().map_or("-", AgentId::as_str))
+        .collect()
+}
+
+#[test]
+fn plan_context_prefers_the_tool_that_fits_the_other_tasks() {
+    let search = task(
+        "a",
+        TaskKind::Generic,
+        "Search flights between the airports",
+    );
+    let cancel = task("b", TaskKind::Generic, "Cancel the ticket");
+    // From catalogue tags alone (no recorded plans).
+    let r = Router::new(travel_catalogue(true, false), RoutingRules::empty()).unwrap();
+    assert_eq!(r.route(&cancel).agent.unwrap().as_str(), "train_cancel");
+    let plan = r.route_all([&search, &cancel]);
+    assert_eq!(agents_of(&plan), ["flight_search", "flight_cancel"]);
+    let e = &plan.decisions[1].explanation;
+    assert!(
+        e.contains("plan context +") && e.contains("shares tag \"flight\" with flight_search"),
+        "{e}"
+    );
+    assert!(e.contains("text alone ranked train_cancel first"), "{e}");
+    assert_eq!(
+        plan.decisions[1].alternatives[0].agent.as_str(),
+        "train_cancel"
+    );
+    // The first task kept its text choice and its cached explanation.
+    assert!(!plan.decisions[0].explanation.contains("plan context"));
+    // A plan of one task, and the stage switched off, route as `route` does.
+    assert_eq!(agents_of(&r.route_all([&cancel])), ["train_cancel"]);
+    let off = RouterConfig {
+        plan: PlanConfig {
+            weight: 0.0,
+            ..PlanConfig::default()
+        },
+        ..RouterConfig::default()
+    };
+    let r = Router::with_config(travel_catalogue(true, false), RoutingRules::empty(), off).unwrap();
+    assert_eq!(
+        agents_of(&r.route_all([&search, &cancel])),
+        ["flight_search", "train_cancel"]
+    );
+    // Without tags or plans there is nothing to go on.
+    let r = Router::new(travel_catalogue(false, false), RoutingRules::empty()).unwrap();
+    assert_eq!(
+        agents_of(&r.route_all([&search, &cancel])),
+        ["flight_search", "train_cancel"]
+    );
+}
+
+#[test]
+fn plan_context_learns_from_recorded_plans() {
+    let search = task(
+        "a",
+        TaskKind::Generic,
+        "Search flights between the airports",
+    );
+    let cancel = task("b", TaskKind::Generic, "Cancel the ticket");
+    // Plans loaded with the catalogue.
+    let r = Router::new(travel_catalogue(false, true), RoutingRules::empty()).unwrap();
+    let plan = r.route_all([&cancel, &search]);
+    assert_eq!(agents_of(&plan), ["flight_cancel", "flight_search"]);
+    let e = &plan.decisions[0].explanation;
+    assert!(
+        e.contains("used with flight_search in recorded plans"),
+        "{e}"
+    );
+    // Plans learned from outcomes, persisted with the registry.
+    let cfg = RouterConfig {
+        learn_examples: false,
+        ..RouterConfig::default()
+    };
+    let r =
+        Router::with_config(travel_catalogue(false, false), RoutingRules::empty(), cfg).unwrap();
+    assert_eq!(
+        agents_of(&r.route_all([&cancel, &search]))[0],
+        "train_cancel"
+    );
+    let (fc, fs) = (AgentId::new("flight_cancel"), AgentId::new("flight_search"));
+    let outcome = |agent, plan, success| Outcome {
+        task: &cancel,
+        agent,
+        success,
+        latency: Duration::ZERO,
+        cost: Usd::new(0.0).unwrap(),
+        plan,
+    };
+    // Failures and outcomes without a plan teach nothing about plans.
+    r.record_outcomes(&[outcome(&fc, Some("r1"), false), outcome(&fs, None, true)])
+        .unwrap();
+    assert!(r.registry().get("flight_cancel").unwrap().plans.is_empty());
+    r.record_outcomes(&[
+        outcome(&fc, Some("r1"), true),
+        outcome(&fs, Some("r1"), true),
+        outcome(&fs, Some("r1"), true),
+    ])
+    .unwrap();
+    assert_eq!(r.registry().get("flight_search").unwrap().plans, ["r1"]);
+    assert_eq!(
+        agents_of(&r.route_all([&cancel, &search]))[0],
+        "flight_cancel"
+    );
+    let saved = r.registry().to_toml_string().unwrap();
+    assert!(saved.contains("plans = [\"r1\"]"), "{saved}");
+    assert_eq!(
+        &AgentRegistry::from_toml_str(&saved).unwrap(),
+        &*r.registry()
+    );
+    // JSONL catalogues may carry plans too.
+    let (reg, _) = AgentRegistry::from_jsonl_str(
+        "{\"id\":\"a\",\"desc\":\"x\",\"plans\":[\"r1\",\"r2\"]}\n",
+        JsonlMode::Fail,
+    )
+    .unwrap();
+    assert_eq!(reg.get("a").unwrap().plans.len(), 2);
+}
+
+#[test]
+fn plan_settings_are_validated() {
+    for (plan, field) in [
+        (
+            PlanConfig {
+                temperature: 0.0,
+                ..PlanConfig::default()
+            },
+            "plan.temperature",
+        ),
+        (
+            PlanConfig {
+                candidates: 17,
+                ..PlanConfig::default()
+            },
+            "plan.candidates",
+        ),
+        (
+            PlanConfig {
+                weight: f32::NAN,
+                ..PlanConfig::default()
+            },
+            "plan.weight",
+        ),
+    ] {
+        let cfg = RouterConfig {
+            plan,
+            ..RouterConfig::default()
+        };
+        let err = Router::with_config(travel_catalogue(true, false), RoutingRules::empty(), cfg)
+            .unwrap_err();
+        assert!(
+            matches!(err, HaloError::InvalidConfig { field: f, .. } if f == field),
+            "{err}"
+        );
+    }
 }
 
 #[test]
