@@ -316,10 +316,7 @@ impl TaskDag {
     /// Each task's parent as an insertion position (what [`TaskDag::nodes`] yields), in
     /// insertion order: the hierarchy without id lookups.
     pub fn parent_positions(&self) -> Vec<Option<usize>> {
-        let mut position = vec![usize::MAX; self.graph.node_bound()];
-        for (i, ix) in self.order.iter().enumerate() {
-            position[ix.index()] = i;
-        }
+        let position = self.positions();
         self.order
             .iter()
             .map(|&ix| {
@@ -394,10 +391,7 @@ impl TaskDag {
     /// [`TaskDag::declared_dependencies`] of every task at once, in insertion order:
     /// one pass over the edges instead of a lookup per task.
     pub fn declared_dependency_lists(&self) -> Vec<Vec<TaskId>> {
-        let mut position = vec![usize::MAX; self.graph.node_bound()];
-        for (i, ix) in self.order.iter().enumerate() {
-            position[ix.index()] = i;
-        }
+        let position = self.positions();
         let mut lists: Vec<Vec<(usize, &TaskId)>> = vec![Vec::new(); self.order.len()];
         for e in self.graph.edge_references() {
             if *e.weight() == EdgeKind::Dependency
@@ -455,10 +449,7 @@ impl TaskDag {
     /// A topological order as positions in insertion order (what [`TaskDag::nodes`]
     /// yields): the same order as [`TaskDag::topological_order`].
     pub fn topological_positions(&self) -> Vec<usize> {
-        let mut position = vec![usize::MAX; self.graph.node_bound()];
-        for (i, ix) in self.order.iter().enumerate() {
-            position[ix.index()] = i;
-        }
+        let position = self.positions();
         self.topo_indices()
             .iter()
             .map(|ix| position[ix.index()])
@@ -481,6 +472,15 @@ impl TaskDag {
 
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
     /// the graph is acyclic by construction.
+    /// Each node's insertion position, by node index (`usize::MAX` for free slots).
+    fn positions(&self) -> Vec<usize> {
+        let mut position = vec![usize::MAX; self.graph.node_bound()];
+        for (i, ix) in self.order.iter().enumerate() {
+            position[ix.index()] = i;
+        }
+        position
+    }
+
     fn topo_indices(&self) -> &[NodeIndex] {
         &self.topo().order
     }
@@ -490,10 +490,7 @@ impl TaskDag {
             let order = self.kahn();
             // Generations: a task's level is one more than its deepest prerequisite's.
             let bound = self.graph.node_bound();
-            let mut position = vec![usize::MAX; bound];
-            for (i, ix) in self.order.iter().enumerate() {
-                position[ix.index()] = i;
-            }
+            let position = self.positions();
             let mut level = vec![0usize; bound];
             let mut count: Vec<usize> = Vec::new();
             for &ix in &order {
@@ -587,22 +584,15 @@ impl TaskDag {
     /// earlier generations. Tasks of one generation can run at the same time, which is
     /// what per-agent concurrency limits are about.
     pub fn generations(&self) -> Vec<Vec<&TaskId>> {
-        let mut level = vec![0usize; self.graph.node_bound()];
-        let mut out: Vec<Vec<&TaskId>> = Vec::new();
-        for &ix in self.topo_indices() {
-            let l = self
-                .graph
-                .edges_directed(ix, Direction::Incoming)
-                .map(|e| level[e.source().index()] + 1)
-                .max()
-                .unwrap_or(0);
-            level[ix.index()] = l;
-            if out.len() <= l {
-                out.resize_with(l + 1, Vec::new);
-            }
-            out[l].push(&self.graph[ix].task.id);
-        }
-        out
+        self.generation_positions()
+            .map(|generation| {
+                generation
+                    .iter()
+                    .filter_map(|&p| self.order.get(p))
+                    .map(|&ix| &self.graph[ix].task.id)
+                    .collect()
+            })
+            .collect()
     }
 
     /// [`TaskDag::generations`] as positions in insertion order (what
