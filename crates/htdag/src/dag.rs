@@ -316,7 +316,7 @@ impl TaskDag {
     /// Each task's parent as an insertion position (what [`TaskDag::nodes`] yields), in
     /// insertion order: the hierarchy without id lookups.
     pub fn parent_positions(&self) -> Vec<Option<usize>> {
-        let position = self.positions();
+        let position = &self.topo().position;
         self.order
             .iter()
             .map(|&ix| {
@@ -391,7 +391,7 @@ impl TaskDag {
     /// [`TaskDag::declared_dependencies`] of every task at once, in insertion order:
     /// one pass over the edges instead of a lookup per task.
     pub fn declared_dependency_lists(&self) -> Vec<Vec<TaskId>> {
-        let position = self.positions();
+        let position = &self.topo().position;
         let mut lists: Vec<Vec<(usize, &TaskId)>> = vec![Vec::new(); self.order.len()];
         for e in self.graph.edge_references() {
             if *e.weight() == EdgeKind::Dependency
@@ -449,7 +449,7 @@ impl TaskDag {
     /// A topological order as positions in insertion order (what [`TaskDag::nodes`]
     /// yields): the same order as [`TaskDag::topological_order`].
     pub fn topological_positions(&self) -> Vec<usize> {
-        let position = self.positions();
+        let position = &self.topo().position;
         self.topo_indices()
             .iter()
             .map(|ix| position[ix.index()])
@@ -524,6 +524,7 @@ impl TaskDag {
                 order,
                 generations,
                 generation_ends: ends,
+                position,
             }
         })
     }
@@ -705,6 +706,8 @@ struct Topo {
     generations: Vec<usize>,
     /// Where each generation ends in `generations`.
     generation_ends: Vec<usize>,
+    /// Each node's insertion position, by node index (`usize::MAX` for free slots).
+    position: Vec<usize>,
 }
 
 /// Buffers reused by [`TaskDag::add_dependency`]. They hold no state between calls, so a
