@@ -93,8 +93,10 @@ fn base(kind: TaskKind) -> f64 {
 /// are renumbered densely and its 256 byte values collapsed into the few classes the
 /// words use. A transition stores the next state's row offset (state × stride) with
 /// the top bit set when a word ends there, so a scan costs two table loads and an add
-/// per byte, and a branch that is almost never taken. `accept[s]` holds a bit per word
-/// that ends in state `s` (every overlapping match, not only the longest).
+/// per byte, and a branch that is almost never taken. The transition table has a fixed
+/// power-of-two size, so an index masked to it needs no bounds check. `accept[s]` holds
+/// a bit per word that ends in state `s` (every overlapping match, not only the
+/// longest).
 struct Signals {
     /// Byte → class: one class per (case-folded) byte that occurs in a word, 0 for
     /// every other byte (they all lead back to the start state).
@@ -102,8 +104,8 @@ struct Signals {
     /// Number of classes: the row length of `next`.
     stride: usize,
     /// `next[state * stride + class]`: the next state × stride, | [`MATCH`] when a
-    /// word ends there.
-    next: Vec<u16>,
+    /// word ends there. Entries past the last state are never reached.
+    next: Box<[u16; TABLE]>,
     /// Per state, the words that end there, as bits.
     accept: Vec<u64>,
     /// Per word (bit), its weight.
@@ -111,6 +113,10 @@ struct Signals {
     /// Longest word, in bytes, minus one: how far a word can reach past a split point.
     reach: usize,
 }
+
+/// Size of the transition table: states × classes must fit (checked when it is built,
+/// and by a test on the shipped word lists).
+const TABLE: usize = 1 << 13;
 
 impl Signals {
     fn build() -> Option<Self> {
@@ -179,14 +185,15 @@ impl Signals {
             }
             i += 1;
         }
-        // Row offsets must fit beside the match bit.
-        if order.len() * stride >= usize::from(MATCH) {
+        // Row offsets must fit in the table (and so beside the match bit).
+        if order.len() * stride > TABLE {
             return None;
         }
-        for to in &mut next {
-            let state = usize::from(*to);
+        let mut table = Box::new([0u16; TABLE]);
+        for (slot, &to) in table.iter_mut().zip(&next) {
+            let state = usize::from(to);
             let offset = u16::try_from(state * stride).ok()?;
-            *to = if accept.get(state).is_some_and(|bits| *bits != 0) {
+            *slot = if accept.get(state).is_some_and(|bits| *bits != 0) {
                 offset | MATCH
             } else {
                 offset
@@ -196,7 +203,7 @@ impl Signals {
         Some(Signals {
             classes,
             stride,
-            next,
+            next: table,
             accept,
             weights,
             reach,
@@ -250,7 +257,7 @@ impl Signals {
     #[inline(always)]
     fn step(&self, lane: &mut Lane, b: u8) {
         let class = usize::from(self.classes[usize::from(b)]);
-        let to = self.next.get(lane.row + class).copied().unwrap_or(0);
+        let to = self.next[(lane.row + class) & (TABLE - 1)];
         lane.row = usize::from(to & !MATCH);
         if to & MATCH != 0 {
             lane.seen |= self
@@ -296,7 +303,7 @@ const MATCH: u16 = 0x8000;
 static SIGNALS: std::sync::LazyLock<Option<Signals>> = std::sync::LazyLock::new(Signals::build);
 
 /// The sum of the weights of the signal words in `text`, each counted once, and its
-/// digits and operators.
+/// digits and arithmetic operators (`= + * ^ /`).
 fn signals(text: &[u8]) -> (f64, usize, usize) {
     let (weight, counts) = match SIGNALS.as_ref() {
         Some(s) => s.scan(text),
@@ -388,6 +395,12 @@ mod tests {
             proptest::prop_assert_eq!(digits, text.bytes().filter(u8::is_ascii_digit).count());
             proptest::prop_assert_eq!(ops, text.bytes().filter(|b| matches!(b, b'=' | b'+')).count());
         }
+    }
+
+    #[test]
+    fn the_shipped_words_fit_the_automaton_table() {
+        let s = SIGNALS.as_ref().expect("signal automaton builds");
+        assert!(s.accept.len() * s.stride <= TABLE);
     }
 
     #[test]
