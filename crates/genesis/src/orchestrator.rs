@@ -589,7 +589,11 @@ impl Orchestrator {
         let registry = inner.router.registry();
         let mut vconfig = inner.validator.clone();
         vconfig.budget = options.budget.or(inner.budget.per_run);
-        let assignments: Vec<Assignment> = assignments.into_iter().flatten().collect();
+        let assignments: Vec<Assignment> = {
+            let mut all = Vec::with_capacity(assignments.len());
+            all.extend(assignments.into_iter().flatten());
+            all
+        };
         let validation = Validator::new(&registry, vconfig).validate(request, graph, &assignments);
         let depth = graph.depth();
         drop(nodes);
@@ -600,21 +604,24 @@ impl Orchestrator {
             Dag::Owned(d) => d.into_nodes().into_iter().map(Some).collect(),
             Dag::Borrowed(d) => d.nodes().cloned().map(Some).collect(),
         };
-        let planned: Vec<PlannedTask> = rows
-            .into_iter()
-            .filter_map(|(position, decision, model, depends_on)| {
-                let node = slots.get_mut(position)?.take()?;
-                let decision = decisions.get_mut(decision)?.take()?;
-                Some(planned_task(
-                    node.task,
-                    node.parent,
-                    node.depth,
-                    depends_on,
-                    decision,
-                    model,
-                ))
-            })
-            .collect();
+        // Sized up front: a filtered iterator would grow the vector by doubling, copying
+        // the (large) tasks each time.
+        let mut planned: Vec<PlannedTask> = Vec::with_capacity(rows.len());
+        planned.extend(
+            rows.into_iter()
+                .filter_map(|(position, decision, model, depends_on)| {
+                    let node = slots.get_mut(position)?.take()?;
+                    let decision = decisions.get_mut(decision)?.take()?;
+                    Some(planned_task(
+                        node.task,
+                        node.parent,
+                        node.depth,
+                        depends_on,
+                        decision,
+                        model,
+                    ))
+                }),
+        );
         debug!(
             tasks = planned.len(),
             score = validation.score,

@@ -464,10 +464,9 @@ impl TaskDag {
         for n in nodes {
             slots[n.index.index()] = Some(n.weight);
         }
-        self.order
-            .iter()
-            .filter_map(|ix| slots[ix.index()].take())
-            .collect()
+        let mut out = Vec::with_capacity(self.order.len());
+        out.extend(self.order.iter().filter_map(|ix| slots[ix.index()].take()));
+        out
     }
 
     /// Kahn's algorithm over insertion order with dense per-node vectors (no hashing);
