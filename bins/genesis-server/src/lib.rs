@@ -84,6 +84,8 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     shutting_down: AtomicBool,
     started: std::time::Instant,
+    /// The router registry as last written to the store (learned state).
+    learned_saved: std::sync::Mutex<Option<Arc<genesis::halo::AgentRegistry>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -109,6 +111,27 @@ impl AppState {
     ) -> Result<Arc<AppState>, StartError> {
         let orchestrator = genesis::orchestrator_from_config(&config, env)?;
         let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+        // What the router learned before the last stop, laid over the configured
+        // catalogue (which stays in force for descriptions, skills and kinds).
+        if config.routing.learn_from_runs {
+            let stored = store.load_learned()?;
+            if !stored.is_empty() {
+                let router = orchestrator.router();
+                let (registry, applied) = genesis::learning::apply_learned(
+                    &router.registry(),
+                    &stored,
+                    router.config().max_examples_per_agent,
+                )
+                .map_err(GenesisError::from)?;
+                router.set_registry(registry).map_err(GenesisError::from)?;
+                tracing::info!(
+                    agents = applied.agents,
+                    unknown = applied.unknown,
+                    "applied learned routing state from the store"
+                );
+            }
+        }
+        let learned_saved = std::sync::Mutex::new(Some(orchestrator.router().registry()));
         let secret = env
             .iter()
             .find(|(k, _)| k == "GENESIS_AUTH_SECRET")
@@ -138,6 +161,7 @@ impl AppState {
             metrics,
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
+            learned_saved,
         }))
     }
 
@@ -229,6 +253,53 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// How often [`spawn_learning_saver`] checks for learned routing state to store.
+pub const LEARNED_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Writes what the router has learned from runs since the last save to the store (one
+/// transaction; nothing when nothing changed or learning is off). Returns the number of
+/// agents written.
+///
+/// # Errors
+/// Store failures.
+pub fn save_learned(state: &AppState) -> Result<usize, genesis::store::StoreError> {
+    if !state.config.routing.learn_from_runs {
+        return Ok(0);
+    }
+    let current = state.orchestrator.router().registry();
+    let mut saved = state
+        .learned_saved
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if saved.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current)) {
+        return Ok(0);
+    }
+    let states = genesis::learning::learned_states(&current);
+    state.store.save_learned(&states)?;
+    *saved = Some(current);
+    Ok(states.len())
+}
+
+/// Saves learned routing state every [`LEARNED_SAVE_INTERVAL`] (off the async
+/// threads). Learning is soft state: a crash loses at most one interval of it; a clean
+/// shutdown saves after draining.
+pub fn spawn_learning_saver(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LEARNED_SAVE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || save_learned(&s)).await {
+                Ok(Ok(n)) if n > 0 => tracing::debug!(agents = n, "saved learned routing state"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
+                Err(e) => tracing::warn!(error = %e, "learned-state saver failed"),
+            }
+        }
+    })
+}
+
 /// Resumes runs that were accepted but not finished before the last stop.
 ///
 /// # Errors
@@ -241,7 +312,15 @@ pub fn resume(state: &Arc<AppState>) -> Result<usize, genesis::store::StoreError
 /// after that stay journaled as running and resume at the next start.
 pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
     state.begin_shutdown();
-    state.runs.drain(grace).await
+    let still_running = state.runs.drain(grace).await;
+    // What the drained runs taught the router survives the restart.
+    let s = Arc::clone(state);
+    match tokio::task::spawn_blocking(move || save_learned(&s)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
+        Err(e) => tracing::warn!(error = %e, "learned-state save failed"),
+    }
+    still_running
 }
 
 pub(crate) fn json_error(

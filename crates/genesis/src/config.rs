@@ -121,7 +121,7 @@ impl Default for PlanningConfig {
 }
 
 /// Routing settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Agent catalogue (TOML, JSON or JSONL by extension). `None`: the built-in 16 agents.
@@ -132,6 +132,22 @@ pub struct RoutingConfig {
     pub router: genesis_halo::RouterConfig,
     /// Most agents the catalogue may hold (`None`: no limit).
     pub max_agents: Option<usize>,
+    /// Finished runs teach the router (default on): success rates, cost and latency
+    /// means, examples and agents used together. The server keeps what was learned in
+    /// its store and applies it on the next start.
+    pub learn_from_runs: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            agents_file: None,
+            rules_file: None,
+            router: genesis_halo::RouterConfig::default(),
+            max_agents: None,
+            learn_from_runs: true,
+        }
+    }
 }
 
 /// Model selection settings.

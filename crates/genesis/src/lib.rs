@@ -32,6 +32,7 @@ mod catalogues;
 pub mod config;
 pub mod defaults;
 mod error;
+pub mod learning;
 mod orchestrator;
 mod plan;
 pub mod providers;

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::providers::LlmProviders;
 
 use crate::plan::{PlannedTask, TaskModel, TaskRoute};
-use crate::run::executor_internals::{Replanner, RunSpec};
+use crate::run::executor_internals::{AgentTry, Learner, Replanner, RunSpec};
 use crate::run::{
     AgentSet, Executor, ExecutorConfig, NoJournal, RunHandle, RunJournal, TaskReport,
 };
@@ -55,6 +55,7 @@ pub struct OrchestratorBuilder {
     llm: Option<LlmProviders>,
     breaker_hook: Option<genesis_resilience::StateChangeHook>,
     max_agents: Option<usize>,
+    learn_from_runs: Option<bool>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -83,6 +84,17 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn router_config(mut self, config: RouterConfig) -> Self {
         self.router_config = Some(config);
+        self
+    }
+
+    /// Whether finished runs teach the router (default on): every agent call's outcome
+    /// updates that agent's success rate and cost and latency means, a task an agent
+    /// completed becomes one of its examples (per `RouterConfig::learn_examples`), and
+    /// the agents of one run are recorded as used together (plan context). See
+    /// [`Router::record_outcomes`].
+    #[must_use]
+    pub fn learn_from_runs(mut self, on: bool) -> Self {
+        self.learn_from_runs = Some(on);
         self
     }
 
@@ -179,6 +191,7 @@ impl OrchestratorBuilder {
         self.budget = Some(config.budget);
         self.router_config = Some(config.routing.router);
         self.max_agents = config.routing.max_agents;
+        self.learn_from_runs = Some(config.routing.learn_from_runs);
         self.margin = Some(config.models.margin);
         self.security_limits = Some(config.security.limits.clone());
         self.guard =
@@ -250,6 +263,7 @@ impl OrchestratorBuilder {
                 selector,
                 budget: self.budget.unwrap_or_default(),
                 validator: self.validator.unwrap_or_default(),
+                learn_from_runs: self.learn_from_runs.unwrap_or(true),
             }),
         })
     }
@@ -268,6 +282,7 @@ struct Inner {
     selector: ModelSelector,
     budget: Budget,
     validator: ValidatorConfig,
+    learn_from_runs: bool,
 }
 
 /// Plans (and, with the executor, runs) requests. Cheap to clone; share it across tasks.
@@ -734,6 +749,9 @@ impl Orchestrator {
             ledger: CostLedger::new(budget, options.day_spent),
             journal: options.journal.unwrap_or_else(|| Arc::new(NoJournal)),
             replanner: Arc::new(Replan(Arc::clone(&self.inner))),
+            learner: inner
+                .learn_from_runs
+                .then(|| Arc::new(Learn(Arc::clone(&self.inner))) as Arc<dyn Learner>),
             resumed: options.resumed,
         };
         Ok(inner.executor.start(spec, caps))
@@ -742,6 +760,44 @@ impl Orchestrator {
     /// The executor (breaker states, configuration).
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
+    }
+}
+
+/// Teaches the router what a finished run showed.
+struct Learn(Arc<Inner>);
+
+impl Learner for Learn {
+    fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]) {
+        let router = &self.0.router;
+        let registry = router.registry();
+        // Agents outside the registry (e.g. removed by a reload since the plan was made)
+        // are skipped: one unknown agent would otherwise void the whole batch.
+        let outcomes: Vec<genesis_halo::Outcome<'_>> = tries
+            .iter()
+            .filter(|(_, t)| registry.get(t.agent.as_str()).is_some())
+            .map(|(task, t)| genesis_halo::Outcome {
+                task,
+                agent: &t.agent,
+                success: t.success,
+                latency: t.latency,
+                cost: t.cost,
+                plan: Some(run_id.as_str()),
+            })
+            .collect();
+        if outcomes.is_empty() {
+            return;
+        }
+        let succeeded = outcomes.iter().filter(|o| o.success).count();
+        match router.record_outcomes(&outcomes) {
+            Ok(()) => {
+                debug!(run_id = %run_id, outcomes = outcomes.len(), succeeded, "router learned from the run");
+                metrics::counter!(catalogue::ROUTING_OUTCOMES_TOTAL, catalogue::labels::RESULT => "success")
+                    .increment(succeeded as u64);
+                metrics::counter!(catalogue::ROUTING_OUTCOMES_TOTAL, catalogue::labels::RESULT => "failure")
+                    .increment((outcomes.len() - succeeded) as u64);
+            }
+            Err(e) => warn!(run_id = %run_id, error = %e, "router could not learn from the run"),
+        }
     }
 }
 

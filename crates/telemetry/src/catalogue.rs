@@ -64,6 +64,8 @@ pub const ROUTING_DECISIONS_TOTAL: &str = "genesis_routing_decisions_total";
 pub const ROUTING_CACHE_HITS_TOTAL: &str = "genesis_routing_cache_hits_total";
 /// Routing cache misses.
 pub const ROUTING_CACHE_MISSES_TOTAL: &str = "genesis_routing_cache_misses_total";
+/// Agent outcomes the router learned from finished runs. Labels: result.
+pub const ROUTING_OUTCOMES_TOTAL: &str = "genesis_routing_outcomes_total";
 /// LLM calls. Labels: provider, model, outcome.
 pub const LLM_CALLS_TOTAL: &str = "genesis_llm_calls_total";
 /// Wall time of one LLM call. Labels: provider, model.
@@ -148,6 +150,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(ROUTING_DECISIONS_TOTAL, Counter, Unit::Count, &[l::LAYER], "routing decisions, by the layer that decided"),
     def(ROUTING_CACHE_HITS_TOTAL, Counter, Unit::Count, &[], "routing cache hits"),
     def(ROUTING_CACHE_MISSES_TOTAL, Counter, Unit::Count, &[], "routing cache misses"),
+    def(ROUTING_OUTCOMES_TOTAL, Counter, Unit::Count, &[l::RESULT], "agent outcomes the router learned from finished runs, by result (success, failure)"),
     def(LLM_CALLS_TOTAL, Counter, Unit::Count, &[l::PROVIDER, l::MODEL, l::OUTCOME], "llm calls, by provider, model and outcome"),
     def(LLM_CALL_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::PROVIDER, l::MODEL], "wall time of one llm call"),
     def(LLM_TOKENS_TOTAL, Counter, Unit::Count, &[l::DIRECTION], "llm tokens, by direction (input, output)"),

@@ -823,3 +823,36 @@ async fn slow_requests_time_out_with_503() {
     let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(error_rule(&body), "request_timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_runs_teach_the_router_survives_a_restart() {
+    let (dir, stub, s) = server("learn").await;
+    let fresh = s.state.orchestrator().router().registry();
+    assert!(fresh.iter().all(|a| a.outcomes.total() == 0));
+    let id = s.submit(SMALL).await;
+    let run = s.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let learned = s.state.orchestrator().router().registry();
+    let taught: Vec<_> = learned
+        .iter()
+        .filter(|a| a.outcomes.successes > 0)
+        .map(|a| (a.id.clone(), a.outcomes, a.success_rate))
+        .collect();
+    assert!(!taught.is_empty(), "no agent learned from run {id}");
+    for (agent, _, _) in &taught {
+        let p = learned.get(agent.as_str()).unwrap();
+        assert!(p.plans.iter().any(|x| x == &id), "{agent}: {:?}", p.plans);
+    }
+    // A clean stop stores it; the next start lays it over the configured catalogue.
+    genesis_server::drain(&s.state, Duration::from_secs(5)).await;
+    let restarted = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let again = restarted.state.orchestrator().router().registry();
+    for (agent, outcomes, rate) in &taught {
+        let p = again.get(agent.as_str()).unwrap();
+        assert_eq!(p.outcomes, *outcomes, "{agent}");
+        assert_eq!(p.success_rate, *rate, "{agent}");
+        assert!(p.plans.iter().any(|x| x == &id), "{agent}: {:?}", p.plans);
+    }
+    // Nothing new learned: saving again writes nothing.
+    assert_eq!(genesis_server::save_learned(&restarted.state).unwrap(), 0);
+}

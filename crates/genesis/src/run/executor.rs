@@ -125,6 +125,25 @@ pub(crate) trait Replanner: Send + Sync {
     fn plan_tasks(&self, tasks: &[Task]) -> Vec<PlannedTask>;
 }
 
+/// One agent's go at one task: every agent that was called counts, not only the one
+/// that finally delivered (a task re-routed after its first agent kept failing teaches
+/// a failure and a success).
+#[derive(Debug, Clone)]
+pub(crate) struct AgentTry {
+    pub(crate) agent: AgentId,
+    pub(crate) success: bool,
+    /// From the agent's first call to its last answer, retries and backoff included.
+    pub(crate) latency: Duration,
+    pub(crate) cost: Usd,
+}
+
+/// Feedback: the orchestrator supplies this so finished runs teach the router which
+/// agent did which task and how it went. Called once per run, on a blocking thread,
+/// before the run's `run_finished` event.
+pub(crate) trait Learner: Send + Sync {
+    fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]);
+}
+
 /// Runs plans on agents. Cheap to clone; breakers are shared across runs so an agent
 /// that fails in one run is avoided in the next.
 #[derive(Clone)]
@@ -223,6 +242,8 @@ pub(crate) struct RunSpec {
     pub(crate) ledger: CostLedger,
     pub(crate) journal: Arc<dyn RunJournal>,
     pub(crate) replanner: Arc<dyn Replanner>,
+    /// Where the run's agent outcomes go when it ends (`None`: nowhere).
+    pub(crate) learner: Option<Arc<dyn Learner>>,
     /// Tasks finished before a restart: they are not run again.
     pub(crate) resumed: Vec<TaskReport>,
 }
@@ -352,12 +373,14 @@ enum Outcome {
         output: AgentOutput,
         attempts: u32,
         duration: Duration,
+        tries: Vec<AgentTry>,
     },
     Failed {
         agent: Option<AgentId>,
         reason: String,
         attempts: u32,
         cost: Usd,
+        tries: Vec<AgentTry>,
     },
 }
 
@@ -371,6 +394,9 @@ struct Runner {
     ledger: Arc<Mutex<CostLedger>>,
     journal: Arc<dyn RunJournal>,
     replanner: Arc<dyn Replanner>,
+    learner: Option<Arc<dyn Learner>>,
+    /// Every agent call's outcome so far, by slot.
+    tries: Vec<(usize, AgentTry)>,
     events: broadcast::Sender<RunEvent>,
     cancel: CancellationToken,
     resumed: usize,
@@ -432,6 +458,8 @@ impl Runner {
             ledger: Arc::new(Mutex::new(spec.ledger)),
             journal: spec.journal,
             replanner: spec.replanner,
+            learner: spec.learner,
+            tries: Vec::new(),
             events,
             cancel,
             resumed,
@@ -536,6 +564,7 @@ impl Runner {
         } else {
             RunStatus::Failed
         };
+        self.learn().await;
         let cost = self.spent();
         self.emit(RunEvent::RunFinished { status, cost });
         RunResult {
@@ -544,6 +573,26 @@ impl Runner {
             answer: self.answer(),
             tasks: self.slots.iter().map(|s| s.report.clone()).collect(),
             cost,
+        }
+    }
+
+    /// Hands the run's agent outcomes to the learner, off the async threads (learning
+    /// may re-index the router's examples), and waits for it: whoever sees
+    /// `run_finished` sees a router that has learned from the run.
+    async fn learn(&mut self) {
+        let Some(learner) = self.learner.clone() else {
+            return;
+        };
+        if self.tries.is_empty() {
+            return;
+        }
+        let tries: Vec<(Task, AgentTry)> = std::mem::take(&mut self.tries)
+            .into_iter()
+            .filter_map(|(i, t)| Some((self.slots.get(i)?.task.clone(), t)))
+            .collect();
+        let run_id = self.run_id.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || learner.learn(&run_id, &tries)).await {
+            error!(run_id = %self.run_id, error = %e, "learning from the run failed");
         }
     }
 
@@ -575,7 +624,9 @@ impl Runner {
                 output,
                 attempts,
                 duration,
+                tries,
             } => {
+                self.tries.extend(tries.into_iter().map(|t| (i, t)));
                 let task_id = self.slots[i].planned.id.clone();
                 let followups = output.followups.clone();
                 {
@@ -636,7 +687,9 @@ impl Runner {
                 reason,
                 attempts,
                 cost,
+                tries,
             } => {
+                self.tries.extend(tries.into_iter().map(|t| (i, t)));
                 let task_id = self.slots[i].planned.id.clone();
                 {
                     let slot = &mut self.slots[i];
@@ -832,12 +885,14 @@ impl Attempt {
         let mut attempts = 0u32;
         let mut cost = Usd::ZERO;
         let mut last: Option<(AgentId, String)> = None;
+        let mut tries: Vec<AgentTry> = Vec::new();
         if self.candidates.is_empty() {
             return Outcome::Failed {
                 agent: None,
                 reason: format!("task {} has no agent", self.task.id),
                 attempts,
                 cost,
+                tries,
             };
         }
         // When every candidate's breaker is open, wait for the cool-down to let a probe
@@ -880,15 +935,30 @@ impl Attempt {
                 };
                 let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
                 let mut retry = 0u32;
+                // This agent's go: when its first call started and what it had cost.
+                let agent_started = Instant::now();
+                let cost_before = cost;
+                let agent_try = |success: bool, cost: Usd| AgentTry {
+                    agent: agent.clone(),
+                    success,
+                    latency: agent_started.elapsed(),
+                    cost: cost - cost_before,
+                };
                 loop {
                     if let Ok(l) = self.ledger.lock()
                         && let Err(e) = l.check(self.estimate)
                     {
+                        // The budget ran out: not the agent's doing, unless its own
+                        // failed calls came first.
+                        if retry > 0 {
+                            tries.push(agent_try(false, cost));
+                        }
                         return Outcome::Failed {
                             agent: Some(agent.clone()),
                             reason: e.to_string(),
                             attempts,
                             cost,
+                            tries,
                         };
                     }
                     let permit = match breaker.try_acquire_owned(Instant::now()) {
@@ -926,11 +996,13 @@ impl Attempt {
                             let output = self
                                 .refine(&backend, agent, output, &mut attempts, &mut cost)
                                 .await;
+                            tries.push(agent_try(true, cost));
                             return Outcome::Succeeded {
                                 agent: agent.clone(),
                                 output: AgentOutput { cost, ..output },
                                 attempts,
                                 duration: started.elapsed(),
+                                tries,
                             };
                         }
                         Err(e) => {
@@ -966,6 +1038,11 @@ impl Attempt {
                         }
                     }
                 }
+                // Left without an answer after calling it: the agent failed the task
+                // (an open breaker before any call is not a try).
+                if retry > 0 {
+                    tries.push(agent_try(false, cost));
+                }
             }
             if !all_open || open_waits >= self.exec.config.max_breaker_waits {
                 break;
@@ -985,6 +1062,7 @@ impl Attempt {
             ),
             attempts,
             cost,
+            tries,
         }
     }
 

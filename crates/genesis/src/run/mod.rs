@@ -20,7 +20,7 @@ pub use executor::{AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig
 
 /// Crate-internal pieces the orchestrator uses to start runs.
 pub(crate) mod executor_internals {
-    pub(crate) use super::executor::{Replanner, RunSpec};
+    pub(crate) use super::executor::{AgentTry, Learner, Replanner, RunSpec};
 }
 
 /// Where a task is.

@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS events (
     at INTEGER NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS learned_agents (
+    agent TEXT PRIMARY KEY,
+    state_json TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
 
 /// SQLite-backed [`RunStore`]. Safe to share across threads (one connection behind a
@@ -337,6 +342,62 @@ impl SqliteStore {
             created_at_ms: created,
             updated_at_ms: updated,
         }))
+    }
+
+    /// Stores the router's learned state, one row per agent, in one transaction
+    /// (agents not in `states` keep their stored row).
+    ///
+    /// # Errors
+    /// SQLite failures; a state that cannot be encoded.
+    pub fn save_learned(
+        &self,
+        states: &[(genesis_core::AgentId, crate::learning::LearnedState)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO learned_agents (agent, state_json, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(agent) DO UPDATE SET state_json = excluded.state_json,
+                 updated_at = excluded.updated_at",
+            )?;
+            for (agent, state) in states {
+                let json = serde_json::to_string(state).map_err(|source| StoreError::Corrupt {
+                    run: format!("learned:{agent}"),
+                    what: "learned agent state",
+                    source,
+                })?;
+                upsert.execute(params![agent.as_str(), json, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored learned state of every agent, by agent id. A row that does not decode
+    /// is skipped with a warning (learned state is advisory; the catalogue still loads).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn load_learned(
+        &self,
+    ) -> Result<Vec<(genesis_core::AgentId, crate::learning::LearnedState)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT agent, state_json FROM learned_agents ORDER BY agent")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (agent, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(state) => out.push((genesis_core::AgentId::new(agent), state)),
+                Err(e) => {
+                    tracing::warn!(agent = %agent, error = %e, "skipping undecodable learned agent state");
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -534,3 +534,90 @@ async fn chaos_a_thousand_tasks_end_accounted_for() {
     let agents: HashSet<AgentId> = plan.tasks.iter().filter_map(|t| t.agent.clone()).collect();
     assert!(agents.len() > 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn finished_runs_teach_the_router() {
+    let plan_with = |genesis: &Orchestrator| {
+        genesis
+            .plan_sync("Fix the crash when uploading large files")
+            .unwrap()
+    };
+    let probe = Orchestrator::builder().build().unwrap();
+    let plan = plan_with(&probe);
+    let task = plan
+        .tasks
+        .iter()
+        .find(|t| !t.route.alternatives.is_empty())
+        .expect("some task has ranked alternatives")
+        .clone();
+    let first = task.agent.clone().unwrap();
+    let agents = || {
+        let bad: Arc<dyn Agent> = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail_first: usize::MAX,
+            transient: false,
+        });
+        let good: Arc<dyn Agent> = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail_first: 0,
+            transient: false,
+        });
+        AgentSet::new().with(first.clone(), bad).with_fallback(good)
+    };
+
+    let genesis = Orchestrator::builder().agents(agents()).build().unwrap();
+    let before = genesis.router().registry();
+    let rate_before = before.get(first.as_str()).unwrap().success_rate;
+    let handle = genesis.execute(plan.clone(), Default::default()).unwrap();
+    let run_id = handle.run_id().clone();
+    let result = handle.wait().await;
+    let report = result.tasks.iter().find(|t| t.task_id == task.id).unwrap();
+    assert_eq!(report.status, TaskStatus::Succeeded, "{report:?}");
+    let winner = report.agent.clone().unwrap();
+
+    // By the time the run is over, the router has learned from it.
+    let after = genesis.router().registry();
+    let loser = after.get(first.as_str()).unwrap();
+    assert!(loser.outcomes.failures >= 1, "{:?}", loser.outcomes);
+    assert!(
+        loser.success_rate < rate_before,
+        "{} -> {}",
+        rate_before,
+        loser.success_rate
+    );
+    let won = after.get(winner.as_str()).unwrap();
+    assert!(won.outcomes.successes >= 1, "{:?}", won.outcomes);
+    let description = plan.task(task.id.as_str()).unwrap().description.clone();
+    assert!(
+        won.examples.contains(&description),
+        "{winner} did not learn {description:?}: {:?}",
+        won.examples
+    );
+    assert!(
+        won.plans.iter().any(|p| p == run_id.as_str()),
+        "{:?}",
+        won.plans
+    );
+    // Every agent that was called counted once per task: here an agent either
+    // answers or rejects at its only call, so that is one outcome per attempt (a task
+    // whose only agent rejected fails, and its dependents never run).
+    let recorded: u64 = after.iter().map(|a| a.outcomes.total()).sum();
+    let attempts: u64 = result.tasks.iter().map(|t| u64::from(t.attempts)).sum();
+    assert_eq!(recorded, attempts, "{:?}", result.tasks);
+
+    // Switched off, the registry is left as it was.
+    let quiet = Orchestrator::builder()
+        .agents(agents())
+        .learn_from_runs(false)
+        .build()
+        .unwrap();
+    let untouched = quiet.router().registry();
+    let result = quiet
+        .execute(plan, Default::default())
+        .unwrap()
+        .wait()
+        .await;
+    assert!(result.tasks.iter().any(|t| t.attempts > 0));
+    assert!(Arc::ptr_eq(&untouched, &quiet.router().registry()));
+    assert!(untouched.iter().all(|a| a.outcomes.total() == 0));
+}
