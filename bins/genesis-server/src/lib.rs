@@ -266,6 +266,8 @@ pub fn save_learned(state: &AppState) -> Result<usize, genesis::store::StoreErro
     if !state.config.routing.learn_from_runs {
         return Ok(0);
     }
+    // Outcomes still waiting for their batch belong in this save.
+    state.orchestrator.flush_learning();
     let current = state.orchestrator.router().registry();
     let mut saved = state
         .learned_saved

@@ -136,6 +136,10 @@ pub struct RoutingConfig {
     /// means, examples and agents used together. The server keeps what was learned in
     /// its store and applies it on the next start.
     pub learn_from_runs: bool,
+    /// Longest a finished run's outcomes wait to be applied, in one batch with other
+    /// runs' (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub learn_interval: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -146,6 +150,7 @@ impl Default for RoutingConfig {
             router: genesis_halo::RouterConfig::default(),
             max_agents: None,
             learn_from_runs: true,
+            learn_interval: Duration::from_secs(1),
         }
     }
 }

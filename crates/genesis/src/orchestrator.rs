@@ -56,6 +56,7 @@ pub struct OrchestratorBuilder {
     breaker_hook: Option<genesis_resilience::StateChangeHook>,
     max_agents: Option<usize>,
     learn_from_runs: Option<bool>,
+    learn_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -91,10 +92,20 @@ impl OrchestratorBuilder {
     /// updates that agent's success rate and cost and latency means, a task an agent
     /// completed becomes one of its examples (per `RouterConfig::learn_examples`), and
     /// the agents of one run are recorded as used together (plan context). See
-    /// [`Router::record_outcomes`].
+    /// [`Router::record_outcomes`]. Outcomes are applied in batches, at most
+    /// [`OrchestratorBuilder::learn_interval`] after their run ended
+    /// ([`Orchestrator::flush_learning`] applies them at once).
     #[must_use]
     pub fn learn_from_runs(mut self, on: bool) -> Self {
         self.learn_from_runs = Some(on);
+        self
+    }
+
+    /// Longest a finished run's outcomes wait to be applied to the router (default
+    /// 1 s): one batch costs about the same however many runs it holds.
+    #[must_use]
+    pub fn learn_interval(mut self, interval: std::time::Duration) -> Self {
+        self.learn_interval = Some(interval);
         self
     }
 
@@ -192,6 +203,7 @@ impl OrchestratorBuilder {
         self.router_config = Some(config.routing.router);
         self.max_agents = config.routing.max_agents;
         self.learn_from_runs = Some(config.routing.learn_from_runs);
+        self.learn_interval = Some(config.routing.learn_interval);
         self.margin = Some(config.models.margin);
         self.security_limits = Some(config.security.limits.clone());
         self.guard =
@@ -264,6 +276,12 @@ impl OrchestratorBuilder {
                 budget: self.budget.unwrap_or_default(),
                 validator: self.validator.unwrap_or_default(),
                 learn_from_runs: self.learn_from_runs.unwrap_or(true),
+                learning: Learning {
+                    pending: std::sync::Mutex::new(Vec::new()),
+                    interval: self
+                        .learn_interval
+                        .unwrap_or(std::time::Duration::from_secs(1)),
+                },
             }),
         })
     }
@@ -283,6 +301,7 @@ struct Inner {
     budget: Budget,
     validator: ValidatorConfig,
     learn_from_runs: bool,
+    learning: Learning,
 }
 
 /// Plans (and, with the executor, runs) requests. Cheap to clone; share it across tasks.
@@ -761,42 +780,122 @@ impl Orchestrator {
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
     }
+
+    /// Applies the outcomes of finished runs that are still waiting for their batch (see
+    /// [`OrchestratorBuilder::learn_from_runs`]) to the router now; returns how many.
+    /// Call it before reading or saving the router's learned state, e.g. at shutdown.
+    pub fn flush_learning(&self) -> usize {
+        self.inner.apply_learning()
+    }
 }
 
-/// Teaches the router what a finished run showed.
+/// Takes finished runs' outcomes for the router.
 struct Learn(Arc<Inner>);
 
 impl Learner for Learn {
     fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]) {
-        let router = &self.0.router;
-        let registry = router.registry();
-        // Agents outside the registry (e.g. removed by a reload since the plan was made)
-        // are skipped: one unknown agent would otherwise void the whole batch.
-        let outcomes: Vec<genesis_halo::Outcome<'_>> = tries
-            .iter()
-            .filter(|(_, t)| registry.get(t.agent.as_str()).is_some())
-            .map(|(task, t)| genesis_halo::Outcome {
-                task,
-                agent: &t.agent,
+        let learning = &self.0.learning;
+        let was_empty = {
+            let mut pending = learning
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was_empty = pending.is_empty();
+            pending.extend(tries.iter().map(|(task, t)| Pending {
+                run: run_id.clone(),
+                task: task.clone(),
+                agent: t.agent.clone(),
                 success: t.success,
                 latency: t.latency,
                 cost: t.cost,
-                plan: Some(run_id.as_str()),
+            }));
+            was_empty
+        };
+        // The first outcome of a batch schedules its application; later ones join it.
+        if was_empty {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let inner = Arc::clone(&self.0);
+                    runtime.spawn(async move {
+                        tokio::time::sleep(inner.learning.interval).await;
+                        let _ = tokio::task::spawn_blocking(move || inner.apply_learning()).await;
+                    });
+                }
+                Err(_) => {
+                    self.0.apply_learning();
+                }
+            }
+        }
+    }
+}
+
+/// Outcomes of finished runs waiting to be applied to the router. Applying costs a
+/// copy of the registry (and a re-index when examples are added) whatever the batch
+/// size, so outcomes are applied in batches, at most `interval` after they arrive.
+struct Learning {
+    pending: std::sync::Mutex<Vec<Pending>>,
+    interval: std::time::Duration,
+}
+
+/// One agent's go at one task, waiting for [`Learning`].
+struct Pending {
+    run: RunId,
+    task: Task,
+    agent: genesis_core::AgentId,
+    success: bool,
+    latency: std::time::Duration,
+    cost: Usd,
+}
+
+impl Inner {
+    /// Applies the pending outcomes to the router in one batch; returns how many.
+    fn apply_learning(&self) -> usize {
+        let pending = std::mem::take(
+            &mut *self
+                .learning
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if pending.is_empty() {
+            return 0;
+        }
+        let router = &self.router;
+        let registry = router.registry();
+        // Agents outside the registry (removed by a reload since the plan was made) are
+        // skipped: one unknown agent would otherwise void the whole batch.
+        let outcomes: Vec<genesis_halo::Outcome<'_>> = pending
+            .iter()
+            .filter(|p| registry.get(p.agent.as_str()).is_some())
+            .map(|p| genesis_halo::Outcome {
+                task: &p.task,
+                agent: &p.agent,
+                success: p.success,
+                latency: p.latency,
+                cost: p.cost,
+                plan: Some(p.run.as_str()),
             })
             .collect();
         if outcomes.is_empty() {
-            return;
+            return 0;
         }
         let succeeded = outcomes.iter().filter(|o| o.success).count();
         match router.record_outcomes(&outcomes) {
             Ok(()) => {
-                debug!(run_id = %run_id, outcomes = outcomes.len(), succeeded, "router learned from the run");
+                debug!(
+                    outcomes = outcomes.len(),
+                    succeeded, "router learned from finished runs"
+                );
                 metrics::counter!(catalogue::ROUTING_OUTCOMES_TOTAL, catalogue::labels::RESULT => "success")
                     .increment(succeeded as u64);
                 metrics::counter!(catalogue::ROUTING_OUTCOMES_TOTAL, catalogue::labels::RESULT => "failure")
                     .increment((outcomes.len() - succeeded) as u64);
+                outcomes.len()
             }
-            Err(e) => warn!(run_id = %run_id, error = %e, "router could not learn from the run"),
+            Err(e) => {
+                warn!(error = %e, "router could not learn from finished runs");
+                0
+            }
         }
     }
 }

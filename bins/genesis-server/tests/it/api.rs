@@ -832,6 +832,22 @@ async fn what_runs_teach_the_router_survives_a_restart() {
     let id = s.submit(SMALL).await;
     let run = s.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
+    // Applied in batches, at most `routing.learn_interval` (1 s) after the run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s
+        .state
+        .orchestrator()
+        .router()
+        .registry()
+        .iter()
+        .all(|a| a.outcomes.total() == 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing learned from {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let learned = s.state.orchestrator().router().registry();
     let taught: Vec<_> = learned
         .iter()

@@ -138,8 +138,9 @@ pub(crate) struct AgentTry {
 }
 
 /// Feedback: the orchestrator supplies this so finished runs teach the router which
-/// agent did which task and how it went. Called once per run, on a blocking thread,
-/// before the run's `run_finished` event.
+/// agent did which task and how it went. Called once per run, before the run's
+/// `run_finished` event; it must be quick (the orchestrator buffers and applies the
+/// outcomes in batches).
 pub(crate) trait Learner: Send + Sync {
     fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]);
 }
@@ -564,7 +565,7 @@ impl Runner {
         } else {
             RunStatus::Failed
         };
-        self.learn().await;
+        self.learn();
         let cost = self.spent();
         self.emit(RunEvent::RunFinished { status, cost });
         RunResult {
@@ -576,10 +577,8 @@ impl Runner {
         }
     }
 
-    /// Hands the run's agent outcomes to the learner, off the async threads (learning
-    /// may re-index the router's examples), and waits for it: whoever sees
-    /// `run_finished` sees a router that has learned from the run.
-    async fn learn(&mut self) {
+    /// Hands the run's agent outcomes to the learner.
+    fn learn(&mut self) {
         let Some(learner) = self.learner.clone() else {
             return;
         };
@@ -590,10 +589,7 @@ impl Runner {
             .into_iter()
             .filter_map(|(i, t)| Some((self.slots.get(i)?.task.clone(), t)))
             .collect();
-        let run_id = self.run_id.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || learner.learn(&run_id, &tries)).await {
-            error!(run_id = %self.run_id, error = %e, "learning from the run failed");
-        }
+        learner.learn(&self.run_id, &tries);
     }
 
     fn spent(&self) -> Usd {

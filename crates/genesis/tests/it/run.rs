@@ -575,7 +575,10 @@ async fn finished_runs_teach_the_router() {
     assert_eq!(report.status, TaskStatus::Succeeded, "{report:?}");
     let winner = report.agent.clone().unwrap();
 
-    // By the time the run is over, the router has learned from it.
+    // Outcomes are applied in batches (at most a second after the run); flushing
+    // applies them now.
+    assert!(genesis.flush_learning() > 0);
+    assert_eq!(genesis.flush_learning(), 0, "a batch is applied once");
     let after = genesis.router().registry();
     let loser = after.get(first.as_str()).unwrap();
     assert!(loser.outcomes.failures >= 1, "{:?}", loser.outcomes);
@@ -618,6 +621,7 @@ async fn finished_runs_teach_the_router() {
         .wait()
         .await;
     assert!(result.tasks.iter().any(|t| t.attempts > 0));
+    assert_eq!(quiet.flush_learning(), 0);
     assert!(Arc::ptr_eq(&untouched, &quiet.router().registry()));
     assert!(untouched.iter().all(|a| a.outcomes.total() == 0));
 }
