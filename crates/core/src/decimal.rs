@@ -27,6 +27,7 @@ pub fn push_u64(out: &mut String, v: u64) {
 
 /// Appends `v` with two decimals, like `{:.2}` except that exact halves round away from
 /// zero. Non-finite and huge values (|v| ≥ 1e15) go through `Display`.
+#[inline]
 pub fn push_fixed2(out: &mut String, v: f64) {
     if !v.is_finite() || v.abs() >= 1e15 {
         let _ = write!(out, "{v:.2}");
@@ -38,7 +39,9 @@ pub fn push_fixed2(out: &mut String, v: f64) {
         out.push('-');
     }
     if x < 1000 {
-        // Below 10 (similarities, rates, difficulties): one integer digit, no loop.
+        // Below 10 (similarities, rates, difficulties): one integer digit, no loop, and
+        // one capacity check for the four characters.
+        out.reserve(4);
         out.push(char::from(b'0' + (x / 100) as u8));
     } else {
         push_u64(out, x / 100);

@@ -106,7 +106,13 @@ fn tasks(n: usize) -> Vec<Task> {
         .collect()
 }
 
-fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> anyhow::Result<()> {
+fn run(
+    name: &str,
+    reg: &AgentRegistry,
+    rules: &RoutingRules,
+    ts: &[Task],
+    varied: &[Task],
+) -> anyhow::Result<()> {
     let reg = AgentRegistry::new(
         reg.iter()
             .cloned()
@@ -136,6 +142,19 @@ fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> an
         per_item(&format!("{name} route_1 {tag}"), 1, || {
             black_box(r.route(black_box(one)));
         });
+        // One task at a time, each text different: what a single uncached route costs
+        // when nothing about the text was seen a moment ago.
+        if !cache && !varied.is_empty() {
+            per_item(
+                &format!("{name} route_1 varied {tag}"),
+                varied.len(),
+                || {
+                    for t in varied {
+                        black_box(r.route(black_box(t)));
+                    }
+                },
+            );
+        }
         let plan = &ts[..ts.len().min(1000)];
         per_item(
             &format!("{name} route_all({}) {tag}", plan.len()),
@@ -151,19 +170,35 @@ fn run(name: &str, reg: &AgentRegistry, rules: &RoutingRules, ts: &[Task]) -> an
 pub(crate) fn main() -> anyhow::Result<()> {
     let reg = AgentRegistry::from_toml_str(AGENTS)?;
     let rules = RoutingRules::from_toml_str(RULES)?;
-    run("16 agents", &reg, &rules, &tasks(1000))?;
-    if let Some(dir) = std::env::args().nth(1) {
-        let (tools, _) = AgentRegistry::from_jsonl_str(
-            &std::fs::read_to_string(format!("{dir}/tools.jsonl"))?,
-            JsonlMode::Skip,
-        )?;
-        let mut texts = Vec::new();
+    let dir = std::env::args().nth(1);
+    let mut texts = Vec::new();
+    if let Some(dir) = &dir {
         for line in std::fs::read_to_string(format!("{dir}/steps.dev.jsonl"))?.lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;
             if let (Some(t), Some(g)) = (v["step_text_masked"].as_str(), v["gold_tool"].as_str()) {
                 texts.push((t.to_owned(), g.to_owned()));
             }
         }
+    }
+    // 1,000 real step texts (UltraTool) when the data is there, else the synthetic plan.
+    let varied: Vec<Task> = if texts.is_empty() {
+        tasks(1000)
+    } else {
+        texts
+            .iter()
+            .take(1000)
+            .enumerate()
+            .map(|(i, (t, _))| {
+                Task::new(TaskId::new(format!("v{i}")), TaskKind::Generic, t.as_str())
+            })
+            .collect()
+    };
+    run("16 agents", &reg, &rules, &tasks(1000), &varied)?;
+    if let Some(dir) = dir {
+        let (tools, _) = AgentRegistry::from_jsonl_str(
+            &std::fs::read_to_string(format!("{dir}/tools.jsonl"))?,
+            JsonlMode::Skip,
+        )?;
         let profiles = tools
             .into_profiles()
             .into_iter()
@@ -191,7 +226,7 @@ pub(crate) fn main() -> anyhow::Result<()> {
                 Task::new(TaskId::new(format!("s{i}")), TaskKind::Generic, t.as_str())
             })
             .collect();
-        run("260 tools", &reg, &RoutingRules::empty(), &ts)?;
+        run("260 tools", &reg, &RoutingRules::empty(), &ts, &[])?;
     }
     Ok(())
 }

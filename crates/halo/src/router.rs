@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{PlanConfig, PlanModel, PlanScratch};
 use crate::rules::{CompiledRules, RuleMatch};
-use crate::text::{QueryWords, TextConfig, TextIndex};
+use crate::text::{QueryWords, TextConfig, TextIndex, camel8, lower8};
 use crate::{AgentRegistry, HaloError, RoutingRules};
 
 /// Router settings. Every weight is a non-negative finite number.
@@ -779,7 +779,7 @@ fn signature(task: &Task) -> u128 {
                 if lower {
                     let l = lower8(w);
                     if l != w {
-                        self.camel(bytes, at, at + 8);
+                        self.camel(bytes, at, w, l);
                     }
                     self.word(l);
                 } else {
@@ -791,7 +791,7 @@ fn signature(task: &Task) -> u128 {
             if lower {
                 let l = lower8(last);
                 if l != last {
-                    self.camel(bytes, at, bytes.len());
+                    self.camel(bytes, at, last, l);
                 }
                 last = l;
             }
@@ -799,14 +799,21 @@ fn signature(task: &Task) -> u128 {
             self.word(last ^ ((bytes.len() as u64) << 56));
         }
         /// Case is folded, but the scorer splits words at camelCase boundaries
-        /// ("deployApi" is two words, "deployapi" one), so the boundaries in
-        /// `bytes[from..to]` (a chunk holding an upper-case letter) join the key: a cached
-        /// ranking is always the one scoring would give.
-        fn camel(&mut self, bytes: &[u8], from: usize, to: usize) {
-            for i in from.max(1)..to.min(bytes.len()) {
-                if bytes[i].is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase() {
-                    self.word(0xca3e_0000_0000_0000 ^ i as u64);
-                }
+        /// ("deployApi" is two words, "deployapi" one), so the boundaries in the chunk
+        /// `w` at byte `at` (which holds an upper-case letter; `l` is `w` lower-cased)
+        /// join the key: a cached ranking is always the one scoring would give. A
+        /// boundary is an upper-case letter after a lower-case one, found for the 8
+        /// bytes at once.
+        #[inline]
+        fn camel(&mut self, bytes: &[u8], at: usize, w: u64, l: u64) {
+            let before = at
+                .checked_sub(1)
+                .and_then(|i| bytes.get(i))
+                .is_some_and(u8::is_ascii_lowercase);
+            let boundaries = camel8(w, l, before);
+            if boundaries != 0 {
+                self.word(0xca3e_0000_0000_0000 ^ at as u64);
+                self.word(boundaries);
             }
         }
     }
@@ -815,7 +822,14 @@ fn signature(task: &Task) -> u128 {
         b: 0x8422_2325_cbf2_9ce4,
     };
     h.word(task.kind.index() as u64);
-    h.bytes(task.description.trim().as_bytes(), true);
+    // `trim` only when an end may be white space (the usual description starts and ends
+    // with a visible ASCII character).
+    let d = task.description.as_str();
+    let d = match (d.as_bytes().first(), d.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => d,
+        _ => d.trim(),
+    };
+    h.bytes(d.as_bytes(), true);
     for (k, v) in &task.metadata {
         h.bytes(k.as_bytes(), false);
         h.bytes(v.as_bytes(), false);
@@ -826,18 +840,6 @@ fn signature(task: &Task) -> u128 {
     }
     let (a, b) = (fmix(h.a), fmix(h.b ^ 0x5555));
     (u128::from(a) << 64) | u128::from(b)
-}
-
-/// ASCII-lower-cases the 8 bytes of a word at once (bytes >= 0x80 are left alone).
-fn lower8(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = x & !HIGH;
-    // High bit set in bytes whose low 7 bits are >= 'A', and in those > 'Z'.
-    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
-    let gt_z = low7 + ONES * u64::from(0x80 - b'Z' - 1);
-    let upper = ge_a & !gt_z & !x & HIGH;
-    x | (upper >> 2)
 }
 
 fn fmix(mut z: u64) -> u64 {
@@ -1128,9 +1130,23 @@ impl Router {
                 reason: d.explanation.to_string(),
             })
             .collect();
-        let mut load: BTreeMap<AgentId, u32> = BTreeMap::new();
+        // Counted in a short list first (decisions share the registry's id, so the pointer
+        // finds the entry), then one map insert per agent instead of one per task.
+        let mut counts: Vec<(&AgentId, u32)> = Vec::new();
         for agent in decisions.iter().filter_map(|d| d.agent.as_ref()) {
-            *load.entry(agent.clone()).or_default() += 1;
+            let p = agent.as_str().as_ptr();
+            let at = counts
+                .iter()
+                .position(|(a, _)| a.as_str().as_ptr() == p)
+                .or_else(|| counts.iter().position(|(a, _)| *a == agent));
+            match at.and_then(|i| counts.get_mut(i)) {
+                Some(e) => e.1 += 1,
+                None => counts.push((agent, 1)),
+            }
+        }
+        let mut load: BTreeMap<AgentId, u32> = BTreeMap::new();
+        for (agent, n) in counts {
+            *load.entry(agent.clone()).or_default() += n;
         }
         RoutingPlan {
             decisions,
@@ -1784,5 +1800,55 @@ description = "Analyses metrics and experiment results"
         let mut k = t("Deploy the API to production");
         k.kind = TaskKind::Deploy;
         assert_ne!(a, signature(&k));
+    }
+
+    /// The camelCase boundaries of a description, as the scorer splits words.
+    fn boundaries(d: &str) -> Vec<usize> {
+        let b = d.trim().as_bytes();
+        (1..b.len())
+            .filter(|&i| b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase())
+            .collect()
+    }
+
+    #[test]
+    fn signature_sees_camel_case_boundaries_across_chunks() {
+        let t = |d: &str| signature(&Task::new(TaskId::new("x"), TaskKind::Generic, d));
+        // A boundary on the first byte of the second 8-byte chunk, the last byte of the
+        // first, and in the remainder.
+        assert_ne!(t("abcdefghIjk"), t("abcdefghijk"));
+        assert_ne!(t("abcdefgHijk"), t("abcdefghijk"));
+        assert_ne!(t("abcdefgHijk"), t("abcdefghIjk"));
+        assert_ne!(t("abcdefghijklmnoPq"), t("abcdefghijklmnopq"));
+        assert_eq!(t("ABCDEFGHIJK"), t("abcdefghijk"));
+        assert_eq!(t("aBCDEFGHIJK"), t("aBcdefghijk"));
+        // Outer white space of any kind is ignored.
+        assert_eq!(t("\u{a0}deploy api\t"), t("deploy api"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn signatures_of_case_variants_agree_exactly_when_their_boundaries_do(
+            text in "[a-zA-Z0-9 é_-]{0,40}",
+            flips in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let other: String = text
+                .chars()
+                .zip(flips.iter().chain(std::iter::repeat(&false)))
+                .map(|(c, &f)| {
+                    if !f {
+                        c
+                    } else if c.is_ascii_lowercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            let t = |d: &str| signature(&Task::new(TaskId::new("x"), TaskKind::Generic, d));
+            proptest::prop_assert_eq!(
+                t(&text) == t(&other),
+                boundaries(&text) == boundaries(&other)
+            );
+        }
     }
 }

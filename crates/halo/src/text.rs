@@ -12,7 +12,10 @@
 //! at a time, without allocating: the same pass yields the text features and the raw
 //! word hashes the rule keywords are matched against; words of the catalogue are looked
 //! up in a precomputed vocabulary (stop word, stem, feature and keyword hashes in one
-//! probe). Scoring reuses thread-local buffers, so it does not allocate.
+//! probe). Scoring reuses thread-local buffers, so it does not allocate. Small
+//! catalogues (up to 64 agents) score in one pass: each new feature's dense row is added
+//! as the word is read, vocabulary words carry their features' index slots, and words
+//! outside the vocabulary are remembered per thread (see `TextIndex::score_small`).
 
 use std::cell::RefCell;
 
@@ -178,6 +181,40 @@ pub(crate) fn load_le(b: &[u8]) -> u64 {
     } else {
         0
     }
+}
+
+/// The high bit of each ASCII lower-case letter among the 8 bytes of `w`.
+#[inline]
+pub(crate) fn lower_letters8(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    let ge_a = low7 + ONES * u64::from(0x80 - b'a');
+    let gt_z = low7 + ONES * u64::from(0x80 - b'z' - 1);
+    ge_a & !gt_z & !w & HIGH
+}
+
+/// The camelCase boundaries among the 8 bytes of `w` (`l` is `lower8(w)`): the high bit
+/// of each upper-case letter that follows a lower-case one; `before` says whether the
+/// byte before `w` is a lower-case letter.
+#[inline]
+pub(crate) fn camel8(w: u64, l: u64, before: bool) -> u64 {
+    // lower8 sets bit 5 of exactly the upper-case letters.
+    let upper = (l ^ w) << 2;
+    upper & ((lower_letters8(w) << 8) | (u64::from(before) << 7))
+}
+
+/// ASCII-lower-cases the 8 bytes of a word at once (bytes >= 0x80 are left alone).
+#[inline]
+pub(crate) fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // High bit set in bytes whose low 7 bits are >= 'A', and in those > 'Z'.
+    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
+    let gt_z = low7 + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
 }
 
 #[inline]
@@ -588,7 +625,19 @@ pub(crate) struct VocabEntry {
     word: u64,
     /// Prefix feature hash, `0` = none.
     prefix: u64,
+    /// Index in [`TextIndex::slots`] of the unigram feature ([`NOT_INDEXED`] when the
+    /// index does not hold it), resolved once the index is assembled.
+    word_slot: u32,
+    /// Index in [`TextIndex::slots`] of the prefix feature ([`NOT_INDEXED`] when there is
+    /// none or the index does not hold it).
+    prefix_slot: u32,
 }
+
+/// A vocabulary feature the index does not hold (an unknown feature).
+const NOT_INDEXED: u32 = u32::MAX;
+
+/// A feature whose slot has not been resolved: look its hash up.
+const LOOK_UP: u32 = u32::MAX - 1;
 
 /// Raw words of the catalogue (lower-case, not camelCase, at most [`VOCAB_MAX`] bytes)
 /// with their precomputed features: open addressing on the word's bytes. A query word
@@ -642,6 +691,27 @@ impl Vocab {
         let mut i = self.home(lo, hi, len);
         loop {
             let e = &self.slots[i];
+            if e.len == 0 {
+                return None;
+            }
+            if e.lo == lo && e.hi == hi && usize::from(e.len) == len {
+                return Some(e);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The entry of the raw word of `len` bytes (1..=[`VOCAB_MAX`]) whose lower-cased,
+    /// zero-padded bytes are `lo` (first 8) and `hi` (next 8).
+    #[inline]
+    fn get_key(&self, lo: u64, hi: u64, len: usize) -> Option<&VocabEntry> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(lo, hi, len);
+        loop {
+            let e = self.slots.get(i)?;
             if e.len == 0 {
                 return None;
             }
@@ -720,6 +790,8 @@ impl Vocab {
                 raw,
                 word: 0,
                 prefix: 0,
+                word_slot: LOOK_UP,
+                prefix_slot: LOOK_UP,
             };
             emit_word(&mut bytes, n, 0, n, &mut |w: &[u8], _, _| {
                 let (h, p) = word_features(w, cfg);
@@ -864,12 +936,49 @@ pub(crate) struct TextIndex {
     rows: Vec<f32>,
     unknown_idf: f32,
     n_agents: usize,
+    /// Whether queries go through the one-pass small-catalogue scorer
+    /// ([`TextIndex::score_small`]) first: at most [`DENSE_ROWS`] agents and no
+    /// character n-grams.
+    small: bool,
+    /// One bit per feature of the index, by the top bits of its hash (at least four
+    /// bits per slot): most features the index does not hold are rejected without
+    /// probing `slots`.
+    present: Vec<u64>,
+    /// `64 − log2(bits of present)`.
+    present_shift: u32,
+    /// Distinguishes this index from every other one in the thread-local memo of words
+    /// outside the vocabulary ([`Scratch::memo`]).
+    id: u64,
     has_examples: Vec<bool>,
     /// Precomputed features of the catalogue's words (see [`Vocab`]).
     vocab: Vocab,
     /// The trained correction, `(feature, agent, weight)`, kept so a rebuild after new
     /// examples can reuse it instead of retraining.
     correction: std::sync::Arc<Vec<(u64, u32, f32)>>,
+}
+
+/// Most distinct features a query may have for the small-catalogue scorer (about 20
+/// content words); longer queries go through the general path.
+const SMALL_FEATURES: usize = 64;
+
+/// The running state of one query in [`TextIndex::score_small`].
+struct SmallQuery<'a> {
+    /// Per-agent sums.
+    acc: &'a mut [f32],
+    /// The distinct features added so far (`seen[..count]`).
+    seen: &'a mut [u64; SMALL_FEATURES],
+    count: usize,
+    /// One bit per feature added (by its top 6 bits): most new features skip the scan
+    /// of `seen`.
+    bloom: u64,
+    /// Set when a feature did not fit in `seen`: the result is void.
+    overflow: bool,
+    /// Sum of the squared idfs of the features added.
+    norm: f32,
+    /// The previous content word's unigram hash (bigrams).
+    prev: Option<u64>,
+    /// Unigram spans, to explain matches.
+    words: &'a mut QueryWords,
 }
 
 /// Most example passes one training run makes (epochs are cut for huge catalogues so
@@ -899,16 +1008,37 @@ struct Scratch {
     acc: Vec<f32>,
     seen: Vec<bool>,
     touched: Vec<u32>,
+    /// Small-catalogue scorer: raw word hashes, handed to the caller after the pass.
+    raws: Vec<u64>,
+    /// Small-catalogue scorer: words outside the vocabulary seen lately, with what the
+    /// vocabulary would hold for them, tagged with the id of the index they were
+    /// resolved against (direct-mapped, [`MEMO_SLOTS`] entries, allocated on first use).
+    memo: Vec<(u64, VocabEntry)>,
+    /// Small-catalogue scorer: the query's distinct features (kept here so a query
+    /// does not zero a fresh array).
+    seen_features: [u64; SMALL_FEATURES],
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch {
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
             feats: Vec::new(),
             acc: Vec::new(),
             seen: Vec::new(),
             touched: Vec::new(),
-        })
+            raws: Vec::new(),
+            memo: Vec::new(),
+            seen_features: [0; SMALL_FEATURES],
+        }
+    }
+}
+
+/// Entries of the thread-local memo of words outside the vocabulary.
+const MEMO_SLOTS: usize = 256;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch::new())
     };
 }
 
@@ -1091,7 +1221,7 @@ impl TextIndex {
             triples.extend(correction.iter().copied().filter(|t| (t.1 as usize) < n));
             let mut index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
             index.correction = correction;
-            index.vocab = vocab;
+            index.set_vocab(vocab);
             return index;
         }
         let mut index =
@@ -1129,8 +1259,58 @@ impl TextIndex {
             index = TextIndex::assemble(cfg, triples, df.len(), &idf_of, n, has_examples);
             index.correction = std::sync::Arc::new(delta);
         }
-        index.vocab = vocab;
+        index.set_vocab(vocab);
         index
+    }
+
+    /// Installs the vocabulary, resolving each word's unigram and prefix features to
+    /// their slots in this index (so the small-catalogue scorer needs no lookup for them).
+    fn set_vocab(&mut self, mut vocab: Vocab) {
+        // A fresh id per installed vocabulary: slots resolved against another index (or
+        // an earlier state of this one) are never reused.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for e in &mut vocab.slots {
+            if e.len == 0 || e.stop {
+                continue;
+            }
+            self.resolve_slots(e);
+        }
+        self.vocab = vocab;
+    }
+
+    /// Sets the slots of a vocabulary entry's unigram and prefix features.
+    fn resolve_slots(&self, e: &mut VocabEntry) {
+        let resolve = |h: u64| match self.slot_of(h) {
+            None => NOT_INDEXED,
+            // A table too large for a `u32` position: looked up at query time instead.
+            Some(i) => u32::try_from(i)
+                .ok()
+                .filter(|&i| i < LOOK_UP)
+                .unwrap_or(LOOK_UP),
+        };
+        e.word_slot = resolve(e.word);
+        e.prefix_slot = if e.prefix == 0 {
+            NOT_INDEXED
+        } else {
+            resolve(e.prefix)
+        };
+    }
+
+    /// The index in `slots` of feature `h`, if the index holds it.
+    fn slot_of(&self, h: u64) -> Option<usize> {
+        let key = h | 1;
+        let mut s = (h as usize) & self.mask;
+        loop {
+            let slot = &self.slots[s];
+            if slot.key == key {
+                return Some(s);
+            }
+            if slot.key == 0 {
+                return None;
+            }
+            s = (s + 1) & self.mask;
+        }
     }
 
     fn assemble(
@@ -1186,14 +1366,27 @@ impl TextIndex {
                 idf: idf_of(h),
             };
         }
+        let bits = (slots.len() * 4).next_power_of_two().max(64);
+        let present_shift = 64 - bits.trailing_zeros();
+        let mut present = vec![0u64; bits / 64];
+        for slot in slots.iter().filter(|x| x.key != 0) {
+            let b = (slot.key >> present_shift) as usize;
+            if let Some(w) = present.get_mut(b / 64) {
+                *w |= 1 << (b % 64);
+            }
+        }
         TextIndex {
             cfg,
             slots,
+            present,
+            present_shift,
             mask,
             postings,
             rows,
             unknown_idf: (1.0 + n as f32).ln(),
             n_agents: n,
+            small: n <= DENSE_ROWS && cfg.char_min == 0,
+            id: 0,
             has_examples,
             vocab: Vocab::default(),
             correction: std::sync::Arc::new(Vec::new()),
@@ -1257,12 +1450,7 @@ impl TextIndex {
         SCRATCH.with(|cell| {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entrant use (a callback scoring again): fall back to fresh buffers.
-                let mut s = Scratch {
-                    feats: Vec::new(),
-                    acc: Vec::new(),
-                    seen: Vec::new(),
-                    touched: Vec::new(),
-                };
+                let mut s = Scratch::new();
                 return self.score_with(&mut s, text, want_raw, min_score, words, &mut raw, &mut f);
             };
             self.score_with(
@@ -1282,6 +1470,11 @@ impl TextIndex {
         raw: &mut impl FnMut(u64),
         f: &mut impl FnMut(usize, f32),
     ) -> f32 {
+        if self.small
+            && let Some(best) = self.score_small(s, text, want_raw, min_score, words, raw, f)
+        {
+            return best;
+        }
         s.feats.clear();
         words.len = 0;
         let vocab = (self.vocab.len > 0).then_some(&self.vocab);
@@ -1390,6 +1583,343 @@ impl TextIndex {
             }
         }
         best.min(1.0)
+    }
+
+    /// [`TextIndex::score_with`] for a small catalogue ([`TextIndex::small`]): one pass
+    /// over the text that tokenises, drops each repeated feature as it appears and adds
+    /// a new feature's dense row to the agents' sums at once, with no feature list in
+    /// between. Words are lower-cased 8 bytes at a time and looked up in the vocabulary
+    /// by those words; vocabulary words carry their features' slots, so only bigrams and
+    /// words outside the vocabulary are looked up in the index. The sums are exactly
+    /// those of the general path: features are added in the same order (first
+    /// occurrences; per word the unigram, then the bigram, then the prefix).
+    ///
+    /// Returns `None`, having reported nothing, when the text has more than
+    /// [`SMALL_FEATURES`] distinct features (the caller then takes the general path).
+    #[allow(clippy::too_many_arguments)]
+    fn score_small(
+        &self,
+        s: &mut Scratch,
+        text: &str,
+        want_raw: bool,
+        min_score: f32,
+        words: &mut QueryWords,
+        raw: &mut impl FnMut(u64),
+        f: &mut impl FnMut(usize, f32),
+    ) -> Option<f32> {
+        let n = self.n_agents;
+        let bytes = text.as_bytes();
+        if s.acc.len() < n {
+            s.acc.resize(n, 0.0);
+            s.seen.resize(n, false);
+        }
+        s.raws.clear();
+        words.len = 0;
+        let raws = &mut s.raws;
+        let mut q = SmallQuery {
+            acc: &mut s.acc[..n],
+            seen: &mut s.seen_features,
+            count: 0,
+            bloom: 0,
+            overflow: false,
+            norm: 0.0,
+            prev: None,
+            words,
+        };
+        let vocab = &self.vocab;
+        let nb = bytes.len();
+        let mut i = 0usize;
+        while i < nb {
+            // Word at a time, as in `scan_tokens`: skip separators, take the run of word
+            // bytes.
+            while i < nb && LOWER[usize::from(bytes[i])] == 0 {
+                i += 1;
+            }
+            if i == nb {
+                break;
+            }
+            let start = i;
+            let word = bytes[start..]
+                .iter()
+                .position(|&b| LOWER[usize::from(b)] == 0)
+                .map_or(&bytes[start..], |k| &bytes[start..start + k]);
+            i = start + word.len();
+            let wl = word.len();
+            // The first 16 bytes, lower-cased (word bytes are letters, digits or
+            // non-ASCII, so ASCII lower-casing is exactly the `LOWER` table).
+            let (w0, w1) = (load_le(word), if wl > 8 { load_le(&word[8..]) } else { 0 });
+            let (lo, hi) = (lower8(w0), lower8(w1));
+            // camelCase can only split a word with an upper-case letter after its first
+            // byte.
+            let camel = if wl <= 16 {
+                (lo != w0 && camel8(w0, lo, false) != 0)
+                    || (hi != w1 && camel8(w1, hi, lower_letters8(w0) >> 63 != 0) != 0)
+            } else {
+                word.windows(2)
+                    .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
+            };
+            if !camel
+                && wl <= VOCAB_MAX
+                && let Some(e) = vocab.get_key(lo, hi, wl)
+            {
+                if want_raw {
+                    raws.push(e.raw);
+                }
+                if !e.stop {
+                    self.add_word(
+                        &mut q,
+                        (e.word, e.word_slot),
+                        (e.prefix, e.prefix_slot),
+                        start,
+                        i,
+                    );
+                }
+                continue;
+            }
+            if !camel && wl <= VOCAB_MAX {
+                // A word the catalogue does not use: what the vocabulary would hold for
+                // it, from the memo or computed now.
+                let e = self.memo_entry(&mut s.memo, lo, hi, wl);
+                if want_raw {
+                    raws.push(e.raw);
+                }
+                if !e.stop {
+                    self.add_word(
+                        &mut q,
+                        (e.word, e.word_slot),
+                        (e.prefix, e.prefix_slot),
+                        start,
+                        i,
+                    );
+                }
+                continue;
+            }
+            let mut buf = [0u8; MAX_WORD + 1];
+            let len = wl.min(MAX_WORD);
+            for (d, &b) in buf.iter_mut().zip(&word[..len]) {
+                *d = LOWER[usize::from(b)];
+            }
+            if want_raw {
+                raws.push(raw_word_hash(&buf[..len], wl > MAX_RAW));
+            }
+            self.add_slow_word(&mut q, &mut buf, len, word, start, camel);
+        }
+        if q.overflow {
+            q.acc.fill(0.0);
+            return None;
+        }
+        let norm = q.norm;
+        for &h in raws.iter() {
+            raw(h);
+        }
+        let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
+        let mut best = 0.0f32;
+        for (a, x) in s.acc[..n].iter_mut().enumerate() {
+            let v = *x * inv;
+            *x = 0.0;
+            best = best.max(v);
+            if v > 0.0 && v >= min_score {
+                f(a, v.min(1.0));
+            }
+        }
+        Some(best.min(1.0))
+    }
+
+    /// The vocabulary entry a lower-cased word of `len` bytes (1..=[`VOCAB_MAX`], not
+    /// camelCase) would have, its bytes zero-padded in `lo` and `hi`: from the memo when
+    /// it holds the word for this index, else computed as [`Vocab::build`] does and
+    /// remembered.
+    #[inline]
+    fn memo_entry(
+        &self,
+        memo: &mut Vec<(u64, VocabEntry)>,
+        lo: u64,
+        hi: u64,
+        len: usize,
+    ) -> VocabEntry {
+        if memo.len() != MEMO_SLOTS {
+            memo.clear();
+            memo.resize(MEMO_SLOTS, (0, VocabEntry::default()));
+        }
+        let h = (lo ^ hi.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let at = (h >> 56) as usize % MEMO_SLOTS;
+        if let Some((id, e)) = memo.get(at)
+            && *id == self.id
+            && usize::from(e.len) == len
+            && e.lo == lo
+            && e.hi == hi
+        {
+            return *e;
+        }
+        let e = self.vocab_entry(lo, hi, len);
+        if let Some(slot) = memo.get_mut(at) {
+            *slot = (self.id, e);
+        }
+        e
+    }
+
+    /// What [`Vocab::build`] stores for a word (see [`TextIndex::memo_entry`]), with its
+    /// features' slots in this index.
+    #[inline(never)]
+    fn vocab_entry(&self, lo: u64, hi: u64, len: usize) -> VocabEntry {
+        let mut bytes = [0u8; MAX_WORD];
+        bytes[..8].copy_from_slice(&lo.to_le_bytes());
+        bytes[8..16].copy_from_slice(&hi.to_le_bytes());
+        let n = len.min(VOCAB_MAX);
+        let mut e = VocabEntry {
+            lo,
+            hi,
+            len: n as u8,
+            stop: true,
+            raw: raw_word_hash(&bytes[..n], false),
+            word: 0,
+            prefix: 0,
+            word_slot: NOT_INDEXED,
+            prefix_slot: NOT_INDEXED,
+        };
+        let cfg = &self.cfg;
+        emit_word(&mut bytes, n, 0, n, &mut |w: &[u8], _, _| {
+            let (h, p) = word_features(w, cfg);
+            e.stop = false;
+            e.word = h;
+            e.prefix = p;
+        });
+        if !e.stop {
+            self.resolve_slots(&mut e);
+        }
+        e
+    }
+
+    /// The small-catalogue scorer's handling of a word outside the vocabulary (or
+    /// camelCase): stop words, stemming, hashing and camelCase splitting as in
+    /// [`scan_tokens`]. `buf[..len]` holds the word lower-cased (at most [`MAX_WORD`]
+    /// bytes), `word` its bytes as written, starting at `start`.
+    #[inline(never)]
+    fn add_slow_word(
+        &self,
+        q: &mut SmallQuery<'_>,
+        buf: &mut [u8; MAX_WORD + 1],
+        len: usize,
+        word: &[u8],
+        start: usize,
+        camel: bool,
+    ) {
+        let cfg = &self.cfg;
+        let mut add = |w: &[u8], a: usize, b: usize| {
+            let (h, p) = word_features(w, cfg);
+            self.add_word(q, (h, LOOK_UP), (p, LOOK_UP), a, b);
+        };
+        let end = start + word.len();
+        if !camel {
+            emit_word(buf, len, start, end, &mut add);
+            return;
+        }
+        let mut part = [0u8; MAX_WORD];
+        let mut plen = 0usize;
+        let mut pstart = start;
+        let mut prev_lower = false;
+        for (j, &b) in word.iter().enumerate() {
+            let upper = b.is_ascii_uppercase();
+            if upper && prev_lower && plen > 0 {
+                emit_word(&mut part, plen, pstart, start + j, &mut add);
+                plen = 0;
+            }
+            if plen == 0 {
+                pstart = start + j;
+            }
+            prev_lower = b.is_ascii_lowercase();
+            if plen < MAX_WORD {
+                part[plen] = b.to_ascii_lowercase();
+                plen += 1;
+            }
+        }
+        if plen > 0 {
+            emit_word(&mut part, plen, pstart, end, &mut add);
+        }
+    }
+
+    /// Adds one content word's features (unigram `(hash, slot)`, the bigram with the
+    /// previous word, prefix `(hash, slot)`, hash `0` = none) and its span.
+    #[inline(always)]
+    fn add_word(
+        &self,
+        q: &mut SmallQuery<'_>,
+        (h, h_slot): (u64, u32),
+        (p, p_slot): (u64, u32),
+        start: usize,
+        end: usize,
+    ) {
+        let words = &mut *q.words;
+        if words.len < MAX_SPANS {
+            words.spans[words.len] = (h, start as u32, end as u32);
+            words.len += 1;
+        }
+        self.add_feature(q, h, h_slot);
+        if self.cfg.bigrams {
+            if let Some(prev) = q.prev {
+                self.add_feature(q, mix(prev, h), LOOK_UP);
+            }
+            q.prev = Some(h);
+        }
+        if p != 0 {
+            self.add_feature(q, p, p_slot);
+        }
+    }
+
+    /// Adds feature `h` (its slot, or [`NOT_INDEXED`], or [`LOOK_UP`]) to the query
+    /// unless it was already added: its idf to the norm and its weighted row to the sums.
+    #[inline(always)]
+    fn add_feature(&self, q: &mut SmallQuery<'_>, h: u64, slot: u32) {
+        let bit = 1u64 << (h >> 58);
+        if q.bloom & bit != 0 && q.seen[..q.count].contains(&h) {
+            return;
+        }
+        let Some(free) = q.seen.get_mut(q.count) else {
+            q.overflow = true;
+            return;
+        };
+        *free = h;
+        q.count += 1;
+        q.bloom |= bit;
+        let slot = match slot {
+            LOOK_UP => {
+                let b = (h >> self.present_shift) as usize;
+                if self
+                    .present
+                    .get(b / 64)
+                    .is_some_and(|w| w & (1 << (b % 64)) != 0)
+                {
+                    self.lookup(h)
+                } else {
+                    None
+                }
+            }
+            NOT_INDEXED => None,
+            i => self.slots.get(i as usize),
+        };
+        let Some(slot) = slot else {
+            q.norm += self.unknown_idf * self.unknown_idf;
+            return;
+        };
+        let w = slot.idf;
+        q.norm += w * w;
+        let row = slot.row as usize;
+        if let Some(row) = self.rows.get(row..row + q.acc.len()) {
+            for (x, r) in q.acc.iter_mut().zip(row) {
+                *x += w * r;
+            }
+        } else {
+            let start = slot.start as usize;
+            let list = self
+                .postings
+                .get(start..start + slot.len as usize)
+                .unwrap_or_default();
+            for p in list {
+                if let Some(x) = q.acc.get_mut(p.agent as usize) {
+                    *x += w * p.weight;
+                }
+            }
+        }
     }
 
     /// Writes up to `max` words of the query that carry positive weight for `agent`, in
@@ -2142,5 +2672,131 @@ mod tests {
         assert!(out.is_empty());
         assert!(idx.has_examples(0));
         assert!(!idx.has_examples(1));
+    }
+
+    /// Everything [`TextIndex::score_into`] reports for `text`: the similarity of every
+    /// agent (0 when not reported), the best similarity, the unigram spans and the raw
+    /// word hashes.
+    type Scored = (Vec<f32>, f32, Vec<(u64, u32, u32)>, Vec<u64>);
+
+    fn score_all(idx: &TextIndex, text: &str, min_score: f32) -> Scored {
+        let mut sims = vec![0.0f32; idx.n_agents];
+        let mut raws = Vec::new();
+        let mut words = QueryWords::default();
+        let best = idx.score_into(
+            text,
+            true,
+            min_score,
+            &mut words,
+            |h| raws.push(h),
+            |a, v| sims[a] = v,
+        );
+        (sims, best, words.spans[..words.len].to_vec(), raws)
+    }
+
+    /// The shipped 16-agent catalogue's index, and the same index with the
+    /// small-catalogue scorer switched off (the general path).
+    fn shipped_indexes() -> (TextIndex, TextIndex) {
+        let reg = crate::AgentRegistry::from_toml_str(include_str!("../../../config/agents.toml"))
+            .unwrap();
+        let idx = TextIndex::build(reg.as_slice(), TextConfig::default());
+        assert!(idx.small);
+        let mut general = idx.clone();
+        general.small = false;
+        (idx, general)
+    }
+
+    #[test]
+    fn small_catalogue_scorer_equals_the_general_path() {
+        let (idx, general) = shipped_indexes();
+        let long: String = (0..40).map(|i| format!("word{i}x ")).collect();
+        for text in [
+            "Build the REST API for orders (part 0)",
+            "Deploy the API to production",
+            "deployApi now and fetchUserData; getHTTPResponse",
+            "Write unit tests for the billing module",
+            "",
+            "  --  ",
+            "the a of an",
+            "averyveryveryverylongwordthatgoesbeyondthirtytwobytes ünïcode wörds",
+            "8:00 2023-01-02 CA1234 s3 gpt4 The END",
+            "Analyse the results of the A/B test; analyse the results again",
+            long.as_str(),
+        ] {
+            // Twice: the second call reads the words outside the vocabulary from the memo.
+            for _ in 0..2 {
+                assert_eq!(
+                    score_all(&idx, text, 0.0),
+                    score_all(&general, text, 0.0),
+                    "{text:?}"
+                );
+                assert_eq!(
+                    score_all(&idx, text, 0.2),
+                    score_all(&general, text, 0.2),
+                    "{text:?}"
+                );
+            }
+        }
+        // The long text has more distinct features than the small scorer keeps: it
+        // falls back to the general path and still gives its result.
+        assert!(score_all(&idx, &long, 0.0).1 >= 0.0);
+    }
+
+    #[test]
+    fn word_memo_is_per_index() {
+        // Two indexes on one thread, alternating: a word outside both vocabularies is
+        // resolved against each index separately.
+        let a = TextIndex::build(
+            &[
+                AgentProfile::new("alarm", "Cancel an alarm"),
+                AgentProfile::new("weather", "Weather forecast"),
+            ],
+            TextConfig::default(),
+        );
+        let b = TextIndex::build(
+            &[
+                AgentProfile::new("zebra", "Feeds the zebra"),
+                AgentProfile::new("flight", "Search flights"),
+            ],
+            TextConfig::default(),
+        );
+        let (mut ga, mut gb) = (a.clone(), b.clone());
+        ga.small = false;
+        gb.small = false;
+        for text in ["cancel zebras", "zebras and alarms today", "today"] {
+            for _ in 0..2 {
+                assert_eq!(
+                    score_all(&a, text, 0.0),
+                    score_all(&ga, text, 0.0),
+                    "{text}"
+                );
+                assert_eq!(
+                    score_all(&b, text, 0.0),
+                    score_all(&gb, text, 0.0),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn small_catalogue_scorer_equals_the_general_path_on_any_text(
+            words in proptest::collection::vec(
+                proptest::prop_oneof![
+                    // Catalogue words (in the vocabulary), in any case.
+                    "(api|API|Deploy|deploy|tests|Test|billing|campaign|SQL|invoices|the|for|design|Design|security|audit|pipeline|CI/CD|metrics|requirements)",
+                    // Anything else: unknown words, numbers, camelCase, punctuation.
+                    "[a-zA-Z0-9_./é-]{1,12}",
+                ],
+                0..24,
+            ),
+            sep in "[ ,;()]{1,2}",
+        ) {
+            let (idx, general) = shipped_indexes();
+            let text = words.join(&sep);
+            proptest::prop_assert_eq!(score_all(&idx, &text, 0.0), score_all(&general, &text, 0.0));
+            proptest::prop_assert_eq!(score_all(&idx, &text, 0.0), score_all(&general, &text, 0.0));
+        }
     }
 }
