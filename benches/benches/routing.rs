@@ -103,6 +103,25 @@ fn bench_16(c: &mut Criterion) {
     g.bench_function("route_1_uncached", |b| {
         b.iter(|| black_box(uncached.route(black_box(&one))))
     });
+    // Each call a different text: 1,000 real UltraTool step texts when the data is
+    // there, else the synthetic plan's. Per-text work cannot be remembered from the
+    // previous call, as it can when one text is routed over and over.
+    let varied: Vec<Task> = match data_dir().map(|d| step_texts(&d)) {
+        Some(texts) if !texts.is_empty() => texts
+            .into_iter()
+            .take(1000)
+            .enumerate()
+            .map(|(i, (t, _))| Task::new(TaskId::new(format!("v{i}")), TaskKind::Generic, t))
+            .collect(),
+        _ => plan_tasks(1000),
+    };
+    let mut next = 0usize;
+    g.bench_function("route_1_uncached_varied", |b| {
+        b.iter(|| {
+            next = (next + 1) % varied.len();
+            black_box(uncached.route(black_box(&varied[next])))
+        })
+    });
     let cached = router_16(true, None);
     cached.route(&one);
     g.bench_function("route_1_cached", |b| {
@@ -138,6 +157,20 @@ fn data_dir() -> Option<PathBuf> {
         .find(|p| p.join("tools.jsonl").is_file())
 }
 
+/// UltraTool's dev steps as (masked text, gold tool); empty when unreadable.
+fn step_texts(dir: &std::path::Path) -> Vec<(String, String)> {
+    let steps = std::fs::read_to_string(dir.join("steps.dev.jsonl")).unwrap_or_default();
+    let mut texts = Vec::new();
+    for line in steps.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let (Some(t), Some(g)) = (v["step_text_masked"].as_str(), v["gold_tool"].as_str())
+        {
+            texts.push((t.to_owned(), g.to_owned()));
+        }
+    }
+    texts
+}
+
 fn bench_ultratool(c: &mut Criterion) {
     let Some(dir) = data_dir() else {
         eprintln!("routing/ultratool_260 skipped: ultratool tools.jsonl not found");
@@ -147,15 +180,7 @@ fn bench_ultratool(c: &mut Criterion) {
         eprintln!("routing/ultratool_260 skipped: tools.jsonl unreadable");
         return;
     };
-    let steps = std::fs::read_to_string(dir.join("steps.dev.jsonl")).unwrap_or_default();
-    let mut texts: Vec<(String, String)> = Vec::new();
-    for line in steps.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-            && let (Some(t), Some(g)) = (v["step_text_masked"].as_str(), v["gold_tool"].as_str())
-        {
-            texts.push((t.to_owned(), g.to_owned()));
-        }
-    }
+    let texts = step_texts(&dir);
     let (reg, _) = AgentRegistry::from_jsonl_str(&tools, JsonlMode::Skip).expect("tools.jsonl");
     let profiles = reg
         .into_profiles()
