@@ -10,7 +10,8 @@
 //!   threshold tuned on out-of-fold benign scores;
 //! - the false-positive rate of the shipped model on held-out TaskBench requests;
 //! - leave-one-source-out recall (all attacks of one source removed from training);
-//! - ablations: rules only, model only.
+//! - ablations: rules only, model only;
+//! - the rows each rule fires on (attacks, benign rows, benign templates).
 //!
 //! Error analysis: `GENESIS_SHOW_ERRORS=1` prints the out-of-fold errors;
 //! `GENESIS_MISSES=/tmp/misses.txt` appends every leave-one-source-out miss (its rules, its
@@ -60,6 +61,41 @@ fn breakdown(p: &Prepared, logits: &[f64], t: f64, rows: impl Fn(usize) -> bool)
     }
     for (ty, (k, n)) in &by_type {
         println!("| attack type (recall) | {ty} | {} |", pct(*k, *n));
+    }
+}
+
+/// Rows each rule fires on (shipped detector, all rules on): attacks, benign rows of the
+/// data (pool and held-out, the project's own templates apart) and the templates, so a new
+/// rule's benign hits are visible.
+fn rule_hits(p: &Prepared) {
+    let detector = InjectionDetector::default();
+    let mut hits: BTreeMap<String, [usize; 3]> = InjectionDetector::rule_names()
+        .map(|n| (n.to_owned(), [0; 3]))
+        .collect();
+    for r in &p.rows {
+        let col = if r.label {
+            0
+        } else if common::is_synthetic(r) {
+            2
+        } else {
+            1
+        };
+        let scan = detector.scan(&r.text);
+        let mut names: Vec<&str> = scan
+            .reasons
+            .iter()
+            .filter(|x| x.kind == genesis_security::ReasonKind::Rule)
+            .map(|x| x.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            hits.entry(name.to_owned()).or_default()[col] += 1;
+        }
+    }
+    println!("\n| rule | attacks | benign rows (data) | benign templates |\n|---|---|---|---|");
+    for (name, [a, b, s]) in &hits {
+        println!("| {name} | {a} | {b} | {s} |");
     }
 }
 
@@ -171,16 +207,19 @@ fn main() -> Result<()> {
             if r.label != (oof[i] >= t) {
                 let text: String = r.text.chars().take(150).collect();
                 println!(
-                    "ERR label={} src={} p={:.3} {text:?}",
+                    "ERR label={} src={} p={:.3} rules={:.1} model={:.2} {text:?}",
                     r.label,
                     r.source,
-                    sigmoid(oof[i])
+                    sigmoid(oof[i] - t),
+                    p.docs[i].rule_logit,
+                    oof_model[i] - t,
                 );
             }
         }
     }
     println!();
     breakdown(&p, &oof, t, |i| !p.heldout[i]);
+    rule_hits(&p);
 
     // 2. Held-out ordinary-traffic FPR with the shipped detector (trained without these rows).
     let detector = InjectionDetector::default();

@@ -30,10 +30,10 @@ pub struct Doc {
 }
 
 impl Doc {
-    /// The combined logit under `model` (rules + model), equal to the detector's up to
-    /// float rounding.
+    /// The combined logit under `model` (see [`combined_logit`]), equal to the detector's
+    /// up to float rounding.
     pub fn logit(&self, model: &LinearModel) -> f64 {
-        f64::from(self.rule_logit) + self.model_logit(model)
+        combined_logit(f64::from(self.rule_logit), self.model_logit(model))
     }
 
     /// The model's logit alone (including its bias).
@@ -44,6 +44,20 @@ impl Doc {
         }
         f64::from(model.bias()) + s
     }
+}
+
+/// The detector's combination of the rule layer's and the model's log-odds: their sum,
+/// except that decisive rules (log-odds of 8 or more) count the model's logit no lower
+/// than −6, so the learned layer cannot overturn them.
+///
+/// ```
+/// use genesis_security::training::combined_logit;
+///
+/// assert_eq!(combined_logit(3.0, -5.0), -2.0);
+/// assert_eq!(combined_logit(12.0, -15.0), 6.0);
+/// ```
+pub fn combined_logit(rules: f64, model: f64) -> f64 {
+    crate::detector::combine(rules, model)
 }
 
 /// Normalises `text` and computes its hashed features and rule logit (all rules on), with

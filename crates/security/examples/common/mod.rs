@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use genesis_security::training::{
-    Doc, SplitMix64, TrainConfig, balanced_weights, expand_templates, featurize_with,
-    group_near_duplicates, grouped_folds, threshold_for_fpr, train,
+    Doc, SplitMix64, TrainConfig, balanced_weights, combined_logit, expand_templates,
+    featurize_with, group_near_duplicates, grouped_folds, threshold_for_fpr, train,
 };
 use genesis_security::{CharModel, normalize::normalize};
 
@@ -343,7 +343,7 @@ impl Prepared {
             let model = self.train_on(|i| self.fold[i] != f && self.fold[i] != usize::MAX, config);
             for i in (0..self.rows.len()).filter(|&i| self.fold[i] == f) {
                 model_only[i] = self.docs[i].model_logit(&model);
-                combined[i] = model_only[i] + f64::from(self.docs[i].rule_logit);
+                combined[i] = combined_logit(f64::from(self.docs[i].rule_logit), model_only[i]);
             }
         }
         (combined, model_only)
