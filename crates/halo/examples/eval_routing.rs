@@ -19,13 +19,15 @@
 //!   reported separately for steps whose gold tool had examples and for those without.
 //!
 //! `key=value` overrides tune the text matcher: `bigrams`, `prefix`, `char_min`,
-//! `char_max`, `dw` (description weight), `ew` (example weight), `boost` (unseen boost),
-//! `min_sim`, `folds`; the learned correction: `learner` (`perceptron` | `softmax`),
-//! `epochs`, `lr`, `margin`, `rivals`, `prune`, `train_desc`, `pen_unseen`, `scale` and
-//! `l2` (softmax); the BM25 description channel: `bm25` (weight for tools with
-//! examples), `bm25_unseen` (without), `k1`, `b`; `fold_numbers`; `desc_only=1` routes
-//! with no examples at all (descriptions only); `confusions=N` prints the N most
-//! frequent confusions.
+//! `char_max`, `verb_pairs` (`0` = off), `dw` (description weight), `ew` (example
+//! weight), `boost` (unseen boost), `min_sim`; the split: `folds`, `seed` (`0` is the
+//! reference split; another seed draws both the request folds and the simulated unseen
+//! tools afresh, to check that a gain is not an artefact of one split); the learned
+//! correction: `learner` (`perceptron` | `softmax`), `epochs`, `lr`, `margin`, `rivals`,
+//! `prune`, `train_desc`, `pen_unseen`, `scale` and `l2` (softmax); the BM25
+//! description channel: `bm25` (weight for tools with examples), `bm25_unseen`
+//! (without), `k1`, `b`; `fold_numbers`; `desc_only=1` routes with no examples at all
+//! (descriptions only); `confusions=N` prints the N most frequent confusions.
 //!
 //! Steps of one request are routed together as one plan (`Router::route_all`), so the
 //! plan-context stage sees the request's other steps; training steps record their
@@ -107,6 +109,7 @@ fn main() -> anyhow::Result<()> {
     let mut dir = String::from("../shared/data/routing/ultratool");
     let mut cfg = RouterConfig::default();
     let mut folds = 5u64;
+    let mut seed = 0u64;
     let mut confusions = 0usize;
     let mut desc_only = false;
     let mut probe = false;
@@ -156,6 +159,8 @@ fn main() -> anyhow::Result<()> {
             "single" => single = v == "1",
             "desc_only" => desc_only = v == "1" || v == "true",
             "folds" => folds = v.parse()?,
+            "seed" => seed = v.parse()?,
+            "verb_pairs" => cfg.text.verb_pairs = v.parse()?,
             "confusions" => confusions = v.parse()?,
             _ => bail!("unknown option {k:?}"),
         }
@@ -180,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         steps.len(),
         cfg.text
     );
-    let fold_of = |s: &Step| fnv(&s.request_id, 0) % folds;
+    let fold_of = |s: &Step| fnv(&s.request_id, seed) % folds;
     for protocol in ["cv", "unseen"] {
         let mut all = Tally::default();
         let mut seen = Tally::default();
@@ -195,7 +200,7 @@ fn main() -> anyhow::Result<()> {
                 tools
                     .iter()
                     .map(|t| t.id.as_str())
-                    .filter(|id| fnv(id, 7) % (2 * folds) == 2 * f)
+                    .filter(|id| fnv(id, 7 + seed) % (2 * folds) == 2 * f)
                     .collect()
             } else {
                 HashSet::new()

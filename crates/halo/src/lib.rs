@@ -8,9 +8,10 @@
 //! 1. **rules** — explicit `[[rule]]`s, highest priority first, with conditions on kind,
 //!    metadata and keywords, compiled once (bit masks + one Aho-Corasick automaton);
 //! 2. **text** — the task description is matched against every agent's description,
-//!    skills and example tasks: hashed word, bigram and word-prefix features with TF-IDF
-//!    weights; each agent's model blends its description vector (a prior that lets
-//!    agents without examples route), a BM25 match on its description (id words,
+//!    skills and example tasks: hashed word, bigram and word-prefix features (plus
+//!    verb/object pairs in catalogues of more than 64 agents) with TF-IDF weights;
+//!    each agent's model blends its description vector (a prior that lets agents
+//!    without examples route), a BM25 match on its description (id words,
 //!    description and skills, with term saturation and length normalisation; weighted
 //!    up for agents without examples) and the centroid of its examples, plus a sparse
 //!    discriminative correction (an averaged perceptron trained on the examples when the

@@ -28,6 +28,10 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const TAG_WORD: u64 = 0x77;
 const TAG_PREFIX: u64 = 0x70;
 const TAG_CHAR: u64 = 0x63;
+/// Mixed into the first content word's hash for its position-tagged copy.
+const TAG_FIRST: u64 = 0x5eed_f157;
+/// Mixed into the first content word's hash before it is paired with a later word.
+const TAG_VERB_PAIR: u64 = 0x000b_1ec7;
 const MAX_WORD: usize = 32;
 
 /// Which features the text matcher extracts and how it blends description and examples.
@@ -90,6 +94,16 @@ pub struct TextConfig {
     pub bm25_k1: f32,
     /// BM25 length normalisation, in `[0, 1]`.
     pub bm25_b: f32,
+    /// Verb/object features (`0` = off): the first content word (in a plan step, usually
+    /// the verb: "cancel", "change", "write") as a position-tagged feature, and paired
+    /// with each of the next `verb_pairs - 1` content words ("change … alarm", "write …
+    /// file"), which bigrams miss when adjectives or numbers sit in between. Tasks and
+    /// examples get them; an agent's description vector gets those of its description
+    /// field (not of the id that heads the description text), and the BM25 channel
+    /// none. Catalogues of up to 64 agents (the dense-row ones) skip them: they were
+    /// measured on UltraTool's 260 tools only, and each feature of a small catalogue
+    /// costs a full row. Only the first 16 content words of a text take part.
+    pub verb_pairs: u8,
 }
 
 /// The algorithm that trains the discriminative correction on the agents' examples.
@@ -131,6 +145,7 @@ impl Default for TextConfig {
             bm25_unseen_weight: 1.3,
             bm25_k1: 1.2,
             bm25_b: 0.75,
+            verb_pairs: 7,
         }
     }
 }
@@ -506,6 +521,9 @@ pub(crate) fn word_hash(word: &[u8]) -> u64 {
 pub(crate) fn features(text: &str, cfg: &TextConfig, out: &mut Vec<u64>) {
     let mut words = QueryWords::default();
     features_with_words(text, cfg, None, out, &mut words, false, |_| {});
+    if cfg.verb_pairs > 0 {
+        push_verb_pairs(&words, cfg.verb_pairs, out, |_| true);
+    }
 }
 
 /// The first unigram spans of a query, kept to explain matches without re-tokenising.
@@ -604,6 +622,34 @@ fn features_with_words(
             }
         }
     });
+}
+
+/// Appends the verb-pair features (see [`TextConfig::verb_pairs`]) of a text whose
+/// unigram spans are `words` (read off the spans after the scan, so the per-word loop
+/// does not grow), those for which `keep` holds. Out of line: small catalogues never
+/// call it.
+#[inline(never)]
+fn push_verb_pairs(
+    words: &QueryWords,
+    verb_pairs: u8,
+    out: &mut Vec<u64>,
+    keep: impl Fn(u64) -> bool,
+) {
+    let spans = words.spans.get(..words.len).unwrap_or_default();
+    let Some(&(first, _, _)) = spans.first() else {
+        return;
+    };
+    let tagged = mix(first, TAG_FIRST);
+    if keep(tagged) {
+        out.push(tagged);
+    }
+    let first = first ^ TAG_VERB_PAIR;
+    for &(h, _, _) in spans.iter().take(usize::from(verb_pairs)).skip(1) {
+        let pair = mix(first, h);
+        if keep(pair) {
+            out.push(pair);
+        }
+    }
 }
 
 /// Longest raw word kept in the [`Vocab`], in bytes.
@@ -1078,6 +1124,16 @@ impl TextIndex {
         correction: Option<std::sync::Arc<Vec<(u64, u32, f32)>>>,
     ) -> TextIndex {
         let n = agents.len();
+        // Small catalogues skip verb pairs (see `TextConfig::verb_pairs`); the index
+        // keeps the effective config, so queries are featurised the same way.
+        let cfg = if n <= DENSE_ROWS {
+            TextConfig {
+                verb_pairs: 0,
+                ..cfg
+            }
+        } else {
+            cfg
+        };
         let mut buf = Vec::new();
         // Per agent: description features and example feature sets.
         let mut desc_sets: Vec<Vec<u64>> = Vec::with_capacity(n);
@@ -1094,6 +1150,7 @@ impl TextIndex {
                 &text,
                 &TextConfig {
                     bigrams: false,
+                    verb_pairs: 0,
                     ..cfg
                 },
                 &mut buf,
@@ -1108,7 +1165,20 @@ impl TextIndex {
             }
             desc_tf.push(tf);
             buf.clear();
-            features(&text, &cfg, &mut buf);
+            // The description vector's verb pairs come from the description field alone
+            // (many start with a verb: "Cancel a repair order"), not from the id
+            // that heads `text`.
+            features(
+                &text,
+                &TextConfig {
+                    verb_pairs: 0,
+                    ..cfg
+                },
+                &mut buf,
+            );
+            if cfg.verb_pairs > 0 {
+                features(&p.description, &cfg, &mut buf);
+            }
             sorted_unique(&mut buf);
             let d = buf.clone();
             let mut union = d.clone();
@@ -1479,6 +1549,14 @@ impl TextIndex {
         words.len = 0;
         let vocab = (self.vocab.len > 0).then_some(&self.vocab);
         features_with_words(text, &self.cfg, vocab, &mut s.feats, words, want_raw, raw);
+        if self.cfg.verb_pairs > 0 {
+            // Only pairs some agent has: an unseen pair (most of them, they are
+            // combinatorial) says nothing against the agents, but would lower every
+            // cosine through the query norm (short steps fell below the threshold).
+            push_verb_pairs(words, self.cfg.verb_pairs, &mut s.feats, |h| {
+                self.lookup(h).is_some()
+            });
+        }
         unique_small(&mut s.feats);
         let n = self.n_agents;
         let stride = n;
@@ -2619,7 +2697,10 @@ mod tests {
 
     #[test]
     fn features_include_bigrams_prefixes_and_char_ngrams() {
-        let mut cfg = TextConfig::default();
+        let mut cfg = TextConfig {
+            verb_pairs: 0,
+            ..TextConfig::default()
+        };
         let mut out = Vec::new();
         features("cancel alarm", &cfg, &mut out);
         // 2 words, 1 bigram, 1 prefix ("cance"; "alarm" is not longer than 5).
@@ -2630,6 +2711,120 @@ mod tests {
         features("ab", &cfg, &mut out);
         // "ab": word, "^ab" ... n_all = 4, so 2 trigrams.
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn verb_pairs_tag_the_first_word_and_pair_it_with_the_next_ones() {
+        let feats = |text: &str, verb_pairs: u8| {
+            let cfg = TextConfig {
+                verb_pairs,
+                bigrams: false,
+                prefix_len: 0,
+                ..TextConfig::default()
+            };
+            let mut out = Vec::new();
+            features(text, &cfg, &mut out);
+            out
+        };
+        // 3 content words: with verb_pairs = 3, a tagged "change" and change×weekend,
+        // change×alarm; "weekend" and "alarm" are not adjacent to "change", so the
+        // bigrams (off here) would not pair them.
+        let text = "Change the weekend alarm";
+        assert_eq!(feats(text, 0).len(), 3);
+        let on = feats(text, 3);
+        assert_eq!(on.len(), 6);
+        // Only the first `verb_pairs` words take part.
+        assert_eq!(feats(text, 2).len(), 5);
+        // The pairs depend on the verb: "set" shares the plain words, not the pairs.
+        let set = feats("Set the weekend alarm", 3);
+        let shared = on.iter().filter(|h| set.contains(h)).count();
+        assert_eq!(shared, 2, "weekend and alarm only");
+    }
+
+    #[test]
+    fn description_vectors_pair_the_description_verb_not_the_id() {
+        let mut agents: Vec<AgentProfile> = (0..70)
+            .map(|i| AgentProfile::new(format!("filler_{i}"), format!("filler task number{i}")))
+            .collect();
+        agents.push(AgentProfile::new(
+            "clock_alarm_change",
+            "Change the weekend alarm",
+        ));
+        let idx = TextIndex::build(&agents, TextConfig::default());
+        let pair =
+            |verb: &[u8], object: &[u8]| mix(word_hash(verb) ^ TAG_VERB_PAIR, word_hash(object));
+        let holds = |h: u64| {
+            idx.lookup(h).is_some_and(|slot| {
+                let start = slot.start as usize;
+                idx.postings[start..start + slot.len as usize]
+                    .iter()
+                    .any(|p| p.agent == 70 && p.weight > 0.0)
+            })
+        };
+        assert!(holds(pair(b"change", b"alarm")));
+        assert!(holds(mix(word_hash(b"change"), TAG_FIRST)));
+        assert!(!holds(pair(b"clock", b"alarm")), "the id is not a verb");
+    }
+
+    #[test]
+    fn verb_pairs_separate_agents_that_share_their_words() {
+        // 70 agents (past the dense-row size, where verb pairs apply); two alarm agents
+        // whose examples use the same nouns with different verbs.
+        let mut agents: Vec<AgentProfile> = (0..68)
+            .map(|i| AgentProfile::new(format!("filler_{i}"), format!("filler task number{i}")))
+            .collect();
+        agents.push(
+            AgentProfile::new("clock_alarm_set", "Alarm clock")
+                .with_example("Set the morning alarm for workdays")
+                .with_example("Set a new alarm for the weekend")
+                .with_example("Set the alarm for tomorrow"),
+        );
+        agents.push(
+            AgentProfile::new("clock_alarm_change", "Alarm clock")
+                .with_example("Change the morning alarm for workdays")
+                .with_example("Change the weekend alarm time")
+                .with_example("Change the alarm for tomorrow"),
+        );
+        let score = |verb_pairs: u8| {
+            let cfg = TextConfig {
+                verb_pairs,
+                epochs: 0,
+                ..TextConfig::default()
+            };
+            let idx = TextIndex::build(&agents, cfg);
+            let mut s = vec![0.0f32; agents.len()];
+            idx.score(
+                "Change the workday morning alarm",
+                false,
+                0.0,
+                |_| {},
+                |a, v| s[a] = v,
+            );
+            s[69] - s[68]
+        };
+        assert!(score(7) > score(0), "{} vs {}", score(7), score(0));
+        assert!(score(7) > 0.0);
+    }
+
+    #[test]
+    fn small_catalogues_skip_verb_pairs() {
+        let agents = vec![
+            AgentProfile::new("a", "first agent").with_example("Change the alarm"),
+            AgentProfile::new("b", "second agent").with_example("Set the alarm"),
+        ];
+        let on = TextIndex::build(&agents, TextConfig::default());
+        let off = TextIndex::build(
+            &agents,
+            TextConfig {
+                verb_pairs: 0,
+                ..TextConfig::default()
+            },
+        );
+        assert_eq!(on.cfg.verb_pairs, 0);
+        let (mut x, mut y) = ([0.0f32; 2], [0.0f32; 2]);
+        on.score("change my alarm", false, 0.0, |_| {}, |a, v| x[a] = v);
+        off.score("change my alarm", false, 0.0, |_| {}, |a, v| y[a] = v);
+        assert_eq!(x, y);
     }
 
     #[test]
