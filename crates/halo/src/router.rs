@@ -385,6 +385,27 @@ thread_local! {
     static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// Hashes of an agent's examples and plans (trimmed), for [`Router::record_outcomes`].
+struct Known {
+    examples: genesis_core::fasthash::FxHashSet<u64>,
+    plans: genesis_core::fasthash::FxHashSet<u64>,
+}
+
+impl Known {
+    fn of(p: &crate::AgentProfile) -> Self {
+        Known {
+            examples: p.examples.iter().map(|e| text_hash(e.trim())).collect(),
+            plans: p.plans.iter().map(|x| text_hash(x.trim())).collect(),
+        }
+    }
+}
+
+/// A 64-bit hash of a text (FxHash: fast, and collisions only cost a skipped example).
+fn text_hash(text: &str) -> u64 {
+    use std::hash::BuildHasher;
+    genesis_core::fasthash::FxBuildHasher::default().hash_one(text)
+}
+
 /// The load of agent `a` (agents past the end of `load` hold nothing).
 #[inline]
 fn load_at(load: &[u32], a: usize) -> u32 {
@@ -1639,10 +1660,15 @@ impl Router {
         let mut registry = (*old.registry).clone();
         let mut examples_changed = false;
         let mut plans_changed = false;
+        // Per agent touched, the hashes of its examples and plans: a batch checks each
+        // outcome against them instead of scanning up to `max_examples_per_agent`
+        // strings per outcome. (A hash collision only skips learning one example.)
+        let mut known: genesis_core::fasthash::FxHashMap<usize, Known> = Default::default();
         for (o, &i) in outcomes.iter().zip(&idx) {
             let Some(p) = registry.agent_mut(i) else {
                 continue;
             };
+            let known = known.entry(i).or_insert_with(|| Known::of(p));
             let n = p.outcomes.total();
             let alpha = 1.0 / (n.min(100) as f64 + 11.0);
             let target = if o.success { 1.0 } else { 0.0 };
@@ -1660,7 +1686,7 @@ impl Router {
             if let Some(plan) = o.plan.map(str::trim).filter(|x| !x.is_empty())
                 && o.success
                 && p.plans.len() < self.config.max_examples_per_agent
-                && !p.plans.iter().any(|x| x == plan)
+                && known.plans.insert(text_hash(plan))
             {
                 p.plans.push(plan.to_owned());
                 plans_changed = true;
@@ -1670,7 +1696,7 @@ impl Router {
                 && self.config.learn_examples
                 && !d.is_empty()
                 && p.examples.len() < self.config.max_examples_per_agent
-                && !p.examples.iter().any(|e| e.trim() == d)
+                && known.examples.insert(text_hash(d))
             {
                 p.examples.push(d.to_owned());
                 examples_changed = true;

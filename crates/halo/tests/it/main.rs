@@ -269,6 +269,7 @@ fn outcomes_update_success_rates_examples_and_persist() {
     let t = task("t", TaskKind::Generic, "reconcile the quux ledger");
     assert_eq!(r.route(&t).layer, RouteLayer::Unassigned);
     let before = r.registry().get("beta").unwrap().success_rate;
+    let beta_id = AgentId::new("beta");
     r.record_outcome(
         &t,
         &AgentId::new("beta"),
@@ -298,6 +299,30 @@ fn outcomes_update_success_rates_examples_and_persist() {
     let alpha = r.registry().get("alpha").unwrap().clone();
     assert!(alpha.success_rate < 0.8);
     assert!(alpha.examples.is_empty());
+    // The same success again, twice in one batch and with outer white space, adds no
+    // second copy of the example.
+    let again = task("t2", TaskKind::Generic, "  reconcile the quux ledger ");
+    let twice = |t| Outcome {
+        task: t,
+        agent: &beta_id,
+        success: true,
+        latency: Duration::ZERO,
+        cost: Usd::ZERO,
+        plan: Some("run-1"),
+    };
+    r.record_outcomes(&[twice(&again), twice(&again)]).unwrap();
+    let beta = r.registry().get("beta").unwrap().clone();
+    assert_eq!(beta.outcomes.successes, 3);
+    assert_eq!(
+        beta.examples
+            .iter()
+            .filter(|e| e.as_str() == "reconcile the quux ledger")
+            .count(),
+        1,
+        "{:?}",
+        beta.examples
+    );
+    assert_eq!(beta.plans, ["run-1"]);
     // Persisted state reloads into an equal registry.
     let saved = r.registry().to_toml_string().unwrap();
     let back = AgentRegistry::from_toml_str(&saved).unwrap();
