@@ -1736,28 +1736,14 @@ impl TextIndex {
                 word.windows(2)
                     .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
             };
-            if !camel
-                && wl <= VOCAB_MAX
-                && let Some(e) = vocab.get_key(lo, hi, wl)
-            {
-                if want_raw {
-                    raws.push(e.raw);
-                }
-                if !e.stop {
-                    self.add_word(
-                        &mut q,
-                        (e.word, e.word_slot),
-                        (e.prefix, e.prefix_slot),
-                        start,
-                        i,
-                    );
-                }
-                continue;
-            }
             if !camel && wl <= VOCAB_MAX {
-                // A word the catalogue does not use: what the vocabulary would hold for
-                // it, from the memo or computed now.
-                let e = self.memo_entry(&mut s.memo, lo, hi, wl);
+                // The catalogue's entry for the word, or, for a word the catalogue does
+                // not use, what the vocabulary would hold for it (from the memo or
+                // computed now).
+                let e = match vocab.get_key(lo, hi, wl) {
+                    Some(e) => *e,
+                    None => self.memo_entry(&mut s.memo, lo, hi, wl),
+                };
                 if want_raw {
                     raws.push(e.raw);
                 }

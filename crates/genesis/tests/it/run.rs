@@ -179,6 +179,15 @@ struct Flaky {
     transient: bool,
 }
 
+/// An agent that fails its first `fail_first` calls, transiently or not.
+fn flaky(fail_first: usize, transient: bool) -> Arc<Flaky> {
+    Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        fail_first,
+        transient,
+    })
+}
+
 #[async_trait]
 impl Agent for Flaky {
     async fn execute(&self, r: AgentRequest) -> Result<AgentOutput, AgentError> {
@@ -236,16 +245,8 @@ async fn transient_failures_are_retried_and_rejections_reroute() {
         .expect("some task has ranked alternatives")
         .clone();
     let first = task.agent.clone().unwrap();
-    let bad: Arc<dyn Agent> = Arc::new(Flaky {
-        calls: AtomicUsize::new(0),
-        fail_first: usize::MAX,
-        transient: false,
-    });
-    let good: Arc<dyn Agent> = Arc::new(Flaky {
-        calls: AtomicUsize::new(0),
-        fail_first: 0,
-        transient: false,
-    });
+    let bad: Arc<dyn Agent> = flaky(usize::MAX, false);
+    let good: Arc<dyn Agent> = flaky(0, false);
     let genesis = Orchestrator::builder()
         .agents(AgentSet::new().with(first.clone(), bad).with_fallback(good))
         .build()
@@ -552,17 +553,9 @@ async fn finished_runs_teach_the_router() {
         .clone();
     let first = task.agent.clone().unwrap();
     let agents = || {
-        let bad: Arc<dyn Agent> = Arc::new(Flaky {
-            calls: AtomicUsize::new(0),
-            fail_first: usize::MAX,
-            transient: false,
-        });
-        let good: Arc<dyn Agent> = Arc::new(Flaky {
-            calls: AtomicUsize::new(0),
-            fail_first: 0,
-            transient: false,
-        });
-        AgentSet::new().with(first.clone(), bad).with_fallback(good)
+        AgentSet::new()
+            .with(first.clone(), flaky(usize::MAX, false))
+            .with_fallback(flaky(0, false))
     };
 
     let genesis = Orchestrator::builder().agents(agents()).build().unwrap();
