@@ -179,6 +179,21 @@ struct Flaky {
     transient: bool,
 }
 
+/// A bug-fix plan, its first task that has ranked alternatives, and that task's agent.
+fn bug_fix_plan(genesis: &Orchestrator) -> (genesis::Plan, genesis::PlannedTask, AgentId) {
+    let plan = genesis
+        .plan_sync("Fix the crash when uploading large files")
+        .unwrap();
+    let task = plan
+        .tasks
+        .iter()
+        .find(|t| !t.route.alternatives.is_empty())
+        .expect("some task has ranked alternatives")
+        .clone();
+    let first = task.agent.clone().unwrap();
+    (plan, task, first)
+}
+
 /// An agent that fails its first `fail_first` calls, transiently or not.
 fn flaky(fail_first: usize, transient: bool) -> Arc<Flaky> {
     Arc::new(Flaky {
@@ -235,16 +250,7 @@ async fn transient_failures_are_retried_and_rejections_reroute() {
     assert_eq!(result.tasks[0].attempts, 3);
 
     // The assigned agent rejects: the task moves to the next-ranked alternative.
-    let plan = genesis
-        .plan_sync("Fix the crash when uploading large files")
-        .unwrap();
-    let task = plan
-        .tasks
-        .iter()
-        .find(|t| !t.route.alternatives.is_empty())
-        .expect("some task has ranked alternatives")
-        .clone();
-    let first = task.agent.clone().unwrap();
+    let (plan, task, first) = bug_fix_plan(&genesis);
     let bad: Arc<dyn Agent> = flaky(usize::MAX, false);
     let good: Arc<dyn Agent> = flaky(0, false);
     let genesis = Orchestrator::builder()
@@ -538,20 +544,7 @@ async fn chaos_a_thousand_tasks_end_accounted_for() {
 
 #[tokio::test(start_paused = true)]
 async fn finished_runs_teach_the_router() {
-    let plan_with = |genesis: &Orchestrator| {
-        genesis
-            .plan_sync("Fix the crash when uploading large files")
-            .unwrap()
-    };
-    let probe = Orchestrator::builder().build().unwrap();
-    let plan = plan_with(&probe);
-    let task = plan
-        .tasks
-        .iter()
-        .find(|t| !t.route.alternatives.is_empty())
-        .expect("some task has ranked alternatives")
-        .clone();
-    let first = task.agent.clone().unwrap();
+    let (plan, task, first) = bug_fix_plan(&Orchestrator::builder().build().unwrap());
     let agents = || {
         AgentSet::new()
             .with(first.clone(), flaky(usize::MAX, false))
