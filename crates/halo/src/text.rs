@@ -458,34 +458,37 @@ fn scan_tokens(
             });
             continue;
         }
-        // camelCase: split before an upper-case letter that follows a lower-case one.
-        // Rare, so this re-reads the word byte by byte.
-        let mut part = [0u8; MAX_WORD];
-        let mut plen = 0usize;
-        let mut pstart = start;
-        let mut prev_lower = false;
-        for (j, &b) in bytes[start..i].iter().enumerate() {
-            let upper = b.is_ascii_uppercase();
-            if upper && prev_lower && plen > 0 {
-                emit_word(&mut part, plen, pstart, start + j, &mut |w: &[u8], a, b| {
-                    word(Token::Bytes(w), a, b)
-                });
-                plen = 0;
-            }
-            if plen == 0 {
-                pstart = start + j;
-            }
-            prev_lower = b.is_ascii_lowercase();
-            if plen < MAX_WORD {
-                part[plen] = b.to_ascii_lowercase();
-                plen += 1;
-            }
+        emit_camel_parts(&bytes[start..i], start, &mut |w: &[u8], a, b| {
+            word(Token::Bytes(w), a, b)
+        });
+    }
+}
+
+/// camelCase: the parts of `word` (at byte `start` of its text), split before an
+/// upper-case letter that follows a lower-case one, each lower-cased and handed to
+/// [`emit_word`]. Rare, so this re-reads the word byte by byte.
+fn emit_camel_parts(word: &[u8], start: usize, emit: &mut impl FnMut(&[u8], usize, usize)) {
+    let mut part = [0u8; MAX_WORD];
+    let mut plen = 0usize;
+    let mut pstart = start;
+    let mut prev_lower = false;
+    for (j, &b) in word.iter().enumerate() {
+        let upper = b.is_ascii_uppercase();
+        if upper && prev_lower && plen > 0 {
+            emit_word(&mut part, plen, pstart, start + j, emit);
+            plen = 0;
         }
-        if plen > 0 {
-            emit_word(&mut part, plen, pstart, i, &mut |w: &[u8], a, b| {
-                word(Token::Bytes(w), a, b)
-            });
+        if plen == 0 {
+            pstart = start + j;
         }
+        prev_lower = b.is_ascii_lowercase();
+        if plen < MAX_WORD {
+            part[plen] = b.to_ascii_lowercase();
+            plen += 1;
+        }
+    }
+    if plen > 0 {
+        emit_word(&mut part, plen, pstart, start + word.len(), emit);
     }
 }
 
@@ -1873,32 +1876,10 @@ impl TextIndex {
             let (h, p) = word_features(w, cfg);
             self.add_word(q, (h, LOOK_UP), (p, LOOK_UP), a, b);
         };
-        let end = start + word.len();
-        if !camel {
-            emit_word(buf, len, start, end, &mut add);
-            return;
-        }
-        let mut part = [0u8; MAX_WORD];
-        let mut plen = 0usize;
-        let mut pstart = start;
-        let mut prev_lower = false;
-        for (j, &b) in word.iter().enumerate() {
-            let upper = b.is_ascii_uppercase();
-            if upper && prev_lower && plen > 0 {
-                emit_word(&mut part, plen, pstart, start + j, &mut add);
-                plen = 0;
-            }
-            if plen == 0 {
-                pstart = start + j;
-            }
-            prev_lower = b.is_ascii_lowercase();
-            if plen < MAX_WORD {
-                part[plen] = b.to_ascii_lowercase();
-                plen += 1;
-            }
-        }
-        if plen > 0 {
-            emit_word(&mut part, plen, pstart, end, &mut add);
+        if camel {
+            emit_camel_parts(word, start, &mut add);
+        } else {
+            emit_word(buf, len, start, start + word.len(), &mut add);
         }
     }
 
