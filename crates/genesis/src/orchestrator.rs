@@ -793,7 +793,7 @@ impl Orchestrator {
 struct Learn(Arc<Inner>);
 
 impl Learner for Learn {
-    fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]) {
+    fn learn(&self, run_id: &RunId, tries: Vec<(Task, AgentTry)>) {
         let learning = &self.0.learning;
         let was_empty = {
             let mut pending = learning
@@ -801,10 +801,10 @@ impl Learner for Learn {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let was_empty = pending.is_empty();
-            pending.extend(tries.iter().map(|(task, t)| Pending {
+            pending.extend(tries.into_iter().map(|(task, t)| Pending {
                 run: run_id.clone(),
-                task: task.clone(),
-                agent: t.agent.clone(),
+                task,
+                agent: t.agent,
                 success: t.success,
                 latency: t.latency,
                 cost: t.cost,

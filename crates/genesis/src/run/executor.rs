@@ -142,7 +142,7 @@ pub(crate) struct AgentTry {
 /// `run_finished` event; it must be quick (the orchestrator buffers and applies the
 /// outcomes in batches).
 pub(crate) trait Learner: Send + Sync {
-    fn learn(&self, run_id: &RunId, tries: &[(Task, AgentTry)]);
+    fn learn(&self, run_id: &RunId, tries: Vec<(Task, AgentTry)>);
 }
 
 /// Runs plans on agents. Cheap to clone; breakers are shared across runs so an agent
@@ -589,7 +589,7 @@ impl Runner {
             .into_iter()
             .filter_map(|(i, t)| Some((self.slots.get(i)?.task.clone(), t)))
             .collect();
-        learner.learn(&self.run_id, &tries);
+        learner.learn(&self.run_id, tries);
     }
 
     fn spent(&self) -> Usd {
