@@ -134,21 +134,28 @@ impl Scan {
 }
 
 /// Rule log-odds from which the rule layer is decisive: one strong rule (an override, a
-/// known jailbreak, a request for the system prompt) or several weaker ones.
-pub(crate) const DECISIVE_RULES: f64 = 8.0;
+/// known jailbreak, a request for the system prompt), or a medium one (a harmful request,
+/// refusal suppression, a forced statement) with any further cue.
+///
+/// Rules are precise (every rule together flags 8 of the data's 13,743 benign rows) while
+/// the learned layer is confident on text like what it was trained on and unreliable
+/// elsewhere: attacks from a source left out of training draw model logits of −9 to −16
+/// (deepset's German and prefixed attacks, JailbreakBench's optimised personas), which
+/// cancelled rules of weight 5 to 12. Measured by leave-one-source-out recall (the only
+/// protocol here where the model meets text unlike its training data): decisive from 8
+/// with floor −6, 0.882; from 5 with floor −4, 0.892; from 4 with floor −3, 0.900 but it
+/// flags an ordinary "act as the Buddha from now on" role-play request, so 5 it is.
+/// Grouped cross-validation recall rises 0.965 → 0.967 and one more of the 9,717 benign
+/// rows is flagged (an MMLU question on a "restricted" GARCH model).
+pub(crate) const DECISIVE_RULES: f64 = 5.0;
 
-/// The lowest model logit counted against decisive rules. The learned layer may lower a
-/// decisive verdict's confidence but not overturn it: an attack appended to a benign
-/// question, or written in a language the model has seen little of, draws a strongly
-/// negative model logit (−10 to −16 for deepset's German and prefixed attacks left out of
-/// training) that would otherwise cancel a rule of weight 12. Of the 13,743 benign rows of
-/// the data, one reaches rule log-odds 8 (an MMLU passage the model flags anyway), so the
-/// floor flags no new benign row there.
-pub(crate) const DECISIVE_MODEL_FLOOR: f64 = -6.0;
+/// The lowest model logit counted against decisive rules ([`DECISIVE_RULES`]): the learned
+/// layer may lower a decisive verdict's confidence but not overturn it (the score stays at
+/// or above sigmoid(5 − 4) ≈ 0.73, and sigmoid(8) for the strongest rules).
+pub(crate) const DECISIVE_MODEL_FLOOR: f64 = -4.0;
 
 /// The combined log-odds of the two layers: their sum, except that when the rules are
-/// decisive ([`DECISIVE_RULES`]) the model counts no lower than [`DECISIVE_MODEL_FLOOR`],
-/// so the score stays at or above sigmoid(2) ≈ 0.88.
+/// decisive ([`DECISIVE_RULES`]) the model counts no lower than [`DECISIVE_MODEL_FLOOR`].
 pub(crate) fn combine(rules: f64, model: f64) -> f64 {
     if rules >= DECISIVE_RULES {
         rules + model.max(DECISIVE_MODEL_FLOOR)
@@ -688,15 +695,16 @@ mod tests {
     #[test]
     fn decisive_rules_are_not_overturned_by_the_model() {
         // Below the decisive level the layers add up; from it on, the model counts no lower
-        // than the floor, so the score stays above sigmoid(2).
+        // than the floor, so the score stays above sigmoid(1).
         assert_eq!(combine(4.0, -6.0), -2.0);
-        assert_eq!(combine(7.9, -10.0), 7.9 - 10.0);
+        assert_eq!(combine(4.9, -10.0), 4.9 - 10.0);
+        assert_eq!(combine(7.0, -10.0), 3.0);
         assert_eq!(
             combine(DECISIVE_RULES, -30.0),
             DECISIVE_RULES + DECISIVE_MODEL_FLOOR
         );
         assert_eq!(combine(12.0, 3.0), 15.0);
-        assert!(sigmoid(combine(DECISIVE_RULES, f64::NEG_INFINITY)) > 0.88);
+        assert!(sigmoid(combine(DECISIVE_RULES, f64::NEG_INFINITY)) > 0.73);
         // An override buried after a long, ordinary German request (the model alone reads
         // it as benign) is still blocked by its rule.
         let text = "Ich bin auf der Suche nach einem neuen Buch und würde gerne wissen, welche \

@@ -1,9 +1,9 @@
 //! The rule layer: named, weighted, word-bounded patterns over normalised text, compiled
 //! once into one [`RegexSet`] and matched in a single pass.
 //!
-//! Weights are log-odds added to the learned model's logit. Rules of weight ≥ 8 (or
-//! weaker rules adding up to 8) are decisive: the detector counts the model's logit no
-//! lower than −6 against them (`detector::combine`), so an override appended to a long
+//! Weights are log-odds added to the learned model's logit. Rules of weight ≥ 5 (or
+//! weaker rules adding up to 5) are decisive: the detector counts the model's logit no
+//! lower than −4 against them (`detector::combine`), so an override appended to a long
 //! benign question, or written in a language the model has seen little of, is not
 //! cancelled by the model; weaker rules only tip borderline texts. Patterns are written
 //! against [`crate::normalize`] output: lower case, single spaces, leetspeak undone. The

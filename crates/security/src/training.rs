@@ -47,14 +47,14 @@ impl Doc {
 }
 
 /// The detector's combination of the rule layer's and the model's log-odds: their sum,
-/// except that decisive rules (log-odds of 8 or more) count the model's logit no lower
-/// than −6, so the learned layer cannot overturn them.
+/// except that decisive rules (log-odds of 5 or more) count the model's logit no lower
+/// than −4, so the learned layer cannot overturn them.
 ///
 /// ```
 /// use genesis_security::training::combined_logit;
 ///
 /// assert_eq!(combined_logit(3.0, -5.0), -2.0);
-/// assert_eq!(combined_logit(12.0, -15.0), 6.0);
+/// assert_eq!(combined_logit(12.0, -15.0), 8.0);
 /// ```
 pub fn combined_logit(rules: f64, model: f64) -> f64 {
     crate::detector::combine(rules, model)
