@@ -91,6 +91,29 @@ impl ModelSelector {
         self.select_for(task, difficulty)
     }
 
+    /// The strongest model for `task`, whatever its difficulty: for when cost routing is
+    /// off (an operator's feature flag). `why` is written into the reason
+    /// ("cost routing off: {why}; strongest model (capability 0.95)"); the difficulty is
+    /// still estimated and reported.
+    pub fn select_strongest(&self, task: &Task, why: &str) -> ModelChoice {
+        let difficulty = self.difficulty(task);
+        let m = self.catalog.strongest();
+        let mut reason = String::with_capacity(64 + why.len());
+        reason.push_str("cost routing off: ");
+        reason.push_str(why);
+        reason.push_str("; strongest model (capability ");
+        push_fixed2(&mut reason, m.capability);
+        reason.push(')');
+        let tokens = u64::from(task.estimated_tokens);
+        let output = (tokens as f64 * self.output_share).round() as u64;
+        ModelChoice {
+            model: m.id.clone(),
+            difficulty,
+            estimated_cost: m.cost(tokens.saturating_sub(output), output),
+            reason,
+        }
+    }
+
     /// Chooses a model for `task` at a known difficulty.
     pub fn select_for(&self, task: &Task, difficulty: f64) -> ModelChoice {
         let need = (difficulty + self.margin).min(1.0);
@@ -128,5 +151,43 @@ impl ModelSelector {
             estimated_cost: spec.cost(tokens.saturating_sub(output), output),
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genesis_core::{TaskId, TaskKind};
+
+    #[test]
+    fn strongest_ignores_difficulty_and_says_why() {
+        let catalog = ModelCatalog::from_toml_str(
+            r#"
+[[model]]
+id = "small"
+provider = "openai"
+capability = 0.5
+input_per_million = 0.15
+output_per_million = 0.60
+[[model]]
+id = "large"
+provider = "openai"
+capability = 1.0
+input_per_million = 2.50
+output_per_million = 10.0
+"#,
+        )
+        .unwrap();
+        let selector = ModelSelector::new(catalog);
+        let easy = Task::new(TaskId::new("t"), TaskKind::Support, "Say thanks");
+        assert_eq!(selector.select(&easy).model.as_str(), "small");
+        let fixed = selector.select_strongest(&easy, "feature flag daao_cost_routing is off");
+        assert_eq!(fixed.model.as_str(), "large");
+        assert_eq!(
+            fixed.reason,
+            "cost routing off: feature flag daao_cost_routing is off; strongest model (capability 1.00)"
+        );
+        assert_eq!(fixed.difficulty, selector.difficulty(&easy));
+        assert!(fixed.estimated_cost > selector.select(&easy).estimated_cost);
     }
 }

@@ -343,6 +343,8 @@ struct Ranking {
     /// The explanation of the first choice (first rule, else best candidate, else the
     /// unassigned reason), reused whenever capacity does not change the choice.
     top_explanation: Arc<str>,
+    /// Why rules and text matching were skipped ([`Router::route_all_by_kind_into`]).
+    layers_off: Option<Arc<str>>,
 }
 
 /// A ranking from the cache, or freshly computed when the cache is off.
@@ -371,6 +373,7 @@ impl Ranking {
             best_sim: 0.0,
             words: QueryWords::default(),
             top_explanation: Arc::from(""),
+            layers_off: None,
         }
     }
 
@@ -663,6 +666,7 @@ impl State {
         r.candidates = top.items;
         r.n = n;
         r.best_sim = best_sim;
+        r.layers_off = None;
         r.top_explanation = render(|out| {
             if let Some(m) = r.rules.first() {
                 self.explain_rule(task, m, out);
@@ -671,6 +675,45 @@ impl State {
             } else {
                 self.explain_nobody(task, r, cfg, out);
             }
+        });
+    }
+
+    /// Ranks a task by its kind alone (the capability layer): the agents listing the
+    /// kind, best prior (success rate, cost) first; no rules, no text. `why` says why
+    /// the other layers are off and ends up in the explanation.
+    fn rank_by_kind_into(&self, task: &Task, cfg: &RouterConfig, why: &Arc<str>, r: &mut Ranking) {
+        let kw = cfg.kind_weight as f32;
+        let sw = cfg.skill_weight as f32;
+        let mut top = TopN {
+            items: [EMPTY; MAX_CANDIDATES],
+            n: 0,
+            worst: 0,
+        };
+        for &a in &self.by_kind[task.kind.index()] {
+            let i = a as usize;
+            let mut base = kw + self.prior[i];
+            if !task.required_skills.is_empty() {
+                base += sw * self.skill_fit(i, task);
+            }
+            top.offer(Candidate {
+                agent: a,
+                sim: 0.0,
+                base,
+                kind: true,
+            });
+        }
+        let n = top.n;
+        top.items[..n]
+            .sort_unstable_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
+        r.rules.clear();
+        r.words = QueryWords::default();
+        r.candidates = top.items;
+        r.n = n;
+        r.best_sim = 0.0;
+        r.layers_off = Some(Arc::clone(why));
+        r.top_explanation = render(|out| match r.candidates().first() {
+            Some(c) => self.explain_candidate(task, r, c, cfg, out),
+            None => self.explain_nobody(task, r, cfg, out),
         });
     }
 
@@ -749,6 +792,11 @@ impl State {
             out.push_str(", cost ");
             out.push_str(p.cost_tier.as_str());
             out.push(')');
+            if let Some(why) = &r.layers_off {
+                out.push_str("; rules and text matching off: ");
+                out.push_str(why);
+                return;
+            }
             if f64::from(r.best_sim) < cfg.min_text_similarity {
                 out.push_str("; no rule or text match (best similarity ");
             } else {
@@ -760,6 +808,13 @@ impl State {
     }
 
     fn explain_nobody(&self, task: &Task, r: &Ranking, cfg: &RouterConfig, out: &mut String) {
+        if let Some(why) = &r.layers_off {
+            out.push_str("unassigned: no agent lists kind ");
+            out.push_str(task.kind.as_str());
+            out.push_str("; rules and text matching off: ");
+            out.push_str(why);
+            return;
+        }
         out.push_str(
             "unassigned: no rule matched; no agent's description, skills or examples match the text (best similarity ",
         );
@@ -1199,6 +1254,18 @@ impl Router {
         }
     }
 
+    /// [`Router::route_all_into`] with the plan-context stage off: each task is ranked
+    /// on its own (as [`Router::route`] does), then capacity is applied among the tasks.
+    /// For callers that roll plan context out gradually (a feature flag per subject).
+    pub fn route_all_into_per_task<'t>(
+        &self,
+        tasks: impl IntoIterator<Item = &'t Task>,
+        out: &mut Vec<RouteDecision>,
+    ) {
+        let st = self.snapshot();
+        self.route_each_into(&st, tasks, out);
+    }
+
     /// Routes tasks one after another under a shared load, without plan context.
     fn route_each_into<'t>(
         &self,
@@ -1225,6 +1292,35 @@ impl Router {
         self.flush_counts(counts);
         if scratch.is_some() {
             SPARE_RANKING.set(scratch);
+        }
+    }
+
+    /// Routes tasks by their kind alone, under per-call capacity like
+    /// [`Router::route_all_into`]: rules and text matching are skipped and every decision
+    /// comes from the capability layer (an agent listing the task's kind, best success
+    /// rate and cost first) or is unassigned. For when an operator turns HALO's matching
+    /// off (a feature flag) or the system is degraded to its minimal level; `why` is
+    /// written into every explanation ("rules and text matching off: {why}"). The routing
+    /// cache and its counters are not touched.
+    pub fn route_all_by_kind_into<'t>(
+        &self,
+        tasks: impl IntoIterator<Item = &'t Task>,
+        why: &str,
+        out: &mut Vec<RouteDecision>,
+    ) {
+        let st = self.snapshot();
+        let tasks = tasks.into_iter();
+        let why: Arc<str> = Arc::from(why);
+        let mut load = vec![0u32; st.registry.len()];
+        out.reserve(tasks.size_hint().0);
+        let mut r = Ranking::empty();
+        for task in tasks {
+            st.rank_by_kind_into(task, &self.config, &why, &mut r);
+            let (d, chosen) = self.decide(&st, task, &r, r.candidates(), &load);
+            if let Some(l) = chosen.and_then(|i| load.get_mut(i)) {
+                *l += 1;
+            }
+            out.push(d);
         }
     }
 

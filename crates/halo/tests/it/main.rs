@@ -208,6 +208,78 @@ fn capability_fallback_and_unassigned() {
 }
 
 #[test]
+fn routing_by_kind_alone_skips_rules_and_text_and_says_why() {
+    let r = default_router();
+    // A rule would send this to `security`, and its text matches `security` too; by kind
+    // alone it goes to an agent listing `implement`.
+    let tasks = [
+        task(
+            "a",
+            TaskKind::Implement,
+            "Fix the SQL injection vulnerability",
+        ),
+        task(
+            "b",
+            TaskKind::Finance,
+            "Fix the SQL injection vulnerability",
+        ),
+        task("c", TaskKind::Generic, "zzqx"),
+    ];
+    let mut out = Vec::new();
+    r.route_all_by_kind_into(&tasks, "feature flag halo_routing is off", &mut out);
+    assert_eq!(out.len(), 3);
+    let full = r.route(&tasks[0]);
+    assert_eq!(full.agent.as_ref().unwrap().as_str(), "security");
+    assert_eq!(out[0].layer, RouteLayer::Capability);
+    let a = out[0].agent.as_ref().unwrap();
+    let listed = AgentRegistry::from_toml_str(AGENTS).unwrap();
+    assert!(
+        listed
+            .get(a.as_str())
+            .unwrap()
+            .task_kinds
+            .contains(&TaskKind::Implement),
+        "{a} does not list implement"
+    );
+    assert_ne!(a.as_str(), "security");
+    assert!(
+        out[0].explanation.contains("lists kind implement")
+            && out[0]
+                .explanation
+                .ends_with("rules and text matching off: feature flag halo_routing is off"),
+        "{}",
+        out[0].explanation
+    );
+    assert_eq!(out[1].agent.as_ref().unwrap().as_str(), "finance");
+    // The alternatives are the other agents listing the kind.
+    for alt in &out[0].alternatives {
+        assert!(
+            listed
+                .get(alt.agent.as_str())
+                .unwrap()
+                .task_kinds
+                .contains(&TaskKind::Implement)
+        );
+    }
+    // A tool catalogue lists no kinds: nothing is forced onto a default agent.
+    let tools = AgentRegistry::new(vec![AgentProfile::new("weather", "Weather forecast")]).unwrap();
+    let r = Router::new(tools, RoutingRules::empty()).unwrap();
+    let mut out = Vec::new();
+    r.route_all_by_kind_into(
+        [&task("t", TaskKind::Generic, "weather forecast for Paris")],
+        "degraded: minimal",
+        &mut out,
+    );
+    assert_eq!(out[0].layer, RouteLayer::Unassigned);
+    assert_eq!(
+        &*out[0].explanation,
+        "unassigned: no agent lists kind generic; rules and text matching off: degraded: minimal"
+    );
+    // The cache is not involved.
+    assert_eq!(r.cache_stats().hits + r.cache_stats().misses, 0);
+}
+
+#[test]
 fn plan_capacity_moves_to_the_next_alternative() {
     let reg = AgentRegistry::new(vec![
         AgentProfile::new("fast", "summarise documents")
@@ -450,6 +522,13 @@ fn plan_context_learns_from_recorded_plans() {
         e.contains("used with flight_search in recorded plans"),
         "{e}"
     );
+    // Without plan context each task is ranked alone: the cancellation goes where its
+    // text alone sends it.
+    let mut alone = Vec::new();
+    r.route_all_into_per_task([&cancel, &search], &mut alone);
+    assert_eq!(alone.len(), 2);
+    assert_eq!(alone[0], r.route(&cancel));
+    assert_ne!(alone[0].agent, plan.decisions[0].agent);
     // Plans learned from outcomes, persisted with the registry.
     let cfg = RouterConfig {
         learn_examples: false,
