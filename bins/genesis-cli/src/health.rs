@@ -74,7 +74,82 @@ impl Reply {
     }
 }
 
-async fn get(client: &reqwest::Client, url: &str, key: Option<&str>) -> Result<Reply, String> {
+/// Largest `/health`, `/ready` or `/api/status` body read, in bytes.
+pub(crate) const MAX_HEALTH_BODY: usize = 1 << 20;
+
+/// Largest `/metrics` body read, in bytes.
+pub(crate) const MAX_METRICS_BODY: usize = 8 << 20;
+
+/// Why a response body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The body is larger than the limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+        /// The size the server declared (`Content-Length`), when it did.
+        size: Option<u64>,
+    },
+    /// The connection failed while reading.
+    Read(reqwest::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge {
+                limit,
+                size: Some(size),
+            } => write!(f, "body of {size} bytes exceeds the {limit}-byte limit"),
+            BodyError::TooLarge { limit, size: None } => write!(
+                f,
+                "body exceeds the {limit}-byte limit (more than {limit} bytes sent)"
+            ),
+            BodyError::Read(_) => write!(f, "body unreadable"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Read(e) => Some(e),
+            BodyError::TooLarge { .. } => None,
+        }
+    }
+}
+
+/// Reads a response body of at most `limit` bytes (as UTF-8, invalid bytes replaced),
+/// refusing a larger declared `Content-Length` before reading and stopping as soon as
+/// the bytes read pass the limit: a server never makes the CLI buffer without bound.
+///
+/// # Errors
+/// [`BodyError::TooLarge`] past the limit; [`BodyError::Read`] when the connection fails.
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<String, BodyError> {
+    let declared = resp.content_length();
+    let too_large = |size| BodyError::TooLarge { limit, size };
+    if declared.is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit)) {
+        return Err(too_large(declared));
+    }
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large(None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    limit: usize,
+) -> Result<Reply, String> {
     let mut req = client.get(url);
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -84,10 +159,9 @@ async fn get(client: &reqwest::Client, url: &str, key: Option<&str>) -> Result<R
         .await
         .map_err(|e| format!("unreachable: {}", crate::setup::one_line(&e)))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .text()
+    let body = read_body(resp, limit)
         .await
-        .map_err(|e| format!("HTTP {status}, unreadable body: {e}"))?;
+        .map_err(|e| format!("HTTP {status}, {}", crate::setup::one_line(&e)))?;
     Ok(Reply { status, body })
 }
 
@@ -272,10 +346,10 @@ pub(crate) async fn checks(
         )));
     }
     let url = |p: &str| format!("{base}{p}");
-    let health = get(&client, &url("/health"), key).await;
-    let ready = get(&client, &url("/ready"), key).await;
-    let metrics = get(&client, &url("/metrics"), key).await;
-    let status = get(&client, &url("/api/status"), key).await;
+    let health = get(&client, &url("/health"), key, MAX_HEALTH_BODY).await;
+    let ready = get(&client, &url("/ready"), key, MAX_HEALTH_BODY).await;
+    let metrics = get(&client, &url("/metrics"), key, MAX_METRICS_BODY).await;
+    let status = get(&client, &url("/api/status"), key, MAX_HEALTH_BODY).await;
     Ok(vec![
         check_health(&health),
         check_ready(&ready),

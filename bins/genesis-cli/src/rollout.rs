@@ -18,7 +18,8 @@ use genesis::flags::{
     RolloutPhase, RolloutState, Strategy, Timestamp,
 };
 
-use crate::scrape::{self, Snapshot};
+use crate::health::MAX_METRICS_BODY;
+use crate::scrape::{self, ScrapeError, Snapshot};
 use crate::setup::{Failure, load_config};
 
 /// Output format of the listing commands.
@@ -338,21 +339,67 @@ fn check_name(flag: &str) -> Result<(), Failure> {
 }
 
 /// Writes through a temporary file and a rename, so readers (the server's hot reload)
-/// never see half a file.
+/// never see half a file, and a crash (power loss included) leaves the old file or the
+/// new one, never an empty one: the temporary file is fsynced before the rename, and
+/// the directory after it, so the rename itself is durable.
 fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failure::internal(format!("cannot create {}: {e}", dir.display())))?;
+    write_durably(path, text, &mut Fsync)
+}
+
+/// Flushes to stable storage; a seam so tests can see when each flush happens.
+trait Durability {
+    /// Flushes a written file's data and metadata.
+    fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()>;
+    /// Flushes a directory's entries (a rename in it).
+    fn sync_dir(&mut self, dir: &Path) -> std::io::Result<()>;
+}
+
+/// The real thing: `fsync`.
+struct Fsync;
+
+impl Durability for Fsync {
+    fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+        file.sync_all()
     }
+
+    fn sync_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        // Only Unix can open a directory to fsync it; elsewhere the rename is the end.
+        if cfg!(unix) {
+            std::fs::File::open(dir)?.sync_all()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn write_durably(path: &Path, text: &str, sync: &mut impl Durability) -> Result<(), Failure> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::internal(format!("cannot create {}: {e}", dir.display())))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, format!("{}\n", text.trim_end()))
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(format!("{}\n", text.trim_end()).as_bytes())?;
+        sync.sync_file(&file)
+    });
+    written
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Failure::internal(format!("cannot write {}: {e}", path.display()))
-        })
+        })?;
+    sync.sync_dir(dir).map_err(|e| {
+        Failure::internal(format!(
+            "wrote {} but cannot sync {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })
 }
 
 fn where_now(state: &RolloutState, steps: usize) -> String {
@@ -455,17 +502,27 @@ async fn gather(
                 None,
             ));
         }
-        Ok(resp) => match resp.text().await {
+        Ok(resp) => match crate::health::read_body(resp, MAX_METRICS_BODY).await {
             Ok(b) => b,
-            Err(e) => return Ok((None, format!("metrics body unreadable: {e}"), None)),
+            Err(e) => {
+                return Ok((
+                    None,
+                    format!("metrics at {url}: {}", crate::setup::one_line(&e)),
+                    None,
+                ));
+            }
         },
     };
-    let Some(current) = scrape::snapshot(&body) else {
-        return Ok((
-            None,
-            format!("no genesis_requests_total series at {url}"),
-            None,
-        ));
+    let current = match scrape::snapshot(&body) {
+        Ok(s) => s,
+        Err(ScrapeError::NoRequests) => {
+            return Ok((
+                None,
+                format!("no genesis_requests_total series at {url}"),
+                None,
+            ));
+        }
+        Err(e) => return Ok((None, format!("metrics at {url} unusable: {e}"), None)),
     };
     let previous: Option<Snapshot> = std::fs::read_to_string(r.scrape_path(&t.flag))
         .ok()
@@ -702,6 +759,51 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
         let leftovers = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(leftovers, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Records each flush with what the disk holds at that moment.
+    #[derive(Default)]
+    struct Recorder {
+        target: PathBuf,
+        events: Vec<String>,
+    }
+
+    impl Durability for Recorder {
+        fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+            let len = file.metadata()?.len();
+            let target = std::fs::read_to_string(&self.target).unwrap_or_default();
+            self.events
+                .push(format!("sync file of {len} bytes, target {target:?}"));
+            file.sync_all()
+        }
+
+        fn sync_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+            let target = std::fs::read_to_string(&self.target).unwrap_or_default();
+            let same = dir == self.target.parent().unwrap_or(Path::new("."));
+            self.events
+                .push(format!("sync dir (parent: {same}), target {target:?}"));
+            Fsync.sync_dir(dir)
+        }
+    }
+
+    #[test]
+    fn atomic_write_syncs_the_whole_temp_file_before_the_rename_and_the_dir_after() {
+        let dir = std::env::temp_dir().join(format!("genesis-cli-fsync-{}", std::process::id()));
+        let p = dir.join("flags.json");
+        write_atomically(&p, "old").unwrap();
+        let mut rec = Recorder {
+            target: p.clone(),
+            ..Recorder::default()
+        };
+        write_durably(&p, "new", &mut rec).unwrap();
+        assert_eq!(
+            rec.events,
+            [
+                "sync file of 4 bytes, target \"old\\n\"",
+                "sync dir (parent: true), target \"new\\n\"",
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

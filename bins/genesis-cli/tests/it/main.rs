@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod health;
+mod hostile;
 mod rollout;
 mod route;
 mod run;

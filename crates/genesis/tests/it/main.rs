@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+mod command;
 mod llm_plan;
 mod run;
 mod store;

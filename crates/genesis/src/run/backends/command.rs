@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use genesis_core::AgentId;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use super::{WireRequest, parse_output};
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest};
@@ -108,43 +109,32 @@ impl Agent for CommandAgent {
             agent: agent.clone(),
             message: format!("cannot start {}: {e}", self.config.program.display()),
         })?;
+        // stdin is written while stdout and stderr are read: a program that answers as
+        // it reads (cat, a filter) fills its output pipe long before a large input is
+        // written, and one that logs freely fills stderr before it closes stdout.
+        let max = self.config.max_output_bytes;
+        let write_stdin = write_input(child.stdin.take(), input);
+        let read_stdout = read_output(child.stdout.take(), max);
+        let read_stderr = read_stderr_head(child.stderr.take());
         let run = async {
-            if let Some(mut stdin) = child.stdin.take() {
-                // A program that ignores stdin closes the pipe; that is not an error.
-                let _ = stdin.write_all(&input).await;
-                drop(stdin);
-            }
-            let mut stdout = child.stdout.take();
-            let mut stderr = child.stderr.take();
-            let max = self.config.max_output_bytes;
-            let mut out = Vec::new();
-            if let Some(s) = stdout.as_mut() {
-                let mut limited = s.take(max as u64 + 1);
-                limited
-                    .read_to_end(&mut out)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if out.len() > max {
-                return Err(format!("output exceeds max_output_bytes {max}"));
-            }
-            let mut err = Vec::new();
-            if let Some(s) = stderr.as_mut() {
-                let mut limited = s.take(4096);
-                let _ = limited.read_to_end(&mut err).await;
-            }
+            let ((), out, err) = tokio::try_join!(write_stdin, read_stdout, read_stderr)?;
             let status = child.wait().await.map_err(|e| e.to_string())?;
-            Ok((status, out, err))
+            Ok::<_, String>((status, out, err))
         };
-        let (status, out, err) = match tokio::time::timeout(self.config.timeout, run).await {
+        let outcome = tokio::time::timeout(self.config.timeout, run).await;
+        let (status, out, err) = match outcome {
+            Ok(Ok(r)) => r,
             Err(_) => {
+                kill(&mut child).await;
                 return Err(AgentError::Timeout {
                     agent,
                     after: self.config.timeout,
                 });
             }
-            Ok(Err(message)) => return Err(AgentError::Rejected { agent, message }),
-            Ok(Ok(r)) => r,
+            Ok(Err(message)) => {
+                kill(&mut child).await;
+                return Err(AgentError::Rejected { agent, message });
+            }
         };
         if status.success() {
             return Ok(parse_output(&String::from_utf8_lossy(&out)));
@@ -160,5 +150,70 @@ impl Agent for CommandAgent {
         } else {
             Err(AgentError::Rejected { agent, message })
         }
+    }
+}
+
+/// How much of stderr is kept for the error message; the rest is read and dropped.
+const STDERR_KEPT: u64 = 4096;
+
+/// Writes the task to the program's stdin and closes it. A program that exits or
+/// closes stdin without reading it all is not an error: its exit status decides.
+async fn write_input(stdin: Option<ChildStdin>, input: Vec<u8>) -> Result<(), String> {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(&input).await;
+    }
+    Ok(())
+}
+
+/// Reads stdout to the end, failing as soon as it passes `max` bytes (the caller then
+/// kills the program), so at most `max + 1` bytes are ever held.
+async fn read_output(stdout: Option<ChildStdout>, max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    if let Some(stdout) = stdout {
+        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        stdout
+            .take(limit)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| format!("cannot read the output: {e}"))?;
+    }
+    if out.len() > max {
+        return Err(format!("output exceeds max_output_bytes {max}"));
+    }
+    Ok(out)
+}
+
+/// Keeps the first [`STDERR_KEPT`] bytes of stderr and drains the rest, so a program
+/// that logs a lot never blocks on a full pipe. Read errors only lose diagnostics.
+async fn read_stderr_head(stderr: Option<ChildStderr>) -> Result<Vec<u8>, String> {
+    let mut head = Vec::new();
+    if let Some(mut stderr) = stderr
+        && (&mut stderr)
+            .take(STDERR_KEPT)
+            .read_to_end(&mut head)
+            .await
+            .is_ok()
+    {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    }
+    Ok(head)
+}
+
+/// Longest wait for a killed program to be reaped (one stuck in the kernel may take
+/// longer; `kill_on_drop` and tokio's orphan reaping then finish the job).
+const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Kills the program and reaps it, so a retry never runs beside a stale attempt.
+async fn kill(child: &mut Child) {
+    if let Err(e) = child.start_kill() {
+        // Already exited and reaped: nothing to do.
+        tracing::debug!(error = %e, "cannot kill a command agent's program");
+        return;
+    }
+    if tokio::time::timeout(REAP_WAIT, child.wait()).await.is_err() {
+        tracing::warn!(
+            pid = child.id(),
+            "a killed command agent's program has not exited"
+        );
     }
 }
