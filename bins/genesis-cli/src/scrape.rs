@@ -222,7 +222,10 @@ impl Snapshot {
                 let seconds = if le >= INF_BOUND {
                     lower.0
                 } else if count > lower.1 {
-                    lower.0 + (le - lower.0) * (rank - lower.1) / (count - lower.1)
+                    // The fraction first: it is in [0, 1], where the product of the
+                    // width and a huge count would overflow to infinity.
+                    let fraction = ((rank - lower.1) / (count - lower.1)).clamp(0.0, 1.0);
+                    lower.0 + (le - lower.0) * fraction
                 } else {
                     le
                 };
