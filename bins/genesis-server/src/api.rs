@@ -90,6 +90,26 @@ pub(crate) struct Links {
     cancel: String,
 }
 
+/// Runs `f` on the blocking pool: store calls block (disk reads, fsynced commits, the
+/// store's lock) and must not stall the async workers that serve every other request.
+async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, Response>
+where
+    F: FnOnce(&AppState) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| {
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "run_store",
+                format!("a run store call ended abnormally: {e}"),
+                "internal",
+            )
+        })
+}
+
 fn genesis_error(e: &GenesisError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json_error(status, &e.rule(), e.to_string(), e.category().as_str());
@@ -111,7 +131,7 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_jso
 
 #[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.store.ping();
+    let store = blocking(&state, |s| s.store.ping()).await.unwrap_or(false);
     let flags = state.orchestrator.flags().is_some();
     let shutting_down = state.is_shutting_down();
     let ok = store && flags && !shutting_down;
@@ -241,8 +261,9 @@ pub(crate) async fn create_task(
             });
         }
         // Idempotent retries answer before any new work.
-        if let Some(key) = &idempotency
-            && let Ok(Some(existing)) = find_by_key(state.runs.store().as_ref(), key)
+        if let Some(key) = idempotency.clone()
+            && let Ok(Ok(Some(existing))) =
+                blocking(&state, move |s| find_by_key(s.runs.store().as_ref(), &key)).await
         {
             return accepted(existing, true);
         }
@@ -279,15 +300,20 @@ pub(crate) async fn create_task(
     if req.mode == Mode::Plan {
         return (StatusCode::OK, Json(plan)).into_response();
     }
-    match state.runs.start(plan, budget, idempotency.as_deref()) {
-        Ok((id, existing)) => accepted(id.to_string(), existing),
-        Err(StartRunError::Store(e)) => json_error(
+    let started = blocking(&state, move |s| {
+        s.runs.start(plan, budget, idempotency.as_deref())
+    })
+    .await;
+    match started {
+        Err(response) => response,
+        Ok(Ok((id, existing))) => accepted(id.to_string(), existing),
+        Ok(Err(StartRunError::Store(e))) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "run_store",
             format!("the run was not accepted: {e}"),
             "resource",
         ),
-        Err(StartRunError::Genesis(e)) => genesis_error(&e),
+        Ok(Err(StartRunError::Genesis(e))) => genesis_error(&e),
     }
 }
 
@@ -332,7 +358,12 @@ pub(crate) async fn get_task(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
-    match state.runs.store().get_run(&id) {
+    let key = id.clone();
+    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+        Ok(run) => run,
+        Err(response) => return response,
+    };
+    match run {
         Ok(Some(run)) => {
             let degradation = run.plan.degradation;
             let mut v = serde_json::to_value(&run).unwrap_or_default();
@@ -417,11 +448,16 @@ pub(crate) async fn list_tasks(
             "validation",
         );
     }
-    match state
-        .runs
-        .store()
-        .list_runs(status, limit, q.cursor.as_deref())
+    let cursor = q.cursor;
+    let runs = match blocking(&state, move |s| {
+        s.runs.store().list_runs(status, limit, cursor.as_deref())
+    })
+    .await
     {
+        Ok(runs) => runs,
+        Err(response) => return response,
+    };
+    match runs {
         Ok(runs) => {
             let next = (runs.len() == limit)
                 .then(|| runs.last().map(|r| r.id.to_string()))
@@ -450,7 +486,12 @@ pub(crate) async fn cancel_task(
         )
             .into_response();
     }
-    match state.runs.store().get_run(&id) {
+    let key = id.clone();
+    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+        Ok(run) => run,
+        Err(response) => return response,
+    };
+    match run {
         Ok(Some(run)) => json_error(
             StatusCode::CONFLICT,
             "run_not_running",
@@ -477,7 +518,12 @@ pub(crate) async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match state.runs.store().get_run(&id) {
+    let key = id.clone();
+    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+        Ok(run) => run,
+        Err(response) => return response,
+    };
+    match run {
         Ok(Some(_)) => {}
         Ok(None) => return not_found_run(&id),
         Err(e) => {
@@ -540,13 +586,13 @@ fn event_stream(
             if s.done {
                 return None;
             }
-            match s.state.runs.store().events_since(&s.id, s.last) {
-                Ok(events) if !events.is_empty() => {
+            match events_since(&s.state, &s.id, s.last).await {
+                Some(events) if !events.is_empty() => {
                     s.pending.extend(events);
                     continue;
                 }
-                Ok(_) => {}
-                Err(_) => return None,
+                Some(_) => {}
+                None => return None,
             }
             // Nothing new: wait for a live event, or end if the run is not live.
             match s.wake.as_mut() {
@@ -558,18 +604,17 @@ fn event_stream(
                 },
                 None => {
                     // Finished runs end after replay; a run resumed elsewhere is polled.
-                    let finished = s
-                        .state
-                        .runs
-                        .store()
-                        .get_run(&s.id)
+                    let key = s.id.clone();
+                    let finished = blocking(&s.state, move |st| st.runs.store().get_run(&key))
+                        .await
                         .ok()
+                        .and_then(Result::ok)
                         .flatten()
                         .is_none_or(|r| r.status != RunStatus::Running);
                     if finished {
                         // One last read, then stop.
-                        match s.state.runs.store().events_since(&s.id, s.last) {
-                            Ok(events) if !events.is_empty() => {
+                        match events_since(&s.state, &s.id, s.last).await {
+                            Some(events) if !events.is_empty() => {
                                 s.pending.extend(events);
                                 s.done = true;
                                 continue;
@@ -583,6 +628,16 @@ fn event_stream(
             }
         }
     })
+}
+
+/// The run's stored events after `after`, read on the blocking pool (`None`: the store
+/// failed).
+async fn events_since(state: &Arc<AppState>, id: &str, after: i64) -> Option<Vec<StoredEvent>> {
+    let id = id.to_owned();
+    blocking(state, move |s| s.runs.store().events_since(&id, after))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// One agent as `GET /api/agents` shows it.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genesis::core::{RunId, Usd};
-use genesis::run::{RunEvent, RunJournal, TaskStatus};
+use genesis::run::{DaySpend, RunEvent, RunJournal, TaskStatus};
 use genesis::store::{Created, RunStore, StoreError};
 use genesis::telemetry::catalogue;
 use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
@@ -24,6 +24,9 @@ pub struct RunManager {
     store: Arc<dyn RunStore>,
     live: Arc<Mutex<HashMap<RunId, Live>>>,
     tracker: tokio_util::task::TaskTracker,
+    /// Today's spend (with the day's start, unix ms), charged by every run started
+    /// today: one total, so concurrent runs cannot each spend the daily budget.
+    day: Mutex<Option<(i64, DaySpend)>>,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -46,31 +49,59 @@ impl RunJournal for MeteredJournal {
         run_id: &RunId,
         event: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.store.record(run_id, event)?;
-        match event {
-            RunEvent::TaskSucceeded {
-                duration_ms, cost, ..
-            } => {
-                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "succeeded")
-                    .increment(1);
-                metrics::histogram!(catalogue::TASK_DURATION_SECONDS)
-                    .record(*duration_ms as f64 / 1000.0);
-                metrics::gauge!(catalogue::COST_USD_TOTAL).increment(cost.as_f64());
-            }
-            RunEvent::TaskFailed { reason, .. } => {
-                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "failed")
-                    .increment(1);
-                if reason.contains("budget exceeded") {
-                    metrics::counter!(catalogue::BUDGET_EXCEEDED_TOTAL, catalogue::labels::SCOPE => "run").increment(1);
-                }
-            }
-            RunEvent::TaskSkipped { .. } => {
-                metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "skipped")
-                    .increment(1);
-            }
-            _ => {}
-        }
+        blocking_section(|| self.store.record(run_id, event))?;
+        record_metrics(event);
         Ok(())
+    }
+
+    fn record_all(
+        &self,
+        run_id: &RunId,
+        events: &[RunEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        blocking_section(|| self.store.record_all(run_id, events))?;
+        events.iter().for_each(record_metrics);
+        Ok(())
+    }
+}
+
+/// Runs `f`, a blocking store call made from an async task (the executor journals from
+/// its tasks), after telling a multi-threaded runtime, which hands this worker's other
+/// tasks to another thread for the duration: an fsync then stalls the run, not the
+/// server. Elsewhere (a current-thread runtime, no runtime) it simply calls `f`.
+fn blocking_section<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Task metrics for a journaled event.
+fn record_metrics(event: &RunEvent) {
+    match event {
+        RunEvent::TaskSucceeded {
+            duration_ms, cost, ..
+        } => {
+            metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "succeeded")
+                .increment(1);
+            metrics::histogram!(catalogue::TASK_DURATION_SECONDS)
+                .record(*duration_ms as f64 / 1000.0);
+            metrics::gauge!(catalogue::COST_USD_TOTAL).increment(cost.as_f64());
+        }
+        RunEvent::TaskFailed { reason, .. } => {
+            metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "failed")
+                .increment(1);
+            if reason.contains("budget exceeded") {
+                metrics::counter!(catalogue::BUDGET_EXCEEDED_TOTAL, catalogue::labels::SCOPE => "run").increment(1);
+            }
+        }
+        RunEvent::TaskSkipped { .. } => {
+            metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "skipped")
+                .increment(1);
+        }
+        _ => {}
     }
 }
 
@@ -91,6 +122,7 @@ impl RunManager {
             store,
             live: Arc::new(Mutex::new(HashMap::new())),
             tracker: tokio_util::task::TaskTracker::new(),
+            day: Mutex::new(None),
         }
     }
 
@@ -99,9 +131,33 @@ impl RunManager {
         self.live.lock().map_or(0, |l| l.len())
     }
 
-    /// Money spent today by all runs.
+    /// Money spent today by all runs (runs in progress included, up to their last
+    /// agent call).
     pub fn spent_today(&self) -> Usd {
-        self.store.spent_since(day_start_ms()).unwrap_or(Usd::ZERO)
+        self.today().spent()
+    }
+
+    /// Today's shared spend. The first call of a (UTC) day starts it from what the
+    /// store holds for the day (runs journaled before a restart); runs then charge it
+    /// as they spend. Runs started before midnight keep charging the previous day's.
+    fn today(&self) -> DaySpend {
+        let start = day_start_ms();
+        let mut day = self
+            .day
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match day.as_ref() {
+            Some((at, spend)) if *at == start => spend.clone(),
+            _ => {
+                let spent = self.store.spent_since(start).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read today's spend from the run store; starting from $0");
+                    Usd::ZERO
+                });
+                let spend = DaySpend::new(spent);
+                *day = Some((start, spend.clone()));
+                spend
+            }
+        }
     }
 
     /// Journals a run, then starts it. Returns the run id and whether it already existed
@@ -119,19 +175,31 @@ impl RunManager {
         match self.store.create_run(&id, &plan, budget, idempotency_key)? {
             Created::Existing(existing) => Ok((existing, true)),
             Created::New(id) => {
-                if let Err(e) = self.launch(id.clone(), plan, budget, Vec::new()) {
+                if let Err(e) = self.launch(id.clone(), plan, budget, Vec::new(), Usd::ZERO) {
                     // Journaled but cannot run: record it as failed so it is not resumed.
-                    let _ = self.store.record(
-                        &id,
-                        &RunEvent::RunFinished {
-                            status: genesis::run::RunStatus::Failed,
-                            cost: Usd::ZERO,
-                        },
-                    );
+                    self.reject(&id, &e, Usd::ZERO);
                     return Err(e.into());
                 }
                 Ok((id, false))
             }
+        }
+    }
+
+    /// Journals that a run cannot run, and why (naming the rule and value), and ends it
+    /// as failed with what it had spent, so it is not resumed again.
+    fn reject(&self, id: &RunId, error: &GenesisError, spent: Usd) {
+        let events = [
+            RunEvent::RunRejected {
+                rule: error.rule(),
+                reason: error.to_string(),
+            },
+            RunEvent::RunFinished {
+                status: genesis::run::RunStatus::Failed,
+                cost: spent,
+            },
+        ];
+        if let Err(e) = self.store.record_all(id, &events) {
+            tracing::error!(run_id = %id, error = %e, "cannot journal that the run failed to start");
         }
     }
 
@@ -141,6 +209,7 @@ impl RunManager {
         plan: Plan,
         budget: Option<Usd>,
         resumed: Vec<genesis::run::TaskReport>,
+        spent: Usd,
     ) -> Result<(), GenesisError> {
         let options = RunOptions {
             run_id: Some(id.clone()),
@@ -149,7 +218,9 @@ impl RunManager {
             })),
             resumed,
             budget,
-            day_spent: self.spent_today(),
+            day: Some(self.today()),
+            spent,
+            ..RunOptions::default()
         };
         let handle = self.orchestrator.execute(plan, options)?;
         let live = Live {
@@ -192,10 +263,13 @@ impl RunManager {
                 .into_iter()
                 .filter(|t| t.status.is_terminal())
                 .collect();
-            tracing::info!(run_id = %run.id, finished_tasks = done, "resuming run");
-            match self.launch(run.id.clone(), run.plan, run.budget, resumed) {
+            tracing::info!(run_id = %run.id, finished_tasks = done, spent = %run.cost, "resuming run");
+            match self.launch(run.id.clone(), run.plan, run.budget, resumed, run.cost) {
                 Ok(()) => n += 1,
-                Err(e) => tracing::error!(run_id = %run.id, error = %e, "cannot resume run"),
+                Err(e) => {
+                    tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");
+                    self.reject(&run.id, &e, run.cost);
+                }
             }
         }
         Ok(n)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use genesis_aop::{Assignment, Validator, ValidatorConfig};
-use genesis_core::{Task, Usd};
+use genesis_core::{Task, TaskId, Usd};
 use genesis_daao::{Budget, ModelCatalog, ModelSelector};
 use genesis_feature_flags::SharedFlags;
 use genesis_halo::{AgentRegistry, RouteDecision, RouteLayer, Router, RouterConfig, RoutingRules};
@@ -18,7 +18,7 @@ use crate::providers::LlmProviders;
 use crate::plan::{PlannedTask, TaskModel, TaskRoute};
 use crate::run::executor_internals::{AgentTry, Learner, Replanner, RunSpec};
 use crate::run::{
-    AgentSet, Executor, ExecutorConfig, NoJournal, RunHandle, RunJournal, TaskReport,
+    AgentSet, DaySpend, Executor, ExecutorConfig, NoJournal, RunHandle, RunJournal, TaskReport,
 };
 use crate::{GenesisConfig, GenesisError, Plan, defaults};
 use genesis_core::RunId;
@@ -720,8 +720,17 @@ pub struct RunOptions {
     pub resumed: Vec<TaskReport>,
     /// The run budget; `None` uses the configured per-run budget.
     pub budget: Option<Usd>,
-    /// Already spent today by other runs (for the daily budget).
+    /// Already spent today by other runs (for the daily budget), when `day` is `None`:
+    /// the run then keeps a day total of its own, blind to runs started after it.
     pub day_spent: Usd,
+    /// The day's spend shared by every run (for the daily budget): the run checks and
+    /// charges it, so concurrent runs cannot each spend the whole daily budget. When
+    /// set, `day_spent` is ignored.
+    pub day: Option<DaySpend>,
+    /// What the run spent before a restart (resumed runs: the journaled run cost). The
+    /// run's total, budget and reported cost start from the larger of this and the cost
+    /// of the `resumed` tasks; the day total is not charged again.
+    pub spent: Usd,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -730,6 +739,7 @@ impl std::fmt::Debug for RunOptions {
             .field("run_id", &self.run_id)
             .field("resumed", &self.resumed.len())
             .field("budget", &self.budget)
+            .field("spent", &self.spent)
             .finish_non_exhaustive()
     }
 }
@@ -761,11 +771,24 @@ impl Orchestrator {
             .iter()
             .map(|a| (a.id.clone(), a.max_concurrent_tasks))
             .collect();
+        // A resumed run goes on from what it spent before the restart: its budget and
+        // its journaled cost are for the whole run, not for this process's part.
+        let resumed_cost: Usd = options.resumed.iter().map(|t| t.cost).sum();
+        let spent_before = if options.spent > resumed_cost {
+            options.spent
+        } else {
+            resumed_cost
+        };
+        let ledger = match &options.day {
+            Some(day) => CostLedger::sharing_day(budget, day.shared()),
+            None => CostLedger::new(budget, options.day_spent),
+        }
+        .with_run_spent(spent_before);
         let spec = RunSpec {
             run_id: options.run_id.unwrap_or_else(new_run_id),
             plan,
             dag,
-            ledger: CostLedger::new(budget, options.day_spent),
+            ledger,
             journal: options.journal.unwrap_or_else(|| Arc::new(NoJournal)),
             replanner: Arc::new(Replan(Arc::clone(&self.inner))),
             learner: inner
@@ -904,17 +927,28 @@ impl Inner {
 struct Replan(Arc<Inner>);
 
 impl Replanner for Replan {
-    fn plan_tasks(&self, tasks: &[Task]) -> Vec<PlannedTask> {
-        let routing = self.0.router.route_all(tasks);
-        tasks
+    fn plan_tasks(&self, after: &TaskId, nodes: &[TaskNode]) -> Vec<PlannedTask> {
+        let tasks: Vec<Task> = nodes.iter().map(|n| n.task.clone()).collect();
+        let routing = self.0.router.route_all(&tasks);
+        nodes
             .iter()
+            .zip(tasks)
             .zip(routing.decisions)
-            .map(|(task, decision)| {
+            .map(|((node, task), decision)| {
                 let model = decision
                     .agent
                     .as_ref()
-                    .map(|_| self.0.selector.select(task));
-                planned_task(task.clone(), None, 1, Vec::new(), decision, model)
+                    .map(|_| self.0.selector.select(&task));
+                // Where the DAG put it: under the proposer's parent, after the proposer
+                // (a resumed run rebuilds its DAG from these fields).
+                planned_task(
+                    task,
+                    node.parent.clone(),
+                    node.depth,
+                    vec![after.clone()],
+                    decision,
+                    model,
+                )
             })
             .collect()
     }

@@ -8,4 +8,5 @@
 mod api;
 mod config_files;
 mod crash;
+mod durability;
 mod support;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
 use genesis_daao::{ConvergenceStop, CostLedger, RefinementRound, StopDecision, StopPolicy};
-use genesis_htdag::{DagUpdate, TaskDag};
+use genesis_htdag::{DagUpdate, TaskDag, TaskNode};
 use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
 use genesis_security::{Checkpoint, Guard};
 use serde::{Deserialize, Serialize};
@@ -122,7 +122,9 @@ fn fingerprint(s: &str) -> u64 {
 /// Follow-up routing: the orchestrator supplies this so agent-proposed tasks are routed
 /// and priced like planned ones.
 pub(crate) trait Replanner: Send + Sync {
-    fn plan_tasks(&self, tasks: &[Task]) -> Vec<PlannedTask>;
+    /// Plans follow-ups `nodes` (already in the DAG, after `after`), keeping their
+    /// parent, depth and dependency on `after`.
+    fn plan_tasks(&self, after: &TaskId, nodes: &[TaskNode]) -> Vec<PlannedTask>;
 }
 
 /// One agent's go at one task: every agent that was called counts, not only the one
@@ -498,6 +500,18 @@ impl Runner {
         let _ = self.events.send(event);
     }
 
+    /// Journals `events` all or none (see [`RunJournal::record_all`]), then broadcasts
+    /// them in order.
+    fn emit_all(&self, events: Vec<RunEvent>) {
+        if let Err(e) = self.journal.record_all(&self.run_id, &events) {
+            let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
+            error!(run_id = %self.run_id, error = %e, events = ?kinds, "cannot journal run events");
+        }
+        for event in events {
+            let _ = self.events.send(event);
+        }
+    }
+
     async fn run(mut self) -> RunResult {
         self.emit(RunEvent::RunStarted {
             tasks: self.slots.len(),
@@ -634,19 +648,26 @@ impl Runner {
                     slot.report.output = Some(output.text.clone());
                     slot.report.cost = output.cost;
                 }
-                // Journal before releasing dependents: a crash after this point never
-                // re-runs the task.
-                self.emit(RunEvent::TaskSucceeded {
-                    task_id: task_id.clone(),
-                    agent,
-                    output: output.text,
-                    cost: output.cost,
-                    attempts,
-                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                });
-                self.emit(RunEvent::Cost {
-                    spent: self.spent(),
-                });
+                let mut events = vec![
+                    RunEvent::TaskSucceeded {
+                        task_id: task_id.clone(),
+                        agent,
+                        output: output.text,
+                        cost: output.cost,
+                        attempts,
+                        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    },
+                    RunEvent::Cost {
+                        spent: self.spent(),
+                    },
+                ];
+                if !followups.is_empty() {
+                    events.extend(self.add_followups(&task_id, &followups));
+                }
+                // Journal before releasing dependents, the success together with the
+                // follow-ups it proposed: a crash after this point never re-runs the
+                // task, and never keeps the success without its follow-ups.
+                self.emit_all(events);
                 if followups.is_empty() {
                     // Release dependents incrementally: O(out-degree), not O(tasks).
                     let dependents: Vec<usize> = self
@@ -666,7 +687,6 @@ impl Runner {
                     }
                 } else {
                     // New tasks and edges: recount everything once.
-                    self.add_followups(&task_id, &followups);
                     self.recount();
                     for (j, slot) in self.slots.iter().enumerate() {
                         if slot.status == TaskStatus::Pending
@@ -697,11 +717,18 @@ impl Runner {
                     slot.report.cost = cost;
                 }
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
-                self.emit(RunEvent::TaskFailed {
+                let mut events = vec![RunEvent::TaskFailed {
                     task_id: task_id.clone(),
                     reason,
                     attempts,
-                });
+                }];
+                // Failed calls cost money too: keep the run's journaled total current.
+                if cost > Usd::ZERO {
+                    events.push(RunEvent::Cost {
+                        spent: self.spent(),
+                    });
+                }
+                self.emit_all(events);
                 self.skip_dependents(&task_id);
             }
         }
@@ -735,11 +762,10 @@ impl Runner {
     }
 
     /// Dynamic replanning: follow-ups become dependents of `after`, under its parent.
-    fn add_followups(&mut self, after: &TaskId, followups: &[super::FollowUp]) {
-        let Some(node) = self.dag.get(after.as_str()) else {
-            return;
-        };
-        let parent = node.parent.clone();
+    /// Returns the event to journal with `after`'s success: the tasks added, or why the
+    /// update was refused (`None` when `after` is not in the DAG).
+    fn add_followups(&mut self, after: &TaskId, followups: &[super::FollowUp]) -> Option<RunEvent> {
+        let parent = self.dag.get(after.as_str())?.parent.clone();
         let base = self.dag.updates_applied() + 1;
         let mut tasks = Vec::with_capacity(followups.len());
         for (k, f) in followups.iter().enumerate() {
@@ -748,11 +774,10 @@ impl Runner {
                 .guard
                 .screen(Checkpoint::Decomposition, &f.description)
             {
-                self.emit(RunEvent::UpdateRejected {
+                return Some(RunEvent::UpdateRejected {
                     after: after.clone(),
                     reason: e.to_string(),
                 });
-                return;
             }
             let id = TaskId::new(format!("{after}.f{base}_{}", k + 1));
             tasks.push(Task::new(id, f.kind, f.description.clone()));
@@ -766,13 +791,16 @@ impl Runner {
             subtasks: tasks.clone(),
         };
         if let Err(e) = self.dag.apply_update(update) {
-            self.emit(RunEvent::UpdateRejected {
+            return Some(RunEvent::UpdateRejected {
                 after: after.clone(),
                 reason: e.to_string(),
             });
-            return;
         }
-        let planned = self.replanner.plan_tasks(&tasks);
+        let nodes: Vec<TaskNode> = tasks
+            .iter()
+            .filter_map(|t| self.dag.get(t.id.as_str()).cloned())
+            .collect();
+        let planned = self.replanner.plan_tasks(after, &nodes);
         for (task, p) in tasks.into_iter().zip(planned.iter().cloned()) {
             self.index.insert(task.id.clone(), self.slots.len());
             self.slots.push(Slot {
@@ -791,10 +819,10 @@ impl Runner {
                 waiting: 0,
             });
         }
-        self.emit(RunEvent::TasksAdded {
+        Some(RunEvent::TasksAdded {
             after: after.clone(),
             tasks: planned,
-        });
+        })
     }
 
     /// Builds the future that runs task `i` to success or final failure.

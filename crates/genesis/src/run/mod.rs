@@ -12,6 +12,8 @@ mod agent;
 pub mod backends;
 mod executor;
 
+use std::sync::{Arc, Mutex};
+
 use genesis_core::{AgentId, RunId, TaskId, Usd};
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +194,14 @@ pub enum RunEvent {
         /// Total for the run.
         spent: Usd,
     },
+    /// The run could not be started or resumed, so none of it runs (a `run_finished`
+    /// with status `failed` follows). Emitted by the server, not the executor.
+    RunRejected {
+        /// The rule or limit that refused it (e.g. `max_tasks`).
+        rule: String,
+        /// Why, naming the value.
+        reason: String,
+    },
     /// The run ended.
     RunFinished {
         /// Final status.
@@ -216,6 +226,7 @@ impl RunEvent {
             RunEvent::TasksAdded { .. } => "tasks_added",
             RunEvent::UpdateRejected { .. } => "update_rejected",
             RunEvent::Cost { .. } => "cost",
+            RunEvent::RunRejected { .. } => "run_rejected",
             RunEvent::RunFinished { .. } => "run_finished",
         }
     }
@@ -269,6 +280,50 @@ pub trait RunJournal: Send + Sync {
         run_id: &RunId,
         event: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Persists events that belong together (a task's success, the run's cost and the
+    /// follow-ups its output added) all or none: a crash never keeps the success but
+    /// loses the follow-ups. The default records them one by one; durable journals
+    /// should override it with one transaction.
+    ///
+    /// # Errors
+    /// As [`RunJournal::record`]; an implementation that overrides this method keeps
+    /// none of the events when it fails.
+    fn record_all(
+        &self,
+        run_id: &RunId,
+        events: &[RunEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        events.iter().try_for_each(|e| self.record(run_id, e))
+    }
+}
+
+/// What all runs sharing it have spent today, for the daily budget
+/// (`budget.per_day`). Clones share one total: give every run of a day the same
+/// `DaySpend` (through [`crate::RunOptions::day`]) so concurrent runs cannot each spend
+/// the whole daily budget. Starting a new total at midnight is the owner's job.
+#[derive(Debug, Clone, Default)]
+pub struct DaySpend(Arc<Mutex<Usd>>);
+
+impl DaySpend {
+    /// A day total starting at `spent` (what was spent today before, e.g. by runs
+    /// journaled before a restart).
+    pub fn new(spent: Usd) -> Self {
+        DaySpend(Arc::new(Mutex::new(spent)))
+    }
+
+    /// Spent so far.
+    pub fn spent(&self) -> Usd {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shared total, for the run's cost ledger.
+    pub(crate) fn shared(&self) -> Arc<Mutex<Usd>> {
+        Arc::clone(&self.0)
+    }
 }
 
 /// A journal that keeps nothing (library use without durability).

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
+CREATE INDEX IF NOT EXISTS runs_created_at ON runs(created_at);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT NOT NULL REFERENCES runs(id),
     task_id TEXT NOT NULL,
@@ -111,10 +112,11 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
-        // WAL + synchronous=NORMAL survives process crashes (kill -9) without losing a
-        // committed transaction; FULL would also survive power loss at twice the fsyncs.
+        // WAL + synchronous=FULL: every commit is on disk before it returns (the WAL is
+        // synced per commit), so a run acknowledged with 202 and every journaled event
+        // survive power loss too, not only a killed process (NORMAL's guarantee).
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
@@ -127,15 +129,33 @@ impl SqliteStore {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    fn apply(&self, run_id: &RunId, event: &RunEvent) -> Result<(), StoreError> {
+    /// Applies `events` in one transaction: all of them or none.
+    fn apply(&self, run_id: &RunId, events: &[RunEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        for event in events {
+            Self::apply_one(&tx, run_id, event, now)?;
+        }
+        tx.execute(
+            "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
+            params![run_id.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn apply_one(
+        tx: &rusqlite::Transaction<'_>,
+        run_id: &RunId,
+        event: &RunEvent,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(event).map_err(|source| StoreError::Corrupt {
             run: run_id.to_string(),
             what: "event",
             source,
         })?;
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let now = now_ms();
         let seq: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
             params![run_id.as_str()],
@@ -154,7 +174,7 @@ impl SqliteStore {
         };
         match event {
             RunEvent::TaskStarted { task_id, agent, .. } => task(
-                &tx,
+                tx,
                 "UPDATE tasks SET status = 'running', agent = ?3, attempts = attempts + 1 WHERE run_id = ?1 AND task_id = ?2",
                 &[&run_id.as_str(), &task_id.as_str(), &agent.as_str()],
             )?,
@@ -166,7 +186,7 @@ impl SqliteStore {
                 attempts,
                 ..
             } => task(
-                &tx,
+                tx,
                 "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL \
                  WHERE run_id = ?1 AND task_id = ?2",
                 &[
@@ -183,7 +203,7 @@ impl SqliteStore {
                 reason,
                 attempts,
             } => task(
-                &tx,
+                tx,
                 "UPDATE tasks SET status = 'failed', error = ?3, attempts = ?4 WHERE run_id = ?1 AND task_id = ?2",
                 &[&run_id.as_str(), &task_id.as_str(), reason, attempts],
             )?,
@@ -194,7 +214,7 @@ impl SqliteStore {
                     "skipped"
                 };
                 task(
-                    &tx,
+                    tx,
                     "UPDATE tasks SET status = ?3, error = ?4 WHERE run_id = ?1 AND task_id = ?2",
                     &[&run_id.as_str(), &task_id.as_str(), &status, reason],
                 )?;
@@ -241,25 +261,22 @@ impl SqliteStore {
                     params![run_id.as_str(), plan_json],
                 )?;
             }
+            // Money once journaled stays spent: a run's cost never goes down (an event
+            // with a smaller total cannot undo what the journal already holds).
             RunEvent::Cost { spent } => {
                 tx.execute(
-                    "UPDATE runs SET cost = ?2 WHERE id = ?1",
+                    "UPDATE runs SET cost = MAX(cost, ?2) WHERE id = ?1",
                     params![run_id.as_str(), spent.as_f64()],
                 )?;
             }
             RunEvent::RunFinished { status, cost } => {
                 tx.execute(
-                    "UPDATE runs SET status = ?2, cost = ?3 WHERE id = ?1",
+                    "UPDATE runs SET status = ?2, cost = MAX(cost, ?3) WHERE id = ?1",
                     params![run_id.as_str(), status_str(*status), cost.as_f64()],
                 )?;
             }
             _ => {}
         }
-        tx.execute(
-            "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
-            params![run_id.as_str(), now],
-        )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -407,7 +424,16 @@ impl RunJournal for SqliteStore {
         run_id: &RunId,
         event: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.apply(run_id, event).map_err(Into::into)
+        self.apply(run_id, std::slice::from_ref(event))
+            .map_err(Into::into)
+    }
+
+    fn record_all(
+        &self,
+        run_id: &RunId,
+        events: &[RunEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.apply(run_id, events).map_err(Into::into)
     }
 }
 
@@ -565,5 +591,123 @@ impl RunStore for SqliteStore {
             .ok()
             .and_then(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).ok())
             == Some(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        crate::Orchestrator::builder()
+            .build()
+            .unwrap()
+            .plan_sync("Fix the crash when uploading large files")
+            .unwrap()
+    }
+
+    fn usd(v: f64) -> Usd {
+        Usd::new(v).unwrap()
+    }
+
+    #[test]
+    fn commits_are_synced_to_disk_before_they_return() {
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-sqlite-sync-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let store = SqliteStore::open(&dir).unwrap();
+        let conn = store.conn().unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(mode, "wal");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn spending_since_a_time_reads_the_creation_time_index() {
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = store.conn().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(cost), 0) FROM runs WHERE created_at >= ?1",
+            )
+            .unwrap()
+            .query_map(params![0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("USING INDEX runs_created_at")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn events_recorded_together_are_kept_all_or_none() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        let id = RunId::new("run_atomic");
+        store.create_run(&id, &plan, None, None).unwrap();
+        let mut added = plan.tasks[0].clone();
+        added.id = "t1.f1_1".into();
+        let batch = [
+            RunEvent::Cost { spent: usd(1.0) },
+            RunEvent::TasksAdded {
+                after: plan.tasks[0].id.clone(),
+                tasks: vec![added],
+            },
+        ];
+        // Both kept.
+        store.record_all(&id, &batch).unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.plan.tasks.len(), plan.tasks.len() + 1);
+        assert_eq!(store.events_since(id.as_str(), 0).unwrap().len(), 2);
+        // The second one fails (its run's plan is unreadable): the first is not kept.
+        store
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE runs SET plan_json = 'not json' WHERE id = ?1",
+                params![id.as_str()],
+            )
+            .unwrap();
+        let batch = [RunEvent::Cost { spent: usd(2.0) }, batch[1].clone()];
+        assert!(store.record_all(&id, &batch).is_err());
+        assert_eq!(store.events_since(id.as_str(), 0).unwrap().len(), 2);
+        assert!((store.spent_since(0).unwrap().as_f64() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_journaled_run_cost_never_goes_down() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = RunId::new("run_cost");
+        store.create_run(&id, &plan(), None, None).unwrap();
+        store
+            .record(&id, &RunEvent::Cost { spent: usd(0.7) })
+            .unwrap();
+        store
+            .record(&id, &RunEvent::Cost { spent: usd(0.2) })
+            .unwrap();
+        store
+            .record(
+                &id,
+                &RunEvent::RunFinished {
+                    status: RunStatus::Failed,
+                    cost: Usd::ZERO,
+                },
+            )
+            .unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!((run.cost.as_f64() - 0.7).abs() < 1e-9, "{}", run.cost);
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 mod command;
+mod durability;
 mod llm_plan;
 mod run;
 mod store;
