@@ -281,7 +281,7 @@ pub(crate) async fn create_task(
     }
     let options = genesis::PlanOptions {
         budget,
-        subject: Some(subject),
+        subject: Some(subject.clone()),
     };
     let plan = match state.orchestrator.plan_with(&request, &options).await {
         Ok(p) => p,
@@ -301,7 +301,7 @@ pub(crate) async fn create_task(
         return (StatusCode::OK, Json(plan)).into_response();
     }
     let started = blocking(&state, move |s| {
-        s.runs.start(plan, budget, idempotency.as_deref())
+        s.runs.start(plan, budget, idempotency.as_deref(), &subject)
     })
     .await;
     match started {

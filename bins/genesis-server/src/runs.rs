@@ -170,12 +170,15 @@ impl RunManager {
         plan: Plan,
         budget: Option<Usd>,
         idempotency_key: Option<&str>,
+        subject: &str,
     ) -> Result<(RunId, bool), StartRunError> {
         let id = genesis::new_run_id();
         match self.store.create_run(&id, &plan, budget, idempotency_key)? {
             Created::Existing(existing) => Ok((existing, true)),
             Created::New(id) => {
-                if let Err(e) = self.launch(id.clone(), plan, budget, Vec::new(), Usd::ZERO) {
+                let resumed = Vec::new();
+                let launched = self.launch(id.clone(), plan, budget, resumed, Usd::ZERO, subject);
+                if let Err(e) = launched {
                     // Journaled but cannot run: record it as failed so it is not resumed.
                     self.reject(&id, &e, Usd::ZERO);
                     return Err(e.into());
@@ -210,8 +213,10 @@ impl RunManager {
         budget: Option<Usd>,
         resumed: Vec<genesis::run::TaskReport>,
         spent: Usd,
+        subject: &str,
     ) -> Result<(), GenesisError> {
         let options = RunOptions {
+            subject: Some(subject.to_owned()),
             run_id: Some(id.clone()),
             journal: Some(Arc::new(MeteredJournal {
                 store: Arc::clone(&self.store),
@@ -264,7 +269,15 @@ impl RunManager {
                 .filter(|t| t.status.is_terminal())
                 .collect();
             tracing::info!(run_id = %run.id, finished_tasks = done, spent = %run.cost, "resuming run");
-            match self.launch(run.id.clone(), run.plan, run.budget, resumed, run.cost) {
+            // The subject is not journaled: resumed runs evaluate flags as `anonymous`.
+            match self.launch(
+                run.id.clone(),
+                run.plan,
+                run.budget,
+                resumed,
+                run.cost,
+                "anonymous",
+            ) {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");

@@ -43,7 +43,9 @@ mod wiring;
 pub use catalogues::{load_catalogues, read_agents};
 pub use config::{BackendConfig, GenesisConfig};
 pub use error::GenesisError;
-pub use orchestrator::{Orchestrator, OrchestratorBuilder, PlanOptions, RunOptions, new_run_id};
+pub use orchestrator::{
+    Orchestrator, OrchestratorBuilder, PlanOptions, RunOptions, Stages, new_run_id,
+};
 pub use plan::{Plan, PlannedTask, TaskModel, TaskRoute};
 pub use wiring::{
     load_flags, orchestrator_from_config, record_rollout_gauges, spawn_flag_reloader,

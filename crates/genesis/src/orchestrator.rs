@@ -8,7 +8,9 @@ use genesis_daao::{Budget, ModelCatalog, ModelSelector};
 use genesis_feature_flags::SharedFlags;
 use genesis_halo::{AgentRegistry, RouteDecision, RouteLayer, Router, RouterConfig, RoutingRules};
 use genesis_htdag::{Decomposer, HeuristicDecomposer, Limits, TaskDag, TaskNode};
-use genesis_resilience::DegradationLevel;
+use genesis_resilience::{
+    DegradationConfig, DegradationLevel, DegradationSignals, SharedDegradation,
+};
 use genesis_security::{Checkpoint, Guard, SecurityError};
 use genesis_telemetry::catalogue;
 use tracing::{debug, warn};
@@ -18,7 +20,8 @@ use crate::providers::LlmProviders;
 use crate::plan::{PlannedTask, TaskModel, TaskRoute};
 use crate::run::executor_internals::{AgentTry, Learner, Replanner, RunSpec};
 use crate::run::{
-    AgentSet, DaySpend, Executor, ExecutorConfig, NoJournal, RunHandle, RunJournal, TaskReport,
+    AgentSet, DaySpend, Executor, ExecutorConfig, NoJournal, Refinement, RunHandle, RunJournal,
+    TaskReport,
 };
 use crate::{GenesisConfig, GenesisError, Plan, defaults};
 use genesis_core::RunId;
@@ -57,6 +60,7 @@ pub struct OrchestratorBuilder {
     max_agents: Option<usize>,
     learn_from_runs: Option<bool>,
     learn_interval: Option<std::time::Duration>,
+    degradation: Option<DegradationConfig>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -185,6 +189,14 @@ impl OrchestratorBuilder {
         self.guard.clone().unwrap_or_default()
     }
 
+    /// Sets the degradation policy: how many open breakers move planning to
+    /// `llm_fallback` or `minimal`, and how long recovery waits (see [`Stages`]).
+    #[must_use]
+    pub fn degradation(mut self, config: DegradationConfig) -> Self {
+        self.degradation = Some(config);
+        self
+    }
+
     /// Sets validator thresholds.
     #[must_use]
     pub fn validator(mut self, config: ValidatorConfig) -> Self {
@@ -276,6 +288,14 @@ impl OrchestratorBuilder {
                 budget: self.budget.unwrap_or_default(),
                 validator: self.validator.unwrap_or_default(),
                 learn_from_runs: self.learn_from_runs.unwrap_or(true),
+                degradation: SharedDegradation::new(self.degradation.unwrap_or_default())
+                    .with_hook(Arc::new(|from, to| {
+                        warn!(
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            "degradation level changed"
+                        );
+                    })),
                 learning: Learning {
                     pending: std::sync::Mutex::new(Vec::new()),
                     interval: self
@@ -301,7 +321,45 @@ struct Inner {
     budget: Budget,
     validator: ValidatorConfig,
     learn_from_runs: bool,
+    /// The degradation policy, fed with breaker states at every plan and run.
+    degradation: SharedDegradation,
     learning: Learning,
+}
+
+/// Which stages of the pipeline a plan or run uses, from the feature flags evaluated
+/// for its subject and the degradation level (breaker states):
+///
+/// | switch | off when | effect |
+/// |---|---|---|
+/// | LLM calls | flag `llm_integration_enabled` off (open provider breakers fail calls fast on their own; the level reports them) | heuristic decomposition; LLM agents refuse tasks (they are re-routed) |
+/// | decomposition | flag `htdag_decomposition` off | one task per request |
+/// | matching | flag `halo_routing` off, or level `minimal` | routing by task kind only |
+/// | plan context | flag `new_router_rollout` off for the subject | each task routed alone |
+/// | cost routing | flag `daao_cost_routing` off | the strongest model for every task |
+/// | validation gate | flag `aop_validation` off | plans are scored but a failed check does not reject them |
+/// | early stopping | flag `tumix_early_stopping` off | refinement runs to `max_rounds`; level `minimal`: no refinement |
+///
+/// A flag that is not defined counts as on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages {
+    /// The degradation level from breaker states.
+    pub level: DegradationLevel,
+    /// Why the level is below `full` (`None` at `full`), with the breaker counts.
+    pub degraded: Option<String>,
+    /// Why LLM calls are off (`None`: allowed).
+    pub llm_off: Option<String>,
+    /// HTDAG decomposition.
+    pub decompose: bool,
+    /// Why rules and text matching are off (`None`: on).
+    pub matching_off: Option<String>,
+    /// HALO's plan-context stage.
+    pub plan_context: bool,
+    /// DAAO's cheapest-capable model choice.
+    pub cost_routing: bool,
+    /// Whether a failed validation rejects the plan.
+    pub validation_gate: bool,
+    /// TUMIX refinement for this run.
+    pub refinement: Refinement,
 }
 
 /// Plans (and, with the executor, runs) requests. Cheap to clone; share it across tasks.
@@ -376,56 +434,123 @@ impl Orchestrator {
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
         self.screen(request)?;
-        let llm_allowed = self
-            .flag("llm_integration_enabled", subject)
-            .unwrap_or(true);
-        let decomposer = self.inner.decomposer.as_ref().filter(|_| llm_allowed);
-        let (dag, decomposer, degradation, reason) = match decomposer {
-            Some(d) => match d.decompose(request, &self.inner.limits).await {
-                Ok(dag) => (dag, d.name().to_owned(), DegradationLevel::Full, None),
-                Err(e) => {
-                    warn!(decomposer = d.name(), error = %e, "decomposer failed; falling back to heuristic");
-                    let dag = self
-                        .inner
-                        .heuristic
-                        .decompose_sync(request, &self.inner.limits)?;
-                    (
-                        dag,
-                        "heuristic".to_owned(),
-                        DegradationLevel::LlmFallback,
-                        Some(format!("{} failed: {e}", d.name())),
-                    )
-                }
-            },
-            None if self.inner.decomposer.is_some() => (
-                self.inner
-                    .heuristic
-                    .decompose_sync(request, &self.inner.limits)?,
-                "heuristic".to_owned(),
-                DegradationLevel::LlmFallback,
-                Some("feature flag llm_integration_enabled is off".to_owned()),
-            ),
-            None => (
-                self.inner
-                    .heuristic
-                    .decompose_sync(request, &self.inner.limits)?,
-                "heuristic".to_owned(),
+        let stages = self.stages(subject);
+        let inner = &self.inner;
+        let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
+        let (dag, decomposer, degradation, reason) = if !stages.decompose {
+            (
+                single_task_dag(request, &inner.limits)?,
+                "single_task".to_owned(),
                 DegradationLevel::Full,
                 None,
-            ),
+            )
+        } else {
+            match inner.decomposer.as_ref() {
+                Some(d) if stages.llm_off.is_none() => {
+                    match d.decompose(request, &inner.limits).await {
+                        Ok(dag) => (dag, d.name().to_owned(), DegradationLevel::Full, None),
+                        Err(e) => {
+                            warn!(decomposer = d.name(), error = %e, "decomposer failed; falling back to heuristic");
+                            (
+                                heuristic()?,
+                                "heuristic".to_owned(),
+                                DegradationLevel::LlmFallback,
+                                Some(format!("{} failed: {e}", d.name())),
+                            )
+                        }
+                    }
+                }
+                Some(_) => (
+                    heuristic()?,
+                    "heuristic".to_owned(),
+                    DegradationLevel::LlmFallback,
+                    stages.llm_off.clone(),
+                ),
+                None => (
+                    heuristic()?,
+                    "heuristic".to_owned(),
+                    DegradationLevel::Full,
+                    None,
+                ),
+            }
         };
+        let degraded = stages.degradation(degradation, reason);
+        let gauge = f64::from(degraded.0.as_gauge());
         let plan = self.finish(
             request,
             Dag::Owned(dag),
             decomposer,
-            degradation,
-            reason,
+            degraded,
             options,
+            &stages,
         );
         metrics::histogram!(catalogue::PLAN_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(f64::from(degradation.as_gauge()));
+        metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(gauge);
         plan
+    }
+
+    /// The pipeline stages for `subject` now: its feature flags and the degradation
+    /// level, which is updated first from the LLM providers' and agents' breakers.
+    pub fn stages(&self, subject: &str) -> Stages {
+        let inner = &self.inner;
+        let now = tokio::time::Instant::now();
+        let signals = DegradationSignals {
+            llm_providers: inner
+                .llm
+                .as_ref()
+                .map(|l| l.breakers().counts(now))
+                .unwrap_or_default(),
+            agents: inner.executor.breakers().counts(now),
+            budget_remaining: None,
+        };
+        let level = inner.degradation.update(&signals, now);
+        let open = |c: &genesis_resilience::BreakerCounts, what: &str| {
+            format!(
+                "degraded to {}: {} of {} {what} circuit breakers open",
+                level.as_str(),
+                c.open,
+                c.open + c.closed + c.half_open
+            )
+        };
+        // The level holds for `recovery_hold` after the breakers close, so the counts
+        // may read lower than what degraded it.
+        let degraded = match level {
+            DegradationLevel::Full => None,
+            DegradationLevel::LlmFallback => Some(open(&signals.llm_providers, "LLM provider")),
+            DegradationLevel::Minimal => Some(open(&signals.agents, "agent")),
+        };
+        let on = |flag: &'static str| self.flag(flag, subject).unwrap_or(true);
+        // Open provider breakers already fail LLM calls fast (and let a probe through
+        // after their cool-down, which is how planning recovers), so the level only
+        // reports them; the flag turns calls off.
+        let llm_off = (!on("llm_integration_enabled"))
+            .then(|| "feature flag llm_integration_enabled is off".to_owned());
+        let matching_off = if !on("halo_routing") {
+            Some("feature flag halo_routing is off".to_owned())
+        } else if !level.allows_learned_routing() {
+            degraded.clone()
+        } else {
+            None
+        };
+        let refinement = if !level.allows_refinement() {
+            Refinement::Off
+        } else if on("tumix_early_stopping") {
+            Refinement::EarlyStop
+        } else {
+            Refinement::AllRounds
+        };
+        Stages {
+            level,
+            degraded,
+            llm_off,
+            decompose: on("htdag_decomposition"),
+            matching_off,
+            plan_context: on("new_router_rollout"),
+            cost_routing: on("daao_cost_routing"),
+            validation_gate: on("aop_validation"),
+            refinement,
+        }
     }
 
     /// Refuses work when a kill switch is on or orchestration is off.
@@ -483,17 +608,24 @@ impl Orchestrator {
     pub fn plan_sync(&self, request: &str) -> Result<Plan, GenesisError> {
         self.gate("anonymous")?;
         self.screen(request)?;
-        let dag = self
-            .inner
-            .heuristic
-            .decompose_sync(request, &self.inner.limits)?;
+        let stages = self.stages("anonymous");
+        let (dag, decomposer) = if stages.decompose {
+            (
+                self.inner
+                    .heuristic
+                    .decompose_sync(request, &self.inner.limits)?,
+                "heuristic",
+            )
+        } else {
+            (single_task_dag(request, &self.inner.limits)?, "single_task")
+        };
         self.finish(
             request,
             Dag::Owned(dag),
-            "heuristic".to_owned(),
-            DegradationLevel::Full,
-            None,
+            decomposer.to_owned(),
+            stages.degradation(DegradationLevel::Full, None),
             &PlanOptions::default(),
+            &stages,
         )
     }
 
@@ -508,15 +640,17 @@ impl Orchestrator {
         dag: &TaskDag,
         options: &PlanOptions,
     ) -> Result<Plan, GenesisError> {
-        self.gate(options.subject.as_deref().unwrap_or("anonymous"))?;
+        let subject = options.subject.as_deref().unwrap_or("anonymous");
+        self.gate(subject)?;
         self.screen(request)?;
+        let stages = self.stages(subject);
         self.finish(
             request,
             Dag::Borrowed(dag),
             "custom".to_owned(),
-            DegradationLevel::Full,
-            None,
+            stages.degradation(DegradationLevel::Full, None),
             options,
+            &stages,
         )
     }
 
@@ -544,9 +678,9 @@ impl Orchestrator {
         request: &str,
         dag: Dag<'_>,
         decomposer: String,
-        degradation: DegradationLevel,
-        degradation_reason: Option<String>,
+        (degradation, degradation_reason): (DegradationLevel, Option<String>),
         options: &PlanOptions,
+        stages: &Stages,
     ) -> Result<Plan, GenesisError> {
         let inner = &self.inner;
         let graph = dag.get();
@@ -571,7 +705,13 @@ impl Orchestrator {
                 .iter()
                 .filter_map(|&p| nodes.get(p))
                 .map(|n| &n.task);
-            inner.router.route_all_into(tasks, &mut decisions);
+            match (&stages.matching_off, stages.plan_context) {
+                (Some(why), _) => inner
+                    .router
+                    .route_all_by_kind_into(tasks, why, &mut decisions),
+                (None, true) => inner.router.route_all_into(tasks, &mut decisions),
+                (None, false) => inner.router.route_all_into_per_task(tasks, &mut decisions),
+            }
         }
         // One counter update per layer, not per task: each update is a registry lookup.
         let mut per_layer = [0u64; 4];
@@ -605,7 +745,15 @@ impl Orchestrator {
             let Some(routed) = decisions.get(decision) else {
                 continue;
             };
-            let model = routed.agent.as_ref().map(|_| inner.selector.select(task));
+            let model = routed.agent.as_ref().map(|_| {
+                if stages.cost_routing {
+                    inner.selector.select(task)
+                } else {
+                    inner
+                        .selector
+                        .select_strongest(task, "feature flag daao_cost_routing is off")
+                }
+            });
             if let Some(slot) = assignments.get_mut(position) {
                 *slot = Some(Assignment {
                     task: task.id.clone(),
@@ -672,7 +820,7 @@ impl Orchestrator {
             tasks: planned,
             validation,
         };
-        if plan.validation.passed {
+        if plan.validation.passed || !stages.validation_gate {
             Ok(plan)
         } else {
             let rules: Vec<String> = plan
@@ -686,6 +834,34 @@ impl Orchestrator {
                 plan: Box::new(plan),
             })
         }
+    }
+}
+
+/// The DAG of a request taken as one task (decomposition off): a `generic` task whose
+/// description is the request.
+fn single_task_dag(request: &str, limits: &Limits) -> Result<TaskDag, GenesisError> {
+    let mut dag = TaskDag::new(limits.clone());
+    dag.add_task(
+        Task::new(TaskId::new("t1"), genesis_core::TaskKind::Generic, request),
+        None,
+    )?;
+    Ok(dag)
+}
+
+impl Stages {
+    /// The plan's degradation: what decomposition came to (`planned`), or `minimal`
+    /// when the level is (it changed how the plan was routed). The `llm_fallback` level
+    /// alone changes nothing in a plan — open provider breakers fail LLM calls on their
+    /// own, and a plan the LLM did decompose is not degraded — so it is not reported.
+    fn degradation(
+        &self,
+        planned: DegradationLevel,
+        reason: Option<String>,
+    ) -> (DegradationLevel, Option<String>) {
+        if self.level == DegradationLevel::Minimal && planned < DegradationLevel::Minimal {
+            return (self.level, self.degraded.clone().or(reason));
+        }
+        (planned, reason)
     }
 }
 
@@ -720,6 +896,9 @@ pub struct RunOptions {
     pub resumed: Vec<TaskReport>,
     /// The run budget; `None` uses the configured per-run budget.
     pub budget: Option<Usd>,
+    /// Who asked (user, tenant or API key id): the subject feature flags are evaluated
+    /// for when the run starts and at every LLM agent call; `None` is `anonymous`.
+    pub subject: Option<String>,
     /// Already spent today by other runs (for the daily budget), when `day` is `None`:
     /// the run then keeps a day total of its own, blind to runs started after it.
     pub day_spent: Usd,
@@ -784,8 +963,12 @@ impl Orchestrator {
             None => CostLedger::new(budget, options.day_spent),
         }
         .with_run_spent(spent_before);
+        let subject: Arc<str> = Arc::from(options.subject.as_deref().unwrap_or("anonymous"));
+        let refinement = self.stages(&subject).refinement;
         let spec = RunSpec {
             run_id: options.run_id.unwrap_or_else(new_run_id),
+            subject,
+            refinement,
             plan,
             dag,
             ledger,

@@ -295,11 +295,16 @@ impl PlannerModel for LlmPlanner {
     }
 }
 
+/// Decides, per call, whether an LLM agent may call a provider: `Err(reason)` refuses
+/// the task (e.g. the `llm_integration_enabled` kill switch is off for its subject).
+pub type LlmGate = Arc<dyn Fn(&AgentRequest) -> Result<(), String> + Send + Sync>;
+
 /// An agent backed by an LLM with a role prompt; the model is the one DAAO chose for
 /// the task when a client serves it.
 pub struct LlmAgent {
     providers: LlmProviders,
     role_prompts: HashMap<AgentId, String>,
+    gate: Option<LlmGate>,
 }
 
 impl LlmAgent {
@@ -308,7 +313,17 @@ impl LlmAgent {
         LlmAgent {
             providers,
             role_prompts,
+            gate: None,
         }
+    }
+
+    /// Checks `gate` before every call: a refusal fails the attempt as
+    /// [`AgentError::Rejected`] with the gate's reason, so the executor moves the task to
+    /// its next alternative agent without calling a provider.
+    #[must_use]
+    pub fn with_gate(mut self, gate: LlmGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -316,6 +331,12 @@ impl LlmAgent {
 impl Agent for LlmAgent {
     async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
+        if let Some(Err(reason)) = self.gate.as_ref().map(|g| g(&request)) {
+            return Err(AgentError::Rejected {
+                agent,
+                message: format!("no LLM call: {reason}"),
+            });
+        }
         let client = self
             .providers
             .client(request.model.as_ref())

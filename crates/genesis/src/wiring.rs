@@ -64,7 +64,7 @@ pub fn orchestrator_from_config(
 ) -> Result<Orchestrator, GenesisError> {
     let mut builder = crate::load_catalogues(Orchestrator::builder().config(config)?, config)?;
     let flags = load_flags(config, env)?;
-    builder = builder.flags(flags);
+    builder = builder.flags(flags.clone());
     let catalog = match &config.models.catalog_file {
         Some(p) if p.exists() => {
             ModelCatalog::from_toml_str(&std::fs::read_to_string(p).map_err(|source| {
@@ -99,7 +99,23 @@ pub fn orchestrator_from_config(
                 .iter()
                 .map(|(k, v)| (AgentId::new(k), v.clone()))
                 .collect();
-            agents = agents.with_fallback(Arc::new(LlmAgent::new(providers.clone(), prompts)));
+            // The kill switch holds for runs already under way: checked at every call.
+            let flags = flags.clone();
+            let gate: crate::providers::LlmGate = Arc::new(move |request| {
+                let eval = flags.evaluate(
+                    "llm_integration_enabled",
+                    &request.subject,
+                    std::time::SystemTime::now(),
+                );
+                if eval.reason == genesis_feature_flags::Reason::UnknownFlag || eval.enabled {
+                    Ok(())
+                } else {
+                    Err("feature flag llm_integration_enabled is off".to_owned())
+                }
+            });
+            agents = agents.with_fallback(Arc::new(
+                LlmAgent::new(providers.clone(), prompts).with_gate(gate),
+            ));
         }
     }
     if !config.backends.is_empty() {

@@ -23,6 +23,8 @@ pub struct TaskInput {
 pub struct AgentRequest {
     /// The run.
     pub run_id: RunId,
+    /// Who asked (the subject the run's feature flags are evaluated for).
+    pub subject: Arc<str>,
     /// The user's request, for context.
     pub request: Arc<str>,
     /// The task.

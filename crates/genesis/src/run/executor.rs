@@ -66,6 +66,19 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// How refining agents refine in one run: set per run from the `tumix_early_stopping`
+/// feature flag and the degradation level (see [`crate::Stages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refinement {
+    /// Rounds until the stop policy says stop (TUMIX early stopping).
+    #[default]
+    EarlyStop,
+    /// Rounds until `max_rounds` of [`RefineConfig::stop`]: early stopping off.
+    AllRounds,
+    /// No refinement rounds (the `minimal` degradation level).
+    Off,
+}
+
 /// TUMIX refinement: which agents refine, and the stop policy.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +253,10 @@ impl RunHandle {
 /// Per-run inputs the orchestrator prepares.
 pub(crate) struct RunSpec {
     pub(crate) run_id: RunId,
+    /// Who asked (passed to agents).
+    pub(crate) subject: Arc<str>,
+    /// How refining agents refine in this run.
+    pub(crate) refinement: Refinement,
     pub(crate) plan: Plan,
     pub(crate) dag: TaskDag,
     pub(crate) ledger: CostLedger,
@@ -390,6 +407,8 @@ enum Outcome {
 struct Runner {
     exec: Arc<ExecInner>,
     run_id: RunId,
+    subject: Arc<str>,
+    refinement: Refinement,
     request: Arc<str>,
     dag: TaskDag,
     slots: Vec<Slot>,
@@ -454,6 +473,8 @@ impl Runner {
         let mut runner = Runner {
             exec,
             run_id: spec.run_id,
+            subject: spec.subject,
+            refinement: spec.refinement,
             request: Arc::from(spec.plan.request.as_str()),
             dag: spec.dag,
             slots,
@@ -856,6 +877,8 @@ impl Runner {
         let attempt = Attempt {
             exec: Arc::clone(&self.exec),
             run_id: self.run_id.clone(),
+            subject: Arc::clone(&self.subject),
+            refinement: self.refinement,
             request: Arc::clone(&self.request),
             task: slot.task.clone(),
             model: slot.planned.model.as_ref().map(|m| m.model.clone()),
@@ -879,6 +902,8 @@ impl Runner {
 struct Attempt {
     exec: Arc<ExecInner>,
     run_id: RunId,
+    subject: Arc<str>,
+    refinement: Refinement,
     request: Arc<str>,
     task: Task,
     model: Option<genesis_core::ModelId>,
@@ -1099,6 +1124,7 @@ impl Attempt {
     ) -> Result<AgentOutput, AgentError> {
         let request = AgentRequest {
             run_id: self.run_id.clone(),
+            subject: Arc::clone(&self.subject),
             request: Arc::clone(&self.request),
             task: self.task.clone(),
             agent: agent.clone(),
@@ -1150,9 +1176,10 @@ impl Attempt {
         attempts: &mut u32,
         cost: &mut Usd,
     ) -> AgentOutput {
-        if !self.exec.config.refine.agents.contains(agent) {
+        if self.refinement == Refinement::Off || !self.exec.config.refine.agents.contains(agent) {
             return first;
         }
+        let max_rounds = self.exec.config.refine.stop.max_rounds.max(1);
         let mut rounds = vec![RefinementRound {
             score: self.exec.judge.score(&self.task, &first.text, None),
             fingerprint: fingerprint(&first.text),
@@ -1161,7 +1188,13 @@ impl Attempt {
         let mut best_score = rounds[0].score;
         let mut previous = best.text.clone();
         loop {
-            let decision = self.exec.stop.decide(&rounds);
+            let decision = match self.refinement {
+                Refinement::AllRounds if rounds.len() >= max_rounds => StopDecision::Stop {
+                    reason: format!("reached max_rounds {max_rounds} (early stopping off)"),
+                },
+                Refinement::AllRounds => StopDecision::Continue,
+                _ => self.exec.stop.decide(&rounds),
+            };
             let stop = match &decision {
                 StopDecision::Stop { reason } => Some(reason.clone()),
                 StopDecision::Continue => None,

@@ -18,7 +18,9 @@ use genesis_core::{AgentId, RunId, TaskId, Usd};
 use serde::{Deserialize, Serialize};
 
 pub use agent::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, TaskInput};
-pub use executor::{AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig, RunHandle};
+pub use executor::{
+    AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig, Refinement, RunHandle,
+};
 
 /// Crate-internal pieces the orchestrator uses to start runs.
 pub(crate) mod executor_internals {

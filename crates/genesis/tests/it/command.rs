@@ -14,6 +14,7 @@ use genesis::run::{Agent, AgentError, AgentRequest, TaskInput};
 /// A task whose one prerequisite produced `input_bytes` bytes of output.
 fn request(input_bytes: usize) -> AgentRequest {
     AgentRequest {
+        subject: "anonymous".into(),
         run_id: RunId::new("r"),
         request: Arc::from("req"),
         task: Task::new(TaskId::new("t1"), TaskKind::Implement, "do it"),

@@ -9,6 +9,7 @@ mod command;
 mod durability;
 mod llm_plan;
 mod run;
+mod stages;
 mod store;
 
 use genesis::{GenesisError, Orchestrator};
