@@ -282,6 +282,7 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
         RunEvent::UpdateRejected { after, reason } => {
             format!("rejected  update after {after}: {reason}")
         }
+        RunEvent::RunRejected { rule, reason } => format!("refused   run ({rule}): {reason}"),
         RunEvent::RunFinished { status, cost } => format!("run {} (cost {cost})", status.as_str()),
         _ => return None,
     })
