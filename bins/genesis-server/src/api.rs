@@ -282,6 +282,7 @@ pub(crate) async fn create_task(
     let options = genesis::PlanOptions {
         budget,
         subject: Some(subject.clone()),
+        day: Some(state.runs.today()),
     };
     let plan = match state.orchestrator.plan_with(&request, &options).await {
         Ok(p) => p,

@@ -140,7 +140,7 @@ impl RunManager {
     /// Today's shared spend. The first call of a (UTC) day starts it from what the
     /// store holds for the day (runs journaled before a restart); runs then charge it
     /// as they spend. Runs started before midnight keep charging the previous day's.
-    fn today(&self) -> DaySpend {
+    pub(crate) fn today(&self) -> DaySpend {
         let start = day_start_ms();
         let mut day = self
             .day

@@ -34,6 +34,10 @@ pub struct PlanOptions {
     pub budget: Option<Usd>,
     /// Who is asking (user, tenant or API key id): the subject of sticky flag rollouts.
     pub subject: Option<String>,
+    /// Today's spend shared by every run (see [`RunOptions::day`]): with a daily budget
+    /// it feeds the degradation policy (LLM planning stops below 10% of the day's budget
+    /// left, `minimal` below 2%; see [`DegradationConfig`]).
+    pub day: Option<DaySpend>,
 }
 
 /// Builds an [`Orchestrator`]. Every part has a default: the built-in 16 agents,
@@ -288,6 +292,7 @@ impl OrchestratorBuilder {
                 budget: self.budget.unwrap_or_default(),
                 validator: self.validator.unwrap_or_default(),
                 learn_from_runs: self.learn_from_runs.unwrap_or(true),
+                degradation_config: self.degradation.clone().unwrap_or_default(),
                 degradation: SharedDegradation::new(self.degradation.unwrap_or_default())
                     .with_hook(Arc::new(|from, to| {
                         warn!(
@@ -323,6 +328,8 @@ struct Inner {
     learn_from_runs: bool,
     /// The degradation policy, fed with breaker states at every plan and run.
     degradation: SharedDegradation,
+    /// Its thresholds (to say which signal degraded).
+    degradation_config: DegradationConfig,
     learning: Learning,
 }
 
@@ -434,7 +441,7 @@ impl Orchestrator {
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
         self.screen(request)?;
-        let stages = self.stages(subject);
+        let stages = self.stages_with(subject, options.day.as_ref());
         let inner = &self.inner;
         let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
         let (dag, decomposer, degradation, reason) = if !stages.decompose {
@@ -493,8 +500,18 @@ impl Orchestrator {
     /// The pipeline stages for `subject` now: its feature flags and the degradation
     /// level, which is updated first from the LLM providers' and agents' breakers.
     pub fn stages(&self, subject: &str) -> Stages {
+        self.stages_with(subject, None)
+    }
+
+    /// [`Orchestrator::stages`] with today's spend, for the budget signal: with a daily
+    /// budget, the fraction of it left.
+    pub fn stages_with(&self, subject: &str, day: Option<&DaySpend>) -> Stages {
         let inner = &self.inner;
         let now = tokio::time::Instant::now();
+        let day_limit = inner.budget.per_day.filter(|l| l.as_f64() > 0.0);
+        let budget_remaining = day
+            .zip(day_limit)
+            .map(|(d, limit)| (1.0 - d.spent().as_f64() / limit.as_f64()).clamp(0.0, 1.0));
         let signals = DegradationSignals {
             llm_providers: inner
                 .llm
@@ -502,7 +519,20 @@ impl Orchestrator {
                 .map(|l| l.breakers().counts(now))
                 .unwrap_or_default(),
             agents: inner.executor.breakers().counts(now),
-            budget_remaining: None,
+            budget_remaining,
+        };
+        let cfg = &inner.degradation_config;
+        let budget_note = |below: f64| {
+            budget_remaining.filter(|b| *b < below).and_then(|b| {
+                day_limit.map(|limit| {
+                    format!(
+                        "degraded to {}: {:.1}% of the daily budget {limit} left (below {:.1}%)",
+                        level_name(b, cfg),
+                        b * 100.0,
+                        below * 100.0
+                    )
+                })
+            })
         };
         let level = inner.degradation.update(&signals, now);
         let open = |c: &genesis_resilience::BreakerCounts, what: &str| {
@@ -517,15 +547,23 @@ impl Orchestrator {
         // may read lower than what degraded it.
         let degraded = match level {
             DegradationLevel::Full => None,
-            DegradationLevel::LlmFallback => Some(open(&signals.llm_providers, "LLM provider")),
-            DegradationLevel::Minimal => Some(open(&signals.agents, "agent")),
+            DegradationLevel::LlmFallback => budget_note(cfg.llm_fallback_budget_fraction)
+                .or_else(|| Some(open(&signals.llm_providers, "LLM provider"))),
+            DegradationLevel::Minimal => {
+                budget_note(cfg.minimal_budget_fraction.max(f64::MIN_POSITIVE))
+                    .or_else(|| Some(open(&signals.agents, "agent")))
+            }
         };
         let on = |flag: &'static str| self.flag(flag, subject).unwrap_or(true);
         // Open provider breakers already fail LLM calls fast (and let a probe through
         // after their cool-down, which is how planning recovers), so the level only
         // reports them; the flag turns calls off.
-        let llm_off = (!on("llm_integration_enabled"))
-            .then(|| "feature flag llm_integration_enabled is off".to_owned());
+        // A nearly spent daily budget has no breaker to stop LLM calls: it does.
+        let llm_off = if !on("llm_integration_enabled") {
+            Some("feature flag llm_integration_enabled is off".to_owned())
+        } else {
+            budget_note(cfg.llm_fallback_budget_fraction)
+        };
         let matching_off = if !on("halo_routing") {
             Some("feature flag halo_routing is off".to_owned())
         } else if !level.allows_learned_routing() {
@@ -643,7 +681,7 @@ impl Orchestrator {
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
         self.screen(request)?;
-        let stages = self.stages(subject);
+        let stages = self.stages_with(subject, options.day.as_ref());
         self.finish(
             request,
             Dag::Borrowed(dag),
@@ -837,6 +875,15 @@ impl Orchestrator {
     }
 }
 
+/// The level a budget fraction left indicates on its own (for the degradation reason).
+fn level_name(left: f64, cfg: &DegradationConfig) -> &'static str {
+    if left <= 0.0 || left < cfg.minimal_budget_fraction {
+        DegradationLevel::Minimal.as_str()
+    } else {
+        DegradationLevel::LlmFallback.as_str()
+    }
+}
+
 /// The DAG of a request taken as one task (decomposition off): a `generic` task whose
 /// description is the request.
 fn single_task_dag(request: &str, limits: &Limits) -> Result<TaskDag, GenesisError> {
@@ -964,7 +1011,7 @@ impl Orchestrator {
         }
         .with_run_spent(spent_before);
         let subject: Arc<str> = Arc::from(options.subject.as_deref().unwrap_or("anonymous"));
-        let refinement = self.stages(&subject).refinement;
+        let refinement = self.stages_with(&subject, options.day.as_ref()).refinement;
         let spec = RunSpec {
             run_id: options.run_id.unwrap_or_else(new_run_id),
             subject,

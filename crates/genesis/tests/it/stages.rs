@@ -127,7 +127,7 @@ fn cost_routing_off_takes_the_strongest_model() {
 async fn validation_off_returns_failed_plans_instead_of_rejecting_them() {
     let options = PlanOptions {
         budget: Some(Usd::new(0.000_001).unwrap()),
-        subject: None,
+        ..PlanOptions::default()
     };
     let gated = Orchestrator::builder().build().unwrap();
     let err = gated.plan_with(REQUEST, &options).await.unwrap_err();
@@ -318,4 +318,51 @@ async fn a_closed_llm_gate_refuses_without_calling_a_provider() {
     // Open gate: it gets as far as looking for a client (none is configured here).
     let err = agent.execute(request("allowed")).await.unwrap_err();
     assert!(matches!(err, AgentError::NoBackend { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_nearly_spent_daily_budget_stops_llm_planning_then_degrades_to_minimal() {
+    let g = Orchestrator::builder()
+        .budget(genesis::daao::Budget {
+            per_run: None,
+            per_day: Some(Usd::new(1.0).unwrap()),
+        })
+        .build()
+        .unwrap();
+    let day = |spent: f64| Some(genesis::run::DaySpend::new(Usd::new(spent).unwrap()));
+    // Plenty left: nothing changes.
+    let s = g.stages_with("u", day(0.5).as_ref());
+    assert_eq!(s.level, DegradationLevel::Full);
+    assert_eq!(s.llm_off, None);
+    // 5% left: LLM calls stop (no breaker would stop them), routing stays whole.
+    let s = g.stages_with("u", day(0.95).as_ref());
+    assert_eq!(s.level, DegradationLevel::LlmFallback);
+    let why = s.llm_off.unwrap();
+    assert!(
+        why.starts_with("degraded to llm_fallback: 5.0% of the daily budget")
+            && why.ends_with("left (below 10.0%)"),
+        "{why}"
+    );
+    assert_eq!(s.matching_off, None);
+    // 1% left: minimal — routing by kind, no refinement — and the plan says why.
+    let options = PlanOptions {
+        day: day(0.99),
+        ..PlanOptions::default()
+    };
+    let plan = g.plan_with(REQUEST, &options).await.unwrap();
+    assert_eq!(plan.degradation, DegradationLevel::Minimal);
+    let reason = plan.degradation_reason.unwrap();
+    assert!(
+        reason.starts_with("degraded to minimal: 1.0% of the daily budget"),
+        "{reason}"
+    );
+    assert!(
+        plan.tasks
+            .iter()
+            .all(|t| t.route.explanation.ends_with(&reason))
+    );
+    assert_eq!(
+        g.stages_with("u", day(0.99).as_ref()).refinement,
+        genesis::run::Refinement::Off
+    );
 }
