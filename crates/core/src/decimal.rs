@@ -39,17 +39,37 @@ pub fn push_fixed2(out: &mut String, v: f64) {
         out.push('-');
     }
     if x < 1000 {
-        // Below 10 (similarities, rates, difficulties): one integer digit, no loop, and
-        // one capacity check for the four characters.
-        out.reserve(4);
-        out.push(char::from(b'0' + (x / 100) as u8));
-    } else {
-        push_u64(out, x / 100);
+        // Below 10 (similarities, rates, difficulties): the four characters from a
+        // table, one copy.
+        let at = x as usize * 4;
+        out.push_str(FIXED2.get(at..at + 4).unwrap_or_default());
+        return;
     }
+    push_u64(out, x / 100);
     out.push('.');
     out.push(char::from(b'0' + (x / 10 % 10) as u8));
     out.push(char::from(b'0' + (x % 10) as u8));
 }
+
+/// `"0.00"`, `"0.01"`, …, `"9.99"`: four bytes for each hundredth below 10.
+const FIXED2_BYTES: [u8; 4000] = {
+    let mut t = [0u8; 4000];
+    let mut x = 0;
+    while x < 1000 {
+        t[4 * x] = b'0' + (x / 100) as u8;
+        t[4 * x + 1] = b'.';
+        t[4 * x + 2] = b'0' + (x / 10 % 10) as u8;
+        t[4 * x + 3] = b'0' + (x % 10) as u8;
+        x += 1;
+    }
+    t
+};
+
+/// [`FIXED2_BYTES`] as text (ASCII only).
+const FIXED2: &str = match std::str::from_utf8(&FIXED2_BYTES) {
+    Ok(s) => s,
+    Err(_) => "",
+};
 
 #[cfg(test)]
 mod tests {
@@ -100,6 +120,17 @@ mod tests {
         assert_eq!(fixed2(f64::NAN), "NaN");
         assert_eq!(fixed2(f64::INFINITY), "inf");
         assert_eq!(fixed2(2e20), format!("{:.2}", 2e20));
+    }
+
+    #[test]
+    fn fixed2_table_equals_the_digits_of_every_hundredth_below_ten() {
+        for x in 0..1000u32 {
+            let want = format!("{}.{}{}", x / 100, x / 10 % 10, x % 10);
+            assert_eq!(fixed2(f64::from(x) / 100.0), want, "{x}");
+            if x > 0 {
+                assert_eq!(fixed2(-f64::from(x) / 100.0), format!("-{want}"), "-{x}");
+            }
+        }
     }
 
     #[test]

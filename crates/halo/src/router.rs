@@ -619,15 +619,11 @@ impl State {
         let feed = |h: u64| self.rules.feed(&mut scan, h);
         // Agents below the text threshold only matter when they list the task's kind.
         let kind_list = &self.by_kind[task.kind.index()];
-        let min_score = if kind_bit != 0 && !kind_list.is_empty() {
-            0.0
-        } else {
-            min_sim
-        };
         let best = self.index.score_into(
             &task.description,
             want_raw,
-            min_score,
+            min_sim,
+            |a| self.kinds[a] & kind_bit != 0,
             &mut r.words,
             feed,
             |a, sim| {
@@ -1843,6 +1839,78 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOLDEN: u64 = 12_542_793_967_280_738_963;
+
+    /// Every field of the decisions for a spread of texts and kinds against the shipped
+    /// 16-agent catalogue and rules, uncached, folded into one line per task (what the
+    /// golden digest below was recorded from).
+    fn shipped_decisions() -> Vec<String> {
+        let reg =
+            AgentRegistry::from_toml_str(include_str!("../../../config/agents.toml")).unwrap();
+        let rules = RoutingRules::from_toml_str(include_str!("../../../config/routing_rules.toml"))
+            .unwrap();
+        let cfg = RouterConfig {
+            cache_capacity: 0,
+            ..RouterConfig::default()
+        };
+        let router = Router::with_config(reg, rules, cfg).unwrap();
+        let texts = [
+            "Build the REST API for orders (part 0)",
+            "Write unit tests for the billing module",
+            "Analyse the results of the A/B test",
+            "Deploy the CI/CD pipeline for staging",
+            "Design the landing page UI",
+            "Plan a marketing campaign for the spring sale",
+            "Review competitor pricing and positioning",
+            "Set an alarm for 7am tomorrow and text Mom",
+            "What's the weather in Paris? Convert 20 USD to EUR.",
+            "getUserProfile returns 404 after the v2.3 migration",
+            "Summarise the quarterly budget forecast in 3 bullet points",
+            "translate this paragraph into German",
+            "",
+            "the a an of",
+            "xyzzy plugh frobnicate",
+            "Create a Jira ticket and notify the on-call engineer about elevated error rates",
+            "ÉCRIRE un résumé du rapport financier",
+            "a_very_long_identifier_with_many_parts_that_exceeds_sixteen_bytes ok",
+        ];
+        let mut out = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            for kind in TaskKind::ALL {
+                let task = Task::new(TaskId::new(format!("g{i}")), *kind, *text);
+                let d = router.route(&task);
+                let alts: Vec<String> = d
+                    .alternatives
+                    .iter()
+                    .map(|a| format!("{}={:016x}", a.agent, a.score.to_bits()))
+                    .collect();
+                out.push(format!(
+                    "{}|{:?}|{:016x}|{:016x}|{:?}|{}|{}",
+                    d.task_id,
+                    d.agent.as_ref().map(|a| a.as_str().to_owned()),
+                    d.score.to_bits(),
+                    d.match_score.to_bits(),
+                    d.layer,
+                    d.explanation,
+                    alts.join(",")
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn uncached_decisions_on_the_shipped_catalogue_match_the_recorded_ones() {
+        use std::hash::BuildHasher;
+        let lines = shipped_decisions();
+        let digest = genesis_core::fasthash::FxBuildHasher::default().hash_one(lines.join("\n"));
+        // Recorded before the routing fast paths changed (tokeniser, candidate filter,
+        // fixed-2 formatting): every decision must stay byte-identical. A deliberate
+        // change to the shipped catalogue, rules or routing changes it too: read the
+        // decisions printed on failure, then record the new digest.
+        assert_eq!(digest, GOLDEN, "{}", lines.join("\n"));
+    }
 
     #[test]
     fn lower8_matches_ascii_lowercase() {

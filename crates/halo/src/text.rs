@@ -203,6 +203,44 @@ pub(crate) fn load_le(b: &[u8]) -> u64 {
     }
 }
 
+/// The high bit of every byte.
+const HIGH8: u64 = 0x8080_8080_8080_8080;
+
+/// The 8 bytes of `b` from `at` as a little-endian word, zero-padded past the end (a
+/// zero byte is a separator).
+#[inline]
+fn load8_at(b: &[u8], at: usize) -> u64 {
+    match b.get(at..at + 8) {
+        Some(c) => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a)
+        }
+        None => load_le(b.get(at..).unwrap_or_default()),
+    }
+}
+
+/// A mask of the low `k` bytes of a word (`k` < 8).
+#[inline]
+fn low_bytes(k: usize) -> u64 {
+    (1u64 << (k * 8)) - 1
+}
+
+/// The high bit of each word byte among the 8 bytes of `x`: an ASCII letter or digit,
+/// or a non-ASCII byte (exactly the bytes [`LOWER`] does not map to 0).
+#[inline]
+pub(crate) fn word_bytes8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & !HIGH8;
+    // Folding bit 5 in maps exactly the ASCII letters onto 'a'..='z'.
+    let folded = low7 | (ONES * 0x20);
+    let digit =
+        (low7 + ONES * u64::from(0x80 - b'0')) & !(low7 + ONES * u64::from(0x80 - b'9' - 1));
+    let letter =
+        (folded + ONES * u64::from(0x80 - b'a')) & !(folded + ONES * u64::from(0x80 - b'z' - 1));
+    (x | digit | letter) & HIGH8
+}
+
 /// The high bit of each ASCII lower-case letter among the 8 bytes of `w`.
 #[inline]
 pub(crate) fn lower_letters8(w: u64) -> u64 {
@@ -1022,9 +1060,9 @@ struct SmallQuery<'a> {
     /// The distinct features added so far (`seen[..count]`).
     seen: &'a mut [u64; SMALL_FEATURES],
     count: usize,
-    /// One bit per feature added (by its top 6 bits): most new features skip the scan
-    /// of `seen`.
-    bloom: u64,
+    /// One bit per feature added (by its top 8 bits, 256 bits): most new features
+    /// skip the scan of `seen` (with 64 bits, a 40-feature query scanned it for most).
+    bloom: [u64; 4],
     /// Set when a feature did not fit in `seen`: the result is void.
     overflow: bool,
     /// Sum of the squared idfs of the features added.
@@ -1506,7 +1544,7 @@ impl TextIndex {
         f: impl FnMut(usize, f32),
     ) -> (QueryWords, f32) {
         let mut words = QueryWords::default();
-        let best = self.score_into(text, want_raw, min_score, &mut words, raw, f);
+        let best = self.score_into(text, want_raw, min_score, |_| false, &mut words, raw, f);
         (words, best)
     }
 
@@ -1516,13 +1554,17 @@ impl TextIndex {
     /// unigram spans are written to `words` (to explain matches). Uses thread-local
     /// scratch buffers: no allocation once warm.
     ///
-    /// Agents scoring below `min_score` are skipped (pass `0.0` for every positive one);
-    /// the best similarity of all is returned.
+    /// Agents scoring below `min_score` are skipped (pass `0.0` for every positive one)
+    /// unless `keep(agent)` says otherwise (so a caller that wants a few agents at any
+    /// positive score is not called for all the others); the best similarity of all is
+    /// returned.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn score_into(
         &self,
         text: &str,
         want_raw: bool,
         min_score: f32,
+        keep: impl Fn(usize) -> bool,
         words: &mut QueryWords,
         mut raw: impl FnMut(u64),
         mut f: impl FnMut(usize, f32),
@@ -1531,10 +1573,12 @@ impl TextIndex {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entrant use (a callback scoring again): fall back to fresh buffers.
                 let mut s = Scratch::new();
-                return self.score_with(&mut s, text, want_raw, min_score, words, &mut raw, &mut f);
+                return self.score_with(
+                    &mut s, text, want_raw, min_score, &keep, words, &mut raw, &mut f,
+                );
             };
             self.score_with(
-                &mut guard, text, want_raw, min_score, words, &mut raw, &mut f,
+                &mut guard, text, want_raw, min_score, &keep, words, &mut raw, &mut f,
             )
         })
     }
@@ -1546,12 +1590,13 @@ impl TextIndex {
         text: &str,
         want_raw: bool,
         min_score: f32,
+        keep: &impl Fn(usize) -> bool,
         words: &mut QueryWords,
         raw: &mut impl FnMut(u64),
         f: &mut impl FnMut(usize, f32),
     ) -> f32 {
         if self.small
-            && let Some(best) = self.score_small(s, text, want_raw, min_score, words, raw, f)
+            && let Some(best) = self.score_small(s, text, want_raw, min_score, keep, words, raw, f)
         {
             return best;
         }
@@ -1608,7 +1653,7 @@ impl TextIndex {
                 let v = *x * inv;
                 *x = 0.0;
                 best = best.max(v);
-                if v > 0.0 && v >= min_score {
+                if v > 0.0 && (v >= min_score || keep(a)) {
                     f(a, v.min(1.0));
                 }
             }
@@ -1654,7 +1699,7 @@ impl TextIndex {
                 let v = *x * inv;
                 *x = 0.0;
                 best = best.max(v);
-                if v > 0.0 && v >= min_score {
+                if v > 0.0 && (v >= min_score || keep(a)) {
                     f(a, v.min(1.0));
                 }
             }
@@ -1665,7 +1710,7 @@ impl TextIndex {
                 s.acc[a] = 0.0;
                 s.seen[a] = false;
                 best = best.max(v);
-                if v > 0.0 && v >= min_score {
+                if v > 0.0 && (v >= min_score || keep(a)) {
                     f(a, v.min(1.0));
                 }
             }
@@ -1691,6 +1736,7 @@ impl TextIndex {
         text: &str,
         want_raw: bool,
         min_score: f32,
+        keep: &impl Fn(usize) -> bool,
         words: &mut QueryWords,
         raw: &mut impl FnMut(u64),
         f: &mut impl FnMut(usize, f32),
@@ -1708,7 +1754,7 @@ impl TextIndex {
             acc: &mut s.acc[..n],
             seen: &mut s.seen_features,
             count: 0,
-            bloom: 0,
+            bloom: [0; 4],
             overflow: false,
             norm: 0.0,
             prev: None,
@@ -1717,26 +1763,43 @@ impl TextIndex {
         let vocab = &self.vocab;
         let nb = bytes.len();
         let mut i = 0usize;
-        while i < nb {
-            // Word at a time, as in `scan_tokens`: skip separators, take the run of word
-            // bytes.
+        loop {
+            // The same words as `scan_tokens`: skip separators (usually one byte), then
+            // take the run of word bytes eight bytes at a time, its first 16 bytes as two
+            // words.
             while i < nb && LOWER[usize::from(bytes[i])] == 0 {
                 i += 1;
             }
-            if i == nb {
+            if i >= nb {
                 break;
             }
             let start = i;
-            let word = bytes[start..]
-                .iter()
-                .position(|&b| LOWER[usize::from(b)] == 0)
-                .map_or(&bytes[start..], |k| &bytes[start..start + k]);
-            i = start + word.len();
-            let wl = word.len();
+            let x0 = load8_at(bytes, start);
+            let end0 = !word_bytes8(x0) & HIGH8;
+            let (w0, w1, wl) = if end0 != 0 {
+                let k = (end0.trailing_zeros() / 8) as usize;
+                (x0 & low_bytes(k), 0, k)
+            } else {
+                let x1 = load8_at(bytes, start + 8);
+                let end1 = !word_bytes8(x1) & HIGH8;
+                if end1 != 0 {
+                    let k = (end1.trailing_zeros() / 8) as usize;
+                    (x0, x1 & low_bytes(k), 8 + k)
+                } else {
+                    // Longer than 16 bytes (rare): the rest byte by byte.
+                    let rest = bytes.get(start + 16..).unwrap_or_default();
+                    let k = rest
+                        .iter()
+                        .position(|&b| LOWER[usize::from(b)] == 0)
+                        .unwrap_or(rest.len());
+                    (x0, x1, 16 + k)
+                }
+            };
+            let word = &bytes[start..start + wl];
+            i = start + wl;
             // The first 16 bytes, lower-cased (word bytes are letters, digits or
             // non-ASCII, so ASCII lower-casing is exactly the `LOWER` table).
-            let (w0, w1) = (load_le(word), if wl > 8 { load_le(&word[8..]) } else { 0 });
-            let (lo, hi) = (lower8(w0), lower8(w1));
+            let (lo, hi) = (lower8(w0), if wl > 8 { lower8(w1) } else { 0 });
             // camelCase can only split a word with an upper-case letter after its first
             // byte.
             let camel = if wl <= 16 {
@@ -1792,7 +1855,7 @@ impl TextIndex {
             let v = *x * inv;
             *x = 0.0;
             best = best.max(v);
-            if v > 0.0 && v >= min_score {
+            if v > 0.0 && (v >= min_score || keep(a)) {
                 f(a, v.min(1.0));
             }
         }
@@ -1922,8 +1985,9 @@ impl TextIndex {
     /// unless it was already added: its idf to the norm and its weighted row to the sums.
     #[inline(always)]
     fn add_feature(&self, q: &mut SmallQuery<'_>, h: u64, slot: u32) {
-        let bit = 1u64 << (h >> 58);
-        if q.bloom & bit != 0 && q.seen[..q.count].contains(&h) {
+        let top = (h >> 56) as usize;
+        let bit = 1u64 << (top % 64);
+        if q.bloom[top / 64] & bit != 0 && q.seen[..q.count].contains(&h) {
             return;
         }
         let Some(free) = q.seen.get_mut(q.count) else {
@@ -1932,7 +1996,7 @@ impl TextIndex {
         };
         *free = h;
         q.count += 1;
-        q.bloom |= bit;
+        q.bloom[top / 64] |= bit;
         let slot = match slot {
             LOOK_UP => {
                 let b = (h >> self.present_shift) as usize;
@@ -2685,6 +2749,28 @@ mod tests {
     }
 
     #[test]
+    fn word_bytes8_agrees_with_the_lower_table_on_every_byte_and_lane() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                let x = u64::from(b) << (lane * 8);
+                let want = if LOWER[usize::from(b)] != 0 {
+                    0x80u64 << (lane * 8)
+                } else {
+                    0
+                };
+                // The other lanes hold 0, a separator.
+                assert_eq!(word_bytes8(x), want, "byte {b:#04x} in lane {lane}");
+            }
+        }
+        // Neighbours do not leak into each other (no carries between lanes).
+        let mixed = u64::from_le_bytes(*b"a Z9_\xff@{");
+        assert_eq!(
+            word_bytes8(mixed),
+            u64::from_le_bytes([0x80, 0, 0x80, 0x80, 0, 0x80, 0, 0])
+        );
+    }
+
+    #[test]
     fn load_le_equals_a_zero_padded_copy() {
         let bytes = b"abcdefghij";
         for n in 0..=8 {
@@ -2896,6 +2982,7 @@ mod tests {
             text,
             true,
             min_score,
+            |_| false,
             &mut words,
             |h| raws.push(h),
             |a, v| sims[a] = v,
