@@ -6,7 +6,7 @@ use genesis_core::decimal::push_fixed2;
 use genesis_core::{ModelId, Task, Usd};
 use serde::{Deserialize, Serialize};
 
-use crate::{DifficultyEstimator, HeuristicDifficulty, ModelCatalog};
+use crate::{DifficultyEstimator, HeuristicDifficulty, ModelCatalog, ModelSpec};
 
 /// The model chosen for one task, with its reasoning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,14 +104,7 @@ impl ModelSelector {
         reason.push_str("; strongest model (capability ");
         push_fixed2(&mut reason, m.capability);
         reason.push(')');
-        let tokens = u64::from(task.estimated_tokens);
-        let output = (tokens as f64 * self.output_share).round() as u64;
-        ModelChoice {
-            model: m.id.clone(),
-            difficulty,
-            estimated_cost: m.cost(tokens.saturating_sub(output), output),
-            reason,
-        }
+        self.choice(task, m, difficulty, reason)
     }
 
     /// Chooses a model for `task` at a known difficulty.
@@ -143,6 +136,17 @@ impl ModelSelector {
                 m
             }
         };
+        self.choice(task, spec, difficulty, reason)
+    }
+
+    /// `spec` for `task`, priced for the task's tokens (`output_share` of them output).
+    fn choice(
+        &self,
+        task: &Task,
+        spec: &ModelSpec,
+        difficulty: f64,
+        reason: String,
+    ) -> ModelChoice {
         let tokens = u64::from(task.estimated_tokens);
         let output = (tokens as f64 * self.output_share).round() as u64;
         ModelChoice {
