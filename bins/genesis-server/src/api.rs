@@ -131,8 +131,10 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_jso
 
 #[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let store = blocking(&state, |s| s.store.ping()).await.unwrap_or(false);
-    let flags = state.orchestrator.flags().is_some();
+    // One hop to the blocking pool for both checks that touch the disk.
+    let (store, flags) = blocking(&state, |s| (s.store.ping(), flags_file_applies(s)))
+        .await
+        .unwrap_or((false, false));
     let shutting_down = state.is_shutting_down();
     let ok = store && flags && !shutting_down;
     let body = Json(serde_json::json!({
@@ -145,6 +147,34 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, body).into_response()
+}
+
+/// The `flags` check of `/ready`: the flags in force are the ones in the flags file.
+///
+/// With hot reload on (`flags.reload_interval` not zero) and the file present, the file
+/// must be one the reloader accepts: it reads, parses, validates and takes the
+/// environment overrides in force. When it does not, the reloader keeps the previous
+/// flags (and logs the error at every tick), so what the operator wrote — a kill switch,
+/// a rollout step — is not in force. Without hot reload the file is read only at start,
+/// and without a file there is nothing to reload: the check passes. False when the
+/// orchestrator has no flags at all. Costs one read and parse of the file.
+fn flags_file_applies(s: &AppState) -> bool {
+    let Some(flags) = s.orchestrator.flags() else {
+        return false;
+    };
+    let config = &s.config.flags;
+    if config.reload_interval.is_zero() {
+        return true;
+    }
+    match genesis::flags::FlagStore::load(&config.file) {
+        Ok(mut file) => file.apply_overrides(&flags.overrides()).is_ok(),
+        Err(genesis::flags::FlagError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use genesis::core::{RunId, Usd};
 use genesis::run::{DaySpend, RunEvent, RunJournal, TaskStatus};
-use genesis::store::{Created, RunStore, StoreError};
+use genesis::store::{Created, RunStore, StoreError, UnfinishedRun};
 use genesis::telemetry::catalogue;
 use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
 use tokio::sync::broadcast;
@@ -37,8 +37,24 @@ impl std::fmt::Debug for RunManager {
     }
 }
 
+/// The `run_rejected` rule of a run whose stored rows do not decode.
+const CORRUPT_RULE: &str = "run_store_corrupt";
+
+/// `error` and its sources, `: `-separated (the store's errors do not repeat their
+/// source's text, and the decoder's says where the data broke).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 /// Journals to the store and records task metrics; the executor calls it for every
-/// event before it moves on.
+/// event before it moves on (off the async worker: see the executor's journal writes).
 struct MeteredJournal {
     store: Arc<dyn RunStore>,
 }
@@ -49,7 +65,7 @@ impl RunJournal for MeteredJournal {
         run_id: &RunId,
         event: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        blocking_section(|| self.store.record(run_id, event))?;
+        self.store.record(run_id, event)?;
         record_metrics(event);
         Ok(())
     }
@@ -59,22 +75,9 @@ impl RunJournal for MeteredJournal {
         run_id: &RunId,
         events: &[RunEvent],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        blocking_section(|| self.store.record_all(run_id, events))?;
+        self.store.record_all(run_id, events)?;
         events.iter().for_each(record_metrics);
         Ok(())
-    }
-}
-
-/// Runs `f`, a blocking store call made from an async task (the executor journals from
-/// its tasks), after telling a multi-threaded runtime, which hands this worker's other
-/// tasks to another thread for the duration: an fsync then stalls the run, not the
-/// server. Elsewhere (a current-thread runtime, no runtime) it simply calls `f`.
-fn blocking_section<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 
@@ -191,11 +194,14 @@ impl RunManager {
     /// Journals that a run cannot run, and why (naming the rule and value), and ends it
     /// as failed with what it had spent, so it is not resumed again.
     fn reject(&self, id: &RunId, error: &GenesisError, spent: Usd) {
+        self.fail(id, error.rule(), error.to_string(), spent);
+    }
+
+    /// Journals `run_rejected` with `rule` and `reason`, then `run_finished` (`failed`)
+    /// with `spent` (the store keeps the larger of it and the journaled cost).
+    fn fail(&self, id: &RunId, rule: String, reason: String, spent: Usd) {
         let events = [
-            RunEvent::RunRejected {
-                rule: error.rule(),
-                reason: error.to_string(),
-            },
+            RunEvent::RunRejected { rule, reason },
             RunEvent::RunFinished {
                 status: genesis::run::RunStatus::Failed,
                 cost: spent,
@@ -247,15 +253,30 @@ impl RunManager {
     }
 
     /// Resumes every run the store still marks running: finished tasks keep their
-    /// results, tasks that were in flight run again.
+    /// results, tasks that were in flight run again. Each run on its own: one that
+    /// cannot resume (its stored rows do not decode, or its plan breaks the limits now)
+    /// is journaled as failed with the rule and reason, and the others still resume.
     ///
     /// # Errors
-    /// Store failures.
+    /// Store failures (nothing was resumed or failed).
     pub fn resume(&self) -> Result<usize, StoreError> {
         let runs = self.store.unfinished_runs()?;
         let mut n = 0;
         for run in runs {
-            if self.live.lock().is_ok_and(|l| l.contains_key(&run.id)) {
+            let run = match run {
+                UnfinishedRun::Readable(run) => *run,
+                UnfinishedRun::Unreadable { id, error } => {
+                    if self.is_live(&id) {
+                        continue;
+                    }
+                    let reason = with_sources(&error);
+                    tracing::error!(run_id = %id, error = %reason, "cannot read the stored run back; marking it failed");
+                    // What it spent stays journaled: the store keeps the larger cost.
+                    self.fail(&id, CORRUPT_RULE.to_owned(), reason, Usd::ZERO);
+                    continue;
+                }
+            };
+            if self.is_live(&run.id) {
                 continue;
             }
             let done = run
@@ -286,6 +307,10 @@ impl RunManager {
             }
         }
         Ok(n)
+    }
+
+    fn is_live(&self, id: &RunId) -> bool {
+        self.live.lock().is_ok_and(|l| l.contains_key(id))
     }
 
     /// Cancels a run in progress. `false` when it is not running here.

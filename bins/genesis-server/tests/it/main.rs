@@ -9,4 +9,5 @@ mod api;
 mod config_files;
 mod crash;
 mod durability;
+mod resume;
 mod support;

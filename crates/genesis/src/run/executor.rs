@@ -132,6 +132,55 @@ fn fingerprint(s: &str) -> u64 {
     h.finish()
 }
 
+/// The id of the `k`-th task (from 1) of the run's `update`-th follow-up update (from
+/// 1), proposed by `after`: `{after}.f{update}_{k}`. [`updates_in`] reads it back.
+fn followup_id(after: &TaskId, update: usize, k: usize) -> TaskId {
+    TaskId::new(format!("{after}.f{update}_{k}"))
+}
+
+/// Follow-up updates a (stored) plan already holds: its distinct `(proposer, update)`
+/// pairs among tasks that wait only for their proposer and carry a [`followup_id`].
+/// A resumed run's DAG is rebuilt from the plan and starts counting at zero; this is
+/// what it had applied before the restart.
+fn updates_in(plan: &Plan) -> usize {
+    let mut updates = std::collections::HashSet::new();
+    for t in &plan.tasks {
+        let [after] = t.depends_on.as_slice() else {
+            continue;
+        };
+        let Some((update, k)) =
+            t.id.as_str()
+                .strip_prefix(after.as_str())
+                .and_then(|rest| rest.strip_prefix(".f"))
+                .and_then(|rest| rest.split_once('_'))
+        else {
+            continue;
+        };
+        if let (Ok(update), Ok(_)) = (update.parse::<usize>(), k.parse::<usize>()) {
+            updates.insert((after.as_str(), update));
+        }
+    }
+    updates.len()
+}
+
+/// Runs `write`, a write to `journal` made from the run's async tasks. When the journal
+/// may block ([`RunJournal::blocks`]) and this is a multi-threaded runtime, the worker
+/// first hands its other tasks to another thread (`block_in_place`), so an fsync stalls
+/// this run only, not every task that shares the worker; otherwise (a memory-only
+/// journal, a current-thread runtime, no runtime) it just calls `write`. Either way the
+/// write completes before the caller goes on: journal before release.
+fn journal_write<T>(journal: &dyn RunJournal, write: impl FnOnce() -> T) -> T {
+    if !journal.blocks() {
+        return write();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 /// Follow-up routing: the orchestrator supplies this so agent-proposed tasks are routed
 /// and priced like planned ones.
 pub(crate) trait Replanner: Send + Sync {
@@ -422,6 +471,9 @@ struct Runner {
     events: broadcast::Sender<RunEvent>,
     cancel: CancellationToken,
     resumed: usize,
+    /// Follow-up updates applied before a restart (the DAG, rebuilt from the plan,
+    /// counts only this process's): together they are held to `max_updates`.
+    updates_before: usize,
 }
 
 impl Runner {
@@ -445,6 +497,7 @@ impl Runner {
         let mut slots = Vec::with_capacity(spec.plan.tasks.len());
         let mut index = HashMap::with_capacity(spec.plan.tasks.len());
         let resumed = done.len();
+        let updates_before = updates_in(&spec.plan);
         for planned in spec.plan.tasks {
             let Some(task) = spec.dag.task(planned.id.as_str()).cloned() else {
                 continue;
@@ -487,6 +540,7 @@ impl Runner {
             events,
             cancel,
             resumed,
+            updates_before,
         };
         runner.recount();
         runner
@@ -514,7 +568,8 @@ impl Runner {
     }
 
     fn emit(&self, event: RunEvent) {
-        if let Err(e) = self.journal.record(&self.run_id, &event) {
+        if let Err(e) = journal_write(&*self.journal, || self.journal.record(&self.run_id, &event))
+        {
             error!(run_id = %self.run_id, error = %e, event = event.kind(), "cannot journal run event");
         }
         // No subscribers is fine.
@@ -524,7 +579,10 @@ impl Runner {
     /// Journals `events` all or none (see [`RunJournal::record_all`]), then broadcasts
     /// them in order.
     fn emit_all(&self, events: Vec<RunEvent>) {
-        if let Err(e) = self.journal.record_all(&self.run_id, &events) {
+        let journaled = journal_write(&*self.journal, || {
+            self.journal.record_all(&self.run_id, &events)
+        });
+        if let Err(e) = journaled {
             let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
             error!(run_id = %self.run_id, error = %e, events = ?kinds, "cannot journal run events");
         }
@@ -787,7 +845,19 @@ impl Runner {
     /// update was refused (`None` when `after` is not in the DAG).
     fn add_followups(&mut self, after: &TaskId, followups: &[super::FollowUp]) -> Option<RunEvent> {
         let parent = self.dag.get(after.as_str())?.parent.clone();
-        let base = self.dag.updates_applied() + 1;
+        let applied = self.updates_before + self.dag.updates_applied();
+        let max = self.dag.limits().max_updates;
+        if applied >= max {
+            return Some(RunEvent::UpdateRejected {
+                after: after.clone(),
+                reason: genesis_htdag::HtdagError::TooManyUpdates {
+                    count: applied,
+                    max,
+                }
+                .to_string(),
+            });
+        }
+        let update = applied + 1;
         let mut tasks = Vec::with_capacity(followups.len());
         for (k, f) in followups.iter().enumerate() {
             if let Err(e) = self
@@ -800,7 +870,7 @@ impl Runner {
                     reason: e.to_string(),
                 });
             }
-            let id = TaskId::new(format!("{after}.f{base}_{}", k + 1));
+            let id = followup_id(after, update, k + 1);
             tasks.push(Task::new(id, f.kind, f.description.clone()));
         }
         let update = DagUpdate {
@@ -917,7 +987,8 @@ struct Attempt {
 
 impl Attempt {
     fn emit(&self, event: RunEvent) {
-        if let Err(e) = self.journal.record(&self.run_id, &event) {
+        if let Err(e) = journal_write(&*self.journal, || self.journal.record(&self.run_id, &event))
+        {
             error!(run_id = %self.run_id, error = %e, "cannot journal run event");
         }
         let _ = self.events.send(event);
@@ -1237,5 +1308,58 @@ impl Attempt {
                 best = out;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan with follow-ups as a run journals them: `(proposer, update, tasks)`.
+    fn plan_with(followups: &[(&str, usize, usize)]) -> Plan {
+        let mut plan = crate::Orchestrator::builder()
+            .build()
+            .unwrap()
+            .plan_sync("Fix the crash when uploading large files")
+            .unwrap();
+        let template = plan.tasks[0].clone();
+        for &(after, update, n) in followups {
+            for k in 1..=n {
+                let mut t = template.clone();
+                t.id = followup_id(&TaskId::new(after), update, k);
+                t.depends_on = vec![TaskId::new(after)];
+                plan.tasks.push(t);
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn follow_up_updates_are_counted_back_from_a_stored_plan() {
+        assert_eq!(updates_in(&plan_with(&[])), 0);
+        // Two tasks in one update count once; the proposer's id may hold dots.
+        assert_eq!(updates_in(&plan_with(&[("t1.2", 1, 2)])), 1);
+        assert_eq!(
+            updates_in(&plan_with(&[("t1", 1, 1), ("t1.2", 2, 3), ("t2", 3, 1)])),
+            3
+        );
+        // Runs resumed before the count was restored numbered from 1 again: the
+        // proposer tells those updates apart.
+        assert_eq!(updates_in(&plan_with(&[("t1", 1, 1), ("t2", 1, 1)])), 2);
+    }
+
+    #[test]
+    fn tasks_that_only_look_like_follow_ups_are_not_counted() {
+        let mut plan = plan_with(&[]);
+        let mut t = plan.tasks[0].clone();
+        // Not waiting for the task its id names.
+        t.id = TaskId::new("t1.f1_1");
+        t.depends_on = Vec::new();
+        plan.tasks.push(t.clone());
+        // Not numbered.
+        t.id = TaskId::new("t1.fix_it");
+        t.depends_on = vec![TaskId::new("t1")];
+        plan.tasks.push(t);
+        assert_eq!(updates_in(&plan), 0);
     }
 }

@@ -298,6 +298,16 @@ pub trait RunJournal: Send + Sync {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         events.iter().try_for_each(|e| self.record(run_id, e))
     }
+
+    /// True (the default) when a write may block the calling thread (disk, network,
+    /// a lock held by others). The executor writes from its async tasks; for such a
+    /// journal, on a multi-threaded tokio runtime, it first lets the worker hand its
+    /// other tasks to another thread (`tokio::task::block_in_place`), so a slow write
+    /// stalls only its own run. Journals that only touch memory return `false` and
+    /// skip that hand-over.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// What all runs sharing it have spent today, for the daily budget
@@ -339,5 +349,9 @@ impl RunJournal for NoJournal {
         _: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
+    }
+
+    fn blocks(&self) -> bool {
+        false
     }
 }

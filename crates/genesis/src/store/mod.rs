@@ -4,7 +4,9 @@
 //! and its plan, then the executor journals every [`RunEvent`] (task finished, failed,
 //! ...) through the store's [`RunJournal`] implementation before it releases dependents.
 //! After a crash, [`RunStore::unfinished_runs`] lists what to resume; tasks that were in
-//! flight are re-queued, finished tasks are not run again.
+//! flight are re-queued, finished tasks are not run again. It reads each run on its own:
+//! a run whose stored rows no longer decode is listed as [`UnfinishedRun::Unreadable`]
+//! (for the caller to fail it) and does not keep the other runs from resuming.
 //!
 //! [`SqliteStore`] is the embedded default (one file in the data directory). The trait
 //! leaves room for a networked store.
@@ -68,6 +70,21 @@ pub struct StoredEvent {
     pub seq: i64,
     /// The event.
     pub event: RunEvent,
+}
+
+/// A run the store still marks running, as [`RunStore::unfinished_runs`] read it back.
+#[derive(Debug)]
+pub enum UnfinishedRun {
+    /// Its plan and task states decode: resume it.
+    Readable(Box<RunRecord>),
+    /// Its stored plan or task rows do not decode, so it cannot resume. Its events
+    /// can still be journaled (e.g. `run_rejected` and `run_finished`).
+    Unreadable {
+        /// The run.
+        id: RunId,
+        /// Why it does not read back (usually [`StoreError::Corrupt`]).
+        error: StoreError,
+    },
 }
 
 /// What [`RunStore::create_run`] did.
@@ -160,11 +177,13 @@ pub trait RunStore: RunJournal + Send + Sync {
         cursor: Option<&str>,
     ) -> Result<Vec<RunSummary>, StoreError>;
 
-    /// Runs still marked running (to resume after a restart).
+    /// Runs still marked running (to resume after a restart), oldest first. A run whose
+    /// rows do not decode is returned as [`UnfinishedRun::Unreadable`], in its place,
+    /// with the decode error; the others are read as usual.
     ///
     /// # Errors
-    /// Storage failures or corrupt rows.
-    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// Storage failures (the database cannot be queried), not corrupt rows.
+    fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError>;
 
     /// Events of a run after sequence number `after`.
     ///

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use genesis_core::{RunId, Usd};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Created, RunRecord, RunStore, RunSummary, StoreError, StoredEvent};
+use super::{Created, RunRecord, RunStore, RunSummary, StoreError, StoredEvent, UnfinishedRun};
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
@@ -75,6 +75,22 @@ fn parse_run_status(s: &str) -> RunStatus {
         "failed" => RunStatus::Failed,
         "cancelled" => RunStatus::Cancelled,
         _ => RunStatus::Running,
+    }
+}
+
+/// True when `e` is about what one row holds (a value that does not decode), not about
+/// the database.
+fn undecodable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Corrupt { .. } => true,
+        StoreError::Database { source } => matches!(
+            source,
+            rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::Utf8Error(..)
+        ),
+        _ => false,
     }
 }
 
@@ -541,7 +557,7 @@ impl RunStore for SqliteStore {
         Ok(rows)
     }
 
-    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+    fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
         let conn = self.conn()?;
         let ids: Vec<String> = conn
             .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY created_at")?
@@ -549,8 +565,16 @@ impl RunStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(r) = self.load(&conn, &id)? {
-                out.push(r);
+            match self.load(&conn, &id) {
+                Ok(Some(r)) => out.push(UnfinishedRun::Readable(Box::new(r))),
+                Ok(None) => {}
+                // One run's bad rows are that run's problem; a database that fails is
+                // everyone's, and nothing is resumed (nor failed) until it answers.
+                Err(error) if undecodable(&error) => out.push(UnfinishedRun::Unreadable {
+                    id: RunId::new(id),
+                    error,
+                }),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 mod command;
 mod durability;
 mod llm_plan;
+mod resume;
 mod run;
 mod stages;
 mod store;
