@@ -5,20 +5,15 @@ use std::path::PathBuf;
 
 use axum::routing::get;
 
-use crate::support::{Out, run_in, scratch};
+use crate::support::{Out, run_in};
+use crate::with_flags_file;
 
 const FLAGS: &str = r#"{"flags": [{"name": "new_router", "enabled": false}]}"#;
 
 /// A scratch dir with a flags file, a config (dwell 0 s, 10 requests make a sample) and
 /// a rollout of `new_router` started at 1 %.
 fn started_rollout(tag: &str) -> PathBuf {
-    let dir = scratch(tag);
-    std::fs::write(dir.join("flags.json"), FLAGS).unwrap();
-    std::fs::write(
-        dir.join("test.toml"),
-        "[flags]\nfile = \"flags.json\"\n[flags.rollout]\ndwell = \"0s\"\nmin_requests = 10\n[server]\ndata_dir = \"data\"\n",
-    )
-    .unwrap();
+    let dir = with_flags_file(tag, FLAGS);
     let out = run_in(
         &dir,
         &["--config", "test.toml", "deploy", "start", "new_router"],
@@ -36,8 +31,15 @@ fn percent(dir: &std::path::Path) -> f64 {
     v["flags"][0]["strategy"]["percent"].as_f64().unwrap()
 }
 
-/// Serves `router` on loopback; returns the base URL.
-async fn serve(router: axum::Router) -> String {
+/// Serves `body` to every `GET path` on loopback; returns the base URL.
+async fn serve(path: &str, body: String) -> String {
+    let router = axum::Router::new().route(
+        path,
+        get(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -46,14 +48,7 @@ async fn serve(router: axum::Router) -> String {
 
 /// `genesis deploy tick new_router --metrics-url <url>/metrics` against `exposition`.
 async fn tick_against(tag: &str, exposition: String) -> (PathBuf, Out) {
-    let url = serve(axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let body = exposition.clone();
-            async move { body }
-        }),
-    ))
-    .await;
+    let url = serve("/metrics", exposition).await;
     let dir = started_rollout(tag);
     let d = dir.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -83,6 +78,16 @@ const HEALTHY: &str = "genesis_requests_total{endpoint=\"/api/tasks\",status=\"2
     genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"0.05\"} 400\n\
     genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"+Inf\"} 400\n";
 
+/// [`HEALTHY`] padded with comment lines to at least `len` bytes.
+fn padded_healthy(len: usize) -> String {
+    let mut exposition = HEALTHY.to_owned();
+    let pad = format!("# {}\n", "p".repeat(1021));
+    while exposition.len() < len {
+        exposition.push_str(&pad);
+    }
+    exposition
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_bound_beyond_any_duration_is_a_missing_sample_not_a_panic() {
     let exposition = "genesis_requests_total{endpoint=\"/api/tasks\",status=\"200\"} 10\n\
@@ -99,11 +104,7 @@ async fn a_bucket_bound_beyond_any_duration_is_a_missing_sample_not_a_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metrics_body_over_8_mib_is_refused_naming_the_limit_and_size() {
     // A healthy exposition padded with comment lines to 9 MiB.
-    let mut exposition = HEALTHY.to_owned();
-    let pad = format!("# {}\n", "p".repeat(1021));
-    while exposition.len() < 9 << 20 {
-        exposition.push_str(&pad);
-    }
+    let exposition = padded_healthy(9 << 20);
     let size = exposition.len();
     let (dir, out) = tick_against("hostile-big-metrics", exposition).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -116,11 +117,7 @@ async fn a_metrics_body_over_8_mib_is_refused_naming_the_limit_and_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metrics_body_within_the_limit_is_read() {
     // The same padding to 7 MiB stays within the limit: the sample is taken.
-    let mut exposition = HEALTHY.to_owned();
-    let pad = format!("# {}\n", "p".repeat(1021));
-    while exposition.len() < 7 << 20 {
-        exposition.push_str(&pad);
-    }
+    let exposition = padded_healthy(7 << 20);
     let (dir, out) = tick_against("hostile-7mib-metrics", exposition).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("400 requests"), "{}", out.stdout);
@@ -134,14 +131,7 @@ async fn a_health_body_over_1_mib_fails_the_check_naming_the_limit_and_size() {
         "p".repeat(2 << 20)
     );
     let size = body.len();
-    let url = serve(axum::Router::new().route(
-        "/health",
-        get(move || {
-            let body = body.clone();
-            async move { body }
-        }),
-    ))
-    .await;
+    let url = serve("/health", body).await;
     let out = tokio::task::spawn_blocking(move || {
         run_in(&std::env::temp_dir(), &["health", "--url", &url], None, &[])
     })

@@ -10,6 +10,7 @@ mod run;
 mod scan;
 mod support;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn genesis(args: &[&str]) -> (i32, String, String) {
@@ -23,6 +24,19 @@ fn genesis(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A scratch dir with `flags` as its flags file and a config `test.toml` pointing at it
+/// (rollout dwell 0 s so ticks advance at once, 10 requests make a sample).
+fn with_flags_file(tag: &str, flags: &str) -> PathBuf {
+    let dir = support::scratch(tag);
+    std::fs::write(dir.join("flags.json"), flags).unwrap();
+    std::fs::write(
+        dir.join("test.toml"),
+        "[flags]\nfile = \"flags.json\"\n[flags.rollout]\ndwell = \"0s\"\nmin_requests = 10\n[server]\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    dir
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Out, run_in, scratch};
+use crate::support::{Out, run_in};
+use crate::with_flags_file;
 
 const FLAGS: &str = r#"{"flags": [
   {"name": "halo_routing", "enabled": true, "strategy": {"type": "all"}},
@@ -10,17 +11,9 @@ const FLAGS: &str = r#"{"flags": [
   {"name": "emergency_shutdown", "enabled": false}
 ]}"#;
 
-/// A scratch dir with a flags file and a config pointing at it (dwell 0 s so ticks
-/// advance at once, 10 requests make a sample).
+/// A scratch dir with [`FLAGS`] and a config pointing at it (see [`with_flags_file`]).
 fn setup(tag: &str) -> PathBuf {
-    let dir = scratch(tag);
-    std::fs::write(dir.join("flags.json"), FLAGS).unwrap();
-    std::fs::write(
-        dir.join("test.toml"),
-        "[flags]\nfile = \"flags.json\"\n[flags.rollout]\ndwell = \"0s\"\nmin_requests = 10\n[server]\ndata_dir = \"data\"\n",
-    )
-    .unwrap();
-    dir
+    with_flags_file(tag, FLAGS)
 }
 
 fn genesis(dir: &Path, args: &[&str]) -> Out {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::routing::post;
-use genesis::Orchestrator;
 use genesis::core::Usd;
-use genesis::run::{RunEvent, RunJournal};
-use genesis::store::{RunStore, SqliteStore};
+use genesis::run::RunEvent;
 use serde_json::{Value, json};
 
+use crate::journal::journal_crash;
+use crate::journal_run;
 use crate::support::{Stub, TempDir, TestServer, config};
 
 fn usd(v: f64) -> Usd {
@@ -28,40 +28,8 @@ fn journal_crashed_run(
     task_cost: f64,
     run_cost: f64,
 ) -> (String, usize) {
-    let plan = Orchestrator::builder()
-        .build()
-        .unwrap()
-        .plan_sync(request)
-        .unwrap();
-    let store = SqliteStore::open(&dir.path().join("data")).unwrap();
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
-    let first = plan
-        .tasks
-        .iter()
-        .find(|t| t.depends_on.is_empty() && t.parent.is_none())
-        .unwrap();
-    store
-        .record(
-            &id,
-            &RunEvent::TaskSucceeded {
-                task_id: first.id.clone(),
-                agent: first.agent.clone().unwrap(),
-                output: "done before the crash".into(),
-                cost: usd(task_cost),
-                attempts: 1,
-                duration_ms: 1,
-            },
-        )
-        .unwrap();
-    store
-        .record(
-            &id,
-            &RunEvent::Cost {
-                spent: usd(run_cost),
-            },
-        )
-        .unwrap();
+    let (store, id, plan) = journal_run(dir, request);
+    journal_crash(&store, &id, &plan, task_cost, run_cost);
     (id.to_string(), plan.tasks.len())
 }
 

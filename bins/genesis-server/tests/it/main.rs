@@ -11,3 +11,21 @@ mod crash;
 mod durability;
 mod resume;
 mod support;
+
+// The stored-run set-up of `genesis`'s own integration tests, compiled here too so a
+// run "journaled before a restart" is written one way for the library and the server.
+#[path = "../../../../crates/genesis/tests/it/support.rs"]
+mod journal;
+
+use genesis::Plan;
+use genesis::core::RunId;
+use genesis::store::SqliteStore;
+
+/// A new run of `request` journaled in the data directory of `dir`, as a server that
+/// stopped before running any of it would leave it: the store, the run's id and plan.
+fn journal_run(dir: &support::TempDir, request: &str) -> (SqliteStore, RunId, Plan) {
+    let plan = journal::plan_of(request);
+    let store = SqliteStore::open(&dir.path().join("data")).unwrap();
+    let id = journal::create_run(&store, &plan);
+    (store, id, plan)
+}

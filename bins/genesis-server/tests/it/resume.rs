@@ -1,26 +1,17 @@
 //! Resumption at start is per run (a stored run that no longer reads back fails alone),
 //! and `/ready` reports a flags file the reloader cannot apply.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use genesis::Orchestrator;
 use genesis::run::{RunEvent, RunStatus};
-use genesis::store::{RunStore, SqliteStore};
 
 use crate::support::{Stub, TempDir, TestServer, config};
 
 /// Journals a run of `request` in `dir`'s data directory, as a server that stopped
-/// before running any of it would leave it.
+/// before running any of it would leave it; returns its id.
 fn journal_run(dir: &TempDir, request: &str) -> String {
-    let plan = Orchestrator::builder()
-        .build()
-        .unwrap()
-        .plan_sync(request)
-        .unwrap();
-    let store = SqliteStore::open(&dir.path().join("data")).unwrap();
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
-    id.to_string()
+    crate::journal_run(dir, request).1.to_string()
 }
 
 /// Breaks the stored plan of the run of `request` in the database file: its first
@@ -104,16 +95,22 @@ async fn a_stored_run_that_does_not_read_back_fails_alone_and_the_others_resume(
 
 const FLAGS: &str = r#"{"flags": [{"name": "emergency_shutdown", "enabled": false}]}"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_fails_while_the_flags_file_cannot_be_reloaded() {
-    let dir = TempDir::new("ready-flags");
+/// A server on `dir` whose flags file (returned) holds [`FLAGS`] at the start and is
+/// reloaded every `reload_interval` (zero: never).
+async fn with_flags_file(dir: &TempDir, reload_interval: Duration) -> (PathBuf, TestServer) {
     let stub = Stub::start(Duration::ZERO).await;
     let file = dir.path().join("flags.json");
     std::fs::write(&file, FLAGS).unwrap();
     let mut c = config(dir.path(), &stub.url);
     c.flags.file = file.clone();
-    c.flags.reload_interval = Duration::from_secs(10);
-    let server = TestServer::start(c, &[]).await;
+    c.flags.reload_interval = reload_interval;
+    (file, TestServer::start(c, &[]).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_fails_while_the_flags_file_cannot_be_reloaded() {
+    let dir = TempDir::new("ready-flags");
+    let (file, server) = with_flags_file(&dir, Duration::from_secs(10)).await;
     let ready = || async {
         let (status, _, body) = server.get("/ready").await;
         (
@@ -145,13 +142,7 @@ async fn ready_fails_while_the_flags_file_cannot_be_reloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hot_reload_the_flags_file_is_not_read_by_ready() {
     let dir = TempDir::new("ready-no-reload");
-    let stub = Stub::start(Duration::ZERO).await;
-    let file = dir.path().join("flags.json");
-    std::fs::write(&file, FLAGS).unwrap();
-    let mut c = config(dir.path(), &stub.url);
-    c.flags.file = file.clone();
-    c.flags.reload_interval = Duration::ZERO;
-    let server = TestServer::start(c, &[]).await;
+    let (file, server) = with_flags_file(&dir, Duration::ZERO).await;
     std::fs::write(&file, "not json").unwrap();
     let (status, _, body) = server.get("/ready").await;
     assert_eq!(status, 200, "edits apply only at the next start: {body}");

@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use genesis::core::{RunId, TaskId, Usd};
 use genesis::run::{
-    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, RunEvent, RunJournal,
-    RunStatus, TaskReport, TaskStatus,
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, RunEvent, RunResult,
+    RunStatus, TaskStatus,
 };
 use genesis::store::{RunRecord, RunStore, SqliteStore};
-use genesis::{Orchestrator, Plan, RunOptions};
+use genesis::{Orchestrator, Plan, PlannedTask, RunOptions};
+
+use crate::support::{journal_crash, plan_of};
+use crate::{Dying, journaled, resuming, stored, stored_run};
 
 fn usd(v: f64) -> Usd {
     Usd::new(v).unwrap()
@@ -31,79 +34,34 @@ impl Agent for Dime {
     }
 }
 
-/// A journaled run whose first root task finished before a "crash", costing `task_cost`,
-/// with `run_cost` journaled as the run's spend (more when failed calls cost money too).
-fn crashed_run(
-    genesis: &Orchestrator,
-    store: &SqliteStore,
-    task_cost: f64,
-    run_cost: f64,
-) -> (RunId, RunRecord) {
-    let plan = genesis
-        .plan_sync("Build a SaaS business for invoices")
-        .unwrap();
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
-    let first = plan
-        .tasks
-        .iter()
-        .find(|t| t.depends_on.is_empty() && t.parent.is_none())
-        .unwrap();
-    store
-        .record(
-            &id,
-            &RunEvent::TaskSucceeded {
-                task_id: first.id.clone(),
-                agent: first.agent.clone().unwrap(),
-                output: "done".into(),
-                cost: usd(task_cost),
-                attempts: 1,
-                duration_ms: 1,
-            },
-        )
-        .unwrap();
-    store
-        .record(
-            &id,
-            &RunEvent::Cost {
-                spent: usd(run_cost),
-            },
-        )
-        .unwrap();
-    let record = store.get_run(id.as_str()).unwrap().unwrap();
-    (id, record)
-}
-
-fn finished(record: &RunRecord) -> Vec<TaskReport> {
-    record
-        .tasks
-        .iter()
-        .filter(|t| t.status.is_terminal())
-        .cloned()
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_run_keeps_what_it_spent_before_the_restart() {
+/// An orchestrator whose every task costs ten cents, and a run of the SaaS plan
+/// journaled in a fresh in-memory store as a crash would leave it: its first root task
+/// finished, costing `task_cost`, and `run_cost` journaled as the run's spend.
+fn crashed_run(task_cost: f64, run_cost: f64) -> (Orchestrator, Arc<SqliteStore>, RunRecord) {
     let genesis = Orchestrator::builder()
         .agents(AgentSet::new().with_fallback(Arc::new(Dime)))
         .build()
         .unwrap();
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (id, before) = crashed_run(&genesis, &store, 0.5, 0.5);
+    let plan = genesis
+        .plan_sync("Build a SaaS business for invoices")
+        .unwrap();
+    let (store, id) = stored_run(&plan);
+    journal_crash(&store, &id, &plan, task_cost, run_cost);
+    let record = stored(&store, &id);
+    (genesis, store, record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_keeps_what_it_spent_before_the_restart() {
+    let (genesis, store, before) = crashed_run(0.5, 0.5);
+    let id = before.id.clone();
     let n = before.plan.tasks.len();
-    let resumed = finished(&before);
-    assert_eq!(resumed.len(), 1);
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(store.clone() as Arc<dyn RunJournal>),
-        resumed,
-        ..Default::default()
-    };
+    let options = resuming(&store, &before);
+    assert_eq!(options.resumed.len(), 1);
     let result = genesis.execute(before.plan, options).unwrap().wait().await;
     assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
     let want = 0.5 + 0.1 * (n - 1) as f64;
-    let after = store.get_run(id.as_str()).unwrap().unwrap();
+    let after = stored(&store, &id);
     let task_sum: f64 = after.tasks.iter().map(|t| t.cost.as_f64()).sum();
     assert!((task_sum - want).abs() < 1e-9, "task costs {task_sum}");
     assert!(
@@ -121,18 +79,11 @@ async fn a_resumed_run_keeps_what_it_spent_before_the_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_cannot_spend_its_budget_a_second_time() {
-    let genesis = Orchestrator::builder()
-        .agents(AgentSet::new().with_fallback(Arc::new(Dime)))
-        .build()
-        .unwrap();
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (id, before) = crashed_run(&genesis, &store, 0.5, 0.5);
+    let (genesis, store, before) = crashed_run(0.5, 0.5);
+    let id = before.id.clone();
     let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(store.clone() as Arc<dyn RunJournal>),
-        resumed: finished(&before),
         budget: Some(usd(0.5)),
-        ..Default::default()
+        ..resuming(&store, &before)
     };
     let result = genesis.execute(before.plan, options).unwrap().wait().await;
     assert_eq!(result.status, RunStatus::Failed);
@@ -148,7 +99,7 @@ async fn a_resumed_run_cannot_spend_its_budget_a_second_time() {
     let reason = result.tasks.iter().find_map(|t| t.error.clone()).unwrap();
     assert!(reason.contains("rule: budget_run"), "{reason}");
     assert!(reason.contains("spent $0.5000"), "{reason}");
-    let after = store.get_run(id.as_str()).unwrap().unwrap();
+    let after = stored(&store, &id);
     assert!((after.cost.as_f64() - 0.5).abs() < 1e-9, "{}", after.cost);
 }
 
@@ -200,95 +151,92 @@ impl Agent for Proposer {
     }
 }
 
-/// A journal that "dies" (keeps nothing more) right after it stored an event that
-/// matches `last`: a crash at that point.
-struct Dying {
+/// The SaaS plan run with a [`Proposer`] on its first task under a parent (so follow-ups
+/// of it have a parent too), journaled in a fresh in-memory store.
+struct FollowUpRun {
+    genesis: Orchestrator,
+    agent: Arc<Proposer>,
     store: Arc<SqliteStore>,
-    last: Box<dyn Fn(&RunEvent) -> bool + Send + Sync>,
-    dead: AtomicBool,
+    id: RunId,
+    plan: Plan,
+    /// The task that proposes the follow-up.
+    after: TaskId,
 }
 
-impl RunJournal for Dying {
-    fn record(
-        &self,
-        run_id: &RunId,
-        event: &RunEvent,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Ok(());
+impl FollowUpRun {
+    fn new() -> FollowUpRun {
+        let plan = plan_of("Build a SaaS business for invoices");
+        let after = plan
+            .tasks
+            .iter()
+            .find(|t| t.parent.is_some())
+            .expect("the SaaS plan has nested tasks")
+            .id
+            .clone();
+        let agent = Proposer::new(after.clone());
+        let genesis = Orchestrator::builder()
+            .agents(AgentSet::new().with_fallback(agent.clone()))
+            .build()
+            .unwrap();
+        let (store, id) = stored_run(&plan);
+        FollowUpRun {
+            genesis,
+            agent,
+            store,
+            id,
+            plan,
+            after,
         }
-        self.store.record(run_id, event)?;
-        if (self.last)(event) {
-            self.dead.store(true, Ordering::SeqCst);
-        }
-        Ok(())
     }
 
-    /// Events journaled together are one write: the crash comes after all of them.
-    fn record_all(
+    /// Runs the plan live through a journal that dies right after the first write of an
+    /// event matching `last` (a crash there).
+    async fn crash_after(
         &self,
-        run_id: &RunId,
-        events: &[RunEvent],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.store.record_all(run_id, events)?;
-        if events.iter().any(|e| (self.last)(e)) {
-            self.dead.store(true, Ordering::SeqCst);
-        }
-        Ok(())
+        last: impl Fn(&RunEvent) -> bool + Send + Sync + 'static,
+    ) -> RunResult {
+        let options = journaled(&self.id, Dying::after(&self.store, last));
+        let handle = self.genesis.execute(self.plan.clone(), options).unwrap();
+        handle.wait().await
     }
-}
 
-/// A plan and the first task under a parent (so follow-ups of it have a parent too).
-fn plan_and_nested_task(genesis: &Orchestrator) -> (Plan, TaskId) {
-    let plan = genesis
-        .plan_sync("Build a SaaS business for invoices")
-        .unwrap();
-    let nested = plan
-        .tasks
-        .iter()
-        .find(|t| t.parent.is_some())
-        .expect("the SaaS plan has nested tasks")
-        .id
-        .clone();
-    (plan, nested)
+    /// What the store holds of the run.
+    fn record(&self) -> RunRecord {
+        stored(&self.store, &self.id)
+    }
+
+    /// The follow-up of `after` journaled in `record`, if any.
+    fn followup<'r>(&self, record: &'r RunRecord) -> Option<&'r PlannedTask> {
+        let prefix = format!("{}.f", self.after);
+        record
+            .plan
+            .tasks
+            .iter()
+            .find(|t| t.id.as_str().starts_with(&prefix))
+    }
+
+    /// Resumes `record` as after a restart.
+    async fn resume(&self, record: RunRecord) -> RunResult {
+        let options = resuming(&self.store, &record);
+        let handle = self.genesis.execute(record.plan, options).unwrap();
+        handle.wait().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_are_journaled_under_their_parent_after_the_task_that_proposed_them() {
-    let genesis = Orchestrator::builder().build().unwrap();
-    let (plan, after) = plan_and_nested_task(&genesis);
-    let agent = Proposer::new(after.clone());
-    let genesis = Orchestrator::builder()
-        .agents(AgentSet::new().with_fallback(agent.clone()))
-        .build()
-        .unwrap();
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
+    let run = FollowUpRun::new();
+    let (agent, after) = (&run.agent, &run.after);
     // The journal stops right after the follow-ups were added: a crash before they ran.
-    let journal = Arc::new(Dying {
-        store: Arc::clone(&store),
-        last: Box::new(|e| matches!(e, RunEvent::TasksAdded { .. })),
-        dead: AtomicBool::new(false),
-    });
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(journal as Arc<dyn RunJournal>),
-        ..Default::default()
-    };
-    let live = genesis.execute(plan.clone(), options).unwrap().wait().await;
+    let live = run
+        .crash_after(|e| matches!(e, RunEvent::TasksAdded { .. }))
+        .await;
     assert_eq!(live.status, RunStatus::Succeeded, "{:#?}", live.tasks);
 
-    let record = store.get_run(id.as_str()).unwrap().unwrap();
+    let record = run.record();
     let proposer = record.plan.task(after.as_str()).unwrap().clone();
-    let followup = record
-        .plan
-        .tasks
-        .iter()
-        .find(|t| t.id.as_str().starts_with(&format!("{after}.f")))
+    let followup = run
+        .followup(&record)
         .expect("the follow-up was journaled")
         .clone();
     assert_eq!(followup.parent, proposer.parent, "same parent as {after}");
@@ -308,7 +256,7 @@ async fn follow_ups_are_journaled_under_their_parent_after_the_task_that_propose
     );
 
     // Resume from the journal: the follow-up still waits for, and receives, that output.
-    let dag = record.plan.to_dag(genesis.limits()).unwrap();
+    let dag = record.plan.to_dag(run.genesis.limits()).unwrap();
     let prerequisites: Vec<String> = dag
         .prerequisites(followup.id.as_str())
         .iter()
@@ -324,13 +272,7 @@ async fn follow_ups_are_journaled_under_their_parent_after_the_task_that_propose
         .find(|t| t.task_id == followup.id)
         .map(|t| t.status);
     assert_eq!(f_status, Some(TaskStatus::Pending), "the crash came first");
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(store.clone() as Arc<dyn RunJournal>),
-        resumed: finished(&record),
-        ..Default::default()
-    };
-    let resumed = genesis.execute(record.plan, options).unwrap().wait().await;
+    let resumed = run.resume(record).await;
     assert_eq!(resumed.status, RunStatus::Succeeded, "{:#?}", resumed.tasks);
     let inputs = agent.inputs_of(followup.id.as_str());
     assert_eq!(inputs.len(), 2, "the follow-up ran again after the restart");
@@ -338,7 +280,7 @@ async fn follow_ups_are_journaled_under_their_parent_after_the_task_that_propose
         inputs[1], inputs[0],
         "after the restart, the follow-up got the same inputs (the output of {after})"
     );
-    let stored = store.get_run(id.as_str()).unwrap().unwrap();
+    let stored = run.record();
     assert!(
         !stored
             .answer
@@ -351,32 +293,15 @@ async fn follow_ups_are_journaled_under_their_parent_after_the_task_that_propose
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_a_task_succeeded_keeps_the_follow_ups_it_proposed() {
-    let genesis = Orchestrator::builder().build().unwrap();
-    let (plan, after) = plan_and_nested_task(&genesis);
-    let agent = Proposer::new(after.clone());
-    let genesis = Orchestrator::builder()
-        .agents(AgentSet::new().with_fallback(agent.clone()))
-        .build()
-        .unwrap();
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
+    let run = FollowUpRun::new();
+    let (agent, after) = (&run.agent, &run.after);
     let proposer = after.clone();
-    let journal = Arc::new(Dying {
-        store: Arc::clone(&store),
-        last: Box::new(
-            move |e| matches!(e, RunEvent::TaskSucceeded { task_id, .. } if *task_id == proposer),
-        ),
-        dead: AtomicBool::new(false),
-    });
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(journal as Arc<dyn RunJournal>),
-        ..Default::default()
-    };
-    genesis.execute(plan, options).unwrap().wait().await;
+    run.crash_after(
+        move |e| matches!(e, RunEvent::TaskSucceeded { task_id, .. } if *task_id == proposer),
+    )
+    .await;
 
-    let record = store.get_run(id.as_str()).unwrap().unwrap();
+    let record = run.record();
     let status = |task: &str| {
         record
             .tasks
@@ -385,22 +310,13 @@ async fn a_crash_right_after_a_task_succeeded_keeps_the_follow_ups_it_proposed()
             .map(|t| t.status)
     };
     assert_eq!(status(after.as_str()), Some(TaskStatus::Succeeded));
-    let followup = record
-        .plan
-        .tasks
-        .iter()
-        .find(|t| t.id.as_str().starts_with(&format!("{after}.f")))
+    let followup = run
+        .followup(&record)
         .expect("the follow-up was journaled with the success that proposed it")
         .id
         .clone();
     assert_eq!(status(followup.as_str()), Some(TaskStatus::Pending));
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(store.clone() as Arc<dyn RunJournal>),
-        resumed: finished(&record),
-        ..Default::default()
-    };
-    let resumed = genesis.execute(record.plan, options).unwrap().wait().await;
+    let resumed = run.resume(record).await;
     assert_eq!(resumed.status, RunStatus::Succeeded, "{:#?}", resumed.tasks);
     let inputs = agent.inputs_of(followup.as_str());
     assert!(

@@ -12,11 +12,102 @@ mod resume;
 mod run;
 mod stages;
 mod store;
+mod support;
 
-use genesis::{GenesisError, Orchestrator};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use genesis::core::RunId;
+use genesis::run::{RunEvent, RunJournal};
+use genesis::store::{RunRecord, RunStore, SqliteStore};
+use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
 
 fn genesis() -> Orchestrator {
     Orchestrator::builder().build().unwrap()
+}
+
+/// A fresh in-memory store holding a new run of `plan`, and the run's id.
+fn stored_run(plan: &Plan) -> (Arc<SqliteStore>, RunId) {
+    let store = SqliteStore::in_memory().unwrap();
+    let id = support::create_run(&store, plan);
+    (Arc::new(store), id)
+}
+
+/// The stored record of run `id`.
+fn stored(store: &SqliteStore, id: &RunId) -> RunRecord {
+    store.get_run(id.as_str()).unwrap().unwrap()
+}
+
+/// Options for a run `id` journaled to `journal`.
+fn journaled(id: &RunId, journal: Arc<dyn RunJournal>) -> RunOptions {
+    RunOptions {
+        run_id: Some(id.clone()),
+        journal: Some(journal),
+        ..Default::default()
+    }
+}
+
+/// Options that resume `record` after a restart: same id, journaled to `store`, and the
+/// tasks that finished before the restart are not run again.
+fn resuming(store: &Arc<SqliteStore>, record: &RunRecord) -> RunOptions {
+    RunOptions {
+        resumed: record
+            .tasks
+            .iter()
+            .filter(|t| t.status.is_terminal())
+            .cloned()
+            .collect(),
+        ..journaled(&record.id, store.clone())
+    }
+}
+
+/// A journal that "dies" (keeps nothing more) right after it stored an event that
+/// matches `last`: a crash at that point.
+struct Dying {
+    store: Arc<SqliteStore>,
+    last: Box<dyn Fn(&RunEvent) -> bool + Send + Sync>,
+    dead: AtomicBool,
+}
+
+impl Dying {
+    /// Journals to `store` until (and including) the first write with an event that
+    /// matches `last`.
+    fn after(
+        store: &Arc<SqliteStore>,
+        last: impl Fn(&RunEvent) -> bool + Send + Sync + 'static,
+    ) -> Arc<Dying> {
+        Arc::new(Dying {
+            store: Arc::clone(store),
+            last: Box::new(last),
+            dead: AtomicBool::new(false),
+        })
+    }
+}
+
+impl RunJournal for Dying {
+    fn record(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.record_all(run_id, std::slice::from_ref(event))
+    }
+
+    /// Events journaled together are one write: the crash comes after all of them.
+    fn record_all(
+        &self,
+        run_id: &RunId,
+        events: &[RunEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.store.record_all(run_id, events)?;
+        if events.iter().any(|e| (self.last)(e)) {
+            self.dead.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 #[test]

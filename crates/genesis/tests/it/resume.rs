@@ -2,18 +2,23 @@
 //! the follow-up update limit counts updates made before the restart, and journal
 //! writes do not stall the runtime worker they are made from.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use genesis::core::RunId;
+use genesis::htdag::Limits;
 use genesis::run::{
     Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, RunEvent, RunJournal,
     RunStatus, TaskStatus,
 };
 use genesis::store::{RunStore, SqliteStore, StoreError, UnfinishedRun};
 use genesis::{Orchestrator, RunOptions};
+
+use crate::support::plan_of;
+use crate::{Dying, journaled, resuming, stored, stored_run};
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -25,12 +30,29 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     d
 }
 
-fn plan_of(request: &str) -> genesis::Plan {
-    Orchestrator::builder()
-        .build()
-        .unwrap()
-        .plan_sync(request)
-        .unwrap()
+/// Stores a run of each `(id, request)` in a store at `dir`, then breaks the stored rows
+/// behind the store's back with `damage` (SQL run with the id of `bad` as `?1`), and
+/// lists the unfinished runs of the store reopened. `dir` is removed.
+fn unfinished_after_damage(
+    dir: &Path,
+    runs: &[(&RunId, &str)],
+    damage: &str,
+    bad: &RunId,
+) -> Vec<UnfinishedRun> {
+    {
+        let store = SqliteStore::open(dir).unwrap();
+        for (id, request) in runs {
+            store.create_run(id, &plan_of(request), None, None).unwrap();
+        }
+    }
+    {
+        let conn = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
+        conn.execute(damage, [bad.as_str()]).unwrap();
+    }
+    let store = SqliteStore::open(dir).unwrap();
+    let found = store.unfinished_runs().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    found
 }
 
 #[test]
@@ -39,28 +61,17 @@ fn one_corrupt_stored_run_does_not_hide_the_other_unfinished_runs() {
     let good = RunId::new("run_good");
     let bad = RunId::new("run_bad");
     let later = RunId::new("run_later");
-    {
-        let store = SqliteStore::open(&dir).unwrap();
-        for (id, request) in [
+    // Damage the middle run: its plan no longer parses.
+    let found = unfinished_after_damage(
+        &dir,
+        &[
             (&good, "Fix the crash when uploading large files"),
             (&bad, "Build a SaaS business for invoices"),
             (&later, "Fix the login bug"),
-        ] {
-            store.create_run(id, &plan_of(request), None, None).unwrap();
-        }
-    }
-    // Damage the middle run behind the store's back: its plan no longer parses.
-    {
-        let conn = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
-        conn.execute(
-            "UPDATE runs SET plan_json = '{\"request\": \"Build a SaaS' WHERE id = ?1",
-            [bad.as_str()],
-        )
-        .unwrap();
-    }
-    let store = SqliteStore::open(&dir).unwrap();
-    let found = store.unfinished_runs().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+        ],
+        "UPDATE runs SET plan_json = '{\"request\": \"Build a SaaS' WHERE id = ?1",
+        &bad,
+    );
     assert_eq!(found.len(), 3, "{found:?}");
     let readable: Vec<&str> = found
         .iter()
@@ -90,23 +101,13 @@ fn a_task_row_that_does_not_decode_makes_only_its_run_unreadable() {
     let dir = tempdir("bad-row");
     let good = RunId::new("run_good");
     let bad = RunId::new("run_bad");
-    {
-        let store = SqliteStore::open(&dir).unwrap();
-        let plan = plan_of("Fix the crash when uploading large files");
-        store.create_run(&good, &plan, None, None).unwrap();
-        store.create_run(&bad, &plan, None, None).unwrap();
-    }
-    {
-        let conn = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
-        conn.execute(
-            "UPDATE tasks SET attempts = -1 WHERE run_id = ?1",
-            [bad.as_str()],
-        )
-        .unwrap();
-    }
-    let store = SqliteStore::open(&dir).unwrap();
-    let found = store.unfinished_runs().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let request = "Fix the crash when uploading large files";
+    let found = unfinished_after_damage(
+        &dir,
+        &[(&good, request), (&bad, request)],
+        "UPDATE tasks SET attempts = -1 WHERE run_id = ?1",
+        &bad,
+    );
     assert!(
         matches!(&found[..], [UnfinishedRun::Readable(r), UnfinishedRun::Unreadable { id, .. }]
             if r.id == good && *id == bad),
@@ -134,39 +135,18 @@ impl Agent for ProposeEverywhere {
     }
 }
 
-/// Keeps events until it stored the first `tasks_added`, then keeps nothing more: a
-/// crash right after the run's first follow-up update was journaled.
-struct CrashAfterFirstUpdate {
-    store: Arc<SqliteStore>,
-    dead: AtomicBool,
-}
-
-impl RunJournal for CrashAfterFirstUpdate {
-    fn record(
-        &self,
-        run_id: &RunId,
-        event: &RunEvent,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.record_all(run_id, std::slice::from_ref(event))
-    }
-
-    fn record_all(
-        &self,
-        run_id: &RunId,
-        events: &[RunEvent],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.store.record_all(run_id, events)?;
-        if events
-            .iter()
-            .any(|e| matches!(e, RunEvent::TasksAdded { .. }))
-        {
-            self.dead.store(true, Ordering::SeqCst);
-        }
-        Ok(())
-    }
+/// An orchestrator under `limits` whose every agent is [`ProposeEverywhere`], and its
+/// plan of a small request.
+fn proposing_everywhere(limits: Limits) -> (Orchestrator, genesis::Plan) {
+    let genesis = Orchestrator::builder()
+        .limits(limits)
+        .agents(AgentSet::new().with_fallback(Arc::new(ProposeEverywhere)))
+        .build()
+        .unwrap();
+    let plan = genesis
+        .plan_sync("Fix the crash when uploading large files")
+        .unwrap();
+    (genesis, plan)
 }
 
 fn follow_up_ids(plan: &genesis::Plan) -> Vec<String> {
@@ -179,51 +159,27 @@ fn follow_up_ids(plan: &genesis::Plan) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_counts_the_follow_up_updates_made_before_the_restart() {
-    let limits = genesis::htdag::Limits {
+    let (genesis, plan) = proposing_everywhere(Limits {
         max_updates: 2,
         ..Default::default()
-    };
-    let genesis = Orchestrator::builder()
-        .limits(limits)
-        .agents(AgentSet::new().with_fallback(Arc::new(ProposeEverywhere)))
-        .build()
-        .unwrap();
-    let plan = genesis
-        .plan_sync("Fix the crash when uploading large files")
-        .unwrap();
+    });
     assert!(
         plan.tasks.len() >= 3,
         "every task proposes a follow-up: more proposals than the limit"
     );
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let id = genesis::new_run_id();
-    store.create_run(&id, &plan, None, None).unwrap();
-    let journal = Arc::new(CrashAfterFirstUpdate {
-        store: Arc::clone(&store),
-        dead: AtomicBool::new(false),
-    });
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(journal as Arc<dyn RunJournal>),
-        ..Default::default()
-    };
-    genesis.execute(plan, options).unwrap().wait().await;
-    let record = store.get_run(id.as_str()).unwrap().unwrap();
+    let (store, id) = stored_run(&plan);
+    // A crash right after the run's first follow-up update was journaled.
+    let journal = Dying::after(&store, |e| matches!(e, RunEvent::TasksAdded { .. }));
+    genesis
+        .execute(plan, journaled(&id, journal))
+        .unwrap()
+        .wait()
+        .await;
+    let record = stored(&store, &id);
     assert_eq!(follow_up_ids(&record.plan).len(), 1, "one update journaled");
 
     // Restart: one update is left under max_updates = 2.
-    let resumed: Vec<_> = record
-        .tasks
-        .iter()
-        .filter(|t| t.status.is_terminal())
-        .cloned()
-        .collect();
-    let options = RunOptions {
-        run_id: Some(id.clone()),
-        journal: Some(store.clone() as Arc<dyn RunJournal>),
-        resumed,
-        ..Default::default()
-    };
+    let options = resuming(&store, &record);
     let mut handle = genesis.execute(record.plan.clone(), options).unwrap();
     let mut events = handle.events();
     let result = handle.wait().await;
@@ -255,7 +211,7 @@ async fn a_resumed_run_counts_the_follow_up_updates_made_before_the_restart() {
             "{reason}"
         );
     }
-    let stored = store.get_run(id.as_str()).unwrap().unwrap();
+    let stored = stored(&store, &id);
     assert_eq!(
         follow_up_ids(&stored.plan).len(),
         2,
@@ -317,13 +273,8 @@ impl RunJournal for Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn journal_writes_do_not_hold_the_runtime_worker() {
-    let genesis = Orchestrator::builder()
-        .agents(AgentSet::new().with_fallback(Arc::new(ProposeEverywhere)))
-        .build()
-        .unwrap();
-    let plan = genesis
-        .plan_sync("Fix the crash when uploading large files")
-        .unwrap();
+    // Default limits, as the builder uses when none are set.
+    let (genesis, plan) = proposing_everywhere(Limits::default());
     let probe = Arc::new(Probe {
         handle: tokio::runtime::Handle::current(),
         writes: AtomicUsize::new(0),
