@@ -29,21 +29,35 @@ pub fn push_u64(out: &mut String, v: u64) {
 /// zero. Non-finite and huge values (|v| ≥ 1e15) go through `Display`.
 #[inline]
 pub fn push_fixed2(out: &mut String, v: f64) {
+    // Round half away from zero without a libm call: truncation of a non-negative value.
+    // Below 10 (similarities, rates, difficulties; `y` is below 1000 exactly when the
+    // rounded hundredths are, and never for NaN or infinities): the four characters
+    // from a table, one copy.
+    let y = v.abs() * 100.0 + 0.5;
+    if y < 1000.0 {
+        let x = y as usize;
+        if v < 0.0 && x > 0 {
+            out.push('-');
+        }
+        let at = x * 4;
+        out.push_str(FIXED2.get(at..at + 4).unwrap_or_default());
+        return;
+    }
+    push_fixed2_wide(out, v);
+}
+
+/// [`push_fixed2`] from 10 up (and for non-finite values), out of line so the common
+/// case stays small.
+#[cold]
+#[inline(never)]
+fn push_fixed2_wide(out: &mut String, v: f64) {
     if !v.is_finite() || v.abs() >= 1e15 {
         let _ = write!(out, "{v:.2}");
         return;
     }
-    // Round half away from zero without a libm call: truncation of a non-negative value.
     let x = (v.abs() * 100.0 + 0.5) as u64;
-    if v < 0.0 && x > 0 {
+    if v < 0.0 {
         out.push('-');
-    }
-    if x < 1000 {
-        // Below 10 (similarities, rates, difficulties): the four characters from a
-        // table, one copy.
-        let at = x as usize * 4;
-        out.push_str(FIXED2.get(at..at + 4).unwrap_or_default());
-        return;
     }
     push_u64(out, x / 100);
     out.push('.');

@@ -415,6 +415,18 @@ fn load_at(load: &[u32], a: usize) -> u32 {
     load.get(a).copied().unwrap_or(0)
 }
 
+/// `weight × load / max`, the load penalty of an agent holding `load` of its `max`
+/// tasks: exactly `0.0` without load (weights are finite and ≥ 0, `max` ≥ 1), with no
+/// division on the common path.
+#[inline]
+fn load_penalty(weight: f64, load: u32, max: u32) -> f64 {
+    if load == 0 {
+        0.0
+    } else {
+        weight * f64::from(load) / f64::from(max)
+    }
+}
+
 /// Renders an explanation through the thread's text buffer into an `Arc<str>`.
 fn render(f: impl FnOnce(&mut String)) -> Arc<str> {
     TEXT.with(|cell| match cell.try_borrow_mut() {
@@ -441,15 +453,49 @@ thread_local! {
         std::cell::RefCell::new(PlanScratch::default());
 }
 
-/// Keeps the best `MAX_CANDIDATES` candidates without sorting everything.
-struct TopN {
-    items: [Candidate; MAX_CANDIDATES],
+/// Keeps the best `MAX_CANDIDATES` candidates without sorting everything, in the
+/// ranking's own array (no initialised copy to move in afterwards; entries past `n` are
+/// stale and never read).
+struct TopN<'a> {
+    items: &'a mut [Candidate; MAX_CANDIDATES],
     n: usize,
     /// Index of the worst kept item once full.
     worst: usize,
 }
 
-impl TopN {
+impl<'a> TopN<'a> {
+    fn new(items: &'a mut [Candidate; MAX_CANDIDATES]) -> Self {
+        TopN {
+            items,
+            n: 0,
+            worst: 0,
+        }
+    }
+
+    /// Sorts the kept candidates best first (base descending by `total_cmp`, then agent
+    /// ascending) and returns how many there are. The order is total (agents are
+    /// distinct), so this insertion sort (at most 16 items, usually a handful) gives
+    /// exactly what any other sort would.
+    fn finish(self) -> usize {
+        let c = &mut self.items[..self.n];
+        let before = |x: &Candidate, y: &Candidate| {
+            y.base
+                .total_cmp(&x.base)
+                .then(x.agent.cmp(&y.agent))
+                .is_lt()
+        };
+        for i in 1..c.len() {
+            let x = c[i];
+            let mut j = i;
+            while j > 0 && before(&x, &c[j - 1]) {
+                c[j] = c[j - 1];
+                j -= 1;
+            }
+            c[j] = x;
+        }
+        self.n
+    }
+
     fn better(x: &Candidate, y: &Candidate) -> bool {
         x.base > y.base || (x.base == y.base && x.agent < y.agent)
     }
@@ -599,11 +645,7 @@ impl State {
             cfg.kind_weight as f32,
             cfg.skill_weight as f32,
         );
-        let mut top = TopN {
-            items: [EMPTY; MAX_CANDIDATES],
-            n: 0,
-            worst: 0,
-        };
+        let mut top = TopN::new(&mut r.candidates);
         let mut best_sim = 0.0f32;
         let skills = !task.required_skills.is_empty();
         let base = |a: usize, sim: f32, kind: bool| {
@@ -656,11 +698,7 @@ impl State {
                 });
             }
         }
-        let n = top.n;
-        top.items[..n]
-            .sort_unstable_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
-        r.candidates = top.items;
-        r.n = n;
+        r.n = top.finish();
         r.best_sim = best_sim;
         r.layers_off = None;
         r.top_explanation = render(|out| {
@@ -680,11 +718,7 @@ impl State {
     fn rank_by_kind_into(&self, task: &Task, cfg: &RouterConfig, why: &Arc<str>, r: &mut Ranking) {
         let kw = cfg.kind_weight as f32;
         let sw = cfg.skill_weight as f32;
-        let mut top = TopN {
-            items: [EMPTY; MAX_CANDIDATES],
-            n: 0,
-            worst: 0,
-        };
+        let mut top = TopN::new(&mut r.candidates);
         for &a in &self.by_kind[task.kind.index()] {
             let i = a as usize;
             let mut base = kw + self.prior[i];
@@ -698,13 +732,9 @@ impl State {
                 kind: true,
             });
         }
-        let n = top.n;
-        top.items[..n]
-            .sort_unstable_by(|x, y| y.base.total_cmp(&x.base).then(x.agent.cmp(&y.agent)));
+        r.n = top.finish();
         r.rules.clear();
         r.words = QueryWords::default();
-        r.candidates = top.items;
-        r.n = n;
         r.best_sim = 0.0;
         r.layers_off = Some(Arc::clone(why));
         r.top_explanation = render(|out| match r.candidates().first() {
@@ -1500,8 +1530,11 @@ impl Router {
         let agents = st.registry.as_slice();
         let full = |a: usize| load_at(load, a) >= agents[a].max_concurrent_tasks;
         let load_pen = |a: usize| {
-            cfg.load_weight * f64::from(load_at(load, a))
-                / f64::from(agents[a].max_concurrent_tasks)
+            load_penalty(
+                cfg.load_weight,
+                load_at(load, a),
+                agents[a].max_concurrent_tasks,
+            )
         };
         // Layer 1: rules, in priority order, while their agent has room.
         let mut full_rules = 0usize;
@@ -1681,7 +1714,10 @@ impl Router {
         load: &[u32],
     ) -> Vec<Alternative> {
         let agents = st.registry.as_slice();
-        let k = self.config.top_k.min(cands.len());
+        // Exactly the alternatives that will be pushed: the first `top_k` candidates
+        // other than the chosen agent (candidates are distinct agents).
+        let others = cands.len() - usize::from(cands.iter().any(|c| c.agent as usize == chosen));
+        let k = self.config.top_k.min(others);
         let mut out = Vec::with_capacity(k);
         for c in cands {
             if out.len() == k {
@@ -1691,8 +1727,11 @@ impl Router {
             if a == chosen {
                 continue;
             }
-            let pen = self.config.load_weight * f64::from(load_at(load, a))
-                / f64::from(agents[a].max_concurrent_tasks);
+            let pen = load_penalty(
+                self.config.load_weight,
+                load_at(load, a),
+                agents[a].max_concurrent_tasks,
+            );
             out.push(Alternative {
                 agent: agents[a].id.clone(),
                 score: f64::from(c.base) - pen,

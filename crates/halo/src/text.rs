@@ -1025,7 +1025,11 @@ pub(crate) struct TextIndex {
     postings: Vec<Posting>,
     /// Small catalogues (up to [`DENSE_ROWS`] agents): one row of `n_agents` weights per
     /// feature, so scoring a feature is one contiguous multiply-add over all agents.
+    /// Rows are [`TextIndex::stride`] long (zero-padded).
     rows: Vec<f32>,
+    /// Length of a dense row: `n_agents` rounded up to a multiple of [`LANES`], so a row
+    /// is added in whole 8-lane chunks (the padding weighs 0, its sums stay 0).
+    stride: usize,
     unknown_idf: f32,
     n_agents: usize,
     /// Whether queries go through the one-pass small-catalogue scorer
@@ -1094,6 +1098,60 @@ const MAX_ROW_WEIGHTS: usize = 4 << 20;
 
 /// `Slot::row` of a feature without a dense row.
 const NO_ROW: u32 = u32::MAX;
+
+/// Dense rows and the accumulator they are added to are padded to a multiple of this
+/// many weights (two SSE registers; one AVX register).
+const LANES: usize = 8;
+
+/// `acc[i] += w * row[i]` for two slices of the same length, in whole [`LANES`]-wide
+/// chunks (then any rest one by one): each sum gets the same product as the
+/// element-wise loop, so results are bit-identical to it, without the vectoriser's alias
+/// and tail checks.
+#[inline(always)]
+fn add_row(acc: &mut [f32], row: &[f32], w: f32) {
+    debug_assert_eq!(acc.len(), row.len());
+    let (acc8, acc_rest) = acc.as_chunks_mut::<LANES>();
+    let (row8, row_rest) = row.as_chunks::<LANES>();
+    for (x, r) in acc8.iter_mut().zip(row8) {
+        // Whole-chunk loads before the stores: straight vector code.
+        let (mut sum, r) = (*x, *r);
+        for (s, r) in sum.iter_mut().zip(r) {
+            *s += w * r;
+        }
+        *x = sum;
+    }
+    for (x, r) in acc_rest.iter_mut().zip(row_rest) {
+        *x += w * r;
+    }
+}
+
+/// Reports the dense sums `acc[..n]` scaled by `inv` (the cosines) as
+/// [`TextIndex::score_into`] does, zeroes all of `acc` for the next query and returns the
+/// best cosine (at most 1).
+#[inline(always)]
+fn report(
+    acc: &mut [f32],
+    n: usize,
+    inv: f32,
+    min_score: f32,
+    keep: &impl Fn(usize) -> bool,
+    f: &mut impl FnMut(usize, f32),
+) -> f32 {
+    let mut best = 0.0f32;
+    for (a, &x) in acc[..n].iter().enumerate() {
+        let v = x * inv;
+        // Sums and `inv` are finite, so a plain comparison is `f32::max` without its
+        // NaN handling.
+        if v > best {
+            best = v;
+        }
+        if v > 0.0 && (v >= min_score || keep(a)) {
+            f(a, v.min(1.0));
+        }
+    }
+    acc.fill(0.0);
+    best.min(1.0)
+}
 
 struct Scratch {
     feats: Vec<u64>,
@@ -1445,7 +1503,7 @@ impl TextIndex {
         let mut slots = vec![Slot::default(); cap];
         let mut postings: Vec<Posting> = Vec::with_capacity(triples.len());
         let mut rows: Vec<f32> = Vec::new();
-        let stride = n;
+        let stride = n.next_multiple_of(LANES);
         let mut i = 0;
         while i < triples.len() {
             let h = triples[i].0;
@@ -1501,6 +1559,7 @@ impl TextIndex {
             mask,
             postings,
             rows,
+            stride,
             unknown_idf: (1.0 + n as f32).ln(),
             n_agents: n,
             small: n <= DENSE_ROWS && cfg.char_min == 0,
@@ -1614,10 +1673,10 @@ impl TextIndex {
         }
         unique_small(&mut s.feats);
         let n = self.n_agents;
-        let stride = n;
-        if s.acc.len() < stride.max(n) {
-            s.acc.resize(stride.max(n), 0.0);
-            s.seen.resize(stride.max(n), false);
+        let stride = self.stride;
+        if s.acc.len() < stride {
+            s.acc.resize(stride, 0.0);
+            s.seen.resize(stride, false);
         }
         s.touched.clear();
         let mut norm = 0.0f32;
@@ -1631,9 +1690,7 @@ impl TextIndex {
                         norm += q * q;
                         let row = slot.row as usize;
                         if let Some(row) = self.rows.get(row..row + stride) {
-                            for (x, w) in acc.iter_mut().zip(row) {
-                                *x += q * w;
-                            }
+                            add_row(acc, row, q);
                         } else {
                             // Past the dense-row budget: postings.
                             let start = slot.start as usize;
@@ -1648,16 +1705,7 @@ impl TextIndex {
                 }
             }
             let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
-            let mut best = 0.0f32;
-            for (a, x) in acc[..n].iter_mut().enumerate() {
-                let v = *x * inv;
-                *x = 0.0;
-                best = best.max(v);
-                if v > 0.0 && (v >= min_score || keep(a)) {
-                    f(a, v.min(1.0));
-                }
-            }
-            return best.min(1.0);
+            return report(acc, n, inv, min_score, keep, f);
         }
         // Mid-size catalogues: accumulate densely and scan every agent (no branch per
         // posting). Large ones: track the agents touched, so cost follows the postings.
@@ -1671,6 +1719,8 @@ impl TextIndex {
                     let end = start + slot.len as usize;
                     let row = slot.row as usize;
                     if let Some(row) = self.rows.get(row..row + stride).filter(|_| dense) {
+                        // Element by element: `add_row`'s chunks vectorise badly over a
+                        // long row (lane shuffles), the plain loop does not.
                         for (x, w) in s.acc[..n].iter_mut().zip(row) {
                             *x += q * w;
                         }
@@ -1693,26 +1743,18 @@ impl TextIndex {
             }
         }
         let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
-        let mut best = 0.0f32;
         if dense {
-            for (a, x) in s.acc[..n].iter_mut().enumerate() {
-                let v = *x * inv;
-                *x = 0.0;
-                best = best.max(v);
-                if v > 0.0 && (v >= min_score || keep(a)) {
-                    f(a, v.min(1.0));
-                }
-            }
-        } else {
-            for &a in &s.touched {
-                let a = a as usize;
-                let v = s.acc[a] * inv;
-                s.acc[a] = 0.0;
-                s.seen[a] = false;
-                best = best.max(v);
-                if v > 0.0 && (v >= min_score || keep(a)) {
-                    f(a, v.min(1.0));
-                }
+            return report(&mut s.acc[..stride], n, inv, min_score, keep, f);
+        }
+        let mut best = 0.0f32;
+        for &a in &s.touched {
+            let a = a as usize;
+            let v = s.acc[a] * inv;
+            s.acc[a] = 0.0;
+            s.seen[a] = false;
+            best = best.max(v);
+            if v > 0.0 && (v >= min_score || keep(a)) {
+                f(a, v.min(1.0));
             }
         }
         best.min(1.0)
@@ -1742,16 +1784,17 @@ impl TextIndex {
         f: &mut impl FnMut(usize, f32),
     ) -> Option<f32> {
         let n = self.n_agents;
+        let stride = self.stride;
         let bytes = text.as_bytes();
-        if s.acc.len() < n {
-            s.acc.resize(n, 0.0);
-            s.seen.resize(n, false);
+        if s.acc.len() < stride {
+            s.acc.resize(stride, 0.0);
+            s.seen.resize(stride, false);
         }
         s.raws.clear();
         words.len = 0;
         let raws = &mut s.raws;
         let mut q = SmallQuery {
-            acc: &mut s.acc[..n],
+            acc: &mut s.acc[..stride],
             seen: &mut s.seen_features,
             count: 0,
             bloom: [0; 4],
@@ -1795,8 +1838,11 @@ impl TextIndex {
                     (x0, x1, 16 + k)
                 }
             };
-            let word = &bytes[start..start + wl];
-            i = start + wl;
+            let end = start + wl;
+            let word = &bytes[start..end];
+            // The byte at `end` ended the word: a separator (or the end of the text), so
+            // the next scan starts after it.
+            i = end + 1;
             // The first 16 bytes, lower-cased (word bytes are letters, digits or
             // non-ASCII, so ASCII lower-casing is exactly the `LOWER` table).
             let (lo, hi) = (lower8(w0), if wl > 8 { lower8(w1) } else { 0 });
@@ -1814,7 +1860,7 @@ impl TextIndex {
                 // not use, what the vocabulary would hold for it (from the memo or
                 // computed now).
                 let e = match vocab.get_key(lo, hi, wl) {
-                    Some(e) => *e,
+                    Some(e) => e,
                     None => self.memo_entry(&mut s.memo, lo, hi, wl),
                 };
                 if want_raw {
@@ -1826,7 +1872,7 @@ impl TextIndex {
                         (e.word, e.word_slot),
                         (e.prefix, e.prefix_slot),
                         start,
-                        i,
+                        end,
                     );
                 }
                 continue;
@@ -1850,16 +1896,7 @@ impl TextIndex {
             raw(h);
         }
         let inv = if norm > 0.0 { 1.0 / norm.sqrt() } else { 0.0 };
-        let mut best = 0.0f32;
-        for (a, x) in s.acc[..n].iter_mut().enumerate() {
-            let v = *x * inv;
-            *x = 0.0;
-            best = best.max(v);
-            if v > 0.0 && (v >= min_score || keep(a)) {
-                f(a, v.min(1.0));
-            }
-        }
-        Some(best.min(1.0))
+        Some(report(&mut s.acc[..stride], n, inv, min_score, keep, f))
     }
 
     /// The vocabulary entry a lower-cased word of `len` bytes (1..=[`VOCAB_MAX`], not
@@ -1867,32 +1904,24 @@ impl TextIndex {
     /// it holds the word for this index, else computed as [`Vocab::build`] does and
     /// remembered.
     #[inline]
-    fn memo_entry(
+    fn memo_entry<'m>(
         &self,
-        memo: &mut Vec<(u64, VocabEntry)>,
+        memo: &'m mut Vec<(u64, VocabEntry)>,
         lo: u64,
         hi: u64,
         len: usize,
-    ) -> VocabEntry {
+    ) -> &'m VocabEntry {
         if memo.len() != MEMO_SLOTS {
             memo.clear();
             memo.resize(MEMO_SLOTS, (0, VocabEntry::default()));
         }
         let h = (lo ^ hi.rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let at = (h >> 56) as usize % MEMO_SLOTS;
-        if let Some((id, e)) = memo.get(at)
-            && *id == self.id
-            && usize::from(e.len) == len
-            && e.lo == lo
-            && e.hi == hi
-        {
-            return *e;
+        let slot = &mut memo[(h >> 56) as usize % MEMO_SLOTS];
+        let (id, e) = slot;
+        if !(*id == self.id && usize::from(e.len) == len && e.lo == lo && e.hi == hi) {
+            *slot = (self.id, self.vocab_entry(lo, hi, len));
         }
-        let e = self.vocab_entry(lo, hi, len);
-        if let Some(slot) = memo.get_mut(at) {
-            *slot = (self.id, e);
-        }
-        e
+        &slot.1
     }
 
     /// What [`Vocab::build`] stores for a word (see [`TextIndex::memo_entry`]), with its
@@ -2021,9 +2050,7 @@ impl TextIndex {
         q.norm += w * w;
         let row = slot.row as usize;
         if let Some(row) = self.rows.get(row..row + q.acc.len()) {
-            for (x, r) in q.acc.iter_mut().zip(row) {
-                *x += w * r;
-            }
+            add_row(q.acc, row, w);
         } else {
             let start = slot.start as usize;
             let list = self
@@ -2777,6 +2804,28 @@ mod tests {
             let mut buf = [0u8; 8];
             buf[..n].copy_from_slice(&bytes[..n]);
             assert_eq!(load_le(&bytes[..n]), u64::from_le_bytes(buf), "{n}");
+        }
+    }
+
+    #[test]
+    fn add_row_equals_the_element_wise_loop() {
+        let mut rng = 11u64;
+        for len in 0..40 {
+            let row: Vec<f32> = (0..len)
+                .map(|_| (splitmix(&mut rng) % 1000) as f32 / 7.0)
+                .collect();
+            let start: Vec<f32> = (0..len)
+                .map(|_| (splitmix(&mut rng) % 1000) as f32 / 3.0)
+                .collect();
+            let w = (splitmix(&mut rng) % 100) as f32 / 9.0;
+            let mut want = start.clone();
+            for (x, r) in want.iter_mut().zip(&row) {
+                *x += w * r;
+            }
+            let mut got = start;
+            add_row(&mut got, &row, w);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{len}");
         }
     }
 
