@@ -338,9 +338,9 @@ struct Inner {
 ///
 /// | switch | off when | effect |
 /// |---|---|---|
-/// | LLM calls | flag `llm_integration_enabled` off (open provider breakers fail calls fast on their own; the level reports them) | heuristic decomposition; LLM agents refuse tasks (they are re-routed) |
+/// | LLM calls | flag `llm_integration_enabled` off, or below 10% of the daily budget left (open provider breakers fail calls fast on their own) | heuristic decomposition; with the flag off, LLM agents also refuse tasks (they are re-routed) |
 /// | decomposition | flag `htdag_decomposition` off | one task per request |
-/// | matching | flag `halo_routing` off, or level `minimal` | routing by task kind only |
+/// | matching | flag `halo_routing` off, or level `minimal` (half the agent breakers open, or below 2% of the daily budget left) | routing by task kind only |
 /// | plan context | flag `new_router_rollout` off for the subject | each task routed alone |
 /// | cost routing | flag `daao_cost_routing` off | the strongest model for every task |
 /// | validation gate | flag `aop_validation` off | plans are scored but a failed check does not reject them |
