@@ -112,6 +112,13 @@ impl TaskDag {
         self.updates
     }
 
+    /// Sets the count of dynamic updates already applied, for a DAG rebuilt from a
+    /// stored plan that holds them (a resumed run): later updates are numbered and held
+    /// to [`Limits::max_updates`] from there.
+    pub fn restore_updates(&mut self, applied: usize) {
+        self.updates = applied;
+    }
+
     /// Adds a task under `parent` (or at the top level). The new task inherits the
     /// parent's declared dependencies and the parent waits for it.
     ///
@@ -929,6 +936,24 @@ mod tests {
         }
         assert!(matches!(
             dag.apply_update(DagUpdate::default()),
+            Err(HtdagError::TooManyUpdates { count: 10, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn restored_updates_count_against_the_limit() {
+        let mut dag = TaskDag::default();
+        dag.add_task(t("a"), None).unwrap();
+        dag.restore_updates(9);
+        let one = |name: &str| DagUpdate {
+            parent: None,
+            subtasks: vec![t(name)],
+            dependencies: vec![],
+        };
+        dag.apply_update(one("b")).unwrap();
+        assert_eq!(dag.updates_applied(), 10);
+        assert!(matches!(
+            dag.apply_update(one("c")),
             Err(HtdagError::TooManyUpdates { count: 10, max: 10 })
         ));
     }

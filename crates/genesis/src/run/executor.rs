@@ -471,9 +471,6 @@ struct Runner {
     events: broadcast::Sender<RunEvent>,
     cancel: CancellationToken,
     resumed: usize,
-    /// Follow-up updates applied before a restart (the DAG, rebuilt from the plan,
-    /// counts only this process's): together they are held to `max_updates`.
-    updates_before: usize,
 }
 
 impl Runner {
@@ -497,7 +494,9 @@ impl Runner {
         let mut slots = Vec::with_capacity(spec.plan.tasks.len());
         let mut index = HashMap::with_capacity(spec.plan.tasks.len());
         let resumed = done.len();
-        let updates_before = updates_in(&spec.plan);
+        // A DAG rebuilt from a stored plan counts no updates; the plan's follow-ups are
+        // the ones applied before the restart, held to `max_updates` with later ones.
+        let updates = updates_in(&spec.plan);
         for planned in spec.plan.tasks {
             let Some(task) = spec.dag.task(planned.id.as_str()).cloned() else {
                 continue;
@@ -529,7 +528,11 @@ impl Runner {
             subject: spec.subject,
             refinement: spec.refinement,
             request: Arc::from(spec.plan.request.as_str()),
-            dag: spec.dag,
+            dag: {
+                let mut dag = spec.dag;
+                dag.restore_updates(updates);
+                dag
+            },
             slots,
             index,
             ledger: Arc::new(Mutex::new(spec.ledger)),
@@ -540,7 +543,6 @@ impl Runner {
             events,
             cancel,
             resumed,
-            updates_before,
         };
         runner.recount();
         runner
@@ -845,19 +847,7 @@ impl Runner {
     /// update was refused (`None` when `after` is not in the DAG).
     fn add_followups(&mut self, after: &TaskId, followups: &[super::FollowUp]) -> Option<RunEvent> {
         let parent = self.dag.get(after.as_str())?.parent.clone();
-        let applied = self.updates_before + self.dag.updates_applied();
-        let max = self.dag.limits().max_updates;
-        if applied >= max {
-            return Some(RunEvent::UpdateRejected {
-                after: after.clone(),
-                reason: genesis_htdag::HtdagError::TooManyUpdates {
-                    count: applied,
-                    max,
-                }
-                .to_string(),
-            });
-        }
-        let update = applied + 1;
+        let update = self.dag.updates_applied() + 1;
         let mut tasks = Vec::with_capacity(followups.len());
         for (k, f) in followups.iter().enumerate() {
             if let Err(e) = self
