@@ -1474,6 +1474,7 @@ impl TextIndex {
     }
 
     /// The index in `slots` of feature `h`, if the index holds it.
+    #[inline]
     fn slot_of(&self, h: u64) -> Option<usize> {
         let key = h | 1;
         let mut s = (h as usize) & self.mask;
@@ -1572,18 +1573,7 @@ impl TextIndex {
 
     #[inline]
     fn lookup(&self, h: u64) -> Option<&Slot> {
-        let key = h | 1;
-        let mut s = (h as usize) & self.mask;
-        loop {
-            let slot = &self.slots[s];
-            if slot.key == key {
-                return Some(slot);
-            }
-            if slot.key == 0 {
-                return None;
-            }
-            s = (s + 1) & self.mask;
-        }
+        self.slot_of(h).and_then(|s| self.slots.get(s))
     }
 
     /// Whether the agent had examples when the index was built.
