@@ -36,6 +36,9 @@
 //! `plans=0` records no plan ids (tags only); `single=1` routes each step alone
 //! (`route_top_k`, the protocol before plan context); `probe=1` also prints the
 //! headroom check (oracle and realistic re-ranking outside the router).
+//! `dump=PATH` writes every routed step as one JSON line (protocol, fold, request id,
+//! text, gold tool and the router's best 30 `(tool, score)` after plan context), for
+//! re-ranking probes outside the router; it widens `top_k` to 30 and changes no decision.
 
 #![allow(clippy::print_stdout)]
 
@@ -115,6 +118,7 @@ fn main() -> anyhow::Result<()> {
     let mut probe = false;
     let mut record_plans = true;
     let mut single = false;
+    let mut dump: Option<String> = None;
     for arg in std::env::args().skip(1) {
         let Some((k, v)) = arg.split_once('=') else {
             dir = arg;
@@ -157,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             "plan_k" => cfg.plan.candidates = v.parse()?,
             "plans" => record_plans = v == "1",
             "single" => single = v == "1",
+            "dump" => dump = Some(v.to_string()),
             "desc_only" => desc_only = v == "1" || v == "true",
             "folds" => folds = v.parse()?,
             "seed" => seed = v.parse()?,
@@ -186,6 +191,10 @@ fn main() -> anyhow::Result<()> {
         cfg.text
     );
     let fold_of = |s: &Step| fnv(&s.request_id, seed) % folds;
+    if dump.is_some() {
+        cfg.top_k = 30;
+    }
+    let mut dump_out = String::new();
     for protocol in ["cv", "unseen"] {
         let mut all = Tally::default();
         let mut seen = Tally::default();
@@ -297,12 +306,33 @@ fn main() -> anyhow::Result<()> {
                                 agent: a.clone(),
                                 score: d.score,
                             });
-                            ranked[i].extend(d.alternatives.iter().take(2).cloned());
+                            ranked[i].extend(
+                                d.alternatives
+                                    .iter()
+                                    .take(if dump.is_some() { 29 } else { 2 })
+                                    .cloned(),
+                            );
                         }
                     }
                 }
             }
             route_time += t0.elapsed().as_secs_f64();
+            if dump.is_some() {
+                for (s, top) in test.iter().zip(&ranked) {
+                    let r: Vec<(String, f64)> =
+                        top.iter().map(|a| (a.agent.to_string(), a.score)).collect();
+                    let row = serde_json::json!({
+                        "protocol": protocol,
+                        "fold": f,
+                        "request_id": s.request_id,
+                        "text": s.step_text_masked,
+                        "gold": s.gold_tool,
+                        "ranked": r,
+                    });
+                    dump_out.push_str(&row.to_string());
+                    dump_out.push('\n');
+                }
+            }
             for (s, top) in test.iter().zip(&ranked) {
                 let rank = top.iter().position(|a| a.agent.as_str() == s.gold_tool);
                 if top.is_empty() {
@@ -343,6 +373,9 @@ fn main() -> anyhow::Result<()> {
             build_time * 1000.0 / folds as f64,
             route_time * 1e6 / all.n.max(1) as f64
         );
+    }
+    if let Some(path) = &dump {
+        std::fs::write(path, dump_out)?;
     }
     Ok(())
 }
