@@ -1,5 +1,6 @@
 //! `plan()` end to end on the heuristic path: screen → decompose → route → select
-//! models → validate, plus the first two stages alone.
+//! models → validate, plus the first two stages alone, and the SaaS plan as the server
+//! makes it (shipped feature flags, Prometheus recorder installed).
 //!
 //! Run: `cargo bench -p genesis-benches --bench plan` (mimalloc, as the binaries use;
 //! add `--features system-allocator` for the system allocator)
@@ -57,6 +58,42 @@ fn plan(c: &mut Criterion) {
         })
     });
     stages.finish();
+
+    // As the server plans: the shipped feature flags evaluated on every plan (seven
+    // flags), first with no metrics recorder (each flag-evaluation counter is a no-op),
+    // then with the Prometheus recorder installed, so every counter, gauge and histogram
+    // of the pipeline is recorded. Installing it is global, so this group runs last.
+    let flags_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/feature_flags.json");
+    let flags = match genesis::flags::SharedFlags::load(flags_file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot load {flags_file}: {e}");
+            return;
+        }
+    };
+    let served = match Orchestrator::builder().flags(flags).build() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cannot build the orchestrator with flags: {e}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("plan_served");
+    group.bench_function("saas_request_flags", |b| {
+        b.iter(|| served.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+    });
+    if let Err(e) = genesis::telemetry::install_prometheus_recorder() {
+        eprintln!("cannot install the Prometheus recorder: {e}");
+        group.finish();
+        return;
+    }
+    group.bench_function("saas_request_flags_prometheus", |b| {
+        b.iter(|| served.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+    });
+    group.bench_function("saas_request_prometheus", |b| {
+        b.iter(|| genesis.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, plan);
