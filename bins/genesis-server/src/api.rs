@@ -16,7 +16,7 @@ use genesis::GenesisError;
 use genesis::core::Usd;
 use genesis::run::{RunEvent, RunStatus};
 use genesis::security::SecurityError;
-use genesis::store::{RunStore, StoredEvent};
+use genesis::store::{RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -157,7 +157,8 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
 /// flags (and logs the error at every tick), so what the operator wrote — a kill switch,
 /// a rollout step — is not in force. Without hot reload the file is read only at start,
 /// and without a file there is nothing to reload: the check passes. False when the
-/// orchestrator has no flags at all. Costs one read and parse of the file.
+/// orchestrator has no flags at all. Costs one `stat` of the file while it is unchanged
+/// (see [`FlagsFileCheck`]); a read and parse when it changed.
 fn flags_file_applies(s: &AppState) -> bool {
     let Some(flags) = s.orchestrator.flags() else {
         return false;
@@ -166,7 +167,21 @@ fn flags_file_applies(s: &AppState) -> bool {
     if config.reload_interval.is_zero() {
         return true;
     }
-    match genesis::flags::FlagStore::load(&config.file) {
+    let meta = match std::fs::metadata(&config.file) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => return false,
+    };
+    // Taken before the read: an edit in between shows as a change at the next check.
+    let key = meta.modified().ok().map(|modified| FileKey {
+        modified,
+        len: meta.len(),
+        overrides: flags.overrides(),
+    });
+    if let Some(ok) = key.as_ref().and_then(|k| s.flags_check.get(k)) {
+        return ok;
+    }
+    let ok = match genesis::flags::FlagStore::load(&config.file) {
         Ok(mut file) => file.apply_overrides(&flags.overrides()).is_ok(),
         Err(genesis::flags::FlagError::Read { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -174,6 +189,55 @@ fn flags_file_applies(s: &AppState) -> bool {
             true
         }
         Err(_) => false,
+    };
+    if let Some(key) = key {
+        s.flags_check.put(key, ok, std::time::SystemTime::now());
+    }
+    ok
+}
+
+/// What identifies one version of the flags file for [`FlagsFileCheck`]: its
+/// modification time and length, and the environment overrides it was checked with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FileKey {
+    modified: std::time::SystemTime,
+    len: u64,
+    overrides: Vec<genesis::flags::FlagOverride>,
+}
+
+/// The last result of the `/ready` flags-file check, so an unchanged file is not read
+/// and parsed at every probe: a file with the same modification time and length (and
+/// the same overrides in force) is taken as unchanged.
+#[derive(Debug, Default)]
+pub(crate) struct FlagsFileCheck(std::sync::Mutex<Option<(FileKey, bool)>>);
+
+impl FlagsFileCheck {
+    /// A file whose modification time is more recent than this is checked again at
+    /// every probe: file systems keep modification times at a granularity (from a few
+    /// milliseconds to 2 s), so a second write of the same length within it can leave
+    /// both unchanged.
+    const SETTLE: Duration = Duration::from_secs(2);
+
+    /// The result for `key`, if it was the last one checked.
+    fn get(&self, key: &FileKey) -> Option<bool> {
+        let last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref().filter(|(k, _)| k == key).map(|(_, ok)| *ok)
+    }
+
+    /// Remembers `ok` for `key`, unless the file changed less than [`Self::SETTLE`]
+    /// before `now`.
+    fn put(&self, key: FileKey, ok: bool, now: std::time::SystemTime) {
+        let settled = now
+            .duration_since(key.modified)
+            .is_ok_and(|age| age >= Self::SETTLE);
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = settled.then_some((key, ok));
     }
 }
 
@@ -266,12 +330,7 @@ pub(crate) async fn create_task(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let subject = headers
-        .get("x-agent-id")
-        .or_else(|| headers.get("x-api-key"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("anonymous")
-        .to_owned();
+    let subject = subject_of(&headers);
     if req.mode == Mode::Run {
         if state.is_shutting_down() {
             let mut r = json_error(
@@ -384,7 +443,11 @@ fn accepted(id: String, existing: bool) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, description = "the run: status, plan, task states, cost, degradation"), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the run: status, plan, task states, cost, degradation; for a run whose stored plan or tasks no longer decode, what still reads (status, request, cost) and an `error` with rule `run_store_corrupt`"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "rule `run_store_corrupt`: not even the run's status reads back", body = ErrorBody)
+    ))]
 pub(crate) async fn get_task(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -411,6 +474,55 @@ pub(crate) async fn get_task(
             Json(v).into_response()
         }
         Ok(None) => not_found_run(&id),
+        Err(e) if e.is_undecodable() => unreadable_run(&state, &id, &e).await,
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_store",
+            e.to_string(),
+            "internal",
+        ),
+    }
+}
+
+/// `GET /api/tasks/{id}` of a run that is stored but does not read back (its plan or
+/// task rows no longer decode; it was failed as `run_store_corrupt` at the start, or is
+/// failed at the next): 200 with what still reads — id, status, request (first 200
+/// characters), cost, creation time — and an `error` naming the rule and what broke, so
+/// a client polling for the end of the run sees it end. 409 with the same rule when not
+/// even that row reads back.
+async fn unreadable_run(state: &Arc<AppState>, id: &str, error: &StoreError) -> Response {
+    let message = crate::runs::with_sources(error);
+    let key = id.to_owned();
+    let summary = match blocking(state, move |s| s.runs.store().run_summary(&key)).await {
+        Ok(summary) => summary,
+        Err(response) => return response,
+    };
+    match summary {
+        Ok(Some(run)) => {
+            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "live".into(),
+                    serde_json::Value::Bool(state.runs.subscribe(id).is_some()),
+                );
+                o.insert(
+                    "error".into(),
+                    serde_json::json!({
+                        "rule": crate::runs::CORRUPT_RULE,
+                        "message": message,
+                        "category": "internal",
+                    }),
+                );
+            }
+            Json(v).into_response()
+        }
+        Ok(None) => not_found_run(id),
+        Err(e) if e.is_undecodable() => json_error(
+            StatusCode::CONFLICT,
+            crate::runs::CORRUPT_RULE,
+            format!("run {id} is stored but does not read back: {message}"),
+            "internal",
+        ),
         Err(e) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "run_store",
@@ -517,8 +629,9 @@ pub(crate) async fn cancel_task(
         )
             .into_response();
     }
+    // The row alone: a run whose plan no longer decodes still answers.
     let key = id.clone();
-    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+    let run = match blocking(&state, move |s| s.runs.store().run_summary(&key)).await {
         Ok(run) => run,
         Err(response) => return response,
     };
@@ -549,8 +662,9 @@ pub(crate) async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    // The row alone: the events of a run whose plan no longer decodes still stream.
     let key = id.clone();
-    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+    let run = match blocking(&state, move |s| s.runs.store().run_summary(&key)).await {
         Ok(run) => run,
         Err(response) => return response,
     };
@@ -753,4 +867,92 @@ pub(crate) async fn not_found() -> Response {
         "no such endpoint".into(),
         "validation",
     )
+}
+
+/// Who a request is for, as feature flags see it and as a run journals it: the
+/// `x-agent-id` header, else `key:` and the first 8 bytes (hex) of the SHA-256 of the API
+/// key the request authenticated with (`x-api-key` or `Authorization: Bearer`), else
+/// `anonymous`. A key is never the subject itself, so it is never stored with a run;
+/// its digest keeps one key's rollout buckets sticky across requests and restarts.
+pub(crate) fn subject_of(headers: &HeaderMap) -> String {
+    if let Some(agent) = headers.get("x-agent-id").and_then(|v| v.to_str().ok()) {
+        return agent.to_owned();
+    }
+    match crate::middleware::credential(headers) {
+        Some(key) => {
+            use std::fmt::Write as _;
+            let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+            let mut out = String::with_capacity(20);
+            out.push_str("key:");
+            for b in &digest.as_ref()[..8] {
+                let _ = write!(out, "{b:02x}");
+            }
+            out
+        }
+        None => "anonymous".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn key(modified: SystemTime) -> FileKey {
+        FileKey {
+            modified,
+            len: 10,
+            overrides: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_subject_is_the_agent_id_or_a_digest_of_the_key_never_the_key() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).unwrap());
+            }
+            subject_of(&h)
+        };
+        assert_eq!(with(&[]), "anonymous");
+        let by_header = with(&[("x-api-key", "secret-key-1")]);
+        assert!(by_header.starts_with("key:"), "{by_header}");
+        assert_eq!(by_header.len(), "key:".len() + 16);
+        assert!(!by_header.contains("secret"), "{by_header}");
+        // The same key sent as a bearer token is the same subject; another key is not.
+        assert_eq!(with(&[("authorization", "Bearer secret-key-1")]), by_header);
+        assert_ne!(with(&[("x-api-key", "secret-key-2")]), by_header);
+        // Pinned, so buckets stay sticky across releases: the first 8 bytes of
+        // `printf 'secret-key-1' | sha256sum`.
+        assert_eq!(by_header, "key:a6c1eaef9d5f23f4");
+        assert_eq!(
+            with(&[("x-agent-id", "agent-7"), ("x-api-key", "secret-key-1")]),
+            "agent-7"
+        );
+    }
+
+    #[test]
+    fn a_flags_file_check_is_kept_once_the_file_has_settled() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let check = FlagsFileCheck::default();
+        // Written just now: a same-length write in the same timestamp tick would look
+        // unchanged, so the result is not kept.
+        let fresh = key(now - Duration::from_millis(500));
+        check.put(fresh.clone(), true, now);
+        assert_eq!(check.get(&fresh), None);
+        let settled = key(now - FlagsFileCheck::SETTLE);
+        check.put(settled.clone(), false, now);
+        assert_eq!(check.get(&settled), Some(false));
+        // Any other time, length or overrides is another file.
+        assert_eq!(check.get(&key(now - Duration::from_secs(3))), None);
+        let longer = FileKey {
+            len: 11,
+            ..settled.clone()
+        };
+        assert_eq!(check.get(&longer), None);
+        // A file from the future (clock stepped back) is not kept either.
+        check.put(key(now + Duration::from_secs(60)), true, now);
+        assert_eq!(check.get(&settled), None);
+    }
 }

@@ -128,7 +128,8 @@ fn client_ip(req: &Request) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
-fn credential(headers: &HeaderMap) -> Option<String> {
+/// The API key a request carries: `x-api-key`, else `Authorization: Bearer <key>`.
+pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.to_owned());
     }

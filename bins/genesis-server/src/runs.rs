@@ -38,11 +38,11 @@ impl std::fmt::Debug for RunManager {
 }
 
 /// The `run_rejected` rule of a run whose stored rows do not decode.
-const CORRUPT_RULE: &str = "run_store_corrupt";
+pub(crate) const CORRUPT_RULE: &str = "run_store_corrupt";
 
 /// `error` and its sources, `: `-separated (the store's errors do not repeat their
 /// source's text, and the decoder's says where the data broke).
-fn with_sources(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_sources(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -163,8 +163,8 @@ impl RunManager {
         }
     }
 
-    /// Journals a run, then starts it. Returns the run id and whether it already existed
-    /// (same idempotency key).
+    /// Journals a run with the subject it runs for, then starts it. Returns the run id
+    /// and whether it already existed (same idempotency key).
     ///
     /// # Errors
     /// Store failures (nothing was accepted) or an invalid plan.
@@ -176,7 +176,10 @@ impl RunManager {
         subject: &str,
     ) -> Result<(RunId, bool), StartRunError> {
         let id = genesis::new_run_id();
-        match self.store.create_run(&id, &plan, budget, idempotency_key)? {
+        match self
+            .store
+            .create_run(&id, &plan, budget, idempotency_key, Some(subject))?
+        {
             Created::Existing(existing) => Ok((existing, true)),
             Created::New(id) => {
                 let resumed = Vec::new();
@@ -290,14 +293,16 @@ impl RunManager {
                 .filter(|t| t.status.is_terminal())
                 .collect();
             tracing::info!(run_id = %run.id, finished_tasks = done, spent = %run.cost, "resuming run");
-            // The subject is not journaled: resumed runs evaluate flags as `anonymous`.
+            // For the subject it was started for (runs journaled before subjects were:
+            // `anonymous`, as they ran), and routed as its stored plan was.
+            let subject = run.subject.as_deref().unwrap_or("anonymous");
             match self.launch(
                 run.id.clone(),
                 run.plan,
                 run.budget,
                 resumed,
                 run.cost,
-                "anonymous",
+                subject,
             ) {
                 Ok(()) => n += 1,
                 Err(e) => {

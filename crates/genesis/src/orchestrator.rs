@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use crate::providers::LlmProviders;
 
-use crate::plan::{PlannedTask, TaskModel, TaskRoute};
+use crate::plan::{PlanRouting, PlannedTask, TaskModel, TaskRoute};
 use crate::run::executor_internals::{AgentTry, Learner, Replanner, RunSpec};
 use crate::run::{
     AgentSet, DaySpend, Executor, ExecutorConfig, NoJournal, Refinement, RunHandle, RunJournal,
@@ -743,13 +743,13 @@ impl Orchestrator {
                 .iter()
                 .filter_map(|&p| nodes.get(p))
                 .map(|n| &n.task);
-            match (&stages.matching_off, stages.plan_context) {
-                (Some(why), _) => inner
-                    .router
-                    .route_all_by_kind_into(tasks, why, &mut decisions),
-                (None, true) => inner.router.route_all_into(tasks, &mut decisions),
-                (None, false) => inner.router.route_all_into_per_task(tasks, &mut decisions),
-            }
+            route_into(
+                &inner.router,
+                stages.matching_off.as_deref(),
+                stages.plan_context,
+                tasks,
+                &mut decisions,
+            );
         }
         // One counter update per layer, not per task: each update is a registry lookup.
         let mut per_layer = [0u64; 4];
@@ -783,15 +783,10 @@ impl Orchestrator {
             let Some(routed) = decisions.get(decision) else {
                 continue;
             };
-            let model = routed.agent.as_ref().map(|_| {
-                if stages.cost_routing {
-                    inner.selector.select(task)
-                } else {
-                    inner
-                        .selector
-                        .select_strongest(task, "feature flag daao_cost_routing is off")
-                }
-            });
+            let model = routed
+                .agent
+                .as_ref()
+                .map(|_| select_model(&inner.selector, task, stages.cost_routing));
             if let Some(slot) = assignments.get_mut(position) {
                 *slot = Some(Assignment {
                     task: task.id.clone(),
@@ -853,6 +848,7 @@ impl Orchestrator {
             decomposer,
             degradation,
             degradation_reason,
+            routing: Some(stages.routing()),
             estimated_cost: validation.estimated_cost,
             depth,
             tasks: planned,
@@ -910,6 +906,47 @@ impl Stages {
         }
         (planned, reason)
     }
+
+    /// The routing stages (matching, plan context, cost routing), as a plan records
+    /// them.
+    pub fn routing(&self) -> PlanRouting {
+        PlanRouting {
+            matching_off: self.matching_off.clone(),
+            plan_context: self.plan_context,
+            cost_routing: self.cost_routing,
+        }
+    }
+}
+
+/// Routes `tasks` (one generation of a plan, or one follow-up update) under the routing
+/// stages, appending one decision per task to `out`: by kind only when matching is off
+/// (`why` goes into every explanation), else with or without plan context.
+fn route_into<'t>(
+    router: &Router,
+    matching_off: Option<&str>,
+    plan_context: bool,
+    tasks: impl IntoIterator<Item = &'t Task>,
+    out: &mut Vec<RouteDecision>,
+) {
+    match (matching_off, plan_context) {
+        (Some(why), _) => router.route_all_by_kind_into(tasks, why, out),
+        (None, true) => router.route_all_into(tasks, out),
+        (None, false) => router.route_all_into_per_task(tasks, out),
+    }
+}
+
+/// The model of a routed task: the cheapest capable one with cost routing on, else the
+/// strongest.
+fn select_model(
+    selector: &ModelSelector,
+    task: &Task,
+    cost_routing: bool,
+) -> genesis_daao::ModelChoice {
+    if cost_routing {
+        selector.select(task)
+    } else {
+        selector.select_strongest(task, "feature flag daao_cost_routing is off")
+    }
 }
 
 /// The DAG a plan is made from: the planner's own (its tasks are moved into the plan)
@@ -944,7 +981,9 @@ pub struct RunOptions {
     /// The run budget; `None` uses the configured per-run budget.
     pub budget: Option<Usd>,
     /// Who asked (user, tenant or API key id): the subject feature flags are evaluated
-    /// for when the run starts and at every LLM agent call; `None` is `anonymous`.
+    /// for when the run starts and at every LLM agent call; `None` is `anonymous`. A
+    /// resumed run: the subject it was started for (the store journals it, see
+    /// [`crate::store::RunRecord::subject`]).
     pub subject: Option<String>,
     /// Already spent today by other runs (for the daily budget), when `day` is `None`:
     /// the run then keeps a day total of its own, blind to runs started after it.
@@ -1011,16 +1050,23 @@ impl Orchestrator {
         }
         .with_run_spent(spent_before);
         let subject: Arc<str> = Arc::from(options.subject.as_deref().unwrap_or("anonymous"));
-        let refinement = self.stages_with(&subject, options.day.as_ref()).refinement;
+        let stages = self.stages_with(&subject, options.day.as_ref());
+        // Follow-ups are routed and priced the way the plan was, whatever the flags and
+        // the level say now (a resumed run: as its stored plan was). A plan that does not
+        // record its routing (stored before plans did) takes the stages in force now.
+        let routing = plan.routing.clone().unwrap_or_else(|| stages.routing());
         let spec = RunSpec {
             run_id: options.run_id.unwrap_or_else(new_run_id),
             subject,
-            refinement,
+            refinement: stages.refinement,
             plan,
             dag,
             ledger,
             journal: options.journal.unwrap_or_else(|| Arc::new(NoJournal)),
-            replanner: Arc::new(Replan(Arc::clone(&self.inner))),
+            replanner: Arc::new(Replan {
+                inner: Arc::clone(&self.inner),
+                routing,
+            }),
             learner: inner
                 .learn_from_runs
                 .then(|| Arc::new(Learn(Arc::clone(&self.inner))) as Arc<dyn Learner>),
@@ -1153,26 +1199,38 @@ impl Inner {
     }
 }
 
-/// Routes and prices follow-up tasks proposed during a run.
-struct Replan(Arc<Inner>);
+/// Routes and prices follow-up tasks proposed during one run, with the routing stages
+/// of the run's plan: as `plan()` would have routed them in that plan (they are one
+/// generation: every one waits for its proposer only).
+struct Replan {
+    inner: Arc<Inner>,
+    routing: PlanRouting,
+}
 
 impl Replanner for Replan {
     fn plan_tasks(&self, after: &TaskId, nodes: &[TaskNode]) -> Vec<PlannedTask> {
-        let tasks: Vec<Task> = nodes.iter().map(|n| n.task.clone()).collect();
-        let routing = self.0.router.route_all(&tasks);
+        let inner = &self.inner;
+        let routing = &self.routing;
+        let mut decisions = Vec::with_capacity(nodes.len());
+        route_into(
+            &inner.router,
+            routing.matching_off.as_deref(),
+            routing.plan_context,
+            nodes.iter().map(|n| &n.task),
+            &mut decisions,
+        );
         nodes
             .iter()
-            .zip(tasks)
-            .zip(routing.decisions)
-            .map(|((node, task), decision)| {
+            .zip(decisions)
+            .map(|(node, decision)| {
                 let model = decision
                     .agent
                     .as_ref()
-                    .map(|_| self.0.selector.select(&task));
+                    .map(|_| select_model(&inner.selector, &node.task, routing.cost_routing));
                 // Where the DAG put it: under the proposer's parent, after the proposer
                 // (a resumed run rebuilds its DAG from these fields).
                 planned_task(
-                    task,
+                    node.task.clone(),
                     node.parent.clone(),
                     node.depth,
                     vec![after.clone()],

@@ -73,6 +73,22 @@ pub struct PlannedTask {
     pub model: Option<TaskModel>,
 }
 
+/// The routing stages a plan was made with (see [`crate::Stages`], which they are
+/// taken from): what routes and prices its tasks, and the follow-up tasks its run adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRouting {
+    /// Why rules and text matching were off, so tasks were routed by kind only (flag
+    /// `halo_routing` off, or the `minimal` degradation level); `None`: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching_off: Option<String>,
+    /// HALO's plan-context stage (flag `new_router_rollout`); off: each task routed
+    /// alone.
+    pub plan_context: bool,
+    /// DAAO's cheapest-capable model choice (flag `daao_cost_routing`); off: the
+    /// strongest model for every task.
+    pub cost_routing: bool,
+}
+
 /// A complete, validated (or rejected) plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -85,6 +101,12 @@ pub struct Plan {
     /// Why the plan was made at a degraded level, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degradation_reason: Option<String>,
+    /// How its tasks were routed and priced (the routing stages in force when it was
+    /// made); its run routes and prices the follow-up tasks agents propose the same way,
+    /// after a restart too. `None` in plans stored before this field existed: their
+    /// run takes the stages in force when it starts, for its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<PlanRouting>,
     /// Tasks in topological order.
     pub tasks: Vec<PlannedTask>,
     /// Sum of the tasks' estimated costs.

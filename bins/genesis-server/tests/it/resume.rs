@@ -1,10 +1,17 @@
-//! Resumption at start is per run (a stored run that no longer reads back fails alone),
-//! and `/ready` reports a flags file the reloader cannot apply.
+//! Resumption at start is per run (a stored run that no longer reads back fails alone,
+//! and still answers) and for the subject the run was started for; `/ready` reports a
+//! flags file the reloader cannot apply.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use genesis::run::{RunEvent, RunStatus};
+use async_trait::async_trait;
+use genesis::Orchestrator;
+use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunStatus};
+use genesis::store::SqliteStore;
+use genesis_server::RunManager;
 
 use crate::support::{Stub, TempDir, TestServer, config};
 
@@ -147,4 +154,174 @@ async fn without_hot_reload_the_flags_file_is_not_read_by_ready() {
     let (status, _, body) = server.get("/ready").await;
     assert_eq!(status, 200, "edits apply only at the next start: {body}");
     assert_eq!(body["checks"]["flags"], true);
+}
+
+/// An agent that answers nothing, ever: the process "dies" with its tasks in flight.
+#[derive(Default)]
+struct Stuck {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Agent for Stuck {
+    async fn execute(&self, _: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// Records the subject of every call.
+#[derive(Default)]
+struct Subjects(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Agent for Subjects {
+    async fn execute(&self, r: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.0.lock().unwrap().push(r.subject.to_string());
+        Ok(AgentOutput {
+            text: format!("done {}", r.task.id),
+            ..AgentOutput::default()
+        })
+    }
+}
+
+/// A run manager over the store in `data` whose every agent is `agent`.
+fn manager(data: &std::path::Path, agent: Arc<dyn Agent>) -> RunManager {
+    let orchestrator = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent))
+        .learn_from_runs(false)
+        .build()
+        .unwrap();
+    RunManager::new(orchestrator, Arc::new(SqliteStore::open(data).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_keeps_the_subject_it_was_started_for() {
+    let dir = TempDir::new("resume-subject");
+    let data = dir.path().join("data");
+    let plan = crate::journal::plan_of("Fix the crash when uploading large files");
+
+    // Started for alice; the process stops with the run's first tasks in flight.
+    let stuck = Arc::new(Stuck::default());
+    let before = manager(&data, Arc::clone(&stuck) as Arc<dyn Agent>);
+    let (id, _) = before.start(plan, None, None, "alice").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stuck.calls.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no task started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The next process resumes it from the store, for alice.
+    let subjects = Arc::new(Subjects::default());
+    let after = manager(&data, Arc::clone(&subjects) as Arc<dyn Agent>);
+    assert_eq!(after.resume().unwrap(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = after.store().get_run(id.as_str()).unwrap().unwrap();
+        if run.status != RunStatus::Running {
+            assert_eq!(run.status, RunStatus::Succeeded, "{:#?}", run.tasks);
+            assert_eq!(run.subject.as_deref(), Some("alice"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = subjects.0.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|s| s == "alice"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_run_that_does_not_read_back_answers_as_failed_naming_the_rule() {
+    let dir = TempDir::new("get-corrupt");
+    let stub = Stub::start(Duration::ZERO).await;
+    let request = "Build a SaaS business for invoices";
+    let bad = journal_run(&dir, request);
+    corrupt_stored_plan(&dir, request);
+    let server = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+
+    // Failed at the start as run_store_corrupt: the run answers, with what still reads.
+    let (status, _, body) = server.get(&format!("/api/tasks/{bad}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], bad.as_str(), "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["request"], request, "{body}");
+    assert_eq!(body["live"], false, "{body}");
+    assert_eq!(crate::support::error_rule(&body), "run_store_corrupt");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("stored plan for run {bad} is corrupt: ")),
+        "{message}"
+    );
+    // A client polling until the run leaves `running` stops.
+    let run = server.wait_finished(&bad, Duration::from_secs(5)).await;
+    assert_eq!(run["status"], "failed");
+
+    // Its events still stream, and cancelling says it is not running.
+    let r = server
+        .client
+        .get(server.url(&format!("/api/tasks/{bad}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: run_rejected"), "{text}");
+    assert!(text.contains("run_store_corrupt"), "{text}");
+    assert!(text.contains("event: run_finished"), "{text}");
+    let (status, _, body) = server
+        .post(&format!("/api/tasks/{bad}/cancel"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(crate::support::error_rule(&body), "run_not_running");
+    // A run that does not exist is still unknown.
+    let (status, _, body) = server.get("/api/tasks/run_nope").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+/// Sets the modification time of `file`.
+fn set_modified(file: &std::path::Path, at: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reads_the_flags_file_again_only_when_it_changed() {
+    let dir = TempDir::new("ready-cache");
+    let (file, server) = with_flags_file(&dir, Duration::from_secs(10)).await;
+    let ready = || async {
+        let (status, _, body) = server.get("/ready").await;
+        (status, body["checks"]["flags"].clone())
+    };
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    set_modified(&file, an_hour_ago);
+    assert_eq!(ready().await, (200, true.into()));
+
+    // Same length and modification time: the file counts as unchanged and is not read
+    // again (an edit that keeps both — only possible by resetting the time — is not
+    // seen; that is the cache's key).
+    let refused = FLAGS.replace("emergency_shutdown", "Emergency_Shutdown");
+    assert_eq!(refused.len(), FLAGS.len());
+    std::fs::write(&file, &refused).unwrap();
+    set_modified(&file, an_hour_ago);
+    assert_eq!(ready().await, (200, true.into()));
+    // A new modification time: read, checked, refused.
+    set_modified(&file, an_hour_ago + Duration::from_secs(1));
+    assert_eq!(ready().await, (503, false.into()));
+    assert_eq!(ready().await, (503, false.into()));
+
+    // Fixed: passes again, then a bad edit of another length, written now, fails.
+    std::fs::write(&file, FLAGS).unwrap();
+    assert_eq!(ready().await, (200, true.into()));
+    std::fs::write(&file, "not json").unwrap();
+    assert_eq!(ready().await, (503, false.into()));
+    std::fs::write(&file, FLAGS).unwrap();
+    assert_eq!(ready().await, (200, true.into()));
 }

@@ -42,6 +42,14 @@ pub struct RunRecord {
     pub answer: Option<String>,
     /// The client's idempotency key, if it sent one.
     pub idempotency_key: Option<String>,
+    /// Who started the run (the subject its feature flags are evaluated for, passed to
+    /// agents): resume it with this as [`crate::RunOptions::subject`]. `None` for runs
+    /// stored before subjects were journaled (they resume as `anonymous`). Not
+    /// serialised: a subject identifies a caller (the server uses the `x-agent-id`
+    /// header or a digest of the API key, never the key), so it stays out of API
+    /// answers.
+    #[serde(default, skip_serializing)]
+    pub subject: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at_ms: i64,
     /// Last update, unix milliseconds.
@@ -132,6 +140,25 @@ pub enum StoreError {
     Poisoned,
 }
 
+impl StoreError {
+    /// True when the error is about what one run's stored rows hold (a value that does
+    /// not decode), not about the database: that run is stored but cannot be read back
+    /// (nor resumed), and other runs are not affected.
+    pub fn is_undecodable(&self) -> bool {
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Database { source } => matches!(
+                source,
+                rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::Utf8Error(..)
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(source: rusqlite::Error) -> Self {
         StoreError::Database { source }
@@ -141,7 +168,8 @@ impl From<rusqlite::Error> for StoreError {
 /// Where runs live. Implementations must make [`RunStore::create_run`] and every
 /// journaled event durable before returning.
 pub trait RunStore: RunJournal + Send + Sync {
-    /// Records a new run with its plan (or finds the run with the same idempotency key).
+    /// Records a new run with its plan and the subject it runs for (or finds the run
+    /// with the same idempotency key).
     ///
     /// # Errors
     /// Storage failures.
@@ -151,6 +179,7 @@ pub trait RunStore: RunJournal + Send + Sync {
         plan: &Plan,
         budget: Option<Usd>,
         idempotency_key: Option<&str>,
+        subject: Option<&str>,
     ) -> Result<Created, StoreError>;
 
     /// The run created with this idempotency key, if any.
@@ -164,6 +193,23 @@ pub trait RunStore: RunJournal + Send + Sync {
     /// # Errors
     /// Storage failures or corrupt rows.
     fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// A run's listing row, read without decoding its plan or task states, so it
+    /// answers for a run whose stored plan or tasks no longer decode (see
+    /// [`StoreError::is_undecodable`]). The default reads the whole run; stores that can
+    /// read the row alone should.
+    ///
+    /// # Errors
+    /// Storage failures (the default: also corrupt rows).
+    fn run_summary(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
+        Ok(self.get_run(id)?.map(|r| RunSummary {
+            id: r.id,
+            status: r.status,
+            request: r.request.chars().take(200).collect(),
+            cost: r.cost,
+            created_at_ms: r.created_at_ms,
+        }))
+    }
 
     /// Runs, newest first, optionally filtered by status; `cursor` is the last id of the
     /// previous page.

@@ -10,6 +10,9 @@ use super::{Created, RunRecord, RunStore, RunSummary, StoreError, StoredEvent, U
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
+/// The schema at version 0 (`PRAGMA user_version` 0: databases written before the schema
+/// was versioned). It never changes: a change is a new step in [`MIGRATIONS`], so a new
+/// database and an old one reach the same schema the same way.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -52,6 +55,17 @@ CREATE TABLE IF NOT EXISTS learned_agents (
 );
 ";
 
+/// Schema changes after [`SCHEMA`]: step `i` takes the database from version `i` to
+/// `i + 1` (`PRAGMA user_version`). Append only; never edit a step that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: who the run was started for (its flags' subject). NULL in runs stored before:
+    // they resume as `anonymous`, as they did.
+    "ALTER TABLE runs ADD COLUMN subject TEXT;",
+];
+
+/// The schema version this build writes ([`MIGRATIONS`] applied).
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// SQLite-backed [`RunStore`]. Safe to share across threads (one connection behind a
 /// mutex; writes are short transactions).
 #[derive(Debug)]
@@ -78,20 +92,17 @@ fn parse_run_status(s: &str) -> RunStatus {
     }
 }
 
-/// True when `e` is about what one row holds (a value that does not decode), not about
-/// the database.
-fn undecodable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Corrupt { .. } => true,
-        StoreError::Database { source } => matches!(
-            source,
-            rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..)
-                | rusqlite::Error::InvalidColumnType(..)
-                | rusqlite::Error::Utf8Error(..)
-        ),
-        _ => false,
-    }
+/// The columns of a [`RunSummary`], in the order [`summary_row`] reads them.
+const SUMMARY_COLUMNS: &str = "id, status, substr(request, 1, 200), cost, created_at";
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    Ok(RunSummary {
+        id: r.get::<_, String>(0)?.into(),
+        status: parse_run_status(&r.get::<_, String>(1)?),
+        request: r.get(2)?,
+        cost: Usd::saturating(r.get(3)?),
+        created_at_ms: r.get(4)?,
+    })
 }
 
 fn parse_task_status(s: &str) -> TaskStatus {
@@ -127,7 +138,7 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         // WAL + synchronous=FULL: every commit is on disk before it returns (the WAL is
         // synced per commit), so a run acknowledged with 202 and every journaled event
         // survive power loss too, not only a killed process (NORMAL's guarantee).
@@ -136,9 +147,41 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        Self::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`]: the missing [`MIGRATIONS`] steps and
+    /// the new version in one transaction, taken with the write lock first, so two
+    /// processes opening the same file do not both apply a step. A database of a newer
+    /// build is left as it is (its extra columns are not read here).
+    fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            tracing::warn!(
+                version,
+                supported = SCHEMA_VERSION,
+                "the run store was written by a newer build; using it as is"
+            );
+            return Ok(());
+        }
+        let from = usize::try_from(version).unwrap_or(0);
+        for step in MIGRATIONS.iter().skip(from) {
+            tx.execute_batch(step)?;
+        }
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tracing::info!(
+                from = version,
+                to = SCHEMA_VERSION,
+                "run store schema migrated"
+            );
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -306,17 +349,27 @@ impl SqliteStore {
             Option<String>,
             i64,
             i64,
+            Option<String>,
         );
         let row: Option<Row> = conn
             .query_row(
-                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at \
+                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at, subject \
                  FROM runs WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
             )
             .optional()?;
-        let Some((request, status, plan_json, budget, cost, idempotency_key, created, updated)) =
-            row
+        let Some((
+            request,
+            status,
+            plan_json,
+            budget,
+            cost,
+            idempotency_key,
+            created,
+            updated,
+            subject,
+        )) = row
         else {
             return Ok(None);
         };
@@ -372,6 +425,7 @@ impl SqliteStore {
             budget: budget.map(Usd::saturating),
             answer: (status != RunStatus::Running).then_some(answer),
             idempotency_key,
+            subject,
             created_at_ms: created,
             updated_at_ms: updated,
         }))
@@ -460,6 +514,7 @@ impl RunStore for SqliteStore {
         plan: &Plan,
         budget: Option<Usd>,
         idempotency_key: Option<&str>,
+        subject: Option<&str>,
     ) -> Result<Created, StoreError> {
         let plan_json = serde_json::to_string(plan).map_err(|source| StoreError::Corrupt {
             run: id.to_string(),
@@ -482,9 +537,9 @@ impl RunStore for SqliteStore {
         }
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (id, request, status, plan_json, budget, idempotency_key, created_at, updated_at) \
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6)",
-            params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now],
+            "INSERT INTO runs (id, request, status, plan_json, budget, idempotency_key, created_at, updated_at, subject) \
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6, ?7)",
+            params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now, subject],
         )?;
         for (position, t) in plan.tasks.iter().enumerate() {
             tx.execute(
@@ -518,6 +573,17 @@ impl RunStore for SqliteStore {
         self.load(&conn, id)
     }
 
+    fn run_summary(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                summary_row,
+            )
+            .optional()?)
+    }
+
     fn list_runs(
         &self,
         status: Option<RunStatus>,
@@ -538,21 +604,16 @@ impl RunStore for SqliteStore {
             None => None,
         };
         let (at, after_id) = after.unwrap_or((i64::MAX, String::new()));
-        let mut stmt = conn.prepare(
-            "SELECT id, status, substr(request, 1, 200), cost, created_at FROM runs \
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM runs \
              WHERE (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
              ORDER BY created_at DESC, id DESC LIMIT ?4",
-        )?;
+        ))?;
         let rows = stmt
-            .query_map(params![status.map(status_str), at, after_id, limit], |r| {
-                Ok(RunSummary {
-                    id: r.get::<_, String>(0)?.into(),
-                    status: parse_run_status(&r.get::<_, String>(1)?),
-                    request: r.get(2)?,
-                    cost: Usd::saturating(r.get(3)?),
-                    created_at_ms: r.get(4)?,
-                })
-            })?
+            .query_map(
+                params![status.map(status_str), at, after_id, limit],
+                summary_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -570,7 +631,7 @@ impl RunStore for SqliteStore {
                 Ok(None) => {}
                 // One run's bad rows are that run's problem; a database that fails is
                 // everyone's, and nothing is resumed (nor failed) until it answers.
-                Err(error) if undecodable(&error) => out.push(UnfinishedRun::Unreadable {
+                Err(error) if error.is_undecodable() => out.push(UnfinishedRun::Unreadable {
                     id: RunId::new(id),
                     error,
                 }),
@@ -680,7 +741,7 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let plan = plan();
         let id = RunId::new("run_atomic");
-        store.create_run(&id, &plan, None, None).unwrap();
+        store.create_run(&id, &plan, None, None, None).unwrap();
         let mut added = plan.tasks[0].clone();
         added.id = "t1.f1_1".into();
         let batch = [
@@ -711,10 +772,35 @@ mod tests {
     }
 
     #[test]
+    fn a_run_whose_plan_does_not_decode_still_reads_as_a_summary() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        let id = RunId::new("run_bad");
+        store
+            .create_run(&id, &plan, None, None, Some("dave"))
+            .unwrap();
+        store
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE runs SET plan_json = 'not json' WHERE id = ?1",
+                params![id.as_str()],
+            )
+            .unwrap();
+        let err = store.get_run(id.as_str()).unwrap_err();
+        assert!(err.is_undecodable(), "{err:?}");
+        let summary = store.run_summary(id.as_str()).unwrap().unwrap();
+        assert_eq!(summary.id, id);
+        assert_eq!(summary.status, RunStatus::Running);
+        assert_eq!(summary.request, plan.request);
+        assert!(store.run_summary("run_none").unwrap().is_none());
+    }
+
+    #[test]
     fn a_journaled_run_cost_never_goes_down() {
         let store = SqliteStore::in_memory().unwrap();
         let id = RunId::new("run_cost");
-        store.create_run(&id, &plan(), None, None).unwrap();
+        store.create_run(&id, &plan(), None, None, None).unwrap();
         store
             .record(&id, &RunEvent::Cost { spent: usd(0.7) })
             .unwrap();

@@ -42,7 +42,9 @@ fn unfinished_after_damage(
     {
         let store = SqliteStore::open(dir).unwrap();
         for (id, request) in runs {
-            store.create_run(id, &plan_of(request), None, None).unwrap();
+            store
+                .create_run(id, &plan_of(request), None, None, None)
+                .unwrap();
         }
     }
     {

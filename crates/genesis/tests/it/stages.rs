@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use genesis::core::Usd;
+use genesis::core::{Task, TaskKind, Usd};
+use genesis::flags::{Flag, FlagStore};
 use genesis::halo::RouteLayer;
 use genesis::resilience::{BreakerState, DegradationLevel};
 use genesis::run::{
-    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, ExecutorConfig, RefineConfig, RunStatus,
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, ExecutorConfig, FollowUp, RefineConfig,
+    RunEvent, RunStatus,
 };
-use genesis::{GenesisError, Orchestrator, PlanOptions};
+use genesis::{GenesisError, Orchestrator, Plan, PlanOptions, PlannedTask, RunOptions};
 
 const REQUEST: &str = "Build a SaaS business for invoices";
 
@@ -365,4 +367,201 @@ async fn a_nearly_spent_daily_budget_stops_llm_planning_then_degrades_to_minimal
         g.stages_with("u", day(0.99).as_ref()).refinement,
         genesis::run::Refinement::Off
     );
+}
+
+/// Proposes `.0` after every task of the original plan (not after follow-ups).
+struct Proposer(Vec<FollowUp>);
+
+#[async_trait]
+impl Agent for Proposer {
+    async fn execute(&self, r: AgentRequest) -> Result<AgentOutput, AgentError> {
+        let followups = if r.task.id.as_str().contains(".f") {
+            Vec::new()
+        } else {
+            self.0.clone()
+        };
+        Ok(AgentOutput {
+            text: format!("done: {}", r.task.description),
+            followups,
+            ..AgentOutput::default()
+        })
+    }
+}
+
+/// Two follow-ups that plan context routes differently from routing each alone: with
+/// it both go to `backend` (shared tags), alone the second goes to `builder`.
+fn two_followups() -> Vec<FollowUp> {
+    vec![
+        FollowUp {
+            kind: TaskKind::Implement,
+            description: "Double-check the result".into(),
+        },
+        FollowUp {
+            kind: TaskKind::Implement,
+            description: "Write the launch blog post".into(),
+        },
+    ]
+}
+
+/// An orchestrator with `flags` whose every agent proposes [`two_followups`] (learning
+/// off, so the router stays as it was for the checks after the run).
+fn proposing(flags: genesis::flags::SharedFlags) -> Orchestrator {
+    Orchestrator::builder()
+        .flags(flags)
+        .agents(AgentSet::new().with_fallback(Arc::new(Proposer(two_followups()))))
+        .learn_from_runs(false)
+        .build()
+        .unwrap()
+}
+
+/// Flags with decomposition off (one-task plans, one follow-up update) and `set`.
+fn one_task_flags(set: &[(&str, bool)]) -> genesis::flags::FlagStore {
+    FlagStore::from_flags(
+        std::iter::once(Flag::new("htdag_decomposition", false))
+            .chain(set.iter().map(|(n, on)| Flag::new(*n, *on))),
+    )
+    .unwrap()
+}
+
+/// Runs `plan` on `g` with `options`; returns the follow-up tasks the run added.
+async fn added_by_run(g: &Orchestrator, plan: Plan, options: RunOptions) -> Vec<PlannedTask> {
+    assert_eq!(plan.tasks.len(), 1, "{:?}", plan.tasks);
+    let mut handle = g.execute(plan, options).unwrap();
+    let mut events = handle.events();
+    let result = handle.wait().await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    let mut added = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let RunEvent::TasksAdded { tasks, .. } = e {
+            added.extend(tasks);
+        }
+    }
+    assert_eq!(added.len(), 2, "{added:#?}");
+    added
+}
+
+const BY_KIND: &str = "rules and text matching off: feature flag halo_routing is off";
+const STRONGEST: &str = "cost routing off: feature flag daao_cost_routing is off";
+
+fn assert_routed_by_kind_on_the_strongest_model(g: &Orchestrator, added: &[PlannedTask]) {
+    let strongest = g.selector().catalog().strongest().id.clone();
+    for t in added {
+        assert!(
+            matches!(
+                t.route.layer,
+                RouteLayer::Capability | RouteLayer::Unassigned
+            ) && t.route.explanation.ends_with(BY_KIND),
+            "{}: {:?} {}",
+            t.id,
+            t.route.layer,
+            t.route.explanation
+        );
+        let m = t.model.as_ref().unwrap();
+        assert_eq!(m.model, strongest, "{}", t.id);
+        assert!(m.reason.starts_with(STRONGEST), "{}: {}", t.id, m.reason);
+    }
+}
+
+fn assert_fully_routed(added: &[PlannedTask]) {
+    for t in added {
+        assert!(
+            !t.route.explanation.contains("rules and text matching off"),
+            "{}: {}",
+            t.id,
+            t.route.explanation
+        );
+        let m = t.model.as_ref().unwrap();
+        assert!(!m.reason.starts_with("cost routing off"), "{}", m.reason);
+    }
+}
+
+#[tokio::test]
+async fn follow_ups_are_routed_and_priced_with_the_stages_the_run_was_planned_with() {
+    let flags = genesis::flags::SharedFlags::new(one_task_flags(&[
+        ("halo_routing", false),
+        ("daao_cost_routing", false),
+    ]));
+    let g = proposing(flags.clone());
+    let plan = g.plan_sync("Write the release notes").unwrap();
+    // Turned back on between planning and running: the run keeps what it was planned
+    // with.
+    flags.replace(one_task_flags(&[])).unwrap();
+    let added = added_by_run(&g, plan, RunOptions::default()).await;
+    assert_routed_by_kind_on_the_strongest_model(&g, &added);
+}
+
+#[tokio::test]
+async fn stages_turned_off_after_planning_do_not_change_the_runs_follow_ups() {
+    let flags = genesis::flags::SharedFlags::new(one_task_flags(&[]));
+    let g = proposing(flags.clone());
+    let plan = g.plan_sync("Write the release notes").unwrap();
+    flags
+        .replace(one_task_flags(&[
+            ("halo_routing", false),
+            ("daao_cost_routing", false),
+        ]))
+        .unwrap();
+    let added = added_by_run(&g, plan, RunOptions::default()).await;
+    assert_fully_routed(&added);
+}
+
+#[tokio::test]
+async fn plan_context_off_routes_each_follow_up_alone() {
+    let g = proposing(genesis::flags::SharedFlags::new(one_task_flags(&[(
+        "new_router_rollout",
+        false,
+    )])));
+    let plan = g.plan_sync("Write the release notes").unwrap();
+    let added = added_by_run(&g, plan, RunOptions::default()).await;
+    let tasks: Vec<Task> = added
+        .iter()
+        .map(|t| Task::new(t.id.clone(), t.kind, t.description.clone()))
+        .collect();
+    let mut alone = Vec::new();
+    g.router().route_all_into_per_task(&tasks, &mut alone);
+    let mut with_context = Vec::new();
+    g.router().route_all_into(&tasks, &mut with_context);
+    let agents = |d: &[genesis::halo::RouteDecision]| -> Vec<_> {
+        d.iter().map(|d| d.agent.clone()).collect()
+    };
+    assert_ne!(
+        agents(&alone),
+        agents(&with_context),
+        "the follow-ups tell the two routings apart"
+    );
+    assert_eq!(
+        added.iter().map(|t| t.agent.clone()).collect::<Vec<_>>(),
+        agents(&alone)
+    );
+    for (t, d) in added.iter().zip(&alone) {
+        assert_eq!(t.route.explanation, d.explanation);
+        assert!(!t.route.explanation.contains("plan context"));
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_run_routes_follow_ups_with_the_stages_of_its_stored_plan() {
+    let off = proposing(genesis::flags::SharedFlags::new(one_task_flags(&[
+        ("halo_routing", false),
+        ("daao_cost_routing", false),
+    ])));
+    let on = proposing(genesis::flags::SharedFlags::new(one_task_flags(&[])));
+    let plan = off.plan_sync("Write the release notes").unwrap();
+    let (store, id) = crate::stored_run(&plan);
+    let record = crate::stored(&store, &id);
+    // Resumed by a process whose flags now have every stage on: the stored plan says
+    // how the run routes.
+    let options = crate::resuming(&store, &record);
+    let added = added_by_run(&on, record.plan, options).await;
+    assert_routed_by_kind_on_the_strongest_model(&on, &added);
+
+    // A plan stored before plans recorded their routing: its run takes the stages in
+    // force when it starts.
+    let mut old = serde_json::to_value(&plan).unwrap();
+    assert!(old.as_object_mut().unwrap().remove("routing").is_some());
+    let old: Plan = serde_json::from_value(old).unwrap();
+    assert_eq!(old.routing, None);
+    let added = added_by_run(&off, old.clone(), RunOptions::default()).await;
+    assert_routed_by_kind_on_the_strongest_model(&off, &added);
+    assert_fully_routed(&added_by_run(&on, old, RunOptions::default()).await);
 }

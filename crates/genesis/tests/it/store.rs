@@ -34,7 +34,13 @@ fn runs_survive_reopening_with_task_states_and_events() {
         let store = SqliteStore::open(&dir).unwrap();
         assert_eq!(
             store
-                .create_run(&id, &plan, Some(Usd::new(1.0).unwrap()), Some("k1"))
+                .create_run(
+                    &id,
+                    &plan,
+                    Some(Usd::new(1.0).unwrap()),
+                    Some("k1"),
+                    Some("alice")
+                )
                 .unwrap(),
             Created::New(id.clone())
         );
@@ -80,6 +86,13 @@ fn runs_survive_reopening_with_task_states_and_events() {
     assert_eq!(run.tasks[0].output.as_deref(), Some("reproduced"));
     assert_eq!(run.cost, Usd::new(0.25).unwrap());
     assert_eq!(run.budget, Some(Usd::new(1.0).unwrap()));
+    assert_eq!(run.subject.as_deref(), Some("alice"));
+    // Kept for resuming, never serialised (a subject may be an API key).
+    let json = serde_json::to_string(&run).unwrap();
+    assert!(
+        !json.contains("alice") && !json.contains("subject"),
+        "{json}"
+    );
     assert_eq!(store.unfinished_runs().unwrap().len(), 1);
     let events = store.events_since("run_1", 0).unwrap();
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -87,7 +100,7 @@ fn runs_survive_reopening_with_task_states_and_events() {
     // Idempotency: the same key finds the same run.
     assert_eq!(
         store
-            .create_run(&RunId::new("run_2"), &plan, None, Some("k1"))
+            .create_run(&RunId::new("run_2"), &plan, None, Some("k1"), Some("bob"))
             .unwrap(),
         Created::Existing(id.clone())
     );
@@ -117,7 +130,7 @@ fn listing_pages_with_a_cursor_and_filters_by_status() {
     let plan = plan();
     for i in 0..5 {
         store
-            .create_run(&RunId::new(format!("r{i}")), &plan, None, None)
+            .create_run(&RunId::new(format!("r{i}")), &plan, None, None, None)
             .unwrap();
     }
     store
@@ -164,7 +177,7 @@ async fn executor_journals_every_task_into_the_store() {
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let plan = plan();
     let id = RunId::new("run_x");
-    store.create_run(&id, &plan, None, None).unwrap();
+    store.create_run(&id, &plan, None, None, None).unwrap();
     let options = genesis::RunOptions {
         run_id: Some(id.clone()),
         journal: Some(store.clone()),
@@ -180,4 +193,93 @@ async fn executor_journals_every_task_into_the_store() {
             .all(|t| t.status == TaskStatus::Succeeded && t.output.is_some())
     );
     assert!((run.cost.as_f64() - 0.01 * plan.tasks.len() as f64).abs() < 1e-9);
+}
+
+/// The schema of stores written before it was versioned (`user_version` 0): no
+/// `subject` column. A fixture: what such a database holds.
+const SCHEMA_V0_RUNS: &str = "
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    plan_json TEXT NOT NULL,
+    budget REAL,
+    cost REAL NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE tasks (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    task_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    parent TEXT,
+    status TEXT NOT NULL,
+    agent TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    cost REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, task_id)
+);
+";
+
+#[test]
+fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_before() {
+    let dir = tempdir("schema-v0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = plan();
+    // As the old build stored it: no subject, and a plan without its routing stages.
+    let mut old_plan = serde_json::to_value(&plan).unwrap();
+    old_plan.as_object_mut().unwrap().remove("routing");
+    {
+        let conn = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
+        conn.execute_batch(SCHEMA_V0_RUNS).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, request, status, plan_json, created_at, updated_at) \
+             VALUES ('run_old', ?1, 'running', ?2, 1, 1)",
+            rusqlite::params![plan.request, old_plan.to_string()],
+        )
+        .unwrap();
+        for (i, t) in plan.tasks.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO tasks (run_id, task_id, position, parent, status, agent) \
+                 VALUES ('run_old', ?1, ?2, ?3, 'pending', ?4)",
+                rusqlite::params![
+                    t.id.as_str(),
+                    i as i64,
+                    t.parent.as_ref().map(|p| p.as_str()),
+                    t.agent.as_ref().map(|a| a.as_str())
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let user_version = || {
+        rusqlite::Connection::open(dir.join("genesis.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(user_version(), 0);
+    {
+        let store = SqliteStore::open(&dir).unwrap();
+        let old = store.get_run("run_old").unwrap().unwrap();
+        assert_eq!(old.subject, None, "resumes as anonymous, as before");
+        assert_eq!(old.plan.routing, None);
+        assert_eq!(old.tasks.len(), plan.tasks.len());
+        assert_eq!(store.unfinished_runs().unwrap().len(), 1);
+        store
+            .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
+            .unwrap();
+    }
+    assert_eq!(user_version(), 1, "migrated");
+    // Reopening a migrated store changes nothing.
+    let store = SqliteStore::open(&dir).unwrap();
+    assert_eq!(user_version(), 1);
+    let new = store.get_run("run_new").unwrap().unwrap();
+    assert_eq!(new.subject.as_deref(), Some("carol"));
+    assert_eq!(new.plan, plan);
+    assert_eq!(store.get_run("run_old").unwrap().unwrap().subject, None);
+    let _ = std::fs::remove_dir_all(&dir);
 }

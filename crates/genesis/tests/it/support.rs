@@ -21,7 +21,7 @@ pub(crate) fn plan_of(request: &str) -> Plan {
 /// Creates a run of `plan` in `store` under a new id, nothing of it run yet.
 pub(crate) fn create_run(store: &SqliteStore, plan: &Plan) -> RunId {
     let id = genesis::new_run_id();
-    store.create_run(&id, plan, None, None).unwrap();
+    store.create_run(&id, plan, None, None, None).unwrap();
     id
 }
 
