@@ -71,13 +71,14 @@ fn plan(c: &mut Criterion) {
             return;
         }
     };
-    let served = match Orchestrator::builder().flags(flags).build() {
-        Ok(g) => g,
+    let with_flags = || match Orchestrator::builder().flags(flags.clone()).build() {
+        Ok(g) => Some(g),
         Err(e) => {
             eprintln!("cannot build the orchestrator with flags: {e}");
-            return;
+            None
         }
     };
+    let Some(served) = with_flags() else { return };
     let mut group = c.benchmark_group("plan_served");
     group.bench_function("saas_request_flags", |b| {
         b.iter(|| served.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
@@ -87,11 +88,17 @@ fn plan(c: &mut Criterion) {
         group.finish();
         return;
     }
+    // Built after the recorder, as the server does: the orchestrator keeps the
+    // flag-evaluation counters it registers at its first plan.
+    let Some(served) = with_flags() else { return };
+    let Ok(plain) = Orchestrator::builder().build() else {
+        return;
+    };
     group.bench_function("saas_request_flags_prometheus", |b| {
         b.iter(|| served.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
     });
     group.bench_function("saas_request_prometheus", |b| {
-        b.iter(|| genesis.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+        b.iter(|| plain.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
     });
     group.finish();
 }

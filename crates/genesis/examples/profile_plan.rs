@@ -5,6 +5,8 @@
 //! cargo build --release -p genesis --example profile_plan
 //! valgrind --tool=callgrind target/release/examples/profile_plan 300
 //! target/release/examples/profile_plan 1   # prints the plan as JSON
+//! GENESIS_FLAGS_FILE=config/feature_flags.json GENESIS_PROMETHEUS=1 \
+//!     valgrind --tool=callgrind target/release/examples/profile_plan 300
 //! ```
 //!
 //! Subtracting the instruction counts of a 300-plan run from a 600-plan run gives the
@@ -19,7 +21,17 @@ use genesis::Orchestrator;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let genesis = Orchestrator::builder().build()?;
+    // As the server plans: `GENESIS_FLAGS_FILE=config/feature_flags.json` evaluates
+    // the flags on every plan; `GENESIS_PROMETHEUS=1` installs the Prometheus recorder,
+    // so every metric is recorded.
+    let mut builder = Orchestrator::builder();
+    if let Ok(path) = std::env::var("GENESIS_FLAGS_FILE") {
+        builder = builder.flags(genesis::flags::SharedFlags::load(path)?);
+    }
+    if std::env::var("GENESIS_PROMETHEUS").is_ok_and(|v| v == "1") {
+        genesis::telemetry::install_prometheus_recorder()?;
+    }
+    let genesis = builder.build()?;
     let request = "Build a SaaS business for invoices";
     let n: usize = std::env::args()
         .nth(1)

@@ -280,6 +280,7 @@ impl OrchestratorBuilder {
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 flags: self.flags,
+                flag_counters: FlagCounters::default(),
                 llm: self.llm,
                 executor,
                 limits,
@@ -314,6 +315,7 @@ impl OrchestratorBuilder {
 
 struct Inner {
     flags: Option<SharedFlags>,
+    flag_counters: FlagCounters,
     llm: Option<LlmProviders>,
     executor: Executor,
     limits: Limits,
@@ -554,7 +556,9 @@ impl Orchestrator {
                     .or_else(|| Some(open(&signals.agents, "agent")))
             }
         };
-        let on = |flag: &'static str| self.flag(flag, subject).unwrap_or(true);
+        // One snapshot of the flags and one clock reading for all seven.
+        let flags = self.flag_batch();
+        let on = |flag: &'static str| flags.eval(flag, subject).unwrap_or(true);
         // Open provider breakers already fail LLM calls fast (and let a probe through
         // after their cool-down, which is how planning recovers), so the level only
         // reports them; the flag turns calls off.
@@ -596,13 +600,14 @@ impl Orchestrator {
     /// # Errors
     /// [`GenesisError::Disabled`] naming the flag.
     pub fn gate(&self, subject: &str) -> Result<(), GenesisError> {
-        if self.flag("emergency_shutdown", subject) == Some(true) {
+        let flags = self.flag_batch();
+        if flags.eval("emergency_shutdown", subject) == Some(true) {
             return Err(GenesisError::Disabled {
                 flag: "emergency_shutdown".into(),
                 state: "on",
             });
         }
-        if self.flag("orchestration_enabled", subject) == Some(false) {
+        if flags.eval("orchestration_enabled", subject) == Some(false) {
             return Err(GenesisError::Disabled {
                 flag: "orchestration_enabled".into(),
                 state: "off",
@@ -614,18 +619,17 @@ impl Orchestrator {
     /// Evaluates a flag for `subject`; `None` when no flags are configured or the flag
     /// is not defined.
     pub fn flag(&self, name: &'static str, subject: &str) -> Option<bool> {
-        let flags = self.inner.flags.as_ref()?;
-        let eval = flags.evaluate(name, subject, std::time::SystemTime::now());
-        if eval.reason == genesis_feature_flags::Reason::UnknownFlag {
-            return None;
+        self.flag_batch().eval(name, subject)
+    }
+
+    /// The flags as they are now, for several evaluations: one snapshot of the store
+    /// and one clock reading, instead of one of each per flag.
+    fn flag_batch(&self) -> FlagBatch<'_> {
+        FlagBatch {
+            store: self.inner.flags.as_ref().map(SharedFlags::snapshot),
+            now: std::time::SystemTime::now(),
+            counters: &self.inner.flag_counters,
         }
-        metrics::counter!(
-            catalogue::FLAG_EVALUATIONS_TOTAL,
-            catalogue::labels::FLAG => name,
-            catalogue::labels::RESULT => eval.result_label()
-        )
-        .increment(1);
-        Some(eval.enabled)
     }
 
     /// The feature flags, if configured.
@@ -914,6 +918,68 @@ impl Stages {
             matching_off: self.matching_off.clone(),
             plan_context: self.plan_context,
             cost_routing: self.cost_routing,
+        }
+    }
+}
+
+/// One snapshot of the feature flags and one instant: see [`Orchestrator::flag`].
+struct FlagBatch<'a> {
+    store: Option<Arc<genesis_feature_flags::FlagStore>>,
+    now: std::time::SystemTime,
+    counters: &'a FlagCounters,
+}
+
+impl FlagBatch<'_> {
+    /// Evaluates `name` for `subject` and counts the evaluation
+    /// (`genesis_flag_evaluations_total`); `None` when no flags are configured or the
+    /// flag is not defined.
+    fn eval(&self, name: &'static str, subject: &str) -> Option<bool> {
+        let eval = self.store.as_ref()?.evaluate(name, subject, self.now);
+        if eval.reason == genesis_feature_flags::Reason::UnknownFlag {
+            return None;
+        }
+        self.counters.increment(name, eval.enabled);
+        Some(eval.enabled)
+    }
+}
+
+/// The flags every request evaluates (the kill switches of [`Orchestrator::gate`] and the
+/// stage flags of [`Orchestrator::stages`]).
+const HOT_FLAGS: [&str; 9] = [
+    "emergency_shutdown",
+    "orchestration_enabled",
+    "llm_integration_enabled",
+    "halo_routing",
+    "tumix_early_stopping",
+    "htdag_decomposition",
+    "new_router_rollout",
+    "daao_cost_routing",
+    "aop_validation",
+];
+
+/// `genesis_flag_evaluations_total` handles for [`HOT_FLAGS`] (`[off, on]` each),
+/// registered with the metrics recorder at their first use and kept: a plan evaluates
+/// nine flags, and registering a labelled counter looks it up in the recorder's registry
+/// every time (about 1,000 instructions each with the Prometheus recorder). The
+/// recorder must therefore be installed before the first request, as the server does.
+/// Other flags are counted through the registry at each evaluation.
+#[derive(Default)]
+struct FlagCounters([[std::sync::OnceLock<metrics::Counter>; 2]; HOT_FLAGS.len()]);
+
+impl FlagCounters {
+    fn increment(&self, name: &'static str, enabled: bool) {
+        let register = || {
+            metrics::counter!(
+                catalogue::FLAG_EVALUATIONS_TOTAL,
+                catalogue::labels::FLAG => name,
+                catalogue::labels::RESULT => if enabled { "on" } else { "off" }
+            )
+        };
+        match HOT_FLAGS.iter().position(|f| *f == name) {
+            Some(i) => self.0[i][usize::from(enabled)]
+                .get_or_init(register)
+                .increment(1),
+            None => register().increment(1),
         }
     }
 }
