@@ -1,7 +1,9 @@
 //! The validator and its report.
 
+use std::collections::hash_map::Entry;
+
 use genesis_core::fasthash::FxHashMap;
-use genesis_core::{AgentId, TaskId, TaskKind, Usd};
+use genesis_core::{AgentId, Task, TaskId, TaskKind, Usd};
 use genesis_halo::AgentRegistry;
 use genesis_htdag::TaskDag;
 use serde::{Deserialize, Serialize};
@@ -366,23 +368,30 @@ impl<'a> Validator<'a> {
         // Exact duplicates: same parent, same kind, same words (a hash of the word
         // sequence). Near duplicates: leaf tasks of one kind whose word sets overlap, as
         // sorted hash vectors (no string allocation on this hot path).
-        let mut exact: FxHashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &TaskId> =
+        let mut exact: FxHashMap<(Option<&TaskId>, genesis_core::TaskKind, u64), &Task> =
             FxHashMap::with_capacity_and_hasher(dag.len(), Default::default());
         // (kind, task, word set) of leaf tasks, grouped by kind below.
         let mut leaves: Vec<(usize, &TaskId, &[u64])> = Vec::new();
         for (node, words) in dag.nodes().zip(&text.tasks) {
-            if let Some(sequence) = words.sequence
-                && let Some(first) = exact.insert(
-                    (node.parent.as_ref(), node.task.kind, sequence),
-                    &node.task.id,
-                )
-            {
-                errors.push(finding(
-                    "non_redundant.duplicate",
-                    Some(&node.task.id),
-                    format!("task {} repeats task {first}", node.task.id),
-                ));
-                continue;
+            if let Some(sequence) = words.sequence {
+                match exact.entry((node.parent.as_ref(), node.task.kind, sequence)) {
+                    // The hash covers words only: "C++" and "C#" share it, as do
+                    // descriptions without words, so the texts decide.
+                    Entry::Occupied(first)
+                        if same_text(&first.get().description, &node.task.description) =>
+                    {
+                        errors.push(finding(
+                            "non_redundant.duplicate",
+                            Some(&node.task.id),
+                            format!("task {} repeats task {}", node.task.id, first.get().id),
+                        ));
+                        continue;
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(slot) => {
+                        slot.insert(&node.task);
+                    }
+                }
             }
             if words.candidate {
                 leaves.push((
@@ -542,7 +551,7 @@ impl TextFacts {
         }
         let mut siblings: FxHashMap<(usize, usize), u32> =
             FxHashMap::with_capacity_and_hasher(dag.len(), Default::default());
-        let sibling_key = |position: usize, task: &genesis_core::Task| {
+        let sibling_key = |position: usize, task: &Task| {
             let parent = parents.get(position).copied().flatten();
             (parent.unwrap_or(usize::MAX), task.kind.index())
         };
@@ -765,6 +774,33 @@ fn is_stop_word(full: u64) -> bool {
     filter[top / 64] & (1 << (top % 64)) != 0 && hashes.binary_search(&full).is_ok()
 }
 
+/// Whether two task descriptions say the same thing: the same tokens up to case, with
+/// sentence punctuation, quotes and brackets around a token dropped ("Build the API"
+/// and "build the API." are one task), while symbols inside or at the end of a word
+/// count ("C++" is not "C#"). Descriptions with no such token at all (only punctuation)
+/// are the same only when their texts are.
+fn same_text(a: &str, b: &str) -> bool {
+    const AROUND: &[char] = &[
+        '.', ',', ';', ':', '!', '?', '"', '\'', '`', '(', ')', '[', ']', '{', '}',
+    ];
+    fn tokens(s: &str) -> Vec<&str> {
+        s.split_whitespace()
+            .map(|w| w.trim_matches(AROUND))
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+    let (ta, tb) = (tokens(a), tokens(b));
+    if ta.is_empty() && tb.is_empty() {
+        return a.trim() == b.trim();
+    }
+    ta.len() == tb.len()
+        && ta.iter().zip(&tb).all(|(x, y)| {
+            x.chars()
+                .flat_map(char::to_lowercase)
+                .eq(y.chars().flat_map(char::to_lowercase))
+        })
+}
+
 /// Jaccard similarity of two sorted, deduplicated hash sets.
 fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() && b.is_empty() {
@@ -921,6 +957,30 @@ mod tests {
             .unwrap()
             .message;
         assert!(msg.contains("$1.2000") && msg.contains("$1.0000"), "{msg}");
+    }
+
+    #[test]
+    fn tasks_that_differ_only_in_symbols_are_not_exact_duplicates() {
+        let check = |a: &str, b: &str| {
+            let d = dag(&[("t1", TaskKind::Backend, a), ("t2", TaskKind::Backend, b)]);
+            let assigned = [
+                assign("t1", Some("backend"), 0.0),
+                assign("t2", Some("backend"), 0.0),
+            ];
+            let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+                "Port the parser to C++ and to C#",
+                &d,
+                &assigned,
+            );
+            r.errors.iter().any(|f| f.rule == "non_redundant.duplicate")
+        };
+        // Same words to the word hash, different tasks.
+        assert!(!check("Port the parser to C++", "Port the parser to C#"));
+        assert!(!check("???", "!!!"));
+        // Still duplicates: case, spacing and sentence punctuation do not count.
+        assert!(check("Port the parser to C++", "port  the parser to c++."));
+        assert!(check("Build \"the\" API", "build the (API)"));
+        assert!(check("???", " ??? "));
     }
 
     #[test]
