@@ -17,7 +17,9 @@ pub struct ModelSpec {
     pub input_per_million: Usd,
     /// Dollars per million output tokens.
     pub output_per_million: Usd,
-    /// Context window in tokens.
+    /// Context window in tokens: the most a task's exchange (prompt plus answer) may
+    /// hold. The selector skips models whose window is smaller than a task's estimated
+    /// tokens (see [`ModelSpec::fits`]). Default 128000; must be positive.
     #[serde(default = "default_context")]
     pub context_window: u32,
     /// An optional human label for the tier (`small`, `frontier`).
@@ -36,11 +38,31 @@ impl ModelSpec {
             + Usd::per_million_tokens(self.output_per_million, output)
     }
 
-    /// A blended price per million tokens (input and output weighted 3:1), used to order
-    /// models by cost.
+    /// The price per million tokens of a task whose tokens are split as the selector
+    /// prices them ([`OUTPUT_SHARE`] output, the rest input), used to order the catalogue
+    /// from cheapest to most expensive. It is the selector's own cost estimate per token,
+    /// so the catalogue's "cheapest" is the cheapest by that estimate.
     pub fn blended_price(&self) -> f64 {
-        (3.0 * self.input_per_million.as_f64() + self.output_per_million.as_f64()) / 4.0
+        (1.0 - OUTPUT_SHARE) * self.input_per_million.as_f64()
+            + OUTPUT_SHARE * self.output_per_million.as_f64()
     }
+
+    /// Whether a task of `tokens` estimated tokens (prompt plus answer) fits in this
+    /// model's context window.
+    pub fn fits(&self, tokens: u64) -> bool {
+        u64::from(self.context_window) >= tokens
+    }
+}
+
+/// The share of a task's estimated tokens assumed to be output (the answer): 40%. The
+/// selector prices tasks with it and the catalogue orders models by it.
+pub const OUTPUT_SHARE: f64 = 0.4;
+
+/// Splits a task's estimated `tokens` into `(input, output)` at [`OUTPUT_SHARE`]: the
+/// split every cost estimate uses.
+pub fn split_tokens(tokens: u64) -> (u64, u64) {
+    let output = ((tokens as f64 * OUTPUT_SHARE).round() as u64).min(tokens);
+    (tokens - output, output)
 }
 
 /// Why a catalogue was rejected.
@@ -61,6 +83,12 @@ pub enum CatalogError {
     #[error("model {id} is defined twice (rule: unique_model_ids)")]
     Duplicate {
         /// The repeated id.
+        id: ModelId,
+    },
+    /// A context window of zero tokens: no task would fit.
+    #[error("model {id} has context_window 0, no task fits (rule: context_window_positive)")]
+    ContextWindow {
+        /// The model.
         id: ModelId,
     },
     /// A capability outside `[0, 1]`.
@@ -102,10 +130,14 @@ impl ModelCatalog {
                     value: m.capability,
                 });
             }
+            if m.context_window == 0 {
+                return Err(CatalogError::ContextWindow { id: m.id.clone() });
+            }
             if models[..i].iter().any(|o| o.id == m.id) {
                 return Err(CatalogError::Duplicate { id: m.id.clone() });
             }
         }
+        // Stable: models at the same price and capability keep the file's order.
         models.sort_by(|a, b| {
             a.blended_price()
                 .total_cmp(&b.blended_price())
@@ -132,6 +164,23 @@ impl ModelCatalog {
     /// The model with this id.
     pub fn get(&self, id: &str) -> Option<&ModelSpec> {
         self.models.iter().find(|m| m.id.as_str() == id)
+    }
+
+    /// The models for which `keep` holds, in the same order: e.g. only the models a
+    /// configured provider serves.
+    ///
+    /// # Errors
+    /// [`CatalogError::Empty`] when `keep` holds for no model.
+    pub fn filtered(
+        &self,
+        mut keep: impl FnMut(&ModelSpec) -> bool,
+    ) -> Result<ModelCatalog, CatalogError> {
+        let models: Vec<ModelSpec> = self.models.iter().filter(|m| keep(m)).cloned().collect();
+        if models.is_empty() {
+            return Err(CatalogError::Empty);
+        }
+        // Already validated and ordered.
+        Ok(ModelCatalog { models })
     }
 
     /// The most capable model (the most expensive among equals).

@@ -1,8 +1,9 @@
 //! DAAO: difficulty-aware model selection, cost accounting and refinement stopping.
 //!
 //! Mental model: every LLM task gets a difficulty in `[0, 1]` from a
-//! [`DifficultyEstimator`]; the [`ModelSelector`] picks the cheapest model in the
-//! [`ModelCatalog`] whose capability covers that difficulty and estimates the cost; the
+//! [`DifficultyEstimator`]; the [`ModelSelector`] picks, among the models of the
+//! [`ModelCatalog`] whose context window holds the task, the one with the lowest estimated
+//! cost whose capability covers that difficulty, and reports that estimate; the
 //! [`CostLedger`] holds the money actually spent against a [`Budget`]; a [`StopPolicy`]
 //! (TUMIX) decides when another refinement round is not worth its cost.
 //!
@@ -39,7 +40,7 @@ mod ledger;
 mod select;
 mod stop;
 
-pub use catalog::{CatalogError, ModelCatalog, ModelSpec};
+pub use catalog::{CatalogError, ModelCatalog, ModelSpec, OUTPUT_SHARE, split_tokens};
 pub use difficulty::{DifficultyEstimator, HeuristicDifficulty};
 pub use ledger::{Budget, BudgetExceeded, CostLedger};
 pub use select::{ModelChoice, ModelSelector};

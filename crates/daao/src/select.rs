@@ -1,11 +1,12 @@
-//! Picking the cheapest capable model for a task.
+//! Picking the cheapest capable model for a task, among those whose context window holds it.
 
 use std::sync::Arc;
 
-use genesis_core::decimal::push_fixed2;
+use genesis_core::decimal::{push_fixed2, push_u64};
 use genesis_core::{ModelId, Task, Usd};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::split_tokens;
 use crate::{DifficultyEstimator, HeuristicDifficulty, ModelCatalog, ModelSpec};
 
 /// The model chosen for one task, with its reasoning.
@@ -21,14 +22,22 @@ pub struct ModelChoice {
     pub reason: String,
 }
 
-/// Chooses the cheapest model whose capability covers a task's difficulty plus a safety
-/// margin; when none does, the strongest model.
+/// Chooses, among the models whose context window holds a task, the one with the lowest
+/// estimated cost for the task whose capability covers its difficulty plus a safety
+/// margin; when none does, the strongest of them.
+///
+/// A task's `estimated_tokens` are its whole exchange, prompt plus answer; 40% of them
+/// are assumed to be output ([`OUTPUT_SHARE`](crate::OUTPUT_SHARE)). The same split
+/// prices every candidate and the chosen model, so "cheapest" means cheapest by the
+/// estimate the plan reports. A model fits when its `context_window` is at least the
+/// task's estimated tokens; when no model fits, the choice is made among the models
+/// with the largest window and the reason says so, naming the rule (`context_window`)
+/// and both numbers.
 #[derive(Clone)]
 pub struct ModelSelector {
     catalog: ModelCatalog,
     estimator: Arc<dyn DifficultyEstimator>,
     margin: f64,
-    output_share: f64,
 }
 
 impl std::fmt::Debug for ModelSelector {
@@ -40,15 +49,69 @@ impl std::fmt::Debug for ModelSelector {
     }
 }
 
+/// Which models can hold a task, by context window.
+struct Window {
+    /// The task's estimated tokens.
+    tokens: u64,
+    /// `None` when some model fits; otherwise the largest window, the only one allowed.
+    largest: Option<u32>,
+    /// How many models were set aside because their window is too small.
+    skipped: usize,
+}
+
+impl Window {
+    fn of(catalog: &ModelCatalog, tokens: u64) -> Window {
+        let models = catalog.models();
+        let skipped = models.iter().filter(|m| !m.fits(tokens)).count();
+        let largest = if skipped == models.len() {
+            models.iter().map(|m| m.context_window).max()
+        } else {
+            None
+        };
+        Window {
+            tokens,
+            largest,
+            skipped,
+        }
+    }
+
+    fn allows(&self, m: &ModelSpec) -> bool {
+        match self.largest {
+            None => m.fits(self.tokens),
+            Some(w) => m.context_window == w,
+        }
+    }
+
+    /// Starts a reason with why the window constrained the choice, if it did.
+    fn explain(&self, reason: &mut String) {
+        if let Some(w) = self.largest {
+            reason.push_str("no model's context window holds the task's ");
+            push_u64(reason, self.tokens);
+            reason.push_str(" tokens (rule: context_window); largest window ");
+            push_u64(reason, u64::from(w));
+            reason.push_str(" tokens; ");
+        }
+    }
+
+    /// Ends a reason with the models the window set aside, if any were (and some fit).
+    fn note_skipped(&self, reason: &mut String) {
+        if self.largest.is_none() && self.skipped > 0 {
+            reason.push_str("; ");
+            push_u64(reason, self.skipped as u64);
+            reason.push_str(" model(s) skipped: context window under ");
+            push_u64(reason, self.tokens);
+            reason.push_str(" tokens");
+        }
+    }
+}
+
 impl ModelSelector {
-    /// A selector over `catalog` with the heuristic estimator, a margin of 0.05 and 40%
-    /// of a task's tokens assumed to be output.
+    /// A selector over `catalog` with the heuristic estimator and a margin of 0.05.
     pub fn new(catalog: ModelCatalog) -> Self {
         ModelSelector {
             catalog,
             estimator: Arc::new(HeuristicDifficulty),
             margin: 0.05,
-            output_share: 0.4,
         }
     }
 
@@ -91,31 +154,53 @@ impl ModelSelector {
         self.select_for(task, difficulty)
     }
 
-    /// The strongest model for `task`, whatever its difficulty: for when cost routing is
-    /// off (an operator's feature flag). `why` is written into the reason
-    /// ("cost routing off: {why}; strongest model (capability 0.95)"); the difficulty is
-    /// still estimated and reported.
+    /// The strongest model for `task` whose context window holds it, whatever its
+    /// difficulty: for when cost routing is off (an operator's feature flag). `why` is
+    /// written into the reason ("cost routing off: {why}; strongest model (capability
+    /// 0.95)"); the difficulty is still estimated and reported.
     pub fn select_strongest(&self, task: &Task, why: &str) -> ModelChoice {
         let difficulty = self.difficulty(task);
-        let m = self.catalog.strongest();
+        let window = Window::of(&self.catalog, u64::from(task.estimated_tokens));
+        let m = self.strongest(&window);
         let mut reason = String::with_capacity(64 + why.len());
+        window.explain(&mut reason);
         reason.push_str("cost routing off: ");
         reason.push_str(why);
         reason.push_str("; strongest model (capability ");
         push_fixed2(&mut reason, m.capability);
         reason.push(')');
+        window.note_skipped(&mut reason);
         self.choice(task, m, difficulty, reason)
     }
 
     /// Chooses a model for `task` at a known difficulty.
     pub fn select_for(&self, task: &Task, difficulty: f64) -> ModelChoice {
         let need = (difficulty + self.margin).min(1.0);
-        let capable = self.catalog.models().iter().find(|m| m.capability >= need);
+        let tokens = u64::from(task.estimated_tokens);
+        let window = Window::of(&self.catalog, tokens);
+        let (input, output) = split_tokens(tokens);
+        // The lowest estimated cost for this task; among equal costs, the more capable
+        // model, then the catalogue's order.
+        let mut capable: Option<(&ModelSpec, Usd)> = None;
+        for m in self.catalog.models() {
+            if m.capability < need || !window.allows(m) {
+                continue;
+            }
+            let cost = m.cost(input, output);
+            let better = match capable {
+                None => true,
+                Some((b, c)) => cost < c || (cost == c && m.capability > b.capability),
+            };
+            if better {
+                capable = Some((m, cost));
+            }
+        }
         // Built by hand: this runs for every task of every plan, and `format!` with
         // floats was a fifth of model selection.
         let mut reason = String::with_capacity(96);
+        window.explain(&mut reason);
         let spec = match capable {
-            Some(m) => {
+            Some((m, _)) => {
                 reason.push_str("cheapest model with capability ");
                 push_fixed2(&mut reason, m.capability);
                 reason.push_str(" >= difficulty ");
@@ -125,7 +210,7 @@ impl ModelSelector {
                 m
             }
             None => {
-                let m = self.catalog.strongest();
+                let m = self.strongest(&window);
                 reason.push_str("no model reaches difficulty ");
                 push_fixed2(&mut reason, difficulty);
                 reason.push_str(" + margin ");
@@ -136,10 +221,24 @@ impl ModelSelector {
                 m
             }
         };
+        window.note_skipped(&mut reason);
         self.choice(task, spec, difficulty, reason)
     }
 
-    /// `spec` for `task`, priced for the task's tokens (`output_share` of them output).
+    /// The most capable model the window allows (the most expensive among equals).
+    fn strongest(&self, window: &Window) -> &ModelSpec {
+        let mut best: Option<&ModelSpec> = None;
+        for m in self.catalog.models() {
+            if window.allows(m) && best.is_none_or(|b| m.capability >= b.capability) {
+                best = Some(m);
+            }
+        }
+        // The window allows at least one model (the largest one when none fits).
+        best.unwrap_or_else(|| self.catalog.strongest())
+    }
+
+    /// `spec` for `task`, priced for the task's tokens split at
+    /// [`OUTPUT_SHARE`](crate::OUTPUT_SHARE).
     fn choice(
         &self,
         task: &Task,
@@ -147,12 +246,11 @@ impl ModelSelector {
         difficulty: f64,
         reason: String,
     ) -> ModelChoice {
-        let tokens = u64::from(task.estimated_tokens);
-        let output = (tokens as f64 * self.output_share).round() as u64;
+        let (input, output) = split_tokens(u64::from(task.estimated_tokens));
         ModelChoice {
             model: spec.id.clone(),
             difficulty,
-            estimated_cost: spec.cost(tokens.saturating_sub(output), output),
+            estimated_cost: spec.cost(input, output),
             reason,
         }
     }

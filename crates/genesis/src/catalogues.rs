@@ -37,9 +37,26 @@ pub fn read_agents(path: &Path) -> Result<AgentRegistry, GenesisError> {
 /// Applies the catalogue files named in `config` (agents, rules, models) to a builder.
 /// Sections without a file keep the built-in defaults.
 ///
+/// The model catalogue is applied whole: with LLM providers, pass the builder the models
+/// they serve instead ([`crate::providers::LlmProviders::served_catalog`], as
+/// [`crate::orchestrator_from_config`] does), or tasks may be planned on a model no
+/// provider serves (their LLM agent then refuses them).
+///
 /// # Errors
 /// Unreadable or invalid files, naming the file.
 pub fn load_catalogues(
+    builder: OrchestratorBuilder,
+    config: &GenesisConfig,
+) -> Result<OrchestratorBuilder, GenesisError> {
+    let mut builder = load_routing_catalogues(builder, config)?;
+    if config.models.catalog_file.is_some() {
+        builder = builder.models(read_models(config)?);
+    }
+    Ok(builder)
+}
+
+/// Applies the agent catalogue and routing rules named in `config` to a builder.
+pub(crate) fn load_routing_catalogues(
     mut builder: OrchestratorBuilder,
     config: &GenesisConfig,
 ) -> Result<OrchestratorBuilder, GenesisError> {
@@ -49,8 +66,13 @@ pub fn load_catalogues(
     if let Some(path) = &config.routing.rules_file {
         builder = builder.rules(RoutingRules::from_toml_str(&read(path)?)?);
     }
-    if let Some(path) = &config.models.catalog_file {
-        builder = builder.models(ModelCatalog::from_toml_str(&read(path)?)?);
-    }
     Ok(builder)
+}
+
+/// The model catalogue named in `config`, or the built-in one.
+pub(crate) fn read_models(config: &GenesisConfig) -> Result<ModelCatalog, GenesisError> {
+    Ok(match &config.models.catalog_file {
+        Some(path) => ModelCatalog::from_toml_str(&read(path)?)?,
+        None => ModelCatalog::from_toml_str(crate::defaults::MODELS_TOML)?,
+    })
 }

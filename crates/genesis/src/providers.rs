@@ -27,7 +27,7 @@ pub struct LlmConfig {
     /// provider gets a client (the provider's settings with the model swapped in).
     pub providers: Vec<ProviderConfig>,
     /// Model used for LLM decomposition (default: the cheapest catalogue model with a
-    /// configured provider).
+    /// configured provider). It must be served by a configured provider.
     pub planner_model: Option<ModelId>,
     /// Run tasks on LLM agents for every agent without another backend.
     pub agents: bool,
@@ -55,10 +55,13 @@ impl std::fmt::Debug for LlmProviders {
 }
 
 impl LlmProviders {
-    /// Builds clients for every catalogue model served by a configured provider.
+    /// Builds clients for every catalogue model served by a configured provider: a
+    /// provider serves its own `model` and every catalogue model whose `provider` is the
+    /// provider's kind (the first configured provider of that kind).
     ///
     /// # Errors
-    /// [`GenesisError::Config`] when a client cannot be built (bad base URL, TLS).
+    /// [`GenesisError::Config`] when a client cannot be built (bad base URL, TLS), or when
+    /// `planner_model` names a model no provider serves.
     pub fn from_config(
         config: &LlmConfig,
         catalog: &ModelCatalog,
@@ -99,6 +102,17 @@ impl LlmProviders {
                 clients.insert(model, client);
             }
         }
+        if let Some(model) = &config.planner_model
+            && !clients.contains_key(model)
+        {
+            return Err(GenesisError::Config {
+                message: format!(
+                    "llm.planner_model {model}: no configured llm provider serves it \
+                     (rule: model_needs_provider; a provider serves its own model and the \
+                     catalogue models of its kind)"
+                ),
+            });
+        }
         let planner = config.planner_model.clone().or_else(|| {
             catalog
                 .models()
@@ -132,11 +146,57 @@ impl LlmProviders {
         self.clients.is_empty()
     }
 
-    /// The client for `model`, or the planner's client when that model has none.
-    pub fn client(&self, model: Option<&ModelId>) -> Option<&Arc<dyn LlmClient>> {
-        model
-            .and_then(|m| self.clients.get(m))
-            .or_else(|| self.planner.as_ref().and_then(|p| self.clients.get(p)))
+    /// Whether a configured provider serves `model`.
+    pub fn serves(&self, model: &ModelId) -> bool {
+        self.clients.contains_key(model)
+    }
+
+    /// The models of `catalog` a configured provider serves, for the model selector: with
+    /// providers configured, a task must only be planned on a model that can run it.
+    /// Without any provider (heuristic planning, no LLM agents) this is not needed: plans
+    /// then show the choice over the whole catalogue.
+    ///
+    /// # Errors
+    /// [`GenesisError::Config`] when no catalogue model is served, naming the served
+    /// models and the catalogue's (rule `model_needs_provider`).
+    pub fn served_catalog(&self, catalog: &ModelCatalog) -> Result<ModelCatalog, GenesisError> {
+        catalog.filtered(|m| self.serves(&m.id)).map_err(|_| {
+            let mut served: Vec<&str> = self.clients.keys().map(ModelId::as_str).collect();
+            served.sort_unstable();
+            let listed: Vec<String> = catalog
+                .models()
+                .iter()
+                .map(|m| format!("{} ({})", m.id, m.provider))
+                .collect();
+            GenesisError::Config {
+                message: format!(
+                    "no model of the model catalogue is served by a configured llm provider \
+                         (rule: model_needs_provider): providers serve [{}], the catalogue holds \
+                         [{}]; add a [[model]] entry for a served model to models.catalog_file, \
+                         or configure a provider of a catalogue model's kind",
+                    served.join(", "),
+                    listed.join(", ")
+                ),
+            }
+        })
+    }
+
+    /// The client for `model`; for `None`, the planner's client.
+    ///
+    /// # Errors
+    /// [`CallError::NoProvider`] when no provider is configured (or, for `None`, no
+    /// planner), [`CallError::NotServed`] when no configured provider serves `model`:
+    /// a call never silently runs on another model than the one planned and priced.
+    pub fn client(&self, model: Option<&ModelId>) -> Result<&Arc<dyn LlmClient>, CallError> {
+        if self.clients.is_empty() {
+            return Err(CallError::NoProvider);
+        }
+        let Some(model) = model.or(self.planner.as_ref()) else {
+            return Err(CallError::NoProvider);
+        };
+        self.clients.get(model).ok_or_else(|| CallError::NotServed {
+            model: model.clone(),
+        })
     }
 
     /// The per-provider breakers.
@@ -215,6 +275,16 @@ pub enum CallError {
         /// The provider.
         provider: String,
     },
+    /// No llm provider is configured, so there is no client to call.
+    #[error("no llm provider is configured")]
+    NoProvider,
+    /// No configured provider serves the model the task was planned on; the call is not
+    /// moved to another model.
+    #[error("no configured llm provider serves model {model} (rule: model_needs_provider)")]
+    NotServed {
+        /// The model.
+        model: ModelId,
+    },
     /// The provider call failed.
     #[error(transparent)]
     Llm(#[from] LlmError),
@@ -226,6 +296,10 @@ impl CallError {
         match self {
             CallError::CircuitOpen { .. } => genesis_llm::RetryHint {
                 retryable: true,
+                after: None,
+            },
+            CallError::NoProvider | CallError::NotServed { .. } => genesis_llm::RetryHint {
+                retryable: false,
                 after: None,
             },
             CallError::Llm(e) => e.retry_hint(),
@@ -282,13 +356,7 @@ impl PlannerModel for LlmPlanner {
         prompt: &str,
         schema: &serde_json::Value,
     ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
-        let client = self
-            .providers
-            .client(None)
-            .ok_or_else(|| {
-                Box::<dyn std::error::Error + Send + Sync>::from("no llm provider configured")
-            })?
-            .clone();
+        let client = self.providers.client(None)?.clone();
         let req = CompletionRequest::user(prompt).with_system(system);
         let called = self.providers.call(&client, &req, Some(schema)).await?;
         Ok(called.value.unwrap_or(serde_json::Value::Null))
@@ -300,7 +368,9 @@ impl PlannerModel for LlmPlanner {
 pub type LlmGate = Arc<dyn Fn(&AgentRequest) -> Result<(), String> + Send + Sync>;
 
 /// An agent backed by an LLM with a role prompt; the model is the one DAAO chose for
-/// the task when a client serves it.
+/// the task (the planner's model when the task has none). A task planned on a model no
+/// configured provider serves is refused ([`AgentError::Rejected`], naming the model),
+/// never run on another model.
 pub struct LlmAgent {
     providers: LlmProviders,
     role_prompts: HashMap<AgentId, String>,
@@ -337,13 +407,18 @@ impl Agent for LlmAgent {
                 message: format!("no LLM call: {reason}"),
             });
         }
-        let client = self
-            .providers
-            .client(request.model.as_ref())
-            .cloned()
-            .ok_or_else(|| AgentError::NoBackend {
-                agent: agent.clone(),
-            })?;
+        // The model DAAO planned and priced the task on, or refuse: another agent may
+        // serve it, but no other model may silently stand in.
+        let client = match self.providers.client(request.model.as_ref()) {
+            Ok(c) => Arc::clone(c),
+            Err(CallError::NoProvider) => return Err(AgentError::NoBackend { agent }),
+            Err(e) => {
+                return Err(AgentError::Rejected {
+                    agent,
+                    message: e.to_string(),
+                });
+            }
+        };
         let role = self
             .role_prompts
             .get(&agent)

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use genesis_core::AgentId;
-use genesis_daao::ModelCatalog;
 use genesis_feature_flags::{FlagStore, SharedFlags};
 use genesis_htdag::LlmDecomposer;
 use genesis_security::Checkpoint;
@@ -54,7 +53,8 @@ pub fn load_flags(
 }
 
 /// Builds the orchestrator a binary runs: configuration, catalogue files, flags, LLM
-/// providers (decomposer and agents) and agent backends.
+/// providers (decomposer and agents) and agent backends. With LLM providers configured,
+/// model selection is restricted to the catalogue models they serve.
 ///
 /// # Errors
 /// Any invalid part, naming it.
@@ -62,22 +62,23 @@ pub fn orchestrator_from_config(
     config: &GenesisConfig,
     env: &[(String, String)],
 ) -> Result<Orchestrator, GenesisError> {
-    let mut builder = crate::load_catalogues(Orchestrator::builder().config(config)?, config)?;
+    let mut builder = crate::catalogues::load_routing_catalogues(
+        Orchestrator::builder().config(config)?,
+        config,
+    )?;
     let flags = load_flags(config, env)?;
     builder = builder.flags(flags.clone());
-    let catalog = match &config.models.catalog_file {
-        Some(p) if p.exists() => {
-            ModelCatalog::from_toml_str(&std::fs::read_to_string(p).map_err(|source| {
-                GenesisError::Io {
-                    path: p.display().to_string(),
-                    source,
-                }
-            })?)?
-        }
-        _ => ModelCatalog::from_toml_str(crate::defaults::MODELS_TOML)?,
-    };
+    let catalog = crate::catalogues::read_models(config)?;
     let providers =
         LlmProviders::from_config(&config.llm, &catalog, config.executor.breaker.clone())?;
+    // With providers, DAAO chooses only among the models they serve, so a task's planned
+    // model and cost estimate are the ones it runs with. Without any, plans show the
+    // choice over the whole catalogue (nothing will call a model).
+    builder = builder.models(if providers.is_empty() {
+        catalog
+    } else {
+        providers.served_catalog(&catalog)?
+    });
     let mut agents = AgentSet::new();
     if !providers.is_empty() {
         if config.planning.decomposer == DecomposerKind::Llm
@@ -180,7 +181,8 @@ pub fn record_rollout_gauges(flags: &SharedFlags) {
 }
 
 /// Reloads the flags file every `interval` when it changed (a bad file keeps the old
-/// flags and is logged), and refreshes the rollout gauges. Runs until the runtime stops.
+/// flags and is logged), and refreshes the rollout gauges. The file is read on tokio's
+/// blocking pool, never on an async worker. Runs until the runtime stops.
 /// `interval` zero disables reloading.
 pub fn spawn_flag_reloader(
     flags: SharedFlags,
@@ -195,14 +197,19 @@ pub fn spawn_flag_reloader(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match flags.reload_if_changed() {
-                Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. }) => {
+            // Reading and hashing the file blocks: off the async workers.
+            let reload = flags.clone();
+            match tokio::task::spawn_blocking(move || reload.reload_if_changed()).await {
+                Ok(Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. })) => {
                     tracing::info!("feature flags reloaded");
                     record_rollout_gauges(&flags);
                 }
-                Ok(_) => record_rollout_gauges(&flags),
-                Err(e) => {
+                Ok(Ok(_)) => record_rollout_gauges(&flags),
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "feature flags file is invalid; keeping the previous flags")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "feature flags reload task failed; keeping the previous flags")
                 }
             }
         }

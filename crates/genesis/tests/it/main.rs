@@ -13,6 +13,7 @@ mod run;
 mod stages;
 mod store;
 mod support;
+mod wiring;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,346 @@
+//! `orchestrator_from_config`: with LLM providers, DAAO chooses only among the models
+//! they serve, and every call runs on the planned model through the provider of its
+//! kind; the flag reloader reads the flags file off the async workers.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use genesis::core::{AgentId, ModelId, Task, TaskId, TaskKind};
+use genesis::providers::{CallError, LlmAgent, LlmProviders};
+use genesis::run::{Agent, AgentError, AgentRequest, RunStatus};
+use genesis::{GenesisConfig, Orchestrator};
+
+const HARD: &str = "Design a distributed, fault-tolerant consensus protocol and prove its safety";
+
+fn hard_task() -> Task {
+    Task::new(TaskId::new("t1"), TaskKind::Design, HARD)
+}
+
+fn config(toml: &str) -> GenesisConfig {
+    toml::from_str(toml).unwrap()
+}
+
+/// Only OpenAI configured: the hard task goes to the strongest OpenAI model, priced as
+/// such, never to an Anthropic model that would then run on another model.
+#[test]
+fn only_models_a_configured_provider_serves_are_chosen() {
+    let openai_only = config(
+        r#"
+[[llm.providers]]
+kind = "openai"
+model = "gpt-4o-mini"
+api_key = "sk-test"
+"#,
+    );
+    let genesis = genesis::orchestrator_from_config(&openai_only, &[]).unwrap();
+    let choice = genesis.selector().select(&hard_task());
+    assert_eq!(choice.model.as_str(), "gpt-4o", "{}", choice.reason);
+    let gpt4o = genesis.selector().catalog().get("gpt-4o").unwrap();
+    assert_eq!(choice.estimated_cost, gpt4o.cost(600, 400));
+    let served: Vec<&str> = genesis
+        .selector()
+        .catalog()
+        .models()
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(served, ["gpt-4o-mini", "gpt-4o"]);
+    let plan = genesis.plan_sync(HARD).unwrap();
+    for t in &plan.tasks {
+        if let Some(m) = &t.model {
+            assert!(served.contains(&m.model.as_str()), "{}: {}", t.id, m.model);
+        }
+    }
+    // No silent stand-in: a model no provider serves has no client.
+    let providers = genesis.llm().unwrap();
+    let err = providers
+        .client(Some(&ModelId::new("claude-sonnet-4-5")))
+        .err()
+        .unwrap();
+    assert!(matches!(err, CallError::NotServed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "no configured llm provider serves model claude-sonnet-4-5 (rule: model_needs_provider)"
+    );
+
+    // Without any provider nothing calls a model: plans show the whole catalogue's choice.
+    let none = genesis::orchestrator_from_config(&config(""), &[]).unwrap();
+    assert!(none.llm().is_none());
+    assert_eq!(
+        none.selector().select(&hard_task()).model.as_str(),
+        "claude-sonnet-4-5"
+    );
+}
+
+#[test]
+fn a_provider_serving_no_catalogue_model_is_a_configuration_error() {
+    let dir = std::env::temp_dir().join(format!("genesis-wiring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let models = dir.join("anthropic-models.toml");
+    std::fs::write(
+        &models,
+        "[[model]]\nid = \"claude-3-5-haiku-latest\"\nprovider = \"anthropic\"\ncapability = 0.7\n\
+         input_per_million = 0.8\noutput_per_million = 4.0\n",
+    )
+    .unwrap();
+    let mut c =
+        config("[[llm.providers]]\nkind = \"openai\"\nmodel = \"llama3\"\napi_key = \"k\"\n");
+    c.models.catalog_file = Some(models);
+    let err = genesis::orchestrator_from_config(&c, &[]).unwrap_err();
+    assert_eq!(err.http_status(), 500, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("rule: model_needs_provider"), "{text}");
+    assert!(
+        text.contains(
+            "providers serve [llama3], the catalogue holds [claude-3-5-haiku-latest (anthropic)]"
+        ),
+        "{text}"
+    );
+
+    let mut c = config(
+        "[llm]\nplanner_model = \"claude-sonnet-4-5\"\n[[llm.providers]]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key = \"k\"\n",
+    );
+    c.models.catalog_file = None;
+    let err = genesis::orchestrator_from_config(&c, &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("llm.planner_model claude-sonnet-4-5: no configured llm provider serves it"),
+        "{err}"
+    );
+}
+
+/// A task planned on a model no client serves is refused, naming the model; it is not
+/// run on the planner's model.
+#[tokio::test]
+async fn an_llm_agent_refuses_a_model_no_provider_serves() {
+    let cheap = Arc::new(genesis::llm::ScriptedClient::new("cheap").then_text("done"));
+    let providers = LlmProviders::from_clients(vec![cheap], Default::default());
+    let agent = LlmAgent::new(providers, Default::default());
+    let request = |model: Option<&str>| AgentRequest {
+        run_id: genesis::new_run_id(),
+        subject: "anonymous".into(),
+        request: "r".into(),
+        task: hard_task(),
+        agent: AgentId::new("architect"),
+        model: model.map(ModelId::new),
+        inputs: Vec::new(),
+        attempt: 1,
+        previous: None,
+    };
+    let err = agent
+        .execute(request(Some("claude-sonnet-4-5")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AgentError::Rejected { message, .. }
+            if message == "no configured llm provider serves model claude-sonnet-4-5 (rule: model_needs_provider)"),
+        "{err}"
+    );
+    // A task without a planned model runs on the planner's model, as before.
+    let out = agent.execute(request(None)).await.unwrap();
+    assert_eq!(out.text, "done");
+}
+
+/// What one stub provider was asked: the `model` of every request.
+#[derive(Default)]
+struct Asked(Mutex<Vec<String>>);
+
+async fn openai_chat(
+    State(asked): State<Arc<Asked>>,
+    Json(body): Json<serde_json::Value>,
+) -> axum::response::Response {
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    asked.0.lock().unwrap().push(model.clone());
+    Json(serde_json::json!({
+        "id": "x", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "openai answer"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
+    }))
+    .into_response()
+}
+
+async fn anthropic_messages(
+    State(asked): State<Arc<Asked>>,
+    Json(body): Json<serde_json::Value>,
+) -> axum::response::Response {
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    asked.0.lock().unwrap().push(model.clone());
+    Json(serde_json::json!({
+        "id": "msg", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "anthropic answer"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 100, "output_tokens": 50}
+    }))
+    .into_response()
+}
+
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// OpenAI and Anthropic configured: every task runs on the model it was planned on,
+/// through the provider of that model's kind (each stub sees only its own models).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_runs_on_its_planned_model_through_that_models_provider() {
+    let openai = Arc::new(Asked::default());
+    let anthropic = Arc::new(Asked::default());
+    let oa = serve(
+        axum::Router::new()
+            .route("/v1/chat/completions", post(openai_chat))
+            .with_state(Arc::clone(&openai)),
+    )
+    .await;
+    let an = serve(
+        axum::Router::new()
+            .route("/v1/messages", post(anthropic_messages))
+            .with_state(Arc::clone(&anthropic)),
+    )
+    .await;
+    let c = config(&format!(
+        r#"
+[llm]
+agents = true
+[[llm.providers]]
+kind = "openai"
+base_url = "http://{oa}/v1"
+model = "gpt-4o-mini"
+api_key = "sk-test"
+timeout = "5s"
+[[llm.providers]]
+kind = "anthropic"
+base_url = "http://{an}"
+model = "claude-3-5-haiku-latest"
+api_key = "sk-ant-test"
+timeout = "5s"
+"#
+    ));
+    let genesis: Orchestrator = genesis::orchestrator_from_config(&c, &[]).unwrap();
+    let request = format!("{HARD}, then reply to the customer thanking them");
+    let plan = genesis.plan(&request).await.unwrap();
+    let planned: BTreeSet<(String, String)> = plan
+        .tasks
+        .iter()
+        .filter_map(|t| t.model.as_ref())
+        .map(|m| {
+            let provider = genesis
+                .selector()
+                .catalog()
+                .get(m.model.as_str())
+                .unwrap()
+                .provider
+                .clone();
+            (provider, m.model.to_string())
+        })
+        .collect();
+    assert!(
+        planned.contains(&("anthropic".into(), "claude-sonnet-4-5".into())),
+        "{planned:?}"
+    );
+    assert!(
+        planned.iter().any(|(p, _)| p == "openai"),
+        "an easy task should go to OpenAI: {planned:?}"
+    );
+    let result = genesis
+        .execute(plan, genesis::RunOptions::default())
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
+    let seen: BTreeSet<(String, String)> = openai
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| ("openai".to_owned(), m.clone()))
+        .chain(
+            anthropic
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| ("anthropic".to_owned(), m.clone())),
+        )
+        .collect();
+    assert_eq!(seen, planned);
+}
+
+/// The reloader reads the flags file on the blocking pool: a read that blocks (here a
+/// FIFO nobody writes to yet) must not stall the runtime's only worker thread.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_blocking_flags_read_does_not_stall_the_runtime() {
+    let dir = std::env::temp_dir().join(format!("genesis-fifo-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flags.json");
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(
+        &path,
+        r#"{"flags": [{"name": "emergency_shutdown", "enabled": false}]}"#,
+    )
+    .unwrap();
+    let flags = genesis::flags::SharedFlags::load(path.clone()).unwrap();
+    // Swap the file for a FIFO: opening it for reading blocks until a writer comes.
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let (alive_tx, alive_rx) = std::sync::mpsc::channel();
+    let (reloaded_tx, reloaded_rx) = std::sync::mpsc::channel();
+    let watched = flags.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let handle =
+                genesis::spawn_flag_reloader(watched.clone(), Duration::from_millis(10)).unwrap();
+            // The first tick is immediate: the reloader is now waiting on the FIFO.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = alive_tx.send(());
+            for _ in 0..250 {
+                if watched
+                    .snapshot()
+                    .get("emergency_shutdown")
+                    .is_some_and(|f| f.enabled)
+                {
+                    let _ = reloaded_tx.send(());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            handle.abort();
+        });
+        // A read may still wait on the FIFO: do not wait for it.
+        rt.shutdown_background();
+    });
+    let alive = alive_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+    // Feed the FIFO (also what unblocks a stalled runtime), from a thread of its own:
+    // opening for writing waits for a reader.
+    let fifo = path.clone();
+    std::thread::spawn(move || {
+        let _ = std::fs::write(
+            &fifo,
+            r#"{"flags": [{"name": "emergency_shutdown", "enabled": true}]}"#,
+        );
+    });
+    assert!(
+        alive,
+        "a timer did not fire while the reloader read the flags file: the read blocked the runtime"
+    );
+    assert!(
+        reloaded_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the flags written to the file were not reloaded"
+    );
+}
