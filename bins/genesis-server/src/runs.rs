@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genesis::core::{RunId, Usd};
+use genesis::daao::BudgetScope;
 use genesis::run::{DaySpend, RunEvent, RunJournal, TaskStatus};
 use genesis::store::{Created, RunStore, StoreError, UnfinishedRun};
 use genesis::telemetry::catalogue;
@@ -81,24 +82,34 @@ impl RunJournal for MeteredJournal {
     }
 }
 
-/// Task metrics for a journaled event.
+/// The `scope` label of [`catalogue::BUDGET_EXCEEDED_TOTAL`] for a budget scope, as the
+/// catalogue documents it (`run` or `daily`).
+fn scope_label(scope: BudgetScope) -> &'static str {
+    match scope {
+        BudgetScope::Run => "run",
+        BudgetScope::Day => "daily",
+    }
+}
+
+/// Task and budget metrics for a journaled event. Money is not counted here:
+/// `genesis_cost_usd_total` grows once per call where the cost arises (LLM calls in the
+/// providers, HTTP and command agents in their backends), so a task's cost is never
+/// counted a second time when the task finishes.
 fn record_metrics(event: &RunEvent) {
     match event {
-        RunEvent::TaskSucceeded {
-            duration_ms, cost, ..
-        } => {
+        RunEvent::TaskSucceeded { duration_ms, .. } => {
             metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "succeeded")
                 .increment(1);
             metrics::histogram!(catalogue::TASK_DURATION_SECONDS)
                 .record(*duration_ms as f64 / 1000.0);
-            metrics::gauge!(catalogue::COST_USD_TOTAL).increment(cost.as_f64());
         }
-        RunEvent::TaskFailed { reason, .. } => {
+        RunEvent::TaskFailed { .. } => {
             metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "failed")
                 .increment(1);
-            if reason.contains("budget exceeded") {
-                metrics::counter!(catalogue::BUDGET_EXCEEDED_TOTAL, catalogue::labels::SCOPE => "run").increment(1);
-            }
+        }
+        RunEvent::BudgetExceeded { scope, .. } => {
+            metrics::counter!(catalogue::BUDGET_EXCEEDED_TOTAL, catalogue::labels::SCOPE => scope_label(*scope))
+                .increment(1);
         }
         RunEvent::TaskSkipped { .. } => {
             metrics::counter!(catalogue::TASKS_TOTAL, catalogue::labels::STATUS => "skipped")
@@ -296,14 +307,8 @@ impl RunManager {
             // For the subject it was started for (runs journaled before subjects were:
             // `anonymous`, as they ran), and routed as its stored plan was.
             let subject = run.subject.as_deref().unwrap_or("anonymous");
-            match self.launch(
-                run.id.clone(),
-                run.plan,
-                run.budget,
-                resumed,
-                run.cost,
-                subject,
-            ) {
+            let budget = self.resumed_budget(&run.id, run.budget);
+            match self.launch(run.id.clone(), run.plan, budget, resumed, run.cost, subject) {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");
@@ -312,6 +317,20 @@ impl RunManager {
             }
         }
         Ok(n)
+    }
+
+    /// The budget a resumed run goes on with: the one it was started with, capped by
+    /// the per-run budget configured now (an operator who lowered `budget.per_run`
+    /// lowers it for runs in progress too, rather than failing them).
+    fn resumed_budget(&self, id: &RunId, stored: Option<Usd>) -> Option<Usd> {
+        let cap = self.orchestrator.budget().per_run;
+        match (stored, cap) {
+            (Some(stored), Some(cap)) if stored > cap => {
+                tracing::warn!(run_id = %id, budget = %stored, per_run = %cap, "resumed run's budget is above budget.per_run; capping it");
+                Some(cap)
+            }
+            (stored, _) => stored,
+        }
     }
 
     fn is_live(&self, id: &RunId) -> bool {
@@ -362,6 +381,49 @@ pub enum StartRunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The value of the series `name` in a Prometheus rendering (0 when absent).
+    fn series(rendered: &str, name: &str) -> f64 {
+        rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn journaled_events_count_budget_scopes_and_never_money() {
+        let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+        let handle = recorder.handle();
+        let usd = |v| Usd::new(v).unwrap();
+        let refused = |scope| RunEvent::BudgetExceeded {
+            task_id: "t2".into(),
+            scope,
+            spent: usd(0.9),
+            reserved: usd(0.1),
+            requested: usd(0.1),
+            limit: usd(1.0),
+        };
+        metrics::with_local_recorder(&recorder, || {
+            // The task's cost was counted when its calls were made, not again here.
+            record_metrics(&RunEvent::TaskSucceeded {
+                task_id: "t1".into(),
+                agent: "backend".into(),
+                output: "done".into(),
+                cost: usd(0.25),
+                attempts: 1,
+                duration_ms: 10,
+            });
+            record_metrics(&refused(BudgetScope::Day));
+            record_metrics(&refused(BudgetScope::Day));
+            record_metrics(&refused(BudgetScope::Run));
+        });
+        let text = handle.render();
+        assert_eq!(series(&text, catalogue::COST_USD_TOTAL), 0.0, "{text}");
+        let scope = |s: &str| format!("{}{{scope=\"{s}\"}}", catalogue::BUDGET_EXCEEDED_TOTAL);
+        assert_eq!(series(&text, &scope("daily")), 2.0, "{text}");
+        assert_eq!(series(&text, &scope("run")), 1.0, "{text}");
+        assert_eq!(series(&text, &scope("day")), 0.0, "{text}");
+    }
 
     #[test]
     fn day_start_is_midnight_utc_today() {

@@ -1,6 +1,7 @@
-//! Money spent against budgets.
+//! Money spent against budgets, and money set aside for calls in flight.
 
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use genesis_core::Usd;
 use serde::{Deserialize, Serialize};
@@ -15,57 +16,198 @@ pub struct Budget {
     pub per_day: Option<Usd>,
 }
 
-/// A charge was refused because it would break a budget.
+/// Which budget a charge would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// The run's budget (`budget.per_run`, or the run's own budget).
+    Run,
+    /// The day's budget shared by every run (`budget.per_day`).
+    Day,
+}
+
+impl BudgetScope {
+    /// `run` or `day` (the rule is `budget_{scope}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Run => "run",
+            BudgetScope::Day => "day",
+        }
+    }
+}
+
+impl fmt::Display for BudgetScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reservation was refused because it would break a budget: what is spent, plus what
+/// calls in flight have reserved, plus what was asked for, is over the limit.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "{scope} budget exceeded: spent {spent} + requested {requested} > limit {limit} (rule: budget_{scope})"
+    "{scope} budget exceeded: spent {spent} + reserved {reserved} + requested {requested} > limit {limit} (rule: budget_{scope})"
 )]
 pub struct BudgetExceeded {
-    /// `run` or `day`.
-    pub scope: &'static str,
+    /// The budget that would break.
+    pub scope: BudgetScope,
     /// Already spent.
     pub spent: Usd,
-    /// The charge asked for.
+    /// Reserved by calls in flight, not yet settled.
+    pub reserved: Usd,
+    /// The amount asked for.
     pub requested: Usd,
     /// The limit.
     pub limit: Usd,
 }
 
-/// Tracks what a run has spent, and what the day has. Reserve before an LLM call with
-/// [`CostLedger::check`], then [`CostLedger::charge`] what it actually cost.
+/// Slack when comparing against a limit, in dollars: sums of decimal amounts in binary
+/// floating point are off by a few ulps ($0.10 + $0.20 > $0.30), and a budget used up
+/// exactly must not refuse its last call for it. A nanodollar is far below any price.
+const SLACK: f64 = 1e-9;
+
+/// Spent and reserved money of one scope (a run, or a day).
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    spent: Usd,
+    reserved: Usd,
+    /// Reservations not yet settled or released: at zero, `reserved` is reset to
+    /// exactly zero, so float rounding cannot pile up over many reservations.
+    open: usize,
+}
+
+impl Totals {
+    /// Refuses `amount` when spent + reserved + amount would pass `limit`.
+    fn admits(
+        &self,
+        scope: BudgetScope,
+        limit: Option<Usd>,
+        amount: Usd,
+    ) -> Result<(), BudgetExceeded> {
+        match limit {
+            Some(limit)
+                if (self.spent + self.reserved + amount).as_f64() > limit.as_f64() + SLACK =>
+            {
+                Err(BudgetExceeded {
+                    scope,
+                    spent: self.spent,
+                    reserved: self.reserved,
+                    requested: amount,
+                    limit,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn reserve(&mut self, amount: Usd) {
+        self.reserved += amount;
+        self.open += 1;
+    }
+
+    fn release(&mut self, amount: Usd) {
+        self.open = self.open.saturating_sub(1);
+        self.reserved = if self.open == 0 {
+            Usd::ZERO
+        } else {
+            self.reserved - amount
+        };
+    }
+}
+
+/// Locks `totals`; a lock poisoned by a panic elsewhere still holds consistent totals
+/// (every update is one assignment), so it is recovered, never skipped: a budget check
+/// must not fail open.
+fn lock(totals: &Mutex<Totals>) -> MutexGuard<'_, Totals> {
+    totals.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What all runs sharing it have spent and reserved today. Clones share one total:
+/// ledgers made with [`CostLedger::sharing_day`] over clones of one `DayTotal` reserve
+/// and charge against the same day, so concurrent runs cannot each spend the whole
+/// daily budget. Starting a new total at midnight is the owner's job.
+#[derive(Debug, Clone, Default)]
+pub struct DayTotal(Arc<Mutex<Totals>>);
+
+impl DayTotal {
+    /// A day total starting at `spent` (spent today before, e.g. by runs journaled
+    /// before a restart), with nothing reserved.
+    pub fn new(spent: Usd) -> Self {
+        DayTotal(Arc::new(Mutex::new(Totals {
+            spent,
+            ..Totals::default()
+        })))
+    }
+
+    /// Spent today (settled charges).
+    pub fn spent(&self) -> Usd {
+        lock(&self.0).spent
+    }
+
+    /// Reserved by calls in flight, not yet settled.
+    pub fn reserved(&self) -> Usd {
+        lock(&self.0).reserved
+    }
+}
+
+/// Tracks what a run has spent and reserved, and what the day has, against a
+/// [`Budget`].
 ///
-/// The day's total can be shared: ledgers made with [`CostLedger::sharing_day`] over
-/// one total (and clones of a ledger) charge and check that one total, so concurrent
-/// runs cannot each spend the whole daily budget.
+/// Reserve a call's estimated cost with [`CostLedger::reserve`] before making it, then
+/// [`Reservation::settle`] it with what the call actually cost (dropping the
+/// reservation, or [`Reservation::release`], gives the money back when the call
+/// failed or was cancelled). A reservation is admitted only while spent + reserved +
+/// the estimate stays within every budget, and it is taken on the run and the day
+/// together, under their locks: concurrent callers cannot all pass one check and then
+/// overspend together. What a call actually costs is recorded even when it is more
+/// than its estimate (the money is gone); later reservations see it.
+///
+/// Clones share the run's and the day's totals (every task of a run holds a clone).
+/// The day's total can be shared between runs: ledgers made with
+/// [`CostLedger::sharing_day`] over one [`DayTotal`] reserve and charge that one total.
+///
+/// ```
+/// use genesis_core::Usd;
+/// use genesis_daao::{Budget, BudgetScope, CostLedger};
+///
+/// let usd = |v| Usd::new(v).unwrap();
+/// let ledger = CostLedger::new(Budget { per_run: Some(usd(1.0)), per_day: None }, Usd::ZERO);
+/// let a = ledger.reserve(usd(0.6)).unwrap();
+/// // A second call in flight at the same time does not fit beside the first.
+/// assert_eq!(ledger.reserve(usd(0.6)).unwrap_err().scope, BudgetScope::Run);
+/// a.settle(usd(0.5));
+/// assert_eq!(ledger.spent(), usd(0.5));
+/// assert!(ledger.reserve(usd(0.5)).is_ok());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct CostLedger {
     budget: Budget,
-    run_spent: Usd,
-    day_spent: Arc<Mutex<Usd>>,
+    run: Arc<Mutex<Totals>>,
+    day: DayTotal,
 }
 
 impl CostLedger {
     /// A ledger enforcing `budget`, with `day_spent` already spent today by other runs
     /// (a day total of its own: other ledgers do not see what this one charges).
     pub fn new(budget: Budget, day_spent: Usd) -> Self {
-        Self::sharing_day(budget, Arc::new(Mutex::new(day_spent)))
+        Self::sharing_day(budget, DayTotal::new(day_spent))
     }
 
-    /// A ledger enforcing `budget` that charges and checks the shared day total `day`
-    /// (what every run sharing it has spent today).
-    pub fn sharing_day(budget: Budget, day: Arc<Mutex<Usd>>) -> Self {
+    /// A ledger enforcing `budget` that reserves and charges against the shared day
+    /// total `day` (what every run sharing it has spent and reserved today).
+    pub fn sharing_day(budget: Budget, day: DayTotal) -> Self {
         CostLedger {
             budget,
-            run_spent: Usd::ZERO,
-            day_spent: day,
+            run: Arc::new(Mutex::new(Totals::default())),
+            day,
         }
     }
 
     /// Starts the run's total at `spent`: what a resumed run spent before a restart.
     /// The day total is not charged again (it already holds that money).
     #[must_use]
-    pub fn with_run_spent(mut self, spent: Usd) -> Self {
-        self.run_spent = spent;
+    pub fn with_run_spent(self, spent: Usd) -> Self {
+        lock(&self.run).spent = spent;
         self
     }
 
@@ -74,31 +216,35 @@ impl CostLedger {
         self.budget
     }
 
-    /// Spent by this run.
+    /// Spent by this run (settled charges).
     pub fn spent(&self) -> Usd {
-        self.run_spent
+        lock(&self.run).spent
     }
 
-    /// Spent today, this run included.
+    /// Reserved by this run's calls in flight, not yet settled.
+    pub fn reserved(&self) -> Usd {
+        lock(&self.run).reserved
+    }
+
+    /// Spent today, this run included (settled charges).
     pub fn day_spent(&self) -> Usd {
-        *self
-            .day_spent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.day.spent()
     }
 
-    /// Left in the run budget (`None`: unlimited).
+    /// Left in the run budget for new reservations: the limit less what is spent and
+    /// reserved (`None`: unlimited).
     pub fn remaining(&self) -> Option<Usd> {
-        self.budget.per_run.map(|l| l - self.run_spent)
+        let run = *lock(&self.run);
+        self.budget.per_run.map(|l| l - run.spent - run.reserved)
     }
 
-    /// Fraction of the tightest budget used, in `[0, 1]` (0 when unlimited).
+    /// Fraction of the tightest budget spent, in `[0, 1]` (0 when unlimited).
     pub fn utilisation(&self) -> f64 {
         let run = self
             .budget
             .per_run
             .filter(|l| l.as_f64() > 0.0)
-            .map_or(0.0, |l| self.run_spent.as_f64() / l.as_f64());
+            .map_or(0.0, |l| self.spent().as_f64() / l.as_f64());
         let day = self
             .budget
             .per_day
@@ -107,43 +253,101 @@ impl CostLedger {
         run.max(day).clamp(0.0, 1.0)
     }
 
-    /// Checks that `amount` more would stay within every budget.
+    /// Whether a reservation of `amount` would be admitted now. It reserves nothing:
+    /// another caller may take the room before you; use [`CostLedger::reserve`] before
+    /// spending.
     ///
     /// # Errors
-    /// [`BudgetExceeded`] naming the budget that would break.
+    /// [`BudgetExceeded`] naming the budget that would break (the run's first).
     pub fn check(&self, amount: Usd) -> Result<(), BudgetExceeded> {
-        if let Some(limit) = self.budget.per_run
-            && self.run_spent + amount > limit
-        {
-            return Err(BudgetExceeded {
-                scope: "run",
-                spent: self.run_spent,
-                requested: amount,
-                limit,
-            });
-        }
-        if let Some(limit) = self.budget.per_day {
-            let spent = self.day_spent();
-            if spent + amount > limit {
-                return Err(BudgetExceeded {
-                    scope: "day",
-                    spent,
-                    requested: amount,
-                    limit,
-                });
-            }
-        }
-        Ok(())
+        let run = lock(&self.run);
+        run.admits(BudgetScope::Run, self.budget.per_run, amount)?;
+        let day = lock(&self.day.0);
+        day.admits(BudgetScope::Day, self.budget.per_day, amount)
     }
 
-    /// Records money actually spent. Spending is recorded even when it breaks a budget
-    /// (the money is gone); the breach shows in the next [`CostLedger::check`].
-    pub fn charge(&mut self, amount: Usd) {
-        self.run_spent += amount;
-        *self
-            .day_spent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) += amount;
+    /// Sets `amount` aside on the run and the day, if it fits in every budget beside
+    /// what is spent and already reserved. Settle the reservation with the actual cost
+    /// once the call returns; dropping it unsettled gives the money back.
+    ///
+    /// # Errors
+    /// [`BudgetExceeded`] naming the budget that would break (the run's first);
+    /// nothing is reserved then.
+    pub fn reserve(&self, amount: Usd) -> Result<Reservation, BudgetExceeded> {
+        // Lock order everywhere: the run, then the day (the day is shared by runs,
+        // a run's total only by its own tasks).
+        let mut run = lock(&self.run);
+        run.admits(BudgetScope::Run, self.budget.per_run, amount)?;
+        let mut day = lock(&self.day.0);
+        day.admits(BudgetScope::Day, self.budget.per_day, amount)?;
+        run.reserve(amount);
+        day.reserve(amount);
+        Ok(Reservation {
+            run: Arc::clone(&self.run),
+            day: self.day.clone(),
+            amount,
+            open: true,
+        })
+    }
+
+    /// Records money spent without a reservation. Spending is recorded even when it
+    /// breaks a budget (the money is gone); later reservations are refused.
+    pub fn charge(&self, amount: Usd) {
+        let mut run = lock(&self.run);
+        let mut day = lock(&self.day.0);
+        run.spent += amount;
+        day.spent += amount;
+    }
+}
+
+/// Money set aside on a run and its day for one call in flight (see
+/// [`CostLedger::reserve`]). Settle it with what the call cost; dropped unsettled (the
+/// call failed, or its task was cancelled), it is released.
+#[derive(Debug)]
+#[must_use = "a reservation is released when dropped: settle it with the call's cost"]
+pub struct Reservation {
+    run: Arc<Mutex<Totals>>,
+    day: DayTotal,
+    amount: Usd,
+    open: bool,
+}
+
+impl Reservation {
+    /// The amount set aside.
+    pub fn amount(&self) -> Usd {
+        self.amount
+    }
+
+    /// Releases the reservation and records `actual`, what the call cost (more or less
+    /// than reserved), in one step: spent + reserved never counts the call twice nor
+    /// drops it in between.
+    pub fn settle(mut self, actual: Usd) {
+        self.close(actual);
+    }
+
+    /// Gives the reserved money back without charging anything (the call failed before
+    /// costing money). Dropping the reservation does the same.
+    pub fn release(mut self) {
+        self.close(Usd::ZERO);
+    }
+
+    fn close(&mut self, actual: Usd) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let mut run = lock(&self.run);
+        let mut day = lock(&self.day.0);
+        run.release(self.amount);
+        day.release(self.amount);
+        run.spent += actual;
+        day.spent += actual;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.close(Usd::ZERO);
     }
 }
 
@@ -155,9 +359,16 @@ mod tests {
         Usd::new(v).unwrap()
     }
 
+    fn run_budget(limit: f64) -> Budget {
+        Budget {
+            per_run: Some(usd(limit)),
+            per_day: None,
+        }
+    }
+
     #[test]
     fn enforces_run_and_day_budgets() {
-        let mut l = CostLedger::new(
+        let l = CostLedger::new(
             Budget {
                 per_run: Some(usd(1.0)),
                 per_day: Some(usd(10.0)),
@@ -167,19 +378,80 @@ mod tests {
         assert!(l.check(usd(0.4)).is_ok());
         l.charge(usd(0.4));
         let err = l.check(usd(0.2)).unwrap_err();
-        assert_eq!(err.scope, "day");
+        assert_eq!(err.scope, BudgetScope::Day);
         assert!(err.to_string().contains("rule: budget_day"), "{err}");
-        let mut l = CostLedger::new(
-            Budget {
-                per_run: Some(usd(1.0)),
-                per_day: None,
-            },
-            Usd::ZERO,
-        );
+        let l = CostLedger::new(run_budget(1.0), Usd::ZERO);
         l.charge(usd(0.9));
-        assert_eq!(l.check(usd(0.2)).unwrap_err().scope, "run");
+        let err = l.check(usd(0.2)).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::Run);
+        assert!(err.to_string().contains("rule: budget_run"), "{err}");
         assert!((l.utilisation() - 0.9).abs() < 1e-9);
         assert!((l.remaining().unwrap().as_f64() - 0.1).abs() < 1e-9);
+    }
+
+    /// The executor's order: two tasks of a run reserve before either has charged.
+    /// With $0.90 of $1.00 spent, only one $0.10 call fits; the second is refused
+    /// naming what the first reserved.
+    #[test]
+    fn a_second_reservation_that_does_not_fit_beside_the_first_is_refused() {
+        let ledger = CostLedger::new(run_budget(1.0), Usd::ZERO);
+        ledger.charge(usd(0.9));
+        let est = usd(0.1);
+        let first = ledger.reserve(est).unwrap();
+        let err = ledger.reserve(est).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::Run);
+        assert!((err.spent.as_f64() - 0.9).abs() < 1e-9, "{err}");
+        assert!((err.reserved.as_f64() - 0.1).abs() < 1e-9, "{err}");
+        assert!(
+            err.to_string()
+                .contains("spent $0.9000 + reserved $0.1000 + requested $0.1000 > limit $1.0000"),
+            "{err}"
+        );
+        first.settle(est);
+        assert!(ledger.spent().as_f64() <= 1.0 + 1e-9, "{}", ledger.spent());
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+    }
+
+    #[test]
+    fn settling_records_the_actual_cost_and_dropping_releases() {
+        let ledger = CostLedger::new(
+            Budget {
+                per_run: Some(usd(1.0)),
+                per_day: Some(usd(5.0)),
+            },
+            usd(1.0),
+        );
+        let r = ledger.reserve(usd(0.5)).unwrap();
+        assert_eq!(r.amount(), usd(0.5));
+        assert_eq!(ledger.reserved(), usd(0.5));
+        assert_eq!(ledger.remaining(), Some(usd(0.5)));
+        // Cheaper than estimated: the difference is free again.
+        r.settle(usd(0.2));
+        assert_eq!(ledger.spent(), usd(0.2));
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+        assert!((ledger.day_spent().as_f64() - 1.2).abs() < 1e-9);
+        // A failed call (dropped reservation) costs nothing and frees its room.
+        drop(ledger.reserve(usd(0.8)).unwrap());
+        ledger.reserve(usd(0.3)).unwrap().release();
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+        assert_eq!(ledger.spent(), usd(0.2));
+        assert!(ledger.reserve(usd(0.8)).is_ok());
+    }
+
+    #[test]
+    fn a_refused_reservation_reserves_nothing() {
+        let ledger = CostLedger::new(
+            Budget {
+                per_run: Some(usd(10.0)),
+                per_day: Some(usd(1.0)),
+            },
+            usd(0.5),
+        );
+        let err = ledger.reserve(usd(0.6)).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::Day);
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+        assert_eq!(ledger.day.reserved(), Usd::ZERO);
+        assert!(ledger.reserve(usd(0.5)).is_ok());
     }
 
     #[test]
@@ -188,14 +460,20 @@ mod tests {
             per_run: None,
             per_day: Some(usd(1.0)),
         };
-        let day = Arc::new(Mutex::new(usd(0.2)));
-        let mut a = CostLedger::sharing_day(budget, Arc::clone(&day));
-        let mut b = CostLedger::sharing_day(budget, Arc::clone(&day));
+        let day = DayTotal::new(usd(0.2));
+        let a = CostLedger::sharing_day(budget, day.clone());
+        let b = CostLedger::sharing_day(budget, day.clone());
         a.charge(usd(0.5));
         assert!((b.day_spent().as_f64() - 0.7).abs() < 1e-9);
         let err = b.check(usd(0.4)).unwrap_err();
-        assert_eq!(err.scope, "day");
+        assert_eq!(err.scope, BudgetScope::Day);
         assert!((err.spent.as_f64() - 0.7).abs() < 1e-9, "{err}");
+        // Money one run reserved is out of the other's reach until it is settled.
+        let held = a.reserve(usd(0.2)).unwrap();
+        let err = b.reserve(usd(0.2)).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::Day);
+        assert!((err.reserved.as_f64() - 0.2).abs() < 1e-9, "{err}");
+        drop(held);
         b.charge(usd(0.3));
         assert!(a.check(usd(0.01)).is_err());
         assert!(
@@ -203,7 +481,7 @@ mod tests {
             "run totals stay apart"
         );
         assert!((b.spent().as_f64() - 0.3).abs() < 1e-9);
-        assert!((day.lock().unwrap().as_f64() - 1.0).abs() < 1e-9);
+        assert!((day.spent().as_f64() - 1.0).abs() < 1e-9);
     }
 
     #[test]
@@ -215,6 +493,120 @@ mod tests {
         let l = CostLedger::new(budget, usd(2.0)).with_run_spent(usd(0.9));
         assert!((l.spent().as_f64() - 0.9).abs() < 1e-9);
         assert!((l.day_spent().as_f64() - 2.0).abs() < 1e-9);
-        assert_eq!(l.check(usd(0.2)).unwrap_err().scope, "run");
+        assert_eq!(l.check(usd(0.2)).unwrap_err().scope, BudgetScope::Run);
+    }
+
+    /// Threads racing for one budget: exactly as many reservations as fit are admitted,
+    /// and what they spend never passes the budget.
+    #[test]
+    fn concurrent_reservations_never_pass_the_budget() {
+        let ledger = CostLedger::new(
+            Budget {
+                per_run: Some(usd(1.0)),
+                per_day: Some(usd(0.75)),
+            },
+            Usd::ZERO,
+        );
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let admitted: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let ledger = ledger.clone();
+                    let barrier = Arc::clone(&barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        match ledger.reserve(usd(0.125)) {
+                            Ok(r) => {
+                                // Every admitted call is in flight before any settles.
+                                barrier.wait();
+                                r.settle(usd(0.125));
+                                true
+                            }
+                            Err(e) => {
+                                assert_eq!(e.scope, BudgetScope::Day, "{e}");
+                                barrier.wait();
+                                false
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(admitted.iter().filter(|a| **a).count(), 6);
+        assert_eq!(ledger.spent(), usd(0.75));
+        assert_eq!(ledger.day_spent(), usd(0.75));
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+    }
+
+    /// A panic while a ledger lock is held must not turn budget checks off.
+    #[test]
+    fn a_poisoned_lock_still_enforces_the_budget() {
+        let ledger = CostLedger::new(run_budget(1.0), Usd::ZERO);
+        ledger.charge(usd(0.95));
+        for totals in [Arc::clone(&ledger.run), Arc::clone(&ledger.day.0)] {
+            let poisoned = std::thread::spawn(move || {
+                let _held = totals.lock().unwrap();
+                panic!("poison the ledger");
+            })
+            .join();
+            assert!(poisoned.is_err());
+        }
+        assert!(ledger.run.is_poisoned() && ledger.day.0.is_poisoned());
+        assert_eq!(
+            ledger.reserve(usd(0.1)).unwrap_err().scope,
+            BudgetScope::Run
+        );
+        ledger.reserve(usd(0.05)).unwrap().settle(usd(0.05));
+        assert_eq!(ledger.spent(), usd(1.0));
+    }
+
+    #[test]
+    fn many_reservations_leave_no_rounding_residue() {
+        let ledger = CostLedger::new(run_budget(0.3), Usd::ZERO);
+        for _ in 0..1000 {
+            let a = ledger.reserve(usd(0.1)).unwrap();
+            let b = ledger.reserve(usd(0.2)).unwrap();
+            drop(a);
+            drop(b);
+        }
+        assert_eq!(ledger.reserved(), Usd::ZERO);
+        assert!(ledger.reserve(usd(0.3)).is_ok());
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the interleaving of reservations, settlements (at or below the
+            /// estimate) and releases, spent + reserved stays within the budget.
+            #[test]
+            fn spent_plus_reserved_stays_within_the_budget(
+                ops in proptest::collection::vec((0u32..100, 0u32..=100, any::<bool>()), 1..60),
+                limit in 1u32..500,
+            ) {
+                let limit = usd(f64::from(limit) / 100.0);
+                let ledger = CostLedger::new(
+                    Budget { per_run: Some(limit), per_day: Some(limit) },
+                    Usd::ZERO,
+                );
+                let mut open: Vec<Reservation> = Vec::new();
+                for (cents, settle_pct, close_one) in ops {
+                    if close_one && !open.is_empty() {
+                        let r = open.remove(0);
+                        let actual = r.amount() * (f64::from(settle_pct) / 100.0);
+                        if settle_pct % 2 == 0 { r.settle(actual) } else { r.release() }
+                    } else if let Ok(r) = ledger.reserve(usd(f64::from(cents) / 100.0)) {
+                        open.push(r);
+                    }
+                    let used = ledger.spent() + ledger.reserved();
+                    prop_assert!(used.as_f64() <= limit.as_f64() + 1e-8, "{used} > {limit}");
+                    prop_assert!(ledger.day_spent() == ledger.spent());
+                }
+                drop(open);
+                prop_assert_eq!(ledger.reserved(), Usd::ZERO);
+            }
+        }
     }
 }

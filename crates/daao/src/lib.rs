@@ -4,8 +4,9 @@
 //! [`DifficultyEstimator`]; the [`ModelSelector`] picks, among the models of the
 //! [`ModelCatalog`] whose context window holds the task, the one with the lowest estimated
 //! cost whose capability covers that difficulty, and reports that estimate; the
-//! [`CostLedger`] holds the money actually spent against a [`Budget`]; a [`StopPolicy`]
-//! (TUMIX) decides when another refinement round is not worth its cost.
+//! [`CostLedger`] reserves each call's estimated cost before it is made and settles it
+//! to what the call actually cost, so concurrent calls cannot overspend a [`Budget`];
+//! a [`StopPolicy`] (TUMIX) decides when another refinement round is not worth its cost.
 //!
 //! ```
 //! use genesis_core::{Task, TaskId, TaskKind};
@@ -42,6 +43,6 @@ mod stop;
 
 pub use catalog::{CatalogError, ModelCatalog, ModelSpec, OUTPUT_SHARE, split_tokens};
 pub use difficulty::{DifficultyEstimator, HeuristicDifficulty};
-pub use ledger::{Budget, BudgetExceeded, CostLedger};
+pub use ledger::{Budget, BudgetExceeded, BudgetScope, CostLedger, DayTotal, Reservation};
 pub use select::{ModelChoice, ModelSelector};
 pub use stop::{ConvergenceStop, RefinementRound, StopDecision, StopPolicy};

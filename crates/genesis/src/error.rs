@@ -14,6 +14,17 @@ pub enum GenesisError {
         /// What was wrong, with the offending value.
         reason: String,
     },
+    /// A run budget was asked for above the operator's per-run budget
+    /// (`budget.per_run`), which caps what any one run may spend.
+    #[error(
+        "run budget {requested} is above the configured per-run budget {limit} (budget.per_run) (rule: budget_usd)"
+    )]
+    BudgetAboveLimit {
+        /// The run budget asked for (`budget_usd`).
+        requested: genesis_core::Usd,
+        /// The configured per-run budget.
+        limit: genesis_core::Usd,
+    },
     /// Decomposition failed.
     #[error(transparent)]
     Decomposition(#[from] genesis_htdag::HtdagError),
@@ -68,14 +79,18 @@ impl GenesisError {
             GenesisError::Models(_) | GenesisError::Config { .. } | GenesisError::Io { .. } => {
                 ErrorCategory::Config
             }
-            GenesisError::InvalidPlan { .. } => ErrorCategory::Validation,
+            GenesisError::InvalidPlan { .. } | GenesisError::BudgetAboveLimit { .. } => {
+                ErrorCategory::Validation
+            }
         }
     }
 
     /// How bad it is for an operator.
     pub fn severity(&self) -> Severity {
         match self {
-            GenesisError::Rejected { .. } | GenesisError::Disabled { .. } => Severity::Low,
+            GenesisError::Rejected { .. }
+            | GenesisError::Disabled { .. }
+            | GenesisError::BudgetAboveLimit { .. } => Severity::Low,
             GenesisError::Decomposition(e) if e.is_rejection() => Severity::Low,
             GenesisError::InvalidPlan { .. } => Severity::Medium,
             GenesisError::Config { .. } | GenesisError::Io { .. } | GenesisError::Models(_) => {
@@ -88,7 +103,9 @@ impl GenesisError {
     /// True when the caller's input was at fault (exit code 2, HTTP 4xx).
     pub fn is_rejection(&self) -> bool {
         match self {
-            GenesisError::Rejected { .. } | GenesisError::InvalidPlan { .. } => true,
+            GenesisError::Rejected { .. }
+            | GenesisError::InvalidPlan { .. }
+            | GenesisError::BudgetAboveLimit { .. } => true,
             GenesisError::Decomposition(e) => e.is_rejection(),
             _ => false,
         }
@@ -115,6 +132,7 @@ impl GenesisError {
             GenesisError::Rejected { rule, .. } => rule.clone(),
             GenesisError::Disabled { flag, .. } => format!("feature_flag:{flag}"),
             GenesisError::InvalidPlan { .. } => "plan_validation".into(),
+            GenesisError::BudgetAboveLimit { .. } => "budget_usd".into(),
             GenesisError::Decomposition(e) => match e {
                 genesis_htdag::HtdagError::EmptyRequest => "non_empty_request".into(),
                 genesis_htdag::HtdagError::RequestTooLong { .. } => "max_request_chars".into(),
@@ -150,5 +168,21 @@ mod tests {
             state: "off",
         };
         assert_eq!(e.http_status(), 503);
+    }
+
+    #[test]
+    fn a_budget_above_the_cap_is_the_callers_fault_naming_both_values() {
+        let e = GenesisError::BudgetAboveLimit {
+            requested: genesis_core::Usd::new(1000.0).unwrap(),
+            limit: genesis_core::Usd::new(2.5).unwrap(),
+        };
+        assert_eq!(e.http_status(), 400);
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.rule(), "budget_usd");
+        assert_eq!(e.category(), ErrorCategory::Validation);
+        let message = e.to_string();
+        assert!(message.contains("$1000.0000"), "{message}");
+        assert!(message.contains("$2.5000"), "{message}");
+        assert!(message.contains("rule: budget_usd"), "{message}");
     }
 }

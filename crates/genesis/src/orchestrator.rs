@@ -31,6 +31,8 @@ use genesis_daao::CostLedger;
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     /// The run budget the plan must fit in; `None` uses the configured per-run budget.
+    /// It can only lower that budget: above it, planning fails with
+    /// [`GenesisError::BudgetAboveLimit`].
     pub budget: Option<Usd>,
     /// Who is asking (user, tenant or API key id): the subject of sticky flag rollouts.
     pub subject: Option<String>,
@@ -419,6 +421,29 @@ impl Orchestrator {
         &self.inner.limits
     }
 
+    /// The configured budgets (`budget.per_run`, `budget.per_day`).
+    pub fn budget(&self) -> Budget {
+        self.inner.budget
+    }
+
+    /// The per-run budget a run asking for `requested` gets: `requested` when it is at
+    /// or below the configured `budget.per_run` (or there is none), the configured
+    /// budget when nothing is asked for. A caller can lower the operator's cap, never
+    /// raise it.
+    ///
+    /// # Errors
+    /// [`GenesisError::BudgetAboveLimit`] when `requested` is above `budget.per_run`,
+    /// naming both.
+    pub fn run_budget(&self, requested: Option<Usd>) -> Result<Option<Usd>, GenesisError> {
+        match (requested, self.inner.budget.per_run) {
+            (Some(requested), Some(limit)) if requested > limit => {
+                Err(GenesisError::BudgetAboveLimit { requested, limit })
+            }
+            (Some(requested), _) => Ok(Some(requested)),
+            (None, limit) => Ok(limit),
+        }
+    }
+
     /// Plans a request with the configured decomposer, falling back to the heuristic
     /// decomposer (and recording the degradation) when it fails.
     ///
@@ -432,8 +457,9 @@ impl Orchestrator {
     ///
     /// # Errors
     /// [`GenesisError::Rejected`] when screening refuses the request (limits,
-    /// injection); [`GenesisError::InvalidPlan`] when validation fails (the plan is
-    /// inside); decomposition errors.
+    /// injection); [`GenesisError::BudgetAboveLimit`] when `options.budget` is above
+    /// the configured per-run budget; [`GenesisError::InvalidPlan`] when validation
+    /// fails (the plan is inside); decomposition errors.
     pub async fn plan_with(
         &self,
         request: &str,
@@ -443,6 +469,8 @@ impl Orchestrator {
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
         self.screen(request)?;
+        // Before decomposing: an LLM decomposer costs money.
+        self.run_budget(options.budget)?;
         let stages = self.stages_with(subject, options.day.as_ref());
         let inner = &self.inner;
         let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
@@ -807,7 +835,7 @@ impl Orchestrator {
         }
         let registry = inner.router.registry();
         let mut vconfig = inner.validator.clone();
-        vconfig.budget = options.budget.or(inner.budget.per_run);
+        vconfig.budget = self.run_budget(options.budget)?;
         let assignments: Vec<Assignment> = {
             let mut all = Vec::with_capacity(assignments.len());
             all.extend(assignments.into_iter().flatten());
@@ -1044,7 +1072,9 @@ pub struct RunOptions {
     pub journal: Option<Arc<dyn RunJournal>>,
     /// Tasks that finished before a restart; they are not run again.
     pub resumed: Vec<TaskReport>,
-    /// The run budget; `None` uses the configured per-run budget.
+    /// The run budget; `None` uses the configured per-run budget. It can only lower
+    /// that budget: above it, [`Orchestrator::execute`] fails with
+    /// [`GenesisError::BudgetAboveLimit`].
     pub budget: Option<Usd>,
     /// Who asked (user, tenant or API key id): the subject feature flags are evaluated
     /// for when the run starts and at every LLM agent call; `None` is `anonymous`. A
@@ -1089,14 +1119,16 @@ impl Orchestrator {
     /// Starts executing a plan (fresh, or resumed with `options.resumed`).
     ///
     /// # Errors
-    /// [`GenesisError::Decomposition`] if the plan's DAG is invalid under the limits.
+    /// [`GenesisError::BudgetAboveLimit`] when `options.budget` is above the configured
+    /// per-run budget; [`GenesisError::Decomposition`] if the plan's DAG is invalid
+    /// under the limits.
     pub fn execute(&self, plan: Plan, options: RunOptions) -> Result<RunHandle, GenesisError> {
         let inner = &self.inner;
-        let dag = plan.to_dag(&inner.limits)?;
         let budget = Budget {
-            per_run: options.budget.or(inner.budget.per_run),
+            per_run: self.run_budget(options.budget)?,
             per_day: inner.budget.per_day,
         };
+        let dag = plan.to_dag(&inner.limits)?;
         let registry = inner.router.registry();
         let caps = registry
             .iter()

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
-use genesis_daao::{ConvergenceStop, CostLedger, RefinementRound, StopDecision, StopPolicy};
+use genesis_daao::{
+    BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, StopDecision, StopPolicy,
+};
 use genesis_htdag::{DagUpdate, TaskDag, TaskNode};
 use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
 use genesis_security::{Checkpoint, Guard};
@@ -450,7 +452,21 @@ enum Outcome {
         attempts: u32,
         cost: Usd,
         tries: Vec<AgentTry>,
+        /// Set when a reservation was refused: the task failed on a budget.
+        budget: Option<BudgetExceeded>,
     },
+}
+
+/// The `budget_exceeded` event of a call of `task_id` refused by `e`.
+fn budget_event(task_id: &TaskId, e: &BudgetExceeded) -> RunEvent {
+    RunEvent::BudgetExceeded {
+        task_id: task_id.clone(),
+        scope: e.scope,
+        spent: e.spent,
+        reserved: e.reserved,
+        requested: e.requested,
+        limit: e.limit,
+    }
 }
 
 struct Runner {
@@ -462,7 +478,8 @@ struct Runner {
     dag: TaskDag,
     slots: Vec<Slot>,
     index: HashMap<TaskId, usize>,
-    ledger: Arc<Mutex<CostLedger>>,
+    /// The run's money: clones (one per task attempt) share its totals.
+    ledger: CostLedger,
     journal: Arc<dyn RunJournal>,
     replanner: Arc<dyn Replanner>,
     learner: Option<Arc<dyn Learner>>,
@@ -535,7 +552,7 @@ impl Runner {
             },
             slots,
             index,
-            ledger: Arc::new(Mutex::new(spec.ledger)),
+            ledger: spec.ledger,
             journal: spec.journal,
             replanner: spec.replanner,
             learner: spec.learner,
@@ -688,7 +705,7 @@ impl Runner {
     }
 
     fn spent(&self) -> Usd {
-        self.ledger.lock().map(|l| l.spent()).unwrap_or(Usd::ZERO)
+        self.ledger.spent()
     }
 
     /// Outputs of top-level tasks, in plan order.
@@ -785,6 +802,7 @@ impl Runner {
                 attempts,
                 cost,
                 tries,
+                budget,
             } => {
                 self.tries.extend(tries.into_iter().map(|t| (i, t)));
                 let task_id = self.slots[i].planned.id.clone();
@@ -798,11 +816,14 @@ impl Runner {
                     slot.report.cost = cost;
                 }
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
-                let mut events = vec![RunEvent::TaskFailed {
+                // What refused the task, structured, before the failure it explains.
+                let mut events: Vec<RunEvent> =
+                    budget.iter().map(|e| budget_event(&task_id, e)).collect();
+                events.push(RunEvent::TaskFailed {
                     task_id: task_id.clone(),
                     reason,
                     attempts,
-                }];
+                });
                 // Failed calls cost money too: keep the run's journaled total current.
                 if cost > Usd::ZERO {
                     events.push(RunEvent::Cost {
@@ -949,7 +970,7 @@ impl Runner {
                 .map_or(Usd::ZERO, |m| m.estimated_cost),
             inputs,
             candidates,
-            ledger: Arc::clone(&self.ledger),
+            ledger: self.ledger.clone(),
             events: self.events.clone(),
             journal: Arc::clone(&self.journal),
         };
@@ -970,7 +991,7 @@ struct Attempt {
     estimate: Usd,
     inputs: Vec<TaskInput>,
     candidates: Vec<AgentId>,
-    ledger: Arc<Mutex<CostLedger>>,
+    ledger: CostLedger,
     events: broadcast::Sender<RunEvent>,
     journal: Arc<dyn RunJournal>,
 }
@@ -982,12 +1003,6 @@ impl Attempt {
             error!(run_id = %self.run_id, error = %e, "cannot journal run event");
         }
         let _ = self.events.send(event);
-    }
-
-    fn charge(&self, cost: Usd) {
-        if let Ok(mut l) = self.ledger.lock() {
-            l.charge(cost);
-        }
     }
 
     async fn run(self) -> Outcome {
@@ -1003,6 +1018,7 @@ impl Attempt {
                 attempts,
                 cost,
                 tries,
+                budget: None,
             };
         }
         // When every candidate's breaker is open, wait for the cool-down to let a probe
@@ -1055,22 +1071,28 @@ impl Attempt {
                     cost: cost - cost_before,
                 };
                 loop {
-                    if let Ok(l) = self.ledger.lock()
-                        && let Err(e) = l.check(self.estimate)
-                    {
-                        // The budget ran out: not the agent's doing, unless its own
-                        // failed calls came first.
-                        if retry > 0 {
-                            tries.push(agent_try(false, cost));
+                    // The call's estimated cost is set aside on the run and the day
+                    // before the call, so tasks in flight together cannot overspend;
+                    // it is settled to the actual cost after, or given back (dropped)
+                    // when the call fails or the task is cancelled.
+                    let reservation = match self.ledger.reserve(self.estimate) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The budget ran out: not the agent's doing, unless its own
+                            // failed calls came first.
+                            if retry > 0 {
+                                tries.push(agent_try(false, cost));
+                            }
+                            return Outcome::Failed {
+                                agent: Some(agent.clone()),
+                                reason: e.to_string(),
+                                attempts,
+                                cost,
+                                tries,
+                                budget: Some(e),
+                            };
                         }
-                        return Outcome::Failed {
-                            agent: Some(agent.clone()),
-                            reason: e.to_string(),
-                            attempts,
-                            cost,
-                            tries,
-                        };
-                    }
+                    };
                     let permit = match breaker.try_acquire_owned(Instant::now()) {
                         Ok(p) => p,
                         Err(e) => {
@@ -1095,7 +1117,7 @@ impl Attempt {
                     match result {
                         Ok(output) => {
                             cost += output.cost;
-                            self.charge(output.cost);
+                            reservation.settle(output.cost);
                             let output = match self.screen(agent, output) {
                                 Ok(o) => o,
                                 Err(e) => {
@@ -1116,6 +1138,9 @@ impl Attempt {
                             };
                         }
                         Err(e) => {
+                            // A failed call costs nothing: its room is free again
+                            // before any backoff sleep.
+                            reservation.release();
                             let reason = e.to_string();
                             match e.retry() {
                                 Retry::Yes { after } => {
@@ -1173,6 +1198,7 @@ impl Attempt {
             attempts,
             cost,
             tries,
+            budget: None,
         }
     }
 
@@ -1269,18 +1295,22 @@ impl Attempt {
             if stop.is_some() {
                 return best;
             }
-            if let Ok(l) = self.ledger.lock()
-                && l.check(self.estimate).is_err()
-            {
-                return best;
-            }
+            let reservation = match self.ledger.reserve(self.estimate) {
+                Ok(r) => r,
+                Err(e) => {
+                    // No room for another round: keep the best answer so far.
+                    self.emit(budget_event(&self.task.id, &e));
+                    return best;
+                }
+            };
             *attempts += 1;
             let round = self
                 .call(backend, agent, *attempts, Some(previous.clone()))
                 .await;
+            // A failed round returns here and its reservation is released.
             let Ok(out) = round else { return best };
             *cost += out.cost;
-            self.charge(out.cost);
+            reservation.settle(out.cost);
             let Ok(out) = self.screen(agent, out) else {
                 return best;
             };

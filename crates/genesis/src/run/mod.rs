@@ -12,9 +12,8 @@ mod agent;
 pub mod backends;
 mod executor;
 
-use std::sync::{Arc, Mutex};
-
 use genesis_core::{AgentId, RunId, TaskId, Usd};
+use genesis_daao::{BudgetScope, DayTotal};
 use serde::{Deserialize, Serialize};
 
 pub use agent::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, TaskInput};
@@ -170,6 +169,23 @@ pub enum RunEvent {
         /// Attempts across all agents.
         attempts: u32,
     },
+    /// An agent call of the task was refused because its estimated cost would break a
+    /// budget. Journaled with the `task_failed` that follows it; a refinement round
+    /// refused this way ends refinement with the best answer so far instead.
+    BudgetExceeded {
+        /// The task.
+        task_id: TaskId,
+        /// The budget: `run` or `day` (the rule is `budget_{scope}`).
+        scope: BudgetScope,
+        /// Already spent in that scope.
+        spent: Usd,
+        /// Reserved by calls in flight in that scope.
+        reserved: Usd,
+        /// The call's estimated cost.
+        requested: Usd,
+        /// The limit.
+        limit: Usd,
+    },
     /// The task will not run.
     TaskSkipped {
         /// The task.
@@ -224,6 +240,7 @@ impl RunEvent {
             RunEvent::TaskRefined { .. } => "task_refined",
             RunEvent::TaskSucceeded { .. } => "task_succeeded",
             RunEvent::TaskFailed { .. } => "task_failed",
+            RunEvent::BudgetExceeded { .. } => "budget_exceeded",
             RunEvent::TaskSkipped { .. } => "task_skipped",
             RunEvent::TasksAdded { .. } => "tasks_added",
             RunEvent::UpdateRejected { .. } => "update_rejected",
@@ -310,31 +327,34 @@ pub trait RunJournal: Send + Sync {
     }
 }
 
-/// What all runs sharing it have spent today, for the daily budget
-/// (`budget.per_day`). Clones share one total: give every run of a day the same
-/// `DaySpend` (through [`crate::RunOptions::day`]) so concurrent runs cannot each spend
-/// the whole daily budget. Starting a new total at midnight is the owner's job.
+/// What all runs sharing it have spent today, and reserved for calls in flight, for
+/// the daily budget (`budget.per_day`). Clones share one total: give every run of a
+/// day the same `DaySpend` (through [`crate::RunOptions::day`]) so concurrent runs
+/// cannot each spend the whole daily budget: every agent call reserves its estimated
+/// cost on it before it is made. Starting a new total at midnight is the owner's job.
 #[derive(Debug, Clone, Default)]
-pub struct DaySpend(Arc<Mutex<Usd>>);
+pub struct DaySpend(DayTotal);
 
 impl DaySpend {
     /// A day total starting at `spent` (what was spent today before, e.g. by runs
     /// journaled before a restart).
     pub fn new(spent: Usd) -> Self {
-        DaySpend(Arc::new(Mutex::new(spent)))
+        DaySpend(DayTotal::new(spent))
     }
 
-    /// Spent so far.
+    /// Spent so far (settled calls).
     pub fn spent(&self) -> Usd {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.spent()
+    }
+
+    /// Reserved by agent calls in flight, not yet settled.
+    pub fn reserved(&self) -> Usd {
+        self.0.reserved()
     }
 
     /// The shared total, for the run's cost ledger.
-    pub(crate) fn shared(&self) -> Arc<Mutex<Usd>> {
-        Arc::clone(&self.0)
+    pub(crate) fn shared(&self) -> DayTotal {
+        self.0.clone()
     }
 }
 

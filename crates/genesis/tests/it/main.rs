@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+mod budget;
 mod command;
 mod durability;
 mod llm_plan;

@@ -1,0 +1,397 @@
+//! Money: a caller's budget is capped by the operator's, calls in flight together
+//! cannot overspend a run's or a day's budget (reservations), and every call's cost is
+//! counted once in `genesis_cost_usd_total`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::routing::post;
+use genesis::core::{Task, TaskId, TaskKind, Usd};
+use genesis::daao::{Budget, BudgetScope};
+use genesis::htdag::{Limits, TaskDag};
+use genesis::llm::{LlmClient, ModelPrice, ScriptedClient, Usage};
+use genesis::providers::{LlmAgent, LlmProviders};
+use genesis::run::backends::{HttpAgent, HttpAgentConfig};
+use genesis::run::{
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, DaySpend, RunEvent, RunStatus,
+    TaskStatus,
+};
+use genesis::{GenesisError, Orchestrator, Plan, PlanOptions, RunOptions};
+
+fn usd(v: f64) -> Usd {
+    Usd::new(v).unwrap()
+}
+
+/// A plan of `n` independent tasks (they run at the same time), each estimated at
+/// `estimate`.
+fn parallel_plan(genesis: &Orchestrator, n: usize, estimate: f64) -> Plan {
+    let mut dag = TaskDag::new(Limits::default());
+    for k in 1..=n {
+        dag.add_task(
+            Task::new(
+                TaskId::new(format!("t{k}")),
+                TaskKind::Implement,
+                format!("Write the invoice endpoint number {k}"),
+            ),
+            None,
+        )
+        .unwrap();
+    }
+    let mut plan = genesis
+        .plan_dag("Write the invoice endpoints", &dag, &PlanOptions::default())
+        .unwrap();
+    for t in &mut plan.tasks {
+        assert!(t.depends_on.is_empty());
+        t.model.as_mut().unwrap().estimated_cost = usd(estimate);
+    }
+    plan
+}
+
+/// Charges `cost` per call, after waiting (up to a minute of paused time) until
+/// `parties` calls are in flight at once: without reservations, every task of a
+/// parallel plan passes the budget check before any of them has charged.
+struct Barrier {
+    barrier: tokio::sync::Barrier,
+    cost: f64,
+    calls: AtomicUsize,
+}
+
+impl Barrier {
+    fn new(parties: usize, cost: f64) -> Arc<Self> {
+        Arc::new(Barrier {
+            barrier: tokio::sync::Barrier::new(parties),
+            cost,
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Agent for Barrier {
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.barrier.wait()).await;
+        Ok(AgentOutput {
+            text: format!("done {}", request.task.id),
+            cost: usd(self.cost),
+            ..AgentOutput::default()
+        })
+    }
+}
+
+/// The `budget_exceeded` events of `events`.
+fn budget_events(events: &[RunEvent]) -> Vec<&RunEvent> {
+    events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::BudgetExceeded { .. }))
+        .collect()
+}
+
+async fn drain(mut rx: tokio::sync::broadcast::Receiver<RunEvent>) -> Vec<RunEvent> {
+    let mut events = Vec::new();
+    while let Ok(e) = rx.recv().await {
+        let last = matches!(e, RunEvent::RunFinished { .. });
+        events.push(e);
+        if last {
+            break;
+        }
+    }
+    events
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_in_flight_together_cannot_overspend_the_run_budget() {
+    let agent = Barrier::new(2, 0.10);
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(Arc::clone(&agent) as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let plan = parallel_plan(&genesis, 2, 0.10);
+    let options = RunOptions {
+        budget: Some(usd(0.15)),
+        ..RunOptions::default()
+    };
+    let mut run = genesis.execute(plan, options).unwrap();
+    let events = tokio::spawn(drain(run.events()));
+    let result = run.wait().await;
+    let events = events.await.unwrap();
+    assert!(
+        result.cost.as_f64() <= 0.15 + 1e-9,
+        "spent {} of a $0.15 budget",
+        result.cost
+    );
+    assert_eq!(agent.calls.load(Ordering::SeqCst), 1, "only one call fits");
+    assert_eq!(result.status, RunStatus::Failed);
+    let failed: Vec<_> = result
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", result.tasks);
+    let reason = failed[0].error.as_deref().unwrap();
+    assert!(reason.contains("rule: budget_run"), "{reason}");
+    assert!(reason.contains("reserved $0.1000"), "{reason}");
+    match budget_events(&events).as_slice() {
+        [
+            RunEvent::BudgetExceeded {
+                task_id,
+                scope,
+                spent,
+                reserved,
+                requested,
+                limit,
+            },
+        ] => {
+            assert_eq!(task_id, &failed[0].task_id);
+            assert_eq!(*scope, BudgetScope::Run);
+            assert_eq!((*spent, *reserved), (Usd::ZERO, usd(0.10)));
+            assert_eq!((*requested, *limit), (usd(0.10), usd(0.15)));
+        }
+        other => panic!("expected one budget_exceeded event, got {other:?}"),
+    }
+    // The structured event comes with (right before) the failure it explains.
+    let at = events
+        .iter()
+        .position(|e| matches!(e, RunEvent::BudgetExceeded { .. }))
+        .unwrap();
+    assert!(
+        matches!(&events[at + 1], RunEvent::TaskFailed { task_id, .. } if *task_id == failed[0].task_id),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_in_flight_together_cannot_overspend_the_daily_budget() {
+    let agent = Barrier::new(2, 0.10);
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(Arc::clone(&agent) as Arc<dyn Agent>))
+        .budget(Budget {
+            per_run: None,
+            per_day: Some(usd(0.15)),
+        })
+        .build()
+        .unwrap();
+    let day = DaySpend::new(Usd::ZERO);
+    let start = || {
+        let options = RunOptions {
+            day: Some(day.clone()),
+            ..RunOptions::default()
+        };
+        genesis
+            .execute(parallel_plan(&genesis, 1, 0.10), options)
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = tokio::join!(a.wait(), b.wait());
+    assert!(
+        day.spent().as_f64() <= 0.15 + 1e-9,
+        "two runs spent {} of a $0.15 day",
+        day.spent()
+    );
+    assert_eq!(day.reserved(), Usd::ZERO, "every reservation was settled");
+    assert_eq!(agent.calls.load(Ordering::SeqCst), 1);
+    let mut statuses = [a.status, b.status];
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, [RunStatus::Failed, RunStatus::Succeeded]);
+    let reason = [a, b]
+        .iter()
+        .flat_map(|r| r.tasks.iter())
+        .find_map(|t| t.error.clone())
+        .unwrap();
+    assert!(reason.contains("rule: budget_day"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_run_budget_above_the_configured_one_is_refused_naming_both() {
+    let genesis = Orchestrator::builder()
+        .budget(Budget {
+            per_run: Some(usd(1.0)),
+            per_day: None,
+        })
+        .build()
+        .unwrap();
+    let above = PlanOptions {
+        budget: Some(usd(1000.0)),
+        ..PlanOptions::default()
+    };
+    let err = genesis
+        .plan_with("Fix the crash when uploading large files", &above)
+        .await
+        .unwrap_err();
+    match &err {
+        GenesisError::BudgetAboveLimit { requested, limit } => {
+            assert_eq!((*requested, *limit), (usd(1000.0), usd(1.0)));
+        }
+        other => panic!("expected BudgetAboveLimit, got {other:?}"),
+    }
+    assert_eq!((err.rule(), err.http_status()), ("budget_usd".into(), 400));
+    let message = err.to_string();
+    assert!(
+        message.contains("$1000.0000") && message.contains("$1.0000"),
+        "{message}"
+    );
+    // At or below the cap, the caller's budget applies.
+    assert_eq!(genesis.run_budget(Some(usd(0.5))).unwrap(), Some(usd(0.5)));
+    assert_eq!(genesis.run_budget(Some(usd(1.0))).unwrap(), Some(usd(1.0)));
+    assert_eq!(genesis.run_budget(None).unwrap(), Some(usd(1.0)));
+    let below = PlanOptions {
+        budget: Some(usd(0.5)),
+        ..PlanOptions::default()
+    };
+    let plan = genesis
+        .plan_with("Fix the crash when uploading large files", &below)
+        .await
+        .unwrap();
+    // Executing is capped the same way.
+    let err = genesis
+        .execute(
+            plan,
+            RunOptions {
+                budget: Some(usd(2.0)),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, GenesisError::BudgetAboveLimit { requested, limit } if requested == usd(2.0) && limit == usd(1.0)),
+        "{err:?}"
+    );
+    // Without a configured cap, any budget goes.
+    let uncapped = Orchestrator::builder().build().unwrap();
+    assert_eq!(
+        uncapped.run_budget(Some(usd(1000.0))).unwrap(),
+        Some(usd(1000.0))
+    );
+}
+
+/// The `genesis_cost_usd_total` value a Prometheus rendering holds (0 when absent).
+fn cost_total(rendered: &str) -> f64 {
+    rendered
+        .lines()
+        .find_map(|l| l.strip_prefix("genesis_cost_usd_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// An HTTP agent service on loopback charging $0.01 per call.
+async fn priced_service() -> String {
+    let app = axum::Router::new().route(
+        "/task",
+        post(|Json(body): Json<serde_json::Value>| async move {
+            let task = body["task"]["id"].as_str().unwrap_or("?").to_owned();
+            Json(serde_json::json!({"output": format!("done {task}"), "cost_usd": 0.01}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/task")
+}
+
+/// A run with an HTTP agent and LLM agents: the cost metric ends at the run's cost,
+/// each call counted once where it was made (the run's tasks all run on this thread,
+/// so a local recorder sees them).
+#[test]
+fn every_agent_call_is_counted_once_in_the_cost_metric() {
+    let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let llm = Arc::new(ScriptedClient::new("gpt-4o-mini").with_price(ModelPrice {
+        input_per_million: usd(1.0),
+        output_per_million: usd(2.0),
+    }));
+    for _ in 0..2 {
+        llm.push_text_with_usage(
+            "done by the model",
+            Usage {
+                input_tokens: 1000,
+                output_tokens: 500,
+            },
+        );
+    }
+    let result = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let url = priced_service().await;
+            let providers = LlmProviders::from_clients(
+                vec![Arc::clone(&llm) as Arc<dyn LlmClient>],
+                Default::default(),
+            );
+            // Planned over the models a provider serves, as `orchestrator_from_config`
+            // does: the LLM tasks get gpt-4o-mini.
+            let catalog = Orchestrator::builder()
+                .build()
+                .unwrap()
+                .selector()
+                .catalog()
+                .clone();
+            let planner = Orchestrator::builder()
+                .models(providers.served_catalog(&catalog).unwrap())
+                .build()
+                .unwrap();
+            let plan = parallel_plan(&planner, 3, 0.001);
+            let http_agent = plan.tasks[0].agent.clone().unwrap();
+            assert!(
+                plan.tasks[1..]
+                    .iter()
+                    .all(|t| t.agent.as_ref() == Some(&http_agent)),
+                "the same kind routes to the same agent"
+            );
+            let http: Arc<dyn Agent> = Arc::new(HttpAgent::new(
+                http_agent.clone(),
+                HttpAgentConfig {
+                    url,
+                    token: None,
+                    timeout: Duration::from_secs(10),
+                    max_response_bytes: 1 << 20,
+                },
+                genesis::llm::http_client_builder()
+                    .unwrap()
+                    .build()
+                    .unwrap(),
+            ));
+            let model: Arc<dyn Agent> =
+                Arc::new(LlmAgent::new(providers, std::collections::HashMap::new()));
+            // One task on the HTTP agent, the other two on another agent run by an LLM.
+            let other = planner
+                .router()
+                .registry()
+                .iter()
+                .map(|a| a.id.clone())
+                .find(|a| *a != http_agent)
+                .unwrap();
+            let mut plan = plan;
+            for t in &mut plan.tasks[1..] {
+                t.agent = Some(other.clone());
+                t.route.alternatives.clear();
+            }
+            let genesis = Orchestrator::builder()
+                .agents(AgentSet::new().with(http_agent, http).with(other, model))
+                .build()
+                .unwrap();
+            genesis
+                .execute(plan, RunOptions::default())
+                .unwrap()
+                .wait()
+                .await
+        })
+    });
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
+    assert_eq!(llm.calls(), 2);
+    // $0.01 (HTTP) + 2 x (1000 x $1 + 500 x $2) / 1M (LLM).
+    let want = 0.01 + 2.0 * 0.002;
+    assert!(
+        (result.cost.as_f64() - want).abs() < 1e-9,
+        "{}",
+        result.cost
+    );
+    let counted = cost_total(&handle.render());
+    assert!(
+        (counted - want).abs() < 1e-9,
+        "genesis_cost_usd_total {counted}, the run spent {want}"
+    );
+}
