@@ -320,6 +320,23 @@ impl Rollouts {
     fn steps(&self) -> usize {
         self.controller.config().steps.len()
     }
+
+    /// Refuses a state that does not fit `flags.rollout` (see `RolloutController::check_state`).
+    fn check(&self, state: &RolloutState) -> Result<(), Failure> {
+        self.controller
+            .check_state(state)
+            .map_err(|e| self.stale(&state.flag, &e))
+    }
+
+    /// The answer to a state that does not fit `flags.rollout`, with the ways out.
+    fn stale(&self, flag: &str, e: &genesis::flags::FlagError) -> Failure {
+        let path = self
+            .state_path(flag)
+            .map_or_else(|_| flag.to_owned(), |p| p.display().to_string());
+        Failure::rejected(format!(
+            "{path}: {e} under the configured flags.rollout: start over with genesis deploy start {flag} --restart, or genesis rollback {flag}"
+        ))
+    }
 }
 
 /// Flag names are `[a-z][a-z0-9_]*`: that also keeps state paths inside the state dir.
@@ -405,7 +422,12 @@ fn write_durably(path: &Path, text: &str, sync: &mut impl Durability) -> Result<
 fn where_now(state: &RolloutState, steps: usize) -> String {
     match state.phase {
         RolloutPhase::InProgress => {
-            format!("at {} (step {}/{steps})", state.percent, state.step + 1)
+            // A state file may hold any step (check_state refuses it): never overflow here.
+            format!(
+                "at {} (step {}/{steps})",
+                state.percent,
+                state.step.saturating_add(1)
+            )
         }
         RolloutPhase::Complete => "complete at 100%".into(),
         RolloutPhase::RolledBack => "rolled back to 0%".into(),
@@ -551,8 +573,14 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<String, Fail
             t.flag
         ))
     })?;
+    // A state that does not fit `flags.rollout` (other steps, a hand edit) is refused
+    // before any metrics are read, so nothing is written.
+    r.check(&state)?;
     let (sample, source, snapshot) = gather(r, &t).await?;
-    let action = r.controller.tick(&mut state, sample.as_ref(), now);
+    let action = r
+        .controller
+        .tick(&mut state, sample.as_ref(), now)
+        .map_err(|e| r.stale(&state.flag, &e))?;
     if matches!(
         action,
         RolloutAction::Advance { .. } | RolloutAction::RollBack { .. } | RolloutAction::Complete
@@ -610,7 +638,7 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
     r.apply(&state)?;
     r.save_state(&state)?;
     crate::commands::emit(&format!(
-        "{}: {action} (was {from}); flag file {} updated",
+        "{}: {action} (was {from}); off for everyone, canary subjects included: flag file {} updated",
         args.flag,
         r.flags_file.display()
     ))
@@ -711,12 +739,17 @@ fn detail(r: &Rollouts, state: &RolloutState, def: Option<&Flag>) -> String {
             r.flags_file.display()
         )),
     }
-    if state.phase == RolloutPhase::InProgress {
+    if let Err(e) = r.controller.check_state(state) {
+        out.push_str(&format!(
+            "state: {e}: deploy tick refuses it; start over with genesis deploy start {} --restart, or roll back\n",
+            state.flag
+        ));
+    } else if state.phase == RolloutPhase::InProgress {
         let cfg = r.controller.config();
         let dwelt =
             Timestamp::from(SystemTime::now()).saturating_duration_since(state.step_started_at);
         let left = cfg.dwell.saturating_sub(dwelt).as_secs();
-        match cfg.steps.get(state.step + 1) {
+        match cfg.steps.get(state.step.saturating_add(1)) {
             Some(next) => out.push_str(&format!(
                 "next: advance to {next} after {left}s more at this step, on healthy samples of at least {} requests\n",
                 cfg.min_requests

@@ -253,6 +253,11 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         };
         metrics::gauge!(genesis::telemetry::catalogue::BREAKER_STATE, genesis::telemetry::catalogue::labels::KEY => key.to_string()).set(v);
     }
+    // The router counts its cache lookups itself; export its monotonic totals as they are.
+    let cache = state.orchestrator.router().cache_stats();
+    metrics::counter!(genesis::telemetry::catalogue::ROUTING_CACHE_HITS_TOTAL).absolute(cache.hits);
+    metrics::counter!(genesis::telemetry::catalogue::ROUTING_CACHE_MISSES_TOTAL)
+        .absolute(cache.misses);
     match &state.metrics {
         Some(handle) => (
             [(
@@ -376,6 +381,7 @@ pub(crate) async fn create_task(
     let plan = match state.orchestrator.plan_with(&request, &options).await {
         Ok(p) => p,
         Err(GenesisError::InvalidPlan { summary, plan }) => {
+            crate::count_error("validation");
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(serde_json::json!({

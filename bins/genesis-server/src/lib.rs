@@ -328,12 +328,25 @@ pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
     still_running
 }
 
+/// Counts one error answer in `genesis_errors_total{category}`: [`json_error`] does, and
+/// so does every error body built by hand.
+pub(crate) fn count_error(category: &'static str) {
+    metrics::counter!(
+        genesis::telemetry::catalogue::ERRORS_TOTAL,
+        genesis::telemetry::catalogue::labels::CATEGORY => category
+    )
+    .increment(1);
+}
+
+/// The one way the server answers an error: `{"error": {rule, message, category}}` with
+/// `status`, counted in `genesis_errors_total{category}`.
 pub(crate) fn json_error(
     status: StatusCode,
     rule: &str,
     message: String,
     category: &'static str,
 ) -> axum::response::Response {
+    count_error(category);
     (
         status,
         axum::Json(ErrorBody {

@@ -114,6 +114,18 @@ pub enum FlagError {
         #[source]
         source: serde_json::Error,
     },
+    /// A persisted rollout state that does not fit the controller's settings (a state
+    /// written under other `steps`, or edited by hand): ticking it would skip steps or
+    /// write a percentage the rollout never chose.
+    #[error("invalid rollout state for flag {flag:?}: {rule} (got {value})")]
+    InvalidRolloutState {
+        /// The flag the state rolls out.
+        flag: String,
+        /// The rule that was broken.
+        rule: &'static str,
+        /// The offending values.
+        value: String,
+    },
     /// A rollout controller setting breaks a rule.
     #[error("invalid rollout config: {rule} (got {value})")]
     InvalidRolloutConfig {

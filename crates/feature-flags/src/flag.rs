@@ -108,9 +108,11 @@ pub enum Strategy {
     /// at `end`: linearly, or in `steps` equal jumps when given. Deterministic in `now`, and
     /// monotone: a subject that is in at `t` is in at every later `t`.
     Progressive {
-        /// When the ramp begins (RFC 3339 or unix seconds).
+        /// When the ramp begins (RFC 3339 or unix seconds; years 0000 to 9999).
+        #[serde(deserialize_with = "crate::time::field::start")]
         start: Timestamp,
         /// When the ramp reaches `to_percent`.
+        #[serde(deserialize_with = "crate::time::field::end")]
         end: Timestamp,
         /// Percentage up to `start`.
         from_percent: Percent,
@@ -304,10 +306,15 @@ impl Flag {
     }
 
     /// Points the flag's rollout at `percent`: a canary keeps its subjects, anything else
-    /// becomes `percentage { percent }`; the flag is switched on. Because buckets are
-    /// sticky, raising the percentage only ever adds subjects.
+    /// becomes `percentage { percent }`. Because buckets are sticky, raising the
+    /// percentage only ever adds subjects.
+    ///
+    /// Above 0 % the flag is switched on. At 0 % (a rollback) it is switched *off*
+    /// (`enabled: false`), so nobody gets the feature, canary subjects included; the
+    /// strategy and its subject list stay in the file, so the next rollout (which starts
+    /// above 0 %) switches it on again with its canary subjects.
     pub fn set_rollout_percent(&mut self, percent: Percent) {
-        self.enabled = true;
+        self.enabled = percent > Percent::ZERO;
         match &mut self.strategy {
             Strategy::Canary { percent: p, .. } => *p = percent,
             other => *other = Strategy::Percentage { percent },
@@ -556,5 +563,35 @@ mod tests {
         let mut plain = Flag::new("y", true);
         plain.set_rollout_percent(Percent::try_new(5.0).unwrap());
         assert!(matches!(plain.strategy, Strategy::Percentage { .. }));
+    }
+
+    #[test]
+    fn rollout_to_zero_switches_everyone_off_canary_subjects_included() {
+        let mut flag = Flag::new("x", true).with_strategy(Strategy::Canary {
+            subjects: vec!["alice".into()],
+            percent: Percent::try_new(10.0).unwrap(),
+        });
+        assert!(flag.is_on("alice"));
+        flag.set_rollout_percent(Percent::ZERO);
+        assert!(!flag.enabled);
+        let e = flag.evaluate("alice", at(0));
+        assert!(
+            !e.enabled,
+            "canary subject still on after a rollback to 0 %"
+        );
+        assert_eq!(e.reason, Reason::Disabled);
+        assert!((0..2000).all(|i| !flag.is_on(&format!("s{i}"))));
+        // The subject list survives, and the next rollout brings the canary back.
+        assert!(
+            matches!(&flag.strategy, Strategy::Canary { subjects, percent } if subjects == &["alice"] && *percent == Percent::ZERO)
+        );
+        flag.set_rollout_percent(Percent::try_new(1.0).unwrap());
+        assert!(flag.enabled);
+        assert!(flag.is_on("alice"));
+        // A plain flag at 0 % is off as well, not "on for 0 %".
+        let mut plain = Flag::new("y", true);
+        plain.set_rollout_percent(Percent::ZERO);
+        assert!(!plain.enabled);
+        assert!(!plain.is_on("anyone"));
     }
 }

@@ -44,7 +44,7 @@
 //! let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
 //! let mut rollout = controller.start("halo_routing", t0);
 //! let healthy = HealthSample { error_rate: 0.001, p95_latency: Duration::from_millis(90), requests: 5_000 };
-//! let action = controller.tick(&mut rollout, Some(&healthy), t0 + Duration::from_secs(3600));
+//! let action = controller.tick(&mut rollout, Some(&healthy), t0 + Duration::from_secs(3600))?;
 //! assert!(matches!(action, RolloutAction::Advance { .. }));
 //! rollout.apply_to(&mut flags)?; // halo_routing is now a sticky 5 % rollout
 //! # Ok::<(), genesis_feature_flags::FlagError>(())

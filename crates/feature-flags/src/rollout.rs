@@ -288,6 +288,7 @@ impl fmt::Display for RolloutAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutEvent {
     /// When.
+    #[serde(deserialize_with = "crate::time::field::at")]
     pub at: Timestamp,
     /// What (holds are not recorded, only changes).
     pub action: RolloutAction,
@@ -301,13 +302,17 @@ pub struct RolloutState {
     pub flag: String,
     /// Where the rollout is.
     pub phase: RolloutPhase,
-    /// Index into the config's steps.
+    /// Index into the config's steps (checked against them by
+    /// [`RolloutController::check_state`]).
     pub step: usize,
-    /// The percentage in force (0 after a rollback).
+    /// The percentage in force: the step's while in progress, 100 when complete, 0 after
+    /// a rollback.
     pub percent: Percent,
     /// When the rollout started.
+    #[serde(deserialize_with = "crate::time::field::started_at")]
     pub started_at: Timestamp,
     /// When the current step began.
+    #[serde(deserialize_with = "crate::time::field::step_started_at")]
     pub step_started_at: Timestamp,
     /// Consecutive missing or invalid samples.
     pub consecutive_missing: u32,
@@ -317,6 +322,8 @@ pub struct RolloutState {
 
 impl RolloutState {
     /// Writes this state's percentage into `store`'s flag (see [`Flag::set_rollout_percent`]).
+    /// A rolled-back state is at 0 %, which switches the flag off for everyone, canary
+    /// subjects included.
     ///
     /// [`Flag::set_rollout_percent`]: crate::Flag::set_rollout_percent
     ///
@@ -334,7 +341,8 @@ impl RolloutState {
         serde_json::to_string_pretty(self).map_err(|source| FlagError::Serialize { source })
     }
 
-    /// Parses a state written by [`RolloutState::to_json_pretty`].
+    /// Parses a state written by [`RolloutState::to_json_pretty`]. It is not checked
+    /// against any settings: [`RolloutController::load_state`] does both.
     ///
     /// # Errors
     /// [`FlagError::Parse`].
@@ -391,21 +399,91 @@ impl RolloutController {
         }
     }
 
+    /// Checks that a (persisted) `state` fits these settings: in progress, `step` indexes
+    /// `steps` and `percent` is that step's; complete is at 100 %; rolled back is at 0 %.
+    /// A state written under other `steps` fails, rather than skipping to a step (or to
+    /// 100 %) that the health samples never earned.
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidRolloutState`] naming the rule and the values.
+    pub fn check_state(&self, state: &RolloutState) -> Result<(), FlagError> {
+        let invalid = |rule, value| {
+            Err(FlagError::InvalidRolloutState {
+                flag: state.flag.clone(),
+                rule,
+                value,
+            })
+        };
+        let steps = &self.config.steps;
+        match state.phase {
+            RolloutPhase::InProgress => match steps.get(state.step) {
+                None => invalid(
+                    "step must index the configured steps (flags.rollout.steps)",
+                    format!("step {} of {} steps", state.step, steps.len()),
+                ),
+                Some(&configured) if configured != state.percent => invalid(
+                    "percent must be the configured percentage of its step (flags.rollout.steps)",
+                    format!(
+                        "percent {} at step {} where the step is {configured}",
+                        state.percent, state.step
+                    ),
+                ),
+                Some(_) => Ok(()),
+            },
+            RolloutPhase::Complete if state.percent != Percent::HUNDRED => invalid(
+                "a complete rollout must be at 100%",
+                format!("percent {}", state.percent),
+            ),
+            RolloutPhase::RolledBack if state.percent != Percent::ZERO => invalid(
+                "a rolled-back rollout must be at 0%",
+                format!("percent {}", state.percent),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses a persisted state ([`RolloutState::from_json`]) and checks it against
+    /// these settings ([`RolloutController::check_state`]).
+    ///
+    /// # Errors
+    /// [`FlagError::Parse`] or [`FlagError::InvalidRolloutState`].
+    pub fn load_state(&self, text: &str) -> Result<RolloutState, FlagError> {
+        let state = RolloutState::from_json(text)?;
+        self.check_state(&state)?;
+        Ok(state)
+    }
+
     /// Decides one step of the rollout from the latest health `sample` (`None` when the
     /// metrics could not be read) and updates `state`.
     ///
-    /// Order of checks: a finished rollout stays finished; a missing or invalid sample
-    /// holds, and rolls back once more than `missing_sample_tolerance` arrive in a row;
-    /// too little traffic holds; an error rate or p95 above its threshold rolls back to
-    /// 0 %; otherwise the rollout holds until the step's dwell has passed, then advances,
-    /// and completes after a healthy dwell at 100 %.
+    /// Order of checks: the state must fit the settings
+    /// ([`RolloutController::check_state`]); a finished rollout stays finished; a
+    /// missing or invalid sample holds, and rolls back once more than
+    /// `missing_sample_tolerance` arrive in a row; too little traffic holds; an error
+    /// rate or p95 above its threshold rolls back to 0 %; otherwise the rollout holds
+    /// until the step's dwell has passed, then advances, and completes after a healthy
+    /// dwell at 100 %.
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidRolloutState`] when `state` does not fit the settings; `state`
+    /// is left as it was.
     pub fn tick(
         &self,
         state: &mut RolloutState,
         sample: Option<&HealthSample>,
         now: SystemTime,
+    ) -> Result<RolloutAction, FlagError> {
+        self.check_state(state)?;
+        Ok(self.decide(state, sample, Timestamp::from(now)))
+    }
+
+    /// [`RolloutController::tick`] on a state that passed [`RolloutController::check_state`].
+    fn decide(
+        &self,
+        state: &mut RolloutState,
+        sample: Option<&HealthSample>,
+        now: Timestamp,
     ) -> RolloutAction {
-        let now = Timestamp::from(now);
         match state.phase {
             RolloutPhase::Complete => return RolloutAction::Complete,
             RolloutPhase::RolledBack => {
@@ -470,7 +548,8 @@ impl RolloutController {
                 },
             };
         }
-        let action = match self.config.steps.get(state.step + 1) {
+        // `check_state` bounds `step` below `steps.len()`: the addition cannot overflow.
+        let action = match self.config.steps.get(state.step.saturating_add(1)) {
             Some(&next) => {
                 state.step += 1;
                 state.percent = next;
@@ -490,7 +569,9 @@ impl RolloutController {
         action
     }
 
-    /// Rolls back on an operator's request (the CLI's `rollback`).
+    /// Rolls back on an operator's request (the CLI's `rollback`). Works on any state,
+    /// one that fails [`RolloutController::check_state`] included: afterwards it is a
+    /// valid rolled-back state at 0 %.
     pub fn manual_rollback(
         &self,
         state: &mut RolloutState,
@@ -592,13 +673,13 @@ mod tests {
         let mut now = 0;
         loop {
             // Before the dwell: hold.
-            let early = c.tick(&mut s, Some(&healthy()), t(now + 30));
+            let early = c.tick(&mut s, Some(&healthy()), t(now + 30)).unwrap();
             assert!(matches!(
                 early,
                 RolloutAction::Hold { reason: HoldReason::Dwelling { remaining } } if remaining == Duration::from_secs(30)
             ));
             now += 60;
-            match c.tick(&mut s, Some(&healthy()), t(now)) {
+            match c.tick(&mut s, Some(&healthy()), t(now)).unwrap() {
                 RolloutAction::Advance { to } => seen.push(to.as_f64()),
                 RolloutAction::Complete => break,
                 other => panic!("unexpected {other:?}"),
@@ -606,20 +687,23 @@ mod tests {
         }
         assert_eq!(seen, [1.0, 5.0, 10.0, 25.0, 50.0, 100.0]);
         assert_eq!(s.phase, RolloutPhase::Complete);
-        assert_eq!(c.tick(&mut s, None, t(now + 1)), RolloutAction::Complete);
+        assert_eq!(
+            c.tick(&mut s, None, t(now + 1)).unwrap(),
+            RolloutAction::Complete
+        );
     }
 
     #[test]
     fn error_rate_breach_rolls_back_to_zero() {
         let c = controller();
         let mut s = c.start("f", t(0));
-        c.tick(&mut s, Some(&healthy()), t(60));
+        c.tick(&mut s, Some(&healthy()), t(60)).unwrap();
         assert_eq!(s.percent.as_f64(), 5.0);
         let bad = HealthSample {
             error_rate: 0.02,
             ..healthy()
         };
-        let action = c.tick(&mut s, Some(&bad), t(70));
+        let action = c.tick(&mut s, Some(&bad), t(70)).unwrap();
         assert_eq!(
             action,
             RolloutAction::RollBack {
@@ -634,7 +718,7 @@ mod tests {
         assert!(action.to_string().contains("max_error_rate"));
         // Healthy samples afterwards do not resurrect it.
         assert_eq!(
-            c.tick(&mut s, Some(&healthy()), t(1000)),
+            c.tick(&mut s, Some(&healthy()), t(1000)).unwrap(),
             RolloutAction::Hold {
                 reason: HoldReason::RolledBack
             }
@@ -650,7 +734,7 @@ mod tests {
             p95_latency: Duration::from_millis(501),
             ..healthy()
         };
-        let action = c.tick(&mut s, Some(&slow), t(1));
+        let action = c.tick(&mut s, Some(&slow), t(1)).unwrap();
         assert!(matches!(
             action,
             RolloutAction::RollBack {
@@ -665,7 +749,7 @@ mod tests {
             ..healthy()
         };
         assert!(matches!(
-            c.tick(&mut s, Some(&edge), t(60)),
+            c.tick(&mut s, Some(&edge), t(60)).unwrap(),
             RolloutAction::Advance { .. }
         ));
     }
@@ -676,7 +760,7 @@ mod tests {
         let mut s = c.start("f", t(0));
         // Dwell has passed, but without a sample we never advance.
         for n in 1..=2 {
-            let a = c.tick(&mut s, None, t(100 + n));
+            let a = c.tick(&mut s, None, t(100 + n)).unwrap();
             assert_eq!(
                 a,
                 RolloutAction::Hold {
@@ -688,7 +772,7 @@ mod tests {
             );
             assert_eq!(s.percent.as_f64(), 1.0);
         }
-        let a = c.tick(&mut s, None, t(200));
+        let a = c.tick(&mut s, None, t(200)).unwrap();
         assert_eq!(
             a,
             RolloutAction::RollBack {
@@ -707,12 +791,12 @@ mod tests {
             ..healthy()
         };
         assert!(matches!(
-            c.tick(&mut s, Some(&nan), t(10)),
+            c.tick(&mut s, Some(&nan), t(10)).unwrap(),
             RolloutAction::Hold {
                 reason: HoldReason::MissingSample { consecutive: 1, .. }
             }
         ));
-        c.tick(&mut s, Some(&healthy()), t(20));
+        c.tick(&mut s, Some(&healthy()), t(20)).unwrap();
         assert_eq!(s.consecutive_missing, 0);
     }
 
@@ -726,7 +810,7 @@ mod tests {
             requests: 10,
         };
         assert_eq!(
-            c.tick(&mut s, Some(&quiet), t(600)),
+            c.tick(&mut s, Some(&quiet), t(600)).unwrap(),
             RolloutAction::Hold {
                 reason: HoldReason::InsufficientTraffic {
                     requests: 10,
@@ -741,7 +825,7 @@ mod tests {
     fn manual_rollback_and_state_json_round_trip() {
         let c = controller();
         let mut s = c.start("f", t(0));
-        c.tick(&mut s, Some(&healthy()), t(60));
+        c.tick(&mut s, Some(&healthy()), t(60)).unwrap();
         c.manual_rollback(&mut s, "pager went off", t(61));
         let json = s.to_json_pretty().unwrap();
         assert!(json.contains("\"rolled_back\""), "{json}");

@@ -1,6 +1,11 @@
 //! Wall-clock instants for rollout windows: unix milliseconds, parsed from RFC 3339 or
 //! unix seconds, printed as RFC 3339 (UTC).
 //!
+//! Every [`Timestamp`] lies in [`Timestamp::MIN`]`..=`[`Timestamp::MAX`] (years 0000 to
+//! 9999, what RFC 3339's four-digit year can write), so whatever is read is written back
+//! in a form that reads again: input outside that range is rejected with the value, and
+//! the infallible constructors clamp into it.
+//!
 //! We write the RFC 3339 parser ourselves (a few dozen lines) rather than pull a date
 //! crate into the workspace for two fields.
 
@@ -11,29 +16,67 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::error::FlagError;
 
-/// An instant as milliseconds since the unix epoch (UTC). May be before 1970.
+/// Unix milliseconds of 0000-01-01T00:00:00Z.
+const MIN_MILLIS: i64 = -62_167_219_200_000;
+/// Unix milliseconds of 9999-12-31T23:59:59.999Z.
+const MAX_MILLIS: i64 = 253_402_300_799_999;
+/// The rule broken by an instant outside [`Timestamp::MIN`]`..=`[`Timestamp::MAX`].
+const OUT_OF_RANGE: &str =
+    "outside 0000-01-01T00:00:00Z..=9999-12-31T23:59:59.999Z (rfc 3339 years have four digits)";
+
+/// An instant as milliseconds since the unix epoch (UTC), in years 0000 to 9999 (so it
+/// may be before 1970).
 ///
 /// In JSON it is written as an RFC 3339 string (`"2026-12-01T00:00:00Z"`) and read from
-/// either an RFC 3339 string (any offset) or a number of unix seconds (`1764547200`).
+/// either an RFC 3339 string (any offset) or a number of unix seconds (`1764547200`);
+/// an instant outside [`Timestamp::MIN`]`..=`[`Timestamp::MAX`] is rejected on input,
+/// because it could not be written back as RFC 3339.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
+    /// Always within `MIN_MILLIS..=MAX_MILLIS`.
     unix_millis: i64,
 }
 
 impl Timestamp {
     /// The unix epoch, 1970-01-01T00:00:00Z.
     pub const UNIX_EPOCH: Timestamp = Timestamp { unix_millis: 0 };
+    /// The earliest instant: 0000-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp {
+        unix_millis: MIN_MILLIS,
+    };
+    /// The latest instant: 9999-12-31T23:59:59.999Z.
+    pub const MAX: Timestamp = Timestamp {
+        unix_millis: MAX_MILLIS,
+    };
 
-    /// An instant from unix seconds.
+    /// An instant from unix seconds, clamped to [`Timestamp::MIN`]`..=`[`Timestamp::MAX`]
+    /// (use [`Timestamp::try_from_unix_seconds`] to reject instead).
     pub fn from_unix_seconds(seconds: i64) -> Self {
+        Self::from_unix_millis(seconds.saturating_mul(1000))
+    }
+
+    /// An instant from unix milliseconds, clamped to
+    /// [`Timestamp::MIN`]`..=`[`Timestamp::MAX`].
+    pub fn from_unix_millis(unix_millis: i64) -> Self {
         Timestamp {
-            unix_millis: seconds.saturating_mul(1000),
+            unix_millis: unix_millis.clamp(MIN_MILLIS, MAX_MILLIS),
         }
     }
 
-    /// An instant from unix milliseconds.
-    pub fn from_unix_millis(unix_millis: i64) -> Self {
-        Timestamp { unix_millis }
+    /// An instant from unix seconds, as read from a file.
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidTimestamp`] naming the value when it lies outside
+    /// [`Timestamp::MIN`]`..=`[`Timestamp::MAX`].
+    pub fn try_from_unix_seconds(seconds: i64) -> Result<Self, FlagError> {
+        seconds
+            .checked_mul(1000)
+            .filter(|ms| (MIN_MILLIS..=MAX_MILLIS).contains(ms))
+            .map(|unix_millis| Timestamp { unix_millis })
+            .ok_or_else(|| FlagError::InvalidTimestamp {
+                value: format!("{seconds} (unix seconds)"),
+                reason: OUT_OF_RANGE,
+            })
     }
 
     /// Milliseconds since the unix epoch.
@@ -46,12 +89,10 @@ impl Timestamp {
         self.unix_millis.div_euclid(1000)
     }
 
-    /// This instant plus `duration` (saturating).
+    /// This instant plus `duration`, saturating at [`Timestamp::MAX`].
     pub fn saturating_add(self, duration: Duration) -> Self {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-        Timestamp {
-            unix_millis: self.unix_millis.saturating_add(millis),
-        }
+        Self::from_unix_millis(self.unix_millis.saturating_add(millis))
     }
 
     /// The time from `earlier` to `self`, or zero when `earlier` is later.
@@ -65,7 +106,9 @@ impl Timestamp {
     /// milliseconds are truncated.
     ///
     /// # Errors
-    /// [`FlagError::InvalidTimestamp`] naming the value and the rule it broke.
+    /// [`FlagError::InvalidTimestamp`] naming the value and the rule it broke, including
+    /// an instant that an offset or a leap second moves outside
+    /// [`Timestamp::MIN`]`..=`[`Timestamp::MAX`] (`9999-12-31T23:30:00-01:00`).
     pub fn parse_rfc3339(value: &str) -> Result<Self, FlagError> {
         parse_rfc3339(value).map_err(|reason| FlagError::InvalidTimestamp {
             value: value.to_owned(),
@@ -75,22 +118,20 @@ impl Timestamp {
 }
 
 impl From<SystemTime> for Timestamp {
+    /// The instant, clamped to [`Timestamp::MIN`]`..=`[`Timestamp::MAX`].
     fn from(time: SystemTime) -> Self {
-        match time.duration_since(UNIX_EPOCH) {
-            Ok(after) => Timestamp {
-                unix_millis: i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
-            },
-            Err(before) => Timestamp {
-                unix_millis: i64::try_from(before.duration().as_millis())
-                    .map(|m| -m)
-                    .unwrap_or(i64::MIN),
-            },
-        }
+        Self::from_unix_millis(match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_millis())
+                .map(|m| -m)
+                .unwrap_or(i64::MIN),
+        })
     }
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC; milliseconds only when non-zero.
+    /// RFC 3339 in UTC; milliseconds only when non-zero. Always four-digit years, which
+    /// [`Timestamp::parse_rfc3339`] reads back to the same instant.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.unix_millis.div_euclid(86_400_000);
         let in_day = self.unix_millis.rem_euclid(86_400_000);
@@ -129,23 +170,67 @@ impl<'de> Deserialize<'de> for Timestamp {
                 Timestamp::parse_rfc3339(v).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-                Ok(Timestamp::from_unix_seconds(v))
+                Timestamp::try_from_unix_seconds(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                i64::try_from(v)
-                    .map(Timestamp::from_unix_seconds)
-                    .map_err(|_| E::custom(format!("unix seconds {v} out of range")))
+                // Beyond i64 is beyond the range as well: saturate, then reject.
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                // Bound far inside i64 millis so the cast below is exact enough and never saturates.
-                if v.is_finite() && v.abs() < 1e14 {
-                    Ok(Timestamp::from_unix_millis((v * 1000.0).floor() as i64))
+                let millis = (v * 1000.0).floor();
+                // The range check comes first, so the cast is exact and never saturates.
+                if millis >= MIN_MILLIS as f64 && millis <= MAX_MILLIS as f64 {
+                    Ok(Timestamp::from_unix_millis(millis as i64))
                 } else {
-                    Err(E::custom(format!("unix seconds {v} out of range")))
+                    Err(E::custom(FlagError::InvalidTimestamp {
+                        value: format!("{v} (unix seconds)"),
+                        reason: OUT_OF_RANGE,
+                    }))
                 }
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `deserialize_with` helpers that put the field's name in front of a timestamp error
+/// (serde_json names the line and column, not the field).
+pub(crate) mod field {
+    use serde::{Deserialize, Deserializer, de};
+
+    use super::Timestamp;
+
+    fn named<'de, D: Deserializer<'de>>(
+        field: &'static str,
+        deserializer: D,
+    ) -> Result<Timestamp, D::Error> {
+        Timestamp::deserialize(deserializer)
+            .map_err(|e| <D::Error as de::Error>::custom(format_args!("{field}: {e}")))
+    }
+
+    /// The `start` of a progressive rollout.
+    pub(crate) fn start<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        named("start", d)
+    }
+
+    /// The `end` of a progressive rollout.
+    pub(crate) fn end<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        named("end", d)
+    }
+
+    /// A rollout state's `started_at`.
+    pub(crate) fn started_at<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        named("started_at", d)
+    }
+
+    /// A rollout state's `step_started_at`.
+    pub(crate) fn step_started_at<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        named("step_started_at", d)
+    }
+
+    /// A rollout event's `at`.
+    pub(crate) fn at<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        named("at", d)
     }
 }
 
@@ -276,7 +361,13 @@ fn parse_rfc3339(value: &str) -> Result<Timestamp, &'static str> {
         + i64::from(minute) * 60
         + i64::from(second)
         - offset_secs;
-    Ok(Timestamp::from_unix_millis(secs * 1000 + millis))
+    // Four digits bound the year, so this cannot overflow; an offset or a leap second can
+    // still step outside the range that reads back.
+    let unix_millis = secs * 1000 + millis;
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&unix_millis) {
+        return Err(OUT_OF_RANGE);
+    }
+    Ok(Timestamp { unix_millis })
 }
 
 #[cfg(test)]
@@ -344,11 +435,96 @@ mod tests {
         assert_eq!(Timestamp::from(before).unix_millis(), -5000);
     }
 
+    #[test]
+    fn range_ends_are_the_four_digit_years() {
+        assert_eq!(days_from_civil(0, 1, 1) * 86_400_000, MIN_MILLIS);
+        assert_eq!(days_from_civil(10_000, 1, 1) * 86_400_000 - 1, MAX_MILLIS);
+        assert_eq!(Timestamp::MIN.to_string(), "0000-01-01T00:00:00Z");
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999Z");
+        for end in [Timestamp::MIN, Timestamp::MAX] {
+            assert_eq!(Timestamp::parse_rfc3339(&end.to_string()).unwrap(), end);
+        }
+    }
+
+    #[test]
+    fn instants_past_year_9999_are_rejected_with_the_value() {
+        // 1e12 unix seconds is in year 33658: it used to be accepted and written back
+        // with a five-digit year that the parser refuses.
+        let err = serde_json::from_str::<Timestamp>("1000000000000").unwrap_err();
+        assert!(
+            err.to_string().contains("1000000000000 (unix seconds)"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("9999-12-31"), "{err}");
+        for bad in ["1e14", "-1e12", "18446744073709551615", "1e300"] {
+            let err = serde_json::from_str::<Timestamp>(bad).unwrap_err();
+            assert!(err.to_string().contains("unix seconds"), "{bad}: {err}");
+        }
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("253402300799").unwrap(),
+            Timestamp::parse_rfc3339("9999-12-31T23:59:59Z").unwrap()
+        );
+        assert!(serde_json::from_str::<Timestamp>("253402300800").is_err());
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("-62167219200").unwrap(),
+            Timestamp::MIN
+        );
+        assert!(serde_json::from_str::<Timestamp>("-62167219201").is_err());
+        // Offsets and leap seconds that leave the range.
+        for bad in [
+            "9999-12-31T23:30:00-01:00",
+            "9999-12-31T23:59:60Z",
+            "0000-01-01T00:30:00+01:00",
+        ] {
+            let err = Timestamp::parse_rfc3339(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+            assert!(err.to_string().contains("four digits"), "{err}");
+        }
+        assert!(matches!(
+            Timestamp::try_from_unix_seconds(i64::MAX),
+            Err(FlagError::InvalidTimestamp { .. })
+        ));
+    }
+
+    #[test]
+    fn infallible_constructors_clamp_into_the_range() {
+        assert_eq!(Timestamp::from_unix_seconds(i64::MAX), Timestamp::MAX);
+        assert_eq!(Timestamp::from_unix_millis(i64::MIN), Timestamp::MIN);
+        assert_eq!(
+            Timestamp::MAX.saturating_add(Duration::from_secs(1)),
+            Timestamp::MAX
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(1_000_000_000_000);
+        assert_eq!(Timestamp::from(far), Timestamp::MAX);
+    }
+
     proptest::proptest! {
+        /// Every timestamp, however made, prints as RFC 3339 that parses to itself.
         #[test]
-        fn display_parse_round_trip(millis in -60_000_000_000_000i64..250_000_000_000_000) {
+        fn display_parse_round_trip(millis in proptest::num::i64::ANY) {
             let t = Timestamp::from_unix_millis(millis);
             proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
+        }
+
+        /// Unix seconds are either rejected or read as an instant whose JSON reads back.
+        #[test]
+        fn accepted_unix_seconds_round_trip(seconds in proptest::prop_oneof![
+            proptest::num::i64::ANY,
+            -70_000_000_000i64..260_000_000_000,
+        ]) {
+            let in_range = (MIN_MILLIS / 1000..=MAX_MILLIS / 1000).contains(&seconds);
+            match serde_json::from_str::<Timestamp>(&seconds.to_string()) {
+                Ok(t) => {
+                    proptest::prop_assert!(in_range, "{seconds} accepted");
+                    proptest::prop_assert_eq!(t.unix_seconds(), seconds);
+                    let json = serde_json::to_string(&t).unwrap();
+                    proptest::prop_assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!in_range, "{seconds} rejected: {e}");
+                    proptest::prop_assert!(e.to_string().contains(&seconds.to_string()), "{e}");
+                }
+            }
         }
 
         #[test]

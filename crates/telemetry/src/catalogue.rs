@@ -9,24 +9,28 @@ use metrics::Unit;
 
 /// Label keys used by the catalogue.
 pub mod labels {
-    /// HTTP route or library entry point (`/v1/runs`, `plan`, `run`).
+    /// The server's matched HTTP route (`/api/tasks`, `/api/tasks/{id}`), or the request
+    /// path when no route matched.
     pub const ENDPOINT: &str = "endpoint";
-    /// Outcome: `ok`, `error` or `rejected` for requests; `succeeded`, `failed`,
-    /// `skipped`, `cancelled` for tasks.
+    /// For requests ([`REQUESTS_TOTAL`](super::REQUESTS_TOTAL)): the numeric HTTP status
+    /// code (`200`, `400`, `429`, `503`, ...), so failures are `status=~"5.."`. For tasks
+    /// ([`TASKS_TOTAL`](super::TASKS_TOTAL)): `succeeded`, `failed` or `skipped`.
     pub const STATUS: &str = "status";
-    /// Routing layer that decided: `rule`, `learned`, `lexical`, `capability`, `fallback`.
+    /// Routing layer that decided: `rule`, `text`, `capability`, `unassigned`.
     pub const LAYER: &str = "layer";
     /// LLM provider (`openai`, `anthropic`, `scripted`).
     pub const PROVIDER: &str = "provider";
     /// Model id.
     pub const MODEL: &str = "model";
-    /// LLM call outcome: `ok`, `error`, `timeout`, `breaker_open`.
+    /// LLM call outcome: `ok`, or the kind of the failure (`timeout`, `rate_limited`,
+    /// `server_error`, `transport`, ...: `genesis_llm::LlmError::kind`).
     pub const OUTCOME: &str = "outcome";
     /// Token direction: `input` or `output`.
     pub const DIRECTION: &str = "direction";
     /// Circuit breaker key (agent or provider).
     pub const KEY: &str = "key";
-    /// Where the injection screen ran: `request`, `task`, `llm_output`.
+    /// Where the injection screen blocked: `user_request` (the request screened before
+    /// planning) is the only value recorded.
     pub const CHECKPOINT: &str = "checkpoint";
     /// Feature flag name.
     pub const FLAG: &str = "flag";
@@ -48,7 +52,7 @@ pub mod breaker_state {
     pub const OPEN: f64 = 2.0;
 }
 
-/// Requests handled (server routes and library entry points). Labels: endpoint, status.
+/// HTTP requests the server answered. Labels: endpoint, status (the HTTP status code).
 pub const REQUESTS_TOTAL: &str = "genesis_requests_total";
 /// Wall time of a request. Labels: endpoint.
 pub const REQUEST_DURATION_SECONDS: &str = "genesis_request_duration_seconds";
@@ -60,9 +64,9 @@ pub const TASKS_TOTAL: &str = "genesis_tasks_total";
 pub const TASK_DURATION_SECONDS: &str = "genesis_task_duration_seconds";
 /// Routing decisions. Labels: layer.
 pub const ROUTING_DECISIONS_TOTAL: &str = "genesis_routing_decisions_total";
-/// Routing cache hits.
+/// Routing cache hits: the router's own total, exported at each `/metrics` scrape.
 pub const ROUTING_CACHE_HITS_TOTAL: &str = "genesis_routing_cache_hits_total";
-/// Routing cache misses.
+/// Routing cache misses: the router's own total, exported at each `/metrics` scrape.
 pub const ROUTING_CACHE_MISSES_TOTAL: &str = "genesis_routing_cache_misses_total";
 /// Agent outcomes the router learned from finished runs. Labels: result.
 pub const ROUTING_OUTCOMES_TOTAL: &str = "genesis_routing_outcomes_total";
@@ -82,11 +86,12 @@ pub const BUDGET_EXCEEDED_TOTAL: &str = "genesis_budget_exceeded_total";
 pub const BREAKER_STATE: &str = "genesis_breaker_state";
 /// Current degradation level (0 = full service; higher = more fallbacks in use).
 pub const DEGRADATION_LEVEL: &str = "genesis_degradation_level";
-/// Inputs blocked by the injection detector. Labels: checkpoint.
+/// Inputs blocked by the injection detector. Labels: checkpoint (`user_request`).
 pub const INJECTION_BLOCKED_TOTAL: &str = "genesis_injection_blocked_total";
 /// Requests rejected by the rate limiter.
 pub const RATE_LIMITED_TOTAL: &str = "genesis_rate_limited_total";
-/// Errors by category. Labels: category.
+/// Error answers of the HTTP server, by category (the `category` of the error body).
+/// Labels: category.
 pub const ERRORS_TOTAL: &str = "genesis_errors_total";
 /// Feature flag evaluations. Labels: flag, result.
 pub const FLAG_EVALUATIONS_TOTAL: &str = "genesis_flag_evaluations_total";
@@ -142,7 +147,7 @@ use labels as l;
 /// Every metric Genesis exports.
 #[rustfmt::skip]
 pub const CATALOGUE: &[MetricDef] = &[
-    def(REQUESTS_TOTAL, Counter, Unit::Count, &[l::ENDPOINT, l::STATUS], "requests handled, by endpoint and status"),
+    def(REQUESTS_TOTAL, Counter, Unit::Count, &[l::ENDPOINT, l::STATUS], "requests handled, by endpoint and http status code"),
     def(REQUEST_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::ENDPOINT], "wall time of a request"),
     def(PLAN_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "time to decompose, route, select models and validate a plan"),
     def(TASKS_TOTAL, Counter, Unit::Count, &[l::STATUS], "tasks finished, by status"),
@@ -154,13 +159,13 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(LLM_CALLS_TOTAL, Counter, Unit::Count, &[l::PROVIDER, l::MODEL, l::OUTCOME], "llm calls, by provider, model and outcome"),
     def(LLM_CALL_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::PROVIDER, l::MODEL], "wall time of one llm call"),
     def(LLM_TOKENS_TOTAL, Counter, Unit::Count, &[l::DIRECTION], "llm tokens, by direction (input, output)"),
-    def(COST_USD_TOTAL, Gauge, Unit::Count, &[], "us dollars spent on llm calls (monotonic)"),
+    def(COST_USD_TOTAL, Gauge, Unit::Count, &[], "us dollars spent on agent calls: llm, http and command agents (monotonic)"),
     def(BUDGET_EXCEEDED_TOTAL, Counter, Unit::Count, &[l::SCOPE], "work rejected because a budget would be exceeded"),
     def(BREAKER_STATE, Gauge, Unit::Count, &[l::KEY], "circuit breaker state: 0 closed, 1 half-open, 2 open"),
     def(DEGRADATION_LEVEL, Gauge, Unit::Count, &[], "degradation level: 0 is full service"),
-    def(INJECTION_BLOCKED_TOTAL, Counter, Unit::Count, &[l::CHECKPOINT], "inputs blocked by the injection detector, by checkpoint"),
+    def(INJECTION_BLOCKED_TOTAL, Counter, Unit::Count, &[l::CHECKPOINT], "inputs blocked by the injection detector, by checkpoint (user_request)"),
     def(RATE_LIMITED_TOTAL, Counter, Unit::Count, &[], "requests rejected by the rate limiter"),
-    def(ERRORS_TOTAL, Counter, Unit::Count, &[l::CATEGORY], "errors, by category"),
+    def(ERRORS_TOTAL, Counter, Unit::Count, &[l::CATEGORY], "error answers of the http server, by category"),
     def(FLAG_EVALUATIONS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::RESULT], "feature flag evaluations, by flag and result"),
     def(ROLLOUT_PERCENT, Gauge, Unit::Percent, &[l::FLAG], "percentage of subjects a rollout currently admits"),
 ];

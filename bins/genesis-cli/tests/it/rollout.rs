@@ -263,11 +263,13 @@ fn manual_rollback_and_status_listing() {
         out.stdout
     );
     assert_eq!(percent(&dir, "new_router"), 0.0);
+    assert_eq!(flag(&dir, "new_router")["enabled"], false);
 
     // A flag that never had a rollout can be rolled back too.
     let out = genesis(&dir, &["rollback", "halo_routing"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(percent(&dir, "halo_routing"), 0.0);
+    assert_eq!(flag(&dir, "halo_routing")["enabled"], false);
 
     let out = genesis(&dir, &["status"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -365,4 +367,104 @@ async fn tick_reads_the_servers_metrics() {
     assert!(out.stdout.contains("401 requests"), "{}", out.stdout);
     assert!(dir.join("data/rollouts/new_router.scrape.json").exists());
     assert_eq!(percent(&dir, "new_router"), 5.0);
+}
+
+/// `genesis rollback` of a canary used to write 0 % and keep the subject list, so the
+/// canary subjects kept the feature. Now nobody has it, and the list survives for the
+/// next rollout.
+#[test]
+fn rollback_switches_a_canary_off_for_its_subjects_too() {
+    let dir = with_flags_file(
+        "canary-rollback",
+        r#"{"flags": [{"name": "new_router", "enabled": true,
+            "strategy": {"type": "canary", "subjects": ["alice"], "percent": 0}}]}"#,
+    );
+    let eval = |dir: &Path| {
+        let out = genesis(dir, &["flags", "eval", "new_router", "--subject", "alice"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(eval(&dir)["enabled"], true);
+    assert_eq!(genesis(&dir, &["deploy", "start", "new_router"]).code, 0);
+    let out = genesis(&dir, &["rollback", "new_router", "--note", "canary broke"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("off for everyone"), "{}", out.stdout);
+    let f = flag(&dir, "new_router");
+    assert_eq!(f["enabled"], false, "{f}");
+    assert_eq!(f["strategy"]["subjects"][0], "alice", "{f}");
+    let e = eval(&dir);
+    assert_eq!(e["enabled"], false, "{e}");
+    assert_eq!(e["reason"], "disabled", "{e}");
+    // The next rollout brings the canary subjects back.
+    assert_eq!(genesis(&dir, &["deploy", "start", "new_router"]).code, 0);
+    assert_eq!(eval(&dir)["enabled"], true);
+}
+
+/// A state file that does not fit `flags.rollout` (a step past the configured ones, or
+/// `usize::MAX`) used to complete the rollout at 100 % (or panic); now `deploy tick`
+/// refuses it naming the rule and the values and writes nothing, `status` says so, and
+/// `rollback` and `deploy start --restart` still work.
+#[test]
+fn a_stale_rollout_state_is_refused_not_completed() {
+    let dir = setup("stale");
+    assert_eq!(genesis(&dir, &["deploy", "start", "new_router"]).code, 0);
+    let state_file = dir.join("data/rollouts/new_router.json");
+    let fresh = std::fs::read_to_string(&state_file).unwrap();
+    let tick = [
+        "deploy",
+        "tick",
+        "new_router",
+        "--error-rate",
+        "0",
+        "--p95-ms",
+        "10",
+        "--requests",
+        "500",
+    ];
+    for (step, shown) in [
+        ("7".to_owned(), "step 7 of 6 steps".to_owned()),
+        (
+            usize::MAX.to_string(),
+            format!("step {} of 6 steps", usize::MAX),
+        ),
+    ] {
+        let stale = fresh.replace("\"step\": 0", &format!("\"step\": {step}"));
+        assert_ne!(stale, fresh);
+        std::fs::write(&state_file, &stale).unwrap();
+        let out = genesis(&dir, &tick);
+        assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(&shown), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("step must index the configured steps"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("--restart"), "{}", out.stderr);
+        assert_eq!(std::fs::read_to_string(&state_file).unwrap(), stale);
+        assert_eq!(percent(&dir, "new_router"), 1.0);
+        let out = genesis(&dir, &["status", "new_router"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stdout.contains("deploy tick refuses it"),
+            "{}",
+            out.stdout
+        );
+        let out = genesis(&dir, &["status"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let out = genesis(&dir, &["deploy", "start", "new_router", "--restart"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = genesis(&dir, &tick);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(percent(&dir, "new_router"), 5.0);
+    std::fs::write(
+        &state_file,
+        std::fs::read_to_string(&state_file)
+            .unwrap()
+            .replace("\"step\": 1", "\"step\": 3"),
+    )
+    .unwrap();
+    let out = genesis(&dir, &["rollback", "new_router"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(flag(&dir, "new_router")["enabled"], false);
 }

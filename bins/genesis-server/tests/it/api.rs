@@ -386,11 +386,32 @@ async fn agents_show_registry_load_and_breaker_state() {
     assert_eq!(body["shutting_down"], false);
 }
 
+/// The value of the series `series` (name and labels, exactly as rendered) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Request counters, error answers by category and the routing cache totals.
+/// `genesis_errors_total` and the cache counters are catalogued and charted but used to be
+/// recorded nowhere: error answers are now counted by category as they are made, and the
+/// router's cache totals are exported at scrape time. This is the only test in the binary
+/// that scrapes (the recorder is process-wide), so the exported cache totals are this
+/// server's router's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_of_real_requests() {
     let (_dir, _stub, s) = server("metrics").await;
-    let (status, _, _) = s.post("/api/tasks", json!({"description": SMALL})).await;
-    assert_eq!(status, 200);
+    for _ in 0..2 {
+        let (status, _, body) = s.post("/api/tasks", json!({"description": SMALL})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _, body) = s.get("/api/no-such-route").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["category"], "validation");
+    let (status, _, body) = s.post("/api/tasks", json!({"description": ""})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["category"], "security");
+
     let r = s.client.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -400,12 +421,28 @@ async fn metrics_are_prometheus_text_of_real_requests() {
             .starts_with("text/plain")
     );
     let text = r.text().await.unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.contains("requests_total") && l.contains("/api/tasks") && l.contains("200"))
-        .unwrap_or_else(|| panic!("no request counter for /api/tasks in:\n{text}"));
-    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 1.0, "{line}");
+    // The status label is the numeric HTTP status code.
+    let n = sample(
+        &text,
+        r#"genesis_requests_total{endpoint="/api/tasks",status="200"}"#,
+    )
+    .unwrap_or_else(|| panic!("no request counter for /api/tasks in:\n{text}"));
+    assert!(n >= 2.0, "{n}");
+
+    let errors = sample(&text, r#"genesis_errors_total{category="validation"}"#)
+        .unwrap_or_else(|| panic!("no validation error counter in:\n{text}"));
+    assert!(errors >= 1.0, "{errors}");
+    let security = sample(&text, r#"genesis_errors_total{category="security"}"#)
+        .unwrap_or_else(|| panic!("no security error counter in:\n{text}"));
+    assert!(security >= 1.0, "{security}");
+
+    let cache = s.state.orchestrator().router().cache_stats();
+    assert!(cache.misses >= 1 && cache.hits >= 1, "{cache:?}");
+    let hits = sample(&text, "genesis_routing_cache_hits_total")
+        .unwrap_or_else(|| panic!("no routing cache hits in:\n{text}"));
+    let misses = sample(&text, "genesis_routing_cache_misses_total")
+        .unwrap_or_else(|| panic!("no routing cache misses in:\n{text}"));
+    assert_eq!((hits, misses), (cache.hits as f64, cache.misses as f64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,7 +187,10 @@ fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
         assert!((share - want).abs() <= 2.0, "share {share} vs {want}");
         previously_in = on;
         now += 300;
-        match controller.tick(&mut state, Some(&healthy), at(now)) {
+        match controller
+            .tick(&mut state, Some(&healthy), at(now))
+            .unwrap()
+        {
             RolloutAction::Advance { .. } => state.apply_to(&mut store).unwrap(),
             RolloutAction::Complete => break,
             other => panic!("unexpected {other:?}"),
@@ -206,7 +209,9 @@ fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
         ..healthy
     };
     assert!(matches!(
-        controller.tick(&mut state, Some(&broken), at(now + 1)),
+        controller
+            .tick(&mut state, Some(&broken), at(now + 1))
+            .unwrap(),
         RolloutAction::RollBack { .. }
     ));
     state.apply_to(&mut store).unwrap();
@@ -215,6 +220,175 @@ fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
             .iter()
             .all(|s| !store.is_enabled("new_router_rollout", s, at(now)))
     );
+}
+
+/// A progressive window ending in year 33658 (unix seconds 1e12) used to be accepted and
+/// written back with a five-digit year that the same crate could not read, so the first
+/// `genesis deploy` that rewrote the file made it unreadable. It is refused on input now,
+/// naming the field and the value.
+#[test]
+fn far_future_rollout_window_is_refused_naming_field_and_value() {
+    let err = FlagStore::from_json(
+        r#"{"flags":[{"name":"f","enabled":true,"strategy":{"type":"progressive",
+        "start":1800000000,"end":1000000000000,"from_percent":0,"to_percent":100}}]}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(err, FlagError::Parse { .. }), "{err:?}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("end: "), "{text}");
+    assert!(text.contains("1000000000000 (unix seconds)"), "{text}");
+    assert!(text.contains("9999-12-31T23:59:59.999Z"), "{text}");
+    // The last instant that four digits can write is accepted, and survives a rewrite.
+    let store = FlagStore::from_json(
+        r#"{"flags":[{"name":"f","enabled":true,"strategy":{"type":"progressive",
+        "start":"2026-12-01T00:00:00Z","end":253402300799,"from_percent":0,"to_percent":100}}]}"#,
+    )
+    .unwrap();
+    let written = store.to_json_pretty().unwrap();
+    assert!(written.contains("9999-12-31T23:59:59Z"), "{written}");
+    assert_eq!(FlagStore::from_json(&written).unwrap(), store);
+}
+
+/// Rolling a canary flag back used to set its percentage to 0 and keep the subject list,
+/// so "rolled back to 0 %" still served alice. A rollback now means nobody gets it.
+#[test]
+fn rolling_back_a_canary_switches_its_subjects_off() {
+    let mut store = FlagStore::from_json(
+        r#"{"flags":[{"name":"f","enabled":true,"strategy":{"type":"canary","subjects":["alice"]}}]}"#,
+    )
+    .unwrap();
+    let c = RolloutController::try_new(RolloutConfig::default()).unwrap();
+    let t0 = at(1_800_000_000);
+    let mut state = c.start("f", t0);
+    state.apply_to(&mut store).unwrap();
+    assert!(store.is_enabled("f", "alice", t0));
+    let bad = HealthSample {
+        error_rate: 0.5,
+        p95_latency: Duration::from_millis(10),
+        requests: 10_000,
+    };
+    assert!(matches!(
+        c.tick(&mut state, Some(&bad), t0 + Duration::from_secs(60))
+            .unwrap(),
+        RolloutAction::RollBack { .. }
+    ));
+    state.apply_to(&mut store).unwrap();
+    assert_eq!(state.percent, Percent::ZERO);
+    let e = store.evaluate("f", "alice", t0);
+    assert!(!e.enabled, "canary subject still on after rollback");
+    assert_eq!(e.reason, Reason::Disabled);
+    // The file keeps the canary list for the next rollout, which brings alice back.
+    let reread = FlagStore::from_json(&store.to_json_pretty().unwrap()).unwrap();
+    assert!(!reread.is_enabled("f", "alice", t0));
+    assert!(matches!(
+        &reread.get("f").unwrap().strategy,
+        Strategy::Canary { subjects, .. } if subjects == &["alice"]
+    ));
+    let mut again = c.start("f", t0);
+    again.apply_to(&mut store).unwrap();
+    assert!(store.is_enabled("f", "alice", t0));
+    // A manual rollback does the same.
+    c.manual_rollback(&mut again, "pager", t0);
+    again.apply_to(&mut store).unwrap();
+    assert!(!store.is_enabled("f", "alice", t0));
+}
+
+fn no_dwell() -> RolloutController {
+    RolloutController::try_new(RolloutConfig {
+        dwell: Duration::ZERO,
+        ..RolloutConfig::default()
+    })
+    .unwrap()
+}
+
+const HEALTHY: HealthSample = HealthSample {
+    error_rate: 0.0,
+    p95_latency: Duration::from_millis(10),
+    requests: 10_000,
+};
+
+/// A state whose `step` does not fit the configured steps (written under another
+/// `[flags.rollout] steps`) used to jump straight to 100 % "complete". It is refused,
+/// naming the rule and the values, and left as it was.
+#[test]
+fn a_stale_rollout_step_is_refused_not_completed() {
+    let c = no_dwell();
+    let t0 = at(1_800_000_000);
+    let mut state = c.start("f", t0);
+    state.step = 7; // e.g. written under an 8-step config; percent is still 1 %
+    let before = state.clone();
+    let err = c.tick(&mut state, Some(&HEALTHY), t0).unwrap_err();
+    assert!(
+        matches!(err, FlagError::InvalidRolloutState { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("step must index the configured steps"),
+        "{text}"
+    );
+    assert!(text.contains("step 7 of 6 steps"), "{text}");
+    assert!(text.contains("\"f\""), "{text}");
+    assert_eq!(state, before);
+
+    // A step that exists but whose percentage changed is refused as well.
+    let mut moved = c.start("f", t0);
+    moved.step = 2;
+    let err = c.tick(&mut moved, Some(&HEALTHY), t0).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("percent 1% at step 2 where the step is 10%"),
+        "{err}"
+    );
+    // Finished phases must sit at their percentage: a "complete" state at 5 % would
+    // otherwise be written into the flags file on the next tick.
+    let mut done = c.start("f", t0);
+    done.phase = genesis_feature_flags::RolloutPhase::Complete;
+    done.percent = Percent::try_new(5.0).unwrap();
+    let err = c.tick(&mut done, None, t0).unwrap_err();
+    assert!(
+        err.to_string().contains("complete rollout must be at 100%"),
+        "{err}"
+    );
+    let mut back = c.start("f", t0);
+    back.phase = genesis_feature_flags::RolloutPhase::RolledBack;
+    let err = c.tick(&mut back, None, t0).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rolled-back rollout must be at 0%"),
+        "{err}"
+    );
+    // A manual rollback still works on a stale state and leaves a valid one.
+    c.manual_rollback(&mut state, "stale", t0);
+    c.check_state(&state).unwrap();
+}
+
+/// `step: usize::MAX` in a state file used to overflow `state.step + 1` (a panic in debug
+/// builds, a wrap to step 0 in release). Loading refuses it; ticking refuses it too.
+#[test]
+fn a_rollout_step_of_usize_max_is_an_error_not_a_panic() {
+    let c = no_dwell();
+    let t0 = at(1_800_000_000);
+    let json = c
+        .start("f", t0)
+        .to_json_pretty()
+        .unwrap()
+        .replace("\"step\": 0", &format!("\"step\": {}", usize::MAX));
+    let err = c.load_state(&json).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("step {} of 6 steps", usize::MAX)),
+        "{err}"
+    );
+    let mut state = genesis_feature_flags::RolloutState::from_json(&json).unwrap();
+    assert!(matches!(
+        c.tick(&mut state, Some(&HEALTHY), t0),
+        Err(FlagError::InvalidRolloutState { .. })
+    ));
+    assert_eq!(state.step, usize::MAX);
+    // A consistent state loads.
+    let ok = c.start("f", t0).to_json_pretty().unwrap();
+    assert_eq!(c.load_state(&ok).unwrap().step, 0);
 }
 
 /// Valid flag names (the explicit `Strategy` import above shadows proptest's trait).
@@ -291,6 +465,31 @@ proptest! {
         prop_assert!(!e1.enabled || e2.enabled, "in at {} but out at {}", first, later);
         // Deterministic: the same instant gives the same answer.
         prop_assert_eq!(e1, store.evaluate("ramp", &subject, at(first)));
+    }
+
+    /// Whatever progressive window a flags file gives in unix seconds, it is refused
+    /// or it survives the rewrite `genesis deploy` does (write, read back, equal).
+    #[test]
+    fn accepted_flag_files_survive_a_rewrite(
+        start in prop_oneof![any::<i64>(), -70_000_000_000i64..260_000_000_000],
+        len in prop_oneof![1i64..1_000_000, any::<i64>()],
+    ) {
+        let end = start.saturating_add(len);
+        let json = format!(
+            r#"{{"flags":[{{"name":"f","enabled":true,"strategy":{{"type":"progressive","start":{start},"end":{end},"from_percent":0,"to_percent":100}}}}]}}"#
+        );
+        let in_range = |s: i64| (-62_167_219_200..=253_402_300_799).contains(&s);
+        match FlagStore::from_json(&json) {
+            Ok(store) => {
+                prop_assert!(in_range(start) && in_range(end));
+                let written = store.to_json_pretty().unwrap();
+                prop_assert_eq!(FlagStore::from_json(&written).unwrap(), store);
+            }
+            Err(e) => {
+                let text = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+                prop_assert!(!in_range(start) || !in_range(end) || end <= start, "{}", text);
+            }
+        }
     }
 
     #[test]

@@ -333,6 +333,59 @@ fn alert_rules_use_only_catalogued_metrics() {
     }
 }
 
+/// The `status` matchers (`status="x"`, `status=~"5.."`, ...) applied to
+/// `genesis_requests_total` in a PromQL text.
+fn request_status_matchers(promql: &str) -> Vec<String> {
+    let needle = format!("{}{{", catalogue::REQUESTS_TOTAL);
+    let mut found = Vec::new();
+    let mut rest = promql;
+    while let Some(pos) = rest.find(&needle) {
+        let selector = &rest[pos + needle.len()..];
+        let selector = &selector[..selector.find('}').unwrap_or(selector.len())];
+        for matcher in selector.split(',') {
+            let Some(value) = matcher.trim().strip_prefix(labels::STATUS) else {
+                continue;
+            };
+            let value = value.trim_start_matches(['=', '~', '!']);
+            found.push(value.trim_matches('"').to_owned());
+        }
+        rest = &rest[pos + needle.len()..];
+    }
+    found
+}
+
+/// The middleware records the numeric HTTP status code as `status`, so a selector on a
+/// word (`status="error"`, which the error-rate panel used) matches nothing and reads 0.
+#[test]
+fn request_status_selectors_match_the_recorded_http_codes() {
+    let text = repo_file("config/grafana/genesis.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut matchers: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(request_status_matchers))
+        .flatten()
+        .collect();
+    assert!(!matchers.is_empty(), "the dashboard charts no error rate");
+    matchers.extend(request_status_matchers(&repo_file(
+        "config/prometheus/alerts.yml",
+    )));
+    for m in &matchers {
+        assert!(
+            !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit() || b"|.".contains(&b)),
+            "status matcher {m:?} can never match a recorded HTTP status code"
+        );
+    }
+    assert_eq!(
+        request_status_matchers(
+            r#"sum(rate(genesis_requests_total{endpoint="/x", status="error"}[5m]))"#
+        ),
+        ["error"]
+    );
+}
+
 #[test]
 fn dashboard_is_valid_json_and_charts_every_catalogued_metric() {
     let text = repo_file("config/grafana/genesis.json");
