@@ -283,6 +283,17 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
             format!("rejected  update after {after}: {reason}")
         }
         RunEvent::RunRejected { rule, reason } => format!("refused   run ({rule}): {reason}"),
+        RunEvent::BudgetExceeded {
+            task_id,
+            scope,
+            spent,
+            reserved,
+            requested,
+            limit,
+        } => format!(
+            "budget    {task_id}: {scope} budget {limit} spent {spent} + in flight {reserved} \
+             leaves no room for {requested} (rule: budget_{scope})"
+        ),
         RunEvent::RunFinished { status, cost } => format!("run {} (cost {cost})", status.as_str()),
         _ => return None,
     })
@@ -411,5 +422,17 @@ mod tests {
             "failed    t3 after 4 attempts: agent timed out"
         );
         assert!(event_line(&RunEvent::Cost { spent: Usd::ZERO }).is_none());
+        let usd = |v: f64| Usd::new(v).unwrap();
+        let e = RunEvent::BudgetExceeded {
+            task_id: "t2".into(),
+            scope: genesis::daao::BudgetScope::Run,
+            spent: usd(0.9),
+            reserved: usd(0.05),
+            requested: usd(0.1),
+            limit: usd(1.0),
+        };
+        let line = event_line(&e).unwrap();
+        assert!(line.starts_with("budget    t2: run budget"), "{line}");
+        assert!(line.ends_with("(rule: budget_run)"), "{line}");
     }
 }
