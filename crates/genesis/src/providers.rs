@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use genesis_core::{AgentId, ModelId, Usd};
-use genesis_daao::ModelCatalog;
+use genesis_daao::{ModelCatalog, ModelSpec};
 use genesis_htdag::PlannerModel;
 use genesis_llm::{
     CompletionRequest, LlmClient, LlmError, Message, ProviderConfig, ProviderKind, Role,
@@ -41,7 +41,21 @@ pub struct LlmProviders {
     clients: HashMap<ModelId, Arc<dyn LlmClient>>,
     planner: Option<ModelId>,
     breakers: BreakerRegistry,
+    /// Providers' own models that the catalogue does not list (a self-hosted `llama3`),
+    /// with the defaults [`LlmProviders::served_catalog`] gives them.
+    uncatalogued: Vec<ModelSpec>,
 }
+
+/// The capability (see [`ModelSpec::capability`]) of a provider's own model that the
+/// model catalogue does not list: mid-range, so the selector sends it easy and ordinary
+/// tasks and keeps hard ones for catalogue models that reach them. A `[[model]]` entry
+/// sets the real value.
+pub const UNCATALOGUED_CAPABILITY: f64 = 0.5;
+
+/// The context window assumed for a provider's own model that the catalogue does not
+/// list: small on purpose (many self-hosted servers run with 8K), so longer tasks go to
+/// a catalogue model that is known to hold them when there is one.
+pub const UNCATALOGUED_CONTEXT_WINDOW: u32 = 8_192;
 
 impl std::fmt::Debug for LlmProviders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,9 +69,11 @@ impl std::fmt::Debug for LlmProviders {
 }
 
 impl LlmProviders {
-    /// Builds clients for every catalogue model served by a configured provider: a
-    /// provider serves its own `model` and every catalogue model whose `provider` is the
-    /// provider's kind (the first configured provider of that kind).
+    /// Builds clients for every model a configured provider serves: its own `model`,
+    /// and — when it serves the catalogue (by default only at its kind's own API; see
+    /// `ProviderConfig::serves_catalogue`) — every catalogue model whose `provider` is
+    /// its kind (the first such provider of that kind). A self-hosted server (Ollama,
+    /// vLLM) serves only its own model: `gpt-4o` is not a model an Ollama server has.
     ///
     /// # Errors
     /// [`GenesisError::Config`] when a client cannot be built (bad base URL, TLS), or when
@@ -68,16 +84,37 @@ impl LlmProviders {
         breaker: BreakerConfig,
     ) -> Result<Self, GenesisError> {
         let mut clients: HashMap<ModelId, Arc<dyn LlmClient>> = HashMap::new();
+        let mut uncatalogued = Vec::new();
         for provider in &config.providers {
-            // The provider's own model, plus every catalogue model of this provider.
+            // The provider's own model, plus every catalogue model of its kind when it
+            // is the kind's own API.
             let mut models = vec![provider.model.clone()];
-            models.extend(
-                catalog
-                    .models()
-                    .iter()
-                    .filter(|m| m.provider == provider.kind.as_str())
-                    .map(|m| m.id.clone()),
-            );
+            if provider.serves_catalogue_models() {
+                models.extend(
+                    catalog
+                        .models()
+                        .iter()
+                        .filter(|m| m.provider == provider.kind.as_str())
+                        .map(|m| m.id.clone()),
+                );
+            }
+            if catalog.get(provider.model.as_str()).is_none()
+                && !clients.contains_key(&provider.model)
+            {
+                let price = provider.price.unwrap_or(genesis_llm::ModelPrice {
+                    input_per_million: Usd::ZERO,
+                    output_per_million: Usd::ZERO,
+                });
+                uncatalogued.push(ModelSpec {
+                    id: provider.model.clone(),
+                    provider: provider.kind.as_str().to_owned(),
+                    capability: UNCATALOGUED_CAPABILITY,
+                    input_per_million: price.input_per_million,
+                    output_per_million: price.output_per_million,
+                    context_window: UNCATALOGUED_CONTEXT_WINDOW,
+                    tier: Some("uncatalogued".to_owned()),
+                });
+            }
             for model in models {
                 if clients.contains_key(&model) {
                     continue;
@@ -125,6 +162,7 @@ impl LlmProviders {
             clients,
             planner,
             breakers: BreakerRegistry::new(breaker),
+            uncatalogued,
         })
     }
 
@@ -138,6 +176,7 @@ impl LlmProviders {
                 .collect(),
             planner,
             breakers: BreakerRegistry::new(breaker),
+            uncatalogued: Vec::new(),
         }
     }
 
@@ -151,16 +190,31 @@ impl LlmProviders {
         self.clients.contains_key(model)
     }
 
-    /// The models of `catalog` a configured provider serves, for the model selector: with
-    /// providers configured, a task must only be planned on a model that can run it.
-    /// Without any provider (heuristic planning, no LLM agents) this is not needed: plans
-    /// then show the choice over the whole catalogue.
+    /// The models a configured provider serves, for the model selector: with providers
+    /// configured, a task must only be planned on a model that can run it. These are the
+    /// served models of `catalog`, plus each provider's own model when the catalogue
+    /// does not list it, with [`UNCATALOGUED_CAPABILITY`], the provider's `price` (or
+    /// none: $0, as for a local server) and [`UNCATALOGUED_CONTEXT_WINDOW`]. Without any
+    /// provider (heuristic planning, no LLM agents) this is not needed: plans then show
+    /// the choice over the whole catalogue.
     ///
     /// # Errors
-    /// [`GenesisError::Config`] when no catalogue model is served, naming the served
-    /// models and the catalogue's (rule `model_needs_provider`).
+    /// [`GenesisError::Config`] when no model is served, naming the served models and the
+    /// catalogue's (rule `model_needs_provider`).
     pub fn served_catalog(&self, catalog: &ModelCatalog) -> Result<ModelCatalog, GenesisError> {
-        catalog.filtered(|m| self.serves(&m.id)).map_err(|_| {
+        let mut models: Vec<ModelSpec> = catalog
+            .models()
+            .iter()
+            .filter(|m| self.serves(&m.id))
+            .cloned()
+            .collect();
+        models.extend(
+            self.uncatalogued
+                .iter()
+                .filter(|m| self.serves(&m.id))
+                .cloned(),
+        );
+        ModelCatalog::new(models).map_err(|_| {
             let mut served: Vec<&str> = self.clients.keys().map(ModelId::as_str).collect();
             served.sort_unstable();
             let listed: Vec<String> = catalog

@@ -120,6 +120,13 @@ pub struct ProviderConfig {
     /// environment; the facade may, and put the value here.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Whether this provider also serves the model catalogue's models of its kind
+    /// (`gpt-4o`, `gpt-4o-mini` for `openai`), besides `model`. `None`: yes when
+    /// `base_url` is the kind's own API ([`ProviderKind::default_base_url`]), no for any
+    /// other address — a self-hosted server (Ollama, vLLM, llama.cpp) serves only
+    /// `model`. Set it for a gateway or proxy in front of the kind's own API.
+    #[serde(default)]
+    pub serves_catalogue: Option<bool>,
 }
 
 impl ProviderConfig {
@@ -138,7 +145,16 @@ impl ProviderConfig {
             price: None,
             max_response_bytes: default_max_response_bytes(),
             proxy: None,
+            serves_catalogue: None,
         }
+    }
+
+    /// Whether the provider serves the catalogue's models of its kind:
+    /// [`ProviderConfig::serves_catalogue`], by default only at the kind's own API.
+    pub fn serves_catalogue_models(&self) -> bool {
+        self.serves_catalogue.unwrap_or_else(|| {
+            self.effective_base_url() == self.kind.default_base_url().trim_end_matches('/')
+        })
     }
 
     /// Sets the API root.
@@ -298,6 +314,30 @@ mod tests {
         let err =
             toml::from_str::<ProviderConfig>("model = \"m\"\napi_key_env = \"X\"\n").unwrap_err();
         assert!(err.to_string().contains("api_key_env"), "{err}");
+    }
+
+    #[test]
+    fn only_the_kinds_own_api_serves_the_catalogue_by_default() {
+        let official = ProviderConfig::new(ProviderKind::Openai, "gpt-4o-mini");
+        assert!(official.serves_catalogue_models());
+        assert!(
+            official
+                .clone()
+                .with_base_url("https://api.openai.com/v1/")
+                .serves_catalogue_models()
+        );
+        let ollama = official.clone().with_base_url("http://127.0.0.1:11434/v1");
+        assert!(!ollama.serves_catalogue_models());
+        let gateway = ProviderConfig {
+            serves_catalogue: Some(true),
+            ..ollama
+        };
+        assert!(gateway.serves_catalogue_models());
+        let pinned = ProviderConfig {
+            serves_catalogue: Some(false),
+            ..official
+        };
+        assert!(!pinned.serves_catalogue_models());
     }
 
     #[test]

@@ -77,31 +77,55 @@ api_key = "sk-test"
     );
 }
 
+/// A provider at its own address (Ollama, vLLM, a gateway) serves only its own model,
+/// never the catalogue's models of its kind: an Ollama server has no `gpt-4o-mini`. Its
+/// model, absent from the catalogue, is planned with the documented defaults.
 #[test]
-fn a_provider_serving_no_catalogue_model_is_a_configuration_error() {
-    let dir = std::env::temp_dir().join(format!("genesis-wiring-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let models = dir.join("anthropic-models.toml");
-    std::fs::write(
-        &models,
-        "[[model]]\nid = \"claude-3-5-haiku-latest\"\nprovider = \"anthropic\"\ncapability = 0.7\n\
-         input_per_million = 0.8\noutput_per_million = 4.0\n",
-    )
-    .unwrap();
-    let mut c =
-        config("[[llm.providers]]\nkind = \"openai\"\nmodel = \"llama3\"\napi_key = \"k\"\n");
-    c.models.catalog_file = Some(models);
-    let err = genesis::orchestrator_from_config(&c, &[]).unwrap_err();
-    assert_eq!(err.http_status(), 500, "{err}");
-    let text = err.to_string();
-    assert!(text.contains("rule: model_needs_provider"), "{text}");
+fn a_self_hosted_provider_serves_only_its_own_model() {
+    let local = config(
+        "[[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
+    );
+    let genesis = genesis::orchestrator_from_config(&local, &[]).unwrap();
+    let providers = genesis.llm().unwrap();
+    assert!(providers.serves(&ModelId::new("llama3")));
+    assert!(!providers.serves(&ModelId::new("gpt-4o-mini")));
+    let served = genesis.selector().catalog().models();
+    assert_eq!(served.len(), 1);
+    let llama = &served[0];
+    assert_eq!(llama.id.as_str(), "llama3");
+    assert_eq!(
+        llama.capability,
+        genesis::providers::UNCATALOGUED_CAPABILITY
+    );
+    assert_eq!(
+        llama.context_window,
+        genesis::providers::UNCATALOGUED_CONTEXT_WINDOW
+    );
+    assert_eq!(llama.input_per_million, genesis::core::Usd::ZERO);
+    let plan = genesis.plan_sync(HARD).unwrap();
     assert!(
-        text.contains(
-            "providers serve [llama3], the catalogue holds [claude-3-5-haiku-latest (anthropic)]"
-        ),
-        "{text}"
+        plan.tasks
+            .iter()
+            .filter_map(|t| t.model.as_ref())
+            .all(|m| m.model.as_str() == "llama3")
     );
 
+    // Beside the official API: easy work goes to the free local model, hard work to a
+    // catalogue model that reaches it.
+    let both = config(
+        "[[llm.providers]]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key = \"k\"\n\
+         [[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
+    );
+    let genesis = genesis::orchestrator_from_config(&both, &[]).unwrap();
+    let easy = Task::new(TaskId::new("t2"), TaskKind::Document, "List the files");
+    let choice = genesis.selector().select(&easy);
+    assert_eq!(choice.model.as_str(), "llama3", "{}", choice.reason);
+    let choice = genesis.selector().select(&hard_task());
+    assert_eq!(choice.model.as_str(), "gpt-4o", "{}", choice.reason);
+}
+
+#[test]
+fn a_planner_model_no_provider_serves_is_a_configuration_error() {
     let mut c = config(
         "[llm]\nplanner_model = \"claude-sonnet-4-5\"\n[[llm.providers]]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key = \"k\"\n",
     );
@@ -211,12 +235,14 @@ agents = true
 [[llm.providers]]
 kind = "openai"
 base_url = "http://{oa}/v1"
+serves_catalogue = true
 model = "gpt-4o-mini"
 api_key = "sk-test"
 timeout = "5s"
 [[llm.providers]]
 kind = "anthropic"
 base_url = "http://{an}"
+serves_catalogue = true
 model = "claude-3-5-haiku-latest"
 api_key = "sk-ant-test"
 timeout = "5s"
