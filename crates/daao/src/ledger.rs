@@ -61,6 +61,17 @@ pub struct BudgetExceeded {
     pub limit: Usd,
 }
 
+impl BudgetExceeded {
+    /// Whether the amount would fit once the calls in flight settle: the limit is not
+    /// broken by what is spent, only by what is reserved. A caller may wait and try
+    /// again (the reservations settle to their actual costs, often far below the
+    /// estimates), rather than fail.
+    pub fn fits_once_settled(&self) -> bool {
+        self.reserved.as_f64() > 0.0
+            && (self.spent + self.requested).as_f64() <= self.limit.as_f64() + SLACK
+    }
+}
+
 /// Slack when comparing against a limit, in dollars: sums of decimal amounts in binary
 /// floating point are off by a few ulps ($0.10 + $0.20 > $0.30), and a budget used up
 /// exactly must not refuse its last call for it. A nanodollar is far below any price.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
 use genesis_daao::{
-    BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, StopDecision, StopPolicy,
+    BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, Reservation, StopDecision,
+    StopPolicy,
 };
 use genesis_htdag::{DagUpdate, TaskDag, TaskNode};
 use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
@@ -1075,7 +1076,7 @@ impl Attempt {
                     // before the call, so tasks in flight together cannot overspend;
                     // it is settled to the actual cost after, or given back (dropped)
                     // when the call fails or the task is cancelled.
-                    let reservation = match self.ledger.reserve(self.estimate) {
+                    let (global, reservation) = match self.reserve_for_call(true).await {
                         Ok(r) => r,
                         Err(e) => {
                             // The budget ran out: not the agent's doing, unless its own
@@ -1108,11 +1109,10 @@ impl Attempt {
                         agent: agent.clone(),
                         attempt: retry,
                     });
-                    let result = {
-                        // Server-wide limit: held for the call only, not for backoff sleeps.
-                        let _global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
-                        self.call(&backend, agent, retry, None).await
-                    };
+                    let result = self.call(&backend, agent, retry, None).await;
+                    // The server-wide slot is held for the call only, not for backoff
+                    // sleeps or refinement.
+                    drop(global);
                     permit.record(&result, AgentError::retry, Instant::now());
                     match result {
                         Ok(output) => {
@@ -1199,6 +1199,31 @@ impl Attempt {
             cost,
             tries,
             budget: None,
+        }
+    }
+
+    /// A server-wide call slot, then the call's estimated cost set aside on the run and
+    /// the day, in that order: only calls about to be made hold money, not tasks queued
+    /// for a slot. When the budget is short only because of calls in flight
+    /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits for them to
+    /// settle (polling, 5 ms doubling to 100 ms; the slot is given back meanwhile) and
+    /// tries again; otherwise the refusal is returned.
+    async fn reserve_for_call(
+        &self,
+        wait: bool,
+    ) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, Reservation), BudgetExceeded> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
+            match self.ledger.reserve(self.estimate) {
+                Ok(reservation) => return Ok((global, reservation)),
+                Err(e) if wait && e.fits_once_settled() => {
+                    drop(global);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -1295,7 +1320,8 @@ impl Attempt {
             if stop.is_some() {
                 return best;
             }
-            let reservation = match self.ledger.reserve(self.estimate) {
+            // Another round is optional: no waiting for room in the budget.
+            let (global, reservation) = match self.reserve_for_call(false).await {
                 Ok(r) => r,
                 Err(e) => {
                     // No room for another round: keep the best answer so far.
@@ -1307,6 +1333,7 @@ impl Attempt {
             let round = self
                 .call(backend, agent, *attempts, Some(previous.clone()))
                 .await;
+            drop(global);
             // A failed round returns here and its reservation is released.
             let Ok(out) = round else { return best };
             *cost += out.cost;
