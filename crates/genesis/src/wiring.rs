@@ -71,10 +71,11 @@ pub fn orchestrator_from_config(
     let catalog = crate::catalogues::read_models(config)?;
     let providers =
         LlmProviders::from_config(&config.llm, &catalog, config.executor.breaker.clone())?;
-    // With providers, DAAO chooses only among the models they serve, so a task's planned
-    // model and cost estimate are the ones it runs with. Without any, plans show the
-    // choice over the whole catalogue (nothing will call a model).
-    builder = builder.models(if providers.is_empty() {
+    // With LLM agents, DAAO chooses only among the models the providers serve, so a
+    // task's planned model and cost estimate are the ones it runs with. Without them
+    // (no provider, or providers for LLM planning only: tasks run on HTTP or command
+    // agents), plans show the choice over the whole catalogue as an estimate.
+    builder = builder.models(if providers.is_empty() || !config.llm.agents {
         catalog
     } else {
         providers.served_catalog(&catalog)?

@@ -31,6 +31,8 @@ fn config(toml: &str) -> GenesisConfig {
 fn only_models_a_configured_provider_serves_are_chosen() {
     let openai_only = config(
         r#"
+[llm]
+agents = true
 [[llm.providers]]
 kind = "openai"
 model = "gpt-4o-mini"
@@ -75,6 +77,18 @@ api_key = "sk-test"
         none.selector().select(&hard_task()).model.as_str(),
         "claude-sonnet-4-5"
     );
+    // Nor does a provider used for planning only (no LLM agents: tasks run on HTTP or
+    // command agents): their estimates come from the whole catalogue, not from a model
+    // that no task runs on.
+    let planning_only = config(
+        "[planning]\ndecomposer = \"llm\"\n[[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
+    );
+    let planning_only = genesis::orchestrator_from_config(&planning_only, &[]).unwrap();
+    assert!(planning_only.llm().is_some());
+    assert_eq!(
+        planning_only.selector().select(&hard_task()).model.as_str(),
+        "claude-sonnet-4-5"
+    );
 }
 
 /// A provider at its own address (Ollama, vLLM, a gateway) serves only its own model,
@@ -83,7 +97,7 @@ api_key = "sk-test"
 #[test]
 fn a_self_hosted_provider_serves_only_its_own_model() {
     let local = config(
-        "[[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
+        "[llm]\nagents = true\n[[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
     );
     let genesis = genesis::orchestrator_from_config(&local, &[]).unwrap();
     let providers = genesis.llm().unwrap();
@@ -113,7 +127,7 @@ fn a_self_hosted_provider_serves_only_its_own_model() {
     // Beside the official API: easy work goes to the free local model, hard work to a
     // catalogue model that reaches it.
     let both = config(
-        "[[llm.providers]]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key = \"k\"\n\
+        "[llm]\nagents = true\n[[llm.providers]]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key = \"k\"\n\
          [[llm.providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3\"\n",
     );
     let genesis = genesis::orchestrator_from_config(&both, &[]).unwrap();
