@@ -142,11 +142,29 @@ impl SqliteStore {
         // WAL + synchronous=FULL: every commit is on disk before it returns (the WAL is
         // synced per commit), so a run acknowledged with 202 and every journaled event
         // survive power loss too, not only a killed process (NORMAL's guarantee).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Switching a new file to WAL and creating its tables take the write lock, and
+        // SQLite answers "database is locked" at once (without the busy handler) to a
+        // second process doing the same at that moment: retry for up to 5 s.
+        let mut pause = std::time::Duration::from_millis(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let first = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| conn.execute_batch(SCHEMA));
+            match first {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => break other?,
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
         Self::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),

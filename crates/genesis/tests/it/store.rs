@@ -283,3 +283,37 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
     assert_eq!(store.get_run("run_old").unwrap().unwrap().subject, None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Processes opening the same new database at once all get it: SQLite refuses the
+/// switch to WAL with "database is locked" at once to all but one of them, and the
+/// store retries (review R5: 5–7 of 160 opens failed).
+#[test]
+fn concurrent_first_opens_of_a_new_database_all_succeed() {
+    let mut failures = Vec::new();
+    for round in 0..30 {
+        let dir =
+            std::env::temp_dir().join(format!("genesis-open-race-{}-{round}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&dir).map(|_| ())
+                })
+            })
+            .collect();
+        for open in opens {
+            if let Err(e) = open.join().unwrap() {
+                failures.push(e.to_string());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} opens failed: {failures:?}",
+        failures.len()
+    );
+}
