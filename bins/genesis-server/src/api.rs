@@ -876,12 +876,17 @@ pub(crate) async fn not_found() -> Response {
 }
 
 /// Who a request is for, as feature flags see it and as a run journals it: the
-/// `x-agent-id` header, else `key:` and the first 8 bytes (hex) of the SHA-256 of the API
-/// key the request authenticated with (`x-api-key` or `Authorization: Bearer`), else
-/// `anonymous`. A key is never the subject itself, so it is never stored with a run;
-/// its digest keeps one key's rollout buckets sticky across requests and restarts.
+/// `x-agent-id` header when the request carries its `x-agent-token` (the auth layer has
+/// verified the pair by then), else `key:` and the first 8 bytes (hex) of the SHA-256 of
+/// the API key the request authenticated with (`x-api-key` or `Authorization: Bearer`),
+/// else `anonymous`. An `x-agent-id` without its token names nobody: a key holder cannot
+/// pick its rollout bucket by sending another agent's id. A key is never the subject
+/// itself, so it is never stored with a run; its digest keeps one key's rollout buckets
+/// sticky across requests and restarts.
 pub(crate) fn subject_of(headers: &HeaderMap) -> String {
-    if let Some(agent) = headers.get("x-agent-id").and_then(|v| v.to_str().ok()) {
+    if headers.contains_key("x-agent-token")
+        && let Some(agent) = headers.get("x-agent-id").and_then(|v| v.to_str().ok())
+    {
         return agent.to_owned();
     }
     match crate::middleware::credential(headers) {
@@ -932,10 +937,17 @@ mod tests {
         // Pinned, so buckets stay sticky across releases: the first 8 bytes of
         // `printf 'secret-key-1' | sha256sum`.
         assert_eq!(by_header, "key:a6c1eaef9d5f23f4");
+        // A verified agent (the auth layer checked its token) is itself; an agent id
+        // without a token is not believed.
         assert_eq!(
-            with(&[("x-agent-id", "agent-7"), ("x-api-key", "secret-key-1")]),
+            with(&[("x-agent-id", "agent-7"), ("x-agent-token", "t")]),
             "agent-7"
         );
+        assert_eq!(
+            with(&[("x-agent-id", "agent-7"), ("x-api-key", "secret-key-1")]),
+            "key:a6c1eaef9d5f23f4"
+        );
+        assert_eq!(with(&[("x-agent-id", "agent-7")]), "anonymous");
     }
 
     #[test]
