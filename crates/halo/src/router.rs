@@ -443,11 +443,21 @@ fn render(f: impl FnOnce(&mut String)) -> Arc<str> {
     })
 }
 
+/// How many spare rankings ([`PLAN_RANKINGS`]) a thread keeps between uncached plans:
+/// about 600 bytes each, so at most ≈ 600 KiB per thread.
+const PLAN_POOL_MAX: usize = 1024;
+
 thread_local! {
     /// The buffers of the last uncached ranking on this thread, reused by the next one
     /// (so routing without a cache does not allocate a ranking per call).
     static SPARE_RANKING: std::cell::Cell<Option<Box<Ranking>>> =
         const { std::cell::Cell::new(None) };
+    /// The rankings of the last uncached plan on this thread (at most
+    /// [`PLAN_POOL_MAX`]), reused by the next one: a plan needs every task's ranking at
+    /// once, so one spare is not enough.
+    #[allow(clippy::vec_box, reason = "the boxes move into `Ranked::Owned` and back")]
+    static PLAN_RANKINGS: std::cell::RefCell<Vec<Box<Ranking>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
     /// The plan-context buffers, reused by the next plan on this thread.
     static PLAN_SCRATCH: std::cell::RefCell<PlanScratch> =
         std::cell::RefCell::new(PlanScratch::default());
@@ -1359,8 +1369,16 @@ impl Router {
         let model = &*st.plan;
         let mut counts = [0u64; 2];
         let mut ranks: Vec<Ranked> = Vec::with_capacity(tasks.len());
+        // Uncached rankings are owned: reuse the last plan's (no allocation, no
+        // initialisation of a fresh ranking per task).
+        let mut pool = if self.config.cache_capacity == 0 {
+            PLAN_RANKINGS.take()
+        } else {
+            Vec::new()
+        };
         for task in tasks {
-            ranks.push(self.ranking_counted(st, task, &mut counts, &mut None));
+            let mut spare = pool.pop();
+            ranks.push(self.ranking_counted(st, task, &mut counts, &mut spare));
         }
         self.flush_counts(counts);
         out.reserve(tasks.len());
@@ -1458,6 +1476,19 @@ impl Router {
                 out.push(d);
             }
         });
+        if self.config.cache_capacity == 0 {
+            let room = PLAN_POOL_MAX.saturating_sub(pool.len());
+            pool.extend(
+                ranks
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Ranked::Owned(b) => Some(b),
+                        Ranked::Shared(_) => None,
+                    })
+                    .take(room),
+            );
+            PLAN_RANKINGS.set(pool);
+        }
     }
 
     /// Appends why the plan context moved `agent` to the top.
@@ -1949,6 +1980,51 @@ mod tests {
         // change to the shipped catalogue, rules or routing changes it too: read the
         // decisions printed on failure, then record the new digest.
         assert_eq!(digest, GOLDEN, "{}", lines.join("\n"));
+    }
+
+    /// Uncached plans reuse the previous plan's rankings: a plan routed after a
+    /// different, larger plan on the same thread decides exactly as a fresh router and as
+    /// a cached one do.
+    #[test]
+    fn uncached_plans_reusing_rankings_decide_as_fresh_and_cached_ones() {
+        let reg =
+            AgentRegistry::from_toml_str(include_str!("../../../config/agents.toml")).unwrap();
+        let rules = RoutingRules::from_toml_str(include_str!("../../../config/routing_rules.toml"))
+            .unwrap();
+        let router = |cache_capacity| {
+            let cfg = RouterConfig {
+                cache_capacity,
+                ..RouterConfig::default()
+            };
+            Router::with_config(reg.clone(), rules.clone(), cfg).unwrap()
+        };
+        let texts = [
+            "Build the REST API for orders and the SQL schema",
+            "Write unit tests for the billing module",
+            "Deploy the CI/CD pipeline for staging",
+            "Plan a marketing campaign for the spring sale",
+            "",
+            "xyzzy plugh frobnicate",
+            "Analyse SQL query latency and the A/B test results",
+        ];
+        let plan = |n: usize, salt: usize| -> Vec<Task> {
+            (0..n)
+                .map(|i| {
+                    let kind = TaskKind::ALL[(i * 5 + salt) % TaskKind::ALL.len()];
+                    let text = texts[(i + salt) % texts.len()];
+                    Task::new(TaskId::new(format!("p{salt}-{i}")), kind, text)
+                })
+                .collect()
+        };
+        let (small, large) = (plan(9, 0), plan(40, 3));
+        let fresh = router(0).route_all(&small);
+        let cached = router(1000).route_all(&small);
+        let reused = router(0);
+        reused.route_all(&large);
+        assert_eq!(reused.route_all(&small), fresh);
+        reused.route_all(&plan(3, 1));
+        assert_eq!(reused.route_all(&small), fresh);
+        assert_eq!(cached, fresh);
     }
 
     #[test]
