@@ -157,88 +157,17 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
 /// flags (and logs the error at every tick), so what the operator wrote — a kill switch,
 /// a rollout step — is not in force. Without hot reload the file is read only at start,
 /// and without a file there is nothing to reload: the check passes. False when the
-/// orchestrator has no flags at all. Costs one `stat` of the file while it is unchanged
-/// (see [`FlagsFileCheck`]); a read and parse when it changed.
+/// orchestrator has no flags at all. The flags crate answers it
+/// ([`genesis::flags::SharedFlags::check_file`]): one `stat` of the file while it is
+/// unchanged, a read and parse when it changed (once per version of the file).
 fn flags_file_applies(s: &AppState) -> bool {
     let Some(flags) = s.orchestrator.flags() else {
         return false;
     };
-    let config = &s.config.flags;
-    if config.reload_interval.is_zero() {
+    if s.config.flags.reload_interval.is_zero() {
         return true;
     }
-    let meta = match std::fs::metadata(&config.file) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-        Err(_) => return false,
-    };
-    // Taken before the read: an edit in between shows as a change at the next check.
-    let key = meta.modified().ok().map(|modified| FileKey {
-        modified,
-        len: meta.len(),
-        overrides: flags.overrides(),
-    });
-    if let Some(ok) = key.as_ref().and_then(|k| s.flags_check.get(k)) {
-        return ok;
-    }
-    let ok = match genesis::flags::FlagStore::load(&config.file) {
-        Ok(mut file) => file.apply_overrides(&flags.overrides()).is_ok(),
-        Err(genesis::flags::FlagError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            true
-        }
-        Err(_) => false,
-    };
-    if let Some(key) = key {
-        s.flags_check.put(key, ok, std::time::SystemTime::now());
-    }
-    ok
-}
-
-/// What identifies one version of the flags file for [`FlagsFileCheck`]: its
-/// modification time and length, and the environment overrides it was checked with.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct FileKey {
-    modified: std::time::SystemTime,
-    len: u64,
-    overrides: Vec<genesis::flags::FlagOverride>,
-}
-
-/// The last result of the `/ready` flags-file check, so an unchanged file is not read
-/// and parsed at every probe: a file with the same modification time and length (and
-/// the same overrides in force) is taken as unchanged.
-#[derive(Debug, Default)]
-pub(crate) struct FlagsFileCheck(std::sync::Mutex<Option<(FileKey, bool)>>);
-
-impl FlagsFileCheck {
-    /// A file whose modification time is more recent than this is checked again at
-    /// every probe: file systems keep modification times at a granularity (from a few
-    /// milliseconds to 2 s), so a second write of the same length within it can leave
-    /// both unchanged.
-    const SETTLE: Duration = Duration::from_secs(2);
-
-    /// The result for `key`, if it was the last one checked.
-    fn get(&self, key: &FileKey) -> Option<bool> {
-        let last = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.as_ref().filter(|(k, _)| k == key).map(|(_, ok)| *ok)
-    }
-
-    /// Remembers `ok` for `key`, unless the file changed less than [`Self::SETTLE`]
-    /// before `now`.
-    fn put(&self, key: FileKey, ok: bool, now: std::time::SystemTime) {
-        let settled = now
-            .duration_since(key.modified)
-            .is_ok_and(|age| age >= Self::SETTLE);
-        let mut last = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = settled.then_some((key, ok));
-    }
+    flags.check_file().is_ok()
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]
@@ -907,15 +836,6 @@ pub(crate) fn subject_of(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
-
-    fn key(modified: SystemTime) -> FileKey {
-        FileKey {
-            modified,
-            len: 10,
-            overrides: Vec::new(),
-        }
-    }
 
     #[test]
     fn the_subject_is_the_agent_id_or_a_digest_of_the_key_never_the_key() {
@@ -948,29 +868,5 @@ mod tests {
             "key:a6c1eaef9d5f23f4"
         );
         assert_eq!(with(&[("x-agent-id", "agent-7")]), "anonymous");
-    }
-
-    #[test]
-    fn a_flags_file_check_is_kept_once_the_file_has_settled() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let check = FlagsFileCheck::default();
-        // Written just now: a same-length write in the same timestamp tick would look
-        // unchanged, so the result is not kept.
-        let fresh = key(now - Duration::from_millis(500));
-        check.put(fresh.clone(), true, now);
-        assert_eq!(check.get(&fresh), None);
-        let settled = key(now - FlagsFileCheck::SETTLE);
-        check.put(settled.clone(), false, now);
-        assert_eq!(check.get(&settled), Some(false));
-        // Any other time, length or overrides is another file.
-        assert_eq!(check.get(&key(now - Duration::from_secs(3))), None);
-        let longer = FileKey {
-            len: 11,
-            ..settled.clone()
-        };
-        assert_eq!(check.get(&longer), None);
-        // A file from the future (clock stepped back) is not kept either.
-        check.put(key(now + Duration::from_secs(60)), true, now);
-        assert_eq!(check.get(&settled), None);
     }
 }

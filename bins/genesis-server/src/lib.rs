@@ -86,8 +86,6 @@ pub struct AppState {
     started: std::time::Instant,
     /// The router registry as last written to the store (learned state).
     learned_saved: std::sync::Mutex<Option<Arc<genesis::halo::AgentRegistry>>>,
-    /// The last `/ready` check of the flags file.
-    flags_check: api::FlagsFileCheck,
 }
 
 impl std::fmt::Debug for AppState {
@@ -164,7 +162,6 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
             learned_saved,
-            flags_check: api::FlagsFileCheck::default(),
         }))
     }
 

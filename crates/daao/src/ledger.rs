@@ -1,7 +1,10 @@
 //! Money spent against budgets, and money set aside for calls in flight.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use genesis_core::Usd;
 use serde::{Deserialize, Serialize};
@@ -77,14 +80,20 @@ impl BudgetExceeded {
 /// exactly must not refuse its last call for it. A nanodollar is far below any price.
 const SLACK: f64 = 1e-9;
 
-/// Spent and reserved money of one scope (a run, or a day).
-#[derive(Debug, Clone, Copy, Default)]
+/// Spent and reserved money of one scope (a run, or a day), and who waits for
+/// reserved money to come back.
+#[derive(Debug, Default)]
 struct Totals {
     spent: Usd,
     reserved: Usd,
     /// Reservations not yet settled or released: at zero, `reserved` is reset to
     /// exactly zero, so float rounding cannot pile up over many reservations.
     open: usize,
+    /// Reservations settled or released so far: a [`Released`] future resolves once
+    /// this moves past the count it started from.
+    closed: u64,
+    /// Tasks of pending [`Released`] futures, woken (and dropped) at the next close.
+    waiters: Vec<Waker>,
 }
 
 impl Totals {
@@ -116,13 +125,44 @@ impl Totals {
         self.open += 1;
     }
 
-    fn release(&mut self, amount: Usd) {
+    /// Gives `amount` back; returns the waiters to wake (after the lock is let go).
+    fn release(&mut self, amount: Usd) -> Vec<Waker> {
         self.open = self.open.saturating_sub(1);
         self.reserved = if self.open == 0 {
             Usd::ZERO
         } else {
             self.reserved - amount
         };
+        self.closed = self.closed.wrapping_add(1);
+        std::mem::take(&mut self.waiters)
+    }
+}
+
+/// Resolves once a reservation of the run or the day closes after the close counts
+/// were read (see [`CostLedger::released`]).
+#[derive(Debug)]
+struct Released {
+    /// The run's totals and the day's, each with the close count read at the start.
+    scopes: [(Arc<Mutex<Totals>>, u64); 2],
+}
+
+impl Future for Released {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Check and register under one lock: a close either came before (and is seen
+        // here) or comes after and finds this task's waker in the list. A waker left
+        // behind when the other scope answers is woken once, harmlessly, at its close.
+        for (totals, seen) in &self.scopes {
+            let mut t = lock(totals);
+            if t.closed != *seen {
+                return Poll::Ready(());
+            }
+            if !t.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                t.waiters.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -171,7 +211,9 @@ impl DayTotal {
 /// the estimate stays within every budget, and it is taken on the run and the day
 /// together, under their locks: concurrent callers cannot all pass one check and then
 /// overspend together. What a call actually costs is recorded even when it is more
-/// than its estimate (the money is gone); later reservations see it.
+/// than its estimate (the money is gone); later reservations see it. A caller refused
+/// only because of calls in flight ([`BudgetExceeded::fits_once_settled`]) can wait
+/// for one of them to close with [`CostLedger::released`] rather than poll.
 ///
 /// Clones share the run's and the day's totals (every task of a run holds a clone).
 /// The day's total can be shared between runs: ledgers made with
@@ -245,7 +287,7 @@ impl CostLedger {
     /// Left in the run budget for new reservations: the limit less what is spent and
     /// reserved (`None`: unlimited).
     pub fn remaining(&self) -> Option<Usd> {
-        let run = *lock(&self.run);
+        let run = lock(&self.run);
         self.budget.per_run.map(|l| l - run.spent - run.reserved)
     }
 
@@ -301,6 +343,25 @@ impl CostLedger {
         })
     }
 
+    /// A future that resolves once a reservation on this run or its day is settled or
+    /// released (given back) after this call, which is when a refusal that
+    /// [`BudgetExceeded::fits_once_settled`] may turn into an admission. Take it
+    /// *before* trying [`CostLedger::reserve`], and await it only if that is refused: a
+    /// reservation closing between the two makes it resolve at once, so no wake-up is
+    /// lost. Any close wakes it (on a day shared by runs, other runs' too), so the
+    /// caller tries again and may wait again. Nothing else gives room back (spending
+    /// only grows), so this is the one thing worth waiting for; a caller should still
+    /// bound the wait with a timeout of its own.
+    pub fn released(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let run = Arc::clone(&self.run);
+        let day = Arc::clone(&self.day.0);
+        let run_seen = lock(&run).closed;
+        let day_seen = lock(&day).closed;
+        Released {
+            scopes: [(run, run_seen), (day, day_seen)],
+        }
+    }
+
     /// Records money spent without a reservation. Spending is recorded even when it
     /// breaks a budget (the money is gone); later reservations are refused.
     pub fn charge(&self, amount: Usd) {
@@ -347,12 +408,24 @@ impl Reservation {
             return;
         }
         self.open = false;
-        let mut run = lock(&self.run);
-        let mut day = lock(&self.day.0);
-        run.release(self.amount);
-        day.release(self.amount);
-        run.spent += actual;
-        day.spent += actual;
+        let waiters = {
+            let mut run = lock(&self.run);
+            let mut day = lock(&self.day.0);
+            run.spent += actual;
+            day.spent += actual;
+            let mut waiters = run.release(self.amount);
+            // A task waiting on both scopes is registered in both: wake it once.
+            for w in day.release(self.amount) {
+                if !waiters.iter().any(|r| r.will_wake(&w)) {
+                    waiters.push(w);
+                }
+            }
+            waiters
+        };
+        // Woken after the locks are let go: a woken task may poll at once.
+        for w in waiters {
+            w.wake();
+        }
     }
 }
 
@@ -548,6 +621,95 @@ mod tests {
         assert_eq!(ledger.spent(), usd(0.75));
         assert_eq!(ledger.day_spent(), usd(0.75));
         assert_eq!(ledger.reserved(), Usd::ZERO);
+    }
+
+    /// Counts its wake-ups.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+        (Arc::clone(&wakes), Waker::from(wakes))
+    }
+
+    fn wakes(w: &Wakes) -> usize {
+        w.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A refused task waits on `released` and is woken (once) by the settlement that
+    /// makes room; spending (which gives nothing back) does not wake it.
+    #[test]
+    fn a_waiter_is_woken_once_when_a_reservation_settles() {
+        let ledger = CostLedger::new(run_budget(1.0), Usd::ZERO);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let held = ledger.reserve(usd(0.6)).unwrap();
+        let mut wait = Box::pin(ledger.released());
+        assert!(ledger.reserve(usd(0.6)).unwrap_err().fits_once_settled());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        // Polled again (a spurious wake-up): still one registration per scope.
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(lock(&ledger.run).waiters.len(), 1);
+        ledger.charge(usd(0.1));
+        assert_eq!(wakes(&count), 0, "spending gives no room back");
+        held.settle(usd(0.1));
+        assert_eq!(
+            wakes(&count),
+            1,
+            "registered on the run and the day, woken once"
+        );
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        assert!(lock(&ledger.run).waiters.is_empty());
+        assert!(lock(&ledger.day.0).waiters.is_empty());
+        assert!(ledger.reserve(usd(0.6)).is_ok());
+    }
+
+    /// Taken before the reservation attempt, the future sees a release that lands
+    /// between the refusal and the first poll: the wake-up is not lost.
+    #[test]
+    fn a_release_before_the_first_poll_is_not_lost() {
+        let ledger = CostLedger::new(run_budget(1.0), Usd::ZERO);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let held = ledger.reserve(usd(0.6)).unwrap();
+        let mut wait = Box::pin(ledger.released());
+        assert!(ledger.reserve(usd(0.6)).is_err());
+        held.release();
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(wakes(&count), 0, "ready without being woken");
+        // Taken after the release, a new one waits for the next close.
+        let mut later = Box::pin(ledger.released());
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+    }
+
+    /// On a day shared by runs, another run's settlement frees day room: it wakes the
+    /// waiters of every run on that day.
+    #[test]
+    fn another_runs_settlement_on_a_shared_day_wakes_a_waiter() {
+        let budget = Budget {
+            per_run: None,
+            per_day: Some(usd(1.0)),
+        };
+        let day = DayTotal::new(Usd::ZERO);
+        let a = CostLedger::sharing_day(budget, day.clone());
+        let b = CostLedger::sharing_day(budget, day);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let held = a.reserve(usd(0.7)).unwrap();
+        let mut wait = Box::pin(b.released());
+        let refused = b.reserve(usd(0.5)).unwrap_err();
+        assert_eq!(refused.scope, BudgetScope::Day);
+        assert!(refused.fits_once_settled());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drop(held);
+        assert_eq!(wakes(&count), 1);
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        assert!(b.reserve(usd(0.5)).is_ok());
     }
 
     /// A panic while a ledger lock is held must not turn budget checks off.

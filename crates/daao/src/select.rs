@@ -160,8 +160,10 @@ impl ModelSelector {
     /// 0.95)"); the difficulty is still estimated and reported.
     pub fn select_strongest(&self, task: &Task, why: &str) -> ModelChoice {
         let difficulty = self.difficulty(task);
-        let window = Window::of(&self.catalog, u64::from(task.estimated_tokens));
+        let tokens = u64::from(task.estimated_tokens);
+        let window = Window::of(&self.catalog, tokens);
         let m = self.strongest(&window);
+        let (input, output) = split_tokens(tokens);
         let mut reason = String::with_capacity(64 + why.len());
         window.explain(&mut reason);
         reason.push_str("cost routing off: ");
@@ -170,7 +172,7 @@ impl ModelSelector {
         push_fixed2(&mut reason, m.capability);
         reason.push(')');
         window.note_skipped(&mut reason);
-        self.choice(task, m, difficulty, reason)
+        choice(m, difficulty, m.cost(input, output), reason)
     }
 
     /// Chooses a model for `task` at a known difficulty.
@@ -199,15 +201,16 @@ impl ModelSelector {
         // floats was a fifth of model selection.
         let mut reason = String::with_capacity(96);
         window.explain(&mut reason);
-        let spec = match capable {
-            Some((m, _)) => {
+        // The winner keeps the price the loop gave it; only the fallback is priced here.
+        let (spec, cost) = match capable {
+            Some((m, cost)) => {
                 reason.push_str("cheapest model with capability ");
                 push_fixed2(&mut reason, m.capability);
                 reason.push_str(" >= difficulty ");
                 push_fixed2(&mut reason, difficulty);
                 reason.push_str(" + margin ");
                 push_fixed2(&mut reason, self.margin);
-                m
+                (m, cost)
             }
             None => {
                 let m = self.strongest(&window);
@@ -218,11 +221,11 @@ impl ModelSelector {
                 reason.push_str("; strongest model (capability ");
                 push_fixed2(&mut reason, m.capability);
                 reason.push(')');
-                m
+                (m, m.cost(input, output))
             }
         };
         window.note_skipped(&mut reason);
-        self.choice(task, spec, difficulty, reason)
+        choice(spec, difficulty, cost, reason)
     }
 
     /// The most capable model the window allows (the most expensive among equals).
@@ -236,23 +239,16 @@ impl ModelSelector {
         // The window allows at least one model (the largest one when none fits).
         best.unwrap_or_else(|| self.catalog.strongest())
     }
+}
 
-    /// `spec` for `task`, priced for the task's tokens split at
-    /// [`OUTPUT_SHARE`](crate::OUTPUT_SHARE).
-    fn choice(
-        &self,
-        task: &Task,
-        spec: &ModelSpec,
-        difficulty: f64,
-        reason: String,
-    ) -> ModelChoice {
-        let (input, output) = split_tokens(u64::from(task.estimated_tokens));
-        ModelChoice {
-            model: spec.id.clone(),
-            difficulty,
-            estimated_cost: spec.cost(input, output),
-            reason,
-        }
+/// The choice of `spec` at `estimated_cost`: the task's price on it, for the task's
+/// tokens split at [`OUTPUT_SHARE`](crate::OUTPUT_SHARE), as the caller computed it.
+fn choice(spec: &ModelSpec, difficulty: f64, estimated_cost: Usd, reason: String) -> ModelChoice {
+    ModelChoice {
+        model: spec.id.clone(),
+        difficulty,
+        estimated_cost,
+        reason,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one error type of this crate.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use genesis_core::ErrorCategory;
 
@@ -106,6 +107,17 @@ pub enum FlagError {
         /// The JSON failure (it names the line, column and field).
         #[source]
         source: serde_json::Error,
+    },
+    /// The flag file holds definitions a reload would refuse (see
+    /// [`crate::SharedFlags::check_file`]): the flags in force are not the file's.
+    #[error("flag file {path} would be refused by a reload")]
+    FileRejected {
+        /// The file.
+        path: PathBuf,
+        /// Why: the read, JSON, validation or override error a reload would return
+        /// (shared, as the same version of the file is refused again without reparsing).
+        #[source]
+        source: Arc<FlagError>,
     },
     /// The flag definitions or rollout state could not be written as JSON.
     #[error("serialising to json")]

@@ -65,6 +65,6 @@ pub use rollout::{
     HealthSample, HoldReason, RollbackReason, RolloutAction, RolloutConfig, RolloutController,
     RolloutEvent, RolloutPhase, RolloutState,
 };
-pub use shared::{ReloadOutcome, SharedFlags};
+pub use shared::{FileCheck, ReloadOutcome, SharedFlags};
 pub use store::{FlagOverride, FlagStore, OverrideValue};
 pub use time::Timestamp;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ring::digest;
 
@@ -25,6 +25,39 @@ pub enum ReloadOutcome {
     },
 }
 
+/// What a [`SharedFlags::check_file`] call found: the file behind the handle is fine.
+/// (A file that would be refused is the method's error.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileCheck {
+    /// The handle has no file behind it: nothing is reloaded, nothing to check.
+    NoSource,
+    /// The file is gone. The flags in force stay ([`SharedFlags::reload_if_changed`]
+    /// reports the missing file as an error at every call, and keeps them).
+    Missing,
+    /// The file holds the definitions in force, and they take the environment
+    /// overrides in force.
+    Unchanged,
+    /// The file changed since it was applied, and [`SharedFlags::reload_if_changed`]
+    /// will accept it: it reads, parses, validates and takes the overrides in force.
+    Changed,
+}
+
+/// A file whose modification time is less than this before the moment it was read (or
+/// after it: a clock stepped back) is not known to be unchanged by its modification
+/// time and size alone. File systems keep modification times at a granularity (from a
+/// few milliseconds to 2 s), so a second write of the same length within it can leave
+/// both as they were: such a file is read and hashed again until it has settled.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether a file modified at `modified` and looked at `now` has settled (see
+/// [`SETTLE`]). Unknown modification times never settle.
+fn settled(modified: Option<SystemTime>, now: SystemTime) -> bool {
+    modified
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age >= SETTLE)
+}
+
 /// What we remember about the file to decide whether it changed.
 #[derive(Debug)]
 struct FileState {
@@ -32,6 +65,53 @@ struct FileState {
     modified: Option<SystemTime>,
     len: u64,
     sha256: [u8; 32],
+    /// Whether `modified` had [`settled`] when the file was read: only then does the
+    /// same modification time and size prove the same content.
+    settled: bool,
+    /// The environment overrides in force when the content was applied (it takes them).
+    overrides: Vec<FlagOverride>,
+}
+
+impl FileState {
+    /// Whether `meta` is this file as it was read, by modification time and size, and
+    /// that alone proves it (it had settled when it was read).
+    fn unchanged(&self, meta: &std::fs::Metadata) -> bool {
+        self.settled && meta.modified().ok() == self.modified && meta.len() == self.len
+    }
+}
+
+/// What identifies one version of the file for [`LastCheck`]: its modification time
+/// and length (taken before it was read), and the environment overrides it was
+/// checked with.
+#[derive(Debug, Clone, PartialEq)]
+struct FileKey {
+    modified: SystemTime,
+    len: u64,
+    overrides: Vec<FlagOverride>,
+}
+
+/// The outcome of checking one version of the file; a refusal is shared, not re-made.
+type Checked = Result<FileCheck, Arc<FlagError>>;
+
+/// The last version of the file [`SharedFlags::check_file`] read and judged, so that a
+/// changed file (a bad one especially, which the reloader never takes in) is not read
+/// and parsed again at every check.
+#[derive(Debug, Default)]
+struct LastCheck(Option<(FileKey, Checked)>);
+
+impl LastCheck {
+    /// The outcome for `key`, if it was the last one checked.
+    fn get(&self, key: &FileKey) -> Option<Checked> {
+        self.0
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Remembers `checked` for `key`, unless the file had not [`settled`] at `now`.
+    fn put(&mut self, key: FileKey, checked: Checked, now: SystemTime) {
+        self.0 = settled(Some(key.modified), now).then_some((key, checked));
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +125,8 @@ struct Inner {
 struct Source {
     file: Option<FileState>,
     overrides: Vec<FlagOverride>,
+    /// For [`SharedFlags::check_file`].
+    last_check: LastCheck,
 }
 
 /// A shared, hot-reloadable flag store.
@@ -107,8 +189,10 @@ impl SharedFlags {
         shared.lock_source().file = Some(FileState {
             len: bytes.len() as u64,
             sha256: sha256(&bytes),
+            settled: settled(modified, SystemTime::now()),
             modified,
             path,
+            overrides: Vec::new(),
         });
         Ok(shared)
     }
@@ -186,8 +270,10 @@ impl SharedFlags {
         Ok(())
     }
 
-    /// Re-reads the file if its modification time or size changed and its SHA-256 differs
-    /// from the last load; validates, re-applies overrides and swaps the new store in.
+    /// Re-reads the file if its modification time or size changed (or had not settled
+    /// when it was last read: a write within the file system's timestamp granularity
+    /// can leave both as they were) and its SHA-256 differs from the last load;
+    /// validates, re-applies overrides and swaps the new store in.
     ///
     /// # Errors
     /// [`FlagError::Read`], [`FlagError::Parse`], any validation error, or
@@ -195,7 +281,9 @@ impl SharedFlags {
     /// next call tries the file again.
     pub fn reload_if_changed(&self) -> Result<ReloadOutcome, FlagError> {
         let mut source = self.lock_source();
-        let Source { file, overrides } = &mut *source;
+        let Source {
+            file, overrides, ..
+        } = &mut *source;
         let Some(state) = file.as_mut() else {
             return Ok(ReloadOutcome::NoSource);
         };
@@ -203,14 +291,16 @@ impl SharedFlags {
             path: state.path.clone(),
             source: e,
         })?;
-        if meta.modified().ok() == state.modified && meta.len() == state.len {
+        if state.unchanged(&meta) {
             return Ok(ReloadOutcome::Unchanged);
         }
         let (modified, bytes) = read_file(&state.path)?;
+        let now = SystemTime::now();
         let hash = sha256(&bytes);
         if hash == state.sha256 {
             state.modified = modified;
             state.len = bytes.len() as u64;
+            state.settled = settled(modified, now);
             return Ok(ReloadOutcome::Unchanged);
         }
         let mut store = parse(&state.path, &bytes)?;
@@ -218,10 +308,99 @@ impl SharedFlags {
         let flags = store.len();
         state.modified = modified;
         state.len = bytes.len() as u64;
+        state.settled = settled(modified, now);
         state.sha256 = hash;
+        state.overrides.clone_from(overrides);
         self.swap(store);
         tracing::info!(path = %state.path.display(), flags, "feature flags reloaded");
         Ok(ReloadOutcome::Reloaded { flags })
+    }
+
+    /// Whether the file behind the handle is the one in force, or one
+    /// [`SharedFlags::reload_if_changed`] will accept, without applying anything: for
+    /// a readiness probe that must say when an operator's edit (a kill switch, a
+    /// rollout step) is refused and the old flags stay in force.
+    ///
+    /// Cheap when nothing changed: a file with the modification time and size it had
+    /// when it was applied, with the same environment overrides in force, costs one
+    /// `stat` and is answered from the reloader's own state. A changed file is read,
+    /// parsed and validated with the overrides in force, and the outcome is remembered
+    /// for that version (modification time, size, overrides), so a bad file is not
+    /// parsed again at every call either. Neither shortcut is taken for a file modified
+    /// less than 2 s before it was read: file systems keep modification times at a
+    /// granularity (up to 2 s), so a second write of the same length within it can
+    /// leave both unchanged; such a file is read (and its SHA-256 compared with the
+    /// applied one) until it has settled.
+    ///
+    /// # Errors
+    /// [`FlagError::Read`] when the file cannot be looked at or read (other than not
+    /// existing: [`FileCheck::Missing`]); [`FlagError::FileRejected`] naming the file
+    /// when its content would be refused, with the reason (the JSON error, the rule
+    /// broken, the override whose flag it lacks) as its source.
+    pub fn check_file(&self) -> Result<FileCheck, FlagError> {
+        self.check_file_at(SystemTime::now())
+    }
+
+    /// [`SharedFlags::check_file`] with the wall clock at `now`.
+    fn check_file_at(&self, now: SystemTime) -> Result<FileCheck, FlagError> {
+        let mut source = self.lock_source();
+        let Source {
+            file,
+            overrides,
+            last_check,
+        } = &mut *source;
+        let Some(state) = file.as_ref() else {
+            return Ok(FileCheck::NoSource);
+        };
+        let read_error = |source: std::io::Error| FlagError::Read {
+            path: state.path.clone(),
+            source,
+        };
+        let meta = match std::fs::metadata(&state.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileCheck::Missing),
+            Err(e) => return Err(read_error(e)),
+        };
+        let rejected = |source: Arc<FlagError>| FlagError::FileRejected {
+            path: state.path.clone(),
+            source,
+        };
+        if state.unchanged(&meta) && state.overrides == *overrides {
+            return Ok(FileCheck::Unchanged);
+        }
+        // Taken before the read: an edit in between shows as a change at the next call.
+        let key = meta.modified().ok().map(|modified| FileKey {
+            modified,
+            len: meta.len(),
+            overrides: overrides.clone(),
+        });
+        if let Some(checked) = key.as_ref().and_then(|k| last_check.get(k)) {
+            return checked.map_err(rejected);
+        }
+        let bytes = match std::fs::read(&state.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileCheck::Missing),
+            Err(e) => return Err(read_error(e)),
+        };
+        let in_force = sha256(&bytes) == state.sha256;
+        let checked = if in_force && state.overrides == *overrides {
+            Ok(FileCheck::Unchanged)
+        } else {
+            parse(&state.path, &bytes)
+                .and_then(|mut store| store.apply_overrides(overrides))
+                .map(|()| {
+                    if in_force {
+                        FileCheck::Unchanged
+                    } else {
+                        FileCheck::Changed
+                    }
+                })
+                .map_err(Arc::new)
+        };
+        if let Some(key) = key {
+            last_check.put(key, checked.clone(), now);
+        }
+        checked.map_err(rejected)
     }
 }
 
@@ -231,6 +410,216 @@ mod tests {
 
     use super::*;
     use crate::flag::Flag;
+
+    fn key(modified: SystemTime) -> FileKey {
+        FileKey {
+            modified,
+            len: 10,
+            overrides: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_check_is_kept_once_the_file_has_settled() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut check = LastCheck::default();
+        // Written just now: a same-length write in the same timestamp tick would look
+        // unchanged, so the outcome is not kept.
+        let fresh = key(now - Duration::from_millis(500));
+        check.put(fresh.clone(), Ok(FileCheck::Changed), now);
+        assert!(check.get(&fresh).is_none());
+        let settled = key(now - SETTLE);
+        let refused = Arc::new(FlagError::InvalidFlagName {
+            name: "Bad Name!".to_owned(),
+        });
+        check.put(settled.clone(), Err(Arc::clone(&refused)), now);
+        assert!(matches!(check.get(&settled), Some(Err(e)) if Arc::ptr_eq(&e, &refused)));
+        // Any other time, length or overrides is another file.
+        assert!(check.get(&key(now - Duration::from_secs(3))).is_none());
+        let longer = FileKey {
+            len: 11,
+            ..settled.clone()
+        };
+        assert!(check.get(&longer).is_none());
+        let overridden = FileKey {
+            overrides: vec![FlagOverride {
+                var: "KILL".to_owned(),
+                flag: "kill".to_owned(),
+                value: crate::OverrideValue::Enabled(true),
+            }],
+            ..settled.clone()
+        };
+        assert!(check.get(&overridden).is_none());
+        // A file from the future (clock stepped back) is not kept either.
+        check.put(
+            key(now + Duration::from_secs(60)),
+            Ok(FileCheck::Changed),
+            now,
+        );
+        assert!(check.get(&settled).is_none());
+    }
+
+    /// A temporary flags file, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str) -> Self {
+            TempFile(std::env::temp_dir().join(format!(
+                "genesis-flags-shared-{}-{tag}.json",
+                std::process::id()
+            )))
+        }
+
+        /// Writes `text` and sets the file's modification time to `modified`.
+        fn write_at(&self, text: &str, modified: SystemTime) {
+            std::fs::write(&self.0, text).unwrap();
+            let f = std::fs::File::options().write(true).open(&self.0).unwrap();
+            f.set_modified(modified).unwrap();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The whole error chain, as an operator reads it in a log.
+    fn chain(e: &FlagError) -> String {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn check_file_answers_an_unchanged_file_from_its_stat_and_judges_changed_ones() {
+        const GOOD: &str =
+            r#"{"flags":[{"name":"a","enabled":true},{"name":"kill","enabled":false}]}"#;
+        // The same length as GOOD, but invalid JSON.
+        const GARBLED: &str =
+            r#"{"flags":[{"name":"a","enabled":true},{"name":"kill","enabled":fals"}]}"#;
+        const BAD_NAME: &str = r#"{"flags":[{"name":"Bad Name!","enabled":true}]}"#;
+        // The same length as BAD_NAME, but valid.
+        const GOOD_SAME_LEN: &str = r#"{"flags":[{"name":"good_name","enabled":true}]}"#;
+        assert_eq!(GOOD.len(), GARBLED.len());
+        assert_eq!(BAD_NAME.len(), GOOD_SAME_LEN.len());
+        let file = TempFile::new("check");
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(60);
+        file.write_at(GOOD, old);
+        let shared = SharedFlags::load(&file.0).unwrap();
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+
+        // Unchanged by its stat: not read again. (Proof: same-length garbage written
+        // under the same modification time still answers from the applied state.)
+        file.write_at(GARBLED, old);
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+        file.write_at(GOOD, old);
+
+        // Changed and valid: accepted, and still so until the reloader takes it.
+        let extra = r#"{"flags":[{"name":"a","enabled":true},{"name":"kill","enabled":false},{"name":"b","enabled":true}]}"#;
+        file.write_at(extra, old + Duration::from_secs(1));
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Changed);
+        assert!(!shared.is_enabled("b", "u", now), "a check applies nothing");
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Reloaded { flags: 3 }
+        );
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+
+        // Changed and invalid: refused, naming the file and the rule.
+        let t_bad = old + Duration::from_secs(2);
+        file.write_at(BAD_NAME, t_bad);
+        let err = shared.check_file_at(now).unwrap_err();
+        assert!(matches!(
+            &err,
+            FlagError::FileRejected { source, .. } if matches!(**source, FlagError::InvalidFlagName { .. })
+        ));
+        let text = chain(&err);
+        assert!(text.contains(&file.0.display().to_string()), "{text}");
+        assert!(text.contains("must match [a-z][a-z0-9_]*"), "{text}");
+        // The refused version is remembered, not parsed again: the same stat key still
+        // answers with the refusal although the content is now valid.
+        file.write_at(GOOD_SAME_LEN, t_bad);
+        assert!(matches!(
+            shared.check_file_at(now),
+            Err(FlagError::FileRejected { .. })
+        ));
+        // The reloader refuses what the check refused.
+        file.write_at(BAD_NAME, t_bad + Duration::from_secs(1));
+        assert!(shared.reload_if_changed().is_err());
+        assert!(shared.check_file_at(now).is_err());
+
+        // Fixed again: back to the content in force, or on to another valid one.
+        file.write_at(extra, t_bad + Duration::from_secs(2));
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+        file.write_at(GOOD, t_bad + Duration::from_secs(3));
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Changed);
+
+        // The overrides in force count: the file in force takes them, a file without
+        // the overridden flag is refused.
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Reloaded { flags: 2 }
+        );
+        shared
+            .apply_env_overrides([("KILL".to_owned(), "true".to_owned())])
+            .unwrap();
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+        file.write_at(GOOD_SAME_LEN, t_bad + Duration::from_secs(5));
+        let err = shared.check_file_at(now).unwrap_err();
+        assert!(chain(&err).contains("KILL"), "{}", chain(&err));
+
+        // Gone: the flags in force stay, nothing to refuse.
+        std::fs::remove_file(&file.0).unwrap();
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Missing);
+        let fixed = SharedFlags::new(FlagStore::from_flags([Flag::new("a", true)]).unwrap());
+        assert_eq!(fixed.check_file().unwrap(), FileCheck::NoSource);
+    }
+
+    /// Within the settle time neither the applied state's stat nor a remembered check is
+    /// trusted: a same-length rewrite in the same timestamp tick is still seen.
+    #[test]
+    fn check_file_reads_a_file_that_has_not_settled() {
+        const GOOD: &str = r#"{"flags":[{"name":"a","enabled":true}]}"#;
+        const BAD: &str = r#"{"flags":[{"name":"A","enabled":true}]}"#;
+        assert_eq!(GOOD.len(), BAD.len());
+        let file = TempFile::new("settle");
+        let now = SystemTime::now();
+        let just_now = now - Duration::from_millis(500);
+        file.write_at(GOOD, just_now);
+        let shared = SharedFlags::load(&file.0).unwrap();
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+        file.write_at(BAD, just_now);
+        assert!(matches!(
+            shared.check_file_at(now),
+            Err(FlagError::FileRejected { .. })
+        ));
+        file.write_at(GOOD, just_now);
+        assert_eq!(shared.check_file_at(now).unwrap(), FileCheck::Unchanged);
+    }
+
+    /// The reloader, too, reads again a file that had not settled when it was read: a
+    /// same-length rewrite in the same timestamp tick is picked up, not missed for good
+    /// (before, equal modification time and size were always taken as unchanged).
+    #[test]
+    fn the_reloader_reads_again_a_file_that_had_not_settled() {
+        let file = TempFile::new("reload-settle");
+        let just_now = SystemTime::now() - Duration::from_millis(500);
+        file.write_at(r#"{"flags":[{"name":"a","enabled":true}]}"#, just_now);
+        let shared = SharedFlags::load(&file.0).unwrap();
+        file.write_at(r#"{"flags":[{"name":"b","enabled":true}]}"#, just_now);
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Reloaded { flags: 1 }
+        );
+        assert!(shared.is_enabled("b", "u", UNIX_EPOCH));
+    }
 
     #[test]
     fn snapshot_survives_replacement() {

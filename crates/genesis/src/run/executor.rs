@@ -458,6 +458,11 @@ enum Outcome {
     },
 }
 
+/// Longest a call waits for room in the budget before it tries again without being
+/// woken ([`CostLedger::released`] wakes it when a call in flight settles): a bound on
+/// the cost of a missed wake-up, never the normal path.
+const BUDGET_WAIT_FALLBACK: Duration = Duration::from_secs(1);
+
 /// The `budget_exceeded` event of a call of `task_id` refused by `e`.
 fn budget_event(task_id: &TaskId, e: &BudgetExceeded) -> RunEvent {
     RunEvent::BudgetExceeded {
@@ -1205,22 +1210,24 @@ impl Attempt {
     /// A server-wide call slot, then the call's estimated cost set aside on the run and
     /// the day, in that order: only calls about to be made hold money, not tasks queued
     /// for a slot. When the budget is short only because of calls in flight
-    /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits for them to
-    /// settle (polling, 5 ms doubling to 100 ms; the slot is given back meanwhile) and
-    /// tries again; otherwise the refusal is returned.
+    /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits until one of
+    /// them is settled or released (woken by the ledger, [`CostLedger::released`]; the
+    /// slot is given back meanwhile) and tries again; otherwise the refusal is returned.
     async fn reserve_for_call(
         &self,
         wait: bool,
     ) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, Reservation), BudgetExceeded> {
-        let mut pause = Duration::from_millis(5);
         loop {
             let global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
+            // Taken before the attempt: a call settling between the refusal and the
+            // wait below makes it resolve at once instead of being missed.
+            let released = self.ledger.released();
             match self.ledger.reserve(self.estimate) {
                 Ok(reservation) => return Ok((global, reservation)),
                 Err(e) if wait && e.fits_once_settled() => {
                     drop(global);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    // Only a safety net: the ledger wakes us when room may be free.
+                    let _ = tokio::time::timeout(BUDGET_WAIT_FALLBACK, released).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -1408,5 +1415,93 @@ mod tests {
         t.depends_on = vec![TaskId::new("t1")];
         plan.tasks.push(t);
         assert_eq!(updates_in(&plan), 0);
+    }
+
+    /// Records when (on tokio's clock) each call started, answers after `takes`, and
+    /// costs a tenth of the $0.60 estimate.
+    struct Timed {
+        takes: Duration,
+        started: Mutex<Vec<Instant>>,
+    }
+
+    #[async_trait::async_trait]
+    impl super::super::Agent for Timed {
+        async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+            self.started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Instant::now());
+            tokio::time::sleep(self.takes).await;
+            Ok(AgentOutput {
+                text: format!("done {}", request.task.id),
+                cost: Usd::new(0.06).unwrap(),
+                ..AgentOutput::default()
+            })
+        }
+    }
+
+    /// A task that fits once the call in flight settles starts its call the moment that
+    /// call settles: the settlement wakes it. Two $0.60 estimates against $1.00: the
+    /// second waits for the first call, which settles after 730 ms (at $0.06). Polling
+    /// (5 ms doubling to 100 ms) would start it at the first poll after that, 755 ms.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_waiting_for_room_in_the_budget_is_woken_when_a_call_settles() {
+        let takes = Duration::from_millis(730);
+        let agent = Arc::new(Timed {
+            takes,
+            started: Mutex::new(Vec::new()),
+        });
+        let genesis = crate::Orchestrator::builder()
+            .agents(
+                AgentSet::new().with_fallback(Arc::clone(&agent) as Arc<dyn super::super::Agent>),
+            )
+            .build()
+            .unwrap();
+        let mut dag = TaskDag::new(genesis_htdag::Limits::default());
+        for k in 1..=2 {
+            dag.add_task(
+                Task::new(
+                    TaskId::new(format!("t{k}")),
+                    genesis_core::TaskKind::Implement,
+                    format!("Write the invoice endpoint number {k}"),
+                ),
+                None,
+            )
+            .unwrap();
+        }
+        let mut plan = genesis
+            .plan_dag(
+                "Write the invoice endpoints",
+                &dag,
+                &crate::PlanOptions::default(),
+            )
+            .unwrap();
+        for t in &mut plan.tasks {
+            t.model.as_mut().unwrap().estimated_cost = Usd::new(0.60).unwrap();
+        }
+        let options = crate::RunOptions {
+            budget: Some(Usd::new(1.0).unwrap()),
+            ..crate::RunOptions::default()
+        };
+        let t0 = Instant::now();
+        let result = genesis.execute(plan, options).unwrap().wait().await;
+        assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
+        let started: Vec<Duration> = agent
+            .started
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|at| at.duration_since(t0))
+            .collect();
+        assert_eq!(
+            started,
+            [Duration::ZERO, takes],
+            "the second call starts when the first settles"
+        );
+        assert!(
+            (result.cost.as_f64() - 0.12).abs() < 1e-9,
+            "{}",
+            result.cost
+        );
     }
 }
