@@ -216,7 +216,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         // Innermost: body size limit (413 past `security.limits.max_body_bytes`).
         .layer(DefaultBodyLimit::max(body_limit))
         // Auth runs before the handler and after rate limiting, so a flood of bad
-        // credentials is throttled before any HMAC work.
+        // credentials is throttled (per IP and API key) before any HMAC work. The
+        // per-agent limit is charged inside auth, once the agent's token verified.
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::auth,

@@ -159,7 +159,11 @@ fn limited(e: &SecurityError) -> Response {
     r
 }
 
-/// Per-IP limits for everyone; per-key limits for callers that present a key or token.
+/// Limits before authentication: per client IP for everyone, and per API key for callers
+/// that present one. An agent's own budget is not touched here: `x-agent-id` is not
+/// verified yet, and anyone could spend a named agent's budget by sending its id. That
+/// budget is charged in [`auth`], once the agent's token verified; until then a request
+/// counts against its IP (and API key, if any).
 pub(crate) async fn rate_limit(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -168,14 +172,10 @@ pub(crate) async fn rate_limit(
     if let Err(e) = state.ip_limiter.check(&client_ip(&req)) {
         return limited(&e);
     }
-    let key = req
-        .headers()
-        .get("x-agent-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|a| format!("agent:{a}"))
-        .or_else(|| credential(req.headers()).map(|k| format!("key:{}", fingerprint(&k))));
-    if let Some(key) = key
-        && let Err(e) = state.key_limiter.check(&AgentId::new(key))
+    if let Some(key) = credential(req.headers())
+        && let Err(e) = state
+            .key_limiter
+            .check(&AgentId::new(format!("key:{}", fingerprint(&key))))
     {
         return limited(&e);
     }
@@ -204,8 +204,9 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 /// API key (`Authorization: Bearer` or `x-api-key`) or agent token (`x-agent-id` +
-/// `x-agent-token`, HMAC-verified with lockout). Open when no API keys are configured
-/// (dev only: production refuses to start without keys).
+/// `x-agent-token`, HMAC-verified with lockout; a verified agent is then held to its own
+/// rate limit, `agent:<id>`). Open when no API keys are configured (dev only: production
+/// refuses to start without keys).
 pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     if let (Some(agent), Some(token)) = (
@@ -216,7 +217,13 @@ pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next:
             .auth
             .verify(token, &AgentId::new(agent), SystemTime::now())
         {
-            Ok(_) => next.run(req).await,
+            Ok(claims) => match state
+                .key_limiter
+                .check(&AgentId::new(format!("agent:{}", claims.agent)))
+            {
+                Ok(()) => next.run(req).await,
+                Err(e) => limited(&e),
+            },
             Err(e) => {
                 let mut r = json_error(
                     StatusCode::UNAUTHORIZED,

@@ -6,7 +6,8 @@ use std::ops::{Add, AddAssign, Mul, Sub};
 
 use serde::{Deserialize, Serialize};
 
-/// An amount of US dollars: finite and never negative.
+/// An amount of US dollars: finite and never negative (`-0.0` is stored as `0.0`, so it
+/// never prints as `$-0.0000`).
 ///
 /// Serialises as a plain JSON number (`0.0125`). Subtraction saturates at zero, so a
 /// remaining budget can never go negative.
@@ -26,13 +27,15 @@ impl Usd {
     /// Zero dollars.
     pub const ZERO: Usd = Usd(0.0);
 
-    /// Creates an amount.
+    /// Creates an amount; `-0.0` becomes `0.0`.
     ///
     /// # Errors
     /// [`InvalidUsd`] when `value` is negative, NaN or infinite.
     pub fn new(value: f64) -> Result<Self, InvalidUsd> {
         if value.is_finite() && value >= 0.0 {
-            Ok(Usd(value))
+            // `-0.0 >= 0.0` holds: adding `+0.0` turns it into `+0.0`, other values keep
+            // their bits.
+            Ok(Usd(value + 0.0))
         } else {
             Err(InvalidUsd { value })
         }
@@ -146,5 +149,21 @@ mod tests {
         assert!((cost.as_f64() - 0.30).abs() < 1e-12);
         assert_eq!(cost.to_string(), "$0.3000");
         assert_eq!(Usd::new(0.0001).unwrap().to_string(), "$0.000100");
+    }
+
+    /// Review R6: `-0.0` passed the "not negative" check (`-0.0 >= 0.0`), from code or
+    /// JSON, and printed as a negative amount.
+    #[test]
+    fn negative_zero_is_zero() {
+        let from_json: Usd = serde_json::from_str("-0.0").unwrap();
+        assert_eq!(from_json.to_string(), "$0.0000");
+        assert!(from_json.as_f64().is_sign_positive());
+        assert_eq!(serde_json::to_string(&from_json).unwrap(), "0.0");
+        let from_code = Usd::new(-0.0).unwrap();
+        assert!(from_code.as_f64().is_sign_positive());
+        assert_eq!(from_code.to_string(), "$0.0000");
+        assert!(Usd::saturating(-0.0).as_f64().is_sign_positive());
+        assert!((Usd::ZERO * -1.0).as_f64().is_sign_positive());
+        assert_eq!(Usd::new(1.5).unwrap().as_f64().to_bits(), 1.5f64.to_bits());
     }
 }

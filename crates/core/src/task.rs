@@ -112,19 +112,51 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// A string that names no [`TaskKind`].
+/// The most characters of a rejected name that [`UnknownTaskKind`] keeps and prints.
+const MAX_ECHOED_KIND_CHARS: usize = 64;
+
+/// A string that names no [`TaskKind`]. Only its first 64 characters are kept (and
+/// printed, followed by `…(N bytes)` when cut), so a huge input cannot make a huge error
+/// or log line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task kind {value:?}")]
+#[error("unknown task kind {value:?}{}", truncation_note(*.len, .value))]
 pub struct UnknownTaskKind {
-    /// The rejected name.
+    /// The rejected name, cut to its first 64 characters.
     pub value: String,
+    /// The rejected name's full length in bytes.
+    pub len: usize,
 }
+
+impl UnknownTaskKind {
+    fn new(name: &str) -> Self {
+        UnknownTaskKind {
+            value: name.chars().take(MAX_ECHOED_KIND_CHARS).collect(),
+            len: name.len(),
+        }
+    }
+}
+
+/// `…(N bytes)` when `value` is a cut-down name of `len` bytes, else nothing.
+fn truncation_note(len: usize, value: &str) -> String {
+    if len > value.len() {
+        format!("…({len} bytes)")
+    } else {
+        String::new()
+    }
+}
+
+/// Longer than any kind name or alias once trimmed: rejected without lower-casing.
+const MAX_KIND_NAME_BYTES: usize = 32;
 
 impl FromStr for TaskKind {
     type Err = UnknownTaskKind;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
+        let trimmed = s.trim();
+        if trimmed.len() > MAX_KIND_NAME_BYTES {
+            return Err(UnknownTaskKind::new(s));
+        }
+        let lower = trimmed.to_ascii_lowercase();
         let alias = match lower.as_str() {
             "spec" | "requirements" => Some(TaskKind::Specify),
             "architecture" => Some(TaskKind::Design),
@@ -144,9 +176,7 @@ impl FromStr for TaskKind {
             .iter()
             .copied()
             .find(|k| k.as_str() == lower)
-            .ok_or(UnknownTaskKind {
-                value: s.to_owned(),
-            })
+            .ok_or_else(|| UnknownTaskKind::new(s))
     }
 }
 
@@ -235,6 +265,31 @@ mod tests {
         assert_eq!("analytics".parse::<TaskKind>().unwrap(), TaskKind::Analyze);
         let err = "juggling".parse::<TaskKind>().unwrap_err();
         assert_eq!(err.to_string(), "unknown task kind \"juggling\"");
+        assert_eq!(" Deploy\n".parse::<TaskKind>().unwrap(), TaskKind::Deploy);
+    }
+
+    /// Review R6: the whole, unbounded input went into the error message.
+    #[test]
+    fn unknown_kind_errors_are_bounded() {
+        let huge = "x".repeat(1_000_000);
+        let err = huge.parse::<TaskKind>().unwrap_err();
+        assert_eq!(err.value.len(), MAX_ECHOED_KIND_CHARS);
+        assert_eq!(err.len, 1_000_000);
+        let msg = err.to_string();
+        assert!(msg.len() < 120, "{} bytes", msg.len());
+        assert!(msg.ends_with("…(1000000 bytes)"), "{msg}");
+        assert!(msg.starts_with(&format!("unknown task kind \"{}", "x".repeat(64))));
+        // Cut on a character boundary, counted in characters.
+        let wide = "é".repeat(100);
+        let err = wide.parse::<TaskKind>().unwrap_err();
+        assert_eq!(err.value, "é".repeat(64));
+        assert!(err.to_string().ends_with("…(200 bytes)"), "{err}");
+        // Exactly 64 characters: shown whole, no note.
+        let err = "y".repeat(64).parse::<TaskKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("unknown task kind \"{}\"", "y".repeat(64))
+        );
     }
 
     #[test]

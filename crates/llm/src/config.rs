@@ -203,14 +203,16 @@ impl ProviderConfig {
     /// Checks every field.
     ///
     /// # Errors
-    /// [`LlmError::InvalidConfig`] naming the field and the offending value: a base URL
-    /// that is not `http(s)://host...`, an empty model, a zero timeout, max_tokens or
-    /// response limit, a temperature outside `0..=2`, or an API key or version that
-    /// cannot be sent as an HTTP header.
+    /// [`LlmError::InvalidConfig`] naming the field and the offending value (a base URL's
+    /// `user:password@` shown as `<redacted>@`): a base URL that is not
+    /// `http(s)://host...`, an empty model, a zero timeout, max_tokens or response limit,
+    /// a temperature outside `0..=2`, or an API key or version that cannot be sent as an
+    /// HTTP header.
     pub fn validate(&self) -> Result<(), LlmError> {
         let invalid = |field, reason: String| Err(LlmError::InvalidConfig { field, reason });
         let url = self.effective_base_url();
-        let raw = self.base_url.as_deref().unwrap_or(url);
+        // The URL may carry `user:password@`: errors show it without.
+        let raw = crate::http::redact_user_info(self.base_url.as_deref().unwrap_or(url));
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"));

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the provider clients: building the reqwest client, sending
 //! one JSON POST under a timeout, reading a bounded body, and classifying failures.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -83,6 +84,32 @@ pub fn build_http_client(config: &ProviderConfig) -> Result<reqwest::Client, Llm
     })
 }
 
+/// `text` (a URL, possibly malformed) with its user info replaced by `<redacted>`, for
+/// error messages: everything between `://` (or the start, without a scheme) and the
+/// last `@`. Deliberately broader than URL parsing, which is what failed when this text
+/// is shown: a password holding a raw `/`, `?`, `#` or `@` is still hidden whole. A
+/// query or path holding `@` loses more than the user info; never a secret survives.
+pub(crate) fn redact_user_info(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    match text[start..].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}<redacted>{}",
+            &text[..start],
+            &text[start + at..]
+        )),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// `url` without user name and password, for spans and errors about a parsed URL.
+fn display_url(url: &Url) -> String {
+    let mut display = url.clone();
+    // Ignoring the results: both only fail for URLs that cannot have user info.
+    let _ = display.set_username("");
+    let _ = display.set_password(None);
+    display.to_string()
+}
+
 /// One provider endpoint: where to POST, with which headers.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
@@ -108,13 +135,9 @@ impl Endpoint {
             field: "base_url",
             reason: format!(
                 "is not a valid url ({e}): {:?}",
-                config.effective_base_url()
+                redact_user_info(config.effective_base_url())
             ),
         })?;
-        let mut display = url.clone();
-        // Ignoring the results: both only fail for URLs that cannot have user info.
-        let _ = display.set_username("");
-        let _ = display.set_password(None);
         let mut map = HeaderMap::new();
         for (name, value, sensitive) in headers {
             let mut value = HeaderValue::from_str(&value).map_err(|_| LlmError::InvalidConfig {
@@ -131,8 +154,8 @@ impl Endpoint {
         }
         Ok(Endpoint {
             provider,
+            display_url: display_url(&url),
             url,
-            display_url: display.to_string(),
             headers: map,
             max_response_bytes: config.max_response_bytes,
             connect_timeout: config.connect_timeout,
@@ -443,5 +466,26 @@ mod tests {
         let ep = Endpoint::new("openai", &cfg, "/chat/completions", vec![]).unwrap();
         assert_eq!(ep.display_url, "https://gw.example/v1/chat/completions");
         assert_eq!(ep.host(), "gw.example");
+    }
+
+    #[test]
+    fn user_info_is_redacted_from_unparsable_urls() {
+        let cases = [
+            ("https://gw.example/v1", "https://gw.example/v1"),
+            ("localhost:8080", "localhost:8080"),
+            (
+                "https://svc:s3cretpw@gw.example:99999/v1",
+                "https://<redacted>@gw.example:99999/v1",
+            ),
+            // Raw `/`, `?` and `@` in the password: URL parsing would split it.
+            (
+                "https://svc:s3c/r?e#t@pw@gw.example/v1 ",
+                "https://<redacted>@gw.example/v1 ",
+            ),
+            ("svc:s3cretpw@gw.example/v1", "<redacted>@gw.example/v1"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact_user_info(text), want, "{text}");
+        }
     }
 }

@@ -1,6 +1,11 @@
 //! Agent authentication: HMAC-SHA256 tokens bound to an agent id, with expiry, key ids for
 //! rotation, revocation and lockout after repeated failures.
 //!
+//! Lockout only stops guessing: after `max_failures` unverified tries for one agent id,
+//! further tries whose signature does not verify are refused for `lockout`, but a
+//! correctly signed token still passes, so nobody can lock a legitimate agent out by
+//! sending garbage under its id.
+//!
 //! Token format: `gat1.<key id>.<agent id, base64url>.<issued at>.<expires at>.<token id>.<mac>`
 //! where the MAC (base64url) covers everything before it. Each key id has its own key,
 //! derived from a master secret as `HMAC-SHA256(master, "genesis-agent-token/v1/" + key id)`.
@@ -8,7 +13,7 @@
 //!
 //! Time is always passed in (`now: SystemTime`), so tests control expiry and cool-downs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -69,7 +74,9 @@ pub struct AuthConfig {
     pub key_id: String,
     /// Minimum master-secret length in bytes. Default 32.
     pub min_secret_bytes: usize,
-    /// Agents whose failures are tracked at most (memory bound). Default 100,000.
+    /// Agents whose failures are tracked at most (a hard memory bound). When the table is
+    /// full, the agent whose last failure is the oldest is forgotten (with its count and
+    /// any lockout) to make room. Default 100,000.
     pub max_tracked_agents: usize,
 }
 
@@ -201,15 +208,95 @@ struct Failures {
     count: u32,
     last: u64,
     locked_until: u64,
+    /// The stamp of this entry's item in [`FailureTable::order`].
+    stamp: u64,
+}
+
+/// Failure counts per agent id, at most `max_tracked_agents` of them.
+///
+/// `order` lists the tracked agents by their last failure, oldest first. Each failure
+/// pushes a new `(agent, stamp)` item and records the stamp in the entry, so an older
+/// item of the same agent (or one of an agent forgotten on success) is stale: it is
+/// skipped when evicting and dropped when the queue is compacted. Every failure pushes
+/// one item and every item is popped or compacted away once, so eviction costs amortised
+/// O(1) per failure, never a sweep of the table.
+#[derive(Debug, Default)]
+struct FailureTable {
+    entries: HashMap<AgentId, Failures>,
+    order: VecDeque<(AgentId, u64)>,
+    next_stamp: u64,
+}
+
+impl FailureTable {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn get(&self, agent: &AgentId) -> Option<&Failures> {
+        self.entries.get(agent)
+    }
+
+    fn remove(&mut self, agent: &AgentId) {
+        // Its queue item goes stale; compaction drops it.
+        self.entries.remove(agent);
+    }
+
+    fn is_live(&self, agent: &AgentId, stamp: u64) -> bool {
+        self.entries.get(agent).is_some_and(|f| f.stamp == stamp)
+    }
+
+    /// Forgets the agents with the oldest last failure until one more fits under `cap`.
+    fn make_room(&mut self, cap: usize) {
+        while self.entries.len() >= cap.max(1) {
+            let Some((agent, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            if self.is_live(&agent, stamp) {
+                self.entries.remove(&agent);
+                tracing::debug!(agent = %agent, "auth failure table full: forgot the oldest failure");
+            }
+        }
+    }
+
+    /// The entry of `agent` (created empty if needed, evicting to stay within `cap`),
+    /// marked as the most recently failed.
+    fn touch(&mut self, agent: &AgentId, cap: usize) -> &mut Failures {
+        if !self.entries.contains_key(agent) {
+            self.make_room(cap);
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp = self.next_stamp.wrapping_add(1);
+        // Stale items are at most as many as live ones (plus slack): compacting costs
+        // O(live), paid for by at least as many pushes since the last compaction.
+        if self.order.len() >= 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(a, s)| entries.get(a).is_some_and(|f| f.stamp == *s));
+        }
+        self.order.push_back((agent.clone(), stamp));
+        let f = self.entries.entry(agent.clone()).or_default();
+        f.stamp = stamp;
+        f
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    failures: HashMap<AgentId, Failures>,
+    failures: FailureTable,
     /// token id → expiry (kept until the token would have expired anyway).
     revoked: HashMap<String, u64>,
     /// agent → tokens issued before this time are revoked.
     revoked_before: HashMap<AgentId, u64>,
+}
+
+/// The fields of a token whose signature verified.
+struct SignedToken<'t> {
+    key_id: &'t str,
+    agent_b64: &'t str,
+    issued: &'t str,
+    expires: &'t str,
+    token_id: &'t str,
 }
 
 struct Keys {
@@ -341,13 +428,19 @@ impl AgentAuthenticator {
     }
 
     /// Verifies that `token` is a valid, unexpired, unrevoked token for `agent`.
-    /// Every failure counts towards `agent`'s lockout; success clears the count.
+    ///
+    /// Every failure counts towards `agent`'s lockout; a success outside a lockout clears
+    /// the count. The lockout only stops guessing: while it lasts, tokens whose signature
+    /// does not verify are refused with [`SecurityError::AgentLockedOut`] (and not
+    /// counted), but a correctly signed token is checked as usual, so a legitimate agent
+    /// keeps working whatever others send under its id.
     ///
     /// # Errors
-    /// [`SecurityError::AgentLockedOut`] while locked out (and on the failure that locks),
-    /// otherwise [`SecurityError::MalformedToken`], [`SecurityError::UnknownKeyId`],
-    /// [`SecurityError::InvalidSignature`], [`SecurityError::WrongAgent`],
-    /// [`SecurityError::TokenExpired`] or [`SecurityError::TokenRevoked`].
+    /// [`SecurityError::AgentLockedOut`] for an unverified token while locked out (and on
+    /// the failure that locks), otherwise [`SecurityError::MalformedToken`],
+    /// [`SecurityError::UnknownKeyId`], [`SecurityError::InvalidSignature`],
+    /// [`SecurityError::WrongAgent`], [`SecurityError::TokenExpired`] or
+    /// [`SecurityError::TokenRevoked`].
     pub fn verify(
         &self,
         token: &str,
@@ -355,16 +448,31 @@ impl AgentAuthenticator {
         now: SystemTime,
     ) -> Result<TokenClaims, SecurityError> {
         let now_s = unix(now);
-        if let Some(err) = self.locked(agent, now_s) {
-            return Err(err);
+        let (err, signed) = match self.authenticate(token, agent) {
+            Ok(signed) => match self.claims(&signed, agent, now_s) {
+                Ok(claims) => {
+                    let mut state = self.state();
+                    // A lockout keeps running (it stops guessing, which a signed token
+                    // is not); outside one, success forgets the failures.
+                    if state
+                        .failures
+                        .get(agent)
+                        .is_some_and(|f| f.locked_until <= now_s)
+                    {
+                        state.failures.remove(agent);
+                    }
+                    return Ok(claims);
+                }
+                Err(err) => (err, true),
+            },
+            Err(err) => (err, false),
+        };
+        if let Some(locked) = self.locked(agent, now_s) {
+            // A signed token that is expired, revoked or another agent's gets its own
+            // error: only the key holder can produce one, so it is no guess.
+            return Err(if signed { err } else { locked });
         }
-        match self.check(token, agent, now_s) {
-            Ok(claims) => {
-                self.state().failures.remove(agent);
-                Ok(claims)
-            }
-            Err(err) => Err(self.record_failure(agent, now_s).unwrap_or(err)),
-        }
+        Err(self.record_failure(agent, now_s).unwrap_or(err))
     }
 
     fn locked(&self, agent: &AgentId, now: u64) -> Option<SecurityError> {
@@ -380,19 +488,14 @@ impl AgentAuthenticator {
     /// Counts a failure; returns the lockout error when this failure engages the lockout.
     fn record_failure(&self, agent: &AgentId, now: u64) -> Option<SecurityError> {
         let mut state = self.state();
-        if state.failures.len() >= self.config.max_tracked_agents
-            && !state.failures.contains_key(agent)
-        {
-            let window = self.config.failure_window.as_secs();
-            state
-                .failures
-                .retain(|_, f| f.locked_until > now || f.last.saturating_add(window) > now);
-        }
         let window = self.config.failure_window.as_secs();
-        let f = state.failures.entry(agent.clone()).or_default();
+        let f = state.failures.touch(agent, self.config.max_tracked_agents);
         if f.locked_until != 0 && f.locked_until <= now {
             // A served lockout starts a fresh count.
-            *f = Failures::default();
+            *f = Failures {
+                stamp: f.stamp,
+                ..Failures::default()
+            };
         }
         if f.count > 0 && f.last.saturating_add(window) <= now {
             f.count = 0;
@@ -413,6 +516,17 @@ impl AgentAuthenticator {
     }
 
     fn check(&self, token: &str, agent: &AgentId, now: u64) -> Result<TokenClaims, SecurityError> {
+        let signed = self.authenticate(token, agent)?;
+        self.claims(&signed, agent, now)
+    }
+
+    /// The token's format and signature: what only the holder of a signing key can
+    /// produce. `agent` is only named in the error.
+    fn authenticate<'t>(
+        &self,
+        token: &'t str,
+        agent: &AgentId,
+    ) -> Result<SignedToken<'t>, SecurityError> {
         let malformed = |reason| SecurityError::MalformedToken { reason };
         if token.len() > MAX_TOKEN_LEN {
             return Err(malformed("longer than 1024 bytes"));
@@ -430,23 +544,35 @@ impl AgentAuthenticator {
         let mac = B64
             .decode(mac)
             .map_err(|_| malformed("signature is not base64url"))?;
-        {
-            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-            let key = keys
-                .keys
-                .get(key_id)
-                .ok_or_else(|| SecurityError::UnknownKeyId {
-                    key_id: key_id.chars().take(32).collect(),
-                })?;
-            hmac::verify(key, body.as_bytes(), &mac).map_err(|_| {
-                SecurityError::InvalidSignature {
-                    agent: agent.to_string(),
-                }
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let key = keys
+            .keys
+            .get(key_id)
+            .ok_or_else(|| SecurityError::UnknownKeyId {
+                key_id: key_id.chars().take(32).collect(),
             })?;
-        }
-        // Signed content from here on.
+        hmac::verify(key, body.as_bytes(), &mac).map_err(|_| SecurityError::InvalidSignature {
+            agent: agent.to_string(),
+        })?;
+        Ok(SignedToken {
+            key_id,
+            agent_b64,
+            issued,
+            expires,
+            token_id,
+        })
+    }
+
+    /// The signed content: the agent it was issued to, expiry and revocation.
+    fn claims(
+        &self,
+        signed: &SignedToken<'_>,
+        agent: &AgentId,
+        now: u64,
+    ) -> Result<TokenClaims, SecurityError> {
+        let malformed = |reason| SecurityError::MalformedToken { reason };
         let actual = B64
-            .decode(agent_b64)
+            .decode(signed.agent_b64)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| malformed("agent id is not base64url utf-8"))?;
@@ -456,8 +582,14 @@ impl AgentAuthenticator {
                 actual,
             });
         }
-        let issued_at: u64 = issued.parse().map_err(|_| malformed("bad issue time"))?;
-        let expires_at: u64 = expires.parse().map_err(|_| malformed("bad expiry"))?;
+        let issued_at: u64 = signed
+            .issued
+            .parse()
+            .map_err(|_| malformed("bad issue time"))?;
+        let expires_at: u64 = signed
+            .expires
+            .parse()
+            .map_err(|_| malformed("bad expiry"))?;
         if now >= expires_at {
             return Err(SecurityError::TokenExpired {
                 agent: agent.to_string(),
@@ -466,18 +598,18 @@ impl AgentAuthenticator {
         }
         let state = self.state();
         let revoked_before = state.revoked_before.get(agent).copied().unwrap_or(0);
-        if state.revoked.contains_key(token_id) || issued_at < revoked_before {
+        if state.revoked.contains_key(signed.token_id) || issued_at < revoked_before {
             return Err(SecurityError::TokenRevoked {
                 agent: agent.to_string(),
-                token_id: token_id.to_owned(),
+                token_id: signed.token_id.to_owned(),
             });
         }
         Ok(TokenClaims {
             agent: agent.clone(),
-            key_id: key_id.to_owned(),
+            key_id: signed.key_id.to_owned(),
             issued_at,
             expires_at,
-            token_id: token_id.to_owned(),
+            token_id: signed.token_id.to_owned(),
         })
     }
 
@@ -739,8 +871,13 @@ mod tests {
             matches!(fifth, SecurityError::AgentLockedOut { failures: 5, .. }),
             "{fifth}"
         );
-        // Even a good token is refused during the cool-down.
-        let locked = a.verify(&good, &agent, t(NOW + 6)).unwrap_err();
+        // Unverified tries are refused during the cool-down, without a signature check
+        // telling them anything.
+        let locked = a.verify("bad", &agent, t(NOW + 6)).unwrap_err();
+        assert!(
+            matches!(locked, SecurityError::AgentLockedOut { .. }),
+            "{locked}"
+        );
         assert_eq!(locked.retry_after(), Some(Duration::from_secs(299)));
         // Other agents are unaffected.
         let other = AgentId::new("writer");
@@ -815,5 +952,111 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(AgentAuthenticator::new(&bad, Some(Secret::new("x".repeat(32)))).is_err());
+    }
+
+    /// Review R6: anyone could lock a legitimate agent out by sending garbage under its
+    /// (unauthenticated) `x-agent-id`; a valid token was then refused for 299 s.
+    #[test]
+    fn a_correctly_signed_token_passes_during_a_lockout() {
+        let a = auth();
+        let victim = AgentId::new("builder");
+        let good = a.issue(&victim, t(NOW)).unwrap();
+        for _ in 0..5 {
+            let _ = a.verify("gat1.garbage", &victim, t(NOW));
+        }
+        // Forged signatures are refused as locked out, not checked further.
+        let forged = a
+            .issue(&victim, t(NOW))
+            .unwrap()
+            .rsplit_once('.')
+            .map(|(body, _)| format!("{body}.AAAA"))
+            .unwrap();
+        let err = a.verify(&forged, &victim, t(NOW + 1)).unwrap_err();
+        assert!(matches!(err, SecurityError::AgentLockedOut { .. }), "{err}");
+        // The real agent's token still verifies, any number of times.
+        for i in 1..=3 {
+            let claims = a.verify(&good, &victim, t(NOW + i)).unwrap();
+            assert_eq!(claims.agent, victim);
+        }
+        // ... and that does not lift the lockout for guesses.
+        let err = a.verify("gat1.garbage", &victim, t(NOW + 4)).unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(296)), "{err}");
+        // A signed token that is no longer valid gets its own error, not the lockout.
+        let short = a
+            .issue_with_ttl(&victim, t(NOW), Duration::from_secs(2))
+            .unwrap();
+        assert!(matches!(
+            a.verify(&short, &victim, t(NOW + 5)),
+            Err(SecurityError::TokenExpired { .. })
+        ));
+        let writers = a.issue(&AgentId::new("writer"), t(NOW)).unwrap();
+        assert!(matches!(
+            a.verify(&writers, &victim, t(NOW + 5)),
+            Err(SecurityError::WrongAgent { .. })
+        ));
+    }
+
+    /// Review R6: with every tracked agent inside `failure_window`, the table grew past
+    /// `max_tracked_agents` (cap 10, 1,000 ids: 1,000 entries) and each new id paid a
+    /// sweep of the whole table.
+    #[test]
+    fn the_failure_table_never_exceeds_max_tracked_agents() {
+        let config = AuthConfig {
+            max_tracked_agents: 10,
+            ..AuthConfig::default()
+        };
+        let a = AgentAuthenticator::new(
+            &config,
+            Some(Secret::new("0123456789abcdef0123456789abcdef")),
+        )
+        .unwrap();
+        for i in 0..1_000 {
+            let _ = a.verify("gat1.x", &AgentId::new(format!("a{i}")), t(NOW));
+            assert!(
+                a.state().failures.len() <= 10,
+                "{i}: {}",
+                a.state().failures.len()
+            );
+        }
+        {
+            let state = a.state();
+            assert_eq!(state.failures.len(), 10);
+            // The newest ids are the ones kept; stale queue items stay bounded.
+            assert!(state.failures.get(&AgentId::new("a999")).is_some());
+            assert!(state.failures.get(&AgentId::new("a989")).is_none());
+            assert!(
+                state.failures.order.len() <= 2 * 10 + 64,
+                "{}",
+                state.failures.order.len()
+            );
+        }
+        // A tracked agent still locks out at its fifth failure; its repeated failures
+        // keep it the most recent, so new ids evict others first.
+        let hot = AgentId::new("hot");
+        for i in 0..4 {
+            assert!(!matches!(
+                a.verify("gat1.x", &hot, t(NOW + i)),
+                Err(SecurityError::AgentLockedOut { .. })
+            ));
+            let _ = a.verify("gat1.x", &AgentId::new(format!("b{i}")), t(NOW + i));
+        }
+        assert!(matches!(
+            a.verify("gat1.x", &hot, t(NOW + 5)),
+            Err(SecurityError::AgentLockedOut { failures: 5, .. })
+        ));
+        // Successes forget entries; their queue items are compacted away.
+        for i in 0..500 {
+            let agent = AgentId::new(format!("c{i}"));
+            let good = a.issue(&agent, t(NOW)).unwrap();
+            let _ = a.verify("gat1.x", &agent, t(NOW + 6));
+            a.verify(&good, &agent, t(NOW + 6)).unwrap();
+        }
+        let state = a.state();
+        assert!(state.failures.len() <= 10);
+        assert!(
+            state.failures.order.len() <= 2 * 10 + 64,
+            "{}",
+            state.failures.order.len()
+        );
     }
 }

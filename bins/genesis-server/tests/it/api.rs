@@ -540,6 +540,115 @@ async fn api_keys_and_agent_tokens() {
     assert_eq!(s.get("/ready").await.0, 200);
 }
 
+/// Review R6: failures were counted per claimed `x-agent-id`, a lockout refused even a
+/// valid token, and the per-agent rate limit was keyed on that unverified header before
+/// authentication, so anyone could lock `builder` out or spend its budget. An attacker's
+/// tries now count against its own address, and the real agent is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_cannot_lock_out_or_throttle_a_valid_agent() {
+    let dir = TempDir::new("lockout");
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut c = config(dir.path(), &stub.url);
+    c.server.api_keys = vec![genesis::core::Secret::new("key-one".to_owned())];
+    // One cell a minute: within the test only the bursts count.
+    c.security.rate_limits.per_ip_per_minute = 1;
+    c.security.rate_limits.per_ip_burst = 8;
+    c.security.rate_limits.per_agent_per_minute = 1;
+    c.security.rate_limits.per_agent_burst = 3;
+    let s = TestServer::start(c, &[]).await;
+    let list = s.url("/api/tasks");
+
+    // The attacker calls from another loopback address with garbage under builder's id.
+    let attacker = genesis::llm::http_client_builder()
+        .unwrap()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 1..=12 {
+        let (status, headers, body) = split(
+            attacker
+                .get(&list)
+                .header("x-agent-id", "builder")
+                .header("x-agent-token", "gat1.garbage")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        statuses.push(status);
+        let rule = error_rule(&body);
+        match status {
+            401 => {
+                assert_eq!(rule, "agent_token", "{i}: {body}");
+                let message = body["error"]["message"].as_str().unwrap();
+                // The fifth failure locks builder's id against further guesses.
+                assert_eq!(message.contains("locked out"), i >= 5, "{i}: {body}");
+                assert_eq!(headers.contains_key("retry-after"), i >= 5, "{i}: {body}");
+            }
+            429 => assert_eq!(rule, "rate_limit:client_ip", "{i}: {body}"),
+            _ => panic!("{i}: {status} {body}"),
+        }
+    }
+    // The attacker's tries are limited by its own address's budget (burst 8).
+    assert_eq!(statuses, [vec![401; 8], vec![429; 4]].concat());
+
+    // An API-key holder naming builder without its token does not spend builder's budget.
+    for _ in 0..3 {
+        let r = s
+            .client
+            .get(&list)
+            .header("x-api-key", "key-one")
+            .header("x-agent-id", "builder")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The real builder, with its token, gets through despite the lockout, up to its own
+    // per-agent budget (burst 3).
+    let token = s
+        .state
+        .auth()
+        .issue(&AgentId::new("builder"), std::time::SystemTime::now())
+        .unwrap();
+    let as_builder = || {
+        s.client
+            .get(&list)
+            .header("x-agent-id", "builder")
+            .header("x-agent-token", &token)
+            .send()
+    };
+    for i in 1..=3 {
+        let (status, _, body) = split(as_builder().await.unwrap()).await;
+        assert_eq!(status, 200, "{i}: {body}");
+    }
+    let (status, headers, body) = split(as_builder().await.unwrap()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(error_rule(&body), "rate_limit:agent");
+    assert!(headers.contains_key("retry-after"));
+    // Guesses under builder's id stay locked out.
+    let (status, _, body) = split(
+        s.client
+            .get(&list)
+            .header("x-agent-id", "builder")
+            .header("x-agent-token", "gat1.garbage")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked out"),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after() {
     let dir = TempDir::new("rate");

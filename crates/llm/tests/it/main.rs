@@ -70,3 +70,72 @@ async fn invalid_config_is_rejected_before_any_io() {
     assert_eq!(err.category(), genesis_core::ErrorCategory::Config);
     assert!(err.to_string().contains("\"localhost:8080\""), "{err}");
 }
+
+/// Review R6: credentials in `base_url` were stripped from spans and transport errors,
+/// but the whitespace rule (`ProviderConfig::validate`) and the URL parser's error (a
+/// bad port, from the client constructor) echoed the raw URL with its password.
+#[test]
+fn base_url_errors_never_echo_credentials() {
+    use genesis_llm::{LlmError, OpenAiClient};
+    let http = || genesis_llm::http_client_builder().unwrap().build().unwrap();
+    let with_url = |url: &str| config(ProviderKind::Openai, url);
+
+    let err = with_url("https://svc:s3cretpw@gw.example/v1 ")
+        .validate()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            LlmError::InvalidConfig {
+                field: "base_url",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("whitespace"), "names the rule: {msg}");
+    assert!(
+        msg.contains("https://<redacted>@gw.example/v1 "),
+        "shows the url: {msg}"
+    );
+    assert!(!msg.contains("s3cretpw") && !msg.contains("svc:"), "{msg}");
+
+    let err = OpenAiClient::with_http_client(
+        with_url("https://svc:s3cretpw@gw.example:99999/v1"),
+        http(),
+    )
+    .err()
+    .unwrap();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            LlmError::InvalidConfig {
+                field: "base_url",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("port"), "names the rule: {msg}");
+    assert!(
+        msg.contains("https://<redacted>@gw.example:99999/v1"),
+        "shows the url: {msg}"
+    );
+    assert!(!msg.contains("s3cretpw") && !msg.contains("svc:"), "{msg}");
+
+    // Without a scheme (the http(s) rule) and with a raw `/` in the password (which URL
+    // parsing would split at the `/`), the whole secret is still hidden.
+    for url in [
+        "svc:s3cretpw@gw.example/v1",
+        "https://svc:s3c/retpw@gw.example/v1",
+    ] {
+        let msg = genesis_llm::client_from_config(&with_url(url))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("<redacted>@gw.example/v1"), "{msg}");
+        assert!(!msg.contains("s3c") && !msg.contains("retpw"), "{msg}");
+    }
+}
