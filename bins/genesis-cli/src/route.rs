@@ -29,8 +29,9 @@ pub(crate) struct RouteArgs {
     /// Routing rules (TOML). Default: none with `--agents`, otherwise the configured rules.
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// Ranked alternatives reported with each decision.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    /// Ranked alternatives reported with each decision, 1 to 15 (the router's `top_k`
+    /// limit: a ranking keeps the 16 best agents, the chosen one and 15 others).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=15))]
     top_k: u16,
     /// What to do with a malformed input or examples line.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
@@ -85,9 +86,30 @@ fn with_examples(
     path: &Path,
     on_error: OnError,
 ) -> Result<AgentRegistry, Failure> {
-    let mut profiles = registry.into_profiles();
     let reader = input::open(Some(path))?;
-    let mut added = 0usize;
+    let (examples, skipped) = read_examples(&registry, reader, on_error)
+        .map_err(|f| Failure::rejected(format!("{}: {}", path.display(), f.message)))?;
+    let added: usize = examples.iter().map(Vec::len).sum();
+    eprintln!(
+        "examples: {added} added from {} ({skipped} lines skipped)",
+        path.display(),
+    );
+    let mut profiles = registry.into_profiles();
+    for (profile, examples) in profiles.iter_mut().zip(examples) {
+        profile.examples.extend(examples);
+    }
+    AgentRegistry::new(profiles)
+        .map_err(|e| Failure::rejected(format!("catalogue with examples: {e}")))
+}
+
+/// The example texts of `reader` per agent (indexed as the registry is, each agent
+/// found through the registry's id index), and the number of lines skipped.
+fn read_examples(
+    registry: &AgentRegistry,
+    reader: impl std::io::BufRead,
+    on_error: OnError,
+) -> Result<(Vec<Vec<String>>, usize), Failure> {
+    let mut examples = vec![Vec::new(); registry.len()];
     let counts = input::for_each(reader, TEXT_FIELDS, on_error, |item| {
         let agent = item.field(AGENT_FIELDS).ok_or_else(|| {
             format!(
@@ -95,22 +117,15 @@ fn with_examples(
                 AGENT_FIELDS.join(", ")
             )
         })?;
-        let profile = profiles
-            .iter_mut()
-            .find(|p| p.id.as_str() == agent)
+        let index = registry
+            .index_of(agent)
             .ok_or_else(|| format!("unknown agent {agent:?}: not in the catalogue"))?;
-        profile.examples.push(item.text.clone());
-        added += 1;
+        if let Some(list) = examples.get_mut(index) {
+            list.push(item.text.clone());
+        }
         Ok(true)
-    })
-    .map_err(|f| Failure::rejected(format!("{}: {}", path.display(), f.message)))?;
-    eprintln!(
-        "examples: {added} added from {} ({} lines skipped)",
-        path.display(),
-        counts.skipped
-    );
-    AgentRegistry::new(profiles)
-        .map_err(|e| Failure::rejected(format!("catalogue with examples: {e}")))
+    })?;
+    Ok((examples, counts.skipped))
 }
 
 /// The task a line describes.
@@ -209,6 +224,52 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("juggling"), "{e}");
+    }
+
+    #[test]
+    fn examples_go_to_the_agent_they_name() {
+        let registry = AgentRegistry::from_toml_str(
+            "[[agent]]\nid = \"a\"\ndescription = \"x\"\n\n\
+             [[agent]]\nid = \"b\"\ndescription = \"y\"\n",
+        )
+        .unwrap();
+        let lines = "{\"text\": \"one\", \"agent\": \"b\"}\n\
+                     {\"text\": \"two\", \"gold_tool\": \"a\"}\n\
+                     {\"text\": \"three\", \"agent\": \"ghost\"}\n\
+                     {\"text\": \"four\", \"agent\": \"b\"}\n";
+        let (examples, skipped) =
+            read_examples(&registry, lines.as_bytes(), OnError::Skip).unwrap();
+        assert_eq!(examples, [vec!["two"], vec!["one", "four"]]);
+        assert_eq!(skipped, 1);
+        let err = read_examples(&registry, lines.as_bytes(), OnError::Fail).unwrap_err();
+        assert!(
+            err.message.contains("line 3: unknown agent \"ghost\""),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn top_k_range_matches_the_router_limit() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            route: RouteArgs,
+        }
+        let top_k = |k: &str| Cli::try_parse_from(["genesis", "--top-k", k]).map(|c| c.route.top_k);
+        assert_eq!(top_k("15").unwrap(), 15);
+        assert!(top_k("16").is_err());
+        assert!(top_k("0").is_err());
+        let config = |top_k| {
+            genesis::halo::RouterConfig {
+                top_k,
+                ..Default::default()
+            }
+            .validate()
+        };
+        assert!(config(15).is_ok());
+        assert!(config(16).is_err(), "the CLI range follows the router's");
     }
 
     #[test]

@@ -31,6 +31,18 @@ pub enum HaloError {
         #[source]
         source: serde_json::Error,
     },
+    /// A JSONL catalogue line parses but describes an invalid agent (bad success rate,
+    /// zero capacity, empty id or description), or repeats an id; in
+    /// [`crate::JsonlMode::Skip`] only the repeated id fails the load.
+    #[error("agents jsonl line {line} is invalid")]
+    JsonlAgent {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the agent (a validation error of
+        /// [`crate::AgentRegistry::new`]).
+        #[source]
+        source: Box<HaloError>,
+    },
     /// The catalogue holds no agent.
     #[error("agent catalogue is empty: at least one agent is required")]
     EmptyCatalogue,
@@ -100,8 +112,10 @@ pub enum HaloError {
         rule: String,
     },
     /// A keyword phrase has more words than the matcher supports.
-    #[error("keyword {keyword:?} has {words} words, more than the maximum of {max}")]
+    #[error("rule {rule:?} keyword {keyword:?} has {words} words, more than the maximum of {max}")]
     KeywordTooLong {
+        /// The rule.
+        rule: String,
         /// The keyword.
         keyword: String,
         /// Its number of words.

@@ -1,6 +1,6 @@
 //! The agent catalogue: loading (TOML, JSON, JSONL), validation and persistence.
 
-use genesis_core::fasthash::FxHashMap;
+use genesis_core::fasthash::{FxHashMap, FxHashSet};
 
 use genesis_core::{AgentId, TaskKind};
 use serde::{Deserialize, Serialize};
@@ -141,19 +141,24 @@ impl AgentRegistry {
     /// Parses one agent per line: `{"id": ..., "desc": ...}` at least; `description`,
     /// `task_kinds`/`kinds`, `skills`/`domain`/`tags` (string or list), `examples`,
     /// `plans`, `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields ignored.
-    /// Blank lines are skipped. In [`JsonlMode::Skip`] bad lines (syntax, missing `id` or
-    /// description, empty description) are returned as [`LineError`]s with their line
-    /// number; in [`JsonlMode::Fail`] the first one fails the load.
+    /// Blank lines are skipped. Each line is validated as it is read, as
+    /// [`AgentRegistry::new`] validates an agent. In [`JsonlMode::Skip`] bad lines (syntax,
+    /// missing `id` or description, empty id or description, `success_rate` outside
+    /// `[0, 1]`, `max_concurrent_tasks` 0) are returned as [`LineError`]s with their line
+    /// number and the reason; in [`JsonlMode::Fail`] the first one fails the load. A
+    /// repeated id fails the load in both modes.
     ///
     /// # Errors
-    /// [`HaloError::JsonlLine`] (fail mode), [`HaloError::EmptyDescription`] (fail mode),
-    /// then the validation errors of [`AgentRegistry::new`] (duplicates always fail).
+    /// [`HaloError::JsonlLine`] (a line that does not parse, fail mode),
+    /// [`HaloError::JsonlAgent`] (an invalid agent in fail mode, or a repeated id; its
+    /// source is the validation error), [`HaloError::EmptyCatalogue`] (no valid line).
     pub fn from_jsonl_str(
         text: &str,
         mode: JsonlMode,
     ) -> Result<(Self, Vec<LineError>), HaloError> {
         let mut agents = Vec::new();
         let mut skipped = Vec::new();
+        let mut ids = FxHashSet::default();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let raw = raw.trim();
@@ -173,31 +178,7 @@ impl AgentRegistry {
                     }
                 },
             };
-            if parsed.description.trim().is_empty() || parsed.id.trim().is_empty() {
-                let what = if parsed.id.trim().is_empty() {
-                    "empty id"
-                } else {
-                    "empty description"
-                };
-                match mode {
-                    JsonlMode::Fail if parsed.id.trim().is_empty() => {
-                        return Err(HaloError::EmptyAgentId {
-                            position: agents.len(),
-                        });
-                    }
-                    JsonlMode::Fail => {
-                        return Err(HaloError::EmptyDescription { id: parsed.id });
-                    }
-                    JsonlMode::Skip => {
-                        skipped.push(LineError {
-                            line,
-                            message: format!("agent {:?} has an {what}", parsed.id),
-                        });
-                        continue;
-                    }
-                }
-            }
-            agents.push(AgentProfile {
+            let agent = AgentProfile {
                 id: AgentId::from(parsed.id),
                 description: parsed.description,
                 task_kinds: parsed.task_kinds,
@@ -208,7 +189,34 @@ impl AgentRegistry {
                 success_rate: parsed.success_rate.unwrap_or(0.8),
                 max_concurrent_tasks: parsed.max_concurrent_tasks.unwrap_or(4),
                 outcomes: parsed.outcomes.unwrap_or_default(),
-            });
+            };
+            if let Err(e) = validate(agents.len(), &agent) {
+                match mode {
+                    JsonlMode::Fail => {
+                        return Err(HaloError::JsonlAgent {
+                            line,
+                            source: Box::new(e),
+                        });
+                    }
+                    JsonlMode::Skip => {
+                        skipped.push(LineError {
+                            line,
+                            message: e.to_string(),
+                        });
+                        continue;
+                    }
+                }
+            }
+            // Which of two lines with one id is meant is anyone's guess: fail in both modes.
+            if !ids.insert(agent.id.clone()) {
+                return Err(HaloError::JsonlAgent {
+                    line,
+                    source: Box::new(HaloError::DuplicateAgent {
+                        id: agent.id.to_string(),
+                    }),
+                });
+            }
+            agents.push(agent);
         }
         Ok((Self::new(agents)?, skipped))
     }
@@ -388,6 +396,84 @@ max_concurrent_tasks = 2
             AgentRegistry::from_toml_str(typo),
             Err(HaloError::AgentsToml { .. })
         ));
+    }
+
+    /// The error and its sources, as the CLI prints them.
+    fn chain(e: &HaloError) -> String {
+        let mut out = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn jsonl_lines_that_parse_but_fail_validation_are_skipped_or_named() {
+        let text = "{\"id\":\"a\",\"desc\":\"books flights\"}\n\
+                    {\"id\":\"b\",\"desc\":\"weather\",\"success_rate\":1.5}\n\
+                    {\"id\":\"c\",\"desc\":\"hotels\",\"max_concurrent_tasks\":0}\n\
+                    {\"id\":\"d\",\"desc\":\"trains\",\"success_rate\":-0.1}\n\
+                    {\"id\":\"e\",\"desc\":\"ferries\"}\n";
+        let (reg, skipped) = AgentRegistry::from_jsonl_str(text, JsonlMode::Skip).unwrap();
+        assert_eq!(
+            reg.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a", "e"]
+        );
+        let line = |line: usize, message: &str| LineError {
+            line,
+            message: message.into(),
+        };
+        assert_eq!(
+            skipped,
+            [
+                line(2, "agent \"b\" success_rate 1.5 is outside [0, 1]"),
+                line(
+                    3,
+                    "agent \"c\" max_concurrent_tasks must be at least 1, got 0"
+                ),
+                line(4, "agent \"d\" success_rate -0.1 is outside [0, 1]"),
+            ]
+        );
+        let err = AgentRegistry::from_jsonl_str(text, JsonlMode::Fail).unwrap_err();
+        assert_eq!(
+            chain(&err),
+            "agents jsonl line 2 is invalid: agent \"b\" success_rate 1.5 is outside [0, 1]"
+        );
+        let rest: String = text.lines().skip(2).map(|l| format!("{l}\n")).collect();
+        let err = AgentRegistry::from_jsonl_str(&rest, JsonlMode::Fail).unwrap_err();
+        assert!(
+            chain(&err).starts_with("agents jsonl line 1 is invalid: agent \"c\""),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn jsonl_empty_ids_and_repeated_ids_name_their_line() {
+        let text = "{\"id\":\"a\",\"desc\":\"x\"}\n\n\n{\"id\":\" \",\"desc\":\"y\"}\n";
+        let err = AgentRegistry::from_jsonl_str(text, JsonlMode::Fail).unwrap_err();
+        assert!(
+            chain(&err).starts_with("agents jsonl line 4 is invalid: "),
+            "{}",
+            chain(&err)
+        );
+        let (reg, skipped) = AgentRegistry::from_jsonl_str(text, JsonlMode::Skip).unwrap();
+        assert_eq!(reg.len(), 1);
+        assert_eq!(skipped.iter().map(|s| s.line).collect::<Vec<_>>(), [4]);
+        assert!(skipped[0].message.contains("empty id"), "{skipped:?}");
+
+        let dup = "{\"id\":\"a\",\"desc\":\"x\"}\n{\"id\":\"b\",\"desc\":\"y\"}\n\n\
+                   {\"id\":\"a\",\"desc\":\"z\"}\n";
+        for mode in [JsonlMode::Skip, JsonlMode::Fail] {
+            let err = AgentRegistry::from_jsonl_str(dup, mode).unwrap_err();
+            assert_eq!(
+                chain(&err),
+                "agents jsonl line 4 is invalid: duplicate agent id \"a\"",
+                "{mode:?}"
+            );
+        }
     }
 
     #[test]

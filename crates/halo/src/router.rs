@@ -55,7 +55,8 @@ pub struct RouterConfig {
     pub min_text_similarity: f64,
     /// Similarity that counts as a perfect text fit in `match_score`.
     pub full_match_similarity: f64,
-    /// Alternatives returned with each decision.
+    /// Alternatives returned with each decision, 1 to 15 (a ranking keeps the 16 best
+    /// agents: the chosen one and 15 others).
     pub top_k: usize,
     /// Routing cache entries before the cache is cleared (`0` = no cache).
     pub cache_capacity: usize,
@@ -166,11 +167,13 @@ impl RouterConfig {
                 rule: "must be in 1..=16",
             });
         }
-        if self.top_k == 0 {
+        // A ranking keeps MAX_CANDIDATES agents: the chosen one and at most 15 others.
+        const _: () = assert!(MAX_CANDIDATES == 16, "update the top_k rule text");
+        if !(1..MAX_CANDIDATES).contains(&self.top_k) {
             return Err(HaloError::InvalidConfig {
                 field: "top_k",
-                value: 0.0,
-                rule: "must be at least 1",
+                value: self.top_k as f64,
+                rule: "must be in 1..=15",
             });
         }
         if self.text.char_min > self.text.char_max || self.text.char_max > 8 {

@@ -165,11 +165,28 @@ fn bad_catalogue_or_input_exits_2() {
         &[],
     );
     assert_eq!(out.code, 2);
+    // Input from a file: clap exits before reading, so a pipe to stdin could break.
+    std::fs::write(dir.join("in.txt"), "x\n").unwrap();
     let out = run_in(
         &dir,
-        &["route", "--agents", "tools.jsonl", "--top-k", "0", "-"],
-        Some("x\n"),
+        &["route", "--agents", "tools.jsonl", "--top-k", "0", "in.txt"],
+        None,
         &[],
     );
     assert_eq!(out.code, 2, "clap rejects --top-k 0");
+    let out = run_in(
+        &dir,
+        &[
+            "route",
+            "--agents",
+            "tools.jsonl",
+            "--top-k",
+            "16",
+            "in.txt",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(out.code, 2, "a ranking holds 15 alternatives at most");
+    assert!(out.stderr.contains("1..=15"), "{}", out.stderr);
 }

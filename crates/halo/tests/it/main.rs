@@ -742,6 +742,81 @@ fn bad_catalogues_and_rules_fail_clearly() {
 }
 
 #[test]
+fn top_k_above_the_ranking_size_is_rejected_and_15_is_served() {
+    let agents: Vec<AgentProfile> = (0..40)
+        .map(|i| AgentProfile::new(format!("a{i}"), format!("books flights variant {i}")))
+        .collect();
+    let registry = AgentRegistry::new(agents).unwrap();
+    let with_top_k = |top_k| {
+        Router::with_config(
+            registry.clone(),
+            RoutingRules::empty(),
+            RouterConfig {
+                top_k,
+                ..RouterConfig::default()
+            },
+        )
+    };
+    for top_k in [16, 30, 100] {
+        let err = with_top_k(top_k).unwrap_err();
+        assert!(
+            matches!(err, HaloError::InvalidConfig { field: "top_k", value, .. } if value == top_k as f64),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("router config top_k = {top_k} is invalid: must be in 1..=15")
+        );
+    }
+    let d = with_top_k(15)
+        .unwrap()
+        .route(&task("t", TaskKind::Generic, "book flights"));
+    assert!(d.agent.is_some(), "{}", d.explanation);
+    assert_eq!(d.alternatives.len(), 15, "top_k = 15 is served in full");
+}
+
+/// Rule keywords are case-insensitive beyond ASCII, through the router's own scanner:
+/// for words of the agents' descriptions (its vocabulary) and for words it never saw.
+#[test]
+fn rule_keywords_match_non_ascii_words_in_any_case() {
+    let reg = AgentRegistry::new(vec![
+        AgentProfile::new(
+            "finance",
+            "handles bank transfers, Überweisung and payments",
+        ),
+        AgentProfile::new("writer", "writes documents"),
+    ])
+    .unwrap();
+    let rules = RoutingRules::new(vec![
+        Rule::new("transfers", "finance", 10).with_keyword("überweisung"),
+        Rule::new("reports", "writer", 5).with_keyword("ÉTAT des lieux"),
+    ]);
+    let router = Router::new(reg, rules).unwrap();
+    for (d, rule_agent) in [
+        ("überweisung prüfen", "finance"),
+        ("Überweisung prüfen", "finance"),
+        ("ÜBERWEISUNG PRÜFEN", "finance"),
+        ("faire l'état des lieux", "writer"),
+        ("État des lieux, vite", "writer"),
+    ] {
+        let decision = router.route(&task("t", TaskKind::Generic, d));
+        assert_eq!(
+            decision.layer,
+            RouteLayer::Rule,
+            "{d}: {}",
+            decision.explanation
+        );
+        assert_eq!(
+            decision.agent.as_ref().map(AgentId::as_str),
+            Some(rule_agent),
+            "{d}"
+        );
+    }
+    let d = router.route(&task("t", TaskKind::Generic, "etat des lieux"));
+    assert_ne!(d.layer, RouteLayer::Rule, "accents still count");
+}
+
+#[test]
 fn decisions_serialise_with_stable_field_names() {
     let r = default_router();
     let plan = r.route_all(&[task("t1", TaskKind::Generic, "analyse the results")]);
