@@ -17,18 +17,14 @@
 //! keyword matches a run of whole words: text and keywords are split into letter/digit
 //! words compared without regard to case, so `"pen test"` matches "Pen-test the API",
 //! `"ci/cd"` matches "CI/CD" and `"überweisung"` matches "ÜBERWEISUNG prüfen". Case is
-//! Unicode's lower-case mapping (not full case folding: `"straße"` does not match
-//! "STRASSE"); a non-ASCII keyword word with more than eight cased non-ASCII letters
-//! (a long Greek or Cyrillic word) or more than 64 characters matches in lower case,
-//! capitalised or in upper case, not in other mixes of case. Rules are compiled once
+//! Unicode's lower-case mapping, as the text layer reads words
+//! ([`crate::text::lower_word`]; not full case folding: `"straße"` does not match
+//! "STRASSE"). Rules are compiled once
 //! ([`CompiledRules`]): kinds become a bit mask and every keyword phrase a hash in one
 //! sorted table, so matching a task costs one pass over its words, whatever the number
 //! of rules.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::OnceLock;
-
-use genesis_core::fasthash::FxHashMap;
 
 use genesis_core::{AgentId, Task, TaskKind};
 use serde::{Deserialize, Serialize};
@@ -213,33 +209,7 @@ struct CompiledRule {
 /// Longest keyword phrase, in words.
 const MAX_PHRASE: usize = 6;
 
-/// Calls `f` with the hash of every lower-case letter/digit word of `text`.
-fn for_each_raw_word(text: &str, mut f: impl FnMut(u64)) {
-    let mut buf = [0u8; 32];
-    let mut len = 0usize;
-    let mut over = false;
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || b >= 0x80 {
-            if len < buf.len() {
-                buf[len] = b.to_ascii_lowercase();
-                len += 1;
-            } else {
-                over = true;
-            }
-        } else if len > 0 {
-            f(word_hash_raw(&buf[..len], over));
-            len = 0;
-            over = false;
-        }
-    }
-    if len > 0 {
-        f(word_hash_raw(&buf[..len], over));
-    }
-}
-
-fn word_hash_raw(w: &[u8], truncated: bool) -> u64 {
-    crate::text::raw_word_hash(w, truncated)
-}
+use crate::text::for_each_raw_word;
 
 /// A keyword as matched: trimmed and lower-cased, byte by byte when it is ASCII, with
 /// Unicode's lower-case mapping otherwise.
@@ -252,121 +222,12 @@ fn normalise_keyword(keyword: &str) -> String {
     }
 }
 
-/// The raw word hash of one word, as the description scanner computes it.
-fn raw_hash(word: &str) -> u64 {
-    let mut h = 0;
-    for_each_raw_word(word, |x| h = x);
-    h
-}
-
-/// The word hashes of a normalised keyword (see [`normalise_keyword`]). The scanner
-/// lower-cases only ASCII, so for each non-ASCII word every other-case spelling the
-/// text may show ([`spellings`]) goes to `aliases`, paired with the word's hash.
-fn keyword_words(keyword: &str, aliases: &mut Vec<(u64, u64)>) -> Vec<u64> {
+/// The raw word hashes of a normalised keyword (see [`normalise_keyword`]), as the
+/// text's words are hashed ([`for_each_raw_word`]).
+fn keyword_words(keyword: &str) -> Vec<u64> {
     let mut words = Vec::new();
-    for word in keyword
-        .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let h = raw_hash(word);
-        if !word.is_ascii() {
-            for spelling in spellings(word) {
-                let alias = raw_hash(&spelling);
-                if alias != h {
-                    aliases.push((alias, h));
-                }
-            }
-        }
-        words.push(h);
-    }
+    for_each_raw_word(keyword, |h| words.push(h));
     words
-}
-
-/// Most spellings of one non-ASCII keyword word: a word with more (one with over eight
-/// cased non-ASCII letters, in scripts without ASCII letters) is only recognised in
-/// lower case, capitalised or in upper case.
-const MAX_SPELLINGS: usize = 256;
-
-/// Longest word, in characters, whose spellings are expanded one by one; a longer one
-/// gets the three of a word past [`MAX_SPELLINGS`].
-const MAX_SPELLED_CHARS: usize = 64;
-
-/// The ways a description may spell a lower-cased non-ASCII keyword word, as the scanner
-/// sees them (ASCII letters lower-cased): every mix of cases of its non-ASCII letters,
-/// i.e. every word whose Unicode lower-case form it is, or, past [`MAX_SPELLINGS`], the
-/// word lower-cased, capitalised and in upper case.
-fn spellings(word: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut prefix = String::with_capacity(word.len() * 2);
-    // The expansion recurses once per character: bound its depth.
-    if word.chars().count() <= MAX_SPELLED_CHARS && expand_spellings(word, &mut prefix, &mut out) {
-        return out;
-    }
-    let upper = |c: char| {
-        let mut u = c.to_uppercase();
-        match (u.len(), u.next()) {
-            (1, Some(u)) => u.to_ascii_lowercase(),
-            _ => c,
-        }
-    };
-    let mut chars = word.chars();
-    let first = chars.next().map(upper).into_iter();
-    vec![
-        word.to_owned(),
-        first.chain(chars).collect(),
-        word.chars().map(upper).collect(),
-    ]
-}
-
-/// Appends `prefix` + every spelling of `rest` to `out`; false once there are more than
-/// [`MAX_SPELLINGS`].
-fn expand_spellings(rest: &str, prefix: &mut String, out: &mut Vec<String>) -> bool {
-    let Some(c) = rest.chars().next() else {
-        out.push(prefix.clone());
-        return out.len() <= MAX_SPELLINGS;
-    };
-    let n = prefix.len();
-    prefix.push(c);
-    let ok = expand_spellings(&rest[c.len_utf8()..], prefix, out);
-    prefix.truncate(n);
-    if !ok {
-        return false;
-    }
-    for (lower, upper) in upper_case_sources().get(&c).into_iter().flatten() {
-        if let Some(after) = rest.strip_prefix(lower.as_str()) {
-            prefix.push(*upper);
-            let ok = expand_spellings(after, prefix, out);
-            prefix.truncate(n);
-            if !ok {
-                return false;
-            }
-        }
-    }
-    true
-}
-
-/// Non-ASCII characters whose Unicode lower-case form differs from them and is not
-/// ASCII, keyed by the first character of that form: (lower-case form, character). Plus
-/// `Σ` for the final `ς`, which `str::to_lowercase` writes at the end of a word. Built
-/// once, on the first non-ASCII keyword.
-fn upper_case_sources() -> &'static FxHashMap<char, Vec<(String, char)>> {
-    static TABLE: OnceLock<FxHashMap<char, Vec<(String, char)>>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table: FxHashMap<char, Vec<(String, char)>> = FxHashMap::default();
-        // Every cased letter of Unicode 16 is below U+1F000.
-        for c in (0x80..0x1F000).filter_map(char::from_u32) {
-            let mut lower = c.to_lowercase();
-            if lower.len() == 1 && lower.next() == Some(c) {
-                continue;
-            }
-            let lower: String = c.to_lowercase().collect();
-            if let Some(first) = lower.chars().next().filter(|_| !lower.is_ascii()) {
-                table.entry(first).or_default().push((lower, c));
-            }
-        }
-        table.entry('ς').or_default().push(("ς".into(), 'Σ'));
-        table
-    })
 }
 
 const PHRASE_SEED: u64 = 0x7068_7261_7365;
@@ -407,10 +268,6 @@ pub(crate) struct CompiledRules {
     /// 1024-bit Bloom filter of the words of all keywords: a word outside it ends every
     /// phrase that could be under way.
     word_bloom: [u64; 16],
-    /// (word hash, keyword word hash), sorted: the other-case spellings of the non-ASCII
-    /// words of the keywords (see [`spellings`]), each with the hash of its lower-case
-    /// form, which is what the phrases are made of. Empty when every keyword is ASCII.
-    aliases: Vec<(u64, u64)>,
     /// Keyword id → keyword text (lower-cased), for explanations.
     keywords: Vec<String>,
     /// Per task kind: the rules (indexes into `rules`, priority order) whose kind
@@ -454,7 +311,6 @@ impl CompiledRules {
         let mut keywords: Vec<String> = Vec::new();
         // The word hashes of each keyword, by keyword id.
         let mut keyword_words_by_id: Vec<Vec<u64>> = Vec::new();
-        let mut aliases: Vec<(u64, u64)> = Vec::new();
         let mut compiled = Vec::with_capacity(order.len());
         for i in order {
             let rule = &rules.rules[i];
@@ -471,7 +327,7 @@ impl CompiledRules {
                 let id = match keywords.iter().position(|x| *x == k) {
                     Some(id) => id,
                     None => {
-                        let words = keyword_words(&k, &mut aliases);
+                        let words = keyword_words(&k);
                         if words.is_empty() {
                             return Err(HaloError::EmptyKeyword {
                                 rule: rule.name.clone(),
@@ -515,12 +371,6 @@ impl CompiledRules {
             }
             phrases.push((phrase_hash(words), words.len() as u8, id as u32));
         }
-        aliases.sort_unstable();
-        aliases.dedup_by_key(|a| a.0);
-        for &(w, _) in &aliases {
-            let (i, bit) = word_bit(w);
-            word_bloom[i] |= bit;
-        }
         phrases.sort_unstable();
         let mut bloom = [0u64; 4];
         for p in &phrases {
@@ -545,7 +395,6 @@ impl CompiledRules {
             max_words,
             bloom,
             word_bloom,
-            aliases,
             keywords,
         })
     }
@@ -598,7 +447,6 @@ impl CompiledRules {
             s.seen = 0;
             return;
         }
-        let h = self.keyword_word(h);
         s.seen += 1;
         let max = self.max_words.min(s.seen);
         // ending[n] = hash of the n-word phrase ending at the previous word.
@@ -626,19 +474,6 @@ impl CompiledRules {
                     }
                 }
             }
-        }
-    }
-
-    /// The hash of the lower-case form of a word when it is another-case spelling of a
-    /// non-ASCII keyword word, else the hash itself.
-    #[inline]
-    fn keyword_word(&self, h: u64) -> u64 {
-        if self.aliases.is_empty() {
-            return h;
-        }
-        match self.aliases.binary_search_by_key(&h, |a| a.0) {
-            Ok(i) => self.aliases[i].1,
-            Err(_) => h,
         }
     }
 
@@ -856,36 +691,21 @@ metadata = { team = "finance", budget = "*" }
         assert_eq!(name("Überweisungsauftrag"), None);
         assert_eq!(name("ueberweisung"), None);
         // An upper-case keyword (final sigma) matches every casing of the word.
-        for d in ["οδος", "ΟΔΟΣ", "Οδος"] {
+        for d in ["οδος", "ΟΔΟΣ", "Οδος", "οδοσ"] {
             assert_eq!(name(d).as_deref(), Some("greek"), "{d}");
         }
         assert_eq!(name("οδός"), None, "accents are not case");
-        // Eight cased letters: any mix; twelve: lower, capitalised or upper case.
+        // Any mix of case, however long the word.
         for d in [
             "проверка безопасности",
             "Проверка безопасности кода",
             "ПРОВЕРКА БЕЗОПАСНОСТИ",
             "пРоВеРкА Безопасности",
+            "ПрОвЕрКа БеЗоПаСнОсТи",
         ] {
             assert_eq!(name(d).as_deref(), Some("audit"), "{d}");
         }
         assert_eq!(name("проверка"), None, "a phrase needs all its words");
-    }
-
-    #[test]
-    fn spellings_cover_every_case_mix_up_to_the_limit() {
-        let mut s = spellings("äö");
-        s.sort();
-        assert_eq!(s, ["ÄÖ", "Äö", "äÖ", "äö"]);
-        // The dotted capital I lower-cases to two characters, `i` and a combining dot.
-        assert_eq!(spellings("i\u{307}x"), ["i\u{307}x", "\u{130}x"]);
-        let long = "абвгдежзий";
-        let s = spellings(long);
-        assert_eq!(s, [long, "Абвгдежзий", "АБВГДЕЖЗИЙ"]);
-        assert_eq!(spellings("абвгдежз").len(), MAX_SPELLINGS);
-        // A very long word: three spellings, without deep recursion.
-        let huge = "ü".repeat(100_000);
-        assert_eq!(spellings(&huge).len(), 3);
     }
 
     #[test]

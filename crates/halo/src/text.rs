@@ -400,6 +400,61 @@ pub(crate) fn raw_word_hash(w: &[u8], truncated: bool) -> u64 {
     hash_bytes(0x6b + u64::from(truncated), w)
 }
 
+/// Lower-cases a word of the text (a run of ASCII letters and digits and whole
+/// non-ASCII characters) into `out`: ASCII bytes by table, other characters by
+/// Unicode's lower-case mapping, so "ÜBERWEISUNG" and "Überweisung" read as
+/// "überweisung" and "ΟΔΟΣ" and "οδος" as "οδοσ" (a lower-case mapping with final
+/// sigma folded, not full case folding: "STRASSE" stays "strasse", not "straße"). Keeps the first [`MAX_WORD`] bytes, as the ASCII paths do;
+/// returns how many were kept and the lower-cased word's full length.
+pub(crate) fn lower_word(word: &[u8], out: &mut [u8; MAX_WORD + 1]) -> (usize, usize) {
+    let mut len = 0usize;
+    let mut put = |b: u8| {
+        if let Some(d) = out.get_mut(len.min(MAX_WORD)) {
+            *d = b;
+        }
+        len += 1;
+    };
+    match std::str::from_utf8(word) {
+        Ok(w) => {
+            for c in w.chars() {
+                if c.is_ascii() {
+                    put(c.to_ascii_lowercase() as u8);
+                } else {
+                    let mut utf8 = [0u8; 4];
+                    for l in c.to_lowercase() {
+                        // Final sigma folds to sigma: "ΟΔΟΣ" and "οδος" read alike.
+                        let l = if l == 'ς' { 'σ' } else { l };
+                        l.encode_utf8(&mut utf8).bytes().for_each(&mut put);
+                    }
+                }
+            }
+        }
+        // Words are cut at ASCII separators, so they are whole UTF-8; should one not
+        // be, its bytes are kept as they are (ASCII lower-cased).
+        Err(_) => word.iter().for_each(|&b| put(LOWER[usize::from(b)])),
+    }
+    (len.min(MAX_WORD), len)
+}
+
+/// The raw word hash ([`raw_word_hash`]) of a word as written in a text or a rule
+/// keyword: lower-cased ([`lower_word`]), its first [`MAX_RAW`] bytes hashed and a
+/// longer word flagged.
+pub(crate) fn raw_hash_of(word: &[u8]) -> u64 {
+    let mut buf = [0u8; MAX_WORD + 1];
+    let (len, full) = lower_word(word, &mut buf);
+    raw_word_hash(&buf[..len], full > MAX_RAW)
+}
+
+/// Calls `f` with the raw word hash ([`raw_hash_of`]) of every word of `text`, in
+/// order: what rule keywords are matched against.
+pub(crate) fn for_each_raw_word(text: &str, mut f: impl FnMut(u64)) {
+    for w in text.as_bytes().split(|&b| CLASS[usize::from(b)] == 0) {
+        if !w.is_empty() {
+            f(raw_hash_of(w));
+        }
+    }
+}
+
 /// Calls `f` with every normalised content word of `text` (lower-cased, stemmed, no
 /// stop words). Underscores, hyphens and camelCase split words, so tool ids like
 /// `clock_alarm_cancel` read as words. Allocation-free.
@@ -477,13 +532,23 @@ fn scan_tokens(
             len += 1;
             i += 1;
         }
-        let len = len.min(MAX_WORD);
+        let mut full = len;
+        let mut len = len.min(MAX_WORD);
         let word_bytes = &bytes[start..i];
         let camel = inner != 0
             && word_bytes
                 .windows(2)
                 .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
-        if !camel && let Some(e) = vocab.and_then(|v| v.get_buf(&buf, len)) {
+        // Non-ASCII words are lower-cased by Unicode's rules, and are never in the
+        // vocabulary (it holds ASCII words only).
+        let ascii = word_bytes.is_ascii();
+        if !ascii {
+            (len, full) = lower_word(word_bytes, &mut buf);
+        }
+        if !camel
+            && ascii
+            && let Some(e) = vocab.and_then(|v| v.get_buf(&buf, len))
+        {
             if want_raw {
                 raw(e.raw);
             }
@@ -493,7 +558,7 @@ fn scan_tokens(
             continue;
         }
         if want_raw {
-            raw(raw_word_hash(&buf[..len], i - start > MAX_RAW));
+            raw(raw_word_hash(&buf[..len], full > MAX_RAW));
         }
         if !camel {
             emit_word(&mut buf, len, start, i, &mut |w: &[u8], a, b| {
@@ -511,27 +576,20 @@ fn scan_tokens(
 /// upper-case letter that follows a lower-case one, each lower-cased and handed to
 /// [`emit_word`]. Rare, so this re-reads the word byte by byte.
 fn emit_camel_parts(word: &[u8], start: usize, emit: &mut impl FnMut(&[u8], usize, usize)) {
-    let mut part = [0u8; MAX_WORD];
-    let mut plen = 0usize;
-    let mut pstart = start;
-    let mut prev_lower = false;
-    for (j, &b) in word.iter().enumerate() {
-        let upper = b.is_ascii_uppercase();
-        if upper && prev_lower && plen > 0 {
-            emit_word(&mut part, plen, pstart, start + j, emit);
-            plen = 0;
-        }
-        if plen == 0 {
-            pstart = start + j;
-        }
-        prev_lower = b.is_ascii_lowercase();
-        if plen < MAX_WORD {
-            part[plen] = b.to_ascii_lowercase();
-            plen += 1;
+    let mut part = [0u8; MAX_WORD + 1];
+    let mut from = 0usize;
+    let mut emit_part = |a: usize, b: usize| {
+        let (len, _) = lower_word(&word[a..b], &mut part);
+        emit_word(&mut part, len, start + a, start + b, emit);
+    };
+    for j in 1..word.len() {
+        if word[j].is_ascii_uppercase() && word[j - 1].is_ascii_lowercase() {
+            emit_part(from, j);
+            from = j;
         }
     }
-    if plen > 0 {
-        emit_word(&mut part, plen, pstart, start + word.len(), emit);
+    if from < word.len() {
+        emit_part(from, word.len());
     }
 }
 
@@ -844,7 +902,11 @@ impl Vocab {
                 if w.is_empty() || w.len() > VOCAB_MAX {
                     continue;
                 }
-                // camelCase words split differently: leave them to the slow path.
+                // Non-ASCII words are lower-cased by Unicode's rules and camelCase
+                // words split differently: both take the slow path.
+                if !w.is_ascii() {
+                    continue;
+                }
                 if w.windows(2)
                     .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
                 {
@@ -1845,7 +1907,9 @@ impl TextIndex {
                 word.windows(2)
                     .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
             };
-            if !camel && wl <= VOCAB_MAX {
+            // ASCII words of up to 16 bytes: the first 16 bytes hold the whole word.
+            let ascii = wl <= VOCAB_MAX && (w0 | w1) & HIGH8 == 0;
+            if !camel && ascii {
                 // The catalogue's entry for the word, or, for a word the catalogue does
                 // not use, what the vocabulary would hold for it (from the memo or
                 // computed now).
@@ -1868,12 +1932,17 @@ impl TextIndex {
                 continue;
             }
             let mut buf = [0u8; MAX_WORD + 1];
-            let len = wl.min(MAX_WORD);
-            for (d, &b) in buf.iter_mut().zip(&word[..len]) {
-                *d = LOWER[usize::from(b)];
-            }
+            let (len, full) = if word.is_ascii() {
+                let len = wl.min(MAX_WORD);
+                for (d, &b) in buf.iter_mut().zip(&word[..len]) {
+                    *d = LOWER[usize::from(b)];
+                }
+                (len, wl)
+            } else {
+                lower_word(word, &mut buf)
+            };
             if want_raw {
-                raws.push(raw_word_hash(&buf[..len], wl > MAX_RAW));
+                raws.push(raw_word_hash(&buf[..len], full > MAX_RAW));
             }
             self.add_slow_word(&mut q, &mut buf, len, word, start, camel);
         }
@@ -2462,7 +2531,9 @@ mod tests {
             "Cancel the Alarms for clock_alarm_cancel, fetchUserData!",
             "",
             "  --  ",
-            "ABC deF getHTTPResponse XMLHttpRequest a1B2c3 Ünïcode wörds",
+            // (The reference lower-cases ASCII only: non-ASCII letters here are lower
+            // case; `non_ascii_words_read_alike_in_any_case` covers the others.)
+            "ABC deF getHTTPResponse XMLHttpRequest a1B2c3 ünïcode wörds",
             "averyveryveryverylongwordthatgoesbeyondthirtytwobytesforsure and more",
             "camelCaseWordThatIsLongerThanThirtyTwoBytesInTotalLength x",
             "8:00 2023-01-02 CA1234 s3 gpt4 The END",
@@ -2763,6 +2834,55 @@ mod tests {
             vec!["test", "query", "pass"]
         );
         assert!(words("the a of").is_empty());
+    }
+
+    /// Non-ASCII words are lower-cased by Unicode's rules, whole or in camelCase parts,
+    /// in content words and raw (rule keyword) words alike.
+    #[test]
+    fn non_ascii_words_read_alike_in_any_case() {
+        let raws = |t: &str| {
+            let mut v = Vec::new();
+            scan_words(t, true, |h| v.push(h), |_, _, _| {});
+            v
+        };
+        for (a, b) in [
+            ("ÜBERWEISUNG Prüfen", "überweisung prüfen"),
+            ("ΟΔΟΣ Και", "οδος και"),
+            ("ПРОВЕРКА безопасности", "пРоВеРкА БЕЗОПАСНОСТИ"),
+            ("getÜbersicht", "getübersicht"),
+        ] {
+            assert_eq!(words(a), words(b), "{a} / {b}");
+            assert_eq!(raws(a), raws(b), "{a} / {b}");
+        }
+        // camelCase parts are lower-cased as whole words are (the split is at an ASCII
+        // capital after an ASCII lower-case letter).
+        assert_eq!(words("getÜbersichtData"), words("getübersicht data"));
+        assert_eq!(words("ÜBERWEISUNG"), vec!["überweisung"]);
+        let mut raws = Vec::new();
+        for_each_raw_word("ÜBER-weisung", |h| raws.push(h));
+        assert_eq!(
+            raws,
+            [raw_hash_of("über".as_bytes()), raw_hash_of(b"weisung")]
+        );
+    }
+
+    /// The same text in another case scores the same, on both scorers.
+    #[test]
+    fn non_ascii_descriptions_match_in_any_case() {
+        let agents = vec![
+            AgentProfile::new("bank", "Überweisung prüfen und Zahlungen buchen"),
+            AgentProfile::new("road", "Straßen und Wege planen"),
+        ];
+        let idx = TextIndex::build(&agents, TextConfig::default());
+        let mut general = idx.clone();
+        general.small = false;
+        for ix in [&idx, &general] {
+            let lower = score_all(ix, "überweisung prüfen", 0.0);
+            let upper = score_all(ix, "ÜBERWEISUNG PRÜFEN", 0.0);
+            assert!(lower.0[0] > 0.3, "{:?}", lower.0);
+            assert_eq!(lower.0, upper.0);
+            assert_eq!(lower.3, upper.3, "raw words");
+        }
     }
 
     #[test]
