@@ -70,13 +70,19 @@ struct FileState {
     settled: bool,
     /// The environment overrides in force when the content was applied (it takes them).
     overrides: Vec<FlagOverride>,
+    /// Whether the flags in force came from the file; false while the handle runs on
+    /// defaults waiting for the file to appear ([`SharedFlags::load_or`]).
+    present: bool,
 }
 
 impl FileState {
     /// Whether `meta` is this file as it was read, by modification time and size, and
     /// that alone proves it (it had settled when it was read).
     fn unchanged(&self, meta: &std::fs::Metadata) -> bool {
-        self.settled && meta.modified().ok() == self.modified && meta.len() == self.len
+        self.present
+            && self.settled
+            && meta.modified().ok() == self.modified
+            && meta.len() == self.len
     }
 }
 
@@ -193,8 +199,36 @@ impl SharedFlags {
             modified,
             path,
             overrides: Vec::new(),
+            present: true,
         });
         Ok(shared)
+    }
+
+    /// Loads `path` like [`SharedFlags::load`] when it exists; otherwise starts on
+    /// `defaults` and still remembers `path`, so [`SharedFlags::reload_if_changed`] loads
+    /// the file once it appears (e.g. written by `genesis deploy` on a server started
+    /// without one). Until then reloads report [`ReloadOutcome::Unchanged`].
+    ///
+    /// # Errors
+    /// As [`FlagStore::load`], for a file that exists.
+    pub fn load_or(path: impl Into<PathBuf>, defaults: FlagStore) -> Result<Self, FlagError> {
+        let path = path.into();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let shared = SharedFlags::new(defaults);
+                shared.lock_source().file = Some(FileState {
+                    path,
+                    modified: None,
+                    len: 0,
+                    sha256: [0; 32],
+                    settled: false,
+                    overrides: Vec::new(),
+                    present: false,
+                });
+                Ok(shared)
+            }
+            _ => SharedFlags::load(path),
+        }
     }
 
     fn lock_source(&self) -> std::sync::MutexGuard<'_, Source> {
@@ -287,17 +321,26 @@ impl SharedFlags {
         let Some(state) = file.as_mut() else {
             return Ok(ReloadOutcome::NoSource);
         };
-        let meta = std::fs::metadata(&state.path).map_err(|e| FlagError::Read {
-            path: state.path.clone(),
-            source: e,
-        })?;
+        let meta = match std::fs::metadata(&state.path) {
+            Ok(meta) => meta,
+            // Still running on defaults: no file yet is no news.
+            Err(e) if !state.present && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ReloadOutcome::Unchanged);
+            }
+            Err(e) => {
+                return Err(FlagError::Read {
+                    path: state.path.clone(),
+                    source: e,
+                });
+            }
+        };
         if state.unchanged(&meta) {
             return Ok(ReloadOutcome::Unchanged);
         }
         let (modified, bytes) = read_file(&state.path)?;
         let now = SystemTime::now();
         let hash = sha256(&bytes);
-        if hash == state.sha256 {
+        if state.present && hash == state.sha256 {
             state.modified = modified;
             state.len = bytes.len() as u64;
             state.settled = settled(modified, now);
@@ -311,6 +354,7 @@ impl SharedFlags {
         state.settled = settled(modified, now);
         state.sha256 = hash;
         state.overrides.clone_from(overrides);
+        state.present = true;
         self.swap(store);
         tracing::info!(path = %state.path.display(), flags, "feature flags reloaded");
         Ok(ReloadOutcome::Reloaded { flags })
@@ -382,7 +426,7 @@ impl SharedFlags {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileCheck::Missing),
             Err(e) => return Err(read_error(e)),
         };
-        let in_force = sha256(&bytes) == state.sha256;
+        let in_force = state.present && sha256(&bytes) == state.sha256;
         let checked = if in_force && state.overrides == *overrides {
             Ok(FileCheck::Unchanged)
         } else {
@@ -494,6 +538,51 @@ mod tests {
             source = s.source();
         }
         text
+    }
+
+    /// Started on defaults because the file was missing, the handle picks the file up
+    /// once it appears (a server started without one, then `genesis deploy`), and says
+    /// nothing while it is absent.
+    #[test]
+    fn a_file_that_appears_after_start_is_loaded() {
+        let file = TempFile::new("appears");
+        let _ = std::fs::remove_file(&file.0);
+        let defaults =
+            FlagStore::from_json(r#"{"flags":[{"name":"builtin","enabled":true}]}"#).unwrap();
+        let shared = SharedFlags::load_or(&file.0, defaults).unwrap();
+        assert!(shared.snapshot().get("builtin").is_some());
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Unchanged
+        );
+        assert_eq!(shared.check_file().unwrap(), FileCheck::Missing);
+        let old = SystemTime::now() - Duration::from_secs(60);
+        file.write_at(r#"{"flags":[{"name":"deployed","enabled":true}]}"#, old);
+        assert_eq!(shared.check_file().unwrap(), FileCheck::Changed);
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Reloaded { flags: 1 }
+        );
+        assert!(shared.snapshot().get("deployed").is_some());
+        assert!(shared.snapshot().get("builtin").is_none());
+        assert_eq!(
+            shared.reload_if_changed().unwrap(),
+            ReloadOutcome::Unchanged
+        );
+        assert_eq!(shared.check_file().unwrap(), FileCheck::Unchanged);
+        // Once loaded, a file that goes away is an error again (the flags stay).
+        std::fs::remove_file(&file.0).unwrap();
+        assert!(shared.reload_if_changed().is_err());
+        assert!(shared.snapshot().get("deployed").is_some());
+        // An invalid first file is refused like any other; the defaults stay.
+        let other = TempFile::new("appears-bad");
+        let _ = std::fs::remove_file(&other.0);
+        let shared =
+            SharedFlags::load_or(&other.0, FlagStore::builtin_defaults().unwrap()).unwrap();
+        other.write_at("{not json", old);
+        assert!(shared.check_file().is_err());
+        assert!(shared.reload_if_changed().is_err());
+        assert!(!shared.snapshot().is_empty());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::run::AgentSet;
 use crate::run::backends::{CommandAgent, HttpAgent};
 use crate::{GenesisConfig, GenesisError, Orchestrator};
 
-/// Loads the flag definitions named in `config` (the built-in defaults when the file
-/// does not exist) and applies per-flag environment overrides from `env`
+/// Loads the flag definitions named in `config` (the built-in defaults while the file
+/// does not exist: a hot-reloading server loads it once it appears) and applies per-flag environment overrides from `env`
 /// (`EMERGENCY_SHUTDOWN=true`, `ORCHESTRATION_ENABLED=false`).
 ///
 /// # Errors
@@ -27,14 +27,12 @@ pub fn load_flags(
     env: &[(String, String)],
 ) -> Result<SharedFlags, GenesisError> {
     let path = &config.flags.file;
-    let shared = if path.exists() {
-        SharedFlags::load(path.clone())
-    } else {
-        FlagStore::builtin_defaults().map(SharedFlags::new)
-    }
-    .map_err(|e| GenesisError::Config {
-        message: format!("feature flags: {e}"),
-    })?;
+    // Without the file, the built-in defaults, until it appears (hot reload picks it up).
+    let shared = FlagStore::builtin_defaults()
+        .and_then(|defaults| SharedFlags::load_or(path.clone(), defaults))
+        .map_err(|e| GenesisError::Config {
+            message: format!("feature flags: {e}"),
+        })?;
     // Only variables named after a defined flag are overrides.
     let snapshot = shared.snapshot();
     let overrides: Vec<(String, String)> = env
