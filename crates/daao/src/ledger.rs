@@ -362,6 +362,44 @@ impl CostLedger {
         }
     }
 
+    /// Sets aside as much of `ceiling` as fits in every budget beside what is spent and
+    /// already reserved, but at least `floor` (a `ceiling` below `floor` counts as
+    /// `floor`): for a call whose cost can be bounded, which is then held to the amount
+    /// reserved ([`Reservation::amount`]). Without limits the whole `ceiling` is
+    /// reserved.
+    ///
+    /// # Errors
+    /// [`BudgetExceeded`] for `floor`, naming the budget that would break (the run's
+    /// first), when not even `floor` fits; nothing is reserved then.
+    pub fn reserve_between(&self, floor: Usd, ceiling: Usd) -> Result<Reservation, BudgetExceeded> {
+        let mut run = lock(&self.run);
+        run.admits(BudgetScope::Run, self.budget.per_run, floor)?;
+        let mut day = lock(&self.day.0);
+        day.admits(BudgetScope::Day, self.budget.per_day, floor)?;
+        let room = |t: &Totals, limit: Option<Usd>| {
+            limit.map_or(f64::INFINITY, |l| {
+                l.as_f64() - t.spent.as_f64() - t.reserved.as_f64()
+            })
+        };
+        let fits = room(&run, self.budget.per_run).min(room(&day, self.budget.per_day));
+        let larger = |a: Usd, b: Usd| if a >= b { a } else { b };
+        let amount = if ceiling.as_f64() <= fits {
+            larger(ceiling, floor)
+        } else {
+            // `floor` fits (within the comparison slack), so `fits` is at least about
+            // `floor`: never reserve less than it.
+            larger(Usd::saturating(fits), floor)
+        };
+        run.reserve(amount);
+        day.reserve(amount);
+        Ok(Reservation {
+            run: Arc::clone(&self.run),
+            day: self.day.clone(),
+            amount,
+            open: true,
+        })
+    }
+
     /// Records money spent without a reservation. Spending is recorded even when it
     /// breaks a budget (the money is gone); later reservations are refused.
     pub fn charge(&self, amount: Usd) {
@@ -747,6 +785,38 @@ mod tests {
         assert!(ledger.reserve(usd(0.3)).is_ok());
     }
 
+    /// A bounded call takes as much of its ceiling as every budget has room for, at
+    /// least its floor; without room for the floor it is refused for the floor.
+    #[test]
+    fn reserve_between_takes_what_fits_between_floor_and_ceiling() {
+        let ledger = CostLedger::new(
+            Budget {
+                per_run: Some(usd(1.0)),
+                per_day: Some(usd(3.0)),
+            },
+            usd(2.5),
+        );
+        ledger.charge(usd(0.2));
+        // Room: run $0.80, day $0.30: the day's.
+        let r = ledger.reserve_between(usd(0.05), usd(0.5)).unwrap();
+        assert!((r.amount().as_f64() - 0.3).abs() < 1e-9, "{}", r.amount());
+        let err = ledger.reserve_between(usd(0.05), usd(0.5)).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::Day);
+        assert!((err.requested.as_f64() - 0.05).abs() < 1e-9, "{err}");
+        assert!(err.fits_once_settled(), "{err}");
+        r.settle(usd(0.1));
+        // The whole ceiling when it fits; a ceiling below the floor counts as the floor.
+        let r = ledger.reserve_between(usd(0.01), usd(0.02)).unwrap();
+        assert!((r.amount().as_f64() - 0.02).abs() < 1e-9, "{}", r.amount());
+        drop(r);
+        let r = ledger.reserve_between(usd(0.04), usd(0.02)).unwrap();
+        assert!((r.amount().as_f64() - 0.04).abs() < 1e-9, "{}", r.amount());
+        drop(r);
+        let unlimited = CostLedger::new(Budget::default(), Usd::ZERO);
+        let r = unlimited.reserve_between(usd(0.01), usd(7.0)).unwrap();
+        assert!((r.amount().as_f64() - 7.0).abs() < 1e-9, "{}", r.amount());
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
@@ -770,8 +840,17 @@ mod tests {
                         let r = open.remove(0);
                         let actual = r.amount() * (f64::from(settle_pct) / 100.0);
                         if settle_pct % 2 == 0 { r.settle(actual) } else { r.release() }
-                    } else if let Ok(r) = ledger.reserve(usd(f64::from(cents) / 100.0)) {
-                        open.push(r);
+                    } else {
+                        let amount = usd(f64::from(cents) / 100.0);
+                        // Odd amounts reserve as bounded calls do: up to twice as much.
+                        let r = if cents % 2 == 1 {
+                            ledger.reserve_between(amount, amount * 2.0)
+                        } else {
+                            ledger.reserve(amount)
+                        };
+                        if let Ok(r) = r {
+                            open.push(r);
+                        }
                     }
                     let used = ledger.spent() + ledger.reserved();
                     prop_assert!(used.as_f64() <= limit.as_f64() + 1e-8, "{used} > {limit}");

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::GenesisError;
-use crate::run::{Agent, AgentError, AgentOutput, AgentRequest};
+use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
 /// `[llm]`: providers, the planning model and agent role prompts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -449,33 +449,14 @@ impl LlmAgent {
         self.gate = Some(gate);
         self
     }
-}
 
-#[async_trait]
-impl Agent for LlmAgent {
-    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
-        let agent = request.agent.clone();
-        if let Some(Err(reason)) = self.gate.as_ref().map(|g| g(&request)) {
-            return Err(AgentError::Rejected {
-                agent,
-                message: format!("no LLM call: {reason}"),
-            });
-        }
-        // The model DAAO planned and priced the task on, or refuse: another agent may
-        // serve it, but no other model may silently stand in.
-        let client = match self.providers.client(request.model.as_ref()) {
-            Ok(c) => Arc::clone(c),
-            Err(CallError::NoProvider) => return Err(AgentError::NoBackend { agent }),
-            Err(e) => {
-                return Err(AgentError::Rejected {
-                    agent,
-                    message: e.to_string(),
-                });
-            }
-        };
+    /// The completion request of one attempt: the agent's role prompt as the system
+    /// message, the task with its context and inputs (sanitised) as the user message.
+    fn completion_request(&self, request: &AgentRequest) -> CompletionRequest {
+        let agent = &request.agent;
         let role = self
             .role_prompts
-            .get(&agent)
+            .get(agent)
             .cloned()
             .unwrap_or_else(|| format!("You are the {agent} agent of a multi-agent team."));
         let mut prompt = format!(
@@ -497,13 +478,105 @@ impl Agent for LlmAgent {
                 genesis_security::sanitize_for_prompt(prev)
             ));
         }
-        let req = CompletionRequest {
+        CompletionRequest {
             messages: vec![Message {
                 role: Role::User,
                 content: prompt,
             }],
             ..CompletionRequest::user("").with_system(role)
+        }
+    }
+}
+
+/// Output tokens below which an LLM call is not worth making: a call the money set
+/// aside cannot pay this many for is refused instead (rule `call_within_reservation`).
+pub const MIN_OUTPUT_TOKENS: u64 = 64;
+
+/// Tokens a message can add beyond its text (role markers, separators): generous for
+/// every chat format in use.
+const MESSAGE_OVERHEAD_TOKENS: u64 = 16;
+
+/// The most tokens `req`'s prompt can be: one per byte of text (byte-level BPE and
+/// byte-fallback tokenizers never make a token of less than one byte) plus
+/// [`MESSAGE_OVERHEAD_TOKENS`] per message, the system prompt counted as one.
+fn prompt_token_bound(req: &CompletionRequest) -> u64 {
+    let system = req
+        .system
+        .as_ref()
+        .map_or(0, |s| s.len() as u64 + MESSAGE_OVERHEAD_TOKENS);
+    req.messages
+        .iter()
+        .map(|m| m.content.len() as u64 + MESSAGE_OVERHEAD_TOKENS)
+        .sum::<u64>()
+        + system
+}
+
+#[async_trait]
+impl Agent for LlmAgent {
+    /// From the model's price: the prompt at its most tokens plus
+    /// [`MIN_OUTPUT_TOKENS`] (floor) or the output token limit (ceiling). `None` when
+    /// the model has no price or no known output limit, or no provider serves it.
+    fn cost_bounds(&self, request: &AgentRequest) -> Option<CostBounds> {
+        let client = self.providers.client(request.model.as_ref()).ok()?;
+        let price = client.price()?;
+        let req = self.completion_request(request);
+        let limit = u64::from(req.max_tokens.or(client.default_max_tokens())?);
+        let prompt = prompt_token_bound(&req);
+        let cost = |out: u64| price.cost(&genesis_llm::Usage::new(prompt, out));
+        Some(CostBounds {
+            floor: cost(MIN_OUTPUT_TOKENS.min(limit)),
+            ceiling: cost(limit),
+        })
+    }
+
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        let agent = request.agent.clone();
+        if let Some(Err(reason)) = self.gate.as_ref().map(|g| g(&request)) {
+            return Err(AgentError::Rejected {
+                agent,
+                message: format!("no LLM call: {reason}"),
+            });
+        }
+        // The model DAAO planned and priced the task on, or refuse: another agent may
+        // serve it, but no other model may silently stand in.
+        let client = match self.providers.client(request.model.as_ref()) {
+            Ok(c) => Arc::clone(c),
+            Err(CallError::NoProvider) => return Err(AgentError::NoBackend { agent }),
+            Err(e) => {
+                return Err(AgentError::Rejected {
+                    agent,
+                    message: e.to_string(),
+                });
+            }
         };
+        let mut req = self.completion_request(&request);
+        // Held to the money set aside: the prompt at its most tokens, and output tokens
+        // up to what is left, never more than the request's or the client's own limit
+        // (a client without a known limit cannot be held: see `cost_bounds`).
+        if let Some(max_cost) = request.max_cost
+            && let Some(price) = client.price()
+            && let Some(limit) = req.max_tokens.or(client.default_max_tokens())
+        {
+            let limit = u64::from(limit);
+            let prompt_tokens = prompt_token_bound(&req);
+            if let Some(out) = price.output_tokens_within(max_cost, prompt_tokens) {
+                if out < MIN_OUTPUT_TOKENS {
+                    return Err(AgentError::Rejected {
+                        agent,
+                        message: format!(
+                            "no LLM call: the ${:.6} set aside for it cannot pay for a prompt \
+                             of up to {prompt_tokens} tokens and {MIN_OUTPUT_TOKENS} output \
+                             tokens on {} (rule: call_within_reservation)",
+                            max_cost.as_f64(),
+                            client.model()
+                        ),
+                    });
+                }
+                if out < limit {
+                    req.max_tokens = Some(u32::try_from(out).unwrap_or(u32::MAX));
+                }
+            }
+        }
         match self.providers.call(&client, &req, None).await {
             Ok(c) => Ok(AgentOutput {
                 text: c.text,

@@ -8,8 +8,8 @@ use tracing::Instrument;
 use crate::client::{call_span, record_outcome};
 use crate::http::{Endpoint, build_http_client};
 use crate::{
-    Completion, CompletionRequest, FinishReason, LlmClient, LlmError, ProviderConfig, ProviderKind,
-    Usage,
+    Completion, CompletionRequest, FinishReason, LlmClient, LlmError, ModelPrice, ProviderConfig,
+    ProviderKind, Usage,
 };
 
 /// A client for `POST {base_url}/v1/messages`.
@@ -204,6 +204,14 @@ impl LlmClient for AnthropicClient {
 
     fn provider(&self) -> &str {
         "anthropic"
+    }
+
+    fn price(&self) -> Option<ModelPrice> {
+        self.config.price
+    }
+
+    fn default_max_tokens(&self) -> Option<u32> {
+        Some(self.config.max_tokens)
     }
 }
 

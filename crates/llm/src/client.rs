@@ -8,8 +8,8 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::{
-    AnthropicClient, Completion, CompletionRequest, LlmError, OpenAiClient, ProviderConfig,
-    ProviderKind,
+    AnthropicClient, Completion, CompletionRequest, LlmError, ModelPrice, OpenAiClient,
+    ProviderConfig, ProviderKind,
 };
 
 /// A chat model behind some provider.
@@ -30,6 +30,17 @@ pub trait LlmClient: Send + Sync {
 
     /// The provider name (`openai`, `anthropic`, `scripted`), used as `gen_ai.system`.
     fn provider(&self) -> &str;
+
+    /// The model's price, when configured: what [`Completion::cost`] is computed from.
+    fn price(&self) -> Option<ModelPrice> {
+        None
+    }
+
+    /// The output token limit of a request without `max_tokens`, when the client sets
+    /// one (`None`: the provider's own default, unknown here).
+    fn default_max_tokens(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[async_trait]
@@ -45,6 +56,14 @@ impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
     fn provider(&self) -> &str {
         (**self).provider()
     }
+
+    fn price(&self) -> Option<ModelPrice> {
+        (**self).price()
+    }
+
+    fn default_max_tokens(&self) -> Option<u32> {
+        (**self).default_max_tokens()
+    }
 }
 
 #[async_trait]
@@ -59,6 +78,14 @@ impl<T: LlmClient + ?Sized> LlmClient for Box<T> {
 
     fn provider(&self) -> &str {
         (**self).provider()
+    }
+
+    fn price(&self) -> Option<ModelPrice> {
+        (**self).price()
+    }
+
+    fn default_max_tokens(&self) -> Option<u32> {
+        (**self).default_max_tokens()
     }
 }
 

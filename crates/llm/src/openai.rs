@@ -9,8 +9,8 @@ use tracing::Instrument;
 use crate::client::{call_span, record_outcome};
 use crate::http::{Endpoint, build_http_client};
 use crate::{
-    Completion, CompletionRequest, FinishReason, LlmClient, LlmError, ProviderConfig, ProviderKind,
-    Usage,
+    Completion, CompletionRequest, FinishReason, LlmClient, LlmError, ModelPrice, ProviderConfig,
+    ProviderKind, Usage,
 };
 
 /// A client for `POST {base_url}/chat/completions`.
@@ -207,6 +207,14 @@ impl LlmClient for OpenAiClient {
 
     fn provider(&self) -> &str {
         "openai"
+    }
+
+    fn price(&self) -> Option<ModelPrice> {
+        self.config.price
+    }
+
+    fn default_max_tokens(&self) -> Option<u32> {
+        Some(self.config.max_tokens)
     }
 }
 

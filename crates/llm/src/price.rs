@@ -37,6 +37,48 @@ impl ModelPrice {
         Usd::per_million_tokens(self.input_per_million, usage.input_tokens)
             + Usd::per_million_tokens(self.output_per_million, usage.output_tokens)
     }
+
+    /// The most output tokens a call with at most `input_tokens` prompt tokens may
+    /// generate so that [`ModelPrice::cost`] stays within `limit`: `None` when output
+    /// is free (no limit follows from money), `Some(0)` when the prompt alone may cost
+    /// `limit` or more.
+    ///
+    /// ```
+    /// use genesis_core::Usd;
+    /// use genesis_llm::{ModelPrice, Usage};
+    ///
+    /// let price = ModelPrice::new(Usd::new(2.5).unwrap(), Usd::new(10.0).unwrap());
+    /// let limit = Usd::new(0.01).unwrap();
+    /// // 2,000 prompt tokens cost $0.005, which leaves $0.005: 500 output tokens.
+    /// assert_eq!(price.output_tokens_within(limit, 2_000), Some(500));
+    /// assert!(price.cost(&Usage::new(2_000, 500)).as_f64() <= limit.as_f64());
+    /// assert_eq!(price.output_tokens_within(limit, 4_000), Some(0));
+    /// ```
+    pub fn output_tokens_within(&self, limit: Usd, input_tokens: u64) -> Option<u64> {
+        let per_million = self.output_per_million.as_f64();
+        if per_million <= 0.0 {
+            return None;
+        }
+        let fits = |out: u64| self.cost(&Usage::new(input_tokens, out)).as_f64() <= limit.as_f64();
+        if !fits(0) {
+            return Some(0);
+        }
+        let rest =
+            limit.as_f64() - Usd::per_million_tokens(self.input_per_million, input_tokens).as_f64();
+        // The float quotient may land a token either side of the exact answer: step
+        // down until the cost fits, then up while the next token still fits (the cast
+        // saturates, so a huge limit cannot wrap).
+        let mut out = (rest * 1_000_000.0 / per_million).floor().max(0.0) as u64;
+        while out > 0 && !fits(out) {
+            out -= 1;
+        }
+        for _ in 0..2 {
+            if out < u64::MAX && fits(out + 1) {
+                out += 1;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Prices by model id. Serialises as a plain map, so a TOML file (or section) of
@@ -209,5 +251,35 @@ mod tests {
             prop_assert!(price.cost(&Usage::new(a + extra, b)) >= base);
             prop_assert!(price.cost(&Usage::new(a, b + extra)) >= base);
         }
+
+        /// The output allowance is exact: its cost fits the limit, one token more
+        /// does not.
+        #[test]
+        fn output_tokens_within_is_the_most_that_fits(
+            input_milli in 0u32..100_000,
+            output_milli in 1u32..200_000,
+            limit_micro in 0u32..5_000_000,
+            prompt in 0u64..2_000_000,
+        ) {
+            let price = ModelPrice::new(
+                usd(f64::from(input_milli) / 1000.0),
+                usd(f64::from(output_milli) / 1000.0),
+            );
+            let limit = usd(f64::from(limit_micro) / 1_000_000.0);
+            let out = price.output_tokens_within(limit, prompt).unwrap();
+            let cost = |o: u64| price.cost(&Usage::new(prompt, o)).as_f64();
+            if cost(0) <= limit.as_f64() {
+                prop_assert!(cost(out) <= limit.as_f64(), "{out}: {} > {limit}", cost(out));
+                prop_assert!(cost(out + 1) > limit.as_f64(), "{out} is not the most");
+            } else {
+                prop_assert_eq!(out, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn free_output_has_no_token_limit() {
+        let price = ModelPrice::new(usd(1.0), Usd::ZERO);
+        assert_eq!(price.output_tokens_within(usd(0.0), 10), None);
     }
 }

@@ -33,6 +33,7 @@ pub struct ScriptedClient {
     model: ModelId,
     provider: String,
     price: Option<ModelPrice>,
+    max_tokens: Option<u32>,
     script: Mutex<VecDeque<Result<Completion, LlmError>>>,
     requests: Mutex<Vec<CompletionRequest>>,
 }
@@ -49,6 +50,7 @@ impl ScriptedClient {
             model: model.into(),
             provider: "scripted".to_owned(),
             price: None,
+            max_tokens: None,
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
         }
@@ -65,6 +67,14 @@ impl ScriptedClient {
     #[must_use]
     pub fn with_price(mut self, price: ModelPrice) -> Self {
         self.price = Some(price);
+        self
+    }
+
+    /// Reports `max_tokens` from [`LlmClient::default_max_tokens`], as a configured
+    /// provider client does.
+    #[must_use]
+    pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
         self
     }
 
@@ -165,6 +175,14 @@ impl LlmClient for ScriptedClient {
 
     fn provider(&self) -> &str {
         &self.provider
+    }
+
+    fn price(&self) -> Option<ModelPrice> {
+        self.price
+    }
+
+    fn default_max_tokens(&self) -> Option<u32> {
+        self.max_tokens
     }
 }
 

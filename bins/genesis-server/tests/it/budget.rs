@@ -1,14 +1,15 @@
 //! Money through the server: a client's `budget_usd` is capped by `budget.per_run`,
 //! `genesis_cost_usd_total` counts each agent call once (LLM and HTTP agents alike),
-//! and `genesis_budget_exceeded_total` names the budget that ran out.
+//! `genesis_budget_exceeded_total` names the budget that ran out, and a run budget
+//! holds even when every LLM call writes as much as it may.
 //!
 //! The metric tests serve the app on a current-thread runtime inside
 //! `metrics::with_local_recorder`: the server, its runs and their agent calls all run
 //! on that thread, so the local recorder sees exactly this server's metrics, whatever
 //! other tests of this binary record into the global one.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -177,4 +178,75 @@ fn a_spent_daily_budget_is_counted_with_scope_daily() {
         0.0,
         "{rendered}"
     );
+}
+
+/// An OpenAI-compatible chat endpoint on loopback whose model always writes as much as
+/// it may: every call uses the request's whole `max_tokens` (16,384, the test's
+/// provider default, when absent), with one prompt token per 4 bytes of text. Records
+/// each call's `max_tokens`.
+async fn greedy_chat(
+    State(limits): State<Arc<Mutex<Vec<u64>>>>,
+    Json(req): Json<Value>,
+) -> Json<Value> {
+    let max_tokens = req["max_tokens"].as_u64().unwrap_or(16_384);
+    let bytes: usize = req["messages"].as_array().map_or(0, |m| {
+        m.iter()
+            .filter_map(|x| x["content"].as_str())
+            .map(str::len)
+            .sum()
+    });
+    limits.lock().unwrap().push(max_tokens);
+    let prompt = bytes / 4;
+    Json(json!({
+        "id": "x", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "done at length"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt as u64 + max_tokens}
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_budget_holds_when_every_llm_call_writes_its_whole_limit() {
+    let dir = TempDir::new("budget-greedy");
+    let limits = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(greedy_chat))
+        .with_state(Arc::clone(&limits));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut c = config(dir.path(), &stub.url);
+    // Every agent is an LLM agent on gpt-4o-mini ($0.15 / $0.60 per million tokens)
+    // with a 16,384-token output limit: a call writing all of it costs about $0.01,
+    // far above the planned estimates ($0.0003-0.002 a task, $0.0147 for the plan),
+    // and several run at once. Reserving only the estimates, two calls in flight
+    // spent $0.0197 of the $0.016 budget.
+    c.backends.clear();
+    c.llm.agents = true;
+    c.llm.providers = vec![
+        serde_json::from_value::<ProviderConfig>(json!({
+            "kind": "openai", "base_url": format!("http://{addr}/v1"),
+            "model": "gpt-4o-mini", "timeout": "10s", "max_tokens": 16384
+        }))
+        .unwrap(),
+    ];
+    let budget = 0.016;
+    c.budget.per_run = Some(usd(budget));
+    let s = TestServer::start(c, &[]).await;
+    let id = s.submit(REQUEST).await;
+    let run = s.wait_finished(&id, Duration::from_secs(60)).await;
+    let limits = limits.lock().unwrap().clone();
+    let cost = run["cost"].as_f64().unwrap();
+    assert!(
+        limits.len() >= 2,
+        "the budget pays for a few calls: {limits:?}, {run}"
+    );
+    assert!(
+        cost <= budget + 1e-9,
+        "spent ${cost} of a ${budget} budget over {} calls (max_tokens {limits:?})",
+        limits.len()
+    );
+    // The last calls were held to what was left: fewer output tokens than the default.
+    assert!(limits.iter().any(|&m| m < 16_384), "{limits:?}");
+    assert!(limits.iter().all(|&m| m >= 64), "{limits:?}");
 }

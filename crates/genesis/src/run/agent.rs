@@ -39,6 +39,23 @@ pub struct AgentRequest {
     pub attempt: u32,
     /// The previous round's answer when the agent refines (TUMIX), else `None`.
     pub previous: Option<String>,
+    /// The most this attempt may cost: the money set aside for it under the run's and
+    /// the day's budgets, when the agent bounded its cost ([`Agent::cost_bounds`]) and
+    /// a budget is in force. An agent that can, stays within it (an LLM agent lowers
+    /// the call's output token limit); `None`: no limit.
+    pub max_cost: Option<Usd>,
+}
+
+/// What one attempt at a task can cost, as an agent bounds it before the call
+/// ([`Agent::cost_bounds`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostBounds {
+    /// The least worth calling with: a useful answer cannot be had for less (for an
+    /// LLM agent, its prompt at the most tokens it can be, plus a few output tokens).
+    pub floor: Usd,
+    /// The most the attempt can cost if nothing limits it (for an LLM agent, the
+    /// prompt plus the full output token limit).
+    pub ceiling: Usd,
 }
 
 /// A successful attempt.
@@ -139,6 +156,18 @@ pub trait Agent: Send + Sync {
     /// [`AgentError`]; classify transient failures as `Transient` or `Timeout` so the
     /// executor retries them.
     async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError>;
+
+    /// What an attempt at `request` can cost, when the agent can bound it before the
+    /// call. The executor then sets aside up to [`CostBounds::ceiling`] (at least the
+    /// floor) of the budgets and passes what it set aside as
+    /// [`AgentRequest::max_cost`], which the agent must not exceed: a budget then
+    /// holds even when a call costs more than planned. `None` (the default): the
+    /// planned estimate is set aside, and a call that costs more is still charged in
+    /// full.
+    fn cost_bounds(&self, request: &AgentRequest) -> Option<CostBounds> {
+        let _ = request;
+        None
+    }
 }
 
 /// Agents by id, plus an optional fallback used for every agent without its own backend.

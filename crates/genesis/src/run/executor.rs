@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span, warn};
 
 use super::{
-    AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunJournal, RunResult, RunStatus,
-    TaskInput, TaskReport, TaskStatus,
+    AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, RunEvent, RunJournal, RunResult,
+    RunStatus, TaskInput, TaskReport, TaskStatus,
 };
 use crate::{Plan, PlannedTask};
 
@@ -1077,11 +1077,15 @@ impl Attempt {
                     cost: cost - cost_before,
                 };
                 loop {
-                    // The call's estimated cost is set aside on the run and the day
-                    // before the call, so tasks in flight together cannot overspend;
-                    // it is settled to the actual cost after, or given back (dropped)
-                    // when the call fails or the task is cancelled.
-                    let (global, reservation) = match self.reserve_for_call(true).await {
+                    // Money is set aside on the run and the day before the call (up
+                    // to the call's bounded cost, else its estimate), so tasks in
+                    // flight together cannot overspend; it is settled to the actual
+                    // cost after, or given back (dropped) when the call fails or the
+                    // task is cancelled. An agent that bounded its cost is held to
+                    // what was set aside.
+                    let mut request = self.request(agent, retry + 1, None);
+                    let bounds = backend.cost_bounds(&request);
+                    let (global, reservation) = match self.reserve_for_call(true, bounds).await {
                         Ok(r) => r,
                         Err(e) => {
                             // The budget ran out: not the agent's doing, unless its own
@@ -1099,6 +1103,7 @@ impl Attempt {
                             };
                         }
                     };
+                    request.max_cost = self.max_cost(bounds, &reservation);
                     let permit = match breaker.try_acquire_owned(Instant::now()) {
                         Ok(p) => p,
                         Err(e) => {
@@ -1114,7 +1119,7 @@ impl Attempt {
                         agent: agent.clone(),
                         attempt: retry,
                     });
-                    let result = self.call(&backend, agent, retry, None).await;
+                    let result = self.call(&backend, request).await;
                     // The server-wide slot is held for the call only, not for backoff
                     // sleeps or refinement.
                     drop(global);
@@ -1207,8 +1212,9 @@ impl Attempt {
         }
     }
 
-    /// A server-wide call slot, then the call's estimated cost set aside on the run and
-    /// the day, in that order: only calls about to be made hold money, not tasks queued
+    /// A server-wide call slot, then money set aside on the run and the day (as much of
+    /// `bounds`' ceiling as fits, at least its floor; without bounds, the estimate), in
+    /// that order: only calls about to be made hold money, not tasks queued
     /// for a slot. When the budget is short only because of calls in flight
     /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits until one of
     /// them is settled or released (woken by the ledger, [`CostLedger::released`]; the
@@ -1216,13 +1222,18 @@ impl Attempt {
     async fn reserve_for_call(
         &self,
         wait: bool,
+        bounds: Option<CostBounds>,
     ) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, Reservation), BudgetExceeded> {
         loop {
             let global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
             // Taken before the attempt: a call settling between the refusal and the
             // wait below makes it resolve at once instead of being missed.
             let released = self.ledger.released();
-            match self.ledger.reserve(self.estimate) {
+            let reserved = match bounds {
+                Some(b) => self.ledger.reserve_between(b.floor, b.ceiling),
+                None => self.ledger.reserve(self.estimate),
+            };
+            match reserved {
                 Ok(reservation) => return Ok((global, reservation)),
                 Err(e) if wait && e.fits_once_settled() => {
                     drop(global);
@@ -1234,14 +1245,9 @@ impl Attempt {
         }
     }
 
-    async fn call(
-        &self,
-        backend: &Arc<dyn super::Agent>,
-        agent: &AgentId,
-        attempt: u32,
-        previous: Option<String>,
-    ) -> Result<AgentOutput, AgentError> {
-        let request = AgentRequest {
+    /// The request for one attempt (no cost limit yet: see [`Attempt::max_cost`]).
+    fn request(&self, agent: &AgentId, attempt: u32, previous: Option<String>) -> AgentRequest {
+        AgentRequest {
             run_id: self.run_id.clone(),
             subject: Arc::clone(&self.subject),
             request: Arc::clone(&self.request),
@@ -1251,12 +1257,30 @@ impl Attempt {
             inputs: self.inputs.clone(),
             attempt,
             previous,
-        };
+            max_cost: None,
+        }
+    }
+
+    /// The cost limit of an attempt: what was set aside for it, when its agent bounded
+    /// its cost and a run or day budget is in force (without one nothing needs
+    /// holding back).
+    fn max_cost(&self, bounds: Option<CostBounds>, reservation: &Reservation) -> Option<Usd> {
+        let budget = self.ledger.budget();
+        let limited = budget.per_run.is_some() || budget.per_day.is_some();
+        (bounds.is_some() && limited).then(|| reservation.amount())
+    }
+
+    async fn call(
+        &self,
+        backend: &Arc<dyn super::Agent>,
+        request: AgentRequest,
+    ) -> Result<AgentOutput, AgentError> {
+        let agent = request.agent.clone();
         let timeout = self.exec.config.task_timeout;
         match tokio::time::timeout(timeout, backend.execute(request)).await {
             Ok(r) => r,
             Err(_) => Err(AgentError::Timeout {
-                agent: agent.clone(),
+                agent,
                 after: timeout,
             }),
         }
@@ -1328,7 +1352,9 @@ impl Attempt {
                 return best;
             }
             // Another round is optional: no waiting for room in the budget.
-            let (global, reservation) = match self.reserve_for_call(false).await {
+            let mut request = self.request(agent, *attempts + 1, Some(previous.clone()));
+            let bounds = backend.cost_bounds(&request);
+            let (global, reservation) = match self.reserve_for_call(false, bounds).await {
                 Ok(r) => r,
                 Err(e) => {
                     // No room for another round: keep the best answer so far.
@@ -1336,10 +1362,9 @@ impl Attempt {
                     return best;
                 }
             };
+            request.max_cost = self.max_cost(bounds, &reservation);
             *attempts += 1;
-            let round = self
-                .call(backend, agent, *attempts, Some(previous.clone()))
-                .await;
+            let round = self.call(backend, request).await;
             drop(global);
             // A failed round returns here and its reservation is released.
             let Ok(out) = round else { return best };

@@ -16,7 +16,9 @@ use genesis_core::{AgentId, RunId, TaskId, Usd};
 use genesis_daao::{BudgetScope, DayTotal};
 use serde::{Deserialize, Serialize};
 
-pub use agent::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, FollowUp, TaskInput};
+pub use agent::{
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, FollowUp, TaskInput,
+};
 pub use executor::{
     AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig, Refinement, RunHandle,
 };

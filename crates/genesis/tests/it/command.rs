@@ -26,6 +26,7 @@ fn request(input_bytes: usize) -> AgentRequest {
         }],
         attempt: 1,
         previous: None,
+        max_cost: None,
     }
 }
 

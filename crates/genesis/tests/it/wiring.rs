@@ -169,6 +169,7 @@ async fn an_llm_agent_refuses_a_model_no_provider_serves() {
         inputs: Vec::new(),
         attempt: 1,
         previous: None,
+        max_cost: None,
     };
     let err = agent
         .execute(request(Some("claude-sonnet-4-5")))
@@ -182,6 +183,75 @@ async fn an_llm_agent_refuses_a_model_no_provider_serves() {
     // A task without a planned model runs on the planner's model, as before.
     let out = agent.execute(request(None)).await.unwrap();
     assert_eq!(out.text, "done");
+}
+
+/// An LLM agent on a priced model bounds its call (prompt at one token per byte plus
+/// 16 per message, output up to its limit) and is held to the money set aside: the
+/// call's `max_tokens` is lowered to what `max_cost` pays for, and a `max_cost` below
+/// the floor is refused before any call, naming the rule.
+#[tokio::test]
+async fn an_llm_agent_is_held_to_the_money_set_aside() {
+    use genesis::core::Usd;
+    use genesis::llm::{LlmClient, ModelPrice, Usage};
+    let usd = |v: f64| Usd::new(v).unwrap();
+    let price = ModelPrice::new(usd(2.5), usd(10.0));
+    let client = Arc::new(
+        genesis::llm::ScriptedClient::new("priced")
+            .with_price(price)
+            .with_default_max_tokens(4000)
+            .then_text("short")
+            .then_text("long"),
+    );
+    let providers = LlmProviders::from_clients(
+        vec![Arc::clone(&client) as Arc<dyn LlmClient>],
+        Default::default(),
+    );
+    let agent = LlmAgent::new(providers, Default::default());
+    let request = |max_cost: Option<Usd>| AgentRequest {
+        run_id: genesis::new_run_id(),
+        subject: "anonymous".into(),
+        request: "r".into(),
+        task: hard_task(),
+        agent: AgentId::new("architect"),
+        model: None,
+        inputs: Vec::new(),
+        attempt: 1,
+        previous: None,
+        max_cost,
+    };
+    let bounds = agent.cost_bounds(&request(None)).unwrap();
+    // Which prompt bound the bounds were computed from: the floor pays for 64 output
+    // tokens, the ceiling for 4,000.
+    let per_out = 10.0 / 1e6;
+    let spread = bounds.ceiling.as_f64() - bounds.floor.as_f64();
+    assert!(
+        (spread - (4000.0 - 64.0) * per_out).abs() < 1e-12,
+        "{bounds:?}"
+    );
+    let prompt_cost = bounds.floor.as_f64() - 64.0 * per_out;
+    let prompt_tokens = (prompt_cost / (2.5 / 1e6)).round() as u64;
+    assert!(prompt_tokens > 16 * 2, "{bounds:?}");
+    // Half way between floor and ceiling: about 2,000 output tokens.
+    let max_cost = usd((bounds.floor.as_f64() + bounds.ceiling.as_f64()) / 2.0);
+    agent.execute(request(Some(max_cost))).await.unwrap();
+    let sent = client.requests()[0].max_tokens.unwrap();
+    let expected = price.output_tokens_within(max_cost, prompt_tokens).unwrap();
+    assert_eq!(u64::from(sent), expected);
+    assert!((2000..2100).contains(&sent), "{sent}");
+    assert!(price.cost(&Usage::new(prompt_tokens, u64::from(sent))) <= max_cost);
+    // With room for the whole limit, the client's default is left alone.
+    agent.execute(request(Some(bounds.ceiling))).await.unwrap();
+    assert_eq!(client.requests()[1].max_tokens, None);
+    // Below the floor: refused before any call.
+    let err = agent
+        .execute(request(Some(usd(bounds.floor.as_f64() * 0.9))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AgentError::Rejected { message, .. } if message.contains("rule: call_within_reservation")),
+        "{err}"
+    );
+    assert_eq!(client.calls(), 2);
 }
 
 /// What one stub provider was asked: the `model` of every request.
