@@ -329,7 +329,12 @@ impl InjectionDetector {
     pub(crate) fn logits(&self, text: &str, mut reasons: Option<&mut Vec<Reason>>) -> Logits {
         let norm = normalize(text);
         let mut matched = Vec::new();
-        let structure = Structure::of(&norm.text, &mut matched);
+        let structure = Structure::of_forms(
+            &norm.text,
+            norm.unaccented.as_deref(),
+            &mut matched,
+            &crate::charlm::SHIPPED,
+        );
         let mut scratch = Vec::new();
         let rules = self.rule_logit(
             structure,
@@ -348,27 +353,26 @@ impl InjectionDetector {
         let mut top = TopFeatures::new(k);
         let signals = features::signals(&norm.stats, &structure);
         let charlm = &*crate::charlm::SHIPPED;
-        let (sum, n) = match model.table() {
-            Some(table) if k == 0 => features::weighted_sum(&norm.text, signals, table, charlm),
+        let bias = f64::from(model.bias());
+        let scale = f64::from(model.scale());
+        // The highest logit of the whole text and of its windows (see `features::ModelSums`).
+        let (logit, n) = match model.table() {
             Some(table) => {
-                let bytes = norm.text.as_bytes();
-                let (mut sum, peak) = features::char_gram_sum(bytes, table, charlm);
-                let mut n = features::char_gram_count(bytes.len());
-                n += features::for_each_word_feature(bytes, |bucket, span| {
-                    let w = features::weight_at(table, bucket);
-                    sum += i64::from(w);
-                    top.offer(w, span, &norm.text);
-                });
-                for name in signals.chain(features::gibberish_signals(charlm.level(peak))) {
+                // Windows only where a rule matched: see `features::ModelSums`.
+                let windowed = rules > 0.0;
+                let mut sums =
+                    features::model_sums(&norm.text, table, charlm, windowed, |w, span| {
+                        top.offer(w, span, &norm.text);
+                    });
+                for name in signals.chain(features::gibberish_signals(charlm.level(sums.peak))) {
                     let w = features::weight_at(table, features::signal_bucket(name));
-                    sum += i64::from(w);
+                    sums.add_signal(w);
                     top.offer(w, Span::Signal(name), &norm.text);
-                    n += 1;
                 }
-                (sum, n)
+                sums.max_logit(bias, scale)
             }
             // Unreachable for a parsed model (its table always has every bucket): fall
-            // back to the reference featuriser rather than fail.
+            // back to the reference featuriser, whole text only, rather than fail.
             None => {
                 let mut sum: i64 = 0;
                 let level = charlm.level(charlm.peak(norm.text.as_bytes()));
@@ -380,11 +384,12 @@ impl InjectionDetector {
                         top.offer(w, span, &norm.text);
                     }
                 });
-                (sum, n)
+                let norm_factor = 1.0 / (n.max(features::MIN_NORM) as f64).sqrt();
+                (bias + sum as f64 * scale * norm_factor, n)
             }
         };
+        // Feature weights are reported on the scale of the winning text or window.
         let norm_factor = 1.0 / (n.max(features::MIN_NORM) as f64).sqrt();
-        let logit = f64::from(model.bias()) + sum as f64 * f64::from(model.scale()) * norm_factor;
         if let Some(reasons) = reasons {
             reasons.push(Reason {
                 kind: ReasonKind::Model,

@@ -578,10 +578,24 @@ impl RuleSet {
 
     /// Indices into [`RULES`] of the rules that match, one per rule name, and the cues that
     /// match.
+    #[cfg(test)]
     pub(crate) fn matches(&self, normalized: &str, out: &mut Vec<usize>) -> Cues {
+        self.matches_forms(normalized, None, out)
+    }
+
+    /// [`RuleSet::matches`] over the normalised text and, when given, its accent-free form
+    /// ([`crate::normalize::Normalized::unaccented`]): a rule or cue matches when it
+    /// matches either (the patterns with accents, German and French ones, match the first).
+    pub(crate) fn matches_forms(
+        &self,
+        normalized: &str,
+        unaccented: Option<&str>,
+        out: &mut Vec<usize>,
+    ) -> Cues {
         out.clear();
         let mut cues = 0u32;
-        for idx in self.set.matches(normalized.as_bytes()).iter() {
+        let forms = std::iter::once(normalized).chain(unaccented);
+        for idx in forms.flat_map(|text| self.set.matches(text.as_bytes()).into_iter()) {
             // Past the rules come the cues, then the NO_PREFILTER sentinel (never matches).
             let Some(rule) = RULES.get(idx) else {
                 if let Some(bit) = idx.checked_sub(RULES.len()).filter(|&b| b < CUES.len()) {
@@ -647,18 +661,32 @@ pub(crate) struct Structure {
 impl Structure {
     /// Runs the checks and the rule set; `matched` receives the matching [`RULES`] indices
     /// (one per rule name).
+    #[cfg(test)]
     pub(crate) fn of(normalized: &str, matched: &mut Vec<usize>) -> Structure {
         Self::of_with(normalized, matched, &crate::charlm::SHIPPED)
     }
 
     /// [`Structure::of`] with the given character model (training uses its own).
+    #[cfg(test)]
     pub(crate) fn of_with(
         normalized: &str,
         matched: &mut Vec<usize>,
         charlm: &CharModel,
     ) -> Structure {
+        Self::of_forms(normalized, None, matched, charlm)
+    }
+
+    /// [`Structure::of_with`] whose rules and cues also match `unaccented`, the text's
+    /// accent-free form ([`RuleSet::matches_forms`]); the whole-text checks (padding,
+    /// brackets, gibberish) read `normalized` alone.
+    pub(crate) fn of_forms(
+        normalized: &str,
+        unaccented: Option<&str>,
+        matched: &mut Vec<usize>,
+        charlm: &CharModel,
+    ) -> Structure {
         let cues = match RULE_SET.as_ref() {
-            Some(set) => set.matches(normalized, matched),
+            Some(set) => set.matches_forms(normalized, unaccented, matched),
             None => {
                 matched.clear();
                 Cues::default()

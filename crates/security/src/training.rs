@@ -27,6 +27,10 @@ pub struct Doc {
     val: Vec<f32>,
     /// Log-odds from the rule layer (added as a fixed offset).
     pub rule_logit: f32,
+    /// For a text longer than one model window that a rule matched: its normalised form
+    /// and signals, so [`Doc::model_logit`] scores the windows as the detector does.
+    /// Training reads only the whole-text features.
+    windowed: Option<Box<(String, Vec<&'static str>)>>,
 }
 
 impl Doc {
@@ -36,13 +40,26 @@ impl Doc {
         combined_logit(f64::from(self.rule_logit), self.model_logit(model))
     }
 
-    /// The model's logit alone (including its bias).
+    /// The model's logit alone (including its bias): the whole text's or, for a text longer
+    /// than one window that a rule matched, the highest of it and its windows' logits of 0
+    /// or more, as in the detector.
     pub fn model_logit(&self, model: &LinearModel) -> f64 {
         let mut s = 0.0f64;
         for (&i, &v) in self.idx.iter().zip(&self.val) {
             s += f64::from(model.weight(i)) * f64::from(v);
         }
-        f64::from(model.bias()) + s
+        let whole = f64::from(model.bias()) + s;
+        let (Some(windowed), Some(table)) = (self.windowed.as_deref(), model.table()) else {
+            return whole;
+        };
+        let (text, signals) = windowed;
+        // The peak is not needed: the gibberish signals are among `signals` already.
+        let mut sums = features::model_sums(text, table, &crate::charlm::SHIPPED, true, |_, _| {});
+        for name in signals {
+            sums.add_signal(features::weight_at(table, features::signal_bucket(name)));
+        }
+        let (windows, _) = sums.max_logit(f64::from(model.bias()), f64::from(model.scale()));
+        whole.max(windows)
     }
 }
 
@@ -72,13 +89,21 @@ pub fn featurize_with(text: &str, charlm: &CharModel) -> Doc {
     let detector = InjectionDetector::default();
     let norm = normalize(text);
     let mut matched = Vec::new();
-    let structure = rules::Structure::of_with(&norm.text, &mut matched, charlm);
+    let structure =
+        rules::Structure::of_forms(&norm.text, norm.unaccented.as_deref(), &mut matched, charlm);
     let rule_logit = detector.rule_logit(structure, &matched, &mut Vec::new()) as f32;
     let mut buckets = Vec::new();
     let level = charlm.level(charlm.peak(norm.text.as_bytes()));
-    let signals =
-        features::signals(&norm.stats, &structure).chain(features::gibberish_signals(level));
-    let n = features::for_each_feature(&norm.text, signals, |b, _| buckets.push(b));
+    let signals: Vec<&'static str> = features::signals(&norm.stats, &structure)
+        .chain(features::gibberish_signals(level))
+        .collect();
+    let n = features::for_each_feature(&norm.text, signals.iter().copied(), |b, _| {
+        buckets.push(b);
+    });
+    // As in the detector: windows only where a rule matched, for a text longer than one.
+    let windowed = (rule_logit > 0.0
+        && norm.text.len() > features::WINDOW_BLOCKS * crate::charlm::PEAK_BLOCK)
+        .then(|| Box::new((norm.text, signals)));
     buckets.sort_unstable();
     let inv = 1.0 / (n.max(features::MIN_NORM) as f32).sqrt();
     let mut idx = Vec::new();
@@ -97,6 +122,7 @@ pub fn featurize_with(text: &str, charlm: &CharModel) -> Doc {
         idx,
         val,
         rule_logit,
+        windowed,
     }
 }
 
