@@ -206,8 +206,9 @@ impl SharedFlags {
 
     /// Loads `path` like [`SharedFlags::load`] when it exists; otherwise starts on
     /// `defaults` and still remembers `path`, so [`SharedFlags::reload_if_changed`] loads
-    /// the file once it appears (e.g. written by `genesis deploy` on a server started
-    /// without one). Until then reloads report [`ReloadOutcome::Unchanged`].
+    /// the file once it appears (e.g. put in place by an operator or a configuration
+    /// tool after a server started without one). Until then reloads report
+    /// [`ReloadOutcome::Unchanged`].
     ///
     /// # Errors
     /// As [`FlagStore::load`], for a file that exists.
@@ -541,8 +542,8 @@ mod tests {
     }
 
     /// Started on defaults because the file was missing, the handle picks the file up
-    /// once it appears (a server started without one, then `genesis deploy`), and says
-    /// nothing while it is absent.
+    /// once it appears (a server started without one, then the file put in place), and
+    /// says nothing while it is absent.
     #[test]
     fn a_file_that_appears_after_start_is_loaded() {
         let file = TempFile::new("appears");

@@ -489,7 +489,8 @@ impl LlmAgent {
 }
 
 /// Output tokens below which an LLM call is not worth making: a call the money set
-/// aside cannot pay this many for is refused instead (rule `call_within_reservation`).
+/// aside cannot pay this many for (or its whole output limit, when that is lower) is
+/// refused instead (rule `call_within_reservation`).
 pub const MIN_OUTPUT_TOKENS: u64 = 64;
 
 /// Tokens a message can add beyond its text (role markers, separators): generous for
@@ -560,13 +561,15 @@ impl Agent for LlmAgent {
             let limit = u64::from(limit);
             let prompt_tokens = prompt_token_bound(&req);
             if let Some(out) = price.output_tokens_within(max_cost, prompt_tokens) {
-                if out < MIN_OUTPUT_TOKENS {
+                // The least worth calling with, as `cost_bounds` floors it.
+                let least = MIN_OUTPUT_TOKENS.min(limit);
+                if out < least {
                     return Err(AgentError::Rejected {
                         agent,
                         message: format!(
                             "no LLM call: the ${:.6} set aside for it cannot pay for a prompt \
-                             of up to {prompt_tokens} tokens and {MIN_OUTPUT_TOKENS} output \
-                             tokens on {} (rule: call_within_reservation)",
+                             of up to {prompt_tokens} tokens and {least} output tokens on {} \
+                             (rule: call_within_reservation)",
                             max_cost.as_f64(),
                             client.model()
                         ),

@@ -3254,4 +3254,57 @@ mod tests {
             proptest::prop_assert_eq!(score_all(&idx, &text, 0.0), score_all(&general, &text, 0.0));
         }
     }
+    /// Adversarial non-ASCII inputs (review R7: characters whose lower case is longer,
+    /// or ASCII, stacked combining marks, long words, camelCase with non-ASCII) agree on
+    /// every path (small scorer and general, vocabulary or none), without panics.
+    #[test]
+    fn adversarial_non_ascii_text_agrees_on_every_path() {
+        let (idx, general) = shipped_indexes();
+        let long_cyr = "ПРОВЕРКАБЕЗОПАСНОСТИПРОВЕРКАБЕЗОПАСНОСТИ";
+        let texts: Vec<String> = vec![
+            "İSTANBUL deploy İ İİİİİİİİİİİİİİİİİİİİİİİİİİİİİİİİİ".into(),
+            "\u{212A}EY API \u{212A}ubernetes deploy\u{212A}ey".into(),
+            "e\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}x".into(),
+            format!("{long_cyr} {} deploy", long_cyr.to_lowercase()),
+            "getÜbersichtData fetchİSTANBULData apiİ deployİx aİB".into(),
+            "Ⱥ ⱥ ȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺȺ ẞtraße STRASSE".into(),
+            "aaaaaaaaaaaaaaaİ aaaaaaaaaaaaaaaaİ aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaİ".into(),
+            "testsİ İtests ΣΑΣ σας Deployς".into(),
+            "\u{feff}deploy\u{200b}api \u{0130}\u{0307}".into(),
+        ];
+        for text in &texts {
+            for _ in 0..2 {
+                assert_eq!(
+                    score_all(&idx, text, 0.0),
+                    score_all(&general, text, 0.0),
+                    "{text:?}"
+                );
+            }
+            let vocab = Vocab::build(
+                [text.as_str(), "deploy api tests key"].into_iter(),
+                &TextConfig::default(),
+            );
+            assert_eq!(analyse(text, Some(&vocab)), analyse(text, None), "{text:?}");
+            let mut n = 0;
+            for_each_raw_word(text, |_| n += 1);
+            let _ = words(text);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_unicode_text_agrees_on_every_path_and_ignores_case_in_raw_words(text in "\\PC{0,40}", w in "[\\p{Lu}\\p{Ll}\\p{M}a-zA-Z]{1,40}") {
+            let (idx, general) = shipped_indexes();
+            for t in [text.as_str(), w.as_str()] {
+                proptest::prop_assert_eq!(score_all(&idx, t, 0.0), score_all(&general, t, 0.0));
+                let vocab = Vocab::build([t, "deploy api tests"].into_iter(), &TextConfig::default());
+                proptest::prop_assert_eq!(analyse(t, Some(&vocab)), analyse(t, None));
+                // Raw words (rule keywords) ignore case: any text reads as its lower-case form.
+                let raws = |t: &str| { let mut v = Vec::new(); for_each_raw_word(t, |h| v.push(h)); v };
+                proptest::prop_assert_eq!(raws(t), raws(&t.to_lowercase()), "{:?}", t);
+                proptest::prop_assert_eq!(score_all(&general, t, 0.0).3, raws(t), "{:?}", t);
+            }
+        }
+    }
 }

@@ -246,24 +246,44 @@ impl FailureTable {
         self.entries.get(agent).is_some_and(|f| f.stamp == stamp)
     }
 
-    /// Forgets the agents with the oldest last failure until one more fits under `cap`.
-    fn make_room(&mut self, cap: usize) {
+    /// Forgets the agents with the oldest last failure until one more fits under `cap`,
+    /// never one locked out at `now`: eviction must not lift a lockout (a guesser could
+    /// otherwise fail under `cap` fresh ids to reopen guessing). Locked-out entries met
+    /// on the way go to the back of the order. Looks at most [`EVICTION_LOOK`] live
+    /// entries; false when that found none to forget (the table is all lockouts).
+    fn make_room(&mut self, cap: usize, now: u64) -> bool {
+        let mut looked = 0usize;
         while self.entries.len() >= cap.max(1) {
-            let Some((agent, stamp)) = self.order.pop_front() else {
-                break;
-            };
-            if self.is_live(&agent, stamp) {
-                self.entries.remove(&agent);
-                tracing::debug!(agent = %agent, "auth failure table full: forgot the oldest failure");
+            if looked == EVICTION_LOOK {
+                return false;
             }
+            let Some((agent, stamp)) = self.order.pop_front() else {
+                return false;
+            };
+            if !self.is_live(&agent, stamp) {
+                continue;
+            }
+            looked += 1;
+            if self
+                .entries
+                .get(&agent)
+                .is_some_and(|f| f.locked_until > now)
+            {
+                self.order.push_back((agent, stamp));
+                continue;
+            }
+            self.entries.remove(&agent);
+            tracing::debug!(agent = %agent, "auth failure table full: forgot the oldest failure");
         }
+        true
     }
 
     /// The entry of `agent` (created empty if needed, evicting to stay within `cap`),
-    /// marked as the most recently failed.
-    fn touch(&mut self, agent: &AgentId, cap: usize) -> &mut Failures {
-        if !self.entries.contains_key(agent) {
-            self.make_room(cap);
+    /// marked as the most recently failed; `None` when the table is full of lockouts
+    /// (the failure then goes uncounted: see [`FailureTable::make_room`]).
+    fn touch(&mut self, agent: &AgentId, cap: usize, now: u64) -> Option<&mut Failures> {
+        if !self.entries.contains_key(agent) && !self.make_room(cap, now) {
+            return None;
         }
         let stamp = self.next_stamp;
         self.next_stamp = self.next_stamp.wrapping_add(1);
@@ -277,9 +297,13 @@ impl FailureTable {
         self.order.push_back((agent.clone(), stamp));
         let f = self.entries.entry(agent.clone()).or_default();
         f.stamp = stamp;
-        f
+        Some(f)
     }
 }
+
+/// Most live entries [`FailureTable::make_room`] looks at for one new agent: bounds the
+/// work of a failure when the oldest entries are all locked out.
+const EVICTION_LOOK: usize = 64;
 
 #[derive(Debug, Default)]
 struct State {
@@ -489,7 +513,13 @@ impl AgentAuthenticator {
     fn record_failure(&self, agent: &AgentId, now: u64) -> Option<SecurityError> {
         let mut state = self.state();
         let window = self.config.failure_window.as_secs();
-        let f = state.failures.touch(agent, self.config.max_tracked_agents);
+        let Some(f) = state
+            .failures
+            .touch(agent, self.config.max_tracked_agents, now)
+        else {
+            tracing::warn!(agent = %agent, "auth failure table full of lockouts: failure not counted");
+            return None;
+        };
         if f.locked_until != 0 && f.locked_until <= now {
             // A served lockout starts a fresh count.
             *f = Failures {
@@ -1057,6 +1087,67 @@ mod tests {
             state.failures.order.len() <= 2 * 10 + 64,
             "{}",
             state.failures.order.len()
+        );
+    }
+
+    /// Eviction never lifts a lockout: a guesser who fails under `max_tracked_agents`
+    /// fresh ids (review R7: that used to evict the locked-out id mid cool-down) finds
+    /// the id still locked; the fresh ids' failures make room among themselves, and a
+    /// table full of lockouts counts no more failures rather than forget one.
+    #[test]
+    fn eviction_never_lifts_a_lockout() {
+        let config = AuthConfig {
+            max_tracked_agents: 10,
+            ..AuthConfig::default()
+        };
+        let a = AgentAuthenticator::new(
+            &config,
+            Some(Secret::new("0123456789abcdef0123456789abcdef")),
+        )
+        .unwrap();
+        let victim = AgentId::new("builder");
+        for _ in 0..5 {
+            let _ = a.verify("gat1.garbage", &victim, t(NOW));
+        }
+        let err = a.verify("gat1.garbage", &victim, t(NOW + 1)).unwrap_err();
+        assert!(matches!(err, SecurityError::AgentLockedOut { .. }), "{err}");
+        for i in 0..10 {
+            let _ = a.verify("gat1.x", &AgentId::new(format!("flood{i}")), t(NOW + 2));
+        }
+        // 3 s into a 300 s lockout: still locked.
+        let err = a.verify("gat1.garbage", &victim, t(NOW + 3)).unwrap_err();
+        assert!(
+            matches!(err, SecurityError::AgentLockedOut { .. }),
+            "lockout lifted by eviction: {err}"
+        );
+        // A table full of lockouts: a new id's failure is not counted, nothing is
+        // forgotten, and the table stays within its cap.
+        for i in 0..10 {
+            let id = AgentId::new(format!("locked{i}"));
+            for _ in 0..5 {
+                let _ = a.verify("gat1.garbage", &id, t(NOW + 4));
+            }
+        }
+        let _ = a.verify("gat1.garbage", &AgentId::new("newcomer"), t(NOW + 5));
+        {
+            let state = a.state();
+            assert!(state.failures.entries.len() <= 10);
+            assert!(
+                !state
+                    .failures
+                    .entries
+                    .contains_key(&AgentId::new("newcomer"))
+            );
+        }
+        let err = a.verify("gat1.garbage", &victim, t(NOW + 6)).unwrap_err();
+        assert!(matches!(err, SecurityError::AgentLockedOut { .. }), "{err}");
+        // Once the lockouts are served, new failures make room again.
+        let _ = a.verify("gat1.garbage", &AgentId::new("later"), t(NOW + 400));
+        assert!(
+            a.state()
+                .failures
+                .entries
+                .contains_key(&AgentId::new("later"))
         );
     }
 }

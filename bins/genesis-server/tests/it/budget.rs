@@ -250,3 +250,42 @@ async fn a_run_budget_holds_when_every_llm_call_writes_its_whole_limit() {
     assert!(limits.iter().any(|&m| m < 16_384), "{limits:?}");
     assert!(limits.iter().all(|&m| m >= 64), "{limits:?}");
 }
+
+/// A chat endpoint that never answers in time.
+async fn slow_chat(Json(_): Json<Value>) -> Json<Value> {
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    Json(json!({}))
+}
+
+/// An LLM call that times out was sent and may be billed up to what was set aside for
+/// it: that is charged, so the run's spend never passes its budget and is not reported
+/// as $0 (review R7: the reservation was given back, and each retry sent another call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_llm_call_is_charged_what_was_set_aside() {
+    let dir = TempDir::new("budget-timeout");
+    let app = axum::Router::new().route("/v1/chat/completions", post(slow_chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut c = config(dir.path(), &stub.url);
+    c.backends.clear();
+    c.llm.agents = true;
+    c.llm.providers = vec![
+        serde_json::from_value::<ProviderConfig>(json!({
+            "kind": "openai", "base_url": format!("http://{addr}/v1"),
+            "model": "gpt-4o-mini", "timeout": "10s", "max_tokens": 16384
+        }))
+        .unwrap(),
+    ];
+    c.executor.task_timeout = Duration::from_millis(200);
+    let budget = 0.016;
+    c.budget.per_run = Some(usd(budget));
+    let s = TestServer::start(c, &[]).await;
+    let id = s.submit(REQUEST).await;
+    let run = s.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let cost = run["cost"].as_f64().unwrap();
+    assert!(cost > 0.0, "timed-out calls are charged: {run}");
+    assert!(cost <= budget + 1e-9, "spent ${cost} of ${budget}");
+}

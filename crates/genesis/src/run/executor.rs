@@ -463,6 +463,16 @@ enum Outcome {
 /// the cost of a missed wake-up, never the normal path.
 const BUDGET_WAIT_FALLBACK: Duration = Duration::from_secs(1);
 
+/// Charges what was set aside for a bounded call that timed out: it was sent, and its
+/// provider may bill it up to that amount. Counted in `genesis_cost_usd_total` too, as
+/// the provider layer counts a call that answered. Returns the amount.
+fn charge_timed_out(reservation: Reservation) -> Usd {
+    let charged = reservation.amount();
+    reservation.settle(charged);
+    metrics::gauge!(genesis_telemetry::catalogue::COST_USD_TOTAL).increment(charged.as_f64());
+    charged
+}
+
 /// The `budget_exceeded` event of a call of `task_id` refused by `e`.
 fn budget_event(task_id: &TaskId, e: &BudgetExceeded) -> RunEvent {
     RunEvent::BudgetExceeded {
@@ -1119,6 +1129,7 @@ impl Attempt {
                         agent: agent.clone(),
                         attempt: retry,
                     });
+                    let bounded = request.max_cost.is_some();
                     let result = self.call(&backend, request).await;
                     // The server-wide slot is held for the call only, not for backoff
                     // sleeps or refinement.
@@ -1149,8 +1160,14 @@ impl Attempt {
                         }
                         Err(e) => {
                             // A failed call costs nothing: its room is free again
-                            // before any backoff sleep.
-                            reservation.release();
+                            // before any backoff sleep. But a bounded call that timed
+                            // out was sent, and its provider may bill it up to what was
+                            // set aside: that is charged, so the budget still holds.
+                            if bounded && matches!(e, AgentError::Timeout { .. }) {
+                                cost += charge_timed_out(reservation);
+                            } else {
+                                reservation.release();
+                            }
                             let reason = e.to_string();
                             match e.retry() {
                                 Retry::Yes { after } => {
@@ -1363,11 +1380,20 @@ impl Attempt {
                 }
             };
             request.max_cost = self.max_cost(bounds, &reservation);
+            let bounded = request.max_cost.is_some();
             *attempts += 1;
             let round = self.call(backend, request).await;
             drop(global);
-            // A failed round returns here and its reservation is released.
-            let Ok(out) = round else { return best };
+            // A failed round returns here and its reservation is released (a bounded
+            // round that timed out is charged it, as in `run`).
+            let out = match round {
+                Ok(out) => out,
+                Err(AgentError::Timeout { .. }) if bounded => {
+                    *cost += charge_timed_out(reservation);
+                    return best;
+                }
+                Err(_) => return best,
+            };
             *cost += out.cost;
             reservation.settle(out.cost);
             let Ok(out) = self.screen(agent, out) else {

@@ -454,3 +454,51 @@ fn a_blocking_flags_read_does_not_stall_the_runtime() {
         "the flags written to the file were not reloaded"
     );
 }
+
+/// A priced client whose output limit is below `MIN_OUTPUT_TOKENS` (64) is bounded to
+/// that limit, floor and ceiling alike, and a call given the ceiling is made (review
+/// R7: it was refused for wanting 64 output tokens whatever the limit, so every call
+/// failed under any budget).
+#[tokio::test]
+async fn an_llm_agent_with_a_small_max_tokens_calls_under_a_budget() {
+    use genesis::core::Usd;
+    use genesis::llm::{LlmClient, ModelPrice};
+    let usd = |v: f64| Usd::new(v).unwrap();
+    let client = Arc::new(
+        genesis::llm::ScriptedClient::new("priced")
+            .with_price(ModelPrice::new(usd(2.5), usd(10.0)))
+            .with_default_max_tokens(32)
+            .then_text("ok"),
+    );
+    let providers = LlmProviders::from_clients(
+        vec![Arc::clone(&client) as Arc<dyn LlmClient>],
+        Default::default(),
+    );
+    let agent = LlmAgent::new(providers, Default::default());
+    let request = |max_cost: Option<Usd>| AgentRequest {
+        run_id: genesis::new_run_id(),
+        subject: "anonymous".into(),
+        request: "r".into(),
+        task: hard_task(),
+        agent: AgentId::new("architect"),
+        model: None,
+        inputs: Vec::new(),
+        attempt: 1,
+        previous: None,
+        max_cost,
+    };
+    let bounds = agent.cost_bounds(&request(None)).unwrap();
+    assert_eq!(
+        bounds.floor, bounds.ceiling,
+        "limit 32 < 64: floor == ceiling"
+    );
+    // The most the executor can pass (an unconstrained reserve_between reserves the
+    // ceiling): the call is made, with the client's own limit.
+    let result = agent.execute(request(Some(bounds.ceiling))).await;
+    assert!(
+        result.is_ok(),
+        "refused although max_cost == ceiling: {:?}",
+        result.err().map(|e| e.to_string())
+    );
+    assert_eq!(client.requests()[0].max_tokens, None);
+}
