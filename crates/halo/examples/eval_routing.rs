@@ -37,8 +37,9 @@
 //! (`route_top_k`, the protocol before plan context); `probe=1` also prints the
 //! headroom check (oracle and realistic re-ranking outside the router).
 //! `dump=PATH` writes every routed step as one JSON line (protocol, fold, request id,
-//! text, gold tool and the router's best 30 `(tool, score)` after plan context), for
-//! re-ranking probes outside the router; it widens `top_k` to 30 and changes no decision.
+//! text, gold tool and the router's best 16 `(tool, score)` after plan context), for
+//! re-ranking probes outside the router; it widens `top_k` to 15 (all a ranking keeps
+//! besides the choice) and changes no decision.
 
 #![allow(clippy::print_stdout)]
 
@@ -192,7 +193,7 @@ fn main() -> anyhow::Result<()> {
     );
     let fold_of = |s: &Step| fnv(&s.request_id, seed) % folds;
     if dump.is_some() {
-        cfg.top_k = 30;
+        cfg.top_k = 15;
     }
     let mut dump_out = String::new();
     for protocol in ["cv", "unseen"] {
@@ -309,7 +310,7 @@ fn main() -> anyhow::Result<()> {
                             ranked[i].extend(
                                 d.alternatives
                                     .iter()
-                                    .take(if dump.is_some() { 29 } else { 2 })
+                                    .take(if dump.is_some() { 15 } else { 2 })
                                     .cloned(),
                             );
                         }
