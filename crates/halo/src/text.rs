@@ -520,6 +520,7 @@ fn scan_tokens(
         // Upper-case letters after the first byte (only then can camelCase split): a
         // byte differs from its lower-cased form only if it is an upper-case letter.
         let mut inner = 0u8;
+        let mut high = buf[0];
         i += 1;
         while i < n {
             let b = bytes[i];
@@ -528,6 +529,7 @@ fn scan_tokens(
                 break;
             }
             inner |= b ^ l;
+            high |= l;
             buf[len.min(MAX_WORD)] = l;
             len += 1;
             i += 1;
@@ -541,7 +543,7 @@ fn scan_tokens(
                 .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
         // Non-ASCII words are lower-cased by Unicode's rules, and are never in the
         // vocabulary (it holds ASCII words only).
-        let ascii = word_bytes.is_ascii();
+        let ascii = high < 0x80;
         if !ascii {
             (len, full) = lower_word(word_bytes, &mut buf);
         }
