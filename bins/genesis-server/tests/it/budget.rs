@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
+use genesis::GenesisConfig;
 use genesis::core::Usd;
 use genesis::llm::ProviderConfig;
 use serde_json::{Value, json};
@@ -77,13 +78,42 @@ async fn chat(State(calls): State<Arc<AtomicUsize>>, Json(_): Json<Value>) -> Js
 }
 
 async fn llm_service(calls: Arc<AtomicUsize>) -> String {
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .with_state(calls);
+    serve_chat(
+        axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(calls),
+    )
+    .await
+}
+
+/// Serves `app` (an OpenAI-compatible chat endpoint) on loopback; returns its base URL.
+async fn serve_chat(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}/v1")
+}
+
+/// A server config whose every agent is an LLM agent on gpt-4o-mini at `base_url`,
+/// with a 16,384-token output limit and a run budget of `budget` dollars.
+fn llm_agents_config(
+    dir: &std::path::Path,
+    stub_url: &str,
+    base_url: &str,
+    budget: f64,
+) -> GenesisConfig {
+    let mut c = config(dir, stub_url);
+    c.backends.clear();
+    c.llm.agents = true;
+    c.llm.providers = vec![
+        serde_json::from_value::<ProviderConfig>(json!({
+            "kind": "openai", "base_url": base_url,
+            "model": "gpt-4o-mini", "timeout": "10s", "max_tokens": 16384
+        }))
+        .unwrap(),
+    ];
+    c.budget.per_run = Some(usd(budget));
+    c
 }
 
 /// The value of the series `name` (with its labels, as rendered) in a Prometheus text
@@ -208,30 +238,20 @@ async fn greedy_chat(
 async fn a_run_budget_holds_when_every_llm_call_writes_its_whole_limit() {
     let dir = TempDir::new("budget-greedy");
     let limits = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(greedy_chat))
-        .with_state(Arc::clone(&limits));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base_url = serve_chat(
+        axum::Router::new()
+            .route("/v1/chat/completions", post(greedy_chat))
+            .with_state(Arc::clone(&limits)),
+    )
+    .await;
     let stub = Stub::start(Duration::ZERO).await;
-    let mut c = config(dir.path(), &stub.url);
     // Every agent is an LLM agent on gpt-4o-mini ($0.15 / $0.60 per million tokens)
     // with a 16,384-token output limit: a call writing all of it costs about $0.01,
     // far above the planned estimates ($0.0003-0.002 a task, $0.0147 for the plan),
     // and several run at once. Reserving only the estimates, two calls in flight
     // spent $0.0197 of the $0.016 budget.
-    c.backends.clear();
-    c.llm.agents = true;
-    c.llm.providers = vec![
-        serde_json::from_value::<ProviderConfig>(json!({
-            "kind": "openai", "base_url": format!("http://{addr}/v1"),
-            "model": "gpt-4o-mini", "timeout": "10s", "max_tokens": 16384
-        }))
-        .unwrap(),
-    ];
     let budget = 0.016;
-    c.budget.per_run = Some(usd(budget));
+    let c = llm_agents_config(dir.path(), &stub.url, &base_url, budget);
     let s = TestServer::start(c, &[]).await;
     let id = s.submit(REQUEST).await;
     let run = s.wait_finished(&id, Duration::from_secs(60)).await;
@@ -263,24 +283,12 @@ async fn slow_chat(Json(_): Json<Value>) -> Json<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_llm_call_is_charged_what_was_set_aside() {
     let dir = TempDir::new("budget-timeout");
-    let app = axum::Router::new().route("/v1/chat/completions", post(slow_chat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base_url =
+        serve_chat(axum::Router::new().route("/v1/chat/completions", post(slow_chat))).await;
     let stub = Stub::start(Duration::ZERO).await;
-    let mut c = config(dir.path(), &stub.url);
-    c.backends.clear();
-    c.llm.agents = true;
-    c.llm.providers = vec![
-        serde_json::from_value::<ProviderConfig>(json!({
-            "kind": "openai", "base_url": format!("http://{addr}/v1"),
-            "model": "gpt-4o-mini", "timeout": "10s", "max_tokens": 16384
-        }))
-        .unwrap(),
-    ];
-    c.executor.task_timeout = Duration::from_millis(200);
     let budget = 0.016;
-    c.budget.per_run = Some(usd(budget));
+    let mut c = llm_agents_config(dir.path(), &stub.url, &base_url, budget);
+    c.executor.task_timeout = Duration::from_millis(200);
     let s = TestServer::start(c, &[]).await;
     let id = s.submit(REQUEST).await;
     let run = s.wait_finished(&id, Duration::from_secs(60)).await;

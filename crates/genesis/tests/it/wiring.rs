@@ -25,6 +25,45 @@ fn config(toml: &str) -> GenesisConfig {
     toml::from_str(toml).unwrap()
 }
 
+/// One attempt at the hard task by `architect`, planned on `model`, held to `max_cost`.
+fn architect_request(model: Option<&str>, max_cost: Option<genesis::core::Usd>) -> AgentRequest {
+    AgentRequest {
+        run_id: genesis::new_run_id(),
+        subject: "anonymous".into(),
+        request: "r".into(),
+        task: hard_task(),
+        agent: AgentId::new("architect"),
+        model: model.map(ModelId::new),
+        inputs: Vec::new(),
+        attempt: 1,
+        previous: None,
+        max_cost,
+    }
+}
+
+/// An LLM agent over one scripted client priced at $2.50 / $10 per million tokens,
+/// with output limit `max_tokens`, answering `replies` in turn.
+fn priced_agent(
+    max_tokens: u32,
+    replies: &[&str],
+) -> (LlmAgent, Arc<genesis::llm::ScriptedClient>) {
+    use genesis::core::Usd;
+    use genesis::llm::{LlmClient, ModelPrice};
+    let usd = |v: f64| Usd::new(v).unwrap();
+    let mut client = genesis::llm::ScriptedClient::new("priced")
+        .with_price(ModelPrice::new(usd(2.5), usd(10.0)))
+        .with_default_max_tokens(max_tokens);
+    for r in replies {
+        client = client.then_text(*r);
+    }
+    let client = Arc::new(client);
+    let providers = LlmProviders::from_clients(
+        vec![Arc::clone(&client) as Arc<dyn LlmClient>],
+        Default::default(),
+    );
+    (LlmAgent::new(providers, Default::default()), client)
+}
+
 /// Only OpenAI configured: the hard task goes to the strongest OpenAI model, priced as
 /// such, never to an Anthropic model that would then run on another model.
 #[test]
@@ -159,18 +198,7 @@ async fn an_llm_agent_refuses_a_model_no_provider_serves() {
     let cheap = Arc::new(genesis::llm::ScriptedClient::new("cheap").then_text("done"));
     let providers = LlmProviders::from_clients(vec![cheap], Default::default());
     let agent = LlmAgent::new(providers, Default::default());
-    let request = |model: Option<&str>| AgentRequest {
-        run_id: genesis::new_run_id(),
-        subject: "anonymous".into(),
-        request: "r".into(),
-        task: hard_task(),
-        agent: AgentId::new("architect"),
-        model: model.map(ModelId::new),
-        inputs: Vec::new(),
-        attempt: 1,
-        previous: None,
-        max_cost: None,
-    };
+    let request = |model: Option<&str>| architect_request(model, None);
     let err = agent
         .execute(request(Some("claude-sonnet-4-5")))
         .await
@@ -192,33 +220,11 @@ async fn an_llm_agent_refuses_a_model_no_provider_serves() {
 #[tokio::test]
 async fn an_llm_agent_is_held_to_the_money_set_aside() {
     use genesis::core::Usd;
-    use genesis::llm::{LlmClient, ModelPrice, Usage};
+    use genesis::llm::{ModelPrice, Usage};
     let usd = |v: f64| Usd::new(v).unwrap();
     let price = ModelPrice::new(usd(2.5), usd(10.0));
-    let client = Arc::new(
-        genesis::llm::ScriptedClient::new("priced")
-            .with_price(price)
-            .with_default_max_tokens(4000)
-            .then_text("short")
-            .then_text("long"),
-    );
-    let providers = LlmProviders::from_clients(
-        vec![Arc::clone(&client) as Arc<dyn LlmClient>],
-        Default::default(),
-    );
-    let agent = LlmAgent::new(providers, Default::default());
-    let request = |max_cost: Option<Usd>| AgentRequest {
-        run_id: genesis::new_run_id(),
-        subject: "anonymous".into(),
-        request: "r".into(),
-        task: hard_task(),
-        agent: AgentId::new("architect"),
-        model: None,
-        inputs: Vec::new(),
-        attempt: 1,
-        previous: None,
-        max_cost,
-    };
+    let (agent, client) = priced_agent(4000, &["short", "long"]);
+    let request = |max_cost: Option<Usd>| architect_request(None, max_cost);
     let bounds = agent.cost_bounds(&request(None)).unwrap();
     // Which prompt bound the bounds were computed from: the floor pays for 64 output
     // tokens, the ceiling for 4,000.
@@ -462,31 +468,8 @@ fn a_blocking_flags_read_does_not_stall_the_runtime() {
 #[tokio::test]
 async fn an_llm_agent_with_a_small_max_tokens_calls_under_a_budget() {
     use genesis::core::Usd;
-    use genesis::llm::{LlmClient, ModelPrice};
-    let usd = |v: f64| Usd::new(v).unwrap();
-    let client = Arc::new(
-        genesis::llm::ScriptedClient::new("priced")
-            .with_price(ModelPrice::new(usd(2.5), usd(10.0)))
-            .with_default_max_tokens(32)
-            .then_text("ok"),
-    );
-    let providers = LlmProviders::from_clients(
-        vec![Arc::clone(&client) as Arc<dyn LlmClient>],
-        Default::default(),
-    );
-    let agent = LlmAgent::new(providers, Default::default());
-    let request = |max_cost: Option<Usd>| AgentRequest {
-        run_id: genesis::new_run_id(),
-        subject: "anonymous".into(),
-        request: "r".into(),
-        task: hard_task(),
-        agent: AgentId::new("architect"),
-        model: None,
-        inputs: Vec::new(),
-        attempt: 1,
-        previous: None,
-        max_cost,
-    };
+    let (agent, client) = priced_agent(32, &["ok"]);
+    let request = |max_cost: Option<Usd>| architect_request(None, max_cost);
     let bounds = agent.cost_bounds(&request(None)).unwrap();
     assert_eq!(
         bounds.floor, bounds.ceiling,
