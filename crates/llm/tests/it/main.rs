@@ -80,50 +80,41 @@ fn base_url_errors_never_echo_credentials() {
     let http = || genesis_llm::http_client_builder().unwrap().build().unwrap();
     let with_url = |url: &str| config(ProviderKind::Openai, url);
 
-    let err = with_url("https://svc:s3cretpw@gw.example/v1 ")
-        .validate()
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            LlmError::InvalidConfig {
-                field: "base_url",
-                ..
-            }
-        ),
-        "{msg}"
+    // A `base_url` error that names `rule` and shows `shown` (the URL, its user info
+    // redacted), without the secret.
+    let check = |err: LlmError, rule: &str, shown: &str| {
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                LlmError::InvalidConfig {
+                    field: "base_url",
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains(rule), "names the rule: {msg}");
+        assert!(msg.contains(shown), "shows the url: {msg}");
+        assert!(!msg.contains("s3cretpw") && !msg.contains("svc:"), "{msg}");
+    };
+    check(
+        with_url("https://svc:s3cretpw@gw.example/v1 ")
+            .validate()
+            .unwrap_err(),
+        "whitespace",
+        "https://<redacted>@gw.example/v1 ",
     );
-    assert!(msg.contains("whitespace"), "names the rule: {msg}");
-    assert!(
-        msg.contains("https://<redacted>@gw.example/v1 "),
-        "shows the url: {msg}"
+    check(
+        OpenAiClient::with_http_client(
+            with_url("https://svc:s3cretpw@gw.example:99999/v1"),
+            http(),
+        )
+        .err()
+        .unwrap(),
+        "port",
+        "https://<redacted>@gw.example:99999/v1",
     );
-    assert!(!msg.contains("s3cretpw") && !msg.contains("svc:"), "{msg}");
-
-    let err = OpenAiClient::with_http_client(
-        with_url("https://svc:s3cretpw@gw.example:99999/v1"),
-        http(),
-    )
-    .err()
-    .unwrap();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            LlmError::InvalidConfig {
-                field: "base_url",
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(msg.contains("port"), "names the rule: {msg}");
-    assert!(
-        msg.contains("https://<redacted>@gw.example:99999/v1"),
-        "shows the url: {msg}"
-    );
-    assert!(!msg.contains("s3cretpw") && !msg.contains("svc:"), "{msg}");
 
     // Without a scheme (the http(s) rule) and with a raw `/` in the password (which URL
     // parsing would split at the `/`), the whole secret is still hidden.
