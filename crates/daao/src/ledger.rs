@@ -327,20 +327,7 @@ impl CostLedger {
     /// [`BudgetExceeded`] naming the budget that would break (the run's first);
     /// nothing is reserved then.
     pub fn reserve(&self, amount: Usd) -> Result<Reservation, BudgetExceeded> {
-        // Lock order everywhere: the run, then the day (the day is shared by runs,
-        // a run's total only by its own tasks).
-        let mut run = lock(&self.run);
-        run.admits(BudgetScope::Run, self.budget.per_run, amount)?;
-        let mut day = lock(&self.day.0);
-        day.admits(BudgetScope::Day, self.budget.per_day, amount)?;
-        run.reserve(amount);
-        day.reserve(amount);
-        Ok(Reservation {
-            run: Arc::clone(&self.run),
-            day: self.day.clone(),
-            amount,
-            open: true,
-        })
+        self.reserve_between(amount, amount)
     }
 
     /// A future that resolves once a reservation on this run or its day is settled or
@@ -372,6 +359,8 @@ impl CostLedger {
     /// [`BudgetExceeded`] for `floor`, naming the budget that would break (the run's
     /// first), when not even `floor` fits; nothing is reserved then.
     pub fn reserve_between(&self, floor: Usd, ceiling: Usd) -> Result<Reservation, BudgetExceeded> {
+        // Lock order everywhere: the run, then the day (the day is shared by runs,
+        // a run's total only by its own tasks).
         let mut run = lock(&self.run);
         run.admits(BudgetScope::Run, self.budget.per_run, floor)?;
         let mut day = lock(&self.day.0);
