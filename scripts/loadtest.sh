@@ -3,7 +3,8 @@
 #   1. idle RSS after start;
 #   2. plan mode under wrk for DURATION seconds: requests/s, latency percentiles,
 #      errors, and RSS sampled every 5 s from /proc/<pid>/status (flat = no leak);
-#   3. RSS with RUNS concurrent runs on slow stub agents (scripts/stub_agent.py).
+#   3. RSS and thread count with RUNS concurrent runs on slow stub agents
+#      (scripts/stub_agent.py).
 #
 # usage: scripts/loadtest.sh [DURATION_SECONDS=60] [CONNECTIONS=64] [WRK_THREADS=1]
 # env:   PORT (18080), STUB_PORT (18081), RUNS (100), RUN_DELAY (agent seconds, 3),
@@ -129,9 +130,11 @@ seq 1 "$RUNS" | xargs -P 50 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
   "$BASE/api/tasks" > "$WORK/submit.txt"
 ACCEPTED=$(grep -c '^202$' "$WORK/submit.txt" || true)
 PEAK_KB=0
+PEAK_THREADS=0
 RUNNING_MAX=0
 for _ in $(seq 1 600); do
   kb=$(rss_kb); [ "$kb" -gt "$PEAK_KB" ] && PEAK_KB=$kb
+  threads=$(ls "/proc/$SERVER_PID/task" | wc -l); [ "$threads" -gt "$PEAK_THREADS" ] && PEAK_THREADS=$threads
   running=$(curl -s "$BASE/api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs"]["running"])')
   [ "$running" -gt "$RUNNING_MAX" ] && RUNNING_MAX=$running
   [ "$running" -eq 0 ] && break
@@ -149,5 +152,5 @@ echo "non-2xx responses:        $(awk '/Non-2xx/ {print $5}' "$WORK/wrk.txt" | g
 echo "socket errors:            $(grep 'Socket errors' "$WORK/wrk.txt" || echo none)"
 echo "RSS under load:           first $(mb "$RSS_FIRST") MB, last $(mb "$RSS_LAST") MB, min $(mb "$RSS_MIN") MB, max $(mb "$RSS_MAX") MB"
 echo "runs accepted (202):      $ACCEPTED / $RUNS; most running at once: $RUNNING_MAX; succeeded: $SUCCEEDED"
-echo "RSS peak with runs:       $(mb "$PEAK_KB") MB"
+echo "RSS peak with runs:       $(mb "$PEAK_KB") MB ($PEAK_THREADS threads at most)"
 echo "server log lines:         $(wc -l < "$WORK/server.log")"
