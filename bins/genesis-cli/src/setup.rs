@@ -40,14 +40,7 @@ impl Failure {
 
 /// The error and its sources on one line.
 pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out.replace('\n', " ")
+    genesis::core::error_chain(e).replace('\n', " ")
 }
 
 /// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables.

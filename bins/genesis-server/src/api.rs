@@ -426,7 +426,7 @@ pub(crate) async fn get_task(
 /// a client polling for the end of the run sees it end. 409 with the same rule when not
 /// even that row reads back.
 async fn unreadable_run(state: &Arc<AppState>, id: &str, error: &StoreError) -> Response {
-    let message = crate::runs::with_sources(error);
+    let message = genesis::core::error_chain(error);
     let key = id.to_owned();
     let summary = match blocking(state, move |s| s.runs.store().run_summary(&key)).await {
         Ok(summary) => summary,

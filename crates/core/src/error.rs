@@ -4,6 +4,20 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// `error` and its sources, `: `-separated, as an operator reads it in a log or an API
+/// error (errors here do not repeat their source's text, so each part says something
+/// new).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 /// Where in the pipeline a failure belongs. The facade maps categories to CLI exit codes
 /// and HTTP statuses in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

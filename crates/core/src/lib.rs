@@ -28,7 +28,7 @@ mod money;
 mod secret;
 mod task;
 
-pub use error::{ErrorCategory, Severity};
+pub use error::{ErrorCategory, Severity, error_chain};
 pub use id::{AgentId, ModelId, RunId, TaskId};
 pub use money::{InvalidUsd, Usd};
 pub use secret::Secret;

@@ -531,14 +531,7 @@ mod tests {
 
     /// The whole error chain, as an operator reads it in a log.
     fn chain(e: &FlagError) -> String {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        genesis_core::error_chain(e)
     }
 
     /// Started on defaults because the file was missing, the handle picks the file up
