@@ -41,21 +41,9 @@ impl std::fmt::Debug for RunManager {
 /// The `run_rejected` rule of a run whose stored rows do not decode.
 pub(crate) const CORRUPT_RULE: &str = "run_store_corrupt";
 
-/// `error` and its sources, `: `-separated (the store's errors do not repeat their
-/// source's text, and the decoder's says where the data broke).
-pub(crate) fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
-}
-
-/// Journals to the store and records task metrics; the executor calls it for every
-/// event before it moves on (off the async worker: see the executor's journal writes).
+/// Journals to the store (the executor writes every event through it before it moves
+/// on, from its journal thread: several runs' events in one store transaction) and
+/// records task metrics for what the store kept.
 struct MeteredJournal {
     store: Arc<dyn RunStore>,
 }
@@ -66,9 +54,7 @@ impl RunJournal for MeteredJournal {
         run_id: &RunId,
         event: &RunEvent,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.store.record(run_id, event)?;
-        record_metrics(event);
-        Ok(())
+        self.store.record(run_id, event)
     }
 
     fn record_all(
@@ -76,9 +62,23 @@ impl RunJournal for MeteredJournal {
         run_id: &RunId,
         events: &[RunEvent],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.store.record_all(run_id, events)?;
+        self.store.record_all(run_id, events)
+    }
+
+    fn record_groups(
+        &self,
+        groups: &[(&RunId, &[RunEvent])],
+    ) -> Vec<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        self.store.record_groups(groups)
+    }
+
+    /// Counted on the run's task, once the store kept the events.
+    fn journaled(&self, _: &RunId, events: &[RunEvent]) {
         events.iter().for_each(record_metrics);
-        Ok(())
+    }
+
+    fn blocks(&self) -> bool {
+        self.store.blocks()
     }
 }
 
@@ -283,7 +283,7 @@ impl RunManager {
                     if self.is_live(&id) {
                         continue;
                     }
-                    let reason = with_sources(&error);
+                    let reason = genesis::core::error_chain(&error);
                     tracing::error!(run_id = %id, error = %reason, "cannot read the stored run back; marking it failed");
                     // What it spent stays journaled: the store keeps the larger cost.
                     self.fail(&id, CORRUPT_RULE.to_owned(), reason, Usd::ZERO);

@@ -15,6 +15,8 @@ use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry,
 use genesis_security::{Checkpoint, Guard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, broadcast};
+
+use super::writer::JournalWriter;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -166,21 +168,28 @@ fn updates_in(plan: &Plan) -> usize {
     updates.len()
 }
 
-/// Runs `write`, a write to `journal` made from the run's async tasks. When the journal
-/// may block ([`RunJournal::blocks`]) and this is a multi-threaded runtime, the worker
-/// first hands its other tasks to another thread (`block_in_place`), so an fsync stalls
-/// this run only, not every task that shares the worker; otherwise (a memory-only
-/// journal, a current-thread runtime, no runtime) it just calls `write`. Either way the
-/// write completes before the caller goes on: journal before release.
-fn journal_write<T>(journal: &dyn RunJournal, write: impl FnOnce() -> T) -> T {
-    if !journal.blocks() {
-        return write();
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(write)
+/// Journals `events` of run `run_id` on `journal` (through the executor's journal
+/// thread when it blocks), then broadcasts them in order: journal before release. A
+/// failed write is logged at `error` and the run goes on (what was not journaled runs
+/// again after a restart).
+async fn journal_and_send(
+    exec: &ExecInner,
+    journal: &Arc<dyn RunJournal>,
+    run_id: &RunId,
+    sender: &broadcast::Sender<RunEvent>,
+    events: Vec<RunEvent>,
+) {
+    let kinds = (!events.is_empty()).then(|| events.iter().map(RunEvent::kind).collect::<Vec<_>>());
+    let (events, journaled) = exec.writer.write(journal, run_id, events).await;
+    match journaled {
+        Ok(()) => journal.journaled(run_id, &events),
+        Err(e) => {
+            error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
         }
-        _ => write(),
+    }
+    for event in events {
+        // No subscribers is fine.
+        let _ = sender.send(event);
     }
 }
 
@@ -230,6 +239,8 @@ struct ExecInner {
     agent_limits: Mutex<HashMap<AgentId, Arc<Semaphore>>>,
     agent_caps: Mutex<HashMap<AgentId, usize>>,
     global: Arc<Semaphore>,
+    /// Writes the runs' events to journals that block.
+    writer: JournalWriter,
 }
 
 impl std::fmt::Debug for Executor {
@@ -359,6 +370,7 @@ impl Executor {
                 agent_limits: Mutex::new(HashMap::new()),
                 agent_caps: Mutex::new(HashMap::new()),
                 global,
+                writer: JournalWriter::default(),
             }),
         }
     }
@@ -463,10 +475,56 @@ enum Outcome {
 /// the cost of a missed wake-up, never the normal path.
 const BUDGET_WAIT_FALLBACK: Duration = Duration::from_secs(1);
 
-/// Charges what was set aside for a bounded call that timed out: it was sent, and its
-/// provider may bill it up to that amount. Counted in `genesis_cost_usd_total` too, as
-/// the provider layer counts a call that answered. Returns the amount.
-fn charge_timed_out(reservation: Reservation) -> Usd {
+/// The money set aside for one agent call while the call is under way. A bounded call
+/// (its agent was held to what was set aside: [`AgentRequest::max_cost`]) that does not
+/// come back, because it timed out or because its task was cancelled and this was
+/// dropped mid-call, was sent, and its provider may bill it up to that amount: it is
+/// charged that, and counted in `genesis_cost_usd_total` as the provider layer counts a
+/// call that answered. Any other call that fails gives the money back.
+struct CallMoney {
+    reservation: Option<Reservation>,
+    bounded: bool,
+}
+
+impl CallMoney {
+    fn new(reservation: Reservation, bounded: bool) -> Self {
+        CallMoney {
+            reservation: Some(reservation),
+            bounded,
+        }
+    }
+
+    /// The call answered and cost `actual`.
+    fn settle(mut self, actual: Usd) {
+        if let Some(r) = self.reservation.take() {
+            r.settle(actual);
+        }
+    }
+
+    /// The call failed with `error`; returns what it is charged (see [`CallMoney`]).
+    fn failed(mut self, error: &AgentError) -> Usd {
+        match self.reservation.take() {
+            Some(r) if self.bounded && matches!(error, AgentError::Timeout { .. }) => {
+                charge_in_full(r)
+            }
+            // Dropped, the reservation is released.
+            _ => Usd::ZERO,
+        }
+    }
+}
+
+impl Drop for CallMoney {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take()
+            && self.bounded
+        {
+            charge_in_full(r);
+        }
+    }
+}
+
+/// Settles `reservation` at its whole amount, counted in `genesis_cost_usd_total`.
+fn charge_in_full(reservation: Reservation) -> Usd {
     let charged = reservation.amount();
     reservation.settle(charged);
     metrics::gauge!(genesis_telemetry::catalogue::COST_USD_TOTAL).increment(charged.as_f64());
@@ -602,35 +660,29 @@ impl Runner {
         }
     }
 
-    fn emit(&self, event: RunEvent) {
-        if let Err(e) = journal_write(&*self.journal, || self.journal.record(&self.run_id, &event))
-        {
-            error!(run_id = %self.run_id, error = %e, event = event.kind(), "cannot journal run event");
-        }
-        // No subscribers is fine.
-        let _ = self.events.send(event);
+    async fn emit(&self, event: RunEvent) {
+        self.emit_all(vec![event]).await;
     }
 
     /// Journals `events` all or none (see [`RunJournal::record_all`]), then broadcasts
     /// them in order.
-    fn emit_all(&self, events: Vec<RunEvent>) {
-        let journaled = journal_write(&*self.journal, || {
-            self.journal.record_all(&self.run_id, &events)
-        });
-        if let Err(e) = journaled {
-            let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
-            error!(run_id = %self.run_id, error = %e, events = ?kinds, "cannot journal run events");
-        }
-        for event in events {
-            let _ = self.events.send(event);
-        }
+    async fn emit_all(&self, events: Vec<RunEvent>) {
+        journal_and_send(
+            &self.exec,
+            &self.journal,
+            &self.run_id,
+            &self.events,
+            events,
+        )
+        .await;
     }
 
     async fn run(mut self) -> RunResult {
         self.emit(RunEvent::RunStarted {
             tasks: self.slots.len(),
             resumed: self.resumed,
-        });
+        })
+        .await;
         // Resumed runs: a task whose prerequisite failed before the restart stays failed;
         // everything else re-enters the ready set.
         let mut ready: VecDeque<usize> = (0..self.slots.len())
@@ -661,7 +713,7 @@ impl Runner {
                 }
             };
             match joined {
-                Some(Ok((i, outcome))) => self.finish(i, outcome, &mut ready),
+                Some(Ok((i, outcome))) => self.finish(i, outcome, &mut ready).await,
                 Some(Err(e)) if e.is_cancelled() => {}
                 Some(Err(e)) => error!(run_id = %self.run_id, error = %e, "task attempt panicked"),
                 None => break,
@@ -674,17 +726,17 @@ impl Runner {
                 slot.report.error = Some("run cancelled".into());
             }
         }
-        let cancelled_ids: Vec<TaskId> = self
+        let skipped: Vec<RunEvent> = self
             .slots
             .iter()
             .filter(|s| s.status == TaskStatus::Cancelled)
-            .map(|s| s.planned.id.clone())
-            .collect();
-        for task_id in cancelled_ids {
-            self.emit(RunEvent::TaskSkipped {
-                task_id,
+            .map(|s| RunEvent::TaskSkipped {
+                task_id: s.planned.id.clone(),
                 reason: "run cancelled".into(),
-            });
+            })
+            .collect();
+        if !skipped.is_empty() {
+            self.emit_all(skipped).await;
         }
         let status = if cancelled {
             RunStatus::Cancelled
@@ -695,7 +747,7 @@ impl Runner {
         };
         self.learn();
         let cost = self.spent();
-        self.emit(RunEvent::RunFinished { status, cost });
+        self.emit(RunEvent::RunFinished { status, cost }).await;
         RunResult {
             run_id: self.run_id.clone(),
             status,
@@ -741,7 +793,7 @@ impl Runner {
         out
     }
 
-    fn finish(&mut self, i: usize, outcome: Outcome, ready: &mut VecDeque<usize>) {
+    async fn finish(&mut self, i: usize, outcome: Outcome, ready: &mut VecDeque<usize>) {
         match outcome {
             Outcome::Succeeded {
                 agent,
@@ -781,7 +833,7 @@ impl Runner {
                 // Journal before releasing dependents, the success together with the
                 // follow-ups it proposed: a crash after this point never re-runs the
                 // task, and never keeps the success without its follow-ups.
-                self.emit_all(events);
+                self.emit_all(events).await;
                 if followups.is_empty() {
                     // Release dependents incrementally: O(out-degree), not O(tasks).
                     let dependents: Vec<usize> = self
@@ -846,20 +898,21 @@ impl Runner {
                         spent: self.spent(),
                     });
                 }
-                self.emit_all(events);
-                self.skip_dependents(&task_id);
+                self.emit_all(events).await;
+                self.skip_dependents(&task_id).await;
             }
         }
     }
 
-    /// Marks every transitive dependent of a failed task as skipped.
-    fn skip_dependents(&mut self, failed: &TaskId) {
+    /// Marks every transitive dependent of a failed task as skipped, journaled together.
+    async fn skip_dependents(&mut self, failed: &TaskId) {
         let mut stack: Vec<TaskId> = self
             .dag
             .dependents(failed.as_str())
             .into_iter()
             .cloned()
             .collect();
+        let mut skipped = Vec::new();
         while let Some(id) = stack.pop() {
             let Some(&j) = self.index.get(id.as_str()) else {
                 continue;
@@ -871,11 +924,14 @@ impl Runner {
             self.slots[j].status = TaskStatus::Skipped;
             self.slots[j].report.status = TaskStatus::Skipped;
             self.slots[j].report.error = Some(reason.clone());
-            self.emit(RunEvent::TaskSkipped {
+            skipped.push(RunEvent::TaskSkipped {
                 task_id: id.clone(),
                 reason,
             });
             stack.extend(self.dag.dependents(id.as_str()).into_iter().cloned());
+        }
+        if !skipped.is_empty() {
+            self.emit_all(skipped).await;
         }
     }
 
@@ -1013,12 +1069,16 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn emit(&self, event: RunEvent) {
-        if let Err(e) = journal_write(&*self.journal, || self.journal.record(&self.run_id, &event))
-        {
-            error!(run_id = %self.run_id, error = %e, "cannot journal run event");
-        }
-        let _ = self.events.send(event);
+    async fn emit(&self, event: RunEvent) {
+        let events = vec![event];
+        journal_and_send(
+            &self.exec,
+            &self.journal,
+            &self.run_id,
+            &self.events,
+            events,
+        )
+        .await;
     }
 
     async fn run(self) -> Outcome {
@@ -1052,7 +1112,8 @@ impl Attempt {
                         from,
                         to: agent.clone(),
                         reason,
-                    });
+                    })
+                    .await;
                 }
                 let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
                     all_open = false;
@@ -1128,8 +1189,9 @@ impl Attempt {
                         task_id: self.task.id.clone(),
                         agent: agent.clone(),
                         attempt: retry,
-                    });
-                    let bounded = request.max_cost.is_some();
+                    })
+                    .await;
+                    let money = CallMoney::new(reservation, request.max_cost.is_some());
                     let result = self.call(&backend, request).await;
                     // The server-wide slot is held for the call only, not for backoff
                     // sleeps or refinement.
@@ -1138,7 +1200,7 @@ impl Attempt {
                     match result {
                         Ok(output) => {
                             cost += output.cost;
-                            reservation.settle(output.cost);
+                            money.settle(output.cost);
                             let output = match self.screen(agent, output) {
                                 Ok(o) => o,
                                 Err(e) => {
@@ -1159,15 +1221,10 @@ impl Attempt {
                             };
                         }
                         Err(e) => {
-                            // A failed call costs nothing: its room is free again
-                            // before any backoff sleep. But a bounded call that timed
-                            // out was sent, and its provider may bill it up to what was
-                            // set aside: that is charged, so the budget still holds.
-                            if bounded && matches!(e, AgentError::Timeout { .. }) {
-                                cost += charge_timed_out(reservation);
-                            } else {
-                                reservation.release();
-                            }
+                            // A failed call costs nothing and its room is free again
+                            // before any backoff sleep, unless it was bounded and timed
+                            // out (see `CallMoney`).
+                            cost += money.failed(&e);
                             let reason = e.to_string();
                             match e.retry() {
                                 Retry::Yes { after } => {
@@ -1180,7 +1237,8 @@ impl Attempt {
                                                 delay_ms: u64::try_from(delay.as_millis())
                                                     .unwrap_or(u64::MAX),
                                                 reason,
-                                            });
+                                            })
+                                            .await;
                                             tokio::time::sleep(delay).await;
                                         }
                                         Err(give_up) => {
@@ -1364,7 +1422,8 @@ impl Attempt {
                 round: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
                 score: rounds.last().map_or(0.0, |r| r.score),
                 stop: stop.clone(),
-            });
+            })
+            .await;
             if stop.is_some() {
                 return best;
             }
@@ -1375,27 +1434,26 @@ impl Attempt {
                 Ok(r) => r,
                 Err(e) => {
                     // No room for another round: keep the best answer so far.
-                    self.emit(budget_event(&self.task.id, &e));
+                    self.emit(budget_event(&self.task.id, &e)).await;
                     return best;
                 }
             };
             request.max_cost = self.max_cost(bounds, &reservation);
-            let bounded = request.max_cost.is_some();
+            let money = CallMoney::new(reservation, request.max_cost.is_some());
             *attempts += 1;
             let round = self.call(backend, request).await;
             drop(global);
-            // A failed round returns here and its reservation is released (a bounded
-            // round that timed out is charged it, as in `run`).
+            // A failed round ends refinement with the best answer so far; what it is
+            // charged is as in `run` (see `CallMoney`).
             let out = match round {
                 Ok(out) => out,
-                Err(AgentError::Timeout { .. }) if bounded => {
-                    *cost += charge_timed_out(reservation);
+                Err(e) => {
+                    *cost += money.failed(&e);
                     return best;
                 }
-                Err(_) => return best,
             };
             *cost += out.cost;
-            reservation.settle(out.cost);
+            money.settle(out.cost);
             let Ok(out) = self.screen(agent, out) else {
                 return best;
             };
@@ -1554,5 +1612,78 @@ mod tests {
             "{}",
             result.cost
         );
+    }
+
+    /// Starts its call and never answers; bounds its cost as an LLM agent does
+    /// (`bounded`) or not.
+    struct Hanging {
+        bounded: bool,
+        started: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl super::super::Agent for Hanging {
+        async fn execute(&self, _: AgentRequest) -> Result<AgentOutput, AgentError> {
+            self.started.notify_one();
+            std::future::pending().await
+        }
+
+        fn cost_bounds(&self, _: &AgentRequest) -> Option<super::super::CostBounds> {
+            self.bounded.then(|| super::super::CostBounds {
+                floor: Usd::new(0.01).unwrap(),
+                ceiling: Usd::new(0.05).unwrap(),
+            })
+        }
+    }
+
+    /// Cancelling a run drops its calls in flight. A bounded call was sent and may be
+    /// billed up to what was set aside for it: the run is charged that, as for a
+    /// timeout, so the budget still holds. An unbounded call gives its estimate back.
+    #[tokio::test]
+    async fn a_cancelled_run_is_charged_for_its_bounded_call_in_flight() {
+        for (bounded, charged) in [(true, 0.05), (false, 0.0)] {
+            let agent = Arc::new(Hanging {
+                bounded,
+                started: tokio::sync::Notify::new(),
+            });
+            let genesis = crate::Orchestrator::builder()
+                .agents(
+                    AgentSet::new()
+                        .with_fallback(Arc::clone(&agent) as Arc<dyn super::super::Agent>),
+                )
+                .build()
+                .unwrap();
+            let mut dag = TaskDag::new(genesis_htdag::Limits::default());
+            dag.add_task(
+                Task::new(
+                    TaskId::new("t1"),
+                    genesis_core::TaskKind::Implement,
+                    "Write the invoice endpoint",
+                ),
+                None,
+            )
+            .unwrap();
+            let plan = genesis
+                .plan_dag(
+                    "Write the invoice endpoint",
+                    &dag,
+                    &crate::PlanOptions::default(),
+                )
+                .unwrap();
+            let options = crate::RunOptions {
+                budget: Some(Usd::new(1.0).unwrap()),
+                ..crate::RunOptions::default()
+            };
+            let handle = genesis.execute(plan, options).unwrap();
+            agent.started.notified().await;
+            handle.cancel();
+            let result = handle.wait().await;
+            assert_eq!(result.status, RunStatus::Cancelled, "bounded: {bounded}");
+            assert!(
+                (result.cost.as_f64() - charged).abs() < 1e-9,
+                "bounded: {bounded}, cost {}",
+                result.cost
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@
 mod agent;
 pub mod backends;
 mod executor;
+mod writer;
 
 use genesis_core::{AgentId, RunId, TaskId, Usd};
 use genesis_daao::{BudgetScope, DayTotal};
@@ -318,12 +319,37 @@ pub trait RunJournal: Send + Sync {
         events.iter().try_for_each(|e| self.record(run_id, e))
     }
 
+    /// Persists the event groups of several runs, each one all or none as
+    /// [`RunJournal::record_all`] does, and returns one result per group, in order.
+    /// The executor hands a blocking journal ([`RunJournal::blocks`]) everything its
+    /// runs asked to journal while the previous write was under way in one call, so
+    /// a journal that can make them durable together (one transaction, one fsync:
+    /// group commit) should override it. The default records the groups one by one.
+    fn record_groups(
+        &self,
+        groups: &[(&RunId, &[RunEvent])],
+    ) -> Vec<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        groups
+            .iter()
+            .map(|(run_id, events)| self.record_all(run_id, events))
+            .collect()
+    }
+
+    /// Called on the run's own task once `events` were journaled, before they are
+    /// broadcast, for observers that must count each journaled event once (metrics):
+    /// the writes themselves may run on the executor's journal thread, where a
+    /// thread-local metrics recorder, for one, is not in force. The default does
+    /// nothing.
+    fn journaled(&self, run_id: &RunId, events: &[RunEvent]) {
+        let _ = (run_id, events);
+    }
+
     /// True (the default) when a write may block the calling thread (disk, network,
-    /// a lock held by others). The executor writes from its async tasks; for such a
-    /// journal, on a multi-threaded tokio runtime, it first lets the worker hand its
-    /// other tasks to another thread (`tokio::task::block_in_place`), so a slow write
-    /// stalls only its own run. Journals that only touch memory return `false` and
-    /// skip that hand-over.
+    /// a lock held by others). The executor then writes from a thread of its own that
+    /// takes the writes of all its runs ([`RunJournal::record_groups`]); a run's task
+    /// waits for its write without holding a runtime worker, so a slow write stalls
+    /// only the runs that wait for it and no thread is started per waiting run.
+    /// Journals that only touch memory return `false` and are written inline.
     fn blocks(&self) -> bool {
         true
     }

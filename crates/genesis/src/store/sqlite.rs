@@ -210,20 +210,56 @@ impl SqliteStore {
     fn apply(&self, run_id: &RunId, events: &[RunEvent]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let now = now_ms();
-        for event in events {
-            Self::apply_one(&tx, run_id, event, now)?;
-        }
-        tx.execute(
-            "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
-            params![run_id.as_str(), now],
-        )?;
+        Self::apply_group(&tx, run_id, events, now_ms())?;
         tx.commit()?;
         Ok(())
     }
 
+    /// Applies several runs' event groups in one transaction, one commit (one fsync)
+    /// for all: group commit. Each group sits in a savepoint of its own, so a group
+    /// that fails is undone alone and the others are kept. Returns one result per
+    /// group; the outer error means nothing was kept (the transaction could not be
+    /// started or committed).
+    fn apply_groups(
+        &self,
+        groups: &[(&RunId, &[RunEvent])],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(groups.len());
+        for (run_id, events) in groups {
+            // Dropped without `commit` (on error), the savepoint is rolled back.
+            let sp = tx.savepoint()?;
+            let r = Self::apply_group(&sp, run_id, events, now);
+            if r.is_ok() {
+                sp.commit()?;
+            }
+            results.push(r);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// Applies one run's `events` inside the caller's transaction.
+    fn apply_group(
+        conn: &Connection,
+        run_id: &RunId,
+        events: &[RunEvent],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for event in events {
+            Self::apply_one(conn, run_id, event, now)?;
+        }
+        conn.execute(
+            "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
+            params![run_id.as_str(), now],
+        )?;
+        Ok(())
+    }
+
     fn apply_one(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &Connection,
         run_id: &RunId,
         event: &RunEvent,
         now: i64,
@@ -242,13 +278,11 @@ impl SqliteStore {
             "INSERT INTO events (run_id, seq, kind, json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![run_id.as_str(), seq, event.kind(), json, now],
         )?;
-        let task = |tx: &rusqlite::Transaction<'_>,
-                    sql: &str,
-                    p: &[&dyn rusqlite::ToSql]|
-         -> Result<(), StoreError> {
-            tx.execute(sql, p)?;
-            Ok(())
-        };
+        let task =
+            |tx: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
+                tx.execute(sql, p)?;
+                Ok(())
+            };
         match event {
             RunEvent::TaskStarted { task_id, agent, .. } => task(
                 tx,
@@ -523,6 +557,20 @@ impl RunJournal for SqliteStore {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.apply(run_id, events).map_err(Into::into)
     }
+
+    fn record_groups(
+        &self,
+        groups: &[(&RunId, &[RunEvent])],
+    ) -> Vec<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        match self.apply_groups(groups) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(Into::into)).collect(),
+            // Nothing was kept: every group failed with the same cause.
+            Err(e) => {
+                let why = genesis_core::error_chain(&e);
+                groups.iter().map(|_| Err(why.clone().into())).collect()
+            }
+        }
+    }
 }
 
 impl RunStore for SqliteStore {
@@ -787,6 +835,50 @@ mod tests {
         assert!(store.record_all(&id, &batch).is_err());
         assert_eq!(store.events_since(id.as_str(), 0).unwrap().len(), 2);
         assert!((store.spent_since(0).unwrap().as_f64() - 1.0).abs() < 1e-9);
+    }
+
+    /// Group commit: several runs' groups in one transaction, a failing group undone
+    /// alone, the others kept, each group all or none.
+    #[test]
+    fn groups_written_together_fail_and_succeed_one_by_one() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        let ids: Vec<RunId> = (0..3).map(|i| RunId::new(format!("run_g{i}"))).collect();
+        for id in &ids {
+            store.create_run(id, &plan, None, None, None).unwrap();
+        }
+        // The middle run's plan is unreadable: its `tasks_added` fails after its cost
+        // event was written inside the group.
+        store
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE runs SET plan_json = 'not json' WHERE id = ?1",
+                params![ids[1].as_str()],
+            )
+            .unwrap();
+        let mut added = plan.tasks[0].clone();
+        added.id = "t1.f1_1".into();
+        let group = [
+            RunEvent::Cost { spent: usd(1.0) },
+            RunEvent::TasksAdded {
+                after: plan.tasks[0].id.clone(),
+                tasks: vec![added],
+            },
+        ];
+        let groups: Vec<(&RunId, &[RunEvent])> = ids.iter().map(|id| (id, &group[..])).collect();
+        let results = store.record_groups(&groups);
+        assert_eq!(results.len(), 3);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        let err = results[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("run_g1") && err.contains("plan"), "{err}");
+        for (i, id) in ids.iter().enumerate() {
+            let kept = store.events_since(id.as_str(), 0).unwrap().len();
+            assert_eq!(kept, if i == 1 { 0 } else { 2 }, "run {i}");
+        }
+        let run = store.get_run(ids[2].as_str()).unwrap().unwrap();
+        assert_eq!(run.plan.tasks.len(), plan.tasks.len() + 1);
+        assert!((store.spent_since(0).unwrap().as_f64() - 2.0).abs() < 1e-9);
     }
 
     #[test]
