@@ -92,11 +92,14 @@ pub(crate) struct Links {
 
 /// Runs `f` on the blocking pool: store calls block (disk reads, fsynced commits, the
 /// store's lock) and must not stall the async workers that serve every other request.
+/// At most a few at once (`STORE_CALLS_IN_FLIGHT`): the others wait without a thread.
 async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, Response>
 where
     F: FnOnce(&AppState) -> T + Send + 'static,
     T: Send + 'static,
 {
+    // The semaphore is never closed; should it be, the call goes ahead unlimited.
+    let _slot = state.store_calls.acquire().await.ok();
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || f(&state))
         .await

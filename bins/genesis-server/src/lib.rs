@@ -86,7 +86,16 @@ pub struct AppState {
     started: std::time::Instant,
     /// The router registry as last written to the store (learned state).
     learned_saved: std::sync::Mutex<Option<Arc<genesis::halo::AgentRegistry>>>,
+    /// Store calls the handlers may have on the blocking pool at once
+    /// ([`STORE_CALLS_IN_FLIGHT`]).
+    store_calls: tokio::sync::Semaphore,
 }
+
+/// Store calls the handlers make at once. They share one SQLite connection, so more
+/// would only park more blocking-pool threads on its lock (each a thread while it
+/// waits: 50 clients submitting runs at once held 50); a call over the limit waits
+/// as a task instead, which costs no thread.
+const STORE_CALLS_IN_FLIGHT: usize = 4;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,6 +171,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
             learned_saved,
+            store_calls: tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT),
         }))
     }
 
