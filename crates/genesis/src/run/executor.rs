@@ -48,7 +48,11 @@ pub struct ExecutorConfig {
     pub refine: RefineConfig,
     /// Screen agent outputs for indirect injection before passing them on (default on).
     pub screen_outputs: bool,
-    /// Event channel capacity per run (slow subscribers miss events past it).
+    /// Event channel capacity per run (default 1,024): a subscriber that falls this
+    /// far behind misses events (`RecvError::Lagged`); the server's event streams read
+    /// the journal and only use the channel as a wake-up, so they miss nothing. The
+    /// channel's slots are allocated when the run starts (about 100 bytes each), so
+    /// this is per-run memory: 4,096 took 38 MB of 73 MB with 100 runs in flight.
     pub event_buffer: usize,
     /// When every candidate agent's breaker is open, how many times a task waits half
     /// a cool-down for a probe before it fails (default 4).
@@ -65,7 +69,7 @@ impl Default for ExecutorConfig {
             breaker: BreakerConfig::default(),
             refine: RefineConfig::default(),
             screen_outputs: true,
-            event_buffer: 4096,
+            event_buffer: 1024,
             max_breaker_waits: 4,
         }
     }
