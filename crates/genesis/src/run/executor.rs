@@ -15,13 +15,12 @@ use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry,
 use genesis_security::{Checkpoint, Guard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, broadcast};
-
-use super::writer::JournalWriter;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span, warn};
 
+use super::writer::JournalWriter;
 use super::{
     AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, RunEvent, RunJournal, RunResult,
     RunStatus, TaskInput, TaskReport, TaskStatus,
@@ -183,11 +182,11 @@ async fn journal_and_send(
     sender: &broadcast::Sender<RunEvent>,
     events: Vec<RunEvent>,
 ) {
-    let kinds = (!events.is_empty()).then(|| events.iter().map(RunEvent::kind).collect::<Vec<_>>());
     let (events, journaled) = exec.writer.write(journal, run_id, events).await;
     match journaled {
         Ok(()) => journal.journaled(run_id, &events),
         Err(e) => {
+            let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
             error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
         }
     }
