@@ -11,9 +11,11 @@
 //! - the false-positive rate of the shipped model on held-out TaskBench requests;
 //! - leave-one-source-out recall (all attacks of one source removed from training);
 //! - ablations: rules only, model only;
-//! - the rows each rule fires on (attacks, benign rows, benign templates).
+//! - the rows each rule fires on (attacks, benign rows, benign templates), and the rows
+//!   each of the normaliser's decodings fires on.
 //!
 //! Error analysis: `GENESIS_SHOW_ERRORS=1` prints the out-of-fold errors;
+//! `GENESIS_SHOW_DECODED=1` the benign rows a normaliser decoding fires on;
 //! `GENESIS_MISSES=/tmp/misses.txt` appends every leave-one-source-out miss (its rules, its
 //! model logit relative to the threshold and its text) to that file, outside the repository.
 
@@ -95,6 +97,50 @@ fn rule_hits(p: &Prepared) {
     }
     println!("\n| rule | attacks | benign rows (data) | benign templates |\n|---|---|---|---|");
     for (name, [a, b, s]) in &hits {
+        println!("| {name} | {a} | {b} | {s} |");
+    }
+}
+
+/// Rows on which each of the normaliser's decodings fires (attacks, benign rows of the data,
+/// benign templates), so a decoding that reaches ordinary text is visible; with
+/// `GENESIS_SHOW_DECODED=1`, the benign rows themselves.
+fn decoding_hits(p: &Prepared) {
+    use genesis_security::normalize::{NormalizeStats, normalize};
+    /// How often one decoding fired on a row.
+    type Count = fn(&NormalizeStats) -> usize;
+    let kinds: [(&str, Count); 4] = [
+        ("base64/hex payload", |s| s.decoded_payloads),
+        ("rot13 span", |s| s.rot13_spans),
+        ("reversed span", |s| s.reversed_spans),
+        ("look-alike letters (> 2)", |s| {
+            if s.confusables > 2 { s.confusables } else { 0 }
+        }),
+    ];
+    let mut hits = [[0usize; 3]; 4];
+    let show = std::env::var("GENESIS_SHOW_DECODED").is_ok();
+    for r in &p.rows {
+        let col = if r.label {
+            0
+        } else if common::is_synthetic(r) {
+            2
+        } else {
+            1
+        };
+        let stats = normalize(&r.text).stats;
+        for (k, (name, count)) in kinds.iter().enumerate() {
+            if count(&stats) > 0 {
+                hits[k][col] += 1;
+                if show && col == 1 {
+                    let text: String = r.text.chars().take(150).collect();
+                    println!("DECODED {name} src={} {text:?}", r.source);
+                }
+            }
+        }
+    }
+    println!(
+        "\n| normaliser decoding | attacks | benign rows (data) | benign templates |\n|---|---|---|---|"
+    );
+    for ((name, _), [a, b, s]) in kinds.iter().zip(hits) {
         println!("| {name} | {a} | {b} | {s} |");
     }
 }
@@ -220,6 +266,7 @@ fn main() -> Result<()> {
     println!();
     breakdown(&p, &oof, t, |i| !p.heldout[i]);
     rule_hits(&p);
+    decoding_hits(&p);
 
     // 2. Held-out ordinary-traffic FPR with the shipped detector (trained without these rows).
     let detector = InjectionDetector::default();
