@@ -97,8 +97,13 @@ pub fn normalize(input: &str) -> Normalized {
     let mut buf = Vec::with_capacity(input.len() + 16);
     let seen = fold(input, &mut buf, &mut stats);
     let runs = seen.longest_b64_run >= MIN_PAYLOAD_RUN;
-    if runs || seen.case_breaks >= MIN_CASE_BREAKS {
-        append_payloads(input, runs, &mut buf, &mut stats);
+    // `fold` counts case breaks in ASCII input only (`usize::MAX`: not counted).
+    let chunked = match seen.case_breaks {
+        usize::MAX => case_breaks(input.as_bytes()) >= MIN_CASE_BREAKS,
+        n => n >= MIN_CASE_BREAKS,
+    };
+    if runs || chunked {
+        append_payloads(input, runs, chunked, &mut buf, &mut stats);
     }
     let words = scan_words(&buf);
     let mut spaced = words.spaced_letters;
@@ -825,7 +830,7 @@ fn is_b64(b: u8) -> bool {
 /// Finds base64 or hex payloads in the input, decodes those that hold readable text and
 /// appends their normalised form to `buf`: runs of at least [`MIN_PAYLOAD_RUN`]
 /// characters (when `runs`: the input has one), payloads cut into shorter chunks
-/// ([`ChunkGroup`]; looked for when the input has [`MIN_CASE_BREAKS`] case breaks), and
+/// ([`ChunkGroup`]; when `chunked`: the input has [`MIN_CASE_BREAKS`] case breaks), and
 /// the payloads nested in decoded ones, down to [`MAX_NESTING`] levels.
 ///
 /// Every payload is tried, however many there are and however long they are: the decoded
@@ -833,9 +838,14 @@ fn is_b64(b: u8) -> bool {
 /// [`PAYLOAD_BUDGET`] times the input's length (a run decodes to at most three quarters
 /// of its length), so the cost stays linear and decoys cannot use up a count. A run is
 /// split after `=` padding, so payloads written back to back are each decoded.
-fn append_payloads(input: &str, runs: bool, buf: &mut Vec<u8>, stats: &mut NormalizeStats) {
+fn append_payloads(
+    input: &str,
+    runs: bool,
+    chunked: bool,
+    buf: &mut Vec<u8>,
+    stats: &mut NormalizeStats,
+) {
     let mut budget = PAYLOAD_BUDGET * input.len();
-    let chunked = case_breaks(input.as_bytes()) >= MIN_CASE_BREAKS;
     decode_payloads(input, 0, runs, chunked, buf, stats, &mut budget);
 }
 
