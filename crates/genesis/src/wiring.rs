@@ -131,6 +131,13 @@ pub fn orchestrator_from_config(
                 message: format!("http client for agent backends: {e}"),
             })?;
         for (id, backend) in &config.backends {
+            let limits = match backend {
+                BackendConfig::Http(c) => c.validate(),
+                BackendConfig::Command(c) => c.validate(),
+            };
+            limits.map_err(|e| GenesisError::Config {
+                message: format!("backends.{id}: {e}"),
+            })?;
             let agent: Arc<dyn crate::run::Agent> = match backend {
                 BackendConfig::Http(c) => {
                     Arc::new(HttpAgent::new(id.as_str(), c.clone(), client.clone()))

@@ -497,9 +497,17 @@ impl CallMoney {
         }
     }
 
-    /// The call answered and cost `actual`.
+    /// The call answered and cost `actual`, which is charged even when a bounded call
+    /// reports more than it was allowed (the money is gone; the breach is logged).
     fn settle(mut self, actual: Usd) {
         if let Some(r) = self.reservation.take() {
+            if self.bounded && actual > r.amount() {
+                tracing::warn!(
+                    allowed = %r.amount(),
+                    reported = %actual,
+                    "an agent call cost more than its max_cost allowed; charged in full"
+                );
+            }
             r.settle(actual);
         }
     }

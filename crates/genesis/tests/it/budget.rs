@@ -397,10 +397,8 @@ fn every_agent_call_is_counted_once_in_the_cost_metric() {
             let http: Arc<dyn Agent> = Arc::new(HttpAgent::new(
                 http_agent.clone(),
                 HttpAgentConfig {
-                    url,
-                    token: None,
                     timeout: Duration::from_secs(10),
-                    max_response_bytes: 1 << 20,
+                    ..HttpAgentConfig::new(url)
                 },
                 genesis::llm::http_client_builder()
                     .unwrap()
@@ -446,5 +444,156 @@ fn every_agent_call_is_counted_once_in_the_cost_metric() {
     assert!(
         (counted - want).abs() < 1e-9,
         "genesis_cost_usd_total {counted}, the run spent {want}"
+    );
+}
+
+/// What a loopback HTTP agent saw: each request's `max_cost_usd` (absent = `None`) and
+/// the most requests it held at once.
+#[derive(Default)]
+struct Seen {
+    limits: std::sync::Mutex<Vec<Option<f64>>>,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    arrived: tokio::sync::Notify,
+}
+
+/// An HTTP agent on loopback that records what it is sent, then answers `cost_usd`
+/// after `takes` (or never, with `None`).
+async fn limited_service(seen: Arc<Seen>, takes: Option<Duration>, cost: f64) -> String {
+    let app = axum::Router::new().route(
+        "/task",
+        post(move |Json(body): Json<serde_json::Value>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.limits
+                    .lock()
+                    .unwrap()
+                    .push(body.get("max_cost_usd").and_then(serde_json::Value::as_f64));
+                let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.most.fetch_max(now, Ordering::SeqCst);
+                seen.arrived.notify_one();
+                match takes {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+                seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Json(serde_json::json!({"output": "done", "cost_usd": cost}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/task")
+}
+
+fn http_agent(url: String, max_cost: Option<f64>) -> Arc<dyn Agent> {
+    let mut config = HttpAgentConfig::new(url);
+    config.max_cost_usd = max_cost.map(usd);
+    Arc::new(HttpAgent::new(
+        "http",
+        config,
+        genesis::llm::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+    ))
+}
+
+/// An HTTP agent with `max_cost_usd` sets aside its whole limit per call, is sent that
+/// limit, and so cannot pass a budget however low the plan's estimates are: three
+/// calls with a $0.05 limit against $0.12 run at most two at a time. Without the limit
+/// the request carries none and the three run together on their estimates.
+#[tokio::test]
+async fn an_http_agent_with_a_cost_limit_is_sent_it_and_held_to_it() {
+    for limit in [Some(0.05), None] {
+        let seen = Arc::new(Seen::default());
+        let url = limited_service(Arc::clone(&seen), Some(Duration::from_millis(200)), 0.02).await;
+        let genesis = Orchestrator::builder()
+            .agents(AgentSet::new().with_fallback(http_agent(url, limit)))
+            .build()
+            .unwrap();
+        let plan = parallel_plan(&genesis, 3, 0.001);
+        let options = RunOptions {
+            budget: Some(usd(0.12)),
+            ..RunOptions::default()
+        };
+        let result = genesis.execute(plan, options).unwrap().wait().await;
+        assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
+        assert!(
+            (result.cost.as_f64() - 0.06).abs() < 1e-9,
+            "{}",
+            result.cost
+        );
+        let limits = seen.limits.lock().unwrap().clone();
+        assert_eq!(limits, vec![limit; 3], "limit {limit:?}");
+        let most = seen.most.load(Ordering::SeqCst);
+        match limit {
+            Some(_) => assert_eq!(most, 2, "two $0.05 limits fit in $0.12, not three"),
+            None => assert_eq!(most, 3, "$0.001 estimates all fit"),
+        }
+    }
+}
+
+/// Cancelling a run with a call in flight on an HTTP agent that has a cost limit
+/// charges the run that limit (the service may still bill it); without a limit the
+/// estimate is given back.
+#[tokio::test]
+async fn a_cancelled_http_call_with_a_cost_limit_is_charged_the_limit() {
+    for (limit, charged) in [(Some(0.05), 0.05), (None, 0.0)] {
+        let seen = Arc::new(Seen::default());
+        let url = limited_service(Arc::clone(&seen), None, 0.02).await;
+        let genesis = Orchestrator::builder()
+            .agents(AgentSet::new().with_fallback(http_agent(url, limit)))
+            .build()
+            .unwrap();
+        let plan = parallel_plan(&genesis, 1, 0.001);
+        let options = RunOptions {
+            budget: Some(usd(1.0)),
+            ..RunOptions::default()
+        };
+        let handle = genesis.execute(plan, options).unwrap();
+        seen.arrived.notified().await;
+        handle.cancel();
+        let result = handle.wait().await;
+        assert_eq!(result.status, RunStatus::Cancelled);
+        assert!(
+            (result.cost.as_f64() - charged).abs() < 1e-9,
+            "limit {limit:?}: cost {}",
+            result.cost
+        );
+    }
+}
+
+/// `min_cost_usd` must come with `max_cost_usd` and not above it; the error names the
+/// agent, the rule and both values.
+#[test]
+fn backend_cost_limits_that_disagree_are_refused() {
+    let config = |limits: &str| -> genesis::GenesisConfig {
+        toml::from_str(&format!(
+            "[backends.qa]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/task\"\n{limits}\n"
+        ))
+        .unwrap()
+    };
+    let err =
+        genesis::orchestrator_from_config(&config("min_cost_usd = 0.5\nmax_cost_usd = 0.2"), &[])
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(
+        err.contains("backends.qa: min_cost_usd $0.5000 is above max_cost_usd $0.2000 (rule: backend_cost_limits)"),
+        "{err}"
+    );
+    let err = genesis::orchestrator_from_config(&config("min_cost_usd = 0.5"), &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("min_cost_usd $0.5000 needs max_cost_usd (rule: backend_cost_limits)"),
+        "{err}"
+    );
+    assert!(
+        genesis::orchestrator_from_config(&config("min_cost_usd = 0.2\nmax_cost_usd = 0.2"), &[])
+            .is_ok()
     );
 }

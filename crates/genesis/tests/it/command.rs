@@ -39,6 +39,8 @@ fn agent(program: &str, args: &[&str], timeout: Duration, max_output_bytes: usiz
         working_dir: None,
         timeout,
         max_output_bytes,
+        max_cost_usd: None,
+        min_cost_usd: None,
     };
     CommandAgent::new("a", config).unwrap()
 }

@@ -93,10 +93,8 @@ async fn runs_a_plan_on_http_agents_in_order_in_parallel_with_data_flow_and_cost
     let agent: Arc<dyn Agent> = Arc::new(HttpAgent::new(
         "http",
         HttpAgentConfig {
-            url,
-            token: None,
             timeout: Duration::from_secs(10),
-            max_response_bytes: 1 << 20,
+            ..HttpAgentConfig::new(url)
         },
         client,
     ));

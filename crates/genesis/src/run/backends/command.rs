@@ -6,13 +6,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use genesis_core::AgentId;
+use genesis_core::{AgentId, Usd};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
-use super::{WireRequest, parse_output};
-use crate::run::{Agent, AgentError, AgentOutput, AgentRequest};
+use super::{InvalidCostLimits, WireRequest, check_cost_limits, cost_bounds, parse_output};
+use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
 /// Settings of a command agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +37,24 @@ pub struct CommandAgentConfig {
     /// Largest stdout accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_output")]
     pub max_output_bytes: usize,
+    /// The most one run of the program may cost, for a program that can hold itself to
+    /// a limit (as [`HttpAgentConfig::max_cost_usd`](super::HttpAgentConfig::max_cost_usd);
+    /// the limit is the request's `max_cost_usd`).
+    #[serde(default)]
+    pub max_cost_usd: Option<Usd>,
+    /// The least a run is worth starting with (needs `max_cost_usd`; default: all of it).
+    #[serde(default)]
+    pub min_cost_usd: Option<Usd>,
+}
+
+impl CommandAgentConfig {
+    /// Checks settings that must agree.
+    ///
+    /// # Errors
+    /// [`InvalidCostLimits`] when `min_cost_usd` is set without `max_cost_usd` or above it.
+    pub fn validate(&self) -> Result<(), InvalidCostLimits> {
+        check_cost_limits(self.min_cost_usd, self.max_cost_usd)
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -150,6 +168,10 @@ impl Agent for CommandAgent {
         } else {
             Err(AgentError::Rejected { agent, message })
         }
+    }
+
+    fn cost_bounds(&self, _: &AgentRequest) -> Option<CostBounds> {
+        cost_bounds(self.config.min_cost_usd, self.config.max_cost_usd)
     }
 }
 

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use genesis_core::{AgentId, Secret};
+use genesis_core::{AgentId, Secret, Usd};
 use serde::{Deserialize, Serialize};
 
-use super::{WireRequest, parse_output};
-use crate::run::{Agent, AgentError, AgentOutput, AgentRequest};
+use super::{InvalidCostLimits, WireRequest, check_cost_limits, cost_bounds, parse_output};
+use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
 /// Settings of an HTTP agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +24,39 @@ pub struct HttpAgentConfig {
     /// Largest response body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_body")]
     pub max_response_bytes: usize,
+    /// The most one call may cost, for a service that can hold itself to a limit: with
+    /// a run or day budget in force, each call sets aside up to this much and sends
+    /// what it set aside as `max_cost_usd`, which the service must not exceed, and a
+    /// call that times out or is cancelled is charged that. Unset: the planned estimate
+    /// is set aside and the call is charged the `cost_usd` it reports.
+    #[serde(default)]
+    pub max_cost_usd: Option<Usd>,
+    /// The least a call is worth making with (needs `max_cost_usd`; default: all of
+    /// it, so a call waits until its whole limit fits in the budgets).
+    #[serde(default)]
+    pub min_cost_usd: Option<Usd>,
+}
+
+impl HttpAgentConfig {
+    /// An HTTP agent at `url` with the defaults (no token, 60 s, 1 MiB, no cost limit).
+    pub fn new(url: impl Into<String>) -> Self {
+        HttpAgentConfig {
+            url: url.into(),
+            token: None,
+            timeout: default_timeout(),
+            max_response_bytes: default_max_body(),
+            max_cost_usd: None,
+            min_cost_usd: None,
+        }
+    }
+
+    /// Checks settings that must agree.
+    ///
+    /// # Errors
+    /// [`InvalidCostLimits`] when `min_cost_usd` is set without `max_cost_usd` or above it.
+    pub fn validate(&self) -> Result<(), InvalidCostLimits> {
+        check_cost_limits(self.min_cost_usd, self.max_cost_usd)
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -104,6 +137,10 @@ impl Agent for HttpAgent {
         } else {
             Err(AgentError::Rejected { agent, message })
         }
+    }
+
+    fn cost_bounds(&self, _: &AgentRequest) -> Option<CostBounds> {
+        cost_bounds(self.config.min_cost_usd, self.config.max_cost_usd)
     }
 }
 

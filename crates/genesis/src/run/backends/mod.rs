@@ -7,9 +7,10 @@ mod http;
 pub use command::{CommandAgent, CommandAgentConfig, NotAllowed};
 pub use http::{HttpAgent, HttpAgentConfig};
 
+use genesis_core::Usd;
 use serde::Serialize;
 
-use super::AgentRequest;
+use super::{AgentRequest, CostBounds};
 
 /// The JSON an HTTP or command agent receives.
 #[derive(Debug, Serialize)]
@@ -23,6 +24,10 @@ pub(crate) struct WireRequest<'a> {
     inputs: &'a [super::TaskInput],
     #[serde(skip_serializing_if = "Option::is_none")]
     previous: Option<&'a str>,
+    /// What the call must not cost more than, in USD ([`AgentRequest::max_cost`]):
+    /// sent when the agent has a `max_cost_usd` and a run or day budget is in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_cost_usd: Option<f64>,
 }
 
 impl<'a> WireRequest<'a> {
@@ -36,8 +41,50 @@ impl<'a> WireRequest<'a> {
             task: &r.task,
             inputs: &r.inputs,
             previous: r.previous.as_deref(),
+            max_cost_usd: r.max_cost.map(Usd::as_f64),
         }
     }
+}
+
+/// `min_cost_usd` and `max_cost_usd` of an HTTP or command agent that do not go
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum InvalidCostLimits {
+    /// A least cost without a most.
+    #[error("min_cost_usd {min} needs max_cost_usd (rule: backend_cost_limits)")]
+    MinWithoutMax {
+        /// The least cost.
+        min: Usd,
+    },
+    /// The least cost above the most.
+    #[error("min_cost_usd {min} is above max_cost_usd {max} (rule: backend_cost_limits)")]
+    MinAboveMax {
+        /// The least cost.
+        min: Usd,
+        /// The most.
+        max: Usd,
+    },
+}
+
+/// Checks an agent's `min_cost_usd` against its `max_cost_usd`.
+fn check_cost_limits(min: Option<Usd>, max: Option<Usd>) -> Result<(), InvalidCostLimits> {
+    match (min, max) {
+        (Some(min), None) => Err(InvalidCostLimits::MinWithoutMax { min }),
+        (Some(min), Some(max)) if min > max => Err(InvalidCostLimits::MinAboveMax { min, max }),
+        _ => Ok(()),
+    }
+}
+
+/// The cost bounds of an HTTP or command agent's call: none without `max_cost_usd`
+/// (the planned estimate is set aside, and the call is charged what it reports);
+/// else up to `max_cost_usd`, and at least `min_cost_usd` (default: all of
+/// `max_cost_usd`, so a call is made only when its whole limit fits).
+fn cost_bounds(min: Option<Usd>, max: Option<Usd>) -> Option<CostBounds> {
+    let ceiling = max?;
+    Some(CostBounds {
+        floor: min.unwrap_or(ceiling),
+        ceiling,
+    })
 }
 
 /// The JSON an HTTP or command agent may answer with. A body that is not this JSON is
