@@ -19,6 +19,10 @@
 //! `HALO_PLAN_WEIGHT=0` switches the plan-context stage of `route_all` off (to measure
 //! what it costs); `HALO_PLAN_K=<n>` sets its candidates per task.
 //!
+//! `HALO_DIST=<label prefix>` times 2,000 single calls of the matching cases and prints
+//! the 10th, 50th, 90th and 99th percentiles per call (for tail latency, which the
+//! best-of-seven default hides).
+//!
 //! This runs on the system allocator (comparable with earlier measurements);
 //! `--example route_latency_mimalloc` is the same program on mimalloc, the allocator
 //! of the `genesis` binaries.
@@ -46,6 +50,28 @@ fn measured(f: &mut dyn FnMut()) {
 /// times (for callgrind or `perf stat -e cycles:u`, which are robust to other load on the
 /// machine).
 fn per_item(label: &str, items: usize, mut f: impl FnMut()) {
+    if let Ok(only) = std::env::var("HALO_DIST") {
+        if !label.starts_with(&only) {
+            return;
+        }
+        let mut times: Vec<f64> = (0..2000)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let q = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+        println!(
+            "{label}: per call p10 {:.1} / p50 {:.1} / p90 {:.1} / p99 {:.1} us",
+            q(0.1),
+            q(0.5),
+            q(0.9),
+            q(0.99)
+        );
+        return;
+    }
     if let Ok(only) = std::env::var("HALO_ONLY") {
         if !label.starts_with(&only) {
             return;
