@@ -44,8 +44,14 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     for task in &tasks {
         let d = router.route(task);
-        assert!(d.score.is_finite() && (0.0..=1.0).contains(&d.match_score), "{d:?}");
-        assert_eq!(d.agent.is_none(), d.layer == genesis_halo::RouteLayer::Unassigned);
+        assert!(
+            d.score.is_finite() && (0.0..=1.0).contains(&d.match_score),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.agent.is_none(),
+            d.layer == genesis_halo::RouteLayer::Unassigned
+        );
     }
     let plan = router.route_all(&tasks);
     assert_eq!(plan.decisions.len(), tasks.len());

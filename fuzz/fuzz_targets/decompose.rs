@@ -25,7 +25,10 @@ impl PlannerModel for Scripted {
         _prompt: &str,
         _schema: &serde_json::Value,
     ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
-        let mut answers = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut answers = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(if answers.is_empty() {
             serde_json::json!({})
         } else {
