@@ -4,13 +4,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::Stream;
 use genesis::GenesisError;
 use genesis::core::Usd;
@@ -20,6 +20,7 @@ use genesis::store::{RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::middleware::Commit;
 use crate::runs::StartRunError;
 use crate::{AppState, json_error};
 
@@ -98,19 +99,44 @@ where
     F: FnOnce(&AppState) -> T + Send + 'static,
     T: Send + 'static,
 {
-    // The semaphore is never closed; should it be, the call goes ahead unlimited.
-    let _slot = state.store_calls.acquire().await.ok();
+    committed(state, None, f).await
+}
+
+/// As [`blocking`], for a write whose outcome the client must be told (journaling a
+/// run, a cancel request): once the call has its store-call slot, `commit` is set, so
+/// the request timeout no longer cuts the request short and the answer says what the
+/// write did (see [`crate::middleware::request_timeout`]). Without `commit` (a route
+/// outside that middleware) it is [`blocking`].
+async fn committed<T, F>(
+    state: &Arc<AppState>,
+    commit: Option<&Commit>,
+    f: F,
+) -> Result<T, Response>
+where
+    F: FnOnce(&AppState) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // The semaphore is never closed; should it be, the call goes ahead unlimited. The
+    // permit moves into the job: a request dropped while its job still blocks (timeout,
+    // client gone) does not free the slot for another thread before the job ends.
+    let slot = Arc::clone(&state.store_calls).acquire_owned().await.ok();
+    if let Some(commit) = commit {
+        commit.set();
+    }
     let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| {
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "run_store",
-                format!("a run store call ended abnormally: {e}"),
-                "internal",
-            )
-        })
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f(&state)
+    })
+    .await
+    .map_err(|e| {
+        json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_store",
+            format!("a run store call ended abnormally: {e}"),
+            "internal",
+        )
+    })
 }
 
 fn genesis_error(e: &GenesisError) -> Response {
@@ -214,17 +240,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     request_body = CreateTask,
     responses(
         (status = 200, description = "plan mode: the plan"),
-        (status = 202, description = "run mode: accepted and journaled", body = Accepted),
+        (status = 202, description = "run mode: accepted and journaled (once its write started, answered after it, past the request timeout)", body = Accepted),
         (status = 400, description = "rejected input, naming the rule", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 422, description = "the plan failed validation", body = ErrorBody),
         (status = 429, description = "rate limited or daily budget spent", body = ErrorBody),
-        (status = 503, description = "kill switch, shutdown or overload", body = ErrorBody)
+        (status = 503, description = "kill switch, shutdown, overload, request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
 )]
 pub(crate) async fn create_task(
     State(state): State<Arc<AppState>>,
+    commit: Option<Extension<Commit>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -328,7 +355,10 @@ pub(crate) async fn create_task(
     if req.mode == Mode::Plan {
         return (StatusCode::OK, Json(plan)).into_response();
     }
-    let started = blocking(&state, move |s| {
+    // From here the answer says what the store did: the run is journaled (202) or
+    // not (503 `run_store`), never a timeout while the write goes on.
+    let commit = commit.map(|Extension(c)| c);
+    let started = committed(&state, commit.as_ref(), move |s| {
         s.runs.start(plan, budget, idempotency.as_deref(), &subject)
     })
     .await;
@@ -338,7 +368,10 @@ pub(crate) async fn create_task(
         Ok(Err(StartRunError::Store(e))) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "run_store",
-            format!("the run was not accepted: {e}"),
+            format!(
+                "the run was not accepted: {}",
+                genesis::core::error_chain(&e)
+            ),
             "resource",
         ),
         Ok(Err(StartRunError::Genesis(e))) => genesis_error(&e),
@@ -555,17 +588,44 @@ pub(crate) async fn list_tasks(
 }
 
 #[utoipa::path(post, path = "/api/tasks/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 202, description = "cancelling"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, description = "rule `run_store`: the cancel could not be journaled, the run goes on", body = ErrorBody)))]
 pub(crate) async fn cancel_task(
     State(state): State<Arc<AppState>>,
+    commit: Option<Extension<Commit>>,
     Path(id): Path<String>,
 ) -> Response {
-    if state.runs.cancel(&id) {
-        return (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
-        )
-            .into_response();
+    if state.runs.is_live(&id) {
+        // The request is journaled before the 202 (and before the run is stopped), so
+        // the cancel holds across a crash; the answer waits for that write.
+        let commit = commit.map(|Extension(c)| c);
+        let key = id.clone();
+        match committed(&state, commit.as_ref(), move |s| s.runs.cancel(&key)).await {
+            Err(response) => return response,
+            Ok(Ok(true)) => {
+                return (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
+                )
+                    .into_response();
+            }
+            // It ended meanwhile: answered from the store below.
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                let mut r = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "run_store",
+                    format!(
+                        "the cancel was not journaled and run {id} goes on: {}",
+                        genesis::core::error_chain(&e)
+                    ),
+                    "resource",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        }
     }
     // The row alone: a run whose plan no longer decodes still answers.
     let key = id.clone();
@@ -839,6 +899,46 @@ pub(crate) fn subject_of(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review R8: the store-call slot was held by the request, not by the job, so a
+    /// request dropped (request timeout, client gone) while its job still blocked gave
+    /// the slot back, and `STORE_CALLS_IN_FLIGHT` no longer bounded the threads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_call_keeps_its_slot_until_its_thread_is_done_even_when_dropped() {
+        let mut config = genesis::GenesisConfig::default();
+        config.security.auth.environment = genesis::security::Environment::Dev;
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-slot-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        config.server.data_dir = dir.clone();
+        let state = AppState::from_config(config, &[], None).unwrap();
+        let all = crate::STORE_CALLS_IN_FLIGHT;
+        assert_eq!(state.store_calls.available_permits(), all);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let call = blocking(&state, move |_| {
+            let _ = started.send(());
+            let _ = wait.recv();
+        });
+        // The request gives up (is dropped) once the job is running.
+        tokio::select! {
+            _ = call => panic!("the job cannot finish before it is released"),
+            _ = running => {}
+        }
+        assert_eq!(state.store_calls.available_permits(), all - 1);
+        release.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state.store_calls.available_permits() < all {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot was never given back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_subject_is_the_agent_id_or_a_digest_of_the_key_never_the_key() {

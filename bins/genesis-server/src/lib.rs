@@ -87,8 +87,8 @@ pub struct AppState {
     /// The router registry as last written to the store (learned state).
     learned_saved: std::sync::Mutex<Option<Arc<genesis::halo::AgentRegistry>>>,
     /// Store calls the handlers may have on the blocking pool at once
-    /// ([`STORE_CALLS_IN_FLIGHT`]).
-    store_calls: tokio::sync::Semaphore,
+    /// ([`STORE_CALLS_IN_FLIGHT`]); a call holds its permit until its thread is done.
+    store_calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// Store calls the handlers make at once. They share one SQLite connection, so more
@@ -171,7 +171,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
             learned_saved,
-            store_calls: tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT),
+            store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
         }))
     }
 
@@ -207,18 +207,18 @@ pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.config.security.limits.max_body_bytes;
     let max_in_flight = state.config.server.max_in_flight.max(1);
 
-    // Request/response routes get a per-request timeout (tower's), answered as 503.
+    // Request/response routes get a per-request timeout, answered as 503, that stops at
+    // a write the client must hear the outcome of (`middleware::request_timeout`).
     let bounded = Router::new()
         .route("/api/tasks", post(api::create_task).get(api::list_tasks))
         .route("/api/tasks/{id}", get(api::get_task))
         .route("/api/tasks/{id}/cancel", post(api::cancel_task))
         .route("/api/agents", get(api::agents))
         .route("/api/status", get(api::status))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(middleware::timeout_error))
-                .timeout(timeout),
-        );
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            middleware::request_timeout,
+        ));
     // Event streams are long-lived: no request timeout.
     let streams = Router::new().route("/api/tasks/{id}/events", get(api::events));
     let api = bounded

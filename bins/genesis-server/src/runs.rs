@@ -7,7 +7,7 @@ use std::time::Duration;
 use genesis::core::{RunId, Usd};
 use genesis::daao::BudgetScope;
 use genesis::run::{DaySpend, RunEvent, RunJournal, TaskStatus};
-use genesis::store::{Created, RunStore, StoreError, UnfinishedRun};
+use genesis::store::{Created, RunRecord, RunStore, StoreError, UnfinishedRun};
 use genesis::telemetry::catalogue;
 use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
 use tokio::sync::broadcast;
@@ -280,7 +280,7 @@ impl RunManager {
             let run = match run {
                 UnfinishedRun::Readable(run) => *run,
                 UnfinishedRun::Unreadable { id, error } => {
-                    if self.is_live(&id) {
+                    if self.is_live(id.as_str()) {
                         continue;
                     }
                     let reason = genesis::core::error_chain(&error);
@@ -290,7 +290,13 @@ impl RunManager {
                     continue;
                 }
             };
-            if self.is_live(&run.id) {
+            if self.is_live(run.id.as_str()) {
+                continue;
+            }
+            // Cancelled before the stop (the client was answered 202, or the executor
+            // had begun journaling the cancellation): end it, run none of it again.
+            if run.was_cancelled() {
+                self.end_cancelled(&run);
                 continue;
             }
             let done = run
@@ -319,6 +325,21 @@ impl RunManager {
         Ok(n)
     }
 
+    /// Ends a run that was cancelled before the last stop as `cancelled`, calling no
+    /// agent: its unfinished tasks are journaled as cancelled ("run cancelled"), then
+    /// `run_finished`, in one write. Should the write fail, the run stays `running` and
+    /// the next start tries again (it is still not resumed).
+    fn end_cancelled(&self, run: &RunRecord) {
+        tracing::info!(run_id = %run.id, spent = %run.cost, "run was cancelled before the restart; ending it as cancelled");
+        let events = run.cancellation();
+        match self.store.record_all(&run.id, &events) {
+            Ok(()) => events.iter().for_each(record_metrics),
+            Err(e) => {
+                tracing::error!(run_id = %run.id, error = %e, "cannot journal the end of a cancelled run; it stays running until the next start");
+            }
+        }
+    }
+
     /// The budget a resumed run goes on with: the one it was started with, capped by
     /// the per-run budget configured now (an operator who lowered `budget.per_run`
     /// lowers it for runs in progress too, rather than failing them).
@@ -333,18 +354,34 @@ impl RunManager {
         }
     }
 
-    fn is_live(&self, id: &RunId) -> bool {
+    /// True while this process executes the run `id`.
+    pub fn is_live(&self, id: &str) -> bool {
         self.live.lock().is_ok_and(|l| l.contains_key(id))
     }
 
-    /// Cancels a run in progress. `false` when it is not running here.
-    pub fn cancel(&self, id: &str) -> bool {
-        self.live
+    /// Cancels a run in progress here. The request is journaled first, durably
+    /// ([`RunStore::request_cancel`]), and only then is the run stopped, so a cancel
+    /// reported as done survives a crash: the run is ended as cancelled at the next
+    /// start, never resumed. `Ok(false)` when the run is not running here (or ended
+    /// before the request was journaled): nothing was journaled nor stopped. This is a
+    /// store call: it blocks.
+    ///
+    /// # Errors
+    /// Store failures: nothing was journaled and the run goes on.
+    pub fn cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let token = self
+            .live
             .lock()
             .ok()
-            .and_then(|l| l.get(id).map(|r| r.cancel.clone()))
-            .map(|c| c.cancel())
-            .is_some()
+            .and_then(|l| l.get(id).map(|r| r.cancel.clone()));
+        let Some(token) = token else {
+            return Ok(false);
+        };
+        if !self.store.request_cancel(id)? {
+            return Ok(false);
+        }
+        token.cancel();
+        Ok(true)
     }
 
     /// A subscription to a live run's events (a wake-up signal for event streams).

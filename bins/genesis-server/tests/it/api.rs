@@ -255,6 +255,8 @@ async fn cancel_stops_a_running_run_and_then_conflicts() {
     assert_eq!(body["status"], "cancelling");
     let run = s.wait_finished(&id, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "cancelled", "{run}");
+    // The request was journaled before the 202 (it survives a crash; see `resume`).
+    assert!(run["cancel_requested_at_ms"].as_i64().is_some(), "{run}");
     assert!(
         run["tasks"]
             .as_array()
@@ -272,6 +274,114 @@ async fn cancel_stops_a_running_run_and_then_conflicts() {
             .unwrap()
             .contains("cancelled")
     );
+}
+
+/// Another process's write transaction on the run store of `dir`: store writes wait for
+/// it in SQLite's busy handler (up to 5 s, then fail) until it ends.
+fn lock_store(dir: &TempDir) -> rusqlite::Connection {
+    let other = rusqlite::Connection::open(dir.path().join("data").join("genesis.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    other
+}
+
+/// A server whose request timeout (300 ms) is far shorter than the store's busy wait.
+async fn impatient_server(tag: &str, stub_delay: Duration) -> (TempDir, Stub, TestServer) {
+    let dir = TempDir::new(tag);
+    let stub = Stub::start(stub_delay).await;
+    let mut c = config(dir.path(), &stub.url);
+    c.server.request_timeout = Duration::from_millis(300);
+    let s = TestServer::start(c, &[]).await;
+    (dir, stub, s)
+}
+
+/// The ids of the stored runs.
+async fn run_ids(s: &TestServer) -> Vec<String> {
+    let (status, _, list) = s.get("/api/tasks").await;
+    assert_eq!(status, 200, "{list}");
+    list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Review R8: a submission whose journal write was still waiting for the store when
+/// `server.request_timeout` passed was answered 503 `request_timeout`, yet journaled
+/// and run; a client retrying the 5xx ran it twice. Once the write has started the
+/// answer waits for it: here 202, and the retry finds the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_whose_journal_write_outlasts_the_request_timeout_is_answered_202() {
+    let (dir, stub, s) = impatient_server("submit-slow-store", Duration::ZERO).await;
+    let other = lock_store(&dir);
+    let body = json!({"description": SMALL, "mode": "run", "idempotency_key": "slow-1"});
+    let submitted = tokio::spawn(s.client.post(s.url("/api/tasks")).json(&body).send());
+    // Well past the request timeout, well within the store's busy wait.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    other.execute_batch("COMMIT").unwrap();
+    let (status, _, answer) = split(submitted.await.unwrap().unwrap()).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(answer["existing"], false, "{answer}");
+    // The retry a client makes with the same key is the same run.
+    let (status, _, again) = s.post("/api/tasks", body).await;
+    assert_eq!(
+        (status, &again["run_id"]),
+        (202, &answer["run_id"]),
+        "{again}"
+    );
+    assert_eq!(again["existing"], true, "{again}");
+    let run = s.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run_ids(&s).await, std::slice::from_ref(&id));
+    assert_eq!(
+        stub.calls_for(&id).values().sum::<u32>(),
+        stub.total_calls()
+    );
+}
+
+/// A submission the store cannot journal (its write lock held past the busy wait) is
+/// answered 503 `run_store` — not `request_timeout` — and nothing of it is kept or run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_the_store_cannot_journal_is_answered_503_and_never_runs() {
+    let (dir, stub, s) = impatient_server("submit-locked-store", Duration::ZERO).await;
+    let other = lock_store(&dir);
+    let (status, _, body) = s
+        .post("/api/tasks", json!({"description": SMALL, "mode": "run"}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_rule(&body), "run_store");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("the run was not accepted"), "{body}");
+    other.execute_batch("COMMIT").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(run_ids(&s).await, Vec::<String>::new());
+    assert_eq!(stub.total_calls(), 0);
+}
+
+/// A cancel the store cannot journal is answered 503 `run_store` and the run goes on
+/// (a 202 is only sent for a cancel that holds across a crash); once the store answers
+/// again, the cancel is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_store_cannot_journal_is_answered_503_and_the_run_goes_on() {
+    let (dir, _stub, s) = impatient_server("cancel-locked-store", Duration::from_secs(30)).await;
+    let id = s.submit(SMALL).await;
+    let other = lock_store(&dir);
+    let (status, _, body) = s.post(&format!("/api/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_rule(&body), "run_store");
+    other.execute_batch("COMMIT").unwrap();
+    let (_, _, run) = s.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(
+        (&run["status"], &run["live"]),
+        (&json!("running"), &json!(true)),
+        "{run}"
+    );
+    assert!(run["cancel_requested_at_ms"].is_null(), "{run}");
+    let (status, _, body) = s.post(&format!("/api/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let run = s.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
 }
 
 /// Reads a server-sent event stream until `run_finished` (or the stream ends) and

@@ -1,6 +1,6 @@
 //! Resumption at start is per run (a stored run that no longer reads back fails alone,
-//! and still answers) and for the subject the run was started for; `/ready` reports a
-//! flags file the reloader cannot apply.
+//! and still answers), for the subject the run was started for, and never for a run
+//! cancelled before the stop; `/ready` reports a flags file the reloader cannot apply.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use genesis::Orchestrator;
-use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunStatus};
-use genesis::store::SqliteStore;
+use genesis::run::{
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunJournal, RunStatus,
+};
+use genesis::store::{RunStore, SqliteStore};
 use genesis_server::RunManager;
 
 use crate::support::{Stub, TempDir, TestServer, config};
@@ -324,4 +326,115 @@ async fn ready_reads_the_flags_file_again_only_when_it_changed() {
     assert_eq!(ready().await, (503, false.into()));
     std::fs::write(&file, FLAGS).unwrap();
     assert_eq!(ready().await, (200, true.into()));
+}
+
+/// The stored events of run `id`, in order.
+fn stored_events(server: &TestServer, id: &str) -> Vec<RunEvent> {
+    let store = server.state.runs().store();
+    store
+        .events_since(id, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// Review R8: the executor journals a cancelled run's `task_skipped` "run cancelled"
+/// events and its `run_finished` in two writes. A crash between them left the run
+/// `running`, and the restart ran every task the user had cancelled (and paid for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_cancellation_was_half_journaled_ends_cancelled_after_a_restart() {
+    let dir = TempDir::new("resume-half-cancelled");
+    let stub = Stub::start(Duration::ZERO).await;
+    let (store, id, plan) = crate::journal_run(&dir, "Build a SaaS business for invoices");
+    assert!(plan.tasks.len() > 1, "{plan:?}");
+    // One task finished before the cancel; the others were journaled as cancelled, and
+    // the process died before `run_finished`.
+    crate::journal::journal_crash(&store, &id, &plan, 0.25, 0.25);
+    let done = store.get_run(id.as_str()).unwrap().unwrap();
+    let skipped: Vec<RunEvent> = done
+        .tasks
+        .iter()
+        .filter(|t| !t.status.is_terminal())
+        .map(|t| RunEvent::TaskSkipped {
+            task_id: t.task_id.clone(),
+            reason: "run cancelled".into(),
+        })
+        .collect();
+    store.record_all(&id, &skipped).unwrap();
+    drop(store);
+
+    let server = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let run = server
+        .wait_finished(id.as_str(), Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (run["status"].as_str(), stub.total_calls()),
+        (Some("cancelled"), 0),
+        "a cancelled run was resumed and its tasks called: {run}"
+    );
+    let tasks = run["tasks"].as_array().unwrap();
+    let (finished, cancelled): (Vec<_>, Vec<_>) =
+        tasks.iter().partition(|t| t["status"] == "succeeded");
+    assert_eq!(finished.len(), 1, "{run}");
+    assert_eq!(finished[0]["output"], "done before the crash", "{run}");
+    assert_eq!(cancelled.len(), plan.tasks.len() - 1, "{run}");
+    assert!(
+        cancelled.iter().all(|t| t["status"] == "cancelled"),
+        "{run}"
+    );
+    assert!((run["cost"].as_f64().unwrap() - 0.25).abs() < 1e-9, "{run}");
+    // Nothing more was journaled for the tasks: only the end of the run.
+    match stored_events(&server, id.as_str()).last() {
+        Some(RunEvent::RunFinished {
+            status: RunStatus::Cancelled,
+            cost,
+        }) => assert!((cost.as_f64() - 0.25).abs() < 1e-9),
+        other => panic!("the run did not end cancelled: {other:?}"),
+    }
+    // Ended for good: the next start has nothing to resume.
+    assert_eq!(genesis_server::resume(&server.state).unwrap(), 0);
+}
+
+/// A cancel answered 202 was journaled first: a crash right after it (before the
+/// executor journaled anything of the cancellation) ends the run as cancelled at the
+/// next start, with no agent called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_cancel_was_requested_before_a_crash_is_not_resumed() {
+    let dir = TempDir::new("resume-cancel-requested");
+    let stub = Stub::start(Duration::ZERO).await;
+    let (store, id, plan) = crate::journal_run(&dir, "Build a SaaS business for invoices");
+    // What `POST .../cancel` journals before its 202.
+    assert!(store.request_cancel(id.as_str()).unwrap());
+    drop(store);
+
+    let server = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let run = server
+        .wait_finished(id.as_str(), Duration::from_secs(30))
+        .await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(stub.total_calls(), 0, "{run}");
+    assert!(run["cancel_requested_at_ms"].as_i64().is_some(), "{run}");
+    let tasks = run["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), plan.tasks.len());
+    for t in tasks {
+        assert_eq!(
+            (t["status"].as_str(), t["error"].as_str()),
+            (Some("cancelled"), Some("run cancelled")),
+            "{run}"
+        );
+    }
+    let events = stored_events(&server, id.as_str());
+    let skipped = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::TaskSkipped { reason, .. } if reason == "run cancelled"))
+        .count();
+    assert_eq!(skipped, plan.tasks.len(), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            RunEvent::RunStarted { .. } | RunEvent::TaskStarted { .. }
+        )),
+        "nothing of it ran again: {events:?}"
+    );
 }

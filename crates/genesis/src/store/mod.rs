@@ -4,7 +4,9 @@
 //! and its plan, then the executor journals every [`RunEvent`] (task finished, failed,
 //! ...) through the store's [`RunJournal`] implementation before it releases dependents.
 //! After a crash, [`RunStore::unfinished_runs`] lists what to resume; tasks that were in
-//! flight are re-queued, finished tasks are not run again. It reads each run on its own:
+//! flight are re-queued, finished tasks are not run again — unless the run was cancelled
+//! before the crash ([`RunRecord::was_cancelled`]): then nothing of it runs again and
+//! [`RunRecord::cancellation`] ends it as `cancelled`. It reads each run on its own:
 //! a run whose stored rows no longer decode is listed as [`UnfinishedRun::Unreadable`]
 //! (for the caller to fail it) and does not keep the other runs from resuming.
 //!
@@ -17,7 +19,7 @@ use genesis_core::{RunId, Usd};
 use serde::{Deserialize, Serialize};
 
 use crate::Plan;
-use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport};
+use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
 pub use sqlite::SqliteStore;
 
@@ -50,10 +52,52 @@ pub struct RunRecord {
     /// answers.
     #[serde(default, skip_serializing)]
     pub subject: Option<String>,
+    /// When a cancel of the run was requested ([`RunStore::request_cancel`]), unix
+    /// milliseconds; `None` when nobody asked (and for runs stored before requests were
+    /// journaled). A run still `running` with a request is ended as cancelled, not
+    /// resumed, after a restart.
+    #[serde(default)]
+    pub cancel_requested_at_ms: Option<i64>,
     /// Creation time, unix milliseconds.
     pub created_at_ms: i64,
     /// Last update, unix milliseconds.
     pub updated_at_ms: i64,
+}
+
+/// The reason of the `task_skipped` events that end the tasks of a cancelled run; the
+/// store keeps such tasks as [`TaskStatus::Cancelled`].
+pub const RUN_CANCELLED: &str = "run cancelled";
+
+impl RunRecord {
+    /// True when the run was cancelled before it finished, so it must not be resumed: a
+    /// cancel was requested ([`RunStore::request_cancel`]), or the journal already holds
+    /// tasks ended as cancelled (the executor journals those `task_skipped` events only
+    /// when the run is cancelled, in a write before its `run_finished`: a crash between
+    /// the two leaves the run `running`). End it with [`RunRecord::cancellation`].
+    pub fn was_cancelled(&self) -> bool {
+        self.cancel_requested_at_ms.is_some()
+            || self.tasks.iter().any(|t| t.status == TaskStatus::Cancelled)
+    }
+
+    /// The events that end the run as cancelled without running anything more, as the
+    /// executor ends a run cancelled while it runs: `task_skipped` with reason
+    /// [`RUN_CANCELLED`] for every task not finished (pending, in flight at the crash),
+    /// then `run_finished` with status `cancelled` and the journaled cost. Journal them
+    /// in one write ([`RunJournal::record_all`]): all or none.
+    pub fn cancellation(&self) -> Vec<RunEvent> {
+        self.tasks
+            .iter()
+            .filter(|t| !t.status.is_terminal())
+            .map(|t| RunEvent::TaskSkipped {
+                task_id: t.task_id.clone(),
+                reason: RUN_CANCELLED.to_owned(),
+            })
+            .chain(std::iter::once(RunEvent::RunFinished {
+                status: RunStatus::Cancelled,
+                cost: self.cost,
+            }))
+            .collect()
+    }
 }
 
 /// One row of a run listing.
@@ -181,6 +225,17 @@ pub trait RunStore: RunJournal + Send + Sync {
         idempotency_key: Option<&str>,
         subject: Option<&str>,
     ) -> Result<Created, StoreError>;
+
+    /// Journals that a cancel of the run `id` was requested, durably, before it returns
+    /// (so a caller told "cancelling" keeps that promise across a crash: a run still
+    /// `running` with a request is ended as cancelled instead of resumed, see
+    /// [`RunRecord::was_cancelled`]). True when the run is stored and still `running`
+    /// (a second request keeps the first one's time); false, with nothing written, for
+    /// an unknown run or one that already ended.
+    ///
+    /// # Errors
+    /// Storage failures (nothing was journaled).
+    fn request_cancel(&self, id: &str) -> Result<bool, StoreError>;
 
     /// The run created with this idempotency key, if any.
     ///

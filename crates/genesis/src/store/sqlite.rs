@@ -61,6 +61,9 @@ const MIGRATIONS: &[&str] = &[
     // 1: who the run was started for (its flags' subject). NULL in runs stored before:
     // they resume as `anonymous`, as they did.
     "ALTER TABLE runs ADD COLUMN subject TEXT;",
+    // 2: when a cancel of the run was requested (unix ms; see `RunStore::request_cancel`).
+    // NULL in runs stored before, and in runs nobody asked to cancel.
+    "ALTER TABLE runs ADD COLUMN cancel_requested_at INTEGER;",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -206,10 +209,19 @@ impl SqliteStore {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
+    /// A write transaction that takes the write lock at `BEGIN`. Every write here reads
+    /// first (the next event number, an idempotency key), and SQLite fails a deferred
+    /// transaction that read and then finds another process holding the write lock at
+    /// once, with "database is locked", without the busy handler (it could deadlock);
+    /// taking the lock first waits for the other writer instead (`busy_timeout`, 5 s).
+    fn write_tx(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// Applies `events` in one transaction: all of them or none.
     fn apply(&self, run_id: &RunId, events: &[RunEvent]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = Self::write_tx(&mut conn)?;
         Self::apply_group(&tx, run_id, events, now_ms())?;
         tx.commit()?;
         Ok(())
@@ -225,7 +237,7 @@ impl SqliteStore {
         groups: &[(&RunId, &[RunEvent])],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
+        let mut tx = Self::write_tx(&mut conn)?;
         let now = now_ms();
         let mut results = Vec::with_capacity(groups.len());
         for (run_id, events) in groups {
@@ -319,7 +331,7 @@ impl SqliteStore {
                 &[&run_id.as_str(), &task_id.as_str(), reason, attempts],
             )?,
             RunEvent::TaskSkipped { task_id, reason } => {
-                let status = if reason == "run cancelled" {
+                let status = if reason == super::RUN_CANCELLED {
                     "cancelled"
                 } else {
                     "skipped"
@@ -402,13 +414,14 @@ impl SqliteStore {
             i64,
             i64,
             Option<String>,
+            Option<i64>,
         );
         let row: Option<Row> = conn
             .query_row(
-                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at, subject \
-                 FROM runs WHERE id = ?1",
+                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at, subject, \
+                 cancel_requested_at FROM runs WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?)),
             )
             .optional()?;
         let Some((
@@ -421,6 +434,7 @@ impl SqliteStore {
             created,
             updated,
             subject,
+            cancel_requested_at,
         )) = row
         else {
             return Ok(None);
@@ -478,6 +492,7 @@ impl SqliteStore {
             answer: (status != RunStatus::Running).then_some(answer),
             idempotency_key,
             subject,
+            cancel_requested_at_ms: cancel_requested_at,
             created_at_ms: created,
             updated_at_ms: updated,
         }))
@@ -493,7 +508,7 @@ impl SqliteStore {
         states: &[(genesis_core::AgentId, crate::learning::LearnedState)],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = Self::write_tx(&mut conn)?;
         let now = now_ms();
         {
             let mut upsert = tx.prepare(
@@ -588,7 +603,7 @@ impl RunStore for SqliteStore {
             source,
         })?;
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = Self::write_tx(&mut conn)?;
         if let Some(key) = idempotency_key {
             let existing: Option<String> = tx
                 .query_row(
@@ -621,6 +636,17 @@ impl RunStore for SqliteStore {
         }
         tx.commit()?;
         Ok(Created::New(id.clone()))
+    }
+
+    fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        // The first request's time is kept; a run that already ended is left alone.
+        let marked = conn.execute(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?2), updated_at = ?2 \
+             WHERE id = ?1 AND status = 'running'",
+            params![id, now_ms()],
+        )?;
+        Ok(marked > 0)
     }
 
     fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -904,6 +930,154 @@ mod tests {
         assert_eq!(summary.status, RunStatus::Running);
         assert_eq!(summary.request, plan.request);
         assert!(store.run_summary("run_none").unwrap().is_none());
+    }
+
+    /// Writes that read first (an idempotency key, the next event number) wait for
+    /// another process's write transaction instead of failing at once.
+    #[test]
+    fn writes_wait_for_another_writer_instead_of_failing_at_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-sqlite-busy-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let store = SqliteStore::open(&dir).unwrap();
+        let first = RunId::new("run_first");
+        store
+            .create_run(&first, &plan(), None, Some("key-0"), None)
+            .unwrap();
+        let other = Connection::open(dir.join("genesis.db")).unwrap();
+        let locked = |other: Connection| {
+            other.execute_batch("BEGIN IMMEDIATE").unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                other.execute_batch("COMMIT").unwrap();
+                other
+            })
+        };
+        let unlock = locked(other);
+        let id = RunId::new("run_busy");
+        let created = store.create_run(&id, &plan(), None, Some("key-1"), None);
+        let unlock = locked(unlock.join().unwrap());
+        let recorded = store.record(&first, &RunEvent::Cost { spent: usd(0.1) });
+        unlock.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            created.map_err(|e| genesis_core::error_chain(&e)),
+            Ok(Created::New(id))
+        );
+        assert!(recorded.is_ok(), "{recorded:?}");
+    }
+
+    #[test]
+    fn a_cancel_request_is_kept_for_running_runs_only_and_read_back() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        let id = RunId::new("run_cancel");
+        store.create_run(&id, &plan, None, None, None).unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.cancel_requested_at_ms, None);
+        assert!(!run.was_cancelled());
+        assert!(store.request_cancel(id.as_str()).unwrap());
+        let first = store
+            .get_run(id.as_str())
+            .unwrap()
+            .unwrap()
+            .cancel_requested_at_ms;
+        assert!(first.is_some());
+        // A second request keeps the first one's time.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(store.request_cancel(id.as_str()).unwrap());
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.cancel_requested_at_ms, first);
+        assert!(run.was_cancelled());
+        // Unknown and finished runs are left alone.
+        assert!(!store.request_cancel("run_none").unwrap());
+        let done = RunId::new("run_done");
+        store.create_run(&done, &plan, None, None, None).unwrap();
+        store
+            .record(
+                &done,
+                &RunEvent::RunFinished {
+                    status: RunStatus::Succeeded,
+                    cost: Usd::ZERO,
+                },
+            )
+            .unwrap();
+        assert!(!store.request_cancel(done.as_str()).unwrap());
+        assert_eq!(
+            store
+                .get_run(done.as_str())
+                .unwrap()
+                .unwrap()
+                .cancel_requested_at_ms,
+            None
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_ends_with_its_unfinished_tasks_cancelled_and_its_cost_kept() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        assert!(plan.tasks.len() > 1, "{plan:?}");
+        let id = RunId::new("run_half");
+        store.create_run(&id, &plan, None, None, None).unwrap();
+        let first = plan.tasks[0].id.clone();
+        let agent = plan.tasks[0].agent.clone().unwrap();
+        store
+            .record_all(
+                &id,
+                &[
+                    RunEvent::TaskSucceeded {
+                        task_id: first.clone(),
+                        agent,
+                        output: "done".into(),
+                        cost: usd(0.5),
+                        attempts: 1,
+                        duration_ms: 1,
+                    },
+                    RunEvent::Cost { spent: usd(0.75) },
+                ],
+            )
+            .unwrap();
+        // A task the executor had begun to journal as cancelled: the run was cancelled.
+        let second = plan.tasks[1].id.clone();
+        store
+            .record(
+                &id,
+                &RunEvent::TaskSkipped {
+                    task_id: second.clone(),
+                    reason: super::super::RUN_CANCELLED.into(),
+                },
+            )
+            .unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.cancel_requested_at_ms, None);
+        assert!(run.was_cancelled());
+        let events = run.cancellation();
+        // The tasks not finished yet (not the succeeded nor the cancelled one), then
+        // the end of the run.
+        assert_eq!(events.len(), plan.tasks.len() - 2 + 1, "{events:?}");
+        assert_eq!(
+            events.last(),
+            Some(&RunEvent::RunFinished {
+                status: RunStatus::Cancelled,
+                cost: usd(0.75),
+            })
+        );
+        store.record_all(&id, &events).unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert!((run.cost.as_f64() - 0.75).abs() < 1e-9);
+        for t in &run.tasks {
+            let want = if t.task_id == first {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Cancelled
+            };
+            assert_eq!(t.status, want, "{t:?}");
+        }
+        assert!(store.unfinished_runs().unwrap().is_empty());
     }
 
     #[test]

@@ -273,10 +273,14 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
             .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
             .unwrap();
     }
-    assert_eq!(user_version(), 1, "migrated");
+    assert_eq!(user_version(), 2, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 1);
+    assert_eq!(user_version(), 2);
+    // Nobody asked to cancel the old run: it resumes.
+    let old = store.get_run("run_old").unwrap().unwrap();
+    assert_eq!(old.cancel_requested_at_ms, None);
+    assert!(!old.was_cancelled());
     let new = store.get_run("run_new").unwrap().unwrap();
     assert_eq!(new.subject.as_deref(), Some("carol"));
     assert_eq!(new.plan, plan);
