@@ -131,6 +131,16 @@ pub enum AgentError {
         /// The rule that fired.
         rule: String,
     },
+    /// The agent's call panicked (a bug in the agent). Not retried on the same agent;
+    /// the task moves on to its alternatives, and the call counts as a failure on the
+    /// agent's circuit breaker.
+    #[error("agent {agent} panicked: {message}")]
+    Panicked {
+        /// The agent.
+        agent: AgentId,
+        /// The panic's message (`"<no message>"` when it carried none).
+        message: String,
+    },
 }
 
 impl AgentError {
@@ -144,6 +154,13 @@ impl AgentError {
             _ => Retry::No,
         }
     }
+
+    /// True when the failure counts against the agent's circuit breaker: the
+    /// transient failures that are retried, and panics (an agent that always panics
+    /// must trip its breaker, though retrying it is pointless).
+    pub fn trips_breaker(&self) -> bool {
+        matches!(self, AgentError::Panicked { .. }) || matches!(self.retry(), Retry::Yes { .. })
+    }
 }
 
 /// Something that can carry out tasks: an LLM with a role prompt, an HTTP service, a
@@ -154,7 +171,8 @@ pub trait Agent: Send + Sync {
     ///
     /// # Errors
     /// [`AgentError`]; classify transient failures as `Transient` or `Timeout` so the
-    /// executor retries them.
+    /// executor retries them. A call that panics is taken as
+    /// [`AgentError::Panicked`]: not retried, counted on the agent's breaker.
     async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError>;
 
     /// What an attempt at `request` can cost, when the agent can bound it before the

@@ -2,9 +2,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
 use genesis_daao::{
     BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, Reservation, StopDecision,
@@ -171,28 +173,39 @@ fn updates_in(plan: &Plan) -> usize {
     updates.len()
 }
 
-/// Journals `events` of run `run_id` on `journal` (through the executor's journal
-/// thread when it blocks), then broadcasts them in order: journal before release. A
-/// failed write is logged at `error` and the run goes on (what was not journaled runs
-/// again after a restart).
-async fn journal_and_send(
-    exec: &ExecInner,
-    journal: &Arc<dyn RunJournal>,
-    run_id: &RunId,
-    sender: &broadcast::Sender<RunEvent>,
-    events: Vec<RunEvent>,
-) {
-    let (events, journaled) = exec.writer.write(journal, run_id, events).await;
-    match journaled {
-        Ok(()) => journal.journaled(run_id, &events),
-        Err(e) => {
-            let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
-            error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
-        }
+/// Where one run's events go: its journal, then its subscribers. The run's scheduler
+/// and each of its task attempts hold a clone.
+#[derive(Clone)]
+struct EventSink {
+    exec: Arc<ExecInner>,
+    journal: Arc<dyn RunJournal>,
+    run_id: RunId,
+    sender: broadcast::Sender<RunEvent>,
+}
+
+impl EventSink {
+    async fn emit(&self, event: RunEvent) {
+        self.emit_all(vec![event]).await;
     }
-    for event in events {
-        // No subscribers is fine.
-        let _ = sender.send(event);
+
+    /// Journals `events` all or none (see [`RunJournal::record_all`]; through the
+    /// executor's journal thread when the journal blocks), then broadcasts them in
+    /// order: journal before release. A failed write is logged at `error` and the run
+    /// goes on (what was not journaled runs again after a restart).
+    async fn emit_all(&self, events: Vec<RunEvent>) {
+        let (exec, journal, run_id) = (&self.exec, &self.journal, &self.run_id);
+        let (events, journaled) = exec.writer.write(journal, run_id, events).await;
+        match journaled {
+            Ok(()) => journal.journaled(run_id, &events),
+            Err(e) => {
+                let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
+                error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
+            }
+        }
+        for event in events {
+            // No subscribers is fine.
+            let _ = self.sender.send(event);
+        }
     }
 }
 
@@ -542,6 +555,15 @@ fn charge_in_full(reservation: Reservation) -> Usd {
     charged
 }
 
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<no message>".to_owned())
+}
+
 /// The `budget_exceeded` event of a call of `task_id` refused by `e`.
 fn budget_event(task_id: &TaskId, e: &BudgetExceeded) -> RunEvent {
     RunEvent::BudgetExceeded {
@@ -565,12 +587,12 @@ struct Runner {
     index: HashMap<TaskId, usize>,
     /// The run's money: clones (one per task attempt) share its totals.
     ledger: CostLedger,
-    journal: Arc<dyn RunJournal>,
+    /// The run's journal and subscribers.
+    sink: EventSink,
     replanner: Arc<dyn Replanner>,
     learner: Option<Arc<dyn Learner>>,
     /// Every agent call's outcome so far, by slot.
     tries: Vec<(usize, AgentTry)>,
-    events: broadcast::Sender<RunEvent>,
     cancel: CancellationToken,
     resumed: usize,
 }
@@ -624,6 +646,12 @@ impl Runner {
                 report,
             });
         }
+        let sink = EventSink {
+            exec: Arc::clone(&exec),
+            journal: spec.journal,
+            run_id: spec.run_id.clone(),
+            sender: events,
+        };
         let mut runner = Runner {
             exec,
             run_id: spec.run_id,
@@ -638,11 +666,10 @@ impl Runner {
             slots,
             index,
             ledger: spec.ledger,
-            journal: spec.journal,
+            sink,
             replanner: spec.replanner,
             learner: spec.learner,
             tries: Vec::new(),
-            events,
             cancel,
             resumed,
         };
@@ -672,34 +699,40 @@ impl Runner {
     }
 
     async fn emit(&self, event: RunEvent) {
-        self.emit_all(vec![event]).await;
+        self.sink.emit(event).await;
     }
 
-    /// Journals `events` all or none (see [`RunJournal::record_all`]), then broadcasts
-    /// them in order.
+    /// Journals `events` all or none, then broadcasts them (see [`EventSink::emit_all`]).
     async fn emit_all(&self, events: Vec<RunEvent>) {
-        journal_and_send(
-            &self.exec,
-            &self.journal,
-            &self.run_id,
-            &self.events,
-            events,
-        )
-        .await;
+        self.sink.emit_all(events).await;
     }
 
     async fn run(mut self) -> RunResult {
-        self.emit(RunEvent::RunStarted {
+        let mut started = vec![RunEvent::RunStarted {
             tasks: self.slots.len(),
             resumed: self.resumed,
-        })
-        .await;
-        // Resumed runs: a task whose prerequisite failed before the restart stays failed;
-        // everything else re-enters the ready set.
+        }];
+        // Resumed runs: tasks that finished before the restart are not run again, and
+        // the dependents of those that failed are skipped, journaled with the start (a
+        // journal written before failures and skips were one write may hold a failure
+        // without them); everything else re-enters the ready set.
+        let failed: Vec<TaskId> = self
+            .slots
+            .iter()
+            .filter(|s| s.status == TaskStatus::Failed)
+            .map(|s| s.planned.id.clone())
+            .collect();
+        for id in &failed {
+            started.extend(self.skip_dependents(id));
+        }
+        self.emit_all(started).await;
         let mut ready: VecDeque<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].status == TaskStatus::Pending && self.slots[i].waiting == 0)
             .collect();
         let mut inflight: JoinSet<(usize, Outcome)> = JoinSet::new();
+        // The slot each attempt in flight runs: an attempt that dies instead of
+        // returning its outcome still fails its task.
+        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
         let max = self.exec.config.max_concurrency.max(1);
         let mut cancelled = false;
         loop {
@@ -710,13 +743,13 @@ impl Runner {
                 }
                 self.slots[i].status = TaskStatus::Running;
                 let attempt = self.attempt_future(i);
-                inflight.spawn(attempt);
+                running.insert(inflight.spawn(attempt).id(), i);
             }
             if inflight.is_empty() {
                 break;
             }
             let joined = tokio::select! {
-                joined = inflight.join_next() => joined,
+                joined = inflight.join_next_with_id() => joined,
                 () = self.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
                     inflight.abort_all();
@@ -724,30 +757,54 @@ impl Runner {
                 }
             };
             match joined {
-                Some(Ok((i, outcome))) => self.finish(i, outcome, &mut ready).await,
-                Some(Err(e)) if e.is_cancelled() => {}
-                Some(Err(e)) => error!(run_id = %self.run_id, error = %e, "task attempt panicked"),
+                Some(Ok((id, (i, outcome)))) => {
+                    running.remove(&id);
+                    self.finish(i, outcome, &mut ready).await;
+                }
+                Some(Err(e)) if e.is_cancelled() => {
+                    running.remove(&e.id());
+                }
+                Some(Err(e)) => {
+                    let id = e.id();
+                    // Agent calls' panics are caught in the attempt (`Attempt::call`);
+                    // this is anything else in it (a judge, a stop policy).
+                    let reason = match e.try_into_panic() {
+                        Ok(panic) => {
+                            format!("its attempt panicked: {}", panic_message(panic.as_ref()))
+                        }
+                        Err(e) => format!("its attempt ended abnormally: {e}"),
+                    };
+                    let Some(i) = running.remove(&id) else {
+                        error!(run_id = %self.run_id, reason = %reason, "an unknown task attempt died");
+                        continue;
+                    };
+                    error!(
+                        run_id = %self.run_id,
+                        task_id = %self.slots[i].planned.id,
+                        reason = %reason,
+                        "a task attempt died"
+                    );
+                    let report = &self.slots[i].report;
+                    let outcome = Outcome::Failed {
+                        agent: report.agent.clone(),
+                        reason,
+                        attempts: report.attempts,
+                        cost: Usd::ZERO,
+                        tries: Vec::new(),
+                        budget: None,
+                    };
+                    self.finish(i, outcome, &mut ready).await;
+                }
                 None => break,
             }
         }
-        for slot in &mut self.slots {
-            if !slot.status.is_terminal() {
-                slot.status = TaskStatus::Cancelled;
-                slot.report.status = TaskStatus::Cancelled;
-                slot.report.error = Some("run cancelled".into());
-            }
-        }
-        let skipped: Vec<RunEvent> = self
-            .slots
-            .iter()
-            .filter(|s| s.status == TaskStatus::Cancelled)
-            .map(|s| RunEvent::TaskSkipped {
-                task_id: s.planned.id.clone(),
-                reason: "run cancelled".into(),
-            })
-            .collect();
-        if !skipped.is_empty() {
-            self.emit_all(skipped).await;
+        let unfinished = if cancelled {
+            self.cancel_unfinished()
+        } else {
+            self.close_unfinished()
+        };
+        if !unfinished.is_empty() {
+            self.emit_all(unfinished).await;
         }
         let status = if cancelled {
             RunStatus::Cancelled
@@ -766,6 +823,82 @@ impl Runner {
             tasks: self.slots.iter().map(|s| s.report.clone()).collect(),
             cost,
         }
+    }
+
+    /// Ends the tasks a cancelled run did not finish as cancelled; returns their
+    /// `task_skipped` "run cancelled" events.
+    fn cancel_unfinished(&mut self) -> Vec<RunEvent> {
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            if !slot.status.is_terminal() {
+                slot.status = TaskStatus::Cancelled;
+                slot.report.status = TaskStatus::Cancelled;
+                slot.report.error = Some("run cancelled".into());
+                events.push(RunEvent::TaskSkipped {
+                    task_id: slot.planned.id.clone(),
+                    reason: "run cancelled".into(),
+                });
+            }
+        }
+        events
+    }
+
+    /// Ends the tasks a run that was not cancelled left unfinished, and returns their
+    /// events. This is a bug (every attempt reports to `finish`, and every failure
+    /// skips its dependents), logged at `error`; the tasks still end with their real
+    /// reason, never as cancelled: a task whose attempt never reported fails, and a
+    /// task left waiting is skipped, naming a prerequisite that did not succeed.
+    fn close_unfinished(&mut self) -> Vec<RunEvent> {
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            if slot.status != TaskStatus::Running {
+                continue;
+            }
+            let reason = "its attempt ended without an outcome".to_owned();
+            error!(run_id = %self.run_id, task_id = %slot.planned.id, reason = %reason, "a run that was not cancelled left a task unfinished");
+            slot.status = TaskStatus::Failed;
+            slot.report.status = TaskStatus::Failed;
+            slot.report.error = Some(reason.clone());
+            events.push(RunEvent::TaskFailed {
+                task_id: slot.planned.id.clone(),
+                reason,
+                attempts: slot.report.attempts,
+            });
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].status != TaskStatus::Pending {
+                continue;
+            }
+            let id = self.slots[i].planned.id.clone();
+            let blocker = self
+                .dag
+                .prerequisites(id.as_str())
+                .into_iter()
+                .find_map(|p| {
+                    let status = self.slots[*self.index.get(p.as_str())?].status;
+                    (status != TaskStatus::Succeeded).then(|| (p.clone(), status))
+                });
+            let reason = match blocker {
+                Some((p, TaskStatus::Failed)) => format!("prerequisite {p} failed"),
+                Some((p, status)) => {
+                    format!(
+                        "prerequisite {p} did not succeed (it is {})",
+                        status.as_str()
+                    )
+                }
+                None => "it never became ready".to_owned(),
+            };
+            error!(run_id = %self.run_id, task_id = %id, reason = %reason, "a run that was not cancelled left a task unfinished");
+            let slot = &mut self.slots[i];
+            slot.status = TaskStatus::Skipped;
+            slot.report.status = TaskStatus::Skipped;
+            slot.report.error = Some(reason.clone());
+            events.push(RunEvent::TaskSkipped {
+                task_id: id,
+                reason,
+            });
+        }
+        events
     }
 
     /// Hands the run's agent outcomes to the learner.
@@ -909,14 +1042,17 @@ impl Runner {
                         spent: self.spent(),
                     });
                 }
+                // The failure and the skips it causes in one write: a crash never
+                // keeps the failure with its dependents still pending.
+                events.extend(self.skip_dependents(&task_id));
                 self.emit_all(events).await;
-                self.skip_dependents(&task_id).await;
             }
         }
     }
 
-    /// Marks every transitive dependent of a failed task as skipped, journaled together.
-    async fn skip_dependents(&mut self, failed: &TaskId) {
+    /// Marks every transitive dependent of a failed task that is still pending as
+    /// skipped; returns their `task_skipped` events, to journal with the failure.
+    fn skip_dependents(&mut self, failed: &TaskId) -> Vec<RunEvent> {
         let mut stack: Vec<TaskId> = self
             .dag
             .dependents(failed.as_str())
@@ -941,9 +1077,7 @@ impl Runner {
             });
             stack.extend(self.dag.dependents(id.as_str()).into_iter().cloned());
         }
-        if !skipped.is_empty() {
-            self.emit_all(skipped).await;
-        }
+        skipped
     }
 
     /// Dynamic replanning: follow-ups become dependents of `after`, under its parent.
@@ -1054,8 +1188,7 @@ impl Runner {
             inputs,
             candidates,
             ledger: self.ledger.clone(),
-            events: self.events.clone(),
-            journal: Arc::clone(&self.journal),
+            sink: self.sink.clone(),
         };
         let span = info_span!("task", task_id = %slot.planned.id, agent = ?slot.planned.agent);
         async move { (i, attempt.run().await) }.instrument(span)
@@ -1075,21 +1208,13 @@ struct Attempt {
     inputs: Vec<TaskInput>,
     candidates: Vec<AgentId>,
     ledger: CostLedger,
-    events: broadcast::Sender<RunEvent>,
-    journal: Arc<dyn RunJournal>,
+    /// The run's journal and subscribers.
+    sink: EventSink,
 }
 
 impl Attempt {
     async fn emit(&self, event: RunEvent) {
-        let events = vec![event];
-        journal_and_send(
-            &self.exec,
-            &self.journal,
-            &self.run_id,
-            &self.events,
-            events,
-        )
-        .await;
+        self.sink.emit(event).await;
     }
 
     async fn run(self) -> Outcome {
@@ -1207,7 +1332,13 @@ impl Attempt {
                     // The server-wide slot is held for the call only, not for backoff
                     // sleeps or refinement.
                     drop(global);
-                    permit.record(&result, AgentError::retry, Instant::now());
+                    // Transient failures and panics count against the agent; a
+                    // rejection or a blocked output does not.
+                    match &result {
+                        Ok(_) => permit.success(Instant::now()),
+                        Err(e) if e.trips_breaker() => permit.failure(Instant::now()),
+                        Err(_) => drop(permit),
+                    }
                     match result {
                         Ok(output) => {
                             cost += output.cost;
@@ -1356,6 +1487,8 @@ impl Attempt {
         (bounds.is_some() && limited).then(|| reservation.amount())
     }
 
+    /// One agent call, bounded by the task timeout. A call that panics (a bug in the
+    /// agent) is an [`AgentError::Panicked`] failure like any other, not a lost task.
     async fn call(
         &self,
         backend: &Arc<dyn super::Agent>,
@@ -1363,8 +1496,15 @@ impl Attempt {
     ) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
         let timeout = self.exec.config.task_timeout;
-        match tokio::time::timeout(timeout, backend.execute(request)).await {
-            Ok(r) => r,
+        // The agent's future is dropped once it panicked, never polled again, so no
+        // state it may have left broken is observed: asserting unwind safety is sound.
+        let call = AssertUnwindSafe(backend.execute(request)).catch_unwind();
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => Err(AgentError::Panicked {
+                agent,
+                message: panic_message(panic.as_ref()),
+            }),
             Err(_) => Err(AgentError::Timeout {
                 agent,
                 after: timeout,
@@ -1696,5 +1836,316 @@ mod tests {
                 result.cost
             );
         }
+    }
+
+    /// An agent whose call panics (a bug in a custom agent); with `in_bounds`, it
+    /// panics in [`Agent::cost_bounds`](super::super::Agent::cost_bounds) instead,
+    /// outside the call.
+    #[derive(Default)]
+    struct Panics {
+        in_bounds: bool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl super::super::Agent for Panics {
+        async fn execute(&self, _: AgentRequest) -> Result<AgentOutput, AgentError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            panic!("agent bug")
+        }
+
+        fn cost_bounds(&self, _: &AgentRequest) -> Option<super::super::CostBounds> {
+            assert!(!self.in_bounds, "bounds bug");
+            None
+        }
+    }
+
+    /// Fails every call without retries.
+    struct Fails;
+
+    #[async_trait::async_trait]
+    impl super::super::Agent for Fails {
+        async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+            Err(AgentError::Rejected {
+                agent: request.agent,
+                message: "no".into(),
+            })
+        }
+    }
+
+    /// Keeps every write (one `record_all` group, or one `record`) in memory, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Vec<RunEvent>>>);
+
+    impl Recorded {
+        /// Every event, in order.
+        fn events(&self) -> Vec<RunEvent> {
+            self.0.lock().unwrap().concat()
+        }
+
+        /// The write that holds `wanted`.
+        fn write_with(&self, wanted: impl Fn(&RunEvent) -> bool) -> Vec<RunEvent> {
+            let writes = self.0.lock().unwrap();
+            writes
+                .iter()
+                .find(|w| w.iter().any(&wanted))
+                .cloned()
+                .unwrap_or_default()
+        }
+    }
+
+    impl RunJournal for Recorded {
+        fn record(
+            &self,
+            _: &RunId,
+            event: &RunEvent,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            self.0.lock().unwrap().push(vec![event.clone()]);
+            Ok(())
+        }
+
+        fn record_all(
+            &self,
+            _: &RunId,
+            events: &[RunEvent],
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            self.0.lock().unwrap().push(events.to_vec());
+            Ok(())
+        }
+
+        fn blocks(&self) -> bool {
+            false
+        }
+    }
+
+    /// An orchestrator over `agent` (for every agent id) and its plan where `t2`
+    /// waits for `t1`.
+    fn two_step_plan(
+        agent: Arc<dyn super::super::Agent>,
+        config: ExecutorConfig,
+    ) -> (crate::Orchestrator, Plan) {
+        let genesis = crate::Orchestrator::builder()
+            .agents(AgentSet::new().with_fallback(agent))
+            .executor_config(config)
+            .build()
+            .unwrap();
+        let mut dag = TaskDag::new(genesis_htdag::Limits::default());
+        for (id, what) in [
+            ("t1", "Write the invoice endpoint"),
+            ("t2", "Test the invoice endpoint"),
+        ] {
+            dag.add_task(
+                Task::new(TaskId::new(id), genesis_core::TaskKind::Implement, what),
+                None,
+            )
+            .unwrap();
+        }
+        dag.add_dependency(&TaskId::new("t1"), &TaskId::new("t2"))
+            .unwrap();
+        let plan = genesis
+            .plan_dag(
+                "Write and test the invoice endpoint",
+                &dag,
+                &crate::PlanOptions::default(),
+            )
+            .unwrap();
+        (genesis, plan)
+    }
+
+    /// Runs the two-step plan on `agent` with a [`Recorded`] journal.
+    async fn run_two_steps(
+        agent: Arc<dyn super::super::Agent>,
+        config: ExecutorConfig,
+    ) -> (crate::Orchestrator, RunResult, Arc<Recorded>) {
+        let (genesis, plan) = two_step_plan(agent, config);
+        let journal = Arc::new(Recorded::default());
+        let options = crate::RunOptions {
+            journal: Some(Arc::clone(&journal) as Arc<dyn RunJournal>),
+            ..crate::RunOptions::default()
+        };
+        let result = genesis.execute(plan, options).unwrap().wait().await;
+        (genesis, result, journal)
+    }
+
+    /// `(task, status, error)` of each task of `result`.
+    fn outcomes(result: &RunResult) -> Vec<(String, TaskStatus, String)> {
+        result
+            .tasks
+            .iter()
+            .map(|t| {
+                let error = t.error.clone().unwrap_or_default();
+                (t.task_id.to_string(), t.status, error)
+            })
+            .collect()
+    }
+
+    /// A panic in an agent's call is a failed call: the task moves on to its
+    /// alternatives and then fails, naming the panic, and its dependents are skipped.
+    /// Nothing is "run cancelled" in a run nobody cancelled (the panic used to kill the
+    /// attempt, leave its task running forever and end both tasks as cancelled).
+    #[tokio::test]
+    async fn a_panicking_agent_fails_its_task_and_its_dependents_are_skipped() {
+        let agent = Arc::new(Panics::default());
+        let (genesis, plan) = two_step_plan(
+            Arc::clone(&agent) as Arc<dyn super::super::Agent>,
+            ExecutorConfig::default(),
+        );
+        let mut candidates: Vec<AgentId> = plan.tasks[0].agent.iter().cloned().collect();
+        for alt in &plan.tasks[0].route.alternatives {
+            if !candidates.contains(&alt.agent) {
+                candidates.push(alt.agent.clone());
+            }
+        }
+        let journal = Arc::new(Recorded::default());
+        let options = crate::RunOptions {
+            journal: Some(Arc::clone(&journal) as Arc<dyn RunJournal>),
+            ..crate::RunOptions::default()
+        };
+        let result = genesis.execute(plan, options).unwrap().wait().await;
+        assert_eq!(result.status, RunStatus::Failed);
+        let outcomes = outcomes(&result);
+        assert_eq!(outcomes[0].1, TaskStatus::Failed, "{outcomes:?}");
+        assert!(
+            outcomes[0].2.contains("panicked: agent bug"),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[1],
+            (
+                "t2".to_owned(),
+                TaskStatus::Skipped,
+                "prerequisite t1 failed".to_owned()
+            )
+        );
+        // Not retried on the same agent, re-routed: one call per candidate.
+        assert_eq!(
+            agent.calls.load(std::sync::atomic::Ordering::Relaxed),
+            candidates.len()
+        );
+        assert_eq!(result.tasks[0].attempts as usize, candidates.len());
+        let events = journal.events();
+        assert!(
+            events.iter().any(|e| matches!(e,
+                RunEvent::TaskFailed { task_id, reason, .. }
+                    if task_id.as_str() == "t1" && reason.contains("panicked: agent bug"))),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e,
+                RunEvent::TaskSkipped { reason, .. } if reason == "run cancelled")),
+            "{events:?}"
+        );
+    }
+
+    /// A panicking call counts against the agent's breaker like a transient failure,
+    /// so an agent that always panics is soon avoided (its permit used to be dropped
+    /// unreported, as if the call had never been made).
+    #[tokio::test]
+    async fn an_agent_that_panics_trips_its_breaker() {
+        let mut config = ExecutorConfig::default();
+        config.breaker.failure_threshold = 1;
+        let (genesis, result, _) = run_two_steps(Arc::new(Panics::default()), config).await;
+        let agent = result.tasks[0].agent.clone().unwrap();
+        let breaker = genesis.executor().breakers().get(&format!("agent:{agent}"));
+        assert_eq!(
+            breaker.state(),
+            genesis_resilience::BreakerState::Open,
+            "{:?}",
+            outcomes(&result)
+        );
+    }
+
+    /// A panic in the attempt outside the agent's call (here in the agent's
+    /// `cost_bounds`) still fails the task with the panic as its reason, and skips
+    /// its dependents: the attempt's task is found from the dead attempt's id.
+    #[tokio::test]
+    async fn a_task_whose_attempt_dies_fails_and_its_dependents_are_skipped() {
+        let agent = Panics {
+            in_bounds: true,
+            ..Panics::default()
+        };
+        let (_genesis, result, _) = run_two_steps(Arc::new(agent), ExecutorConfig::default()).await;
+        assert_eq!(result.status, RunStatus::Failed);
+        let outcomes = outcomes(&result);
+        assert_eq!(outcomes[0].1, TaskStatus::Failed, "{outcomes:?}");
+        assert!(
+            outcomes[0].2.contains("its attempt panicked: bounds bug"),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[1],
+            (
+                "t2".to_owned(),
+                TaskStatus::Skipped,
+                "prerequisite t1 failed".to_owned()
+            )
+        );
+    }
+
+    /// A failure and the skips it causes are journaled in one write: a crash between
+    /// two writes used to leave the dependents pending behind a failed task.
+    #[tokio::test]
+    async fn a_failure_is_journaled_with_the_skips_it_causes() {
+        let (_genesis, result, journal) =
+            run_two_steps(Arc::new(Fails), ExecutorConfig::default()).await;
+        assert_eq!(result.status, RunStatus::Failed);
+        let write = journal.write_with(|e| matches!(e, RunEvent::TaskFailed { .. }));
+        let kinds: Vec<String> = write
+            .iter()
+            .map(|e| match e {
+                RunEvent::TaskFailed { task_id, .. } => format!("failed {task_id}"),
+                RunEvent::TaskSkipped { task_id, reason } => {
+                    format!("skipped {task_id}: {reason}")
+                }
+                e => e.kind().to_owned(),
+            })
+            .collect();
+        assert_eq!(kinds, ["failed t1", "skipped t2: prerequisite t1 failed"]);
+    }
+
+    /// A run resumed from a journal that holds a failure without the skips it caused
+    /// (written before they were one write) skips the dependents at the start, with
+    /// the usual reason, and journals the skips; they used to wait for ever and end
+    /// as cancelled in a run nobody cancelled.
+    #[tokio::test]
+    async fn a_resumed_run_skips_the_dependents_of_a_task_that_failed_before_the_restart() {
+        let (genesis, plan) = two_step_plan(Arc::new(Fails), ExecutorConfig::default());
+        let resumed = vec![TaskReport {
+            task_id: TaskId::new("t1"),
+            status: TaskStatus::Failed,
+            agent: None,
+            attempts: 1,
+            output: None,
+            error: Some("boom".into()),
+            cost: Usd::ZERO,
+        }];
+        let journal = Arc::new(Recorded::default());
+        let options = crate::RunOptions {
+            resumed,
+            journal: Some(Arc::clone(&journal) as Arc<dyn RunJournal>),
+            ..crate::RunOptions::default()
+        };
+        let result = genesis.execute(plan, options).unwrap().wait().await;
+        assert_eq!(result.status, RunStatus::Failed);
+        assert_eq!(
+            outcomes(&result),
+            [
+                ("t1".to_owned(), TaskStatus::Failed, "boom".to_owned()),
+                (
+                    "t2".to_owned(),
+                    TaskStatus::Skipped,
+                    "prerequisite t1 failed".to_owned()
+                )
+            ]
+        );
+        let skipped = journal.events().into_iter().find_map(|e| match e {
+            RunEvent::TaskSkipped { task_id, reason } => Some((task_id.to_string(), reason)),
+            _ => None,
+        });
+        assert_eq!(
+            skipped,
+            Some(("t2".to_owned(), "prerequisite t1 failed".to_owned()))
+        );
     }
 }
