@@ -105,7 +105,7 @@ fn rule_hits(p: &Prepared) {
 /// benign templates), so a decoding that reaches ordinary text is visible; with
 /// `GENESIS_SHOW_DECODED=1`, the benign rows themselves.
 fn decoding_hits(p: &Prepared) {
-    use genesis_security::normalize::{NormalizeStats, normalize};
+    use genesis_security::normalize::{NormalizeStats, normalize_scanned};
     /// How often one decoding fired on a row.
     type Count = fn(&NormalizeStats) -> usize;
     let kinds: [(&str, Count); 4] = [
@@ -126,7 +126,7 @@ fn decoding_hits(p: &Prepared) {
         } else {
             1
         };
-        let stats = normalize(&r.text).stats;
+        let stats = normalize_scanned(&r.text).stats;
         for (k, (name, count)) in kinds.iter().enumerate() {
             if count(&stats) > 0 {
                 hits[k][col] += 1;

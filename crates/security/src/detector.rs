@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::SecurityError;
 use crate::features::{self, Span};
 use crate::model::{LinearModel, SHIPPED};
-use crate::normalize::normalize;
+use crate::normalize::{Normalized, decode_vocabulary_spans, normalize};
 use crate::rules::{DERIVED, RULES, Structure};
 
 static SHIPPED_ARC: LazyLock<Arc<LinearModel>> = LazyLock::new(|| Arc::new(SHIPPED.clone()));
@@ -326,8 +326,23 @@ impl InjectionDetector {
     }
 
     /// Scores both layers, collecting reasons when `reasons` is given.
-    pub(crate) fn logits(&self, text: &str, mut reasons: Option<&mut Vec<Reason>>) -> Logits {
-        let norm = normalize(text);
+    pub(crate) fn logits(&self, text: &str, reasons: Option<&mut Vec<Reason>>) -> Logits {
+        self.logits_of(normalize(text), reasons, true)
+    }
+
+    /// [`InjectionDetector::logits`] of normalised text. When `retry` and the character
+    /// model finds the text unlike ordinary text (a peak of level 1 or more, which rot13
+    /// and reversed text reach), spans that read as rot13 or reversed text of the
+    /// detector's vocabulary are appended ([`decode_vocabulary_spans`]) and, if there are
+    /// any, the text is scored again: ordinary text pays nothing, its peak being computed
+    /// with the model's features anyway.
+    fn logits_of(
+        &self,
+        mut norm: Normalized,
+        mut reasons: Option<&mut Vec<Reason>>,
+        retry: bool,
+    ) -> Logits {
+        let reasons_before = reasons.as_deref().map_or(0, Vec::len);
         let mut matched = Vec::new();
         let structure = Structure::of_forms(
             &norm.text,
@@ -351,7 +366,8 @@ impl InjectionDetector {
             0
         };
         let mut top = TopFeatures::new(k);
-        let signals = features::signals(&norm.stats, &structure);
+        let stats = norm.stats;
+        let signals = features::signals(&stats, &structure);
         let charlm = &*crate::charlm::SHIPPED;
         let bias = f64::from(model.bias());
         let scale = f64::from(model.scale());
@@ -364,7 +380,14 @@ impl InjectionDetector {
                     features::model_sums(&norm.text, table, charlm, windowed, |w, span| {
                         top.offer(w, span, &norm.text);
                     });
-                for name in signals.chain(features::gibberish_signals(charlm.level(sums.peak))) {
+                let level = charlm.level(sums.peak);
+                if retry && level >= 1 && decode_vocabulary_spans(&mut norm) {
+                    if let Some(reasons) = reasons.as_deref_mut() {
+                        reasons.truncate(reasons_before);
+                    }
+                    return self.logits_of(norm, reasons, false);
+                }
+                for name in signals.chain(features::gibberish_signals(level)) {
                     let w = features::weight_at(table, features::signal_bucket(name));
                     sums.add_signal(w);
                     top.offer(w, Span::Signal(name), &norm.text);

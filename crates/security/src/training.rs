@@ -17,7 +17,7 @@ use crate::charlm::CharModel;
 use crate::detector::InjectionDetector;
 use crate::features::{self, BUCKETS};
 use crate::model::LinearModel;
-use crate::normalize::normalize;
+use crate::normalize::{normalize, normalize_with};
 use crate::rules;
 
 /// A text's features, precomputed for fast repeated training and scoring.
@@ -87,13 +87,13 @@ pub fn featurize(text: &str) -> Doc {
 /// training pool's benign text, see [`CharModel::train`]).
 pub fn featurize_with(text: &str, charlm: &CharModel) -> Doc {
     let detector = InjectionDetector::default();
-    let norm = normalize(text);
+    // As in the detector: text unlike ordinary text is read for rot13 and reversed spans.
+    let (norm, level) = normalize_with(text, charlm);
     let mut matched = Vec::new();
     let structure =
         rules::Structure::of_forms(&norm.text, norm.unaccented.as_deref(), &mut matched, charlm);
     let rule_logit = detector.rule_logit(structure, &matched, &mut Vec::new()) as f32;
     let mut buckets = Vec::new();
-    let level = charlm.level(charlm.peak(norm.text.as_bytes()));
     let signals: Vec<&'static str> = features::signals(&norm.stats, &structure)
         .chain(features::gibberish_signals(level))
         .collect();
