@@ -1576,21 +1576,32 @@ fn hex_pair_hint(bytes: &[u8]) -> bool {
     }
 }
 
+/// A one in every byte (word arithmetic on eight bytes at a time, SWAR).
+const SWAR_ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every byte.
+const SWAR_HIGH: u64 = SWAR_ONES * 0x80;
+
+/// High bit of each byte whose low seven bits lie in `lo..=hi` (no carry crosses bytes:
+/// each sum of seven bits and a constant below 0x80 stays below 0x100).
+#[inline(always)]
+fn swar_in_range(low: u64, lo: u8, hi: u8) -> u64 {
+    (low + SWAR_ONES * u64::from(0x80 - lo)) & !(low + SWAR_ONES * u64::from(0x7f - hi))
+}
+
+/// Gathers the high bits of the eight bytes into one byte, byte j to bit j.
+#[inline(always)]
+fn swar_gather(high: u64) -> u64 {
+    ((high & SWAR_HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
 /// Bit masks of `block` for [`hex_pair_hint`]: digits `2` to `7`, hex digits, ASCII
 /// letters and digits; bit `j` for byte `j`. Eight bytes at a time (SWAR, as
 /// [`byte_masks`]).
 #[inline]
 fn hex_masks(block: &[u8; 64]) -> (u64, u64, u64) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = ONES * 0x80;
-    #[inline(always)]
-    fn in_range(low: u64, lo: u8, hi: u8) -> u64 {
-        (low + ONES * u64::from(0x80 - lo)) & !(low + ONES * u64::from(0x7f - hi))
-    }
-    #[inline(always)]
-    fn gather(high: u64) -> u64 {
-        ((high & HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
-    }
+    const ONES: u64 = SWAR_ONES;
+    const HIGH: u64 = SWAR_HIGH;
+    let (in_range, gather) = (swar_in_range, swar_gather);
     let (mut d27, mut hex, mut alnum) = (0, 0, 0);
     for (k, word) in block.as_chunks::<8>().0.iter().enumerate() {
         let x = u64::from_le_bytes(*word);
@@ -1893,19 +1904,8 @@ fn scan_words(buf: &[u8]) -> WordScan {
 /// bytes; bit `j` for byte `j`. Eight bytes at a time, with word arithmetic (SWAR).
 #[inline]
 fn byte_masks(block: &[u8; 64]) -> (u64, u64, u64) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = ONES * 0x80;
-    /// High bit of each byte whose low seven bits lie in `lo..=hi` (no carry crosses
-    /// bytes: each sum of seven bits and a constant below 0x80 stays below 0x100).
-    #[inline(always)]
-    fn in_range(low: u64, lo: u8, hi: u8) -> u64 {
-        (low + ONES * u64::from(0x80 - lo)) & !(low + ONES * u64::from(0x7f - hi))
-    }
-    /// Gathers the high bits of the eight bytes into one byte, byte j to bit j.
-    #[inline(always)]
-    fn gather(high: u64) -> u64 {
-        ((high & HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
-    }
+    const HIGH: u64 = SWAR_HIGH;
+    let (in_range, gather) = (swar_in_range, swar_gather);
     let (mut lower, mut alnum, mut other) = (0, 0, 0);
     for (k, word) in block.as_chunks::<8>().0.iter().enumerate() {
         let x = u64::from_le_bytes(*word);
