@@ -597,3 +597,75 @@ fn backend_cost_limits_that_disagree_are_refused() {
             .is_ok()
     );
 }
+
+/// A loopback HTTP service that counts its requests, answers `200` with a
+/// `content-length` it never finishes sending (it is at work and may bill), and stalls.
+async fn stalling_service(requests: Arc<AtomicUsize>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let requests = Arc::clone(&requests);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // The request, as it arrives (until the client has sent it all).
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(50), sock.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                requests.fetch_add(1, Ordering::SeqCst);
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"output\":")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    format!("http://{addr}/task")
+}
+
+/// Review R9: an HTTP agent with `max_cost_usd` whose call times out after the service
+/// answered its headers (the body stalls past `timeout`) is a timeout like one with no
+/// answer at all: every such call is charged its limit, and the budget stops the
+/// retries. (It was a transient error: the limit was given back and retried, so 20
+/// calls that may each be billed $0.05 cost the run $0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_http_call_that_stalls_in_its_body_is_charged_its_limit() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let url = stalling_service(Arc::clone(&requests)).await;
+    let mut config = HttpAgentConfig::new(url);
+    config.timeout = Duration::from_millis(300);
+    config.max_cost_usd = Some(usd(0.05));
+    let agent: Arc<dyn Agent> = Arc::new(HttpAgent::new(
+        "http",
+        config,
+        genesis::llm::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+    ));
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent))
+        .build()
+        .unwrap();
+    let plan = parallel_plan(&genesis, 1, 0.001);
+    let options = RunOptions {
+        budget: Some(usd(0.10)),
+        ..RunOptions::default()
+    };
+    let result = genesis.execute(plan, options).unwrap().wait().await;
+    assert_eq!(result.status, RunStatus::Failed, "{:?}", result.tasks);
+    let calls = requests.load(Ordering::SeqCst);
+    assert_eq!(calls, 2, "two $0.05 limits fit in $0.10");
+    assert!(
+        (result.cost.as_f64() - 0.10).abs() < 1e-9,
+        "{}",
+        result.cost
+    );
+    let error = result.tasks[0].error.clone().unwrap_or_default();
+    assert!(error.contains("rule: budget_run"), "{error}");
+}

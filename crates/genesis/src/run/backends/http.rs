@@ -122,7 +122,7 @@ impl Agent for HttpAgent {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| genesis_resilience::parse_retry_after(v, std::time::SystemTime::now()));
-        let body = read_capped(response, self.config.max_response_bytes, &agent).await?;
+        let body = read_capped(response, &self.config, &agent).await?;
         if status.is_success() {
             return Ok(parse_output(&body));
         }
@@ -144,11 +144,15 @@ impl Agent for HttpAgent {
     }
 }
 
+/// Reads the body, at most `max_response_bytes` of it. The request's timeout covers the
+/// body too: a service that answered its headers and then stalls past it is a timeout
+/// (a capped call is then charged its limit, as when no headers came).
 async fn read_capped(
     mut response: reqwest::Response,
-    max: usize,
+    config: &HttpAgentConfig,
     agent: &AgentId,
 ) -> Result<String, AgentError> {
+    let max = config.max_response_bytes;
     let mut buf: Vec<u8> = Vec::new();
     loop {
         match response.chunk().await {
@@ -162,6 +166,12 @@ async fn read_capped(
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => break,
+            Err(e) if e.is_timeout() => {
+                return Err(AgentError::Timeout {
+                    agent: agent.clone(),
+                    after: config.timeout,
+                });
+            }
             Err(e) => {
                 return Err(AgentError::Transient {
                     agent: agent.clone(),

@@ -78,13 +78,17 @@ fn check_cost_limits(min: Option<Usd>, max: Option<Usd>) -> Result<(), InvalidCo
 /// The cost bounds of an HTTP or command agent's call: none without `max_cost_usd`
 /// (the planned estimate is set aside, and the call is charged what it reports);
 /// else up to `max_cost_usd`, and at least `min_cost_usd` (default: all of
-/// `max_cost_usd`, so a call is made only when its whole limit fits).
+/// `max_cost_usd`, so a call is made only when its whole limit fits). A
+/// `min_cost_usd` above `max_cost_usd` counts as `max_cost_usd` (the configuration
+/// path refuses it, [`InvalidCostLimits`]; an agent built in code is never sent more
+/// than its `max_cost_usd`).
 fn cost_bounds(min: Option<Usd>, max: Option<Usd>) -> Option<CostBounds> {
     let ceiling = max?;
-    Some(CostBounds {
-        floor: min.unwrap_or(ceiling),
-        ceiling,
-    })
+    let floor = match min {
+        Some(min) if min <= ceiling => min,
+        _ => ceiling,
+    };
+    Some(CostBounds { floor, ceiling })
 }
 
 /// The JSON an HTTP or command agent may answer with. A body that is not this JSON is
@@ -120,5 +124,28 @@ pub(crate) fn parse_output(body: &str) -> super::AgentOutput {
             text: body.to_owned(),
             ..super::AgentOutput::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(v: f64) -> Usd {
+        Usd::new(v).unwrap()
+    }
+
+    /// Review R9: an agent built in code with a least cost above its most (the config
+    /// path refuses that) is never sent more than its `max_cost_usd`.
+    #[test]
+    fn cost_bounds_never_go_above_max_cost_usd() {
+        assert_eq!(cost_bounds(Some(usd(0.5)), None), None);
+        let b = cost_bounds(None, Some(usd(0.2))).unwrap();
+        assert_eq!((b.floor, b.ceiling), (usd(0.2), usd(0.2)));
+        let b = cost_bounds(Some(usd(0.1)), Some(usd(0.2))).unwrap();
+        assert_eq!((b.floor, b.ceiling), (usd(0.1), usd(0.2)));
+        let b = cost_bounds(Some(usd(0.5)), Some(usd(0.2))).unwrap();
+        assert_eq!((b.floor, b.ceiling), (usd(0.2), usd(0.2)));
+        assert!(check_cost_limits(Some(usd(0.5)), Some(usd(0.2))).is_err());
     }
 }
