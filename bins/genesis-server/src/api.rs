@@ -595,36 +595,36 @@ pub(crate) async fn cancel_task(
     commit: Option<Extension<Commit>>,
     Path(id): Path<String>,
 ) -> Response {
-    if state.runs.is_live(&id) {
-        // The request is journaled before the 202 (and before the run is stopped), so
-        // the cancel holds across a crash; the answer waits for that write.
-        let commit = commit.map(|Extension(c)| c);
-        let key = id.clone();
-        match committed(&state, commit.as_ref(), move |s| s.runs.cancel(&key)).await {
-            Err(response) => return response,
-            Ok(Ok(true)) => {
-                return (
-                    StatusCode::ACCEPTED,
-                    Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
-                )
-                    .into_response();
-            }
-            // It ended meanwhile: answered from the store below.
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
-                let mut r = json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "run_store",
-                    format!(
-                        "the cancel was not journaled and run {id} goes on: {}",
-                        genesis::core::error_chain(&e)
-                    ),
-                    "resource",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
+    // The request is journaled before the 202 (and before the run is stopped), so the
+    // cancel holds across a crash; the answer waits for that write. A run that is
+    // journaled but not yet live (an idempotent retry's 202 can come first) is
+    // cancelled as it starts.
+    let commit = commit.map(|Extension(c)| c);
+    let key = id.clone();
+    match committed(&state, commit.as_ref(), move |s| s.runs.cancel(&key)).await {
+        Err(response) => return response,
+        Ok(Ok(true)) => {
+            return (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
+            )
+                .into_response();
+        }
+        // Unknown, or already ended: answered from the store below.
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "run_store",
+                format!(
+                    "the cancel was not journaled and run {id} goes on: {}",
+                    genesis::core::error_chain(&e)
+                ),
+                "resource",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
         }
     }
     // The row alone: a run whose plan no longer decodes still answers.

@@ -19,11 +19,22 @@ struct Live {
     events: broadcast::Sender<RunEvent>,
 }
 
+/// The runs this process executes, and those it is starting.
+#[derive(Default)]
+struct Lives {
+    runs: HashMap<RunId, Live>,
+    /// Runs being journaled or launched by [`RunManager::start`] (not yet in `runs`),
+    /// and whether a cancel was journaled for one meanwhile: a retry with the same
+    /// idempotency key is answered 202 as soon as the run is journaled, so its cancel
+    /// can arrive before the run is live. The launch then cancels it at once.
+    starting: HashMap<RunId, bool>,
+}
+
 /// Tracks runs in progress; the store remembers everything else.
 pub struct RunManager {
     orchestrator: Orchestrator,
     store: Arc<dyn RunStore>,
-    live: Arc<Mutex<HashMap<RunId, Live>>>,
+    live: Arc<Mutex<Lives>>,
     tracker: tokio_util::task::TaskTracker,
     /// Today's spend (with the day's start, unix ms), charged by every run started
     /// today: one total, so concurrent runs cannot each spend the daily budget.
@@ -134,7 +145,7 @@ impl RunManager {
         RunManager {
             orchestrator,
             store,
-            live: Arc::new(Mutex::new(HashMap::new())),
+            live: Arc::new(Mutex::new(Lives::default())),
             tracker: tokio_util::task::TaskTracker::new(),
             day: Mutex::new(None),
         }
@@ -142,7 +153,7 @@ impl RunManager {
 
     /// Runs in progress in this process.
     pub fn running(&self) -> usize {
-        self.live.lock().map_or(0, |l| l.len())
+        self.lives().runs.len()
     }
 
     /// Money spent today by all runs (runs in progress included, up to their last
@@ -187,22 +198,40 @@ impl RunManager {
         subject: &str,
     ) -> Result<(RunId, bool), StartRunError> {
         let id = genesis::new_run_id();
-        match self
+        // Known as starting before it is journaled: a cancel that comes once it is
+        // journaled (answered to a retry) but before it is live is not lost.
+        self.lives().starting.insert(id.clone(), false);
+        let created = self
             .store
-            .create_run(&id, &plan, budget, idempotency_key, Some(subject))?
-        {
-            Created::Existing(existing) => Ok((existing, true)),
-            Created::New(id) => {
-                let resumed = Vec::new();
-                let launched = self.launch(id.clone(), plan, budget, resumed, Usd::ZERO, subject);
-                if let Err(e) = launched {
-                    // Journaled but cannot run: record it as failed so it is not resumed.
-                    self.reject(&id, &e, Usd::ZERO);
-                    return Err(e.into());
-                }
-                Ok((id, false))
+            .create_run(&id, &plan, budget, idempotency_key, Some(subject));
+        let id = match created {
+            Ok(Created::New(created)) => created,
+            Ok(Created::Existing(existing)) => {
+                self.lives().starting.remove(&id);
+                return Ok((existing, true));
             }
+            Err(e) => {
+                self.lives().starting.remove(&id);
+                return Err(e.into());
+            }
+        };
+        let resumed = Vec::new();
+        let launched = self.launch(id.clone(), plan, budget, resumed, Usd::ZERO, subject);
+        if let Err(e) = launched {
+            self.lives().starting.remove(&id);
+            // Journaled but cannot run: record it as failed so it is not resumed.
+            self.reject(&id, &e, Usd::ZERO);
+            return Err(e.into());
         }
+        Ok((id, false))
+    }
+
+    /// The live-run table (a panic elsewhere while it was held leaves it consistent:
+    /// each change is one insert or remove).
+    fn lives(&self) -> std::sync::MutexGuard<'_, Lives> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Journals that a run cannot run, and why (naming the rule and value), and ends it
@@ -252,16 +281,25 @@ impl RunManager {
             cancel: handle.cancellation(),
             events: handle.sender(),
         };
-        if let Ok(mut l) = self.live.lock() {
-            l.insert(id.clone(), live);
+        let cancel_requested = {
+            let mut lives = self.lives();
+            lives.runs.insert(id.clone(), live);
+            lives.starting.remove(&id).unwrap_or(false)
+        };
+        if cancel_requested {
+            // Its cancel was journaled (and answered 202) before it was live.
+            tracing::info!(run_id = %id, "run was cancelled while starting");
+            handle.cancellation().cancel();
         }
         let registry = Arc::clone(&self.live);
         self.tracker.spawn(async move {
             let result = handle.wait().await;
             tracing::info!(run_id = %result.run_id, status = result.status.as_str(), cost = %result.cost, "run finished");
-            if let Ok(mut l) = registry.lock() {
-                l.remove(&id);
-            }
+            registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .runs
+                .remove(&id);
         });
         Ok(())
     }
@@ -356,37 +394,39 @@ impl RunManager {
 
     /// True while this process executes the run `id`.
     pub fn is_live(&self, id: &str) -> bool {
-        self.live.lock().is_ok_and(|l| l.contains_key(id))
+        self.lives().runs.contains_key(id)
     }
 
-    /// Cancels a run in progress here. The request is journaled first, durably
+    /// Cancels a run that has not ended. The request is journaled first, durably
     /// ([`RunStore::request_cancel`]), and only then is the run stopped, so a cancel
     /// reported as done survives a crash: the run is ended as cancelled at the next
-    /// start, never resumed. `Ok(false)` when the run is not running here (or ended
-    /// before the request was journaled): nothing was journaled nor stopped. This is a
-    /// store call: it blocks.
+    /// start, never resumed. A run journaled but not yet live here (a retry with its
+    /// idempotency key is answered as soon as it is journaled) is cancelled as it
+    /// starts. `Ok(false)` when the store has no unfinished run `id` (unknown, or
+    /// ended before the request was journaled): nothing was journaled nor stopped.
+    /// This is a store call: it blocks.
     ///
     /// # Errors
     /// Store failures: nothing was journaled and the run goes on.
     pub fn cancel(&self, id: &str) -> Result<bool, StoreError> {
-        let token = self
-            .live
-            .lock()
-            .ok()
-            .and_then(|l| l.get(id).map(|r| r.cancel.clone()));
-        let Some(token) = token else {
-            return Ok(false);
-        };
         if !self.store.request_cancel(id)? {
             return Ok(false);
         }
-        token.cancel();
+        let mut lives = self.lives();
+        if let Some(run) = lives.runs.get(id) {
+            run.cancel.cancel();
+        } else if let Some(requested) = lives.starting.get_mut(id) {
+            *requested = true;
+        }
+        // Else it ended after the request was journaled (its journal says how), or it
+        // is a run a failed write left unfinished at the last start: the next start
+        // ends it as cancelled.
         Ok(true)
     }
 
     /// A subscription to a live run's events (a wake-up signal for event streams).
     pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<RunEvent>> {
-        self.live.lock().ok()?.get(id).map(|r| r.events.subscribe())
+        self.lives().runs.get(id).map(|r| r.events.subscribe())
     }
 
     /// The store.
@@ -418,6 +458,152 @@ pub enum StartRunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunStatus};
+    use genesis::store::{RunSummary, SqliteStore, StoredEvent};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    type JournalResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// A SQLite store whose `create_run` stops after the run is journaled, until the
+    /// test lets it go: the window between an idempotent retry's 202 and the run going
+    /// live.
+    struct Gated {
+        inner: SqliteStore,
+        journaled: Mutex<mpsc::Sender<()>>,
+        go_on: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl RunJournal for Gated {
+        fn record(&self, run_id: &RunId, event: &RunEvent) -> JournalResult {
+            self.inner.record(run_id, event)
+        }
+        fn record_all(&self, run_id: &RunId, events: &[RunEvent]) -> JournalResult {
+            self.inner.record_all(run_id, events)
+        }
+        fn record_groups(&self, groups: &[(&RunId, &[RunEvent])]) -> Vec<JournalResult> {
+            self.inner.record_groups(groups)
+        }
+    }
+
+    impl RunStore for Gated {
+        fn create_run(
+            &self,
+            id: &RunId,
+            plan: &Plan,
+            budget: Option<Usd>,
+            idempotency_key: Option<&str>,
+            subject: Option<&str>,
+        ) -> Result<Created, StoreError> {
+            let created = self
+                .inner
+                .create_run(id, plan, budget, idempotency_key, subject)?;
+            self.journaled.lock().unwrap().send(()).unwrap();
+            self.go_on.lock().unwrap().recv().unwrap();
+            Ok(created)
+        }
+        fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+            self.inner.request_cancel(id)
+        }
+        fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.run_for_idempotency_key(key)
+        }
+        fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+            self.inner.get_run(id)
+        }
+        fn run_summary(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
+            self.inner.run_summary(id)
+        }
+        fn list_runs(
+            &self,
+            status: Option<RunStatus>,
+            limit: usize,
+            cursor: Option<&str>,
+        ) -> Result<Vec<RunSummary>, StoreError> {
+            self.inner.list_runs(status, limit, cursor)
+        }
+        fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
+            self.inner.unfinished_runs()
+        }
+        fn events_since(&self, id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
+            self.inner.events_since(id, after)
+        }
+        fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError> {
+            self.inner.spent_since(since_ms)
+        }
+        fn ping(&self) -> bool {
+            self.inner.ping()
+        }
+    }
+
+    /// Counts its calls.
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Agent for Counting {
+        async fn execute(&self, r: AgentRequest) -> Result<AgentOutput, AgentError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(AgentOutput {
+                text: format!("out {}", r.task.id),
+                ..Default::default()
+            })
+        }
+    }
+
+    /// A cancel journaled while the run is journaled but not yet live (a retry with
+    /// the same idempotency key is answered 202 in that window) is kept: the run is
+    /// cancelled as it starts and calls no agent. It used to answer "not running".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_between_journaling_and_launch_cancels_the_run_as_it_starts() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let genesis = Orchestrator::builder()
+            .agents(AgentSet::new().with_fallback(Arc::new(Counting(Arc::clone(&calls)))))
+            .build()
+            .unwrap();
+        let plan = genesis
+            .plan_sync("Build a SaaS business for invoices")
+            .unwrap();
+        let (journaled_tx, journaled) = mpsc::channel();
+        let (go_on, go_on_rx) = mpsc::channel();
+        let store = Arc::new(Gated {
+            inner: SqliteStore::in_memory().unwrap(),
+            journaled: Mutex::new(journaled_tx),
+            go_on: Mutex::new(go_on_rx),
+        });
+        let runs = Arc::new(RunManager::new(
+            genesis,
+            Arc::clone(&store) as Arc<dyn RunStore>,
+        ));
+        let starting = Arc::clone(&runs);
+        let started = tokio::task::spawn_blocking(move || {
+            starting.start(plan, None, Some("key-1"), "tester")
+        });
+        tokio::task::spawn_blocking(move || journaled.recv().unwrap())
+            .await
+            .unwrap();
+        // Journaled (a retry would now be answered 202 with this id), not yet live.
+        let id = store.run_for_idempotency_key("key-1").unwrap().unwrap();
+        assert!(!runs.is_live(&id));
+        assert!(
+            runs.cancel(&id).unwrap(),
+            "the cancel of a journaled run is accepted"
+        );
+        go_on.send(()).unwrap();
+        let (started_id, existed) = started.await.unwrap().unwrap();
+        assert_eq!((started_id.as_str(), existed), (id.as_str(), false));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let run = loop {
+            let run = store.get_run(&id).unwrap().unwrap();
+            if run.status != RunStatus::Running || tokio::time::Instant::now() > deadline {
+                break run;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+        assert!(run.cancel_requested_at_ms.is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no agent was called");
+        assert_eq!(runs.lives().starting.len(), 0, "nothing left behind");
+    }
 
     /// The value of the series `name` in a Prometheus rendering (0 when absent).
     fn series(rendered: &str, name: &str) -> f64 {
