@@ -588,20 +588,50 @@ impl Agent for LlmAgent {
                 output_tokens: c.output_tokens,
                 followups: Vec::new(),
             }),
-            Err(e) => {
-                let hint = e.retry_hint();
-                Err(if hint.retryable {
-                    AgentError::Transient {
-                        agent,
-                        message: e.to_string(),
-                        retry_after: hint.after,
-                    }
-                } else {
-                    AgentError::Rejected {
-                        agent,
-                        message: e.to_string(),
-                    }
-                })
+            Err(e) => Err(agent_error(agent, &e)),
+        }
+    }
+}
+
+/// An LLM call's failure as the executor sees it. A call that reached the provider and
+/// lost its answer (a timeout, a connection broken after it was made) or got one back
+/// it cannot use (malformed, too large, not the JSON asked for) may have been billed:
+/// it is [`AgentError::Timeout`] or [`AgentError::Unanswered`], so a call held to a cost
+/// limit is charged that limit. Refusals (429, 5xx, 4xx) and calls that never left
+/// (no connection) cost nothing.
+fn agent_error(agent: AgentId, e: &CallError) -> AgentError {
+    let message = genesis_core::error_chain(e);
+    match e {
+        CallError::Llm(LlmError::Timeout { timeout, .. }) => AgentError::Timeout {
+            agent,
+            after: *timeout,
+        },
+        CallError::Llm(LlmError::Transport { source, .. }) if !source.is_connect() => {
+            AgentError::Unanswered {
+                agent,
+                message,
+                retryable: true,
+            }
+        }
+        CallError::Llm(
+            LlmError::MalformedResponse { .. }
+            | LlmError::InvalidJson { .. }
+            | LlmError::SchemaViolation { .. },
+        ) => AgentError::Unanswered {
+            agent,
+            message,
+            retryable: false,
+        },
+        _ => {
+            let hint = e.retry_hint();
+            if hint.retryable {
+                AgentError::Transient {
+                    agent,
+                    message,
+                    retry_after: hint.after,
+                }
+            } else {
+                AgentError::Rejected { agent, message }
             }
         }
     }
@@ -619,5 +649,104 @@ pub fn apply_key_env(config: &mut LlmConfig, env: &HashMap<String, String>) {
                 p.api_key = Some(genesis_core::Secret::new(v.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn llm(e: LlmError) -> CallError {
+        CallError::Llm(e)
+    }
+
+    /// What a failed LLM call may have cost decides whether a capped call is charged
+    /// its limit: a timeout, a connection lost after it was made and an answer that came
+    /// back unusable may have been billed; a refusal and a call that never connected
+    /// were not.
+    #[tokio::test]
+    async fn llm_failures_that_may_have_been_billed_are_told_apart_from_refusals() {
+        let agent = || AgentId::new("writer");
+        let timeout = agent_error(
+            agent(),
+            &llm(LlmError::Timeout {
+                provider: "openai".into(),
+                model: ModelId::new("gpt-4o-mini"),
+                timeout: Duration::from_secs(30),
+            }),
+        );
+        assert!(matches!(timeout, AgentError::Timeout { .. }), "{timeout}");
+        let malformed = agent_error(
+            agent(),
+            &llm(LlmError::MalformedResponse {
+                provider: "openai".into(),
+                reason: "response body exceeds max_response_bytes 16".into(),
+                source: None,
+            }),
+        );
+        assert!(
+            matches!(
+                malformed,
+                AgentError::Unanswered {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{malformed}"
+        );
+        assert!(malformed.to_string().contains("max_response_bytes 16"));
+        for e in [&timeout, &malformed] {
+            assert!(e.may_have_cost(), "{e}");
+        }
+        let refused = [
+            llm(LlmError::RateLimited {
+                provider: "openai".into(),
+                status: 429,
+                retry_after: Some(Duration::from_secs(2)),
+                message: "slow down".into(),
+            }),
+            llm(LlmError::ServerError {
+                provider: "openai".into(),
+                status: 503,
+                retry_after: None,
+                message: "overloaded".into(),
+            }),
+            llm(LlmError::Rejected {
+                provider: "openai".into(),
+                status: 400,
+                message: "bad request".into(),
+            }),
+            CallError::CircuitOpen {
+                provider: "openai".into(),
+            },
+        ];
+        for e in &refused {
+            let e = agent_error(agent(), e);
+            assert!(!e.may_have_cost(), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    AgentError::Transient { .. } | AgentError::Rejected { .. }
+                ),
+                "{e}"
+            );
+        }
+        // A real connection failure: nothing listens on a port just freed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", closed.local_addr().unwrap());
+        drop(closed);
+        let client = genesis_llm::http_client_builder().unwrap().build().unwrap();
+        let source = client.get(url).send().await.unwrap_err();
+        let e = agent_error(
+            agent(),
+            &llm(LlmError::Transport {
+                provider: "openai".into(),
+                url: "http://127.0.0.1/v1".into(),
+                source,
+            }),
+        );
+        assert!(matches!(e, AgentError::Transient { .. }), "{e}");
+        assert!(!e.may_have_cost(), "{e}");
     }
 }

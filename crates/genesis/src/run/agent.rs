@@ -108,6 +108,21 @@ pub enum AgentError {
         /// The timeout.
         after: Duration,
     },
+    /// The request was sent, so the service may have done — and billed — the work, but
+    /// no usable answer came back: the connection broke after the request went out,
+    /// the answer broke off, or it came back (2xx) unusable (larger than allowed,
+    /// malformed). A call held to a cost limit ([`AgentRequest::max_cost`]) is charged
+    /// that limit, as for a timeout. Retried at once when `retryable` (an answer that
+    /// was lost), not when it came back unusable (it would again).
+    #[error("agent {agent} sent no usable answer: {message}")]
+    Unanswered {
+        /// The agent.
+        agent: AgentId,
+        /// What happened.
+        message: String,
+        /// Whether another attempt on the same agent may help.
+        retryable: bool,
+    },
     /// The agent refused the task (a 4xx, invalid input): retrying the same agent will
     /// not help, another agent might.
     #[error("agent {agent} rejected the task: {message}")]
@@ -150,9 +165,24 @@ impl AgentError {
             AgentError::Transient { retry_after, .. } => Retry::Yes {
                 after: *retry_after,
             },
-            AgentError::Timeout { .. } => Retry::NOW,
+            AgentError::Timeout { .. }
+            | AgentError::Unanswered {
+                retryable: true, ..
+            } => Retry::NOW,
             _ => Retry::No,
         }
+    }
+
+    /// True when the attempt may have cost money although it failed: the request
+    /// reached the service (or may have) and its answer was lost to a timeout or a
+    /// broken connection, or came back unusable. A call held to a cost limit is then
+    /// charged that limit; any other failure (nothing sent, or the service answered
+    /// that it did not do the work: a non-2xx status) gives its money back.
+    pub fn may_have_cost(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Timeout { .. } | AgentError::Unanswered { .. }
+        )
     }
 
     /// True when the failure counts against the agent's circuit breaker: the

@@ -492,11 +492,12 @@ enum Outcome {
 const BUDGET_WAIT_FALLBACK: Duration = Duration::from_secs(1);
 
 /// The money set aside for one agent call while the call is under way. A bounded call
-/// (its agent was held to what was set aside: [`AgentRequest::max_cost`]) that does not
-/// come back, because it timed out or because its task was cancelled and this was
-/// dropped mid-call, was sent, and its provider may bill it up to that amount: it is
-/// charged that, and counted in `genesis_cost_usd_total` as the provider layer counts a
-/// call that answered. Any other call that fails gives the money back.
+/// (its agent was held to what was set aside: [`AgentRequest::max_cost`]) that was sent
+/// but brought no usable answer back — it timed out, its answer was lost or unusable
+/// ([`AgentError::may_have_cost`]), or its task was cancelled and this was dropped
+/// mid-call — may be billed up to that amount: it is charged that, and counted in
+/// `genesis_cost_usd_total` as the provider layer counts a call that answered. Any
+/// other call that fails gives the money back.
 struct CallMoney {
     reservation: Option<Reservation>,
     bounded: bool,
@@ -530,9 +531,7 @@ impl CallMoney {
     /// The call failed with `error`; returns what it is charged (see [`CallMoney`]).
     fn failed(mut self, error: &AgentError) -> Usd {
         match self.reservation.take() {
-            Some(r) if self.bounded && matches!(error, AgentError::Timeout { .. }) => {
-                charge_in_full(r)
-            }
+            Some(r) if self.bounded && error.may_have_cost() => charge_in_full(r),
             // Dropped, the reservation is released.
             _ => Usd::ZERO,
         }

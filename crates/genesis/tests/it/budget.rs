@@ -669,3 +669,110 @@ async fn a_capped_http_call_that_stalls_in_its_body_is_charged_its_limit() {
     let error = result.tasks[0].error.clone().unwrap_or_default();
     assert!(error.contains("rule: budget_run"), "{error}");
 }
+
+/// A loopback HTTP service that counts the requests it read in full, writes `reply`
+/// (nothing, a status line and headers, or part of a body) and then closes the
+/// connection.
+async fn service_that_closes(requests: Arc<AtomicUsize>, reply: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let requests = Arc::clone(&requests);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(50), sock.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                requests.fetch_add(1, Ordering::SeqCst);
+                let _ = sock.write_all(reply).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/task")
+}
+
+/// Runs one task on an HTTP agent at `url` with a $0.05 `max_cost_usd` under a $0.10
+/// run budget; returns the run's cost and its task's error.
+async fn capped_run(url: String, max_response_bytes: Option<usize>) -> (f64, String) {
+    let mut config = HttpAgentConfig::new(url);
+    config.timeout = Duration::from_secs(5);
+    config.max_cost_usd = Some(usd(0.05));
+    if let Some(max) = max_response_bytes {
+        config.max_response_bytes = max;
+    }
+    let client = genesis::llm::http_client_builder()
+        .unwrap()
+        .build()
+        .unwrap();
+    let agent: Arc<dyn Agent> = Arc::new(HttpAgent::new("http", config, client));
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent))
+        .build()
+        .unwrap();
+    let plan = parallel_plan(&genesis, 1, 0.001);
+    let options = RunOptions {
+        budget: Some(usd(0.10)),
+        ..RunOptions::default()
+    };
+    let result = genesis.execute(plan, options).unwrap().wait().await;
+    assert_eq!(result.status, RunStatus::Failed, "{:?}", result.tasks);
+    let error = result.tasks[0].error.clone().unwrap_or_default();
+    (result.cost.as_f64(), error)
+}
+
+/// A capped HTTP call the service may have done and billed, but whose answer was lost
+/// or unusable, is charged its limit like a timeout: the connection closed after the
+/// request was sent, a 2xx body that broke off, a 2xx body over `max_response_bytes`.
+/// Two such calls use up a $0.10 budget. (Each gave its $0.05 back before, so the
+/// budget never stopped them.) A call the service refused (503) or that never reached
+/// it (nothing listening) still costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_http_call_whose_answer_is_lost_is_charged_its_limit_and_a_refused_one_is_not() {
+    let lost: [(&str, &'static [u8], Option<usize>); 3] = [
+        ("closed after the request", b"", None),
+        (
+            "body broke off",
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"output\":",
+            None,
+        ),
+        (
+            "body too large",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
+            Some(16),
+        ),
+    ];
+    for (case, reply, max) in lost {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let url = service_that_closes(Arc::clone(&requests), reply).await;
+        let (cost, error) = capped_run(url, max).await;
+        assert!((cost - 0.10).abs() < 1e-9, "{case}: cost {cost}, {error}");
+        assert_eq!(requests.load(Ordering::SeqCst), 2, "{case}: {error}");
+        assert!(error.contains("rule: budget_run"), "{case}: {error}");
+    }
+
+    let requests = Arc::new(AtomicUsize::new(0));
+    let url = service_that_closes(
+        Arc::clone(&requests),
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+    )
+    .await;
+    let (cost, error) = capped_run(url, None).await;
+    assert_eq!(cost, 0.0, "503: {error}");
+    assert!(requests.load(Ordering::SeqCst) > 2, "503: {error}");
+    assert!(error.contains("503"), "{error}");
+
+    // Nothing listens on a port just freed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/task", closed.local_addr().unwrap());
+    drop(closed);
+    let (cost, error) = capped_run(url, None).await;
+    assert_eq!(cost, 0.0, "unreachable: {error}");
+    assert!(error.contains("cannot reach"), "{error}");
+}

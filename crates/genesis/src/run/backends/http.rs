@@ -71,7 +71,10 @@ fn default_max_body() -> usize {
 /// `{output, cost_usd?, followups?}` (or a plain-text body) back.
 ///
 /// Status mapping: 2xx success; 408, 429 and 5xx transient (with `Retry-After`); other
-/// 4xx a rejection; connection failures transient; the timeout a timeout.
+/// 4xx a rejection; a connection that cannot be made transient; the timeout a timeout.
+/// A connection that fails after the request was sent, a 2xx body that breaks off and
+/// one larger than `max_response_bytes` are [`AgentError::Unanswered`]: the service may
+/// have done the work, so a call with `max_cost_usd` is charged it.
 #[derive(Debug, Clone)]
 pub struct HttpAgent {
     id: AgentId,
@@ -103,16 +106,26 @@ impl Agent for HttpAgent {
             req = req.bearer_auth(token.expose());
         }
         let response = req.send().await.map_err(|e| {
-            if e.is_timeout() {
+            if e.is_connect() {
+                // Nothing was sent: it cost nothing.
+                AgentError::Transient {
+                    agent: agent.clone(),
+                    message: format!("cannot reach {}: {e}", self.id),
+                    retry_after: None,
+                }
+            } else if e.is_timeout() {
                 AgentError::Timeout {
                     agent: agent.clone(),
                     after: self.config.timeout,
                 }
             } else {
-                AgentError::Transient {
+                AgentError::Unanswered {
                     agent: agent.clone(),
-                    message: format!("cannot reach {}: {e}", self.id),
-                    retry_after: None,
+                    message: format!(
+                        "the connection to {} failed after the request was sent: {e}",
+                        self.id
+                    ),
+                    retryable: true,
                 }
             }
         })?;
@@ -122,10 +135,15 @@ impl Agent for HttpAgent {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| genesis_resilience::parse_retry_after(v, std::time::SystemTime::now()));
-        let body = read_capped(response, &self.config, &agent).await?;
         if status.is_success() {
+            let body = read_capped(response, &self.config, &agent).await?;
             return Ok(parse_output(&body));
         }
+        // The status says the work was not done; the body only supplies the message.
+        let body = match read_capped(response, &self.config, &agent).await {
+            Ok(body) => body,
+            Err(e) => format!("(body unreadable: {e})"),
+        };
         let snippet: String = body.chars().take(200).collect();
         let message = format!("http {status}: {snippet}");
         if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
@@ -146,7 +164,9 @@ impl Agent for HttpAgent {
 
 /// Reads the body, at most `max_response_bytes` of it. The request's timeout covers the
 /// body too: a service that answered its headers and then stalls past it is a timeout
-/// (a capped call is then charged its limit, as when no headers came).
+/// (a capped call is then charged its limit, as when no headers came). A body that
+/// breaks off, or is larger than allowed, is [`AgentError::Unanswered`]: the service
+/// answered, so it may have done the work (retried only when it broke off).
 async fn read_capped(
     mut response: reqwest::Response,
     config: &HttpAgentConfig,
@@ -158,9 +178,10 @@ async fn read_capped(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > max {
-                    return Err(AgentError::Rejected {
+                    return Err(AgentError::Unanswered {
                         agent: agent.clone(),
                         message: format!("response exceeds max_response_bytes {max}"),
+                        retryable: false,
                     });
                 }
                 buf.extend_from_slice(&chunk);
@@ -173,10 +194,10 @@ async fn read_capped(
                 });
             }
             Err(e) => {
-                return Err(AgentError::Transient {
+                return Err(AgentError::Unanswered {
                     agent: agent.clone(),
                     message: format!("reading the response failed: {e}"),
-                    retry_after: None,
+                    retryable: true,
                 });
             }
         }
