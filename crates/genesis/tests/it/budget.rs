@@ -601,6 +601,22 @@ fn backend_cost_limits_that_disagree_are_refused() {
 /// A loopback HTTP service that counts its requests, answers `200` with a
 /// `content-length` it never finishes sending (it is at work and may bill), and stalls.
 async fn stalling_service(requests: Arc<AtomicUsize>) -> String {
+    raw_service(
+        requests,
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"output\":",
+        Some(Duration::from_secs(30)),
+    )
+    .await
+}
+
+/// A loopback HTTP service that counts the requests it read in full and writes `reply`
+/// (nothing, a status line and headers, or part of a body) as the answer; then it
+/// holds the connection open for `stall`, or closes it at once (`None`).
+async fn raw_service(
+    requests: Arc<AtomicUsize>,
+    reply: &'static [u8],
+    stall: Option<Duration>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -618,10 +634,13 @@ async fn stalling_service(requests: Arc<AtomicUsize>) -> String {
                     }
                 }
                 requests.fetch_add(1, Ordering::SeqCst);
-                let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"output\":")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = sock.write_all(reply).await;
+                match stall {
+                    Some(stall) => tokio::time::sleep(stall).await,
+                    None => {
+                        let _ = sock.shutdown().await;
+                    }
+                }
             });
         }
     });
@@ -668,34 +687,6 @@ async fn a_capped_http_call_that_stalls_in_its_body_is_charged_its_limit() {
     );
     let error = result.tasks[0].error.clone().unwrap_or_default();
     assert!(error.contains("rule: budget_run"), "{error}");
-}
-
-/// A loopback HTTP service that counts the requests it read in full, writes `reply`
-/// (nothing, a status line and headers, or part of a body) and then closes the
-/// connection.
-async fn service_that_closes(requests: Arc<AtomicUsize>, reply: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let requests = Arc::clone(&requests);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(Ok(n)) =
-                    tokio::time::timeout(Duration::from_millis(50), sock.read(&mut buf)).await
-                {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                requests.fetch_add(1, Ordering::SeqCst);
-                let _ = sock.write_all(reply).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    format!("http://{addr}/task")
 }
 
 /// Runs one task on an HTTP agent at `url` with a $0.05 `max_cost_usd` under a $0.10
@@ -750,7 +741,7 @@ async fn a_capped_http_call_whose_answer_is_lost_is_charged_its_limit_and_a_refu
     ];
     for (case, reply, max) in lost {
         let requests = Arc::new(AtomicUsize::new(0));
-        let url = service_that_closes(Arc::clone(&requests), reply).await;
+        let url = raw_service(Arc::clone(&requests), reply, None).await;
         let (cost, error) = capped_run(url, max).await;
         assert!((cost - 0.10).abs() < 1e-9, "{case}: cost {cost}, {error}");
         assert_eq!(requests.load(Ordering::SeqCst), 2, "{case}: {error}");
@@ -758,9 +749,10 @@ async fn a_capped_http_call_whose_answer_is_lost_is_charged_its_limit_and_a_refu
     }
 
     let requests = Arc::new(AtomicUsize::new(0));
-    let url = service_that_closes(
+    let url = raw_service(
         Arc::clone(&requests),
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+        None,
     )
     .await;
     let (cost, error) = capped_run(url, None).await;
