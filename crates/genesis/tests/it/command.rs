@@ -101,6 +101,25 @@ async fn a_failure_reports_the_start_of_a_large_stderr() {
     }
 }
 
+/// A program killed by a signal said nothing about the work (it may have done, and
+/// paid for, some of it), unlike one that exits with a status of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_killed_by_a_signal_may_have_cost_and_an_exit_status_did_not() {
+    let a = shell("kill -9 $$", Duration::from_secs(20), 1 << 20);
+    match a.execute(request(10)).await {
+        Err(e @ AgentError::Unanswered { .. }) => {
+            assert!(e.to_string().contains("signal: 9"), "{e}");
+            assert!(e.may_have_cost() && !e.retry().is_retryable(), "{e}");
+        }
+        other => panic!("expected an unusable answer, got {other:?}"),
+    }
+    let a = shell("exit 3", Duration::from_secs(20), 1 << 20);
+    match a.execute(request(10)).await {
+        Err(e @ AgentError::Rejected { .. }) => assert!(!e.may_have_cost(), "{e}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_75_is_transient() {
     let a = shell("exit 75", Duration::from_secs(20), 1 << 20);
@@ -111,18 +130,26 @@ async fn exit_75_is_transient() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn output_over_the_cap_is_rejected_without_waiting_for_the_timeout() {
-    // An endless writer: the agent stops reading at the cap and kills it.
+async fn output_over_the_cap_fails_without_waiting_for_the_timeout() {
+    // An endless writer: the agent stops reading at the cap and kills it. It was at
+    // work, so the call may have cost money (a capped call is charged its limit), and
+    // it is not retried on the same program.
     let a = shell("exec /usr/bin/yes", Duration::from_secs(20), 64 * 1024);
     let started = Instant::now();
     match a.execute(request(300_000)).await {
-        Err(AgentError::Rejected { message, .. }) => {
+        Err(
+            e @ AgentError::Unanswered {
+                retryable: false, ..
+            },
+        ) => {
             assert!(
-                message.contains("output exceeds max_output_bytes 65536"),
-                "{message}"
+                e.to_string()
+                    .contains("output exceeds max_output_bytes 65536"),
+                "{e}"
             );
+            assert!(e.may_have_cost() && !e.retry().is_retryable(), "{e}");
         }
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected an unusable answer, got {other:?}"),
     }
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -67,7 +67,10 @@ fn default_max_output() -> usize {
 
 /// Writes the task JSON (as for HTTP agents) to the program's stdin and reads its
 /// stdout as the output (`{output, cost_usd?, followups?}` JSON or plain text).
-/// Exit status 0 succeeds; 75 (`EX_TEMPFAIL`) is transient; anything else rejects.
+/// Exit status 0 succeeds; 75 (`EX_TEMPFAIL`) is transient; any other status rejects.
+/// A program killed by a signal, or whose output is over `max_output_bytes`, is
+/// [`AgentError::Unanswered`] (not retried): it was at work and may have spent money,
+/// so a call with `max_cost_usd` is charged it.
 #[derive(Debug, Clone)]
 pub struct CommandAgent {
     id: AgentId,
@@ -150,8 +153,14 @@ impl Agent for CommandAgent {
                 });
             }
             Ok(Err(message)) => {
+                // It was at work (its output is over the limit, or could not be read):
+                // it may have spent money, and would again.
                 kill(&mut child).await;
-                return Err(AgentError::Rejected { agent, message });
+                return Err(AgentError::Unanswered {
+                    agent,
+                    message,
+                    retryable: false,
+                });
             }
         };
         if status.success() {
@@ -159,7 +168,15 @@ impl Agent for CommandAgent {
         }
         let stderr: String = String::from_utf8_lossy(&err).chars().take(300).collect();
         let message = format!("{} exited with {status}: {stderr}", self.id);
-        if status.code() == Some(75) {
+        if status.code().is_none() {
+            // Killed by a signal (a crash, the OOM killer), not an exit status of its
+            // own saying it failed: it may have done, and paid for, some of the work.
+            Err(AgentError::Unanswered {
+                agent,
+                message,
+                retryable: false,
+            })
+        } else if status.code() == Some(75) {
             Err(AgentError::Transient {
                 agent,
                 message,
