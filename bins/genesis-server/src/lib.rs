@@ -69,6 +69,15 @@ pub enum StartError {
         /// The configured environment.
         environment: &'static str,
     },
+    /// A retention shorter than a day (today's spend, which daily budgets count, must
+    /// not be deleted).
+    #[error(
+        "server.retention {value:?} is below one day: use 0s to keep runs for ever or 1d or more (rule: retention_min)"
+    )]
+    RetentionTooShort {
+        /// The configured retention.
+        value: Duration,
+    },
 }
 
 /// Everything the handlers share.
@@ -118,6 +127,10 @@ impl AppState {
         env: &[(String, String)],
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<AppState>, StartError> {
+        let retention = config.server.retention;
+        if !retention.is_zero() && retention < RETENTION_MIN {
+            return Err(StartError::RetentionTooShort { value: retention });
+        }
         let orchestrator = genesis::orchestrator_from_config(&config, env)?;
         let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
         // What the router learned before the last stop, laid over the configured
@@ -308,6 +321,71 @@ pub fn spawn_learning_saver(state: Arc<AppState>) -> tokio::task::JoinHandle<()>
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
                 Err(e) => tracing::warn!(error = %e, "learned-state saver failed"),
+            }
+        }
+    })
+}
+
+/// The shortest `server.retention` other than 0 (keep for ever): one day.
+pub const RETENTION_MIN: Duration = Duration::from_secs(86_400);
+
+/// How often [`spawn_retention`] deletes the finished runs `server.retention` no longer
+/// keeps.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Runs deleted per store transaction: each holds the store's connection while it
+/// deletes, so journal writes wait for one batch at most.
+const RETENTION_BATCH: usize = 200;
+
+/// Deletes the finished runs older than `server.retention` (created and last updated
+/// before it), with their tasks and events, a batch at a time; counts them in
+/// `genesis_runs_deleted_total`. Runs still running are kept. Returns how many were
+/// deleted (0 when `retention` is 0: keep for ever). This is a store call: it blocks.
+///
+/// # Errors
+/// Store failures (batches deleted before the failure stay deleted).
+pub fn apply_retention(state: &AppState) -> Result<usize, genesis::store::StoreError> {
+    let keep = state.config.server.retention;
+    if keep.is_zero() {
+        return Ok(0);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let before = i64::try_from(now.saturating_sub(keep).as_millis()).unwrap_or(i64::MAX);
+    let mut deleted = 0;
+    loop {
+        let n = state
+            .store
+            .delete_finished_before(before, RETENTION_BATCH)?;
+        deleted += n;
+        metrics::counter!(genesis::telemetry::catalogue::RUNS_DELETED_TOTAL).increment(n as u64);
+        if n < RETENTION_BATCH {
+            return Ok(deleted);
+        }
+        // Journal writes waiting for the connection go first.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Applies [`apply_retention`] now and every [`RETENTION_INTERVAL`] (off the async
+/// threads).
+pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || apply_retention(&s)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(
+                    runs = n,
+                    retention = ?state.config.server.retention,
+                    "deleted finished runs past their retention"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old runs"),
+                Err(e) => tracing::warn!(error = %e, "retention task failed"),
             }
         }
     })

@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
     let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
     let _learning = genesis_server::spawn_learning_saver(Arc::clone(&state));
+    let _retention = genesis_server::spawn_retention(Arc::clone(&state));
     // Hot reload of the flags file: `genesis deploy` steps and kill switches written to
     // the file take effect without a restart.
     if let Some(flags) = state.orchestrator().flags() {

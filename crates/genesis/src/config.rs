@@ -74,6 +74,11 @@ pub struct ServerConfig {
     pub api_keys: Vec<genesis_core::Secret>,
     /// Requests handled at once before new ones are shed with 503 (default 1024).
     pub max_in_flight: usize,
+    /// How long finished runs (with their tasks and events) are kept in the store
+    /// (default 30 days); `0s` keeps them for ever. Runs still running are never
+    /// deleted. At least one day, so a day's spend is never forgotten.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +90,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             api_keys: Vec::new(),
             max_in_flight: 1024,
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

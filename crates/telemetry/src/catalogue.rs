@@ -97,6 +97,8 @@ pub const ERRORS_TOTAL: &str = "genesis_errors_total";
 pub const FLAG_EVALUATIONS_TOTAL: &str = "genesis_flag_evaluations_total";
 /// Percentage of subjects a progressive rollout currently admits. Labels: flag.
 pub const ROLLOUT_PERCENT: &str = "genesis_rollout_percent";
+/// Finished runs the server deleted from its store after `server.retention`.
+pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
 
 /// The type of a catalogued metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +170,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(ERRORS_TOTAL, Counter, Unit::Count, &[l::CATEGORY], "error answers of the http server, by category"),
     def(FLAG_EVALUATIONS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::RESULT], "feature flag evaluations, by flag and result"),
     def(ROLLOUT_PERCENT, Gauge, Unit::Percent, &[l::FLAG], "percentage of subjects a rollout currently admits"),
+    def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
 ];
 
 /// Looks a metric up by its exported name. Histogram series suffixes (`_bucket`, `_sum`,

@@ -176,3 +176,120 @@ async fn concurrent_runs_share_one_daily_budget() {
         assert_eq!(code, 429, "{body}");
     }
 }
+
+/// `server.retention`: finished runs created and last updated before it are deleted
+/// (their id answers 404, their idempotency key starts a new run); a recent run and
+/// one still running are kept; `0s` keeps everything; less than a day is refused at
+/// start, naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_past_their_retention_are_deleted_and_others_kept() {
+    let dir = TempDir::new("retention");
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut cfg = config(dir.path(), &stub.url);
+    cfg.server.retention = Duration::from_secs(3_600);
+    let err = genesis_server::AppState::from_config(cfg.clone(), &[], None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("server.retention 3600s is below one day")
+            && err.to_string().contains("rule: retention_min"),
+        "{err}"
+    );
+    cfg.server.retention = Duration::from_secs(30 * 86_400);
+    let s = TestServer::start(cfg, &[]).await;
+    let submit = |key: &'static str| {
+        let s = &s;
+        async move {
+            let (status, _, body) = s
+                .post(
+                    "/api/tasks",
+                    json!({"description": "Fix the login bug", "mode": "run", "idempotency_key": key}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            (
+                body["run_id"].as_str().unwrap().to_owned(),
+                body["existing"] == json!(true),
+            )
+        }
+    };
+    let (old, _) = submit("old").await;
+    let (recent, _) = submit("recent").await;
+    for id in [&old, &recent] {
+        let run = s.wait_finished(id, Duration::from_secs(10)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    // A run journaled 40 days ago that never finished (it would resume) is kept too.
+    let (store, stuck, _) = crate::journal_run(&dir, "Write the release notes");
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("data").join("genesis.db")).unwrap();
+    let long_ago = |id: &str| {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 40 * 86_400_000;
+        db.execute(
+            "UPDATE runs SET created_at = ?2, updated_at = ?2 WHERE id = ?1",
+            rusqlite::params![id, at],
+        )
+        .unwrap();
+    };
+    long_ago(&old);
+    long_ago(stuck.as_str());
+    let state = Arc::clone(&s.state);
+    let deleted = tokio::task::spawn_blocking(move || genesis_server::apply_retention(&state))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let (status, _, body) = s.get(&format!("/api/tasks/{old}")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = s.get(&format!("/api/tasks/{old}/events")).await;
+    assert_eq!(status, 404, "{body}");
+    for kept in [recent.as_str(), stuck.as_str()] {
+        let (status, _, body) = s.get(&format!("/api/tasks/{kept}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let events: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1",
+            rusqlite::params![old],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 0);
+    // The deleted run's key starts a new run; the kept one's still finds its run.
+    let (again, existed) = submit("old").await;
+    assert!(!existed && again != old, "{again}");
+    assert_eq!(submit("recent").await, (recent.clone(), true));
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let counted: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("genesis_runs_deleted_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap());
+    assert!(counted >= 1.0, "{text}");
+}
+
+/// `server.retention = "0s"` keeps every run, however old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_of_zero_keeps_every_run() {
+    let dir = TempDir::new("retention-off");
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut cfg = config(dir.path(), &stub.url);
+    cfg.server.retention = Duration::ZERO;
+    let s = TestServer::start(cfg, &[]).await;
+    let id = s.submit("Fix the login bug").await;
+    s.wait_finished(&id, Duration::from_secs(10)).await;
+    let db = rusqlite::Connection::open(dir.path().join("data").join("genesis.db")).unwrap();
+    db.execute("UPDATE runs SET created_at = 0, updated_at = 0", [])
+        .unwrap();
+    let state = Arc::clone(&s.state);
+    let deleted = tokio::task::spawn_blocking(move || genesis_server::apply_retention(&state))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 0);
+    let (status, _, body) = s.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+}

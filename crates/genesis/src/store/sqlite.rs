@@ -498,6 +498,46 @@ impl SqliteStore {
         }))
     }
 
+    /// Deletes finished runs (succeeded, failed or cancelled) created and last updated
+    /// before `before_ms` (unix ms), with their tasks and events: at most `limit` of
+    /// them, oldest first, in one transaction. Returns how many were deleted. A run
+    /// still `running` is never deleted, however old. A deleted run's idempotency key
+    /// is free again (a request sent with it afterwards starts a new run).
+    ///
+    /// # Errors
+    /// SQLite failures (nothing was deleted).
+    pub fn delete_finished_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = Self::write_tx(&mut conn)?;
+        let ids: Vec<String> = {
+            // `runs_created_at` finds the candidates; the last update is checked per row
+            // (a run that finished recently is kept until it too is old).
+            let mut old = tx.prepare(
+                "SELECT id FROM runs WHERE created_at < ?1 AND updated_at < ?1 \
+                 AND status != 'running' ORDER BY created_at LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            old.query_map(params![before_ms, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        {
+            let mut events = tx.prepare("DELETE FROM events WHERE run_id = ?1")?;
+            let mut tasks = tx.prepare("DELETE FROM tasks WHERE run_id = ?1")?;
+            let mut runs = tx.prepare("DELETE FROM runs WHERE id = ?1")?;
+            for id in &ids {
+                events.execute(params![id])?;
+                tasks.execute(params![id])?;
+                runs.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+
     /// Stores the router's learned state, one row per agent, in one transaction
     /// (agents not in `states` keep their stored row).
     ///
@@ -825,6 +865,116 @@ mod tests {
             plan.iter()
                 .any(|d| d.contains("USING INDEX runs_created_at")),
             "{plan:?}"
+        );
+    }
+
+    /// Retention deletes old finished runs with their tasks and events, oldest first,
+    /// `limit` at a time; it keeps runs still running (however old), runs finished
+    /// recently, and the others' rows; a deleted run's idempotency key is free again.
+    #[test]
+    fn old_finished_runs_are_deleted_with_their_rows_and_running_or_recent_ones_kept() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        let finished = |status| RunEvent::RunFinished {
+            status,
+            cost: usd(0.5),
+        };
+        // (id, created and updated at, status when stored)
+        let runs = [
+            ("run_old_ok", 1_000, Some(RunStatus::Succeeded)),
+            ("run_old_failed", 2_000, Some(RunStatus::Failed)),
+            ("run_old_cancelled", 3_000, Some(RunStatus::Cancelled)),
+            ("run_old_running", 500, None),
+            ("run_recent", 9_000, Some(RunStatus::Succeeded)),
+        ];
+        for (id, at, status) in runs {
+            let id = RunId::new(id);
+            let key = format!("key-{id}");
+            store
+                .create_run(&id, &plan, None, Some(&key), None)
+                .unwrap();
+            let task = plan.tasks[0].id.clone();
+            store
+                .record(
+                    &id,
+                    &RunEvent::TaskStarted {
+                        task_id: task,
+                        agent: "a".into(),
+                        attempt: 1,
+                    },
+                )
+                .unwrap();
+            if let Some(status) = status {
+                store.record(&id, &finished(status)).unwrap();
+            }
+            store
+                .conn()
+                .unwrap()
+                .execute(
+                    "UPDATE runs SET created_at = ?2, updated_at = ?2 WHERE id = ?1",
+                    params![id.as_str(), at],
+                )
+                .unwrap();
+        }
+        // A run created long ago that finished after the cutoff is kept.
+        store
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE runs SET updated_at = 8000 WHERE id = 'run_old_cancelled'",
+                [],
+            )
+            .unwrap();
+        let count = |table: &str, id: &str| -> i64 {
+            store
+                .conn()
+                .unwrap()
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM {table} WHERE {} = ?1",
+                        if table == "runs" { "id" } else { "run_id" }
+                    ),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert!(count("events", "run_old_ok") > 0 && count("tasks", "run_old_ok") > 0);
+        // Oldest first, one at a time.
+        assert_eq!(store.delete_finished_before(5_000, 1).unwrap(), 1);
+        assert!(store.get_run("run_old_ok").unwrap().is_none());
+        assert!(store.get_run("run_old_failed").unwrap().is_some());
+        assert_eq!(store.delete_finished_before(5_000, 100).unwrap(), 1);
+        assert_eq!(store.delete_finished_before(5_000, 100).unwrap(), 0);
+        for gone in ["run_old_ok", "run_old_failed"] {
+            assert!(store.get_run(gone).unwrap().is_none(), "{gone}");
+            for table in ["runs", "tasks", "events"] {
+                assert_eq!(count(table, gone), 0, "{table} of {gone}");
+            }
+        }
+        for kept in ["run_old_running", "run_old_cancelled", "run_recent"] {
+            assert!(store.get_run(kept).unwrap().is_some(), "{kept}");
+            assert!(count("events", kept) > 0, "{kept}");
+        }
+        // The deleted run's key starts a new run; a kept run's key still finds it.
+        let again = RunId::new("run_again");
+        assert_eq!(
+            store
+                .create_run(&again, &plan, None, Some("key-run_old_ok"), None)
+                .unwrap(),
+            Created::New(again.clone())
+        );
+        assert_eq!(
+            store
+                .create_run(
+                    &RunId::new("run_x"),
+                    &plan,
+                    None,
+                    Some("key-run_recent"),
+                    None
+                )
+                .unwrap(),
+            Created::Existing(RunId::new("run_recent"))
         );
     }
 
