@@ -1194,6 +1194,45 @@ struct Clause {
     subject: String,
     family: Option<Family>,
     kind: TaskKind,
+    /// Later clauses folded into this one's template (see [`folds_into`]): the kind of
+    /// the phase each asks for again, and its text.
+    also: Vec<(TaskKind, String)>,
+}
+
+/// Words a follow-up clause's subject starts with when it means the earlier clause's
+/// work ("deploy **the fix**", "test **it**").
+const BACK_REFERENCES: &[&str] = &[
+    "it", "them", "this", "that", "these", "those", "fix", "fixes", "change", "changes", "patch",
+    "update", "updates", "result", "results", "work",
+];
+
+/// Whether clause `next` only asks again for a phase `prev`'s template already has,
+/// about the same work: it has a family of its own, a top-level step of `prev`'s
+/// template has that family's kind, and its subject refers back ("Fix the crash on
+/// login, then deploy the fix": the bug-fix template ships the fix already; "… and
+/// launch a marketing campaign for it"). Such a
+/// clause is folded into that phase instead of expanding a second template (which
+/// would plan the work twice). Returns the phase's kind.
+fn folds_into(prev: &Clause, next: &Clause) -> Option<TaskKind> {
+    let (Some(pf), Some(nf)) = (prev.family, next.family) else {
+        return None;
+    };
+    let kind = nf.kind();
+    if pf == nf || !pf.template().iter().any(|s| s.kind == kind) {
+        return None;
+    }
+    let subject = next.subject.to_lowercase();
+    let mut words = subject
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .skip_while(|w| matches!(*w, "the" | "our" | "your" | "my" | "their"));
+    let last = subject
+        .rsplit(|c: char| !c.is_alphanumeric())
+        .find(|w| !w.is_empty());
+    let refers_back = subject == prev.subject.to_lowercase()
+        || words.next().is_some_and(|w| BACK_REFERENCES.contains(&w))
+        || last.is_some_and(|w| matches!(w, "it" | "them" | "this" | "that"));
+    refers_back.then_some(kind)
 }
 
 /// The LLM-free decomposer. Stateless and cheap: construct it once and share it.
@@ -1214,11 +1253,23 @@ impl HeuristicDecomposer {
     pub fn decompose_sync(&self, request: &str, limits: &Limits) -> Result<TaskDag, HtdagError> {
         limits.check_request(request)?;
         let clauses = split_clauses(request);
-        let clauses: Vec<Clause> = if clauses.is_empty() {
+        let classified: Vec<Clause> = if clauses.is_empty() {
             vec![classify(request.trim())]
         } else {
             clauses.iter().map(|c| classify(c)).collect()
         };
+        // A follow-up that asks again for a phase the previous clause's template has
+        // joins that phase.
+        let mut clauses: Vec<Clause> = Vec::with_capacity(classified.len());
+        for clause in classified {
+            if let Some(prev) = clauses.last_mut()
+                && let Some(kind) = folds_into(prev, &clause)
+            {
+                prev.also.push((kind, clause.text));
+                continue;
+            }
+            clauses.push(clause);
+        }
         let compound = clauses.len() > 1;
         let mut expansion = Expansion::Full;
         loop {
@@ -1239,6 +1290,7 @@ impl HeuristicDecomposer {
         if !compound
             && expansion > Expansion::Flat
             && let [clause] = clauses.as_slice()
+            && clause.also.is_empty()
             && let Some(family) = clause.family
             && let Some(prebuilt) = prebuilt(family, expansion)
         {
@@ -1268,13 +1320,13 @@ impl HeuristicDecomposer {
             };
             match clause.family {
                 Some(family) if !compound && expansion > Expansion::Flat => {
-                    b.template(family, &clause.subject, None, "t", expansion)?;
+                    b.template(family, clause, None, "t", expansion)?;
                 }
                 Some(family) if expansion > Expansion::Flat => {
                     let top =
                         b.clause_task(&id, clause, family.kind(), &extra, Some(family), true)?;
                     let depth_left = expansion;
-                    b.template(family, &clause.subject, Some(&top), id.as_str(), depth_left)?;
+                    b.template(family, clause, Some(&top), id.as_str(), depth_left)?;
                     b.chain(prev.as_ref(), &top)?;
                     prev = Some(top);
                 }
@@ -1340,8 +1392,15 @@ fn build_prebuilt(family: Family, expansion: Expansion) -> Option<Prebuilt> {
         ..Limits::default()
     };
     let mut dag = TaskDag::new(wide);
+    let blank = Clause {
+        text: String::new(),
+        subject: String::new(),
+        family: Some(family),
+        kind: family.kind(),
+        also: Vec::new(),
+    };
     Builder { dag: &mut dag }
-        .template(family, "", None, "t", expansion)
+        .template(family, &blank, None, "t", expansion)
         .ok()?;
     // The insertion order of Builder::template.
     let mut texts = Vec::with_capacity(dag.len());
@@ -1395,29 +1454,38 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Instantiates a family template under `parent`, ids prefixed with `prefix`.
+    /// Instantiates a family template for `clause` under `parent`, ids prefixed with
+    /// `prefix`. The text of a clause folded into it is added to the first top-level
+    /// step of its kind.
     fn template(
         &mut self,
         family: Family,
-        subject: &str,
+        clause: &Clause,
         parent: Option<&TaskId>,
         prefix: &str,
         expansion: Expansion,
     ) -> Result<(), HtdagError> {
+        let subject = clause.subject.as_str();
         let steps = family.template();
         let sep = if parent.is_some() { "." } else { "" };
         let ids: Vec<TaskId> = (1..=steps.len())
             .map(|i| numbered_id(prefix, sep, i))
             .collect();
-        for (step, id) in steps.iter().zip(&ids) {
+        let mut also: Vec<Option<&str>> = vec![None; steps.len()];
+        for (kind, text) in &clause.also {
+            if let Some(i) = steps.iter().position(|s| s.kind == *kind) {
+                also[i] = Some(text);
+            }
+        }
+        for ((step, id), also) in steps.iter().zip(&ids).zip(also) {
             let with_children = expansion == Expansion::Full && !step.children.is_empty();
-            self.step(step, id, family, subject, parent, with_children)?;
+            self.step(step, id, family, subject, parent, with_children, also)?;
             if with_children {
                 let child_ids: Vec<TaskId> = (1..=step.children.len())
                     .map(|i| numbered_id(id.as_str(), ".", i))
                     .collect();
                 for (child, cid) in step.children.iter().zip(&child_ids) {
-                    self.step(child, cid, family, subject, Some(id), false)?;
+                    self.step(child, cid, family, subject, Some(id), false, None)?;
                 }
                 self.deps(step.children, &child_ids)?;
             }
@@ -1425,6 +1493,7 @@ impl Builder<'_> {
         self.deps(steps, &ids)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         step: &Step,
@@ -1433,8 +1502,14 @@ impl Builder<'_> {
         subject: &str,
         parent: Option<&TaskId>,
         composite: bool,
+        also: Option<&str>,
     ) -> Result<(), HtdagError> {
-        let mut task = Task::new(id.clone(), step.kind, fill(step.text, subject))
+        let mut description = fill(step.text, subject);
+        if let Some(also) = also {
+            description.push_str("; ");
+            description.push_str(also);
+        }
+        let mut task = Task::new(id.clone(), step.kind, description)
             .with_estimated_tokens(estimated_tokens(step.kind, composite))
             .with_metadata("family", family.as_str())
             .with_metadata("step", step.key);
@@ -1522,6 +1597,7 @@ fn classify(text: &str) -> Clause {
         subject: subject_of(text),
         family,
         kind,
+        also: Vec::new(),
     }
 }
 
@@ -1767,10 +1843,11 @@ fn split_sentence(sentence: &str, out: &mut Vec<String>) {
             }
         }
         if let Some((end, next_start)) = cut {
-            // Only split when both sides can stand alone.
+            // Only split when both sides can stand alone (three words or more: a shorter
+            // fragment would be merged back without its conjunction, "login deploy it").
             let left = end.saturating_sub(clause_start);
             let right = spans.len().saturating_sub(next_start);
-            if left >= 3 && right >= 2 {
+            if left >= 3 && right >= 3 {
                 cuts.push((end, next_start));
                 clause_start = next_start;
                 k = next_start;
@@ -1840,6 +1917,60 @@ mod tests {
         out
     }
 
+    /// A follow-up clause that asks again for a phase the previous clause's template
+    /// already has, about the same work, joins that phase instead of planning the work
+    /// twice (the README's example planned two deployments, 23 tasks); one about
+    /// something else still gets its own template.
+    #[test]
+    fn a_follow_up_that_repeats_a_phase_joins_it() {
+        let dag = plan("Fix the crash on login, then deploy the fix");
+        assert_eq!(dag.len(), 9, "{:?}", shape(&dag));
+        let deploys: Vec<&str> = dag
+            .tasks()
+            .filter(|t| t.kind == TaskKind::Deploy)
+            .map(|t| t.description.as_str())
+            .collect();
+        assert_eq!(
+            deploys,
+            [
+                "Ship the fix (the crash on login); deploy the fix",
+                "Deploy the fix (the crash on login)"
+            ]
+        );
+        let dag = plan("Build a SaaS business for invoices and launch a marketing campaign for it");
+        assert!(
+            dag.tasks().any(|t| t
+                .description
+                .ends_with("to market; launch a marketing campaign for it")),
+            "{:?}",
+            shape(&dag)
+        );
+        assert!(
+            !dag.tasks()
+                .any(|t| t.description.contains("for a marketing campaign for it")),
+            "{:?}",
+            shape(&dag)
+        );
+        // Another subject: two plans of work.
+        let dag = plan("Fix the crash on login, then deploy the billing service");
+        assert!(
+            dag.task("t2")
+                .is_some_and(|t| t.description == "deploy the billing service")
+        );
+        assert!(
+            dag.tasks()
+                .any(|t| t.description.contains("(the crash on login)"))
+        );
+        // A two-word follow-up stays in its sentence, conjunction and all.
+        let dag = plan("Fix the crash on login and deploy it");
+        assert!(
+            dag.tasks()
+                .all(|t| !t.description.contains("login deploy it")),
+            "{:?}",
+            shape(&dag)
+        );
+    }
+
     #[test]
     fn prebuilt_templates_equal_building_them() {
         let limits = Limits::default();
@@ -1847,8 +1978,15 @@ mod tests {
             for expansion in [Expansion::Phases, Expansion::Full] {
                 for subject in ["a SaaS business for invoices", "", "{s} ünïcode {x}"] {
                     let mut built = TaskDag::new(limits.clone());
+                    let clause = Clause {
+                        text: String::new(),
+                        subject: subject.to_owned(),
+                        family: Some(family),
+                        kind: family.kind(),
+                        also: Vec::new(),
+                    };
                     Builder { dag: &mut built }
-                        .template(family, subject, None, "t", expansion)
+                        .template(family, &clause, None, "t", expansion)
                         .unwrap();
                     let p = prebuilt(family, expansion).unwrap();
                     let mut copy = p.dag.clone();
