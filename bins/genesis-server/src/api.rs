@@ -16,7 +16,7 @@ use genesis::GenesisError;
 use genesis::core::Usd;
 use genesis::run::{RunEvent, RunStatus};
 use genesis::security::SecurityError;
-use genesis::store::{RunStore, StoreError, StoredEvent};
+use genesis::store::{ListCursor, RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -77,6 +77,8 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Accepted {
     run_id: String,
+    /// `running` for a new run; for an existing one (`existing: true`), its stored
+    /// status (`succeeded`, `failed`, `cancelled` once it ended).
     status: &'static str,
     /// True when an earlier submission with the same idempotency key created it.
     existing: bool,
@@ -244,7 +246,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 400, description = "rejected input, naming the rule", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
-        (status = 422, description = "the plan failed validation", body = ErrorBody),
+        (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
         (status = 429, description = "rate limited or daily budget spent", body = ErrorBody),
         (status = 503, description = "kill switch, shutdown, overload, request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
@@ -264,8 +266,15 @@ pub(crate) async fn create_task(
     let req: CreateTask = match state.config.security.limits.parse_json_body(&body) {
         Ok(r) => r,
         Err(SecurityError::BodyTooLarge { .. }) => return body_too_large(max),
+        Err(SecurityError::InvalidJson { source }) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "json_body",
+                json_body_message(&source),
+                "validation",
+            );
+        }
         Err(e) => {
-            // Name what is wrong with the JSON (unknown field, bad variant, position).
             let message = match std::error::Error::source(&e) {
                 Some(source) => format!("{e}: {source}"),
                 None => e.to_string(),
@@ -318,7 +327,7 @@ pub(crate) async fn create_task(
             && let Ok(Ok(Some(existing))) =
                 blocking(&state, move |s| find_by_key(s.runs.store().as_ref(), &key)).await
         {
-            return accepted(existing, true);
+            return accepted(existing.id.to_string(), existing.status, true);
         }
         if let Some(limit) = state.config.budget.per_day {
             let spent = state.runs.spent_today();
@@ -355,6 +364,11 @@ pub(crate) async fn create_task(
     if req.mode == Mode::Plan {
         return (StatusCode::OK, Json(plan)).into_response();
     }
+    // A run whose tasks no backend can carry out would be accepted and then fail them
+    // all ("no backend is configured for agent ..."): refuse it before journaling.
+    if let Some(refusal) = unserved(&state, &plan) {
+        return refusal;
+    }
     // From here the answer says what the store did: the run is journaled (202) or
     // not (503 `run_store`), never a timeout while the write goes on.
     let commit = commit.map(|Extension(c)| c);
@@ -364,7 +378,18 @@ pub(crate) async fn create_task(
     .await;
     match started {
         Err(response) => response,
-        Ok(Ok((id, existing))) => accepted(id.to_string(), existing),
+        Ok(Ok((id, false))) => accepted(id.to_string(), RunStatus::Running, false),
+        // Another submission with the same key journaled it meanwhile: say where it is.
+        Ok(Ok((id, true))) => {
+            let key = id.to_string();
+            let status = blocking(&state, move |s| s.runs.store().run_summary(&key))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map_or(RunStatus::Running, |r| r.status);
+            accepted(id.to_string(), status, true)
+        }
         Ok(Err(StartRunError::Store(e))) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "run_store",
@@ -387,15 +412,70 @@ fn body_too_large(max: usize) -> Response {
     )
 }
 
+/// The message of a body that `CreateTask` cannot be read from: not JSON at all, or
+/// JSON that is not a task (a missing or unknown field, a value of the wrong type or a
+/// bad `mode`: serde names which, and where).
+fn json_body_message(source: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match source.classify() {
+        Category::Data => format!("request body is json but not a task: {source}"),
+        Category::Syntax | Category::Eof | Category::Io => {
+            format!("request body is not valid json: {source}")
+        }
+    }
+}
+
+/// 422 `agent_backend` when a task of `plan` has no candidate agent (its own or a
+/// routing alternative) that a backend serves ([`genesis::Orchestrator::unserved_tasks`]);
+/// the message names the first such task, its candidates and what to configure.
+fn unserved(state: &AppState, plan: &genesis::Plan) -> Option<Response> {
+    let unserved = state.orchestrator.unserved_tasks(plan);
+    let first = unserved.first()?;
+    let candidates: Vec<&str> = first
+        .agent
+        .iter()
+        .chain(first.route.alternatives.iter().map(|a| &a.agent))
+        .map(genesis::core::AgentId::as_str)
+        .collect();
+    let others = match unserved.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 other task)".to_owned(),
+        n => format!(" (and {n} other tasks)"),
+    };
+    let message = if candidates.is_empty() {
+        format!("task {} has no agent to run it{others}", first.id)
+    } else {
+        let example = candidates[0];
+        format!(
+            "task {} cannot run: no backend serves its agent(s) {}{others}; configure \
+             [backends.<agent>] for one of them in the config (e.g. [backends.{example}]), \
+             or llm.agents = true with an [[llm.providers]] entry",
+            first.id,
+            candidates.join(", "),
+        )
+    };
+    Some(json_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "agent_backend",
+        message,
+        "config",
+    ))
+}
+
 fn find_by_key(
     store: &dyn RunStore,
     key: &str,
-) -> Result<Option<String>, genesis::store::StoreError> {
+) -> Result<Option<genesis::store::RunSummary>, StoreError> {
     // The store resolves keys on create; a lookup here lets retries skip planning.
-    store.run_for_idempotency_key(key)
+    match store.run_for_idempotency_key(key)? {
+        Some(id) => store.run_summary(&id),
+        None => Ok(None),
+    }
 }
 
-fn accepted(id: String, existing: bool) -> Response {
+/// The 202 of a submission: a new run (`running`), or the run an earlier submission
+/// with the same idempotency key created (`existing`), with its stored status.
+fn accepted(id: String, status: RunStatus, existing: bool) -> Response {
     let body = Accepted {
         links: Links {
             this: format!("/api/tasks/{id}"),
@@ -403,7 +483,7 @@ fn accepted(id: String, existing: bool) -> Response {
             cancel: format!("/api/tasks/{id}/cancel"),
         },
         run_id: id.clone(),
-        status: "running",
+        status: status.as_str(),
         existing,
     };
     let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
@@ -512,17 +592,19 @@ fn not_found_run(id: &str) -> Response {
     )
 }
 
-/// Query of `GET /api/tasks`.
+/// Query of `GET /api/tasks`. Values are read as text and checked by the handler, so
+/// a bad one is refused under its own rule, naming it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     status: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "runs, newest first, and the next cursor")))]
+#[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page (an opaque token), or, from older clients, the previous page's last run id")),
+    responses((status = 200, description = "runs, newest first, and the next cursor"),
+        (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody)))]
 pub(crate) async fn list_tasks(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -530,10 +612,13 @@ pub(crate) async fn list_tasks(
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => {
+            // An unknown or repeated parameter: serde names it.
+            let detail =
+                std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string);
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "query",
-                e.body_text(),
+                format!("the query string is not valid: {detail}"),
                 "validation",
             );
         }
@@ -553,15 +638,21 @@ pub(crate) async fn list_tasks(
             );
         }
     };
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > 1000 {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "limit",
-            format!("limit {limit} is outside 1..=1000"),
-            "validation",
-        );
-    }
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "limit",
+                format!(
+                    "limit {:?} is not a whole number in 1..=1000",
+                    q.limit.unwrap_or_default()
+                ),
+                "validation",
+            );
+        }
+    };
     let cursor = q.cursor;
     let runs = match blocking(&state, move |s| {
         s.runs.store().list_runs(status, limit, cursor.as_deref())
@@ -573,11 +664,20 @@ pub(crate) async fn list_tasks(
     };
     match runs {
         Ok(runs) => {
+            // A position, not a row: the next page follows even once that run is gone.
             let next = (runs.len() == limit)
-                .then(|| runs.last().map(|r| r.id.to_string()))
+                .then(|| runs.last().map(|r| ListCursor::after(r).to_string()))
                 .flatten();
             Json(serde_json::json!({"runs": runs, "next_cursor": next})).into_response()
         }
+        Err(StoreError::UnknownCursor { cursor }) => json_error(
+            StatusCode::BAD_REQUEST,
+            "cursor",
+            format!(
+                "cursor {cursor:?} is neither a next_cursor of this listing nor the id of a stored run: start again without a cursor"
+            ),
+            "validation",
+        ),
         Err(e) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "run_store",
@@ -588,7 +688,9 @@ pub(crate) async fn list_tasks(
 }
 
 #[utoipa::path(post, path = "/api/tasks/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash (also for a repeated cancel of a run still cancelling)"),
+        (status = 200, description = "a repeated cancel of a run that already ended cancelled, or ended after an earlier cancel was accepted: `status` says how it ended"),
+        (status = 404, body = ErrorBody), (status = 409, description = "rule `run_not_running`: the run ended before any cancel was accepted", body = ErrorBody),
         (status = 503, description = "rule `run_store`: the cancel could not be journaled, the run goes on", body = ErrorBody)))]
 pub(crate) async fn cancel_task(
     State(state): State<Arc<AppState>>,
@@ -627,20 +729,40 @@ pub(crate) async fn cancel_task(
             return r;
         }
     }
-    // The row alone: a run whose plan no longer decodes still answers.
+    // Whether a cancel was accepted before needs the whole run; the row alone answers
+    // for a run whose plan no longer decodes.
     let key = id.clone();
-    let run = match blocking(&state, move |s| s.runs.store().run_summary(&key)).await {
+    let run = match blocking(&state, move |s| {
+        let store = s.runs.store();
+        match store.get_run(&key) {
+            Ok(run) => Ok(run.map(|r| (r.status, r.cancel_requested_at_ms))),
+            Err(e) if e.is_undecodable() => {
+                store.run_summary(&key).map(|r| r.map(|r| (r.status, None)))
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    {
         Ok(run) => run,
         Err(response) => return response,
     };
     match run {
-        Ok(Some(run)) => json_error(
+        // A retried cancel (its first answer lost): the run ended cancelled, or ended
+        // otherwise after a cancel was accepted. Answered as done, with how it ended.
+        Ok(Some((status, requested))) if status == RunStatus::Cancelled || requested.is_some() => (
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "run_id": id,
+                "status": status.as_str(),
+                "cancel_requested_at_ms": requested,
+            })),
+        )
+            .into_response(),
+        Ok(Some((status, _))) => json_error(
             StatusCode::CONFLICT,
             "run_not_running",
-            format!(
-                "run {id} is {} and cannot be cancelled",
-                run.status.as_str()
-            ),
+            format!("run {id} is {} and cannot be cancelled", status.as_str()),
             "validation",
         ),
         Ok(None) => not_found_run(&id),

@@ -18,7 +18,8 @@ use tracing::Instrument;
 
 use crate::{AppState, json_error};
 
-/// Request id (from `x-correlation-id` or generated), a tracing span, request metrics.
+/// Request id (from `x-correlation-id` or generated), a tracing span, request metrics,
+/// and the error body of a 405 (see [`method_not_allowed`]).
 pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     let header_id = req
         .headers()
@@ -34,8 +35,12 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     let span = tracing::info_span!("request", correlation_id = %id, method = %method, endpoint = %endpoint);
+    let path = req.uri().path().to_owned();
     let started = Instant::now();
     let mut response = next.run(req).instrument(span).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        response = method_not_allowed(response, &method, &path);
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!(
         catalogue::REQUESTS_TOTAL,
@@ -49,6 +54,31 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         response.headers_mut().insert(CORRELATION_ID_HEADER, v);
     }
     response
+}
+
+/// The router answers a known path with the wrong method 405 with an empty body; every
+/// error answer of the API has the JSON error body: rule `method`, naming the method
+/// and the path. The `Allow` header stays: axum sets it on the way out of the route,
+/// after this layer (each route's layers wrap its method handlers and its 405
+/// fallback, not the method router itself), and keeps one already set. A 405 that
+/// already has a body is left as it is.
+fn method_not_allowed(response: Response, method: &axum::http::Method, path: &str) -> Response {
+    if response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!(
+            "method {method} is not allowed on {path}: the Allow header lists the methods that are"
+        ),
+        "validation",
+    );
+    if let Some(allow) = allow {
+        r.headers_mut().insert(header::ALLOW, allow);
+    }
+    r
 }
 
 /// A 503 naming `rule`, with `Retry-After: 1`.

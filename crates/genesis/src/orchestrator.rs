@@ -273,8 +273,9 @@ impl OrchestratorBuilder {
                 ..genesis_security::Limits::default()
             });
         let guard = self.guard.unwrap_or_default();
+        let agents = self.agents.unwrap_or_default();
         let executor = Executor::new(
-            self.agents.unwrap_or_default(),
+            agents.clone(),
             self.executor.unwrap_or_default(),
             guard.clone(),
             self.breaker_hook,
@@ -284,6 +285,7 @@ impl OrchestratorBuilder {
                 flags: self.flags,
                 flag_counters: FlagCounters::default(),
                 llm: self.llm,
+                agents,
                 executor,
                 limits,
                 security_limits,
@@ -319,6 +321,9 @@ struct Inner {
     flags: Option<SharedFlags>,
     flag_counters: FlagCounters,
     llm: Option<LlmProviders>,
+    /// The executor's backends (a clone: the map's values are shared), to tell which
+    /// agents a run can call before it is accepted.
+    agents: AgentSet,
     executor: Executor,
     limits: Limits,
     security_limits: genesis_security::Limits,
@@ -1176,6 +1181,30 @@ impl Orchestrator {
     /// The executor (breaker states, configuration).
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
+    }
+
+    /// True when a backend carries out the tasks of agent `id`: its own (HTTP, command,
+    /// or one given to [`OrchestratorBuilder::agents`]) or the fallback every agent
+    /// without one gets (LLM agents, `llm.agents = true`). One hash lookup.
+    pub fn serves_agent(&self, id: &str) -> bool {
+        self.inner.agents.serves(id)
+    }
+
+    /// The tasks of `plan` that no backend can carry out: neither their agent nor any of
+    /// their routing alternatives is served ([`Orchestrator::serves_agent`]). Their run
+    /// would fail them, and the tasks that depend on them, with "no backend is
+    /// configured for agent …": refuse the run instead. Empty when every task has a
+    /// served candidate. One hash lookup per candidate until a served one is found.
+    pub fn unserved_tasks<'p>(&self, plan: &'p Plan) -> Vec<&'p PlannedTask> {
+        plan.tasks
+            .iter()
+            .filter(|t| {
+                !t.agent
+                    .iter()
+                    .chain(t.route.alternatives.iter().map(|a| &a.agent))
+                    .any(|a| self.serves_agent(a.as_str()))
+            })
+            .collect()
     }
 
     /// Applies the outcomes of finished runs that are still waiting for their batch (see

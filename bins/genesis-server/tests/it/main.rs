@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod api_answers;
 mod budget;
 mod config_files;
 mod crash;

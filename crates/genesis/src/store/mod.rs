@@ -115,6 +115,48 @@ pub struct RunSummary {
     pub created_at_ms: i64,
 }
 
+/// Where a page of [`RunStore::list_runs`] ends: the creation time and id of its last
+/// run. Its text form, `<created_at_ms>.<id>` ([`std::fmt::Display`],
+/// [`ListCursor::parse`]), is the `next_cursor` of the HTTP API: an opaque token to
+/// clients. It does not need the run's row, so a page still follows after that run
+/// was deleted (`server.retention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Creation time of the last run of the previous page, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Its id (ties on `created_at_ms` are ordered by id).
+    pub id: String,
+}
+
+impl ListCursor {
+    /// The cursor after `run`.
+    pub fn after(run: &RunSummary) -> Self {
+        ListCursor {
+            created_at_ms: run.created_at_ms,
+            id: run.id.to_string(),
+        }
+    }
+
+    /// Reads a cursor token: decimal digits, `.`, then a non-empty id. `None` for
+    /// anything else (a plain run id: run ids never start with digits and a dot).
+    pub fn parse(token: &str) -> Option<Self> {
+        let (at, id) = token.split_once('.')?;
+        if at.is_empty() || id.is_empty() || !at.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(ListCursor {
+            created_at_ms: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at_ms, self.id)
+    }
+}
+
 /// A stored event with its sequence number (for server-sent event replay).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -182,6 +224,13 @@ pub enum StoreError {
     /// The store's lock was poisoned by a panic.
     #[error("run store lock poisoned")]
     Poisoned,
+    /// A listing cursor that is neither a [`ListCursor`] token nor the id of a stored
+    /// run.
+    #[error("cursor {cursor:?} is neither a next_cursor token nor the id of a stored run")]
+    UnknownCursor {
+        /// The cursor as given.
+        cursor: String,
+    },
 }
 
 impl StoreError {
@@ -266,11 +315,13 @@ pub trait RunStore: RunJournal + Send + Sync {
         }))
     }
 
-    /// Runs, newest first, optionally filtered by status; `cursor` is the last id of the
-    /// previous page.
+    /// Runs, newest first (ties on creation time by id, descending), optionally filtered
+    /// by status. `cursor` says where the previous page ended: a [`ListCursor`] token
+    /// (`<created_at_ms>.<id>`, which does not need that run's row), or the previous
+    /// page's last run id (older clients; that run must still be stored).
     ///
     /// # Errors
-    /// Storage failures.
+    /// [`StoreError::UnknownCursor`] for a cursor that is neither; storage failures.
     fn list_runs(
         &self,
         status: Option<RunStatus>,

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use genesis_core::{RunId, Usd};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Created, RunRecord, RunStore, RunSummary, StoreError, StoredEvent, UnfinishedRun};
+use super::{
+    Created, ListCursor, RunRecord, RunStore, RunSummary, StoreError, StoredEvent, UnfinishedRun,
+};
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
@@ -724,18 +726,24 @@ impl RunStore for SqliteStore {
     ) -> Result<Vec<RunSummary>, StoreError> {
         let conn = self.conn()?;
         let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
-        // Cursor: the (created_at, id) of the last row of the previous page.
-        let after: Option<(i64, String)> = match cursor {
-            Some(c) => conn
-                .query_row(
-                    "SELECT created_at, id FROM runs WHERE id = ?1",
-                    params![c],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?,
-            None => None,
+        // Cursor: the (created_at, id) of the last row of the previous page, from the
+        // token itself, or from the row of a plain run id (older clients).
+        let (at, after_id) = match cursor {
+            None => (i64::MAX, String::new()),
+            Some(c) => match ListCursor::parse(c) {
+                Some(token) => (token.created_at_ms, token.id),
+                None => conn
+                    .query_row(
+                        "SELECT created_at, id FROM runs WHERE id = ?1",
+                        params![c],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?
+                    .ok_or_else(|| StoreError::UnknownCursor {
+                        cursor: c.to_owned(),
+                    })?,
+            },
         };
-        let (at, after_id) = after.unwrap_or((i64::MAX, String::new()));
         let mut stmt = conn.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM runs \
              WHERE (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
@@ -865,6 +873,94 @@ mod tests {
             plan.iter()
                 .any(|d| d.contains("USING INDEX runs_created_at")),
             "{plan:?}"
+        );
+    }
+
+    /// Audit: `next_cursor` was the last run's id, looked up again for the next page;
+    /// an unknown id (a typo, or a run deleted by retention meanwhile) fell back to the
+    /// newest run and the listing silently started over. A token carries the position
+    /// itself; a plain id still works while its run is stored; anything else is refused.
+    /// Paging is stable with ties on the creation time (broken by id, descending).
+    #[test]
+    fn list_cursors_are_positions_that_outlive_their_run_and_unknown_ones_are_refused() {
+        let store = SqliteStore::in_memory().unwrap();
+        let plan = plan();
+        // Five runs created in the same millisecond, two earlier ones.
+        let runs = [
+            ("run_a", 5_000),
+            ("run_b", 5_000),
+            ("run_c", 5_000),
+            ("run_d", 5_000),
+            ("run_e", 5_000),
+            ("run_f", 4_000),
+            ("run_g", 3_000),
+        ];
+        for (id, at) in runs {
+            store
+                .create_run(&RunId::new(id), &plan, None, None, None)
+                .unwrap();
+            store
+                .conn()
+                .unwrap()
+                .execute(
+                    "UPDATE runs SET created_at = ?2 WHERE id = ?1",
+                    params![id, at],
+                )
+                .unwrap();
+        }
+        let ids = |page: &[RunSummary]| -> Vec<String> {
+            page.iter().map(|r| r.id.to_string()).collect()
+        };
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store.list_runs(None, 2, cursor.as_deref()).unwrap();
+            seen.extend(ids(&page));
+            if page.len() < 2 {
+                break;
+            }
+            cursor = page.last().map(|r| ListCursor::after(r).to_string());
+        }
+        assert_eq!(
+            seen,
+            [
+                "run_e", "run_d", "run_c", "run_b", "run_a", "run_f", "run_g"
+            ],
+            "newest first, ties by id, each run once"
+        );
+
+        // The token of a page that ended on run_c still works once run_c is gone.
+        let first = store.list_runs(None, 3, None).unwrap();
+        let token = ListCursor::after(&first[2]).to_string();
+        assert_eq!(token, "5000.run_c");
+        store
+            .conn()
+            .unwrap()
+            .execute_batch(
+                "DELETE FROM events WHERE run_id = 'run_c';
+                 DELETE FROM tasks WHERE run_id = 'run_c';
+                 DELETE FROM runs WHERE id = 'run_c';",
+            )
+            .unwrap();
+        let next = store.list_runs(None, 3, Some(&token)).unwrap();
+        assert_eq!(ids(&next), ["run_b", "run_a", "run_f"]);
+
+        // A plain run id (older clients) still pages while its run is stored.
+        let next = store.list_runs(None, 2, Some("run_b")).unwrap();
+        assert_eq!(ids(&next), ["run_a", "run_f"]);
+        // An unknown id, the deleted run's id and garbage are refused, naming the value.
+        for bad in ["run_c", "zzz", "12.", ".run_a", "1x.run_a"] {
+            match store.list_runs(None, 2, Some(bad)) {
+                Err(StoreError::UnknownCursor { cursor }) => assert_eq!(cursor, bad),
+                other => panic!("cursor {bad:?}: {other:?}"),
+            }
+        }
+        assert!(
+            StoreError::UnknownCursor {
+                cursor: "zzz".into()
+            }
+            .to_string()
+            .contains("\"zzz\"")
         );
     }
 
