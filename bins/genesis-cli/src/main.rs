@@ -1,7 +1,8 @@
 //! The `genesis` command.
 //!
-//! Exit codes: 0 success, 2 rejected input (the reason names the rule), 1 internal
-//! error, a failed run or a failed health check. Reasons go to stderr on one line;
+//! Exit codes: 0 success, 2 rejected input or a usage error such as a missing API key
+//! (the reason names the rule), 1 internal error, a failed run, a failed health check
+//! or a `deploy tick` that rolled the flag back. Reasons go to stderr on one line;
 //! results go to stdout.
 
 // A command-line tool's job is to print.
@@ -16,6 +17,7 @@ mod run;
 mod scan;
 mod scrape;
 mod setup;
+mod token;
 
 /// mimalloc: the planner and server allocate many small, short-lived objects (task
 /// strings, explanations); glibc malloc spends ~25% of `plan()` in malloc/free, mimalloc
@@ -84,6 +86,9 @@ enum Command {
     Status(rollout::StatusArgs),
     /// Check a running server: health, readiness, metrics, flags, budget.
     Health(health::HealthArgs),
+    /// Issue an agent token (signed with GENESIS_AUTH_SECRET) for an agent that calls
+    /// the server back.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +119,7 @@ fn main() -> ExitCode {
             Command::Rollback(args) => rollout::rollback(config, args),
             Command::Status(args) => rollout::status(config, args),
             Command::Health(args) => health::health(args).await,
+            Command::Token(args) => token::token(config, args),
         }
     });
     match result {

@@ -308,13 +308,22 @@ impl Rollouts {
         write_atomically(&self.flags_file, &json)
     }
 
-    /// Writes the state's percentage into the flags file.
+    /// Writes the state's percentage into the flags file. Only that flag's changed
+    /// fields are rewritten: the file's order, formatting and other flags are kept byte
+    /// for byte (it is meant to be in version control). A file that cannot be edited in
+    /// place is written whole, as before.
     fn apply(&self, state: &RolloutState) -> Result<(), Failure> {
         let mut store = self.load_store()?;
         state
             .apply_to(&mut store)
             .map_err(|e| Failure::rejected(format!("{e} in {}", self.flags_file.display())))?;
-        self.save_store(&store)
+        let original = std::fs::read_to_string(&self.flags_file).map_err(|e| {
+            Failure::internal(format!("cannot read {}: {e}", self.flags_file.display()))
+        })?;
+        match store.splice_into_json(&original, &state.flag) {
+            Ok(text) => write_atomically(&self.flags_file, &text),
+            Err(_) => self.save_store(&store),
+        }
     }
 
     fn steps(&self) -> usize {
@@ -467,7 +476,18 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
                 r.controller.config().dwell.as_secs()
             )
         }
-        DeployCommand::Tick(t) => tick(&r, t, now).await?,
+        DeployCommand::Tick(t) => {
+            let flag = t.flag.clone();
+            let (text, rolled_back) = tick(&r, t, now).await?;
+            if rolled_back {
+                // Cron and CI must notice: the output is printed, then exit 1.
+                crate::commands::emit(&text)?;
+                return Err(Failure::internal(format!(
+                    "rollout of {flag} rolled back: the health check failed (rule: rollout_health)"
+                )));
+            }
+            text
+        }
     };
     crate::commands::emit(&text)
 }
@@ -564,7 +584,8 @@ async fn gather(
     }
 }
 
-async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<String, Failure> {
+/// One tick: the text to print and whether this tick rolled the flag back.
+async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, bool), Failure> {
     let mut state = r.load_state(&t.flag)?.ok_or_else(|| {
         Failure::rejected(format!(
             "no rollout of {} in {}: start one with genesis deploy start {}",
@@ -601,10 +622,14 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<String, Fail
         ),
         None => format!("missing: {source}; a missing sample never counts as healthy"),
     };
-    Ok(format!(
-        "{}: {action}; now {}\nsample: {sample_text}",
-        t.flag,
-        where_now(&state, r.steps())
+    let rolled_back = matches!(action, RolloutAction::RollBack { .. });
+    Ok((
+        format!(
+            "{}: {action}; now {}\nsample: {sample_text}",
+            t.flag,
+            where_now(&state, r.steps())
+        ),
+        rolled_back,
     ))
 }
 

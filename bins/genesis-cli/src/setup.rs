@@ -43,9 +43,37 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     genesis::core::error_chain(e).replace('\n', " ")
 }
 
-/// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables.
+/// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables,
+/// and warns on stderr about `GENESIS_*` variables that set nothing (typos).
 pub(crate) fn load_config(extra: Option<&Path>) -> Result<GenesisConfig, GenesisError> {
-    GenesisConfig::load_layered(extra, std::env::vars())
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = GenesisConfig::load_layered(extra, env.iter().cloned())?;
+    for warning in unknown_variable_warnings(&config, &env) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(config)
+}
+
+/// One warning per `GENESIS_*` variable of `env` that is neither a configuration key,
+/// a variable the binaries read, nor a feature flag of `config`'s flags file.
+pub(crate) fn unknown_variable_warnings(
+    config: &GenesisConfig,
+    env: &[(String, String)],
+) -> Vec<String> {
+    let flags: Vec<String> = genesis::load_flags(config, &[])
+        .map(|f| f.snapshot().flags().map(|f| f.name.clone()).collect())
+        .unwrap_or_default();
+    GenesisConfig::unknown_env_variables(env, &flags)
+        .into_iter()
+        .map(|var| {
+            format!(
+                "environment variable {var} is ignored: it is not a configuration key \
+                 (GENESIS_<SECTION>__<KEY>, e.g. GENESIS_SERVER__BIND), a variable genesis \
+                 reads ({}) or a feature flag",
+                genesis::config::NON_CONFIG_VARIABLES.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Builds the orchestrator from configuration, the catalogue files and the environment

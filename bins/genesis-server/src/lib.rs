@@ -64,7 +64,9 @@ pub enum StartError {
     #[error(transparent)]
     Security(#[from] genesis::security::SecurityError),
     /// Production without API keys.
-    #[error("environment {environment} requires server.api_keys (rule: api_keys_required)")]
+    #[error(
+        "environment {environment} requires server.api_keys: set GENESIS_SERVER__API_KEYS or server.api_keys (rule: api_keys_required)"
+    )]
     NoApiKeys {
         /// The configured environment.
         environment: &'static str,
@@ -131,7 +133,25 @@ impl AppState {
         if !retention.is_zero() && retention < RETENTION_MIN {
             return Err(StartError::RetentionTooShort { value: retention });
         }
+        // Secrets and keys first: a server that cannot start must not have created its
+        // data directory or database.
+        let secret = env
+            .iter()
+            .find(|(k, _)| k == "GENESIS_AUTH_SECRET")
+            .map(|(_, v)| Secret::new(v.clone()));
+        let auth = AgentAuthenticator::new(&config.security.auth, secret)?;
+        let environment = config.security.auth.environment;
+        if environment != Environment::Dev && config.server.api_keys.is_empty() {
+            return Err(StartError::NoApiKeys {
+                environment: environment.as_str(),
+            });
+        }
+        let ip_limiter = RateLimiter::per_client_ip(&config.security.rate_limits)?;
+        let key_limiter = RateLimiter::per_agent(&config.security.rate_limits)?;
         let orchestrator = genesis::orchestrator_from_config(&config, env)?;
+        if let Some(reason) = config.no_backend_reason() {
+            tracing::warn!(rule = "agent_backend_required", "{reason}");
+        }
         let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
         // What the router learned before the last stop, laid over the configured
         // catalogue (which stays in force for descriptions, skills and kinds).
@@ -154,19 +174,6 @@ impl AppState {
             }
         }
         let learned_saved = std::sync::Mutex::new(Some(orchestrator.router().registry()));
-        let secret = env
-            .iter()
-            .find(|(k, _)| k == "GENESIS_AUTH_SECRET")
-            .map(|(_, v)| Secret::new(v.clone()));
-        let auth = AgentAuthenticator::new(&config.security.auth, secret)?;
-        let environment = config.security.auth.environment;
-        if environment != Environment::Dev && config.server.api_keys.is_empty() {
-            return Err(StartError::NoApiKeys {
-                environment: environment.as_str(),
-            });
-        }
-        let ip_limiter = RateLimiter::per_client_ip(&config.security.rate_limits)?;
-        let key_limiter = RateLimiter::per_agent(&config.security.rate_limits)?;
         let runs = RunManager::new(
             orchestrator.clone(),
             Arc::clone(&store) as Arc<dyn RunStore>,

@@ -53,6 +53,19 @@ async fn main() -> anyhow::Result<()> {
     let reload_every = config.flags.reload_interval;
     let state =
         genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
+    // A GENESIS_* variable that sets nothing is most likely a typo: say so.
+    let flag_names: Vec<String> = state
+        .orchestrator()
+        .flags()
+        .map(|f| f.snapshot().flags().map(|f| f.name.clone()).collect())
+        .unwrap_or_default();
+    for variable in genesis::GenesisConfig::unknown_env_variables(&env, &flag_names) {
+        tracing::warn!(
+            %variable,
+            "environment variable ignored: not a configuration key (GENESIS_<SECTION>__<KEY>), \
+             a variable genesis reads or a feature flag"
+        );
+    }
     let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
     let _learning = genesis_server::spawn_learning_saver(Arc::clone(&state));
     let _retention = genesis_server::spawn_retention(Arc::clone(&state));

@@ -99,6 +99,96 @@ impl FlagStore {
         serde_json::to_string_pretty(&file).map_err(|source| FlagError::Serialize { source })
     }
 
+    /// `original` (the text of a flags file) with flag `name` changed to its definition
+    /// in this store, every other byte kept: only the fields of that flag whose values
+    /// differ are rewritten (on one line, `{ "type": "all" }` style), so a rollout step
+    /// is a one-line change to a file kept in version control. When the flag's set of
+    /// fields changed, its whole object is rewritten in place, indented like the original.
+    ///
+    /// # Errors
+    /// [`FlagError::Parse`] when `original` is not a flags file, [`FlagError::UnknownFlag`]
+    /// when either side lacks the flag, [`FlagError::Serialize`] (not expected).
+    pub fn splice_into_json(&self, original: &str, name: &str) -> Result<String, FlagError> {
+        use std::collections::HashMap;
+
+        use serde_json::value::RawValue;
+
+        #[derive(Deserialize)]
+        struct RawFile<'a> {
+            #[serde(borrow)]
+            flags: Vec<&'a RawValue>,
+        }
+        type Fields<'a> = HashMap<String, &'a RawValue>;
+        let parse = |source| FlagError::Parse {
+            origin: "<flags file>".to_owned(),
+            source,
+        };
+        let unknown = || FlagError::UnknownFlag {
+            name: name.to_owned(),
+        };
+        let flag = self.get(name).ok_or_else(unknown)?;
+        let new_text =
+            serde_json::to_string(flag).map_err(|source| FlagError::Serialize { source })?;
+        let new_fields: Fields<'_> = serde_json::from_str(&new_text).map_err(parse)?;
+        let file: RawFile<'_> = serde_json::from_str(original).map_err(parse)?;
+        // Byte offset of a slice of `original` (every raw value borrows from it).
+        let offset = |raw: &RawValue| raw.get().as_ptr() as usize - original.as_ptr() as usize;
+        for raw in file.flags {
+            let fields: Fields<'_> = serde_json::from_str(raw.get()).map_err(parse)?;
+            let is_it = fields
+                .get("name")
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+                .is_some_and(|n| n == name);
+            if !is_it {
+                continue;
+            }
+            // The fields whose values changed, compared as parsed flags (so a field left
+            // out of the file at its default is unchanged when it stays at the default).
+            let old_flag = FlagStore::from_json(original)?;
+            let old_flag = old_flag.get(name).ok_or_else(unknown)?;
+            let as_map = |f: &Flag| match serde_json::to_value(f) {
+                Ok(serde_json::Value::Object(map)) => Ok(map),
+                Ok(_) => Ok(serde_json::Map::new()),
+                Err(source) => Err(FlagError::Serialize { source }),
+            };
+            let (old_values, new_values) = (as_map(old_flag)?, as_map(flag)?);
+            let changed: Vec<&String> = new_values
+                .iter()
+                .filter(|(k, v)| old_values.get(*k) != Some(*v))
+                .map(|(k, _)| k)
+                .collect();
+            let in_place = old_values.keys().all(|k| new_values.contains_key(k))
+                && changed.iter().all(|k| fields.contains_key(*k));
+            // (start, end, replacement), applied back to front.
+            let mut edits: Vec<(usize, usize, String)> = Vec::new();
+            if in_place {
+                for key in changed {
+                    let (old, new) = (fields[key], new_fields[key]);
+                    let start = offset(old);
+                    edits.push((start, start + old.get().len(), spaced(new.get())));
+                }
+            } else {
+                let start = offset(raw);
+                let line_start = original[..start].rfind('\n').map_or(0, |i| i + 1);
+                let indent: String = original[line_start..start]
+                    .chars()
+                    .take_while(|c| c.is_whitespace())
+                    .collect();
+                let pretty = serde_json::to_string_pretty(flag)
+                    .map_err(|source| FlagError::Serialize { source })?;
+                let text = pretty.replace('\n', &format!("\n{indent}"));
+                edits.push((start, start + raw.get().len(), text));
+            }
+            edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+            let mut out = original.to_owned();
+            for (start, end, text) in edits {
+                out.replace_range(start..end, &text);
+            }
+            return Ok(out);
+        }
+        Err(unknown())
+    }
+
     /// The flag called `name`.
     pub fn get(&self, name: &str) -> Option<&Flag> {
         self.flags.get(name)
@@ -317,11 +407,111 @@ impl fmt::Display for OverrideValue {
     }
 }
 
+/// Compact JSON with a space after `:` and `,` and inside non-empty `{ }` — the one-line
+/// style of `config/feature_flags.json` (`{ "type": "percentage", "percent": 5.0 }`).
+fn spaced(compact: &str) -> String {
+    let mut out = String::with_capacity(compact.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = compact.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            ':' | ',' => {
+                out.push(c);
+                out.push(' ');
+            }
+            '{' if chars.peek() != Some(&'}') => out.push_str("{ "),
+            '}' if !out.ends_with('{') => out.push_str(" }"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+
+    /// A rollout step rewrites only the flag's changed field, in the file's own style;
+    /// a flag whose set of fields changed is rewritten whole, indented like the rest.
+    #[test]
+    fn splicing_a_flag_keeps_every_other_byte() {
+        let original = "{\n  \"flags\": [\n    {\n      \"name\": \"b\",\n      \"enabled\": true,\n      \"strategy\": { \"type\": \"off\" }\n    },\n    {\n      \"name\": \"a\",\n      \"enabled\": true,\n      \"strategy\": { \"type\": \"all\" }\n    }\n  ]\n}\n";
+        let mut store = FlagStore::from_json(original).unwrap();
+        store
+            .set_rollout_percent("b", Percent::try_new(5.0).unwrap())
+            .unwrap();
+        let text = store.splice_into_json(original, "b").unwrap();
+        let changed: Vec<(&str, &str)> = original
+            .lines()
+            .zip(text.lines())
+            .filter(|(x, y)| x != y)
+            .collect();
+        assert_eq!(original.lines().count(), text.lines().count(), "{text}");
+        assert_eq!(changed.len(), 1, "{text}");
+        assert!(
+            changed[0]
+                .1
+                .starts_with("      \"strategy\": { \"type\": \"percentage\", "),
+            "{text}"
+        );
+        assert_eq!(FlagStore::from_json(&text).unwrap(), store);
+        // Nothing changed: the same bytes.
+        let same = FlagStore::from_json(original).unwrap();
+        assert_eq!(same.splice_into_json(original, "a").unwrap(), original);
+        // A field set appears (a description): the object is rewritten in place.
+        let mut flags: Vec<Flag> = store.flags().cloned().collect();
+        for f in &mut flags {
+            if f.name == "a" {
+                f.description = "now described".to_owned();
+            }
+        }
+        let described = FlagStore::from_flags(flags).unwrap();
+        let text = described.splice_into_json(original, "a").unwrap();
+        assert_eq!(
+            FlagStore::from_json(&text).unwrap().get("a"),
+            described.get("a")
+        );
+        assert!(
+            text.starts_with("{\n  \"flags\": [\n    {\n      \"name\": \"b\""),
+            "{text}"
+        );
+        assert!(
+            matches!(
+                same.splice_into_json(original, "zzz"),
+                Err(FlagError::UnknownFlag { .. })
+            ),
+            "unknown flag"
+        );
+        assert!(same.splice_into_json("not json", "a").is_err());
+    }
+
+    #[test]
+    fn spacing_matches_the_shipped_file_style() {
+        assert_eq!(spaced(r#"{"type":"all"}"#), r#"{ "type": "all" }"#);
+        assert_eq!(
+            spaced(r#"{"type":"percentage","percent":5.0}"#),
+            r#"{ "type": "percentage", "percent": 5.0 }"#
+        );
+        assert_eq!(spaced(r#""a,b:{c}\"""#), r#""a,b:{c}\"""#);
+        assert_eq!(spaced("{}"), "{}");
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

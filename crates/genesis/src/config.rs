@@ -5,7 +5,11 @@
 //! path with `__` between levels: `GENESIS_SERVER__BIND=0.0.0.0:8000`,
 //! `GENESIS_BUDGET__PER_RUN=2.5`, `GENESIS_SECURITY__DETECTOR__THRESHOLD=0.7`. Values
 //! are read as TOML literals when they parse as one (numbers, booleans, arrays) and as
-//! strings otherwise. Unknown keys are errors that name the key.
+//! strings otherwise. Unknown keys are errors that name the key (and the variable that
+//! set it); [`GenesisConfig::unknown_env_variables`] lists `GENESIS_*` variables that set
+//! nothing, for the binaries to warn about. `[security.limits]` `max_request_chars`,
+//! `max_dag_depth` and `max_tasks_per_dag` follow `[limits]` unless set, and a value
+//! that differs is refused naming both keys (rule `limits_consistent`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -216,30 +220,28 @@ impl GenesisConfig {
         let mut vars: Vec<(&String, &String)> = env_map.iter().collect();
         vars.sort();
         for (key, value) in vars {
-            let Some(rest) = key.strip_prefix("GENESIS_") else {
+            let Some(path) = env_key_path(key) else {
                 continue;
             };
-            if rest.is_empty()
-                || !rest.contains("__")
-                    && !KNOWN_SECTIONS.contains(&rest.to_ascii_lowercase().as_str())
-            {
-                // Flag overrides such as GENESIS_ENV are not config keys.
-                continue;
-            }
-            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             set_path(&mut merged, &path, parse_env_value(value)).map_err(|message| {
                 GenesisError::Config {
                     message: format!("environment variable {key}: {message}"),
                 }
             })?;
-        }
-        let text = toml::to_string(&merged).map_err(|e| GenesisError::Config {
-            message: e.to_string(),
-        })?;
-        let mut config =
-            toml::from_str::<GenesisConfig>(&text).map_err(|e| GenesisError::Config {
-                message: format!("after applying GENESIS_* variables: {e}"),
+            // Checked after each variable, so an error names the variable and the key it
+            // set rather than a line of the merged document.
+            deserialize(&merged).map_err(|e| GenesisError::Config {
+                message: format!(
+                    "environment variable {key} (key {}): {}",
+                    path.join("."),
+                    e.message().trim_end()
+                ),
             })?;
+        }
+        let mut config = deserialize(&merged).map_err(|e| GenesisError::Config {
+            message: format!("configuration files combined: {}", e.message().trim_end()),
+        })?;
+        reconcile_limits(&mut config, &merged)?;
         crate::providers::apply_key_env(&mut config.llm, &env_map);
         // Catalogue paths left at their shipped defaults fall back to the built-in copies
         // when the files are not there (a binary run outside the checkout); a path the
@@ -281,6 +283,19 @@ impl GenesisConfig {
     }
 }
 
+impl GenesisConfig {
+    /// Why run mode cannot execute any task, or `None` when it can: without
+    /// `[backends]` and with `llm.agents = false` no agent has a backend, so every run
+    /// fails (plans still work). The server logs this once at start.
+    pub fn no_backend_reason(&self) -> Option<&'static str> {
+        (self.backends.is_empty() && !self.llm.agents).then_some(
+            "no agent can run tasks: no [backends] are configured and llm.agents = false, \
+             so plans work but every run fails; configure [backends.<agent>] (an HTTP \
+             service or a command) or set llm.agents = true with an [[llm.providers]] entry",
+        )
+    }
+}
+
 const KNOWN_SECTIONS: &[&str] = &[
     "server",
     "limits",
@@ -295,6 +310,100 @@ const KNOWN_SECTIONS: &[&str] = &[
     "llm",
     "backends",
 ];
+
+/// `GENESIS_*` variables that are read by the binaries but are not configuration keys.
+pub const NON_CONFIG_VARIABLES: &[&str] = &[
+    "GENESIS_AUTH_SECRET",
+    "GENESIS_CONFIG",
+    "GENESIS_URL",
+    "GENESIS_API_KEY",
+];
+
+/// The configuration key path a `GENESIS_*` variable sets (`GENESIS_SERVER__BIND` →
+/// `["server", "bind"]`), or `None` for any other variable.
+fn env_key_path(key: &str) -> Option<Vec<String>> {
+    let rest = key.strip_prefix("GENESIS_")?;
+    if rest.is_empty()
+        || !rest.contains("__") && !KNOWN_SECTIONS.contains(&rest.to_ascii_lowercase().as_str())
+    {
+        return None;
+    }
+    Some(rest.split("__").map(str::to_ascii_lowercase).collect())
+}
+
+impl GenesisConfig {
+    /// The `GENESIS_*` variables of `env` that neither set a configuration key
+    /// (`GENESIS_<SECTION>__<KEY>`) nor are read by the binaries
+    /// ([`NON_CONFIG_VARIABLES`]), nor name a feature flag in `flag_names` (lower-case):
+    /// most likely typos, which [`GenesisConfig::load`] would otherwise ignore. The
+    /// binaries warn about each, naming it.
+    pub fn unknown_env_variables<'a>(
+        env: impl IntoIterator<Item = &'a (String, String)>,
+        flag_names: &[String],
+    ) -> Vec<String> {
+        let mut unknown: Vec<String> = env
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.starts_with("GENESIS_")
+                    && env_key_path(k).is_none()
+                    && !NON_CONFIG_VARIABLES.contains(&k.as_str())
+                    && !flag_names.contains(&k.to_ascii_lowercase())
+            })
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+    }
+}
+
+fn deserialize(table: &toml::Table) -> Result<GenesisConfig, toml::de::Error> {
+    toml::Value::Table(table.clone()).try_into()
+}
+
+/// Keys of `[security.limits]` that limit the same thing as a key of `[limits]`: the
+/// security screen (which checks requests and DAGs at the API boundary) and the planner
+/// (which checks what it builds) hold requests to the same numbers.
+const SHARED_LIMITS: &[(&str, &str)] = &[
+    ("max_request_chars", "max_request_chars"),
+    ("max_dag_depth", "max_depth"),
+    ("max_tasks_per_dag", "max_tasks"),
+];
+
+/// Makes `[security.limits]` follow `[limits]` for the keys they share, unless set; a
+/// value set in both that differs is an error naming both keys.
+fn reconcile_limits(config: &mut GenesisConfig, merged: &toml::Table) -> Result<(), GenesisError> {
+    let set = merged
+        .get("security")
+        .and_then(toml::Value::as_table)
+        .and_then(|s| s.get("limits"))
+        .and_then(toml::Value::as_table);
+    for &(security_key, limits_key) in SHARED_LIMITS {
+        let planner = match limits_key {
+            "max_request_chars" => config.limits.max_request_chars,
+            "max_depth" => config.limits.max_depth,
+            _ => config.limits.max_tasks,
+        };
+        let screen = match security_key {
+            "max_request_chars" => &mut config.security.limits.max_request_chars,
+            "max_dag_depth" => &mut config.security.limits.max_dag_depth,
+            _ => &mut config.security.limits.max_tasks_per_dag,
+        };
+        if set.is_some_and(|t| t.contains_key(security_key)) && *screen != planner {
+            return Err(GenesisError::Config {
+                message: format!(
+                    "security.limits.{security_key} = {screen} disagrees with \
+                     limits.{limits_key} = {planner}: both hold requests to the same limit; \
+                     set limits.{limits_key} (GENESIS_LIMITS__{}) alone, the security screen \
+                     follows it (rule: limits_consistent)",
+                    limits_key.to_ascii_uppercase()
+                ),
+            });
+        }
+        *screen = planner;
+    }
+    Ok(())
+}
 
 fn merge(into: &mut toml::Table, from: toml::Table) {
     for (k, v) in from {
@@ -388,5 +497,187 @@ mod tests {
         assert!(err.contains("max_depth"), "{err}");
         let missing = GenesisConfig::load(&[d.join("nope.toml")], Vec::new()).unwrap_err();
         assert!(matches!(missing, GenesisError::Io { .. }));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// An unknown key set by a variable names the variable and the key, not a line of
+    /// an internal merged document.
+    #[test]
+    fn variable_errors_name_the_variable_and_the_key() {
+        let err = GenesisConfig::load::<PathBuf>(&[], env(&[("GENESIS_SERVER__BND", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GENESIS_SERVER__BND"), "{err}");
+        assert!(err.contains("server.bnd"), "{err}");
+        assert!(err.contains("unknown field `bnd`"), "{err}");
+        assert!(!err.contains("line "), "{err}");
+        let err =
+            GenesisConfig::load::<PathBuf>(&[], env(&[("GENESIS_SERVER__MAX_IN_FLIGHT", "many")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("GENESIS_SERVER__MAX_IN_FLIGHT") && err.contains("server.max_in_flight"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_genesis_variables_are_listed_and_known_ones_are_not() {
+        let vars = env(&[
+            ("GENESIS_BOGUS", "1"),
+            ("GENESIS_SERVER_BIND", "0.0.0.0:1"),
+            ("GENESIS_SERVER__BIND", "0.0.0.0:1"),
+            ("GENESIS_AUTH_SECRET", "x"),
+            ("GENESIS_CONFIG", "c.toml"),
+            ("GENESIS_MY_FLAG", "true"),
+            ("GENESIS_LIMITS", "x"),
+            ("PATH", "/bin"),
+        ]);
+        let unknown = GenesisConfig::unknown_env_variables(&vars, &["genesis_my_flag".to_owned()]);
+        assert_eq!(unknown, ["GENESIS_BOGUS", "GENESIS_SERVER_BIND"]);
+    }
+
+    /// The security screen's request, depth and task limits follow `[limits]`, so one
+    /// key raises both; setting the `[security.limits]` one to another value is refused
+    /// naming both keys.
+    #[test]
+    fn security_limits_follow_limits_and_disagreements_name_both_keys() {
+        let c = GenesisConfig::load::<PathBuf>(
+            &[],
+            env(&[
+                ("GENESIS_LIMITS__MAX_REQUEST_CHARS", "10000"),
+                ("GENESIS_LIMITS__MAX_DEPTH", "3"),
+                ("GENESIS_LIMITS__MAX_TASKS", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.security.limits.max_request_chars, 10_000);
+        assert_eq!(c.security.limits.max_dag_depth, 3);
+        assert_eq!(c.security.limits.max_tasks_per_dag, 50);
+        let request = "x".repeat(6_400);
+        assert!(c.security.limits.check_request(&request).is_ok());
+        assert!(c.limits.check_request(&request).is_ok());
+
+        let err = GenesisConfig::load::<PathBuf>(
+            &[],
+            env(&[("GENESIS_SECURITY__LIMITS__MAX_REQUEST_CHARS", "10000")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("security.limits.max_request_chars = 10000")
+                && err.contains("limits.max_request_chars = 5000")
+                && err.contains("GENESIS_LIMITS__MAX_REQUEST_CHARS")
+                && err.contains("rule: limits_consistent"),
+            "{err}"
+        );
+        // The same value in both is fine.
+        let d = tempdir("limits");
+        let both = write(
+            &d,
+            "both.toml",
+            "[limits]\nmax_depth = 4\n[security.limits]\nmax_dag_depth = 4\n",
+        );
+        let c = GenesisConfig::load(&[both], Vec::new()).unwrap();
+        assert_eq!(c.security.limits.max_dag_depth, 4);
+    }
+
+    #[test]
+    fn run_mode_without_any_backend_is_explained() {
+        let mut c = GenesisConfig::default();
+        let reason = c.no_backend_reason().unwrap();
+        assert!(
+            reason.contains("[backends") && reason.contains("llm.agents"),
+            "{reason}"
+        );
+        c.llm.agents = true;
+        assert!(c.no_backend_reason().is_none());
+    }
+}
+
+#[cfg(test)]
+mod documented {
+    //! `config/genesis.toml` documents every key of the default configuration.
+
+    use super::GenesisConfig;
+
+    /// `(section, key)` pairs the file names, commented-out ones (`# key = ...`, a
+    /// commented `# [section]` header) included.
+    fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line.strip_prefix('#').map_or(line, str::trim_start);
+            if let Some(header) = line.strip_prefix('[') {
+                let name = header.trim_start_matches('[');
+                if let Some(end) = name.find(']') {
+                    section = name[..end].trim().to_owned();
+                    // `[backends.qa]` documents `backends` too.
+                    let mut prefix = String::new();
+                    for part in section.split('.') {
+                        if !prefix.is_empty() {
+                            prefix.push('.');
+                        }
+                        prefix.push_str(part);
+                        keys.insert(prefix.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    keys.insert(if section.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{section}.{key}")
+                    });
+                }
+            }
+        }
+        keys
+    }
+
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+
+    /// Fails naming every key of `GenesisConfig::default()` that config/genesis.toml
+    /// does not mention (set, or commented out where the default is "unset").
+    #[test]
+    fn genesis_toml_documents_every_key_of_the_default_config() {
+        let defaults = serde_json::to_value(GenesisConfig::default()).unwrap();
+        let mut paths = Vec::new();
+        walk("", &defaults, &mut paths);
+        let documented = documented_keys(crate::defaults::GENESIS_TOML);
+        let missing: Vec<&String> = paths.iter().filter(|p| !documented.contains(*p)).collect();
+        assert!(
+            missing.is_empty(),
+            "config/genesis.toml does not document {} keys: {missing:#?}",
+            missing.len()
+        );
     }
 }

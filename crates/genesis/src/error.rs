@@ -56,6 +56,19 @@ pub enum GenesisError {
         /// What is wrong (names the key or file).
         message: String,
     },
+    /// An LLM provider at its kind's own API (`api.openai.com`, `api.anthropic.com`) has
+    /// no API key, though runs or planning would call it: every call would be refused.
+    #[error(
+        "llm provider {provider} at {base_url} has no API key: set {variable} or api_key in its [[llm.providers]] entry (rule: api_key_required)"
+    )]
+    MissingApiKey {
+        /// The provider kind (`openai`, `anthropic`).
+        provider: String,
+        /// The API root it would call.
+        base_url: String,
+        /// The environment variable the key is read from (`OPENAI_API_KEY`).
+        variable: String,
+    },
     /// Reading a configuration or data file failed.
     #[error("cannot read {path}")]
     Io {
@@ -76,9 +89,10 @@ impl GenesisError {
             }
             GenesisError::Decomposition(e) => e.category(),
             GenesisError::Routing(_) => ErrorCategory::Routing,
-            GenesisError::Models(_) | GenesisError::Config { .. } | GenesisError::Io { .. } => {
-                ErrorCategory::Config
-            }
+            GenesisError::Models(_)
+            | GenesisError::Config { .. }
+            | GenesisError::MissingApiKey { .. }
+            | GenesisError::Io { .. } => ErrorCategory::Config,
             GenesisError::InvalidPlan { .. } | GenesisError::BudgetAboveLimit { .. } => {
                 ErrorCategory::Validation
             }
@@ -93,9 +107,10 @@ impl GenesisError {
             | GenesisError::BudgetAboveLimit { .. } => Severity::Low,
             GenesisError::Decomposition(e) if e.is_rejection() => Severity::Low,
             GenesisError::InvalidPlan { .. } => Severity::Medium,
-            GenesisError::Config { .. } | GenesisError::Io { .. } | GenesisError::Models(_) => {
-                Severity::Critical
-            }
+            GenesisError::Config { .. }
+            | GenesisError::MissingApiKey { .. }
+            | GenesisError::Io { .. }
+            | GenesisError::Models(_) => Severity::Critical,
             _ => Severity::High,
         }
     }
@@ -111,9 +126,14 @@ impl GenesisError {
         }
     }
 
-    /// The CLI exit code: 2 for rejected input, 1 for everything else.
+    /// The CLI exit code: 2 for rejected input and for a missing API key (a usage
+    /// error the operator fixes by setting a variable), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
-        if self.is_rejection() { 2 } else { 1 }
+        if self.is_rejection() || matches!(self, GenesisError::MissingApiKey { .. }) {
+            2
+        } else {
+            1
+        }
     }
 
     /// The HTTP status the server answers with.
@@ -133,6 +153,7 @@ impl GenesisError {
             GenesisError::Disabled { flag, .. } => format!("feature_flag:{flag}"),
             GenesisError::InvalidPlan { .. } => "plan_validation".into(),
             GenesisError::BudgetAboveLimit { .. } => "budget_usd".into(),
+            GenesisError::MissingApiKey { .. } => "api_key_required".into(),
             GenesisError::Decomposition(e) => match e {
                 genesis_htdag::HtdagError::EmptyRequest => "non_empty_request".into(),
                 genesis_htdag::HtdagError::RequestTooLong { .. } => "max_request_chars".into(),

@@ -637,25 +637,116 @@ fn agent_error(agent: AgentId, e: &CallError) -> AgentError {
     }
 }
 
+/// The environment variable a provider kind's API key is read from
+/// (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`).
+pub fn key_variable(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+        _ => "OPENAI_API_KEY",
+    }
+}
+
 /// Fills missing API keys from `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`.
 pub fn apply_key_env(config: &mut LlmConfig, env: &HashMap<String, String>) {
     for p in &mut config.providers {
-        if p.api_key.is_none() {
-            let var = match p.kind {
-                ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
-                _ => "OPENAI_API_KEY",
-            };
-            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
-                p.api_key = Some(genesis_core::Secret::new(v.clone()));
-            }
+        if p.api_key.is_none()
+            && let Some(v) = env.get(key_variable(p.kind)).filter(|v| !v.is_empty())
+        {
+            p.api_key = Some(genesis_core::Secret::new(v.clone()));
         }
     }
+}
+
+/// Whether `base_url` is a provider kind's own public API (host `api.openai.com` or
+/// `api.anthropic.com`), which refuses every call without a key. Self-hosted servers
+/// (vLLM, Ollama, llama.cpp) and gateways at other addresses may need none.
+fn is_official_api(provider: &ProviderConfig) -> bool {
+    fn host(url: &str) -> &str {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        host_port.split(':').next().unwrap_or(host_port)
+    }
+    let official = host(provider.kind.default_base_url());
+    host(provider.effective_base_url()).eq_ignore_ascii_case(official)
+}
+
+/// Refuses a provider at its kind's own API that has no API key (after the environment
+/// fallback of [`apply_key_env`]): it would plan, then fail every call. Called where
+/// providers are built when they will be called (LLM agents or the LLM planner), before
+/// any planning or call.
+///
+/// # Errors
+/// [`GenesisError::MissingApiKey`] naming the provider, its URL and the variable.
+pub fn check_api_keys(config: &LlmConfig) -> Result<(), GenesisError> {
+    for provider in &config.providers {
+        let has_key = provider.api_key.as_ref().is_some_and(|k| !k.is_empty());
+        if !has_key && is_official_api(provider) {
+            return Err(GenesisError::MissingApiKey {
+                provider: provider.kind.as_str().to_owned(),
+                base_url: provider.effective_base_url().to_owned(),
+                variable: key_variable(provider.kind).to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A provider at its kind's own API without a key is refused, naming the variable,
+    /// the provider and the URL; the environment fallback and custom base URLs pass.
+    #[test]
+    fn a_missing_key_for_the_official_api_is_refused_naming_the_variable() {
+        let mut config = LlmConfig {
+            providers: vec![ProviderConfig::new(ProviderKind::Openai, "gpt-4o-mini")],
+            ..LlmConfig::default()
+        };
+        let e = check_api_keys(&config).unwrap_err();
+        let message = e.to_string();
+        for part in [
+            "OPENAI_API_KEY",
+            "openai",
+            "https://api.openai.com/v1",
+            "rule: api_key_required",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.rule(), "api_key_required");
+        // An explicit official URL with a trailing slash is the same API.
+        config.providers[0].base_url = Some("https://API.openai.com/v1/".into());
+        assert!(check_api_keys(&config).is_err());
+        let anthropic = LlmConfig {
+            providers: vec![ProviderConfig::new(
+                ProviderKind::Anthropic,
+                "claude-3-5-haiku-latest",
+            )],
+            ..LlmConfig::default()
+        };
+        let message = check_api_keys(&anthropic).unwrap_err().to_string();
+        assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
+        // The environment fallback fills it.
+        let env: HashMap<String, String> =
+            [("OPENAI_API_KEY".to_owned(), "sk-test".to_owned())].into();
+        apply_key_env(&mut config, &env);
+        assert!(check_api_keys(&config).is_ok());
+        // A local server needs none.
+        let local = LlmConfig {
+            providers: vec![
+                ProviderConfig::new(ProviderKind::Openai, "llama3")
+                    .with_base_url("http://127.0.0.1:11434/v1"),
+            ],
+            ..LlmConfig::default()
+        };
+        assert!(check_api_keys(&local).is_ok());
+    }
 
     fn llm(e: LlmError) -> CallError {
         CallError::Llm(e)

@@ -66,6 +66,11 @@ pub fn orchestrator_from_config(
     )?;
     let flags = load_flags(config, env)?;
     builder = builder.flags(flags.clone());
+    // A provider that will be called (LLM agents, or the LLM planner) at its kind's own
+    // API without a key would plan, then fail every call: refused here, naming the key.
+    if config.llm.agents || config.planning.decomposer == DecomposerKind::Llm {
+        crate::providers::check_api_keys(&config.llm)?;
+    }
     let catalog = crate::catalogues::read_models(config)?;
     let providers =
         LlmProviders::from_config(&config.llm, &catalog, config.executor.breaker.clone())?;

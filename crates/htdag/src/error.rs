@@ -42,7 +42,9 @@ pub enum HtdagError {
         path: Vec<TaskId>,
     },
     /// The DAG would hold more tasks than allowed.
-    #[error("dag would hold {count} tasks, over the limit of {max} (rule: max_tasks)")]
+    #[error(
+        "dag would hold {count} tasks, over the limit of {max} set by limits.max_tasks (rule: max_tasks)"
+    )]
     TooManyTasks {
         /// Tasks after the operation.
         count: usize,
@@ -50,7 +52,9 @@ pub enum HtdagError {
         max: usize,
     },
     /// A task would sit deeper in the hierarchy than allowed.
-    #[error("task {id} would be at depth {depth}, over the limit of {max} (rule: max_depth)")]
+    #[error(
+        "task {id} would be at depth {depth}, over the limit of {max} set by limits.max_depth (rule: max_depth)"
+    )]
     TooDeep {
         /// The task.
         id: TaskId,
@@ -61,7 +65,7 @@ pub enum HtdagError {
     },
     /// One update adds more subtasks than allowed.
     #[error(
-        "update adds {count} subtasks, over the limit of {max} (rule: max_subtasks_per_update)"
+        "update adds {count} subtasks, over the limit of {max} set by limits.max_subtasks_per_update (rule: max_subtasks_per_update)"
     )]
     TooManySubtasks {
         /// Subtasks in the update.

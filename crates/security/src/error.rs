@@ -9,10 +9,10 @@ use genesis_core::{ErrorCategory, Severity};
 #[non_exhaustive]
 pub enum SecurityError {
     /// The request was empty or only whitespace.
-    #[error("request is empty (limit: non_empty_request)")]
+    #[error("request is empty or only whitespace")]
     EmptyRequest,
     /// The request has more characters than `Limits::max_request_chars`.
-    #[error("request too long: {len} characters exceeds max_request_chars {max}")]
+    #[error("request too long: {len} characters exceeds security.limits.max_request_chars {max}")]
     RequestTooLong {
         /// Characters in the request.
         len: usize,
@@ -20,7 +20,7 @@ pub enum SecurityError {
         max: usize,
     },
     /// A request body has more bytes than `Limits::max_body_bytes`.
-    #[error("request body too large: {len} bytes exceeds max_body_bytes {max}")]
+    #[error("request body too large: {len} bytes exceeds security.limits.max_body_bytes {max}")]
     BodyTooLarge {
         /// Bytes in the body.
         len: usize,
@@ -35,7 +35,7 @@ pub enum SecurityError {
         source: serde_json::Error,
     },
     /// A task DAG is deeper than `Limits::max_dag_depth`.
-    #[error("dag too deep: depth {depth} exceeds max_dag_depth {max}")]
+    #[error("dag too deep: depth {depth} exceeds security.limits.max_dag_depth {max}")]
     DagTooDeep {
         /// Depth of the DAG (a single task has depth 1).
         depth: usize,
@@ -43,7 +43,7 @@ pub enum SecurityError {
         max: usize,
     },
     /// A task DAG has more tasks than `Limits::max_tasks_per_dag`.
-    #[error("too many tasks: {count} exceeds max_tasks_per_dag {max}")]
+    #[error("too many tasks: {count} exceeds security.limits.max_tasks_per_dag {max}")]
     TooManyTasks {
         /// Tasks in the DAG.
         count: usize,
@@ -52,7 +52,7 @@ pub enum SecurityError {
     },
     /// A run would exceed `Limits::max_lifetime_tasks_per_run`.
     #[error(
-        "lifetime task limit reached: {used} used + {requested} requested exceeds max_lifetime_tasks_per_run {max}"
+        "lifetime task limit reached: {used} used + {requested} requested exceeds security.limits.max_lifetime_tasks_per_run {max}"
     )]
     LifetimeTaskLimit {
         /// Tasks the run already created.
@@ -135,13 +135,17 @@ pub enum SecurityError {
         retry_after: Duration,
     },
     /// No master secret in an environment that requires one.
-    #[error("auth master secret missing: environment {environment} requires a configured secret")]
+    #[error(
+        "auth master secret missing: environment {environment} requires one; set GENESIS_AUTH_SECRET (at least security.auth.min_secret_bytes bytes) (rule: auth_secret_required)"
+    )]
     MissingSecret {
         /// The environment name.
         environment: &'static str,
     },
     /// The master secret is too short.
-    #[error("auth master secret too short: {len} bytes, min_secret_bytes {min}")]
+    #[error(
+        "auth master secret (GENESIS_AUTH_SECRET) too short: {len} bytes, security.auth.min_secret_bytes {min} (rule: auth_secret_min_bytes)"
+    )]
     SecretTooShort {
         /// Bytes in the secret.
         len: usize,
@@ -206,7 +210,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "request too long: 5001 characters exceeds max_request_chars 5000"
+            "request too long: 5001 characters exceeds security.limits.max_request_chars 5000"
         );
         let e = SecurityError::InjectionDetected {
             rule: "rule:ignore_previous_instructions".into(),

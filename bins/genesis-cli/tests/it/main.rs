@@ -97,3 +97,74 @@ fn bad_config_exits_1() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A bad value set by a variable names the variable and the key; a `GENESIS_*`
+/// variable that sets nothing is reported, not silently ignored.
+#[test]
+fn environment_variables_are_named_in_errors_and_typos_are_reported() {
+    let root = support::repo_root();
+    let out = support::run_in(
+        &root,
+        &["plan", "Write a haiku"],
+        None,
+        &[("GENESIS_SERVER__BND", "1")],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("GENESIS_SERVER__BND") && out.stderr.contains("server.bnd"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("line "), "{}", out.stderr);
+    let out = support::run_in(
+        &root,
+        &["plan", "Write a haiku"],
+        None,
+        &[("GENESIS_BOGUS", "1")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: environment variable GENESIS_BOGUS is ignored"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `genesis token` issues a token the server's authenticator accepts, and refuses
+/// without the master secret.
+#[test]
+fn token_needs_the_master_secret() {
+    let root = support::repo_root();
+    let out = support::run_in(
+        &root,
+        &["token", "--agent", "qa"],
+        None,
+        &[("GENESIS_AUTH_SECRET", "")],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("GENESIS_AUTH_SECRET"), "{}", out.stderr);
+    let secret = "0123456789abcdef0123456789abcdef-cli";
+    let out = support::run_in(
+        &root,
+        &["token", "--agent", "qa", "--ttl", "5m"],
+        None,
+        &[("GENESIS_AUTH_SECRET", secret)],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let token = out.stdout.trim();
+    let config = genesis::GenesisConfig::load_layered(None, Vec::new()).unwrap();
+    let auth = genesis::security::AgentAuthenticator::new(
+        &config.security.auth,
+        Some(genesis::core::Secret::new(secret)),
+    )
+    .unwrap();
+    let claims = auth
+        .verify(
+            token,
+            &genesis::core::AgentId::new("qa"),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(claims.agent.as_str(), "qa");
+}

@@ -187,7 +187,14 @@ fn deploy_walks_the_steps_and_writes_the_flags_file() {
             "500",
         ],
     );
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    // A rollback is a failed health check: printed, then exit 1 so cron notices.
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rollout of new_router rolled back")
+            && out.stderr.contains("rule: rollout_health"),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stdout
             .contains("roll back: error rate 0.2 above max_error_rate 0.01"),
@@ -239,6 +246,7 @@ fn missing_health_samples_never_count_as_healthy() {
     assert!(out.stdout.contains("(2 in a row"), "{}", out.stdout);
     assert_eq!(percent(&dir, "new_router"), 1.0);
     let out = genesis(&dir, &["deploy", "tick", "new_router"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stdout
             .contains("roll back: 3 consecutive missing health samples"),
@@ -467,4 +475,65 @@ fn a_stale_rollout_state_is_refused_not_completed() {
     let out = genesis(&dir, &["rollback", "new_router"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(flag(&dir, "new_router")["enabled"], false);
+}
+
+/// `deploy start`, `deploy tick` and `rollback` change only the flag's strategy line:
+/// the file's order, indentation and other flags are kept byte for byte (it is meant to
+/// be in version control), and the write is still a whole-file atomic replace.
+#[test]
+fn rollouts_change_only_the_flags_line_in_the_file() {
+    const FORMATTED: &str = r#"{
+  "flags": [
+    {
+      "name": "new_router",
+      "description": "the new router",
+      "enabled": true,
+      "strategy": { "type": "off" }
+    },
+    {
+      "name": "halo_routing",
+      "enabled": true,
+      "strategy": { "type": "all" }
+    }
+  ]
+}
+"#;
+    let dir = with_flags_file("preserve", FORMATTED);
+    let changed_lines = |dir: &Path| -> Vec<(String, String)> {
+        let now = std::fs::read_to_string(dir.join("flags.json")).unwrap();
+        let (before, after): (Vec<&str>, Vec<&str>) =
+            (FORMATTED.lines().collect(), now.lines().collect());
+        assert_eq!(before.len(), after.len(), "{now}");
+        before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    let out = genesis(&dir, &["deploy", "start", "new_router"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let changed = changed_lines(&dir);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, r#"      "strategy": { "type": "off" }"#);
+    assert!(
+        changed[0]
+            .1
+            .starts_with(r#"      "strategy": { "type": "percentage""#),
+        "{changed:?}"
+    );
+    assert_eq!(percent(&dir, "new_router"), 1.0);
+    // A rollback switches the flag off too: its "enabled" and "strategy" lines only.
+    let out = genesis(&dir, &["rollback", "new_router"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let changed: Vec<String> = changed_lines(&dir).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        changed,
+        [
+            r#"      "enabled": true,"#,
+            r#"      "strategy": { "type": "off" }"#
+        ],
+        "{changed:?}"
+    );
+    assert_eq!(percent(&dir, "new_router"), 0.0);
 }

@@ -149,7 +149,8 @@ fn run_without_any_agent_backend_is_rejected() {
             "m",
         ],
         None,
-        &[],
+        // A key, so the request is judged (a missing key is refused first).
+        &[("OPENAI_API_KEY", "sk-test")],
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("injection"), "{}", out.stderr);
@@ -157,8 +158,39 @@ fn run_without_any_agent_backend_is_rejected() {
         &repo_root(),
         &["run", "Fix the login bug", "--model", "m", "--budget=-1"],
         None,
-        &[],
+        &[("OPENAI_API_KEY", "sk-test")],
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("--budget"), "{}", out.stderr);
+}
+
+/// A provider at the official API without a key is refused before any planning or
+/// call, naming the variable, the provider and the URL, with exit code 2; a custom
+/// base URL (a local server) still runs without one.
+#[test]
+fn a_missing_api_key_is_refused_before_planning_naming_the_variable() {
+    let out = run_in(
+        &repo_root(),
+        &[
+            "run",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-4o-mini",
+            "Fix the login bug",
+        ],
+        None,
+        &[("OPENAI_API_KEY", "")],
+    );
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    for part in [
+        "OPENAI_API_KEY",
+        "openai",
+        "https://api.openai.com/v1",
+        "rule: api_key_required",
+    ] {
+        assert!(out.stderr.contains(part), "{}", out.stderr);
+    }
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(!out.stderr.contains("attempt"), "{}", out.stderr);
 }

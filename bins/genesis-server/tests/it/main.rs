@@ -12,6 +12,7 @@ mod config_files;
 mod crash;
 mod durability;
 mod resume;
+mod startup;
 mod support;
 
 // The stored-run set-up of `genesis`'s own integration tests, compiled here too so a
