@@ -10,7 +10,9 @@ pub enum HtdagError {
     #[error("request is empty (rule: non_empty_request)")]
     EmptyRequest,
     /// The request exceeds the length limit.
-    #[error("request is {len} characters, over the limit of {max} (rule: max_request_chars)")]
+    #[error(
+        "request is {len} characters, over the limit of {max} set by limits.max_request_chars (rule: max_request_chars)"
+    )]
     RequestTooLong {
         /// Characters in the request.
         len: usize,

@@ -71,7 +71,7 @@ mod tests {
         let err = l.check_request(&"a".repeat(5_001)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "request is 5001 characters, over the limit of 5000 (rule: max_request_chars)"
+            "request is 5001 characters, over the limit of 5000 set by limits.max_request_chars (rule: max_request_chars)"
         );
         // Multi-byte characters count as one each.
         assert!(l.check_request(&"é".repeat(5_000)).is_ok());
