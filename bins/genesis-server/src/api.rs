@@ -204,15 +204,7 @@ fn flags_file_applies(s: &AppState) -> bool {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Gauges that are states, not events: refresh them at scrape time.
-    let now = tokio::time::Instant::now();
-    for (key, s) in state.orchestrator.executor().breakers().states(now) {
-        let v = match s {
-            genesis::resilience::BreakerState::Closed => 0.0,
-            genesis::resilience::BreakerState::HalfOpen => 1.0,
-            genesis::resilience::BreakerState::Open => 2.0,
-        };
-        metrics::gauge!(genesis::telemetry::catalogue::BREAKER_STATE, genesis::telemetry::catalogue::labels::KEY => key.to_string()).set(v);
-    }
+    crate::export_breaker_states(&state.orchestrator);
     // The router counts its cache lookups itself; export its monotonic totals as they are.
     let cache = state.orchestrator.router().cache_stats();
     metrics::counter!(genesis::telemetry::catalogue::ROUTING_CACHE_HITS_TOTAL).absolute(cache.hits);
@@ -366,8 +358,9 @@ pub(crate) async fn create_task(
     }
     // A run whose tasks no backend can carry out would be accepted and then fail them
     // all ("no backend is configured for agent ..."): refuse it before journaling.
-    if let Some(refusal) = unserved(&state, &plan) {
-        return refusal;
+    // The orchestrator's own check (`execute` makes it too): 422 `agent_backend`.
+    if let Err(e) = state.orchestrator.check_served(&plan) {
+        return genesis_error(&e);
     }
     // From here the answer says what the store did: the run is journaled (202) or
     // not (503 `run_store`), never a timeout while the write goes on.
@@ -423,43 +416,6 @@ fn json_body_message(source: &serde_json::Error) -> String {
             format!("request body is not valid json: {source}")
         }
     }
-}
-
-/// 422 `agent_backend` when a task of `plan` has no candidate agent (its own or a
-/// routing alternative) that a backend serves ([`genesis::Orchestrator::unserved_tasks`]);
-/// the message names the first such task, its candidates and what to configure.
-fn unserved(state: &AppState, plan: &genesis::Plan) -> Option<Response> {
-    let unserved = state.orchestrator.unserved_tasks(plan);
-    let first = unserved.first()?;
-    let candidates: Vec<&str> = first
-        .agent
-        .iter()
-        .chain(first.route.alternatives.iter().map(|a| &a.agent))
-        .map(genesis::core::AgentId::as_str)
-        .collect();
-    let others = match unserved.len() - 1 {
-        0 => String::new(),
-        1 => " (and 1 other task)".to_owned(),
-        n => format!(" (and {n} other tasks)"),
-    };
-    let message = if candidates.is_empty() {
-        format!("task {} has no agent to run it{others}", first.id)
-    } else {
-        let example = candidates[0];
-        format!(
-            "task {} cannot run: no backend serves its agent(s) {}{others}; configure \
-             [backends.<agent>] for one of them in the config (e.g. [backends.{example}]), \
-             or llm.agents = true with an [[llm.providers]] entry",
-            first.id,
-            candidates.join(", "),
-        )
-    };
-    Some(json_error(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "agent_backend",
-        message,
-        "config",
-    ))
 }
 
 fn find_by_key(

@@ -50,6 +50,21 @@ pub enum GenesisError {
         /// `off` or `on` (for kill switches).
         state: &'static str,
     },
+    /// A task of the plan has no candidate agent (its own or a routing alternative) that
+    /// a backend serves: its run would fail it ("no backend is configured for agent …").
+    /// Refused before anything is journaled, charged or called.
+    #[error(
+        "{}",
+        unserved_message(task, agents, *others)
+    )]
+    UnservedAgents {
+        /// The first such task.
+        task: genesis_core::TaskId,
+        /// Its candidate agents, the assigned one first (empty: nobody can take it).
+        agents: Vec<genesis_core::AgentId>,
+        /// How many other tasks of the plan have no served candidate either.
+        others: usize,
+    },
     /// Configuration is invalid.
     #[error("invalid configuration: {message}")]
     Config {
@@ -80,6 +95,32 @@ pub enum GenesisError {
     },
 }
 
+/// The message of [`GenesisError::UnservedAgents`]: the task, its candidates and what to
+/// configure.
+fn unserved_message(
+    task: &genesis_core::TaskId,
+    agents: &[genesis_core::AgentId],
+    others: usize,
+) -> String {
+    let others = match others {
+        0 => String::new(),
+        1 => " (and 1 other task)".to_owned(),
+        n => format!(" (and {n} other tasks)"),
+    };
+    match agents.first() {
+        None => format!("task {task} has no agent to run it{others} (rule: agent_backend)"),
+        Some(example) => {
+            let names: Vec<&str> = agents.iter().map(genesis_core::AgentId::as_str).collect();
+            format!(
+                "task {task} cannot run: no backend serves its agent(s) {}{others}; configure \
+                 [backends.<agent>] for one of them in the config (e.g. [backends.{example}]), \
+                 or llm.agents = true with an [[llm.providers]] entry (rule: agent_backend)",
+                names.join(", "),
+            )
+        }
+    }
+}
+
 impl GenesisError {
     /// The pipeline category.
     pub fn category(&self) -> ErrorCategory {
@@ -92,6 +133,7 @@ impl GenesisError {
             GenesisError::Models(_)
             | GenesisError::Config { .. }
             | GenesisError::MissingApiKey { .. }
+            | GenesisError::UnservedAgents { .. }
             | GenesisError::Io { .. } => ErrorCategory::Config,
             GenesisError::InvalidPlan { .. } | GenesisError::BudgetAboveLimit { .. } => {
                 ErrorCategory::Validation
@@ -106,7 +148,9 @@ impl GenesisError {
             | GenesisError::Disabled { .. }
             | GenesisError::BudgetAboveLimit { .. } => Severity::Low,
             GenesisError::Decomposition(e) if e.is_rejection() => Severity::Low,
-            GenesisError::InvalidPlan { .. } => Severity::Medium,
+            GenesisError::InvalidPlan { .. } | GenesisError::UnservedAgents { .. } => {
+                Severity::Medium
+            }
             GenesisError::Config { .. }
             | GenesisError::MissingApiKey { .. }
             | GenesisError::Io { .. }
@@ -126,10 +170,16 @@ impl GenesisError {
         }
     }
 
-    /// The CLI exit code: 2 for rejected input and for a missing API key (a usage
-    /// error the operator fixes by setting a variable), 1 for everything else.
+    /// The CLI exit code: 2 for rejected input, for a missing API key and for a plan no
+    /// backend can run (usage errors the operator fixes in the configuration), 1 for
+    /// everything else.
     pub fn exit_code(&self) -> i32 {
-        if self.is_rejection() || matches!(self, GenesisError::MissingApiKey { .. }) {
+        if self.is_rejection()
+            || matches!(
+                self,
+                GenesisError::MissingApiKey { .. } | GenesisError::UnservedAgents { .. }
+            )
+        {
             2
         } else {
             1
@@ -140,7 +190,9 @@ impl GenesisError {
     pub fn http_status(&self) -> u16 {
         match self {
             GenesisError::Disabled { .. } => 503,
-            GenesisError::InvalidPlan { .. } => 422,
+            // The request is fine; the server's setup cannot run it. Not 503: retrying
+            // does not help until an operator configures backends.
+            GenesisError::InvalidPlan { .. } | GenesisError::UnservedAgents { .. } => 422,
             e if e.is_rejection() => 400,
             _ => 500,
         }
@@ -154,6 +206,7 @@ impl GenesisError {
             GenesisError::InvalidPlan { .. } => "plan_validation".into(),
             GenesisError::BudgetAboveLimit { .. } => "budget_usd".into(),
             GenesisError::MissingApiKey { .. } => "api_key_required".into(),
+            GenesisError::UnservedAgents { .. } => "agent_backend".into(),
             GenesisError::Decomposition(e) => match e {
                 genesis_htdag::HtdagError::EmptyRequest => "non_empty_request".into(),
                 genesis_htdag::HtdagError::RequestTooLong { .. } => "max_request_chars".into(),

@@ -1126,7 +1126,11 @@ impl Orchestrator {
     /// # Errors
     /// [`GenesisError::BudgetAboveLimit`] when `options.budget` is above the configured
     /// per-run budget; [`GenesisError::Decomposition`] if the plan's DAG is invalid
-    /// under the limits.
+    /// under the limits; [`GenesisError::UnservedAgents`] (rule `agent_backend`) when a
+    /// task still to run has no candidate agent a backend serves
+    /// ([`Orchestrator::check_served`]; tasks in `options.resumed` that already ended
+    /// are not run again and not checked). Each is refused before any agent is called
+    /// or anything is charged.
     pub fn execute(&self, plan: Plan, options: RunOptions) -> Result<RunHandle, GenesisError> {
         let inner = &self.inner;
         let budget = Budget {
@@ -1134,6 +1138,18 @@ impl Orchestrator {
             per_day: inner.budget.per_day,
         };
         let dag = plan.to_dag(&inner.limits)?;
+        // Before the ledger exists and anything starts. Tasks that ended before a
+        // restart are not run again: only the others need a backend.
+        let mut unserved = self.unserved_tasks(&plan);
+        if !options.resumed.is_empty() {
+            unserved.retain(|t| {
+                !options
+                    .resumed
+                    .iter()
+                    .any(|r| r.task_id == t.id && r.status.is_terminal())
+            });
+        }
+        unserved_error(unserved)?;
         let registry = inner.router.registry();
         let caps = registry
             .iter()
@@ -1207,12 +1223,41 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Refuses a plan that has a task no backend can carry out
+    /// ([`Orchestrator::unserved_tasks`]): [`GenesisError::UnservedAgents`] (rule
+    /// `agent_backend`) names the first such task, its candidate agents, how many other
+    /// tasks are unserved and what to configure. [`Orchestrator::execute`] checks it
+    /// before anything runs; call it to refuse a plan before journaling it.
+    ///
+    /// # Errors
+    /// [`GenesisError::UnservedAgents`].
+    pub fn check_served(&self, plan: &Plan) -> Result<(), GenesisError> {
+        unserved_error(self.unserved_tasks(plan))
+    }
+
     /// Applies the outcomes of finished runs that are still waiting for their batch (see
     /// [`OrchestratorBuilder::learn_from_runs`]) to the router now; returns how many.
     /// Call it before reading or saving the router's learned state, e.g. at shutdown.
     pub fn flush_learning(&self) -> usize {
         self.inner.apply_learning()
     }
+}
+
+/// [`GenesisError::UnservedAgents`] for the first of `unserved`, if any.
+fn unserved_error(unserved: Vec<&PlannedTask>) -> Result<(), GenesisError> {
+    let Some(first) = unserved.first() else {
+        return Ok(());
+    };
+    Err(GenesisError::UnservedAgents {
+        task: first.id.clone(),
+        agents: first
+            .agent
+            .iter()
+            .chain(first.route.alternatives.iter().map(|a| &a.agent))
+            .cloned()
+            .collect(),
+        others: unserved.len() - 1,
+    })
 }
 
 /// Takes finished runs' outcomes for the router.

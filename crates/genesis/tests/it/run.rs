@@ -609,3 +609,119 @@ async fn finished_runs_teach_the_router() {
     assert!(Arc::ptr_eq(&untouched, &quiet.router().registry()));
     assert!(untouched.iter().all(|a| a.outcomes.total() == 0));
 }
+
+/// The candidates of a planned task: its agent, then its routing alternatives.
+fn candidates(t: &genesis::PlannedTask) -> Vec<AgentId> {
+    t.agent
+        .iter()
+        .chain(t.route.alternatives.iter().map(|a| &a.agent))
+        .cloned()
+        .collect()
+}
+
+/// Audit G1 item 1: the server refused (422 `agent_backend`) a plan with a task no
+/// backend serves, but a library caller of `execute` got a run whose tasks each failed
+/// "no backend is configured". `execute` now refuses it up front, naming the rule, the
+/// task, its agents and what to configure, before any agent is called or the day's
+/// spend is touched.
+#[tokio::test(start_paused = true)]
+async fn execute_refuses_a_plan_with_a_task_no_backend_serves_before_calling_anyone() {
+    let counting = flaky(0, false);
+    let (plan, victim) = {
+        let planner = Orchestrator::builder().build().unwrap();
+        let plan = planner
+            .plan_sync("Fix the crash when uploading large files")
+            .unwrap();
+        let victim = plan.tasks[0].clone();
+        (plan, victim)
+    };
+    let gone = candidates(&victim);
+    assert!(!gone.is_empty(), "{victim:?}");
+    // The tasks left without a served candidate: the victim, and any other task whose
+    // candidates are all among its.
+    let unserved: Vec<genesis::core::TaskId> = plan
+        .tasks
+        .iter()
+        .filter(|t| candidates(t).iter().all(|a| gone.contains(a)))
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(unserved[0], victim.id);
+    // Every agent the plan names is served, except the candidates of the first task.
+    let mut agents = AgentSet::new();
+    for t in &plan.tasks {
+        for a in candidates(t) {
+            if !gone.contains(&a) {
+                agents = agents.with(a, counting.clone() as Arc<dyn Agent>);
+            }
+        }
+    }
+    let genesis = Orchestrator::builder().agents(agents).build().unwrap();
+    let found: Vec<_> = genesis
+        .unserved_tasks(&plan)
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(found, unserved);
+    let day = genesis::run::DaySpend::new(Usd::ZERO);
+    let options = genesis::RunOptions {
+        day: Some(day.clone()),
+        ..Default::default()
+    };
+    let err = genesis.execute(plan.clone(), options).unwrap_err();
+    assert!(
+        matches!(&err, genesis::GenesisError::UnservedAgents { task, agents, others }
+            if *task == victim.id && *agents == gone && *others == unserved.len() - 1),
+        "{err:?}"
+    );
+    assert_eq!(err.rule(), "agent_backend");
+    assert_eq!(err.http_status(), 422);
+    assert_eq!(err.category(), genesis::core::ErrorCategory::Config);
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("task {} ", victim.id)),
+        "{message}"
+    );
+    for a in &gone {
+        assert!(message.contains(a.as_str()), "{message} should name {a}");
+    }
+    for part in ["[backends.", "llm.agents = true", "rule: agent_backend"] {
+        assert!(message.contains(part), "{message}");
+    }
+    assert_eq!(
+        genesis.check_served(&plan).unwrap_err().to_string(),
+        message
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        counting.calls.load(Ordering::SeqCst),
+        0,
+        "no agent was called"
+    );
+    assert_eq!(day.spent(), Usd::ZERO, "nothing was charged");
+    assert_eq!(day.reserved(), Usd::ZERO, "nothing was set aside");
+
+    // A resumed run whose unserved tasks already ended before the restart runs the rest.
+    let done = unserved
+        .iter()
+        .map(|id| genesis::run::TaskReport {
+            task_id: id.clone(),
+            status: TaskStatus::Succeeded,
+            agent: victim.agent.clone(),
+            attempts: 1,
+            output: Some("done before the restart".into()),
+            error: None,
+            cost: Usd::ZERO,
+        })
+        .collect();
+    let options = genesis::RunOptions {
+        resumed: done,
+        ..Default::default()
+    };
+    let result = genesis.execute(plan.clone(), options).unwrap().wait().await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{result:?}");
+    assert_eq!(
+        counting.calls.load(Ordering::SeqCst),
+        plan.tasks.len() - unserved.len(),
+        "every other task ran once"
+    );
+}
