@@ -173,6 +173,7 @@ impl AppState {
                 );
             }
         }
+        register_metrics(&orchestrator);
         let learned_saved = std::sync::Mutex::new(Some(orchestrator.router().registry()));
         let runs = RunManager::new(
             orchestrator.clone(),
@@ -317,18 +318,37 @@ pub fn save_learned(state: &AppState) -> Result<usize, genesis::store::StoreErro
 /// threads). Learning is soft state: a crash loses at most one interval of it; a clean
 /// shutdown saves after draining.
 pub fn spawn_learning_saver(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    spawn_periodic(
+        state,
+        LEARNED_SAVE_INTERVAL,
+        save_learned,
+        |_, saved| match saved {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(agents = n, "saved learned routing state"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
+            Err(e) => tracing::warn!(error = %e, "learned-state saver failed"),
+        },
+    )
+}
+
+/// Runs `job` on the blocking pool now and then every `every` (a tick missed while a
+/// job runs long is delayed, not bunched), handing each outcome to `report` on the
+/// async side: the shape of the server's periodic store chores (learned-state saving,
+/// retention). The task runs until the runtime stops.
+fn spawn_periodic<T: Send + 'static>(
+    state: Arc<AppState>,
+    every: Duration,
+    job: fn(&AppState) -> T,
+    report: impl Fn(&AppState, Result<T, tokio::task::JoinError>) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LEARNED_SAVE_INTERVAL);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let s = Arc::clone(&state);
-            match tokio::task::spawn_blocking(move || save_learned(&s)).await {
-                Ok(Ok(n)) if n > 0 => tracing::debug!(agents = n, "saved learned routing state"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
-                Err(e) => tracing::warn!(error = %e, "learned-state saver failed"),
-            }
+            let outcome = tokio::task::spawn_blocking(move || job(&s)).await;
+            report(&state, outcome);
         }
     })
 }
@@ -379,24 +399,21 @@ pub fn apply_retention(state: &AppState) -> Result<usize, genesis::store::StoreE
 /// Applies [`apply_retention`] now and every [`RETENTION_INTERVAL`] (off the async
 /// threads).
 pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let s = Arc::clone(&state);
-            match tokio::task::spawn_blocking(move || apply_retention(&s)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(
-                    runs = n,
-                    retention = ?state.config.server.retention,
-                    "deleted finished runs past their retention"
-                ),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old runs"),
-                Err(e) => tracing::warn!(error = %e, "retention task failed"),
-            }
-        }
-    })
+    spawn_periodic(
+        state,
+        RETENTION_INTERVAL,
+        apply_retention,
+        |state, deleted| match deleted {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                runs = n,
+                retention = ?state.config.server.retention,
+                "deleted finished runs past their retention"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old runs"),
+            Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        },
+    )
 }
 
 /// Resumes runs that were accepted but not finished before the last stop.
@@ -420,6 +437,93 @@ pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
         Err(e) => tracing::warn!(error = %e, "learned-state save failed"),
     }
     still_running
+}
+
+/// Registers, at their initial values, the series that are otherwise created by their
+/// first event, so dashboards and alerts see them from the start rather than "no
+/// data": every breaker's `genesis_breaker_state` (closed, 0), `genesis_cost_usd_total`
+/// and `genesis_degradation_level` (0), and the counters of the catalogue with the label
+/// values they are recorded with (tasks by status, budget refusals by scope, errors by
+/// category, ...) at 0. Adding 0 to a series that exists changes nothing, so a second
+/// server in one process (tests) keeps what the first recorded. Series whose labels are
+/// only known when they happen (LLM calls by model, flag evaluations, routing layers)
+/// and histograms appear with their first sample.
+fn register_metrics(orchestrator: &Orchestrator) {
+    use genesis::telemetry::catalogue::{self as c, labels};
+    export_breaker_states(orchestrator);
+    metrics::gauge!(c::COST_USD_TOTAL).increment(0.0);
+    metrics::gauge!(c::DEGRADATION_LEVEL).increment(0.0);
+    for status in ["succeeded", "failed", "skipped"] {
+        metrics::counter!(c::TASKS_TOTAL, labels::STATUS => status).increment(0);
+    }
+    for scope in ["run", "daily"] {
+        metrics::counter!(c::BUDGET_EXCEEDED_TOTAL, labels::SCOPE => scope).increment(0);
+    }
+    for result in ["success", "failure"] {
+        metrics::counter!(c::ROUTING_OUTCOMES_TOTAL, labels::RESULT => result).increment(0);
+    }
+    for direction in ["input", "output"] {
+        metrics::counter!(c::LLM_TOKENS_TOTAL, labels::DIRECTION => direction).increment(0);
+    }
+    use genesis::core::ErrorCategory as E;
+    for category in [
+        E::Decomposition,
+        E::Routing,
+        E::Validation,
+        E::Llm,
+        E::Network,
+        E::Resource,
+        E::Security,
+        E::Config,
+        E::Internal,
+    ] {
+        metrics::counter!(c::ERRORS_TOTAL, labels::CATEGORY => category.as_str()).increment(0);
+    }
+    metrics::counter!(c::INJECTION_BLOCKED_TOTAL, labels::CHECKPOINT => "user_request")
+        .increment(0);
+    metrics::counter!(c::RATE_LIMITED_TOTAL).increment(0);
+    metrics::counter!(c::RUNS_DELETED_TOTAL).increment(0);
+}
+
+/// Sets `genesis_breaker_state{key}` for every circuit breaker calls go through: the
+/// agent breakers (`agent:<id>`, for each agent of the catalogue a backend serves) and
+/// the LLM providers' (`llm:<provider>`). A breaker not created yet (nothing was called
+/// through it) is closed (0); the others report their state now (0 closed, 1
+/// half-open, 2 open).
+pub(crate) fn export_breaker_states(orchestrator: &Orchestrator) {
+    use genesis::resilience::BreakerState;
+    use genesis::telemetry::catalogue::{self as c, breaker_state, labels};
+    let now = tokio::time::Instant::now();
+    let mut states: std::collections::BTreeMap<String, f64> = orchestrator
+        .router()
+        .registry()
+        .iter()
+        .filter(|a| orchestrator.serves_agent(a.id.as_str()))
+        .map(|a| (format!("agent:{}", a.id), breaker_state::CLOSED))
+        .collect();
+    let llm = orchestrator.llm();
+    states.extend(
+        llm.iter()
+            .flat_map(|p| p.breaker_keys())
+            .map(|k| (k, breaker_state::CLOSED)),
+    );
+    let live = orchestrator
+        .executor()
+        .breakers()
+        .states(now)
+        .into_iter()
+        .chain(llm.iter().flat_map(|p| p.breakers().states(now)));
+    for (key, s) in live {
+        let v = match s {
+            BreakerState::Closed => breaker_state::CLOSED,
+            BreakerState::HalfOpen => breaker_state::HALF_OPEN,
+            BreakerState::Open => breaker_state::OPEN,
+        };
+        states.insert(key.to_string(), v);
+    }
+    for (key, v) in states {
+        metrics::gauge!(c::BREAKER_STATE, labels::KEY => key).set(v);
+    }
 }
 
 /// Counts one error answer in `genesis_errors_total{category}`: [`json_error`] does, and
@@ -452,4 +556,43 @@ pub(crate) fn json_error(
         }),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count(_: &AppState) -> usize {
+        RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The loop the learned-state saver and retention share: the job runs at once, then
+    /// once per period, on the blocking pool, and every outcome reaches `report`.
+    #[tokio::test(start_paused = true)]
+    async fn a_periodic_job_runs_at_once_then_every_period_and_reports_each_outcome() {
+        let mut config = GenesisConfig::default();
+        config.security.auth.environment = Environment::Dev;
+        let dir = std::env::temp_dir().join(format!("genesis-periodic-{}", std::process::id()));
+        config.server.data_dir = dir.clone();
+        let state = AppState::from_config(config, &[], None).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let every = Duration::from_secs(60);
+        let started = tokio::time::Instant::now();
+        let task = spawn_periodic(state, every, count, move |_, outcome| {
+            let _ = tx.send((outcome.unwrap(), tokio::time::Instant::now()));
+        });
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        task.abort();
+        let runs: Vec<usize> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(runs, [1, 2, 3]);
+        let at: Vec<Duration> = seen.iter().map(|(_, t)| *t - started).collect();
+        assert_eq!(at, [Duration::ZERO, every, every * 2]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

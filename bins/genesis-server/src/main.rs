@@ -1,5 +1,6 @@
 //! `genesis-server`: parse arguments, load configuration, initialise telemetry, build
-//! the app, resume unfinished runs, serve, and on ctrl-c / SIGTERM stop accepting, drain
+//! the app, resume unfinished runs, serve, and on ctrl-c / SIGTERM answer `/ready` with
+//! 503 while still accepting for `server.shutdown_delay`, then stop accepting, drain
 //! in-flight runs within the grace period and exit 0.
 
 /// mimalloc: the planner and server allocate many small, short-lived objects (task
@@ -50,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let bind = config.server.bind;
     let grace = config.server.shutdown_grace;
+    let delay = config.server.shutdown_delay;
     let reload_every = config.flags.reload_interval;
     let state =
         genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
@@ -97,8 +99,22 @@ async fn main() -> anyhow::Result<()> {
         }
         () = shutdown_signal() => {}
     }
-    tracing::info!(grace = ?grace, "shutdown signal: refusing new runs, draining");
+    // Not ready first, while the listener stays open for `server.shutdown_delay`: load
+    // balancers polling /ready on new connections see 503 and stop routing here before
+    // connections are refused. New runs are refused meanwhile (503 `shutting_down`).
     state.begin_shutdown();
+    if !delay.is_zero() {
+        tracing::info!(delay = ?delay, "shutdown signal: not ready, still accepting connections for server.shutdown_delay");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown_signal() => tracing::info!("second shutdown signal: ending the delay"),
+            served = &mut server => {
+                served.context("server task")?.context("serving")?;
+                anyhow::bail!("the server stopped during the shutdown delay");
+            }
+        }
+    }
+    tracing::info!(grace = ?grace, "shutdown: closing the listener, refusing new runs, draining");
     stop.cancel();
     // One grace period bounds both: in-flight runs finish or stay journaled (they resume
     // at the next start), and open connections (event streams) get the same time to close.

@@ -186,10 +186,13 @@ impl RunManager {
     }
 
     /// Journals a run with the subject it runs for, then starts it. Returns the run id
-    /// and whether it already existed (same idempotency key).
+    /// and whether it already existed (same idempotency key). The budget journaled (and
+    /// reported as the run's `budget`) is the cap in force: `budget` when given, else
+    /// the configured `budget.per_run`.
     ///
     /// # Errors
-    /// Store failures (nothing was accepted) or an invalid plan.
+    /// Store failures (nothing was accepted) or an invalid plan (a budget above
+    /// `budget.per_run`; nothing was journaled then).
     pub fn start(
         &self,
         plan: Plan,
@@ -197,6 +200,7 @@ impl RunManager {
         idempotency_key: Option<&str>,
         subject: &str,
     ) -> Result<(RunId, bool), StartRunError> {
+        let budget = self.orchestrator.run_budget(budget)?;
         let id = genesis::new_run_id();
         // Known as starting before it is journaled: a cancel that comes once it is
         // journaled (answered to a retry) but before it is live is not lost.

@@ -70,9 +70,16 @@ pub struct ServerConfig {
     /// Longest a request may take before a 503 (default 30 s).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// How long shutdown waits for in-flight work (default 20 s).
+    /// How long shutdown waits for in-flight work (default 20 s), after
+    /// `shutdown_delay`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// On SIGTERM or ctrl-c, how long the server keeps accepting connections while
+    /// `/ready` answers 503 (and new runs are refused), so load balancers that poll
+    /// `/ready` stop sending traffic before the listener closes (default 5 s; `0s`
+    /// closes it at once). A second signal ends the delay early.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// API keys accepted as `Authorization: Bearer <key>` or `x-api-key`. Empty: the API
     /// is open (development only; production refuses to start without keys).
     pub api_keys: Vec<genesis_core::Secret>,
@@ -92,6 +99,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            shutdown_delay: Duration::from_secs(5),
             api_keys: Vec::new(),
             max_in_flight: 1024,
             retention: Duration::from_secs(30 * 86_400),

@@ -258,6 +258,19 @@ impl LlmProviders {
         &self.breakers
     }
 
+    /// The keys of the breakers calls go through, one per provider (`llm:<provider>`),
+    /// sorted: including those not created yet (no call made), which are closed.
+    pub fn breaker_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .clients
+            .values()
+            .map(|c| format!("llm:{}", c.provider()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// One call through the provider's breaker.
     async fn call(
         &self,

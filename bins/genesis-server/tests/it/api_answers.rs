@@ -372,3 +372,55 @@ async fn a_repeated_cancel_answers_as_done_and_a_finished_run_still_conflicts() 
         "{body}"
     );
 }
+
+/// Audit G1 item 2: a run capped only by `budget.per_run` read `"budget": null`; it
+/// reports the cap in force (the `budget_usd` asked for, else `budget.per_run`).
+/// Item 6: its `cost` (tasks of $0.001 each) prints without float noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reports_the_budget_that_caps_it_and_a_clean_cost() {
+    let dir = TempDir::new("budget-field");
+    let stub = Stub::start(Duration::ZERO).await;
+    let mut c = config(dir.path(), &stub.url);
+    c.budget.per_run = Some(genesis::core::Usd::new(2.5).unwrap());
+    let s = TestServer::start(c, &[]).await;
+    let long = "Design the database schema, then build the REST API, then write integration tests";
+    let id = s.submit(long).await;
+    let run = s.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["budget"], json!(2.5), "{run}");
+    // Each task cost $0.001: the total is a whole number of thousandths, printed so.
+    let tasks = run["tasks"].as_array().unwrap().len();
+    assert!(tasks >= 3, "{run}");
+    let cost = run["cost"].to_string();
+    assert_eq!(cost, format!("{}", tasks as f64 / 1000.0), "{run}");
+
+    let (status, _, body) = s
+        .post(
+            "/api/tasks",
+            json!({"description": SMALL, "mode": "run", "budget_usd": 0.75}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["run_id"].as_str().unwrap();
+    let run = s.wait_finished(id, Duration::from_secs(20)).await;
+    assert_eq!(run["budget"], json!(0.75), "{run}");
+}
+
+/// Audit G1 item 3: a run that ended without any output (here cancelled before its
+/// first task answered) read `"answer": ""`; it reads `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_ended_without_output_has_a_null_answer() {
+    let dir = TempDir::new("null-answer");
+    let stub = Stub::start(Duration::from_secs(5)).await;
+    let s = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let id = s.submit(SMALL).await;
+    let (status, _, body) = s.post(&format!("/api/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let run = s.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        run.as_object().unwrap().contains_key("answer"),
+        "the field is always there: {run}"
+    );
+    assert_eq!(run["answer"], Value::Null, "{run}");
+}

@@ -24,8 +24,19 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, stub_url: &str) -> std::path::PathBuf {
+    write_config_with_delay(dir, port, stub_url, "1s")
+}
+
+/// [`write_config`] with `server.shutdown_delay = delay`.
+fn write_config_with_delay(
+    dir: &Path,
+    port: u16,
+    stub_url: &str,
+    delay: &str,
+) -> std::path::PathBuf {
     let mut toml = format!(
-        "[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\n\
+        "[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n\
+         shutdown_delay = \"{delay}\"\n\n\
          [security.auth]\nenvironment = \"dev\"\n\n\
          [security.rate_limits]\nper_ip_per_minute = 1000000\nper_ip_burst = 100000\n\n\
          [telemetry]\nfilter = \"warn\"\n\n[executor]\ntask_timeout = \"20s\"\n",
@@ -269,4 +280,139 @@ fn an_invalid_config_fails_at_start_naming_the_key_and_the_reason() {
         "{err}"
     );
     assert!(err.contains("invalid type"), "the reason: {err}");
+}
+
+/// The value of the series `series` (name and labels, as rendered) in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Sends SIGTERM to the server.
+fn sigterm(server: &Child) {
+    let pid = server.id().to_string();
+    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(ok.success());
+}
+
+/// Waits up to `within` for the server to exit; its exit status.
+async fn wait_exit(server: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = server.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("server did not exit within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Audit G1 item 4: `genesis_breaker_state` and `genesis_cost_usd_total` (and other
+/// catalogued series) appeared in `/metrics` only after their first event, so
+/// dashboards and alerts had no series until then. The real binary exports them at
+/// their initial values as soon as it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exist_at_their_initial_values_right_after_start() {
+    let dir = TempDir::new("metrics-start");
+    let stub = Stub::start(Duration::ZERO).await;
+    let port = free_port();
+    let config = write_config_with_delay(dir.path(), port, &stub.url, "0s");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(dir.path(), &config, "1");
+    wait_healthy(&base, &mut server, dir.path(), "1").await;
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sigterm(&server);
+    for agent in AGENTS {
+        let series = format!("genesis_breaker_state{{key=\"agent:{agent}\"}}");
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in:\n{text}");
+    }
+    for series in [
+        "genesis_cost_usd_total",
+        "genesis_degradation_level",
+        "genesis_tasks_total{status=\"failed\"}",
+        "genesis_budget_exceeded_total{scope=\"daily\"}",
+        "genesis_errors_total{category=\"internal\"}",
+        "genesis_rate_limited_total",
+        "genesis_injection_blocked_total{checkpoint=\"user_request\"}",
+        "genesis_runs_deleted_total",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+    assert!(
+        wait_exit(&mut server, Duration::from_secs(10))
+            .await
+            .success()
+    );
+}
+
+/// Audit G1 item 7: SIGTERM closed the listener at once, so `/ready`'s 503 was seen
+/// only on kept-alive connections. Now the server is not ready first and keeps
+/// accepting for `server.shutdown_delay`: a new connection then gets `/ready` 503 (and
+/// a run submission 503 `shutting_down`); the process exits 0 once the delay is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_new_connections_get_ready_503_during_the_shutdown_delay() {
+    let dir = TempDir::new("shutdown-delay");
+    let stub = Stub::start(Duration::ZERO).await;
+    let port = free_port();
+    let config = write_config_with_delay(dir.path(), port, &stub.url, "3s");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(dir.path(), &config, "1");
+    wait_healthy(&base, &mut server, dir.path(), "1").await;
+    // No pooled connections: every request below opens a new one.
+    let fresh = genesis::llm::http_client_builder()
+        .unwrap()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let signalled = std::time::Instant::now();
+    sigterm(&server);
+    // The signal is handled within moments; until then /ready may still say 200.
+    let body = loop {
+        let r = fresh
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("a new connection after SIGTERM was refused: {e}"));
+        if r.status() == 503 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "/ready still 200 two seconds after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["checks"]["shutting_down"], true, "{body}");
+    let (status, _, body) = split(
+        fresh
+            .post(format!("{base}/api/tasks"))
+            .json(&json!({"description": REQUEST, "mode": "run"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["rule"], "shutting_down", "{body}");
+    let status = wait_exit(&mut server, Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(2_900),
+        "exited {:?} after SIGTERM, before the 3 s delay",
+        signalled.elapsed()
+    );
 }

@@ -38,9 +38,13 @@ pub struct RunRecord {
     pub tasks: Vec<TaskReport>,
     /// Money spent so far.
     pub cost: Usd,
-    /// The run budget, if any.
+    /// The run budget as journaled by [`RunStore::create_run`]: the server journals the
+    /// cap in force for the run (the `budget_usd` it was asked for, else
+    /// `budget.per_run`); `None` when nothing capped it.
     pub budget: Option<Usd>,
-    /// The aggregated answer, once finished.
+    /// The aggregated answer once the run ended: the outputs of its top-level tasks.
+    /// `None` while it runs, and when it ended without any (failed or cancelled before a
+    /// top-level task succeeded).
     pub answer: Option<String>,
     /// The client's idempotency key, if it sent one.
     pub idempotency_key: Option<String>,

@@ -491,7 +491,9 @@ impl SqliteStore {
             tasks: tasks.into_iter().map(|(t, _)| t).collect(),
             cost: Usd::saturating(cost),
             budget: budget.map(Usd::saturating),
-            answer: (status != RunStatus::Running).then_some(answer),
+            // No top-level output (a run that failed or was cancelled before any): no
+            // answer, rather than an empty one.
+            answer: (status != RunStatus::Running && !answer.is_empty()).then_some(answer),
             idempotency_key,
             subject,
             cancel_requested_at_ms: cancel_requested_at,
