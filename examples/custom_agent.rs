@@ -14,7 +14,7 @@ use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunEv
 /// An agent that "does" a task by summarising what it was given.
 struct Summariser;
 
-#[genesis::llm::async_trait]
+#[genesis::async_trait]
 impl Agent for Summariser {
     async fn execute(&self, req: AgentRequest) -> Result<AgentOutput, AgentError> {
         let inputs: Vec<String> = req.inputs.iter().map(|i| i.task_id.to_string()).collect();

@@ -65,6 +65,15 @@ pub enum GenesisError {
         /// How many other tasks of the plan have no served candidate either.
         others: usize,
     },
+    /// [`Orchestrator::execute`](crate::Orchestrator::execute) (or `run`) was called
+    /// outside a tokio runtime: the run is a task on the caller's runtime.
+    #[error(
+        "{operation} must be called within a tokio runtime (it spawns the run): call it from async code or inside Runtime::block_on (rule: tokio_runtime)"
+    )]
+    NoRuntime {
+        /// The call (`Orchestrator::execute`).
+        operation: &'static str,
+    },
     /// Configuration is invalid.
     #[error("invalid configuration: {message}")]
     Config {
@@ -134,6 +143,7 @@ impl GenesisError {
             | GenesisError::Config { .. }
             | GenesisError::MissingApiKey { .. }
             | GenesisError::UnservedAgents { .. }
+            | GenesisError::NoRuntime { .. }
             | GenesisError::Io { .. } => ErrorCategory::Config,
             GenesisError::InvalidPlan { .. } | GenesisError::BudgetAboveLimit { .. } => {
                 ErrorCategory::Validation
@@ -207,6 +217,7 @@ impl GenesisError {
             GenesisError::BudgetAboveLimit { .. } => "budget_usd".into(),
             GenesisError::MissingApiKey { .. } => "api_key_required".into(),
             GenesisError::UnservedAgents { .. } => "agent_backend".into(),
+            GenesisError::NoRuntime { .. } => "tokio_runtime".into(),
             GenesisError::Decomposition(e) => match e {
                 genesis_htdag::HtdagError::EmptyRequest => "non_empty_request".into(),
                 genesis_htdag::HtdagError::RequestTooLong { .. } => "max_request_chars".into(),

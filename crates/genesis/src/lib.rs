@@ -24,6 +24,9 @@ pub use genesis_feature_flags as flags;
 pub use genesis_halo as halo;
 pub use genesis_htdag as htdag;
 pub use genesis_llm as llm;
+/// The attribute for implementing [`run::Agent`] (and the other async traits) on your
+/// own types: `#[genesis::async_trait]`.
+pub use genesis_llm::async_trait;
 pub use genesis_resilience as resilience;
 pub use genesis_security as security;
 pub use genesis_telemetry as telemetry;

@@ -1129,9 +1129,23 @@ impl Orchestrator {
     /// under the limits; [`GenesisError::UnservedAgents`] (rule `agent_backend`) when a
     /// task still to run has no candidate agent a backend serves
     /// ([`Orchestrator::check_served`]; tasks in `options.resumed` that already ended
-    /// are not run again and not checked). Each is refused before any agent is called
-    /// or anything is charged.
+    /// are not run again and not checked); [`GenesisError::InvalidPlan`] (rule
+    /// `structure.empty`) for a plan without tasks; [`GenesisError::NoRuntime`] (rule
+    /// `tokio_runtime`) when called outside a tokio runtime (the run is spawned on the
+    /// caller's runtime). Each is refused before any agent is called or anything is
+    /// charged.
     pub fn execute(&self, plan: Plan, options: RunOptions) -> Result<RunHandle, GenesisError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(GenesisError::NoRuntime {
+                operation: "Orchestrator::execute",
+            });
+        }
+        if plan.tasks.is_empty() {
+            return Err(GenesisError::InvalidPlan {
+                summary: "the plan has no tasks (structure.empty)".into(),
+                plan: Box::new(plan),
+            });
+        }
         let inner = &self.inner;
         let budget = Budget {
             per_run: self.run_budget(options.budget)?,

@@ -725,3 +725,54 @@ async fn execute_refuses_a_plan_with_a_task_no_backend_serves_before_calling_any
         "every other task ran once"
     );
 }
+
+/// Library-user audit: `execute` outside a tokio runtime panicked ("there is no reactor
+/// running") though it returns a `Result`.
+#[test]
+fn execute_outside_a_tokio_runtime_is_an_error_naming_the_rule() {
+    let counting = flaky(0, false);
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(counting.clone() as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let plan = genesis
+        .plan_sync("Fix the crash when uploading large files")
+        .unwrap();
+    let err = genesis
+        .execute(plan, genesis::RunOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, genesis::GenesisError::NoRuntime { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.rule(), "tokio_runtime");
+    let message = err.to_string();
+    assert!(message.contains("Orchestrator::execute"), "{message}");
+    assert!(message.contains("tokio runtime"), "{message}");
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 0);
+}
+
+/// Library-user audit: a plan emptied of its tasks ran and reported `succeeded`, while
+/// validation refuses the same plan (`structure.empty`).
+#[tokio::test]
+async fn execute_refuses_a_plan_without_tasks() {
+    let counting = flaky(0, false);
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(counting.clone() as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let mut plan = genesis
+        .plan_sync("Fix the crash when uploading large files")
+        .unwrap();
+    plan.tasks.clear();
+    let err = genesis
+        .execute(plan, genesis::RunOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, genesis::GenesisError::InvalidPlan { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("structure.empty"), "{err}");
+    assert_eq!(err.http_status(), 422);
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 0);
+}
