@@ -637,6 +637,8 @@ mod tests {
                 agent: "backend".into(),
                 output: "done".into(),
                 cost: usd(0.25),
+                input_tokens: 0,
+                output_tokens: 0,
                 attempts: 1,
                 duration_ms: 10,
             });

@@ -61,14 +61,17 @@ pub struct CostBounds {
 /// A successful attempt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentOutput {
-    /// The result.
+    /// The result. With the follow-ups' descriptions, held to
+    /// [`ExecutorConfig::max_output_bytes`](super::ExecutorConfig::max_output_bytes)
+    /// (default 1 MiB): a larger answer fails the attempt.
     pub text: String,
     /// What the attempt cost.
     pub cost: Usd,
-    /// LLM input tokens used, if any.
+    /// LLM input tokens used, if any: summed into the task's
+    /// [`TaskReport::input_tokens`](super::TaskReport::input_tokens) and the run's total.
     #[serde(default)]
     pub input_tokens: u64,
-    /// LLM output tokens used, if any.
+    /// LLM output tokens used, if any (as `input_tokens`).
     #[serde(default)]
     pub output_tokens: u64,
     /// Follow-up tasks the agent proposes (dynamic replanning); they become dependents
@@ -145,6 +148,20 @@ pub enum AgentError {
         agent: AgentId,
         /// The rule that fired.
         rule: String,
+    },
+    /// The agent answered with more than the executor accepts
+    /// ([`ExecutorConfig::max_output_bytes`](super::ExecutorConfig::max_output_bytes)):
+    /// the output is dropped unread and the attempt charged what the agent reported.
+    /// Not retried on the same agent (it would answer as much again); the task moves
+    /// on to its alternatives. Does not count on the agent's circuit breaker.
+    #[error("output of agent {agent} is {bytes} bytes, over max_output_bytes {max}")]
+    OutputTooLarge {
+        /// The agent.
+        agent: AgentId,
+        /// The output's size: its text plus its follow-ups' descriptions.
+        bytes: usize,
+        /// The limit.
+        max: usize,
     },
     /// The agent's call panicked (a bug in the agent). Not retried on the same agent;
     /// the task moves on to its alternatives, and the call counts as a failure on the

@@ -58,7 +58,24 @@ pub struct ExecutorConfig {
     /// When every candidate agent's breaker is open, how many times a task waits half
     /// a cool-down for a probe before it fails (default 4).
     pub max_breaker_waits: u32,
+    /// Largest output accepted from one agent call, in bytes (default 1 MiB; 0: no
+    /// limit): the output's text plus the descriptions of the follow-ups it proposes,
+    /// checked before the output is screened, stored or passed on. An attempt over it
+    /// fails with [`AgentError::OutputTooLarge`] and is charged what the agent
+    /// reported; like a rejection, it is not retried on the same agent (it would
+    /// answer as much again) and the task moves on to its alternatives. A refinement
+    /// round over it ends refinement with the best answer so far. Applies to every
+    /// agent, your own included; [`CommandAgentConfig::max_output_bytes`] also bounds
+    /// what a command agent reads.
+    ///
+    /// [`CommandAgentConfig::max_output_bytes`]: super::backends::CommandAgentConfig::max_output_bytes
+    pub max_output_bytes: usize,
 }
+
+/// The default [`ExecutorConfig::max_output_bytes`]: 1 MiB, as for command agents.
+/// Screening dominates the cost of a large answer (debug build: a 9-task run of 1 MB
+/// answers took 2.1 s screened, 28 ms not; of 50 MB answers, 115 s and 1.5 GB).
+const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
@@ -72,6 +89,7 @@ impl Default for ExecutorConfig {
             screen_outputs: true,
             event_buffer: 1024,
             max_breaker_waits: 4,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -196,7 +214,22 @@ impl EventSink {
         let (exec, journal, run_id) = (&self.exec, &self.journal, &self.run_id);
         let (events, journaled) = exec.writer.write(journal, run_id, events).await;
         match journaled {
-            Ok(()) => journal.journaled(run_id, &events),
+            Ok(()) => {
+                // A panic in the observer must not end the run (or kill the attempt
+                // that emitted): logged, and the events are still broadcast.
+                let observed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    journal.journaled(run_id, &events);
+                }));
+                if let Err(panic) = observed {
+                    let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
+                    error!(
+                        run_id = %run_id,
+                        error = %panic_message(panic.as_ref()),
+                        events = ?kinds,
+                        "the journal panicked in journaled()"
+                    );
+                }
+            }
             Err(e) => {
                 let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
                 error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
@@ -269,6 +302,17 @@ impl std::fmt::Debug for Executor {
 }
 
 /// A running (or finished) run: its events, cancellation and final result.
+///
+/// # Dropping the handle does not stop the run
+///
+/// The run is a task of its own on the runtime, as with [`tokio::spawn`]: dropping the
+/// handle, or a [`RunHandle::wait`] future before it completes, detaches the run, which
+/// goes on to the end — calling, and paying, its agents — and journals as usual.
+/// Accepted work is never lost that way (a server answers `202` and lets the run
+/// outlive the request). To stop it, call [`RunHandle::cancel`] (or cancel the
+/// [`RunHandle::cancellation`] token); to stop it when the code waiting for it goes
+/// away — a request handler whose client disconnected — wait through
+/// [`RunHandle::cancel_on_drop`] instead.
 #[derive(Debug)]
 pub struct RunHandle {
     run_id: RunId,
@@ -276,6 +320,8 @@ pub struct RunHandle {
     first: Option<broadcast::Receiver<RunEvent>>,
     cancel: CancellationToken,
     join: tokio::task::JoinHandle<RunResult>,
+    /// The run's money, for the result of a run whose task ended abnormally.
+    ledger: CostLedger,
 }
 
 impl RunHandle {
@@ -310,21 +356,104 @@ impl RunHandle {
         self.cancel.clone()
     }
 
-    /// Waits for the run to end.
-    pub async fn wait(self) -> RunResult {
-        let run_id = self.run_id.clone();
-        match self.join.await {
+    /// Waits for the run to end. Dropping this future before it completes does not
+    /// stop the run (see [`RunHandle`]; [`CancelOnDrop::wait`] does).
+    pub async fn wait(mut self) -> RunResult {
+        let joined = (&mut self.join).await;
+        self.result(joined)
+    }
+
+    /// Turns the handle into a guard that cancels the run when it is dropped before
+    /// the run ended: dropped itself, or its [`CancelOnDrop::wait`] future dropped
+    /// mid-run (a request handler cancelled because its client went away). No agent
+    /// call starts after that; calls in flight are dropped, unfinished tasks end
+    /// cancelled and the run ends `cancelled`, journaled as for [`RunHandle::cancel`].
+    #[must_use = "dropping the guard cancels the run at once"]
+    pub fn cancel_on_drop(self) -> CancelOnDrop {
+        CancelOnDrop {
+            handle: self,
+            armed: true,
+        }
+    }
+
+    /// The run's result from its task's end. A task that ended abnormally (its
+    /// runtime shut down, or a bug the run could not recover from) leaves no task
+    /// reports; the result still carries the money spent, and `run_finished` is
+    /// broadcast so subscribers do not wait for ever.
+    fn result(&self, joined: Result<RunResult, tokio::task::JoinError>) -> RunResult {
+        match joined {
             Ok(r) => r,
             Err(e) => {
-                error!(run_id = %run_id, error = %e, "executor task ended abnormally");
+                error!(run_id = %self.run_id, error = %e, "executor task ended abnormally");
+                let cost = self.ledger.spent();
+                let _ = self.events.send(RunEvent::RunFinished {
+                    status: RunStatus::Failed,
+                    cost,
+                });
                 RunResult {
-                    run_id,
+                    run_id: self.run_id.clone(),
                     status: RunStatus::Failed,
                     answer: String::new(),
                     tasks: Vec::new(),
-                    cost: Usd::ZERO,
+                    cost,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 }
             }
+        }
+    }
+}
+
+/// A [`RunHandle`] that cancels its run when dropped before the run ended (see
+/// [`RunHandle::cancel_on_drop`]). For code whose interest in the run ends with it:
+/// the run's spending stops when the guard (or its [`CancelOnDrop::wait`] future) goes
+/// away.
+#[derive(Debug)]
+pub struct CancelOnDrop {
+    handle: RunHandle,
+    /// False once the run's result was taken: nothing left to cancel.
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    /// The run id.
+    pub fn run_id(&self) -> &RunId {
+        self.handle.run_id()
+    }
+
+    /// The event stream, as [`RunHandle::events`].
+    pub fn events(&mut self) -> broadcast::Receiver<RunEvent> {
+        self.handle.events()
+    }
+
+    /// The run's event sender, as [`RunHandle::sender`].
+    pub fn sender(&self) -> broadcast::Sender<RunEvent> {
+        self.handle.sender()
+    }
+
+    /// A new subscription to the run's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.handle.subscribe()
+    }
+
+    /// Asks the run to stop now.
+    pub fn cancel(&self) {
+        self.handle.cancel();
+    }
+
+    /// Waits for the run to end. Dropping this future before it completes cancels
+    /// the run.
+    pub async fn wait(mut self) -> RunResult {
+        let joined = (&mut self.handle.join).await;
+        self.armed = false;
+        self.handle.result(joined)
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed && !self.handle.join.is_finished() {
+            self.handle.cancel();
         }
     }
 }
@@ -446,6 +575,7 @@ impl Executor {
             }
         }
         let span = info_span!("orchestrate", run_id = %run_id);
+        let ledger = spec.ledger.clone();
         let runner = Runner::new(Arc::clone(&self.inner), spec, tx.clone(), cancel.clone());
         let join = tokio::spawn(runner.run().instrument(span));
         RunHandle {
@@ -454,6 +584,7 @@ impl Executor {
             first: Some(rx),
             cancel,
             join,
+            ledger,
         }
     }
 }
@@ -483,7 +614,25 @@ enum Outcome {
         tries: Vec<AgentTry>,
         /// Set when a reservation was refused: the task failed on a budget.
         budget: Option<BudgetExceeded>,
+        /// Tokens its calls that answered reported.
+        tokens: Tokens,
     },
+}
+
+/// Tokens agents reported ([`AgentOutput::input_tokens`], `output_tokens`), summed
+/// over a task's calls.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tokens {
+    input: u64,
+    output: u64,
+}
+
+impl Tokens {
+    /// Adds what `output` reported.
+    fn add(&mut self, output: &AgentOutput) {
+        self.input = self.input.saturating_add(output.input_tokens);
+        self.output = self.output.saturating_add(output.output_tokens);
+    }
 }
 
 /// Longest a call waits for room in the budget before it tries again without being
@@ -637,6 +786,8 @@ impl Runner {
                     output: None,
                     error: None,
                     cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 });
             index.insert(planned.id.clone(), slots.len());
             slots.push(Slot {
@@ -708,7 +859,77 @@ impl Runner {
         self.sink.emit_all(events).await;
     }
 
+    /// Runs the plan to its end. A panic in the run's own task (a bug: agents',
+    /// journals' and attempts' panics are caught where they happen) does not lose the
+    /// run: the tasks it left unfinished fail, naming the panic, and the result keeps
+    /// every finished task's report and the money spent; `run_finished` is journaled
+    /// and broadcast as usual.
     async fn run(mut self) -> RunResult {
+        let driven = AssertUnwindSafe(self.drive()).catch_unwind().await;
+        match driven {
+            Ok(result) => result,
+            // The attempts in flight were dropped with the future (their money is
+            // given back or charged as for a cancelled run, see `CallMoney`); the
+            // slots hold where every task was.
+            Err(panic) => self.recover(&panic_message(panic.as_ref())).await,
+        }
+    }
+
+    /// Ends a run whose task panicked with `message` (see [`Runner::run`]).
+    async fn recover(&mut self, message: &str) -> RunResult {
+        error!(run_id = %self.run_id, error = %message, "the run panicked; its unfinished tasks fail");
+        let reason = format!("the run stopped: it panicked: {message}");
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            if slot.status.is_terminal() {
+                continue;
+            }
+            slot.status = TaskStatus::Failed;
+            slot.report.status = TaskStatus::Failed;
+            slot.report.error = Some(reason.clone());
+            events.push(RunEvent::TaskFailed {
+                task_id: slot.planned.id.clone(),
+                reason: reason.clone(),
+                attempts: slot.report.attempts,
+            });
+        }
+        if !events.is_empty() {
+            self.emit_all(events).await;
+        }
+        let status = if self.slots.iter().all(|s| s.status == TaskStatus::Succeeded) {
+            RunStatus::Succeeded
+        } else if self.cancel.is_cancelled() {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Failed
+        };
+        // No learning: the panic may have come from there.
+        self.finished(status).await
+    }
+
+    /// Journals and broadcasts `run_finished` with `status`, and returns the result.
+    async fn finished(&self, status: RunStatus) -> RunResult {
+        let cost = self.spent();
+        self.emit(RunEvent::RunFinished { status, cost }).await;
+        let tasks: Vec<TaskReport> = self.slots.iter().map(|s| s.report.clone()).collect();
+        let input_tokens = tasks
+            .iter()
+            .fold(0u64, |n, t| n.saturating_add(t.input_tokens));
+        let output_tokens = tasks
+            .iter()
+            .fold(0u64, |n, t| n.saturating_add(t.output_tokens));
+        RunResult {
+            run_id: self.run_id.clone(),
+            status,
+            answer: self.answer(),
+            tasks,
+            cost,
+            input_tokens,
+            output_tokens,
+        }
+    }
+
+    async fn drive(&mut self) -> RunResult {
         let mut started = vec![RunEvent::RunStarted {
             tasks: self.slots.len(),
             resumed: self.resumed,
@@ -793,6 +1014,7 @@ impl Runner {
                         cost: Usd::ZERO,
                         tries: Vec::new(),
                         budget: None,
+                        tokens: Tokens::default(),
                     };
                     self.finish(i, outcome, &mut ready).await;
                 }
@@ -815,15 +1037,7 @@ impl Runner {
             RunStatus::Failed
         };
         self.learn();
-        let cost = self.spent();
-        self.emit(RunEvent::RunFinished { status, cost }).await;
-        RunResult {
-            run_id: self.run_id.clone(),
-            status,
-            answer: self.answer(),
-            tasks: self.slots.iter().map(|s| s.report.clone()).collect(),
-            cost,
-        }
+        self.finished(status).await
     }
 
     /// Ends the tasks a cancelled run did not finish as cancelled; returns their
@@ -958,6 +1172,8 @@ impl Runner {
                     slot.report.attempts = attempts;
                     slot.report.output = Some(output.text.clone());
                     slot.report.cost = output.cost;
+                    slot.report.input_tokens = output.input_tokens;
+                    slot.report.output_tokens = output.output_tokens;
                 }
                 let mut events = vec![
                     RunEvent::TaskSucceeded {
@@ -965,6 +1181,8 @@ impl Runner {
                         agent,
                         output: output.text,
                         cost: output.cost,
+                        input_tokens: output.input_tokens,
+                        output_tokens: output.output_tokens,
                         attempts,
                         duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
                     },
@@ -1016,6 +1234,7 @@ impl Runner {
                 cost,
                 tries,
                 budget,
+                tokens,
             } => {
                 self.tries.extend(tries.into_iter().map(|t| (i, t)));
                 let task_id = self.slots[i].planned.id.clone();
@@ -1027,6 +1246,8 @@ impl Runner {
                     slot.report.attempts = attempts;
                     slot.report.error = Some(reason.clone());
                     slot.report.cost = cost;
+                    slot.report.input_tokens = tokens.input;
+                    slot.report.output_tokens = tokens.output;
                 }
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
                 // What refused the task, structured, before the failure it explains.
@@ -1132,6 +1353,8 @@ impl Runner {
                     output: None,
                     error: None,
                     cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 },
                 planned: p,
                 task,
@@ -1222,6 +1445,7 @@ impl Attempt {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut cost = Usd::ZERO;
+        let mut tokens = Tokens::default();
         let mut last: Option<(AgentId, String)> = None;
         let mut tries: Vec<AgentTry> = Vec::new();
         if self.candidates.is_empty() {
@@ -1232,6 +1456,7 @@ impl Attempt {
                 cost,
                 tries,
                 budget: None,
+                tokens,
             };
         }
         // When every candidate's breaker is open, wait for the cool-down to let a probe
@@ -1308,6 +1533,7 @@ impl Attempt {
                                 cost,
                                 tries,
                                 budget: Some(e),
+                                tokens,
                             };
                         }
                     };
@@ -1344,7 +1570,13 @@ impl Attempt {
                         Ok(output) => {
                             cost += output.cost;
                             money.settle(output.cost);
-                            let output = match self.screen(agent, output) {
+                            tokens.add(&output);
+                            // Too large or screened out: like a rejection, not
+                            // retried here; the task moves on to its alternatives.
+                            let output = match self
+                                .within_limit(agent, output)
+                                .and_then(|o| self.screen(agent, o))
+                            {
                                 Ok(o) => o,
                                 Err(e) => {
                                     last = Some((agent.clone(), e.to_string()));
@@ -1352,12 +1584,24 @@ impl Attempt {
                                 }
                             };
                             let output = self
-                                .refine(&backend, agent, output, &mut attempts, &mut cost)
+                                .refine(
+                                    &backend,
+                                    agent,
+                                    output,
+                                    &mut attempts,
+                                    &mut cost,
+                                    &mut tokens,
+                                )
                                 .await;
                             tries.push(agent_try(true, cost));
                             return Outcome::Succeeded {
                                 agent: agent.clone(),
-                                output: AgentOutput { cost, ..output },
+                                output: AgentOutput {
+                                    cost,
+                                    input_tokens: tokens.input,
+                                    output_tokens: tokens.output,
+                                    ..output
+                                },
                                 attempts,
                                 duration: started.elapsed(),
                                 tries,
@@ -1427,6 +1671,7 @@ impl Attempt {
             cost,
             tries,
             budget: None,
+            tokens,
         }
     }
 
@@ -1513,6 +1758,39 @@ impl Attempt {
         }
     }
 
+    /// Refuses an output over [`ExecutorConfig::max_output_bytes`] (its text and its
+    /// follow-ups' descriptions), before anything else reads it; the oversized output
+    /// is dropped here.
+    fn within_limit(
+        &self,
+        agent: &AgentId,
+        output: AgentOutput,
+    ) -> Result<AgentOutput, AgentError> {
+        let max = self.exec.config.max_output_bytes;
+        if max == 0 {
+            return Ok(output);
+        }
+        let bytes = output.followups.iter().fold(output.text.len(), |n, f| {
+            n.saturating_add(f.description.len())
+        });
+        if bytes <= max {
+            return Ok(output);
+        }
+        warn!(
+            run_id = %self.run_id,
+            task_id = %self.task.id,
+            agent = %agent,
+            bytes,
+            max,
+            "an agent's output is over max_output_bytes; the attempt fails"
+        );
+        Err(AgentError::OutputTooLarge {
+            agent: agent.clone(),
+            bytes,
+            max,
+        })
+    }
+
     /// Screens an output for indirect injection before dependents see it.
     fn screen(&self, agent: &AgentId, mut output: AgentOutput) -> Result<AgentOutput, AgentError> {
         if !self.exec.config.screen_outputs {
@@ -1537,7 +1815,9 @@ impl Attempt {
     }
 
     /// TUMIX: for refining agents, run rounds until the stop policy says stop; keep the
-    /// best-scored answer. A failed round ends refinement with the best answer so far.
+    /// best-scored answer. A failed round (an error, an output over the size limit or
+    /// screened out) ends refinement with the best answer so far. Every round that
+    /// answered adds its cost and tokens.
     async fn refine(
         &self,
         backend: &Arc<dyn super::Agent>,
@@ -1545,6 +1825,7 @@ impl Attempt {
         first: AgentOutput,
         attempts: &mut u32,
         cost: &mut Usd,
+        tokens: &mut Tokens,
     ) -> AgentOutput {
         if self.refinement == Refinement::Off || !self.exec.config.refine.agents.contains(agent) {
             return first;
@@ -1606,7 +1887,11 @@ impl Attempt {
             };
             *cost += out.cost;
             money.settle(out.cost);
-            let Ok(out) = self.screen(agent, out) else {
+            tokens.add(&out);
+            let Ok(out) = self
+                .within_limit(agent, out)
+                .and_then(|o| self.screen(agent, o))
+            else {
                 return best;
             };
             let score = self
@@ -2084,6 +2369,81 @@ mod tests {
         );
     }
 
+    /// Feedback that panics (a bug in the learner).
+    struct PanickingLearner;
+
+    impl Learner for PanickingLearner {
+        fn learn(&self, _: &RunId, _: Vec<(Task, AgentTry)>) {
+            panic!("learner bug")
+        }
+    }
+
+    /// Routes no follow-ups (the plans here propose none).
+    struct NoFollowUps;
+
+    impl Replanner for NoFollowUps {
+        fn plan_tasks(&self, _: &TaskId, _: &[TaskNode]) -> Vec<PlannedTask> {
+            Vec::new()
+        }
+    }
+
+    /// A panic in the run's own task (here the learner's, after both tasks finished)
+    /// does not lose the run: the result keeps every task's report and the money
+    /// spent, and `run_finished` is journaled and broadcast. It used to come back as
+    /// failed with no tasks and $0, and no `run_finished` was sent.
+    #[tokio::test]
+    async fn a_run_whose_task_panics_keeps_its_reports_and_money_and_finishes() {
+        let agent = Arc::new(Timed {
+            takes: Duration::ZERO,
+            started: Mutex::new(Vec::new()),
+        });
+        let (genesis, plan) = two_step_plan(agent, ExecutorConfig::default());
+        let dag = plan.to_dag(&genesis_htdag::Limits::default()).unwrap();
+        let journal = Arc::new(Recorded::default());
+        let spec = RunSpec {
+            run_id: RunId::new("r-panics"),
+            subject: Arc::from("tests"),
+            refinement: Refinement::Off,
+            plan,
+            dag,
+            ledger: CostLedger::default(),
+            journal: Arc::clone(&journal) as Arc<dyn RunJournal>,
+            replanner: Arc::new(NoFollowUps),
+            learner: Some(Arc::new(PanickingLearner)),
+            resumed: Vec::new(),
+        };
+        let handle = genesis.executor().start(spec, HashMap::new());
+        let mut events = handle.subscribe();
+        let result = handle.wait().await;
+        assert_eq!(result.status, RunStatus::Succeeded, "{result:?}");
+        assert_eq!(
+            outcomes(&result),
+            [
+                ("t1".to_owned(), TaskStatus::Succeeded, String::new()),
+                ("t2".to_owned(), TaskStatus::Succeeded, String::new())
+            ]
+        );
+        assert!(
+            (result.cost.as_f64() - 0.12).abs() < 1e-9,
+            "{}",
+            result.cost
+        );
+        let finished = |e: &RunEvent| {
+            matches!(e, RunEvent::RunFinished { status: RunStatus::Succeeded, cost }
+                if (cost.as_f64() - 0.12).abs() < 1e-9)
+        };
+        assert!(
+            journal.events().iter().any(finished),
+            "{:?}",
+            journal.events()
+        );
+        let mut broadcast = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            broadcast.push(e);
+        }
+        assert!(broadcast.iter().any(finished), "{broadcast:?}");
+    }
+
     /// A failure and the skips it causes are journaled in one write: a crash between
     /// two writes used to leave the dependents pending behind a failed task.
     #[tokio::test]
@@ -2120,6 +2480,8 @@ mod tests {
             output: None,
             error: Some("boom".into()),
             cost: Usd::ZERO,
+            input_tokens: 0,
+            output_tokens: 0,
         }];
         let journal = Arc::new(Recorded::default());
         let options = crate::RunOptions {

@@ -21,7 +21,8 @@ pub use agent::{
     Agent, AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, FollowUp, TaskInput,
 };
 pub use executor::{
-    AgreementJudge, Executor, ExecutorConfig, Judge, RefineConfig, Refinement, RunHandle,
+    AgreementJudge, CancelOnDrop, Executor, ExecutorConfig, Judge, RefineConfig, Refinement,
+    RunHandle,
 };
 
 /// Crate-internal pieces the orchestrator uses to start runs.
@@ -158,6 +159,13 @@ pub enum RunEvent {
         output: String,
         /// What it cost, retries and rounds included.
         cost: Usd,
+        /// Input tokens its agents reported, retries and rounds included (0 when they
+        /// report none; absent in events journaled before it was recorded).
+        #[serde(default)]
+        input_tokens: u64,
+        /// Output tokens its agents reported, as `input_tokens`.
+        #[serde(default)]
+        output_tokens: u64,
         /// Attempts across all agents.
         attempts: u32,
         /// Wall time, in milliseconds.
@@ -271,6 +279,15 @@ pub struct TaskReport {
     pub error: Option<String>,
     /// What it cost.
     pub cost: Usd,
+    /// Input tokens its agents reported ([`AgentOutput::input_tokens`]) over every call
+    /// that answered, retries, re-routes and refinement rounds included; 0 when they
+    /// report none (absent from reports stored before it was recorded).
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens its agents reported ([`AgentOutput::output_tokens`]), counted as
+    /// `input_tokens`.
+    #[serde(default)]
+    pub output_tokens: u64,
 }
 
 /// The outcome of a run.
@@ -286,6 +303,12 @@ pub struct RunResult {
     pub tasks: Vec<TaskReport>,
     /// Total cost.
     pub cost: Usd,
+    /// Input tokens of the whole run: the sum over [`RunResult::tasks`].
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens of the whole run: the sum over [`RunResult::tasks`].
+    #[serde(default)]
+    pub output_tokens: u64,
 }
 
 /// Durable record of run events. The executor calls [`RunJournal::record`] for every
@@ -296,7 +319,9 @@ pub trait RunJournal: Send + Sync {
     ///
     /// # Errors
     /// Storage failures; the executor logs them at `error` and carries on (a task whose
-    /// completion was not journaled runs again after a restart).
+    /// completion was not journaled runs again after a restart). A journal that panics
+    /// while writing, inline or on the journal thread, is taken as one that failed
+    /// the write.
     fn record(
         &self,
         run_id: &RunId,

@@ -52,7 +52,10 @@ impl JournalWriter {
         events: Vec<RunEvent>,
     ) -> (Vec<RunEvent>, Journaled) {
         if !journal.blocks() {
-            let r = journal.record_all(run_id, &events);
+            // Inline, on the run's own task: a panic here must not end the run (it
+            // would lose its result and never send `run_finished`). It fails this
+            // write, as on the journal thread.
+            let r = record_caught(journal.as_ref(), run_id, &events);
             return (events, r);
         }
         let Some(tx) = self.sender() else {
@@ -103,7 +106,7 @@ fn write_here(
     run_id: &RunId,
     events: Vec<RunEvent>,
 ) -> (Vec<RunEvent>, Journaled) {
-    let write = || journal.record_all(run_id, &events);
+    let write = || record_caught(journal.as_ref(), run_id, &events);
     let r = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(write)
@@ -111,6 +114,18 @@ fn write_here(
         _ => write(),
     };
     (events, r)
+}
+
+/// What a write is answered when the journal panicked while making it.
+const PANICKED: &str = "the journal panicked while writing";
+
+/// `journal.record_all(run_id, events)` on this thread; a panic in the journal fails
+/// the write (logged by the caller like any failed write), as on the journal thread.
+fn record_caught(journal: &dyn RunJournal, run_id: &RunId, events: &[RunEvent]) -> Journaled {
+    // The journal's state is its own business: after a panic we only report the
+    // write as failed, and a journal that panics again fails again.
+    catch_unwind(AssertUnwindSafe(|| journal.record_all(run_id, events)))
+        .unwrap_or_else(|_| Err(PANICKED.into()))
 }
 
 /// The journal thread: takes what is queued (at least one write, at most
@@ -154,10 +169,7 @@ fn record(journal: &dyn RunJournal, part: &[Write]) -> Vec<Journaled> {
     let mut results = match catch_unwind(AssertUnwindSafe(|| journal.record_groups(&groups))) {
         Ok(results) => results,
         Err(_) => {
-            return part
-                .iter()
-                .map(|_| Err("the journal panicked while writing".into()))
-                .collect();
+            return part.iter().map(|_| Err(PANICKED.into())).collect();
         }
     };
     results.truncate(part.len());
@@ -233,6 +245,37 @@ mod tests {
         assert_eq!(calls.iter().sum::<usize>(), 50);
         // The first call takes one write; the 49 others queue behind its 5 ms.
         assert!(calls.len() < 50, "one call per write: {calls:?}");
+    }
+
+    /// Panics on its first write; written inline (it does not block).
+    #[derive(Default)]
+    struct PanicsInline(std::sync::atomic::AtomicBool);
+
+    impl RunJournal for PanicsInline {
+        fn record(&self, _: &RunId, _: &RunEvent) -> Journaled {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("journal bug");
+            }
+            Ok(())
+        }
+
+        fn blocks(&self) -> bool {
+            false
+        }
+    }
+
+    /// Inline, as on the thread, a panic fails the write instead of unwinding into
+    /// the run's task (it used to end the run).
+    #[tokio::test]
+    async fn a_journal_written_inline_that_panics_fails_its_write() {
+        let journal: Arc<dyn RunJournal> = Arc::new(PanicsInline::default());
+        let writer = JournalWriter::default();
+        let id = RunId::new("r");
+        let (events, r) = writer.write(&journal, &id, vec![started(1)]).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(r.unwrap_err().to_string(), PANICKED);
+        let (_, r) = writer.write(&journal, &id, vec![started(2)]).await;
+        assert!(r.is_ok());
     }
 
     #[tokio::test]

@@ -464,6 +464,8 @@ impl SqliteStore {
                         output: r.get(4)?,
                         error: r.get(5)?,
                         cost: Usd::saturating(r.get(6)?),
+                        input_tokens: 0,
+                        output_tokens: 0,
                     },
                     parent.is_none(),
                 ))
@@ -1281,6 +1283,8 @@ mod tests {
                         agent,
                         output: "done".into(),
                         cost: usd(0.5),
+                        input_tokens: 0,
+                        output_tokens: 0,
                         attempts: 1,
                         duration_ms: 1,
                     },

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 mod budget;
 mod command;
 mod durability;
+mod embedding;
 mod llm_plan;
 mod resume;
 mod run;

@@ -711,6 +711,8 @@ async fn execute_refuses_a_plan_with_a_task_no_backend_serves_before_calling_any
             output: Some("done before the restart".into()),
             error: None,
             cost: Usd::ZERO,
+            input_tokens: 0,
+            output_tokens: 0,
         })
         .collect();
     let options = genesis::RunOptions {

@@ -63,6 +63,8 @@ fn runs_survive_reopening_with_task_states_and_events() {
                     agent: AgentId::new("qa"),
                     output: "reproduced".into(),
                     cost: Usd::new(0.25).unwrap(),
+                    input_tokens: 0,
+                    output_tokens: 0,
                     attempts: 1,
                     duration_ms: 5,
                 },

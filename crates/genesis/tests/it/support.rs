@@ -45,6 +45,8 @@ pub(crate) fn journal_crash(
         agent: first.agent.clone().unwrap(),
         output: "done before the crash".into(),
         cost: Usd::new(task_cost).unwrap(),
+        input_tokens: 0,
+        output_tokens: 0,
         attempts: 1,
         duration_ms: 1,
     };

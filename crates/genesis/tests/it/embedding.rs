@@ -1,0 +1,449 @@
+//! The run contract a library user relies on when they embed the executor with their
+//! own agents and journal: a journal that panics, agents that return too much, run
+//! handles dropped mid-run, and the token counts agents report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use genesis::core::{RunId, Usd};
+use genesis::run::{
+    Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunEvent, RunJournal, RunStatus,
+    TaskStatus,
+};
+use genesis::{Orchestrator, Plan, RunOptions};
+
+const REQUEST: &str = "Fix the crash when uploading large files";
+
+/// What each call of [`Echo`] costs.
+const CALL_COST: f64 = 0.001;
+
+/// Answers every task at once (or after `takes`), costing [`CALL_COST`] and reporting
+/// 100 input and 20 output tokens; counts the calls it started.
+#[derive(Default)]
+struct Echo {
+    takes: Duration,
+    started: AtomicUsize,
+}
+
+#[async_trait]
+impl Agent for Echo {
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.takes).await;
+        Ok(AgentOutput {
+            text: format!("done {}", request.task.id),
+            cost: Usd::new(CALL_COST).unwrap(),
+            input_tokens: 100,
+            output_tokens: 20,
+            ..AgentOutput::default()
+        })
+    }
+}
+
+/// An orchestrator whose every agent is `agent`, and its plan of [`REQUEST`].
+fn setup(agent: Arc<dyn Agent>) -> (Orchestrator, Plan) {
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent))
+        .build()
+        .unwrap();
+    let plan = genesis.plan_sync(REQUEST).unwrap();
+    (genesis, plan)
+}
+
+/// A journal that panics when asked to record an event of kind `panic_on`, written
+/// inline (`blocks` false) or from the executor's journal thread.
+struct Panicky {
+    blocks: bool,
+    panic_on: &'static str,
+    panics: AtomicU64,
+}
+
+impl RunJournal for Panicky {
+    fn record(
+        &self,
+        _: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if event.kind() == self.panic_on {
+            self.panics.fetch_add(1, Ordering::SeqCst);
+            panic!("journal bug on {}", event.kind());
+        }
+        Ok(())
+    }
+
+    fn blocks(&self) -> bool {
+        self.blocks
+    }
+}
+
+/// A journal that panics is taken as one that fails its writes, whether it is written
+/// inline or from the journal thread: the run goes on, and its result keeps every
+/// task's report and the money spent, and subscribers get `run_finished`. Inline, the
+/// panic used to kill the run: status failed, no tasks, $0, no `run_finished`.
+#[tokio::test]
+async fn a_journal_that_panics_does_not_lose_the_run_inline_or_threaded() {
+    for blocks in [false, true] {
+        let agent = Arc::new(Echo::default());
+        let (genesis, plan) = setup(agent.clone());
+        let journal = Arc::new(Panicky {
+            blocks,
+            panic_on: "task_succeeded",
+            panics: AtomicU64::new(0),
+        });
+        let options = RunOptions {
+            journal: Some(journal.clone()),
+            ..RunOptions::default()
+        };
+        let handle = genesis.execute(plan.clone(), options).unwrap();
+        let mut events = handle.sender().subscribe();
+        let result = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+            .await
+            .unwrap();
+        assert!(
+            journal.panics.load(Ordering::SeqCst) > 0,
+            "blocks: {blocks}"
+        );
+        assert_eq!(result.status, RunStatus::Succeeded, "blocks: {blocks}");
+        assert_eq!(result.tasks.len(), plan.tasks.len(), "blocks: {blocks}");
+        assert!(
+            result
+                .tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Succeeded),
+            "blocks: {blocks}: {:?}",
+            result.tasks
+        );
+        let calls = agent.started.load(Ordering::SeqCst);
+        assert_eq!(calls, plan.tasks.len());
+        assert!(
+            (result.cost.as_f64() - CALL_COST * calls as f64).abs() < 1e-9,
+            "blocks: {blocks}: cost {}",
+            result.cost
+        );
+        let finished = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match events.recv().await {
+                    Ok(RunEvent::RunFinished { status, .. }) => return Some(status),
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            finished,
+            Ok(Some(RunStatus::Succeeded)),
+            "blocks: {blocks}: no run_finished for a subscriber"
+        );
+    }
+}
+
+/// Answers every task with `bytes` bytes of text, costing [`CALL_COST`] and reporting
+/// 100 input and 20 output tokens; records which (task, agent) it was called for.
+struct Huge {
+    bytes: usize,
+    calls: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Huge {
+    fn new(bytes: usize) -> Arc<Huge> {
+        Arc::new(Huge {
+            bytes,
+            calls: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Agent for Huge {
+    async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((request.task.id.to_string(), request.agent.to_string()));
+        Ok(AgentOutput {
+            text: "word ".repeat(self.bytes / 5),
+            cost: Usd::new(CALL_COST).unwrap(),
+            input_tokens: 100,
+            output_tokens: 20,
+            ..AgentOutput::default()
+        })
+    }
+}
+
+/// Every agent's output is held to `max_output_bytes` (default 1 MiB) before it is
+/// screened or stored: an attempt over it fails naming the rule, the agent, the size
+/// and the limit; it is charged what the agent reported and not retried on the same
+/// agent, and the task moves on to its alternatives. A user's own agent returning
+/// 50 MB per task used to take 115 s and 1.5 GB for one run.
+#[tokio::test]
+async fn an_agent_output_over_max_output_bytes_fails_its_attempt() {
+    let agent = Huge::new(2 << 20);
+    let (genesis, plan) = setup(agent.clone());
+    assert_eq!(genesis.executor().config().max_output_bytes, 1 << 20);
+    let result = genesis
+        .execute(plan.clone(), RunOptions::default())
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(result.status, RunStatus::Failed);
+    let calls = agent.calls.lock().unwrap().clone();
+    assert!(!calls.is_empty());
+    // Not retried on the same agent: one call per (task, agent).
+    let distinct: std::collections::HashSet<&(String, String)> = calls.iter().collect();
+    assert_eq!(distinct.len(), calls.len(), "{calls:?}");
+    let first = &result.tasks[0];
+    assert_eq!(first.status, TaskStatus::Failed);
+    let error = first.error.clone().unwrap_or_default();
+    let (_, last_agent) = calls
+        .iter()
+        .rfind(|(t, _)| *t == first.task_id.as_str())
+        .unwrap();
+    assert!(
+        error.contains(&format!(
+            "output of agent {last_agent} is 2097150 bytes, over max_output_bytes 1048576"
+        )),
+        "{error}"
+    );
+    assert!(first.output.is_none());
+    // Charged what the agent reported, with its tokens.
+    let first_calls = calls
+        .iter()
+        .filter(|(t, _)| *t == first.task_id.as_str())
+        .count();
+    assert_eq!(first.attempts as usize, first_calls);
+    assert!((first.cost.as_f64() - CALL_COST * first_calls as f64).abs() < 1e-9);
+    assert_eq!(first.input_tokens, 100 * first_calls as u64);
+    assert!((result.cost.as_f64() - CALL_COST * calls.len() as f64).abs() < 1e-9);
+    assert!(result.answer.len() < 1 << 20, "{}", result.answer.len());
+}
+
+/// An agent that answers too much loses the task to the next-ranked alternative,
+/// which does it; the limit is set in `ExecutorConfig`, and 0 turns it off.
+#[tokio::test]
+async fn a_task_whose_agent_answers_too_much_is_rerouted_and_the_limit_is_configurable() {
+    let plan = setup(Arc::new(Echo::default())).1;
+    let first = &plan.tasks[0];
+    assert!(!first.route.alternatives.is_empty(), "{first:?}");
+    let primary = first.agent.clone().unwrap();
+    let huge = Huge::new(100);
+    let genesis = Orchestrator::builder()
+        .agents(
+            AgentSet::new()
+                .with(primary.clone(), huge.clone())
+                .with_fallback(Arc::new(Echo::default())),
+        )
+        .executor_config(genesis::run::ExecutorConfig {
+            max_output_bytes: 64,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let mut run = genesis
+        .execute(plan.clone(), RunOptions::default())
+        .unwrap();
+    let mut events = run.events();
+    let result = run.wait().await;
+    assert_eq!(result.tasks[0].status, TaskStatus::Succeeded, "{result:?}");
+    assert_ne!(result.tasks[0].agent.as_ref(), Some(&primary));
+    let mut rerouted = None;
+    while let Ok(e) = events.try_recv() {
+        if let RunEvent::TaskRerouted { from, reason, .. } = e {
+            rerouted.get_or_insert((from, reason));
+        }
+    }
+    let (from, reason) = rerouted.unwrap();
+    assert_eq!(from, primary);
+    assert_eq!(
+        reason,
+        format!("output of agent {primary} is 100 bytes, over max_output_bytes 64")
+    );
+    // 0: no limit.
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(Huge::new(2 << 20)))
+        .executor_config(genesis::run::ExecutorConfig {
+            max_output_bytes: 0,
+            screen_outputs: false,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let result = genesis
+        .execute(plan, RunOptions::default())
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(result.status, RunStatus::Succeeded);
+}
+
+/// `(started calls, run_finished status, tasks cancelled)` of a run of [`REQUEST`] on
+/// an agent that takes 300 ms, whose waiter goes away at 100 ms by `drop_at`.
+async fn dropped_mid_run(
+    drop_at: impl AsyncFnOnce(genesis::run::RunHandle),
+) -> (usize, usize, Option<RunStatus>, usize, usize) {
+    let agent = Arc::new(Echo {
+        takes: Duration::from_millis(300),
+        ..Echo::default()
+    });
+    let (genesis, plan) = setup(agent.clone());
+    let handle = genesis
+        .execute(plan.clone(), RunOptions::default())
+        .unwrap();
+    let mut events = handle.subscribe();
+    drop_at(handle).await;
+    let at_drop = agent.started.load(Ordering::SeqCst);
+    let mut status = None;
+    let mut cancelled = 0;
+    while let Ok(e) = events.recv().await {
+        match e {
+            RunEvent::TaskSkipped { reason, .. } if reason == "run cancelled" => cancelled += 1,
+            RunEvent::RunFinished { status: s, .. } => {
+                status = Some(s);
+                break;
+            }
+            _ => {}
+        }
+    }
+    // Long enough for every task of the plan to have run, had the run gone on.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = agent.started.load(Ordering::SeqCst);
+    (at_drop, after, status, cancelled, plan.tasks.len())
+}
+
+/// A guard from `cancel_on_drop` cancels its run when it is dropped, or when its
+/// `wait()` future is (a request handler whose client went away): no agent call
+/// starts after that, and the unfinished tasks end cancelled. A plain `RunHandle`
+/// dropped mid-run detaches the run, which runs to its end (documented; the server
+/// relies on it).
+#[tokio::test(start_paused = true)]
+async fn dropping_a_cancel_on_drop_guard_stops_the_run() {
+    let (at_drop, after, status, cancelled, tasks) = dropped_mid_run(async |handle| {
+        let guard = handle.cancel_on_drop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(guard);
+    })
+    .await;
+    assert!(at_drop > 0 && at_drop < tasks, "{at_drop} of {tasks}");
+    assert_eq!(after, at_drop, "calls started after the guard was dropped");
+    assert_eq!(status, Some(RunStatus::Cancelled));
+    assert_eq!(cancelled, tasks, "every task was unfinished at 100 ms");
+
+    let (at_drop, after, status, cancelled, tasks) = dropped_mid_run(async |handle| {
+        let wait = handle.cancel_on_drop().wait();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), wait)
+                .await
+                .is_err()
+        );
+    })
+    .await;
+    assert_eq!(after, at_drop, "calls started after wait() was dropped");
+    assert_eq!(status, Some(RunStatus::Cancelled));
+    assert_eq!(cancelled, tasks);
+
+    let (_, after, status, cancelled, tasks) = dropped_mid_run(async |handle| {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(handle);
+    })
+    .await;
+    assert_eq!(after, tasks, "a dropped RunHandle detaches its run");
+    assert_eq!(status, Some(RunStatus::Succeeded));
+    assert_eq!(cancelled, 0);
+}
+
+/// A guard whose run ended cancels nothing when dropped, and `wait()` through it
+/// gives the result as the handle's does.
+#[tokio::test]
+async fn a_cancel_on_drop_guard_waits_like_the_handle() {
+    let (genesis, plan) = setup(Arc::new(Echo::default()));
+    let result = genesis
+        .execute(plan, RunOptions::default())
+        .unwrap()
+        .cancel_on_drop()
+        .wait()
+        .await;
+    assert_eq!(result.status, RunStatus::Succeeded);
+}
+
+/// The tokens agents report are carried: on each task's report (every call that
+/// answered: refinement rounds too), in the run's totals and on `task_succeeded`.
+/// They used to be dropped.
+#[tokio::test]
+async fn reported_tokens_reach_task_reports_run_totals_and_events() {
+    let agent = Arc::new(Echo::default());
+    let (_, plan) = setup(agent.clone());
+    // Every agent refines: a task's calls are its attempts.
+    let agents: Vec<genesis::core::AgentId> =
+        plan.tasks.iter().filter_map(|t| t.agent.clone()).collect();
+    let mut config = genesis::run::ExecutorConfig::default();
+    config.refine.agents = agents;
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent.clone()))
+        .executor_config(config)
+        .build()
+        .unwrap();
+    let mut run = genesis.execute(plan, RunOptions::default()).unwrap();
+    let mut events = run.events();
+    let result = run.wait().await;
+    assert_eq!(result.status, RunStatus::Succeeded);
+    let calls = agent.started.load(Ordering::SeqCst) as u64;
+    assert!(calls > result.tasks.len() as u64, "no refinement rounds");
+    for t in &result.tasks {
+        assert_eq!(t.input_tokens, 100 * u64::from(t.attempts), "{t:?}");
+        assert_eq!(t.output_tokens, 20 * u64::from(t.attempts), "{t:?}");
+    }
+    assert_eq!(result.input_tokens, 100 * calls);
+    assert_eq!(result.output_tokens, 20 * calls);
+    let mut from_events = 0;
+    while let Ok(e) = events.try_recv() {
+        if let RunEvent::TaskSucceeded {
+            task_id,
+            input_tokens,
+            output_tokens,
+            ..
+        } = e
+        {
+            let report = result.tasks.iter().find(|t| t.task_id == task_id).unwrap();
+            assert_eq!(
+                (input_tokens, output_tokens),
+                (report.input_tokens, report.output_tokens)
+            );
+            from_events += input_tokens;
+        }
+    }
+    assert_eq!(from_events, result.input_tokens);
+    // In the JSON, and absent from JSON stored before they were: 0.
+    let json = serde_json::to_value(&result).unwrap();
+    assert_eq!(json["input_tokens"], 100 * calls);
+    assert_eq!(
+        json["tasks"][0]["output_tokens"],
+        20 * u64::from(result.tasks[0].attempts)
+    );
+}
+
+/// Runs, reports and events stored before token counts were recorded still load.
+#[test]
+fn json_stored_without_token_counts_still_loads() {
+    let result: genesis::run::RunResult = serde_json::from_str(
+        r#"{"run_id": "r1", "status": "succeeded", "answer": "", "cost": 0.5,
+            "tasks": [{"task_id": "t1", "status": "succeeded", "agent": "qa", "attempts": 1,
+                       "output": "done", "error": null, "cost": 0.5}]}"#,
+    )
+    .unwrap();
+    assert_eq!((result.input_tokens, result.tasks[0].output_tokens), (0, 0));
+    let event: RunEvent = serde_json::from_str(
+        r#"{"type": "task_succeeded", "task_id": "t1", "agent": "qa", "output": "done",
+            "cost": 0.5, "attempts": 1, "duration_ms": 5}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        event,
+        RunEvent::TaskSucceeded {
+            input_tokens: 0,
+            output_tokens: 0,
+            ..
+        }
+    ));
+}
