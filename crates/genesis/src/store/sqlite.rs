@@ -66,6 +66,10 @@ const MIGRATIONS: &[&str] = &[
     // 2: when a cancel of the run was requested (unix ms; see `RunStore::request_cancel`).
     // NULL in runs stored before, and in runs nobody asked to cancel.
     "ALTER TABLE runs ADD COLUMN cancel_requested_at INTEGER;",
+    // 3: the tokens a succeeded task's agents reported (`task_succeeded`). 0 in tasks
+    // stored before.
+    "ALTER TABLE tasks ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE tasks ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -309,11 +313,13 @@ impl SqliteStore {
                 output,
                 cost,
                 attempts,
+                input_tokens,
+                output_tokens,
                 ..
             } => task(
                 tx,
-                "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL \
-                 WHERE run_id = ?1 AND task_id = ?2",
+                "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL, \
+                 input_tokens = ?7, output_tokens = ?8 WHERE run_id = ?1 AND task_id = ?2",
                 &[
                     &run_id.as_str(),
                     &task_id.as_str(),
@@ -321,6 +327,9 @@ impl SqliteStore {
                     output,
                     &cost.as_f64(),
                     attempts,
+                    // SQLite integers are i64; a count past it is stored as the most.
+                    &i64::try_from(*input_tokens).unwrap_or(i64::MAX),
+                    &i64::try_from(*output_tokens).unwrap_or(i64::MAX),
                 ],
             )?,
             RunEvent::TaskFailed {
@@ -448,8 +457,8 @@ impl SqliteStore {
                 source,
             })?;
         let mut stmt = conn.prepare(
-            "SELECT task_id, status, agent, attempts, output, error, cost, parent FROM tasks \
-             WHERE run_id = ?1 ORDER BY position",
+            "SELECT task_id, status, agent, attempts, output, error, cost, parent, input_tokens, \
+             output_tokens FROM tasks WHERE run_id = ?1 ORDER BY position",
         )?;
         let mut answer = String::new();
         let tasks = stmt
@@ -464,8 +473,8 @@ impl SqliteStore {
                         output: r.get(4)?,
                         error: r.get(5)?,
                         cost: Usd::saturating(r.get(6)?),
-                        input_tokens: 0,
-                        output_tokens: 0,
+                        input_tokens: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                        output_tokens: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
                     },
                     parent.is_none(),
                 ))
@@ -1283,8 +1292,8 @@ mod tests {
                         agent,
                         output: "done".into(),
                         cost: usd(0.5),
-                        input_tokens: 0,
-                        output_tokens: 0,
+                        input_tokens: 1_200,
+                        output_tokens: 345,
                         attempts: 1,
                         duration_ms: 1,
                     },
@@ -1306,6 +1315,9 @@ mod tests {
         let run = store.get_run(id.as_str()).unwrap().unwrap();
         assert_eq!(run.cancel_requested_at_ms, None);
         assert!(run.was_cancelled());
+        // The tokens its agents reported are kept with the task.
+        let done = run.tasks.iter().find(|t| t.task_id == first).unwrap();
+        assert_eq!((done.input_tokens, done.output_tokens), (1_200, 345));
         let events = run.cancellation();
         // The tasks not finished yet (not the succeeded nor the cancelled one), then
         // the end of the run.

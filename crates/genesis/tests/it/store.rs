@@ -272,15 +272,21 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
         assert_eq!(old.subject, None, "resumes as anonymous, as before");
         assert_eq!(old.plan.routing, None);
         assert_eq!(old.tasks.len(), plan.tasks.len());
+        assert!(
+            old.tasks
+                .iter()
+                .all(|t| (t.input_tokens, t.output_tokens) == (0, 0)),
+            "tasks stored before tokens were read as 0"
+        );
         assert_eq!(store.unfinished_runs().unwrap().len(), 1);
         store
             .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
             .unwrap();
     }
-    assert_eq!(user_version(), 2, "migrated");
+    assert_eq!(user_version(), 3, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 2);
+    assert_eq!(user_version(), 3);
     // Nobody asked to cancel the old run: it resumes.
     let old = store.get_run("run_old").unwrap().unwrap();
     assert_eq!(old.cancel_requested_at_ms, None);
