@@ -69,12 +69,19 @@ pub fn split_tokens(tokens: u64) -> (u64, u64) {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CatalogError {
-    /// The TOML did not parse or did not match the schema.
-    #[error("invalid model catalogue")]
+    /// The TOML did not parse or did not match the schema. The message carries the
+    /// parser's, which names the key or value, and the position: ``invalid model
+    /// catalogue: invalid value: -1.0, expected a non-negative amount at line 5 column 21``.
+    #[error("invalid model catalogue: {}{}", one_line(.error.message()), at(*.line, *.column))]
     Parse {
-        /// The parser's error (it names the key and line).
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error. Its text is in this error's message, so it is not
+        /// repeated as [`std::error::Error::source`] (a chain printer shows it once).
+        error: toml::de::Error,
+        /// 1-based line of the offending key or value; `None` when the parser gives
+        /// no position.
+        line: Option<usize>,
+        /// 1-based column (in characters), set with `line`.
+        column: Option<usize>,
     },
     /// No model was defined.
     #[error("model catalogue is empty (rule: at_least_one_model)")]
@@ -99,6 +106,42 @@ pub enum CatalogError {
         /// The rejected value.
         value: f64,
     },
+}
+
+/// The 1-based line and column (in characters) of `error`'s span in `text`, the
+/// document it was parsed from: `(None, None)` when the parser gives no position.
+fn toml_position(error: &toml::de::Error, text: &str) -> (Option<usize>, Option<usize>) {
+    let Some(span) = error.span() else {
+        return (None, None);
+    };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        Some(before.matches('\n').count() + 1),
+        Some(before[line_start..].chars().count() + 1),
+    )
+}
+
+/// ` at line L column C`, or nothing without a position.
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line} column {column}"),
+        _ => String::new(),
+    }
+}
+
+/// A parser message on one line: a syntax error's hint lines are joined with "; ".
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Deserialize)]
@@ -151,8 +194,14 @@ impl ModelCatalog {
     /// # Errors
     /// Parse errors and the rules of [`ModelCatalog::new`].
     pub fn from_toml_str(text: &str) -> Result<Self, CatalogError> {
-        let file: CatalogFile =
-            toml::from_str(text).map_err(|source| CatalogError::Parse { source })?;
+        let file: CatalogFile = toml::from_str(text).map_err(|error| {
+            let (line, column) = toml_position(&error, text);
+            CatalogError::Parse {
+                error,
+                line,
+                column,
+            }
+        })?;
         ModelCatalog::new(file.model)
     }
 

@@ -211,3 +211,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn catalogue_parse_errors_name_the_key_and_value_once() {
+    let negative = "[[model]]\nid = \"m\"\nprovider = \"openai\"\ncapability = 0.5\ninput_per_million = -1.0\noutput_per_million = 1.0\n";
+    let e = ModelCatalog::from_toml_str(negative).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.starts_with("invalid model catalogue: "),
+        "{message}"
+    );
+    assert!(message.contains("-1"), "names the value: {message}");
+    assert!(
+        message.contains("at line 5 column 21"),
+        "names the place: {message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message:?}");
+    // Shown once by a chain printer.
+    assert_eq!(
+        genesis_core::error_chain(&e).matches("at line 5").count(),
+        1
+    );
+
+    let unknown = negative.replace(
+        "input_per_million = -1.0",
+        "input_per_million = 1.0\nspeed = 3",
+    );
+    let e = ModelCatalog::from_toml_str(&unknown).unwrap_err();
+    assert!(e.to_string().contains("unknown field `speed`"), "{e}");
+}

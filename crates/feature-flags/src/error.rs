@@ -99,14 +99,17 @@ pub enum FlagError {
         #[source]
         source: std::io::Error,
     },
-    /// The flag definitions are not valid JSON of the expected shape.
-    #[error("parsing flag definitions from {origin}")]
+    /// The flag definitions (or a rollout state) are not valid JSON of the expected
+    /// shape. The message carries the parser's, which names the field or value and the
+    /// position: ``parsing flag definitions from <string>: invalid type: string "yes",
+    /// expected a boolean at line 1 column 37``.
+    #[error("parsing flag definitions from {origin}: {error}")]
     Parse {
         /// The file path, or `<string>` when parsed from memory.
         origin: String,
-        /// The JSON failure (it names the line, column and field).
-        #[source]
-        source: serde_json::Error,
+        /// The JSON failure. Its text is in this error's message, so it is not repeated
+        /// as [`std::error::Error::source`] (a chain printer shows it once).
+        error: serde_json::Error,
     },
     /// The flag file holds definitions a reload would refuse (see
     /// [`crate::SharedFlags::check_file`]): the flags in force are not the file's.

@@ -347,9 +347,9 @@ impl RolloutState {
     /// # Errors
     /// [`FlagError::Parse`].
     pub fn from_json(text: &str) -> Result<Self, FlagError> {
-        serde_json::from_str(text).map_err(|source| FlagError::Parse {
+        serde_json::from_str(text).map_err(|error| FlagError::Parse {
             origin: "<rollout state>".to_owned(),
-            source,
+            error,
         })
     }
 }

@@ -57,9 +57,9 @@ impl FlagStore {
     }
 
     pub(crate) fn from_json_with_origin(text: &str, origin: &str) -> Result<Self, FlagError> {
-        let file: FlagFile = serde_json::from_str(text).map_err(|source| FlagError::Parse {
+        let file: FlagFile = serde_json::from_str(text).map_err(|error| FlagError::Parse {
             origin: origin.to_owned(),
-            source,
+            error,
         })?;
         Self::from_flags(file.flags)
     }
@@ -119,9 +119,9 @@ impl FlagStore {
             flags: Vec<&'a RawValue>,
         }
         type Fields<'a> = HashMap<String, &'a RawValue>;
-        let parse = |source| FlagError::Parse {
+        let parse = |error| FlagError::Parse {
             origin: "<flags file>".to_owned(),
-            source,
+            error,
         };
         let unknown = || FlagError::UnknownFlag {
             name: name.to_owned(),

@@ -8,28 +8,36 @@ use genesis_core::{ErrorCategory, Severity};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HaloError {
-    /// The agents TOML document does not parse or has unknown fields.
-    #[error("agents toml is invalid")]
+    /// The agents TOML document does not parse or has unknown fields. The message
+    /// carries the parser's: ``agents toml is invalid: unknown variant `cheap`, expected
+    /// one of `low`, `medium`, `high` at line 4 column 13``.
+    #[error("agents toml is invalid: {}{}", one_line(.error.message()), at(*.line, *.column))]
     AgentsToml {
-        /// The parser's error.
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error (boxed: it is large). Its text is in this error's message,
+        /// so it is not repeated as [`std::error::Error::source`] (a chain printer shows
+        /// it once).
+        error: Box<toml::de::Error>,
+        /// 1-based line of the offending key or value; `None` when the parser gives
+        /// no position.
+        line: Option<usize>,
+        /// 1-based column (in characters), set with `line`.
+        column: Option<usize>,
     },
-    /// The agents JSON document does not parse or has unknown fields.
-    #[error("agents json is invalid")]
+    /// The agents JSON document does not parse or has unknown fields. The message
+    /// carries the parser's, with its line and column.
+    #[error("agents json is invalid: {error}")]
     AgentsJson {
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
+        /// The parser's error (in the message, not repeated as `source()`).
+        error: serde_json::Error,
     },
-    /// A JSONL catalogue line does not parse (only in [`crate::JsonlMode::Fail`]).
-    #[error("agents jsonl line {line} is invalid")]
+    /// A JSONL catalogue line does not parse (only in [`crate::JsonlMode::Fail`]). The
+    /// message carries the parser's (its column is within the line).
+    #[error("agents jsonl line {line} is invalid: {error}")]
     JsonlLine {
         /// 1-based line number.
         line: usize,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
+        /// The parser's error (in the message, not repeated as `source()`).
+        error: serde_json::Error,
     },
     /// A JSONL catalogue line parses but describes an invalid agent (bad success rate,
     /// zero capacity, empty id or description), or repeats an id; in
@@ -78,12 +86,16 @@ pub enum HaloError {
         /// The agent.
         id: String,
     },
-    /// The routing rules TOML document does not parse or has unknown fields.
-    #[error("routing rules toml is invalid")]
+    /// The routing rules TOML document does not parse or has unknown fields. The message
+    /// carries the parser's, with the line and column.
+    #[error("routing rules toml is invalid: {}{}", one_line(.error.message()), at(*.line, *.column))]
     RulesToml {
-        /// The parser's error.
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error (in the message, not repeated as `source()`).
+        error: Box<toml::de::Error>,
+        /// 1-based line of the offending key or value; `None` without a position.
+        line: Option<usize>,
+        /// 1-based column (in characters), set with `line`.
+        column: Option<usize>,
     },
     /// A rule has an empty name.
     #[error("rule at position {position} has an empty name")]
@@ -175,6 +187,42 @@ impl HaloError {
             _ => Severity::High,
         }
     }
+}
+
+/// The 1-based line and column (in characters) of `error`'s span in `text`, the
+/// document it was parsed from: `(None, None)` when the parser gives no position.
+pub(crate) fn toml_position(error: &toml::de::Error, text: &str) -> (Option<usize>, Option<usize>) {
+    let Some(span) = error.span() else {
+        return (None, None);
+    };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        Some(before.matches('\n').count() + 1),
+        Some(before[line_start..].chars().count() + 1),
+    )
+}
+
+/// ` at line L column C`, or nothing without a position.
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line} column {column}"),
+        _ => String::new(),
+    }
+}
+
+/// A parser message on one line: a syntax error's hint lines are joined with "; ".
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A JSONL catalogue line that was skipped in [`crate::JsonlMode::Skip`] mode.

@@ -37,11 +37,12 @@ struct TomlCatalogue {
     agent: Vec<AgentProfile>,
 }
 
+/// `{"agents": [...]}`. (A JSON catalogue starting with `[` is a bare list: choosing the
+/// shape by the first character, not with an untagged enum, keeps the parser's message
+/// naming the field and position.)
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum JsonCatalogue {
-    List(Vec<AgentProfile>),
-    Wrapped { agents: Vec<AgentProfile> },
+struct JsonCatalogue {
+    agents: Vec<AgentProfile>,
 }
 
 #[derive(Serialize)]
@@ -121,8 +122,14 @@ impl AgentRegistry {
     /// [`HaloError::AgentsToml`] for syntax errors and unknown fields, then the
     /// validation errors of [`AgentRegistry::new`].
     pub fn from_toml_str(text: &str) -> Result<Self, HaloError> {
-        let cat: TomlCatalogue =
-            toml::from_str(text).map_err(|source| HaloError::AgentsToml { source })?;
+        let cat: TomlCatalogue = toml::from_str(text).map_err(|error| {
+            let (line, column) = crate::error::toml_position(&error, text);
+            HaloError::AgentsToml {
+                error: Box::new(error),
+                line,
+                column,
+            }
+        })?;
         Self::new(cat.agent)
     }
 
@@ -131,11 +138,12 @@ impl AgentRegistry {
     /// # Errors
     /// [`HaloError::AgentsJson`], then the validation errors of [`AgentRegistry::new`].
     pub fn from_json_str(text: &str) -> Result<Self, HaloError> {
-        let cat: JsonCatalogue =
-            serde_json::from_str(text).map_err(|source| HaloError::AgentsJson { source })?;
-        Self::new(match cat {
-            JsonCatalogue::List(v) | JsonCatalogue::Wrapped { agents: v } => v,
-        })
+        let agents = if text.trim_start().starts_with('[') {
+            serde_json::from_str::<Vec<AgentProfile>>(text)
+        } else {
+            serde_json::from_str::<JsonCatalogue>(text).map(|cat| cat.agents)
+        };
+        Self::new(agents.map_err(|error| HaloError::AgentsJson { error })?)
     }
 
     /// Parses one agent per line: `{"id": ..., "desc": ...}` at least; `description`,
@@ -167,12 +175,12 @@ impl AgentRegistry {
             }
             let parsed: JsonlAgent = match serde_json::from_str(raw) {
                 Ok(p) => p,
-                Err(source) => match mode {
-                    JsonlMode::Fail => return Err(HaloError::JsonlLine { line, source }),
+                Err(error) => match mode {
+                    JsonlMode::Fail => return Err(HaloError::JsonlLine { line, error }),
                     JsonlMode::Skip => {
                         skipped.push(LineError {
                             line,
-                            message: source.to_string(),
+                            message: error.to_string(),
                         });
                         continue;
                     }

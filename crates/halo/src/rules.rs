@@ -127,8 +127,14 @@ impl RoutingRules {
     /// [`HaloError::EmptyRuleName`], [`HaloError::DuplicateRule`] and
     /// [`HaloError::EmptyKeyword`] for rules that cannot work.
     pub fn from_toml_str(text: &str) -> Result<Self, HaloError> {
-        let rules: RoutingRules =
-            toml::from_str(text).map_err(|source| HaloError::RulesToml { source })?;
+        let rules: RoutingRules = toml::from_str(text).map_err(|error| {
+            let (line, column) = crate::error::toml_position(&error, text);
+            HaloError::RulesToml {
+                error: Box::new(error),
+                line,
+                column,
+            }
+        })?;
         rules.check_shape()?;
         Ok(rules)
     }

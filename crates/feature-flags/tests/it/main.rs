@@ -234,7 +234,7 @@ fn far_future_rollout_window_is_refused_naming_field_and_value() {
     )
     .unwrap_err();
     assert!(matches!(err, FlagError::Parse { .. }), "{err:?}");
-    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    let text = err.to_string();
     assert!(text.contains("end: "), "{text}");
     assert!(text.contains("1000000000000 (unix seconds)"), "{text}");
     assert!(text.contains("9999-12-31T23:59:59.999Z"), "{text}");
@@ -551,4 +551,33 @@ fn readers_see_a_whole_store_while_reloads_happen() {
     assert_eq!(reloaded, 50);
     // The last version (n = 50) switched the flag on.
     assert!(shared.is_enabled("halo_routing", "u", SystemTime::now()));
+}
+
+/// A definition JSON error used to say only "parsing flag definitions from <string>":
+/// the field, the value and the position were in `source()` alone.
+#[test]
+fn parse_errors_name_the_field_and_value_once() {
+    let cases = [
+        (
+            r#"{"flags":[{"name":"f","enabled":true,"strategy":{"type":"percentage","percent":101}}]}"#,
+            "101",
+        ),
+        (r#"{"flags":[{"name":"f","enabled":"yes"}]}"#, "\"yes\""),
+    ];
+    for (json, value) in cases {
+        let err = FlagStore::from_json(json).unwrap_err();
+        assert!(matches!(err, FlagError::Parse { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("parsing flag definitions from <string>: "),
+            "{message}"
+        );
+        assert!(message.contains(value), "{message:?} lacks {value:?}");
+        assert!(message.contains("at line 1 column"), "{message}");
+        assert_eq!(
+            genesis_core::error_chain(&err).matches(value).count(),
+            1,
+            "a chain printer shows the detail once"
+        );
+    }
 }

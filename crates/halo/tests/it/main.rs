@@ -873,3 +873,74 @@ proptest! {
         prop_assert_eq!(assigned as usize + plan.unassigned_count(), tasks.len());
     }
 }
+
+/// How often `needle` occurs in the whole chain of `e` (its message and every source's).
+fn times_in_chain(e: &HaloError, needle: &str) -> usize {
+    genesis_core::error_chain(e).matches(needle).count()
+}
+
+#[test]
+fn catalogue_parse_errors_name_the_key_and_value_once() {
+    // (document, what the message must name)
+    let cases = [
+        (
+            "[[agent]]\nid = \"a\"\ndescription = \"x\"\ncost_tier = \"cheap\"\n",
+            ["unknown variant `cheap`", "at line 4 column 13"],
+        ),
+        (
+            "[[agent]]\nid = \"a\"\ndescription = \"x\"\ntask_kinds = [\"coding\"]\n",
+            ["unknown variant `coding`", "at line 4 column 15"],
+        ),
+        (
+            "[[agent]]\nid = \"a\"\ndescription = \"x\"\ncolour = \"red\"\n",
+            ["unknown field `colour`", "at line 4 column 1"],
+        ),
+        (
+            "[[agent]]\nid = \"a\"\n",
+            ["missing field `description`", "at line 1 column 1"],
+        ),
+    ];
+    for (toml, wanted) in cases {
+        let e = AgentRegistry::from_toml_str(toml).unwrap_err();
+        assert!(matches!(e, HaloError::AgentsToml { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(message.starts_with("agents toml is invalid: "), "{message}");
+        assert!(!message.contains('\n'), "one line: {message:?}");
+        for w in wanted {
+            assert!(message.contains(w), "{message:?} lacks {w:?}");
+            // A chain printer (the CLI, the server) shows the detail once.
+            assert_eq!(
+                times_in_chain(&e, w),
+                1,
+                "{}",
+                genesis_core::error_chain(&e)
+            );
+        }
+    }
+
+    let e = AgentRegistry::from_json_str("[{\"id\": \"a\", \"description\": 3}]").unwrap_err();
+    assert!(e.to_string().contains("invalid type: integer `3`"), "{e}");
+    assert_eq!(times_in_chain(&e, "invalid type"), 1);
+
+    let e = AgentRegistry::from_jsonl_str(
+        "{\"id\":\"a\",\"desc\":\"x\"}\n{\"id\":\"y\"}\n",
+        JsonlMode::Fail,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("agents jsonl line 2 is invalid: missing field"),
+        "{e}"
+    );
+    assert_eq!(times_in_chain(&e, "missing field"), 1);
+
+    let e =
+        RoutingRules::from_toml_str("[[rule]]\nname = \"r\"\npriority = \"high\"\n").unwrap_err();
+    assert!(matches!(e, HaloError::RulesToml { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("`high`") || e.to_string().contains("string"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("at line 3 column 12"), "{e}");
+    assert_eq!(times_in_chain(&e, "at line 3 column 12"), 1);
+}
