@@ -45,12 +45,34 @@ pub enum TelemetryError {
         #[source]
         source: metrics_exporter_prometheus::BuildError,
     },
-    /// Flushing or shutting down the trace provider failed (spans may be lost).
-    #[error("shutting down the trace provider")]
+    /// Exporting buffered spans on [`crate::TelemetryGuard::force_flush`] or
+    /// [`crate::TelemetryGuard::flush`] failed (those spans are lost). The message
+    /// carries the exporter's error (a refused connection, an HTTP status, a timeout).
+    #[error("flushing spans to {endpoint} failed: {error}")]
+    Flush {
+        /// The OTLP traces URL.
+        endpoint: String,
+        /// The exporter's or span processor's failure. Its text is in this error's
+        /// message, so it is not repeated as [`std::error::Error::source`].
+        error: opentelemetry_sdk::error::OTelSdkError,
+    },
+    /// [`crate::TelemetryGuard::force_flush`] was called on the thread of a
+    /// current-thread tokio runtime: it would block the only thread the exporter task
+    /// can run on, forever.
+    #[error(
+        "force_flush would block the current-thread tokio runtime that runs the span \
+         exporter, forever: use `flush().await` (or `shutdown().await`) instead"
+    )]
+    FlushOnCurrentThread,
+    /// The final flush and shutdown of the trace provider failed (spans may be lost).
+    /// The message carries the exporter's or processor's error.
+    #[error("shutting down the trace provider for {endpoint} failed: {error}")]
     Shutdown {
-        /// The failure.
-        #[source]
-        source: opentelemetry_sdk::error::OTelSdkError,
+        /// The OTLP traces URL.
+        endpoint: String,
+        /// The failure. Its text is in this error's message, so it is not repeated as
+        /// [`std::error::Error::source`].
+        error: opentelemetry_sdk::error::OTelSdkError,
     },
     /// The system random generator failed.
     #[error("the system random number generator failed")]

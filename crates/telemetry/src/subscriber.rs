@@ -111,19 +111,19 @@ where
             .boxed(),
     };
     let mut layers = vec![log_layer];
-    let provider = match &config.otlp {
+    let guard = match &config.otlp {
         Some(otlp) => {
             let provider = build_tracer_provider(otlp, &config.service_name)?;
             let tracer = provider.tracer("genesis");
             layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
-            Some(provider)
+            TelemetryGuard {
+                provider: Some(provider),
+                endpoint: otlp.traces_url(),
+            }
         }
-        None => None,
+        None => TelemetryGuard::noop(),
     };
-    Ok((
-        layers.with_filter(filter).boxed(),
-        TelemetryGuard { provider },
-    ))
+    Ok((layers.with_filter(filter).boxed(), guard))
 }
 
 /// Installs the global subscriber: logs to stderr in the configured format, filtered by
@@ -144,19 +144,25 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 /// Owns the trace provider; flushes and shuts it down.
 ///
 /// Prefer `guard.shutdown().await` at the end of `main` (it runs the blocking flush on
-/// tokio's blocking pool, so it works on any runtime flavour). Dropping the guard shuts
-/// down too, best effort: inside a multi-thread runtime it blocks in place; inside a
-/// current-thread runtime it hands the shutdown to a helper thread (the runtime must keep
-/// running for the flush to finish); outside a runtime the exporter task is already gone.
+/// tokio's blocking pool, so it works on any runtime flavour), and `guard.flush().await`
+/// to export buffered spans mid-run. Dropping the guard shuts down too, best effort:
+/// inside a multi-thread runtime it blocks in place; inside a current-thread runtime it
+/// hands the shutdown to a helper thread (the runtime must keep running for the flush to
+/// finish); outside a runtime the exporter task is already gone.
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// The OTLP traces URL, for error messages (empty without a provider).
+    endpoint: String,
 }
 
 impl TelemetryGuard {
     /// A guard with nothing to shut down (logs only).
     pub fn noop() -> Self {
-        TelemetryGuard { provider: None }
+        TelemetryGuard {
+            provider: None,
+            endpoint: String::new(),
+        }
     }
 
     /// The trace provider, when OTLP export is configured.
@@ -164,24 +170,67 @@ impl TelemetryGuard {
         self.provider.as_ref()
     }
 
-    /// Exports buffered spans now, blocking the calling thread until done. Do not call it
-    /// on a current-thread runtime's thread (the exporter task could not run).
+    /// Exports buffered spans now, blocking the calling thread until the exporter
+    /// answers (at most the OTLP `timeout` per batch). On a multi-thread runtime's worker
+    /// it blocks in place (other tasks move to other workers); outside a runtime it
+    /// simply blocks. On a current-thread runtime it is refused: the exporter task runs
+    /// on that runtime's one thread, which the call would block forever (a thread of
+    /// that runtime's blocking pool cannot be told apart, so it is refused there too).
+    /// [`flush`](Self::flush) works on every flavour.
     ///
     /// # Errors
-    /// [`TelemetryError::Shutdown`] when the export fails.
+    /// [`TelemetryError::Flush`] naming the endpoint and the exporter's error when the
+    /// export fails; [`TelemetryError::FlushOnCurrentThread`] on a current-thread runtime.
     pub fn force_flush(&self) -> Result<(), TelemetryError> {
-        match &self.provider {
-            Some(p) => p
-                .force_flush()
-                .map_err(|source| TelemetryError::Shutdown { source }),
-            None => Ok(()),
+        let Some(provider) = &self.provider else {
+            return Ok(());
+        };
+        let flush = || provider.force_flush();
+        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(flush),
+            // Current-thread (and any other single-threaded flavour): the exporter task
+            // could never run while this thread waits for it.
+            Ok(_) => return Err(TelemetryError::FlushOnCurrentThread),
+            Err(_) => flush(),
+        };
+        result.map_err(|error| self.flush_error(error))
+    }
+
+    /// Exports buffered spans now, waiting without blocking the runtime: the blocking
+    /// flush runs on tokio's blocking pool, so it works on any runtime flavour.
+    ///
+    /// # Errors
+    /// [`TelemetryError::Flush`] naming the endpoint and the exporter's error.
+    pub async fn flush(&self) -> Result<(), TelemetryError> {
+        let Some(provider) = &self.provider else {
+            return Ok(());
+        };
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let provider = provider.clone();
+                match handle.spawn_blocking(move || provider.force_flush()).await {
+                    Ok(result) => result,
+                    // The blocking task panicked or was cancelled: nothing more to do.
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(_) => provider.force_flush(),
+        };
+        result.map_err(|error| self.flush_error(error))
+    }
+
+    fn flush_error(&self, error: opentelemetry_sdk::error::OTelSdkError) -> TelemetryError {
+        TelemetryError::Flush {
+            endpoint: self.endpoint.clone(),
+            error,
         }
     }
 
     /// Flushes buffered spans and shuts the provider down.
     ///
     /// # Errors
-    /// [`TelemetryError::Shutdown`] when the final export fails.
+    /// [`TelemetryError::Shutdown`] naming the endpoint and the failure when the final
+    /// export fails.
     pub async fn shutdown(mut self) -> Result<(), TelemetryError> {
         let Some(provider) = self.provider.take() else {
             return Ok(());
@@ -194,7 +243,10 @@ impl TelemetryGuard {
             },
             Err(_) => provider.shutdown(),
         };
-        result.map_err(|source| TelemetryError::Shutdown { source })
+        result.map_err(|error| TelemetryError::Shutdown {
+            endpoint: std::mem::take(&mut self.endpoint),
+            error,
+        })
     }
 }
 

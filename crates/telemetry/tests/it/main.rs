@@ -278,6 +278,110 @@ async fn otlp_shutdown_does_not_deadlock_a_current_thread_runtime() {
     assert_exported(&received, "genesis-it-current", "current-thread-step");
 }
 
+/// OTLP export to a closed loopback port (nothing listens on port 1), one span buffered.
+fn layers_exporting_to_a_closed_port() -> (
+    tracing_subscriber::registry::Registry,
+    genesis_telemetry::TelemetryGuard,
+    genesis_telemetry::BoxedLayer,
+) {
+    let config = TelemetryConfig {
+        otlp: Some(OtlpConfig {
+            timeout: Duration::from_secs(2),
+            batch_delay: Duration::from_secs(600),
+            ..OtlpConfig::new("http://127.0.0.1:1")
+        }),
+        ..TelemetryConfig::default()
+    };
+    let (layer, guard) = build_layers(&config, std::io::sink).unwrap();
+    (Registry::default(), guard, layer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_flush_names_the_flush_and_the_exporter_error() {
+    let (registry, guard, layer) = layers_exporting_to_a_closed_port();
+    tracing::subscriber::with_default(registry.with(layer), || {
+        let _span = tracing::info_span!("genesis.it.flush").entered();
+    });
+    let started = std::time::Instant::now();
+    let err = tokio::task::block_in_place(|| guard.force_flush()).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, TelemetryError::Flush { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("flushing spans to http://127.0.0.1:1/v1/traces failed: "),
+        "{message}"
+    );
+    assert!(!message.contains("shutting down"), "{message}");
+    // The exporter's own error (the HTTP client's connection failure) is in the message, once.
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    let chain = genesis_core_free_chain(&err);
+    assert_eq!(
+        chain, message,
+        "the detail is not repeated by a chain printer"
+    );
+}
+
+/// `error: source: source...`, as the CLI and server print an error.
+fn genesis_core_free_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// `force_flush` blocks its thread until the exporter task answers; on a current-thread
+/// runtime that task can never run, so it used to hang forever. It is refused now.
+#[test]
+fn force_flush_on_a_current_thread_runtime_is_an_error_not_a_hang() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (registry, guard, layer) = layers_exporting_to_a_closed_port();
+            tracing::subscriber::with_default(registry.with(layer), || {
+                let _span = tracing::info_span!("genesis.it.flush").entered();
+            });
+            let result = guard.force_flush();
+            // The async flush runs on the blocking pool: it works here, and reports the
+            // exporter's failure.
+            let flushed = guard.flush().await.map_err(|e| e.to_string());
+            done_tx
+                .send((
+                    result.map_err(|e| (format!("{e:?}"), e.to_string())),
+                    flushed,
+                ))
+                .unwrap();
+            // Dropping the guard hands the shutdown to a helper thread: no hang either.
+        });
+    });
+    let (result, flushed) = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("force_flush hung on a current-thread runtime");
+    let flushed = flushed.unwrap_err();
+    assert!(
+        flushed.starts_with("flushing spans to http://127.0.0.1:1/v1/traces failed: "),
+        "{flushed}"
+    );
+    let (debug, message) = result.unwrap_err();
+    assert!(debug.starts_with("FlushOnCurrentThread"), "{debug}");
+    assert!(message.contains("current-thread"), "{message}");
+    assert!(
+        message.contains("shutdown"),
+        "names the alternative: {message}"
+    );
+}
+
 // ---------------------------------------------------------------- shipped config
 
 fn repo_file(rel: &str) -> String {
