@@ -91,7 +91,63 @@ impl Default for BreakerConfig {
     }
 }
 
+/// The struct is `#[non_exhaustive]` (new knobs are not breaking changes), so outside this
+/// crate it is built from its defaults with the `with_*` setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use genesis_resilience::{BreakerConfig, FailureRateConfig};
+///
+/// let config = BreakerConfig::default()
+///     .with_failure_threshold(3)
+///     .with_cool_down(Duration::from_secs(10))
+///     .with_failure_rate(FailureRateConfig::default().with_enabled(false));
+/// config.validate().unwrap();
+/// assert_eq!(config.failure_threshold, 3);
+/// ```
 impl BreakerConfig {
+    /// Sets `failure_threshold`: consecutive failures that open a closed breaker. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_failure_threshold(mut self, failure_threshold: u32) -> Self {
+        self.failure_threshold = failure_threshold;
+        self
+    }
+
+    /// Sets `failure_rate`: the sliding-window failure-rate trip. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_failure_rate(mut self, failure_rate: FailureRateConfig) -> Self {
+        self.failure_rate = failure_rate;
+        self
+    }
+
+    /// Sets `cool_down`: how long an open breaker rejects before a probe. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// Sets `half_open_max_probes`: probes admitted at a time while half-open. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_half_open_max_probes(mut self, half_open_max_probes: u32) -> Self {
+        self.half_open_max_probes = half_open_max_probes;
+        self
+    }
+
+    /// Sets `success_threshold`: successful probes that close a half-open breaker. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_success_threshold(mut self, success_threshold: u32) -> Self {
+        self.success_threshold = success_threshold;
+        self
+    }
+
+    /// Sets `max_keys`: most breakers a registry keeps. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
     /// Checks the breaker rules.
     ///
     /// # Errors
@@ -166,7 +222,37 @@ impl Default for FailureRateConfig {
     }
 }
 
+/// Built outside this crate from its defaults with the `with_*` setters (see
+/// [`BreakerConfig`]).
 impl FailureRateConfig {
+    /// Sets `enabled`: whether the rate trip is active. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Sets `threshold`: the failure fraction in `(0, 1]` that opens the breaker. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_threshold(mut self, threshold: f64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Sets `window`: the length of the sliding window. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets `min_calls`: the fewest calls in the window before the rate is trusted. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_min_calls(mut self, min_calls: u32) -> Self {
+        self.min_calls = min_calls;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.enabled {
             return Ok(());
@@ -225,7 +311,43 @@ impl Default for BackoffConfig {
     }
 }
 
+/// The struct is `#[non_exhaustive]`, so outside this crate it is built from its defaults
+/// with the `with_*` setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use genesis_resilience::{Backoff, BackoffConfig};
+///
+/// let config = BackoffConfig::default()
+///     .with_base(Duration::from_millis(50))
+///     .with_cap(Duration::from_secs(2))
+///     .with_max_retries(5);
+/// config.validate().unwrap();
+/// let backoff = Backoff::new(config);
+/// # let _ = backoff;
+/// ```
 impl BackoffConfig {
+    /// Sets `base`: the ceiling of the first retry's delay. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Sets `cap`: the largest delay ever returned, and the largest `Retry-After` honoured. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_cap(mut self, cap: Duration) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// Sets `max_retries`: retries after the first attempt. Setters do not validate; call `validate` once built.
+    #[must_use]
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
     /// Checks the backoff rules.
     ///
     /// # Errors

@@ -14,6 +14,9 @@ use crate::error::ResilienceError;
 
 /// Wraps services in a [`BreakerService`] sharing one breaker.
 ///
+/// A response future that panics counts as a failure and the panic continues, as in
+/// [`SharedBreaker::call`].
+///
 /// The breaker is checked in `call`, not in `poll_ready`: an open breaker fails the one
 /// request fast with `ResilienceError::CircuitOpen` (converted into the service's error
 /// type), rather than making the service itself unready, which would stall a `Buffer`
@@ -105,11 +108,11 @@ where
             Ok(permit) => {
                 let call = self.inner.call(req);
                 let classify = self.classify.clone();
-                Box::pin(async move {
-                    let result = call.await;
-                    permit.record(&result, |e| classify.classify_err(e), Instant::now());
-                    result
-                })
+                Box::pin(super::shared::run_recorded(
+                    permit,
+                    move |e: &S::Error| classify.classify_err(e),
+                    call,
+                ))
             }
         }
     }

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
 use tokio::time::Instant;
 
@@ -122,6 +124,11 @@ impl SharedBreaker {
     /// a retryable error (`Retry::Yes`) counts as a failure, a non-retryable one
     /// (validation, security, budget) is the request's fault and counts as nothing.
     ///
+    /// A `call` that panics counts as a failure (a bug or a broken answer behind the
+    /// dependency, as the orchestrator counts a panicking agent), and the panic then
+    /// continues to the caller unchanged: the breaker records it but does not swallow
+    /// it. A `call` dropped before it finishes (cancelled) counts as nothing.
+    ///
     /// # Errors
     /// `E::from(ResilienceError::CircuitOpen)` without polling `call` when rejected,
     /// otherwise `call`'s own error.
@@ -145,9 +152,7 @@ impl SharedBreaker {
         E: From<ResilienceError>,
     {
         let permit = self.try_acquire(Instant::now())?;
-        let result = call.await;
-        permit.record(&result, classify, Instant::now());
-        result
+        run_recorded(permit, classify, call).await
     }
 
     fn acquire_inner(&self, now: Instant) -> Result<Permit, ResilienceError> {
@@ -186,6 +191,43 @@ impl SharedBreaker {
         }
         if let Some(hook) = &self.hook {
             hook(&self.key, t.from, t.to);
+        }
+    }
+}
+
+/// Awaits `call` under `permit` and records its outcome: `Ok` a success, an error
+/// classified `Retry::Yes` a failure, `Retry::No` nothing, and a panic a failure, after
+/// which the panic is resumed.
+pub(crate) async fn run_recorded<B, T, E, F, C>(
+    permit: BreakerPermit<B>,
+    classify: C,
+    call: F,
+) -> Result<T, E>
+where
+    B: Deref<Target = SharedBreaker>,
+    F: Future<Output = Result<T, E>>,
+    C: FnOnce(&E) -> Retry,
+{
+    let mut call = std::pin::pin!(call);
+    // Poll `call` inside `catch_unwind`: a panic in it must be counted here, as the
+    // permit held across the await would otherwise be dropped (uncounted) only when
+    // the runtime drops the panicked task.
+    let outcome = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(result) => {
+            permit.record(&result, classify, Instant::now());
+            result
+        }
+        Err(panic) => {
+            permit.failure(Instant::now());
+            std::panic::resume_unwind(panic)
         }
     }
 }

@@ -574,3 +574,94 @@ async fn tower_load_shed_and_concurrency_limit_are_retried() {
     );
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
+
+/// A call that panics is a failure of the dependency (a bug or a broken response), and
+/// the panic still reaches the caller: it used to leave the breaker Closed with no
+/// failure counted, however many calls panicked.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_call_counts_as_a_failure_and_still_panics() {
+    let mut config = BreakerConfig::default();
+    config.failure_threshold = 2;
+    let breaker = Arc::new(SharedBreaker::new("svc", &config));
+    for i in 0..2 {
+        let b = Arc::clone(&breaker);
+        let joined = tokio::spawn(async move {
+            let _: Result<u32, CallError> = b.call(async { panic!("agent bug") }).await;
+        })
+        .await;
+        let panic = joined.unwrap_err().into_panic();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"agent bug"));
+        if i == 0 {
+            assert_eq!(breaker.snapshot().consecutive_failures(), 1);
+            assert_eq!(breaker.state(), BreakerState::Closed);
+        }
+    }
+    // The second panic reached the threshold.
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // Open: the next call is refused without being polled.
+    let r: Result<u32, CallError> = breaker.call(async { panic!("never polled") }).await;
+    assert!(matches!(
+        r,
+        Err(CallError::Resilience(ResilienceError::CircuitOpen { .. }))
+    ));
+
+    // The same through the tower layer.
+    let breaker = Arc::new(SharedBreaker::new("layer", &config));
+    let svc =
+        BreakerLayer::classified(Arc::clone(&breaker)).layer(service_fn(|fail: bool| async move {
+            assert!(!fail, "service bug");
+            Ok::<u32, CallError>(1)
+        }));
+    for _ in 0..2 {
+        let mut svc = svc.clone();
+        let joined = tokio::spawn(async move { svc.ready().await.unwrap().call(true).await }).await;
+        assert!(joined.unwrap_err().is_panic());
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+}
+
+#[test]
+fn configs_are_built_with_setters_outside_the_crate() {
+    let breaker = BreakerConfig::default()
+        .with_failure_threshold(3)
+        .with_cool_down(Duration::from_secs(5))
+        .with_half_open_max_probes(2)
+        .with_success_threshold(1)
+        .with_max_keys(16)
+        .with_failure_rate(
+            genesis_resilience::FailureRateConfig::default()
+                .with_threshold(0.25)
+                .with_window(Duration::from_secs(30))
+                .with_min_calls(8),
+        );
+    assert_eq!(breaker.failure_threshold, 3);
+    assert_eq!(breaker.cool_down, Duration::from_secs(5));
+    assert_eq!(breaker.half_open_max_probes, 2);
+    assert_eq!(breaker.success_threshold, 1);
+    assert_eq!(breaker.max_keys, 16);
+    assert!(breaker.failure_rate.enabled);
+    assert_eq!(breaker.failure_rate.threshold, 0.25);
+    assert_eq!(breaker.failure_rate.window, Duration::from_secs(30));
+    assert_eq!(breaker.failure_rate.min_calls, 8);
+    breaker.validate().unwrap();
+    let off = genesis_resilience::FailureRateConfig::default().with_enabled(false);
+    assert!(!off.enabled);
+
+    let backoff = BackoffConfig::default()
+        .with_base(Duration::from_millis(10))
+        .with_cap(Duration::from_millis(50))
+        .with_max_retries(2);
+    assert_eq!(
+        (backoff.base, backoff.cap, backoff.max_retries),
+        (Duration::from_millis(10), Duration::from_millis(50), 2)
+    );
+    backoff.validate().unwrap();
+    // Setters do not validate: `validate` names the broken rule.
+    let bad = BackoffConfig::default().with_cap(Duration::from_millis(1));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retry.cap")
+    );
+}
