@@ -363,21 +363,13 @@ impl TaskDag {
         })
     }
 
-    /// Tasks `id` waits for (every edge kind), deduplicated.
+    /// Tasks `id` waits for (every edge kind: declared dependencies, inherited ones and,
+    /// for a parent, its children), deduplicated, in plan order (the order the tasks were
+    /// added), whatever order the edges were added in. A dependent task therefore gets
+    /// its inputs in plan order, and [`TaskDag::declared_dependencies`] is in the same
+    /// order.
     pub fn prerequisites(&self, id: &str) -> Vec<&TaskId> {
-        let Some(&ix) = self.index.get(id) else {
-            return Vec::new();
-        };
-        let mut seen: Vec<NodeIndex> = Vec::new();
-        self.graph
-            .edges_directed(ix, Direction::Incoming)
-            .filter(|e| {
-                let new = !seen.contains(&e.source());
-                seen.push(e.source());
-                new
-            })
-            .map(|e| &self.graph[e.source()].task.id)
-            .collect()
+        self.neighbours_in_plan_order(id, Direction::Incoming)
     }
 
     /// Tasks `id` was declared to depend on (only [`EdgeKind::Dependency`]).
@@ -416,21 +408,22 @@ impl TaskDag {
             .collect()
     }
 
-    /// Tasks that wait for `id` (every edge kind), deduplicated.
+    /// Tasks that wait for `id` (every edge kind), deduplicated, in plan order.
     pub fn dependents(&self, id: &str) -> Vec<&TaskId> {
+        self.neighbours_in_plan_order(id, Direction::Outgoing)
+    }
+
+    /// The tasks at the other end of `id`'s edges in `direction`, deduplicated, sorted
+    /// by node index: nodes are never removed, so that is the order tasks were added.
+    /// (petgraph lists a node's edges newest first.)
+    fn neighbours_in_plan_order(&self, id: &str, direction: Direction) -> Vec<&TaskId> {
         let Some(&ix) = self.index.get(id) else {
             return Vec::new();
         };
-        let mut seen: Vec<NodeIndex> = Vec::new();
-        self.graph
-            .edges_directed(ix, Direction::Outgoing)
-            .filter(|e| {
-                let new = !seen.contains(&e.target());
-                seen.push(e.target());
-                new
-            })
-            .map(|e| &self.graph[e.target()].task.id)
-            .collect()
+        let mut nodes: Vec<NodeIndex> = self.graph.neighbors_directed(ix, direction).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.into_iter().map(|n| &self.graph[n].task.id).collect()
     }
 
     /// All edges as `(from, to, kind)`.
@@ -868,6 +861,31 @@ mod tests {
         dag.add_task(t("q"), None).unwrap();
         dag.add_dependency(&id("q"), &id("p")).unwrap();
         assert_eq!(dag.prerequisites("p.1"), [&id("q")]);
+    }
+
+    #[test]
+    fn prerequisites_and_dependents_come_in_plan_order() {
+        let mut dag = TaskDag::default();
+        for name in ["a", "b", "c", "d"] {
+            dag.add_task(t(name), None).unwrap();
+        }
+        // Declared out of plan order, and each edge once more through a subtask.
+        for from in ["c", "a", "b"] {
+            dag.add_dependency(&id(from), &id("d")).unwrap();
+        }
+        dag.add_dependency(&id("a"), &id("c")).unwrap();
+        dag.add_dependency(&id("a"), &id("b")).unwrap();
+        assert_eq!(dag.prerequisites("d"), [&id("a"), &id("b"), &id("c")]);
+        assert_eq!(dag.declared_dependencies("d"), dag.prerequisites("d"));
+        assert_eq!(dag.dependents("a"), [&id("b"), &id("c"), &id("d")]);
+        // A parent waits for its children in the order they were added.
+        dag.add_task(t("d.1"), Some(&id("d"))).unwrap();
+        dag.add_task(t("d.2"), Some(&id("d"))).unwrap();
+        assert_eq!(
+            dag.prerequisites("d"),
+            [&id("a"), &id("b"), &id("c"), &id("d.1"), &id("d.2")]
+        );
+        assert_eq!(dag.prerequisites("d.2"), [&id("a"), &id("b"), &id("c")]);
     }
 
     #[test]
