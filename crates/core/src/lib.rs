@@ -27,6 +27,7 @@ mod id;
 mod money;
 mod secret;
 mod task;
+pub mod text;
 
 pub use error::{ErrorCategory, Severity, error_chain};
 pub use id::{AgentId, ModelId, RunId, TaskId};

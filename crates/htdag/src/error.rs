@@ -6,7 +6,7 @@ use genesis_core::{ErrorCategory, TaskId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HtdagError {
-    /// The request is empty (or only whitespace).
+    /// The request is empty (or only white space and invisible characters).
     #[error("request is empty (rule: non_empty_request)")]
     EmptyRequest,
     /// The request exceeds the length limit.

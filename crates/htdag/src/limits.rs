@@ -34,12 +34,13 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks a request against the emptiness and length limits.
+    /// Checks a request against the emptiness and length limits: a request of only
+    /// white space and invisible characters ([`genesis_core::text::is_blank`]) is empty.
     ///
     /// # Errors
     /// [`HtdagError::EmptyRequest`] or [`HtdagError::RequestTooLong`].
     pub fn check_request(&self, request: &str) -> Result<(), HtdagError> {
-        if request.trim().is_empty() {
+        if genesis_core::text::is_blank(request) {
             return Err(HtdagError::EmptyRequest);
         }
         // Byte length bounds the char count from above: skip counting short requests.
@@ -67,6 +68,12 @@ mod tests {
             l.check_request("  \n"),
             Err(HtdagError::EmptyRequest)
         ));
+        // Library-user audit: only zero-width characters and a BOM passed as a request.
+        assert!(matches!(
+            l.check_request("\u{200b}\u{200b}\u{feff}"),
+            Err(HtdagError::EmptyRequest)
+        ));
+        assert!(l.check_request("\u{200b}fix the bug").is_ok());
         assert!(l.check_request(&"a".repeat(5_000)).is_ok());
         let err = l.check_request(&"a".repeat(5_001)).unwrap_err();
         assert_eq!(

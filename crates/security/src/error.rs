@@ -8,8 +8,8 @@ use genesis_core::{ErrorCategory, Severity};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecurityError {
-    /// The request was empty or only whitespace.
-    #[error("request is empty or only whitespace")]
+    /// The request was empty, or only white space and invisible characters.
+    #[error("request is empty or only white space and invisible characters")]
     EmptyRequest,
     /// The request has more characters than `Limits::max_request_chars`.
     #[error("request too long: {len} characters exceeds security.limits.max_request_chars {max}")]

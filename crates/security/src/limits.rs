@@ -50,7 +50,10 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks a user request: not empty or whitespace-only, at most `max_request_chars`.
+    /// Checks a user request: not empty, not made only of whitespace and invisible
+    /// characters (zero-width spaces and joiners, word joiner, byte-order mark, soft
+    /// hyphen, bidi controls, variation selectors, tag characters and the other
+    /// default-ignorable code points), at most `max_request_chars`.
     ///
     /// # Errors
     /// [`SecurityError::EmptyRequest`] or [`SecurityError::RequestTooLong`].
@@ -66,7 +69,7 @@ impl Limits {
                 });
             }
         }
-        if request.trim().is_empty() {
+        if genesis_core::text::is_blank(request) {
             return Err(SecurityError::EmptyRequest);
         }
         Ok(())
@@ -221,6 +224,36 @@ mod tests {
             Err(SecurityError::EmptyRequest)
         ));
         assert!(limits.check_request("a").is_ok());
+    }
+
+    #[test]
+    fn requests_of_only_invisible_characters_are_empty() {
+        let limits = Limits::default();
+        for blank in [
+            "\u{200b}\u{200b}\u{feff}", // zero-width space, byte-order mark
+            "\u{200c}\u{200d}\u{2060}", // ZWNJ, ZWJ, word joiner
+            "\u{00ad} \u{034f}",        // soft hyphen, combining grapheme joiner
+            "\u{202e}\u{2066}\u{200f}", // bidi override, isolate, RLM
+            "\u{180e}\u{3164}\u{fe0f}", // Mongolian vowel separator, Hangul filler, VS16
+            "\u{e0041}\u{e007f}",       // tag characters
+            "\u{2800}\u{00a0}\n",       // braille blank, no-break space
+        ] {
+            assert!(
+                matches!(
+                    limits.check_request(blank),
+                    Err(SecurityError::EmptyRequest)
+                ),
+                "{:?} passed",
+                blank.escape_unicode().to_string()
+            );
+        }
+        // Invisible characters around real text do not make it empty.
+        assert!(limits.check_request("\u{200b}fix the bug\u{feff}").is_ok());
+        assert!(
+            limits
+                .check_request("\u{200d}\u{1f468}\u{200d}\u{1f4bb}")
+                .is_ok()
+        );
     }
 
     #[test]
