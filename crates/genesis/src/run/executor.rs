@@ -70,6 +70,15 @@ pub struct ExecutorConfig {
     ///
     /// [`CommandAgentConfig::max_output_bytes`]: super::backends::CommandAgentConfig::max_output_bytes
     pub max_output_bytes: usize,
+    /// Longest a run may take in this process, from its start (or its resumption
+    /// after a restart) to its end (default 1 h; `0s`: no limit). When it passes, the
+    /// attempts in flight are dropped (charged as for a cancelled run), the tasks not
+    /// finished fail and their dependents are skipped, each naming the rule
+    /// `run_timeout`, and the run ends `failed`. Without it, a task's own limits
+    /// (`task_timeout` per attempt, retries, alternatives, breaker waits) bound a run
+    /// only through the product of all of them.
+    #[serde(with = "humantime_serde")]
+    pub run_timeout: Duration,
 }
 
 /// The default [`ExecutorConfig::max_output_bytes`]: 1 MiB, as for command agents.
@@ -90,6 +99,7 @@ impl Default for ExecutorConfig {
             event_buffer: 1024,
             max_breaker_waits: 4,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            run_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -298,6 +308,14 @@ impl std::fmt::Debug for Executor {
             .field("agents", &self.inner.agents)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -957,8 +975,13 @@ impl Runner {
         let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
         let max = self.exec.config.max_concurrency.max(1);
         let mut cancelled = false;
+        let run_timeout = self.exec.config.run_timeout;
+        let deadline = (!run_timeout.is_zero())
+            .then(|| tokio::time::Instant::now().checked_add(run_timeout))
+            .flatten();
+        let mut timed_out = false;
         loop {
-            while inflight.len() < max && !cancelled {
+            while inflight.len() < max && !cancelled && !timed_out {
                 let Some(i) = ready.pop_front() else { break };
                 if self.slots[i].status != TaskStatus::Pending {
                     continue;
@@ -974,6 +997,12 @@ impl Runner {
                 joined = inflight.join_next_with_id() => joined,
                 () = self.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
+                    inflight.abort_all();
+                    continue;
+                }
+                () = until(deadline), if !timed_out && !cancelled => {
+                    timed_out = true;
+                    warn!(run_id = %self.run_id, run_timeout = ?run_timeout, "the run's deadline passed; ending it");
                     inflight.abort_all();
                     continue;
                 }
@@ -1023,6 +1052,8 @@ impl Runner {
         }
         let unfinished = if cancelled {
             self.cancel_unfinished()
+        } else if timed_out {
+            self.time_out_unfinished(run_timeout)
         } else {
             self.close_unfinished()
         };
@@ -1054,6 +1085,39 @@ impl Runner {
                     reason: "run cancelled".into(),
                 });
             }
+        }
+        events
+    }
+
+    /// Ends the tasks a run whose deadline passed did not finish: those in flight fail,
+    /// those not started are skipped, each naming the rule `run_timeout` and its value.
+    fn time_out_unfinished(&mut self, run_timeout: Duration) -> Vec<RunEvent> {
+        let reason = format!(
+            "the run's deadline passed: executor.run_timeout is {run_timeout:?} (rule: run_timeout)"
+        );
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            let event = match slot.status {
+                TaskStatus::Running => {
+                    slot.status = TaskStatus::Failed;
+                    RunEvent::TaskFailed {
+                        task_id: slot.planned.id.clone(),
+                        reason: reason.clone(),
+                        attempts: slot.report.attempts,
+                    }
+                }
+                TaskStatus::Pending => {
+                    slot.status = TaskStatus::Skipped;
+                    RunEvent::TaskSkipped {
+                        task_id: slot.planned.id.clone(),
+                        reason: reason.clone(),
+                    }
+                }
+                _ => continue,
+            };
+            slot.report.status = slot.status;
+            slot.report.error = Some(reason.clone());
+            events.push(event);
         }
         events
     }

@@ -447,3 +447,63 @@ fn json_stored_without_token_counts_still_loads() {
         }
     ));
 }
+
+/// Never answers (until dropped); counts the calls it started.
+#[derive(Default)]
+struct Hangs {
+    started: AtomicUsize,
+}
+
+#[async_trait]
+impl Agent for Hangs {
+    async fn execute(&self, _: AgentRequest) -> Result<AgentOutput, AgentError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// Library-user audit: with the defaults a hanging agent held a task for
+/// `task_timeout` × attempts × alternatives (about 16 minutes) and nothing bounded the
+/// run as a whole. `executor.run_timeout` does.
+#[tokio::test]
+async fn a_run_past_its_deadline_ends_failed_naming_the_rule() {
+    let agent = Arc::new(Hangs::default());
+    let config = genesis::run::ExecutorConfig {
+        run_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(agent.clone() as Arc<dyn Agent>))
+        .executor_config(config)
+        .build()
+        .unwrap();
+    let plan = genesis.plan_sync(REQUEST).unwrap();
+    assert!(plan.tasks.len() > 1, "{plan:?}");
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        genesis
+            .execute(plan.clone(), RunOptions::default())
+            .unwrap()
+            .wait(),
+    )
+    .await
+    .expect("the run ends at its deadline");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.tasks.len(), plan.tasks.len());
+    assert!(agent.started.load(Ordering::SeqCst) > 0);
+    for t in &result.tasks {
+        assert!(
+            matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped),
+            "{t:?}"
+        );
+        let error = t.error.as_deref().unwrap_or_default();
+        assert!(error.contains("rule: run_timeout"), "{t:?}");
+        assert!(error.contains("300ms"), "{t:?}");
+    }
+    // The tasks in flight failed; those never started were skipped.
+    assert!(result.tasks.iter().any(|t| t.status == TaskStatus::Failed));
+}
