@@ -2,12 +2,15 @@
 //!
 //! [`AppState::from_config`] builds everything (orchestrator, run store, auth, rate
 //! limits, metrics); [`app`] builds the axum router with its middleware; [`RunManager`]
-//! starts, tracks, resumes and drains runs. `main.rs` only parses arguments, loads
-//! configuration, binds, serves and shuts down.
+//! starts, tracks, resumes and drains runs; [`serve`] runs the app on a listener with
+//! the connection limits (header timeout, connection caps) and graceful shutdown.
+//! `main.rs` only parses arguments, loads configuration, binds, serves and shuts down.
 //!
 //! Middleware order, outermost first (each layer explains itself in `app`): request id
 //! and metrics → load shedding → concurrency limit → kill switches → rate limits → auth →
-//! body limit → per-request timeout (not on event streams) → handler.
+//! body limit → per-request timeout (event streams: the event-stream caps instead) →
+//! handler. The client IP the per-IP limits use is the TCP peer, or behind a
+//! `server.trusted_proxies` proxy the address it forwarded.
 //!
 //! ```
 //! use genesis_server::{AppState, app};
@@ -16,7 +19,7 @@
 //! config.security.auth.environment = genesis::security::Environment::Dev;
 //! config.server.data_dir = std::env::temp_dir().join(format!("genesis-doc-{}", std::process::id()));
 //! let state = AppState::from_config(config, &[], None)?;
-//! let router = app(state.clone()); // serve with axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//! let router = app(state.clone()); // genesis_server::serve(listener, state, shutdown) serves it
 //! state.begin_shutdown(); // /ready now answers 503 and new runs are refused
 //! assert!(state.is_shutting_down());
 //! # drop(router);
@@ -26,7 +29,9 @@
 mod api;
 mod middleware;
 mod openapi;
+mod proxy;
 mod runs;
+mod transport;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,7 +53,9 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 pub use api::{CreateTask, ErrorBody, ErrorDetail, Mode};
+pub use proxy::InvalidTrustedProxy;
 pub use runs::RunManager;
+pub use transport::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED_TOTAL, serve};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,16 @@ pub enum StartError {
         /// The configured retention.
         value: Duration,
     },
+    /// A `server.trusted_proxies` entry that does not parse.
+    #[error(transparent)]
+    TrustedProxy(#[from] InvalidTrustedProxy),
+    /// A connection or event-stream limit of `[server]` set to 0, which would refuse
+    /// everything (or, for the header timeout, close every connection at once).
+    #[error("{key} is 0: it must be above 0 (rule: server_limit_zero)")]
+    ZeroLimit {
+        /// The key, e.g. `server.max_connections`.
+        key: &'static str,
+    },
 }
 
 /// Everything the handlers share.
@@ -100,6 +117,10 @@ pub struct AppState {
     /// Store calls the handlers may have on the blocking pool at once
     /// ([`STORE_CALLS_IN_FLIGHT`]); a call holds its permit until its thread is done.
     store_calls: Arc<tokio::sync::Semaphore>,
+    /// `server.trusted_proxies`: whose forwarded headers name the client.
+    trusted_proxies: proxy::TrustedProxies,
+    /// Event streams open, against `server.max_event_streams` (and per IP).
+    event_streams: Arc<transport::Gate>,
 }
 
 /// Store calls the handlers make at once. They share one SQLite connection, so more
@@ -133,6 +154,27 @@ impl AppState {
         if !retention.is_zero() && retention < RETENTION_MIN {
             return Err(StartError::RetentionTooShort { value: retention });
         }
+        let server = &config.server;
+        for (key, zero) in [
+            ("server.header_timeout", server.header_timeout.is_zero()),
+            ("server.max_connections", server.max_connections == 0),
+            (
+                "server.max_connections_per_ip",
+                server.max_connections_per_ip == 0,
+            ),
+            ("server.max_event_streams", server.max_event_streams == 0),
+            (
+                "server.max_event_streams_per_ip",
+                server.max_event_streams_per_ip == 0,
+            ),
+        ] {
+            if zero {
+                return Err(StartError::ZeroLimit { key });
+            }
+        }
+        let trusted_proxies = proxy::TrustedProxies::parse(&server.trusted_proxies)?;
+        let event_streams =
+            transport::Gate::new(server.max_event_streams, server.max_event_streams_per_ip);
         // Secrets and keys first: a server that cannot start must not have created its
         // data directory or database.
         let secret = env
@@ -193,6 +235,8 @@ impl AppState {
             started: std::time::Instant::now(),
             learned_saved,
             store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
+            trusted_proxies,
+            event_streams,
         }))
     }
 
@@ -214,6 +258,13 @@ impl AppState {
     /// Marks the server as shutting down: `/ready` answers 503 and new runs are refused.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `key` is one of `server.api_keys` (compared in constant time).
+    fn is_api_key(&self, key: &str) -> bool {
+        self.api_keys
+            .iter()
+            .any(|k| middleware::constant_time_eq(k.expose(), key))
     }
 
     /// True once shutdown began.
@@ -240,8 +291,14 @@ pub fn app(state: Arc<AppState>) -> Router {
             timeout,
             middleware::request_timeout,
         ));
-    // Event streams are long-lived: no request timeout.
-    let streams = Router::new().route("/api/tasks/{id}/events", get(api::events));
+    // Event streams are long-lived: no request timeout, but caps on how many are open
+    // (in total and per client IP) and on how long one stays open.
+    let streams = Router::new()
+        .route("/api/tasks/{id}/events", get(api::events))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::event_stream_limit,
+        ));
     let api = bounded
         .merge(streams)
         // Innermost: body size limit (413 past `security.limits.max_body_bytes`).
@@ -483,6 +540,18 @@ fn register_metrics(orchestrator: &Orchestrator) {
         .increment(0);
     metrics::counter!(c::RATE_LIMITED_TOTAL).increment(0);
     metrics::counter!(c::RUNS_DELETED_TOTAL).increment(0);
+    // The connection layer's series (not in the telemetry catalogue, which this crate
+    // does not own: described here).
+    metrics::describe_counter!(
+        transport::CONNECTIONS_REFUSED_TOTAL,
+        "connections refused at accept, by the cap that refused them (reason)"
+    );
+    metrics::describe_gauge!(transport::CONNECTIONS_OPEN, "connections open now");
+    for reason in ["max_connections", "max_connections_per_ip"] {
+        metrics::counter!(transport::CONNECTIONS_REFUSED_TOTAL, transport::REASON => reason)
+            .increment(0);
+    }
+    metrics::gauge!(transport::CONNECTIONS_OPEN).increment(0.0);
 }
 
 /// Sets `genesis_breaker_state{key}` for every circuit breaker calls go through: the

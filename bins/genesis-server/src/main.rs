@@ -9,7 +9,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -80,21 +79,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %bind, resumed, "genesis-server listening");
-    let app = genesis_server::app(Arc::clone(&state));
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
-    let mut server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .into_future(),
-    );
+    // Header timeout and connection caps (server.header_timeout, max_connections,
+    // max_connections_per_ip) live in `serve`; `stop` starts its graceful shutdown.
+    let mut server = tokio::spawn(genesis_server::serve(
+        listener,
+        Arc::clone(&state),
+        async move { stopped.cancelled().await },
+    ));
     tokio::select! {
         served = &mut server => {
             // The server stopped by itself: that is a failure, not a shutdown.
-            served.context("server task")?.context("serving")?;
+            served.context("server task")?;
             anyhow::bail!("the server stopped without a shutdown signal");
         }
         () = shutdown_signal() => {}
@@ -109,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
             () = tokio::time::sleep(delay) => {}
             () = shutdown_signal() => tracing::info!("second shutdown signal: ending the delay"),
             served = &mut server => {
-                served.context("server task")?.context("serving")?;
+                served.context("server task")?;
                 anyhow::bail!("the server stopped during the shutdown delay");
             }
         }
@@ -121,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + grace;
     let still_running = genesis_server::drain(&state, grace).await;
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(served) => served.context("server task")?.context("serving")?,
+        Ok(served) => served.context("server task")?,
         Err(_) => tracing::warn!("connections still open after the grace period; closing them"),
     }
     tracing::info!(

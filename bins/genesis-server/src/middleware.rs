@@ -1,15 +1,18 @@
-//! Request context, the request timeout, kill switches, rate limits, auth, and the
-//! error answer of tower's load-shed layer.
+//! Request context, the request timeout, kill switches, rate limits, auth, the
+//! event-stream caps, and the error answer of tower's load-shed layer.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use genesis::core::AgentId;
 use genesis::security::SecurityError;
 use genesis::telemetry::{CORRELATION_ID_HEADER, CorrelationId, catalogue};
@@ -18,8 +21,15 @@ use tracing::Instrument;
 
 use crate::{AppState, json_error};
 
-/// Request id (from `x-correlation-id` or generated), a tracing span, request metrics,
-/// and the error body of a 405 (see [`method_not_allowed`]).
+/// The `endpoint` label (metrics) and span field of a request that matched no route, of
+/// a 405, and of anything the fallback answers: one series, whatever the path (a
+/// path is attacker-chosen text: as a label, every random 404 would be a new series
+/// kept for ever, and a secret in a path would be exported by `/metrics`).
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+/// Request id (from `x-correlation-id` or generated), a tracing span, request metrics
+/// labelled by route template (`/api/tasks/{id}`, or [`UNMATCHED`]), and the error body
+/// of a 405 (see [`method_not_allowed`]).
 pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     let header_id = req
         .headers()
@@ -30,10 +40,12 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         .map(|c| c.to_string())
         .unwrap_or_else(|_| "unknown".to_owned());
     let method = req.method().clone();
-    let endpoint = req
+    let mut endpoint: Cow<'static, str> = req
         .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+        .get::<MatchedPath>()
+        .map_or(Cow::Borrowed(UNMATCHED), |m| {
+            Cow::Owned(m.as_str().to_owned())
+        });
     let span = tracing::info_span!("request", correlation_id = %id, method = %method, endpoint = %endpoint);
     // For a 405's message only: a `Uri` clone shares the request line's bytes (no
     // allocation on every request, as a `String` of the path would be).
@@ -42,6 +54,7 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         response = method_not_allowed(response, &method, uri.path());
+        endpoint = Cow::Borrowed(UNMATCHED);
     }
     let status = response.status().as_u16().to_string();
     metrics::counter!(
@@ -199,13 +212,19 @@ pub(crate) async fn kill_switch(
     next.run(req).await
 }
 
-fn client_ip(req: &Request) -> IpAddr {
-    req.extensions()
+/// The client's IP: the TCP peer, or, when the peer is one of `server.trusted_proxies`,
+/// the address it forwarded (see [`crate::proxy`]).
+fn client_ip(state: &AppState, req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    state.trusted_proxies.client_ip(peer, req.headers())
 }
 
-/// The API key a request carries: `x-api-key`, else `Authorization: Bearer <key>`.
+/// The API key a request carries: `x-api-key`, else `Authorization: Bearer <key>` (the
+/// scheme in any case, RFC 7235). The first header of each name; [`ambiguous_credential`]
+/// finds requests with more than one, which [`auth`] refuses.
 pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.to_owned());
@@ -213,8 +232,28 @@ pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .map(str::to_owned)
+}
+
+/// The token of an `Authorization: Bearer <token>` value; `None` for another scheme or
+/// an empty token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The credential headers a request may carry only once.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "x-agent-id", "x-agent-token"];
+
+/// The first credential header the request carries more than once: which of them
+/// counts would be a guess (proxies and frameworks disagree: first, last, joined), so
+/// such a request is refused rather than authenticated by one of them.
+fn ambiguous_credential(headers: &HeaderMap) -> Option<&'static str> {
+    CREDENTIAL_HEADERS
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 fn limited(e: &SecurityError) -> Response {
@@ -236,20 +275,25 @@ fn limited(e: &SecurityError) -> Response {
     r
 }
 
-/// Limits before authentication: per client IP for everyone, and per API key for callers
-/// that present one. An agent's own budget is not touched here: `x-agent-id` is not
+/// Limits before authentication: a request with a valid API key counts against that key
+/// only, so an anonymous flood from the same IP (or the same proxy) cannot lock key
+/// holders out; every other request counts against its client IP ([`client_ip`]), and
+/// against the key it presents, if any (a flood of wrong keys is throttled per IP
+/// before any work). An agent's own budget is not touched here: `x-agent-id` is not
 /// verified yet, and anyone could spend a named agent's budget by sending its id. That
-/// budget is charged in [`auth`], once the agent's token verified; until then a request
-/// counts against its IP (and API key, if any).
+/// budget is charged in [`auth`], once the agent's token verified (HMAC work this layer
+/// must not do before throttling); until then an agent's request counts against its IP.
 pub(crate) async fn rate_limit(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Err(e) = state.ip_limiter.check(&client_ip(&req)) {
+    let key = credential(req.headers());
+    let valid_key = key.as_deref().is_some_and(|k| state.is_api_key(k));
+    if !valid_key && let Err(e) = state.ip_limiter.check(&client_ip(&state, &req)) {
         return limited(&e);
     }
-    if let Some(key) = credential(req.headers())
+    if let Some(key) = key
         && let Err(e) = state
             .key_limiter
             .check(&AgentId::new(format!("key:{}", fingerprint(&key))))
@@ -269,7 +313,7 @@ fn fingerprint(secret: &str) -> String {
         .collect()
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     // Compare digests so the comparison takes the same time whatever the lengths.
     let da = ring::digest::digest(&ring::digest::SHA256, a.as_bytes());
     let db = ring::digest::digest(&ring::digest::SHA256, b.as_bytes());
@@ -283,9 +327,18 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// API key (`Authorization: Bearer` or `x-api-key`) or agent token (`x-agent-id` +
 /// `x-agent-token`, HMAC-verified with lockout; a verified agent is then held to its own
 /// rate limit, `agent:<id>`). Open when no API keys are configured (dev only: production
-/// refuses to start without keys).
+/// refuses to start without keys). A credential header sent twice is 400
+/// `ambiguous_credentials`, keys or not.
 pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
+    if let Some(name) = ambiguous_credential(headers) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_credentials",
+            format!("the request carries more than one {name} header: send exactly one"),
+            "security",
+        );
+    }
     if let (Some(agent), Some(token)) = (
         headers.get("x-agent-id").and_then(|v| v.to_str().ok()),
         headers.get("x-agent-token").and_then(|v| v.to_str().ok()),
@@ -321,14 +374,7 @@ pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next:
         return next.run(req).await;
     }
     match credential(headers) {
-        Some(key)
-            if state
-                .api_keys
-                .iter()
-                .any(|k| constant_time_eq(k.expose(), &key)) =>
-        {
-            next.run(req).await
-        }
+        Some(key) if state.is_api_key(&key) => next.run(req).await,
         Some(_) => json_error(
             StatusCode::UNAUTHORIZED,
             "api_key",
@@ -343,6 +389,53 @@ pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next:
         ),
     }
     .into_response()
+}
+
+/// The event-stream caps, around `GET /api/tasks/{id}/events`: a stream over
+/// `server.max_event_streams_per_ip` for its client IP is 429, one over
+/// `server.max_event_streams` 503, both with `Retry-After: 5`. A stream holds its slot
+/// until its body is done or dropped (the client went away), and ends after
+/// `server.event_stream_lifetime` (the client reconnects with `Last-Event-ID`).
+pub(crate) async fn event_stream_limit(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = client_ip(&state, &req);
+    let pass = match state.event_streams.try_enter(Some(ip)) {
+        Ok(pass) => pass,
+        Err(full) => {
+            let (status, rule, message) = match full {
+                crate::transport::Full::PerIp => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "max_event_streams_per_ip",
+                    "this client has server.max_event_streams_per_ip event streams open: close one or retry later",
+                ),
+                crate::transport::Full::Total => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "max_event_streams",
+                    "the server has server.max_event_streams event streams open: retry later",
+                ),
+            };
+            let mut r = json_error(status, rule, message.to_owned(), "resource");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
+    let lifetime = state.config.server.event_stream_lifetime;
+    let (parts, body) = next.run(req).await.into_parts();
+    let data = body.into_data_stream().map(move |chunk| {
+        // The slot lives as long as the body.
+        let _held = &pass;
+        chunk
+    });
+    let body = if lifetime.is_zero() {
+        Body::from_stream(data)
+    } else {
+        Body::from_stream(data.take_until(tokio::time::sleep(lifetime)))
+    };
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -360,6 +453,42 @@ mod tests {
         let mut basic = HeaderMap::new();
         basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(credential(&basic), None, "only bearer tokens are keys");
+    }
+
+    /// Audit D4 finding 4a: the scheme is case-insensitive (RFC 7235), so `bearer` and
+    /// `BEARER` were "missing credentials".
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1 "] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(credential(&h).as_deref(), Some("k1"), "{value:?}");
+        }
+        for value in ["Bearer", "Bearer ", "Bearerk1", "Basic k1"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(credential(&h), None, "{value:?}");
+        }
+    }
+
+    /// Audit D4 finding 4b: with two `Authorization` (or `x-api-key`) headers the first
+    /// silently won.
+    #[test]
+    fn a_credential_header_sent_twice_is_ambiguous() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        h.insert("x-api-key", HeaderValue::from_static("b"));
+        assert_eq!(
+            ambiguous_credential(&h),
+            None,
+            "one of each is not ambiguous"
+        );
+        for name in CREDENTIAL_HEADERS {
+            let mut twice = h.clone();
+            twice.append(name, HeaderValue::from_static("x"));
+            twice.append(name, HeaderValue::from_static("y"));
+            assert_eq!(ambiguous_credential(&twice), Some(name));
+        }
     }
 
     #[test]

@@ -90,6 +90,36 @@ pub struct ServerConfig {
     /// deleted. At least one day, so a day's spend is never forgotten.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Longest a connection may take to send a request's headers, counted from when the
+    /// server starts waiting for them: on a new connection, and on a kept-alive one
+    /// between requests (so it is also the idle keep-alive timeout). Past it the
+    /// connection is closed (default 10 s; must be above 0).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections open at once; one over it is answered 503 `max_connections` and
+    /// closed (default 4096; at least 1). Lowered at start to what the process's
+    /// open-file limit leaves room for, with a warning.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP (the TCP peer; the addresses in
+    /// `trusted_proxies` are not held to it); one over it is answered 503
+    /// `max_connections_per_ip` and closed (default 256; at least 1).
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies (IP addresses or CIDR blocks such as `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` (or `Forwarded`) header names the client. When the TCP peer is
+    /// one of them, the client IP (for the per-IP rate limit and event-stream cap) is
+    /// the right-most address in that header that is not itself a trusted proxy; any
+    /// other peer is the client itself and its headers are ignored (default empty).
+    pub trusted_proxies: Vec<String>,
+    /// Event streams (`GET /api/tasks/{id}/events`) open at once; one over it is
+    /// answered 503 `max_event_streams` with `Retry-After` (default 512; at least 1).
+    pub max_event_streams: usize,
+    /// Event streams open at once per client IP; one over it is answered 429
+    /// `max_event_streams_per_ip` with `Retry-After` (default 32; at least 1).
+    pub max_event_streams_per_ip: usize,
+    /// Longest an event stream stays open; then it ends and the client reconnects with
+    /// `Last-Event-ID` to go on where it left off (default 1 h; `0s`: no limit).
+    #[serde(with = "humantime_serde")]
+    pub event_stream_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +133,13 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             max_in_flight: 1024,
             retention: Duration::from_secs(30 * 86_400),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
+            max_event_streams: 512,
+            max_event_streams_per_ip: 32,
+            event_stream_lifetime: Duration::from_secs(3_600),
         }
     }
 }

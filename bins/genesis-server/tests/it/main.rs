@@ -1,5 +1,6 @@
-//! Integration tests of the Genesis server: the app in-process on loopback (`api`), and
-//! the real binary killed with SIGKILL mid-run and restarted (`crash`).
+//! Integration tests of the Genesis server: the app in-process on loopback (`api`), its
+//! connection layer (`transport`), and the real binary killed with SIGKILL mid-run and
+//! restarted (`crash`).
 
 // Test helpers outside #[test] functions fail loudly too (clippy.toml only covers
 // the test functions themselves).
@@ -14,6 +15,7 @@ mod durability;
 mod resume;
 mod startup;
 mod support;
+mod transport;
 
 // The stored-run set-up of `genesis`'s own integration tests, compiled here too so a
 // run "journaled before a restart" is written one way for the library and the server.

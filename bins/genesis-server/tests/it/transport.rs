@@ -1,0 +1,569 @@
+//! Audit D4 (transport): the server served with `genesis_server::serve` on loopback,
+//! as `main.rs` serves it — header timeout, connection caps, the client IP behind a
+//! trusted proxy, per-key rate limits, bounded metric labels, credential header
+//! parsing and the event-stream caps. Caps are configured small so each test opens a
+//! handful of sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use genesis::GenesisConfig;
+use genesis::core::Secret;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Stub, TempDir, TestServer, config, error_rule, split};
+
+/// The app of a [`TestServer`] (which installs the process's one Prometheus recorder,
+/// so `/metrics` answers) served a second time, on its own listener, by
+/// `genesis_server::serve`: the transport under test.
+struct Served {
+    addr: SocketAddr,
+    base: String,
+    server: TestServer,
+    _dir: TempDir,
+}
+
+impl Served {
+    async fn start(tag: &str, edit: impl FnOnce(&mut GenesisConfig)) -> Served {
+        Self::start_with(tag, Duration::ZERO, edit).await
+    }
+
+    async fn start_with(
+        tag: &str,
+        agent_delay: Duration,
+        edit: impl FnOnce(&mut GenesisConfig),
+    ) -> Served {
+        let dir = TempDir::new(tag);
+        let stub = Stub::start(agent_delay).await;
+        let mut c = config(dir.path(), &stub.url);
+        edit(&mut c);
+        let server = TestServer::start(c, &[]).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(genesis_server::serve(
+            listener,
+            Arc::clone(&server.state),
+            std::future::pending(),
+        ));
+        Served {
+            addr,
+            base: format!("http://{addr}"),
+            server,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `/metrics`, read through the test server's own (uncapped) listener.
+    async fn metrics(&self) -> String {
+        let (status, _, body) = self.server.get("/metrics").await;
+        assert_eq!(status, 200);
+        body.as_str().unwrap().to_owned()
+    }
+}
+
+/// The value of one exact series line (`name{labels}`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sends `GET path` on `stream` (kept alive) and reads the whole answer.
+async fn get_on(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("no answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the answer was complete");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+/// Reads until the server closes the connection (EOF or reset) and returns what it
+/// sent and when it closed; panics if it is still open after `within`.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + within).into(), stream.read(&mut chunk)).await {
+            Err(_) => panic!(
+                "connection still open after {within:?} (received {:?})",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&buf).into_owned(),
+                    started.elapsed(),
+                );
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Finding 1 (slowloris): a connection that sends nothing, one idle after a request
+/// on keep-alive, and one dripping a header a byte at a time all stayed open 80 s+.
+/// Each is now closed once `server.header_timeout` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_idle_and_dripping_connections_are_closed_after_the_header_timeout() {
+    let s = Served::start("header-timeout", |c| {
+        c.server.header_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let addr = s.addr;
+    let silent = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        read_until_closed(&mut c, Duration::from_secs(5)).await.1
+    });
+    let idle = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let answer = get_on(&mut c, "/health").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        read_until_closed(&mut c, Duration::from_secs(5)).await.1
+    });
+    let drip = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let request = b"GET /health HTTP/1.1\r\nhost: t\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut one = [0u8; 1];
+        for byte in request.iter().cycle() {
+            if c.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), c.read(&mut one)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) | Err(_) => {}
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a connection dripping header bytes was still open after 5 s"
+            );
+        }
+        started.elapsed()
+    });
+    for (what, task) in [
+        ("silent", silent),
+        ("idle keep-alive", idle),
+        ("drip", drip),
+    ] {
+        let closed_after = task.await.unwrap();
+        assert!(
+            closed_after >= Duration::from_millis(600),
+            "{what}: closed after {closed_after:?}, before the header timeout"
+        );
+    }
+    // The server still answers.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    assert!(get_on(&mut c, "/health").await.starts_with("HTTP/1.1 200"));
+}
+
+/// Opens `n` connections to `addr` and makes sure the server accepted each (one
+/// request answered on it); they stay open on keep-alive.
+async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let answer = get_on(&mut c, "/health").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(c);
+    }
+    held
+}
+
+/// A connection over a cap gets the canned 503 naming `rule` (or, if the client
+/// raced it, a reset) and is closed at once.
+async fn assert_refused(addr: SocketAddr, rule: &str) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (answer, after) = read_until_closed(&mut c, Duration::from_secs(3)).await;
+    assert!(
+        after < Duration::from_secs(2),
+        "a connection over the cap stayed open {after:?}"
+    );
+    if !answer.is_empty() {
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains(&format!("\"rule\":\"{rule}\"")), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1"),
+            "{answer}"
+        );
+    }
+}
+
+/// `/health` on a new connection from 127.0.0.1, retried for a moment (a closed
+/// connection gives its slot back asynchronously).
+async fn health_on_a_new_connection(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        if c.write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            let mut buf = [0u8; 12];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await
+                && buf[..n].starts_with(b"HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health not answered after a slot was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Finding 1 (no cap): held connections reached the fd limit and /health stopped
+/// answering. Over `server.max_connections_per_ip` a client is refused at once while
+/// other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_ip_cap_are_refused_while_other_clients_are_served() {
+    let s = Served::start("per-ip-cap", |c| {
+        c.server.max_connections_per_ip = 2;
+        c.server.max_connections = 50;
+    })
+    .await;
+    let series = r#"genesis_connections_refused_total{reason="max_connections_per_ip"}"#;
+    let before = sample(&s.metrics().await, series);
+    let mut held = hold(s.addr, 2).await;
+    assert_refused(s.addr, "max_connections_per_ip").await;
+    // Loopback is 127.0.0.0/8 on Linux: 127.0.0.2 is another client.
+    #[cfg(target_os = "linux")]
+    {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut other = socket.connect(s.addr).await.unwrap();
+        let answer = get_on(&mut other, "/health").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let after = sample(&s.metrics().await, series);
+    assert!(after >= before + 1.0, "{series}: {before} then {after}");
+    held.pop();
+    health_on_a_new_connection(s.addr).await;
+}
+
+/// Finding 1: `server.max_connections` bounds all connections; over it a connection
+/// is refused at once, and a freed slot serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_total_cap_are_refused_and_counted() {
+    let s = Served::start("total-cap", |c| {
+        c.server.max_connections = 2;
+        c.server.max_connections_per_ip = 50;
+    })
+    .await;
+    let series = r#"genesis_connections_refused_total{reason="max_connections"}"#;
+    let before = sample(&s.metrics().await, series);
+    let mut held = hold(s.addr, 2).await;
+    assert_refused(s.addr, "max_connections").await;
+    assert_refused(s.addr, "max_connections").await;
+    let after = sample(&s.metrics().await, series);
+    assert!(after >= before + 2.0, "{series}: {before} then {after}");
+    held.clear();
+    health_on_a_new_connection(s.addr).await;
+}
+
+/// Finding 2: the per-IP rate limit keyed on the TCP peer only, so behind a same-host
+/// proxy every client shared 127.0.0.1's bucket. With the proxy trusted, the client is
+/// the right-most untrusted `X-Forwarded-For` address: a flooding client is limited,
+/// another is not, and a forged left-most address changes nothing. Untrusted peers'
+/// headers are still ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_per_ip_limit_is_per_forwarded_client() {
+    let limits = |c: &mut GenesisConfig| {
+        c.security.rate_limits.per_ip_per_minute = 1;
+        c.security.rate_limits.per_ip_burst = 3;
+    };
+    let s = Served::start("trusted-proxy", |c| {
+        limits(c);
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let get = |xff: &'static str| {
+        let r = s
+            .server
+            .client
+            .get(s.url("/api/tasks"))
+            .header("x-forwarded-for", xff);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(get("10.0.0.66").await);
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    assert_eq!(
+        get("10.0.0.7").await,
+        200,
+        "another client behind the proxy"
+    );
+    // The proxy appends what it saw: a forged left-most address is not read.
+    assert_eq!(get("10.0.0.8, 10.0.0.66").await, 429);
+    // Forwarded (RFC 7239) works the same way.
+    let r = s
+        .server
+        .client
+        .get(s.url("/api/tasks"))
+        .header("forwarded", "for=10.0.0.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let untrusted = Served::start("untrusted-proxy", limits).await;
+    let mut codes = Vec::new();
+    for xff in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+        let r = untrusted
+            .server
+            .client
+            .get(untrusted.url("/api/tasks"))
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 429],
+        "an untrusted peer's headers are ignored"
+    );
+}
+
+/// Finding 2: an anonymous flood spent the per-IP bucket before auth ran, locking out
+/// key holders on the same IP (or behind the same proxy). A request with a valid key
+/// now counts against its key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_flood_does_not_lock_out_a_valid_api_key_on_the_same_ip() {
+    let s = Served::start("per-key", |c| {
+        c.server.api_keys = vec![Secret::new("key-alice-0000000000000000")];
+        c.security.rate_limits.per_ip_per_minute = 1;
+        c.security.rate_limits.per_ip_burst = 3;
+    })
+    .await;
+    let client = &s.server.client;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            client
+                .get(s.url("/api/tasks"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes, [401, 401, 401, 429, 429]);
+    let wrong = client
+        .get(s.url("/api/tasks"))
+        .bearer_auth("key-mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 429, "wrong keys stay limited per IP");
+    let (status, _, body) = split(
+        client
+            .get(s.url("/api/tasks"))
+            .bearer_auth("key-alice-0000000000000000")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Finding 4a/4b: `bearer` / `BEARER` were "missing credentials"; two `Authorization`
+/// (or `x-api-key`) headers were accepted, the first winning. The scheme is now
+/// case-insensitive and a duplicated credential header is 400 `ambiguous_credentials`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive_and_duplicate_credentials_are_refused() {
+    const KEY: &str = "key-alice-0000000000000000";
+    let s = Served::start("auth-headers", |c| {
+        c.server.api_keys = vec![Secret::new(KEY)];
+    })
+    .await;
+    let client = &s.server.client;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, _, body) = split(
+            client
+                .get(s.url("/api/tasks"))
+                .header("authorization", format!("{scheme} {KEY}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    for (name, first, second) in [
+        (
+            "authorization",
+            format!("Bearer {KEY}"),
+            "Bearer other".to_owned(),
+        ),
+        ("x-api-key", KEY.to_owned(), "other".to_owned()),
+    ] {
+        let (status, _, body) = split(
+            client
+                .get(s.url("/api/tasks"))
+                .header(name, first)
+                .header(name, second)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{name} twice: {body}");
+        assert_eq!(error_rule(&body), "ambiguous_credentials");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(name),
+            "{body}"
+        );
+    }
+}
+
+/// Finding 3: an unmatched path was recorded verbatim as the `endpoint` label: every
+/// random 404 a new series kept for ever, and secrets in paths exported by /metrics.
+/// Labels are now route templates, and one `unmatched` for 404s and 405s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_are_route_templates_and_unmatched_paths_share_one_label() {
+    let s = Served::start("labels", |_| {}).await;
+    let client = &s.server.client;
+    let marker = format!("nope-ghp_SECRET{}", std::process::id());
+    for i in 0..20 {
+        let r = client
+            .get(s.url(&format!("/{marker}-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let r = client
+        .get(s.url(&format!("/api/tasks/{marker}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "unknown run");
+    let r = client
+        .delete(s.url(&format!("/api/tasks/{marker}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let text = s.metrics().await;
+    assert!(
+        !text.contains(&marker),
+        "a request path is exported by /metrics"
+    );
+    assert!(
+        text.contains(r#"genesis_requests_total{endpoint="unmatched",status="404"}"#),
+        "no unmatched 404 series"
+    );
+    assert!(
+        text.contains(r#"genesis_requests_total{endpoint="unmatched",status="405"}"#),
+        "no unmatched 405 series"
+    );
+    assert!(
+        text.contains(r#"genesis_requests_total{endpoint="/api/tasks/{id}",status="404"}"#),
+        "a matched route is labelled by its template"
+    );
+}
+
+/// Finding 4c: event streams had no cap per client or in total and no lifetime. Over
+/// `server.max_event_streams_per_ip` a client gets 429, over `server.max_event_streams`
+/// 503, both with Retry-After; a closed stream frees its slot; and a stream ends after
+/// `server.event_stream_lifetime`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_ip_and_in_total_and_end_after_their_lifetime() {
+    let s = Served::start_with("sse", Duration::from_secs(5), |c| {
+        c.server.max_event_streams_per_ip = 1;
+        c.server.max_event_streams = 2;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.server.event_stream_lifetime = Duration::from_millis(1500);
+    })
+    .await;
+    // The run waits on its slow agent, so its stream stays open.
+    let (status, _, body) = split(
+        s.server
+            .client
+            .post(s.url("/api/tasks"))
+            .json(&json!({"description": "Fix the login bug", "mode": "run"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let run = body["run_id"].as_str().unwrap().to_owned();
+    let events = s.url(&format!("/api/tasks/{run}/events"));
+    let open = |client_ip: &'static str| {
+        let r = s
+            .server
+            .client
+            .get(&events)
+            .header("x-forwarded-for", client_ip);
+        async move { r.send().await.unwrap() }
+    };
+    let started = Instant::now();
+    let first = open("10.0.0.1").await;
+    assert_eq!(first.status(), 200);
+    let (status, headers, body) = split(open("10.0.0.1").await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(error_rule(&body), "max_event_streams_per_ip");
+    assert!(headers.contains_key("retry-after"));
+    let second = open("10.0.0.2").await;
+    assert_eq!(second.status(), 200);
+    let (status, headers, body) = split(open("10.0.0.3").await).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_rule(&body), "max_event_streams");
+    assert!(headers.contains_key("retry-after"));
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let third = loop {
+        let r = open("10.0.0.3").await;
+        if r.status() == 200 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "a closed stream kept its slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(third);
+    // The first stream ends by itself at its lifetime, long before the run does.
+    let text = tokio::time::timeout(Duration::from_secs(4), first.text())
+        .await
+        .expect("the event stream outlived server.event_stream_lifetime")
+        .unwrap();
+    assert!(text.contains("data:"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+}
