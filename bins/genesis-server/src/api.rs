@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,7 +16,7 @@ use genesis::GenesisError;
 use genesis::core::Usd;
 use genesis::run::{RunEvent, RunStatus};
 use genesis::security::SecurityError;
-use genesis::store::{ListCursor, RunStore, StoreError, StoredEvent};
+use genesis::store::{ListCursor, RunScope, RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,7 +39,8 @@ pub struct CreateTask {
     /// Run budget in US dollars.
     #[serde(default)]
     pub budget_usd: Option<f64>,
-    /// Makes retried POSTs safe: the same key returns the same run.
+    /// Makes retried POSTs safe: the same key from the same caller returns the same
+    /// run. 1 to 255 visible ASCII characters (`!` to `~`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -141,6 +142,92 @@ where
     })
 }
 
+/// The longest idempotency key, in bytes.
+pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// Who is asking, as the auth layer verified it: the subject runs are journaled for
+/// ([`subject_of`]) and whose runs the caller may read.
+///
+/// With API keys configured, a caller reads, lists, follows and cancels only the runs
+/// journaled for its own subject; another subject's run is answered exactly like a
+/// missing one. Without API keys the API is open (development): anyone could call
+/// without credentials, so every caller sees every run, as before runs had owners.
+/// Runs stored before subjects were journaled have none: only an open API shows them.
+#[derive(Debug, Clone)]
+struct Caller {
+    subject: String,
+    sees_all: bool,
+}
+
+impl Caller {
+    fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        Caller {
+            subject: subject_of(headers),
+            sees_all: state.api_keys.is_empty(),
+        }
+    }
+
+    fn scope(&self) -> RunScope<'_> {
+        if self.sees_all {
+            RunScope::All
+        } else {
+            RunScope::Subject(&self.subject)
+        }
+    }
+}
+
+/// The JSON error of a `/api/tasks/{id}...` path whose id does not read (rule `path`: a
+/// parameter that is not UTF-8 once percent-decoded), instead of axum's plain-text
+/// rejection.
+fn path_error(e: &PathRejection) -> Response {
+    json_error(
+        e.status(),
+        "path",
+        format!("the request path is not valid: {}", e.body_text()),
+        "validation",
+    )
+}
+
+/// The idempotency key of a submission: the body's `idempotency_key`, else the
+/// `Idempotency-Key` header. 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes, each visible
+/// ASCII (`!` to `~`): what a header carries as it is, with nothing to normalise
+/// (UUIDs, ULIDs, hex and base64 fit). Anything else is refused (rule
+/// `idempotency_key`, naming the length or the first byte that is not allowed, see
+/// [`idempotency_key_error`]), not ignored: a retry whose key went unread would run the
+/// work twice. The key is never echoed.
+fn idempotency_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, String> {
+    let key = match body {
+        Some(key) => key.into_bytes(),
+        None => match headers.get("idempotency-key") {
+            Some(v) => v.as_bytes().to_vec(),
+            None => return Ok(None),
+        },
+    };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(format!("has {} bytes", key.len()));
+    }
+    if let Some(at) = key.iter().position(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "has a byte that is not visible ASCII at byte {}",
+            at + 1
+        ));
+    }
+    // All visible ASCII: valid UTF-8.
+    Ok(String::from_utf8(key).ok())
+}
+
+/// The 400 of an idempotency key that [`idempotency_key`] refused, saying `why`.
+fn idempotency_key_error(why: &str) -> Response {
+    json_error(
+        StatusCode::BAD_REQUEST,
+        "idempotency_key",
+        format!(
+            "the idempotency key {why}: use 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        ),
+        "validation",
+    )
+}
+
 fn genesis_error(e: &GenesisError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json_error(status, &e.rule(), e.to_string(), e.category().as_str());
@@ -235,7 +322,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     responses(
         (status = 200, description = "plan mode: the plan"),
         (status = 202, description = "run mode: accepted and journaled (once its write started, answered after it, past the request timeout)", body = Accepted),
-        (status = 400, description = "rejected input, naming the rule", body = ErrorBody),
+        (status = 400, description = "rejected input, naming the rule (e.g. `idempotency_key`: not 1 to 255 visible ASCII characters)", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
@@ -289,12 +376,10 @@ pub(crate) async fn create_task(
         Some(c) if !c.trim().is_empty() => format!("{}\n\nContext: {c}", req.description),
         _ => req.description.clone(),
     };
-    let idempotency = req.idempotency_key.clone().or_else(|| {
-        headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
+    let idempotency = match idempotency_key(req.idempotency_key.clone(), &headers) {
+        Ok(key) => key,
+        Err(why) => return idempotency_key_error(&why),
+    };
     let subject = subject_of(&headers);
     if req.mode == Mode::Run {
         if state.is_shutting_down() {
@@ -314,10 +399,15 @@ pub(crate) async fn create_task(
                 state: "on",
             });
         }
-        // Idempotent retries answer before any new work.
+        // Idempotent retries answer before any new work. A key is its subject's own.
         if let Some(key) = idempotency.clone()
-            && let Ok(Ok(Some(existing))) =
-                blocking(&state, move |s| find_by_key(s.runs.store().as_ref(), &key)).await
+            && let Ok(Ok(Some(existing))) = {
+                let subject = subject.clone();
+                blocking(&state, move |s| {
+                    find_by_key(s.runs.store().as_ref(), &subject, &key)
+                })
+                .await
+            }
         {
             return accepted(existing.id.to_string(), existing.status, true);
         }
@@ -420,10 +510,11 @@ fn json_body_message(source: &serde_json::Error) -> String {
 
 fn find_by_key(
     store: &dyn RunStore,
+    subject: &str,
     key: &str,
 ) -> Result<Option<genesis::store::RunSummary>, StoreError> {
     // The store resolves keys on create; a lookup here lets retries skip planning.
-    match store.run_for_idempotency_key(key)? {
+    match store.run_for_idempotency_key(Some(subject), key)? {
         Some(id) => store.run_summary(&id),
         None => Ok(None),
     }
@@ -452,15 +543,32 @@ fn accepted(id: String, status: RunStatus, existing: bool) -> Response {
 #[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path, description = "run id")),
     responses(
         (status = 200, description = "the run: status, plan, task states, cost, degradation; for a run whose stored plan or tasks no longer decode, what still reads (status, request, cost) and an `error` with rule `run_store_corrupt`"),
-        (status = 404, body = ErrorBody),
+        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody),
         (status = 409, description = "rule `run_store_corrupt`: not even the run's status reads back", body = ErrorBody)
     ))]
 pub(crate) async fn get_task(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let id = match path {
+        Ok(Path(id)) => id,
+        Err(e) => return path_error(&e),
+    };
+    let caller = Caller::of(&state, &headers);
     let key = id.clone();
-    let run = match blocking(&state, move |s| s.runs.store().get_run(&key)).await {
+    let run = match blocking(&state, move |s| {
+        let store = s.runs.store();
+        // Another subject's run reads as a missing one (the check reads the row's
+        // subject alone, so it holds for a run that no longer decodes too).
+        if !store.run_in_scope(&key, caller.scope())? {
+            return Ok(None);
+        }
+        store.get_run(&key)
+    })
+    .await
+    {
         Ok(run) => run,
         Err(response) => return response,
     };
@@ -559,10 +667,11 @@ pub(crate) struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page (an opaque token), or, from older clients, the previous page's last run id")),
-    responses((status = 200, description = "runs, newest first, and the next cursor"),
+    responses((status = 200, description = "the caller's runs (every run when the API is open), newest first, and the next cursor"),
         (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody)))]
 pub(crate) async fn list_tasks(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(q) = match query {
@@ -610,8 +719,11 @@ pub(crate) async fn list_tasks(
         }
     };
     let cursor = q.cursor;
+    let caller = Caller::of(&state, &headers);
     let runs = match blocking(&state, move |s| {
-        s.runs.store().list_runs(status, limit, cursor.as_deref())
+        s.runs
+            .store()
+            .list_runs_in(caller.scope(), status, limit, cursor.as_deref())
     })
     .await
     {
@@ -646,30 +758,45 @@ pub(crate) async fn list_tasks(
 #[utoipa::path(post, path = "/api/tasks/{id}/cancel", params(("id" = String, Path)),
     responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash (also for a repeated cancel of a run still cancelling)"),
         (status = 200, description = "a repeated cancel of a run that already ended cancelled, or ended after an earlier cancel was accepted: `status` says how it ended"),
-        (status = 404, body = ErrorBody), (status = 409, description = "rule `run_not_running`: the run ended before any cancel was accepted", body = ErrorBody),
+        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody), (status = 409, description = "rule `run_not_running`: the run ended before any cancel was accepted", body = ErrorBody),
         (status = 503, description = "rule `run_store`: the cancel could not be journaled, the run goes on", body = ErrorBody)))]
 pub(crate) async fn cancel_task(
     State(state): State<Arc<AppState>>,
     commit: Option<Extension<Commit>>,
-    Path(id): Path<String>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let id = match path {
+        Ok(Path(id)) => id,
+        Err(e) => return path_error(&e),
+    };
+    let caller = Caller::of(&state, &headers);
     // The request is journaled before the 202 (and before the run is stopped), so the
     // cancel holds across a crash; the answer waits for that write. A run that is
     // journaled but not yet live (an idempotent retry's 202 can come first) is
-    // cancelled as it starts.
+    // cancelled as it starts. Another subject's run is not touched and answers as a
+    // missing one.
     let commit = commit.map(|Extension(c)| c);
     let key = id.clone();
-    match committed(&state, commit.as_ref(), move |s| s.runs.cancel(&key)).await {
+    let cancelled = committed(&state, commit.as_ref(), move |s| {
+        if !s.runs.store().run_in_scope(&key, caller.scope())? {
+            return Ok(None);
+        }
+        s.runs.cancel(&key).map(Some)
+    })
+    .await;
+    match cancelled {
         Err(response) => return response,
-        Ok(Ok(true)) => {
+        Ok(Ok(None)) => return not_found_run(&id),
+        Ok(Ok(Some(true))) => {
             return (
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({"run_id": id, "status": "cancelling"})),
             )
                 .into_response();
         }
-        // Unknown, or already ended: answered from the store below.
-        Ok(Ok(false)) => {}
+        // Ended already (or deleted meanwhile): answered from the store below.
+        Ok(Ok(Some(false))) => {}
         Ok(Err(e)) => {
             let mut r = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -732,21 +859,32 @@ pub(crate) async fn cancel_task(
 }
 
 #[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, description = "server-sent events: every journaled event, then live ones until the run ends")))]
+    responses((status = 200, description = "server-sent events: every journaled event, then live ones until the run ends"),
+        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let id = match path {
+        Ok(Path(id)) => id,
+        Err(e) => return path_error(&e),
+    };
+    let caller = Caller::of(&state, &headers);
     // The row alone: the events of a run whose plan no longer decodes still stream.
+    // Another subject's run answers as a missing one.
     let key = id.clone();
-    let run = match blocking(&state, move |s| s.runs.store().run_summary(&key)).await {
+    let run = match blocking(&state, move |s| {
+        s.runs.store().run_in_scope(&key, caller.scope())
+    })
+    .await
+    {
         Ok(run) => run,
         Err(response) => return response,
     };
     match run {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found_run(&id),
+        Ok(true) => {}
+        Ok(false) => return not_found_run(&id),
         Err(e) => {
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -945,18 +1083,25 @@ pub(crate) async fn not_found() -> Response {
     )
 }
 
-/// Who a request is for, as feature flags see it and as a run journals it: the
-/// `x-agent-id` header when the request carries its `x-agent-token` (the auth layer has
-/// verified the pair by then), else `key:` and the first 8 bytes (hex) of the SHA-256 of
-/// the API key the request authenticated with (`x-api-key` or `Authorization: Bearer`),
-/// else `anonymous`. An `x-agent-id` without its token names nobody: a key holder cannot
-/// pick its rollout bucket by sending another agent's id. A key is never the subject
-/// itself, so it is never stored with a run; its digest keeps one key's rollout buckets
-/// sticky across requests and restarts.
+/// Who a request is for, as feature flags see it, as a run journals it and as run reads
+/// are scoped: the `x-agent-id` header when the auth layer took the agent path and
+/// verified the pair, else `key:` and the first 8 bytes (hex) of the SHA-256 of the API
+/// key the request authenticated with (`x-api-key` or `Authorization: Bearer`), else
+/// `anonymous`.
+///
+/// The agent path is taken exactly when both `x-agent-id` and `x-agent-token` read as
+/// text (`HeaderValue::to_str`, as [`crate::middleware::auth`] reads them): then the
+/// token was verified for that id, or the request was refused 401 before it got here.
+/// When either does not read, auth ignored the pair and checked the API key, so the key
+/// is the subject (audit D4: a key holder sent `x-agent-id: qa` with an unreadable
+/// token and had its run journaled for `qa`). An `x-agent-id` without its token names
+/// nobody: a key holder cannot pick its rollout bucket, nor another agent's runs, by
+/// sending another agent's id. A key is never the subject itself, so it is never
+/// stored with a run; its digest keeps one key's rollout buckets sticky across
+/// requests and restarts.
 pub(crate) fn subject_of(headers: &HeaderMap) -> String {
-    if headers.contains_key("x-agent-token")
-        && let Some(agent) = headers.get("x-agent-id").and_then(|v| v.to_str().ok())
-    {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let (Some(agent), Some(_token)) = (text("x-agent-id"), text("x-agent-token")) {
         return agent.to_owned();
     }
     match crate::middleware::credential(headers) {
@@ -1049,5 +1194,16 @@ mod tests {
             "key:a6c1eaef9d5f23f4"
         );
         assert_eq!(with(&[("x-agent-id", "agent-7")]), "anonymous");
+        // A token that does not read as text is one the auth layer ignored (it checked
+        // the API key instead): the key is the subject, not the agent id (audit D4).
+        let mut h = HeaderMap::new();
+        h.insert("x-agent-id", HeaderValue::from_static("qa"));
+        h.insert("x-agent-token", HeaderValue::from_bytes(b"\xff").unwrap());
+        h.insert("x-api-key", HeaderValue::from_static("secret-key-1"));
+        assert_eq!(subject_of(&h), "key:a6c1eaef9d5f23f4");
+        let mut h = HeaderMap::new();
+        h.insert("x-agent-id", HeaderValue::from_bytes(b"q\xe1").unwrap());
+        h.insert("x-agent-token", HeaderValue::from_static("t"));
+        assert_eq!(subject_of(&h), "anonymous");
     }
 }

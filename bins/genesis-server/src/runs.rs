@@ -463,7 +463,7 @@ pub enum StartRunError {
 mod tests {
     use super::*;
     use genesis::run::{Agent, AgentError, AgentOutput, AgentRequest, AgentSet, RunStatus};
-    use genesis::store::{RunSummary, SqliteStore, StoredEvent};
+    use genesis::store::{RunScope, RunSummary, SqliteStore, StoredEvent};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
@@ -509,8 +509,15 @@ mod tests {
         fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
             self.inner.request_cancel(id)
         }
-        fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
-            self.inner.run_for_idempotency_key(key)
+        fn run_for_idempotency_key(
+            &self,
+            subject: Option<&str>,
+            key: &str,
+        ) -> Result<Option<String>, StoreError> {
+            self.inner.run_for_idempotency_key(subject, key)
+        }
+        fn run_in_scope(&self, id: &str, scope: RunScope<'_>) -> Result<bool, StoreError> {
+            self.inner.run_in_scope(id, scope)
         }
         fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
             self.inner.get_run(id)
@@ -518,13 +525,14 @@ mod tests {
         fn run_summary(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
             self.inner.run_summary(id)
         }
-        fn list_runs(
+        fn list_runs_in(
             &self,
+            scope: RunScope<'_>,
             status: Option<RunStatus>,
             limit: usize,
             cursor: Option<&str>,
         ) -> Result<Vec<RunSummary>, StoreError> {
-            self.inner.list_runs(status, limit, cursor)
+            self.inner.list_runs_in(scope, status, limit, cursor)
         }
         fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
             self.inner.unfinished_runs()
@@ -586,7 +594,10 @@ mod tests {
             .await
             .unwrap();
         // Journaled (a retry would now be answered 202 with this id), not yet live.
-        let id = store.run_for_idempotency_key("key-1").unwrap().unwrap();
+        let id = store
+            .run_for_idempotency_key(Some("tester"), "key-1")
+            .unwrap()
+            .unwrap();
         assert!(!runs.is_live(&id));
         assert!(
             runs.cancel(&id).unwrap(),

@@ -12,6 +12,7 @@ mod budget;
 mod config_files;
 mod crash;
 mod durability;
+mod isolation;
 mod resume;
 mod startup;
 mod support;

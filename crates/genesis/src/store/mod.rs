@@ -46,7 +46,9 @@ pub struct RunRecord {
     /// `None` while it runs, and when it ended without any (failed or cancelled before a
     /// top-level task succeeded).
     pub answer: Option<String>,
-    /// The client's idempotency key, if it sent one.
+    /// The client's idempotency key, if it sent one. A key is its subject's own: the
+    /// same key sent for another subject names another run (see
+    /// [`RunStore::create_run`]).
     pub idempotency_key: Option<String>,
     /// Who started the run (the subject its feature flags are evaluated for, passed to
     /// agents): resume it with this as [`crate::RunOptions::subject`]. `None` for runs
@@ -101,6 +103,29 @@ impl RunRecord {
                 cost: self.cost,
             }))
             .collect()
+    }
+}
+
+/// Whose runs a read sees: every run, or the runs of one subject.
+///
+/// The server reads a run for a caller in the caller's scope, so another subject's run
+/// reads as a missing one. A run stored before subjects were journaled (no subject) is
+/// in [`RunScope::All`] only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunScope<'a> {
+    /// Every run, whoever it was started for.
+    All,
+    /// Only the runs journaled for this subject ([`RunRecord::subject`]).
+    Subject(&'a str),
+}
+
+impl RunScope<'_> {
+    /// True when a run journaled for `subject` is in this scope.
+    pub fn contains(&self, subject: Option<&str>) -> bool {
+        match self {
+            RunScope::All => true,
+            RunScope::Subject(s) => subject == Some(*s),
+        }
     }
 }
 
@@ -265,8 +290,10 @@ impl From<rusqlite::Error> for StoreError {
 /// Where runs live. Implementations must make [`RunStore::create_run`] and every
 /// journaled event durable before returning.
 pub trait RunStore: RunJournal + Send + Sync {
-    /// Records a new run with its plan and the subject it runs for (or finds the run
-    /// with the same idempotency key).
+    /// Records a new run with its plan and the subject it runs for, or finds the run
+    /// journaled earlier for the same subject with the same idempotency key (an
+    /// idempotency key is its subject's own: another subject's run with that key is
+    /// neither found nor in the way; `None` subjects are the same subject).
     ///
     /// # Errors
     /// Storage failures.
@@ -290,11 +317,28 @@ pub trait RunStore: RunJournal + Send + Sync {
     /// Storage failures (nothing was journaled).
     fn request_cancel(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// The run created with this idempotency key, if any.
+    /// The run created for `subject` with this idempotency key, if any (the lookup of
+    /// [`RunStore::create_run`]).
     ///
     /// # Errors
     /// Storage failures.
-    fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError>;
+    fn run_for_idempotency_key(
+        &self,
+        subject: Option<&str>,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// True when the run `id` is stored and in `scope` (false for an unknown run and for
+    /// another subject's, alike). The default reads the whole run; stores that can read
+    /// its subject alone should.
+    ///
+    /// # Errors
+    /// Storage failures (the default: also corrupt rows).
+    fn run_in_scope(&self, id: &str, scope: RunScope<'_>) -> Result<bool, StoreError> {
+        Ok(self
+            .get_run(id)?
+            .is_some_and(|r| scope.contains(r.subject.as_deref())))
+    }
 
     /// A run with its task states.
     ///
@@ -319,15 +363,30 @@ pub trait RunStore: RunJournal + Send + Sync {
         }))
     }
 
-    /// Runs, newest first (ties on creation time by id, descending), optionally filtered
-    /// by status. `cursor` says where the previous page ended: a [`ListCursor`] token
-    /// (`<created_at_ms>.<id>`, which does not need that run's row), or the previous
-    /// page's last run id (older clients; that run must still be stored).
+    /// Every run, newest first: [`RunStore::list_runs_in`] with [`RunScope::All`].
+    ///
+    /// # Errors
+    /// As [`RunStore::list_runs_in`].
+    fn list_runs(
+        &self,
+        status: Option<RunStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        self.list_runs_in(RunScope::All, status, limit, cursor)
+    }
+
+    /// The runs in `scope`, newest first (ties on creation time by id, descending),
+    /// optionally filtered by status. `cursor` says where the previous page ended: a
+    /// [`ListCursor`] token (`<created_at_ms>.<id>`, which does not need that run's row),
+    /// or the previous page's last run id (older clients; that run must still be stored,
+    /// and in `scope`).
     ///
     /// # Errors
     /// [`StoreError::UnknownCursor`] for a cursor that is neither; storage failures.
-    fn list_runs(
+    fn list_runs_in(
         &self,
+        scope: RunScope<'_>,
         status: Option<RunStatus>,
         limit: usize,
         cursor: Option<&str>,

@@ -7,7 +7,8 @@ use genesis_core::{RunId, Usd};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Created, ListCursor, RunRecord, RunStore, RunSummary, StoreError, StoredEvent, UnfinishedRun,
+    Created, ListCursor, RunRecord, RunScope, RunStore, RunSummary, StoreError, StoredEvent,
+    UnfinishedRun,
 };
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
@@ -70,6 +71,18 @@ const MIGRATIONS: &[&str] = &[
     // stored before.
     "ALTER TABLE tasks ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE tasks ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;",
+    // 4: idempotency keys are per subject, and runs are read per subject. The key moves
+    // to `subject_idempotency_key`, unique per (subject, key); `idempotency_key` (unique
+    // across all runs, a constraint SQLite cannot drop without copying the table) stays
+    // NULL from now on. Runs with no subject keep their keys (NULLs are distinct in a
+    // unique index: `create_run` checks within its write). The second index serves the
+    // per-subject listing and the lookups of a run in a subject's scope.
+    "ALTER TABLE runs ADD COLUMN subject_idempotency_key TEXT;
+     UPDATE runs SET subject_idempotency_key = idempotency_key, idempotency_key = NULL
+      WHERE idempotency_key IS NOT NULL;
+     CREATE UNIQUE INDEX runs_subject_idempotency_key
+      ON runs(subject_idempotency_key, subject) WHERE subject_idempotency_key IS NOT NULL;
+     CREATE INDEX runs_subject_created_at ON runs(subject, created_at, id);",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -209,6 +222,22 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The run journaled for `subject` with idempotency key `key` (`IS`: a `None`
+    /// subject matches runs with none). One probe of `runs_subject_idempotency_key`.
+    fn run_for_key(
+        conn: &Connection,
+        subject: Option<&str>,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(conn
+            .query_row(
+                "SELECT id FROM runs WHERE subject_idempotency_key = ?1 AND subject IS ?2",
+                params![key, subject],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -429,8 +458,8 @@ impl SqliteStore {
         );
         let row: Option<Row> = conn
             .query_row(
-                "SELECT request, status, plan_json, budget, cost, idempotency_key, created_at, updated_at, subject, \
-                 cancel_requested_at FROM runs WHERE id = ?1",
+                "SELECT request, status, plan_json, budget, cost, subject_idempotency_key, created_at, updated_at, \
+                 subject, cancel_requested_at FROM runs WHERE id = ?1",
                 params![id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?)),
             )
@@ -659,21 +688,15 @@ impl RunStore for SqliteStore {
         })?;
         let mut conn = self.conn()?;
         let tx = Self::write_tx(&mut conn)?;
-        if let Some(key) = idempotency_key {
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM runs WHERE idempotency_key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(existing) = existing {
-                return Ok(Created::Existing(RunId::new(existing)));
-            }
+        // Looked up within the write: two submissions with one key cannot both insert.
+        if let Some(key) = idempotency_key
+            && let Some(existing) = Self::run_for_key(&tx, subject, key)?
+        {
+            return Ok(Created::Existing(RunId::new(existing)));
         }
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (id, request, status, plan_json, budget, idempotency_key, created_at, updated_at, subject) \
+            "INSERT INTO runs (id, request, status, plan_json, budget, subject_idempotency_key, created_at, updated_at, subject) \
              VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6, ?7)",
             params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now, subject],
         )?;
@@ -704,15 +727,24 @@ impl RunStore for SqliteStore {
         Ok(marked > 0)
     }
 
-    fn run_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+    fn run_for_idempotency_key(
+        &self,
+        subject: Option<&str>,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT id FROM runs WHERE idempotency_key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Self::run_for_key(&conn, subject, key)
+    }
+
+    fn run_in_scope(&self, id: &str, scope: RunScope<'_>) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        // The primary key alone: nothing of the run is decoded.
+        let subject: Option<Option<String>> = conn
+            .query_row("SELECT subject FROM runs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(subject.is_some_and(|s| scope.contains(s.as_deref())))
     }
 
     fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -731,13 +763,18 @@ impl RunStore for SqliteStore {
             .optional()?)
     }
 
-    fn list_runs(
+    fn list_runs_in(
         &self,
+        scope: RunScope<'_>,
         status: Option<RunStatus>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Vec<RunSummary>, StoreError> {
         let conn = self.conn()?;
+        let subject = match scope {
+            RunScope::All => None,
+            RunScope::Subject(s) => Some(s),
+        };
         let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
         // Cursor: the (created_at, id) of the last row of the previous page, from the
         // token itself, or from the row of a plain run id (older clients).
@@ -745,10 +782,11 @@ impl RunStore for SqliteStore {
             None => (i64::MAX, String::new()),
             Some(c) => match ListCursor::parse(c) {
                 Some(token) => (token.created_at_ms, token.id),
+                // Another subject's run is no cursor: its position is not told.
                 None => conn
                     .query_row(
-                        "SELECT created_at, id FROM runs WHERE id = ?1",
-                        params![c],
+                        "SELECT created_at, id FROM runs WHERE id = ?1 AND (?2 IS NULL OR subject = ?2)",
+                        params![c, subject],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?
@@ -757,14 +795,21 @@ impl RunStore for SqliteStore {
                     })?,
             },
         };
+        // One statement per scope, so SQLite plans each with its own index: a subject's
+        // page is a range of `runs_subject_created_at`, whatever other subjects stored.
+        let scoped = if subject.is_some() {
+            "subject = ?5 AND"
+        } else {
+            "?5 IS NULL AND"
+        };
         let mut stmt = conn.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM runs \
-             WHERE (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
+             WHERE {scoped} (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
              ORDER BY created_at DESC, id DESC LIMIT ?4",
         ))?;
         let rows = stmt
             .query_map(
-                params![status.map(status_str), at, after_id, limit],
+                params![status.map(status_str), at, after_id, limit, subject],
                 summary_row,
             )?
             .collect::<Result<Vec<_>, _>>()?;

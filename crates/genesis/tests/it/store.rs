@@ -99,15 +99,18 @@ fn runs_survive_reopening_with_task_states_and_events() {
     let events = store.events_since("run_1", 0).unwrap();
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(store.events_since("run_1", 2).unwrap().len(), 1);
-    // Idempotency: the same key finds the same run.
+    // Idempotency: the same key from the same subject finds the same run.
     assert_eq!(
         store
-            .create_run(&RunId::new("run_2"), &plan, None, Some("k1"), Some("bob"))
+            .create_run(&RunId::new("run_2"), &plan, None, Some("k1"), Some("alice"))
             .unwrap(),
         Created::Existing(id.clone())
     );
     assert_eq!(
-        store.run_for_idempotency_key("k1").unwrap().as_deref(),
+        store
+            .run_for_idempotency_key(Some("alice"), "k1")
+            .unwrap()
+            .as_deref(),
         Some("run_1")
     );
     // Finishing removes it from the resume list.
@@ -157,6 +160,130 @@ fn listing_pages_with_a_cursor_and_filters_by_status() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].id.as_str(), "r0");
     assert!(store.get_run("nope").unwrap().is_none());
+}
+
+/// Security audit D4: idempotency keys were shared by every subject (bob's submission
+/// with alice's key got alice's run), and nothing read a run for one subject only.
+#[test]
+fn idempotency_keys_are_per_subject() {
+    let store = SqliteStore::in_memory().unwrap();
+    let plan = plan();
+    let create = |id: &str, key: &str, subject: Option<&str>| {
+        store
+            .create_run(&RunId::new(id), &plan, None, Some(key), subject)
+            .unwrap()
+    };
+    assert_eq!(
+        create("a1", "k", Some("alice")),
+        Created::New(RunId::new("a1"))
+    );
+    assert_eq!(
+        create("b1", "k", Some("bob")),
+        Created::New(RunId::new("b1"))
+    );
+    assert_eq!(create("n1", "k", None), Created::New(RunId::new("n1")));
+    assert_eq!(
+        create("a2", "k", Some("alice")),
+        Created::Existing(RunId::new("a1"))
+    );
+    assert_eq!(
+        create("b2", "k", Some("bob")),
+        Created::Existing(RunId::new("b1"))
+    );
+    assert_eq!(create("n2", "k", None), Created::Existing(RunId::new("n1")));
+    let key_of = |id: &str| store.get_run(id).unwrap().unwrap().idempotency_key;
+    assert_eq!(key_of("b1").as_deref(), Some("k"));
+}
+
+#[test]
+fn runs_are_read_and_listed_per_subject() {
+    use genesis::store::{ListCursor, RunScope};
+
+    let store = SqliteStore::in_memory().unwrap();
+    let plan = plan();
+    for (id, subject) in [
+        ("r0", None),
+        ("r1", Some("alice")),
+        ("r2", Some("bob")),
+        ("r3", Some("alice")),
+        ("r4", Some("alice")),
+    ] {
+        store
+            .create_run(&RunId::new(id), &plan, None, None, subject)
+            .unwrap();
+        // Distinct creation times, so the order is the insertion order.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let ids = |runs: Vec<genesis::store::RunSummary>| {
+        runs.into_iter()
+            .map(|r| r.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    let alice = RunScope::Subject("alice");
+    assert_eq!(
+        ids(store.list_runs_in(alice, None, 10, None).unwrap()),
+        ["r4", "r3", "r1"]
+    );
+    let first = store.list_runs_in(alice, None, 2, None).unwrap();
+    let token = ListCursor::after(&first[1]).to_string();
+    assert_eq!(
+        ids(store.list_runs_in(alice, None, 2, Some(&token)).unwrap()),
+        ["r1"]
+    );
+    // An older client's cursor (a run id) must be one of the subject's runs.
+    assert_eq!(
+        ids(store.list_runs_in(alice, None, 5, Some("r3")).unwrap()),
+        ["r1"]
+    );
+    assert!(matches!(
+        store.list_runs_in(alice, None, 5, Some("r2")),
+        Err(genesis::store::StoreError::UnknownCursor { .. })
+    ));
+    assert_eq!(
+        ids(store
+            .list_runs_in(RunScope::Subject("bob"), None, 10, None)
+            .unwrap()),
+        ["r2"]
+    );
+    assert_eq!(
+        ids(store
+            .list_runs_in(RunScope::Subject("carol"), None, 10, None)
+            .unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(store.list_runs(None, 10, None).unwrap()),
+        ["r4", "r3", "r2", "r1", "r0"],
+        "every run, with or without a subject"
+    );
+    store
+        .record(
+            &RunId::new("r3"),
+            &RunEvent::RunFinished {
+                status: RunStatus::Failed,
+                cost: Usd::ZERO,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        ids(store
+            .list_runs_in(alice, Some(RunStatus::Failed), 10, None)
+            .unwrap()),
+        ["r3"]
+    );
+    assert_eq!(
+        ids(store
+            .list_runs_in(RunScope::Subject("bob"), Some(RunStatus::Failed), 10, None)
+            .unwrap()),
+        Vec::<String>::new()
+    );
+    // One run: in its subject's scope and in `All`; a run without a subject only there.
+    assert!(store.run_in_scope("r1", alice).unwrap());
+    assert!(!store.run_in_scope("r2", alice).unwrap());
+    assert!(store.run_in_scope("r2", RunScope::All).unwrap());
+    assert!(!store.run_in_scope("r0", alice).unwrap());
+    assert!(store.run_in_scope("r0", RunScope::All).unwrap());
+    assert!(!store.run_in_scope("nope", RunScope::All).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,8 +367,8 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
         let conn = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
         conn.execute_batch(SCHEMA_V0_RUNS).unwrap();
         conn.execute(
-            "INSERT INTO runs (id, request, status, plan_json, created_at, updated_at) \
-             VALUES ('run_old', ?1, 'running', ?2, 1, 1)",
+            "INSERT INTO runs (id, request, status, plan_json, idempotency_key, created_at, updated_at) \
+             VALUES ('run_old', ?1, 'running', ?2, 'old-key', 1, 1)",
             rusqlite::params![plan.request, old_plan.to_string()],
         )
         .unwrap();
@@ -282,11 +409,32 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
         store
             .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
             .unwrap();
+        // Its idempotency key is kept, for runs without a subject; another subject's
+        // run may use the same key.
+        assert_eq!(old.idempotency_key.as_deref(), Some("old-key"));
+        assert_eq!(
+            store
+                .create_run(&RunId::new("run_again"), &plan, None, Some("old-key"), None)
+                .unwrap(),
+            Created::Existing(RunId::new("run_old"))
+        );
+        assert_eq!(
+            store
+                .create_run(
+                    &RunId::new("run_carol"),
+                    &plan,
+                    None,
+                    Some("old-key"),
+                    Some("carol")
+                )
+                .unwrap(),
+            Created::New(RunId::new("run_carol"))
+        );
     }
-    assert_eq!(user_version(), 3, "migrated");
+    assert_eq!(user_version(), 4, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 3);
+    assert_eq!(user_version(), 4);
     // Nobody asked to cancel the old run: it resumes.
     let old = store.get_run("run_old").unwrap().unwrap();
     assert_eq!(old.cancel_requested_at_ms, None);
