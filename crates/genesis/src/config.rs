@@ -527,6 +527,23 @@ mod tests {
         assert_eq!(c.limits.max_depth, 4);
     }
 
+    /// Security audit D4: a deployed server could not revoke a leaked agent token.
+    #[test]
+    fn revoked_agent_tokens_come_from_the_config() {
+        let d = tempdir("revoked");
+        let file = write(
+            &d,
+            "revoke.toml",
+            "[security.auth.revoked_before]\nqa = \"2026-11-24T19:00:00Z\"\n",
+        );
+        let c = GenesisConfig::load(&[file], Vec::new()).unwrap();
+        let at = c.security.auth.revoked_before.get("qa").map(|t| t.0);
+        assert_eq!(
+            at,
+            Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_546_800))
+        );
+    }
+
     #[test]
     fn errors_name_the_key() {
         let d = tempdir("errors");

@@ -13,7 +13,7 @@
 //!
 //! Time is always passed in (`now: SystemTime`), so tests control expiry and cool-downs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -78,7 +78,18 @@ pub struct AuthConfig {
     /// full, the agent whose last failure is the oldest is forgotten (with its count and
     /// any lockout) to make room. Default 100,000.
     pub max_tracked_agents: usize,
+    /// Revoked tokens, per agent: every token issued to the agent before the time
+    /// (RFC 3339, e.g. `"2026-11-24T19:00:00Z"`) is refused as revoked (401
+    /// `agent_token`). For a leaked token in a deployed server: add the agent with the
+    /// current time and restart; tokens issued afterwards (`genesis token --agent`)
+    /// work. Default: none.
+    pub revoked_before: BTreeMap<String, Timestamp>,
 }
+
+/// A point in time in configuration: RFC 3339 in UTC (`"2026-11-24T19:00:00Z"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(#[serde(with = "humantime_serde")] pub SystemTime);
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -91,6 +102,7 @@ impl Default for AuthConfig {
             key_id: "k1".to_owned(),
             min_secret_bytes: 32,
             max_tracked_agents: 100_000,
+            revoked_before: BTreeMap::new(),
         }
     }
 }
@@ -156,6 +168,13 @@ impl AuthConfig {
                 field: "auth.token_ttl",
                 value: "0s".into(),
                 reason: "must be positive",
+            });
+        }
+        if let Some(agent) = self.revoked_before.keys().find(|a| a.trim().is_empty()) {
+            return Err(SecurityError::InvalidConfig {
+                field: "auth.revoked_before",
+                value: format!("{agent:?}"),
+                reason: "an agent id must not be empty",
             });
         }
         validate_key_id(&self.key_id)
@@ -392,7 +411,14 @@ impl AgentAuthenticator {
                 current: config.key_id.clone(),
                 keys,
             }),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                revoked_before: config
+                    .revoked_before
+                    .iter()
+                    .map(|(agent, at)| (AgentId::new(agent.as_str()), unix(at.0)))
+                    .collect(),
+                ..State::default()
+            }),
             rng: SystemRandom::new(),
         })
     }
@@ -882,6 +908,44 @@ mod tests {
         ));
         let fresh = a.issue(&agent, t(NOW + 10)).unwrap();
         assert!(a.verify(&fresh, &agent, t(NOW + 11)).is_ok());
+    }
+
+    /// Security audit D4: revocation was reachable only through the library API, so a
+    /// deployed server could not revoke a leaked token. `revoked_before` in the config
+    /// revokes an agent's tokens issued before a time, from the next start.
+    #[test]
+    fn configured_cut_offs_revoke_an_agents_earlier_tokens() {
+        let secret = || Some(Secret::new("0123456789abcdef0123456789abcdef"));
+        let before = auth();
+        let agent = AgentId::new("coder");
+        let leaked = before.issue(&agent, t(NOW)).unwrap();
+        let other = before.issue(&AgentId::new("qa"), t(NOW)).unwrap();
+        let config: AuthConfig = serde_json::from_str(&format!(
+            r#"{{"revoked_before": {{"coder": "{}"}}}}"#,
+            humantime_serde::re::humantime::format_rfc3339_seconds(t(NOW + 10))
+        ))
+        .unwrap();
+        let after = AgentAuthenticator::new(&config, secret()).unwrap();
+        assert!(matches!(
+            after.verify(&leaked, &agent, t(NOW + 20)),
+            Err(SecurityError::TokenRevoked { .. })
+        ));
+        // Other agents' tokens, and the agent's tokens issued after the cut-off, work.
+        assert!(
+            after
+                .verify(&other, &AgentId::new("qa"), t(NOW + 20))
+                .is_ok()
+        );
+        let fresh = after.issue(&agent, t(NOW + 11)).unwrap();
+        assert!(after.verify(&fresh, &agent, t(NOW + 20)).is_ok());
+        // An empty agent id and a time that is not RFC 3339 are refused, naming the key.
+        let empty: AuthConfig =
+            serde_json::from_str(r#"{"revoked_before": {"": "2026-11-24T19:00:00Z"}}"#).unwrap();
+        let err = AgentAuthenticator::new(&empty, secret()).unwrap_err();
+        assert!(err.to_string().contains("auth.revoked_before"), "{err}");
+        let bad =
+            serde_json::from_str::<AuthConfig>(r#"{"revoked_before": {"coder": "yesterday"}}"#);
+        assert!(bad.is_err());
     }
 
     #[test]

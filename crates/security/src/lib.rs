@@ -42,7 +42,7 @@ mod rules;
 mod sanitize;
 pub mod training;
 
-pub use auth::{AgentAuthenticator, AuthConfig, Environment, TokenClaims};
+pub use auth::{AgentAuthenticator, AuthConfig, Environment, Timestamp, TokenClaims};
 pub use charlm::{CharModel, CharModelError};
 pub use detector::{DetectorConfig, InjectionDetector, Reason, ReasonKind, Scan, Verdict};
 pub use error::SecurityError;
