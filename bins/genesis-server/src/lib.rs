@@ -540,13 +540,7 @@ fn register_metrics(orchestrator: &Orchestrator) {
         .increment(0);
     metrics::counter!(c::RATE_LIMITED_TOTAL).increment(0);
     metrics::counter!(c::RUNS_DELETED_TOTAL).increment(0);
-    // The connection layer's series (not in the telemetry catalogue, which this crate
-    // does not own: described here).
-    metrics::describe_counter!(
-        transport::CONNECTIONS_REFUSED_TOTAL,
-        "connections refused at accept, by the cap that refused them (reason)"
-    );
-    metrics::describe_gauge!(transport::CONNECTIONS_OPEN, "connections open now");
+    // The connection layer's series.
     for reason in ["max_connections", "max_connections_per_ip"] {
         metrics::counter!(transport::CONNECTIONS_REFUSED_TOTAL, transport::REASON => reason)
             .increment(0);

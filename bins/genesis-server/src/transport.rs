@@ -30,13 +30,9 @@ use tower::Service;
 
 use crate::AppState;
 
-/// Connections refused at accept, by `reason` (`max_connections`,
-/// `max_connections_per_ip`).
-pub const CONNECTIONS_REFUSED_TOTAL: &str = "genesis_connections_refused_total";
-/// Connections open now.
-pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
 /// The label of [`CONNECTIONS_REFUSED_TOTAL`]: the cap that refused.
-pub(crate) const REASON: &str = "reason";
+pub(crate) use genesis::telemetry::catalogue::labels::REASON;
+pub use genesis::telemetry::catalogue::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED_TOTAL};
 
 /// File descriptors left for everything but client connections (the store, logs,
 /// outgoing agent and LLM calls) when `server.max_connections` is fitted under the

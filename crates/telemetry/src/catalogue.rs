@@ -40,6 +40,8 @@ pub mod labels {
     pub const CATEGORY: &str = "category";
     /// Budget scope: `run` or `daily`.
     pub const SCOPE: &str = "scope";
+    /// Which cap refused a connection (`max_connections`, `max_connections_per_ip`).
+    pub const REASON: &str = "reason";
 }
 
 /// Values of [`BREAKER_STATE`].
@@ -99,6 +101,10 @@ pub const FLAG_EVALUATIONS_TOTAL: &str = "genesis_flag_evaluations_total";
 pub const ROLLOUT_PERCENT: &str = "genesis_rollout_percent";
 /// Finished runs the server deleted from its store after `server.retention`.
 pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
+/// Connections the server refused at accept. Labels: reason.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "genesis_connections_refused_total";
+/// Connections the server has open now.
+pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
 
 /// The type of a catalogued metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +177,8 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(FLAG_EVALUATIONS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::RESULT], "feature flag evaluations, by flag and result"),
     def(ROLLOUT_PERCENT, Gauge, Unit::Percent, &[l::FLAG], "percentage of subjects a rollout currently admits"),
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
+    def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
+    def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),
 ];
 
 /// Looks a metric up by its exported name. Histogram series suffixes (`_bucket`, `_sum`,
