@@ -178,7 +178,10 @@ where
                 router.clone().call(req)
             });
         let conn = http.serve_connection(TokioIo::new(stream), service);
-        let stop = stop.clone();
+        // Its own child token: the connection's task polls it at every wake-up, and a
+        // child's waiter list is its own (a clone of `stop` would share one mutex
+        // among all connections).
+        let stop = stop.child_token();
         tracker.spawn(async move {
             metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
             tokio::pin!(conn);
