@@ -20,9 +20,60 @@ pub fn is_blank(text: &str) -> bool {
     text.chars().all(is_invisible)
 }
 
+/// The 1-based line and column (in characters) where the byte offset `start` of `text`
+/// falls (a parser error's span start, moved back to a character boundary): for
+/// messages that point into a configuration document.
+pub fn line_column(text: &str, start: usize) -> (usize, usize) {
+    let mut start = start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// ` at line L column C`, or nothing without a position.
+pub fn at_position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line} column {column}"),
+        _ => String::new(),
+    }
+}
+
+/// A parser message on one line: its non-empty lines, trimmed, joined with "; ".
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_count_lines_and_characters_from_one() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        // "x" is the 7th character of line 2 (é is one character, two bytes).
+        assert_eq!(line_column(text, text.find('x').unwrap()), (2, 7));
+        // Inside a multi-byte character: its start; past the end: the end.
+        assert_eq!(line_column(text, 8), (2, 2));
+        assert_eq!(line_column(text, 999), (3, 1));
+        assert_eq!(at_position(Some(2), Some(7)), " at line 2 column 7");
+        assert_eq!(at_position(None, Some(7)), "");
+        assert_eq!(
+            one_line("expected `=`\n  |\n  | x\n"),
+            "expected `=`; |; | x"
+        );
+    }
 
     #[test]
     fn invisible_only_text_is_blank_and_text_around_it_is_not() {

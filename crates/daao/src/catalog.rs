@@ -72,7 +72,7 @@ pub enum CatalogError {
     /// The TOML did not parse or did not match the schema. The message carries the
     /// parser's, which names the key or value, and the position: ``invalid model
     /// catalogue: invalid value: -1.0, expected a non-negative amount at line 5 column 21``.
-    #[error("invalid model catalogue: {}{}", one_line(.error.message()), at(*.line, *.column))]
+    #[error("invalid model catalogue: {}{}", genesis_core::text::one_line(.error.message()), genesis_core::text::at_position(*.line, *.column))]
     Parse {
         /// The parser's error. Its text is in this error's message, so it is not
         /// repeated as [`std::error::Error::source`] (a chain printer shows it once).
@@ -111,37 +111,10 @@ pub enum CatalogError {
 /// The 1-based line and column (in characters) of `error`'s span in `text`, the
 /// document it was parsed from: `(None, None)` when the parser gives no position.
 fn toml_position(error: &toml::de::Error, text: &str) -> (Option<usize>, Option<usize>) {
-    let Some(span) = error.span() else {
-        return (None, None);
-    };
-    let mut start = span.start.min(text.len());
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    let before = &text[..start];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        Some(before.matches('\n').count() + 1),
-        Some(before[line_start..].chars().count() + 1),
-    )
-}
-
-/// ` at line L column C`, or nothing without a position.
-fn at(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(line), Some(column)) => format!(" at line {line} column {column}"),
-        _ => String::new(),
-    }
-}
-
-/// A parser message on one line: a syntax error's hint lines are joined with "; ".
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    error.span().map_or((None, None), |span| {
+        let (line, column) = genesis_core::text::line_column(text, span.start);
+        (Some(line), Some(column))
+    })
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ pub enum HaloError {
     /// The agents TOML document does not parse or has unknown fields. The message
     /// carries the parser's: ``agents toml is invalid: unknown variant `cheap`, expected
     /// one of `low`, `medium`, `high` at line 4 column 13``.
-    #[error("agents toml is invalid: {}{}", one_line(.error.message()), at(*.line, *.column))]
+    #[error("agents toml is invalid: {}{}", genesis_core::text::one_line(.error.message()), genesis_core::text::at_position(*.line, *.column))]
     AgentsToml {
         /// The parser's error (boxed: it is large). Its text is in this error's message,
         /// so it is not repeated as [`std::error::Error::source`] (a chain printer shows
@@ -88,7 +88,7 @@ pub enum HaloError {
     },
     /// The routing rules TOML document does not parse or has unknown fields. The message
     /// carries the parser's, with the line and column.
-    #[error("routing rules toml is invalid: {}{}", one_line(.error.message()), at(*.line, *.column))]
+    #[error("routing rules toml is invalid: {}{}", genesis_core::text::one_line(.error.message()), genesis_core::text::at_position(*.line, *.column))]
     RulesToml {
         /// The parser's error (in the message, not repeated as `source()`).
         error: Box<toml::de::Error>,
@@ -192,37 +192,10 @@ impl HaloError {
 /// The 1-based line and column (in characters) of `error`'s span in `text`, the
 /// document it was parsed from: `(None, None)` when the parser gives no position.
 pub(crate) fn toml_position(error: &toml::de::Error, text: &str) -> (Option<usize>, Option<usize>) {
-    let Some(span) = error.span() else {
-        return (None, None);
-    };
-    let mut start = span.start.min(text.len());
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    let before = &text[..start];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        Some(before.matches('\n').count() + 1),
-        Some(before[line_start..].chars().count() + 1),
-    )
-}
-
-/// ` at line L column C`, or nothing without a position.
-fn at(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(line), Some(column)) => format!(" at line {line} column {column}"),
-        _ => String::new(),
-    }
-}
-
-/// A parser message on one line: a syntax error's hint lines are joined with "; ".
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    error.span().map_or((None, None), |span| {
+        let (line, column) = genesis_core::text::line_column(text, span.start);
+        (Some(line), Some(column))
+    })
 }
 
 /// A JSONL catalogue line that was skipped in [`crate::JsonlMode::Skip`] mode.
