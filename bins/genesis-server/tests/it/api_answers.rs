@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Stub, TempDir, TestServer, config, error_rule};
+use crate::support::{Stub, TempDir, TestServer, config, error_rule, page_ids};
 
 const SMALL: &str = "Fix the login bug";
 
@@ -16,16 +16,6 @@ async fn server(tag: &str) -> (TempDir, Stub, TestServer) {
     let stub = Stub::start(Duration::ZERO).await;
     let s = TestServer::start(config(dir.path(), &stub.url), &[]).await;
     (dir, stub, s)
-}
-
-/// The ids of the runs of a listing page.
-fn page_ids(body: &Value) -> Vec<String> {
-    body["runs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no runs in {body}"))
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The candidates of a planned task: its agent, then its routing alternatives.

@@ -10,7 +10,7 @@ use genesis::core::AgentId;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::support::{Stub, TempDir, TestServer, config, error_rule, split};
+use crate::support::{Stub, TempDir, TestServer, config, error_rule, page_ids, split};
 
 const ALICE: &str = "key-alice-0000000000000000";
 const BOB: &str = "key-bob-11111111111111111111";
@@ -61,15 +61,6 @@ async fn submit(s: &TestServer, who: As<'_>, body: Value) -> Value {
     body
 }
 
-fn listed(body: &Value) -> Vec<String> {
-    body["runs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no runs in {body}"))
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// The 404 of an unknown run, for `id`.
 fn assert_unknown_run(status: u16, body: &Value, id: &str, what: &str) {
     assert_eq!(status, 404, "{what}: {body}");
@@ -117,7 +108,7 @@ async fn another_subjects_runs_are_answered_as_missing() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = get(&s, alice, "/api/tasks").await;
     assert_eq!(status, 200, "{body}");
-    let mut mine = listed(&body);
+    let mut mine = page_ids(&body);
     mine.sort();
     let mut both = vec![id.clone(), id2.clone()];
     both.sort();
@@ -132,7 +123,11 @@ async fn another_subjects_runs_are_answered_as_missing() {
         assert_unknown_run(status, &body, &id2, &format!("{name} cancel"));
         let (status, body) = get(&s, who, "/api/tasks").await;
         assert_eq!(status, 200, "{name}: {body}");
-        assert_eq!(listed(&body), Vec::<String>::new(), "{name} lists nothing");
+        assert_eq!(
+            page_ids(&body),
+            Vec::<String>::new(),
+            "{name} lists nothing"
+        );
         // A run id of another subject is no cursor either (older clients' form).
         let (status, body) = get(&s, who, &format!("/api/tasks?cursor={id}")).await;
         assert_eq!(status, 400, "{name}: {body}");
@@ -174,9 +169,9 @@ async fn another_subjects_runs_are_answered_as_missing() {
         (Some(bob_id.as_str()), Some(true))
     );
     let (_, body) = get(&s, bob, "/api/tasks").await;
-    assert_eq!(listed(&body), [bob_id]);
+    assert_eq!(page_ids(&body), [bob_id]);
     let (_, body) = get(&s, alice, "/api/tasks?limit=1").await;
-    let mut paged = listed(&body);
+    let mut paged = page_ids(&body);
     let (_, body) = get(
         &s,
         alice,
@@ -186,7 +181,7 @@ async fn another_subjects_runs_are_answered_as_missing() {
         ),
     )
     .await;
-    paged.extend(listed(&body));
+    paged.extend(page_ids(&body));
     paged.sort();
     assert_eq!(paged, both, "pages stay within the subject");
 
@@ -263,7 +258,7 @@ async fn an_open_api_shows_every_run_and_runs_without_a_subject_are_nobodys_with
     s.wait_finished(&keyed, Duration::from_secs(30)).await;
     let (status, _, body) = s.get("/api/tasks").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(listed(&body).len(), 2, "{body}");
+    assert_eq!(page_ids(&body).len(), 2, "{body}");
     let (status, body) = get(&s, As::Key("other-key"), &format!("/api/tasks/{keyed}")).await;
     assert_eq!(status, 200, "the API is open: {body}");
     s.state.begin_shutdown();
@@ -280,7 +275,7 @@ async fn an_open_api_shows_every_run_and_runs_without_a_subject_are_nobodys_with
     .await;
     assert_unknown_run(status, &body, legacy.as_str(), "a run without a subject");
     let (_, body) = get(&s, As::Key(ALICE), "/api/tasks").await;
-    assert_eq!(listed(&body), Vec::<String>::new());
+    assert_eq!(page_ids(&body), Vec::<String>::new());
 }
 
 /// Audit D4 finding 3 (`probe_body.py`): a 60 KB idempotency key in the body and a 16 KB

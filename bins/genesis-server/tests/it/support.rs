@@ -269,6 +269,16 @@ pub(crate) async fn split(r: reqwest::Response) -> (u16, reqwest::header::Header
 
 /// Asserts the house error body `{"error": {"rule", "message", "category"}}` and returns
 /// the rule.
+/// The ids of the runs of a `GET /api/tasks` page, in the order listed.
+pub(crate) fn page_ids(body: &Value) -> Vec<String> {
+    body["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs in {body}"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub(crate) fn error_rule(body: &Value) -> String {
     let e = &body["error"];
     assert!(
