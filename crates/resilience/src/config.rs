@@ -27,7 +27,61 @@ pub struct ResilienceConfig {
     pub degradation: DegradationConfig,
 }
 
+/// The struct is `#[non_exhaustive]` (new knobs are not breaking changes), so outside this
+/// crate it is built from its defaults with the `with_*` setters, each nested config
+/// likewise:
+///
+/// ```
+/// use std::time::Duration;
+/// use genesis_resilience::{BulkheadConfig, ResilienceConfig, TimeoutConfig};
+///
+/// let config = ResilienceConfig::default()
+///     .with_bulkhead(BulkheadConfig::default().with_max_concurrent(8))
+///     .with_timeout(TimeoutConfig::default().with_call(Duration::from_secs(20)));
+/// config.validate().unwrap();
+/// assert_eq!(config.timeout.call, Duration::from_secs(20));
+/// ```
 impl ResilienceConfig {
+    /// Sets `breaker`: the circuit-breaker thresholds. Setters do not validate; call
+    /// `validate` once built.
+    #[must_use]
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Sets `retry`: the retry schedule. Setters do not validate; call `validate` once
+    /// built.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets `bulkhead`: the per-key concurrency limits. Setters do not validate; call
+    /// `validate` once built.
+    #[must_use]
+    pub fn with_bulkhead(mut self, bulkhead: BulkheadConfig) -> Self {
+        self.bulkhead = bulkhead;
+        self
+    }
+
+    /// Sets `timeout`: the per-call deadline. Setters do not validate; call `validate` once
+    /// built.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: TimeoutConfig) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets `degradation`: the automatic degradation thresholds. Setters do not validate;
+    /// call `validate` once built.
+    #[must_use]
+    pub fn with_degradation(mut self, degradation: DegradationConfig) -> Self {
+        self.degradation = degradation;
+        self
+    }
+
     /// Checks every nested config.
     ///
     /// # Errors
@@ -395,7 +449,34 @@ impl Default for BulkheadConfig {
     }
 }
 
+/// Built outside this crate from its defaults with the `with_*` setters (see
+/// [`ResilienceConfig`]).
 impl BulkheadConfig {
+    /// Sets `max_concurrent`: calls in flight per key. Setters do not validate; call
+    /// `validate` once built. `validate` refuses 0 and more than
+    /// [`tokio::sync::Semaphore::MAX_PERMITS`].
+    #[must_use]
+    pub fn with_max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = max_concurrent;
+        self
+    }
+
+    /// Sets `max_wait`: how long an acquire waits for a slot before rejecting; zero rejects
+    /// at once. Any value is valid.
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Sets `max_keys`: idle keys kept before the least useful are dropped. Setters do not
+    /// validate; call `validate` once built. `validate` refuses 0.
+    #[must_use]
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
     /// Checks the bulkhead rules.
     ///
     /// # Errors
@@ -440,7 +521,17 @@ impl Default for TimeoutConfig {
     }
 }
 
+/// Built outside this crate from its defaults with the `with_*` setters (see
+/// [`ResilienceConfig`]).
 impl TimeoutConfig {
+    /// Sets `call`: the deadline of one attempt. Setters do not validate; call `validate`
+    /// once built. `validate` refuses zero.
+    #[must_use]
+    pub fn with_call(mut self, call: Duration) -> Self {
+        self.call = call;
+        self
+    }
+
     /// Checks the timeout rules.
     ///
     /// # Errors
@@ -487,7 +578,66 @@ impl Default for DegradationConfig {
     }
 }
 
+/// Built outside this crate from its defaults with the `with_*` setters (see
+/// [`ResilienceConfig`]):
+///
+/// ```
+/// use std::time::Duration;
+/// use genesis_resilience::{DegradationConfig, ResilienceConfig};
+///
+/// let config = ResilienceConfig::default().with_degradation(
+///     DegradationConfig::default()
+///         .with_minimal_agent_open_fraction(0.75)
+///         .with_recovery_hold(Duration::from_secs(5)),
+/// );
+/// config.validate().unwrap();
+/// ```
 impl DegradationConfig {
+    /// Sets `llm_fallback_open_fraction`: the fraction of LLM-provider breakers open at or
+    /// above which planning stops calling LLMs. Setters do not validate; call `validate`
+    /// once built. `validate` refuses values outside `[0, 1]`.
+    #[must_use]
+    pub fn with_llm_fallback_open_fraction(mut self, llm_fallback_open_fraction: f64) -> Self {
+        self.llm_fallback_open_fraction = llm_fallback_open_fraction;
+        self
+    }
+
+    /// Sets `llm_fallback_budget_fraction`: the remaining budget fraction below which
+    /// planning stops calling LLMs. Setters do not validate; call `validate` once built.
+    /// `validate` refuses values outside `[0, 1]`, and values below
+    /// `minimal_budget_fraction`.
+    #[must_use]
+    pub fn with_llm_fallback_budget_fraction(mut self, llm_fallback_budget_fraction: f64) -> Self {
+        self.llm_fallback_budget_fraction = llm_fallback_budget_fraction;
+        self
+    }
+
+    /// Sets `minimal_agent_open_fraction`: the fraction of agent breakers open at or above
+    /// which Genesis goes `minimal`. Setters do not validate; call `validate` once built.
+    /// `validate` refuses values outside `[0, 1]`.
+    #[must_use]
+    pub fn with_minimal_agent_open_fraction(mut self, minimal_agent_open_fraction: f64) -> Self {
+        self.minimal_agent_open_fraction = minimal_agent_open_fraction;
+        self
+    }
+
+    /// Sets `minimal_budget_fraction`: the remaining budget fraction below which Genesis
+    /// goes `minimal`. Setters do not validate; call `validate` once built. `validate`
+    /// refuses values outside `[0, 1]`, and values above `llm_fallback_budget_fraction`.
+    #[must_use]
+    pub fn with_minimal_budget_fraction(mut self, minimal_budget_fraction: f64) -> Self {
+        self.minimal_budget_fraction = minimal_budget_fraction;
+        self
+    }
+
+    /// Sets `recovery_hold`: how long a better level must be indicated before Genesis moves
+    /// up to it. Any value is valid.
+    #[must_use]
+    pub fn with_recovery_hold(mut self, recovery_hold: Duration) -> Self {
+        self.recovery_hold = recovery_hold;
+        self
+    }
+
     /// Checks the degradation rules.
     ///
     /// # Errors
@@ -559,6 +709,71 @@ mod tests {
         assert_eq!(config.bulkhead.max_wait, Duration::ZERO);
         let back: ResilienceConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
         assert_eq!(back, config);
+    }
+
+    /// Every config built with its setters equals its struct-literal form: each setter
+    /// sets its own field and nothing else.
+    #[test]
+    fn setters_build_the_struct_literal_form() {
+        let bulkhead = BulkheadConfig {
+            max_concurrent: 3,
+            max_wait: Duration::from_millis(250),
+            max_keys: 64,
+        };
+        let timeout = TimeoutConfig {
+            call: Duration::from_secs(7),
+        };
+        let degradation = DegradationConfig {
+            llm_fallback_open_fraction: 0.8,
+            llm_fallback_budget_fraction: 0.3,
+            minimal_agent_open_fraction: 0.6,
+            minimal_budget_fraction: 0.05,
+            recovery_hold: Duration::from_secs(9),
+        };
+        let breaker = BreakerConfig::default().with_failure_threshold(4);
+        let retry = BackoffConfig::default().with_max_retries(1);
+        let literal = ResilienceConfig {
+            breaker: breaker.clone(),
+            retry: retry.clone(),
+            bulkhead: bulkhead.clone(),
+            timeout: timeout.clone(),
+            degradation: degradation.clone(),
+        };
+        let built_bulkhead = BulkheadConfig::default()
+            .with_max_concurrent(3)
+            .with_max_wait(Duration::from_millis(250))
+            .with_max_keys(64);
+        assert_eq!(built_bulkhead, bulkhead);
+        let built_timeout = TimeoutConfig::default().with_call(Duration::from_secs(7));
+        assert_eq!(built_timeout, timeout);
+        let built_degradation = DegradationConfig::default()
+            .with_llm_fallback_open_fraction(0.8)
+            .with_llm_fallback_budget_fraction(0.3)
+            .with_minimal_agent_open_fraction(0.6)
+            .with_minimal_budget_fraction(0.05)
+            .with_recovery_hold(Duration::from_secs(9));
+        assert_eq!(built_degradation, degradation);
+        let built = ResilienceConfig::default()
+            .with_breaker(breaker)
+            .with_retry(retry)
+            .with_bulkhead(built_bulkhead)
+            .with_timeout(built_timeout)
+            .with_degradation(built_degradation);
+        assert_eq!(built, literal);
+        built.validate().unwrap();
+        // Setters do not validate: what they set is refused by `validate`, naming it.
+        let refused = ResilienceConfig::default()
+            .with_bulkhead(BulkheadConfig::default().with_max_concurrent(0))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("bulkhead.max_concurrent"), "{refused}");
+        let refused = TimeoutConfig::default()
+            .with_call(Duration::ZERO)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("timeout.call"), "{refused}");
     }
 
     #[test]
