@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 RunEvent::TaskFailed {
                     task_id, reason, ..
                 } => println!("FAIL  {task_id}: {reason}"),
-                RunEvent::RunFinished { status, cost } => {
+                RunEvent::RunFinished { status, cost, .. } => {
                     println!("run {} (cost {cost})", status.as_str());
                     break;
                 }

@@ -272,10 +272,13 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
             task_id,
             reason,
             attempts,
+            ..
         } => {
             format!("failed    {task_id} after {attempts} attempts: {reason}")
         }
-        RunEvent::TaskSkipped { task_id, reason } => format!("skipped   {task_id}: {reason}"),
+        RunEvent::TaskSkipped {
+            task_id, reason, ..
+        } => format!("skipped   {task_id}: {reason}"),
         RunEvent::TasksAdded { after, tasks } => {
             format!("added     {} follow-up tasks after {after}", tasks.len())
         }
@@ -294,7 +297,9 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
             "budget    {task_id}: {scope} budget {limit} spent {spent} + in flight {reserved} \
              leaves no room for {requested} (rule: budget_{scope})"
         ),
-        RunEvent::RunFinished { status, cost } => format!("run {} (cost {cost})", status.as_str()),
+        RunEvent::RunFinished { status, cost, .. } => {
+            format!("run {} (cost {cost})", status.as_str())
+        }
         _ => return None,
     })
 }
@@ -416,6 +421,8 @@ mod tests {
             task_id: "t3".into(),
             reason: "agent timed out".into(),
             attempts: 4,
+            input_tokens: 0,
+            output_tokens: 0,
         };
         assert_eq!(
             event_line(&e).unwrap(),

@@ -224,7 +224,7 @@ impl RunManager {
         if let Err(e) = launched {
             self.lives().starting.remove(&id);
             // Journaled but cannot run: record it as failed so it is not resumed.
-            self.reject(&id, &e, Usd::ZERO);
+            self.reject(&id, &e, Usd::ZERO, (0, 0));
             return Err(e.into());
         }
         Ok((id, false))
@@ -240,18 +240,21 @@ impl RunManager {
 
     /// Journals that a run cannot run, and why (naming the rule and value), and ends it
     /// as failed with what it had spent, so it is not resumed again.
-    fn reject(&self, id: &RunId, error: &GenesisError, spent: Usd) {
-        self.fail(id, error.rule(), error.to_string(), spent);
+    fn reject(&self, id: &RunId, error: &GenesisError, spent: Usd, tokens: (u64, u64)) {
+        self.fail(id, error.rule(), error.to_string(), spent, tokens);
     }
 
     /// Journals `run_rejected` with `rule` and `reason`, then `run_finished` (`failed`)
-    /// with `spent` (the store keeps the larger of it and the journaled cost).
-    fn fail(&self, id: &RunId, rule: String, reason: String, spent: Usd) {
+    /// with `spent` (the store keeps the larger of it and the journaled cost) and the
+    /// run's token totals so far, (input, output).
+    fn fail(&self, id: &RunId, rule: String, reason: String, spent: Usd, tokens: (u64, u64)) {
         let events = [
             RunEvent::RunRejected { rule, reason },
             RunEvent::RunFinished {
                 status: genesis::run::RunStatus::Failed,
                 cost: spent,
+                input_tokens: tokens.0,
+                output_tokens: tokens.1,
             },
         ];
         if let Err(e) = self.store.record_all(id, &events) {
@@ -328,7 +331,8 @@ impl RunManager {
                     let reason = genesis::core::error_chain(&error);
                     tracing::error!(run_id = %id, error = %reason, "cannot read the stored run back; marking it failed");
                     // What it spent stays journaled: the store keeps the larger cost.
-                    self.fail(&id, CORRUPT_RULE.to_owned(), reason, Usd::ZERO);
+                    // Its task rows do not read back either: no token totals.
+                    self.fail(&id, CORRUPT_RULE.to_owned(), reason, Usd::ZERO, (0, 0));
                     continue;
                 }
             };
@@ -346,6 +350,7 @@ impl RunManager {
                 .iter()
                 .filter(|t| t.status == TaskStatus::Succeeded)
                 .count();
+            let tokens = run.token_totals();
             let resumed: Vec<_> = run
                 .tasks
                 .into_iter()
@@ -360,7 +365,7 @@ impl RunManager {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");
-                    self.reject(&run.id, &e, run.cost);
+                    self.reject(&run.id, &e, run.cost, tokens);
                 }
             }
         }

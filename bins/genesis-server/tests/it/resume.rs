@@ -359,6 +359,8 @@ async fn a_run_whose_cancellation_was_half_journaled_ends_cancelled_after_a_rest
         .map(|t| RunEvent::TaskSkipped {
             task_id: t.task_id.clone(),
             reason: "run cancelled".into(),
+            input_tokens: 0,
+            output_tokens: 0,
         })
         .collect();
     store.record_all(&id, &skipped).unwrap();
@@ -389,6 +391,7 @@ async fn a_run_whose_cancellation_was_half_journaled_ends_cancelled_after_a_rest
         Some(RunEvent::RunFinished {
             status: RunStatus::Cancelled,
             cost,
+            ..
         }) => assert!((cost.as_f64() - 0.25).abs() < 1e-9),
         other => panic!("the run did not end cancelled: {other:?}"),
     }

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -397,7 +398,8 @@ impl RunHandle {
     /// The run's result from its task's end. A task that ended abnormally (its
     /// runtime shut down, or a bug the run could not recover from) leaves no task
     /// reports; the result still carries the money spent, and `run_finished` is
-    /// broadcast so subscribers do not wait for ever.
+    /// broadcast so subscribers do not wait for ever (with no token totals: they are
+    /// summed over the task reports it lost).
     fn result(&self, joined: Result<RunResult, tokio::task::JoinError>) -> RunResult {
         match joined {
             Ok(r) => r,
@@ -407,6 +409,8 @@ impl RunHandle {
                 let _ = self.events.send(RunEvent::RunFinished {
                     status: RunStatus::Failed,
                     cost,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 });
                 RunResult {
                     run_id: self.run_id.clone(),
@@ -613,6 +617,20 @@ struct Slot {
     status: TaskStatus,
     waiting: usize,
     report: TaskReport,
+    /// Tokens its calls that answered reported so far, shared with its attempt while
+    /// it runs: a task cancelled, timed out or whose attempt died keeps them.
+    tokens: Arc<TokenMeter>,
+}
+
+impl Slot {
+    /// Copies the tokens its calls reported so far onto its report, and returns them
+    /// (input, output): for a task that ends other than by succeeding.
+    fn keep_tokens(&mut self) -> (u64, u64) {
+        let (input, output) = self.tokens.get();
+        self.report.input_tokens = input;
+        self.report.output_tokens = output;
+        (input, output)
+    }
 }
 
 /// What a spawned task attempt returns to the scheduler.
@@ -632,24 +650,38 @@ enum Outcome {
         tries: Vec<AgentTry>,
         /// Set when a reservation was refused: the task failed on a budget.
         budget: Option<BudgetExceeded>,
-        /// Tokens its calls that answered reported.
-        tokens: Tokens,
     },
 }
 
 /// Tokens agents reported ([`AgentOutput::input_tokens`], `output_tokens`), summed
-/// over a task's calls.
-#[derive(Debug, Clone, Copy, Default)]
-struct Tokens {
-    input: u64,
-    output: u64,
+/// over a task's calls as they answer. The task's attempt adds to it and the scheduler
+/// reads it when the task ends, however it ends: the attempt may be aborted (the run
+/// cancelled or past its deadline) or die before it returns its outcome.
+#[derive(Debug, Default)]
+struct TokenMeter {
+    input: AtomicU64,
+    output: AtomicU64,
 }
 
-impl Tokens {
-    /// Adds what `output` reported.
-    fn add(&mut self, output: &AgentOutput) {
-        self.input = self.input.saturating_add(output.input_tokens);
-        self.output = self.output.saturating_add(output.output_tokens);
+impl TokenMeter {
+    /// Adds what `output` reported (saturating).
+    fn add(&self, output: &AgentOutput) {
+        let add = |total: &AtomicU64, n: u64| {
+            // The closure never returns `None`, so the update cannot fail.
+            let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(n))
+            });
+        };
+        add(&self.input, output.input_tokens);
+        add(&self.output, output.output_tokens);
+    }
+
+    /// Input and output tokens so far.
+    fn get(&self) -> (u64, u64) {
+        (
+            self.input.load(Ordering::Relaxed),
+            self.output.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -814,6 +846,7 @@ impl Runner {
                 task,
                 waiting: 0,
                 report,
+                tokens: Arc::default(),
             });
         }
         let sink = EventSink {
@@ -905,10 +938,13 @@ impl Runner {
             slot.status = TaskStatus::Failed;
             slot.report.status = TaskStatus::Failed;
             slot.report.error = Some(reason.clone());
+            let (input_tokens, output_tokens) = slot.keep_tokens();
             events.push(RunEvent::TaskFailed {
                 task_id: slot.planned.id.clone(),
                 reason: reason.clone(),
                 attempts: slot.report.attempts,
+                input_tokens,
+                output_tokens,
             });
         }
         if !events.is_empty() {
@@ -926,9 +962,9 @@ impl Runner {
     }
 
     /// Journals and broadcasts `run_finished` with `status`, and returns the result.
+    /// Its token totals are summed over every task's report, whatever the task's end.
     async fn finished(&self, status: RunStatus) -> RunResult {
         let cost = self.spent();
-        self.emit(RunEvent::RunFinished { status, cost }).await;
         let tasks: Vec<TaskReport> = self.slots.iter().map(|s| s.report.clone()).collect();
         let input_tokens = tasks
             .iter()
@@ -936,6 +972,13 @@ impl Runner {
         let output_tokens = tasks
             .iter()
             .fold(0u64, |n, t| n.saturating_add(t.output_tokens));
+        self.emit(RunEvent::RunFinished {
+            status,
+            cost,
+            input_tokens,
+            output_tokens,
+        })
+        .await;
         RunResult {
             run_id: self.run_id.clone(),
             status,
@@ -1043,7 +1086,6 @@ impl Runner {
                         cost: Usd::ZERO,
                         tries: Vec::new(),
                         budget: None,
-                        tokens: Tokens::default(),
                     };
                     self.finish(i, outcome, &mut ready).await;
                 }
@@ -1080,9 +1122,12 @@ impl Runner {
                 slot.status = TaskStatus::Cancelled;
                 slot.report.status = TaskStatus::Cancelled;
                 slot.report.error = Some("run cancelled".into());
+                let (input_tokens, output_tokens) = slot.keep_tokens();
                 events.push(RunEvent::TaskSkipped {
                     task_id: slot.planned.id.clone(),
                     reason: "run cancelled".into(),
+                    input_tokens,
+                    output_tokens,
                 });
             }
         }
@@ -1100,10 +1145,13 @@ impl Runner {
             let event = match slot.status {
                 TaskStatus::Running => {
                     slot.status = TaskStatus::Failed;
+                    let (input_tokens, output_tokens) = slot.keep_tokens();
                     RunEvent::TaskFailed {
                         task_id: slot.planned.id.clone(),
                         reason: reason.clone(),
                         attempts: slot.report.attempts,
+                        input_tokens,
+                        output_tokens,
                     }
                 }
                 TaskStatus::Pending => {
@@ -1111,6 +1159,8 @@ impl Runner {
                     RunEvent::TaskSkipped {
                         task_id: slot.planned.id.clone(),
                         reason: reason.clone(),
+                        input_tokens: 0,
+                        output_tokens: 0,
                     }
                 }
                 _ => continue,
@@ -1138,10 +1188,13 @@ impl Runner {
             slot.status = TaskStatus::Failed;
             slot.report.status = TaskStatus::Failed;
             slot.report.error = Some(reason.clone());
+            let (input_tokens, output_tokens) = slot.keep_tokens();
             events.push(RunEvent::TaskFailed {
                 task_id: slot.planned.id.clone(),
                 reason,
                 attempts: slot.report.attempts,
+                input_tokens,
+                output_tokens,
             });
         }
         for i in 0..self.slots.len() {
@@ -1175,6 +1228,8 @@ impl Runner {
             events.push(RunEvent::TaskSkipped {
                 task_id: id,
                 reason,
+                input_tokens: 0,
+                output_tokens: 0,
             });
         }
         events
@@ -1298,7 +1353,6 @@ impl Runner {
                 cost,
                 tries,
                 budget,
-                tokens,
             } => {
                 self.tries.extend(tries.into_iter().map(|t| (i, t)));
                 let task_id = self.slots[i].planned.id.clone();
@@ -1310,9 +1364,8 @@ impl Runner {
                     slot.report.attempts = attempts;
                     slot.report.error = Some(reason.clone());
                     slot.report.cost = cost;
-                    slot.report.input_tokens = tokens.input;
-                    slot.report.output_tokens = tokens.output;
                 }
+                let (input_tokens, output_tokens) = self.slots[i].keep_tokens();
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
                 // What refused the task, structured, before the failure it explains.
                 let mut events: Vec<RunEvent> =
@@ -1321,6 +1374,8 @@ impl Runner {
                     task_id: task_id.clone(),
                     reason,
                     attempts,
+                    input_tokens,
+                    output_tokens,
                 });
                 // Failed calls cost money too: keep the run's journaled total current.
                 if cost > Usd::ZERO {
@@ -1360,6 +1415,8 @@ impl Runner {
             skipped.push(RunEvent::TaskSkipped {
                 task_id: id.clone(),
                 reason,
+                input_tokens: 0,
+                output_tokens: 0,
             });
             stack.extend(self.dag.dependents(id.as_str()).into_iter().cloned());
         }
@@ -1424,6 +1481,7 @@ impl Runner {
                 task,
                 status: TaskStatus::Pending,
                 waiting: 0,
+                tokens: Arc::default(),
             });
         }
         Some(RunEvent::TasksAdded {
@@ -1477,6 +1535,7 @@ impl Runner {
             candidates,
             ledger: self.ledger.clone(),
             sink: self.sink.clone(),
+            tokens: Arc::clone(&slot.tokens),
         };
         let span = info_span!("task", task_id = %slot.planned.id, agent = ?slot.planned.agent);
         async move { (i, attempt.run().await) }.instrument(span)
@@ -1498,6 +1557,8 @@ struct Attempt {
     ledger: CostLedger,
     /// The run's journal and subscribers.
     sink: EventSink,
+    /// The task's tokens (its slot's meter).
+    tokens: Arc<TokenMeter>,
 }
 
 impl Attempt {
@@ -1509,7 +1570,6 @@ impl Attempt {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut cost = Usd::ZERO;
-        let mut tokens = Tokens::default();
         let mut last: Option<(AgentId, String)> = None;
         let mut tries: Vec<AgentTry> = Vec::new();
         if self.candidates.is_empty() {
@@ -1520,7 +1580,6 @@ impl Attempt {
                 cost,
                 tries,
                 budget: None,
-                tokens,
             };
         }
         // When every candidate's breaker is open, wait for the cool-down to let a probe
@@ -1597,7 +1656,6 @@ impl Attempt {
                                 cost,
                                 tries,
                                 budget: Some(e),
-                                tokens,
                             };
                         }
                     };
@@ -1634,7 +1692,7 @@ impl Attempt {
                         Ok(output) => {
                             cost += output.cost;
                             money.settle(output.cost);
-                            tokens.add(&output);
+                            self.tokens.add(&output);
                             // Too large or screened out: like a rejection, not
                             // retried here; the task moves on to its alternatives.
                             let output = match self
@@ -1648,22 +1706,16 @@ impl Attempt {
                                 }
                             };
                             let output = self
-                                .refine(
-                                    &backend,
-                                    agent,
-                                    output,
-                                    &mut attempts,
-                                    &mut cost,
-                                    &mut tokens,
-                                )
+                                .refine(&backend, agent, output, &mut attempts, &mut cost)
                                 .await;
                             tries.push(agent_try(true, cost));
+                            let (input_tokens, output_tokens) = self.tokens.get();
                             return Outcome::Succeeded {
                                 agent: agent.clone(),
                                 output: AgentOutput {
                                     cost,
-                                    input_tokens: tokens.input,
-                                    output_tokens: tokens.output,
+                                    input_tokens,
+                                    output_tokens,
                                     ..output
                                 },
                                 attempts,
@@ -1735,7 +1787,6 @@ impl Attempt {
             cost,
             tries,
             budget: None,
-            tokens,
         }
     }
 
@@ -1889,7 +1940,6 @@ impl Attempt {
         first: AgentOutput,
         attempts: &mut u32,
         cost: &mut Usd,
-        tokens: &mut Tokens,
     ) -> AgentOutput {
         if self.refinement == Refinement::Off || !self.exec.config.refine.agents.contains(agent) {
             return first;
@@ -1951,7 +2001,7 @@ impl Attempt {
             };
             *cost += out.cost;
             money.settle(out.cost);
-            tokens.add(&out);
+            self.tokens.add(&out);
             let Ok(out) = self
                 .within_limit(agent, out)
                 .and_then(|o| self.screen(agent, o))
@@ -2493,7 +2543,7 @@ mod tests {
             result.cost
         );
         let finished = |e: &RunEvent| {
-            matches!(e, RunEvent::RunFinished { status: RunStatus::Succeeded, cost }
+            matches!(e, RunEvent::RunFinished { status: RunStatus::Succeeded, cost, .. }
                 if (cost.as_f64() - 0.12).abs() < 1e-9)
         };
         assert!(
@@ -2520,7 +2570,9 @@ mod tests {
             .iter()
             .map(|e| match e {
                 RunEvent::TaskFailed { task_id, .. } => format!("failed {task_id}"),
-                RunEvent::TaskSkipped { task_id, reason } => {
+                RunEvent::TaskSkipped {
+                    task_id, reason, ..
+                } => {
                     format!("skipped {task_id}: {reason}")
                 }
                 e => e.kind().to_owned(),
@@ -2567,7 +2619,9 @@ mod tests {
             ]
         );
         let skipped = journal.events().into_iter().find_map(|e| match e {
-            RunEvent::TaskSkipped { task_id, reason } => Some((task_id.to_string(), reason)),
+            RunEvent::TaskSkipped {
+                task_id, reason, ..
+            } => Some((task_id.to_string(), reason)),
             _ => None,
         });
         assert_eq!(

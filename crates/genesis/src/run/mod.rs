@@ -179,6 +179,15 @@ pub enum RunEvent {
         reason: String,
         /// Attempts across all agents.
         attempts: u32,
+        /// Input tokens its agents reported before it failed: every call that answered
+        /// (an answer refused as too large or screened out, a refinement round), retries
+        /// and re-routes included; 0 when none answered (a failed call reports none).
+        /// Absent in events journaled before it was recorded.
+        #[serde(default)]
+        input_tokens: u64,
+        /// Output tokens its agents reported before it failed, as `input_tokens`.
+        #[serde(default)]
+        output_tokens: u64,
     },
     /// An agent call of the task was refused because its estimated cost would break a
     /// budget. Journaled with the `task_failed` that follows it; a refinement round
@@ -197,12 +206,20 @@ pub enum RunEvent {
         /// The limit.
         limit: Usd,
     },
-    /// The task will not run.
+    /// The task will not run (or, when the run was cancelled while it ran, not finish).
     TaskSkipped {
         /// The task.
         task_id: TaskId,
         /// Why (the failed prerequisite, or cancellation).
         reason: String,
+        /// Input tokens its agents reported before the run was cancelled or timed out
+        /// while the task ran (calls that answered, as for `task_failed`); 0 for a task
+        /// that never started. Absent in events journaled before it was recorded.
+        #[serde(default)]
+        input_tokens: u64,
+        /// Output tokens, as `input_tokens`.
+        #[serde(default)]
+        output_tokens: u64,
     },
     /// An agent's output added follow-up tasks (dynamic replanning).
     TasksAdded {
@@ -237,6 +254,14 @@ pub enum RunEvent {
         status: RunStatus,
         /// Total cost.
         cost: Usd,
+        /// Input tokens of the whole run: the sum over all its tasks, succeeded, failed,
+        /// skipped and cancelled ([`RunResult::input_tokens`]), tasks finished before a
+        /// restart included. Absent in events journaled before it was recorded.
+        #[serde(default)]
+        input_tokens: u64,
+        /// Output tokens of the whole run, as `input_tokens`.
+        #[serde(default)]
+        output_tokens: u64,
     },
 }
 
@@ -280,8 +305,10 @@ pub struct TaskReport {
     /// What it cost.
     pub cost: Usd,
     /// Input tokens its agents reported ([`AgentOutput::input_tokens`]) over every call
-    /// that answered, retries, re-routes and refinement rounds included; 0 when they
-    /// report none (absent from reports stored before it was recorded).
+    /// that answered, retries, re-routes and refinement rounds included, whatever the
+    /// task's end (a failed, timed-out or cancelled task keeps what its calls that
+    /// answered reported; a call that failed reports none); 0 when they report none
+    /// (absent from reports stored before it was recorded).
     #[serde(default)]
     pub input_tokens: u64,
     /// Output tokens its agents reported ([`AgentOutput::output_tokens`]), counted as

@@ -88,21 +88,41 @@ impl RunRecord {
     /// The events that end the run as cancelled without running anything more, as the
     /// executor ends a run cancelled while it runs: `task_skipped` with reason
     /// [`RUN_CANCELLED`] for every task not finished (pending, in flight at the crash),
-    /// then `run_finished` with status `cancelled` and the journaled cost. Journal them
-    /// in one write ([`RunJournal::record_all`]): all or none.
+    /// then `run_finished` with status `cancelled`, the journaled cost and the
+    /// journaled token totals ([`RunRecord::token_totals`]; the tokens of calls in
+    /// flight at the crash were never journaled). Journal them in one write
+    /// ([`RunJournal::record_all`]): all or none.
     pub fn cancellation(&self) -> Vec<RunEvent> {
+        let (input_tokens, output_tokens) = self.token_totals();
         self.tasks
             .iter()
             .filter(|t| !t.status.is_terminal())
             .map(|t| RunEvent::TaskSkipped {
                 task_id: t.task_id.clone(),
                 reason: RUN_CANCELLED.to_owned(),
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
             })
             .chain(std::iter::once(RunEvent::RunFinished {
                 status: RunStatus::Cancelled,
                 cost: self.cost,
+                input_tokens,
+                output_tokens,
             }))
             .collect()
+    }
+
+    /// The run's token totals so far, (input, output): the sum over its tasks of what
+    /// their agents reported, whatever the task's end (succeeded, failed, skipped,
+    /// cancelled), as journaled. A `run_finished` journaled for the run outside the
+    /// executor (cancelled or rejected after a restart) carries these.
+    pub fn token_totals(&self) -> (u64, u64) {
+        self.tasks.iter().fold((0u64, 0u64), |(i, o), t| {
+            (
+                i.saturating_add(t.input_tokens),
+                o.saturating_add(t.output_tokens),
+            )
+        })
     }
 }
 

@@ -127,6 +127,11 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     })
 }
 
+/// A token count as an SQLite integer (i64): a count past it is stored as the most.
+fn db_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn parse_task_status(s: &str) -> TaskStatus {
     match s {
         "running" => TaskStatus::Running,
@@ -356,21 +361,35 @@ impl SqliteStore {
                     output,
                     &cost.as_f64(),
                     attempts,
-                    // SQLite integers are i64; a count past it is stored as the most.
-                    &i64::try_from(*input_tokens).unwrap_or(i64::MAX),
-                    &i64::try_from(*output_tokens).unwrap_or(i64::MAX),
+                    &db_count(*input_tokens),
+                    &db_count(*output_tokens),
                 ],
             )?,
             RunEvent::TaskFailed {
                 task_id,
                 reason,
                 attempts,
+                input_tokens,
+                output_tokens,
             } => task(
                 tx,
-                "UPDATE tasks SET status = 'failed', error = ?3, attempts = ?4 WHERE run_id = ?1 AND task_id = ?2",
-                &[&run_id.as_str(), &task_id.as_str(), reason, attempts],
+                "UPDATE tasks SET status = 'failed', error = ?3, attempts = ?4, input_tokens = ?5, \
+                 output_tokens = ?6 WHERE run_id = ?1 AND task_id = ?2",
+                &[
+                    &run_id.as_str(),
+                    &task_id.as_str(),
+                    reason,
+                    attempts,
+                    &db_count(*input_tokens),
+                    &db_count(*output_tokens),
+                ],
             )?,
-            RunEvent::TaskSkipped { task_id, reason } => {
+            RunEvent::TaskSkipped {
+                task_id,
+                reason,
+                input_tokens,
+                output_tokens,
+            } => {
                 let status = if reason == super::RUN_CANCELLED {
                     "cancelled"
                 } else {
@@ -378,8 +397,16 @@ impl SqliteStore {
                 };
                 task(
                     tx,
-                    "UPDATE tasks SET status = ?3, error = ?4 WHERE run_id = ?1 AND task_id = ?2",
-                    &[&run_id.as_str(), &task_id.as_str(), &status, reason],
+                    "UPDATE tasks SET status = ?3, error = ?4, input_tokens = ?5, output_tokens = ?6 \
+                     WHERE run_id = ?1 AND task_id = ?2",
+                    &[
+                        &run_id.as_str(),
+                        &task_id.as_str(),
+                        &status,
+                        reason,
+                        &db_count(*input_tokens),
+                        &db_count(*output_tokens),
+                    ],
                 )?;
             }
             RunEvent::TasksAdded { tasks, .. } => {
@@ -432,7 +459,8 @@ impl SqliteStore {
                     params![run_id.as_str(), spent.as_f64()],
                 )?;
             }
-            RunEvent::RunFinished { status, cost } => {
+            // Its token totals are not stored: they are the sum over the run's tasks.
+            RunEvent::RunFinished { status, cost, .. } => {
                 tx.execute(
                     "UPDATE runs SET status = ?2, cost = MAX(cost, ?3) WHERE id = ?1",
                     params![run_id.as_str(), status_str(*status), cost.as_f64()],
@@ -1032,6 +1060,8 @@ mod tests {
         let finished = |status| RunEvent::RunFinished {
             status,
             cost: usd(0.5),
+            input_tokens: 0,
+            output_tokens: 0,
         };
         // (id, created and updated at, status when stored)
         let runs = [
@@ -1305,6 +1335,8 @@ mod tests {
                 &RunEvent::RunFinished {
                     status: RunStatus::Succeeded,
                     cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 },
             )
             .unwrap();
@@ -1346,7 +1378,8 @@ mod tests {
                 ],
             )
             .unwrap();
-        // A task the executor had begun to journal as cancelled: the run was cancelled.
+        // A task the executor had begun to journal as cancelled: the run was cancelled
+        // while it ran, after one of its calls had answered.
         let second = plan.tasks[1].id.clone();
         store
             .record(
@@ -1354,15 +1387,20 @@ mod tests {
                 &RunEvent::TaskSkipped {
                     task_id: second.clone(),
                     reason: super::super::RUN_CANCELLED.into(),
+                    input_tokens: 40,
+                    output_tokens: 7,
                 },
             )
             .unwrap();
         let run = store.get_run(id.as_str()).unwrap().unwrap();
         assert_eq!(run.cancel_requested_at_ms, None);
         assert!(run.was_cancelled());
-        // The tokens its agents reported are kept with the task.
+        // The tokens its agents reported are kept with the task, cancelled ones too.
         let done = run.tasks.iter().find(|t| t.task_id == first).unwrap();
         assert_eq!((done.input_tokens, done.output_tokens), (1_200, 345));
+        let cancelled = run.tasks.iter().find(|t| t.task_id == second).unwrap();
+        assert_eq!((cancelled.input_tokens, cancelled.output_tokens), (40, 7));
+        assert_eq!(run.token_totals(), (1_240, 352));
         let events = run.cancellation();
         // The tasks not finished yet (not the succeeded nor the cancelled one), then
         // the end of the run.
@@ -1372,6 +1410,8 @@ mod tests {
             Some(&RunEvent::RunFinished {
                 status: RunStatus::Cancelled,
                 cost: usd(0.75),
+                input_tokens: 1_240,
+                output_tokens: 352,
             })
         );
         store.record_all(&id, &events).unwrap();
@@ -1406,6 +1446,8 @@ mod tests {
                 &RunEvent::RunFinished {
                     status: RunStatus::Failed,
                     cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
                 },
             )
             .unwrap();

@@ -15,6 +15,7 @@ mod run;
 mod stages;
 mod store;
 mod support;
+mod tokens;
 mod wiring;
 
 use std::sync::Arc;

@@ -120,6 +120,8 @@ fn runs_survive_reopening_with_task_states_and_events() {
             &RunEvent::RunFinished {
                 status: RunStatus::Succeeded,
                 cost: Usd::new(0.25).unwrap(),
+                input_tokens: 0,
+                output_tokens: 0,
             },
         )
         .unwrap();
@@ -146,6 +148,8 @@ fn listing_pages_with_a_cursor_and_filters_by_status() {
             &RunEvent::RunFinished {
                 status: RunStatus::Failed,
                 cost: Usd::ZERO,
+                input_tokens: 0,
+                output_tokens: 0,
             },
         )
         .unwrap();
@@ -262,6 +266,8 @@ fn runs_are_read_and_listed_per_subject() {
             &RunEvent::RunFinished {
                 status: RunStatus::Failed,
                 cost: Usd::ZERO,
+                input_tokens: 0,
+                output_tokens: 0,
             },
         )
         .unwrap();
