@@ -16,11 +16,11 @@ use genesis::GenesisError;
 use genesis::core::Usd;
 use genesis::run::{RunEvent, RunStatus};
 use genesis::security::SecurityError;
-use genesis::store::{ListCursor, RunScope, RunStore, StoreError, StoredEvent};
+use genesis::store::{ListCursor, RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::middleware::Commit;
+use crate::middleware::{Caller, Commit};
 use crate::runs::StartRunError;
 use crate::{AppState, json_error};
 
@@ -144,37 +144,6 @@ where
 
 /// The longest idempotency key, in bytes.
 pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-
-/// Who is asking, as the auth layer verified it: the subject runs are journaled for
-/// ([`subject_of`]) and whose runs the caller may read.
-///
-/// With API keys configured, a caller reads, lists, follows and cancels only the runs
-/// journaled for its own subject; another subject's run is answered exactly like a
-/// missing one. Without API keys the API is open (development): anyone could call
-/// without credentials, so every caller sees every run, as before runs had owners.
-/// Runs stored before subjects were journaled have none: only an open API shows them.
-#[derive(Debug, Clone)]
-struct Caller {
-    subject: String,
-    sees_all: bool,
-}
-
-impl Caller {
-    fn of(state: &AppState, headers: &HeaderMap) -> Self {
-        Caller {
-            subject: subject_of(headers),
-            sees_all: state.api_keys.is_empty(),
-        }
-    }
-
-    fn scope(&self) -> RunScope<'_> {
-        if self.sees_all {
-            RunScope::All
-        } else {
-            RunScope::Subject(&self.subject)
-        }
-    }
-}
 
 /// The JSON error of a `/api/tasks/{id}...` path whose id does not read (rule `path`: a
 /// parameter that is not UTF-8 once percent-decoded), instead of axum's plain-text
@@ -333,6 +302,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub(crate) async fn create_task(
     State(state): State<Arc<AppState>>,
     commit: Option<Extension<Commit>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -380,7 +350,9 @@ pub(crate) async fn create_task(
         Ok(key) => key,
         Err(why) => return idempotency_key_error(&why),
     };
-    let subject = subject_of(&headers);
+    // The subject the auth layer verified: runs are journaled, idempotency keys kept
+    // and feature flags evaluated for it.
+    let subject = Caller::from_extension(caller).subject().to_owned();
     if req.mode == Mode::Run {
         if state.is_shutting_down() {
             let mut r = json_error(
@@ -549,14 +521,14 @@ fn accepted(id: String, status: RunStatus, existing: bool) -> Response {
     ))]
 pub(crate) async fn get_task(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match path {
         Ok(Path(id)) => id,
         Err(e) => return path_error(&e),
     };
-    let caller = Caller::of(&state, &headers);
+    let caller = Caller::from_extension(caller);
     let key = id.clone();
     let run = match blocking(&state, move |s| {
         let store = s.runs.store();
@@ -671,7 +643,7 @@ pub(crate) struct ListQuery {
         (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody)))]
 pub(crate) async fn list_tasks(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(q) = match query {
@@ -719,7 +691,7 @@ pub(crate) async fn list_tasks(
         }
     };
     let cursor = q.cursor;
-    let caller = Caller::of(&state, &headers);
+    let caller = Caller::from_extension(caller);
     let runs = match blocking(&state, move |s| {
         s.runs
             .store()
@@ -763,14 +735,14 @@ pub(crate) async fn list_tasks(
 pub(crate) async fn cancel_task(
     State(state): State<Arc<AppState>>,
     commit: Option<Extension<Commit>>,
-    headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match path {
         Ok(Path(id)) => id,
         Err(e) => return path_error(&e),
     };
-    let caller = Caller::of(&state, &headers);
+    let caller = Caller::from_extension(caller);
     // The request is journaled before the 202 (and before the run is stopped), so the
     // cancel holds across a crash; the answer waits for that write. A run that is
     // journaled but not yet live (an idempotent retry's 202 can come first) is
@@ -863,6 +835,7 @@ pub(crate) async fn cancel_task(
         (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -870,7 +843,7 @@ pub(crate) async fn events(
         Ok(Path(id)) => id,
         Err(e) => return path_error(&e),
     };
-    let caller = Caller::of(&state, &headers);
+    let caller = Caller::from_extension(caller);
     // The row alone: the events of a run whose plan no longer decodes still stream.
     // Another subject's run answers as a missing one.
     let key = id.clone();
@@ -1083,42 +1056,6 @@ pub(crate) async fn not_found() -> Response {
     )
 }
 
-/// Who a request is for, as feature flags see it, as a run journals it and as run reads
-/// are scoped: the `x-agent-id` header when the auth layer took the agent path and
-/// verified the pair, else `key:` and the first 8 bytes (hex) of the SHA-256 of the API
-/// key the request authenticated with (`x-api-key` or `Authorization: Bearer`), else
-/// `anonymous`.
-///
-/// The agent path is taken exactly when both `x-agent-id` and `x-agent-token` read as
-/// text (`HeaderValue::to_str`, as [`crate::middleware::auth`] reads them): then the
-/// token was verified for that id, or the request was refused 401 before it got here.
-/// When either does not read, auth ignored the pair and checked the API key, so the key
-/// is the subject (audit D4: a key holder sent `x-agent-id: qa` with an unreadable
-/// token and had its run journaled for `qa`). An `x-agent-id` without its token names
-/// nobody: a key holder cannot pick its rollout bucket, nor another agent's runs, by
-/// sending another agent's id. A key is never the subject itself, so it is never
-/// stored with a run; its digest keeps one key's rollout buckets sticky across
-/// requests and restarts.
-pub(crate) fn subject_of(headers: &HeaderMap) -> String {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let (Some(agent), Some(_token)) = (text("x-agent-id"), text("x-agent-token")) {
-        return agent.to_owned();
-    }
-    match crate::middleware::credential(headers) {
-        Some(key) => {
-            use std::fmt::Write as _;
-            let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-            let mut out = String::with_capacity(20);
-            out.push_str("key:");
-            for b in &digest.as_ref()[..8] {
-                let _ = write!(out, "{b:02x}");
-            }
-            out
-        }
-        None => "anonymous".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1163,47 +1100,137 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn the_subject_is_the_agent_id_or_a_digest_of_the_key_never_the_key() {
-        let with = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_str(v).unwrap());
-            }
-            subject_of(&h)
-        };
-        assert_eq!(with(&[]), "anonymous");
-        let by_header = with(&[("x-api-key", "secret-key-1")]);
-        assert!(by_header.starts_with("key:"), "{by_header}");
-        assert_eq!(by_header.len(), "key:".len() + 16);
-        assert!(!by_header.contains("secret"), "{by_header}");
-        // The same key sent as a bearer token is the same subject; another key is not.
-        assert_eq!(with(&[("authorization", "Bearer secret-key-1")]), by_header);
-        assert_ne!(with(&[("x-api-key", "secret-key-2")]), by_header);
-        // Pinned, so buckets stay sticky across releases: the first 8 bytes of
-        // `printf 'secret-key-1' | sha256sum`.
-        assert_eq!(by_header, "key:a6c1eaef9d5f23f4");
-        // A verified agent (the auth layer checked its token) is itself; an agent id
-        // without a token is not believed.
+    /// A state over a fresh data directory, with `api_keys`, holding one run journaled
+    /// for each of `subjects` (in that order); the run ids.
+    fn state_with_runs(
+        tag: &str,
+        api_keys: &[&str],
+        subjects: &[&str],
+    ) -> (Arc<AppState>, Vec<String>, std::path::PathBuf) {
+        let mut config = genesis::GenesisConfig::default();
+        config.security.auth.environment = genesis::security::Environment::Dev;
+        config.server.api_keys = api_keys
+            .iter()
+            .map(|k| genesis::core::Secret::new((*k).to_owned()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-caller-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        config.server.data_dir = dir.clone();
+        let state = AppState::from_config(config, &[], None).unwrap();
+        let plan = state.orchestrator.plan_sync("Fix the login bug").unwrap();
+        let ids = subjects
+            .iter()
+            .map(|subject| {
+                let id = genesis::new_run_id();
+                state
+                    .store
+                    .create_run(&id, &plan, None, None, Some(subject))
+                    .unwrap();
+                id.to_string()
+            })
+            .collect();
+        (state, ids, dir)
+    }
+
+    /// The list and read handlers on loopback, `caller` (if any) handed to them as the
+    /// auth layer would.
+    async fn serve_handlers(
+        state: Arc<AppState>,
+        caller: Option<Caller>,
+    ) -> (String, reqwest::Client) {
+        let mut app = axum::Router::new()
+            .route("/api/tasks", axum::routing::get(list_tasks))
+            .route("/api/tasks/{id}", axum::routing::get(get_task));
+        if let Some(caller) = caller {
+            app = app.layer(Extension(caller));
+        }
+        let app = app.with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (
+            base,
+            genesis::llm::http_client_builder()
+                .unwrap()
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn listed(client: &reqwest::Client, base: &str, key: &str) -> Vec<String> {
+        let body: serde_json::Value = client
+            .get(format!("{base}/api/tasks"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = body["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no runs in {body}"))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The handlers scope runs by the caller the auth layer handed over, not by the
+    /// request's headers: a request whose header carries alice's key, but whose verified
+    /// caller is bob, lists and reads bob's runs only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlers_scope_by_the_verified_caller_not_the_headers() {
+        const ALICE: &str = "key-alice";
+        const BOB: &str = "key-bob";
+        let bob = crate::middleware::Caller::key(BOB, Some(crate::middleware::KeyKind::Client));
+        let alice_subject =
+            crate::middleware::Caller::key(ALICE, Some(crate::middleware::KeyKind::Client))
+                .subject()
+                .to_owned();
+        let (state, ids, dir) =
+            state_with_runs("headers", &[ALICE, BOB], &[&alice_subject, bob.subject()]);
+        let (alice_run, bob_run) = (&ids[0], &ids[1]);
+        let (base, client) = serve_handlers(state, Some(bob)).await;
+        assert_eq!(listed(&client, &base, ALICE).await, [bob_run.as_str()]);
+        for (id, status) in [(bob_run, 200), (alice_run, 404)] {
+            let r = client
+                .get(format!("{base}/api/tasks/{id}"))
+                .bearer_auth(ALICE)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), status, "run {id}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A handler reached without the auth layer's extension fails closed: even on an
+    /// open API (which shows every run to every caller that came through auth), it is
+    /// `anonymous` and sees only `anonymous`'s runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_the_auth_extension_a_handler_fails_closed() {
+        let (state, ids, dir) =
+            state_with_runs("closed", &[], &["anonymous", "key:0011223344556677"]);
+        let (anonymous_run, keyed_run) = (&ids[0], &ids[1]);
+        let (base, client) = serve_handlers(state, None).await;
         assert_eq!(
-            with(&[("x-agent-id", "agent-7"), ("x-agent-token", "t")]),
-            "agent-7"
+            listed(&client, &base, "any").await,
+            [anonymous_run.as_str()]
         );
-        assert_eq!(
-            with(&[("x-agent-id", "agent-7"), ("x-api-key", "secret-key-1")]),
-            "key:a6c1eaef9d5f23f4"
-        );
-        assert_eq!(with(&[("x-agent-id", "agent-7")]), "anonymous");
-        // A token that does not read as text is one the auth layer ignored (it checked
-        // the API key instead): the key is the subject, not the agent id (audit D4).
-        let mut h = HeaderMap::new();
-        h.insert("x-agent-id", HeaderValue::from_static("qa"));
-        h.insert("x-agent-token", HeaderValue::from_bytes(b"\xff").unwrap());
-        h.insert("x-api-key", HeaderValue::from_static("secret-key-1"));
-        assert_eq!(subject_of(&h), "key:a6c1eaef9d5f23f4");
-        let mut h = HeaderMap::new();
-        h.insert("x-agent-id", HeaderValue::from_bytes(b"q\xe1").unwrap());
-        h.insert("x-agent-token", HeaderValue::from_static("t"));
-        assert_eq!(subject_of(&h), "anonymous");
+        let r = client
+            .get(format!("{base}/api/tasks/{keyed_run}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,8 @@
 //! Middleware order, outermost first (each layer explains itself in `app`): request id
 //! and metrics → load shedding → concurrency limit → kill switches → rate limits → auth →
 //! body limit → per-request timeout (event streams: the event-stream caps instead) →
-//! handler. The client IP the per-IP limits use is the TCP peer, or behind a
+//! handler. Auth hands the caller it verified (subject, and whether it sees every run)
+//! to the handlers as a request extension. The client IP the per-IP limits use is the TCP peer, or behind a
 //! `server.trusted_proxies` proxy the address it forwarded.
 //!
 //! ```
@@ -70,9 +71,9 @@ pub enum StartError {
     /// Security set-up failed (auth secret, rate limits).
     #[error(transparent)]
     Security(#[from] genesis::security::SecurityError),
-    /// Production without API keys.
+    /// Production without API keys (neither client nor operator keys).
     #[error(
-        "environment {environment} requires server.api_keys: set GENESIS_SERVER__API_KEYS or server.api_keys (rule: api_keys_required)"
+        "environment {environment} requires server.api_keys: set GENESIS_SERVER__API_KEYS or server.api_keys (or, for operators only, GENESIS_SERVER__ADMIN_API_KEYS) (rule: api_keys_required)"
     )]
     NoApiKeys {
         /// The configured environment.
@@ -86,6 +87,30 @@ pub enum StartError {
     RetentionTooShort {
         /// The configured retention.
         value: Duration,
+    },
+    /// An entry of `server.api_keys` or `server.admin_api_keys` that no request could
+    /// send as configured (empty, whitespace at either end, a character a header cannot
+    /// carry as text), named by its list and position, never by its value.
+    #[error(
+        "{list} entry {position} {why}: a key is visible ASCII characters (inner spaces allowed), nothing else (rule: api_key_invalid)"
+    )]
+    InvalidApiKey {
+        /// The list: `server.api_keys` or `server.admin_api_keys`.
+        list: &'static str,
+        /// The entry's position in its list, from 1.
+        position: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A key listed both in `server.api_keys` and in `server.admin_api_keys`: whether
+    /// its caller sees every run or only its own would be a guess.
+    #[error(
+        "the key with fingerprint {fingerprint} is in both server.api_keys and server.admin_api_keys: keep it in one list, and give operators keys of their own (rule: admin_key_overlap)"
+    )]
+    AdminKeyOverlap {
+        /// The first 6 bytes (hex) of the key's SHA-256, the start of its `key:` and
+        /// `admin:` subjects; never the key.
+        fingerprint: String,
     },
     /// A `server.trusted_proxies` entry that does not parse.
     #[error(transparent)]
@@ -107,6 +132,8 @@ pub struct AppState {
     config: GenesisConfig,
     auth: AgentAuthenticator,
     api_keys: Vec<Secret>,
+    /// `server.admin_api_keys`: operators, whose callers see every run.
+    admin_api_keys: Vec<Secret>,
     ip_limiter: RateLimiter<IpAddr>,
     key_limiter: RateLimiter<genesis::core::AgentId>,
     metrics: Option<PrometheusHandle>,
@@ -134,6 +161,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("orchestrator", &self.orchestrator)
             .field("api_keys", &self.api_keys.len())
+            .field("admin_api_keys", &self.admin_api_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -182,8 +210,12 @@ impl AppState {
             .find(|(k, _)| k == "GENESIS_AUTH_SECRET")
             .map(|(_, v)| Secret::new(v.clone()));
         let auth = AgentAuthenticator::new(&config.security.auth, secret)?;
+        check_keys(&config.server.api_keys, &config.server.admin_api_keys)?;
         let environment = config.security.auth.environment;
-        if environment != Environment::Dev && config.server.api_keys.is_empty() {
+        if environment != Environment::Dev
+            && config.server.api_keys.is_empty()
+            && config.server.admin_api_keys.is_empty()
+        {
             return Err(StartError::NoApiKeys {
                 environment: environment.as_str(),
             });
@@ -223,6 +255,7 @@ impl AppState {
         );
         Ok(Arc::new(AppState {
             api_keys: config.server.api_keys.clone(),
+            admin_api_keys: config.server.admin_api_keys.clone(),
             orchestrator,
             store,
             runs,
@@ -260,17 +293,82 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// `key` is one of `server.api_keys` (compared in constant time).
-    fn is_api_key(&self, key: &str) -> bool {
-        self.api_keys
-            .iter()
-            .any(|k| middleware::constant_time_eq(k.expose(), key))
+    /// Which list `key` is in: `server.api_keys` or `server.admin_api_keys`, `None`
+    /// for neither. Every configured key is compared, in constant time each, whichever
+    /// matches (no key is in both lists: [`check_keys`]).
+    fn key_kind(&self, key: &str) -> Option<middleware::KeyKind> {
+        let matches = |keys: &[Secret]| {
+            keys.iter().fold(false, |hit, k| {
+                middleware::constant_time_eq(k.expose(), key) | hit
+            })
+        };
+        let client = matches(&self.api_keys);
+        let admin = matches(&self.admin_api_keys);
+        if admin {
+            Some(middleware::KeyKind::Admin)
+        } else if client {
+            Some(middleware::KeyKind::Client)
+        } else {
+            None
+        }
+    }
+
+    /// True when `/api` needs credentials: some API key or admin API key is configured.
+    /// With neither the API is open (development only).
+    fn requires_credentials(&self) -> bool {
+        !self.api_keys.is_empty() || !self.admin_api_keys.is_empty()
     }
 
     /// True once shutdown began.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
+}
+
+/// Refuses, before anything is created, a configured key no request could send as it is
+/// written (empty or only whitespace; whitespace at either end, which header parsing
+/// and the bearer scheme strip; a character outside visible ASCII, space and tab, which
+/// a header does not carry as text) and a key listed both as an API key and as an admin
+/// API key. The errors name the list and position, or the fingerprint, never the key.
+fn check_keys(api_keys: &[Secret], admin_api_keys: &[Secret]) -> Result<(), StartError> {
+    for (list, keys) in [
+        ("server.api_keys", api_keys),
+        ("server.admin_api_keys", admin_api_keys),
+    ] {
+        for (i, key) in keys.iter().enumerate() {
+            let key = key.expose();
+            let why = if key.trim().is_empty() {
+                Some("is empty or only whitespace")
+            } else if key.trim() != key {
+                Some("starts or ends with whitespace")
+            } else if key
+                .bytes()
+                .any(|b| !(b.is_ascii_graphic() || b == b' ' || b == b'\t'))
+            {
+                Some("has a character that is not visible ASCII")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(StartError::InvalidApiKey {
+                    list,
+                    position: i + 1,
+                    why,
+                });
+            }
+        }
+    }
+    for admin in admin_api_keys {
+        if api_keys
+            .iter()
+            .any(|k| middleware::constant_time_eq(k.expose(), admin.expose()))
+        {
+            return Err(StartError::AdminKeyOverlap {
+                fingerprint: middleware::fingerprint(admin.expose()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The axum application with its middleware.

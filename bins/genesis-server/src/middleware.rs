@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use genesis::core::AgentId;
 use genesis::security::SecurityError;
+use genesis::store::RunScope;
 use genesis::telemetry::{CORRELATION_ID_HEADER, CorrelationId, catalogue};
 use tower::BoxError;
 use tracing::Instrument;
@@ -289,7 +290,7 @@ pub(crate) async fn rate_limit(
     next: Next,
 ) -> Response {
     let key = credential(req.headers());
-    let valid_key = key.as_deref().is_some_and(|k| state.is_api_key(k));
+    let valid_key = key.as_deref().is_some_and(|k| state.key_kind(k).is_some());
     if !valid_key && let Err(e) = state.ip_limiter.check(&client_ip(&state, &req)) {
         return limited(&e);
     }
@@ -303,8 +304,9 @@ pub(crate) async fn rate_limit(
     next.run(req).await
 }
 
-/// A short, non-reversible label for a credential (rate-limit keys, logs).
-fn fingerprint(secret: &str) -> String {
+/// A short, non-reversible label for a credential (rate-limit keys, logs, start errors):
+/// the first 6 bytes (hex) of its SHA-256, so the start of its subject's digest.
+pub(crate) fn fingerprint(secret: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
     d.as_ref()
         .iter()
@@ -324,12 +326,130 @@ pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
         == 0
 }
 
-/// API key (`Authorization: Bearer` or `x-api-key`) or agent token (`x-agent-id` +
-/// `x-agent-token`, HMAC-verified with lockout; a verified agent is then held to its own
-/// rate limit, `agent:<id>`). Open when no API keys are configured (dev only: production
-/// refuses to start without keys). A credential header sent twice is 400
-/// `ambiguous_credentials`, keys or not.
-pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Which list a configured key is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// `server.api_keys`: a client, which sees its own runs.
+    Client,
+    /// `server.admin_api_keys`: an operator, which sees every run.
+    Admin,
+}
+
+/// Who a request is for, as [`auth`] verified it, handed to the handlers as a request
+/// extension: the subject feature flags evaluate for and runs are journaled for, and
+/// whose runs the caller may list, read, follow and cancel. Handlers take it from the
+/// extension ([`Caller::from_extension`]), never from the request's headers.
+///
+/// - A verified agent (`x-agent-id` and `x-agent-token`, both read as text, the token
+///   verified for that id) is its agent id.
+/// - An API key (`x-api-key` or `Authorization: Bearer`) is `key:` and the first 8
+///   bytes (hex) of the key's SHA-256; an admin API key is `admin:` and the same digest.
+///   A key is never the subject itself, so it is never stored with a run; its digest
+///   keeps one key's rollout buckets sticky across requests and restarts.
+/// - Without either, `anonymous`.
+///
+/// Headers alone choose nothing: an `x-agent-id` without its token, or with a token
+/// that does not read as text (the pair is then skipped and the key checked), leaves
+/// the key's subject, so a key holder cannot pick its rollout bucket, nor another
+/// agent's runs, by sending another agent's id (audit D4).
+///
+/// With keys configured (`server.api_keys` or `server.admin_api_keys`), a caller sees
+/// only the runs journaled for its own subject, except an admin key's, which sees every
+/// run; another subject's run is answered exactly like a missing one. Without keys the
+/// API is open (development): anyone could call without credentials, so every caller
+/// sees every run (a key it sends is checked against nothing, and only names its
+/// subject). Runs stored before subjects were journaled have none: only a caller that
+/// sees every run sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    subject: String,
+    sees_all: bool,
+}
+
+impl Caller {
+    /// A verified agent; it sees every run only when the API is open.
+    fn agent(id: &str, open: bool) -> Caller {
+        Caller {
+            subject: id.to_owned(),
+            sees_all: open,
+        }
+    }
+
+    /// The caller of a key: a configured one (`Some(kind)`), or, with the API open,
+    /// any key (`None`), which names the subject and sees every run like everyone.
+    pub(crate) fn key(key: &str, kind: Option<KeyKind>) -> Caller {
+        let (prefix, sees_all) = match kind {
+            Some(KeyKind::Client) => ("key:", false),
+            Some(KeyKind::Admin) => ("admin:", true),
+            None => ("key:", true),
+        };
+        Caller {
+            subject: key_subject(prefix, key),
+            sees_all,
+        }
+    }
+
+    /// The caller of a request without credentials on an open API.
+    fn open_anonymous() -> Caller {
+        Caller {
+            subject: "anonymous".to_owned(),
+            sees_all: true,
+        }
+    }
+
+    /// The caller a handler serves: the one [`auth`] verified, or, on a route the
+    /// middleware did not run for (none is meant to exist), `anonymous` seeing only its
+    /// own runs: the request fails closed, never sees every run.
+    pub(crate) fn from_extension(extension: Option<axum::Extension<Caller>>) -> Caller {
+        match extension {
+            Some(axum::Extension(caller)) => caller,
+            None => Caller {
+                subject: "anonymous".to_owned(),
+                sees_all: false,
+            },
+        }
+    }
+
+    /// The subject: runs are journaled and feature flags evaluated for it.
+    pub(crate) fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The runs this caller may see.
+    pub(crate) fn scope(&self) -> RunScope<'_> {
+        if self.sees_all {
+            RunScope::All
+        } else {
+            RunScope::Subject(&self.subject)
+        }
+    }
+}
+
+/// `prefix` and the first 8 bytes (hex) of the SHA-256 of `key`.
+fn key_subject(prefix: &str, key: &str) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let mut out = String::with_capacity(prefix.len() + 16);
+    out.push_str(prefix);
+    for b in &digest.as_ref()[..8] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// API key or admin API key (`Authorization: Bearer` or `x-api-key`), or agent token
+/// (`x-agent-id` + `x-agent-token`, HMAC-verified with lockout; a verified agent is then
+/// held to its own rate limit, `agent:<id>`). Open when neither `server.api_keys` nor
+/// `server.admin_api_keys` is configured (dev only: production refuses to start without
+/// keys). A credential header sent twice is 400 `ambiguous_credentials`, keys or not.
+///
+/// A request let through carries its [`Caller`] as an extension: the subject this layer
+/// verified, for the handlers.
+pub(crate) async fn auth(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let headers = req.headers();
     if let Some(name) = ambiguous_credential(headers) {
         return json_error(
@@ -339,21 +459,27 @@ pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next:
             "security",
         );
     }
-    if let (Some(agent), Some(token)) = (
+    let open = !state.requires_credentials();
+    // The agent path is taken exactly when both headers read as text; when either does
+    // not, the pair is ignored and the API key is checked instead (audit D4: the key
+    // is then the subject, not the agent id).
+    let caller = if let (Some(agent), Some(token)) = (
         headers.get("x-agent-id").and_then(|v| v.to_str().ok()),
         headers.get("x-agent-token").and_then(|v| v.to_str().ok()),
     ) {
-        return match state
+        match state
             .auth
             .verify(token, &AgentId::new(agent), SystemTime::now())
         {
-            Ok(claims) => match state
-                .key_limiter
-                .check(&AgentId::new(format!("agent:{}", claims.agent)))
-            {
-                Ok(()) => next.run(req).await,
-                Err(e) => limited(&e),
-            },
+            Ok(claims) => {
+                if let Err(e) = state
+                    .key_limiter
+                    .check(&AgentId::new(format!("agent:{}", claims.agent)))
+                {
+                    return limited(&e);
+                }
+                Caller::agent(agent, open)
+            }
             Err(e) => {
                 let mut r = json_error(
                     StatusCode::UNAUTHORIZED,
@@ -366,29 +492,36 @@ pub(crate) async fn auth(State(state): State<Arc<AppState>>, req: Request, next:
                 {
                     r.headers_mut().insert(header::RETRY_AFTER, v);
                 }
-                r
+                return r;
             }
-        };
-    }
-    if state.api_keys.is_empty() {
-        return next.run(req).await;
-    }
-    match credential(headers) {
-        Some(key) if state.is_api_key(&key) => next.run(req).await,
-        Some(_) => json_error(
-            StatusCode::UNAUTHORIZED,
-            "api_key",
-            "the API key is not valid".into(),
-            "security",
-        ),
-        None => json_error(
-            StatusCode::UNAUTHORIZED,
-            "api_key",
-            "missing credentials: send Authorization: Bearer <api key> or x-api-key".into(),
-            "security",
-        ),
-    }
-    .into_response()
+        }
+    } else {
+        match credential(headers) {
+            Some(key) if open => Caller::key(&key, None),
+            None if open => Caller::open_anonymous(),
+            Some(key) => match state.key_kind(&key) {
+                Some(kind) => Caller::key(&key, Some(kind)),
+                None => {
+                    return json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "api_key",
+                        "the API key is not valid".into(),
+                        "security",
+                    );
+                }
+            },
+            None => {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "api_key",
+                    "missing credentials: send Authorization: Bearer <api key> or x-api-key".into(),
+                    "security",
+                );
+            }
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await.into_response()
 }
 
 /// The event-stream caps, around `GET /api/tasks/{id}/events`: a stream over
@@ -441,6 +574,194 @@ pub(crate) async fn event_stream_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CLIENT_KEY: &str = "secret-key-1";
+    const ADMIN_KEY: &str = "admin-key-1";
+
+    /// [`auth`] alone, on loopback, in front of a handler that answers the [`Caller`]
+    /// extension it was given (subject, sees every run), or `null` without one.
+    async fn probe(
+        keys: &[&str],
+        admin_keys: &[&str],
+        tag: &str,
+    ) -> (String, Arc<AppState>, std::path::PathBuf) {
+        let mut config = genesis::GenesisConfig::default();
+        config.security.auth.environment = genesis::security::Environment::Dev;
+        config.server.api_keys = keys.iter().map(|k| genesis_core_secret(k)).collect();
+        config.server.admin_api_keys = admin_keys.iter().map(|k| genesis_core_secret(k)).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-auth-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        config.server.data_dir = dir.clone();
+        let env = [("GENESIS_AUTH_SECRET".to_owned(), "s".repeat(32))];
+        let state = AppState::from_config(config, &env, None).unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/probe",
+                axum::routing::get(|caller: Option<axum::Extension<Caller>>| async move {
+                    axum::Json(caller.map(|axum::Extension(c)| {
+                        serde_json::json!({"subject": c.subject, "sees_all": c.sees_all})
+                    }))
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                auth,
+            ))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/probe", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (base, state, dir)
+    }
+
+    fn genesis_core_secret(k: &str) -> genesis::core::Secret {
+        genesis::core::Secret::new(k.to_owned())
+    }
+
+    /// What the handler behind [`auth`] was handed for a request with `headers`:
+    /// `(status, subject, sees every run)`; no subject when refused.
+    async fn caller_for(base: &str, headers: &[(&str, &[u8])]) -> (u16, Option<String>, bool) {
+        let mut req = genesis::llm::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap()
+            .get(base);
+        for (name, value) in headers {
+            req = req.header(
+                *name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (
+            status,
+            body["subject"].as_str().map(str::to_owned),
+            body["sees_all"].as_bool().unwrap_or(false),
+        )
+    }
+
+    /// The subject travels from the auth layer, which verified it: the agent id of a
+    /// verified agent, `key:` or `admin:` and a digest of the key, `anonymous` on an open
+    /// API; only an admin key (or an open API) sees every run. Headers that name another
+    /// subject than the verified credential (an agent id without its token, or with one
+    /// that does not read as text, next to a key) do not change it (audit D4).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_hands_the_verified_caller_to_the_handler() {
+        let (base, state, dir) = probe(&[CLIENT_KEY], &[ADMIN_KEY], "keys").await;
+        let token = state
+            .auth
+            .issue(&AgentId::new("agent-7"), SystemTime::now())
+            .unwrap();
+        // Pinned, so buckets stay sticky across releases: the first 8 bytes of
+        // `printf 'secret-key-1' | sha256sum`.
+        let client = Some("key:a6c1eaef9d5f23f4".to_owned());
+        let key = CLIENT_KEY.as_bytes();
+        let bearer = format!("Bearer {CLIENT_KEY}");
+        for (headers, expected, what) in [
+            (
+                vec![("x-api-key", key)],
+                (200, client.clone(), false),
+                "x-api-key",
+            ),
+            (
+                vec![("authorization", bearer.as_bytes())],
+                (200, client.clone(), false),
+                "bearer",
+            ),
+            (
+                vec![
+                    ("x-agent-id", b"agent-7".as_slice()),
+                    ("x-agent-token", token.as_bytes()),
+                ],
+                (200, Some("agent-7".to_owned()), false),
+                "verified agent",
+            ),
+            (
+                vec![("x-agent-id", b"agent-7".as_slice()), ("x-api-key", key)],
+                (200, client.clone(), false),
+                "an agent id without its token names nobody",
+            ),
+            (
+                vec![
+                    ("x-agent-id", b"qa".as_slice()),
+                    ("x-agent-token", b"\xff".as_slice()),
+                    ("x-api-key", key),
+                ],
+                (200, client.clone(), false),
+                "an unreadable token: the key is checked, and is the subject",
+            ),
+            (vec![], (401, None, false), "no credentials"),
+            (
+                vec![("x-api-key", b"nope".as_slice())],
+                (401, None, false),
+                "unknown key",
+            ),
+        ] {
+            assert_eq!(caller_for(&base, &headers).await, expected, "{what}");
+        }
+        let (status, subject, sees_all) =
+            caller_for(&base, &[("x-api-key", ADMIN_KEY.as_bytes())]).await;
+        assert_eq!(status, 200);
+        let subject = subject.unwrap();
+        assert!(subject.starts_with("admin:"), "{subject}");
+        assert_eq!(subject.len(), "admin:".len() + 16, "{subject}");
+        assert!(!subject.contains(ADMIN_KEY), "{subject}");
+        assert_eq!(
+            subject.strip_prefix("admin:"),
+            key_subject("key:", ADMIN_KEY).strip_prefix("key:"),
+            "the same digest as a key, under its own prefix"
+        );
+        assert!(sees_all, "an admin key sees every run");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Open (no keys of either kind): every caller sees every run; a key it sends
+        // is checked against nothing and only names the subject.
+        let (base, _, dir) = probe(&[], &[], "open").await;
+        assert_eq!(
+            caller_for(&base, &[]).await,
+            (200, Some("anonymous".to_owned()), true)
+        );
+        assert_eq!(
+            caller_for(&base, &[("x-api-key", key)]).await,
+            (200, client, true)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Admin keys alone still require credentials: the API is open only when neither
+    /// list has a key (`api_keys.is_empty()` alone made it open).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_keys_alone_close_the_api() {
+        let (base, _, dir) = probe(&[], &[ADMIN_KEY], "admin-only").await;
+        assert_eq!(caller_for(&base, &[]).await, (401, None, false));
+        assert_eq!(
+            caller_for(&base, &[("x-api-key", CLIENT_KEY.as_bytes())]).await,
+            (401, None, false)
+        );
+        let (status, subject, sees_all) = caller_for(
+            &base,
+            &[("authorization", format!("Bearer {ADMIN_KEY}").as_bytes())],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(subject.is_some_and(|s| s.starts_with("admin:")) && sees_all);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A handler without the extension (a route outside [`auth`]) fails closed.
+    #[test]
+    fn without_the_extension_a_caller_is_anonymous_and_sees_only_its_own_runs() {
+        let c = Caller::from_extension(None);
+        assert_eq!(c.subject(), "anonymous");
+        assert_eq!(c.scope(), RunScope::Subject("anonymous"));
+    }
 
     #[test]
     fn credentials_come_from_x_api_key_or_bearer() {

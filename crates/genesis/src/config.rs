@@ -80,9 +80,15 @@ pub struct ServerConfig {
     /// closes it at once). A second signal ends the delay early.
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
-    /// API keys accepted as `Authorization: Bearer <key>` or `x-api-key`. Empty: the API
-    /// is open (development only; production refuses to start without keys).
+    /// API keys accepted as `Authorization: Bearer <key>` or `x-api-key`. Empty, with
+    /// `admin_api_keys` empty too: the API is open (development only; production refuses
+    /// to start without keys).
     pub api_keys: Vec<genesis_core::Secret>,
+    /// Operator (admin) API keys: sent and checked like `api_keys`, but their caller
+    /// lists, reads, follows and cancels every client's runs; its own runs are journaled
+    /// for `admin:` and a digest of the key. A key may not be in both lists. With either
+    /// list non-empty the API requires credentials (default empty).
+    pub admin_api_keys: Vec<genesis_core::Secret>,
     /// Requests handled at once before new ones are shed with 503 (default 1024).
     pub max_in_flight: usize,
     /// How long finished runs (with their tasks and events) are kept in the store
@@ -131,6 +137,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             shutdown_delay: Duration::from_secs(5),
             api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
             max_in_flight: 1024,
             retention: Duration::from_secs(30 * 86_400),
             header_timeout: Duration::from_secs(10),

@@ -26,25 +26,25 @@ async fn server_with_keys(dir: &TempDir, stub: &Stub) -> TestServer {
 
 /// How a test request authenticates.
 #[derive(Clone, Copy)]
-enum As<'a> {
+pub(crate) enum As<'a> {
     Key(&'a str),
     Agent(&'a str, &'a str),
 }
 
-fn with(req: reqwest::RequestBuilder, who: As<'_>) -> reqwest::RequestBuilder {
+pub(crate) fn with(req: reqwest::RequestBuilder, who: As<'_>) -> reqwest::RequestBuilder {
     match who {
         As::Key(key) => req.bearer_auth(key),
         As::Agent(id, token) => req.header("x-agent-id", id).header("x-agent-token", token),
     }
 }
 
-async fn get(s: &TestServer, who: As<'_>, path: &str) -> (u16, Value) {
+pub(crate) async fn get(s: &TestServer, who: As<'_>, path: &str) -> (u16, Value) {
     let r = with(s.client.get(s.url(path)), who).send().await.unwrap();
     let (status, _, body) = split(r).await;
     (status, body)
 }
 
-async fn post(s: &TestServer, who: As<'_>, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(s: &TestServer, who: As<'_>, path: &str, body: Value) -> (u16, Value) {
     let r = with(s.client.post(s.url(path)), who)
         .json(&body)
         .send()
@@ -62,7 +62,7 @@ async fn submit(s: &TestServer, who: As<'_>, body: Value) -> Value {
 }
 
 /// The 404 of an unknown run, for `id`.
-fn assert_unknown_run(status: u16, body: &Value, id: &str, what: &str) {
+pub(crate) fn assert_unknown_run(status: u16, body: &Value, id: &str, what: &str) {
     assert_eq!(status, 404, "{what}: {body}");
     assert_eq!(error_rule(body), "unknown_run", "{what}: {body}");
     assert_eq!(

@@ -6,6 +6,7 @@
 // the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod api;
 mod api_answers;
 mod budget;
