@@ -571,11 +571,21 @@ pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     )
 }
 
-/// Resumes runs that were accepted but not finished before the last stop.
+/// Resumes runs that were accepted but not finished before the last stop, unless
+/// `server.resume_runs` is `false`: then they stay journaled as running (for a start
+/// with it `true`), a warning says how many, and 0 are resumed.
 ///
 /// # Errors
 /// Store failures.
 pub fn resume(state: &Arc<AppState>) -> Result<usize, genesis::store::StoreError> {
+    if !state.config.server.resume_runs {
+        let left = state.runs.store().unfinished_runs()?.len();
+        tracing::warn!(
+            unfinished_runs = left,
+            "server.resume_runs is false: unfinished runs are not resumed and stay journaled as running"
+        );
+        return Ok(0);
+    }
     state.runs.resume()
 }
 

@@ -126,6 +126,11 @@ pub struct ServerConfig {
     /// `Last-Event-ID` to go on where it left off (default 1 h; `0s`: no limit).
     #[serde(with = "humantime_serde")]
     pub event_stream_lifetime: Duration,
+    /// Whether the server resumes the runs it finds unfinished in the store at start
+    /// (default `true`). `false` leaves them as they are, journaled as running, for the
+    /// next start with `true`: for a server started on a copy of the store (testing a
+    /// backup), which must not call the agents of work the original server owns.
+    pub resume_runs: bool,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +152,7 @@ impl Default for ServerConfig {
             max_event_streams: 512,
             max_event_streams_per_ip: 32,
             event_stream_lifetime: Duration::from_secs(3_600),
+            resume_runs: true,
         }
     }
 }
@@ -338,11 +344,12 @@ impl GenesisConfig {
 impl GenesisConfig {
     /// Why run mode cannot execute any task, or `None` when it can: without
     /// `[backends]` and with `llm.agents = false` no agent has a backend, so every run
-    /// fails (plans still work). The server logs this once at start.
+    /// is refused (422 `agent_backend`; plans still work). The server logs this once at
+    /// start.
     pub fn no_backend_reason(&self) -> Option<&'static str> {
         (self.backends.is_empty() && !self.llm.agents).then_some(
             "no agent can run tasks: no [backends] are configured and llm.agents = false, \
-             so plans work but every run fails; configure [backends.<agent>] (an HTTP \
+             so plans work but every run is refused (422 agent_backend); configure [backends.<agent>] (an HTTP \
              service or a command) or set llm.agents = true with an [[llm.providers]] entry",
         )
     }

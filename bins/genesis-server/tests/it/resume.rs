@@ -441,3 +441,38 @@ async fn a_run_whose_cancel_was_requested_before_a_crash_is_not_resumed() {
         "nothing of it ran again: {events:?}"
     );
 }
+
+/// Audit D5 finding 5: a server started on a copy of the store (the backup test in
+/// OPERATIONS §9) resumed the copy's unfinished runs, calling the production agents a
+/// second time for work the original server owned. With `server.resume_runs = false`
+/// they stay journaled as running, nothing is called, and a later start with the
+/// default resumes them: the work is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_resume_runs_off_unfinished_runs_stay_journaled_and_call_no_agent() {
+    let dir = TempDir::new("resume-off");
+    let stub = Stub::start(Duration::ZERO).await;
+    let id = journal_run(&dir, "Fix the login bug");
+
+    let mut off = config(dir.path(), &stub.url);
+    off.server.resume_runs = false;
+    let server = TestServer::start(off, &[]).await;
+    let (status, _, run) = server.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "running", "left as journaled: {run}");
+    // Resumption happens inside the start, before it returns: a resumed run is live.
+    assert!(!server.state.runs().is_live(&id), "not resumed");
+    assert_eq!(server.state.runs().running(), 0);
+    assert_eq!(stub.total_calls(), 0, "no agent called: {:?}", stub.calls());
+    drop(server);
+
+    let server = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let run = server.wait_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "resumed by a start with the default: {run}"
+    );
+    assert!(
+        !stub.calls_for(&id).is_empty(),
+        "its tasks ran once resumed"
+    );
+}
