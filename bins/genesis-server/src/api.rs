@@ -127,9 +127,12 @@ where
         commit.set();
     }
     let state = Arc::clone(state);
+    // The blocking thread works inside the request's span: its log lines carry the
+    // correlation id, and a run started there is a child of the request's trace.
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        f(&state)
+        span.in_scope(|| f(&state))
     })
     .await
     .map_err(|e| {
@@ -427,8 +430,20 @@ pub(crate) async fn create_task(
     // From here the answer says what the store did: the run is journaled (202) or
     // not (503 `run_store`), never a timeout while the write goes on.
     let commit = commit.map(|Extension(c)| c);
+    // The request's correlation id (`request_context` set the header to the id it uses)
+    // goes on the run's `orchestrate` span.
+    let correlation = headers
+        .get(genesis::telemetry::CORRELATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let started = committed(&state, commit.as_ref(), move |s| {
-        s.runs.start(plan, budget, idempotency.as_deref(), &subject)
+        s.runs.start(
+            plan,
+            budget,
+            idempotency.as_deref(),
+            &subject,
+            correlation.as_deref(),
+        )
     })
     .await;
     match started {

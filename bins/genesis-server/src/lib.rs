@@ -148,7 +148,14 @@ pub struct AppState {
     trusted_proxies: proxy::TrustedProxies,
     /// Event streams open, against `server.max_event_streams` (and per IP).
     event_streams: Arc<transport::Gate>,
+    /// Refusals (401, 429, 503, revoked or expired agent tokens) logged at most once per
+    /// [`REFUSAL_LOG_INTERVAL`] per kind, with the count since the last line.
+    refusals: genesis::telemetry::LogThrottle,
 }
+
+/// How often a flood of refused requests of one kind is logged (one `warn` line per
+/// kind and interval, counting the refusals since the previous line).
+pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Store calls the handlers make at once. They share one SQLite connection, so more
 /// would only park more blocking-pool threads on its lock (each a thread while it
@@ -270,6 +277,7 @@ impl AppState {
             store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
             trusted_proxies,
             event_streams,
+            refusals: genesis::telemetry::LogThrottle::new(REFUSAL_LOG_INTERVAL),
         }))
     }
 
@@ -428,7 +436,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             ServiceBuilder::new()
                 // Outermost: request id, tracing span and request metrics for everything,
                 // including shed requests.
-                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&state),
+                    middleware::request_context,
+                ))
                 // Load shedding: when `max_in_flight` requests are running, answer 503
                 // at once instead of queueing (tower's load-shed over a concurrency
                 // limit). `Router::layer` layers every route and method separately, so

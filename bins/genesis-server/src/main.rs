@@ -25,8 +25,45 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            fatal(&error);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports a fatal error as one log line, level ERROR, with the whole chain in the
+/// `error_chain` field: through the log subscriber once it is installed, else (the
+/// configuration did not load) as a JSON line written here, unless
+/// `GENESIS_TELEMETRY__FORMAT` asks for a text format (then anyhow's text).
+fn fatal(error: &anyhow::Error) {
+    let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(error = %error, error_chain = %chain.join(": "), "fatal start-up error");
+        return;
+    }
+    let text = std::env::var("GENESIS_TELEMETRY__FORMAT").is_ok_and(|f| f != "json");
+    if text {
+        eprintln!("Error: {error:?}");
+    } else {
+        let line = serde_json::json!({
+            "level": "ERROR",
+            "fields": {
+                "message": "fatal start-up error",
+                "error": error.to_string(),
+                "error_chain": chain.join(": "),
+            },
+            "target": "genesis_server",
+        });
+        eprintln!("{line}");
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     // One TLS stack for every reqwest client in the process (OTLP export included).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let env: Vec<(String, String)> = std::env::vars().collect();

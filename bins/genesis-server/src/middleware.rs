@@ -29,9 +29,19 @@ use crate::{AppState, json_error};
 pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// Request id (from `x-correlation-id` or generated), a tracing span, request metrics
-/// labelled by route template (`/api/tasks/{id}`, or [`UNMATCHED`]), and the error body
-/// of a 405 (see [`method_not_allowed`]).
-pub(crate) async fn request_context(req: Request, next: Next) -> Response {
+/// labelled by route template (`/api/tasks/{id}`, or [`UNMATCHED`]), the error body
+/// of a 405 (see [`method_not_allowed`]), and rate-limited `warn` lines for refusals
+/// (401, 429, 503; see [`log_refusal`]).
+///
+/// The span is `request{correlation_id, method, endpoint}`, an OpenTelemetry SERVER
+/// span with `http.request.method`, `http.route` and `http.response.status_code`, and
+/// error status on a 5xx. The request's `x-correlation-id` header is set to the id in
+/// use (a missing or invalid one is replaced), so handlers read the id from it.
+pub(crate) async fn request_context(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let header_id = req
         .headers()
         .get(CORRELATION_ID_HEADER)
@@ -40,6 +50,10 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     let id = CorrelationId::from_header_or_generate(header_id.as_deref())
         .map(|c| c.to_string())
         .unwrap_or_else(|_| "unknown".to_owned());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(CORRELATION_ID_HEADER, v);
+    }
+    let agent_token = req.headers().contains_key("x-agent-token");
     let method = req.method().clone();
     let mut endpoint: Cow<'static, str> = req
         .extensions()
@@ -47,17 +61,42 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         .map_or(Cow::Borrowed(UNMATCHED), |m| {
             Cow::Owned(m.as_str().to_owned())
         });
-    let span = tracing::info_span!("request", correlation_id = %id, method = %method, endpoint = %endpoint);
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %id,
+        method = %method,
+        endpoint = %endpoint,
+        "otel.kind" = "server",
+        "http.request.method" = %method,
+        "http.route" = %endpoint,
+        "http.response.status_code" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+    );
     // For a 405's message only: a `Uri` clone shares the request line's bytes (no
     // allocation on every request, as a `String` of the path would be).
     let uri = req.uri().clone();
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span).await;
+    let mut response = next.run(req).instrument(span.clone()).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         response = method_not_allowed(response, &method, uri.path());
         endpoint = Cow::Borrowed(UNMATCHED);
     }
-    let status = response.status().as_u16().to_string();
+    let code = response.status();
+    span.record("http.response.status_code", code.as_u16());
+    if code.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let refusal = match code {
+        StatusCode::UNAUTHORIZED if agent_token => Some("agent_token"),
+        StatusCode::UNAUTHORIZED => Some("api_key"),
+        StatusCode::TOO_MANY_REQUESTS => Some("too_many_requests"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
+        _ => None,
+    };
+    if let Some(kind) = refusal {
+        span.in_scope(|| log_refusal(&state, kind, code, &endpoint));
+    }
+    let status = code.as_u16().to_string();
     metrics::counter!(
         catalogue::REQUESTS_TOTAL,
         catalogue::labels::ENDPOINT => endpoint.clone(),
@@ -70,6 +109,23 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         response.headers_mut().insert(CORRELATION_ID_HEADER, v);
     }
     response
+}
+
+/// A `warn` line for refused requests of `kind` (`api_key`, `agent_token`,
+/// `too_many_requests`, `unavailable`), at most one per
+/// [`crate::REFUSAL_LOG_INTERVAL`] per kind: `count` is the refusals of that kind since
+/// the previous line (this one included), so a flood is one line per interval.
+fn log_refusal(state: &AppState, kind: &'static str, status: StatusCode, endpoint: &str) {
+    if let Some(count) = state.refusals.hit(kind, Instant::now()) {
+        tracing::warn!(
+            kind,
+            status = status.as_u16(),
+            count,
+            interval_secs = state.refusals.interval().as_secs(),
+            endpoint,
+            "requests refused"
+        );
+    }
 }
 
 /// The router answers a known path with the wrong method 405 with an empty body; every
@@ -481,6 +537,25 @@ pub(crate) async fn auth(
                 Caller::agent(agent, open)
             }
             Err(e) => {
+                // A revoked or expired token still in use is worth a line of its own
+                // (a leaked token, or an agent that missed a rotation), rate-limited.
+                let stale = match &e {
+                    SecurityError::TokenRevoked { .. } => Some("agent_token_revoked"),
+                    SecurityError::TokenExpired { .. } => Some("agent_token_expired"),
+                    _ => None,
+                };
+                if let Some(kind) = stale
+                    && let Some(count) = state.refusals.hit(kind, Instant::now())
+                {
+                    tracing::warn!(
+                        kind,
+                        agent,
+                        count,
+                        interval_secs = state.refusals.interval().as_secs(),
+                        error = %e,
+                        "a revoked or expired agent token was used"
+                    );
+                }
                 let mut r = json_error(
                     StatusCode::UNAUTHORIZED,
                     "agent_token",

@@ -199,6 +199,7 @@ impl RunManager {
         budget: Option<Usd>,
         idempotency_key: Option<&str>,
         subject: &str,
+        correlation_id: Option<&str>,
     ) -> Result<(RunId, bool), StartRunError> {
         let budget = self.orchestrator.run_budget(budget)?;
         let id = genesis::new_run_id();
@@ -220,7 +221,15 @@ impl RunManager {
             }
         };
         let resumed = Vec::new();
-        let launched = self.launch(id.clone(), plan, budget, resumed, Usd::ZERO, subject);
+        let launched = self.launch(
+            id.clone(),
+            plan,
+            budget,
+            resumed,
+            Usd::ZERO,
+            subject,
+            correlation_id,
+        );
         if let Err(e) = launched {
             self.lives().starting.remove(&id);
             // Journaled but cannot run: record it as failed so it is not resumed.
@@ -262,6 +271,10 @@ impl RunManager {
         }
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private; the two callers name every argument (a new run, a resumed one)"
+    )]
     fn launch(
         &self,
         id: RunId,
@@ -270,9 +283,11 @@ impl RunManager {
         resumed: Vec<genesis::run::TaskReport>,
         spent: Usd,
         subject: &str,
+        correlation_id: Option<&str>,
     ) -> Result<(), GenesisError> {
         let options = RunOptions {
             subject: Some(subject.to_owned()),
+            correlation_id: correlation_id.map(str::to_owned),
             run_id: Some(id.clone()),
             journal: Some(Arc::new(MeteredJournal {
                 store: Arc::clone(&self.store),
@@ -299,9 +314,10 @@ impl RunManager {
             handle.cancellation().cancel();
         }
         let registry = Arc::clone(&self.live);
+        let correlation_id = correlation_id.map(str::to_owned);
         self.tracker.spawn(async move {
             let result = handle.wait().await;
-            tracing::info!(run_id = %result.run_id, status = result.status.as_str(), cost = %result.cost, "run finished");
+            log_run_finished(&result, correlation_id.as_deref());
             registry
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -356,12 +372,20 @@ impl RunManager {
                 .into_iter()
                 .filter(|t| t.status.is_terminal())
                 .collect();
-            tracing::info!(run_id = %run.id, finished_tasks = done, spent = %run.cost, "resuming run");
+            tracing::info!(run_id = %run.id, finished_tasks = done, spent_usd = run.cost.as_f64(), "resuming run");
             // For the subject it was started for (runs journaled before subjects were:
             // `anonymous`, as they ran), and routed as its stored plan was.
             let subject = run.subject.as_deref().unwrap_or("anonymous");
             let budget = self.resumed_budget(&run.id, run.budget);
-            match self.launch(run.id.clone(), run.plan, budget, resumed, run.cost, subject) {
+            match self.launch(
+                run.id.clone(),
+                run.plan,
+                budget,
+                resumed,
+                run.cost,
+                subject,
+                None,
+            ) {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");
@@ -377,7 +401,7 @@ impl RunManager {
     /// `run_finished`, in one write. Should the write fail, the run stays `running` and
     /// the next start tries again (it is still not resumed).
     fn end_cancelled(&self, run: &RunRecord) {
-        tracing::info!(run_id = %run.id, spent = %run.cost, "run was cancelled before the restart; ending it as cancelled");
+        tracing::info!(run_id = %run.id, spent_usd = run.cost.as_f64(), "run was cancelled before the restart; ending it as cancelled");
         let events = run.cancellation();
         match self.store.record_all(&run.id, &events) {
             Ok(()) => events.iter().for_each(record_metrics),
@@ -394,7 +418,7 @@ impl RunManager {
         let cap = self.orchestrator.budget().per_run;
         match (stored, cap) {
             (Some(stored), Some(cap)) if stored > cap => {
-                tracing::warn!(run_id = %id, budget = %stored, per_run = %cap, "resumed run's budget is above budget.per_run; capping it");
+                tracing::warn!(run_id = %id, budget_usd = stored.as_f64(), per_run_usd = cap.as_f64(), "resumed run's budget is above budget.per_run; capping it");
                 Some(cap)
             }
             (stored, _) => stored,
@@ -462,6 +486,50 @@ pub enum StartRunError {
     /// The plan could not be executed.
     #[error(transparent)]
     Genesis(#[from] GenesisError),
+}
+
+/// Logs the end of a run: a failed run at `error` (an operator must look: the failed
+/// task count and the first failure's reason), a cancelled one at `info` (a client or an operator
+/// asked for it), a succeeded one at `info`. The cost is
+/// a number of US dollars (`cost_usd`), not the `Usd` display text; `correlation_id`
+/// is the one of the request that started the run (absent for resumed runs).
+fn log_run_finished(result: &genesis::run::RunResult, correlation_id: Option<&str>) {
+    let cost_usd = result.cost.as_f64();
+    match result.status {
+        genesis::run::RunStatus::Failed => {
+            let failed = result
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Failed)
+                .count();
+            let first = result
+                .tasks
+                .iter()
+                .find(|t| t.status == TaskStatus::Failed)
+                .or_else(|| result.tasks.iter().find(|t| t.error.is_some()));
+            tracing::error!(
+                run_id = %result.run_id,
+                correlation_id,
+                status = result.status.as_str(),
+                failed_tasks = failed,
+                first_failed_task = first.map(|t| t.task_id.to_string()),
+                first_failure = first.and_then(|t| t.error.as_deref()),
+                cost_usd,
+                input_tokens = result.input_tokens,
+                output_tokens = result.output_tokens,
+                "run failed"
+            );
+        }
+        status => tracing::info!(
+            run_id = %result.run_id,
+            correlation_id,
+            status = status.as_str(),
+            cost_usd,
+            input_tokens = result.input_tokens,
+            output_tokens = result.output_tokens,
+            "run finished"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -593,7 +661,7 @@ mod tests {
         ));
         let starting = Arc::clone(&runs);
         let started = tokio::task::spawn_blocking(move || {
-            starting.start(plan, None, Some("key-1"), "tester")
+            starting.start(plan, None, Some("key-1"), "tester", None)
         });
         tokio::task::spawn_blocking(move || journaled.recv().unwrap())
             .await

@@ -300,11 +300,21 @@ impl OrchestratorBuilder {
                 degradation_config: self.degradation.clone().unwrap_or_default(),
                 degradation: SharedDegradation::new(self.degradation.unwrap_or_default())
                     .with_hook(Arc::new(|from, to| {
-                        warn!(
-                            from = from.as_str(),
-                            to = to.as_str(),
-                            "degradation level changed"
-                        );
+                        // Lowering is degraded service (warn); going back up is
+                        // recovery (info).
+                        if to > from {
+                            warn!(
+                                from = from.as_str(),
+                                to = to.as_str(),
+                                "degradation level changed"
+                            );
+                        } else {
+                            tracing::info!(
+                                from = from.as_str(),
+                                to = to.as_str(),
+                                "degradation level changed"
+                            );
+                        }
                     })),
                 learning: Learning {
                     pending: std::sync::Mutex::new(Vec::new()),
@@ -1097,6 +1107,10 @@ pub struct RunOptions {
     /// run's total, budget and reported cost start from the larger of this and the cost
     /// of the `resumed` tasks; the day total is not charged again.
     pub spent: Usd,
+    /// The correlation id of the request that started the run (the server passes the
+    /// request's `x-correlation-id`): a field of the run's `orchestrate` span, so every
+    /// log line of the run carries it. `None` for runs no request started (resumed).
+    pub correlation_id: Option<String>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -1106,6 +1120,7 @@ impl std::fmt::Debug for RunOptions {
             .field("resumed", &self.resumed.len())
             .field("budget", &self.budget)
             .field("spent", &self.spent)
+            .field("correlation_id", &self.correlation_id)
             .finish_non_exhaustive()
     }
 }
@@ -1204,6 +1219,7 @@ impl Orchestrator {
                 .learn_from_runs
                 .then(|| Arc::new(Learn(Arc::clone(&self.inner))) as Arc<dyn Learner>),
             resumed: options.resumed,
+            correlation_id: options.correlation_id,
         };
         Ok(inner.executor.start(spec, caps))
     }

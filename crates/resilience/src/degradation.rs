@@ -285,7 +285,20 @@ impl SharedDegradation {
         };
         if let Some(LevelChange { from, to }) = change {
             if to > from {
-                tracing::warn!(%from, %to, ?signals, "degradation level lowered");
+                // The signals as numbers, one field each (not the Debug text of
+                // the struct), so a log query can filter on them.
+                tracing::warn!(
+                    %from,
+                    %to,
+                    llm_providers_open = signals.llm_providers.open,
+                    llm_providers_half_open = signals.llm_providers.half_open,
+                    llm_providers_closed = signals.llm_providers.closed,
+                    agents_open = signals.agents.open,
+                    agents_half_open = signals.agents.half_open,
+                    agents_closed = signals.agents.closed,
+                    budget_remaining = signals.budget_remaining,
+                    "degradation level lowered"
+                );
             } else {
                 tracing::info!(%from, %to, "degradation level recovered");
             }

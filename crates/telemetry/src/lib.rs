@@ -52,6 +52,7 @@ mod correlation;
 mod error;
 mod prometheus;
 mod subscriber;
+mod throttle;
 
 pub use catalogue::describe_all;
 pub use config::{LogFormat, OtlpConfig, TelemetryConfig};
@@ -61,4 +62,7 @@ pub use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 pub use prometheus::{
     LATENCY_BUCKETS, build_prometheus_recorder, install_prometheus_recorder, prometheus_builder,
 };
-pub use subscriber::{BoxedLayer, TelemetryGuard, build_layers, build_tracer_provider, init};
+pub use subscriber::{
+    BoxedLayer, TelemetryGuard, build_layers, build_tracer_provider, init, init_with_writer,
+};
+pub use throttle::LogThrottle;

@@ -133,7 +133,22 @@ where
 /// # Errors
 /// As [`build_layers`], and [`TelemetryError::SubscriberAlreadySet`].
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let (layer, guard) = build_layers(config, std::io::stderr)?;
+    init_with_writer(config, std::io::stderr)
+}
+
+/// As [`init`], writing log lines to `writer` instead of stderr (tests capture the
+/// process's log lines this way).
+///
+/// # Errors
+/// As [`init`].
+pub fn init_with_writer<W>(
+    config: &TelemetryConfig,
+    writer: W,
+) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let (layer, guard) = build_layers(config, writer)?;
     tracing_subscriber::registry()
         .with(layer)
         .try_init()

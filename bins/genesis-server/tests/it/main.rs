@@ -14,6 +14,7 @@ mod config_files;
 mod crash;
 mod durability;
 mod isolation;
+mod logs;
 mod resume;
 mod startup;
 mod support;

@@ -206,7 +206,7 @@ async fn a_resumed_run_keeps_the_subject_it_was_started_for() {
     // Started for alice; the process stops with the run's first tasks in flight.
     let stuck = Arc::new(Stuck::default());
     let before = manager(&data, Arc::clone(&stuck) as Arc<dyn Agent>);
-    let (id, _) = before.start(plan, None, None, "alice").unwrap();
+    let (id, _) = before.start(plan, None, None, "alice", None).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while stuck.calls.load(Ordering::SeqCst) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "no task started");

@@ -496,6 +496,9 @@ pub(crate) struct RunSpec {
     pub(crate) learner: Option<Arc<dyn Learner>>,
     /// Tasks finished before a restart: they are not run again.
     pub(crate) resumed: Vec<TaskReport>,
+    /// The correlation id of the request that started the run: a field of the run's
+    /// `orchestrate` span (absent when `None`).
+    pub(crate) correlation_id: Option<String>,
 }
 
 impl Executor {
@@ -596,7 +599,14 @@ impl Executor {
                     .or_insert_with(|| Arc::new(Semaphore::new(cap)));
             }
         }
-        let span = info_span!("orchestrate", run_id = %run_id);
+        let span = info_span!(
+            "orchestrate",
+            run_id = %run_id,
+            correlation_id = tracing::field::Empty
+        );
+        if let Some(id) = &spec.correlation_id {
+            span.record("correlation_id", id.as_str());
+        }
         let ledger = spec.ledger.clone();
         let runner = Runner::new(Arc::clone(&self.inner), spec, tx.clone(), cancel.clone());
         let join = tokio::spawn(runner.run().instrument(span));
@@ -1537,7 +1547,16 @@ impl Runner {
             sink: self.sink.clone(),
             tokens: Arc::clone(&slot.tokens),
         };
-        let span = info_span!("task", task_id = %slot.planned.id, agent = ?slot.planned.agent);
+        // The agent's id as text, absent when the plan names none (not the Debug text of
+        // the `Option`).
+        let span = info_span!(
+            "task",
+            task_id = %slot.planned.id,
+            agent = tracing::field::Empty
+        );
+        if let Some(agent) = &slot.planned.agent {
+            span.record("agent", tracing::field::display(agent));
+        }
         async move { (i, attempt.run().await) }.instrument(span)
     }
 }
@@ -2525,6 +2544,7 @@ mod tests {
             replanner: Arc::new(NoFollowUps),
             learner: Some(Arc::new(PanickingLearner)),
             resumed: Vec::new(),
+            correlation_id: None,
         };
         let handle = genesis.executor().start(spec, HashMap::new());
         let mut events = handle.subscribe();
