@@ -51,6 +51,7 @@ mod config;
 mod correlation;
 mod error;
 mod prometheus;
+mod propagation;
 mod subscriber;
 mod throttle;
 
@@ -62,6 +63,7 @@ pub use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 pub use prometheus::{
     LATENCY_BUCKETS, build_prometheus_recorder, install_prometheus_recorder, prometheus_builder,
 };
+pub use propagation::{TRACEPARENT_HEADER, current_traceparent};
 pub use subscriber::{
     BoxedLayer, TelemetryGuard, build_layers, build_tracer_provider, init, init_with_writer,
 };

@@ -16,6 +16,7 @@ mod stages;
 mod store;
 mod support;
 mod tokens;
+mod trace;
 mod wiring;
 
 use std::sync::Arc;

@@ -105,6 +105,10 @@ impl Agent for HttpAgent {
         if let Some(token) = &self.config.token {
             req = req.bearer_auth(token.expose());
         }
+        // The task's trace continues in the agent (when traces are exported).
+        if let Some(traceparent) = genesis_telemetry::current_traceparent() {
+            req = req.header(genesis_telemetry::TRACEPARENT_HEADER, traceparent);
+        }
         let response = req.send().await.map_err(|e| {
             if e.is_connect() {
                 // Nothing was sent: it cost nothing.
