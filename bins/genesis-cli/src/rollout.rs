@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use clap::{Subcommand, ValueEnum};
 use genesis::GenesisConfig;
 use genesis::flags::{
-    Flag, FlagStore, HealthSample, Percent, RolloutAction, RolloutController, RolloutEvent,
-    RolloutPhase, RolloutState, Strategy, Timestamp,
+    Flag, FlagStore, HealthSample, HoldReason, Percent, RolloutAction, RolloutController,
+    RolloutEvent, RolloutPhase, RolloutState, Strategy, TaskSample, Timestamp,
 };
 
 use crate::health::MAX_METRICS_BODY;
@@ -82,6 +82,14 @@ pub(crate) enum DeployCommand {
         /// Start over even when a rollout of FLAG is in progress.
         #[arg(long)]
         restart: bool,
+        /// Take the baseline of the metrics the ticks will read (the same URL as
+        /// `deploy tick --metrics-url`), so the first tick judges only traffic since the
+        /// start; without it (or when it cannot be read) the first tick takes it and holds.
+        #[arg(long)]
+        metrics_url: Option<String>,
+        /// API key sent with the metrics request.
+        #[arg(long, env = "GENESIS_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
     /// Judges one health sample: advance after a healthy dwell, hold, or roll back.
     Tick(TickArgs),
@@ -101,6 +109,15 @@ pub(crate) struct TickArgs {
     /// Requests in the window.
     #[arg(long, requires_all = ["error_rate", "p95_ms"])]
     requests: Option<u64>,
+    /// Tasks that finished (succeeded or failed) in the window.
+    #[arg(long, requires_all = ["error_rate", "task_failure_rate"])]
+    tasks: Option<u64>,
+    /// Share of the finished tasks that failed, in [0, 1].
+    #[arg(long, requires_all = ["error_rate", "tasks"])]
+    task_failure_rate: Option<f64>,
+    /// 95th percentile wall time of the tasks that succeeded, in milliseconds.
+    #[arg(long, requires_all = ["error_rate", "tasks"])]
+    task_p95_ms: Option<u64>,
     /// Read the sample from a server's Prometheus exposition, e.g.
     /// http://127.0.0.1:8000/metrics (traffic since the previous tick).
     #[arg(long)]
@@ -242,8 +259,9 @@ struct Rollouts {
 
 impl Rollouts {
     fn new(config: &GenesisConfig, dir: &StateDir) -> Result<Self, Failure> {
+        // Bad settings are the operator's input: exit 2 with the rule named.
         let controller = RolloutController::try_new(config.flags.rollout.clone())
-            .map_err(|e| Failure::internal(format!("invalid configuration: flags.rollout: {e}")))?;
+            .map_err(|e| Failure::rejected(format!("invalid configuration: {e}")))?;
         Ok(Rollouts {
             controller,
             flags_file: config.flags.file.clone(),
@@ -324,6 +342,13 @@ impl Rollouts {
             Ok(text) => write_atomically(&self.flags_file, &text),
             Err(_) => self.save_store(&store),
         }
+    }
+
+    /// Refuses kill switches (rule `kill_switch`): see `RolloutController::check_flag`.
+    fn check_flag(&self, flag: &str) -> Result<(), Failure> {
+        self.controller
+            .check_flag(flag)
+            .map_err(|e| Failure::rejected(e.to_string()))
     }
 
     fn steps(&self) -> usize {
@@ -450,7 +475,14 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
     let r = Rollouts::new(&config, &args.dir)?;
     let now = SystemTime::now();
     let text = match args.command {
-        DeployCommand::Start { flag, restart } => {
+        DeployCommand::Start {
+            flag,
+            restart,
+            metrics_url,
+            api_key,
+        } => {
+            check_name(&flag)?;
+            r.check_flag(&flag)?;
             if let Some(old) = r.load_state(&flag)?
                 && old.phase == RolloutPhase::InProgress
                 && !restart
@@ -466,12 +498,29 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
                     r.flags_file.display()
                 )));
             }
-            let state = r.controller.start(flag.as_str(), now);
+            let state = r
+                .controller
+                .start(flag.as_str(), now)
+                .map_err(|e| Failure::rejected(e.to_string()))?;
+            // The baseline is taken before the flag changes: everything after it is
+            // traffic of the rollout.
+            let _ = std::fs::remove_file(r.scrape_path(&flag));
+            let baseline = match &metrics_url {
+                None => {
+                    "no baseline (no --metrics-url): the first tick takes it and holds".to_owned()
+                }
+                Some(url) => match scrape_metrics(url, api_key.as_deref()).await {
+                    Ok(snapshot) => {
+                        save_snapshot(&r, &flag, &snapshot)?;
+                        format!("baseline taken from {url}")
+                    }
+                    Err(why) => format!("no baseline ({why}): the first tick takes it and holds"),
+                },
+            };
             r.apply(&state)?;
             r.save_state(&state)?;
-            let _ = std::fs::remove_file(r.scrape_path(&flag));
             format!(
-                "{flag}: rollout started {}; next step after {}s of healthy traffic",
+                "{flag}: rollout started {}; next step after {}s of healthy traffic\n{baseline}",
                 where_now(&state, r.steps()),
                 r.controller.config().dwell.as_secs()
             )
@@ -492,91 +541,115 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
     crate::commands::emit(&text)
 }
 
-/// The sample for a tick and a note on where it came from.
-async fn gather(
-    r: &Rollouts,
-    t: &TickArgs,
-) -> Result<(Option<HealthSample>, String, Option<Snapshot>), Failure> {
-    if let (Some(error_rate), Some(p95), Some(requests)) = (t.error_rate, t.p95_ms, t.requests) {
-        if !(error_rate.is_finite() && (0.0..=1.0).contains(&error_rate)) {
-            return Err(Failure::rejected(format!(
-                "--error-rate {error_rate}: must be a share within [0, 1] (0.01 is 1%)"
-            )));
+/// Where a tick's sample came from.
+enum Gathered {
+    /// A sample (or none: missing), a note on its source, and the scrape to keep as the
+    /// next baseline.
+    Sample(Option<HealthSample>, String, Option<Snapshot>),
+    /// The metrics were read but there was no baseline to measure from: this scrape is
+    /// the baseline, nothing is judged.
+    Baseline(Snapshot, String),
+}
+
+/// A share in [0, 1] given on the command line, or an error naming the rule.
+fn share(flag: &str, value: f64) -> Result<f64, Failure> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Failure::rejected(format!(
+            "{flag} {value}: must be a share within [0, 1] (0.01 is 1%) (rule: sample_share)"
+        )))
+    }
+}
+
+/// Reads `url` and sums it into a [`Snapshot`]; the error says why there is none.
+async fn scrape_metrics(url: &str, api_key: Option<&str>) -> Result<Snapshot, String> {
+    let client = genesis::llm::http_client_builder()
+        .map_err(|e| format!("http client: {e}"))?
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let mut req = client.get(url);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let body = match req.send().await {
+        Err(e) => {
+            return Err(format!(
+                "metrics unreachable at {url}: {}",
+                crate::setup::one_line(&e)
+            ));
         }
+        Ok(resp) if !resp.status().is_success() => {
+            return Err(format!(
+                "metrics at {url} answered HTTP {}",
+                resp.status().as_u16()
+            ));
+        }
+        Ok(resp) => crate::health::read_body(resp, MAX_METRICS_BODY)
+            .await
+            .map_err(|e| format!("metrics at {url}: {}", crate::setup::one_line(&e)))?,
+    };
+    scrape::snapshot(&body).map_err(|e| match e {
+        ScrapeError::NoRequests => format!("no genesis_requests_total series at {url}"),
+        e => format!("metrics at {url} unusable: {e}"),
+    })
+}
+
+fn save_snapshot(r: &Rollouts, flag: &str, snapshot: &Snapshot) -> Result<(), Failure> {
+    let json = serde_json::to_string(snapshot).map_err(|e| Failure::internal(e.to_string()))?;
+    write_atomically(&r.scrape_path(flag), &json)
+}
+
+/// The sample for a tick and a note on where it came from.
+async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
+    if let (Some(error_rate), Some(p95), Some(requests)) = (t.error_rate, t.p95_ms, t.requests) {
+        let error_rate = share("--error-rate", error_rate)?;
+        let tasks = match (t.tasks, t.task_failure_rate) {
+            (Some(finished), Some(rate)) => Some(TaskSample {
+                finished,
+                failure_rate: share("--task-failure-rate", rate)?,
+                p95_latency: t.task_p95_ms.map(Duration::from_millis),
+            }),
+            _ => None,
+        };
         let sample = HealthSample {
             error_rate,
             p95_latency: Duration::from_millis(p95),
             requests,
+            tasks,
         };
-        return Ok((Some(sample), "given on the command line".into(), None));
+        return Ok(Gathered::Sample(
+            Some(sample),
+            "given on the command line".into(),
+            None,
+        ));
     }
     let Some(url) = &t.metrics_url else {
-        return Ok((
+        return Ok(Gathered::Sample(
             None,
             "no health source given (--error-rate/--p95-ms/--requests or --metrics-url)".into(),
             None,
         ));
     };
-    let client = genesis::llm::http_client_builder()
-        .map_err(|e| Failure::internal(format!("http client: {e}")))?
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| Failure::internal(format!("http client: {e}")))?;
-    let mut req = client.get(url);
-    if let Some(k) = &t.api_key {
-        req = req.bearer_auth(k);
-    }
-    let body = match req.send().await {
-        Err(e) => {
-            return Ok((
-                None,
-                format!(
-                    "metrics unreachable at {url}: {}",
-                    crate::setup::one_line(&e)
-                ),
-                None,
-            ));
-        }
-        Ok(resp) if !resp.status().is_success() => {
-            return Ok((
-                None,
-                format!("metrics at {url} answered HTTP {}", resp.status().as_u16()),
-                None,
-            ));
-        }
-        Ok(resp) => match crate::health::read_body(resp, MAX_METRICS_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Ok((
-                    None,
-                    format!("metrics at {url}: {}", crate::setup::one_line(&e)),
-                    None,
-                ));
-            }
-        },
-    };
-    let current = match scrape::snapshot(&body) {
+    let current = match scrape_metrics(url, t.api_key.as_deref()).await {
         Ok(s) => s,
-        Err(ScrapeError::NoRequests) => {
-            return Ok((
-                None,
-                format!("no genesis_requests_total series at {url}"),
-                None,
-            ));
-        }
-        Err(e) => return Ok((None, format!("metrics at {url} unusable: {e}"), None)),
+        Err(why) => return Ok(Gathered::Sample(None, why, None)),
     };
     let previous: Option<Snapshot> = std::fs::read_to_string(r.scrape_path(&t.flag))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
-    let window = current.since(previous.as_ref());
-    let note = match previous {
-        Some(_) => format!("scraped from {url}, traffic since the previous tick"),
-        None => format!("scraped from {url}, traffic since the server started"),
+    let Some(previous) = previous else {
+        return Ok(Gathered::Baseline(
+            current,
+            format!("scraped from {url}: no baseline to measure from yet"),
+        ));
     };
+    let window = current.since(Some(&previous));
+    let note = format!("scraped from {url}, traffic since the baseline");
     match window.sample() {
-        Some(s) => Ok((Some(s), note, Some(current))),
-        None => Ok((
+        Some(s) => Ok(Gathered::Sample(Some(s), note, Some(current))),
+        None => Ok(Gathered::Sample(
             None,
             format!("no genesis_request_duration_seconds histogram at {url}"),
             Some(current),
@@ -597,11 +670,24 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
     // A state that does not fit `flags.rollout` (other steps, a hand edit) is refused
     // before any metrics are read, so nothing is written.
     r.check(&state)?;
-    let (sample, source, snapshot) = gather(r, &t).await?;
-    let action = r
-        .controller
-        .tick(&mut state, sample.as_ref(), now)
-        .map_err(|e| r.stale(&state.flag, &e))?;
+    let (sample, source, snapshot, action) = match gather(r, &t).await? {
+        Gathered::Baseline(snapshot, source) => {
+            let action = r
+                .controller
+                .baseline_taken(&mut state)
+                .map_err(|e| r.stale(&state.flag, &e))?;
+            (None, source, Some(snapshot), action)
+        }
+        Gathered::Sample(sample, source, snapshot) => {
+            let action = r
+                .controller
+                .tick(&mut state, sample.as_ref(), now)
+                .map_err(|e| r.stale(&state.flag, &e))?;
+            // Too little traffic: keep the baseline, so the next window covers this one.
+            let snapshot = snapshot.filter(|_| !action.keeps_window());
+            (sample, source, snapshot, action)
+        }
+    };
     if matches!(
         action,
         RolloutAction::Advance { .. } | RolloutAction::RollBack { .. } | RolloutAction::Complete
@@ -610,16 +696,19 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
     }
     r.save_state(&state)?;
     if let Some(s) = snapshot {
-        let json = serde_json::to_string(&s).map_err(|e| Failure::internal(e.to_string()))?;
-        write_atomically(&r.scrape_path(&t.flag), &json)?;
+        save_snapshot(r, &t.flag, &s)?;
     }
     let sample_text = match &sample {
-        Some(s) => format!(
-            "error rate {:.4}, p95 {}ms, {} requests ({source})",
-            s.error_rate,
-            s.p95_latency.as_millis(),
-            s.requests
-        ),
+        Some(s) => format!("{s} ({source})"),
+        None if matches!(
+            action,
+            RolloutAction::Hold {
+                reason: HoldReason::BaselineTaken
+            }
+        ) =>
+        {
+            format!("none judged: {source}")
+        }
         None => format!("missing: {source}; a missing sample never counts as healthy"),
     };
     let rolled_back = matches!(action, RolloutAction::RollBack { .. });
@@ -638,6 +727,8 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
     let config = load_config(config)?;
     let r = Rollouts::new(&config, &args.dir)?;
     let now = SystemTime::now();
+    check_name(&args.flag)?;
+    r.check_flag(&args.flag)?;
     if r.load_store()?.get(&args.flag).is_none() {
         return Err(Failure::rejected(format!(
             "unknown flag {:?} in {}",
@@ -645,7 +736,7 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
             r.flags_file.display()
         )));
     }
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = operator(|k| std::env::var(k).ok());
     let note = format!("{} (by {user})", args.note);
     let (mut state, from) = match r.load_state(&args.flag)? {
         Some(s) => {
@@ -654,12 +745,18 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
         }
         // No recorded rollout: record one that is rolled back from now on.
         None => {
-            let mut s = r.controller.start(args.flag.as_str(), now);
+            let mut s = r
+                .controller
+                .start(args.flag.as_str(), now)
+                .map_err(|e| Failure::rejected(e.to_string()))?;
             s.history.clear();
             (s, Percent::ZERO)
         }
     };
-    let action = r.controller.manual_rollback(&mut state, note, now);
+    let action = r
+        .controller
+        .manual_rollback(&mut state, note, now)
+        .map_err(|e| Failure::rejected(e.to_string()))?;
     r.apply(&state)?;
     r.save_state(&state)?;
     crate::commands::emit(&format!(
@@ -667,6 +764,32 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
         args.flag,
         r.flags_file.display()
     ))
+}
+
+/// Who ran the command, for the history: `$USER`, else `$LOGNAME` (cron sets only
+/// that), else the uid.
+fn operator(var: impl Fn(&str) -> Option<String>) -> String {
+    ["USER", "LOGNAME"]
+        .into_iter()
+        .filter_map(|k| var(k).filter(|v| !v.trim().is_empty()))
+        .next()
+        .unwrap_or_else(|| match uid() {
+            Some(uid) => format!("uid {uid}"),
+            None => "unknown".to_owned(),
+        })
+}
+
+/// The process's user id (the owner of `/proc/self`), where there is one.
+fn uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// `genesis status`.
@@ -790,8 +913,11 @@ fn detail(r: &Rollouts, state: &RolloutState, def: Option<&Flag>) -> String {
         ));
     }
     out.push_str("history:\n");
-    for RolloutEvent { at, action } in &state.history {
+    for RolloutEvent { at, action, sample } in &state.history {
         out.push_str(&format!("  {at}  {action}\n"));
+        if let Some(s) = sample {
+            out.push_str(&format!("      sample: {s}\n"));
+        }
     }
     out
 }
@@ -806,6 +932,25 @@ mod tests {
             assert_eq!(check_name(bad).unwrap_err().code, 2, "{bad}");
         }
         assert!(check_name("halo_routing2").is_ok());
+    }
+
+    #[test]
+    fn the_operator_is_user_then_logname_then_the_uid() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(operator(env(&[("USER", "ann"), ("LOGNAME", "bob")])), "ann");
+        assert_eq!(operator(env(&[("USER", " "), ("LOGNAME", "bob")])), "bob");
+        let fallback = operator(env(&[]));
+        assert!(
+            fallback.starts_with("uid ") || (cfg!(not(unix)) && fallback == "unknown"),
+            "{fallback}"
+        );
     }
 
     #[test]

@@ -2,17 +2,22 @@
 //! `genesis deploy tick --metrics-url`.
 //!
 //! The exposition is cumulative since the server started, so each tick keeps the
-//! counters it saw ([`Snapshot`], persisted next to the rollout state) and judges the
-//! difference: the traffic since the previous tick. The first tick, or one after a
-//! counter reset (server restart), judges the totals since the server started.
+//! counters it saw ([`Snapshot`], persisted next to the rollout state: the baseline) and
+//! judges the difference: the traffic since the baseline. `deploy start` takes the first
+//! baseline (or, when it cannot read the metrics, the first tick takes it and holds), so
+//! traffic from before the rollout is never judged; after a counter reset (server
+//! restart) the totals since the restart are judged.
 //! Requests to the operational probes (`/health`, `/ready`, `/metrics`) are left out;
-//! errors are responses with a 5xx status. No `genesis_requests_total` series at all is
-//! a missing sample, never a healthy one.
+//! errors are responses with a 5xx status. Runs are accepted with 202 and fail later, so
+//! the task outcomes count too: `genesis_tasks_total{status}` (`succeeded` and `failed`
+//! are finished tasks; `skipped` ones never ran) and the `genesis_task_duration_seconds`
+//! histogram (tasks that succeeded). No `genesis_requests_total` series at all is a
+//! missing sample, never a healthy one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use genesis::flags::HealthSample;
+use genesis::flags::{HealthSample, TaskSample};
 use serde::{Deserialize, Serialize};
 
 /// Endpoints that are probes, not traffic.
@@ -28,6 +33,19 @@ pub(crate) struct Snapshot {
     /// Cumulative latency histogram: bucket upper bound (seconds, `+Inf` as `f64::MAX`) →
     /// count.
     pub(crate) buckets: Vec<(f64, f64)>,
+    /// Whether the exposition has `genesis_tasks_total` (a server of this release always
+    /// does, from the start).
+    #[serde(default)]
+    pub(crate) has_tasks: bool,
+    /// Tasks that succeeded.
+    #[serde(default)]
+    pub(crate) tasks_succeeded: f64,
+    /// Tasks that failed.
+    #[serde(default)]
+    pub(crate) tasks_failed: f64,
+    /// Cumulative task duration histogram, as `buckets`.
+    #[serde(default)]
+    pub(crate) task_buckets: Vec<(f64, f64)>,
 }
 
 /// One series: name, labels, value.
@@ -139,6 +157,7 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
     let mut seen = false;
     let mut snap = Snapshot::default();
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    let mut task_buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for (index, line) in exposition.lines().enumerate() {
         let Some((name, labels, value)) = parse_series(line) else {
             continue;
@@ -155,19 +174,22 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
                     snap.errors += value;
                 }
             }
-            "genesis_request_duration_seconds_bucket" if !probe => {
-                let Some(le) = labels.get("le") else {
-                    continue;
-                };
-                let line = index + 1;
-                let bound = parse_le(le).ok_or_else(|| ScrapeError::BadBound {
-                    line,
-                    le: le.chars().take(32).collect(),
-                })?;
+            "genesis_tasks_total" => {
+                snap.has_tasks = true;
                 if !(value.is_finite() && value >= 0.0) {
-                    return Err(ScrapeError::BadCount { line, count: value });
+                    continue;
                 }
-                buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+                match labels.get("status") {
+                    Some(&"succeeded") => snap.tasks_succeeded += value,
+                    Some(&"failed") => snap.tasks_failed += value,
+                    _ => {}
+                }
+            }
+            "genesis_request_duration_seconds_bucket" if !probe => {
+                add_bucket(&mut buckets, &labels, value, index + 1)?;
+            }
+            "genesis_task_duration_seconds_bucket" => {
+                add_bucket(&mut task_buckets, &labels, value, index + 1)?;
             }
             _ => {}
         }
@@ -175,35 +197,72 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
     if !seen {
         return Err(ScrapeError::NoRequests);
     }
+    snap.buckets = sorted(buckets);
+    snap.task_buckets = sorted(task_buckets);
+    Ok(snap)
+}
+
+/// Adds one histogram bucket line (1-based `line`) to `buckets`, keyed by its bound.
+fn add_bucket(
+    buckets: &mut BTreeMap<u64, (f64, f64)>,
+    labels: &BTreeMap<&str, &str>,
+    value: f64,
+    line: usize,
+) -> Result<(), ScrapeError> {
+    let Some(le) = labels.get("le") else {
+        return Ok(());
+    };
+    let bound = parse_le(le).ok_or_else(|| ScrapeError::BadBound {
+        line,
+        le: le.chars().take(32).collect(),
+    })?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(ScrapeError::BadCount { line, count: value });
+    }
+    buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+    Ok(())
+}
+
+fn sorted(buckets: BTreeMap<u64, (f64, f64)>) -> Vec<(f64, f64)> {
     let mut list: Vec<(f64, f64)> = buckets.into_values().collect();
     list.sort_by(|a, b| a.0.total_cmp(&b.0));
-    snap.buckets = list;
-    Ok(snap)
+    list
+}
+
+/// `current` minus `previous`, bucket by bucket (never below zero).
+fn bucket_delta(current: &[(f64, f64)], previous: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let before = |le: f64| {
+        previous
+            .iter()
+            .find(|(b, _)| b.to_bits() == le.to_bits())
+            .map_or(0.0, |(_, c)| *c)
+    };
+    current
+        .iter()
+        .map(|(le, c)| (*le, (c - before(*le)).max(0.0)))
+        .collect()
 }
 
 impl Snapshot {
     /// The traffic since `previous` (or all of it when there is none, or the counters
     /// went down because the server restarted).
     pub(crate) fn since(&self, previous: Option<&Snapshot>) -> Snapshot {
-        let Some(prev) =
-            previous.filter(|p| p.requests <= self.requests && p.errors <= self.errors)
-        else {
+        let Some(prev) = previous.filter(|p| {
+            p.requests <= self.requests
+                && p.errors <= self.errors
+                && p.tasks_succeeded <= self.tasks_succeeded
+                && p.tasks_failed <= self.tasks_failed
+        }) else {
             return self.clone();
-        };
-        let before = |le: f64| {
-            prev.buckets
-                .iter()
-                .find(|(b, _)| b.to_bits() == le.to_bits())
-                .map_or(0.0, |(_, c)| *c)
         };
         Snapshot {
             requests: self.requests - prev.requests,
             errors: self.errors - prev.errors,
-            buckets: self
-                .buckets
-                .iter()
-                .map(|(le, c)| (*le, (c - before(*le)).max(0.0)))
-                .collect(),
+            buckets: bucket_delta(&self.buckets, &prev.buckets),
+            has_tasks: self.has_tasks,
+            tasks_succeeded: self.tasks_succeeded - prev.tasks_succeeded,
+            tasks_failed: self.tasks_failed - prev.tasks_failed,
+            task_buckets: bucket_delta(&self.task_buckets, &prev.task_buckets),
         }
     }
 
@@ -211,33 +270,12 @@ impl Snapshot {
     /// within the bucket as Prometheus' `histogram_quantile` does; a quantile in the
     /// `+Inf` bucket is the highest finite bound. `None` without buckets.
     pub(crate) fn p95(&self) -> Option<Duration> {
-        let total = self.buckets.last()?.1;
-        if total <= 0.0 {
-            return Some(Duration::ZERO);
-        }
-        let rank = 0.95 * total;
-        let mut lower = (0.0f64, 0.0f64);
-        for &(le, count) in &self.buckets {
-            if count >= rank {
-                let seconds = if le >= INF_BOUND {
-                    lower.0
-                } else if count > lower.1 {
-                    // The fraction first: it is in [0, 1], where the product of the
-                    // width and a huge count would overflow to infinity.
-                    let fraction = ((rank - lower.1) / (count - lower.1)).clamp(0.0, 1.0);
-                    lower.0 + (le - lower.0) * fraction
-                } else {
-                    le
-                };
-                return Some(saturating_seconds(seconds));
-            }
-            lower = (le, count);
-        }
-        Some(saturating_seconds(lower.0))
+        p95(&self.buckets)
     }
 
     /// The health sample this window gives: `None` without a latency histogram (a
-    /// partial exposition is not evidence of health).
+    /// partial exposition is not evidence of health). Task numbers are there when the
+    /// exposition has `genesis_tasks_total`; the task p95 when a task succeeded.
     pub(crate) fn sample(&self) -> Option<HealthSample> {
         let p95 = self.p95()?;
         let error_rate = if self.requests > 0.0 {
@@ -245,12 +283,60 @@ impl Snapshot {
         } else {
             0.0
         };
+        let tasks = self.has_tasks.then(|| {
+            let finished = (self.tasks_succeeded + self.tasks_failed).max(0.0);
+            TaskSample {
+                finished: finished.round() as u64,
+                failure_rate: if finished > 0.0 {
+                    (self.tasks_failed / finished).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                },
+                p95_latency: p95_of_some(&self.task_buckets),
+            }
+        });
         Some(HealthSample {
             error_rate,
             p95_latency: p95,
             requests: self.requests.max(0.0).round() as u64,
+            tasks,
         })
     }
+}
+
+/// The 95th percentile of a histogram with at least one observation.
+fn p95_of_some(buckets: &[(f64, f64)]) -> Option<Duration> {
+    buckets
+        .last()
+        .filter(|(_, total)| *total > 0.0)
+        .and_then(|_| p95(buckets))
+}
+
+/// The 95th percentile latency from cumulative buckets (see [`Snapshot::p95`]).
+fn p95(buckets: &[(f64, f64)]) -> Option<Duration> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return Some(Duration::ZERO);
+    }
+    let rank = 0.95 * total;
+    let mut lower = (0.0f64, 0.0f64);
+    for &(le, count) in buckets {
+        if count >= rank {
+            let seconds = if le >= INF_BOUND {
+                lower.0
+            } else if count > lower.1 {
+                // The fraction first: it is in [0, 1], where the product of the
+                // width and a huge count would overflow to infinity.
+                let fraction = ((rank - lower.1) / (count - lower.1)).clamp(0.0, 1.0);
+                lower.0 + (le - lower.0) * fraction
+            } else {
+                le
+            };
+            return Some(saturating_seconds(seconds));
+        }
+        lower = (le, count);
+    }
+    Some(saturating_seconds(lower.0))
 }
 
 #[cfg(test)]
@@ -289,6 +375,47 @@ genesis_request_duration_seconds_sum{endpoint="/api/tasks"} 20.5
         assert!((sample.error_rate - 0.08).abs() < 1e-12);
         // rank 95 lies in (0.5, 1]: 0.5 + 0.5 * (95 - 92) / (100 - 92) = 0.6875 s
         assert_eq!(sample.p95_latency, Duration::from_micros(687_500));
+    }
+
+    /// The audit's finding: every agent answering 500 left the HTTP numbers clean (runs
+    /// are accepted with 202). The window now carries task outcomes and task latency.
+    #[test]
+    fn task_outcomes_and_latency_are_in_the_window() {
+        let tasks = |succeeded: u32, failed: u32, fast: u32, slow: u32| {
+            format!(
+                "{TEXT}genesis_tasks_total{{status=\"succeeded\"}} {succeeded}\n\
+                 genesis_tasks_total{{status=\"failed\"}} {failed}\n\
+                 genesis_tasks_total{{status=\"skipped\"}} 7\n\
+                 genesis_task_duration_seconds_bucket{{le=\"1\"}} {fast}\n\
+                 genesis_task_duration_seconds_bucket{{le=\"10\"}} {}\n\
+                 genesis_task_duration_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                fast + slow,
+                fast + slow
+            )
+        };
+        let before = snapshot(&tasks(10, 0, 10, 0)).unwrap();
+        let after = snapshot(&tasks(13, 19, 10, 3)).unwrap();
+        let sample = after.since(Some(&before)).sample().unwrap();
+        let t = sample.tasks.unwrap();
+        assert_eq!(t.finished, 22, "skipped tasks never ran: not finished");
+        assert!((t.failure_rate - 19.0 / 22.0).abs() < 1e-12, "{t:?}");
+        // The 3 new tasks all took (1, 10] s: rank 2.85 → 1 + 9 × 2.85 / 3 = 9.55 s.
+        assert_eq!(t.p95_latency, Some(Duration::from_millis(9_550)));
+        // Only failures in the window: no task p95, the failure rate is 1.
+        let failing = snapshot(&tasks(10, 5, 10, 0)).unwrap();
+        let t = failing
+            .since(Some(&before))
+            .sample()
+            .unwrap()
+            .tasks
+            .unwrap();
+        assert_eq!((t.finished, t.failure_rate, t.p95_latency), (5, 1.0, None));
+        // An exposition without task series has no task numbers (not zero of them).
+        assert_eq!(snapshot(TEXT).unwrap().sample().unwrap().tasks, None);
+        // Baselines written before task numbers existed still load.
+        let old: Snapshot =
+            serde_json::from_str(r#"{"requests":1.0,"errors":0.0,"buckets":[]}"#).unwrap();
+        assert!(!old.has_tasks);
     }
 
     #[test]
@@ -331,6 +458,7 @@ genesis_request_duration_seconds_sum{endpoint="/api/tasks"} 20.5
             requests: 10.0,
             errors: 0.0,
             buckets: vec![(0.1, 1.0), (0.5, 2.0), (INF_BOUND, 10.0)],
+            ..Snapshot::default()
         };
         assert_eq!(s.p95(), Some(Duration::from_millis(500)));
     }
@@ -444,6 +572,7 @@ genesis_request_duration_seconds_sum{endpoint="/api/tasks"} 20.5
                 requests: 10.0,
                 errors: 0.0,
                 buckets: vec![(bound, 10.0), (INF_BOUND, 10.0)],
+                ..Snapshot::default()
             };
             // rank 9.5 in the first bucket: 0 + bound * 9.5 / 10.
             assert_eq!(s.p95(), Some(want), "{bound}");
@@ -525,11 +654,11 @@ genesis_request_duration_seconds_sum{endpoint="/api/tasks"} 20.5
                 out.push((INF_BOUND, acc));
                 out
             };
-            let before = Snapshot { requests: 0.0, errors: 0.0, buckets: cumulative(&counts) };
+            let before = Snapshot { requests: 0.0, errors: 0.0, buckets: cumulative(&counts), ..Snapshot::default() };
             let mut later_counts = counts.clone();
             for (c, e) in later_counts.iter_mut().zip(&extra) { *c += e; }
             let total = before.buckets.last().unwrap().1;
-            let after = Snapshot { requests: total, errors: 0.0, buckets: cumulative(&later_counts) };
+            let after = Snapshot { requests: total, errors: 0.0, buckets: cumulative(&later_counts), ..Snapshot::default() };
             let p = before.p95().unwrap().as_secs_f64();
             proptest::prop_assert!((0.0..=30.0).contains(&p), "p95 {p}");
             let window = after.since(Some(&before));

@@ -71,6 +71,10 @@ pub enum StartError {
     /// Security set-up failed (auth secret, rate limits).
     #[error(transparent)]
     Security(#[from] genesis::security::SecurityError),
+    /// `flags.rollout` breaks a rule (e.g. `steps` not increasing): refused at start
+    /// rather than first noticed by `genesis deploy`.
+    #[error(transparent)]
+    RolloutConfig(genesis::flags::FlagError),
     /// Production without API keys (neither client nor operator keys).
     #[error(
         "environment {environment} requires server.api_keys: set GENESIS_SERVER__API_KEYS or server.api_keys (or, for operators only, GENESIS_SERVER__ADMIN_API_KEYS) (rule: api_keys_required)"
@@ -189,6 +193,11 @@ impl AppState {
         if !retention.is_zero() && retention < RETENTION_MIN {
             return Err(StartError::RetentionTooShort { value: retention });
         }
+        config
+            .flags
+            .rollout
+            .validate()
+            .map_err(StartError::RolloutConfig)?;
         let server = &config.server;
         for (key, zero) in [
             ("server.header_timeout", server.header_timeout.is_zero()),

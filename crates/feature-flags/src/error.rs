@@ -141,13 +141,26 @@ pub enum FlagError {
         /// The offending values.
         value: String,
     },
-    /// A rollout controller setting breaks a rule.
-    #[error("invalid rollout config: {rule} (got {value})")]
+    /// A rollout controller setting (`flags.rollout.*`) breaks a rule.
+    #[error("invalid rollout config: {message} (got {value}; rule: {rule})")]
     InvalidRolloutConfig {
-        /// The rule that was broken.
+        /// The rule's name, e.g. `rollout_steps`.
         rule: &'static str,
+        /// What the rule says.
+        message: &'static str,
         /// The offending value.
         value: String,
+    },
+    /// A kill switch or master switch (see [`crate::KILL_SWITCHES`]) cannot be rolled out
+    /// or rolled back: the controller would rewrite its strategy, after which pulling the
+    /// switch the documented way (`"enabled"` in the flags file) no longer works.
+    #[error(
+        "flag {flag:?} is a kill switch: it is pulled with its environment variable or \
+         \"enabled\" in the flags file, never rolled out or rolled back (rule: kill_switch)"
+    )]
+    KillSwitch {
+        /// The flag.
+        flag: String,
     },
 }
 

@@ -39,11 +39,14 @@
 //! assert!(flags.is_enabled("emergency_shutdown", "anyone", now));
 //!
 //! // A staged rollout: advance only on healthy, sufficiently large samples.
-//! use genesis_feature_flags::{HealthSample, RolloutAction, RolloutConfig, RolloutController};
+//! use genesis_feature_flags::{HealthSample, RolloutAction, RolloutConfig, RolloutController, TaskSample};
 //! let controller = RolloutController::try_new(RolloutConfig::default())?;
 //! let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-//! let mut rollout = controller.start("halo_routing", t0);
-//! let healthy = HealthSample { error_rate: 0.001, p95_latency: Duration::from_millis(90), requests: 5_000 };
+//! let mut rollout = controller.start("halo_routing", t0)?;
+//! let healthy = HealthSample {
+//!     error_rate: 0.001, p95_latency: Duration::from_millis(90), requests: 5_000,
+//!     tasks: Some(TaskSample { finished: 800, failure_rate: 0.01, p95_latency: Some(Duration::from_secs(4)) }),
+//! };
 //! let action = controller.tick(&mut rollout, Some(&healthy), t0 + Duration::from_secs(3600))?;
 //! assert!(matches!(action, RolloutAction::Advance { .. }));
 //! rollout.apply_to(&mut flags)?; // halo_routing is now a sticky 5 % rollout
@@ -62,8 +65,8 @@ pub use config::FlagsConfig;
 pub use error::FlagError;
 pub use flag::{BUCKETS, Evaluation, Flag, Percent, Reason, Strategy, bucket};
 pub use rollout::{
-    HealthSample, HoldReason, RollbackReason, RolloutAction, RolloutConfig, RolloutController,
-    RolloutEvent, RolloutPhase, RolloutState,
+    HealthSample, HoldReason, KILL_SWITCHES, RollbackReason, RolloutAction, RolloutConfig,
+    RolloutController, RolloutEvent, RolloutPhase, RolloutState, TaskSample,
 };
 pub use shared::{FileCheck, ReloadOutcome, SharedFlags};
 pub use store::{FlagOverride, FlagStore, OverrideValue};

@@ -34,6 +34,26 @@ fn default_max_p95_latency() -> Duration {
 fn default_min_requests() -> u64 {
     100
 }
+fn default_max_task_failure_rate() -> f64 {
+    0.05
+}
+fn default_max_task_p95_latency() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Flags that are switches, not features: the kill switches (`emergency_shutdown`,
+/// `maintenance_mode`, `read_only_mode`) and the master switches
+/// (`orchestration_enabled`, `llm_integration_enabled`). The rollout controller refuses
+/// them ([`FlagError::KillSwitch`]): rolling one out or back rewrites its strategy to a
+/// percentage, after which setting `"enabled"` in the flags file, the runbook's way of
+/// pulling the switch, no longer does anything.
+pub const KILL_SWITCHES: [&str; 5] = [
+    "emergency_shutdown",
+    "maintenance_mode",
+    "read_only_mode",
+    "orchestration_enabled",
+    "llm_integration_enabled",
+];
 fn default_missing_sample_tolerance() -> u32 {
     2
 }
@@ -54,7 +74,16 @@ pub struct RolloutConfig {
     /// Roll back when p95 latency is above this.
     #[serde(default = "default_max_p95_latency", with = "humantime_serde")]
     pub max_p95_latency: Duration,
-    /// Do not judge a sample with fewer requests than this (hold instead).
+    /// Roll back when the share of finished tasks that failed (0..=1) is above this.
+    #[serde(default = "default_max_task_failure_rate")]
+    pub max_task_failure_rate: f64,
+    /// Roll back when the p95 wall time of a task on its agent is above this (LLM tasks
+    /// take seconds: this is not the HTTP threshold).
+    #[serde(default = "default_max_task_p95_latency", with = "humantime_serde")]
+    pub max_task_p95_latency: Duration,
+    /// Do not judge a sample with fewer requests plus finished tasks than this: hold
+    /// (the caller keeps its window open so the next sample adds to this one), unless
+    /// its failures alone already exceed what the thresholds allow at this size.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
     /// Consecutive missing or invalid samples that are held; one more rolls back.
@@ -69,6 +98,8 @@ impl Default for RolloutConfig {
             dwell: default_dwell(),
             max_error_rate: default_max_error_rate(),
             max_p95_latency: default_max_p95_latency(),
+            max_task_failure_rate: default_max_task_failure_rate(),
+            max_task_p95_latency: default_max_task_p95_latency(),
             min_requests: default_min_requests(),
             missing_sample_tolerance: default_missing_sample_tolerance(),
         }
@@ -81,7 +112,13 @@ impl RolloutConfig {
     /// # Errors
     /// [`FlagError::InvalidRolloutConfig`] naming the rule and the value.
     pub fn validate(&self) -> Result<(), FlagError> {
-        let invalid = |rule, value: String| Err(FlagError::InvalidRolloutConfig { rule, value });
+        let invalid = |rule, message, value: String| {
+            Err(FlagError::InvalidRolloutConfig {
+                rule,
+                message,
+                value,
+            })
+        };
         let steps = || {
             format!(
                 "{:?}",
@@ -89,22 +126,53 @@ impl RolloutConfig {
             )
         };
         if self.steps.is_empty() {
-            return invalid("steps must not be empty", steps());
-        }
-        if self.steps.windows(2).any(|w| w[0] >= w[1]) || self.steps[0] <= Percent::ZERO {
-            return invalid("steps must be positive and strictly increasing", steps());
-        }
-        if self.steps.last() != Some(&Percent::HUNDRED) {
-            return invalid("the last step must be 100", steps());
-        }
-        if !(self.max_error_rate > 0.0 && self.max_error_rate <= 1.0) {
             return invalid(
-                "max_error_rate must be in (0, 1]",
-                self.max_error_rate.to_string(),
+                "rollout_steps",
+                "flags.rollout.steps must not be empty",
+                steps(),
             );
         }
+        if self.steps.windows(2).any(|w| w[0] >= w[1]) || self.steps[0] <= Percent::ZERO {
+            return invalid(
+                "rollout_steps",
+                "flags.rollout.steps must be positive and strictly increasing",
+                steps(),
+            );
+        }
+        if self.steps.last() != Some(&Percent::HUNDRED) {
+            return invalid(
+                "rollout_steps",
+                "the last of flags.rollout.steps must be 100",
+                steps(),
+            );
+        }
+        for (name, rate) in [
+            (
+                "flags.rollout.max_error_rate must be in (0, 1]",
+                self.max_error_rate,
+            ),
+            (
+                "flags.rollout.max_task_failure_rate must be in (0, 1]",
+                self.max_task_failure_rate,
+            ),
+        ] {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return invalid("rollout_rate", name, rate.to_string());
+            }
+        }
         if self.max_p95_latency.is_zero() {
-            return invalid("max_p95_latency must be positive", "0s".to_owned());
+            return invalid(
+                "rollout_latency",
+                "flags.rollout.max_p95_latency must be positive",
+                "0s".to_owned(),
+            );
+        }
+        if self.max_task_p95_latency.is_zero() {
+            return invalid(
+                "rollout_latency",
+                "flags.rollout.max_task_p95_latency must be positive",
+                "0s".to_owned(),
+            );
         }
         Ok(())
     }
@@ -121,11 +189,81 @@ pub struct HealthSample {
     pub p95_latency: Duration,
     /// Requests in the window.
     pub requests: u64,
+    /// Task outcomes in the window; `None` when the source reports none (a sample given
+    /// with HTTP numbers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskSample>,
+}
+
+/// Task outcomes in a health sample: runs are accepted with 202 and fail later, so the
+/// HTTP numbers alone do not see a broken agent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSample {
+    /// Tasks that finished (succeeded or failed) in the window.
+    pub finished: u64,
+    /// Share of the finished tasks that failed, `0..=1`.
+    pub failure_rate: f64,
+    /// 95th percentile wall time of the tasks that succeeded; `None` when none did.
+    #[serde(default, with = "humantime_serde")]
+    pub p95_latency: Option<Duration>,
 }
 
 impl HealthSample {
     fn is_valid(&self) -> bool {
-        self.error_rate.is_finite() && (0.0..=1.0).contains(&self.error_rate)
+        let share = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
+        share(self.error_rate) && self.tasks.is_none_or(|t| share(t.failure_rate))
+    }
+
+    /// Finished tasks in the window (0 without task numbers).
+    pub fn finished_tasks(&self) -> u64 {
+        self.tasks.map_or(0, |t| t.finished)
+    }
+
+    /// Failed requests: the error rate times the requests, rounded.
+    pub fn failed_requests(&self) -> u64 {
+        failures(self.error_rate, self.requests)
+    }
+
+    /// Failed tasks: the failure rate times the finished tasks, rounded.
+    pub fn failed_tasks(&self) -> u64 {
+        self.tasks
+            .map_or(0, |t| failures(t.failure_rate, t.finished))
+    }
+}
+
+/// `rate` × `of`, rounded; a rate outside `0..=1` is clamped.
+fn failures(rate: f64, of: u64) -> u64 {
+    // The product is within 0..=u64::MAX as f64; `as` saturates.
+    (rate.clamp(0.0, 1.0) * of as f64).round() as u64
+}
+
+impl fmt::Display for HealthSample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} requests, error rate {:.4} ({} failed), p95 {}ms",
+            self.requests,
+            self.error_rate,
+            self.failed_requests(),
+            self.p95_latency.as_millis()
+        )?;
+        match &self.tasks {
+            None => f.write_str("; tasks: not measured"),
+            Some(t) => {
+                write!(
+                    f,
+                    "; {} tasks finished, failure rate {:.4} ({} failed), task p95 ",
+                    t.finished,
+                    t.failure_rate,
+                    self.failed_tasks()
+                )?;
+                match t.p95_latency {
+                    Some(p) => write!(f, "{}ms", p.as_millis()),
+                    None => f.write_str("n/a (no task succeeded)"),
+                }
+            }
+        }
     }
 }
 
@@ -153,13 +291,21 @@ pub enum HoldReason {
         #[serde(with = "humantime_serde")]
         remaining: Duration,
     },
-    /// Too little traffic to judge.
+    /// Too little traffic to judge: the caller keeps its window open, so the next
+    /// sample covers this one too ([`RolloutAction::keeps_window`]).
     InsufficientTraffic {
         /// Requests seen.
         requests: u64,
-        /// Requests needed.
+        /// Finished tasks seen (they count toward `min` too).
+        #[serde(default)]
+        tasks: u64,
+        /// Requests plus tasks needed.
         min: u64,
     },
+    /// The caller had no baseline to measure from (the first scrape of a rollout): it
+    /// took one and judges the traffic from now on, never traffic from before the
+    /// rollout.
+    BaselineTaken,
     /// No usable health sample (missing, or an error rate outside 0..=1); a missing sample
     /// is never taken as healthy.
     MissingSample {
@@ -183,6 +329,42 @@ pub enum RollbackReason {
         observed: f64,
         /// Allowed rate.
         max: f64,
+    },
+    /// Task failure rate above the threshold.
+    TaskFailureRate {
+        /// Observed rate.
+        observed: f64,
+        /// Allowed rate.
+        max: f64,
+    },
+    /// Below `min_requests`, but the failed requests alone already exceed what
+    /// `max_error_rate` allows at `min_requests`.
+    ErrorsBeforeMinRequests {
+        /// Failed requests.
+        errors: u64,
+        /// Requests plus finished tasks in the sample.
+        volume: u64,
+        /// `max_error_rate` × `min_requests`.
+        allowed: f64,
+    },
+    /// Below `min_requests`, but the failed tasks alone already exceed what
+    /// `max_task_failure_rate` allows at `min_requests`.
+    TaskFailuresBeforeMinRequests {
+        /// Failed tasks.
+        failed: u64,
+        /// Requests plus finished tasks in the sample.
+        volume: u64,
+        /// `max_task_failure_rate` × `min_requests`.
+        allowed: f64,
+    },
+    /// Task p95 wall time above the threshold.
+    TaskP95Latency {
+        /// Observed p95.
+        #[serde(with = "humantime_serde")]
+        observed: Duration,
+        /// Allowed p95.
+        #[serde(with = "humantime_serde")]
+        max: Duration,
     },
     /// p95 latency above the threshold.
     P95Latency {
@@ -235,12 +417,19 @@ impl fmt::Display for HoldReason {
             HoldReason::Dwelling { remaining } => {
                 write!(f, "dwelling, {}s left at this step", remaining.as_secs())
             }
-            HoldReason::InsufficientTraffic { requests, min } => {
+            HoldReason::InsufficientTraffic {
+                requests,
+                tasks,
+                min,
+            } => {
                 write!(
                     f,
-                    "insufficient traffic: {requests} requests < min_requests {min}"
+                    "insufficient traffic: {requests} requests + {tasks} tasks < min_requests {min}; the next sample adds to this one"
                 )
             }
+            HoldReason::BaselineTaken => f.write_str(
+                "baseline taken: the next tick judges the traffic from now on, not from before the rollout",
+            ),
             HoldReason::MissingSample {
                 consecutive,
                 tolerance,
@@ -259,6 +448,34 @@ impl fmt::Display for RollbackReason {
             RollbackReason::ErrorRate { observed, max } => {
                 write!(f, "error rate {observed} above max_error_rate {max}")
             }
+            RollbackReason::TaskFailureRate { observed, max } => {
+                write!(
+                    f,
+                    "task failure rate {observed} above max_task_failure_rate {max}"
+                )
+            }
+            RollbackReason::ErrorsBeforeMinRequests {
+                errors,
+                volume,
+                allowed,
+            } => write!(
+                f,
+                "{errors} failed requests in a sample of {volume} (below min_requests) already exceed max_error_rate × min_requests = {allowed}"
+            ),
+            RollbackReason::TaskFailuresBeforeMinRequests {
+                failed,
+                volume,
+                allowed,
+            } => write!(
+                f,
+                "{failed} failed tasks in a sample of {volume} (below min_requests) already exceed max_task_failure_rate × min_requests = {allowed}"
+            ),
+            RollbackReason::TaskP95Latency { observed, max } => write!(
+                f,
+                "task p95 {}ms above max_task_p95_latency {}ms",
+                observed.as_millis(),
+                max.as_millis()
+            ),
             RollbackReason::P95Latency { observed, max } => write!(
                 f,
                 "p95 latency {}ms above max_p95_latency {}ms",
@@ -270,6 +487,21 @@ impl fmt::Display for RollbackReason {
             }
             RollbackReason::Manual { note } => write!(f, "manual rollback: {note}"),
         }
+    }
+}
+
+impl RolloutAction {
+    /// Whether the caller must keep its measuring window open: true for a hold on
+    /// insufficient traffic, so the next sample covers this one too and low-traffic
+    /// samples add up until they reach `min_requests`. Every other action starts a new
+    /// window.
+    pub fn keeps_window(&self) -> bool {
+        matches!(
+            self,
+            RolloutAction::Hold {
+                reason: HoldReason::InsufficientTraffic { .. }
+            }
+        )
     }
 }
 
@@ -292,6 +524,9 @@ pub struct RolloutEvent {
     pub at: Timestamp,
     /// What (holds are not recorded, only changes).
     pub action: RolloutAction,
+    /// The health sample the controller judged (none for a start or a manual rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<HealthSample>,
 }
 
 /// The persisted state of one flag's rollout (JSON via serde; the CLI stores it).
@@ -375,8 +610,30 @@ impl RolloutController {
         &self.config
     }
 
+    /// Refuses the flags the controller must never touch ([`KILL_SWITCHES`]).
+    ///
+    /// # Errors
+    /// [`FlagError::KillSwitch`] naming the flag.
+    pub fn check_flag(&self, flag: &str) -> Result<(), FlagError> {
+        if KILL_SWITCHES.contains(&flag) {
+            return Err(FlagError::KillSwitch {
+                flag: flag.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Starts a rollout of `flag` at the first step.
-    pub fn start(&self, flag: impl Into<String>, now: SystemTime) -> RolloutState {
+    ///
+    /// # Errors
+    /// [`FlagError::KillSwitch`] for a kill switch ([`RolloutController::check_flag`]).
+    pub fn start(
+        &self,
+        flag: impl Into<String>,
+        now: SystemTime,
+    ) -> Result<RolloutState, FlagError> {
+        let flag = flag.into();
+        self.check_flag(&flag)?;
         let now = Timestamp::from(now);
         let first = self
             .config
@@ -384,8 +641,8 @@ impl RolloutController {
             .first()
             .copied()
             .unwrap_or(Percent::HUNDRED);
-        RolloutState {
-            flag: flag.into(),
+        Ok(RolloutState {
+            flag,
             phase: RolloutPhase::InProgress,
             step: 0,
             percent: first,
@@ -395,8 +652,33 @@ impl RolloutController {
             history: vec![RolloutEvent {
                 at: now,
                 action: RolloutAction::Advance { to: first },
+                sample: None,
             }],
-        }
+        })
+    }
+
+    /// The tick of a caller that had no baseline to measure a window from (the first
+    /// scrape of a rollout whose start could not read the metrics) and took one now:
+    /// holds with [`HoldReason::BaselineTaken`] rather than judge traffic from before the
+    /// rollout. A successful read ends a run of missing samples. A finished rollout stays
+    /// finished.
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidRolloutState`] when `state` does not fit the settings.
+    pub fn baseline_taken(&self, state: &mut RolloutState) -> Result<RolloutAction, FlagError> {
+        self.check_state(state)?;
+        Ok(match state.phase {
+            RolloutPhase::Complete => RolloutAction::Complete,
+            RolloutPhase::RolledBack => RolloutAction::Hold {
+                reason: HoldReason::RolledBack,
+            },
+            _ => {
+                state.consecutive_missing = 0;
+                RolloutAction::Hold {
+                    reason: HoldReason::BaselineTaken,
+                }
+            }
+        })
     }
 
     /// Checks that a (persisted) `state` fits these settings: in progress, `step` indexes
@@ -459,10 +741,15 @@ impl RolloutController {
     /// Order of checks: the state must fit the settings
     /// ([`RolloutController::check_state`]); a finished rollout stays finished; a
     /// missing or invalid sample holds, and rolls back once more than
-    /// `missing_sample_tolerance` arrive in a row; too little traffic holds; an error
-    /// rate or p95 above its threshold rolls back to 0 %; otherwise the rollout holds
-    /// until the step's dwell has passed, then advances, and completes after a healthy
-    /// dwell at 100 %.
+    /// `missing_sample_tolerance` arrive in a row; a sample whose requests plus finished
+    /// tasks are fewer than `min_requests` rolls back when its failed requests exceed
+    /// `max_error_rate` × `min_requests` or its failed tasks exceed
+    /// `max_task_failure_rate` × `min_requests`, and holds otherwise (the caller keeps
+    /// its window open: [`RolloutAction::keeps_window`]); then the HTTP error rate, the
+    /// task failure rate, the HTTP p95 and the task p95 are checked in that order, and
+    /// the first above its threshold rolls back to 0 %; otherwise the rollout holds until
+    /// the step's dwell has passed, then advances, and completes after a healthy dwell at
+    /// 100 %.
     ///
     /// # Errors
     /// [`FlagError::InvalidRolloutState`] when `state` does not fit the settings; `state`
@@ -512,33 +799,18 @@ impl RolloutController {
             };
         };
         state.consecutive_missing = 0;
-        if sample.requests < self.config.min_requests {
+        if let Some(reason) = self.breach(sample) {
+            return self.roll_back_on(state, reason, Some(*sample), now);
+        }
+        let volume = sample.requests.saturating_add(sample.finished_tasks());
+        if volume < self.config.min_requests {
             return RolloutAction::Hold {
                 reason: HoldReason::InsufficientTraffic {
                     requests: sample.requests,
+                    tasks: sample.finished_tasks(),
                     min: self.config.min_requests,
                 },
             };
-        }
-        if sample.error_rate > self.config.max_error_rate {
-            return self.roll_back(
-                state,
-                RollbackReason::ErrorRate {
-                    observed: sample.error_rate,
-                    max: self.config.max_error_rate,
-                },
-                now,
-            );
-        }
-        if sample.p95_latency > self.config.max_p95_latency {
-            return self.roll_back(
-                state,
-                RollbackReason::P95Latency {
-                    observed: sample.p95_latency,
-                    max: self.config.max_p95_latency,
-                },
-                now,
-            );
         }
         let dwelt = now.saturating_duration_since(state.step_started_at);
         if dwelt < self.config.dwell {
@@ -565,30 +837,104 @@ impl RolloutController {
         state.history.push(RolloutEvent {
             at: now,
             action: action.clone(),
+            sample: Some(*sample),
         });
         action
+    }
+
+    /// The first rule `sample` breaks, if any (see [`RolloutController::tick`]).
+    fn breach(&self, sample: &HealthSample) -> Option<RollbackReason> {
+        let c = &self.config;
+        let volume = sample.requests.saturating_add(sample.finished_tasks());
+        if volume < c.min_requests {
+            let min = c.min_requests as f64;
+            let allowed = c.max_error_rate * min;
+            let errors = sample.failed_requests();
+            if errors as f64 > allowed {
+                return Some(RollbackReason::ErrorsBeforeMinRequests {
+                    errors,
+                    volume,
+                    allowed,
+                });
+            }
+            let allowed = c.max_task_failure_rate * min;
+            let failed = sample.failed_tasks();
+            if failed as f64 > allowed {
+                return Some(RollbackReason::TaskFailuresBeforeMinRequests {
+                    failed,
+                    volume,
+                    allowed,
+                });
+            }
+            return None;
+        }
+        if sample.error_rate > c.max_error_rate {
+            return Some(RollbackReason::ErrorRate {
+                observed: sample.error_rate,
+                max: c.max_error_rate,
+            });
+        }
+        if let Some(t) = sample.tasks.filter(|t| t.finished > 0)
+            && t.failure_rate > c.max_task_failure_rate
+        {
+            return Some(RollbackReason::TaskFailureRate {
+                observed: t.failure_rate,
+                max: c.max_task_failure_rate,
+            });
+        }
+        if sample.p95_latency > c.max_p95_latency {
+            return Some(RollbackReason::P95Latency {
+                observed: sample.p95_latency,
+                max: c.max_p95_latency,
+            });
+        }
+        if let Some(p95) = sample.tasks.and_then(|t| t.p95_latency)
+            && p95 > c.max_task_p95_latency
+        {
+            return Some(RollbackReason::TaskP95Latency {
+                observed: p95,
+                max: c.max_task_p95_latency,
+            });
+        }
+        None
     }
 
     /// Rolls back on an operator's request (the CLI's `rollback`). Works on any state,
     /// one that fails [`RolloutController::check_state`] included: afterwards it is a
     /// valid rolled-back state at 0 %.
+    ///
+    /// # Errors
+    /// [`FlagError::KillSwitch`] when the state's flag is a kill switch
+    /// ([`RolloutController::check_flag`]); `state` is left as it was.
     pub fn manual_rollback(
         &self,
         state: &mut RolloutState,
         note: impl Into<String>,
         now: SystemTime,
-    ) -> RolloutAction {
-        self.roll_back(
+    ) -> Result<RolloutAction, FlagError> {
+        self.check_flag(&state.flag)?;
+        Ok(self.roll_back_on(
             state,
             RollbackReason::Manual { note: note.into() },
+            None,
             Timestamp::from(now),
-        )
+        ))
     }
 
     fn roll_back(
         &self,
         state: &mut RolloutState,
         reason: RollbackReason,
+        now: Timestamp,
+    ) -> RolloutAction {
+        self.roll_back_on(state, reason, None, now)
+    }
+
+    fn roll_back_on(
+        &self,
+        state: &mut RolloutState,
+        reason: RollbackReason,
+        sample: Option<HealthSample>,
         now: Timestamp,
     ) -> RolloutAction {
         tracing::warn!(flag = %state.flag, from = %state.percent, %reason, "rollout rolled back");
@@ -599,6 +945,7 @@ impl RolloutController {
         state.history.push(RolloutEvent {
             at: now,
             action: action.clone(),
+            sample,
         });
         action
     }
@@ -619,6 +966,11 @@ mod tests {
             error_rate: 0.001,
             p95_latency: Duration::from_millis(120),
             requests: 1_000,
+            tasks: Some(TaskSample {
+                finished: 200,
+                failure_rate: 0.01,
+                p95_latency: Some(Duration::from_secs(4)),
+            }),
         }
     }
 
@@ -638,6 +990,8 @@ mod tests {
         assert_eq!(steps, [1.0, 5.0, 10.0, 25.0, 50.0, 100.0]);
         assert_eq!(c.max_error_rate, 0.01);
         assert_eq!(c.max_p95_latency, Duration::from_millis(500));
+        assert_eq!(c.max_task_failure_rate, 0.05);
+        assert_eq!(c.max_task_p95_latency, Duration::from_secs(30));
     }
 
     #[test]
@@ -647,7 +1001,7 @@ mod tests {
             (vec![], "empty"),
             (vec![p(5.0), p(1.0), p(100.0)], "strictly increasing"),
             (vec![p(0.0), p(100.0)], "strictly increasing"),
-            (vec![p(1.0), p(50.0)], "last step"),
+            (vec![p(1.0), p(50.0)], "last of flags.rollout.steps"),
         ] {
             let err = RolloutController::try_new(RolloutConfig {
                 steps,
@@ -655,6 +1009,7 @@ mod tests {
             })
             .unwrap_err();
             assert!(err.to_string().contains(rule), "{err}");
+            assert!(err.to_string().contains("rule: rollout_steps"), "{err}");
         }
         let err = RolloutController::try_new(RolloutConfig {
             max_error_rate: 0.0,
@@ -662,12 +1017,32 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("max_error_rate"), "{err}");
+        assert!(err.to_string().contains("rule: rollout_rate"), "{err}");
+        for (config, rule) in [
+            (
+                RolloutConfig {
+                    max_task_failure_rate: 1.5,
+                    ..RolloutConfig::default()
+                },
+                "max_task_failure_rate",
+            ),
+            (
+                RolloutConfig {
+                    max_task_p95_latency: Duration::ZERO,
+                    ..RolloutConfig::default()
+                },
+                "max_task_p95_latency",
+            ),
+        ] {
+            let err = RolloutController::try_new(config).unwrap_err().to_string();
+            assert!(err.contains(rule), "{err}");
+        }
     }
 
     #[test]
     fn advances_through_all_steps_then_completes() {
         let c = controller();
-        let mut s = c.start("new_router_rollout", t(0));
+        let mut s = c.start("new_router_rollout", t(0)).unwrap();
         assert_eq!(s.percent.as_f64(), 1.0);
         let mut seen = vec![s.percent.as_f64()];
         let mut now = 0;
@@ -696,7 +1071,7 @@ mod tests {
     #[test]
     fn error_rate_breach_rolls_back_to_zero() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         c.tick(&mut s, Some(&healthy()), t(60)).unwrap();
         assert_eq!(s.percent.as_f64(), 5.0);
         let bad = HealthSample {
@@ -729,7 +1104,7 @@ mod tests {
     #[test]
     fn latency_breach_rolls_back_even_during_dwell() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         let slow = HealthSample {
             p95_latency: Duration::from_millis(501),
             ..healthy()
@@ -742,7 +1117,7 @@ mod tests {
             }
         ));
         // Exactly at the threshold is not a breach.
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         let edge = HealthSample {
             p95_latency: Duration::from_millis(500),
             error_rate: 0.01,
@@ -757,7 +1132,7 @@ mod tests {
     #[test]
     fn missing_sample_is_not_healthy() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         // Dwell has passed, but without a sample we never advance.
         for n in 1..=2 {
             let a = c.tick(&mut s, None, t(100 + n)).unwrap();
@@ -785,7 +1160,7 @@ mod tests {
     #[test]
     fn invalid_sample_counts_as_missing_and_a_good_one_resets() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         let nan = HealthSample {
             error_rate: f64::NAN,
             ..healthy()
@@ -801,32 +1176,271 @@ mod tests {
     }
 
     #[test]
-    fn low_traffic_holds_instead_of_judging() {
+    fn low_traffic_holds_and_keeps_the_window_open() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
+        // 60 requests + 30 tasks < 100, with one failed request (allowed: 0.01 × 100 = 1)
+        // and one failed task (allowed: 0.05 × 100 = 5): held, window kept open.
         let quiet = HealthSample {
-            error_rate: 0.5,
+            error_rate: 1.0 / 60.0,
             p95_latency: Duration::from_secs(3),
-            requests: 10,
+            requests: 60,
+            tasks: Some(TaskSample {
+                finished: 30,
+                failure_rate: 1.0 / 30.0,
+                p95_latency: Some(Duration::from_secs(90)),
+            }),
         };
+        let a = c.tick(&mut s, Some(&quiet), t(600)).unwrap();
         assert_eq!(
-            c.tick(&mut s, Some(&quiet), t(600)).unwrap(),
+            a,
             RolloutAction::Hold {
                 reason: HoldReason::InsufficientTraffic {
-                    requests: 10,
+                    requests: 60,
+                    tasks: 30,
                     min: 100
                 }
             }
         );
+        assert!(a.keeps_window(), "the next sample must cover this one");
         assert_eq!(s.phase, RolloutPhase::InProgress);
+        assert!(
+            a.to_string()
+                .contains("60 requests + 30 tasks < min_requests 100"),
+            "{a}"
+        );
+        // The caller's next window covers both ticks: 120 requests + 40 tasks, healthy.
+        let accumulated = HealthSample {
+            error_rate: 1.0 / 120.0,
+            p95_latency: Duration::from_millis(100),
+            requests: 120,
+            tasks: Some(TaskSample {
+                finished: 40,
+                failure_rate: 1.0 / 40.0,
+                p95_latency: Some(Duration::from_secs(5)),
+            }),
+        };
+        let a = c.tick(&mut s, Some(&accumulated), t(660)).unwrap();
+        assert_eq!(
+            a,
+            RolloutAction::Advance {
+                to: Percent::try_new(5.0).unwrap()
+            }
+        );
+        assert!(!a.keeps_window());
+        // Tasks alone can make a sample large enough.
+        let tasks_only = HealthSample {
+            requests: 0,
+            error_rate: 0.0,
+            ..accumulated
+        };
+        let a = c.tick(&mut s, Some(&tasks_only), t(661)).unwrap();
+        assert!(
+            matches!(
+                a,
+                RolloutAction::Hold {
+                    reason: HoldReason::InsufficientTraffic { .. }
+                }
+            ),
+            "{a:?}"
+        );
+        let mut many = tasks_only;
+        many.tasks = Some(TaskSample {
+            finished: 100,
+            ..accumulated.tasks.unwrap()
+        });
+        let a = c.tick(&mut s, Some(&many), t(662)).unwrap();
+        assert!(
+            matches!(
+                a,
+                RolloutAction::Hold {
+                    reason: HoldReason::Dwelling { .. }
+                }
+            ),
+            "{a:?}"
+        );
+    }
+
+    /// The audit's repro: 99 requests, all failed, min_requests 100, used to be held
+    /// forever. Failures alone above max_error_rate × min_requests roll back at once.
+    #[test]
+    fn a_clearly_failing_small_sample_rolls_back_at_once() {
+        let c = controller();
+        let mut s = c.start("f", t(0)).unwrap();
+        let failing = HealthSample {
+            error_rate: 1.0,
+            p95_latency: Duration::from_secs(30),
+            requests: 99,
+            tasks: None,
+        };
+        let a = c.tick(&mut s, Some(&failing), t(10)).unwrap();
+        assert_eq!(
+            a,
+            RolloutAction::RollBack {
+                reason: RollbackReason::ErrorsBeforeMinRequests {
+                    errors: 99,
+                    volume: 99,
+                    allowed: 1.0
+                }
+            }
+        );
+        assert_eq!(s.percent, Percent::ZERO);
+        assert!(
+            a.to_string().contains("max_error_rate × min_requests"),
+            "{a}"
+        );
+        // The history records the sample that was judged.
+        assert_eq!(s.history.last().unwrap().sample, Some(failing));
+        // Task failures alone: 6 of 20 failed > 0.05 × 100.
+        let mut s = c.start("f", t(0)).unwrap();
+        let tasks_failing = HealthSample {
+            error_rate: 0.0,
+            p95_latency: Duration::from_millis(5),
+            requests: 20,
+            tasks: Some(TaskSample {
+                finished: 20,
+                failure_rate: 0.3,
+                p95_latency: None,
+            }),
+        };
+        let a = c.tick(&mut s, Some(&tasks_failing), t(10)).unwrap();
+        assert!(
+            matches!(
+                a,
+                RolloutAction::RollBack {
+                    reason: RollbackReason::TaskFailuresBeforeMinRequests {
+                        failed: 6,
+                        volume: 40,
+                        ..
+                    }
+                }
+            ),
+            "{a:?}"
+        );
+    }
+
+    /// Runs are accepted with 202 and fail later: a sample whose HTTP side is perfect
+    /// but whose tasks fail, or are slow, rolls back and names the rule.
+    #[test]
+    fn task_failures_and_task_latency_roll_back() {
+        let c = controller();
+        let mut s = c.start("f", t(0)).unwrap();
+        let mut failing = healthy();
+        failing.error_rate = 0.0;
+        failing.tasks = Some(TaskSample {
+            finished: 22,
+            failure_rate: 19.0 / 22.0,
+            p95_latency: Some(Duration::from_millis(10)),
+        });
+        let a = c.tick(&mut s, Some(&failing), t(60)).unwrap();
+        assert!(
+            matches!(a, RolloutAction::RollBack { reason: RollbackReason::TaskFailureRate { max, .. } } if max == 0.05),
+            "{a:?}"
+        );
+        assert!(
+            a.to_string().contains("above max_task_failure_rate 0.05"),
+            "{a}"
+        );
+        let mut s = c.start("f", t(0)).unwrap();
+        let mut slow = healthy();
+        slow.tasks = Some(TaskSample {
+            finished: 200,
+            failure_rate: 0.0,
+            p95_latency: Some(Duration::from_secs(31)),
+        });
+        let a = c.tick(&mut s, Some(&slow), t(60)).unwrap();
+        assert_eq!(
+            a,
+            RolloutAction::RollBack {
+                reason: RollbackReason::TaskP95Latency {
+                    observed: Duration::from_secs(31),
+                    max: Duration::from_secs(30)
+                }
+            }
+        );
+        assert!(
+            a.to_string()
+                .contains("task p95 31000ms above max_task_p95_latency 30000ms"),
+            "{a}"
+        );
+        // Seconds-long tasks within the task threshold are healthy: the HTTP p95
+        // threshold (500 ms) does not apply to them.
+        let mut s = c.start("f", t(0)).unwrap();
+        assert!(matches!(
+            c.tick(&mut s, Some(&healthy()), t(60)).unwrap(),
+            RolloutAction::Advance { .. }
+        ));
+        // A failure rate outside 0..=1 is an invalid sample, never a healthy one.
+        let mut bad = healthy();
+        bad.tasks = Some(TaskSample {
+            finished: 5,
+            failure_rate: 2.0,
+            p95_latency: None,
+        });
+        assert!(matches!(
+            c.tick(&mut s, Some(&bad), t(61)).unwrap(),
+            RolloutAction::Hold {
+                reason: HoldReason::MissingSample { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn a_baseline_tick_holds_without_judging_and_resets_missing() {
+        let c = controller();
+        let mut s = c.start("f", t(0)).unwrap();
+        c.tick(&mut s, None, t(100)).unwrap();
+        assert_eq!(s.consecutive_missing, 1);
+        let a = c.baseline_taken(&mut s).unwrap();
+        assert_eq!(
+            a,
+            RolloutAction::Hold {
+                reason: HoldReason::BaselineTaken
+            }
+        );
+        assert!(!a.keeps_window());
+        assert_eq!(
+            (s.consecutive_missing, s.percent.as_f64(), s.history.len()),
+            (0, 1.0, 1)
+        );
+        assert!(a.to_string().contains("baseline taken"), "{a}");
+        c.manual_rollback(&mut s, "x", t(101)).unwrap();
+        assert_eq!(
+            c.baseline_taken(&mut s).unwrap(),
+            RolloutAction::Hold {
+                reason: HoldReason::RolledBack
+            }
+        );
+    }
+
+    #[test]
+    fn kill_switches_are_refused() {
+        let c = controller();
+        for flag in KILL_SWITCHES {
+            let err = c.start(flag, t(0)).unwrap_err();
+            assert!(
+                matches!(&err, FlagError::KillSwitch { flag: f } if f == flag),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("rule: kill_switch"), "{err}");
+            assert!(err.to_string().contains(flag), "{err}");
+            // A state naming one (written by an older release) is not rolled back either.
+            let mut s = c.start("f", t(0)).unwrap();
+            s.flag = flag.to_owned();
+            let before = s.clone();
+            assert!(c.manual_rollback(&mut s, "x", t(1)).is_err());
+            assert_eq!(s, before);
+        }
+        assert!(c.start("new_router_rollout", t(0)).is_ok());
+        assert!(c.start("halo_routing", t(0)).is_ok());
     }
 
     #[test]
     fn manual_rollback_and_state_json_round_trip() {
         let c = controller();
-        let mut s = c.start("f", t(0));
+        let mut s = c.start("f", t(0)).unwrap();
         c.tick(&mut s, Some(&healthy()), t(60)).unwrap();
-        c.manual_rollback(&mut s, "pager went off", t(61));
+        c.manual_rollback(&mut s, "pager went off", t(61)).unwrap();
         let json = s.to_json_pretty().unwrap();
         assert!(json.contains("\"rolled_back\""), "{json}");
         assert!(json.contains("pager went off"));
@@ -842,5 +1456,16 @@ mod tests {
         assert_eq!(c.dwell, Duration::from_secs(300));
         assert_eq!(c.max_p95_latency, Duration::from_millis(750));
         assert!(serde_json::from_str::<RolloutConfig>(r#"{"dwel":"5m"}"#).is_err());
+        let c: RolloutConfig =
+            serde_json::from_str(r#"{"max_task_failure_rate":0.1,"max_task_p95_latency":"45s"}"#)
+                .unwrap();
+        assert_eq!(
+            (c.max_task_failure_rate, c.max_task_p95_latency),
+            (0.1, Duration::from_secs(45))
+        );
+        // States written before task numbers existed still load.
+        let old: HealthSample =
+            serde_json::from_str(r#"{"error_rate":0.0,"p95_latency":"5ms","requests":3}"#).unwrap();
+        assert_eq!(old.tasks, None);
     }
 }

@@ -9,7 +9,7 @@ use genesis::core::{Secret, Usd};
 use crate::support::{Out, run_in, scratch};
 
 /// The process-wide Prometheus recorder (it can be installed once).
-fn metrics() -> genesis::telemetry::PrometheusHandle {
+pub(crate) fn metrics() -> genesis::telemetry::PrometheusHandle {
     static HANDLE: OnceLock<genesis::telemetry::PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| genesis::telemetry::install_prometheus_recorder().unwrap())

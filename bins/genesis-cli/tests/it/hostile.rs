@@ -50,6 +50,13 @@ async fn serve(path: &str, body: String) -> String {
 async fn tick_against(tag: &str, exposition: String) -> (PathBuf, Out) {
     let url = serve("/metrics", exposition).await;
     let dir = started_rollout(tag);
+    // A baseline of zero traffic, as `deploy start --metrics-url` takes before any
+    // request: the tick judges the whole exposition instead of only taking a baseline.
+    std::fs::write(
+        dir.join("data/rollouts/new_router.scrape.json"),
+        r#"{"requests":0.0,"errors":0.0,"buckets":[]}"#,
+    )
+    .unwrap();
     let d = dir.clone();
     let out = tokio::task::spawn_blocking(move || {
         let metrics = format!("{url}/metrics");

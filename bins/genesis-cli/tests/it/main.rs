@@ -5,6 +5,7 @@
 mod health;
 mod hostile;
 mod rollout;
+mod rollout_health;
 mod route;
 mod run;
 mod scan;

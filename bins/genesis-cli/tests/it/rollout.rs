@@ -334,7 +334,11 @@ fn rejected_rollout_input_exits_2() {
         ],
     );
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("--error-rate 5"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--error-rate 5") && out.stderr.contains("rule: sample_share"),
+        "{}",
+        out.stderr
+    );
     // Partial manual samples are a usage error.
     let out = genesis(
         &dir,
@@ -357,15 +361,34 @@ async fn tick_reads_the_servers_metrics() {
         genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"0.05\"} 380\n\
         genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"0.25\"} 401\n\
         genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"+Inf\"} 401\n";
-    let app = axum::Router::new().route("/metrics", get(move || async move { exposition }));
+    // Before the rollout: nothing yet. The start takes this as the baseline.
+    let body = std::sync::Arc::new(std::sync::Mutex::new(String::from(
+        "genesis_requests_total{endpoint=\"/api/tasks\",status=\"200\"} 0\n\
+         genesis_request_duration_seconds_bucket{endpoint=\"/api/tasks\",le=\"+Inf\"} 0\n",
+    )));
+    let served = std::sync::Arc::clone(&body);
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let served = std::sync::Arc::clone(&served);
+            async move { served.lock().unwrap().clone() }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = setup("scrape");
+    let (d, u) = (dir.clone(), url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        genesis(&d, &["deploy", "start", "new_router", "--metrics-url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    *body.lock().unwrap() = exposition.to_owned();
     let d = dir.clone();
     let out = tokio::task::spawn_blocking(move || {
-        assert_eq!(genesis(&d, &["deploy", "start", "new_router"]).code, 0);
         genesis(&d, &["deploy", "tick", "new_router", "--metrics-url", &url])
     })
     .await

@@ -168,9 +168,10 @@ fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
         error_rate: 0.002,
         p95_latency: Duration::from_millis(200),
         requests: 10_000,
+        tasks: None,
     };
     let mut now = 1_800_000_000;
-    let mut state = controller.start("new_router_rollout", at(now));
+    let mut state = controller.start("new_router_rollout", at(now)).unwrap();
     state.apply_to(&mut store).unwrap();
     let mut previously_in: Vec<bool> = vec![false; subjects.len()];
     loop {
@@ -203,7 +204,7 @@ fn rollout_drives_a_flag_and_keeps_subjects_sticky() {
     );
 
     // A breach sends everyone back to the old path.
-    let mut state = controller.start("new_router_rollout", at(now));
+    let mut state = controller.start("new_router_rollout", at(now)).unwrap();
     let broken = HealthSample {
         error_rate: 0.2,
         ..healthy
@@ -259,13 +260,14 @@ fn rolling_back_a_canary_switches_its_subjects_off() {
     .unwrap();
     let c = RolloutController::try_new(RolloutConfig::default()).unwrap();
     let t0 = at(1_800_000_000);
-    let mut state = c.start("f", t0);
+    let mut state = c.start("f", t0).unwrap();
     state.apply_to(&mut store).unwrap();
     assert!(store.is_enabled("f", "alice", t0));
     let bad = HealthSample {
         error_rate: 0.5,
         p95_latency: Duration::from_millis(10),
         requests: 10_000,
+        tasks: None,
     };
     assert!(matches!(
         c.tick(&mut state, Some(&bad), t0 + Duration::from_secs(60))
@@ -284,11 +286,11 @@ fn rolling_back_a_canary_switches_its_subjects_off() {
         &reread.get("f").unwrap().strategy,
         Strategy::Canary { subjects, .. } if subjects == &["alice"]
     ));
-    let mut again = c.start("f", t0);
+    let mut again = c.start("f", t0).unwrap();
     again.apply_to(&mut store).unwrap();
     assert!(store.is_enabled("f", "alice", t0));
     // A manual rollback does the same.
-    c.manual_rollback(&mut again, "pager", t0);
+    c.manual_rollback(&mut again, "pager", t0).unwrap();
     again.apply_to(&mut store).unwrap();
     assert!(!store.is_enabled("f", "alice", t0));
 }
@@ -305,6 +307,7 @@ const HEALTHY: HealthSample = HealthSample {
     error_rate: 0.0,
     p95_latency: Duration::from_millis(10),
     requests: 10_000,
+    tasks: None,
 };
 
 /// A state whose `step` does not fit the configured steps (written under another
@@ -314,7 +317,7 @@ const HEALTHY: HealthSample = HealthSample {
 fn a_stale_rollout_step_is_refused_not_completed() {
     let c = no_dwell();
     let t0 = at(1_800_000_000);
-    let mut state = c.start("f", t0);
+    let mut state = c.start("f", t0).unwrap();
     state.step = 7; // e.g. written under an 8-step config; percent is still 1 %
     let before = state.clone();
     let err = c.tick(&mut state, Some(&HEALTHY), t0).unwrap_err();
@@ -332,7 +335,7 @@ fn a_stale_rollout_step_is_refused_not_completed() {
     assert_eq!(state, before);
 
     // A step that exists but whose percentage changed is refused as well.
-    let mut moved = c.start("f", t0);
+    let mut moved = c.start("f", t0).unwrap();
     moved.step = 2;
     let err = c.tick(&mut moved, Some(&HEALTHY), t0).unwrap_err();
     assert!(
@@ -342,7 +345,7 @@ fn a_stale_rollout_step_is_refused_not_completed() {
     );
     // Finished phases must sit at their percentage: a "complete" state at 5 % would
     // otherwise be written into the flags file on the next tick.
-    let mut done = c.start("f", t0);
+    let mut done = c.start("f", t0).unwrap();
     done.phase = genesis_feature_flags::RolloutPhase::Complete;
     done.percent = Percent::try_new(5.0).unwrap();
     let err = c.tick(&mut done, None, t0).unwrap_err();
@@ -350,7 +353,7 @@ fn a_stale_rollout_step_is_refused_not_completed() {
         err.to_string().contains("complete rollout must be at 100%"),
         "{err}"
     );
-    let mut back = c.start("f", t0);
+    let mut back = c.start("f", t0).unwrap();
     back.phase = genesis_feature_flags::RolloutPhase::RolledBack;
     let err = c.tick(&mut back, None, t0).unwrap_err();
     assert!(
@@ -359,7 +362,7 @@ fn a_stale_rollout_step_is_refused_not_completed() {
         "{err}"
     );
     // A manual rollback still works on a stale state and leaves a valid one.
-    c.manual_rollback(&mut state, "stale", t0);
+    c.manual_rollback(&mut state, "stale", t0).unwrap();
     c.check_state(&state).unwrap();
 }
 
@@ -371,6 +374,7 @@ fn a_rollout_step_of_usize_max_is_an_error_not_a_panic() {
     let t0 = at(1_800_000_000);
     let json = c
         .start("f", t0)
+        .unwrap()
         .to_json_pretty()
         .unwrap()
         .replace("\"step\": 0", &format!("\"step\": {}", usize::MAX));
@@ -387,7 +391,7 @@ fn a_rollout_step_of_usize_max_is_an_error_not_a_panic() {
     ));
     assert_eq!(state.step, usize::MAX);
     // A consistent state loads.
-    let ok = c.start("f", t0).to_json_pretty().unwrap();
+    let ok = c.start("f", t0).unwrap().to_json_pretty().unwrap();
     assert_eq!(c.load_state(&ok).unwrap().step, 0);
 }
 
@@ -580,4 +584,26 @@ fn parse_errors_name_the_field_and_value_once() {
             "a chain printer shows the detail once"
         );
     }
+}
+
+/// `GenesisRolloutRolledBack` must not fire when a kill switch is released (its
+/// `genesis_rollout_percent` goes 100 → 0): the alert leaves out exactly the flags the
+/// controller refuses.
+#[test]
+fn the_rollback_alert_leaves_out_exactly_the_kill_switches() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/prometheus/alerts.yml"
+    );
+    let alerts = std::fs::read_to_string(path).unwrap();
+    let rule = alerts
+        .split("- alert: ")
+        .find(|r| r.starts_with("GenesisRolloutRolledBack"))
+        .unwrap();
+    let want = format!(
+        "genesis_rollout_percent{{flag!~\"{}\"}}",
+        genesis_feature_flags::KILL_SWITCHES.join("|")
+    );
+    assert_eq!(rule.matches(&want).count(), 2, "{rule}");
+    assert_eq!(rule.matches("genesis_rollout_percent").count(), 2, "{rule}");
 }
