@@ -1040,13 +1040,11 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
         .unwrap_or_default();
     let spent = state.runs.spent_today();
     let per_day = state.config.budget.per_day;
-    let breakers: Vec<serde_json::Value> = state
-        .orchestrator
-        .executor()
-        .breakers()
-        .states(tokio::time::Instant::now())
+    // Every breaker, as `/metrics` exports them: those nothing was called through yet
+    // are closed.
+    let breakers: Vec<serde_json::Value> = crate::breaker_states(&state.orchestrator)
         .into_iter()
-        .map(|(k, s)| serde_json::json!({"key": k.to_string(), "state": s.as_str()}))
+        .map(|(k, s)| serde_json::json!({"key": k, "state": s.as_str()}))
         .collect();
     Json(serde_json::json!({
         "flags": flags,

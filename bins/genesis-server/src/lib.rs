@@ -676,27 +676,27 @@ fn register_metrics(orchestrator: &Orchestrator) {
     metrics::gauge!(transport::CONNECTIONS_OPEN).increment(0.0);
 }
 
-/// Sets `genesis_breaker_state{key}` for every circuit breaker calls go through: the
-/// agent breakers (`agent:<id>`, for each agent of the catalogue a backend serves) and
-/// the LLM providers' (`llm:<provider>`). A breaker not created yet (nothing was called
-/// through it) is closed (0); the others report their state now (0 closed, 1
-/// half-open, 2 open).
-pub(crate) fn export_breaker_states(orchestrator: &Orchestrator) {
+/// Every circuit breaker calls go through and its state now: the agent breakers
+/// (`agent:<id>`, for each agent of the catalogue a backend serves) and the LLM
+/// providers' (`llm:<provider>`), by key. A breaker not created yet (nothing was called
+/// through it) is closed.
+pub(crate) fn breaker_states(
+    orchestrator: &Orchestrator,
+) -> std::collections::BTreeMap<String, genesis::resilience::BreakerState> {
     use genesis::resilience::BreakerState;
-    use genesis::telemetry::catalogue::{self as c, breaker_state, labels};
     let now = tokio::time::Instant::now();
-    let mut states: std::collections::BTreeMap<String, f64> = orchestrator
+    let mut states: std::collections::BTreeMap<String, BreakerState> = orchestrator
         .router()
         .registry()
         .iter()
         .filter(|a| orchestrator.serves_agent(a.id.as_str()))
-        .map(|a| (format!("agent:{}", a.id), breaker_state::CLOSED))
+        .map(|a| (format!("agent:{}", a.id), BreakerState::Closed))
         .collect();
     let llm = orchestrator.llm();
     states.extend(
         llm.iter()
             .flat_map(|p| p.breaker_keys())
-            .map(|k| (k, breaker_state::CLOSED)),
+            .map(|k| (k, BreakerState::Closed)),
     );
     let live = orchestrator
         .executor()
@@ -705,14 +705,22 @@ pub(crate) fn export_breaker_states(orchestrator: &Orchestrator) {
         .into_iter()
         .chain(llm.iter().flat_map(|p| p.breakers().states(now)));
     for (key, s) in live {
+        states.insert(key.to_string(), s);
+    }
+    states
+}
+
+/// Sets `genesis_breaker_state{key}` for every breaker of [`breaker_states`]: 0 closed
+/// (or not created yet), 1 half-open, 2 open.
+pub(crate) fn export_breaker_states(orchestrator: &Orchestrator) {
+    use genesis::resilience::BreakerState;
+    use genesis::telemetry::catalogue::{self as c, breaker_state, labels};
+    for (key, s) in breaker_states(orchestrator) {
         let v = match s {
             BreakerState::Closed => breaker_state::CLOSED,
             BreakerState::HalfOpen => breaker_state::HALF_OPEN,
             BreakerState::Open => breaker_state::OPEN,
         };
-        states.insert(key.to_string(), v);
-    }
-    for (key, v) in states {
         metrics::gauge!(c::BREAKER_STATE, labels::KEY => key).set(v);
     }
 }

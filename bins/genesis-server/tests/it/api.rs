@@ -489,6 +489,22 @@ async fn agents_show_registry_load_and_breaker_state() {
     assert_eq!(status, 200);
     assert!(body["flags"].as_array().is_some_and(|f| !f.is_empty()));
     assert_eq!(body["shutting_down"], false);
+    // Audit D5 finding 10: only breakers something had been called through were listed
+    // (4 of 16 in the audit) while /metrics exported all: every served agent's is here,
+    // closed until a call opens it.
+    let breakers = body["breakers"].as_array().unwrap();
+    let mut keys: Vec<&str> = breakers
+        .iter()
+        .map(|b| b["key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    let mut expected: Vec<String> = agents
+        .iter()
+        .map(|a| format!("agent:{}", a["id"].as_str().unwrap()))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{body}");
+    assert!(breakers.iter().all(|b| b["state"] == "closed"), "{body}");
 }
 
 /// The value of the series `series` (name and labels, exactly as rendered) in `text`.
