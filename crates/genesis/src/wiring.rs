@@ -167,25 +167,96 @@ pub fn orchestrator_from_config(
     builder.build()
 }
 
+/// A flag's effective rollout percentage at `now`: 100 for `all`, 0 for `off` or a
+/// disabled flag, the strategy's percentage otherwise.
+fn effective_percent(
+    flag: &genesis_feature_flags::Flag,
+    now: genesis_feature_flags::Timestamp,
+) -> f64 {
+    if !flag.enabled {
+        return 0.0;
+    }
+    match &flag.strategy {
+        genesis_feature_flags::Strategy::All => 100.0,
+        genesis_feature_flags::Strategy::Off => 0.0,
+        s => s
+            .percent_at(now)
+            .map_or(0.0, genesis_feature_flags::Percent::as_f64),
+    }
+}
+
+/// Every flag's name and effective percentage, by name.
+fn flag_percents(flags: &SharedFlags) -> Vec<(String, f64)> {
+    let now = genesis_feature_flags::Timestamp::from(std::time::SystemTime::now());
+    let mut out: Vec<(String, f64)> = flags
+        .snapshot()
+        .flags()
+        .map(|f| (f.name.clone(), effective_percent(f, now)))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// One flag whose effective percentage a reload changed: `None` for a flag the file did
+/// not have before, or no longer has.
+#[derive(Debug, Clone, PartialEq)]
+struct FlagChange {
+    flag: String,
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+/// The flags whose effective percentage differs between `before` and `after` (both
+/// sorted by name), by name.
+fn flag_changes(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<FlagChange> {
+    let mut names: Vec<&str> = before
+        .iter()
+        .chain(after)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let find = |list: &[(String, f64)], name: &str| {
+        list.binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| list[i].1)
+    };
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (from, to) = (find(before, name), find(after, name));
+            (from != to).then(|| FlagChange {
+                flag: name.to_owned(),
+                from,
+                to,
+            })
+        })
+        .collect()
+}
+
+/// Logs each change a flags reload made, at `info`: which flag, whether it is a kill or
+/// master switch ([`genesis_feature_flags::KILL_SWITCHES`]), its effective percentage
+/// before and after (100 = on for everyone; absent = not in the file).
+fn log_flag_changes(changes: &[FlagChange]) {
+    for c in changes {
+        let kill_switch = genesis_feature_flags::KILL_SWITCHES.contains(&c.flag.as_str());
+        tracing::info!(
+            flag = %c.flag,
+            kill_switch,
+            from_percent = c.from,
+            to_percent = c.to,
+            "feature flag changed"
+        );
+    }
+}
+
 /// Exports every flag's rollout percentage as the `genesis_rollout_percent{flag}` gauge
 /// (100 for `all`, 0 for `off` or disabled flags).
 pub fn record_rollout_gauges(flags: &SharedFlags) {
-    let now = genesis_feature_flags::Timestamp::from(std::time::SystemTime::now());
-    for flag in flags.snapshot().flags() {
-        let percent = if !flag.enabled {
-            0.0
-        } else {
-            match &flag.strategy {
-                genesis_feature_flags::Strategy::All => 100.0,
-                genesis_feature_flags::Strategy::Off => 0.0,
-                s => s
-                    .percent_at(now)
-                    .map_or(0.0, genesis_feature_flags::Percent::as_f64),
-            }
-        };
+    for (flag, percent) in flag_percents(flags) {
         metrics::gauge!(
             genesis_telemetry::catalogue::ROLLOUT_PERCENT,
-            genesis_telemetry::catalogue::labels::FLAG => flag.name.clone()
+            genesis_telemetry::catalogue::labels::FLAG => flag
         )
         .set(percent);
     }
@@ -208,11 +279,13 @@ pub fn spawn_flag_reloader(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let before = flag_percents(&flags);
             // Reading and hashing the file blocks: off the async workers.
             let reload = flags.clone();
             match tokio::task::spawn_blocking(move || reload.reload_if_changed()).await {
                 Ok(Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. })) => {
                     tracing::info!("feature flags reloaded");
+                    log_flag_changes(&flag_changes(&before, &flag_percents(&flags)));
                     record_rollout_gauges(&flags);
                 }
                 Ok(Ok(_)) => record_rollout_gauges(&flags),
@@ -225,4 +298,74 @@ pub fn spawn_flag_reloader(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Audit D5 finding 7: a kill switch pulled through the flags file, or a rollout
+    /// step, left only "feature flags reloaded" in the log. A reload now names every
+    /// flag whose effective percentage changed, from what to what.
+    #[test]
+    fn a_reload_names_each_flag_it_changed_from_what_to_what() {
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-flag-changes-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flags.json");
+        std::fs::write(
+            &path,
+            r#"{"flags": [
+                {"name": "emergency_shutdown", "enabled": false},
+                {"name": "new_router_rollout", "enabled": true, "strategy": {"type": "percentage", "percent": 5.0}},
+                {"name": "steady", "enabled": true}
+            ]}"#,
+        )
+        .unwrap();
+        let flags = SharedFlags::load(path.clone()).unwrap();
+        let before = flag_percents(&flags);
+        assert_eq!(
+            before,
+            [
+                ("emergency_shutdown".to_owned(), 0.0),
+                ("new_router_rollout".to_owned(), 5.0),
+                ("steady".to_owned(), 100.0)
+            ]
+        );
+        std::fs::write(
+            &path,
+            r#"{"flags": [
+                {"name": "emergency_shutdown", "enabled": true},
+                {"name": "new_router_rollout", "enabled": true, "strategy": {"type": "percentage", "percent": 10.0}},
+                {"name": "steady", "enabled": true},
+                {"name": "added", "enabled": false}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            flags.reload_if_changed().unwrap(),
+            genesis_feature_flags::ReloadOutcome::Reloaded { .. }
+        ));
+        let changes = flag_changes(&before, &flag_percents(&flags));
+        let change = |flag: &str, from, to| FlagChange {
+            flag: flag.to_owned(),
+            from,
+            to,
+        };
+        assert_eq!(
+            changes,
+            [
+                change("added", None, Some(0.0)),
+                change("emergency_shutdown", Some(0.0), Some(100.0)),
+                change("new_router_rollout", Some(5.0), Some(10.0)),
+            ],
+            "the unchanged flag is not listed"
+        );
+        let now = flag_percents(&flags);
+        assert_eq!(flag_changes(&now, &now), [], "no change, no line");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
