@@ -280,6 +280,19 @@ fn check_flags(status: &Result<Reply, String>) -> Check {
         .into_iter()
         .filter(|n| on(n))
         .collect();
+    // Master switches pulled (defined and off): the server is up but refuses planning,
+    // or plans without an LLM.
+    let off = |name: &str| {
+        flags
+            .iter()
+            .any(|f| f["name"] == name && f["enabled"] == false)
+    };
+    if off("orchestration_enabled") {
+        notes.push("orchestration_enabled off: new requests are refused");
+    }
+    if off("llm_integration_enabled") {
+        notes.push("llm_integration_enabled off: no LLM calls");
+    }
     if !flags.iter().any(|f| f["name"] == "emergency_shutdown") {
         notes.push("emergency_shutdown not defined");
     }
@@ -418,6 +431,16 @@ mod tests {
             r#"{"flags":[{"name":"emergency_shutdown","enabled":false},{"name":"maintenance_mode","enabled":true}]}"#,
         ));
         assert!(c.pass && c.detail.contains("maintenance_mode"), "{c:?}");
+        // Audit D5 finding 10: a pulled master switch passed with no note.
+        let c = check_flags(&ok(
+            200,
+            r#"{"flags":[{"name":"emergency_shutdown","enabled":false},{"name":"orchestration_enabled","enabled":false},{"name":"llm_integration_enabled","enabled":true}]}"#,
+        ));
+        assert!(
+            c.pass && c.detail.contains("orchestration_enabled off"),
+            "{c:?}"
+        );
+        assert!(!c.detail.contains("llm_integration_enabled"), "{c:?}");
         let c = check_flags(&ok(
             200,
             r#"{"flags":[{"name":"emergency_shutdown","enabled":true}]}"#,
