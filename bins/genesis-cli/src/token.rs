@@ -25,13 +25,30 @@ pub(crate) struct TokenArgs {
     /// the default.
     #[arg(long)]
     ttl: Option<String>,
+    /// Issue the token even when the agent is not in the agent catalogue
+    /// (`routing.agents_file`, else the built-in one): for a caller that authenticates as
+    /// an agent id of its own.
+    #[arg(long)]
+    any_agent: bool,
 }
 
 /// `genesis token`: prints the token on stdout.
 pub(crate) fn token(config: Option<&Path>, args: TokenArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
+    let registry = match &config.routing.agents_file {
+        Some(path) => genesis::read_agents(path)?,
+        None => genesis::halo::AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
+            .map_err(|e| Failure::internal(one_line(&e)))?,
+    };
+    let known: Vec<&str> = registry.iter().map(|p| p.id.as_str()).collect();
     let secret = std::env::var("GENESIS_AUTH_SECRET").ok();
-    let text = issue(&config.security.auth, secret, &args, SystemTime::now())?;
+    let text = issue(
+        &config.security.auth,
+        secret,
+        &args,
+        &known,
+        SystemTime::now(),
+    )?;
     crate::commands::emit(&text)
 }
 
@@ -40,6 +57,7 @@ fn issue(
     auth: &genesis::security::AuthConfig,
     secret: Option<String>,
     args: &TokenArgs,
+    known: &[&str],
     now: SystemTime,
 ) -> Result<String, Failure> {
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
@@ -53,6 +71,20 @@ fn issue(
         return Err(Failure::rejected(
             "--agent is empty: name the agent the token is for (rule: agent_required)",
         ));
+    }
+    // It travels in the x-agent-id header: visible ASCII only, no spaces.
+    if let Some(c) = agent.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(Failure::rejected(format!(
+            "--agent {agent:?} has {c:?}, which an agent id cannot have: visible ASCII \
+             characters only, no spaces (rule: agent_id)"
+        )));
+    }
+    if !args.any_agent && !known.contains(&agent) {
+        return Err(Failure::rejected(format!(
+            "--agent {agent:?} is not in the agent catalogue ({} agents): check the id, or \
+             pass --any-agent for a caller with an id of its own (rule: unknown_agent)",
+            known.len()
+        )));
     }
     let ttl = match &args.ttl {
         Some(text) => parse_duration(text).ok_or_else(|| {
@@ -100,11 +132,13 @@ mod tests {
     use genesis::security::{AuthConfig, Environment};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+    const KNOWN: &[&str] = &["qa", "writer"];
 
     fn args(agent: &str, ttl: Option<&str>) -> TokenArgs {
         TokenArgs {
             agent: agent.to_owned(),
             ttl: ttl.map(str::to_owned),
+            any_agent: false,
         }
     }
 
@@ -114,7 +148,14 @@ mod tests {
     fn issued_tokens_verify_on_the_server_until_they_expire() {
         let auth = AuthConfig::for_environment(Environment::Production);
         let now = SystemTime::now();
-        let token = issue(&auth, Some(SECRET.into()), &args("qa", Some("10m")), now).unwrap();
+        let token = issue(
+            &auth,
+            Some(SECRET.into()),
+            &args("qa", Some("10m")),
+            KNOWN,
+            now,
+        )
+        .unwrap();
         let server = AgentAuthenticator::new(&auth, Some(Secret::new(SECRET))).unwrap();
         let claims = server.verify(&token, &AgentId::new("qa"), now).unwrap();
         assert_eq!(claims.agent.as_str(), "qa");
@@ -130,21 +171,70 @@ mod tests {
     fn no_secret_a_longer_ttl_or_a_short_secret_is_refused_naming_the_rule() {
         let auth = AuthConfig::for_environment(Environment::Dev);
         let now = SystemTime::now();
-        let e = issue(&auth, None, &args("qa", None), now).unwrap_err();
+        let e = issue(&auth, None, &args("qa", None), KNOWN, now).unwrap_err();
         assert_eq!(e.code, 2);
         assert!(e.message.contains("GENESIS_AUTH_SECRET"), "{}", e.message);
-        let e = issue(&auth, Some(SECRET.into()), &args("qa", Some("2h")), now).unwrap_err();
+        let e = issue(
+            &auth,
+            Some(SECRET.into()),
+            &args("qa", Some("2h")),
+            KNOWN,
+            now,
+        )
+        .unwrap_err();
         assert!(
             e.message.contains("security.auth.token_ttl"),
             "{}",
             e.message
         );
-        let e = issue(&auth, Some(SECRET.into()), &args("qa", Some("soon")), now).unwrap_err();
+        let e = issue(
+            &auth,
+            Some(SECRET.into()),
+            &args("qa", Some("soon")),
+            KNOWN,
+            now,
+        )
+        .unwrap_err();
         assert!(e.message.contains("rule: token_ttl"), "{}", e.message);
-        let e = issue(&auth, Some("short".into()), &args("qa", None), now).unwrap_err();
+        let e = issue(&auth, Some("short".into()), &args("qa", None), KNOWN, now).unwrap_err();
         assert!(e.message.contains("min_secret_bytes"), "{}", e.message);
-        let e = issue(&auth, Some(SECRET.into()), &args(" ", None), now).unwrap_err();
+        let e = issue(&auth, Some(SECRET.into()), &args(" ", None), KNOWN, now).unwrap_err();
         assert_eq!(e.code, 2);
+    }
+
+    /// Audit D5 finding 11: tokens were issued for `nobody` and `q a`, agents no
+    /// catalogue has and an id no header can carry.
+    #[test]
+    fn an_agent_outside_the_catalogue_or_an_unsendable_id_is_refused_naming_the_rule() {
+        let auth = AuthConfig::for_environment(Environment::Production);
+        let now = SystemTime::now();
+        let e = issue(
+            &auth,
+            Some(SECRET.into()),
+            &args("nobody", None),
+            KNOWN,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(
+            e.message.contains("rule: unknown_agent") && e.message.contains("\"nobody\""),
+            "{}",
+            e.message
+        );
+        let e = issue(&auth, Some(SECRET.into()), &args("q a", None), KNOWN, now).unwrap_err();
+        assert!(e.message.contains("rule: agent_id"), "{}", e.message);
+        let mut own = args("ci-bot", None);
+        own.any_agent = true;
+        let token = issue(&auth, Some(SECRET.into()), &own, KNOWN, now).unwrap();
+        let server = AgentAuthenticator::new(&auth, Some(Secret::new(SECRET))).unwrap();
+        assert!(server.verify(&token, &AgentId::new("ci-bot"), now).is_ok());
+        own.agent = "c i".into();
+        let e = issue(&auth, Some(SECRET.into()), &own, KNOWN, now).unwrap_err();
+        assert!(
+            e.message.contains("rule: agent_id"),
+            "--any-agent still needs a sendable id"
+        );
     }
 
     #[test]
