@@ -20,8 +20,10 @@ use clap::Parser;
 #[command(name = "genesis-server", version, about)]
 struct Args {
     /// Configuration file applied over config/genesis.toml (e.g. config/production.toml).
+    /// Repeat it to layer several, later files winning (e.g. production.toml, then a file
+    /// of [backends]).
     #[arg(long, env = "GENESIS_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -67,9 +69,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // One TLS stack for every reqwest client in the process (OTLP export included).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut config =
-        genesis::GenesisConfig::load_layered(args.config.as_deref(), env.iter().cloned())
-            .context("loading configuration")?;
+    let mut config = genesis::GenesisConfig::load_layered_all(
+        &args.config.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        env.iter().cloned(),
+    )
+    .context("loading configuration")?;
     if let Some((_, filter)) = env.iter().find(|(k, _)| k == "RUST_LOG") {
         config.telemetry.filter = filter.clone();
     }

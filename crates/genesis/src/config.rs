@@ -331,6 +331,19 @@ impl GenesisConfig {
         extra: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<GenesisConfig, GenesisError> {
+        GenesisConfig::load_layered_all(extra.as_slice(), env)
+    }
+
+    /// [`GenesisConfig::load_layered`] with any number of extra files, applied in
+    /// order (a later file's keys win): `config/production.toml` then a file of
+    /// `[backends]`, for example.
+    ///
+    /// # Errors
+    /// As [`GenesisConfig::load`].
+    pub fn load_layered_all(
+        extra: &[&Path],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<GenesisConfig, GenesisError> {
         let base = Path::new("config/genesis.toml");
         let mut files: Vec<&Path> = Vec::new();
         if base.exists() {

@@ -282,6 +282,50 @@ fn an_invalid_config_fails_at_start_naming_the_key_and_the_reason() {
     assert!(err.contains("invalid type"), "the reason: {err}");
 }
 
+/// Audit D5 finding 12: one `--config` only, so production.toml plus a file of
+/// `[backends]` had to be merged by hand. `--config` repeats, later files winning.
+#[test]
+fn config_files_layer_in_order_later_ones_winning() {
+    let dir = TempDir::new("layered");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let base = write(
+        "base.toml",
+        "[server]\nbind = \"127.0.0.1:0\"\nretention = \"1h\"\n",
+    );
+    let bad = write("bad.toml", "[server]\nmax_in_flight = \"many\"\n");
+    let fixed = write("fixed.toml", "[server]\nretention = \"2d\"\n");
+    // A data directory that cannot be created: a start that gets past the
+    // configuration fails there instead of serving.
+    let blocker = write("not-a-dir", "");
+    let start = |files: &[&std::path::Path]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+        cmd.current_dir(dir.path()).env_remove("GENESIS_CONFIG");
+        for f in files {
+            cmd.arg("--config").arg(f);
+        }
+        cmd.env("GENESIS_SERVER__DATA_DIR", blocker.join("data"));
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = start(&[&base, &bad]);
+    assert!(
+        err.contains("max_in_flight") && err.contains("bad.toml"),
+        "the second file is read: {err}"
+    );
+    let err = start(&[&base]);
+    assert!(err.contains("retention_min"), "{err}");
+    let err = start(&[&base, &fixed]);
+    assert!(
+        !err.contains("retention_min") && err.contains("not-a-dir"),
+        "the later file's retention wins, so the start gets as far as the data directory: {err}"
+    );
+}
+
 /// The value of the series `series` (name and labels, as rendered) in Prometheus text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
