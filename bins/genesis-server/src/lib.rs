@@ -591,6 +591,61 @@ pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     )
 }
 
+/// The exclusive lock of one server process on its data directory
+/// (`<data_dir>/genesis.lock`), held while the value lives: a second server started on
+/// the same directory would resume the first one's runs and call their agents again.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Why the data directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirLockError {
+    /// Another process holds the lock.
+    #[error(
+        "another genesis-server is using the data directory {dir} (it holds {dir}/genesis.lock): stop it, or give this one its own server.data_dir (rule: data_dir_locked)"
+    )]
+    Locked {
+        /// The data directory.
+        dir: String,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock the data directory {dir} through {dir}/genesis.lock: {source}")]
+    Io {
+        /// The data directory.
+        dir: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Takes the data directory's lock (see [`DataDirLock`]) without waiting; call it before
+/// [`resume`] and hold it until the process exits.
+///
+/// # Errors
+/// [`DataDirLockError::Locked`] when another process holds it (rule `data_dir_locked`),
+/// [`DataDirLockError::Io`] when the lock file cannot be opened.
+pub fn lock_data_dir(state: &AppState) -> Result<DataDirLock, DataDirLockError> {
+    let dir = &state.config.server.data_dir;
+    let shown = dir.display().to_string();
+    let io = |source| DataDirLockError::Io {
+        dir: shown.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("genesis.lock"))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirLockError::Locked { dir: shown }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 /// Resumes runs that were accepted but not finished before the last stop, unless
 /// `server.resume_runs` is `false`: then they stay journaled as running (for a start
 /// with it `true`), a warning says how many, and 0 are resumed.

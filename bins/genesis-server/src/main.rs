@@ -108,6 +108,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
              a variable genesis reads or a feature flag"
         );
     }
+    // One server per data directory: a second one would resume the first one's runs.
+    let _lock = genesis_server::lock_data_dir(&state)?;
     let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
     let _learning = genesis_server::spawn_learning_saver(Arc::clone(&state));
     let _retention = genesis_server::spawn_retention(Arc::clone(&state));

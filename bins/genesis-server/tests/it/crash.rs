@@ -282,6 +282,53 @@ fn an_invalid_config_fails_at_start_naming_the_key_and_the_reason() {
     assert!(err.contains("invalid type"), "the reason: {err}");
 }
 
+/// Verification V5 finding N6: nothing stopped two servers sharing a data directory; a
+/// second one resumed the live server's runs before it failed to bind its port. Now it
+/// refuses at once, naming the rule, before resuming anything, and the first keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = TempDir::new("datadir-lock");
+    let stub = Stub::start(Duration::from_secs(2)).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), port, &stub.url);
+    let mut first = spawn(dir.path(), &config, "1");
+    wait_healthy(&base, &mut first, dir.path(), "1").await;
+    // A run in progress on the first server: the second must not resume it.
+    let (status, _, body) = split(
+        client()
+            .post(format!("{base}/api/tasks"))
+            .json(&json!({"description": "Fix the login bug", "mode": "run"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    let other_port = free_port();
+    let second_config = dir.path().join("second.toml");
+    std::fs::write(
+        &second_config,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{other_port}"),
+        ),
+    )
+    .unwrap();
+    let mut second = spawn(dir.path(), &second_config, "2");
+    let status = wait_exit(&mut second, Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join("server-2.log")).unwrap();
+    assert!(log.contains("data_dir_locked"), "{log}");
+    assert!(!log.contains("resuming run"), "nothing resumed: {log}");
+    let (status, _, _) = split(client().get(format!("{base}/ready")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "the first server still serves");
+    first.kill().unwrap();
+    let _ = first.wait();
+}
+
 /// Audit D5 finding 12: one `--config` only, so production.toml plus a file of
 /// `[backends]` had to be merged by hand. `--config` repeats, later files winning.
 #[test]
