@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use genesis::core::{RunId, Usd};
 use genesis::daao::BudgetScope;
-use genesis::run::{DaySpend, RunEvent, RunJournal, TaskStatus};
+use genesis::run::{DaySpend, RunEvent, RunJournal, RunStatus, TaskStatus};
 use genesis::store::{Created, RunRecord, RunStore, StoreError, UnfinishedRun};
 use genesis::telemetry::catalogue;
 use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
@@ -445,15 +445,29 @@ impl RunManager {
         if !self.store.request_cancel(id)? {
             return Ok(false);
         }
-        let mut lives = self.lives();
-        if let Some(run) = lives.runs.get(id) {
-            run.cancel.cancel();
-        } else if let Some(requested) = lives.starting.get_mut(id) {
-            *requested = true;
+        {
+            let mut lives = self.lives();
+            if let Some(run) = lives.runs.get(id) {
+                run.cancel.cancel();
+                return Ok(true);
+            }
+            if let Some(requested) = lives.starting.get_mut(id) {
+                *requested = true;
+                return Ok(true);
+            }
         }
-        // Else it ended after the request was journaled (its journal says how), or it
-        // is a run a failed write left unfinished at the last start: the next start
-        // ends it as cancelled.
+        // Not running in this process: it ended after the request was journaled (its
+        // journal says how), or nothing runs it (left journaled by `server.resume_runs
+        // = false`, or by a failed write at the last start). Such a run ends cancelled
+        // now, calling no agent, as the next start would end it; should that write fail,
+        // the next start still does.
+        match self.store.get_run(id) {
+            Ok(Some(run)) if run.status == RunStatus::Running => self.end_cancelled(&run),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(run_id = %id, error = %genesis::core::error_chain(&e), "cannot read the run to end it as cancelled; the next start does");
+            }
+        }
         Ok(true)
     }
 

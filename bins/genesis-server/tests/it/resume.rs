@@ -476,3 +476,39 @@ async fn with_resume_runs_off_unfinished_runs_stay_journaled_and_call_no_agent()
         "its tasks ran once resumed"
     );
 }
+
+/// Verification V5 finding N5: cancelling a run `server.resume_runs = false` left
+/// journaled answered 202 `cancelling` and nothing happened (still `running`, its
+/// event stream hanging). Nothing runs it, so it ends cancelled at once, calling no
+/// agent, and a later start leaves it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_nothing_runs_ends_it_cancelled_at_once() {
+    let dir = TempDir::new("resume-off-cancel");
+    let stub = Stub::start(Duration::ZERO).await;
+    let id = journal_run(&dir, "Fix the login bug");
+    let mut off = config(dir.path(), &stub.url);
+    off.server.resume_runs = false;
+    let server = TestServer::start(off, &[]).await;
+    let (status, _, body) = server
+        .post(&format!("/api/tasks/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run = server.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    let events = stored_events(&server, &id);
+    assert!(
+        matches!(
+            events.last(),
+            Some(RunEvent::RunFinished {
+                status: RunStatus::Cancelled,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    drop(server);
+    let server = TestServer::start(config(dir.path(), &stub.url), &[]).await;
+    let (_, _, run) = server.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(stub.total_calls(), 0, "no agent called: {:?}", stub.calls());
+}
