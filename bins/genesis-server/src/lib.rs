@@ -571,6 +571,40 @@ pub fn apply_retention(state: &AppState) -> Result<usize, genesis::store::StoreE
     }
 }
 
+/// Logs the refusals held back since their kind's last `warn` line (see
+/// [`REFUSAL_LOG_INTERVAL`]), so the tail of a flood is reported within an interval of
+/// its end instead of with the next refusal of its kind; returns how many lines it
+/// wrote.
+pub fn flush_refusal_log(state: &AppState) -> usize {
+    let due = state.refusals.flush_due(std::time::Instant::now());
+    let interval_secs = state.refusals.interval().as_secs();
+    for &(kind, count) in &due {
+        if kind.starts_with("agent_token_") {
+            tracing::warn!(
+                kind,
+                count,
+                interval_secs,
+                "a revoked or expired agent token was used"
+            );
+        } else {
+            tracing::warn!(kind, count, interval_secs, "requests refused");
+        }
+    }
+    due.len()
+}
+
+/// Runs [`flush_refusal_log`] every [`REFUSAL_LOG_INTERVAL`].
+pub fn spawn_refusal_log_flush(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            flush_refusal_log(&state);
+        }
+    })
+}
+
 /// Applies [`apply_retention`] now and every [`RETENTION_INTERVAL`] (off the async
 /// threads).
 pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {

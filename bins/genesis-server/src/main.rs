@@ -113,6 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
     let _learning = genesis_server::spawn_learning_saver(Arc::clone(&state));
     let _retention = genesis_server::spawn_retention(Arc::clone(&state));
+    let _refusals = genesis_server::spawn_refusal_log_flush(Arc::clone(&state));
     // Hot reload of the flags file: `genesis deploy` steps and kill switches written to
     // the file take effect without a restart.
     if let Some(flags) = state.orchestrator().flags() {

@@ -210,6 +210,25 @@ async fn a_flood_of_401s_is_one_rate_limited_warn_line_with_the_count() {
         401,
         "{line}"
     );
+    // Verification V5 finding N3: the 4 refusals held back were reported only with the
+    // next 401, if one ever came. The periodic flush reports them once the interval
+    // has passed (the server's own flush task runs every interval too).
+    assert_eq!(
+        genesis_server::flush_refusal_log(&server.state),
+        0,
+        "not due within the interval"
+    );
+    tokio::time::sleep(genesis_server::REFUSAL_LOG_INTERVAL).await;
+    genesis_server::flush_refusal_log(&server.state);
+    let flushed: Vec<Value> = log_lines()
+        .into_iter()
+        .filter(|l| {
+            l["fields"]["message"] == "requests refused"
+                && l["fields"]["kind"] == "api_key"
+                && l["fields"]["count"] == 4
+        })
+        .collect();
+    assert_eq!(flushed.len(), 1, "the held-back 4, once: {flushed:?}");
 }
 
 /// A fatal start-up error is one JSON log line (level ERROR, the error chain in a
