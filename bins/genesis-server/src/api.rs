@@ -544,6 +544,7 @@ pub(crate) async fn get_task(
         Err(e) => return path_error(&e),
     };
     let caller = Caller::from_extension(caller);
+    let show_subject = caller.sees_all();
     let key = id.clone();
     let run = match blocking(&state, move |s| {
         let store = s.runs.store();
@@ -562,7 +563,7 @@ pub(crate) async fn get_task(
     match run {
         Ok(Some(run)) => {
             let degradation = run.plan.degradation;
-            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            let mut v = with_subject(&run, show_subject.then_some(run.subject.as_deref()));
             if let Some(o) = v.as_object_mut() {
                 o.insert(
                     "degradation".into(),
@@ -584,6 +585,17 @@ pub(crate) async fn get_task(
             "internal",
         ),
     }
+}
+
+/// `value` as JSON, with `"subject"` added when `subject` is `Some` (the caller sees
+/// every run: an operator must tell whose run it is; `null` for runs stored before
+/// subjects were journaled). Other callers never get it.
+fn with_subject(value: &impl Serialize, subject: Option<Option<&str>>) -> serde_json::Value {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    if let (Some(subject), Some(o)) = (subject, v.as_object_mut()) {
+        o.insert("subject".into(), serde_json::json!(subject));
+    }
+    v
 }
 
 /// `GET /api/tasks/{id}` of a run that is stored but does not read back (its plan or
@@ -707,6 +719,7 @@ pub(crate) async fn list_tasks(
     };
     let cursor = q.cursor;
     let caller = Caller::from_extension(caller);
+    let show_subject = caller.sees_all();
     let runs = match blocking(&state, move |s| {
         s.runs
             .store()
@@ -723,6 +736,10 @@ pub(crate) async fn list_tasks(
             let next = (runs.len() == limit)
                 .then(|| runs.last().map(|r| ListCursor::after(r).to_string()))
                 .flatten();
+            let runs: Vec<serde_json::Value> = runs
+                .into_iter()
+                .map(|r| with_subject(&r, show_subject.then_some(r.subject.as_deref())))
+                .collect();
             Json(serde_json::json!({"runs": runs, "next_cursor": next})).into_response()
         }
         Err(StoreError::UnknownCursor { cursor }) => json_error(

@@ -471,6 +471,12 @@ impl Caller {
         &self.subject
     }
 
+    /// Whether this caller sees every client's runs (an admin key, or an open API): it
+    /// is shown each run's `subject`.
+    pub(crate) fn sees_all(&self) -> bool {
+        self.sees_all
+    }
+
     /// The runs this caller may see.
     pub(crate) fn scope(&self) -> RunScope<'_> {
         if self.sees_all {

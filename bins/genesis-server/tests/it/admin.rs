@@ -89,6 +89,34 @@ async fn an_admin_key_sees_follows_and_cancels_every_clients_runs() {
         assert_eq!(status, 200, "operator GET {id}: {body}");
         assert_eq!(body["id"], id.as_str(), "{body}");
     }
+    // Verification V5 finding N7: the operator could not tell whose run it was. It is
+    // shown each run's subject, in the list and on the run; a client never is.
+    let (_, body) = get(&s, ops, "/api/tasks").await;
+    let subject_of = |id: &str| {
+        body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["subject"].clone())
+            .unwrap()
+    };
+    let alice_subject = format!("key:{}", digest_hex(ALICE, 8));
+    assert_eq!(subject_of(&alices), json!(alice_subject.clone()), "{body}");
+    assert_eq!(
+        subject_of(&bobs),
+        json!(format!("key:{}", digest_hex(BOB, 8))),
+        "{body}"
+    );
+    let (_, body) = get(&s, ops, &format!("/api/tasks/{alices}")).await;
+    assert_eq!(body["subject"], json!(alice_subject), "{body}");
+    let (_, body) = get(&s, alice, &format!("/api/tasks/{alices}")).await;
+    assert!(
+        body.get("subject").is_none(),
+        "a client is not shown it: {body}"
+    );
+    let (_, body) = get(&s, alice, "/api/tasks").await;
+    assert!(body["runs"][0].get("subject").is_none(), "{body}");
 
     // ... cancels bob's run, which bob then sees cancelled ...
     let (status, body) = post(&s, ops, &format!("/api/tasks/{bobs}/cancel"), json!({})).await;

@@ -162,6 +162,12 @@ pub struct RunSummary {
     pub cost: Usd,
     /// Creation time, unix milliseconds.
     pub created_at_ms: i64,
+    /// Who started it (the verified agent id, or `key:` / `admin:` and a digest of the
+    /// API key); `None` for runs stored before subjects were journaled. Not serialised,
+    /// as [`RunRecord::subject`]: the server shows it only to callers that see every
+    /// run (operators).
+    #[serde(default, skip_serializing)]
+    pub subject: Option<String>,
 }
 
 /// Where a page of [`RunStore::list_runs`] ends: the creation time and id of its last
@@ -380,6 +386,7 @@ pub trait RunStore: RunJournal + Send + Sync {
             request: r.request.chars().take(200).collect(),
             cost: r.cost,
             created_at_ms: r.created_at_ms,
+            subject: r.subject,
         }))
     }
 

@@ -115,7 +115,7 @@ fn parse_run_status(s: &str) -> RunStatus {
 }
 
 /// The columns of a [`RunSummary`], in the order [`summary_row`] reads them.
-const SUMMARY_COLUMNS: &str = "id, status, substr(request, 1, 200), cost, created_at";
+const SUMMARY_COLUMNS: &str = "id, status, substr(request, 1, 200), cost, created_at, subject";
 
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     Ok(RunSummary {
@@ -124,6 +124,7 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
         request: r.get(2)?,
         cost: Usd::saturating(r.get(3)?),
         created_at_ms: r.get(4)?,
+        subject: r.get(5)?,
     })
 }
 
