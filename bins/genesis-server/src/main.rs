@@ -40,29 +40,31 @@ async fn main() -> std::process::ExitCode {
 
 /// Reports a fatal error as one log line, level ERROR, with the whole chain in the
 /// `error_chain` field: through the log subscriber once it is installed, else (the
-/// configuration did not load) as a JSON line written here, unless
-/// `GENESIS_TELEMETRY__FORMAT` asks for a text format (then anyhow's text).
+/// configuration did not load) through one installed here with the default settings,
+/// so the line has the usual shape (timestamp, level, fields, target): JSON, unless
+/// `GENESIS_TELEMETRY__FORMAT` asks for `pretty` or `compact` (any case).
 fn fatal(error: &anyhow::Error) {
     let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
-    if tracing::dispatcher::has_been_set() {
-        tracing::error!(error = %error, error_chain = %chain.join(": "), "fatal start-up error");
-        return;
+    if !tracing::dispatcher::has_been_set() {
+        let format = match std::env::var("GENESIS_TELEMETRY__FORMAT")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "pretty" => genesis::telemetry::LogFormat::Pretty,
+            "compact" => genesis::telemetry::LogFormat::Compact,
+            _ => genesis::telemetry::LogFormat::Json,
+        };
+        let config = genesis::telemetry::TelemetryConfig {
+            format,
+            ..genesis::telemetry::TelemetryConfig::default()
+        };
+        if genesis::telemetry::init_with_writer(&config, std::io::stderr).is_err() {
+            eprintln!("Error: {error:?}");
+            return;
+        }
     }
-    let text = std::env::var("GENESIS_TELEMETRY__FORMAT").is_ok_and(|f| f != "json");
-    if text {
-        eprintln!("Error: {error:?}");
-    } else {
-        let line = serde_json::json!({
-            "level": "ERROR",
-            "fields": {
-                "message": "fatal start-up error",
-                "error": error.to_string(),
-                "error_chain": chain.join(": "),
-            },
-            "target": "genesis_server",
-        });
-        eprintln!("{line}");
-    }
+    tracing::error!(error = %error, error_chain = %chain.join(": "), "fatal start-up error");
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -261,4 +261,30 @@ fn a_fatal_start_error_is_one_json_line() {
         chain.contains("max_in_flight") && chain.contains("bad.toml"),
         "{line}"
     );
+    // Verification V5 finding N4: the line had no timestamp, and a format variable in
+    // upper case (itself the fatal error here) gave multi-line text with a backtrace.
+    assert!(line["timestamp"].is_string(), "{line}");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+    cmd.current_dir(dir.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .env("GENESIS_TELEMETRY__FORMAT", "JSON")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let line: Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(
+        line["fields"]["error_chain"]
+            .as_str()
+            .is_some_and(|c| c.contains("GENESIS_TELEMETRY__FORMAT")),
+        "{line}"
+    );
 }
