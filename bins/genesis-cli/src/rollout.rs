@@ -483,6 +483,9 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
         } => {
             check_name(&flag)?;
             r.check_flag(&flag)?;
+            if let Some(url) = &metrics_url {
+                check_metrics_url(url)?;
+            }
             if let Some(old) = r.load_state(&flag)?
                 && old.phase == RolloutPhase::InProgress
                 && !restart
@@ -562,6 +565,22 @@ fn share(flag: &str, value: f64) -> Result<f64, Failure> {
     }
 }
 
+/// Refuses a `--metrics-url` that is not an absolute http(s) URL with a host (rule
+/// `metrics_url`): a typo, not a server that is down.
+fn check_metrics_url(url: &str) -> Result<(), Failure> {
+    let why = match reqwest::Url::parse(url) {
+        Err(e) => e.to_string(),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            format!("scheme {:?} is not http or https", u.scheme())
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => "no host".to_owned(),
+        Ok(_) => return Ok(()),
+    };
+    Err(Failure::rejected(format!(
+        "--metrics-url {url:?} is not an http(s) URL: {why} (rule: metrics_url)"
+    )))
+}
+
 /// Reads `url` and sums it into a [`Snapshot`]; the error says why there is none.
 async fn scrape_metrics(url: &str, api_key: Option<&str>) -> Result<Snapshot, String> {
     let client = genesis::llm::http_client_builder()
@@ -591,7 +610,7 @@ async fn scrape_metrics(url: &str, api_key: Option<&str>) -> Result<Snapshot, St
             .map_err(|e| format!("metrics at {url}: {}", crate::setup::one_line(&e)))?,
     };
     scrape::snapshot(&body).map_err(|e| match e {
-        ScrapeError::NoRequests => format!("no genesis_requests_total series at {url}"),
+        ScrapeError::NotGenesis => format!("{e} at {url}"),
         e => format!("metrics at {url} unusable: {e}"),
     })
 }
@@ -645,6 +664,16 @@ async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
             format!("scraped from {url}: no baseline to measure from yet"),
         ));
     };
+    // A baseline from before task numbers existed (an older genesis) is no baseline:
+    // measured from it, the window would hold every task since the server started.
+    if !previous.measures(&current) {
+        return Ok(Gathered::Baseline(
+            current,
+            format!(
+                "scraped from {url}: the baseline has no task numbers (an older format), so a new one is taken"
+            ),
+        ));
+    }
     let window = current.since(Some(&previous));
     let note = format!("scraped from {url}, traffic since the baseline");
     match window.sample() {

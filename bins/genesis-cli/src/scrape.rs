@@ -11,8 +11,14 @@
 //! errors are responses with a 5xx status. Runs are accepted with 202 and fail later, so
 //! the task outcomes count too: `genesis_tasks_total{status}` (`succeeded` and `failed`
 //! are finished tasks; `skipped` ones never ran) and the `genesis_task_duration_seconds`
-//! histogram (tasks that succeeded). No `genesis_requests_total` series at all is a
-//! missing sample, never a healthy one.
+//! histogram (tasks that succeeded).
+//!
+//! A server creates `genesis_requests_total` and the request histogram with its first
+//! API request, so right after a start an exposition that is clearly the Genesis
+//! server's (it has other `genesis_` families, which the server registers at start-up)
+//! but no request series means zero requests: a valid sample (held for insufficient
+//! traffic) and a valid baseline. An exposition with no `genesis_` family at all (the
+//! wrong URL) is a missing sample, never a healthy one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,7 +40,9 @@ pub(crate) struct Snapshot {
     /// count.
     pub(crate) buckets: Vec<(f64, f64)>,
     /// Whether the exposition has `genesis_tasks_total` (a server of this release always
-    /// does, from the start).
+    /// does, from the start). Baselines written before task numbers existed lack it, and
+    /// such a baseline cannot measure a window of task numbers (see
+    /// [`Snapshot::measures`]).
     #[serde(default)]
     pub(crate) has_tasks: bool,
     /// Tasks that succeeded.
@@ -106,8 +114,8 @@ fn saturating_seconds(seconds: f64) -> Duration {
 /// Why an exposition gives no snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ScrapeError {
-    /// No `genesis_requests_total` series at all.
-    NoRequests,
+    /// No `genesis_` metric family at all: not the Genesis server's exposition.
+    NotGenesis,
     /// A traffic latency bucket whose `le` is not a duration in seconds.
     BadBound {
         /// 1-based line in the exposition.
@@ -127,7 +135,10 @@ pub(crate) enum ScrapeError {
 impl std::fmt::Display for ScrapeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ScrapeError::NoRequests => write!(f, "no genesis_requests_total series"),
+            ScrapeError::NotGenesis => write!(
+                f,
+                "no genesis_ metric family (is this the Genesis server's /metrics?)"
+            ),
             ScrapeError::BadBound { line, le } => write!(
                 f,
                 "line {line}: latency bucket bound le={le:?} is not a duration in seconds \
@@ -147,11 +158,12 @@ impl std::error::Error for ScrapeError {}
 /// The `+Inf` bucket bound (JSON has no infinity).
 const INF_BOUND: f64 = f64::MAX;
 
-/// Sums the request counters and latency buckets of traffic endpoints.
+/// Sums the request counters and latency buckets of traffic endpoints. An exposition
+/// of the Genesis server without `genesis_requests_total` (no API request since the
+/// start) is zero requests.
 ///
 /// # Errors
-/// [`ScrapeError::NoRequests`] when the exposition has no `genesis_requests_total`
-/// series; [`ScrapeError::BadBound`] / [`ScrapeError::BadCount`] for a traffic latency
+/// [`ScrapeError::NotGenesis`] when the exposition has no `genesis_` family at all; [`ScrapeError::BadBound`] / [`ScrapeError::BadCount`] for a traffic latency
 /// bucket that cannot be judged (a broken or hostile server is no evidence of health).
 pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
     let mut seen = false;
@@ -162,10 +174,10 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
         let Some((name, labels, value)) = parse_series(line) else {
             continue;
         };
+        seen |= name.starts_with("genesis_");
         let probe = labels.get("endpoint").is_some_and(|e| PROBES.contains(e));
         match name {
             "genesis_requests_total" => {
-                seen = true;
                 if probe || !value.is_finite() {
                     continue;
                 }
@@ -195,7 +207,7 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
         }
     }
     if !seen {
-        return Err(ScrapeError::NoRequests);
+        return Err(ScrapeError::NotGenesis);
     }
     snap.buckets = sorted(buckets);
     snap.task_buckets = sorted(task_buckets);
@@ -244,6 +256,14 @@ fn bucket_delta(current: &[(f64, f64)], previous: &[(f64, f64)]) -> Vec<(f64, f6
 }
 
 impl Snapshot {
+    /// Whether `self`, as a baseline, can measure a window ending at `current`: not when
+    /// `current` has task numbers and `self` has none (a baseline written before task
+    /// numbers existed, or by a server without them). Judging from such a baseline
+    /// would count every task since the server started.
+    pub(crate) fn measures(&self, current: &Snapshot) -> bool {
+        self.has_tasks || !current.has_tasks
+    }
+
     /// The traffic since `previous` (or all of it when there is none, or the counters
     /// went down because the server restarted).
     pub(crate) fn since(&self, previous: Option<&Snapshot>) -> Snapshot {
@@ -273,11 +293,17 @@ impl Snapshot {
         p95(&self.buckets)
     }
 
-    /// The health sample this window gives: `None` without a latency histogram (a
-    /// partial exposition is not evidence of health). Task numbers are there when the
-    /// exposition has `genesis_tasks_total`; the task p95 when a task succeeded.
+    /// The health sample this window gives: `None` for requests without a latency
+    /// histogram (a partial exposition is not evidence of health); a window of zero
+    /// requests needs none (its p95 is 0: the server had no traffic to time). Task
+    /// numbers are there when the exposition has `genesis_tasks_total`; the task p95
+    /// when a task succeeded.
     pub(crate) fn sample(&self) -> Option<HealthSample> {
-        let p95 = self.p95()?;
+        let p95 = match self.p95() {
+            Some(p95) => p95,
+            None if self.requests <= 0.0 => Duration::ZERO,
+            None => return None,
+        };
         let error_rate = if self.requests > 0.0 {
             self.errors / self.requests
         } else {
@@ -419,15 +445,132 @@ genesis_request_duration_seconds_sum{endpoint="/api/tasks"} 20.5
     }
 
     #[test]
-    fn no_request_series_is_missing_not_healthy() {
-        assert_eq!(
-            snapshot("# HELP x\nprocess_cpu_seconds_total 3\n"),
-            Err(ScrapeError::NoRequests)
-        );
-        assert_eq!(snapshot(""), Err(ScrapeError::NoRequests));
+    fn an_exposition_without_genesis_families_is_missing_not_healthy() {
+        for text in [
+            "# HELP x\nprocess_cpu_seconds_total 3\n",
+            "",
+            "<html>not found</html>\n",
+        ] {
+            assert_eq!(snapshot(text), Err(ScrapeError::NotGenesis), "{text:?}");
+        }
         let s =
             snapshot("genesis_requests_total{endpoint=\"/api/tasks\",status=\"200\"} 5\n").unwrap();
-        assert!(s.sample().is_none(), "no histogram: no sample");
+        assert!(s.sample().is_none(), "requests but no histogram: no sample");
+    }
+
+    /// `GET /metrics` of a server started a moment ago, before any request: as a real
+    /// server rendered it (no backends, so no breakers): the families registered at
+    /// start-up, no request series yet.
+    const FRESH: &str = r#"# HELP genesis_errors_total error answers of the http server, by category
+# TYPE genesis_errors_total counter
+genesis_errors_total{category="security"} 0
+genesis_errors_total{category="resource"} 0
+genesis_errors_total{category="internal"} 0
+genesis_errors_total{category="config"} 0
+genesis_errors_total{category="llm"} 0
+genesis_errors_total{category="network"} 0
+genesis_errors_total{category="routing"} 0
+genesis_errors_total{category="validation"} 0
+genesis_errors_total{category="decomposition"} 0
+
+# HELP genesis_connections_refused_total connections refused at accept, by the cap that refused them (reason)
+# TYPE genesis_connections_refused_total counter
+genesis_connections_refused_total{reason="max_connections_per_ip"} 0
+genesis_connections_refused_total{reason="max_connections"} 0
+
+# HELP genesis_injection_blocked_total inputs blocked by the injection detector, by checkpoint (user_request)
+# TYPE genesis_injection_blocked_total counter
+genesis_injection_blocked_total{checkpoint="user_request"} 0
+
+# HELP genesis_routing_cache_hits_total routing cache hits
+# TYPE genesis_routing_cache_hits_total counter
+genesis_routing_cache_hits_total 0
+
+# HELP genesis_routing_cache_misses_total routing cache misses
+# TYPE genesis_routing_cache_misses_total counter
+genesis_routing_cache_misses_total 0
+
+# HELP genesis_budget_exceeded_total work rejected because a budget would be exceeded
+# TYPE genesis_budget_exceeded_total counter
+genesis_budget_exceeded_total{scope="daily"} 0
+genesis_budget_exceeded_total{scope="run"} 0
+
+# HELP genesis_llm_tokens_total llm tokens, by direction (input, output)
+# TYPE genesis_llm_tokens_total counter
+genesis_llm_tokens_total{direction="output"} 0
+genesis_llm_tokens_total{direction="input"} 0
+
+# HELP genesis_tasks_total tasks finished, by status
+# TYPE genesis_tasks_total counter
+genesis_tasks_total{status="succeeded"} 0
+genesis_tasks_total{status="skipped"} 0
+genesis_tasks_total{status="failed"} 0
+
+# HELP genesis_runs_deleted_total finished runs deleted from the store after their retention
+# TYPE genesis_runs_deleted_total counter
+genesis_runs_deleted_total 0
+
+# HELP genesis_rate_limited_total requests rejected by the rate limiter
+# TYPE genesis_rate_limited_total counter
+genesis_rate_limited_total 0
+
+# HELP genesis_routing_outcomes_total agent outcomes the router learned from finished runs, by result (success, failure)
+# TYPE genesis_routing_outcomes_total counter
+genesis_routing_outcomes_total{result="success"} 0
+genesis_routing_outcomes_total{result="failure"} 0
+
+# HELP genesis_cost_usd_total us dollars spent on agent calls: llm, http and command agents (monotonic)
+# TYPE genesis_cost_usd_total gauge
+genesis_cost_usd_total 0
+
+# HELP genesis_connections_open connections open now
+# TYPE genesis_connections_open gauge
+genesis_connections_open 0
+
+# HELP genesis_degradation_level degradation level: 0 is full service
+# TYPE genesis_degradation_level gauge
+genesis_degradation_level 0
+
+"#;
+
+    /// The verification's N2: a quiet server after a start has no
+    /// `genesis_requests_total`; that is zero requests (a valid sample and baseline), not
+    /// a missing sample. The first scrape creates only the probe's series, still zero.
+    #[test]
+    fn a_freshly_started_server_is_zero_requests_not_missing() {
+        let fresh = snapshot(FRESH).unwrap();
+        assert_eq!((fresh.requests, fresh.errors), (0.0, 0.0));
+        assert!(fresh.has_tasks && fresh.buckets.is_empty());
+        let scraped = format!(
+            "{FRESH}genesis_requests_total{{endpoint=\"/metrics\",status=\"200\"}} 1\n\
+             genesis_request_duration_seconds_bucket{{endpoint=\"/metrics\",le=\"0.001\"}} 1\n\
+             genesis_request_duration_seconds_bucket{{endpoint=\"/metrics\",le=\"+Inf\"}} 1\n"
+        );
+        let later = snapshot(&scraped).unwrap();
+        for window in [fresh.since(None), later.since(Some(&fresh))] {
+            let sample = window.sample().expect("zero requests is a sample");
+            assert_eq!(sample.requests, 0);
+            assert_eq!(sample.error_rate, 0.0);
+            assert_eq!(sample.p95_latency, Duration::ZERO);
+            let tasks = sample.tasks.unwrap();
+            assert_eq!((tasks.finished, tasks.p95_latency), (0, None));
+        }
+        // Only a genesis_ gauge is enough to know whose exposition it is.
+        let breaker = snapshot("genesis_breaker_state{key=\"agent:qa\"} 0\n").unwrap();
+        assert_eq!(breaker.since(None).sample().unwrap().requests, 0);
+    }
+
+    /// The verification's N1: a baseline of the old format (no task fields) cannot
+    /// measure a window of task numbers; one with them, or a server without them, can.
+    #[test]
+    fn an_old_format_baseline_does_not_measure_task_windows() {
+        let old: Snapshot =
+            serde_json::from_str(r#"{"requests":1.0,"errors":0.0,"buckets":[]}"#).unwrap();
+        let current = snapshot(FRESH).unwrap();
+        assert!(!old.measures(&current));
+        assert!(current.measures(&current));
+        let no_tasks = snapshot(TEXT).unwrap();
+        assert!(old.measures(&no_tasks));
     }
 
     #[test]

@@ -486,3 +486,250 @@ async fn invalid_steps_are_refused_by_the_cli_and_the_server() {
     assert!(err.contains("rule: rollout_steps"), "{err}");
     assert!(!dir.join("server-data").exists(), "nothing created: {err}");
 }
+
+/// The variable that turns [`fresh_server_process`] into a server.
+const FRESH_SERVER_DIR: &str = "GENESIS_TEST_FRESH_SERVER_DIR";
+
+/// Not a test on its own: the body of the child process that
+/// [`a_quiet_freshly_started_server_holds_and_never_rolls_back`] starts (this test
+/// binary, run again with [`FRESH_SERVER_DIR`] set and only this test selected), so the
+/// server has a Prometheus recorder of its own that no other test has written to. It
+/// prints `listening <url>` and serves until its stdin closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server process of a_quiet_freshly_started_server_holds_and_never_rolls_back"]
+async fn fresh_server_process() {
+    let Some(dir) = std::env::var_os(FRESH_SERVER_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let handle = genesis::telemetry::install_prometheus_recorder().unwrap();
+    let mut config = GenesisConfig::default();
+    config.server.data_dir = dir.join("data");
+    config.flags.file = dir.join("no-flags-file.json");
+    config.security.auth.environment = genesis::security::Environment::Dev;
+    let state = genesis_server::AppState::from_config(config, &[], Some(handle)).unwrap();
+    let app = genesis_server::app(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("listening http://{}", listener.local_addr().unwrap());
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+    // The parent closes stdin (or dies): stop.
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    });
+    tokio::select! {
+        served = serve => served.unwrap(),
+        _ = stdin_closed => {}
+    }
+}
+
+/// A server process started by a test; killed and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts [`fresh_server_process`] in a process of its own; returns it and its URL.
+async fn fresh_server(tag: &str) -> (Child, String) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = scratch(tag);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "rollout_health::fresh_server_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(FRESH_SERVER_DIR, &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Child(child);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            // The test harness prints `test <name> ... ` on the same line.
+            if let Some((_, url)) = line.split_once("listening ") {
+                return Ok(url.trim().to_owned());
+            }
+            seen.push(line);
+        }
+        Err(seen)
+    });
+    let url = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the fresh server did not print its URL within 120 s")
+        .unwrap()
+        .unwrap_or_else(|seen| panic!("the fresh server exited without a URL: {seen:?}"));
+    (child, url)
+}
+
+/// The verification's N2: a freshly started server has no `genesis_requests_total`
+/// until its first API request, and every tick's own `/metrics` scrape only creates the
+/// probe's series. That used to be a missing sample: no baseline at start, then three
+/// quiet ticks rolled a healthy rollout back. Now it is zero requests: a baseline at
+/// start, and quiet ticks hold for insufficient traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_freshly_started_server_holds_and_never_rolls_back() {
+    let (_server, base) = fresh_server("rollout-fresh-server").await;
+    let url = format!("{base}/metrics");
+    let dir = setup("rollout-fresh", "");
+    let out = genesis(
+        &dir,
+        &["deploy", "start", "new_router", "--metrics-url", &url],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("baseline taken from {url}")),
+        "{}",
+        out.stdout
+    );
+    // More quiet ticks than missing_sample_tolerance (3).
+    for n in 1..=4 {
+        let out = genesis(
+            &dir,
+            &["deploy", "tick", "new_router", "--metrics-url", &url],
+        )
+        .await;
+        assert_eq!(out.code, 0, "tick {n}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains("hold: insufficient traffic: 0 requests + 0 tasks < min_requests 10"),
+            "tick {n}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("missing"), "tick {n}: {}", out.stdout);
+        assert_eq!(percent(&dir), 1.0, "tick {n}");
+    }
+    let out = genesis(&dir, &["status", "new_router"]).await;
+    assert!(
+        !out.stdout.contains("missing samples in a row"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The verification's N1: a baseline written before task numbers existed (no task
+/// fields) read as "0 tasks", so the first tick judged every task since the server
+/// started and rolled a healthy rollout back. It is no baseline now: the tick takes a
+/// fresh one and holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_format_baseline_is_replaced_not_judged() {
+    // 7 tasks failed before the rollout.
+    let with_tasks = |ok: u64, failed: u64, succeeded: u64| {
+        exposition(ok, 0)
+            .replace(
+                "status=\"failed\"} 0",
+                &format!("status=\"failed\"}} {failed}"),
+            )
+            .replace(
+                "status=\"succeeded\"} 0",
+                &format!("status=\"succeeded\"}} {succeeded}"),
+            )
+    };
+    let body = Arc::new(Mutex::new(with_tasks(40, 7, 0)));
+    let url = metrics_server(Arc::clone(&body)).await;
+    let dir = setup("rollout-old-baseline", "");
+    let out = genesis(
+        &dir,
+        &["deploy", "start", "new_router", "--metrics-url", &url],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The previous CLI's format: requests, errors and buckets only.
+    let baseline = dir.join("data/rollouts/new_router.scrape.json");
+    assert!(baseline.exists(), "{}", baseline.display());
+    std::fs::write(
+        &baseline,
+        r#"{"requests":40.0,"errors":0.0,"buckets":[[0.05,40.0],[1.7976931348623157e308,40.0]]}"#,
+    )
+    .unwrap();
+    *body.lock().unwrap() = with_tasks(55, 7, 15);
+    let out = genesis(
+        &dir,
+        &["deploy", "tick", "new_router", "--metrics-url", &url],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("hold: baseline taken"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("older format"), "{}", out.stdout);
+    assert_eq!(percent(&dir), 1.0);
+    // The new baseline has the task numbers: the next window judges only its own tasks.
+    *body.lock().unwrap() = with_tasks(70, 7, 30);
+    let out = genesis(
+        &dir,
+        &["deploy", "tick", "new_router", "--metrics-url", &url],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("advance to 5%"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("15 tasks finished, failure rate 0.0000"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A `--metrics-url` that is not an http(s) URL is a typo: exit 2 naming the rule,
+/// nothing started. A server that is down is not: the first tick takes the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_start_refuses_a_metrics_url_that_is_not_a_url() {
+    let dir = setup("rollout-bad-url", "");
+    for bad in [
+        "not a url",
+        "127.0.0.1:8000/metrics",
+        "ftp://127.0.0.1/metrics",
+        "http://",
+    ] {
+        let out = genesis(
+            &dir,
+            &["deploy", "start", "new_router", "--metrics-url", bad],
+        )
+        .await;
+        assert_eq!(out.code, 2, "{bad}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("rule: metrics_url") && out.stderr.contains(bad),
+            "{bad}: {}",
+            out.stderr
+        );
+        assert_eq!(percent(&dir), -1.0, "{bad}: the flag is untouched");
+        assert!(!dir.join("data/rollouts/new_router.json").exists(), "{bad}");
+    }
+    // Nothing listens on a port we bound and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("http://127.0.0.1:{port}/metrics");
+    let out = genesis(
+        &dir,
+        &["deploy", "start", "new_router", "--metrics-url", &down],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("no baseline (metrics unreachable"),
+        "{}",
+        out.stdout
+    );
+}
