@@ -1,12 +1,11 @@
 //! `genesis health` against the real server app on loopback (issue #7).
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use genesis::GenesisConfig;
 use genesis::core::{Secret, Usd};
 
-use crate::support::{Out, run_in, scratch};
+use crate::support::{Out, run_in, scratch, serve};
 
 /// The process-wide Prometheus recorder (it can be installed once).
 pub(crate) fn metrics() -> genesis::telemetry::PrometheusHandle {
@@ -30,18 +29,7 @@ async fn server(tag: &str, per_day: f64, env: &[(&str, &str)]) -> String {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let state = genesis_server::AppState::from_config(config, &env, Some(metrics())).unwrap();
-    let app = genesis_server::app(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    url
+    serve(&state).await
 }
 
 async fn health(args: &[&str]) -> Out {

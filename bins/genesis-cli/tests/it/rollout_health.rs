@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use genesis::GenesisConfig;
 
-use crate::support::{Out, run_in, scratch};
+use crate::support::{Out, builtin_agent_ids, run_in, scratch, serve};
 
 const FLAGS: &str = r#"{"flags": [
   {"name": "new_router", "enabled": false},
@@ -111,43 +111,16 @@ async fn a_tick_rolls_back_when_a_real_servers_tasks_fail() {
     config.security.auth.environment = genesis::security::Environment::Dev;
     config.security.rate_limits.per_ip_per_minute = 1_000_000;
     config.security.rate_limits.per_ip_burst = 100_000;
-    for id in [
-        "spec",
-        "architect",
-        "builder",
-        "frontend",
-        "backend",
-        "qa",
-        "security",
-        "deploy",
-        "monitoring",
-        "marketing",
-        "sales",
-        "support",
-        "analytics",
-        "research",
-        "finance",
-        "darwin",
-    ] {
+    for id in builtin_agent_ids() {
         let backend: genesis::BackendConfig = serde_json::from_value(
             serde_json::json!({"type": "http", "url": stub_url, "timeout": "10s"}),
         )
         .unwrap();
-        config.backends.insert(id.to_owned(), backend);
+        config.backends.insert(id, backend);
     }
     let state =
         genesis_server::AppState::from_config(config, &[], Some(crate::health::metrics())).unwrap();
-    let app = genesis_server::app(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let base = serve(&state).await;
     let metrics_url = format!("{base}/metrics");
 
     // HTTP thresholds out of reach (other tests in this binary share the recorder and

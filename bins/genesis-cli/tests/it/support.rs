@@ -69,3 +69,29 @@ pub(crate) fn scratch(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Serves the server's app for `state` on a loopback port (a task of the current
+/// runtime); its base URL, `http://127.0.0.1:<port>`.
+pub(crate) async fn serve(state: &std::sync::Arc<genesis_server::AppState>) -> String {
+    let app = genesis_server::app(std::sync::Arc::clone(state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    url
+}
+
+/// The ids of the built-in agent catalogue (`config/agents.toml`).
+pub(crate) fn builtin_agent_ids() -> Vec<String> {
+    genesis::halo::AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
+        .unwrap()
+        .iter()
+        .map(|a| a.id.to_string())
+        .collect()
+}
