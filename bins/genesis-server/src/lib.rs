@@ -645,7 +645,9 @@ pub enum DataDirLockError {
         dir: String,
     },
     /// The lock file could not be opened or locked.
-    #[error("cannot lock the data directory {dir} through {dir}/genesis.lock: {source}")]
+    #[error(
+        "cannot lock the data directory {dir} through {dir}/genesis.lock: {source} (rule: data_dir_lock)"
+    )]
     Io {
         /// The data directory.
         dir: String,

@@ -50,7 +50,11 @@ pub(crate) async fn request_context(
     let id = CorrelationId::from_header_or_generate(header_id.as_deref())
         .map(|c| c.to_string())
         .unwrap_or_else(|_| "unknown".to_owned());
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    // Only a missing or replaced id is written back (most clients send none; one that
+    // sent a valid id keeps its header as it is, no copy).
+    if header_id.as_deref() != Some(id.as_str())
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
         req.headers_mut().insert(CORRELATION_ID_HEADER, v);
     }
     let agent_token = req.headers().contains_key("x-agent-token");

@@ -253,12 +253,17 @@ fn log_flag_changes(changes: &[FlagChange]) {
 /// Exports every flag's rollout percentage as the `genesis_rollout_percent{flag}` gauge
 /// (100 for `all`, 0 for `off` or disabled flags).
 pub fn record_rollout_gauges(flags: &SharedFlags) {
-    for (flag, percent) in flag_percents(flags) {
+    set_rollout_gauges(&flag_percents(flags));
+}
+
+/// Sets `genesis_rollout_percent{flag}` from already computed percentages.
+fn set_rollout_gauges(percents: &[(String, f64)]) {
+    for (flag, percent) in percents {
         metrics::gauge!(
             genesis_telemetry::catalogue::ROLLOUT_PERCENT,
-            genesis_telemetry::catalogue::labels::FLAG => flag
+            genesis_telemetry::catalogue::labels::FLAG => flag.clone()
         )
-        .set(percent);
+        .set(*percent);
     }
 }
 
@@ -285,8 +290,9 @@ pub fn spawn_flag_reloader(
             match tokio::task::spawn_blocking(move || reload.reload_if_changed()).await {
                 Ok(Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. })) => {
                     tracing::info!("feature flags reloaded");
-                    log_flag_changes(&flag_changes(&before, &flag_percents(&flags)));
-                    record_rollout_gauges(&flags);
+                    let after = flag_percents(&flags);
+                    log_flag_changes(&flag_changes(&before, &after));
+                    set_rollout_gauges(&after);
                 }
                 Ok(Ok(_)) => record_rollout_gauges(&flags),
                 Ok(Err(e)) => {
