@@ -367,12 +367,18 @@ pub(crate) async fn rate_limit(
 /// A short, non-reversible label for a credential (rate-limit keys, logs, start errors):
 /// the first 6 bytes (hex) of its SHA-256, so the start of its subject's digest.
 pub(crate) fn fingerprint(secret: &str) -> String {
+    digest_hex(secret, 6)
+}
+
+/// The first `bytes` bytes of the SHA-256 of `secret`, in hex.
+fn digest_hex(secret: &str, bytes: usize) -> String {
+    use std::fmt::Write as _;
     let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    d.as_ref()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut out = String::with_capacity(bytes * 2);
+    for b in d.as_ref().iter().take(bytes) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -493,14 +499,7 @@ impl Caller {
 
 /// `prefix` and the first 8 bytes (hex) of the SHA-256 of `key`.
 fn key_subject(prefix: &str, key: &str) -> String {
-    use std::fmt::Write as _;
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let mut out = String::with_capacity(prefix.len() + 16);
-    out.push_str(prefix);
-    for b in &digest.as_ref()[..8] {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    format!("{prefix}{}", digest_hex(key, 8))
 }
 
 /// API key or admin API key (`Authorization: Bearer` or `x-api-key`), or agent token
