@@ -52,7 +52,33 @@ fn write_config_with_delay(
     path
 }
 
-fn spawn(dir: &Path, config: &Path, tag: &str) -> Child {
+/// A spawned server process, killed and reaped when dropped, so a test that fails an
+/// assertion (or panics) while servers run does not leave them behind holding their
+/// ports and data directories.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited (the usual case at the end of a test): both calls are no-ops.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &Path, config: &Path, tag: &str) -> Server {
     let log = std::fs::File::create(dir.join(format!("server-{tag}.log"))).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genesis-server"));
     // Run from the temp dir so no config/genesis.toml from the checkout is picked up.
@@ -67,7 +93,7 @@ fn spawn(dir: &Path, config: &Path, tag: &str) -> Child {
             cmd.env_remove(k);
         }
     }
-    cmd.spawn().unwrap()
+    Server(cmd.spawn().unwrap())
 }
 
 async fn wait_healthy(base: &str, child: &mut Child, dir: &Path, tag: &str) {
