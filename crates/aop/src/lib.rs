@@ -16,10 +16,13 @@
 //! | check | fails (error) when | warns when |
 //! |---|---|---|
 //! | structure | empty, cyclic, over depth or task limits | — |
-//! | solvable | a task has no agent, or an unknown agent | agent does not list the task's kind or skills; more tasks than the agent's concurrency |
+//! | solvable | a task has no agent, an unknown agent, or a match score outside `[0, 1]` | agent does not list the task's kind or skills; more tasks than the agent's concurrency |
 //! | complete | a task has an empty description | the tasks mention under half of the request's key words |
 //! | non_redundant | two tasks of one kind under one parent are identical | two tasks are near-duplicates |
 //! | within_budget | estimated cost exceeds the run budget | estimated cost above 80% of it |
+//!
+//! A [`ValidatorConfig`] ratio that is NaN or outside `[0, 1]` fails every plan with an
+//! error under `config.<setting>`.
 //!
 //! ```
 //! use genesis_aop::{Assignment, Validator, ValidatorConfig};

@@ -148,6 +148,7 @@ impl<'a> Validator<'a> {
         // Every description is tokenised once, for coverage and redundancy alike.
         let text = TextFacts::new(request, dag);
 
+        self.check_config(&mut errors);
         let structure = self.check_structure(dag, &mut errors);
         let (solvable, success, r#match) =
             self.check_solvable(dag, &by_task, &mut errors, &mut warnings);
@@ -184,6 +185,25 @@ impl<'a> Validator<'a> {
             estimated_cost,
             errors,
             warnings,
+        }
+    }
+
+    /// Settings the checks cannot use (a ratio that is NaN or outside `[0, 1]`) fail the
+    /// plan under `config.<setting>` instead of quietly passing or failing every plan.
+    fn check_config(&self, errors: &mut Vec<Finding>) {
+        let c = &self.config;
+        for (name, value) in [
+            ("budget_warning_ratio", c.budget_warning_ratio),
+            ("coverage_warning_ratio", c.coverage_warning_ratio),
+            ("duplicate_similarity", c.duplicate_similarity),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                errors.push(finding(
+                    &format!("config.{name}"),
+                    None,
+                    format!("validator setting {name} = {value} must be in [0, 1]"),
+                ));
+            }
         }
     }
 
@@ -270,11 +290,20 @@ impl<'a> Validator<'a> {
                 continue;
             };
             success += agent.success_rate.clamp(0.0, 1.0);
-            matched += if a.match_score.is_finite() {
-                a.match_score.clamp(0.0, 1.0)
+            if (0.0..=1.0).contains(&a.match_score) {
+                matched += a.match_score;
             } else {
-                0.0
-            };
+                // Audit U6: NaN counted as 0 and 7.0 as 1, so a broken router's plan
+                // passed and could outscore a real one.
+                errors.push(finding(
+                    "solvable.match_score",
+                    Some(&task.id),
+                    format!(
+                        "task {} has match_score {}, outside [0, 1]",
+                        task.id, a.match_score
+                    ),
+                ));
+            }
             if let Some(n) = load.get_mut(index) {
                 *n += 1;
             }
@@ -887,6 +916,50 @@ mod tests {
         let want = 0.4 * 0.85 + 0.3 * 0.8 + 0.2 * (1.0 - 0.2) + 0.1 * (1.0 - 0.2);
         assert!((r.score - want).abs() < 1e-9, "{} vs {want}", r.score);
         assert!(!r.warnings.iter().any(|w| w.rule == "solvable.capacity"));
+    }
+
+    /// Audit U6: a NaN match score passed (counted as 0) and 7.0 passed with a higher
+    /// score than a real plan; NaN validator ratios were accepted.
+    #[test]
+    fn match_scores_and_settings_outside_their_range_fail_naming_the_value() {
+        let d = dag(&[
+            ("t1", TaskKind::Backend, "Build the invoices API"),
+            ("t2", TaskKind::Document, "Document the invoices API"),
+        ]);
+        for bad in [f64::NAN, 7.0, -0.1] {
+            let mut a = [
+                assign("t1", Some("backend"), 0.1),
+                assign("t2", Some("writer"), 0.1),
+            ];
+            a[1].match_score = bad;
+            let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+                "invoices API",
+                &d,
+                &a,
+            );
+            assert!(!r.passed && !r.checks.solvable, "{bad}: {r:?}");
+            let e = r.errors.iter().find(|e| e.rule == "solvable.match_score");
+            let e = e.unwrap_or_else(|| panic!("{bad}: {:?}", r.errors));
+            assert_eq!(e.task, Some(TaskId::new("t2")));
+            assert!(e.message.contains(&bad.to_string()), "{}", e.message);
+        }
+        let a = [
+            assign("t1", Some("backend"), 0.1),
+            assign("t2", Some("writer"), 0.1),
+        ];
+        let config = ValidatorConfig {
+            duplicate_similarity: f64::NAN,
+            budget_warning_ratio: 1.5,
+            ..ValidatorConfig::default()
+        };
+        let r = Validator::new(&registry(), config).validate("invoices API", &d, &a);
+        assert!(!r.passed);
+        let rules: Vec<&str> = r.errors.iter().map(|e| e.rule.as_str()).collect();
+        assert_eq!(
+            rules,
+            ["config.budget_warning_ratio", "config.duplicate_similarity"]
+        );
+        assert!(r.errors[0].message.contains("1.5"), "{:?}", r.errors);
     }
 
     #[test]

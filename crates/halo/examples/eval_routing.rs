@@ -273,6 +273,7 @@ fn main() -> anyhow::Result<()> {
                     .map(|t| {
                         router
                             .route_top_k(t, 10)
+                            .unwrap_or_default()
                             .into_iter()
                             .map(|a| (a.agent.to_string(), a.score))
                             .collect()
@@ -292,7 +293,7 @@ fn main() -> anyhow::Result<()> {
             let mut ranked: Vec<Vec<genesis_halo::Alternative>> = vec![Vec::new(); test.len()];
             if single {
                 for (i, t) in tasks.iter().enumerate() {
-                    ranked[i] = router.route_top_k(t, 3);
+                    ranked[i] = router.route_top_k(t, 3).unwrap_or_default();
                 }
             } else {
                 let mut by_req: HashMap<&str, Vec<usize>> = HashMap::new();

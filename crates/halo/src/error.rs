@@ -141,6 +141,14 @@ pub enum HaloError {
         /// The unknown agent id.
         agent: String,
     },
+    /// [`crate::Router::route_top_k`] was asked for a number of agents it cannot rank.
+    #[error("top_k {k} is invalid: must be in 1..={max} (rule: top_k)")]
+    InvalidTopK {
+        /// The requested number of agents.
+        k: usize,
+        /// The most a ranking holds.
+        max: usize,
+    },
     /// A router setting is out of range.
     #[error("router config {field} = {value} is invalid: {rule}")]
     InvalidConfig {

@@ -1189,8 +1189,18 @@ impl Router {
         d
     }
 
-    /// The `k` best agents for a task, best first, ignoring capacity (rule agents first).
-    pub fn route_top_k(&self, task: &Task, k: usize) -> Vec<Alternative> {
+    /// The `k` best agents for a task, best first, ignoring capacity (rule agents first);
+    /// fewer when fewer agents can take the task.
+    ///
+    /// # Errors
+    /// [`HaloError::InvalidTopK`] when `k` is 0 or above 16, the most a ranking keeps.
+    pub fn route_top_k(&self, task: &Task, k: usize) -> Result<Vec<Alternative>, HaloError> {
+        if !(1..=MAX_CANDIDATES).contains(&k) {
+            return Err(HaloError::InvalidTopK {
+                k,
+                max: MAX_CANDIDATES,
+            });
+        }
         let st = self.snapshot();
         let r = self.ranking(&st, task);
         let agents = st.registry.as_slice();
@@ -1221,7 +1231,7 @@ impl Router {
             }
         }
         Self::recycle(r);
-        out
+        Ok(out)
     }
 
     /// Routes every task of a plan in order, applying per-plan capacity: an agent takes
@@ -1838,11 +1848,14 @@ impl Router {
             let alpha = 1.0 / (n.min(100) as f64 + 11.0);
             let target = if o.success { 1.0 } else { 0.0 };
             p.success_rate = (p.success_rate + alpha * (target - p.success_rate)).clamp(0.0, 1.0);
-            let nf = n as f64;
+            // Running means in the incremental form: with every value finite and at
+            // least 0 the step cannot overflow (`mean × n + x` reached infinity after two
+            // outcomes near `f64::MAX`, which JSON cannot hold).
+            let step = 1.0 / (n as f64 + 1.0);
             let ms = o.latency.as_secs_f64() * 1000.0;
-            p.outcomes.mean_latency_ms = (p.outcomes.mean_latency_ms * nf + ms) / (nf + 1.0);
-            p.outcomes.mean_cost_usd =
-                (p.outcomes.mean_cost_usd * nf + o.cost.as_f64()) / (nf + 1.0);
+            let s = &mut p.outcomes;
+            s.mean_latency_ms += (ms - s.mean_latency_ms) * step;
+            s.mean_cost_usd += (o.cost.as_f64() - s.mean_cost_usd) * step;
             if o.success {
                 p.outcomes.successes += 1;
             } else {

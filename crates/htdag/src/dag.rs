@@ -123,13 +123,16 @@ impl TaskDag {
     /// parent's declared dependencies and the parent waits for it.
     ///
     /// # Errors
-    /// Duplicate id, unknown parent, depth or task-count limit.
+    /// Empty or duplicate id, unknown parent, depth or task-count limit.
     pub fn add_task(
         &mut self,
         task: Task,
         parent: Option<&TaskId>,
     ) -> Result<&TaskNode, HtdagError> {
         self.topo.take();
+        if task.id.as_str().trim().is_empty() {
+            return Err(HtdagError::EmptyTaskId);
+        }
         if self.index.contains_key(&task.id) {
             return Err(HtdagError::DuplicateTask { id: task.id });
         }
@@ -918,6 +921,15 @@ mod tests {
             dag.add_task(t("a"), None),
             Err(HtdagError::DuplicateTask { .. })
         ));
+        // Audit U6: an empty id was accepted, and events and dependencies could not
+        // name the task.
+        let mut dag = TaskDag::default();
+        for empty in ["", "  "] {
+            let err = dag.add_task(t(empty), None).unwrap_err();
+            assert!(matches!(err, HtdagError::EmptyTaskId), "{err}");
+            assert!(err.to_string().contains("non_empty_task_id"), "{err}");
+        }
+        assert!(dag.is_empty());
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum HtdagError {
         /// The limit.
         max: usize,
     },
+    /// A task's id is empty (or only white space): events, journals and dependencies
+    /// could not name it.
+    #[error("task id is empty (rule: non_empty_task_id)")]
+    EmptyTaskId,
     /// A task id was used twice.
     #[error("task id {id} already exists in the dag")]
     DuplicateTask {

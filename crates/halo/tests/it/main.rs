@@ -330,6 +330,27 @@ fn plan_capacity_moves_to_the_next_alternative() {
     assert_eq!(d.agent.unwrap().as_str(), "slow");
 }
 
+/// Audit U6: the running means were `(mean × n + x) / (n + 1)`, so two outcomes near
+/// the largest values a `Duration` and a `Usd` hold made them infinite, and a registry
+/// holding an infinite mean could no longer be written as JSON. Now they stay finite.
+#[test]
+fn extreme_outcomes_keep_the_means_finite_and_the_registry_writable() {
+    let reg = AgentRegistry::new(vec![AgentProfile::new("alpha", "handles alpha work")]).unwrap();
+    let r = Router::new(reg, RoutingRules::empty()).unwrap();
+    let t = task("t", TaskKind::Generic, "reconcile the quux ledger");
+    let alpha = AgentId::new("alpha");
+    for _ in 0..3 {
+        r.record_outcome(&t, &alpha, true, Duration::MAX, Usd::saturating(f64::MAX))
+            .unwrap();
+    }
+    let reg = r.registry();
+    let s = &reg.get("alpha").unwrap().outcomes;
+    assert!(s.mean_latency_ms.is_finite(), "{s:?}");
+    assert!(s.mean_cost_usd.is_finite(), "{s:?}");
+    assert!(reg.to_json_string().is_ok());
+    assert!(reg.to_toml_string().is_ok());
+}
+
 #[test]
 fn outcomes_update_success_rates_examples_and_persist() {
     let reg = AgentRegistry::new(vec![
@@ -657,13 +678,22 @@ fn cache_counts_hits_and_is_invalidated_by_changes() {
 #[test]
 fn top_k_ranks_rule_agents_first() {
     let r = default_router();
-    let top = r.route_top_k(
-        &task("t", TaskKind::Generic, "security audit of the API"),
-        3,
-    );
+    let t = task("t", TaskKind::Generic, "security audit of the API");
+    let top = r.route_top_k(&t, 3).unwrap();
     assert!(top.len() >= 2 && top.len() <= 3, "{top:?}");
     assert_eq!(top[0].agent.as_str(), "security");
     assert!(top[0].score > top[1].score);
+    // Audit U6: `usize::MAX` panicked (capacity overflow) and 1,000 quietly returned
+    // what the ranking holds. Both are refused, naming the rule and the value.
+    for k in [0, 17, 1000, usize::MAX] {
+        let err = r.route_top_k(&t, k).unwrap_err();
+        assert!(
+            matches!(err, HaloError::InvalidTopK { max: 16, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("top_k {k}")), "{err}");
+    }
+    assert!(r.route_top_k(&t, 16).unwrap().len() <= 16);
 }
 
 #[test]
@@ -846,7 +876,7 @@ proptest! {
         prop_assert!(d.score.is_finite());
         prop_assert_eq!(d.agent.is_none(), d.layer == RouteLayer::Unassigned);
         prop_assert!(d.alternatives.windows(2).all(|w| w[0].score >= w[1].score));
-        let top = r.route_top_k(&t, 5);
+        let top = r.route_top_k(&t, 5).unwrap();
         prop_assert!(top.len() <= 5);
     }
 
