@@ -44,7 +44,9 @@ pub struct PlanOptions {
 
 /// Builds an [`Orchestrator`]. Every part has a default: the built-in 16 agents,
 /// routing rules and model catalogue, the heuristic decomposer, default limits and the
-/// shipped injection detector.
+/// shipped injection detector. The built-in rules name the built-in agents, so they
+/// apply only with the built-in registry: with your own [`registry`](Self::registry)
+/// and no [`rules`](Self::rules), routing has no rules.
 #[derive(Default)]
 pub struct OrchestratorBuilder {
     registry: Option<AgentRegistry>,
@@ -77,7 +79,9 @@ impl std::fmt::Debug for OrchestratorBuilder {
 }
 
 impl OrchestratorBuilder {
-    /// Uses this agent registry.
+    /// Uses this agent registry. Without [`rules`](Self::rules) it routes with no rules
+    /// (the built-in rules name the built-in agents); pass
+    /// `RoutingRules::from_toml_str(..)` to keep rules for your agents.
     #[must_use]
     pub fn registry(mut self, registry: AgentRegistry) -> Self {
         self.registry = Some(registry);
@@ -238,12 +242,16 @@ impl OrchestratorBuilder {
     /// # Errors
     /// Invalid registry, rules (e.g. a rule naming an unknown agent) or catalogue.
     pub fn build(self) -> Result<Orchestrator, GenesisError> {
+        let custom_registry = self.registry.is_some();
         let registry = match self.registry {
             Some(r) => r,
             None => AgentRegistry::from_toml_str(defaults::AGENTS_TOML)?,
         };
         let rules = match self.rules {
             Some(r) => r,
+            // Audit U6: the built-in rules with a user's own catalogue failed the build
+            // ("rule security-sensitive names unknown agent security").
+            None if custom_registry => RoutingRules::empty(),
             None => RoutingRules::from_toml_str(defaults::ROUTING_RULES_TOML)?,
         };
         if let Some(max) = self.max_agents

@@ -507,3 +507,58 @@ async fn a_run_past_its_deadline_ends_failed_naming_the_rule() {
     // The tasks in flight failed; those never started were skipped.
     assert!(result.tasks.iter().any(|t| t.status == TaskStatus::Failed));
 }
+
+/// Audit U6: `.registry(own catalogue)` alone failed to build (`rule
+/// "security-sensitive" names unknown agent "security"`): the built-in rules stayed in
+/// force. A custom registry without `.rules` now routes with no rules; rules given
+/// explicitly still apply and are still checked.
+#[test]
+fn an_own_catalogue_builds_without_the_built_in_rules() {
+    use genesis::halo::{AgentRegistry, RouteLayer, RoutingRules, Rule};
+    const MINE: &str = r#"
+[[agent]]
+id = "ledger"
+description = "Reconciles ledgers and books invoices"
+
+[[agent]]
+id = "mailer"
+description = "Writes and sends customer emails"
+"#;
+    let registry = || AgentRegistry::from_toml_str(MINE).unwrap();
+    let genesis = Orchestrator::builder()
+        .registry(registry())
+        .build()
+        .unwrap();
+    let plan = genesis.plan_sync("Reconcile the ledger for March").unwrap();
+    assert!(!plan.tasks.is_empty());
+    for t in &plan.tasks {
+        assert_ne!(t.route.layer, RouteLayer::Rule, "{t:?}");
+        assert_eq!(
+            t.agent.as_ref().map(|a| a.as_str()),
+            Some("ledger"),
+            "{t:?}"
+        );
+    }
+    // Explicit rules still route first.
+    let rules = RoutingRules::new(vec![Rule::new("mail", "mailer", 10).with_keyword("ledger")]);
+    let genesis = Orchestrator::builder()
+        .registry(registry())
+        .rules(rules)
+        .build()
+        .unwrap();
+    let plan = genesis.plan_sync("Reconcile the ledger for March").unwrap();
+    assert!(
+        plan.tasks.iter().any(|t| t.route.layer == RouteLayer::Rule
+            && t.agent.as_ref().is_some_and(|a| a.as_str() == "mailer")),
+        "{:?}",
+        plan.tasks
+    );
+    // And rules naming agents the catalogue lacks are refused, as before.
+    let bad = RoutingRules::new(vec![Rule::new("r", "security", 1).with_keyword("x")]);
+    let err = Orchestrator::builder()
+        .registry(registry())
+        .rules(bad)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("security"), "{err}");
+}
