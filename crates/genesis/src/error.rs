@@ -9,10 +9,15 @@ pub enum GenesisError {
     /// The request broke an input limit or was screened out.
     #[error("request rejected: {reason} (rule: {rule})")]
     Rejected {
-        /// The rule that rejected it (`max_request_chars`, `injection:ignore_previous_instructions`).
+        /// The rule that rejected it (`max_request_chars`,
+        /// `injection:rule:ignore_previous_instructions`).
         rule: String,
         /// What was wrong, with the offending value.
         reason: String,
+        /// The screen's own error, to match on by type
+        /// (`SecurityError::InjectionDetected { .. }` and the like). Its text is
+        /// `reason`, so it is not repeated as [`std::error::Error::source`].
+        error: genesis_security::SecurityError,
     },
     /// A run budget was asked for above the operator's per-run budget
     /// (`budget.per_run`), which caps what any one run may spend.
@@ -123,7 +128,9 @@ fn unserved_message(
             format!(
                 "task {task} cannot run: no backend serves its agent(s) {}{others}; configure \
                  [backends.<agent>] for one of them in the config (e.g. [backends.{example}]), \
-                 or llm.agents = true with an [[llm.providers]] entry (rule: agent_backend)",
+                 or llm.agents = true with an [[llm.providers]] entry; embedding the library, \
+                 add one to the AgentSet (AgentSet::with(\"{example}\", ..) or \
+                 with_fallback) (rule: agent_backend)",
                 names.join(", "),
             )
         }

@@ -1514,6 +1514,7 @@ fn rejected(e: SecurityError) -> GenesisError {
     GenesisError::Rejected {
         rule,
         reason: e.to_string(),
+        error: e,
     }
 }
 

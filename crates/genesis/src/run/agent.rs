@@ -46,6 +46,37 @@ pub struct AgentRequest {
     pub max_cost: Option<Usd>,
 }
 
+impl AgentRequest {
+    /// A first attempt at `task` on `agent` in run `run_id`, with no inputs, model,
+    /// previous answer or cost limit, the task's description as the request and
+    /// `anonymous` as the subject: a starting point for calling an [`Agent`] directly
+    /// (a unit test of your own agent, say). Set the public fields for the rest.
+    ///
+    /// ```
+    /// use genesis::core::{RunId, Task, TaskId, TaskKind};
+    /// use genesis::run::AgentRequest;
+    ///
+    /// let task = Task::new(TaskId::new("t1"), TaskKind::Generic, "Summarise the report");
+    /// let mut request = AgentRequest::new(RunId::new("run_1"), task, "writer");
+    /// request.attempt = 2;
+    /// assert_eq!(&*request.request, "Summarise the report");
+    /// ```
+    pub fn new(run_id: RunId, task: Task, agent: impl Into<AgentId>) -> Self {
+        AgentRequest {
+            run_id,
+            subject: Arc::from("anonymous"),
+            request: Arc::from(task.description.as_str()),
+            task,
+            agent: agent.into(),
+            model: None,
+            inputs: Vec::new(),
+            attempt: 1,
+            previous: None,
+            max_cost: None,
+        }
+    }
+}
+
 /// What one attempt at a task can cost, as an agent bounds it before the call
 /// ([`Agent::cost_bounds`]).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -24,6 +24,11 @@ pub use executor::{
     AgreementJudge, CancelOnDrop, Executor, ExecutorConfig, Judge, RefineConfig, Refinement,
     RunHandle,
 };
+/// The event channel's receiver ([`RunHandle::events`]) and the run's cancellation
+/// token ([`RunHandle::cancellation`]), re-exported so callers name the exact versions
+/// this crate uses without pinning tokio and tokio-util to match.
+pub use tokio::sync::broadcast::{Receiver as EventReceiver, error::RecvError};
+pub use tokio_util::sync::CancellationToken;
 
 /// Crate-internal pieces the orchestrator uses to start runs.
 pub(crate) mod executor_internals {

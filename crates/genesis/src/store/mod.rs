@@ -315,6 +315,11 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Where runs live. Implementations must make [`RunStore::create_run`] and every
 /// journaled event durable before returning.
+///
+/// The methods are synchronous and block on disk I/O (the SQLite store syncs each write
+/// to disk): from async code, call them inside `tokio::task::spawn_blocking` rather than
+/// on a runtime thread. The executor already journals a run's events from its own
+/// thread.
 pub trait RunStore: RunJournal + Send + Sync {
     /// Records a new run with its plan and the subject it runs for, or finds the run
     /// journaled earlier for the same subject with the same idempotency key (an
