@@ -31,7 +31,7 @@ pub struct LlmConfig {
     pub planner_model: Option<ModelId>,
     /// Run tasks on LLM agents for every agent without another backend.
     pub agents: bool,
-    /// Role prompts per agent (default: "You are the {id} agent: {description}").
+    /// Role prompts per agent (default: "You are the {id} agent of a multi-agent team.").
     pub role_prompts: BTreeMap<String, String>,
 }
 
@@ -635,6 +635,19 @@ fn agent_error(agent: AgentId, e: &CallError) -> AgentError {
             message,
             retryable: false,
         },
+        // The provider, shared by every LLM agent, is pushing back: not the agent's
+        // fault, so not on its breaker (audit L6: two 429s and three 500s opened the
+        // provider's breaker, and then every agent's from the fast failures).
+        CallError::CircuitOpen { .. } => AgentError::Throttled {
+            agent,
+            message,
+            retry_after: None,
+        },
+        CallError::Llm(LlmError::RateLimited { retry_after, .. }) => AgentError::Throttled {
+            agent,
+            message,
+            retry_after: *retry_after,
+        },
         _ => {
             let hint = e.retry_hint();
             if hint.retryable {
@@ -825,13 +838,36 @@ mod tests {
                 provider: "openai".into(),
             },
         ];
+        // Audit L6: a 429 and the provider's open breaker are the provider pushing
+        // back, retried but kept off the agent's breaker; a 5xx still counts on it.
+        let kinds: Vec<(bool, bool)> = refused
+            .iter()
+            .map(|e| {
+                let e = agent_error(agent(), e);
+                (matches!(e, AgentError::Throttled { .. }), e.trips_breaker())
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [(true, false), (false, true), (false, false), (true, false)],
+            "(throttled, trips the agent's breaker) for 429, 503, 400, breaker open"
+        );
+        let throttled = agent_error(agent(), &refused[0]);
+        assert_eq!(
+            throttled.retry(),
+            Retry::Yes {
+                after: Some(Duration::from_secs(2))
+            }
+        );
         for e in &refused {
             let e = agent_error(agent(), e);
             assert!(!e.may_have_cost(), "{e}");
             assert!(
                 matches!(
                     e,
-                    AgentError::Transient { .. } | AgentError::Rejected { .. }
+                    AgentError::Transient { .. }
+                        | AgentError::Throttled { .. }
+                        | AgentError::Rejected { .. }
                 ),
                 "{e}"
             );

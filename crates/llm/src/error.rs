@@ -97,7 +97,7 @@ pub enum LlmError {
 
     /// The provider answered 429 Too Many Requests.
     #[error(
-        "{provider} rate limited the call (status {status}, retry after {retry_after:?}): {message}"
+        "{provider} rate limited the call (status {status}, {}): {message}", retry_after_text(*.retry_after)
     )]
     RateLimited {
         /// The provider.
@@ -263,6 +263,15 @@ impl LlmError {
     }
 }
 
+/// "retry after 2s", or "no retry-after" when the provider gave none (not Rust's
+/// `Some(2s)`).
+fn retry_after_text(after: Option<Duration>) -> String {
+    match after {
+        Some(d) => format!("retry after {d:?}"),
+        None => "no retry-after".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +283,21 @@ mod tests {
             retry_after: after,
             message: "slow down".into(),
         }
+    }
+
+    /// Audit L6: the message read "retry after Some(2s)".
+    #[test]
+    fn rate_limit_messages_read_as_text() {
+        let with = rate_limited(Some(Duration::from_secs(2))).to_string();
+        assert!(
+            with.contains("retry after 2s") && !with.contains("Some"),
+            "{with}"
+        );
+        let without = rate_limited(None).to_string();
+        assert!(
+            without.contains("no retry-after") && !without.contains("None"),
+            "{without}"
+        );
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub(crate) struct Endpoint {
     pub(crate) headers: HeaderMap,
     pub(crate) max_response_bytes: usize,
     pub(crate) connect_timeout: Duration,
+    /// The secrets the sensitive headers carry (the API key), scrubbed from provider
+    /// error messages: a provider may echo a wrong key back.
+    secrets: Vec<genesis_core::Secret>,
 }
 
 impl Endpoint {
@@ -139,7 +142,14 @@ impl Endpoint {
             ),
         })?;
         let mut map = HeaderMap::new();
+        let mut secrets = Vec::new();
         for (name, value, sensitive) in headers {
+            if sensitive {
+                let secret = value.strip_prefix("Bearer ").unwrap_or(&value).trim();
+                if !secret.is_empty() {
+                    secrets.push(genesis_core::Secret::new(secret));
+                }
+            }
             let mut value = HeaderValue::from_str(&value).map_err(|_| LlmError::InvalidConfig {
                 field: if sensitive {
                     "api_key"
@@ -159,7 +169,21 @@ impl Endpoint {
             headers: map,
             max_response_bytes: config.max_response_bytes,
             connect_timeout: config.connect_timeout,
+            secrets,
         })
+    }
+
+    /// [`error_message`] of `body` with the endpoint's secrets and key-shaped tokens
+    /// replaced by `<redacted>`: error messages reach logs, events and the store.
+    fn message(&self, body: &[u8]) -> String {
+        let mut text = error_message(body);
+        for secret in &self.secrets {
+            let secret = secret.expose();
+            if text.contains(secret) {
+                text = text.replace(secret, "<redacted>");
+            }
+        }
+        redact_key_tokens(&text)
     }
 
     /// The host (and port) for the `server.address` span field.
@@ -283,7 +307,7 @@ impl Endpoint {
         body: &[u8],
     ) -> LlmError {
         let provider = self.provider.to_owned();
-        let message = error_message(body);
+        let message = self.message(body);
         let code = status.as_u16();
         match code {
             429 => LlmError::RateLimited {
@@ -315,7 +339,7 @@ impl Endpoint {
                 .ok()
                 .filter(|v| v.get("error").is_some_and(|e| !e.is_null()));
             let reason = match embedded {
-                Some(_) => format!("2xx body carries an error: {}", error_message(body)),
+                Some(_) => format!("2xx body carries an error: {}", self.message(body)),
                 None => format!(
                     "body is not the expected json ({} bytes, starts with {:?})",
                     body.len(),
@@ -386,6 +410,34 @@ pub(crate) fn error_message(body: &[u8]) -> String {
     }
 }
 
+/// `text` with every API-key-shaped token (`sk-` or `sk_` followed by at least 16
+/// letters, digits, `-` or `_`, as OpenAI-style keys are) replaced by `sk-<redacted>`.
+fn redact_key_tokens(text: &str) -> String {
+    const MIN_TAIL: usize = 16;
+    let key_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(at) = text[i..].find("sk").map(|k| i + k) {
+        let starts_word = at == 0 || !key_byte(bytes[at - 1]);
+        let sep = bytes.get(at + 2).copied();
+        if starts_word && matches!(sep, Some(b'-' | b'_')) {
+            let tail = bytes[at + 3..].iter().take_while(|&&b| key_byte(b)).count();
+            if tail >= MIN_TAIL {
+                out.push_str(&text[copied..at]);
+                out.push_str("sk-<redacted>");
+                copied = at + 3 + tail;
+                i = copied;
+                continue;
+            }
+        }
+        i = at + 2;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_owned()
@@ -425,6 +477,38 @@ mod tests {
             error_message(&[b'x'; 2000]).chars().count(),
             MAX_MESSAGE_CHARS + 3
         );
+    }
+
+    /// Audit L6: a 401 echoing the key ("Incorrect API key provided: sk-...") reached
+    /// logs, events and the store verbatim.
+    #[test]
+    fn error_messages_never_carry_the_key() {
+        let mut config = crate::ProviderConfig::new(ProviderKind::Openai, "gpt-4o-mini");
+        config.base_url = Some("http://127.0.0.1:1/v1".to_owned());
+        let key = "my-secret-gateway-key-0042";
+        let endpoint = Endpoint::new(
+            "openai",
+            &config,
+            "/chat/completions",
+            vec![("authorization", format!("Bearer {key}"), true)],
+        )
+        .unwrap();
+        let body = format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also seen: sk-proj-AbCdEfGh1234567890xyz and sk-live_0123456789abcdefXYZ; not keys: risk-free, sk-short, desk-top"}}}}"#
+        );
+        let e = endpoint.classify(StatusCode::UNAUTHORIZED, None, body.as_bytes());
+        let text = e.to_string();
+        assert!(!text.contains(key), "{text}");
+        assert!(!text.contains("AbCdEfGh1234567890xyz"), "{text}");
+        assert!(!text.contains("0123456789abcdefXYZ"), "{text}");
+        assert!(
+            text.contains("Incorrect API key provided: <redacted>.")
+                && text.contains("sk-<redacted> and sk-<redacted>;")
+                && text.contains("risk-free, sk-short, desk-top"),
+            "{text}"
+        );
+        let ok = endpoint.parse::<serde_json::Value>(body.as_bytes());
+        assert!(ok.is_ok(), "a 2xx error object parses as json here");
     }
 
     #[test]

@@ -134,6 +134,20 @@ pub enum AgentError {
         /// The service's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,
     },
+    /// The agent's shared upstream refused the call for now without doing the work: its
+    /// LLM provider rate-limited it (429) or the provider's circuit breaker is open.
+    /// Retried like [`AgentError::Transient`] (after `retry_after` when given), but not
+    /// counted on the agent's circuit breaker: the agent is not at fault, and the
+    /// provider's own breaker counts the provider's failures. Costs nothing.
+    #[error("agent {agent} was throttled by its provider: {message}")]
+    Throttled {
+        /// The agent.
+        agent: AgentId,
+        /// What happened.
+        message: String,
+        /// When the provider said to come back, if it did.
+        retry_after: Option<Duration>,
+    },
     /// The attempt took longer than its timeout.
     #[error("agent {agent} timed out after {after:?}")]
     Timeout {
@@ -210,7 +224,8 @@ impl AgentError {
     /// Retry classification for the resilience layer.
     pub fn retry(&self) -> Retry {
         match self {
-            AgentError::Transient { retry_after, .. } => Retry::Yes {
+            AgentError::Transient { retry_after, .. }
+            | AgentError::Throttled { retry_after, .. } => Retry::Yes {
                 after: *retry_after,
             },
             AgentError::Timeout { .. }
@@ -234,10 +249,15 @@ impl AgentError {
     }
 
     /// True when the failure counts against the agent's circuit breaker: the
-    /// transient failures that are retried, and panics (an agent that always panics
-    /// must trip its breaker, though retrying it is pointless).
+    /// transient failures that are retried, except a throttled provider
+    /// ([`AgentError::Throttled`]), and panics (an agent that always panics must trip its
+    /// breaker, though retrying it is pointless).
     pub fn trips_breaker(&self) -> bool {
-        matches!(self, AgentError::Panicked { .. }) || matches!(self.retry(), Retry::Yes { .. })
+        match self {
+            AgentError::Panicked { .. } => true,
+            AgentError::Throttled { .. } => false,
+            _ => matches!(self.retry(), Retry::Yes { .. }),
+        }
     }
 }
 
