@@ -72,11 +72,11 @@ fn issue(
             "--agent is empty: name the agent the token is for (rule: agent_required)",
         ));
     }
-    // It travels in the x-agent-id header: visible ASCII only, no spaces.
-    if let Some(c) = agent.chars().find(|c| !c.is_ascii_graphic()) {
+    // It travels in the x-agent-id header and becomes the caller's subject: the
+    // server checks the same rule.
+    if let Some(reason) = genesis::security::agent_id_problem(agent) {
         return Err(Failure::rejected(format!(
-            "--agent {agent:?} has {c:?}, which an agent id cannot have: visible ASCII \
-             characters only, no spaces (rule: agent_id)"
+            "--agent {agent:?} cannot hold a token: {reason} (rule: agent_id)"
         )));
     }
     if !args.any_agent && !known.contains(&agent) {
@@ -235,6 +235,13 @@ mod tests {
             e.message.contains("rule: agent_id"),
             "--any-agent still needs a sendable id"
         );
+        // Audit S6 D2: an id shaped like an API key's subject read that client's runs.
+        for reserved in ["key:01f9350b55022160", "admin:abc", "anonymous"] {
+            own.agent = reserved.into();
+            let e = issue(&auth, Some(SECRET.into()), &own, KNOWN, now).unwrap_err();
+            assert_eq!(e.code, 2, "{}", e.message);
+            assert!(e.message.contains("rule: agent_id"), "{}", e.message);
+        }
     }
 
     #[test]

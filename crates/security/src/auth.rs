@@ -202,6 +202,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Longest agent id a token is issued for or checked against, in bytes.
+pub const MAX_AGENT_ID_BYTES: usize = 128;
+
+/// Why `id` cannot be an agent token's id, or `None` when it can. An id must be
+/// 1..=[`MAX_AGENT_ID_BYTES`] bytes of visible ASCII (it travels in the `x-agent-id`
+/// header) without `:`, and must not be `anonymous`: a verified agent's id becomes the
+/// caller's subject, and `key:…`, `admin:…` and `anonymous` are the subjects of API-key
+/// callers and of callers without credentials, whose runs an agent must not reach.
+pub fn agent_id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > MAX_AGENT_ID_BYTES {
+        Some("it is longer than 128 bytes")
+    } else if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("it has a character outside visible ASCII (a space, say)")
+    } else if id.contains(':') {
+        Some("it contains ':', which only the subjects of API keys (key:, admin:) have")
+    } else if id == "anonymous" {
+        Some("anonymous is the subject of requests without credentials")
+    } else {
+        None
+    }
+}
+
+/// [`SecurityError::InvalidAgentId`] for `id` when [`agent_id_problem`] finds one.
+fn check_agent_id(id: &AgentId) -> Result<(), SecurityError> {
+    match agent_id_problem(id.as_str()) {
+        None => Ok(()),
+        Some(reason) => Err(SecurityError::InvalidAgentId {
+            agent: id.as_str().chars().take(64).collect(),
+            reason,
+        }),
+    }
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -439,7 +474,7 @@ impl AgentAuthenticator {
     /// Issues a token for `agent` valid for the configured TTL.
     ///
     /// # Errors
-    /// [`SecurityError::Random`] if the random generator fails.
+    /// As [`AgentAuthenticator::issue_with_ttl`].
     pub fn issue(&self, agent: &AgentId, now: SystemTime) -> Result<String, SecurityError> {
         self.issue_with_ttl(agent, now, self.config.token_ttl)
     }
@@ -447,13 +482,15 @@ impl AgentAuthenticator {
     /// Issues a token for `agent` valid for `ttl`.
     ///
     /// # Errors
-    /// [`SecurityError::Random`] if the random generator fails.
+    /// [`SecurityError::InvalidAgentId`] for an id no token can be issued for
+    /// ([`agent_id_problem`]); [`SecurityError::Random`] if the random generator fails.
     pub fn issue_with_ttl(
         &self,
         agent: &AgentId,
         now: SystemTime,
         ttl: Duration,
     ) -> Result<String, SecurityError> {
+        check_agent_id(agent)?;
         let mut nonce = [0u8; 16];
         self.rng
             .fill(&mut nonce)
@@ -497,6 +534,9 @@ impl AgentAuthenticator {
         agent: &AgentId,
         now: SystemTime,
     ) -> Result<TokenClaims, SecurityError> {
+        // No token is ever issued for such an id: refused before any failure is
+        // counted, so odd ids neither fill the failure table nor reach the logs.
+        check_agent_id(agent)?;
         let now_s = unix(now);
         let (err, signed) = match self.authenticate(token, agent) {
             Ok(signed) => match self.claims(&signed, agent, now_s) {
@@ -788,6 +828,44 @@ mod tests {
         assert_eq!(claims.key_id, "k1");
         assert_eq!(claims.expires_at, NOW + 3_600);
         assert_eq!(claims.token_id.len(), 32);
+    }
+
+    /// Audits U6 and S6 (D2): a token was issued for an empty id, and for an id shaped
+    /// like an API key's subject (`key:<digest>`), which then read that client's runs.
+    #[test]
+    fn ids_that_are_empty_unsendable_or_shaped_like_other_subjects_get_no_token() {
+        let a = auth();
+        let long = "a".repeat(MAX_AGENT_ID_BYTES + 1);
+        for bad in [
+            "",
+            "q a",
+            "key:01f9350b55022160",
+            "admin:x",
+            "anonymous",
+            &long,
+        ] {
+            let id = AgentId::new(bad);
+            let e = a.issue(&id, t(NOW)).unwrap_err();
+            assert!(
+                matches!(e, SecurityError::InvalidAgentId { .. })
+                    && e.to_string().contains("rule: agent_id"),
+                "{bad:?}: {e}"
+            );
+            // Checked before anything else: not counted towards a lockout either.
+            let e = a.verify("gnt1.k1.x.1.2.y.z", &id, t(NOW)).unwrap_err();
+            assert!(
+                matches!(e, SecurityError::InvalidAgentId { .. }),
+                "{bad:?}: {e}"
+            );
+        }
+        assert_eq!(a.state().failures.len(), 0);
+        let e = a.issue(&AgentId::new(&long), t(NOW)).unwrap_err();
+        assert!(
+            e.to_string().len() < 200,
+            "the id is cut in the message: {e}"
+        );
+        let ok = AgentId::new("a".repeat(MAX_AGENT_ID_BYTES));
+        assert!(a.issue(&ok, t(NOW)).is_ok());
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub enum SecurityError {
         /// How long the caller should wait (the HTTP `Retry-After`).
         retry_after: Duration,
     },
+    /// An id no agent token is issued for or checked against
+    /// ([`crate::auth::agent_id_problem`]).
+    #[error("agent id {agent:?} cannot hold a token: {reason} (rule: agent_id)")]
+    InvalidAgentId {
+        /// The id, cut to 64 characters.
+        agent: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// An agent token could not be parsed.
     #[error("malformed agent token: {reason}")]
     MalformedToken {

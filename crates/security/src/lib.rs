@@ -42,7 +42,10 @@ mod rules;
 mod sanitize;
 pub mod training;
 
-pub use auth::{AgentAuthenticator, AuthConfig, Environment, Timestamp, TokenClaims};
+pub use auth::{
+    AgentAuthenticator, AuthConfig, Environment, MAX_AGENT_ID_BYTES, Timestamp, TokenClaims,
+    agent_id_problem,
+};
 pub use charlm::{CharModel, CharModelError};
 pub use detector::{DetectorConfig, InjectionDetector, Reason, ReasonKind, Scan, Verdict};
 pub use error::SecurityError;

@@ -373,3 +373,45 @@ async fn a_path_that_is_not_utf8_is_answered_with_the_json_error_body() {
         assert_eq!(error_rule(&body), "path", "{method} {path}: {body}");
     }
 }
+
+/// Audit S6 D2: an agent token issued (`genesis token --any-agent`) for an id shaped
+/// like a client's subject (`key:<digest>`) listed, read and cancelled that client's
+/// runs. No token is issued for such ids any more, and the server refuses the id itself
+/// before looking at the token, naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_id_shaped_like_a_clients_subject_is_refused() {
+    let dir = TempDir::new("subject-shaped-agent");
+    let stub = Stub::start(Duration::ZERO).await;
+    let s = server_with_keys(&dir, &stub).await;
+    let alice = submit(
+        &s,
+        As::Key(ALICE),
+        json!({"description": "Fix the login bug", "mode": "run"}),
+    )
+    .await;
+    let id = alice["run_id"].as_str().unwrap().to_owned();
+    let subject = s
+        .state
+        .runs()
+        .store()
+        .get_run(&id)
+        .unwrap()
+        .unwrap()
+        .subject
+        .unwrap();
+    assert!(subject.starts_with("key:"), "{subject}");
+    let now = std::time::SystemTime::now();
+    assert!(s.state.auth().issue(&AgentId::new(&subject), now).is_err());
+    let qa = s.state.auth().issue(&AgentId::new("qa"), now).unwrap();
+    for path in ["/api/tasks".to_owned(), format!("/api/tasks/{id}")] {
+        let (status, body) = get(&s, As::Agent(&subject, &qa), &path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(error_rule(&body), "agent_token", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rule: agent_id")),
+            "{body}"
+        );
+    }
+}
