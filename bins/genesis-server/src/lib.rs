@@ -177,18 +177,31 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// What [`AppState::prepare`] checked and built from the configuration.
+struct Prepared {
+    trusted_proxies: proxy::TrustedProxies,
+    event_streams: Arc<transport::Gate>,
+    auth: AgentAuthenticator,
+    ip_limiter: RateLimiter<IpAddr>,
+    key_limiter: RateLimiter<genesis::core::AgentId>,
+}
+
 impl AppState {
-    /// Builds the state: orchestrator (with flags, LLM providers and backends from
-    /// `config` and `env`), the SQLite run store in `config.server.data_dir`, agent
-    /// authentication (master secret from `GENESIS_AUTH_SECRET` in `env`), rate limiters.
+    /// Checks `config` and the environment as [`AppState::from_config`] does before it
+    /// touches the data directory (limits, rollout thresholds, proxies, the auth secret,
+    /// API keys, rate limits), so a caller can check before taking the directory's lock
+    /// ([`lock_data_dir`]).
     ///
     /// # Errors
-    /// [`StartError`] naming what is wrong.
-    pub fn from_config(
-        config: GenesisConfig,
+    /// The first setting that fails, as [`AppState::from_config`] reports it.
+    pub fn check_config(
+        config: &GenesisConfig,
         env: &[(String, String)],
-        metrics: Option<PrometheusHandle>,
-    ) -> Result<Arc<AppState>, StartError> {
+    ) -> Result<(), StartError> {
+        Self::prepare(config, env).map(|_| ())
+    }
+
+    fn prepare(config: &GenesisConfig, env: &[(String, String)]) -> Result<Prepared, StartError> {
         let retention = config.server.retention;
         if !retention.is_zero() && retention < RETENTION_MIN {
             return Err(StartError::RetentionTooShort { value: retention });
@@ -238,6 +251,33 @@ impl AppState {
         }
         let ip_limiter = RateLimiter::per_client_ip(&config.security.rate_limits)?;
         let key_limiter = RateLimiter::per_agent(&config.security.rate_limits)?;
+        Ok(Prepared {
+            trusted_proxies,
+            event_streams,
+            auth,
+            ip_limiter,
+            key_limiter,
+        })
+    }
+
+    /// Builds the state: orchestrator (with flags, LLM providers and backends from
+    /// `config` and `env`), the SQLite run store in `config.server.data_dir`, agent
+    /// authentication (master secret from `GENESIS_AUTH_SECRET` in `env`), rate limiters.
+    ///
+    /// # Errors
+    /// [`StartError`] naming what is wrong.
+    pub fn from_config(
+        config: GenesisConfig,
+        env: &[(String, String)],
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Arc<AppState>, StartError> {
+        let Prepared {
+            trusted_proxies,
+            event_streams,
+            auth,
+            ip_limiter,
+            key_limiter,
+        } = Self::prepare(&config, env)?;
         let orchestrator = genesis::orchestrator_from_config(&config, env)?;
         if let Some(reason) = config.no_backend_reason() {
             tracing::warn!(rule = "agent_backend_required", "{reason}");
@@ -656,19 +696,20 @@ pub enum DataDirLockError {
     },
 }
 
-/// Takes the data directory's lock (see [`DataDirLock`]) without waiting; call it before
-/// [`resume`] and hold it until the process exits.
+/// Takes the lock of the data directory `dir` (see [`DataDirLock`]) without waiting,
+/// creating the directory if it is missing; call it before [`AppState::from_config`]
+/// opens (and migrates) the store in it, and hold it until the process exits.
 ///
 /// # Errors
 /// [`DataDirLockError::Locked`] when another process holds it (rule `data_dir_locked`),
-/// [`DataDirLockError::Io`] when the lock file cannot be opened.
-pub fn lock_data_dir(state: &AppState) -> Result<DataDirLock, DataDirLockError> {
-    let dir = &state.config.server.data_dir;
+/// [`DataDirLockError::Io`] when the directory or the lock file cannot be created.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, DataDirLockError> {
     let shown = dir.display().to_string();
     let io = |source| DataDirLockError::Io {
         dir: shown.clone(),
         source,
     };
+    std::fs::create_dir_all(dir).map_err(io)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -95,6 +95,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace;
     let delay = config.server.shutdown_delay;
     let reload_every = config.flags.reload_interval;
+    // One server per data directory: a second one would migrate the store under the
+    // first one and resume its runs. Taken before the store is opened (audit S6), after
+    // the settings are checked (a bad setting must not create the data directory).
+    genesis_server::AppState::check_config(&config, &env).context("starting")?;
+    let _lock = genesis_server::lock_data_dir(&config.server.data_dir)?;
     let state =
         genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
     // A GENESIS_* variable that sets nothing is most likely a typo: say so.
@@ -110,8 +115,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
              a variable genesis reads or a feature flag"
         );
     }
-    // One server per data directory: a second one would resume the first one's runs.
-    let _lock = genesis_server::lock_data_dir(&state)?;
     let resumed = genesis_server::resume(&state).context("resuming unfinished runs")?;
     let _learning = genesis_server::spawn_learning_saver(Arc::clone(&state));
     let _retention = genesis_server::spawn_retention(Arc::clone(&state));
