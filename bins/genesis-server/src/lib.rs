@@ -286,7 +286,17 @@ impl AppState {
         // What the router learned before the last stop, laid over the configured
         // catalogue (which stays in force for descriptions, skills and kinds).
         if config.routing.learn_from_runs {
-            let stored = store.load_learned()?;
+            // Learned state is derived from finished runs and rewritten by the next save:
+            // a row that no longer reads (a damaged database) costs what was learned, not
+            // the start (audit S6: "invalid utf-8 sequence ... at index 1", no file named).
+            let stored = store.load_learned().unwrap_or_else(|e| {
+                tracing::error!(
+                    database = %config.server.data_dir.join("genesis.db").display(),
+                    error = %genesis::core::error_chain(&e),
+                    "cannot read the learned routing state; starting from the configured catalogue (the next save replaces it)"
+                );
+                Vec::new()
+            });
             if !stored.is_empty() {
                 let router = orchestrator.router();
                 let (registry, applied) = genesis::learning::apply_learned(
@@ -540,7 +550,9 @@ pub fn spawn_learning_saver(state: Arc<AppState>) -> tokio::task::JoinHandle<()>
         |_, saved| match saved {
             Ok(Ok(n)) if n > 0 => tracing::debug!(agents = n, "saved learned routing state"),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %genesis::core::error_chain(&e), "cannot save learned routing state")
+            }
             Err(e) => tracing::warn!(error = %e, "learned-state saver failed"),
         },
     )
@@ -659,7 +671,9 @@ pub fn spawn_retention(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 retention = ?state.config.server.retention,
                 "deleted finished runs past their retention"
             ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old runs"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %genesis::core::error_chain(&e), "cannot delete old runs")
+            }
             Err(e) => tracing::warn!(error = %e, "retention task failed"),
         },
     )
@@ -750,7 +764,9 @@ pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
     let s = Arc::clone(state);
     match tokio::task::spawn_blocking(move || save_learned(&s)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot save learned routing state"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %genesis::core::error_chain(&e), "cannot save learned routing state")
+        }
         Err(e) => tracing::warn!(error = %e, "learned-state save failed"),
     }
     still_running

@@ -175,7 +175,7 @@ impl RunManager {
             Some((at, spend)) if *at == start => spend.clone(),
             _ => {
                 let spent = self.store.spent_since(start).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot read today's spend from the run store; starting from $0");
+                    tracing::error!(error = %genesis::core::error_chain(&e), "cannot read today's spend from the run store; starting from $0");
                     Usd::ZERO
                 });
                 let spend = DaySpend::new(spent);
@@ -267,7 +267,7 @@ impl RunManager {
             },
         ];
         if let Err(e) = self.store.record_all(id, &events) {
-            tracing::error!(run_id = %id, error = %e, "cannot journal that the run failed to start");
+            tracing::error!(run_id = %id, error = %genesis::core::error_chain(&*e), "cannot journal that the run failed to start");
         }
     }
 
@@ -388,7 +388,7 @@ impl RunManager {
             ) {
                 Ok(()) => n += 1,
                 Err(e) => {
-                    tracing::error!(run_id = %run.id, rule = %e.rule(), error = %e, "cannot resume run; marking it failed");
+                    tracing::error!(run_id = %run.id, rule = %e.rule(), error = %genesis::core::error_chain(&e), "cannot resume run; marking it failed");
                     self.reject(&run.id, &e, run.cost, tokens);
                 }
             }
@@ -406,7 +406,7 @@ impl RunManager {
         match self.store.record_all(&run.id, &events) {
             Ok(()) => events.iter().for_each(record_metrics),
             Err(e) => {
-                tracing::error!(run_id = %run.id, error = %e, "cannot journal the end of a cancelled run; it stays running until the next start");
+                tracing::error!(run_id = %run.id, error = %genesis::core::error_chain(&*e), "cannot journal the end of a cancelled run; it stays running until the next start");
             }
         }
     }

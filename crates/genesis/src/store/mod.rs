@@ -249,6 +249,16 @@ pub enum Created {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The database file could not be opened or set up (permissions, a read-only or
+    /// full disk, a file that is not a database).
+    #[error("cannot open the run store {path}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// The driver error.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// The database failed.
     #[error("run store database error")]
     Database {

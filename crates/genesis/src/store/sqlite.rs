@@ -154,8 +154,16 @@ impl SqliteStore {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(data_dir.join("genesis.db"))?;
-        Self::init(conn)
+        let path = data_dir.join("genesis.db");
+        let opened = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(opened)?;
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Database { source } => opened(source),
+            other => other,
+        })
     }
 
     /// An in-memory store (tests, library use without durability).
@@ -653,11 +661,22 @@ impl SqliteStore {
         let conn = self.conn()?;
         let mut stmt =
             conn.prepare("SELECT agent, state_json FROM learned_agents ORDER BY agent")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        // Bytes, not text: a damaged row whose bytes are not UTF-8 is skipped like one
+        // whose JSON does not decode, instead of failing the whole load (and the start).
+        let rows = stmt.query_map([], |r| {
+            let bytes = |i: usize| -> rusqlite::Result<Vec<u8>> {
+                Ok(r.get_ref(i)?
+                    .as_bytes()
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default())
+            };
+            Ok((bytes(0)?, bytes(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (agent, json) = row?;
-            match serde_json::from_str(&json) {
+            let agent = String::from_utf8_lossy(&agent).into_owned();
+            match serde_json::from_slice(&json) {
                 Ok(state) => out.push((genesis_core::AgentId::new(agent), state)),
                 Err(e) => {
                     tracing::warn!(agent = %agent, error = %e, "skipping undecodable learned agent state");

@@ -485,3 +485,41 @@ fn concurrent_first_opens_of_a_new_database_all_succeed() {
         failures.len()
     );
 }
+
+/// Audit S6 D6: a learned-state row whose bytes were damaged (not UTF-8) failed the whole
+/// load, and with it the server's start ("invalid utf-8 sequence ... at index 1"). It is
+/// skipped like a row whose JSON does not decode; the good rows still load. And a data
+/// directory the store cannot open is named in the error.
+#[test]
+fn a_damaged_learned_row_is_skipped_and_an_unopenable_store_names_its_file() {
+    let dir = tempdir("learned-damaged");
+    let store = SqliteStore::open(&dir).unwrap();
+    let good = genesis::learning::LearnedState {
+        success_rate: 0.9,
+        outcomes: Default::default(),
+        examples: vec!["Fix the login bug".to_owned()],
+        plans: Vec::new(),
+    };
+    store.save_learned(&[(AgentId::new("good"), good)]).unwrap();
+    let raw = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
+    raw.execute(
+        "INSERT INTO learned_agents (agent, state_json, updated_at) VALUES ('bad', CAST(X'7b22ff' AS TEXT), 0)",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let loaded = store.load_learned().unwrap();
+    let agents: Vec<&str> = loaded.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(agents, ["good"]);
+
+    // A file where the database should be that is not one.
+    let other = tempdir("not-a-database");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("genesis.db"), vec![0x42u8; 4096]).unwrap();
+    let err = SqliteStore::open(&other).unwrap_err();
+    let chain = genesis::core::error_chain(&err);
+    assert!(
+        chain.contains(&other.join("genesis.db").display().to_string()),
+        "{chain}"
+    );
+}
