@@ -473,7 +473,7 @@ pub(crate) async fn create_task(
     }
 }
 
-fn body_too_large(max: usize) -> Response {
+pub(crate) fn body_too_large(max: usize) -> Response {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "max_body_bytes",

@@ -466,8 +466,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         ));
     let api = bounded
         .merge(streams)
-        // Innermost: body size limit (413 past `security.limits.max_body_bytes`).
+        // Innermost: body size limit (413 past `security.limits.max_body_bytes`), and at
+        // once for a body declared larger than that.
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            middleware::declared_body_limit,
+        ))
         // Auth runs before the handler and after rate limiting, so a flood of bad
         // credentials is throttled (per IP and API key) before any HMAC work. The
         // per-agent limit is charged inside auth, once the agent's token verified.

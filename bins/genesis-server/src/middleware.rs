@@ -206,6 +206,27 @@ impl Commit {
     }
 }
 
+/// Answers 413 at once when a request declares (`Content-Length`) a body larger than
+/// `security.limits.max_body_bytes`, before a byte of it is read: the body limit alone
+/// only stops reading once the limit is passed, so a client declaring 100,000 bytes and
+/// sending one every half second held a connection until the request timeout (audit S6
+/// D7).
+pub(crate) async fn declared_body_limit(
+    State(max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return crate::api::body_too_large(max);
+    }
+    next.run(request).await
+}
+
 /// The per-request timeout (`server.request_timeout`): past it, **503**
 /// `request_timeout` with `Retry-After: 1` — unless the handler has committed
 /// ([`Commit`], in the request's extensions), in which case its own answer is awaited.

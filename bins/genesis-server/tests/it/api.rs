@@ -878,6 +878,31 @@ async fn bad_bodies_are_rejected_naming_the_rule() {
     assert_eq!(error_rule(&body), "max_body_bytes");
     assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
 
+    // Audit S6 D7: a body declared larger than the limit and sent a byte at a time held
+    // the connection until the request timeout (503 after 30 s); it is refused at once.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = s.base.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "POST /api/tasks HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                 content-length: 100000\r\n\r\n{{\"desc"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut head))
+            .await
+            .expect("answered before the rest of the body came")
+            .unwrap();
+        let head = String::from_utf8_lossy(&head[..n]);
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(head.contains("max_body_bytes"), "{head}");
+    }
+
     let (status, _, body) = split(raw("{\"description\": ".into()).await.unwrap()).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_rule(&body), "json_body");
