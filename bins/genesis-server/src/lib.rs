@@ -152,6 +152,9 @@ pub struct AppState {
     trusted_proxies: proxy::TrustedProxies,
     /// Event streams open, against `server.max_event_streams` (and per IP).
     event_streams: Arc<transport::Gate>,
+    /// Event streams open per caller subject, against
+    /// `server.max_event_streams_per_subject`.
+    subject_streams: Arc<transport::Gate<String>>,
     /// Refusals (401, 429, 503, revoked or expired agent tokens) logged at most once per
     /// [`REFUSAL_LOG_INTERVAL`] per kind, with the count since the last line.
     refusals: genesis::telemetry::LogThrottle,
@@ -181,6 +184,7 @@ impl std::fmt::Debug for AppState {
 struct Prepared {
     trusted_proxies: proxy::TrustedProxies,
     event_streams: Arc<transport::Gate>,
+    subject_streams: Arc<transport::Gate<String>>,
     auth: AgentAuthenticator,
     ip_limiter: RateLimiter<IpAddr>,
     key_limiter: RateLimiter<genesis::core::AgentId>,
@@ -224,6 +228,10 @@ impl AppState {
                 "server.max_event_streams_per_ip",
                 server.max_event_streams_per_ip == 0,
             ),
+            (
+                "server.max_event_streams_per_subject",
+                server.max_event_streams_per_subject == 0,
+            ),
         ] {
             if zero {
                 return Err(StartError::ZeroLimit { key });
@@ -232,6 +240,9 @@ impl AppState {
         let trusted_proxies = proxy::TrustedProxies::parse(&server.trusted_proxies)?;
         let event_streams =
             transport::Gate::new(server.max_event_streams, server.max_event_streams_per_ip);
+        // The total is `event_streams`' to hold; this gate only counts per subject.
+        let subject_streams =
+            transport::Gate::new(usize::MAX, server.max_event_streams_per_subject);
         // Secrets and keys first: a server that cannot start must not have created its
         // data directory or database.
         let secret = env
@@ -254,6 +265,7 @@ impl AppState {
         Ok(Prepared {
             trusted_proxies,
             event_streams,
+            subject_streams,
             auth,
             ip_limiter,
             key_limiter,
@@ -274,6 +286,7 @@ impl AppState {
         let Prepared {
             trusted_proxies,
             event_streams,
+            subject_streams,
             auth,
             ip_limiter,
             key_limiter,
@@ -336,6 +349,7 @@ impl AppState {
             store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
             trusted_proxies,
             event_streams,
+            subject_streams,
             refusals: genesis::telemetry::LogThrottle::new(REFUSAL_LOG_INTERVAL),
         }))
     }

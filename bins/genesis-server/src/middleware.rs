@@ -630,8 +630,9 @@ pub(crate) async fn auth(
 }
 
 /// The event-stream caps, around `GET /api/tasks/{id}/events`: a stream over
+/// `server.max_event_streams_per_subject` for its caller's subject (any IP) or
 /// `server.max_event_streams_per_ip` for its client IP is 429, one over
-/// `server.max_event_streams` 503, both with `Retry-After: 5`. A stream holds its slot
+/// `server.max_event_streams` 503, all with `Retry-After: 5`. A stream holds its slots
 /// until its body is done or dropped (the client went away), and ends after
 /// `server.event_stream_lifetime` (the client reconnects with `Last-Event-ID`).
 pub(crate) async fn event_stream_limit(
@@ -640,6 +641,30 @@ pub(crate) async fn event_stream_limit(
     next: Next,
 ) -> Response {
     let ip = client_ip(&state, &req);
+    // Audit S6 D4: one key opened every stream from three addresses. The subject the
+    // auth layer verified is held to its own cap first.
+    let subject = Caller::from_extension(
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .map(axum::Extension),
+    )
+    .subject()
+    .to_owned();
+    let subject_pass = match state.subject_streams.try_enter(Some(subject)) {
+        Ok(pass) => pass,
+        Err(_) => {
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "max_event_streams_per_subject",
+                "this caller has server.max_event_streams_per_subject event streams open: close one or retry later".to_owned(),
+                "resource",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
     let pass = match state.event_streams.try_enter(Some(ip)) {
         Ok(pass) => pass,
         Err(full) => {
@@ -664,8 +689,8 @@ pub(crate) async fn event_stream_limit(
     let lifetime = state.config.server.event_stream_lifetime;
     let (parts, body) = next.run(req).await.into_parts();
     let data = body.into_data_stream().map(move |chunk| {
-        // The slot lives as long as the body.
-        let _held = &pass;
+        // The slots live as long as the body.
+        let _held = (&pass, &subject_pass);
         chunk
     });
     let body = if lifetime.is_zero() {

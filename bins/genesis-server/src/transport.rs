@@ -44,36 +44,45 @@ const RESERVED_FDS: usize = 256;
 pub(crate) enum Full {
     /// The total cap.
     Total,
-    /// The cap of one client IP.
+    /// The cap of one key (a client IP, or a caller's subject).
     PerIp,
 }
 
-#[derive(Debug, Default)]
-struct Count {
+#[derive(Debug)]
+struct Count<K> {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<K, usize>,
 }
 
-/// Counts things open at once (connections, event streams), in total and per client
-/// IP, against two caps. Entering and leaving take one uncontended lock; the per-IP map
-/// holds only IPs with something open.
+impl<K> Default for Count<K> {
+    fn default() -> Self {
+        Count {
+            total: 0,
+            per_ip: HashMap::new(),
+        }
+    }
+}
+
+/// Counts things open at once (connections, event streams), in total and per key (a
+/// client IP by default, or a caller's subject), against two caps. Entering and leaving
+/// take one uncontended lock; the per-key map holds only keys with something open.
 #[derive(Debug)]
-pub(crate) struct Gate {
+pub(crate) struct Gate<K = IpAddr> {
     max_total: usize,
     max_per_ip: usize,
-    count: Mutex<Count>,
+    count: Mutex<Count<K>>,
 }
 
 /// One slot of a [`Gate`], given back on drop.
 #[derive(Debug)]
-pub(crate) struct Pass {
-    gate: Arc<Gate>,
-    ip: Option<IpAddr>,
+pub(crate) struct Pass<K: std::hash::Hash + Eq = IpAddr> {
+    gate: Arc<Gate<K>>,
+    ip: Option<K>,
 }
 
-impl Gate {
+impl<K: std::hash::Hash + Eq + Clone> Gate<K> {
     /// A gate with these caps (each at least 1).
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Gate> {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Gate<K>> {
         Arc::new(Gate {
             max_total: max_total.max(1),
             max_per_ip: max_per_ip.max(1),
@@ -83,13 +92,13 @@ impl Gate {
 
     /// Takes a slot for `ip` (`None`: held to the total cap only), or says which cap is
     /// full.
-    pub(crate) fn try_enter(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Pass, Full> {
+    pub(crate) fn try_enter(self: &Arc<Self>, ip: Option<K>) -> Result<Pass<K>, Full> {
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
         if count.total >= self.max_total {
             return Err(Full::Total);
         }
-        if let Some(ip) = ip {
-            let n = count.per_ip.entry(ip).or_insert(0);
+        if let Some(ip) = &ip {
+            let n = count.per_ip.entry(ip.clone()).or_insert(0);
             if *n >= self.max_per_ip {
                 return Err(Full::PerIp);
             }
@@ -112,7 +121,7 @@ impl Gate {
     }
 }
 
-impl Drop for Pass {
+impl<K: std::hash::Hash + Eq> Drop for Pass<K> {
     fn drop(&mut self) {
         let mut count = self
             .gate
@@ -120,7 +129,7 @@ impl Drop for Pass {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         count.total = count.total.saturating_sub(1);
-        if let Some(ip) = self.ip
+        if let Some(ip) = self.ip.take()
             && let std::collections::hash_map::Entry::Occupied(mut e) = count.per_ip.entry(ip)
         {
             *e.get_mut() -= 1;

@@ -122,6 +122,11 @@ pub struct ServerConfig {
     /// Event streams open at once per client IP; one over it is answered 429
     /// `max_event_streams_per_ip` with `Retry-After` (default 32; at least 1).
     pub max_event_streams_per_ip: usize,
+    /// Event streams open at once per caller subject (one API key, one agent, or
+    /// `anonymous`), whatever IPs they come from; one over it is answered 429
+    /// `max_event_streams_per_subject` with `Retry-After` (default 64; at least 1), so one
+    /// tenant cannot take every stream.
+    pub max_event_streams_per_subject: usize,
     /// Longest an event stream stays open; then it ends and the client reconnects with
     /// `Last-Event-ID` to go on where it left off (default 1 h; `0s`: no limit).
     #[serde(with = "humantime_serde")]
@@ -151,6 +156,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_event_streams: 512,
             max_event_streams_per_ip: 32,
+            max_event_streams_per_subject: 64,
             event_stream_lifetime: Duration::from_secs(3_600),
             resume_runs: true,
         }

@@ -567,3 +567,60 @@ async fn event_streams_are_capped_per_ip_and_in_total_and_end_after_their_lifeti
     assert!(text.contains("data:"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(1400));
 }
+
+/// Audit S6 D4: the stream caps were per IP and in total only, so one key opened every
+/// stream from a few addresses and locked every other tenant out. Over
+/// `server.max_event_streams_per_subject` a caller's streams get 429 from any IP, while
+/// other callers still get theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_caller_from_any_ip() {
+    let s = Served::start_with("sse-subject", Duration::from_secs(5), |c| {
+        c.server.max_event_streams_per_subject = 1;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let (status, _, body) = split(
+        s.server
+            .client
+            .post(s.url("/api/tasks"))
+            .json(&json!({"description": "Fix the login bug", "mode": "run"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let run = body["run_id"].as_str().unwrap().to_owned();
+    let events = s.url(&format!("/api/tasks/{run}/events"));
+    // The API is open (no keys configured): a key only names the caller's subject.
+    let open = |key: &'static str, client_ip: &'static str| {
+        let r = s
+            .server
+            .client
+            .get(&events)
+            .header("x-api-key", key)
+            .header("x-forwarded-for", client_ip);
+        async move { r.send().await.unwrap() }
+    };
+    let first = open("alice", "10.0.0.1").await;
+    assert_eq!(first.status(), 200);
+    let (status, headers, body) = split(open("alice", "10.0.0.2").await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(error_rule(&body), "max_event_streams_per_subject");
+    assert!(headers.contains_key("retry-after"));
+    let bob = open("bob", "10.0.0.3").await;
+    assert_eq!(bob.status(), 200, "another caller keeps its streams");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = open("alice", "10.0.0.2").await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream kept its subject's slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
