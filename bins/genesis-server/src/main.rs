@@ -68,8 +68,8 @@ fn fatal(error: &anyhow::Error) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // One TLS stack for every reqwest client in the process (OTLP export included).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // No process-wide rustls provider: every HTTP client in the process (LLM providers,
+    // HTTP agents, the OTLP exporter) is handed its `ring` configuration explicitly.
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut config = genesis::GenesisConfig::load_layered_all(
         &args.config.iter().map(PathBuf::as_path).collect::<Vec<_>>(),

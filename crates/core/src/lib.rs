@@ -7,7 +7,14 @@
 //! [`ErrorCategory`] and [`Severity`] so the facade can map them to exit codes and HTTP
 //! statuses in one place.
 //!
-//! This crate does no I/O and has no async code.
+//! This crate has no async code and, by default, does no I/O.
+//!
+//! # Features
+//!
+//! - `tls` (off by default): the `tls` module, the rustls client configuration (the `ring`
+//!   provider and the system CA bundle, read once) that every Genesis HTTP client is
+//!   built with, so no crate installs a process-global rustls provider. Enabled by
+//!   `genesis-llm` (`http`) and `genesis-telemetry` (`otlp`).
 //!
 //! ```
 //! use genesis_core::{Task, TaskId, TaskKind, Usd, Secret};
@@ -28,6 +35,8 @@ mod money;
 mod secret;
 mod task;
 pub mod text;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{ErrorCategory, Severity, error_chain};
 pub use id::{AgentId, ModelId, RunId, TaskId};

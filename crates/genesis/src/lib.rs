@@ -16,6 +16,28 @@
 //! println!("{}", plan.render_tree());
 //! # Ok::<(), genesis::GenesisError>(())
 //! ```
+//!
+//! # Features
+//!
+//! All on by default, so `genesis = { ... }` behaves as the server and the CLI do. Each
+//! one is a part of the dependency tree an embedder may not need:
+//!
+//! | feature      | gives                                                        | pulls in |
+//! |--------------|--------------------------------------------------------------|----------|
+//! | `sqlite`     | `store::SqliteStore`, the embedded run store                 | rusqlite with bundled SQLite (a C build) |
+//! | `http`       | `run::backends::HttpAgent` and the HTTP LLM providers (`[llm.providers]`, genesis-llm's `http`) | reqwest, rustls, ring |
+//! | `otlp`       | OTLP trace export in `telemetry::init` / `telemetry::build_layers` | OpenTelemetry SDK, opentelemetry-otlp (prost), reqwest |
+//! | `prometheus` | `telemetry::install_prometheus_recorder` and friends         | metrics-exporter-prometheus |
+//!
+//! A plan-only application (`Orchestrator::builder().build()?.plan_sync(..)`, custom
+//! agents, no stored runs) needs none of them:
+//! `genesis = { version = "0.1", default-features = false }`. Add `sqlite` to store runs
+//! in `store::SqliteStore`, `http` for HTTP agents or LLM providers. Without `http`,
+//! `[backends.<id>] type = "http"` and every `[[llm.providers]]` entry are refused by
+//! [`orchestrator_from_config`] with an error naming the feature; without `otlp`, a
+//! `[telemetry.otlp]` section is refused by `telemetry::init`. Nothing is silently
+//! skipped. No feature installs a process-global rustls crypto provider: HTTP clients
+//! get their `ring` configuration explicitly.
 
 pub use genesis_aop as aop;
 pub use genesis_core as core;

@@ -619,6 +619,7 @@ fn agent_error(agent: AgentId, e: &CallError) -> AgentError {
             agent,
             after: *timeout,
         },
+        #[cfg(feature = "http")]
         CallError::Llm(LlmError::Transport { source, .. }) if !source.is_connect() => {
             AgentError::Unanswered {
                 agent,
@@ -781,7 +782,8 @@ mod tests {
     /// What a failed LLM call may have cost decides whether a capped call is charged
     /// its limit: a timeout, a connection lost after it was made and an answer that came
     /// back unusable may have been billed; a refusal and a call that never connected
-    /// were not.
+    /// were not. (Needs a real transport error: the `http` feature.)
+    #[cfg(feature = "http")]
     #[tokio::test]
     async fn llm_failures_that_may_have_been_billed_are_told_apart_from_refusals() {
         let agent = || AgentId::new("writer");

@@ -12,7 +12,7 @@ use genesis_security::Checkpoint;
 use crate::config::{BackendConfig, DecomposerKind};
 use crate::providers::{LlmAgent, LlmPlanner, LlmProviders};
 use crate::run::AgentSet;
-use crate::run::backends::{CommandAgent, HttpAgent};
+use crate::run::backends::{CommandAgent, HttpAgents, require_http};
 use crate::{GenesisConfig, GenesisError, Orchestrator};
 
 /// Loads the flag definitions named in `config` (the built-in defaults while the file
@@ -124,18 +124,11 @@ pub fn orchestrator_from_config(
         }
     }
     if !config.backends.is_empty() {
-        let client = genesis_llm::http_client_builder()
-            .and_then(|b| {
-                b.build().map_err(|e| genesis_llm::LlmError::ClientBuild {
-                    provider: "http".into(),
-                    reason: e.to_string(),
-                    source: None,
-                })
-            })
-            .map_err(|e| GenesisError::Config {
-                message: format!("http client for agent backends: {e}"),
-            })?;
+        let mut http_agents = HttpAgents::new();
         for (id, backend) in &config.backends {
+            if let BackendConfig::Http(_) = backend {
+                require_http(id, cfg!(feature = "http"))?;
+            }
             let limits = match backend {
                 BackendConfig::Http(c) => c.validate(),
                 BackendConfig::Command(c) => c.validate(),
@@ -144,9 +137,7 @@ pub fn orchestrator_from_config(
                 message: format!("backends.{id}: {e}"),
             })?;
             let agent: Arc<dyn crate::run::Agent> = match backend {
-                BackendConfig::Http(c) => {
-                    Arc::new(HttpAgent::new(id.as_str(), c.clone(), client.clone()))
-                }
+                BackendConfig::Http(c) => http_agents.agent(id, c)?,
                 BackendConfig::Command(c) => {
                     Arc::new(CommandAgent::new(id.as_str(), c.clone()).map_err(|e| {
                         GenesisError::Config {

@@ -7,10 +7,7 @@ use genesis_core::ModelId;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::{
-    AnthropicClient, Completion, CompletionRequest, LlmError, ModelPrice, OpenAiClient,
-    ProviderConfig, ProviderKind,
-};
+use crate::{Completion, CompletionRequest, LlmError, ModelPrice, ProviderConfig, ProviderKind};
 
 /// A chat model behind some provider.
 ///
@@ -92,12 +89,47 @@ impl<T: LlmClient + ?Sized> LlmClient for Box<T> {
 /// Builds the client `config.kind` names.
 ///
 /// # Errors
-/// [`LlmError::InvalidConfig`] or [`LlmError::ClientBuild`], as the client's `new`.
+/// [`LlmError::InvalidConfig`] or [`LlmError::ClientBuild`], as the client's `new`;
+/// without the `http` feature, [`LlmError::InvalidConfig`] naming the feature for every
+/// kind (all of them are HTTP providers).
 pub fn client_from_config(config: &ProviderConfig) -> Result<Arc<dyn LlmClient>, LlmError> {
+    require_http(config.kind, cfg!(feature = "http"))?;
+    http_client_from_config(config)
+}
+
+/// Refuses a provider kind when the HTTP providers are compiled out, so a config asking
+/// for `openai` is never silently ignored.
+fn require_http(kind: ProviderKind, http_enabled: bool) -> Result<(), LlmError> {
+    if http_enabled {
+        Ok(())
+    } else {
+        Err(http_disabled(kind))
+    }
+}
+
+/// The refusal: names the provider kind and the feature.
+fn http_disabled(kind: ProviderKind) -> LlmError {
+    LlmError::InvalidConfig {
+        field: "kind",
+        reason: format!(
+            "provider kind {kind} needs the `http` feature of genesis-llm (genesis: `http`), \
+             which this build was compiled without"
+        ),
+    }
+}
+
+#[cfg(feature = "http")]
+fn http_client_from_config(config: &ProviderConfig) -> Result<Arc<dyn LlmClient>, LlmError> {
+    use crate::{AnthropicClient, OpenAiClient};
     Ok(match config.kind {
         ProviderKind::Openai => Arc::new(OpenAiClient::new(config.clone())?),
         ProviderKind::Anthropic => Arc::new(AnthropicClient::new(config.clone())?),
     })
+}
+
+#[cfg(not(feature = "http"))]
+fn http_client_from_config(config: &ProviderConfig) -> Result<Arc<dyn LlmClient>, LlmError> {
+    Err(http_disabled(config.kind))
 }
 
 /// The `llm.call` span with GenAI semantic-convention fields. Usage, response model,
@@ -145,6 +177,43 @@ pub(crate) fn record_outcome(span: &Span, result: &Result<Completion, LlmError>)
         Err(e) => {
             span.record("error.type", e.kind());
             tracing::debug!(parent: span, error = %e, retryable = e.is_retryable(), "llm call failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the `http` feature refuses every provider kind by name instead of
+    /// ignoring the `[llm.providers.*]` entry.
+    #[test]
+    fn provider_kinds_are_refused_naming_the_http_feature_when_it_is_off() {
+        for kind in [ProviderKind::Openai, ProviderKind::Anthropic] {
+            let err = require_http(kind, false).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("`http` feature of genesis-llm") && text.contains(kind.as_str()),
+                "{text}"
+            );
+            assert_eq!(
+                err.category(),
+                genesis_core::ErrorCategory::Config,
+                "{text}"
+            );
+            assert!(require_http(kind, true).is_ok());
+        }
+    }
+
+    /// The whole path in a build without `http` (`cargo test -p genesis-llm
+    /// --no-default-features --lib`, run by `.ci/run`).
+    #[cfg(not(feature = "http"))]
+    #[test]
+    fn client_from_config_refuses_every_kind_without_the_feature() {
+        for kind in [ProviderKind::Openai, ProviderKind::Anthropic] {
+            let config = ProviderConfig::new(kind, "some-model");
+            let err = client_from_config(&config).err().unwrap();
+            assert!(err.to_string().contains("`http` feature"), "{err}");
         }
     }
 }

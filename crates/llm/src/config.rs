@@ -1,5 +1,6 @@
 //! Provider configuration.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -212,7 +213,7 @@ impl ProviderConfig {
         let invalid = |field, reason: String| Err(LlmError::InvalidConfig { field, reason });
         let url = self.effective_base_url();
         // The URL may carry `user:password@`: errors show it without.
-        let raw = crate::http::redact_user_info(self.base_url.as_deref().unwrap_or(url));
+        let raw = redact_user_info(self.base_url.as_deref().unwrap_or(url));
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"));
@@ -283,6 +284,23 @@ impl ProviderConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// `text` (a URL, possibly malformed) with its user info replaced by `<redacted>`, for
+/// error messages: everything between `://` (or the start, without a scheme) and the
+/// last `@`. Deliberately broader than URL parsing, which is what failed when this text
+/// is shown: a password holding a raw `/`, `?`, `#` or `@` is still hidden whole. A
+/// query or path holding `@` loses more than the user info; never a secret survives.
+pub(crate) fn redact_user_info(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    match text[start..].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}<redacted>{}",
+            &text[..start],
+            &text[start + at..]
+        )),
+        None => Cow::Borrowed(text),
     }
 }
 

@@ -83,7 +83,9 @@ pub enum LlmError {
     },
 
     /// The request could not be sent or the response could not be read (connection
-    /// refused, reset, DNS, TLS handshake).
+    /// refused, reset, DNS, TLS handshake). Only with the `http` feature (the HTTP
+    /// providers are the only clients with a transport).
+    #[cfg(feature = "http")]
     #[error("{provider} request to {url} failed in transport")]
     Transport {
         /// The provider.
@@ -203,7 +205,9 @@ impl LlmError {
         match self {
             LlmError::RateLimited { retry_after, .. }
             | LlmError::ServerError { retry_after, .. } => RetryHint::retry(*retry_after),
-            LlmError::Timeout { .. } | LlmError::Transport { .. } => RetryHint::retry(None),
+            LlmError::Timeout { .. } => RetryHint::retry(None),
+            #[cfg(feature = "http")]
+            LlmError::Transport { .. } => RetryHint::retry(None),
             LlmError::InvalidConfig { .. }
             | LlmError::InvalidRequest { .. }
             | LlmError::ClientBuild { .. }
@@ -227,7 +231,9 @@ impl LlmError {
     /// unsendable request).
     pub fn category(&self) -> ErrorCategory {
         match self {
-            LlmError::Timeout { .. } | LlmError::Transport { .. } => ErrorCategory::Network,
+            LlmError::Timeout { .. } => ErrorCategory::Network,
+            #[cfg(feature = "http")]
+            LlmError::Transport { .. } => ErrorCategory::Network,
             LlmError::InvalidConfig { .. }
             | LlmError::ClientBuild { .. }
             | LlmError::InvalidSchema { .. } => ErrorCategory::Config,
@@ -250,6 +256,7 @@ impl LlmError {
             LlmError::InvalidRequest { .. } => "invalid_request",
             LlmError::ClientBuild { .. } => "client_build",
             LlmError::Timeout { .. } => "timeout",
+            #[cfg(feature = "http")]
             LlmError::Transport { .. } => "transport",
             LlmError::RateLimited { .. } => "rate_limited",
             LlmError::ServerError { .. } => "server_error",

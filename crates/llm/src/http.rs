@@ -1,15 +1,16 @@
 //! HTTP plumbing shared by the provider clients: building the reqwest client, sending
 //! one JSON POST under a timeout, reading a bounded body, and classifying failures.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
+use genesis_core::tls;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 
+use crate::config::redact_user_info;
 use crate::retry_after::{parse_retry_after, parse_retry_after_ms};
-use crate::{LlmError, ProviderConfig, tls};
+use crate::{LlmError, ProviderConfig};
 
 /// The longest provider error message kept in an [`LlmError`].
 const MAX_MESSAGE_CHARS: usize = 500;
@@ -82,23 +83,6 @@ pub fn build_http_client(config: &ProviderConfig) -> Result<reqwest::Client, Llm
         reason: "reqwest client build failed".to_owned(),
         source: Some(Box::new(e)),
     })
-}
-
-/// `text` (a URL, possibly malformed) with its user info replaced by `<redacted>`, for
-/// error messages: everything between `://` (or the start, without a scheme) and the
-/// last `@`. Deliberately broader than URL parsing, which is what failed when this text
-/// is shown: a password holding a raw `/`, `?`, `#` or `@` is still hidden whole. A
-/// query or path holding `@` loses more than the user info; never a secret survives.
-pub(crate) fn redact_user_info(text: &str) -> Cow<'_, str> {
-    let start = text.find("://").map_or(0, |i| i + 3);
-    match text[start..].rfind('@') {
-        Some(at) => Cow::Owned(format!(
-            "{}<redacted>{}",
-            &text[..start],
-            &text[start + at..]
-        )),
-        None => Cow::Borrowed(text),
-    }
 }
 
 /// `url` without user name and password, for spans and errors about a parsed URL.

@@ -38,6 +38,14 @@
 //! `reqwest::Client::new()`: with the workspace's `rustls-no-provider` feature and no
 //! process-global provider, reqwest's default builder panics.
 //!
+//! # Features
+//!
+//! - `http` (default): the HTTP providers (`OpenAiClient`, `AnthropicClient`,
+//!   `build_http_client`, `http_client_builder`) and their reqwest/rustls stack (TLS from
+//!   `genesis_core::tls`). Without it the crate keeps the trait, the types, the price
+//!   table, structured output and [`ScriptedClient`]; [`client_from_config`] then refuses
+//!   every provider kind with [`LlmError::InvalidConfig`] naming the feature.
+//!
 //! Every call runs in an `llm.call` span with GenAI semantic-convention fields
 //! (`gen_ai.system`, `gen_ai.request.model`, `gen_ai.usage.input_tokens`,
 //! `gen_ai.usage.output_tokens`, ...). API keys are [`genesis_core::Secret`]s and never
@@ -72,25 +80,30 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
 mod anthropic;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
 mod openai;
 mod price;
 pub mod retry_after;
 pub mod schema;
 mod scripted;
 mod structured;
-mod tls;
 mod types;
 
+#[cfg(feature = "http")]
 pub use anthropic::AnthropicClient;
 pub use client::{LlmClient, client_from_config};
 pub use config::{ProviderConfig, ProviderKind};
 pub use error::{LlmError, RetryHint};
+#[cfg(feature = "http")]
 pub use http::{build_http_client, http_client_builder};
+#[cfg(feature = "http")]
 pub use openai::OpenAiClient;
 pub use price::{ModelPrice, PriceTable};
 pub use schema::{JsonSchema, Violation};

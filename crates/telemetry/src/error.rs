@@ -19,7 +19,28 @@ pub enum TelemetryError {
         /// The configured endpoint.
         endpoint: String,
     },
+    /// OTLP export is configured (`[telemetry.otlp]`) but this build of the crate has no
+    /// `otlp` feature: refused rather than silently not exporting.
+    #[error(
+        "otlp export to {endpoint} is configured but needs the `otlp` feature of \
+         genesis-telemetry (genesis: `otlp`), which this build was compiled without"
+    )]
+    OtlpDisabled {
+        /// The configured traces URL.
+        endpoint: String,
+    },
+    /// The OTLP exporter's HTTP client could not be built (TLS set-up).
+    #[cfg(feature = "otlp")]
+    #[error("building the http client of the otlp exporter for {endpoint}")]
+    ExporterClient {
+        /// The configured traces URL.
+        endpoint: String,
+        /// The TLS or reqwest failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The OTLP exporter could not be built (bad URL, HTTP client failure).
+    #[cfg(feature = "otlp")]
     #[error("building the otlp exporter for {endpoint}")]
     Exporter {
         /// The configured endpoint.
@@ -39,6 +60,7 @@ pub enum TelemetryError {
     #[error("a global metrics recorder is already installed")]
     RecorderAlreadySet,
     /// The Prometheus recorder settings are invalid.
+    #[cfg(feature = "prometheus")]
     #[error("configuring the prometheus recorder")]
     Prometheus {
         /// The failure.
@@ -48,6 +70,7 @@ pub enum TelemetryError {
     /// Exporting buffered spans on [`crate::TelemetryGuard::force_flush`] or
     /// [`crate::TelemetryGuard::flush`] failed (those spans are lost). The message
     /// carries the exporter's error (a refused connection, an HTTP status, a timeout).
+    #[cfg(feature = "otlp")]
     #[error("flushing spans to {endpoint} failed: {error}")]
     Flush {
         /// The OTLP traces URL.
@@ -66,6 +89,7 @@ pub enum TelemetryError {
     FlushOnCurrentThread,
     /// The final flush and shutdown of the trace provider failed (spans may be lost).
     /// The message carries the exporter's or processor's error.
+    #[cfg(feature = "otlp")]
     #[error("shutting down the trace provider for {endpoint} failed: {error}")]
     Shutdown {
         /// The OTLP traces URL.

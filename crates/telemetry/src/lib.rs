@@ -11,10 +11,12 @@
 //! directives and the OTLP endpoint arrive in [`TelemetryConfig`].
 //!
 //! ```
-//! use genesis_telemetry::{catalogue, build_prometheus_recorder, CorrelationId};
+//! use genesis_telemetry::{catalogue, CorrelationId};
 //!
-//! // Metrics: record through the catalogue's names, render exposition text.
-//! let recorder = build_prometheus_recorder()?;
+//! // Metrics: record through the catalogue's names, render exposition text (the
+//! // `prometheus` feature).
+//! # #[cfg(feature = "prometheus")] {
+//! let recorder = genesis_telemetry::build_prometheus_recorder()?;
 //! let handle = recorder.handle();
 //! metrics::with_local_recorder(&recorder, || {
 //!     catalogue::describe_all();
@@ -22,6 +24,7 @@
 //!         .increment(2);
 //! });
 //! assert!(handle.render().contains(r#"genesis_tasks_total{status="succeeded"} 2"#));
+//! # }
 //!
 //! // Correlation ids: random, 128-bit, hex; put them on the request span.
 //! let id = CorrelationId::generate()?;
@@ -29,6 +32,22 @@
 //! let _span = id.request_span().entered();
 //! # Ok::<(), genesis_telemetry::TelemetryError>(())
 //! ```
+//!
+//! # Features
+//!
+//! Both default; a library that only needs the metric names, the config types, JSON
+//! logs, correlation ids and [`current_traceparent`] sets
+//! `genesis-telemetry = { ..., default-features = false }` and compiles neither
+//! exporter (no reqwest, rustls, prost, OpenTelemetry SDK or Prometheus exporter).
+//!
+//! - `otlp`: OTLP/HTTP trace export (`build_tracer_provider`, the exporting layer of
+//!   [`build_layers`], the span-flushing [`TelemetryGuard`]). Its HTTP client gets rustls
+//!   with the `ring` provider explicitly (`genesis_core::tls`): nothing here installs a
+//!   process-global rustls provider. Without the feature, a config with `otlp` set is
+//!   refused with [`TelemetryError::OtlpDisabled`], never silently not exported.
+//! - `prometheus`: the Prometheus recorder (`build_prometheus_recorder`,
+//!   `install_prometheus_recorder`, `prometheus_builder`, `PrometheusHandle`). Without
+//!   it, install any `metrics` recorder you like; the names in [`catalogue`] still apply.
 //!
 //! Installing the subscriber in a binary (OTLP export needs a tokio runtime):
 //!
@@ -50,6 +69,9 @@ pub mod catalogue;
 mod config;
 mod correlation;
 mod error;
+#[cfg(feature = "otlp")]
+mod otlp;
+#[cfg(feature = "prometheus")]
 mod prometheus;
 mod propagation;
 mod subscriber;
@@ -59,12 +81,16 @@ pub use catalogue::describe_all;
 pub use config::{LogFormat, OtlpConfig, TelemetryConfig};
 pub use correlation::{CORRELATION_ID_FIELD, CORRELATION_ID_HEADER, CorrelationId};
 pub use error::TelemetryError;
+#[cfg(feature = "prometheus")]
 pub use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+#[cfg(feature = "otlp")]
+pub use otlp::{TelemetryGuard, build_tracer_provider};
+#[cfg(feature = "prometheus")]
 pub use prometheus::{
     LATENCY_BUCKETS, build_prometheus_recorder, install_prometheus_recorder, prometheus_builder,
 };
 pub use propagation::{TRACEPARENT_HEADER, current_traceparent};
-pub use subscriber::{
-    BoxedLayer, TelemetryGuard, build_layers, build_tracer_provider, init, init_with_writer,
-};
+#[cfg(not(feature = "otlp"))]
+pub use subscriber::TelemetryGuard;
+pub use subscriber::{BoxedLayer, build_layers, init, init_with_writer};
 pub use throttle::LogThrottle;

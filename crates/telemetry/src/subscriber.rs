@@ -1,14 +1,5 @@
-//! The tracing subscriber: log layer, filter and optional OTLP export, plus the guard that
-//! flushes exported spans on shutdown.
+//! The tracing subscriber: log layer, filter and, with the `otlp` feature, OTLP export.
 
-use std::time::Duration;
-
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::runtime::Tokio;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -16,62 +7,27 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, OtlpConfig, TelemetryConfig};
 use crate::error::TelemetryError;
+#[cfg(feature = "otlp")]
+use crate::otlp::{TelemetryGuard, export_layer};
 
 /// A type-erased layer stack for a [`Registry`].
 pub type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
 
-/// Builds an OTLP/HTTP (protobuf) trace provider with a batch span processor running on the
-/// current tokio runtime. Every batch setting is set explicitly, so `OTEL_BSP_*`
-/// variables have no effect, and the resource holds only `service.name` (no environment
-/// detectors).
-///
-/// # Errors
-/// [`TelemetryError::NoTokioRuntime`] outside a tokio runtime,
-/// [`TelemetryError::Exporter`] when the exporter cannot be built.
-pub fn build_tracer_provider(
-    otlp: &OtlpConfig,
-    service_name: &str,
-) -> Result<SdkTracerProvider, TelemetryError> {
-    let url = otlp.traces_url();
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(TelemetryError::NoTokioRuntime { endpoint: url });
+/// Refuses OTLP export configured in a build without the `otlp` feature, naming the
+/// endpoint and the feature: a `[telemetry.otlp]` section is never silently ignored.
+fn require_otlp(otlp: &OtlpConfig, otlp_enabled: bool) -> Result<(), TelemetryError> {
+    if otlp_enabled {
+        Ok(())
+    } else {
+        Err(otlp_disabled(otlp))
     }
-    // The exporter builds its own reqwest client, which needs a process-wide rustls
-    // crypto provider (the workspace's reqwest has no built-in one). Installing the
-    // tracer is a process-global act already, so install `ring` here when nobody has
-    // chosen a provider; an earlier choice is kept.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The refusal: names the endpoint and the feature.
+fn otlp_disabled(otlp: &OtlpConfig) -> TelemetryError {
+    TelemetryError::OtlpDisabled {
+        endpoint: otlp.traces_url(),
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(url.clone())
-        .with_timeout(otlp.timeout)
-        .build()
-        .map_err(|source| TelemetryError::Exporter {
-            endpoint: url,
-            source,
-        })?;
-    let queue = otlp.max_queue_size.max(1);
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(queue)
-        .with_max_export_batch_size(queue.min(512))
-        .with_scheduled_delay(otlp.batch_delay)
-        .with_max_export_timeout(otlp.timeout)
-        .with_max_concurrent_exports(1)
-        .build();
-    let processor = BatchSpanProcessor::builder(exporter, Tokio)
-        .with_batch_config(batch)
-        .build();
-    let resource = Resource::builder_empty()
-        .with_service_name(service_name.to_owned())
-        .build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-        .with_resource(resource)
-        .build())
 }
 
 /// Builds the layer stack without installing it: the filter, the log layer writing to
@@ -79,7 +35,9 @@ pub fn build_tracer_provider(
 /// in tests with `tracing::subscriber::with_default(Registry::default().with(layer), ..)`.
 ///
 /// # Errors
-/// [`TelemetryError::InvalidFilter`] and the errors of [`build_tracer_provider`].
+/// [`TelemetryError::InvalidFilter`]; with `config.otlp` set, the errors of
+/// `build_tracer_provider`, or [`TelemetryError::OtlpDisabled`] when the crate was built
+/// without its `otlp` feature (the export is refused, never silently skipped).
 pub fn build_layers<W>(
     config: &TelemetryConfig,
     writer: W,
@@ -113,13 +71,10 @@ where
     let mut layers = vec![log_layer];
     let guard = match &config.otlp {
         Some(otlp) => {
-            let provider = build_tracer_provider(otlp, &config.service_name)?;
-            let tracer = provider.tracer("genesis");
-            layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
-            TelemetryGuard {
-                provider: Some(provider),
-                endpoint: otlp.traces_url(),
-            }
+            require_otlp(otlp, cfg!(feature = "otlp"))?;
+            let (layer, guard) = export_layer(otlp, &config.service_name)?;
+            layers.push(layer);
+            guard
         }
         None => TelemetryGuard::noop(),
     };
@@ -156,134 +111,102 @@ where
     Ok(guard)
 }
 
-/// Owns the trace provider; flushes and shuts it down.
-///
-/// Prefer `guard.shutdown().await` at the end of `main` (it runs the blocking flush on
-/// tokio's blocking pool, so it works on any runtime flavour), and `guard.flush().await`
-/// to export buffered spans mid-run. Dropping the guard shuts down too, best effort:
-/// inside a multi-thread runtime it blocks in place; inside a current-thread runtime it
-/// hands the shutdown to a helper thread (the runtime must keep running for the flush to
-/// finish); outside a runtime the exporter task is already gone.
-#[derive(Debug)]
-pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
-    /// The OTLP traces URL, for error messages (empty without a provider).
-    endpoint: String,
-}
+#[cfg(not(feature = "otlp"))]
+pub use without_otlp::TelemetryGuard;
+#[cfg(not(feature = "otlp"))]
+use without_otlp::export_layer;
 
-impl TelemetryGuard {
-    /// A guard with nothing to shut down (logs only).
-    pub fn noop() -> Self {
-        TelemetryGuard {
-            provider: None,
-            endpoint: String::new(),
+/// The guard of a build without the `otlp` feature: there is never a trace provider, so
+/// flushing and shutting down have nothing to do.
+#[cfg(not(feature = "otlp"))]
+mod without_otlp {
+    use super::{BoxedLayer, OtlpConfig, TelemetryError, otlp_disabled};
+
+    /// Owns nothing in a build without the `otlp` feature (logs only); the same methods
+    /// as with it, except `tracer_provider`, so callers need no `cfg` of their own.
+    #[derive(Debug)]
+    #[non_exhaustive]
+    pub struct TelemetryGuard;
+
+    impl TelemetryGuard {
+        /// A guard with nothing to shut down (logs only).
+        pub fn noop() -> Self {
+            TelemetryGuard
+        }
+
+        /// Nothing to export: always `Ok`.
+        ///
+        /// # Errors
+        /// None in this build.
+        pub fn force_flush(&self) -> Result<(), TelemetryError> {
+            Ok(())
+        }
+
+        /// Nothing to export: always `Ok`.
+        ///
+        /// # Errors
+        /// None in this build.
+        pub async fn flush(&self) -> Result<(), TelemetryError> {
+            Ok(())
+        }
+
+        /// Nothing to shut down: always `Ok`.
+        ///
+        /// # Errors
+        /// None in this build.
+        pub async fn shutdown(self) -> Result<(), TelemetryError> {
+            Ok(())
         }
     }
 
-    /// The trace provider, when OTLP export is configured.
-    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
-        self.provider.as_ref()
-    }
-
-    /// Exports buffered spans now, blocking the calling thread until the exporter
-    /// answers (at most the OTLP `timeout` per batch). On a multi-thread runtime's worker
-    /// it blocks in place (other tasks move to other workers); outside a runtime it
-    /// simply blocks. On a current-thread runtime it is refused: the exporter task runs
-    /// on that runtime's one thread, which the call would block forever (a thread of
-    /// that runtime's blocking pool cannot be told apart, so it is refused there too).
-    /// [`flush`](Self::flush) works on every flavour.
-    ///
-    /// # Errors
-    /// [`TelemetryError::Flush`] naming the endpoint and the exporter's error when the
-    /// export fails; [`TelemetryError::FlushOnCurrentThread`] on a current-thread runtime.
-    pub fn force_flush(&self) -> Result<(), TelemetryError> {
-        let Some(provider) = &self.provider else {
-            return Ok(());
-        };
-        let flush = || provider.force_flush();
-        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(flush),
-            // Current-thread (and any other single-threaded flavour): the exporter task
-            // could never run while this thread waits for it.
-            Ok(_) => return Err(TelemetryError::FlushOnCurrentThread),
-            Err(_) => flush(),
-        };
-        result.map_err(|error| self.flush_error(error))
-    }
-
-    /// Exports buffered spans now, waiting without blocking the runtime: the blocking
-    /// flush runs on tokio's blocking pool, so it works on any runtime flavour.
-    ///
-    /// # Errors
-    /// [`TelemetryError::Flush`] naming the endpoint and the exporter's error.
-    pub async fn flush(&self) -> Result<(), TelemetryError> {
-        let Some(provider) = &self.provider else {
-            return Ok(());
-        };
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let provider = provider.clone();
-                match handle.spawn_blocking(move || provider.force_flush()).await {
-                    Ok(result) => result,
-                    // The blocking task panicked or was cancelled: nothing more to do.
-                    Err(_) => return Ok(()),
-                }
-            }
-            Err(_) => provider.force_flush(),
-        };
-        result.map_err(|error| self.flush_error(error))
-    }
-
-    fn flush_error(&self, error: opentelemetry_sdk::error::OTelSdkError) -> TelemetryError {
-        TelemetryError::Flush {
-            endpoint: self.endpoint.clone(),
-            error,
-        }
-    }
-
-    /// Flushes buffered spans and shuts the provider down.
-    ///
-    /// # Errors
-    /// [`TelemetryError::Shutdown`] naming the endpoint and the failure when the final
-    /// export fails.
-    pub async fn shutdown(mut self) -> Result<(), TelemetryError> {
-        let Some(provider) = self.provider.take() else {
-            return Ok(());
-        };
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => match handle.spawn_blocking(move || provider.shutdown()).await {
-                Ok(result) => result,
-                // The blocking task panicked or was cancelled: nothing more to do.
-                Err(_) => return Ok(()),
-            },
-            Err(_) => provider.shutdown(),
-        };
-        result.map_err(|error| TelemetryError::Shutdown {
-            endpoint: std::mem::take(&mut self.endpoint),
-            error,
-        })
+    /// Never builds an exporter (`build_layers` refuses before it gets here): refuses
+    /// the same way.
+    pub(super) fn export_layer(
+        otlp: &OtlpConfig,
+        _service_name: &str,
+    ) -> Result<(BoxedLayer, TelemetryGuard), TelemetryError> {
+        Err(otlp_disabled(otlp))
     }
 }
 
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        let Some(provider) = self.provider.take() else {
-            return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the `otlp` feature refuses a configured exporter by name.
+    #[test]
+    fn otlp_config_is_refused_naming_the_feature_when_it_is_off() {
+        let otlp = OtlpConfig::new("http://127.0.0.1:4318");
+        let err = require_otlp(&otlp, false).unwrap_err();
+        assert!(
+            matches!(err, TelemetryError::OtlpDisabled { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("http://127.0.0.1:4318/v1/traces")
+                && text.contains("`otlp` feature of genesis-telemetry"),
+            "{text}"
+        );
+        assert!(require_otlp(&otlp, true).is_ok());
+    }
+
+    /// The whole path in a build without `otlp` (`cargo test -p genesis-telemetry
+    /// --no-default-features`, run by `.ci/run`): a configured exporter is an error,
+    /// not a log-only subscriber.
+    #[cfg(not(feature = "otlp"))]
+    #[test]
+    fn build_layers_refuses_otlp_config_without_the_feature() {
+        let config = TelemetryConfig {
+            otlp: Some(OtlpConfig::new("http://127.0.0.1:4318")),
+            ..TelemetryConfig::default()
         };
-        let shut = move || {
-            if let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5)) {
-                tracing::warn!(%error, "trace provider shutdown failed; spans may be lost");
-            }
-        };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(shut),
-            Ok(_) => {
-                // Blocking this thread would starve the exporter task: hand it off.
-                let _detached = std::thread::Builder::new()
-                    .name("otel-shutdown".to_owned())
-                    .spawn(shut);
-            }
-            Err(_) => shut(),
-        }
+        let err = build_layers(&config, std::io::sink).err().unwrap();
+        assert!(
+            matches!(err, TelemetryError::OtlpDisabled { .. }),
+            "{err:?}"
+        );
+        let (_layer, guard) = build_layers(&TelemetryConfig::default(), std::io::sink).unwrap();
+        assert!(guard.force_flush().is_ok());
     }
 }

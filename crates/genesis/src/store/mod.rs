@@ -10,9 +10,11 @@
 //! a run whose stored rows no longer decode is listed as [`UnfinishedRun::Unreadable`]
 //! (for the caller to fail it) and does not keep the other runs from resuming.
 //!
-//! [`SqliteStore`] is the embedded default (one file in the data directory). The trait
-//! leaves room for a networked store.
+//! `SqliteStore` is the embedded default (one file in the data directory; the `sqlite`
+//! feature, on by default). The trait leaves room for a networked store, and a build
+//! without `sqlite` keeps the trait and the record types for one.
 
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use genesis_core::{RunId, Usd};
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// A stored run.
@@ -250,7 +253,8 @@ pub enum Created {
 #[non_exhaustive]
 pub enum StoreError {
     /// The database file could not be opened or set up (permissions, a read-only or
-    /// full disk, a file that is not a database).
+    /// full disk, a file that is not a database). Only with the `sqlite` feature.
+    #[cfg(feature = "sqlite")]
     #[error("cannot open the run store {path}")]
     Open {
         /// The database file.
@@ -259,7 +263,8 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The database failed.
+    /// The database failed (only with the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
     #[error("run store database error")]
     Database {
         /// The driver error.
@@ -305,21 +310,10 @@ impl StoreError {
     pub fn is_undecodable(&self) -> bool {
         match self {
             StoreError::Corrupt { .. } => true,
-            StoreError::Database { source } => matches!(
-                source,
-                rusqlite::Error::FromSqlConversionFailure(..)
-                    | rusqlite::Error::IntegralValueOutOfRange(..)
-                    | rusqlite::Error::InvalidColumnType(..)
-                    | rusqlite::Error::Utf8Error(..)
-            ),
+            #[cfg(feature = "sqlite")]
+            StoreError::Database { source } => sqlite::is_undecodable(source),
             _ => false,
         }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(source: rusqlite::Error) -> Self {
-        StoreError::Database { source }
     }
 }
 

@@ -13,6 +13,24 @@ use super::{
 use crate::Plan;
 use crate::run::{RunEvent, RunJournal, RunStatus, TaskReport, TaskStatus};
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        StoreError::Database { source }
+    }
+}
+
+/// True for a driver error about what a stored value holds (one that does not decode),
+/// not about the database ([`StoreError::is_undecodable`]).
+pub(super) fn is_undecodable(source: &rusqlite::Error) -> bool {
+    matches!(
+        source,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
+}
+
 /// The schema at version 0 (`PRAGMA user_version` 0: databases written before the schema
 /// was versioned). It never changes: a change is a new step in [`MIGRATIONS`], so a new
 /// database and an old one reach the same schema the same way.

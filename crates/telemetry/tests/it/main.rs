@@ -278,6 +278,32 @@ async fn otlp_shutdown_does_not_deadlock_a_current_thread_runtime() {
     assert_exported(&received, "genesis-it-current", "current-thread-step");
 }
 
+/// Building the exporter must not choose the process's rustls provider: an application
+/// that calls `CryptoProvider::install_default()` afterwards would find the slot taken
+/// (and `.unwrap()` on it panics). No test in this binary installs one, so `None` here
+/// means neither `build_tracer_provider` nor `build_layers` did. The span still reaches
+/// the collector, over the client built with the explicit `ring` configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn building_the_exporter_installs_no_process_wide_rustls_provider() {
+    let provider = build_tracer_provider(&OtlpConfig::new("http://127.0.0.1:1"), "genesis-it")
+        .expect("the provider builds");
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "build_tracer_provider installed a process-wide rustls crypto provider"
+    );
+    // Dropping shuts the batch processor down, which waits for its exporter task:
+    // off the runtime's workers.
+    tokio::task::spawn_blocking(move || drop(provider))
+        .await
+        .unwrap();
+    let received = export_one_span("genesis-it-no-global-tls", "no-global-tls-step").await;
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "build_layers installed a process-wide rustls crypto provider"
+    );
+    assert_exported(&received, "genesis-it-no-global-tls", "no-global-tls-step");
+}
+
 /// OTLP export to a closed loopback port (nothing listens on port 1), one span buffered.
 fn layers_exporting_to_a_closed_port() -> (
     tracing_subscriber::registry::Registry,

@@ -1,71 +1,14 @@
-//! An agent that is an HTTP service: the executor POSTs the task as JSON.
+//! An agent that is an HTTP service: the executor POSTs the task as JSON (the `http`
+//! feature; its settings, [`HttpAgentConfig`], are always there).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use genesis_core::{AgentId, Secret, Usd};
-use serde::{Deserialize, Serialize};
+use genesis_core::AgentId;
 
-use super::{InvalidCostLimits, WireRequest, check_cost_limits, cost_bounds, parse_output};
+use super::{HttpAgentConfig, WireRequest, cost_bounds, parse_output};
+use crate::GenesisError;
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
-
-/// Settings of an HTTP agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAgentConfig {
-    /// Where to POST tasks.
-    pub url: String,
-    /// Sent as `Authorization: Bearer <token>` when set.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// Per-request timeout (default 60 s).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Largest response body accepted, in bytes (default 1 MiB).
-    #[serde(default = "default_max_body")]
-    pub max_response_bytes: usize,
-    /// The most one call may cost, for a service that can hold itself to a limit: with
-    /// a run or day budget in force, each call sets aside up to this much and sends
-    /// what it set aside as `max_cost_usd`, which the service must not exceed, and a
-    /// call that times out or is cancelled is charged that. Unset: the planned estimate
-    /// is set aside and the call is charged the `cost_usd` it reports.
-    #[serde(default)]
-    pub max_cost_usd: Option<Usd>,
-    /// The least a call is worth making with (needs `max_cost_usd`; default: all of
-    /// it, so a call waits until its whole limit fits in the budgets).
-    #[serde(default)]
-    pub min_cost_usd: Option<Usd>,
-}
-
-impl HttpAgentConfig {
-    /// An HTTP agent at `url` with the defaults (no token, 60 s, 1 MiB, no cost limit).
-    pub fn new(url: impl Into<String>) -> Self {
-        HttpAgentConfig {
-            url: url.into(),
-            token: None,
-            timeout: default_timeout(),
-            max_response_bytes: default_max_body(),
-            max_cost_usd: None,
-            min_cost_usd: None,
-        }
-    }
-
-    /// Checks settings that must agree.
-    ///
-    /// # Errors
-    /// [`InvalidCostLimits`] when `min_cost_usd` is set without `max_cost_usd` or above it.
-    pub fn validate(&self) -> Result<(), InvalidCostLimits> {
-        check_cost_limits(self.min_cost_usd, self.max_cost_usd)
-    }
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_max_body() -> usize {
-    1 << 20
-}
 
 /// POSTs `{run_id, request, agent, model, attempt, task, inputs, previous}` and reads
 /// `{output, cost_usd?, followups?}` (or a plain-text body) back.
@@ -207,4 +150,45 @@ async fn read_capped(
         }
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Builds the HTTP agents of `[backends.*]`, sharing one client (made for the first).
+pub(crate) struct HttpAgents {
+    client: Option<reqwest::Client>,
+}
+
+impl HttpAgents {
+    /// No client yet.
+    pub(crate) fn new() -> Self {
+        HttpAgents { client: None }
+    }
+
+    /// The agent `id` configured by `config`.
+    ///
+    /// # Errors
+    /// [`GenesisError::Config`] when the shared client cannot be built (TLS set-up).
+    pub(crate) fn agent(
+        &mut self,
+        id: &str,
+        config: &HttpAgentConfig,
+    ) -> Result<Arc<dyn Agent>, GenesisError> {
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => {
+                let client = genesis_llm::http_client_builder()
+                    .and_then(|b| {
+                        b.build().map_err(|e| genesis_llm::LlmError::ClientBuild {
+                            provider: "http".into(),
+                            reason: e.to_string(),
+                            source: None,
+                        })
+                    })
+                    .map_err(|e| GenesisError::Config {
+                        message: format!("http client for agent backends: {e}"),
+                    })?;
+                self.client.insert(client).clone()
+            }
+        };
+        Ok(Arc::new(HttpAgent::new(id, config.clone(), client)))
+    }
 }

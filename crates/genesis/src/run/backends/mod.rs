@@ -1,11 +1,68 @@
-//! Built-in agent backends: HTTP services and local commands. (LLM agents live in
-//! [`crate::providers::LlmAgent`].)
+//! Built-in agent backends: HTTP services (the `http` feature) and local commands. (LLM
+//! agents live in [`crate::providers::LlmAgent`].)
 
 mod command;
+#[cfg(feature = "http")]
 mod http;
+mod http_config;
 
 pub use command::{CommandAgent, CommandAgentConfig, NotAllowed};
-pub use http::{HttpAgent, HttpAgentConfig};
+#[cfg(feature = "http")]
+pub use http::HttpAgent;
+#[cfg(feature = "http")]
+pub(crate) use http::HttpAgents;
+pub use http_config::HttpAgentConfig;
+#[cfg(not(feature = "http"))]
+pub(crate) use without_http::HttpAgents;
+
+/// Refuses an HTTP backend in a build without the `http` feature, naming the backend and
+/// the feature: a `[backends.<id>] type = "http"` entry is never silently dropped.
+pub(crate) fn require_http(id: &str, http_enabled: bool) -> Result<(), crate::GenesisError> {
+    if http_enabled {
+        Ok(())
+    } else {
+        Err(http_disabled(id))
+    }
+}
+
+/// The refusal: names the backend and the feature.
+fn http_disabled(id: &str) -> crate::GenesisError {
+    crate::GenesisError::Config {
+        message: format!(
+            "backends.{id}: type = \"http\" needs the `http` feature of the genesis crate, \
+             which this build was compiled without"
+        ),
+    }
+}
+
+/// A build without the `http` feature: no HTTP agent can be made.
+#[cfg(not(feature = "http"))]
+mod without_http {
+    use std::sync::Arc;
+
+    use super::{HttpAgentConfig, http_disabled};
+    use crate::GenesisError;
+    use crate::run::Agent;
+
+    /// Refuses every HTTP agent (`require_http` refuses before it gets here).
+    pub(crate) struct HttpAgents;
+
+    impl HttpAgents {
+        /// Nothing to hold.
+        pub(crate) fn new() -> Self {
+            HttpAgents
+        }
+
+        /// Refuses, naming the backend and the feature.
+        pub(crate) fn agent(
+            &mut self,
+            id: &str,
+            _config: &HttpAgentConfig,
+        ) -> Result<Arc<dyn Agent>, GenesisError> {
+            Err(http_disabled(id))
+        }
+    }
+}
 
 use genesis_core::Usd;
 use serde::Serialize;
@@ -147,5 +204,20 @@ mod tests {
         let b = cost_bounds(Some(usd(0.5)), Some(usd(0.2))).unwrap();
         assert_eq!((b.floor, b.ceiling), (usd(0.2), usd(0.2)));
         assert!(check_cost_limits(Some(usd(0.5)), Some(usd(0.2))).is_err());
+    }
+
+    /// A build without the `http` feature refuses `[backends.x] type = "http"` by name.
+    #[test]
+    fn http_backends_are_refused_naming_the_feature_when_it_is_off() {
+        let err = require_http("search", false).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("backends.search")
+                && text.contains("type = \"http\"")
+                && text.contains("`http` feature of the genesis crate"),
+            "{text}"
+        );
+        assert!(matches!(err, crate::GenesisError::Config { .. }), "{err:?}");
+        assert!(require_http("search", true).is_ok());
     }
 }

@@ -1,16 +1,20 @@
-//! TLS for the provider clients: rustls with the `ring` provider, passed to reqwest
-//! explicitly.
+//! TLS for every HTTP client Genesis builds (the LLM providers, HTTP agents, the OTLP
+//! exporter): a rustls [`ClientConfig`](rustls::ClientConfig) with the `ring` provider,
+//! handed to reqwest explicitly (`ClientBuilder::tls_backend_preconfigured`). Only with
+//! the `tls` feature.
 //!
-//! We never install a process-global rustls provider (a library must not choose for the
-//! whole process). reqwest's own rustls path would either use the global provider or
-//! panic under `rustls-no-provider`, so we build the `ClientConfig` ourselves and hand
-//! it over with `tls_backend_preconfigured`.
+//! No process-global rustls provider is ever installed here (a library must not choose
+//! for the whole process: an application that later calls
+//! `CryptoProvider::install_default` would find the slot taken). reqwest's own rustls
+//! path would either use the global provider or panic under `rustls-no-provider`, so the
+//! configuration is built here and passed in.
 //!
 //! Trust roots: the `rustls-platform-verifier` crate that reqwest uses internally is not
-//! a workspace dependency, so we load the operating system's CA bundle (the same PEM
-//! files OpenSSL and `rustls-native-certs` read) once per process and verify with
-//! rustls' WebPKI verifier. Callers who need other roots (a private gateway) build their
-//! own `reqwest::Client` and use `OpenAiClient::with_http_client`.
+//! a workspace dependency, so the operating system's CA bundle (the same PEM files
+//! OpenSSL and `rustls-native-certs` read) is loaded once per process and verified with
+//! rustls' WebPKI verifier. This is the one file read of this crate (see
+//! docs/ARCHITECTURE.md, "Deliberate exceptions"). Callers who need other roots build
+//! their own [`RootCertStore`] and pass it to [`client_config`].
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -56,8 +60,10 @@ fn load_bundle(path: &Path) -> RootCertStore {
     store
 }
 
-/// The system trust roots, loaded on first use.
-pub(crate) fn system_roots() -> Arc<RootCertStore> {
+/// The system trust roots, loaded on first use (empty when no CA bundle is found: an
+/// `https` connection then fails its handshake, which callers may check up front with
+/// [`RootCertStore::is_empty`]).
+pub fn system_roots() -> Arc<RootCertStore> {
     SYSTEM_ROOTS
         .get_or_init(|| Arc::new(load_system_roots()))
         .clone()
@@ -66,11 +72,9 @@ pub(crate) fn system_roots() -> Arc<RootCertStore> {
 /// A rustls client configuration using the `ring` provider and `roots`.
 ///
 /// # Errors
-/// A description when the provider supports none of the safe protocol versions (cannot
-/// happen with `ring`, but rustls reports it as a `Result`).
-pub(crate) fn client_config(
-    roots: Arc<RootCertStore>,
-) -> Result<rustls::ClientConfig, rustls::Error> {
+/// The rustls error when the provider supports none of the safe protocol versions
+/// (cannot happen with `ring`, but rustls reports it as a `Result`).
+pub fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
