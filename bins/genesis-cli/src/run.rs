@@ -423,6 +423,7 @@ mod tests {
             attempts: 4,
             input_tokens: 0,
             output_tokens: 0,
+            cost: genesis::core::Usd::ZERO,
         };
         assert_eq!(
             event_line(&e).unwrap(),

@@ -406,6 +406,7 @@ pub(crate) async fn create_task(
     let plan = match state.orchestrator.plan_with(&request, &options).await {
         Ok(p) => p,
         Err(GenesisError::InvalidPlan { summary, plan }) => {
+            keep_planning_spend(&state, plan.planning).await;
             crate::count_error("validation");
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -418,13 +419,18 @@ pub(crate) async fn create_task(
         }
         Err(e) => return genesis_error(&e),
     };
+    // What LLM planning cost: a journaled run starts from it; any other end keeps it
+    // in the store's spend outside runs (the day's spend after a restart).
+    let planning = plan.planning;
     if req.mode == Mode::Plan {
+        keep_planning_spend(&state, planning).await;
         return (StatusCode::OK, Json(plan)).into_response();
     }
     // A run whose tasks no backend can carry out would be accepted and then fail them
     // all ("no backend is configured for agent ..."): refuse it before journaling.
     // The orchestrator's own check (`execute` makes it too): 422 `agent_backend`.
     if let Err(e) = state.orchestrator.check_served(&plan) {
+        keep_planning_spend(&state, planning).await;
         return genesis_error(&e);
     }
     // From here the answer says what the store did: the run is journaled (202) or
@@ -451,6 +457,7 @@ pub(crate) async fn create_task(
         Ok(Ok((id, false))) => accepted(id.to_string(), RunStatus::Running, false),
         // Another submission with the same key journaled it meanwhile: say where it is.
         Ok(Ok((id, true))) => {
+            keep_planning_spend(&state, planning).await;
             let key = id.to_string();
             let status = blocking(&state, move |s| s.runs.store().run_summary(&key))
                 .await
@@ -460,16 +467,40 @@ pub(crate) async fn create_task(
                 .map_or(RunStatus::Running, |r| r.status);
             accepted(id.to_string(), status, true)
         }
-        Ok(Err(StartRunError::Store(e))) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "run_store",
-            format!(
-                "the run was not accepted: {}",
-                genesis::core::error_chain(&e)
-            ),
-            "resource",
-        ),
-        Ok(Err(StartRunError::Genesis(e))) => genesis_error(&e),
+        Ok(Err(StartRunError::Store(e))) => {
+            keep_planning_spend(&state, planning).await;
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "run_store",
+                format!(
+                    "the run was not accepted: {}",
+                    genesis::core::error_chain(&e)
+                ),
+                "resource",
+            )
+        }
+        Ok(Err(StartRunError::Genesis(e))) => {
+            keep_planning_spend(&state, planning).await;
+            genesis_error(&e)
+        }
+    }
+}
+
+/// Records what LLM planning of a plan that did not become a run cost in the store
+/// (the day's in-memory total holds it already), so today's spend read back after a
+/// restart includes it. A failure is logged: the answer does not depend on it.
+async fn keep_planning_spend(state: &Arc<AppState>, planning: Option<genesis::PlanningSpend>) {
+    let Some(cost) = planning.map(|p| p.cost).filter(|c| *c > Usd::ZERO) else {
+        return;
+    };
+    match blocking(state, move |s| s.runs.store().record_spend(cost)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
+        }
+        Err(_) => {
+            tracing::error!(cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
+        }
     }
 }
 

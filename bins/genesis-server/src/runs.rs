@@ -630,6 +630,9 @@ mod tests {
         fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError> {
             self.inner.spent_since(since_ms)
         }
+        fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
+            self.inner.record_spend(cost)
+        }
         fn ping(&self) -> bool {
             self.inner.ping()
         }

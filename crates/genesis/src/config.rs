@@ -180,7 +180,11 @@ pub enum DecomposerKind {
 pub struct PlanningConfig {
     /// Which decomposer to use.
     pub decomposer: DecomposerKind,
-    /// Longest an LLM decomposition may take before the heuristic takes over.
+    /// Longest a whole LLM decomposition (every planner call together, retries
+    /// included) may take before the heuristic plan is used, with a degradation reason
+    /// naming `llm_timeout` (default 20 s). With the LLM decomposer it must be below
+    /// `server.request_timeout`, or a slow provider would time the request out before
+    /// the fallback (refused at load, rule `llm_timeout_below_request_timeout`).
     #[serde(with = "humantime_serde")]
     pub llm_timeout: Duration,
 }
@@ -189,7 +193,7 @@ impl Default for PlanningConfig {
     fn default() -> Self {
         PlanningConfig {
             decomposer: DecomposerKind::Heuristic,
-            llm_timeout: Duration::from_secs(30),
+            llm_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -306,6 +310,7 @@ impl GenesisConfig {
             message: format!("configuration files combined: {}", e.message().trim_end()),
         })?;
         reconcile_limits(&mut config, &merged)?;
+        check_llm_timeout(&config)?;
         crate::providers::apply_key_env(&mut config.llm, &env_map);
         // Catalogue paths left at their shipped defaults fall back to the built-in copies
         // when the files are not there (a binary run outside the checkout); a path the
@@ -483,6 +488,27 @@ fn reconcile_limits(config: &mut GenesisConfig, merged: &toml::Table) -> Result<
     Ok(())
 }
 
+/// With the LLM decomposer, `planning.llm_timeout` must end before the server's
+/// `request_timeout`: otherwise slow planning is answered 503 `request_timeout` (its
+/// calls paid for) before the heuristic fallback can answer.
+fn check_llm_timeout(config: &GenesisConfig) -> Result<(), GenesisError> {
+    let planning = config.planning.llm_timeout;
+    let request = config.server.request_timeout;
+    if config.planning.decomposer == DecomposerKind::Llm
+        && !request.is_zero()
+        && (planning.is_zero() || planning >= request)
+    {
+        return Err(GenesisError::Config {
+            message: format!(
+                "planning.llm_timeout = {planning:?} is not below server.request_timeout = \
+                 {request:?}: LLM planning must end (falling back to the heuristic plan) \
+                 before the request times out (rule: llm_timeout_below_request_timeout)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn merge(into: &mut toml::Table, from: toml::Table) {
     for (k, v) in from {
         match (into.get_mut(&k), v) {
@@ -561,6 +587,43 @@ mod tests {
     }
 
     /// Security audit D4: a deployed server could not revoke a leaked agent token.
+    /// Audit L6-3: with `llm_timeout` at or above `request_timeout`, slow LLM planning
+    /// was answered 503 `request_timeout` before the heuristic fallback could answer.
+    /// Such a config is refused at load, naming both keys; the shipped defaults pass.
+    #[test]
+    fn llm_planning_that_cannot_end_before_the_request_times_out_is_refused() {
+        let d = tempdir("llm-timeout");
+        let equal = write(
+            &d,
+            "equal.toml",
+            "[planning]\ndecomposer = \"llm\"\nllm_timeout = \"30s\"\n[server]\nrequest_timeout = \"30s\"\n",
+        );
+        let err = GenesisConfig::load(&[equal], Vec::new())
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "planning.llm_timeout = 30s",
+            "server.request_timeout = 30s",
+            "rule: llm_timeout_below_request_timeout",
+        ] {
+            assert!(err.contains(part), "{err}");
+        }
+        let below = write(
+            &d,
+            "below.toml",
+            "[planning]\ndecomposer = \"llm\"\n[server]\nrequest_timeout = \"30s\"\n",
+        );
+        let c = GenesisConfig::load(&[below], Vec::new()).unwrap();
+        assert_eq!(c.planning.llm_timeout, std::time::Duration::from_secs(20));
+        // Without LLM planning the bound is not used, and not checked.
+        let heuristic = write(
+            &d,
+            "heuristic.toml",
+            "[planning]\nllm_timeout = \"30s\"\n[server]\nrequest_timeout = \"10s\"\n",
+        );
+        assert!(GenesisConfig::load(&[heuristic], Vec::new()).is_ok());
+    }
+
     #[test]
     fn revoked_agent_tokens_come_from_the_config() {
         let d = tempdir("revoked");

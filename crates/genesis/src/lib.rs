@@ -71,7 +71,7 @@ pub use error::GenesisError;
 pub use orchestrator::{
     Orchestrator, OrchestratorBuilder, PlanOptions, RunOptions, Stages, new_run_id,
 };
-pub use plan::{Plan, PlanRouting, PlannedTask, TaskModel, TaskRoute};
+pub use plan::{Plan, PlanRouting, PlannedTask, PlanningSpend, TaskModel, TaskRoute};
 pub use wiring::{
     load_flags, orchestrator_from_config, record_rollout_gauges, spawn_flag_reloader,
 };

@@ -15,7 +15,7 @@ use genesis_security::{Checkpoint, Guard, SecurityError};
 use genesis_telemetry::catalogue;
 use tracing::{debug, warn};
 
-use crate::providers::LlmProviders;
+use crate::providers::{LlmProviders, PlanningScope};
 
 use crate::plan::{PlanRouting, PlannedTask, TaskModel, TaskRoute};
 use crate::run::executor_internals::{AgentTry, Learner, Replanner, RunSpec};
@@ -23,7 +23,7 @@ use crate::run::{
     AgentSet, DaySpend, Executor, ExecutorConfig, NoJournal, Refinement, RunHandle, RunJournal,
     TaskReport,
 };
-use crate::{GenesisConfig, GenesisError, Plan, defaults};
+use crate::{GenesisConfig, GenesisError, Plan, PlanningSpend, defaults};
 use genesis_core::RunId;
 use genesis_daao::CostLedger;
 
@@ -69,6 +69,7 @@ pub struct OrchestratorBuilder {
     learn_from_runs: Option<bool>,
     learn_interval: Option<std::time::Duration>,
     degradation: Option<DegradationConfig>,
+    llm_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -141,6 +142,16 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn guard(mut self, guard: Guard) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// Bounds a whole decomposition by the configured decomposer (every call of an LLM
+    /// decomposer together, retries included): past it the heuristic plan is used, with
+    /// a degradation reason naming `planning.llm_timeout`. Default: the
+    /// `planning.llm_timeout` default (20 s); `Duration::ZERO` turns the bound off.
+    #[must_use]
+    pub fn llm_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.llm_timeout = Some(timeout);
         self
     }
 
@@ -226,6 +237,7 @@ impl OrchestratorBuilder {
         self.max_agents = config.routing.max_agents;
         self.learn_from_runs = Some(config.routing.learn_from_runs);
         self.learn_interval = Some(config.routing.learn_interval);
+        self.llm_timeout = Some(config.planning.llm_timeout);
         self.margin = Some(config.models.margin);
         self.security_limits = Some(config.security.limits.clone());
         self.guard =
@@ -299,6 +311,9 @@ impl OrchestratorBuilder {
                 security_limits,
                 guard,
                 decomposer: self.decomposer,
+                llm_timeout: self
+                    .llm_timeout
+                    .unwrap_or_else(|| crate::config::PlanningConfig::default().llm_timeout),
                 heuristic: HeuristicDecomposer::new(),
                 router,
                 selector,
@@ -347,6 +362,8 @@ struct Inner {
     security_limits: genesis_security::Limits,
     guard: Guard,
     decomposer: Option<Arc<dyn Decomposer>>,
+    /// `planning.llm_timeout`: the bound on one decomposition by `decomposer` (zero: none).
+    llm_timeout: std::time::Duration,
     heuristic: HeuristicDecomposer,
     router: Router,
     selector: ModelSelector,
@@ -497,6 +514,7 @@ impl Orchestrator {
         let stages = self.stages_with(subject, options.day.as_ref());
         let inner = &self.inner;
         let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
+        let mut planning = None;
         let (dag, decomposer, degradation, reason) = if !stages.decompose {
             (
                 single_task_dag(request, &inner.limits)?,
@@ -507,15 +525,17 @@ impl Orchestrator {
         } else {
             match inner.decomposer.as_ref() {
                 Some(d) if stages.llm_off.is_none() => {
-                    match d.decompose(request, &inner.limits).await {
+                    let (decomposed, spend) = self.decompose_bounded(d, request, options).await?;
+                    planning = spend;
+                    match decomposed {
                         Ok(dag) => (dag, d.name().to_owned(), DegradationLevel::Full, None),
-                        Err(e) => {
-                            warn!(decomposer = d.name(), error = %e, "decomposer failed; falling back to heuristic");
+                        Err(cause) => {
+                            warn!(decomposer = d.name(), error = %cause, "decomposer failed; falling back to heuristic");
                             (
                                 heuristic()?,
                                 "heuristic".to_owned(),
                                 DegradationLevel::LlmFallback,
-                                Some(format!("{} failed: {e}", d.name())),
+                                Some(format!("{} failed: {cause}", d.name())),
                             )
                         }
                     }
@@ -547,7 +567,80 @@ impl Orchestrator {
         metrics::histogram!(catalogue::PLAN_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(gauge);
-        plan
+        // What planning spent stays with the plan, accepted or refused.
+        match plan {
+            Ok(mut plan) => {
+                plan.planning = planning;
+                Ok(plan)
+            }
+            Err(GenesisError::InvalidPlan { summary, mut plan }) => {
+                plan.planning = planning;
+                Err(GenesisError::InvalidPlan { summary, plan })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decomposes with `d` under `planning.llm_timeout`, its LLM calls budgeted on the
+    /// request's run budget and the day's (see [`crate::providers::LlmPlanner`]).
+    /// Returns the DAG, or the cause it failed for as one line (the error's source
+    /// chain: invalid JSON, a cycle, a budget, a 429, the timeout), and what its calls
+    /// spent (`None` when none was made).
+    ///
+    /// # Errors
+    /// [`GenesisError::BudgetAboveLimit`] for a budget above `budget.per_run`.
+    async fn decompose_bounded(
+        &self,
+        d: &Arc<dyn Decomposer>,
+        request: &str,
+        options: &PlanOptions,
+    ) -> Result<(Result<TaskDag, String>, Option<PlanningSpend>), GenesisError> {
+        let inner = &self.inner;
+        let budget = Budget {
+            per_run: self.run_budget(options.budget)?,
+            per_day: inner.budget.per_day,
+        };
+        let ledger = match &options.day {
+            Some(day) => CostLedger::sharing_day(budget, day.shared()),
+            None => CostLedger::new(budget, Usd::ZERO),
+        };
+        let timeout = inner.llm_timeout;
+        let deadline = (!timeout.is_zero())
+            .then(|| tokio::time::Instant::now().checked_add(timeout))
+            .flatten();
+        let scope = PlanningScope::new(ledger, deadline);
+        let decomposing = scope.run(d.decompose(request, &inner.limits));
+        let decomposed = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, decomposing)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(genesis_htdag::HtdagError::Decomposer {
+                        decomposer: d.name().to_owned(),
+                        source: format!(
+                            "llm decomposition took longer than planning.llm_timeout \
+                             {timeout:?} (rule: llm_timeout)"
+                        )
+                        .into(),
+                    })
+                }),
+            None => decomposing.await,
+        };
+        let spend = scope.spend();
+        // The cause, on one line: a decomposer's own failure without the wrapper that
+        // only repeats its name.
+        let cause = |e: genesis_htdag::HtdagError| {
+            let chain = match &e {
+                genesis_htdag::HtdagError::Decomposer { source, .. } => {
+                    genesis_core::error_chain(source.as_ref())
+                }
+                other => genesis_core::error_chain(other),
+            };
+            chain.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        Ok((
+            decomposed.map_err(cause),
+            (spend.calls > 0).then_some(spend),
+        ))
     }
 
     /// The pipeline stages for `subject` now: its feature flags and the degradation
@@ -908,6 +1001,7 @@ impl Orchestrator {
             depth,
             tasks: planned,
             validation,
+            planning: None,
         };
         if plan.validation.passed || !stages.validation_gate {
             Ok(plan)
@@ -1194,7 +1288,9 @@ impl Orchestrator {
             .collect();
         // A resumed run goes on from what it spent before the restart: its budget and
         // its journaled cost are for the whole run, not for this process's part.
-        let resumed_cost: Usd = options.resumed.iter().map(|t| t.cost).sum();
+        // A fresh run starts from its planning's spend (already charged to the day).
+        let resumed_cost: Usd = options.resumed.iter().map(|t| t.cost).sum::<Usd>()
+            + plan.planning.map_or(Usd::ZERO, |p| p.cost);
         let spent_before = if options.spent > resumed_cost {
             options.spent
         } else {

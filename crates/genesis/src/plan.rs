@@ -115,6 +115,28 @@ pub struct Plan {
     pub depth: usize,
     /// AOP validation report.
     pub validation: ValidationReport,
+    /// What LLM decomposition of the request spent (every planner call that answered
+    /// or may have been billed, the calls of a decomposition that failed and fell back
+    /// to the heuristic included); absent when no planner call was made. It is charged
+    /// to the day's spend (`budget.per_day`), and a run of the plan starts from it: the
+    /// run's `cost` and token totals include its planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planning: Option<PlanningSpend>,
+}
+
+/// What the LLM planner's calls for one request spent.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanningSpend {
+    /// Dollars charged: the calls' reported cost; an answer without token usage at an
+    /// upper-bound estimate; a call that timed out, was cut off by
+    /// `planning.llm_timeout` or answered unusably without usage, its reservation.
+    pub cost: Usd,
+    /// Input tokens the provider reported.
+    pub input_tokens: u64,
+    /// Output tokens the provider reported.
+    pub output_tokens: u64,
+    /// Planner calls made (a repair turn of an invalid answer counts with its call).
+    pub calls: u32,
 }
 
 impl Plan {

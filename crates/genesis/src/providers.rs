@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use genesis_core::{AgentId, ModelId, Usd};
-use genesis_daao::{ModelCatalog, ModelSpec};
+use genesis_daao::{CostLedger, ModelCatalog, ModelSpec, Reservation};
 use genesis_htdag::PlannerModel;
 use genesis_llm::{
     CompletionRequest, LlmClient, LlmError, Message, ProviderConfig, ProviderKind, Role,
@@ -16,8 +17,8 @@ use genesis_telemetry::catalogue;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::GenesisError;
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
+use crate::{GenesisError, PlanningSpend};
 
 /// `[llm]`: providers, the planning model and agent role prompts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct LlmProviders {
     /// Providers' own models that the catalogue does not list (a self-hosted `llama3`),
     /// with the defaults [`LlmProviders::served_catalog`] gives them.
     uncatalogued: Vec<ModelSpec>,
+    /// Providers already warned about answering without token usage (once each).
+    warned_no_usage: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The capability (see [`ModelSpec::capability`]) of a provider's own model that the
@@ -163,6 +166,7 @@ impl LlmProviders {
             planner,
             breakers: BreakerRegistry::new(breaker),
             uncatalogued,
+            warned_no_usage: Arc::default(),
         })
     }
 
@@ -177,6 +181,7 @@ impl LlmProviders {
             planner,
             breakers: BreakerRegistry::new(breaker),
             uncatalogued: Vec::new(),
+            warned_no_usage: Arc::default(),
         }
     }
 
@@ -271,40 +276,65 @@ impl LlmProviders {
         keys
     }
 
-    /// One call through the provider's breaker.
+    /// One call through the provider's breaker. Returns what the call used alongside
+    /// its result: every call that answered is paid for, whatever becomes of its answer
+    /// (a structured reply still invalid after the repair turn included), so its tokens
+    /// and cost are counted (`genesis_llm_tokens_total`, `genesis_cost_usd_total`) and
+    /// returned either way. An answer without token usage is charged `held_to` when the
+    /// call was held to that cost, else the client's upper-bound estimate
+    /// ([`genesis_llm::Usage::upper_bound`] at the model's price); the first such
+    /// answer of each provider is logged at WARN.
     async fn call(
         &self,
         client: &Arc<dyn LlmClient>,
         req: &CompletionRequest,
         schema: Option<&serde_json::Value>,
-    ) -> Result<Called, CallError> {
+        held_to: Option<Usd>,
+    ) -> (Spend, Result<Called, CallError>) {
         let breaker = self.breakers.get(&format!("llm:{}", client.provider()));
-        let permit =
-            breaker
-                .try_acquire_owned(Instant::now())
-                .map_err(|_| CallError::CircuitOpen {
-                    provider: client.provider().to_owned(),
-                })?;
+        let permit = match breaker.try_acquire_owned(Instant::now()) {
+            Ok(p) => p,
+            Err(_) => {
+                return (
+                    Spend::default(),
+                    Err(CallError::CircuitOpen {
+                        provider: client.provider().to_owned(),
+                    }),
+                );
+            }
+        };
         let started = std::time::Instant::now();
-        let result = match schema {
-            Some(s) => genesis_llm::complete_structured(client.as_ref(), req, s)
-                .await
-                .map(|c| Called {
-                    text: c.value.to_string(),
-                    value: Some(c.value),
-                    cost: c.cost.unwrap_or(Usd::ZERO),
-                    input_tokens: c.usage.input_tokens,
-                    output_tokens: c.usage.output_tokens,
-                }),
-            None => client.complete(req).await.map(|c| Called {
-                text: c.text,
-                value: None,
-                cost: c.cost.unwrap_or(Usd::ZERO),
-                input_tokens: c.usage.input_tokens,
-                output_tokens: c.usage.output_tokens,
-            }),
+        let (mut spend, result) = match schema {
+            Some(s) => {
+                match genesis_llm::complete_structured_metered(client.as_ref(), req, s).await {
+                    Ok(c) => (
+                        Spend::new(c.usage, c.cost, c.usage_missing),
+                        Ok(Called {
+                            text: c.value.to_string(),
+                            value: Some(c.value),
+                        }),
+                    ),
+                    Err(f) => (Spend::new(f.usage, f.cost, f.usage_missing), Err(f.error)),
+                }
+            }
+            None => match client.complete(req).await {
+                Ok(c) => (
+                    Spend::new(c.usage, c.cost, c.usage_missing),
+                    Ok(Called {
+                        text: c.text,
+                        value: None,
+                    }),
+                ),
+                Err(e) => (Spend::default(), Err(e)),
+            },
         };
         permit.record(&result, classify, Instant::now());
+        if spend.usage_missing {
+            if let Some(limit) = held_to {
+                spend.cost = limit;
+            }
+            self.warn_no_usage(client, held_to.is_some());
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
@@ -322,13 +352,55 @@ impl LlmProviders {
             catalogue::labels::MODEL => client.model().to_string()
         )
         .record(started.elapsed().as_secs_f64());
-        if let Ok(c) = &result {
-            metrics::counter!(catalogue::LLM_TOKENS_TOTAL, catalogue::labels::DIRECTION => "input")
-                .increment(c.input_tokens);
-            metrics::counter!(catalogue::LLM_TOKENS_TOTAL, catalogue::labels::DIRECTION => "output").increment(c.output_tokens);
-            metrics::gauge!(catalogue::COST_USD_TOTAL).increment(c.cost.as_f64());
+        metrics::counter!(catalogue::LLM_TOKENS_TOTAL, catalogue::labels::DIRECTION => "input")
+            .increment(spend.input_tokens);
+        metrics::counter!(catalogue::LLM_TOKENS_TOTAL, catalogue::labels::DIRECTION => "output")
+            .increment(spend.output_tokens);
+        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(spend.cost.as_f64());
+        (spend, result.map_err(CallError::from))
+    }
+
+    /// Logs, once per provider, that its answers carry no token usage and how such a
+    /// call is charged.
+    fn warn_no_usage(&self, client: &Arc<dyn LlmClient>, held: bool) {
+        let first = self
+            .warned_no_usage
+            .lock()
+            .map(|mut w| w.insert(client.provider().to_owned()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                provider = client.provider(),
+                model = %client.model(),
+                charged = if held { "reservation" } else { "estimate" },
+                "provider reported no token usage: a call held to a cost limit is charged that \
+                 limit in full, any other call an upper-bound estimate (one token per byte of \
+                 prompt and answer) at the model's price; tokens are counted as 0 (logged once \
+                 per provider)"
+            );
         }
-        Ok(result?)
+    }
+}
+
+/// What one provider call used, counted whatever became of its answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spend {
+    cost: Usd,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// An answer carried no token usage: `cost` is the call's reservation or an
+    /// upper-bound estimate, and the tokens are 0 (unknown).
+    usage_missing: bool,
+}
+
+impl Spend {
+    fn new(usage: genesis_llm::Usage, cost: Option<Usd>, usage_missing: bool) -> Self {
+        Spend {
+            cost: cost.unwrap_or(Usd::ZERO),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            usage_missing,
+        }
     }
 }
 
@@ -377,9 +449,6 @@ impl CallError {
 struct Called {
     text: String,
     value: Option<serde_json::Value>,
-    cost: Usd,
-    input_tokens: u64,
-    output_tokens: u64,
 }
 
 fn classify(e: &LlmError) -> Retry {
@@ -395,6 +464,16 @@ fn classify(e: &LlmError) -> Retry {
 /// provider's breaker. An open breaker fails at once, so the orchestrator falls back to
 /// the heuristic decomposer without waiting; once the breaker closes, LLM planning
 /// resumes.
+///
+/// Inside [`Orchestrator::plan_with`](crate::Orchestrator::plan_with) every call is
+/// budgeted and charged like an agent call: its most possible cost (the prompt and
+/// schema at one token per byte, the client's output limit) is reserved on the run's
+/// and the day's budgets first, refused (rule `budget_run`/`budget_day`, so the plan
+/// falls back to the heuristic decomposer) when it does not fit, then settled to what
+/// the call cost. A call that timed out, lost its answer or was cut off by
+/// `planning.llm_timeout` without reporting usage is charged its reservation. A 429 or
+/// 5xx is retried once when its `Retry-After` (1 s when absent) fits in what is left of
+/// `planning.llm_timeout`.
 pub struct LlmPlanner {
     providers: LlmProviders,
     name: String,
@@ -408,6 +487,133 @@ impl LlmPlanner {
             name: model.to_string(),
             providers,
         })
+    }
+}
+
+/// The wait before the planner's one retry of a 429 or 5xx that names none.
+const PLANNER_RETRY_WITHOUT_HINT: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// The planning of the request being decomposed (see [`PlanningScope`]).
+    static PLANNING: PlanningScope;
+}
+
+/// What the planner's calls for one request are held to and charged on: the request's
+/// run and day budgets (a ledger sharing the day's total), the `planning.llm_timeout`
+/// deadline, and the spend so far. Set by the orchestrator around its decomposer with
+/// [`PlanningScope::run`] (a task-local, so the `Decomposer` and `PlannerModel` traits
+/// stay free of it); without one, planner calls are neither budgeted nor reported.
+#[derive(Clone)]
+pub(crate) struct PlanningScope {
+    ledger: CostLedger,
+    deadline: Option<Instant>,
+    spend: Arc<std::sync::Mutex<PlanningSpend>>,
+}
+
+impl PlanningScope {
+    /// A scope charging `ledger`, ending at `deadline`.
+    pub(crate) fn new(ledger: CostLedger, deadline: Option<Instant>) -> Self {
+        PlanningScope {
+            ledger,
+            deadline,
+            spend: Arc::default(),
+        }
+    }
+
+    /// Runs `planning` (the decomposer) inside this scope.
+    pub(crate) async fn run<F: std::future::Future>(&self, planning: F) -> F::Output {
+        PLANNING.scope(self.clone(), planning).await
+    }
+
+    /// What the calls made inside it spent so far.
+    pub(crate) fn spend(&self) -> PlanningSpend {
+        *self
+            .spend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, cost: Usd, input_tokens: u64, output_tokens: u64) {
+        let mut s = self
+            .spend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.cost += cost;
+        s.input_tokens = s.input_tokens.saturating_add(input_tokens);
+        s.output_tokens = s.output_tokens.saturating_add(output_tokens);
+        s.calls = s.calls.saturating_add(1);
+    }
+}
+
+/// The money set aside for one planner call. Dropped unsettled (the planning was cut
+/// off by `planning.llm_timeout` mid-call), the call may have been billed: it is
+/// charged its reservation, as a cancelled bounded agent call is.
+struct PlannerMoney {
+    reservation: Option<Reservation>,
+    scope: PlanningScope,
+}
+
+impl PlannerMoney {
+    /// Settles at what the call used.
+    fn settle(mut self, spend: &Spend) {
+        if let Some(r) = self.reservation.take() {
+            r.settle(spend.cost);
+        }
+        self.scope
+            .record(spend.cost, spend.input_tokens, spend.output_tokens);
+    }
+
+    /// Charges the whole reservation (counted in `genesis_cost_usd_total`, which the
+    /// provider layer did not count: the call reported nothing).
+    fn charge_in_full(mut self) {
+        self.charge_reservation();
+    }
+
+    fn charge_reservation(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            let amount = r.amount();
+            r.settle(amount);
+            metrics::gauge!(catalogue::COST_USD_TOTAL).increment(amount.as_f64());
+            self.scope.record(amount, 0, 0);
+        }
+    }
+}
+
+impl Drop for PlannerMoney {
+    fn drop(&mut self) {
+        self.charge_reservation();
+    }
+}
+
+impl LlmPlanner {
+    /// The most one call of `req` (with `schema`) can cost on `client`: the prompt and
+    /// the schema at one token per byte, the client's output limit. Zero when the model
+    /// has no price or no known output limit (nothing to budget).
+    fn ceiling(client: &Arc<dyn LlmClient>, req: &CompletionRequest, schema: &str) -> Usd {
+        let (Some(price), Some(max)) = (client.price(), client.default_max_tokens()) else {
+            return Usd::ZERO;
+        };
+        let prompt = genesis_llm::Usage::upper_bound(req, "", 0).input_tokens;
+        let input = prompt.saturating_add(schema.len() as u64);
+        price.cost(&genesis_llm::Usage::new(input, u64::from(max)))
+    }
+
+    /// How long to wait before the one retry of `e`: a 429 or 5xx whose `Retry-After`
+    /// ([`PLANNER_RETRY_WITHOUT_HINT`] when absent) ends before `deadline`.
+    fn retry_wait(e: &CallError, deadline: Option<Instant>) -> Option<Duration> {
+        let CallError::Llm(
+            LlmError::RateLimited { retry_after, .. } | LlmError::ServerError { retry_after, .. },
+        ) = e
+        else {
+            return None;
+        };
+        let wait = retry_after.unwrap_or(PLANNER_RETRY_WITHOUT_HINT);
+        match deadline {
+            Some(deadline) => {
+                (deadline.saturating_duration_since(Instant::now()) > wait).then_some(wait)
+            }
+            None => Some(wait),
+        }
     }
 }
 
@@ -425,8 +631,51 @@ impl PlannerModel for LlmPlanner {
     ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
         let client = self.providers.client(None)?.clone();
         let req = CompletionRequest::user(prompt).with_system(system);
-        let called = self.providers.call(&client, &req, Some(schema)).await?;
-        Ok(called.value.unwrap_or(serde_json::Value::Null))
+        let scope = PLANNING.try_with(PlanningScope::clone).ok();
+        let ceiling = Self::ceiling(&client, &req, &schema.to_string());
+        let mut retried = false;
+        loop {
+            let money = match &scope {
+                Some(scope) => Some(PlannerMoney {
+                    reservation: Some(scope.ledger.reserve(ceiling)?),
+                    scope: scope.clone(),
+                }),
+                None => None,
+            };
+            let (spend, result) = self.providers.call(&client, &req, Some(schema), None).await;
+            let error = match result {
+                Ok(called) => {
+                    if let Some(m) = money {
+                        m.settle(&spend);
+                    }
+                    return Ok(called.value.unwrap_or(serde_json::Value::Null));
+                }
+                Err(e) => e,
+            };
+            if let Some(m) = money {
+                // A call sent whose answer was lost or unusable and reported nothing
+                // may have been billed; what answered is charged what it used.
+                let reported = spend.input_tokens > 0 || spend.output_tokens > 0;
+                if !reported
+                    && !spend.usage_missing
+                    && agent_error(AgentId::new("planner"), &error).may_have_cost()
+                {
+                    m.charge_in_full();
+                } else {
+                    m.settle(&spend);
+                }
+            }
+            if !retried
+                && let Some(wait) =
+                    Self::retry_wait(&error, scope.as_ref().and_then(|s| s.deadline))
+            {
+                retried = true;
+                tracing::info!(planner = %self.name, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %error, "planner call refused; retrying once");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(Box::new(error));
+        }
     }
 }
 
@@ -593,15 +842,21 @@ impl Agent for LlmAgent {
                 }
             }
         }
-        match self.providers.call(&client, &req, None).await {
-            Ok(c) => Ok(AgentOutput {
+        // An answer without usage is charged what was set aside for the call, when it
+        // was held to that (see `LlmProviders::call`).
+        match self
+            .providers
+            .call(&client, &req, None, request.max_cost)
+            .await
+        {
+            (spend, Ok(c)) => Ok(AgentOutput {
                 text: c.text,
-                cost: c.cost,
-                input_tokens: c.input_tokens,
-                output_tokens: c.output_tokens,
+                cost: spend.cost,
+                input_tokens: spend.input_tokens,
+                output_tokens: spend.output_tokens,
                 followups: Vec::new(),
             }),
-            Err(e) => Err(agent_error(agent, &e)),
+            (_, Err(e)) => Err(agent_error(agent, &e)),
         }
     }
 }

@@ -108,8 +108,13 @@ pub use openai::OpenAiClient;
 pub use price::{ModelPrice, PriceTable};
 pub use schema::{JsonSchema, Violation};
 pub use scripted::ScriptedClient;
-pub use structured::{StructuredCompletion, complete_json, complete_structured, extract_json};
-pub use types::{Completion, CompletionRequest, FinishReason, Message, Role, Usage};
+pub use structured::{
+    StructuredCompletion, StructuredFailure, complete_json, complete_structured,
+    complete_structured_metered, extract_json,
+};
+pub use types::{
+    Completion, CompletionRequest, FinishReason, MESSAGE_OVERHEAD_TOKENS, Message, Role, Usage,
+};
 
 /// Re-exported so callers can name `async_trait` when implementing [`LlmClient`].
 pub use async_trait::async_trait;

@@ -135,10 +135,11 @@ impl OpenAiClient {
             role: m.role.as_str(),
             content: &m.content,
         }));
+        let max_tokens = req.max_tokens.unwrap_or(self.config.max_tokens);
         let body = ChatRequest {
             model: self.config.model.as_str(),
             messages,
-            max_tokens: req.max_tokens.unwrap_or(self.config.max_tokens),
+            max_tokens,
             temperature: req.temperature.or(self.config.temperature),
             response_format: req.json_schema.as_ref().map(|schema| {
                 serde_json::json!({
@@ -157,10 +158,12 @@ impl OpenAiClient {
         let Some(choice) = resp.choices.into_iter().next() else {
             return Err(self.endpoint.malformed("response has no choices"));
         };
+        let usage_missing = resp.usage.is_none();
         let usage = match resp.usage {
             Some(u) => Usage::new(u.prompt_tokens, u.completion_tokens),
             None => {
-                tracing::warn!(model = %self.config.model, "provider reported no token usage; cost is understated");
+                // The caller (the facade) warns once per provider; this is per call.
+                tracing::debug!(model = %self.config.model, "provider reported no token usage; cost priced from an upper-bound estimate");
                 Usage::default()
             }
         };
@@ -174,14 +177,22 @@ impl OpenAiClient {
             (None, None) => String::new(),
         };
         Ok(Completion {
-            text,
             usage,
             model: resp
                 .model
                 .map(ModelId::from)
                 .unwrap_or_else(|| self.config.model.clone()),
+            // No usage reported: priced from the most the call can have used, never $0.
+            cost: self.config.price.map(|p| {
+                if usage_missing {
+                    p.cost(&Usage::upper_bound(req, &text, max_tokens))
+                } else {
+                    p.cost(&usage)
+                }
+            }),
             finish_reason,
-            cost: self.config.price.map(|p| p.cost(&usage)),
+            text,
+            usage_missing,
         })
     }
 }

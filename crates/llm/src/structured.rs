@@ -19,6 +19,37 @@ pub struct StructuredCompletion {
     pub attempts: u32,
     /// The last completion (the one whose text produced `value`).
     pub completion: Completion,
+    /// True when some attempt's answer carried no token usage (see
+    /// [`Completion::usage_missing`]): `cost` then includes an upper-bound estimate.
+    pub usage_missing: bool,
+}
+
+/// A [`complete_structured_metered`] call that failed, with what the calls that
+/// answered used: a reply that was not the JSON asked for was still paid for.
+#[derive(Debug)]
+pub struct StructuredFailure {
+    /// Why it failed.
+    pub error: LlmError,
+    /// Tokens of the attempts that answered (zero when none did).
+    pub usage: Usage,
+    /// Cost of the attempts that answered, when the client knows its price.
+    pub cost: Option<Usd>,
+    /// Attempts that answered (0, 1 or 2).
+    pub answered: u32,
+    /// True when an answer carried no token usage (see [`Completion::usage_missing`]).
+    pub usage_missing: bool,
+}
+
+impl StructuredFailure {
+    fn new(error: LlmError, answered: &[&Completion]) -> Self {
+        StructuredFailure {
+            error,
+            usage: answered.iter().fold(Usage::default(), |u, c| u + c.usage),
+            cost: answered.iter().fold(None, |a, c| add_cost(a, c.cost)),
+            answered: u32::try_from(answered.len()).unwrap_or(u32::MAX),
+            usage_missing: answered.iter().any(|c| c.usage_missing),
+        }
+    }
 }
 
 enum Problem {
@@ -112,11 +143,30 @@ pub async fn complete_structured<C: LlmClient + ?Sized>(
     req: &CompletionRequest,
     schema: &Value,
 ) -> Result<StructuredCompletion, LlmError> {
-    let compiled = JsonSchema::compile(schema)?;
+    complete_structured_metered(client, req, schema)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// [`complete_structured`], keeping the usage and cost of the attempts that answered
+/// when it fails (an invalid reply, a repair turn that failed or was refused): every
+/// paid call can be counted, whatever became of its answer.
+///
+/// # Errors
+/// As [`complete_structured`], inside a [`StructuredFailure`].
+pub async fn complete_structured_metered<C: LlmClient + ?Sized>(
+    client: &C,
+    req: &CompletionRequest,
+    schema: &Value,
+) -> Result<StructuredCompletion, StructuredFailure> {
+    let compiled = JsonSchema::compile(schema).map_err(|e| StructuredFailure::new(e, &[]))?;
     let mut request = req.clone();
     request.json_schema = Some(schema.clone());
 
-    let first = client.complete(&request).await?;
+    let first = client
+        .complete(&request)
+        .await
+        .map_err(|e| StructuredFailure::new(e, &[]))?;
     let problem = match check(&compiled, &first.text) {
         Ok(value) => {
             return Ok(StructuredCompletion {
@@ -124,6 +174,7 @@ pub async fn complete_structured<C: LlmClient + ?Sized>(
                 usage: first.usage,
                 cost: first.cost,
                 attempts: 1,
+                usage_missing: first.usage_missing,
                 completion: first,
             });
         }
@@ -140,26 +191,33 @@ pub async fn complete_structured<C: LlmClient + ?Sized>(
     request
         .messages
         .push(Message::user(problem.repair_prompt()));
-    let second = client.complete(&request).await?;
+    let second = match client.complete(&request).await {
+        Ok(c) => c,
+        Err(e) => return Err(StructuredFailure::new(e, &[&first])),
+    };
     let usage = first.usage + second.usage;
     let cost = add_cost(first.cost, second.cost);
-    match check(&compiled, &second.text) {
-        Ok(value) => Ok(StructuredCompletion {
-            value,
-            usage,
-            cost,
-            attempts: 2,
-            completion: second,
-        }),
-        Err(Problem::NotJson(source)) => Err(LlmError::InvalidJson {
-            model: second.model,
+    let usage_missing = first.usage_missing || second.usage_missing;
+    let error = match check(&compiled, &second.text) {
+        Ok(value) => {
+            return Ok(StructuredCompletion {
+                value,
+                usage,
+                cost,
+                attempts: 2,
+                usage_missing,
+                completion: second,
+            });
+        }
+        Err(Problem::NotJson(source)) => LlmError::InvalidJson {
+            model: second.model.clone(),
             attempts: 2,
             reason: format!(
                 "reply of {} characters does not parse",
                 second.text.chars().count()
             ),
             source,
-        }),
+        },
         Err(Problem::Violations(v)) => {
             let first_violation = v.into_iter().next();
             let (path, reason) = first_violation.map_or_else(
@@ -175,14 +233,15 @@ pub async fn complete_structured<C: LlmClient + ?Sized>(
                     )
                 },
             );
-            Err(LlmError::SchemaViolation {
-                model: second.model,
+            LlmError::SchemaViolation {
+                model: second.model.clone(),
                 attempts: 2,
                 path,
                 reason,
-            })
+            }
         }
-    }
+    };
+    Err(StructuredFailure::new(error, &[&first, &second]))
 }
 
 /// [`complete_structured`] returning only the value: validation plus one repair retry.

@@ -177,7 +177,29 @@ impl Usage {
     pub fn total(self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
     }
+
+    /// The most tokens a call of `req` answered with `answer` can have used, for a
+    /// provider that reports no usage: one token per byte of text (byte-level BPE and
+    /// byte-fallback tokenizers never make a token of less than one byte) plus
+    /// [`MESSAGE_OVERHEAD_TOKENS`] per message (the system prompt counted as one) for
+    /// the prompt, and one per byte of the answer but at most `max_tokens` for the
+    /// output. Conservative on purpose: what it prices is charged to budgets.
+    pub fn upper_bound(req: &CompletionRequest, answer: &str, max_tokens: u32) -> Usage {
+        let system = req.system.as_ref().map_or(0, |s| {
+            (s.len() as u64).saturating_add(MESSAGE_OVERHEAD_TOKENS)
+        });
+        let input = req
+            .messages
+            .iter()
+            .map(|m| (m.content.len() as u64).saturating_add(MESSAGE_OVERHEAD_TOKENS))
+            .fold(system, u64::saturating_add);
+        Usage::new(input, (answer.len() as u64).min(u64::from(max_tokens)))
+    }
 }
+
+/// Tokens a message can add beyond its text (role markers, separators): generous for
+/// every chat format in use (see [`Usage::upper_bound`]).
+pub const MESSAGE_OVERHEAD_TOKENS: u64 = 16;
 
 impl std::ops::Add for Usage {
     type Output = Usage;
@@ -249,8 +271,15 @@ pub struct Completion {
     /// Why generation stopped, when the provider said.
     pub finish_reason: Option<FinishReason>,
     /// What the call cost, when the client was configured with a
-    /// [`ModelPrice`](crate::ModelPrice).
+    /// [`ModelPrice`](crate::ModelPrice). When the provider reported no usage
+    /// (`usage_missing`), the price of [`Usage::upper_bound`]: never understated.
     pub cost: Option<Usd>,
+    /// True when the provider's answer carried no token usage (gateways, vLLM and
+    /// Ollama setups may omit it): `usage` is then zero (unknown) and `cost`, when the
+    /// client has a price, is priced from [`Usage::upper_bound`]. Absent (false) in
+    /// completions serialised before it was recorded.
+    #[serde(default)]
+    pub usage_missing: bool,
 }
 
 impl Completion {
@@ -263,6 +292,7 @@ impl Completion {
             model: model.into(),
             finish_reason: Some(FinishReason::Stop),
             cost: None,
+            usage_missing: false,
         }
     }
 

@@ -361,6 +361,8 @@ async fn a_run_whose_cancellation_was_half_journaled_ends_cancelled_after_a_rest
             reason: "run cancelled".into(),
             input_tokens: 0,
             output_tokens: 0,
+            cost: t.cost,
+            attempts: t.attempts,
         })
         .collect();
     store.record_all(&id, &skipped).unwrap();

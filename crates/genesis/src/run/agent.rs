@@ -43,6 +43,14 @@ pub struct AgentRequest {
     /// the day's budgets, when the agent bounded its cost ([`Agent::cost_bounds`]) and
     /// a budget is in force. An agent that can, stays within it (an LLM agent lowers
     /// the call's output token limit); `None`: no limit.
+    ///
+    /// It leaves room for the run's other tasks: with a run budget, a call is set aside
+    /// at most a fair share of what is left of it — what is neither spent nor reserved,
+    /// divided by the tasks not yet started plus this one — and never less than its
+    /// floor. So the first of three tasks gets a third of the budget, not all of it
+    /// (audit U6-4), while the last task left may use everything that remains. The
+    /// day's budget is shared by runs and not divided. An answer that reports no token
+    /// usage is charged this amount in full.
     pub max_cost: Option<Usd>,
 }
 

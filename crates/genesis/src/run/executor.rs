@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -420,6 +420,7 @@ impl RunHandle {
                     cost,
                     input_tokens: 0,
                     output_tokens: 0,
+                    planning: None,
                 }
             }
         }
@@ -633,12 +634,15 @@ struct Slot {
 }
 
 impl Slot {
-    /// Copies the tokens its calls reported so far onto its report, and returns them
-    /// (input, output): for a task that ends other than by succeeding.
+    /// Copies the tokens its calls reported so far, what it was charged and the calls
+    /// it made onto its report, and returns the tokens (input, output): for a task that
+    /// ends other than by succeeding.
     fn keep_tokens(&mut self) -> (u64, u64) {
         let (input, output) = self.tokens.get();
         self.report.input_tokens = input;
         self.report.output_tokens = output;
+        self.report.cost = self.tokens.cost();
+        self.report.attempts = self.report.attempts.max(self.tokens.calls());
         (input, output)
     }
 }
@@ -667,10 +671,18 @@ enum Outcome {
 /// over a task's calls as they answer. The task's attempt adds to it and the scheduler
 /// reads it when the task ends, however it ends: the attempt may be aborted (the run
 /// cancelled or past its deadline) or die before it returns its outcome.
+///
+/// It also keeps what the run was charged for the task and how many agent calls it
+/// made ([`Attempt::call`] counts them), for a task that ends other than by succeeding:
+/// its report and its `task_failed`/`task_skipped` carry them (audit L6-7).
 #[derive(Debug, Default)]
 struct TokenMeter {
     input: AtomicU64,
     output: AtomicU64,
+    /// Dollars charged, as `f64` bits.
+    cost: AtomicU64,
+    /// Agent calls made.
+    calls: AtomicU32,
 }
 
 impl TokenMeter {
@@ -692,6 +704,69 @@ impl TokenMeter {
             self.input.load(Ordering::Relaxed),
             self.output.load(Ordering::Relaxed),
         )
+    }
+
+    /// Adds `amount` to what the task was charged.
+    fn charge(&self, amount: Usd) {
+        let _ = self
+            .cost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + amount.as_f64()).to_bits())
+            });
+    }
+
+    /// What the task was charged so far.
+    fn cost(&self) -> Usd {
+        Usd::saturating(f64::from_bits(self.cost.load(Ordering::Relaxed)))
+    }
+
+    /// Counts one agent call.
+    fn call(&self) {
+        let _ = self
+            .calls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            });
+    }
+
+    /// Agent calls made so far.
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// What one agent call is charged to its task's meter, mirroring [`CallMoney`]: what
+/// an answer cost, the call's limit when it was held to one and may have been billed
+/// without an answer, and that limit too when the call is dropped mid-way (the task
+/// cancelled or past the run's deadline).
+struct CallCharge {
+    meter: Arc<TokenMeter>,
+    held: Option<Usd>,
+    open: bool,
+}
+
+impl CallCharge {
+    fn done(mut self, result: &Result<AgentOutput, AgentError>) {
+        self.open = false;
+        match result {
+            Ok(output) => self.meter.charge(output.cost),
+            Err(e) if e.may_have_cost() => {
+                if let Some(held) = self.held {
+                    self.meter.charge(held);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for CallCharge {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(held) = self.held
+        {
+            self.meter.charge(held);
+        }
     }
 }
 
@@ -805,6 +880,11 @@ struct Runner {
     tries: Vec<(usize, AgentTry)>,
     cancel: CancellationToken,
     resumed: usize,
+    /// What planning the run's plan spent (in the ledger's spent already).
+    planning: Option<crate::PlanningSpend>,
+    /// Tasks not started yet, for the fair share of the run budget a bounded call is
+    /// set aside (see [`AgentRequest::max_cost`]); updated as the run goes.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Runner {
@@ -831,6 +911,7 @@ impl Runner {
         // A DAG rebuilt from a stored plan counts no updates; the plan's follow-ups are
         // the ones applied before the restart, held to `max_updates` with later ones.
         let updates = updates_in(&spec.plan);
+        let planning = spec.plan.planning;
         for planned in spec.plan.tasks {
             let Some(task) = spec.dag.task(planned.id.as_str()).cloned() else {
                 continue;
@@ -885,6 +966,8 @@ impl Runner {
             tries: Vec::new(),
             cancel,
             resumed,
+            planning,
+            pending: Arc::default(),
         };
         runner.recount();
         runner
@@ -955,6 +1038,7 @@ impl Runner {
                 attempts: slot.report.attempts,
                 input_tokens,
                 output_tokens,
+                cost: slot.report.cost,
             });
         }
         if !events.is_empty() {
@@ -976,12 +1060,16 @@ impl Runner {
     async fn finished(&self, status: RunStatus) -> RunResult {
         let cost = self.spent();
         let tasks: Vec<TaskReport> = self.slots.iter().map(|s| s.report.clone()).collect();
+        // The run's planning counts with its tasks (its cost is in the ledger already).
+        let planned = self
+            .planning
+            .map_or((0, 0), |p| (p.input_tokens, p.output_tokens));
         let input_tokens = tasks
             .iter()
-            .fold(0u64, |n, t| n.saturating_add(t.input_tokens));
+            .fold(planned.0, |n, t| n.saturating_add(t.input_tokens));
         let output_tokens = tasks
             .iter()
-            .fold(0u64, |n, t| n.saturating_add(t.output_tokens));
+            .fold(planned.1, |n, t| n.saturating_add(t.output_tokens));
         self.emit(RunEvent::RunFinished {
             status,
             cost,
@@ -997,6 +1085,7 @@ impl Runner {
             cost,
             input_tokens,
             output_tokens,
+            planning: self.planning,
         }
     }
 
@@ -1034,12 +1123,24 @@ impl Runner {
             .flatten();
         let mut timed_out = false;
         loop {
+            self.pending.store(
+                self.slots
+                    .iter()
+                    .filter(|s| s.status == TaskStatus::Pending)
+                    .count(),
+                Ordering::Relaxed,
+            );
             while inflight.len() < max && !cancelled && !timed_out {
                 let Some(i) = ready.pop_front() else { break };
                 if self.slots[i].status != TaskStatus::Pending {
                     continue;
                 }
                 self.slots[i].status = TaskStatus::Running;
+                let _ = self
+                    .pending
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
                 let attempt = self.attempt_future(i);
                 running.insert(inflight.spawn(attempt).id(), i);
             }
@@ -1138,6 +1239,8 @@ impl Runner {
                     reason: "run cancelled".into(),
                     input_tokens,
                     output_tokens,
+                    cost: slot.report.cost,
+                    attempts: slot.report.attempts,
                 });
             }
         }
@@ -1162,6 +1265,7 @@ impl Runner {
                         attempts: slot.report.attempts,
                         input_tokens,
                         output_tokens,
+                        cost: slot.report.cost,
                     }
                 }
                 TaskStatus::Pending => {
@@ -1171,6 +1275,8 @@ impl Runner {
                         reason: reason.clone(),
                         input_tokens: 0,
                         output_tokens: 0,
+                        cost: Usd::ZERO,
+                        attempts: 0,
                     }
                 }
                 _ => continue,
@@ -1205,6 +1311,7 @@ impl Runner {
                 attempts: slot.report.attempts,
                 input_tokens,
                 output_tokens,
+                cost: slot.report.cost,
             });
         }
         for i in 0..self.slots.len() {
@@ -1240,6 +1347,8 @@ impl Runner {
                 reason,
                 input_tokens: 0,
                 output_tokens: 0,
+                cost: Usd::ZERO,
+                attempts: 0,
             });
         }
         events
@@ -1376,6 +1485,8 @@ impl Runner {
                     slot.report.cost = cost;
                 }
                 let (input_tokens, output_tokens) = self.slots[i].keep_tokens();
+                let (attempts, charged) =
+                    (self.slots[i].report.attempts, self.slots[i].report.cost);
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
                 // What refused the task, structured, before the failure it explains.
                 let mut events: Vec<RunEvent> =
@@ -1386,9 +1497,10 @@ impl Runner {
                     attempts,
                     input_tokens,
                     output_tokens,
+                    cost: charged,
                 });
                 // Failed calls cost money too: keep the run's journaled total current.
-                if cost > Usd::ZERO {
+                if charged > Usd::ZERO || cost > Usd::ZERO {
                     events.push(RunEvent::Cost {
                         spent: self.spent(),
                     });
@@ -1427,6 +1539,8 @@ impl Runner {
                 reason,
                 input_tokens: 0,
                 output_tokens: 0,
+                cost: Usd::ZERO,
+                attempts: 0,
             });
             stack.extend(self.dag.dependents(id.as_str()).into_iter().cloned());
         }
@@ -1546,6 +1660,7 @@ impl Runner {
             ledger: self.ledger.clone(),
             sink: self.sink.clone(),
             tokens: Arc::clone(&slot.tokens),
+            pending: Arc::clone(&self.pending),
         };
         // The agent's id as text, absent when the plan names none (not the Debug text of
         // the `Option`).
@@ -1578,6 +1693,8 @@ struct Attempt {
     sink: EventSink,
     /// The task's tokens (its slot's meter).
     tokens: Arc<TokenMeter>,
+    /// The run's tasks not started yet (see [`Attempt::fair_ceiling`]).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Attempt {
@@ -1827,7 +1944,9 @@ impl Attempt {
             // wait below makes it resolve at once instead of being missed.
             let released = self.ledger.released();
             let reserved = match bounds {
-                Some(b) => self.ledger.reserve_between(b.floor, b.ceiling),
+                Some(b) => self
+                    .ledger
+                    .reserve_between(b.floor, self.fair_ceiling(b.ceiling)),
                 None => self.ledger.reserve(self.estimate),
             };
             match reserved {
@@ -1840,6 +1959,23 @@ impl Attempt {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The most a bounded call may be set aside (at least its floor, which
+    /// [`CostLedger::reserve_between`] keeps): `ceiling`, but with a run budget no more
+    /// than a fair share of what is left of it — neither spent nor reserved — divided
+    /// by the tasks not started yet plus this one, so the first task does not take the
+    /// whole budget and fail the others (audit U6-4; see [`AgentRequest::max_cost`]).
+    fn fair_ceiling(&self, ceiling: Usd) -> Usd {
+        let Some(left) = self.ledger.remaining() else {
+            return ceiling;
+        };
+        let waiting = self.pending.load(Ordering::Relaxed);
+        if waiting == 0 {
+            return ceiling;
+        }
+        let share = Usd::saturating(left.as_f64() / (waiting as f64 + 1.0));
+        if share < ceiling { share } else { ceiling }
     }
 
     /// The request for one attempt (no cost limit yet: see [`Attempt::max_cost`]).
@@ -1876,10 +2012,18 @@ impl Attempt {
     ) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
         let timeout = self.exec.config.task_timeout;
+        // Counted on the task's meter whatever happens to the call, even if the task is
+        // cancelled mid-call (see `CallCharge`).
+        self.tokens.call();
+        let charge = CallCharge {
+            meter: Arc::clone(&self.tokens),
+            held: request.max_cost,
+            open: true,
+        };
         // The agent's future is dropped once it panicked, never polled again, so no
         // state it may have left broken is observed: asserting unwind safety is sound.
         let call = AssertUnwindSafe(backend.execute(request)).catch_unwind();
-        match tokio::time::timeout(timeout, call).await {
+        let result = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => Err(AgentError::Panicked {
                 agent,
@@ -1889,7 +2033,9 @@ impl Attempt {
                 agent,
                 after: timeout,
             }),
-        }
+        };
+        charge.done(&result);
+        result
     }
 
     /// Refuses an output over [`ExecutorConfig::max_output_bytes`] (its text and its

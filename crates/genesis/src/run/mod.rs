@@ -193,6 +193,11 @@ pub enum RunEvent {
         /// Output tokens its agents reported before it failed, as `input_tokens`.
         #[serde(default)]
         output_tokens: u64,
+        /// What the run was charged for it: every call that answered, and a call held
+        /// to a cost limit that timed out, lost its answer or was cut off (the run's
+        /// deadline), at that limit. 0 in events journaled before it was recorded.
+        #[serde(default)]
+        cost: Usd,
     },
     /// An agent call of the task was refused because its estimated cost would break a
     /// budget. Journaled with the `task_failed` that follows it; a refinement round
@@ -225,6 +230,15 @@ pub enum RunEvent {
         /// Output tokens, as `input_tokens`.
         #[serde(default)]
         output_tokens: u64,
+        /// What the run was charged for it before it was cancelled (as for
+        /// `task_failed`); 0 for a task that never started, and in events journaled
+        /// before it was recorded.
+        #[serde(default)]
+        cost: Usd,
+        /// Agent calls it made before it was cancelled; 0 for a task that never
+        /// started, and in events journaled before it was recorded.
+        #[serde(default)]
+        attempts: u32,
     },
     /// An agent's output added follow-up tasks (dynamic replanning).
     TasksAdded {
@@ -260,8 +274,9 @@ pub enum RunEvent {
         /// Total cost.
         cost: Usd,
         /// Input tokens of the whole run: the sum over all its tasks, succeeded, failed,
-        /// skipped and cancelled ([`RunResult::input_tokens`]), tasks finished before a
-        /// restart included. Absent in events journaled before it was recorded.
+        /// skipped and cancelled, plus its planning ([`RunResult::input_tokens`]), tasks
+        /// finished before a restart included. Absent in events journaled before it was
+        /// recorded.
         #[serde(default)]
         input_tokens: u64,
         /// Output tokens of the whole run, as `input_tokens`.
@@ -307,7 +322,8 @@ pub struct TaskReport {
     pub output: Option<String>,
     /// Why it failed or was skipped.
     pub error: Option<String>,
-    /// What it cost.
+    /// What the run was charged for it, whatever its end (see `task_failed`'s
+    /// `cost`): the tasks' costs sum to the run's cost less its planning.
     pub cost: Usd,
     /// Input tokens its agents reported ([`AgentOutput::input_tokens`]) over every call
     /// that answered, retries, re-routes and refinement rounds included, whatever the
@@ -333,14 +349,19 @@ pub struct RunResult {
     pub answer: String,
     /// Per-task outcomes, in plan order.
     pub tasks: Vec<TaskReport>,
-    /// Total cost.
+    /// Total cost: the tasks' costs plus its planning's ([`RunResult::planning`]).
     pub cost: Usd,
-    /// Input tokens of the whole run: the sum over [`RunResult::tasks`].
+    /// Input tokens of the whole run: the sum over [`RunResult::tasks`], plus its
+    /// planning's.
     #[serde(default)]
     pub input_tokens: u64,
-    /// Output tokens of the whole run: the sum over [`RunResult::tasks`].
+    /// Output tokens of the whole run, as `input_tokens`.
     #[serde(default)]
     pub output_tokens: u64,
+    /// What LLM planning of the run's plan spent ([`crate::Plan::planning`]), included
+    /// in `cost` and the token totals; absent when no planner call was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planning: Option<crate::PlanningSpend>,
 }
 
 /// Durable record of run events. The executor calls [`RunJournal::record`] for every

@@ -105,6 +105,8 @@ impl RunRecord {
                 reason: RUN_CANCELLED.to_owned(),
                 input_tokens: t.input_tokens,
                 output_tokens: t.output_tokens,
+                cost: t.cost,
+                attempts: t.attempts,
             })
             .chain(std::iter::once(RunEvent::RunFinished {
                 status: RunStatus::Cancelled,
@@ -117,10 +119,15 @@ impl RunRecord {
 
     /// The run's token totals so far, (input, output): the sum over its tasks of what
     /// their agents reported, whatever the task's end (succeeded, failed, skipped,
-    /// cancelled), as journaled. A `run_finished` journaled for the run outside the
-    /// executor (cancelled or rejected after a restart) carries these.
+    /// cancelled), as journaled, plus its planning's ([`Plan::planning`]). A
+    /// `run_finished` journaled for the run outside the executor (cancelled or rejected
+    /// after a restart) carries these.
     pub fn token_totals(&self) -> (u64, u64) {
-        self.tasks.iter().fold((0u64, 0u64), |(i, o), t| {
+        let planned = self
+            .plan
+            .planning
+            .map_or((0, 0), |p| (p.input_tokens, p.output_tokens));
+        self.tasks.iter().fold(planned, |(i, o), t| {
             (
                 i.saturating_add(t.input_tokens),
                 o.saturating_add(t.output_tokens),
@@ -442,11 +449,25 @@ pub trait RunStore: RunJournal + Send + Sync {
     /// Storage failures or corrupt rows.
     fn events_since(&self, id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Money spent by all runs since `since_ms` (unix milliseconds).
+    /// Money spent since `since_ms` (unix milliseconds): by all runs created since
+    /// (their planning included), and what [`RunStore::record_spend`] recorded since.
     ///
     /// # Errors
     /// Storage failures.
     fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError>;
+
+    /// Records money spent outside any run, now: LLM planning of a plan that did not
+    /// become a run (plan mode, a refused plan), so the day's spend read back after a
+    /// restart ([`RunStore::spent_since`]) includes it. A run's own planning is in its
+    /// cost ([`RunStore::create_run`] starts it there) and must not be recorded here.
+    /// The default keeps nothing (a store without it forgets such spend at restart).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
+        let _ = cost;
+        Ok(())
+    }
 
     /// True when the store answers (for readiness checks).
     fn ping(&self) -> bool;

@@ -101,6 +101,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX runs_subject_idempotency_key
       ON runs(subject_idempotency_key, subject) WHERE subject_idempotency_key IS NOT NULL;
      CREATE INDEX runs_subject_created_at ON runs(subject, created_at, id);",
+    // 5: money spent outside any run (LLM planning of plans that did not become runs:
+    // `RunStore::record_spend`), for the day's spend after a restart.
+    "CREATE TABLE spend (at INTEGER NOT NULL, cost REAL NOT NULL);
+     CREATE INDEX spend_at ON spend(at);",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -392,16 +396,19 @@ impl SqliteStore {
                     &db_count(*output_tokens),
                 ],
             )?,
+            // A failed or cancelled task keeps what it was charged and the calls it
+            // made (never fewer than its journaled starts).
             RunEvent::TaskFailed {
                 task_id,
                 reason,
                 attempts,
                 input_tokens,
                 output_tokens,
+                cost,
             } => task(
                 tx,
-                "UPDATE tasks SET status = 'failed', error = ?3, attempts = ?4, input_tokens = ?5, \
-                 output_tokens = ?6 WHERE run_id = ?1 AND task_id = ?2",
+                "UPDATE tasks SET status = 'failed', error = ?3, attempts = MAX(attempts, ?4), \
+                 input_tokens = ?5, output_tokens = ?6, cost = ?7 WHERE run_id = ?1 AND task_id = ?2",
                 &[
                     &run_id.as_str(),
                     &task_id.as_str(),
@@ -409,6 +416,7 @@ impl SqliteStore {
                     attempts,
                     &db_count(*input_tokens),
                     &db_count(*output_tokens),
+                    &cost.as_f64(),
                 ],
             )?,
             RunEvent::TaskSkipped {
@@ -416,6 +424,8 @@ impl SqliteStore {
                 reason,
                 input_tokens,
                 output_tokens,
+                cost,
+                attempts,
             } => {
                 let status = if reason == super::RUN_CANCELLED {
                     "cancelled"
@@ -424,8 +434,8 @@ impl SqliteStore {
                 };
                 task(
                     tx,
-                    "UPDATE tasks SET status = ?3, error = ?4, input_tokens = ?5, output_tokens = ?6 \
-                     WHERE run_id = ?1 AND task_id = ?2",
+                    "UPDATE tasks SET status = ?3, error = ?4, input_tokens = ?5, output_tokens = ?6, \
+                     cost = ?7, attempts = MAX(attempts, ?8) WHERE run_id = ?1 AND task_id = ?2",
                     &[
                         &run_id.as_str(),
                         &task_id.as_str(),
@@ -433,6 +443,8 @@ impl SqliteStore {
                         reason,
                         &db_count(*input_tokens),
                         &db_count(*output_tokens),
+                        &cost.as_f64(),
+                        attempts,
                     ],
                 )?;
             }
@@ -633,6 +645,8 @@ impl SqliteStore {
                 runs.execute(params![id])?;
             }
         }
+        // Spend outside runs ages out with them.
+        tx.execute("DELETE FROM spend WHERE at < ?1", params![before_ms])?;
         tx.commit()?;
         Ok(ids.len())
     }
@@ -761,10 +775,12 @@ impl RunStore for SqliteStore {
             return Ok(Created::Existing(RunId::new(existing)));
         }
         let now = now_ms();
+        // A run starts from what planning it cost (charged to the day already).
+        let planning = plan.planning.map_or(0.0, |p| p.cost.as_f64());
         tx.execute(
-            "INSERT INTO runs (id, request, status, plan_json, budget, subject_idempotency_key, created_at, updated_at, subject) \
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6, ?7)",
-            params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now, subject],
+            "INSERT INTO runs (id, request, status, plan_json, budget, subject_idempotency_key, created_at, updated_at, subject, cost) \
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+            params![id.as_str(), plan.request, plan_json, budget.map(Usd::as_f64), idempotency_key, now, subject, planning],
         )?;
         for (position, t) in plan.tasks.iter().enumerate() {
             tx.execute(
@@ -927,12 +943,31 @@ impl RunStore for SqliteStore {
 
     fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError> {
         let conn = self.conn()?;
-        let total: f64 = conn.query_row(
+        let runs: f64 = conn.query_row(
             "SELECT COALESCE(SUM(cost), 0) FROM runs WHERE created_at >= ?1",
             params![since_ms],
             |r| r.get(0),
         )?;
-        Ok(Usd::saturating(total))
+        let other: f64 = conn.query_row(
+            "SELECT COALESCE(SUM(cost), 0) FROM spend WHERE at >= ?1",
+            params![since_ms],
+            |r| r.get(0),
+        )?;
+        Ok(Usd::saturating(runs + other))
+    }
+
+    fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
+        if cost <= Usd::ZERO {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = Self::write_tx(&mut conn)?;
+        tx.execute(
+            "INSERT INTO spend (at, cost) VALUES (?1, ?2)",
+            params![now_ms(), cost.as_f64()],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn ping(&self) -> bool {
@@ -998,6 +1033,35 @@ mod tests {
                 .any(|d| d.contains("USING INDEX runs_created_at")),
             "{plan:?}"
         );
+    }
+
+    /// Audit L6-5: LLM planning was not in the day's spend read back after a restart.
+    /// A run starts from its planning's cost; planning of a plan that became no run is
+    /// recorded on its own; both count in `spent_since`, and age out with retention.
+    #[test]
+    fn planning_spend_counts_in_the_day_read_back() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut planned = plan();
+        planned.planning = Some(crate::PlanningSpend {
+            cost: usd(0.5),
+            input_tokens: 300,
+            output_tokens: 150,
+            calls: 3,
+        });
+        let id = RunId::new("run_planned");
+        store.create_run(&id, &planned, None, None, None).unwrap();
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert!((run.cost.as_f64() - 0.5).abs() < 1e-12, "{}", run.cost);
+        assert_eq!(run.token_totals(), (300, 150));
+        store.record_spend(usd(0.25)).unwrap();
+        assert!((store.spent_since(0).unwrap().as_f64() - 0.75).abs() < 1e-12);
+        assert_eq!(
+            store.spent_since(i64::MAX).unwrap(),
+            Usd::ZERO,
+            "spend recorded before a time is not counted after it"
+        );
+        store.delete_finished_before(i64::MAX, 10).unwrap();
+        assert!((store.spent_since(0).unwrap().as_f64() - 0.5).abs() < 1e-12);
     }
 
     /// Audit: `next_cursor` was the last run's id, looked up again for the next page;
@@ -1427,6 +1491,8 @@ mod tests {
                     reason: super::super::RUN_CANCELLED.into(),
                     input_tokens: 40,
                     output_tokens: 7,
+                    cost: usd(0.25),
+                    attempts: 2,
                 },
             )
             .unwrap();
@@ -1438,6 +1504,14 @@ mod tests {
         assert_eq!((done.input_tokens, done.output_tokens), (1_200, 345));
         let cancelled = run.tasks.iter().find(|t| t.task_id == second).unwrap();
         assert_eq!((cancelled.input_tokens, cancelled.output_tokens), (40, 7));
+        // And what the run was charged for it, with the calls it made (audit L6-7:
+        // the UPDATE left a cancelled or failed task at cost 0).
+        assert!(
+            (cancelled.cost.as_f64() - 0.25).abs() < 1e-12,
+            "{}",
+            cancelled.cost
+        );
+        assert_eq!(cancelled.attempts, 2);
         assert_eq!(run.token_totals(), (1_240, 352));
         let events = run.cancellation();
         // The tasks not finished yet (not the succeeded nor the cancelled one), then

@@ -12,6 +12,7 @@ mod embedding;
 mod llm_plan;
 mod resume;
 mod run;
+mod spend;
 mod stages;
 mod store;
 mod support;

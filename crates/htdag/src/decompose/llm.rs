@@ -142,7 +142,11 @@ impl<M: PlannerModel> LlmDecomposer<M> {
         }
     }
 
-    fn to_task(&self, id: TaskId, item: &Item) -> Result<Task, HtdagError> {
+    /// A generated item as a task: an allowed kind, a description that is not empty,
+    /// no longer than a request may be (`limits.max_request_chars`: a task is part of
+    /// a request, and its description goes back into the next prompt) and passes the
+    /// screen.
+    fn to_task(&self, id: TaskId, item: &Item, limits: &Limits) -> Result<Task, HtdagError> {
         let kind: TaskKind = item
             .kind
             .parse()
@@ -152,6 +156,17 @@ impl<M: PlannerModel> LlmDecomposer<M> {
         let description = item.description.trim();
         if description.is_empty() {
             return Err(self.failed(format!("task {id} has an empty description")));
+        }
+        // Byte length bounds the char count from above: skip counting short ones.
+        if description.len() > limits.max_request_chars {
+            let len = description.chars().count();
+            if len > limits.max_request_chars {
+                return Err(self.failed(format!(
+                    "generated task {id} has a description of {len} characters, over the \
+                     limit of {} set by limits.max_request_chars (rule: max_request_chars)",
+                    limits.max_request_chars
+                )));
+            }
         }
         if let Some(screen) = &self.screen {
             screen(description).map_err(|rule| {
@@ -222,7 +237,7 @@ impl<M: PlannerModel> Decomposer for LlmDecomposer<M> {
             .map(|i| TaskId::new(format!("t{i}")))
             .collect();
         for (item, id) in top.iter().zip(&ids) {
-            dag.add_task(self.to_task(id.clone(), item)?, None)?;
+            dag.add_task(self.to_task(id.clone(), item, limits)?, None)?;
         }
         let items: Vec<Item> = phases.phases.into_iter().take(self.max_phases).collect();
         self.link(&mut dag, &ids, &items)?;
@@ -254,7 +269,7 @@ impl<M: PlannerModel> Decomposer for LlmDecomposer<M> {
                 .map(|i| TaskId::new(format!("{id}.{i}")))
                 .collect();
             for (s, sid) in subs.iter().zip(&sub_ids) {
-                dag.add_task(self.to_task(sid.clone(), s)?, Some(id))?;
+                dag.add_task(self.to_task(sid.clone(), s, limits)?, Some(id))?;
             }
             self.link(&mut dag, &sub_ids, &subs)?;
         }
@@ -355,6 +370,33 @@ mod tests {
             down.decompose("x", &Limits::default()).await,
             Err(HtdagError::Decomposer { .. })
         ));
+    }
+
+    /// Audit L6-11: a 104,000-character phase was accepted and sent back in the
+    /// subtask prompt. A generated description is held to the request limit, and the
+    /// refusal names the rule, the task and the numbers.
+    #[tokio::test]
+    async fn a_generated_description_longer_than_a_request_may_be_is_refused() {
+        let limits = Limits {
+            max_request_chars: 100,
+            ..Limits::default()
+        };
+        let at_limit = scripted(vec![
+            json!({"phases": [{"kind": "design", "description": "é".repeat(100)}]}),
+            json!({"subtasks": [{"kind": "design", "description": "a"}]}),
+        ]);
+        assert!(at_limit.decompose("x", &limits).await.is_ok());
+        let over = scripted(vec![json!({"phases": [
+            {"kind": "design", "description": "a"},
+            {"kind": "design", "description": "b".repeat(101)}
+        ]})]);
+        let err = over.decompose("x", &limits).await.unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "generated task t2 has a description of 101 characters, over the limit of 100 \
+             set by limits.max_request_chars (rule: max_request_chars)"
+        );
     }
 
     #[tokio::test]
