@@ -229,9 +229,13 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
             task_id,
             agent,
             attempt,
-        } => {
-            format!("started   {task_id} on {agent} (attempt {attempt})")
-        }
+            model,
+        } => match model {
+            Some(model) => {
+                format!("started   {task_id} on {agent} with {model} (attempt {attempt})")
+            }
+            None => format!("started   {task_id} on {agent} (attempt {attempt})"),
+        },
         RunEvent::TaskRetrying {
             task_id,
             agent,

@@ -737,6 +737,8 @@ mod tests {
                 task_id: "t1".into(),
                 agent: "backend".into(),
                 output: "done".into(),
+                flagged: None,
+                truncated: false,
                 cost: usd(0.25),
                 input_tokens: 0,
                 output_tokens: 0,

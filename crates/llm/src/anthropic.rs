@@ -178,6 +178,7 @@ impl AnthropicClient {
                 .map(ModelId::from)
                 .unwrap_or_else(|| self.config.model.clone()),
             finish_reason: resp.stop_reason.as_deref().map(FinishReason::from_wire),
+            refusal: None,
             cost: self.config.price.map(|p| p.cost(&usage)),
             // The Messages API always reports usage (an answer without it is malformed).
             usage_missing: false,

@@ -168,14 +168,11 @@ impl OpenAiClient {
             }
         };
         let mut finish_reason = choice.finish_reason.as_deref().map(FinishReason::from_wire);
-        let text = match (choice.message.content, choice.message.refusal) {
-            (Some(text), _) => text,
-            (None, Some(_refusal)) => {
-                finish_reason = Some(FinishReason::ContentFilter);
-                String::new()
-            }
-            (None, None) => String::new(),
-        };
+        let refusal = choice.message.refusal.filter(|r| !r.trim().is_empty());
+        if refusal.is_some() {
+            finish_reason = Some(FinishReason::ContentFilter);
+        }
+        let text = choice.message.content.unwrap_or_default();
         Ok(Completion {
             usage,
             model: resp
@@ -193,6 +190,7 @@ impl OpenAiClient {
             finish_reason,
             text,
             usage_missing,
+            refusal,
         })
     }
 }

@@ -270,6 +270,10 @@ pub struct Completion {
     pub model: ModelId,
     /// Why generation stopped, when the provider said.
     pub finish_reason: Option<FinishReason>,
+    /// The model's refusal message, when it refused instead of answering (OpenAI's
+    /// `message.refusal`; `finish_reason` is then [`FinishReason::ContentFilter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// What the call cost, when the client was configured with a
     /// [`ModelPrice`](crate::ModelPrice). When the provider reported no usage
     /// (`usage_missing`), the price of [`Usage::upper_bound`]: never understated.
@@ -291,6 +295,7 @@ impl Completion {
             usage: Usage::default(),
             model: model.into(),
             finish_reason: Some(FinishReason::Stop),
+            refusal: None,
             cost: None,
             usage_missing: false,
         }

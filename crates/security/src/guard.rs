@@ -50,7 +50,8 @@ impl fmt::Display for Checkpoint {
 pub enum Policy {
     /// Reject it with [`SecurityError::InjectionDetected`].
     Block,
-    /// Pass it on fenced and escaped as untrusted data (see [`crate::quarantine`]).
+    /// Pass it on quarantined: with a note naming the rule, in the untrusted-content
+    /// envelope, the text itself as written (see [`crate::quarantine`]).
     Sanitize,
     /// Pass it on unchanged and log a warning.
     Audit,
@@ -116,7 +117,7 @@ pub struct SecurityConfig {
 pub enum Action {
     /// Not flagged; passed unchanged.
     Passed,
-    /// Flagged; passed fenced and escaped.
+    /// Flagged; passed quarantined (see [`crate::quarantine`]).
     Sanitized,
     /// Flagged; passed unchanged and logged.
     Audited,

@@ -54,4 +54,7 @@ pub use limits::{Limits, RunTaskCounter};
 pub use model::{LinearModel, ModelError};
 pub use rate::{RateLimitConfig, RateLimiter};
 pub use rules::{RULES, Rule};
-pub use sanitize::{quarantine, redact, sanitize_for_prompt};
+pub use sanitize::{
+    UNTRUSTED_CLOSE, UNTRUSTED_OPEN, fence_untrusted, neutralize_envelope, quarantine, redact,
+    sanitize_for_prompt,
+};

@@ -14,8 +14,16 @@ use serde::{Deserialize, Serialize};
 pub struct TaskInput {
     /// The task that produced it.
     pub task_id: TaskId,
-    /// Its output (already screened for indirect injection).
+    /// Its output as passed on: the agent's text as written, or, when the injection
+    /// screen flagged it under the `sanitize` policy, its quarantine
+    /// ([`genesis_security::quarantine`]: a note naming the rule, then the text in the
+    /// untrusted-content envelope).
     pub output: String,
+    /// The rule the screen flagged the output for, when `output` is its quarantine
+    /// (absent otherwise): the text is then already in its envelope, and must not be
+    /// fenced again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
 }
 
 /// Everything an agent gets for one attempt at one task.
@@ -37,8 +45,13 @@ pub struct AgentRequest {
     pub inputs: Vec<TaskInput>,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// The previous round's answer when the agent refines (TUMIX), else `None`.
+    /// The previous round's answer when the agent refines (TUMIX), else `None`: as
+    /// written, or its quarantine when the screen flagged it (see
+    /// [`AgentRequest::previous_quarantined`]).
     pub previous: Option<String>,
+    /// The rule the screen flagged the previous answer for, when `previous` is its
+    /// quarantine (as [`TaskInput::quarantined`]); `None` otherwise.
+    pub previous_quarantined: Option<String>,
     /// The most this attempt may cost: the money set aside for it under the run's and
     /// the day's budgets, when the agent bounded its cost ([`Agent::cost_bounds`]) and
     /// a budget is in force. An agent that can, stays within it (an LLM agent lowers
@@ -80,6 +93,7 @@ impl AgentRequest {
             inputs: Vec::new(),
             attempt: 1,
             previous: None,
+            previous_quarantined: None,
             max_cost: None,
         }
     }
@@ -117,6 +131,11 @@ pub struct AgentOutput {
     /// of this task, subject to the DAG's update limits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followups: Vec<FollowUp>,
+    /// True when the answer was cut at its token limit (an LLM agent: finish reason
+    /// `length` / `max_tokens`), so the text is incomplete. Shown as `truncated` on the
+    /// task's `task_succeeded` event and report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// A follow-up task proposed by an agent.
@@ -216,6 +235,27 @@ pub enum AgentError {
         /// The limit.
         max: usize,
     },
+    /// The agent answered, and the answer may have been paid for, but there is nothing
+    /// in it to use: an LLM agent's answer that is empty after trimming (rule
+    /// `empty_answer`) or a refusal (rule `refused`, with the refusal's text). Charged
+    /// what the agent reported (`cost`), its tokens counted; like a rejection, not
+    /// retried on the same agent (it would answer the same), and the task moves on to
+    /// its alternatives. Does not count on the agent's circuit breaker.
+    #[error("agent {agent} gave no usable answer: {message} (rule: {rule})")]
+    Unusable {
+        /// The agent.
+        agent: AgentId,
+        /// The rule: `empty_answer` or `refused`.
+        rule: String,
+        /// What came back (the refusal's text, the finish reason).
+        message: String,
+        /// What the call cost.
+        cost: Usd,
+        /// Input tokens the call reported.
+        input_tokens: u64,
+        /// Output tokens the call reported.
+        output_tokens: u64,
+    },
     /// The agent's call panicked (a bug in the agent). Not retried on the same agent;
     /// the task moves on to its alternatives, and the call counts as a failure on the
     /// agent's circuit breaker.
@@ -289,6 +329,15 @@ pub trait Agent: Send + Sync {
     /// planned estimate is set aside, and a call that costs more is still charged in
     /// full.
     fn cost_bounds(&self, request: &AgentRequest) -> Option<CostBounds> {
+        let _ = request;
+        None
+    }
+
+    /// The model an attempt at `request` calls, when the agent calls one (an LLM agent:
+    /// the model DAAO planned the task on): shown as `model` on the attempt's
+    /// `task_started` event and on the task's log lines. `None` (the default): the
+    /// agent calls no model, or does not say.
+    fn model(&self, request: &AgentRequest) -> Option<ModelId> {
         let _ = request;
         None
     }

@@ -15,7 +15,7 @@ use genesis_daao::{
 };
 use genesis_htdag::{DagUpdate, TaskDag, TaskNode};
 use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
-use genesis_security::{Checkpoint, Guard};
+use genesis_security::{Action, Checkpoint, Guard, Policy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
@@ -49,6 +49,14 @@ pub struct ExecutorConfig {
     /// Agents that refine their answers, and when to stop.
     pub refine: RefineConfig,
     /// Screen agent outputs for indirect injection before passing them on (default on).
+    /// A flagged output is never rewritten: the task's output, its `task_succeeded`
+    /// event and the run's answer are the agent's text as written, marked with the rule
+    /// that flagged it (`flagged` on the event and the [`TaskReport`]). What is passed
+    /// on to other agents — dependents' [`TaskInput`]s and the previous answer of a
+    /// refinement round — is quarantined ([`genesis_security::quarantine`]) under
+    /// `security.policies.agent_output = "sanitize"` (the default), passed as written
+    /// under `"audit"`; under `"block"` a flagged output fails the attempt
+    /// ([`AgentError::Blocked`]) and the task moves on to its alternatives.
     pub screen_outputs: bool,
     /// Event channel capacity per run (default 1,024): a subscriber that falls this
     /// far behind misses events (`RecvError::Lagged`); the server's event streams read
@@ -651,7 +659,10 @@ impl Slot {
 enum Outcome {
     Succeeded {
         agent: AgentId,
+        /// The agent's answer as written.
         output: AgentOutput,
+        /// The rule the injection screen flagged it for, if it did.
+        flagged: Option<String>,
         attempts: u32,
         duration: Duration,
         tries: Vec<AgentTry>,
@@ -696,6 +707,23 @@ impl TokenMeter {
         };
         add(&self.input, output.input_tokens);
         add(&self.output, output.output_tokens);
+    }
+
+    /// Adds what a call that answered with nothing usable reported
+    /// ([`AgentError::Unusable`]); other failures report none.
+    fn add_unusable(&self, error: &AgentError) {
+        if let AgentError::Unusable {
+            input_tokens,
+            output_tokens,
+            ..
+        } = error
+        {
+            self.add(&AgentOutput {
+                input_tokens: *input_tokens,
+                output_tokens: *output_tokens,
+                ..AgentOutput::default()
+            });
+        }
     }
 
     /// Input and output tokens so far.
@@ -750,6 +778,8 @@ impl CallCharge {
         self.open = false;
         match result {
             Ok(output) => self.meter.charge(output.cost),
+            // It answered, with nothing usable: charged what it reported, as `CallMoney`.
+            Err(AgentError::Unusable { cost, .. }) => self.meter.charge(*cost),
             Err(e) if e.may_have_cost() => {
                 if let Some(held) = self.held {
                     self.meter.charge(held);
@@ -813,7 +843,13 @@ impl CallMoney {
     }
 
     /// The call failed with `error`; returns what it is charged (see [`CallMoney`]).
+    /// A call that answered with nothing usable ([`AgentError::Unusable`]) is charged
+    /// what it reported, as an answer is.
     fn failed(mut self, error: &AgentError) -> Usd {
+        if let AgentError::Unusable { cost, .. } = error {
+            self.settle(*cost);
+            return *cost;
+        }
         match self.reservation.take() {
             Some(r) if self.bounded && error.may_have_cost() => charge_in_full(r),
             // Dropped, the reservation is released.
@@ -925,6 +961,8 @@ impl Runner {
                     agent: planned.agent.clone(),
                     attempts: 0,
                     output: None,
+                    flagged: None,
+                    truncated: false,
                     error: None,
                     cost: Usd::ZERO,
                     input_tokens: 0,
@@ -1395,6 +1433,7 @@ impl Runner {
             Outcome::Succeeded {
                 agent,
                 output,
+                flagged,
                 attempts,
                 duration,
                 tries,
@@ -1409,6 +1448,8 @@ impl Runner {
                     slot.report.agent = Some(agent.clone());
                     slot.report.attempts = attempts;
                     slot.report.output = Some(output.text.clone());
+                    slot.report.flagged = flagged.clone();
+                    slot.report.truncated = output.truncated;
                     slot.report.cost = output.cost;
                     slot.report.input_tokens = output.input_tokens;
                     slot.report.output_tokens = output.output_tokens;
@@ -1418,6 +1459,8 @@ impl Runner {
                         task_id: task_id.clone(),
                         agent,
                         output: output.text,
+                        flagged,
+                        truncated: output.truncated,
                         cost: output.cost,
                         input_tokens: output.input_tokens,
                         output_tokens: output.output_tokens,
@@ -1596,6 +1639,8 @@ impl Runner {
                     agent: p.agent.clone(),
                     attempts: 0,
                     output: None,
+                    flagged: None,
+                    truncated: false,
                     error: None,
                     cost: Usd::ZERO,
                     input_tokens: 0,
@@ -1620,16 +1665,24 @@ impl Runner {
         i: usize,
     ) -> impl std::future::Future<Output = (usize, Outcome)> + Send + 'static {
         let slot = &self.slots[i];
+        // Prerequisites' outputs as passed on: quarantined when the screen flagged them
+        // (a report resumed from the store keeps its flag), else as written.
         let inputs: Vec<TaskInput> = self
             .dag
             .prerequisites(slot.planned.id.as_str())
             .iter()
             .filter_map(|p| {
                 let j = *self.index.get(p.as_str())?;
-                let output = self.slots[j].report.output.clone()?;
+                let report = &self.slots[j].report;
+                let (output, quarantined) = pass_on(
+                    &self.exec.guard,
+                    report.output.as_deref()?,
+                    report.flagged.as_deref(),
+                );
                 Some(TaskInput {
                     task_id: (*p).clone(),
                     output,
+                    quarantined,
                 })
             })
             .collect();
@@ -1667,7 +1720,8 @@ impl Runner {
         let span = info_span!(
             "task",
             task_id = %slot.planned.id,
-            agent = tracing::field::Empty
+            agent = tracing::field::Empty,
+            model = tracing::field::Empty
         );
         if let Some(agent) = &slot.planned.agent {
             span.record("agent", tracing::field::display(agent));
@@ -1806,10 +1860,15 @@ impl Attempt {
                     all_open = false;
                     attempts += 1;
                     retry += 1;
+                    let model = backend.model(&request);
+                    if let Some(m) = &model {
+                        tracing::Span::current().record("model", tracing::field::display(m));
+                    }
                     self.emit(RunEvent::TaskStarted {
                         task_id: self.task.id.clone(),
                         agent: agent.clone(),
                         attempt: retry,
+                        model,
                     })
                     .await;
                     let money = CallMoney::new(reservation, request.max_cost.is_some());
@@ -1831,7 +1890,7 @@ impl Attempt {
                             self.tokens.add(&output);
                             // Too large or screened out: like a rejection, not
                             // retried here; the task moves on to its alternatives.
-                            let output = match self
+                            let (output, flagged) = match self
                                 .within_limit(agent, output)
                                 .and_then(|o| self.screen(agent, o))
                             {
@@ -1841,8 +1900,14 @@ impl Attempt {
                                     break;
                                 }
                             };
-                            let output = self
-                                .refine(&backend, agent, output, &mut attempts, &mut cost)
+                            let (output, flagged) = self
+                                .refine(
+                                    &backend,
+                                    agent,
+                                    (output, flagged),
+                                    &mut attempts,
+                                    &mut cost,
+                                )
                                 .await;
                             tries.push(agent_try(true, cost));
                             let (input_tokens, output_tokens) = self.tokens.get();
@@ -1854,6 +1919,7 @@ impl Attempt {
                                     output_tokens,
                                     ..output
                                 },
+                                flagged,
                                 attempts,
                                 duration: started.elapsed(),
                                 tries,
@@ -1862,8 +1928,9 @@ impl Attempt {
                         Err(e) => {
                             // A failed call costs nothing and its room is free again
                             // before any backoff sleep, unless it was bounded and timed
-                            // out (see `CallMoney`).
+                            // out, or answered with nothing usable (see `CallMoney`).
                             cost += money.failed(&e);
+                            self.tokens.add_unusable(&e);
                             let reason = e.to_string();
                             match e.retry() {
                                 Retry::Yes { after } => {
@@ -1979,7 +2046,13 @@ impl Attempt {
     }
 
     /// The request for one attempt (no cost limit yet: see [`Attempt::max_cost`]).
-    fn request(&self, agent: &AgentId, attempt: u32, previous: Option<String>) -> AgentRequest {
+    fn request(
+        &self,
+        agent: &AgentId,
+        attempt: u32,
+        previous: Option<(String, Option<String>)>,
+    ) -> AgentRequest {
+        let (previous, previous_quarantined) = previous.unzip();
         AgentRequest {
             run_id: self.run_id.clone(),
             subject: Arc::clone(&self.subject),
@@ -1990,6 +2063,7 @@ impl Attempt {
             inputs: self.inputs.clone(),
             attempt,
             previous,
+            previous_quarantined: previous_quarantined.flatten(),
             max_cost: None,
         }
     }
@@ -2071,10 +2145,17 @@ impl Attempt {
         })
     }
 
-    /// Screens an output for indirect injection before dependents see it.
-    fn screen(&self, agent: &AgentId, mut output: AgentOutput) -> Result<AgentOutput, AgentError> {
+    /// Screens an output for indirect injection before dependents see it. The output
+    /// is returned as written, with the rule that flagged it (`None` when it passed
+    /// clean, or screening is off); under the `block` policy a flagged output fails
+    /// the attempt. What is passed on is decided by [`pass_on`].
+    fn screen(
+        &self,
+        agent: &AgentId,
+        output: AgentOutput,
+    ) -> Result<(AgentOutput, Option<String>), AgentError> {
         if !self.exec.config.screen_outputs {
-            return Ok(output);
+            return Ok((output, None));
         }
         match self
             .exec
@@ -2082,10 +2163,11 @@ impl Attempt {
             .screen(Checkpoint::AgentOutput, &output.text)
         {
             Ok(screened) => {
-                if let std::borrow::Cow::Owned(text) = screened.text {
-                    output.text = text;
-                }
-                Ok(output)
+                let flagged = match screened.action {
+                    Action::Passed => None,
+                    Action::Sanitized | Action::Audited => Some(screened.scan.top_reason()),
+                };
+                Ok((output, flagged))
             }
             Err(e) => Err(AgentError::Blocked {
                 agent: agent.clone(),
@@ -2095,28 +2177,32 @@ impl Attempt {
     }
 
     /// TUMIX: for refining agents, run rounds until the stop policy says stop; keep the
-    /// best-scored answer. A failed round (an error, an output over the size limit or
-    /// screened out) ends refinement with the best answer so far. Every round that
-    /// answered adds its cost and tokens.
+    /// best-scored answer, with the rule that flagged it, if any. A later round
+    /// replaces the best only when it scores strictly higher. A failed round (an error,
+    /// an output over the size limit or screened out) or one that answered nothing
+    /// (empty after trimming) ends refinement with the best answer so far. Every round
+    /// that answered adds its cost and tokens. Each round is given the previous round's
+    /// answer as [`pass_on`] passes outputs on (quarantined when flagged).
     async fn refine(
         &self,
         backend: &Arc<dyn super::Agent>,
         agent: &AgentId,
-        first: AgentOutput,
+        first: (AgentOutput, Option<String>),
         attempts: &mut u32,
         cost: &mut Usd,
-    ) -> AgentOutput {
+    ) -> (AgentOutput, Option<String>) {
         if self.refinement == Refinement::Off || !self.exec.config.refine.agents.contains(agent) {
             return first;
         }
         let max_rounds = self.exec.config.refine.stop.max_rounds.max(1);
         let mut rounds = vec![RefinementRound {
-            score: self.exec.judge.score(&self.task, &first.text, None),
-            fingerprint: fingerprint(&first.text),
+            score: self.exec.judge.score(&self.task, &first.0.text, None),
+            fingerprint: fingerprint(&first.0.text),
         }];
-        let mut best = first;
         let mut best_score = rounds[0].score;
-        let mut previous = best.text.clone();
+        let mut previous = pass_on(&self.exec.guard, &first.0.text, first.1.as_deref());
+        let mut previous_text = first.0.text.clone();
+        let mut best = first;
         loop {
             let decision = match self.refinement {
                 Refinement::AllRounds if rounds.len() >= max_rounds => StopDecision::Stop {
@@ -2161,32 +2247,66 @@ impl Attempt {
                 Ok(out) => out,
                 Err(e) => {
                     *cost += money.failed(&e);
+                    self.tokens.add_unusable(&e);
                     return best;
                 }
             };
             *cost += out.cost;
             money.settle(out.cost);
             self.tokens.add(&out);
-            let Ok(out) = self
+            let Ok((out, flagged)) = self
                 .within_limit(agent, out)
                 .and_then(|o| self.screen(agent, o))
             else {
                 return best;
             };
+            let round_number = u32::try_from(rounds.len() + 1).unwrap_or(u32::MAX);
+            if out.text.trim().is_empty() {
+                // Nothing to judge or to keep: the best answer so far stands.
+                self.emit(RunEvent::TaskRefined {
+                    task_id: self.task.id.clone(),
+                    round: round_number,
+                    score: 0.0,
+                    stop: Some(format!(
+                        "round {round_number} answered nothing (rule: empty_answer); keeping the best answer"
+                    )),
+                })
+                .await;
+                return best;
+            }
             let score = self
                 .exec
                 .judge
-                .score(&self.task, &out.text, Some(&previous));
+                .score(&self.task, &out.text, Some(&previous_text));
             rounds.push(RefinementRound {
                 score,
                 fingerprint: fingerprint(&out.text),
             });
-            previous = out.text.clone();
-            if score >= best_score {
+            previous = pass_on(&self.exec.guard, &out.text, flagged.as_deref());
+            previous_text = out.text.clone();
+            if score > best_score {
                 best_score = score;
-                best = out;
+                best = (out, flagged);
             }
         }
+    }
+}
+
+/// An output as it is passed on to another agent (a dependent's [`TaskInput`], a
+/// refinement round's previous answer): quarantined ([`genesis_security::quarantine`],
+/// returned with the rule) when the screen flagged it for `flagged` and the
+/// `agent_output` policy is `sanitize`; else as written.
+fn pass_on(guard: &Guard, text: &str, flagged: Option<&str>) -> (String, Option<String>) {
+    match flagged {
+        Some(rule)
+            if guard.policies().for_checkpoint(Checkpoint::AgentOutput) == Policy::Sanitize =>
+        {
+            (
+                genesis_security::quarantine(text, rule),
+                Some(rule.to_owned()),
+            )
+        }
+        _ => (text.to_owned(), None),
     }
 }
 
@@ -2760,6 +2880,8 @@ mod tests {
             agent: None,
             attempts: 1,
             output: None,
+            flagged: None,
+            truncated: false,
             error: Some("boom".into()),
             cost: Usd::ZERO,
             input_tokens: 0,

@@ -13,7 +13,7 @@ pub mod backends;
 mod executor;
 mod writer;
 
-use genesis_core::{AgentId, RunId, TaskId, Usd};
+use genesis_core::{AgentId, ModelId, RunId, TaskId, Usd};
 use genesis_daao::{BudgetScope, DayTotal};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,10 @@ pub enum RunEvent {
         agent: AgentId,
         /// Attempt number on this agent, from 1.
         attempt: u32,
+        /// The model the attempt calls ([`Agent::model`]: an LLM agent's, the model
+        /// DAAO planned the task on); absent for agents that call none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelId>,
     },
     /// An attempt failed transiently; another follows after `delay_ms`.
     TaskRetrying {
@@ -160,8 +164,20 @@ pub enum RunEvent {
         task_id: TaskId,
         /// The agent that did it.
         agent: AgentId,
-        /// Its output.
+        /// Its output: the agent's text as written (a flagged output too; what its
+        /// dependents are passed is quarantined instead, see `flagged`).
         output: String,
+        /// The rule the injection screen flagged the output for (e.g.
+        /// `feature:"instructions"`), absent when it passed clean: the output is
+        /// returned as written, and passed on to dependents and refinement rounds
+        /// quarantined (policy `sanitize`) or as written (policy `audit`). Absent in
+        /// events journaled before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flagged: Option<String>,
+        /// True when the answer was cut at its token limit ([`AgentOutput::truncated`]);
+        /// absent when it was not.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
         /// What it cost, retries and rounds included.
         cost: Usd,
         /// Input tokens its agents reported, retries and rounds included (0 when they
@@ -318,8 +334,18 @@ pub struct TaskReport {
     pub agent: Option<AgentId>,
     /// Attempts across all agents.
     pub attempts: u32,
-    /// Output, when it succeeded.
+    /// Output, when it succeeded: the agent's text as written.
     pub output: Option<String>,
+    /// The rule the injection screen flagged the output for, absent when it passed
+    /// clean (see [`RunEvent::TaskSucceeded`]'s `flagged`): the output is as written;
+    /// dependents were passed it quarantined. Absent from reports stored before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<String>,
+    /// True when the output was cut at its token limit ([`AgentOutput::truncated`]);
+    /// absent when it was not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Why it failed or was skipped.
     pub error: Option<String>,
     /// What the run was charged for it, whatever its end (see `task_failed`'s

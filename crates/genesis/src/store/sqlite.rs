@@ -105,6 +105,11 @@ const MIGRATIONS: &[&str] = &[
     // `RunStore::record_spend`), for the day's spend after a restart.
     "CREATE TABLE spend (at INTEGER NOT NULL, cost REAL NOT NULL);
      CREATE INDEX spend_at ON spend(at);",
+    // 6: a succeeded task's output flag (the rule the injection screen flagged it for;
+    // NULL when clean) and whether its answer was cut at its token limit
+    // (`task_succeeded`'s `flagged` and `truncated`). NULL and 0 in tasks stored before.
+    "ALTER TABLE tasks ADD COLUMN flagged TEXT;
+     ALTER TABLE tasks ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -376,6 +381,8 @@ impl SqliteStore {
                 task_id,
                 agent,
                 output,
+                flagged,
+                truncated,
                 cost,
                 attempts,
                 input_tokens,
@@ -384,7 +391,7 @@ impl SqliteStore {
             } => task(
                 tx,
                 "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL, \
-                 input_tokens = ?7, output_tokens = ?8 WHERE run_id = ?1 AND task_id = ?2",
+                 input_tokens = ?7, output_tokens = ?8, flagged = ?9, truncated = ?10 WHERE run_id = ?1 AND task_id = ?2",
                 &[
                     &run_id.as_str(),
                     &task_id.as_str(),
@@ -394,6 +401,8 @@ impl SqliteStore {
                     attempts,
                     &db_count(*input_tokens),
                     &db_count(*output_tokens),
+                    flagged,
+                    truncated,
                 ],
             )?,
             // A failed or cancelled task keeps what it was charged and the calls it
@@ -554,7 +563,7 @@ impl SqliteStore {
             })?;
         let mut stmt = conn.prepare(
             "SELECT task_id, status, agent, attempts, output, error, cost, parent, input_tokens, \
-             output_tokens FROM tasks WHERE run_id = ?1 ORDER BY position",
+             output_tokens, flagged, truncated FROM tasks WHERE run_id = ?1 ORDER BY position",
         )?;
         let mut answer = String::new();
         let tasks = stmt
@@ -567,6 +576,8 @@ impl SqliteStore {
                         agent: r.get::<_, Option<String>>(2)?.map(Into::into),
                         attempts: r.get(3)?,
                         output: r.get(4)?,
+                        flagged: r.get(10)?,
+                        truncated: r.get(11)?,
                         error: r.get(5)?,
                         cost: Usd::saturating(r.get(6)?),
                         input_tokens: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
@@ -1187,6 +1198,7 @@ mod tests {
                         task_id: task,
                         agent: "a".into(),
                         attempt: 1,
+                        model: None,
                     },
                 )
                 .unwrap();
@@ -1470,6 +1482,8 @@ mod tests {
                         task_id: first.clone(),
                         agent,
                         output: "done".into(),
+                        flagged: None,
+                        truncated: false,
                         cost: usd(0.5),
                         input_tokens: 1_200,
                         output_tokens: 345,

@@ -23,9 +23,11 @@ fn request(input_bytes: usize) -> AgentRequest {
         inputs: vec![TaskInput {
             task_id: TaskId::new("t0"),
             output: "x".repeat(input_bytes),
+            quarantined: None,
         }],
         attempt: 1,
         previous: None,
+        previous_quarantined: None,
         max_cost: None,
     }
 }

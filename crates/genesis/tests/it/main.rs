@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+mod answers;
 mod budget;
 mod command;
 mod durability;

@@ -709,6 +709,8 @@ async fn execute_refuses_a_plan_with_a_task_no_backend_serves_before_calling_any
             agent: victim.agent.clone(),
             attempts: 1,
             output: Some("done before the restart".into()),
+            flagged: None,
+            truncated: false,
             error: None,
             cost: Usd::ZERO,
             input_tokens: 0,

@@ -310,6 +310,7 @@ async fn a_closed_llm_gate_refuses_without_calling_a_provider() {
         inputs: Vec::new(),
         attempt: 1,
         previous: None,
+        previous_quarantined: None,
         max_cost: None,
     };
     let err = agent.execute(request("blocked")).await.unwrap_err();

@@ -52,6 +52,7 @@ fn runs_survive_reopening_with_task_states_and_events() {
                     task_id: t1.clone(),
                     agent: AgentId::new("qa"),
                     attempt: 1,
+                    model: None,
                 },
             )
             .unwrap();
@@ -62,6 +63,8 @@ fn runs_survive_reopening_with_task_states_and_events() {
                     task_id: t1,
                     agent: AgentId::new("qa"),
                     output: "reproduced".into(),
+                    flagged: None,
+                    truncated: false,
                     cost: Usd::new(0.25).unwrap(),
                     input_tokens: 0,
                     output_tokens: 0,
@@ -411,6 +414,12 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
                 .all(|t| (t.input_tokens, t.output_tokens) == (0, 0)),
             "tasks stored before tokens were read as 0"
         );
+        assert!(
+            old.tasks
+                .iter()
+                .all(|t| t.flagged.is_none() && !t.truncated),
+            "tasks stored before output flags read as clean and whole"
+        );
         assert_eq!(store.unfinished_runs().unwrap().len(), 1);
         store
             .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
@@ -437,10 +446,10 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
             Created::New(RunId::new("run_carol"))
         );
     }
-    assert_eq!(user_version(), 5, "migrated");
+    assert_eq!(user_version(), 6, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 5);
+    assert_eq!(user_version(), 6);
     // Nobody asked to cancel the old run: it resumes.
     let old = store.get_run("run_old").unwrap().unwrap();
     assert_eq!(old.cancel_requested_at_ms, None);

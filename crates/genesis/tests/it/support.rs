@@ -44,6 +44,8 @@ pub(crate) fn journal_crash(
         task_id: first.id.clone(),
         agent: first.agent.clone().unwrap(),
         output: "done before the crash".into(),
+        flagged: None,
+        truncated: false,
         cost: Usd::new(task_cost).unwrap(),
         input_tokens: 0,
         output_tokens: 0,

@@ -37,6 +37,7 @@ fn architect_request(model: Option<&str>, max_cost: Option<genesis::core::Usd>) 
         inputs: Vec::new(),
         attempt: 1,
         previous: None,
+        previous_quarantined: None,
         max_cost,
     }
 }

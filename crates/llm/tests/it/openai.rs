@@ -39,6 +39,36 @@ async fn client_for(stub: &Stub) -> OpenAiClient {
     OpenAiClient::new(config(ProviderKind::Openai, &stub.url("/v1/"))).unwrap()
 }
 
+/// Audit L6 finding 8: a refusal (`content: null, refusal: "..."`) came back as an
+/// empty text with nothing to tell it from an empty answer. Its message is kept, with
+/// finish reason `content_filter`, and its usage is still reported.
+#[tokio::test]
+async fn a_refusal_is_surfaced_with_its_message() {
+    let mut body = ok_body("", 40, 6);
+    body["choices"][0]["message"] =
+        json!({"role": "assistant", "content": null, "refusal": "I cannot help with that."});
+    let stub = Stub::start(vec![
+        Reply::json(200, body),
+        Reply::json(200, ok_body("Paris.", 1, 1)),
+    ])
+    .await;
+    let client = client_for(&stub).await;
+    let c = client
+        .complete(&CompletionRequest::user("Capital of France?"))
+        .await
+        .unwrap();
+    assert_eq!(c.refusal.as_deref(), Some("I cannot help with that."));
+    assert_eq!(c.finish_reason, Some(FinishReason::ContentFilter));
+    assert_eq!(c.text, "");
+    assert_eq!(c.usage, Usage::new(40, 6));
+    // An ordinary answer has none.
+    let c = client
+        .complete(&CompletionRequest::user("Capital of France?"))
+        .await
+        .unwrap();
+    assert_eq!(c.refusal, None);
+}
+
 #[tokio::test]
 async fn success_parses_content_usage_and_cost() {
     let stub = Stub::start(vec![Reply::json(200, ok_body("Paris.", 1_000, 250))]).await;

@@ -246,7 +246,12 @@ fn indirect_injection_in_tool_output_is_quarantined() {
         .unwrap();
     assert_eq!(screened.action, Action::Sanitized);
     assert!(screened.text.starts_with("[untrusted content flagged"));
-    assert!(screened.text.contains("\\SYSTEM:"));
+    // Quarantined as written, inside the envelope.
+    assert!(
+        screened
+            .text
+            .ends_with(&format!("<untrusted>\n{tool_output}\n</untrusted>"))
+    );
 }
 
 /// The classic attack, used by the obfuscation tests below.

@@ -81,6 +81,9 @@ pub(crate) struct WireRequest<'a> {
     inputs: &'a [super::TaskInput],
     #[serde(skip_serializing_if = "Option::is_none")]
     previous: Option<&'a str>,
+    /// The rule the previous answer was flagged for, when `previous` is its quarantine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_quarantined: Option<&'a str>,
     /// What the call must not cost more than, in USD ([`AgentRequest::max_cost`]):
     /// sent when the agent has a `max_cost_usd` and a run or day budget is in force.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,6 +101,7 @@ impl<'a> WireRequest<'a> {
             task: &r.task,
             inputs: &r.inputs,
             previous: r.previous.as_deref(),
+            previous_quarantined: r.previous_quarantined.as_deref(),
             max_cost_usd: r.max_cost.map(Usd::as_f64),
         }
     }
