@@ -216,21 +216,52 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_jso
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
+        "store": store_writes(&state),
     }))
 }
 
-#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+/// Whether the run store takes writes, as far as it knows (its last write failure, see
+/// [`RunStore::write_failure`]; no store call): `{"writable", "error"}`.
+fn store_writes(state: &AppState) -> serde_json::Value {
+    let failure = state.store.write_failure();
+    serde_json::json!({"writable": failure.is_none(), "error": failure})
+}
+
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready: a check failed (`reason.rule` is `store_unwritable` while the run store does not take writes)")))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    // One hop to the blocking pool for both checks that touch the disk.
-    let (store, flags) = blocking(&state, |s| (s.store.ping(), flags_file_applies(s)))
-        .await
-        .unwrap_or((false, false));
+    // One hop to the blocking pool for the checks that touch the disk. The write probe
+    // is one small committed write (see `RunStore::probe_write`); what decides is the
+    // store's last write failure, which the probe and every run write update.
+    let (store, unwritable, flags) = blocking(&state, |s| {
+        let store = s.store.ping();
+        // At most one probe a second while the store takes writes, however often
+        // /ready is asked; at every call once a write failed, so its recovery is seen
+        // at the next call (a probe that fails costs no sync).
+        if s.store.write_failure().is_some() || s.ready_probe_due() {
+            let _ = s.store.probe_write();
+        }
+        (store, s.store.write_failure(), flags_file_applies(s))
+    })
+    .await
+    .unwrap_or((false, None, false));
     let shutting_down = state.is_shutting_down();
-    let ok = store && flags && !shutting_down;
-    let body = Json(serde_json::json!({
+    let ok = store && unwritable.is_none() && flags && !shutting_down;
+    let mut body = serde_json::json!({
         "ready": ok,
-        "checks": {"store": store, "flags": flags, "shutting_down": shutting_down},
-    }));
+        "checks": {
+            "store": store,
+            "store_writable": unwritable.is_none(),
+            "flags": flags,
+            "shutting_down": shutting_down,
+        },
+    });
+    if let Some(error) = unwritable {
+        body["reason"] = serde_json::json!({
+            "rule": "store_unwritable",
+            "message": format!("the run store does not take writes: {error}"),
+        });
+    }
+    let body = Json(body);
     let status = if ok {
         StatusCode::OK
     } else {
@@ -1103,6 +1134,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
             "remaining_today": per_day.map(|l| l - spent),
         },
         "runs": {"running": state.runs.running()},
+        "store": store_writes(&state),
         "breakers": breakers,
         "shutting_down": state.is_shutting_down(),
     }))

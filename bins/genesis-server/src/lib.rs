@@ -119,6 +119,18 @@ pub enum StartError {
     /// A `server.trusted_proxies` entry that does not parse.
     #[error(transparent)]
     TrustedProxy(#[from] InvalidTrustedProxy),
+    /// The run store does not take writes (checked before any run is resumed): a
+    /// read-only database file or mount, a full disk. Nothing was resumed.
+    #[error(
+        "the run store in {dir} does not take writes, so no run can be journaled or resumed: make {dir}/genesis.db writable (free disk space, a read-write mount, file permissions) and start again (rule: store_unwritable)"
+    )]
+    StoreUnwritable {
+        /// The data directory (`server.data_dir`).
+        dir: String,
+        /// The failed write.
+        #[source]
+        source: genesis::store::StoreError,
+    },
     /// A connection or event-stream limit of `[server]` set to 0, which would refuse
     /// everything (or, for the header timeout, close every connection at once).
     #[error("{key} is 0: it must be above 0 (rule: server_limit_zero)")]
@@ -152,6 +164,10 @@ pub struct AppState {
     trusted_proxies: proxy::TrustedProxies,
     /// Event streams open, against `server.max_event_streams` (and per IP).
     event_streams: Arc<transport::Gate>,
+    /// When `/ready` last ran the store's write probe: while the store takes writes, at
+    /// most one probe (one small synced write) per [`READY_PROBE_INTERVAL`], however
+    /// often `/ready` is asked (it is not rate-limited).
+    ready_probe: std::sync::Mutex<Option<std::time::Instant>>,
     /// Event streams open per caller subject, against
     /// `server.max_event_streams_per_subject`.
     subject_streams: Arc<transport::Gate<String>>,
@@ -159,6 +175,9 @@ pub struct AppState {
     /// [`REFUSAL_LOG_INTERVAL`] per kind, with the count since the last line.
     refusals: genesis::telemetry::LogThrottle,
 }
+
+/// Least time between two write probes of `/ready` (see `AppState::ready_probe`).
+pub(crate) const READY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a flood of refused requests of one kind is logged (one `warn` line per
 /// kind and interval, counting the refusals since the previous line).
@@ -351,7 +370,14 @@ impl AppState {
             event_streams,
             subject_streams,
             refusals: genesis::telemetry::LogThrottle::new(REFUSAL_LOG_INTERVAL),
+            ready_probe: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// The SQLite run store (the same one as [`RunManager::store`]), for maintenance
+    /// such as [`SqliteStore::set_query_only`].
+    pub fn sqlite_store(&self) -> &SqliteStore {
+        &self.store
     }
 
     /// The run manager.
@@ -398,6 +424,21 @@ impl AppState {
     /// With neither the API is open (development only).
     fn requires_credentials(&self) -> bool {
         !self.api_keys.is_empty() || !self.admin_api_keys.is_empty()
+    }
+
+    /// Whether `/ready` should run the store's write probe now (at most once per
+    /// [`READY_PROBE_INTERVAL`]); records the probe when it should.
+    pub(crate) fn ready_probe_due(&self) -> bool {
+        let mut last = self
+            .ready_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < READY_PROBE_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// True once shutdown began.
@@ -758,11 +799,23 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, DataDirLockEr
 
 /// Resumes runs that were accepted but not finished before the last stop, unless
 /// `server.resume_runs` is `false`: then they stay journaled as running (for a start
-/// with it `true`), a warning says how many, and 0 are resumed.
+/// with it `true`), a warning says how many, and 0 are resumed. First it checks that
+/// the store takes writes ([`RunStore::probe_write`]): a run resumed onto a store that
+/// cannot journal it would call its agents again at every start and never finish.
 ///
 /// # Errors
-/// Store failures.
-pub fn resume(state: &Arc<AppState>) -> Result<usize, genesis::store::StoreError> {
+/// [`StartError::StoreUnwritable`] (rule `store_unwritable`, naming the data directory)
+/// when the store does not take writes: nothing was resumed, and the server must not
+/// start. [`StartError::Store`] for other store failures.
+pub fn resume(state: &Arc<AppState>) -> Result<usize, StartError> {
+    state
+        .runs
+        .store()
+        .probe_write()
+        .map_err(|source| StartError::StoreUnwritable {
+            dir: state.config.server.data_dir.display().to_string(),
+            source,
+        })?;
     if !state.config.server.resume_runs {
         let left = state.runs.store().unfinished_runs()?.len();
         tracing::warn!(
@@ -771,7 +824,7 @@ pub fn resume(state: &Arc<AppState>) -> Result<usize, genesis::store::StoreError
         );
         return Ok(0);
     }
-    state.runs.resume()
+    Ok(state.runs.resume()?)
 }
 
 /// Stops accepting runs and waits up to `grace` for running ones. Runs still going

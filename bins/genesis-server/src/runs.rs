@@ -333,8 +333,11 @@ impl RunManager {
     /// is journaled as failed with the rule and reason, and the others still resume.
     ///
     /// # Errors
-    /// Store failures (nothing was resumed or failed).
+    /// Store failures (nothing was resumed or failed), a store that does not take
+    /// writes ([`RunStore::probe_write`]) among them: a run resumed onto it would call
+    /// its agents and journal nothing.
     pub fn resume(&self) -> Result<usize, StoreError> {
+        self.store.probe_write()?;
         let runs = self.store.unfinished_runs()?;
         let mut n = 0;
         for run in runs {
@@ -509,6 +512,17 @@ pub enum StartRunError {
 /// is the one of the request that started the run (absent for resumed runs).
 fn log_run_finished(result: &genesis::run::RunResult, correlation_id: Option<&str>) {
     let cost_usd = result.cost.as_f64();
+    if let Some(stopped) = &result.interrupted {
+        // The executor logged the journal's error at `error`, once for the run.
+        tracing::warn!(
+            run_id = %result.run_id,
+            correlation_id,
+            rule = %stopped.rule,
+            cost_usd,
+            "run stopped: its events cannot be journaled; it stays running in the store and resumes at the next start"
+        );
+        return;
+    }
     match result.status {
         genesis::run::RunStatus::Failed => {
             let failed = result

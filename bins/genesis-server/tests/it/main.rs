@@ -17,6 +17,7 @@ mod isolation;
 mod logs;
 mod resume;
 mod startup;
+mod store_unwritable;
 mod support;
 mod transport;
 

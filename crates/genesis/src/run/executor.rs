@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -21,12 +21,12 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use super::writer::JournalWriter;
 use super::{
-    AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, RunEvent, RunJournal, RunResult,
-    RunStatus, TaskInput, TaskReport, TaskStatus,
+    AgentError, AgentOutput, AgentRequest, AgentSet, CostBounds, RunEvent, RunInterrupted,
+    RunJournal, RunResult, RunStatus, TaskInput, TaskReport, TaskStatus,
 };
 use crate::{Plan, PlannedTask};
 
@@ -210,6 +210,26 @@ fn updates_in(plan: &Plan) -> usize {
     updates.len()
 }
 
+/// The rule a run names when it stops because its journal refused a write.
+const JOURNAL_UNAVAILABLE: &str = "journal_unavailable";
+
+/// How long a failed journal write waits before each retry: two retries, at most
+/// half a second in all, then the run stops. Every error is retried alike: a store
+/// briefly unable to write (a disk a cleanup is freeing, an I/O hiccup) gets that
+/// long, on top of the up to 5 s the SQLite store waits for a lock in each write.
+const JOURNAL_RETRY_DELAYS: [Duration; 2] =
+    [Duration::from_millis(100), Duration::from_millis(400)];
+
+/// Shared by a run's scheduler and its attempts: set once a journal write failed for
+/// good, and the run stops.
+#[derive(Default)]
+struct Halt {
+    /// Cancelled when the run stops: the scheduler aborts the attempts in flight.
+    token: CancellationToken,
+    /// Why (the first failure only).
+    cause: OnceLock<String>,
+}
+
 /// Where one run's events go: its journal, then its subscribers. The run's scheduler
 /// and each of its task attempts hold a clone.
 #[derive(Clone)]
@@ -218,20 +238,50 @@ struct EventSink {
     journal: Arc<dyn RunJournal>,
     run_id: RunId,
     sender: broadcast::Sender<RunEvent>,
+    halt: Arc<Halt>,
 }
 
 impl EventSink {
-    async fn emit(&self, event: RunEvent) {
-        self.emit_all(vec![event]).await;
+    /// As [`EventSink::emit_all`] for one event.
+    async fn emit(&self, event: RunEvent) -> bool {
+        self.emit_all(vec![event]).await
+    }
+
+    /// True once a journal write failed for good: the run stops.
+    fn halted(&self) -> bool {
+        self.halt.token.is_cancelled()
     }
 
     /// Journals `events` all or none (see [`RunJournal::record_all`]; through the
     /// executor's journal thread when the journal blocks), then broadcasts them in
-    /// order: journal before release. A failed write is logged at `error` and the run
-    /// goes on (what was not journaled runs again after a restart).
-    async fn emit_all(&self, events: Vec<RunEvent>) {
+    /// order: journal before release. Returns whether they were journaled.
+    ///
+    /// A failed write is retried after each of [`JOURNAL_RETRY_DELAYS`]; when it still
+    /// fails, the run stops (rule `journal_unavailable`, logged once per run at
+    /// `error`): its scheduler starts no task and aborts the attempts in flight, and
+    /// the events are not broadcast. Once stopped, nothing more is journaled or
+    /// broadcast. The journal keeps what it had, so the run resumes after a restart
+    /// and does again only what was not journaled; work done unjournaled is at most
+    /// what was in flight when the write failed.
+    async fn emit_all(&self, events: Vec<RunEvent>) -> bool {
         let (exec, journal, run_id) = (&self.exec, &self.journal, &self.run_id);
-        let (events, journaled) = exec.writer.write(journal, run_id, events).await;
+        if self.halted() {
+            return false;
+        }
+        let mut events = events;
+        let mut retries = JOURNAL_RETRY_DELAYS.iter();
+        let journaled = loop {
+            let (back, journaled) = exec.writer.write(journal, run_id, events).await;
+            events = back;
+            let Err(e) = journaled else { break Ok(()) };
+            match retries.next() {
+                Some(delay) if !self.halted() && !events.is_empty() => {
+                    debug!(run_id = %run_id, error = %e, delay = ?delay, "cannot journal run events; retrying");
+                    tokio::time::sleep(*delay).await;
+                }
+                _ => break Err(e),
+            }
+        };
         match journaled {
             Ok(()) => {
                 // A panic in the observer must not end the run (or kill the attempt
@@ -248,15 +298,29 @@ impl EventSink {
                         "the journal panicked in journaled()"
                     );
                 }
+                for event in events {
+                    // No subscribers is fine.
+                    let _ = self.sender.send(event);
+                }
+                true
             }
             Err(e) => {
                 let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
-                error!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events");
+                let cause = format!("the journal refused a write: {e}");
+                if self.halt.cause.set(cause).is_ok() {
+                    error!(
+                        run_id = %run_id,
+                        rule = JOURNAL_UNAVAILABLE,
+                        error = %e,
+                        events = ?kinds,
+                        "cannot journal run events: stopping the run; it stays journaled as running and resumes at the next start"
+                    );
+                } else {
+                    debug!(run_id = %run_id, error = %e, events = ?kinds, "cannot journal run events of a stopped run");
+                }
+                self.halt.token.cancel();
+                false
             }
-        }
-        for event in events {
-            // No subscribers is fine.
-            let _ = self.sender.send(event);
         }
     }
 }
@@ -429,6 +493,7 @@ impl RunHandle {
                     input_tokens: 0,
                     output_tokens: 0,
                     planning: None,
+                    interrupted: None,
                 }
             }
         }
@@ -983,6 +1048,7 @@ impl Runner {
             journal: spec.journal,
             run_id: spec.run_id.clone(),
             sender: events,
+            halt: Arc::default(),
         };
         let mut runner = Runner {
             exec,
@@ -1036,7 +1102,8 @@ impl Runner {
         self.sink.emit(event).await;
     }
 
-    /// Journals `events` all or none, then broadcasts them (see [`EventSink::emit_all`]).
+    /// Journals `events` all or none, then broadcasts them (see [`EventSink::emit_all`];
+    /// a write that fails stops the run, which [`Runner::drive`] sees).
     async fn emit_all(&self, events: Vec<RunEvent>) {
         self.sink.emit_all(events).await;
     }
@@ -1115,6 +1182,9 @@ impl Runner {
             output_tokens,
         })
         .await;
+        if self.sink.halted() {
+            return self.interrupted();
+        }
         RunResult {
             run_id: self.run_id.clone(),
             status,
@@ -1124,6 +1194,61 @@ impl Runner {
             input_tokens,
             output_tokens,
             planning: self.planning,
+            interrupted: None,
+        }
+    }
+
+    /// The result of a run stopped because its journal refused a write (see
+    /// [`EventSink::emit_all`]): status `running` (the journal still holds the run as
+    /// running, and it resumes at the next start), the tasks as far as they got here
+    /// (those whose attempts were aborted stay `running`), the money spent, and why.
+    /// Subscribers get `run_interrupted` (not journaled: the journal is what failed).
+    fn interrupted(&self) -> RunResult {
+        let reason = self
+            .sink
+            .halt
+            .cause
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the journal refused a write".to_owned());
+        let reason = format!("{reason} (rule: {JOURNAL_UNAVAILABLE})");
+        let _ = self.sink.sender.send(RunEvent::RunInterrupted {
+            rule: JOURNAL_UNAVAILABLE.to_owned(),
+            reason: reason.clone(),
+        });
+        let tasks: Vec<TaskReport> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let mut report = s.report.clone();
+                if !s.status.is_terminal() {
+                    report.status = s.status;
+                    let (input, output) = s.tokens.get();
+                    report.input_tokens = input;
+                    report.output_tokens = output;
+                }
+                report
+            })
+            .collect();
+        let input_tokens = tasks
+            .iter()
+            .fold(0u64, |n, t| n.saturating_add(t.input_tokens));
+        let output_tokens = tasks
+            .iter()
+            .fold(0u64, |n, t| n.saturating_add(t.output_tokens));
+        RunResult {
+            run_id: self.run_id.clone(),
+            status: RunStatus::Running,
+            answer: self.answer(),
+            tasks,
+            cost: self.spent(),
+            input_tokens,
+            output_tokens,
+            planning: self.planning,
+            interrupted: Some(RunInterrupted {
+                rule: JOURNAL_UNAVAILABLE.to_owned(),
+                reason,
+            }),
         }
     }
 
@@ -1160,6 +1285,10 @@ impl Runner {
             .then(|| tokio::time::Instant::now().checked_add(run_timeout))
             .flatten();
         let mut timed_out = false;
+        // Set when a journal write failed for good (see `EventSink::emit_all`): no task
+        // starts, the attempts in flight are aborted, and nothing more is journaled.
+        let halt = self.sink.halt.token.clone();
+        let mut halted = false;
         loop {
             self.pending.store(
                 self.slots
@@ -1168,7 +1297,11 @@ impl Runner {
                     .count(),
                 Ordering::Relaxed,
             );
-            while inflight.len() < max && !cancelled && !timed_out {
+            if !halted && halt.is_cancelled() {
+                halted = true;
+                inflight.abort_all();
+            }
+            while inflight.len() < max && !cancelled && !timed_out && !halted {
                 let Some(i) = ready.pop_front() else { break };
                 if self.slots[i].status != TaskStatus::Pending {
                     continue;
@@ -1187,6 +1320,11 @@ impl Runner {
             }
             let joined = tokio::select! {
                 joined = inflight.join_next_with_id() => joined,
+                () = halt.cancelled(), if !halted => {
+                    halted = true;
+                    inflight.abort_all();
+                    continue;
+                }
                 () = self.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
                     inflight.abort_all();
@@ -1240,6 +1378,10 @@ impl Runner {
                 }
                 None => break,
             }
+        }
+        if halted {
+            // The journal keeps the run as it was: it resumes at the next start.
+            return self.interrupted();
         }
         let unfinished = if cancelled {
             self.cancel_unfinished()
@@ -1752,8 +1894,13 @@ struct Attempt {
 }
 
 impl Attempt {
+    /// Journals and broadcasts `event`. When it cannot be journaled the run is
+    /// stopping (see [`EventSink::emit_all`]): this attempt waits to be aborted by its
+    /// scheduler and calls no agent meanwhile.
     async fn emit(&self, event: RunEvent) {
-        self.sink.emit(event).await;
+        if !self.sink.emit(event).await {
+            std::future::pending::<()>().await;
+        }
     }
 
     async fn run(self) -> Outcome {

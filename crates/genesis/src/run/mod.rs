@@ -283,6 +283,17 @@ pub enum RunEvent {
         /// Why, naming the value.
         reason: String,
     },
+    /// The run stopped before its end because its journal refused a write (rule
+    /// `journal_unavailable`): no task starts, the attempts in flight were aborted, and
+    /// the journal still holds the run as running, so it resumes at the next start.
+    /// Broadcast to subscribers only, never journaled (the journal is what failed),
+    /// and the run's last event in this process: no `run_finished` follows.
+    RunInterrupted {
+        /// `journal_unavailable`.
+        rule: String,
+        /// Why, with the journal's error.
+        reason: String,
+    },
     /// The run ended.
     RunFinished {
         /// Final status.
@@ -318,6 +329,7 @@ impl RunEvent {
             RunEvent::UpdateRejected { .. } => "update_rejected",
             RunEvent::Cost { .. } => "cost",
             RunEvent::RunRejected { .. } => "run_rejected",
+            RunEvent::RunInterrupted { .. } => "run_interrupted",
             RunEvent::RunFinished { .. } => "run_finished",
         }
     }
@@ -388,6 +400,23 @@ pub struct RunResult {
     /// in `cost` and the token totals; absent when no planner call was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning: Option<crate::PlanningSpend>,
+    /// Set when the run stopped before its end because its journal refused a write
+    /// (rule `journal_unavailable`, see [`RunJournal::record`]). `status` is then
+    /// [`RunStatus::Running`]: the journal holds the run as unfinished, and a server
+    /// resumes it at its next start (doing again only what was not journaled). The
+    /// tasks are as far as they got in this process; those whose attempts were aborted
+    /// are `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<RunInterrupted>,
+}
+
+/// Why a run stopped before its end ([`RunResult::interrupted`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInterrupted {
+    /// The rule: `journal_unavailable`.
+    pub rule: String,
+    /// Why, with the journal's error.
+    pub reason: String,
 }
 
 /// Durable record of run events. The executor calls [`RunJournal::record`] for every
@@ -397,8 +426,12 @@ pub trait RunJournal: Send + Sync {
     /// Persists one event.
     ///
     /// # Errors
-    /// Storage failures; the executor logs them at `error` and carries on (a task whose
-    /// completion was not journaled runs again after a restart). A journal that panics
+    /// Storage failures. The executor retries a failed write twice (after 100 ms, then
+    /// 400 ms); when it still fails, the run stops rather than do work it cannot
+    /// journal (rule `journal_unavailable`, logged once per run at `error`): no task
+    /// starts, the attempts in flight are aborted, and the run's result says so
+    /// ([`RunResult::interrupted`]). What the journal kept stays: after a restart the
+    /// run resumes and does again only what was not journaled. A journal that panics
     /// while writing, inline or on the journal thread, is taken as one that failed
     /// the write.
     fn record(

@@ -471,4 +471,28 @@ pub trait RunStore: RunJournal + Send + Sync {
 
     /// True when the store answers (for readiness checks).
     fn ping(&self) -> bool;
+
+    /// Makes a small write to learn whether the store takes writes now (for
+    /// readiness checks, and before runs are resumed at start-up), and records the
+    /// outcome as [`RunStore::write_failure`] does. The default does nothing.
+    ///
+    /// The SQLite store rewrites its database header: one page to the WAL and one
+    /// fsync. That page can still fit where a run's writes do not (a nearly full
+    /// disk), so a probe that succeeds clears the failure of a run write only 30 s
+    /// after it, unless a probe failed too since the writes began to fail (then at
+    /// once): readiness does not flip at every probe.
+    ///
+    /// # Errors
+    /// The write failed (read-only file, mount or connection, full disk, I/O error).
+    fn probe_write(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The error of the store's last failed write (journal, new run, cancel request,
+    /// retention, learned state, probe), while no write succeeded since (see
+    /// [`RunStore::probe_write`] for probes); `None` when the store takes writes as
+    /// far as it knows. The default: always `None`.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 }

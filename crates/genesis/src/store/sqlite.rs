@@ -120,7 +120,26 @@ const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The last failed write, until a write succeeds ([`RunStore::write_failure`]).
+    write_failure: Mutex<Option<WriteFailure>>,
 }
+
+/// A write the store failed ([`SqliteStore::tracked`]).
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    at: std::time::Instant,
+    /// The error chain.
+    error: String,
+    /// Seen by [`RunStore::probe_write`], not by a write of the store's own.
+    probe: bool,
+}
+
+/// How long a write that failed keeps the store unwritable against probes that
+/// succeed ([`RunStore::probe_write`]): the probe writes one page, which can still fit
+/// where a run's writes did not (a nearly full disk), and readiness would flip between
+/// ready and not at every probe. A write of the store's own that succeeds clears the
+/// failure at once.
+const WRITE_FAILURE_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -231,7 +250,57 @@ impl SqliteStore {
         Self::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            write_failure: Mutex::new(None),
         })
+    }
+
+    /// Records how a write went (see [`RunStore::write_failure`]) and returns `result`:
+    /// a failure is kept until a write succeeds; a probe's success clears it only once
+    /// a probe failed too (since the store's writes began to fail), or when the last
+    /// failure is older than [`WRITE_FAILURE_HOLD`]. Failures to encode a value
+    /// (nothing was written) are not about the store and do not count.
+    fn tracked<T>(&self, result: Result<T, StoreError>, probe: bool) -> Result<T, StoreError> {
+        let mut failure = self
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &result {
+            Ok(_) => {
+                let clears = failure
+                    .as_ref()
+                    .is_some_and(|f| !probe || f.probe || f.at.elapsed() >= WRITE_FAILURE_HOLD);
+                if clears {
+                    tracing::info!("the run store takes writes again");
+                    *failure = None;
+                }
+            }
+            Err(StoreError::Corrupt { .. }) => {}
+            Err(e) => {
+                let error = genesis_core::error_chain(e);
+                if failure.is_none() {
+                    tracing::error!(rule = "store_unwritable", error = %error, "the run store failed a write");
+                }
+                // Once a probe failed too, a probe that succeeds means the store is back.
+                let probe = probe || failure.as_ref().is_some_and(|f| f.probe);
+                *failure = Some(WriteFailure {
+                    at: std::time::Instant::now(),
+                    error,
+                    probe,
+                });
+            }
+        }
+        result
+    }
+
+    /// Makes the store refuse every write (`on`: SQLite's `query_only`), as a read-only
+    /// database file would, or take writes again; reads go on. For maintenance, and for
+    /// tests of what a server does when its store cannot write.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn set_query_only(&self, on: bool) -> Result<(), StoreError> {
+        self.conn()?.pragma_update(None, "query_only", on)?;
+        Ok(())
     }
 
     /// Brings the schema to [`SCHEMA_VERSION`]: the missing [`MIGRATIONS`] steps and
@@ -633,6 +702,11 @@ impl SqliteStore {
         before_ms: i64,
         limit: usize,
     ) -> Result<usize, StoreError> {
+        self.tracked(self.delete_finished(before_ms, limit), false)
+    }
+
+    /// [`SqliteStore::delete_finished_before`], untracked.
+    fn delete_finished(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let tx = Self::write_tx(&mut conn)?;
         let ids: Vec<String> = {
@@ -668,6 +742,14 @@ impl SqliteStore {
     /// # Errors
     /// SQLite failures; a state that cannot be encoded.
     pub fn save_learned(
+        &self,
+        states: &[(genesis_core::AgentId, crate::learning::LearnedState)],
+    ) -> Result<(), StoreError> {
+        self.tracked(self.upsert_learned(states), false)
+    }
+
+    /// [`SqliteStore::save_learned`], untracked.
+    fn upsert_learned(
         &self,
         states: &[(genesis_core::AgentId, crate::learning::LearnedState)],
     ) -> Result<(), StoreError> {
@@ -728,43 +810,9 @@ impl SqliteStore {
         }
         Ok(out)
     }
-}
 
-impl RunJournal for SqliteStore {
-    fn record(
-        &self,
-        run_id: &RunId,
-        event: &RunEvent,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.apply(run_id, std::slice::from_ref(event))
-            .map_err(Into::into)
-    }
-
-    fn record_all(
-        &self,
-        run_id: &RunId,
-        events: &[RunEvent],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.apply(run_id, events).map_err(Into::into)
-    }
-
-    fn record_groups(
-        &self,
-        groups: &[(&RunId, &[RunEvent])],
-    ) -> Vec<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        match self.apply_groups(groups) {
-            Ok(results) => results.into_iter().map(|r| r.map_err(Into::into)).collect(),
-            // Nothing was kept: every group failed with the same cause.
-            Err(e) => {
-                let why = genesis_core::error_chain(&e);
-                groups.iter().map(|_| Err(why.clone().into())).collect()
-            }
-        }
-    }
-}
-
-impl RunStore for SqliteStore {
-    fn create_run(
+    /// [`RunStore::create_run`], untracked.
+    fn insert_run(
         &self,
         id: &RunId,
         plan: &Plan,
@@ -809,7 +857,8 @@ impl RunStore for SqliteStore {
         Ok(Created::New(id.clone()))
     }
 
-    fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+    /// [`RunStore::request_cancel`], untracked.
+    fn mark_cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
         let conn = self.conn()?;
         // The first request's time is kept; a run that already ended is left alone.
         let marked = conn.execute(
@@ -818,6 +867,58 @@ impl RunStore for SqliteStore {
             params![id, now_ms()],
         )?;
         Ok(marked > 0)
+    }
+}
+
+impl RunJournal for SqliteStore {
+    fn record(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.tracked(self.apply(run_id, std::slice::from_ref(event)), false)
+            .map_err(Into::into)
+    }
+
+    fn record_all(
+        &self,
+        run_id: &RunId,
+        events: &[RunEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.tracked(self.apply(run_id, events), false)
+            .map_err(Into::into)
+    }
+
+    fn record_groups(
+        &self,
+        groups: &[(&RunId, &[RunEvent])],
+    ) -> Vec<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        match self.tracked(self.apply_groups(groups), false) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(Into::into)).collect(),
+            // Nothing was kept: every group failed with the same cause.
+            Err(e) => {
+                let why = genesis_core::error_chain(&e);
+                groups.iter().map(|_| Err(why.clone().into())).collect()
+            }
+        }
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(
+        &self,
+        id: &RunId,
+        plan: &Plan,
+        budget: Option<Usd>,
+        idempotency_key: Option<&str>,
+        subject: Option<&str>,
+    ) -> Result<Created, StoreError> {
+        let created = self.insert_run(id, plan, budget, idempotency_key, subject);
+        self.tracked(created, false)
+    }
+
+    fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        self.tracked(self.mark_cancel_requested(id), false)
     }
 
     fn run_for_idempotency_key(
@@ -987,6 +1088,32 @@ impl RunStore for SqliteStore {
             .and_then(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).ok())
             == Some(1)
     }
+
+    /// One write transaction that rewrites the database header with the schema
+    /// version it holds (`PRAGMA user_version`): one page appended to the WAL and one
+    /// fsync, holding the store's connection about as long as a journal write. It
+    /// fails as run writes do on a read-only file, mount or connection, and on I/O
+    /// errors; on a full disk it can still fit where a run's writes do not (see
+    /// [`WRITE_FAILURE_HOLD`]).
+    fn probe_write(&self) -> Result<(), StoreError> {
+        let probed = (|| {
+            let mut conn = self.conn()?;
+            let tx = Self::write_tx(&mut conn)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        self.tracked(probed, true)
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f.error.clone())
+    }
 }
 
 #[cfg(test)]
@@ -1024,6 +1151,74 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(mode, "wal");
         assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    /// Audit D1: a store that stopped taking writes (a full disk) said so nowhere. The
+    /// failed write is kept until a write succeeds; the probe's one page still fits
+    /// where the run's write did not, so the probe alone does not clear it at once.
+    #[test]
+    fn a_failed_write_is_kept_until_a_write_succeeds_and_a_probe_does_not_clear_it_early() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = RunId::new("run_full");
+        store.create_run(&id, &plan(), None, None, None).unwrap();
+        assert_eq!(store.write_failure(), None);
+        // A full disk: the database may not grow past the pages it has.
+        let pages: i64 = store
+            .conn()
+            .unwrap()
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        store
+            .conn()
+            .unwrap()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = RunEvent::UpdateRejected {
+            after: "t1".into(),
+            reason: "x".repeat(200_000),
+        };
+        let err = store.record(&id, &big).unwrap_err().to_string();
+        let failure = store.write_failure().expect("the failed write is kept");
+        assert!(failure.contains("full"), "{failure} ({err})");
+        store.probe_write().unwrap();
+        assert_eq!(store.write_failure(), Some(failure), "cleared by the probe");
+        // Room again: the next run write succeeds and clears it.
+        store
+            .conn()
+            .unwrap()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        store.record(&id, &big).unwrap();
+        assert_eq!(store.write_failure(), None);
+    }
+
+    /// A store that refuses writes (as a read-only file does) fails the probe, still
+    /// answers reads, and a probe that succeeds again clears what a probe saw.
+    #[test]
+    fn a_read_only_store_fails_its_probe_until_it_takes_writes_again() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = RunId::new("run_ro");
+        store.create_run(&id, &plan(), None, None, None).unwrap();
+        store.probe_write().unwrap();
+        store.set_query_only(true).unwrap();
+        let cost = RunEvent::Cost { spent: usd(0.1) };
+        assert!(store.record(&id, &cost).is_err());
+        assert!(
+            store
+                .create_run(&RunId::new("run_ro2"), &plan(), None, None, None)
+                .is_err()
+        );
+        let err = genesis_core::error_chain(&store.probe_write().unwrap_err());
+        assert!(err.contains("readonly"), "{err}");
+        assert_eq!(store.write_failure(), Some(err));
+        // A run write that fails after the probe did: the probe still speaks for it.
+        assert!(store.record(&id, &cost).is_err());
+        assert!(store.ping());
+        assert!(store.get_run("run_ro").unwrap().is_some());
+        store.set_query_only(false).unwrap();
+        store.probe_write().unwrap();
+        assert_eq!(store.write_failure(), None);
+        store.record(&id, &cost).unwrap();
     }
 
     #[test]

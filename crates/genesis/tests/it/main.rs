@@ -10,6 +10,7 @@ mod budget;
 mod command;
 mod durability;
 mod embedding;
+mod journal_failure;
 mod llm_plan;
 mod resume;
 mod run;

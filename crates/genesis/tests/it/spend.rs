@@ -407,11 +407,14 @@ async fn an_answer_without_usage_is_charged_its_reservation_or_an_estimate() {
 
     // With a budget every call is held to what was set aside, and charged it.
     let store = Arc::new(SqliteStore::in_memory().unwrap());
+    // The journal holds the run before its events, as the server's store does.
+    let id = crate::support::create_run(&store, &plan);
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut run = genesis
         .execute(
             plan,
             RunOptions {
+                run_id: Some(id),
                 budget: Some(usd(0.05)),
                 journal: Some(store.clone()),
                 ..RunOptions::default()
