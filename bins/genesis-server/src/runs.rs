@@ -285,6 +285,23 @@ impl RunManager {
         subject: &str,
         correlation_id: Option<&str>,
     ) -> Result<(), GenesisError> {
+        // A cancel journaled while the run was starting, before it is handed to the
+        // executor: the run ends cancelled here and calls no agent. (Checked again once
+        // it is live, for a cancel that comes in between; the executor might by then
+        // have begun a task.)
+        let cancelled_before_launch = {
+            let mut lives = self.lives();
+            let requested = lives.starting.get(&id).copied().unwrap_or(false);
+            if requested {
+                lives.starting.remove(&id);
+            }
+            requested
+        };
+        if cancelled_before_launch {
+            tracing::info!(run_id = %id, "run was cancelled while starting");
+            self.end_cancelled_if_running(id.as_str());
+            return Ok(());
+        }
         let options = RunOptions {
             subject: Some(subject.to_owned()),
             correlation_id: correlation_id.map(str::to_owned),
@@ -464,6 +481,13 @@ impl RunManager {
         // = false`, or by a failed write at the last start). Such a run ends cancelled
         // now, calling no agent, as the next start would end it; should that write fail,
         // the next start still does.
+        self.end_cancelled_if_running(id);
+        Ok(true)
+    }
+
+    /// Ends run `id` as cancelled ([`RunManager::end_cancelled`]) if the store still
+    /// holds it as running; when it cannot be read, the next start ends it.
+    fn end_cancelled_if_running(&self, id: &str) {
         match self.store.get_run(id) {
             Ok(Some(run)) if run.status == RunStatus::Running => self.end_cancelled(&run),
             Ok(_) => {}
@@ -471,7 +495,6 @@ impl RunManager {
                 tracing::warn!(run_id = %id, error = %genesis::core::error_chain(&e), "cannot read the run to end it as cancelled; the next start does");
             }
         }
-        Ok(true)
     }
 
     /// A subscription to a live run's events (a wake-up signal for event streams).
