@@ -1289,14 +1289,20 @@ impl Runner {
         // starts, the attempts in flight are aborted, and nothing more is journaled.
         let halt = self.sink.halt.token.clone();
         let mut halted = false;
+        // The tasks not started yet, for the fair share of a run budget (see
+        // `Attempt::fair_ceiling`): recounted as tasks finish, skip or are added, and
+        // only with a run budget (no share to divide without one).
+        let shares_budget = self.ledger.remaining().is_some();
         loop {
-            self.pending.store(
-                self.slots
-                    .iter()
-                    .filter(|s| s.status == TaskStatus::Pending)
-                    .count(),
-                Ordering::Relaxed,
-            );
+            if shares_budget {
+                self.pending.store(
+                    self.slots
+                        .iter()
+                        .filter(|s| s.status == TaskStatus::Pending)
+                        .count(),
+                    Ordering::Relaxed,
+                );
+            }
             if !halted && halt.is_cancelled() {
                 halted = true;
                 inflight.abort_all();
