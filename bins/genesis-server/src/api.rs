@@ -329,7 +329,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
-        (status = 429, description = "rate limited or daily budget spent", body = ErrorBody),
+        (status = 429, description = "rate limited, daily budget spent, or the caller already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`)", body = ErrorBody),
         (status = 503, description = "kill switch, shutdown, overload, request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
 )]
@@ -514,6 +514,18 @@ pub(crate) async fn create_task(
             keep_planning_spend(&state, planning).await;
             genesis_error(&e)
         }
+        Ok(Err(e @ StartRunError::SubjectBusy { .. })) => {
+            keep_planning_spend(&state, planning).await;
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "max_runs_per_subject",
+                e.to_string(),
+                "resource",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
     }
 }
 
@@ -527,7 +539,7 @@ async fn keep_planning_spend(state: &Arc<AppState>, planning: Option<genesis::Pl
     match blocking(state, move |s| s.runs.store().record_spend(cost)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(error = %e, cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
+            tracing::error!(error = %genesis::core::error_chain(&e), cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
         }
         Err(_) => {
             tracing::error!(cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")

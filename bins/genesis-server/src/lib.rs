@@ -350,7 +350,8 @@ impl AppState {
         let runs = RunManager::new(
             orchestrator.clone(),
             Arc::clone(&store) as Arc<dyn RunStore>,
-        );
+        )
+        .with_max_runs_per_subject(config.server.max_runs_per_subject);
         Ok(Arc::new(AppState {
             api_keys: config.server.api_keys.clone(),
             admin_api_keys: config.server.admin_api_keys.clone(),

@@ -28,6 +28,33 @@ struct Lives {
     /// idempotency key is answered 202 as soon as the run is journaled, so its cancel
     /// can arrive before the run is live. The launch then cancels it at once.
     starting: HashMap<RunId, bool>,
+    /// Runs starting or in progress per subject (see [`SubjectSlot`]).
+    per_subject: HashMap<Arc<str>, usize>,
+}
+
+/// One run counted against its subject's `server.max_runs_per_subject`, from its
+/// start (or resumption) until its end; dropping it gives the slot back, whichever way
+/// the run ends or fails to start.
+struct SubjectSlot {
+    live: Arc<Mutex<Lives>>,
+    subject: Arc<str>,
+}
+
+impl Drop for SubjectSlot {
+    fn drop(&mut self) {
+        let mut lives = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let std::collections::hash_map::Entry::Occupied(mut e) =
+            lives.per_subject.entry(Arc::clone(&self.subject))
+        {
+            *e.get_mut() = e.get().saturating_sub(1);
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
 }
 
 /// Tracks runs in progress; the store remembers everything else.
@@ -39,6 +66,8 @@ pub struct RunManager {
     /// Today's spend (with the day's start, unix ms), charged by every run started
     /// today: one total, so concurrent runs cannot each spend the daily budget.
     day: Mutex<Option<(i64, DaySpend)>>,
+    /// Most runs one subject may have starting or in progress (`None`: no limit).
+    max_runs_per_subject: Option<usize>,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -148,7 +177,33 @@ impl RunManager {
             live: Arc::new(Mutex::new(Lives::default())),
             tracker: tokio_util::task::TaskTracker::new(),
             day: Mutex::new(None),
+            max_runs_per_subject: None,
         }
+    }
+
+    /// Holds each subject to `max` runs starting or in progress at once
+    /// (`server.max_runs_per_subject`; 0: no limit): one more is refused with
+    /// [`StartRunError::SubjectBusy`], so one API key cannot take every executor slot.
+    #[must_use]
+    pub fn with_max_runs_per_subject(mut self, max: usize) -> Self {
+        self.max_runs_per_subject = (max > 0).then_some(max);
+        self
+    }
+
+    /// Counts a run of `subject`; `Err(running)` when `check` and the subject is at its
+    /// limit (nothing counted then).
+    fn subject_slot(&self, subject: &str, check: bool) -> Result<SubjectSlot, usize> {
+        let mut lives = self.lives();
+        let subject: Arc<str> = Arc::from(subject);
+        let n = lives.per_subject.entry(Arc::clone(&subject)).or_insert(0);
+        if check && self.max_runs_per_subject.is_some_and(|max| *n >= max) {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(SubjectSlot {
+            live: Arc::clone(&self.live),
+            subject,
+        })
     }
 
     /// Runs in progress in this process.
@@ -202,6 +257,23 @@ impl RunManager {
         correlation_id: Option<&str>,
     ) -> Result<(RunId, bool), StartRunError> {
         let budget = self.orchestrator.run_budget(budget)?;
+        let slot = match self.subject_slot(subject, true) {
+            Ok(slot) => slot,
+            Err(running) => {
+                // A retry of a run already journaled under its key is answered with that
+                // run, not refused.
+                if let Some(key) = idempotency_key
+                    && let Some(existing) =
+                        self.store.run_for_idempotency_key(Some(subject), key)?
+                {
+                    return Ok((RunId::new(existing), true));
+                }
+                return Err(StartRunError::SubjectBusy {
+                    running,
+                    max: self.max_runs_per_subject.unwrap_or(running),
+                });
+            }
+        };
         let id = genesis::new_run_id();
         // Known as starting before it is journaled: a cancel that comes once it is
         // journaled (answered to a retry) but before it is live is not lost.
@@ -227,6 +299,7 @@ impl RunManager {
             budget,
             resumed,
             Usd::ZERO,
+            slot,
             subject,
             correlation_id,
         );
@@ -282,6 +355,7 @@ impl RunManager {
         budget: Option<Usd>,
         resumed: Vec<genesis::run::TaskReport>,
         spent: Usd,
+        slot: SubjectSlot,
         subject: &str,
         correlation_id: Option<&str>,
     ) -> Result<(), GenesisError> {
@@ -340,6 +414,8 @@ impl RunManager {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .runs
                 .remove(&id);
+            // The subject's slot is free once the run is no longer live.
+            drop(slot);
         });
         Ok(())
     }
@@ -397,12 +473,17 @@ impl RunManager {
             // `anonymous`, as they ran), and routed as its stored plan was.
             let subject = run.subject.as_deref().unwrap_or("anonymous");
             let budget = self.resumed_budget(&run.id, run.budget);
+            // Accepted work: counted against its subject's limit, never refused by it.
+            let Ok(slot) = self.subject_slot(subject, false) else {
+                continue;
+            };
             match self.launch(
                 run.id.clone(),
                 run.plan,
                 budget,
                 resumed,
                 run.cost,
+                slot,
                 subject,
                 None,
             ) {
@@ -526,6 +607,16 @@ pub enum StartRunError {
     /// The plan could not be executed.
     #[error(transparent)]
     Genesis(#[from] GenesisError),
+    /// The caller already has `server.max_runs_per_subject` runs starting or running.
+    #[error(
+        "this caller has {running} runs in progress, the most server.max_runs_per_subject allows ({max}): wait for one to finish (rule: max_runs_per_subject)"
+    )]
+    SubjectBusy {
+        /// Its runs starting or in progress.
+        running: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Logs the end of a run: a failed run at `error` (an operator must look: the failed

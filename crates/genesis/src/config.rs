@@ -127,6 +127,12 @@ pub struct ServerConfig {
     /// `max_event_streams_per_subject` with `Retry-After` (default 64; at least 1), so one
     /// tenant cannot take every stream.
     pub max_event_streams_per_subject: usize,
+    /// Runs one caller subject (an API key, an agent, or `anonymous`) may have starting
+    /// or in progress at once; one more is answered 429 `max_runs_per_subject` with
+    /// `Retry-After` (a retry with the idempotency key of a run already accepted is
+    /// still answered with that run). Resumed runs count but are never refused. Default
+    /// 100; 0: no limit.
+    pub max_runs_per_subject: usize,
     /// Longest an event stream stays open; then it ends and the client reconnects with
     /// `Last-Event-ID` to go on where it left off (default 1 h; `0s`: no limit).
     #[serde(with = "humantime_serde")]
@@ -157,6 +163,7 @@ impl Default for ServerConfig {
             max_event_streams: 512,
             max_event_streams_per_ip: 32,
             max_event_streams_per_subject: 64,
+            max_runs_per_subject: 100,
             event_stream_lifetime: Duration::from_secs(3_600),
             resume_runs: true,
         }

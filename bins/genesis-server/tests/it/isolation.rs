@@ -415,3 +415,54 @@ async fn an_agent_id_shaped_like_a_clients_subject_is_refused() {
         );
     }
 }
+
+/// Audit S6 D5: nothing limited how many runs one key had in progress, so one tenant
+/// could take every executor slot. Over `server.max_runs_per_subject` a caller's run is
+/// refused with 429 (a retry of a run it already has is still answered with that run),
+/// other callers are not affected, and the slot is free again when its run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_in_progress_are_capped_per_caller() {
+    let dir = TempDir::new("runs-per-subject");
+    let stub = Stub::start(Duration::from_secs(30)).await;
+    let mut c = config(dir.path(), &stub.url);
+    c.server.api_keys = [ALICE, BOB]
+        .map(|k| genesis::core::Secret::new(k.to_owned()))
+        .into();
+    c.server.max_runs_per_subject = 1;
+    let s = TestServer::start(c, &[]).await;
+    let run = |key: &'static str| json!({"description": "Fix the login bug", "mode": "run", "idempotency_key": key});
+    let (status, first) = post(&s, As::Key(ALICE), "/api/tasks", run("a-1")).await;
+    assert_eq!(status, 202, "{first}");
+    let first = first["run_id"].as_str().unwrap().to_owned();
+    let (status, body) = post(&s, As::Key(ALICE), "/api/tasks", run("a-2")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(error_rule(&body), "max_runs_per_subject");
+    let (status, again) = post(&s, As::Key(ALICE), "/api/tasks", run("a-1")).await;
+    assert_eq!(status, 202, "a retry of the run it has: {again}");
+    assert_eq!(again["run_id"].as_str(), Some(first.as_str()));
+    assert_eq!(again["existing"], true, "{again}");
+    let (status, body) = post(&s, As::Key(BOB), "/api/tasks", run("b-1")).await;
+    assert_eq!(status, 202, "another caller is not limited: {body}");
+    // The run ends (cancelled): alice's slot is free again.
+    let (status, body) = post(
+        &s,
+        As::Key(ALICE),
+        &format!("/api/tasks/{first}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert!(status == 202 || status == 200, "{status} {body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = post(&s, As::Key(ALICE), "/api/tasks", run("a-3")).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(error_rule(&body), "max_runs_per_subject", "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot of an ended run was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
