@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 CONFIG="$WORK/crashtest.toml"
-printf '[server]\nbind = "127.0.0.1:%s"\ndata_dir = "%s/data"\nshutdown_grace = "5s"\n\n' "$PORT" "$WORK" > "$CONFIG"
+printf '[server]\nbind = "127.0.0.1:%s"\ndata_dir = "%s/data"\nshutdown_grace = "5s"\nmax_runs_per_subject = 0\n\n' "$PORT" "$WORK" > "$CONFIG"
 printf '[security.rate_limits]\nper_ip_per_minute = 1000000\nper_ip_burst = 100000\n\n' >> "$CONFIG"
 for agent in spec architect builder frontend backend qa security deploy monitoring \
   marketing sales support analytics research finance darwin; do

@@ -56,8 +56,10 @@ done
 python3 scripts/stub_agent.py "$STUB_PORT" "$RUN_DELAY" &
 STUB_PID=$!
 
-# The defaults allow 100 requests/min per IP: a load test from one IP must raise them.
+# The defaults allow 100 requests/min per IP and 100 runs in progress per caller: a
+# load test from one IP and one (anonymous) caller must raise them.
 GENESIS_SERVER__BIND="127.0.0.1:$PORT" \
+GENESIS_SERVER__MAX_RUNS_PER_SUBJECT=0 \
 GENESIS_SERVER__DATA_DIR="$WORK/data" \
 GENESIS_SECURITY__RATE_LIMITS__PER_IP_PER_MINUTE=100000000 \
 GENESIS_SECURITY__RATE_LIMITS__PER_IP_BURST=1000000 \
