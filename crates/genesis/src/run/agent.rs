@@ -59,9 +59,11 @@ pub struct AgentRequest {
     ///
     /// It leaves room for the run's other tasks: with a run budget, a call is set aside
     /// at most a fair share of what is left of it — what is neither spent nor reserved,
-    /// divided by the tasks not yet started plus this one — and never less than its
-    /// floor. So the first of three tasks gets a third of the budget, not all of it
-    /// (audit U6-4), while the last task left may use everything that remains. The
+    /// times this task's planned cost estimate over the estimates of the tasks not yet
+    /// started plus its own (an equal split when the plan has no estimates) — and never
+    /// less than its floor. So the first of three equal tasks gets a third of the
+    /// budget, not all of it (audit U6-4), a task planned on a dearer model gets more,
+    /// and the last task left may use everything that remains. The
     /// day's budget is shared by runs and not divided. An answer that reports no token
     /// usage is charged this amount in full.
     pub max_cost: Option<Usd>,

@@ -1007,7 +1007,51 @@ struct Runner {
     planning: Option<crate::PlanningSpend>,
     /// Tasks not started yet, for the fair share of the run budget a bounded call is
     /// set aside (see [`AgentRequest::max_cost`]); updated as the run goes.
-    pending: Arc<AtomicUsize>,
+    pending: Arc<Waiting>,
+}
+
+/// A run's tasks not started yet and the sum of their planned cost estimates, for the
+/// fair share of a run budget (see [`Attempt::fair_ceiling`]). Relaxed atomics: a
+/// share computed from a count one task behind is still a fair share.
+#[derive(Default)]
+struct Waiting {
+    tasks: AtomicUsize,
+    /// `f64` bits of the estimates' sum, in dollars.
+    estimate: AtomicU64,
+}
+
+impl Waiting {
+    fn set(&self, tasks: usize, estimate: f64) {
+        self.tasks.store(tasks, Ordering::Relaxed);
+        self.estimate.store(estimate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// One task with `estimate` started.
+    fn started(&self, estimate: f64) {
+        let _ = self
+            .tasks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        let _ = self
+            .estimate
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) - estimate).max(0.0).to_bits())
+            });
+    }
+
+    /// Tasks waiting, and their estimates' sum.
+    fn get(&self) -> (usize, f64) {
+        (
+            self.tasks.load(Ordering::Relaxed),
+            f64::from_bits(self.estimate.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// The cost the plan estimated for a task (0 when it has no model choice).
+fn planned_estimate(task: &PlannedTask) -> Usd {
+    task.model.as_ref().map_or(Usd::ZERO, |m| m.estimated_cost)
 }
 
 impl Runner {
@@ -1317,13 +1361,14 @@ impl Runner {
         let shares_budget = self.ledger.remaining().is_some();
         loop {
             if shares_budget {
-                self.pending.store(
-                    self.slots
-                        .iter()
-                        .filter(|s| s.status == TaskStatus::Pending)
-                        .count(),
-                    Ordering::Relaxed,
-                );
+                let (tasks, estimate) = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.status == TaskStatus::Pending)
+                    .fold((0usize, 0.0f64), |(n, sum), s| {
+                        (n + 1, sum + planned_estimate(&s.planned).as_f64())
+                    });
+                self.pending.set(tasks, estimate);
             }
             if !halted && halt.is_cancelled() {
                 halted = true;
@@ -1335,11 +1380,8 @@ impl Runner {
                     continue;
                 }
                 self.slots[i].status = TaskStatus::Running;
-                let _ = self
-                    .pending
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(1))
-                    });
+                self.pending
+                    .started(planned_estimate(&self.slots[i].planned).as_f64());
                 let attempt = self.attempt_future(i);
                 running.insert(inflight.spawn(attempt).id(), i);
             }
@@ -1873,11 +1915,7 @@ impl Runner {
             request: Arc::clone(&self.request),
             task: slot.task.clone(),
             model: slot.planned.model.as_ref().map(|m| m.model.clone()),
-            estimate: slot
-                .planned
-                .model
-                .as_ref()
-                .map_or(Usd::ZERO, |m| m.estimated_cost),
+            estimate: planned_estimate(&slot.planned),
             inputs,
             candidates,
             ledger: self.ledger.clone(),
@@ -1920,7 +1958,7 @@ struct Attempt {
     /// The task's tokens (its slot's meter).
     tokens: Arc<TokenMeter>,
     /// The run's tasks not started yet (see [`Attempt::fair_ceiling`]).
-    pending: Arc<AtomicUsize>,
+    pending: Arc<Waiting>,
 }
 
 impl Attempt {
@@ -2207,18 +2245,28 @@ impl Attempt {
 
     /// The most a bounded call may be set aside (at least its floor, which
     /// [`CostLedger::reserve_between`] keeps): `ceiling`, but with a run budget no more
-    /// than a fair share of what is left of it — neither spent nor reserved — divided
-    /// by the tasks not started yet plus this one, so the first task does not take the
-    /// whole budget and fail the others (audit U6-4; see [`AgentRequest::max_cost`]).
+    /// than a fair share of what is left of it — neither spent nor reserved — so the
+    /// first task does not take the whole budget and fail the others (audit U6-4; see
+    /// [`AgentRequest::max_cost`]). The share is this task's planned estimate over the
+    /// estimates of the tasks not started yet plus its own, so a task planned on a
+    /// dearer model gets more (verification V6: an equal split held a task on the
+    /// dearest model to a fourteenth of the budget, and cut its answer short while most
+    /// of the budget was left); without estimates, an equal split.
     fn fair_ceiling(&self, ceiling: Usd) -> Usd {
         let Some(left) = self.ledger.remaining() else {
             return ceiling;
         };
-        let waiting = self.pending.load(Ordering::Relaxed);
+        let (waiting, others) = self.pending.get();
         if waiting == 0 {
             return ceiling;
         }
-        let share = Usd::saturating(left.as_f64() / (waiting as f64 + 1.0));
+        let own = self.estimate.as_f64();
+        let fraction = if own > 0.0 {
+            own / (own + others)
+        } else {
+            1.0 / (waiting as f64 + 1.0)
+        };
+        let share = Usd::saturating(left.as_f64() * fraction);
         if share < ceiling { share } else { ceiling }
     }
 

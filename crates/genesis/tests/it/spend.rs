@@ -546,6 +546,52 @@ async fn a_bounded_call_leaves_room_for_the_runs_other_tasks() {
     assert!(result.cost.as_f64() <= 1.0 + 1e-9);
 }
 
+/// Verification V6: an equal split held a task planned on the dearest model to a
+/// fourteenth of the budget and cut its answer short while most of the budget was left.
+/// The share follows the tasks' planned estimates: the middle task, planned at three
+/// times the others, gets three times their share.
+#[tokio::test(start_paused = true)]
+async fn the_fair_share_follows_the_tasks_planned_estimates() {
+    let agent = Arc::new(Spender {
+        hang: false,
+        allowed: Mutex::new(Vec::new()),
+    });
+    let genesis = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(Arc::clone(&agent) as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let mut plan = chain(&genesis, 3);
+    for (t, estimate) in plan.tasks.iter_mut().zip([0.1, 0.3, 0.1]) {
+        t.model.as_mut().unwrap().estimated_cost = usd(estimate);
+    }
+    let result = genesis
+        .execute(
+            plan,
+            RunOptions {
+                budget: Some(usd(1.0)),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
+    let allowed: Vec<f64> = agent
+        .allowed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_f64())
+        .collect();
+    // t1: 1.0 × 0.1 / 0.5; t2: what is left, 0.8, × 0.3 / 0.4; t3: the rest.
+    let want = [0.2, 0.6, 0.2];
+    assert_eq!(allowed.len(), 3, "{allowed:?}");
+    for (a, w) in allowed.iter().zip(want) {
+        assert!((a - w).abs() < 1e-9, "{allowed:?} against {want:?}");
+    }
+    assert!(result.cost.as_f64() <= 1.0 + 1e-9);
+}
+
 /// L6-7: a task failed by the run's deadline said `attempts: 0` and `cost: 0` though
 /// its call was charged. It carries both, in its event, its report and the store.
 /// (Real clock: the journal writes on a thread of its own, which a paused clock would
