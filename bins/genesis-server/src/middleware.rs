@@ -422,6 +422,9 @@ pub(crate) enum KeyKind {
     Admin,
 }
 
+/// The subject of a caller without credentials (an open API).
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
 /// Who a request is for, as [`auth`] verified it, handed to the handlers as a request
 /// extension: the subject feature flags evaluate for and runs are journaled for, and
 /// whose runs the caller may list, read, follow and cancel. Handlers take it from the
@@ -479,7 +482,7 @@ impl Caller {
     /// The caller of a request without credentials on an open API.
     fn open_anonymous() -> Caller {
         Caller {
-            subject: "anonymous".to_owned(),
+            subject: ANONYMOUS.to_owned(),
             sees_all: true,
         }
     }
@@ -491,7 +494,7 @@ impl Caller {
         match extension {
             Some(axum::Extension(caller)) => caller,
             None => Caller {
-                subject: "anonymous".to_owned(),
+                subject: ANONYMOUS.to_owned(),
                 sees_all: false,
             },
         }
@@ -651,7 +654,10 @@ pub(crate) async fn event_stream_limit(
     )
     .subject()
     .to_owned();
-    let subject_pass = match state.subject_streams.try_enter(Some(subject)) {
+    // Callers without credentials (an open API) all share the subject `anonymous`:
+    // they are held to the per-IP cap only, not to one cap for all of them.
+    let subject = (subject != ANONYMOUS).then_some(subject);
+    let subject_pass = match state.subject_streams.try_enter(subject) {
         Ok(pass) => pass,
         Err(_) => {
             let mut r = json_error(

@@ -257,7 +257,9 @@ impl RunManager {
         correlation_id: Option<&str>,
     ) -> Result<(RunId, bool), StartRunError> {
         let budget = self.orchestrator.run_budget(budget)?;
-        let slot = match self.subject_slot(subject, true) {
+        // Callers without credentials (an open API) all share the subject `anonymous`:
+        // one cap for all of them would be a server-wide cap, so they have none.
+        let slot = match self.subject_slot(subject, subject != crate::middleware::ANONYMOUS) {
             Ok(slot) => slot,
             Err(running) => {
                 // A retry of a run already journaled under its key is answered with that

@@ -610,6 +610,20 @@ async fn event_streams_are_capped_per_caller_from_any_ip() {
     assert!(headers.contains_key("retry-after"));
     let bob = open("bob", "10.0.0.3").await;
     assert_eq!(bob.status(), 200, "another caller keeps its streams");
+    // Callers without credentials share the subject `anonymous`: they are held to the
+    // per-IP cap, not to one cap for all of them (verification V6).
+    let anonymous = |client_ip: &'static str| {
+        let r = s
+            .server
+            .client
+            .get(&events)
+            .header("x-forwarded-for", client_ip);
+        async move { r.send().await.unwrap() }
+    };
+    let a1 = anonymous("10.0.0.4").await;
+    let a2 = anonymous("10.0.0.5").await;
+    assert_eq!((a1.status().as_u16(), a2.status().as_u16()), (200, 200));
+    drop((a1, a2));
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
