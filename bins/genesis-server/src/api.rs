@@ -1060,6 +1060,22 @@ fn event_stream(
                             _ => return None,
                         }
                     }
+                    // Not live here and the store takes no writes: the run stopped for
+                    // want of a journal and stays so until the server restarts. Say so
+                    // and end, rather than poll until the stream's lifetime (verification
+                    // V6). The event is not stored: it has no id, and a reconnect replays
+                    // from the journal as usual.
+                    if let Some(error) = s.state.store.write_failure() {
+                        s.done = true;
+                        let event = RunEvent::RunInterrupted {
+                            rule: "journal_unavailable".to_owned(),
+                            reason: format!(
+                                "the run store does not take writes ({error}): the run stopped and resumes at the next start (rule: journal_unavailable)"
+                            ),
+                        };
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        return Some((Ok(Event::default().event(event.kind()).data(data)), s));
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     s.wake = s.state.runs.subscribe(&s.id);
                 }

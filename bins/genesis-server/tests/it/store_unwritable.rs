@@ -83,6 +83,30 @@ async fn a_store_that_stops_taking_writes_stops_its_runs_and_fails_readiness() {
     let (_, _, run) = server.get(&format!("/api/tasks/{id}")).await;
     assert_eq!(run["status"], "running", "{run}");
     assert_eq!(run["live"], false, "{run}");
+    // Its event stream replays what was journaled, says the run stopped and why, and
+    // ends (verification V6: it polled on until the stream's lifetime, an hour).
+    let events = tokio::time::timeout(
+        Duration::from_secs(10),
+        server
+            .client
+            .get(server.url(&format!("/api/tasks/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .expect("the event stream of a stopped run ends")
+    .unwrap();
+    let last = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .unwrap_or_default();
+    assert!(
+        last.contains("\"type\":\"run_interrupted\"") && last.contains("journal_unavailable"),
+        "{events}"
+    );
     let (status, _, refused) = server
         .post(
             "/api/tasks",
