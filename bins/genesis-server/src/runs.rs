@@ -182,8 +182,9 @@ impl RunManager {
     }
 
     /// Holds each subject to `max` runs starting or in progress at once
-    /// (`server.max_runs_per_subject`; 0: no limit): one more is refused with
-    /// [`StartRunError::SubjectBusy`], so one API key cannot take every executor slot.
+    /// (`server.max_runs_per_subject`; 0: no limit): one more is refused (429
+    /// `max_runs_per_subject` at the API), so one API key cannot take every executor
+    /// slot.
     #[must_use]
     pub fn with_max_runs_per_subject(mut self, max: usize) -> Self {
         self.max_runs_per_subject = (max > 0).then_some(max);

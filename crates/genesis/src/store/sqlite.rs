@@ -1094,7 +1094,7 @@ impl RunStore for SqliteStore {
     /// fsync, holding the store's connection about as long as a journal write. It
     /// fails as run writes do on a read-only file, mount or connection, and on I/O
     /// errors; on a full disk it can still fit where a run's writes do not (see
-    /// [`WRITE_FAILURE_HOLD`]).
+    /// `WRITE_FAILURE_HOLD`, 30 s).
     fn probe_write(&self) -> Result<(), StoreError> {
         let probed = (|| {
             let mut conn = self.conn()?;
