@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use genesis::GenesisConfig;
 use genesis::core::Secret;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -514,18 +513,7 @@ async fn event_streams_are_capped_per_ip_and_in_total_and_end_after_their_lifeti
     })
     .await;
     // The run waits on its slow agent, so its stream stays open.
-    let (status, _, body) = split(
-        s.server
-            .client
-            .post(s.url("/api/tasks"))
-            .json(&json!({"description": "Fix the login bug", "mode": "run"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let run = body["run_id"].as_str().unwrap().to_owned();
+    let run = s.server.submit("Fix the login bug").await;
     let events = s.url(&format!("/api/tasks/{run}/events"));
     let open = |client_ip: &'static str| {
         let r = s
@@ -579,18 +567,7 @@ async fn event_streams_are_capped_per_caller_from_any_ip() {
         c.server.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
-    let (status, _, body) = split(
-        s.server
-            .client
-            .post(s.url("/api/tasks"))
-            .json(&json!({"description": "Fix the login bug", "mode": "run"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let run = body["run_id"].as_str().unwrap().to_owned();
+    let run = s.server.submit("Fix the login bug").await;
     let events = s.url(&format!("/api/tasks/{run}/events"));
     // The API is open (no keys configured): a key only names the caller's subject.
     let open = |key: &'static str, client_ip: &'static str| {
