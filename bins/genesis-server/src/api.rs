@@ -434,10 +434,16 @@ pub(crate) async fn create_task(
         subject: Some(subject.clone()),
         day: Some(state.runs.today()),
     };
-    let plan = match state.orchestrator.plan_with(&request, &options).await {
+    // What LLM planning cost: a journaled run starts from it; any other end keeps it
+    // in the store's spend outside runs (the day's spend after a restart).
+    let (planned, charge) = match plan_kept(&state, request, options).await {
+        Ok(planned) => planned,
+        Err(response) => return response,
+    };
+    let plan = match planned {
         Ok(p) => p,
         Err(GenesisError::InvalidPlan { summary, plan }) => {
-            keep_planning_spend(&state, plan.planning).await;
+            charge.keep().await;
             crate::count_error("validation");
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -450,18 +456,15 @@ pub(crate) async fn create_task(
         }
         Err(e) => return genesis_error(&e),
     };
-    // What LLM planning cost: a journaled run starts from it; any other end keeps it
-    // in the store's spend outside runs (the day's spend after a restart).
-    let planning = plan.planning;
     if req.mode == Mode::Plan {
-        keep_planning_spend(&state, planning).await;
+        charge.keep().await;
         return (StatusCode::OK, Json(plan)).into_response();
     }
     // A run whose tasks no backend can carry out would be accepted and then fail them
     // all ("no backend is configured for agent ..."): refuse it before journaling.
     // The orchestrator's own check (`execute` makes it too): 422 `agent_backend`.
     if let Err(e) = state.orchestrator.check_served(&plan) {
-        keep_planning_spend(&state, planning).await;
+        charge.keep().await;
         return genesis_error(&e);
     }
     // From here the answer says what the store did: the run is journaled (202) or
@@ -473,14 +476,22 @@ pub(crate) async fn create_task(
         .get(genesis::telemetry::CORRELATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // The planning's cost goes with the journaling: the run carries it, or (nothing
+    // journaled) it is kept right there, on the same thread, whatever becomes of the
+    // request meanwhile.
     let started = committed(&state, commit.as_ref(), move |s| {
-        s.runs.start(
+        let started = s.runs.start(
             plan,
             budget,
             idempotency.as_deref(),
             &subject,
             correlation.as_deref(),
-        )
+        );
+        match &started {
+            Ok((_, false)) => charge.carried_by_run(),
+            _ => charge.keep_here(),
+        }
+        started
     })
     .await;
     match started {
@@ -488,7 +499,6 @@ pub(crate) async fn create_task(
         Ok(Ok((id, false))) => accepted(id.to_string(), RunStatus::Running, false),
         // Another submission with the same key journaled it meanwhile: say where it is.
         Ok(Ok((id, true))) => {
-            keep_planning_spend(&state, planning).await;
             let key = id.to_string();
             let status = blocking(&state, move |s| s.runs.store().run_summary(&key))
                 .await
@@ -498,24 +508,17 @@ pub(crate) async fn create_task(
                 .map_or(RunStatus::Running, |r| r.status);
             accepted(id.to_string(), status, true)
         }
-        Ok(Err(StartRunError::Store(e))) => {
-            keep_planning_spend(&state, planning).await;
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "run_store",
-                format!(
-                    "the run was not accepted: {}",
-                    genesis::core::error_chain(&e)
-                ),
-                "resource",
-            )
-        }
-        Ok(Err(StartRunError::Genesis(e))) => {
-            keep_planning_spend(&state, planning).await;
-            genesis_error(&e)
-        }
+        Ok(Err(StartRunError::Store(e))) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "run_store",
+            format!(
+                "the run was not accepted: {}",
+                genesis::core::error_chain(&e)
+            ),
+            "resource",
+        ),
+        Ok(Err(StartRunError::Genesis(e))) => genesis_error(&e),
         Ok(Err(e @ StartRunError::SubjectBusy { .. })) => {
-            keep_planning_spend(&state, planning).await;
             let mut r = json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "max_runs_per_subject",
@@ -529,21 +532,131 @@ pub(crate) async fn create_task(
     }
 }
 
-/// Records what LLM planning of a plan that did not become a run cost in the store
-/// (the day's in-memory total holds it already), so today's spend read back after a
-/// restart includes it. A failure is logged: the answer does not depend on it.
-async fn keep_planning_spend(state: &Arc<AppState>, planning: Option<genesis::PlanningSpend>) {
-    let Some(cost) = planning.map(|p| p.cost).filter(|c| *c > Usd::ZERO) else {
-        return;
+/// Plans `request` in a task of its own, which the server's `drain` waits for (the
+/// state's planning tracker), and hands the plan back with what its LLM calls cost.
+/// Planning a client hung up on (or the request timeout cut off) is not dropped with
+/// the request: it still ends at `planning.llm_timeout`, and the task keeps its cost
+/// in the store, as money spent must be whatever the client does.
+///
+/// # Errors
+/// A 500 (rule `planning`) when the planning task ended abnormally (it panicked).
+async fn plan_kept(
+    state: &Arc<AppState>,
+    request: String,
+    options: genesis::PlanOptions,
+) -> Result<(Result<genesis::Plan, GenesisError>, PlanningCharge), Response> {
+    use tracing::Instrument as _;
+    let (planned, answer) = tokio::sync::oneshot::channel();
+    let s = Arc::clone(state);
+    let planning = async move {
+        let result = s.orchestrator.plan_with(&request, &options).await;
+        let spend = match &result {
+            Ok(plan) => plan.planning,
+            Err(GenesisError::InvalidPlan { plan, .. }) => plan.planning,
+            Err(_) => None,
+        };
+        let charge = PlanningCharge::new(&s, spend);
+        // The request is gone: nobody else will keep the cost.
+        if let Err((_, charge)) = planned.send((result, charge)) {
+            charge.keep().await;
+        }
     };
-    match blocking(state, move |s| s.runs.store().record_spend(cost)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %genesis::core::error_chain(&e), cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
+    state
+        .planning
+        .spawn(planning.instrument(tracing::Span::current()));
+    answer.await.map_err(|_| {
+        json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "planning",
+            "the planning of the request ended abnormally".into(),
+            "internal",
+        )
+    })
+}
+
+/// What LLM planning of one request cost, until a run carries it (a journaled run
+/// starts from its plan's planning cost) or the store keeps it in its spend outside
+/// runs (the day's in-memory total holds it already), so today's spend read back after
+/// a restart includes it. Dropped before either (the request was dropped), it is
+/// written then: money spent is never lost with a request. A failed write is logged.
+struct PlanningCharge {
+    state: Arc<AppState>,
+    cost: Usd,
+}
+
+impl PlanningCharge {
+    fn new(state: &Arc<AppState>, planning: Option<genesis::PlanningSpend>) -> Self {
+        PlanningCharge {
+            state: Arc::clone(state),
+            cost: planning.map_or(Usd::ZERO, |p| p.cost),
         }
-        Err(_) => {
-            tracing::error!(cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart")
+    }
+
+    /// The cost not yet carried nor kept, now in the caller's hands.
+    fn take(&mut self) -> Usd {
+        std::mem::replace(&mut self.cost, Usd::ZERO)
+    }
+
+    /// The run journaled with the plan carries the cost.
+    fn carried_by_run(mut self) {
+        self.take();
+    }
+
+    /// Keeps the cost in the store and waits for the write, which goes on should the
+    /// request be dropped meanwhile (the cost stays in `self` until a store-call slot
+    /// is had: dropped before, it is written on drop).
+    async fn keep(mut self) {
+        if self.cost <= Usd::ZERO {
+            return;
         }
+        // The semaphore is never closed; should it be, the write goes ahead unlimited.
+        let slot = Arc::clone(&self.state.store_calls)
+            .acquire_owned()
+            .await
+            .ok();
+        let cost = self.take();
+        let state = Arc::clone(&self.state);
+        let written = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            record_planning_spend(&state, cost);
+        })
+        .await;
+        if written.is_err() {
+            tracing::error!(cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart");
+        }
+    }
+
+    /// Keeps the cost in the store from this (blocking) thread.
+    fn keep_here(mut self) {
+        let cost = self.take();
+        record_planning_spend(&self.state, cost);
+    }
+}
+
+impl Drop for PlanningCharge {
+    fn drop(&mut self) {
+        let cost = self.take();
+        if cost <= Usd::ZERO {
+            return;
+        }
+        let state = Arc::clone(&self.state);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || record_planning_spend(&state, cost));
+            }
+            Err(_) => record_planning_spend(&state, cost),
+        }
+    }
+}
+
+/// Writes `cost` to the store's spend outside runs (nothing for $0); a failure is
+/// logged: no answer depends on it.
+fn record_planning_spend(state: &AppState, cost: Usd) {
+    if cost <= Usd::ZERO {
+        return;
+    }
+    if let Err(e) = state.runs.store().record_spend(cost) {
+        tracing::error!(error = %genesis::core::error_chain(&e), cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart");
     }
 }
 

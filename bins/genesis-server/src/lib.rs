@@ -160,6 +160,10 @@ pub struct AppState {
     /// Store calls the handlers may have on the blocking pool at once
     /// ([`STORE_CALLS_IN_FLIGHT`]); a call holds its permit until its thread is done.
     store_calls: Arc<tokio::sync::Semaphore>,
+    /// Planning of requests, each in a task of its own so a request dropped mid-plan
+    /// (client gone, request timeout) still keeps what its LLM calls cost; [`drain`]
+    /// waits for them.
+    planning: tokio_util::task::TaskTracker,
     /// `server.trusted_proxies`: whose forwarded headers name the client.
     trusted_proxies: proxy::TrustedProxies,
     /// Event streams open, against `server.max_event_streams` (and per IP).
@@ -367,6 +371,7 @@ impl AppState {
             started: std::time::Instant::now(),
             learned_saved,
             store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
+            planning: tokio_util::task::TaskTracker::new(),
             trusted_proxies,
             event_streams,
             subject_streams,
@@ -828,11 +833,24 @@ pub fn resume(state: &Arc<AppState>) -> Result<usize, StartError> {
     Ok(state.runs.resume()?)
 }
 
-/// Stops accepting runs and waits up to `grace` for running ones. Runs still going
-/// after that stay journaled as running and resume at the next start.
+/// Stops accepting runs and waits up to `grace` for running ones, and for planning in
+/// progress (whose LLM calls' cost is then in the store). Runs still going after that
+/// stay journaled as running and resume at the next start.
 pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
     state.begin_shutdown();
-    let still_running = state.runs.drain(grace).await;
+    state.planning.close();
+    let planning = async {
+        if tokio::time::timeout(grace, state.planning.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                planning = state.planning.len(),
+                "planning still in progress after the grace period: what its LLM calls cost is not in the store, so today's spend after the restart leaves it out"
+            );
+        }
+    };
+    let (still_running, ()) = tokio::join!(state.runs.drain(grace), planning);
     // What the drained runs taught the router survives the restart.
     let s = Arc::clone(state);
     match tokio::task::spawn_blocking(move || save_learned(&s)).await {

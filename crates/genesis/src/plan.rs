@@ -135,7 +135,8 @@ pub struct PlanningSpend {
     pub input_tokens: u64,
     /// Output tokens the provider reported.
     pub output_tokens: u64,
-    /// Planner calls made (a repair turn of an invalid answer counts with its call).
+    /// Planner HTTP calls made: a repair turn sent after an invalid answer is a call
+    /// of its own, and so is a refused call (a 429) that is retried.
     pub calls: u32,
 }
 

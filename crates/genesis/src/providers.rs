@@ -308,7 +308,7 @@ impl LlmProviders {
             Some(s) => {
                 match genesis_llm::complete_structured_metered(client.as_ref(), req, s).await {
                     Ok(c) => (
-                        Spend::new(c.usage, c.cost, c.usage_missing),
+                        Spend::new(c.usage, c.cost, c.usage_missing, c.attempts),
                         Ok(Called {
                             text: c.value.to_string(),
                             value: Some(c.value),
@@ -316,12 +316,24 @@ impl LlmProviders {
                             refusal: None,
                         }),
                     ),
-                    Err(f) => (Spend::new(f.usage, f.cost, f.usage_missing), Err(f.error)),
+                    Err(f) => {
+                        // The requests sent: those that answered, and the one whose
+                        // failure ended it, unless the schema stopped it before any.
+                        let requests = match &f.error {
+                            _ if f.answered >= 2 => f.answered,
+                            genesis_llm::LlmError::InvalidSchema { .. } => 0,
+                            _ => f.answered.saturating_add(1),
+                        };
+                        (
+                            Spend::new(f.usage, f.cost, f.usage_missing, requests),
+                            Err(f.error),
+                        )
+                    }
                 }
             }
             None => match client.complete(req).await {
                 Ok(c) => (
-                    Spend::new(c.usage, c.cost, c.usage_missing),
+                    Spend::new(c.usage, c.cost, c.usage_missing, 1),
                     Ok(Called {
                         text: c.text,
                         value: None,
@@ -329,7 +341,13 @@ impl LlmProviders {
                         refusal: c.refusal,
                     }),
                 ),
-                Err(e) => (Spend::default(), Err(e)),
+                Err(e) => (
+                    Spend {
+                        requests: 1,
+                        ..Spend::default()
+                    },
+                    Err(e),
+                ),
             },
         };
         permit.record(&result, classify, Instant::now());
@@ -395,15 +413,24 @@ struct Spend {
     /// An answer carried no token usage: `cost` is the call's reservation or an
     /// upper-bound estimate, and the tokens are 0 (unknown).
     usage_missing: bool,
+    /// HTTP requests sent to the provider: a structured call whose first answer was
+    /// invalid sent a repair turn too (2); a call the breaker refused sent none.
+    requests: u32,
 }
 
 impl Spend {
-    fn new(usage: genesis_llm::Usage, cost: Option<Usd>, usage_missing: bool) -> Self {
+    fn new(
+        usage: genesis_llm::Usage,
+        cost: Option<Usd>,
+        usage_missing: bool,
+        requests: u32,
+    ) -> Self {
         Spend {
             cost: cost.unwrap_or(Usd::ZERO),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             usage_missing,
+            requests,
         }
     }
 }
@@ -573,7 +600,7 @@ impl PlanningScope {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn record(&self, cost: Usd, input_tokens: u64, output_tokens: u64) {
+    fn record(&self, cost: Usd, input_tokens: u64, output_tokens: u64, requests: u32) {
         let mut s = self
             .spend
             .lock()
@@ -581,7 +608,7 @@ impl PlanningScope {
         s.cost += cost;
         s.input_tokens = s.input_tokens.saturating_add(input_tokens);
         s.output_tokens = s.output_tokens.saturating_add(output_tokens);
-        s.calls = s.calls.saturating_add(1);
+        s.calls = s.calls.saturating_add(requests);
     }
 }
 
@@ -599,29 +626,36 @@ impl PlannerMoney {
         if let Some(r) = self.reservation.take() {
             r.settle(spend.cost);
         }
-        self.scope
-            .record(spend.cost, spend.input_tokens, spend.output_tokens);
+        self.scope.record(
+            spend.cost,
+            spend.input_tokens,
+            spend.output_tokens,
+            spend.requests,
+        );
     }
 
     /// Charges the whole reservation (counted in `genesis_cost_usd_total`, which the
     /// provider layer did not count: the call reported nothing).
-    fn charge_in_full(mut self) {
-        self.charge_reservation();
+    /// `requests`: the HTTP requests the call sent.
+    fn charge_in_full(mut self, requests: u32) {
+        self.charge_reservation(requests);
     }
 
-    fn charge_reservation(&mut self) {
+    fn charge_reservation(&mut self, requests: u32) {
         if let Some(r) = self.reservation.take() {
             let amount = r.amount();
             r.settle(amount);
             metrics::gauge!(catalogue::COST_USD_TOTAL).increment(amount.as_f64());
-            self.scope.record(amount, 0, 0);
+            self.scope.record(amount, 0, 0, requests.max(1));
         }
     }
 }
 
 impl Drop for PlannerMoney {
     fn drop(&mut self) {
-        self.charge_reservation();
+        // The call cut off was sent; a repair turn it may have been in cannot be told
+        // apart from here.
+        self.charge_reservation(1);
     }
 }
 
@@ -700,7 +734,7 @@ impl PlannerModel for LlmPlanner {
                     && !spend.usage_missing
                     && agent_error(AgentId::new("planner"), &error).may_have_cost()
                 {
-                    m.charge_in_full();
+                    m.charge_in_full(spend.requests);
                 } else {
                     m.settle(&spend);
                 }

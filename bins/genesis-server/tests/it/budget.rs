@@ -297,3 +297,92 @@ async fn a_timed_out_llm_call_is_charged_what_was_set_aside() {
     assert!(cost > 0.0, "timed-out calls are charged: {run}");
     assert!(cost <= budget + 1e-9, "spent ${cost} of ${budget}");
 }
+
+/// A planner endpoint whose first call (the request's phases) answers at once, with
+/// usage, and whose later calls (the phases' subtasks) never answer.
+async fn first_call_only(
+    State(calls): State<Arc<AtomicUsize>>,
+    Json(_): Json<Value>,
+) -> Json<Value> {
+    if calls.fetch_add(1, Ordering::SeqCst) > 0 {
+        std::future::pending::<()>().await;
+    }
+    let phases = json!({"phases": [
+        {"kind": "design", "description": "Design the invoice data model"},
+        {"kind": "backend", "description": "Build the invoice API", "depends_on": [0]}
+    ]});
+    Json(json!({
+        "id": "x", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": phases.to_string()}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
+    }))
+}
+
+/// Verification V-1: a client that hung up mid-plan (its request dropped by the
+/// server) took the planning with it, and what the planner's calls had cost was in
+/// today's spend only until a restart (the store never had it). Planning now goes on
+/// to `planning.llm_timeout` and its cost is in the store: the day's spend read back
+/// after a restart is the one counted before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_a_client_hung_up_on_is_kept_in_the_day_spend_across_a_restart() {
+    let dir = TempDir::new("budget-hangup");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let base_url = serve_chat(
+        axum::Router::new()
+            .route("/v1/chat/completions", post(first_call_only))
+            .with_state(Arc::clone(&calls)),
+    )
+    .await;
+    let stub = Stub::start(Duration::ZERO).await;
+    let configured = || {
+        let mut c = config(dir.path(), &stub.url);
+        c.planning.decomposer = genesis::config::DecomposerKind::Llm;
+        c.planning.llm_timeout = Duration::from_secs(2);
+        c.llm.providers = vec![
+            serde_json::from_value::<ProviderConfig>(json!({
+                "kind": "openai", "base_url": base_url,
+                "model": "gpt-4o-mini", "timeout": "30s", "max_tokens": 1024
+            }))
+            .unwrap(),
+        ];
+        c
+    };
+    let s = TestServer::start(configured(), &[]).await;
+    let (client, url) = (s.client.clone(), s.url("/api/tasks"));
+    let request = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&json!({"description": REQUEST, "mode": "plan"}))
+            .send()
+            .await
+    });
+    // The phase call was answered (paid for) and a subtask call is in flight: hang up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the planner's second call never came ({} calls)",
+            calls.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    request.abort();
+    let _ = request.await;
+    // Shutdown's drain waits for planning in progress.
+    genesis_server::drain(&s.state, Duration::from_secs(30)).await;
+    let spent = s.state.runs().spent_today().as_f64();
+    let one_call = 100.0 * 0.15 / 1e6 + 50.0 * 0.60 / 1e6;
+    assert!(
+        spent >= one_call,
+        "the paid phase call counts today: ${spent}"
+    );
+
+    let restarted = TestServer::start(configured(), &[]).await;
+    let (status, _, body) = restarted.get("/api/status").await;
+    assert_eq!(status, 200, "{body}");
+    let read_back = body["budget"]["spent_today"].as_f64().unwrap();
+    assert!(
+        (read_back - spent).abs() < 1e-9,
+        "today's spend after the restart ${read_back}, before it ${spent}: {body}"
+    );
+}

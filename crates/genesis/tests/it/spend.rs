@@ -212,6 +212,34 @@ async fn planning_is_charged_to_the_day_and_to_the_run_it_plans() {
     assert!(close(day.spent(), result.cost.as_f64()), "{}", day.spent());
 }
 
+/// V-2: `planning.calls` counted the phase call and its repair turn as one call, so a
+/// plan reported fewer paid calls than the provider answered. Every HTTP call counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_turn_counts_as_a_planning_call_of_its_own() {
+    let bad = Act::Answer {
+        content: "Sure! {phases: [".into(),
+        usage: true,
+    };
+    let (p, url) = provider(vec![bad], None).await;
+    let plan = llm_planning(&url)
+        .build()
+        .unwrap()
+        .plan(REQUEST)
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.decomposer, "llm:gpt-4o-mini",
+        "{:?}",
+        plan.degradation_reason
+    );
+    let sent = p.calls.load(Ordering::SeqCst);
+    assert_eq!(sent, 4, "phase call, its repair turn, 2 subtask calls");
+    let planning = plan.planning.unwrap();
+    assert_eq!(planning.calls, 4, "every HTTP call the provider answered");
+    assert_eq!((planning.input_tokens, planning.output_tokens), (400, 200));
+    assert!(close(planning.cost, 4.0 * CALL_COST), "{}", planning.cost);
+}
+
 /// L6-5: two paid invalid-JSON answers (the call and its repair turn) were dropped
 /// (cost +0, tokens +0) and L6-10: the fallback's reason only said "decomposer
 /// llm:gpt-4o-mini failed". Both answers are charged, and the reason names the cause.
@@ -233,6 +261,7 @@ async fn invalid_planner_answers_are_charged_and_the_fallback_names_the_cause() 
     assert_eq!(plan.decomposer, "heuristic");
     assert_eq!(plan.degradation, DegradationLevel::LlmFallback);
     let planning = plan.planning.unwrap();
+    assert_eq!(planning.calls, 2, "the call and its repair turn");
     assert_eq!((planning.input_tokens, planning.output_tokens), (200, 100));
     assert!(close(planning.cost, 2.0 * CALL_COST), "{}", planning.cost);
     assert!(close(day.spent(), 2.0 * CALL_COST));
