@@ -142,6 +142,16 @@ fn llm_planning(url: &str) -> OrchestratorBuilder {
 /// What one planner call with usage (100 in, 50 out) costs on gpt-4o-mini.
 const CALL_COST: f64 = 100.0 * 0.15 / 1e6 + 50.0 * 0.60 / 1e6;
 
+/// A day with nothing spent yet, and plan options that charge it.
+fn fresh_day() -> (DaySpend, PlanOptions) {
+    let day = DaySpend::new(Usd::ZERO);
+    let options = PlanOptions {
+        day: Some(day.clone()),
+        ..PlanOptions::default()
+    };
+    (day, options)
+}
+
 fn close(a: Usd, b: f64) -> bool {
     (a.as_f64() - b).abs() < 1e-12
 }
@@ -164,11 +174,7 @@ async fn planning_is_charged_to_the_day_and_to_the_run_it_plans() {
         })
         .build()
         .unwrap();
-    let day = DaySpend::new(Usd::ZERO);
-    let options = PlanOptions {
-        day: Some(day.clone()),
-        ..PlanOptions::default()
-    };
+    let (day, options) = fresh_day();
     let plan = genesis.plan_with(REQUEST, &options).await.unwrap();
     assert_eq!(plan.decomposer, "llm:gpt-4o-mini");
     assert_eq!(
@@ -251,11 +257,7 @@ async fn invalid_planner_answers_are_charged_and_the_fallback_names_the_cause() 
     };
     let (p, url) = provider(vec![bad.clone(), bad], None).await;
     let genesis = llm_planning(&url).build().unwrap();
-    let day = DaySpend::new(Usd::ZERO);
-    let options = PlanOptions {
-        day: Some(day.clone()),
-        ..PlanOptions::default()
-    };
+    let (day, options) = fresh_day();
     let plan = genesis.plan_with(REQUEST, &options).await.unwrap();
     assert_eq!(p.calls.load(Ordering::SeqCst), 2);
     assert_eq!(plan.decomposer, "heuristic");
@@ -304,11 +306,7 @@ async fn planning_falls_back_when_the_day_budget_cannot_cover_a_call() {
         })
         .build()
         .unwrap();
-    let day = DaySpend::new(Usd::ZERO);
-    let options = PlanOptions {
-        day: Some(day.clone()),
-        ..PlanOptions::default()
-    };
+    let (day, options) = fresh_day();
     let plan = genesis.plan_with(REQUEST, &options).await.unwrap();
     assert_eq!(
         p.calls.load(Ordering::SeqCst),
@@ -332,11 +330,7 @@ async fn slow_llm_planning_falls_back_at_llm_timeout() {
         .llm_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let day = DaySpend::new(Usd::ZERO);
-    let options = PlanOptions {
-        day: Some(day.clone()),
-        ..PlanOptions::default()
-    };
+    let (day, options) = fresh_day();
     let started = std::time::Instant::now();
     let plan = tokio::time::timeout(
         Duration::from_secs(10),
@@ -364,40 +358,34 @@ async fn slow_llm_planning_falls_back_at_llm_timeout() {
 /// of `llm_timeout` is retried once; one that does not fit is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_planner_call_is_retried_once_when_its_retry_after_fits() {
-    let limited = Act::Refuse {
-        status: 429,
-        seconds: 0,
-    };
-    let (p, url) = provider(vec![limited], None).await;
-    let plan = llm_planning(&url)
-        .build()
-        .unwrap()
-        .plan(REQUEST)
-        .await
-        .unwrap();
+    /// Plans after one 429 with `Retry-After: seconds`; the plan and the calls made.
+    async fn plan_after_429(seconds: u64) -> (genesis::Plan, usize) {
+        let (p, url) = provider(
+            vec![Act::Refuse {
+                status: 429,
+                seconds,
+            }],
+            None,
+        )
+        .await;
+        let plan = llm_planning(&url)
+            .build()
+            .unwrap()
+            .plan(REQUEST)
+            .await
+            .unwrap();
+        (plan, p.calls.load(Ordering::SeqCst))
+    }
+    let (plan, calls) = plan_after_429(0).await;
     assert_eq!(
         plan.decomposer, "llm:gpt-4o-mini",
         "{:?}",
         plan.degradation_reason
     );
-    assert_eq!(p.calls.load(Ordering::SeqCst), 4, "the 429, then 3 calls");
+    assert_eq!(calls, 4, "the 429, then 3 calls");
 
-    let long = Act::Refuse {
-        status: 429,
-        seconds: 60,
-    };
-    let (p, url) = provider(vec![long], None).await;
-    let plan = llm_planning(&url)
-        .build()
-        .unwrap()
-        .plan(REQUEST)
-        .await
-        .unwrap();
-    assert_eq!(
-        p.calls.load(Ordering::SeqCst),
-        1,
-        "a wait past llm_timeout is not made"
-    );
+    let (plan, calls) = plan_after_429(60).await;
+    assert_eq!(calls, 1, "a wait past llm_timeout is not made");
     assert_eq!(plan.decomposer, "heuristic");
     assert!(plan.degradation_reason.unwrap().contains("429"));
 }
