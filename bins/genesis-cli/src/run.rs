@@ -425,6 +425,7 @@ mod tests {
             task_id: "t3".into(),
             reason: "agent timed out".into(),
             attempts: 4,
+            model: None,
             input_tokens: 0,
             output_tokens: 0,
             cost: genesis::core::Usd::ZERO,

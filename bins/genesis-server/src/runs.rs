@@ -867,6 +867,7 @@ mod tests {
             record_metrics(&RunEvent::TaskSucceeded {
                 task_id: "t1".into(),
                 agent: "backend".into(),
+                model: None,
                 output: "done".into(),
                 flagged: None,
                 truncated: false,

@@ -968,6 +968,15 @@ impl Agent for LlmAgent {
             .ok()
             .map(|c| c.model().clone())
     }
+
+    /// The provider the call goes to, as its breaker's key (`llm:<provider>`): every
+    /// LLM agent calling the same model shares its rate limits.
+    fn upstream(&self, request: &AgentRequest) -> Option<String> {
+        self.providers
+            .client(request.model.as_ref())
+            .ok()
+            .map(|c| format!("llm:{}", c.provider()))
+    }
 }
 
 /// An LLM call's failure as the executor sees it. A call that reached the provider and

@@ -343,6 +343,21 @@ pub trait Agent: Send + Sync {
         let _ = request;
         None
     }
+
+    /// The upstream service an attempt at `request` calls that other agents may share,
+    /// when it calls one (an LLM agent: `llm:<provider>`, the key of its provider's
+    /// breaker). Agents on the same upstream and [`Agent::model`] are throttled
+    /// together: once an agent gave up on an [`AgentError::Throttled`], the executor
+    /// re-routes the task to alternatives on other upstreams first, and calls an
+    /// alternative on the same upstream and model only once the `Retry-After` it was
+    /// given has passed — waiting for it when the wait fits the backoff cap
+    /// (`executor.retry.cap`) and the run's deadline, else not calling it (the task
+    /// fails with rule `provider_throttled` when nothing else is left). `None` (the
+    /// default): the agent shares none, or does not say.
+    fn upstream(&self, request: &AgentRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
 }
 
 /// Agents by id, plus an optional fallback used for every agent without its own backend.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use genesis_core::{AgentId, RunId, Task, TaskId, Usd};
+use genesis_core::{AgentId, ModelId, RunId, Task, TaskId, Usd};
 use genesis_daao::{
     BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, Reservation, StopDecision,
     StopPolicy,
@@ -729,15 +729,18 @@ struct Slot {
 }
 
 impl Slot {
-    /// Copies the tokens its calls reported so far, what it was charged and the calls
-    /// it made onto its report, and returns the tokens (input, output): for a task that
-    /// ends other than by succeeding.
+    /// Copies the tokens its calls reported so far, what it was charged, the calls it
+    /// made and the model of the latest one onto its report, and returns the tokens
+    /// (input, output): for a task that ends other than by succeeding.
     fn keep_tokens(&mut self) -> (u64, u64) {
         let (input, output) = self.tokens.get();
         self.report.input_tokens = input;
         self.report.output_tokens = output;
         self.report.cost = self.tokens.cost();
         self.report.attempts = self.report.attempts.max(self.tokens.calls());
+        if self.tokens.calls() > 0 {
+            self.report.model = self.tokens.model();
+        }
         (input, output)
     }
 }
@@ -746,6 +749,8 @@ impl Slot {
 enum Outcome {
     Succeeded {
         agent: AgentId,
+        /// The model of the call that answered.
+        model: Option<ModelId>,
         /// The agent's answer as written.
         output: AgentOutput,
         /// The rule the injection screen flagged it for, if it did.
@@ -781,6 +786,8 @@ struct TokenMeter {
     cost: AtomicU64,
     /// Agent calls made.
     calls: AtomicU32,
+    /// The model of the latest call that started ([`super::Agent::model`]).
+    model: Mutex<Option<ModelId>>,
 }
 
 impl TokenMeter {
@@ -847,6 +854,16 @@ impl TokenMeter {
     /// Agent calls made so far.
     fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Records the model of a call about to start (`None`: its agent calls none).
+    fn set_model(&self, model: Option<ModelId>) {
+        *self.model.lock().unwrap_or_else(|p| p.into_inner()) = model;
+    }
+
+    /// The model of the latest call that started.
+    fn model(&self) -> Option<ModelId> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -1008,6 +1025,8 @@ struct Runner {
     /// Tasks not started yet, for the fair share of the run budget a bounded call is
     /// set aside (see [`AgentRequest::max_cost`]); updated as the run goes.
     pending: Arc<Waiting>,
+    /// When the run's deadline passes (`executor.run_timeout`), once it started.
+    deadline: Option<Instant>,
 }
 
 /// A run's tasks not started yet and the sum of their planned cost estimates, for the
@@ -1090,6 +1109,7 @@ impl Runner {
                     task_id: planned.id.clone(),
                     status: TaskStatus::Pending,
                     agent: planned.agent.clone(),
+                    model: None,
                     attempts: 0,
                     output: None,
                     flagged: None,
@@ -1138,6 +1158,7 @@ impl Runner {
             resumed,
             planning,
             pending: Arc::default(),
+            deadline: None,
         };
         runner.recount();
         runner
@@ -1207,6 +1228,7 @@ impl Runner {
                 task_id: slot.planned.id.clone(),
                 reason: reason.clone(),
                 attempts: slot.report.attempts,
+                model: slot.report.model.clone(),
                 input_tokens,
                 output_tokens,
                 cost: slot.report.cost,
@@ -1350,6 +1372,7 @@ impl Runner {
         let deadline = (!run_timeout.is_zero())
             .then(|| tokio::time::Instant::now().checked_add(run_timeout))
             .flatten();
+        self.deadline = deadline;
         let mut timed_out = false;
         // Set when a journal write failed for good (see `EventSink::emit_all`): no task
         // starts, the attempts in flight are aborted, and nothing more is journaled.
@@ -1513,6 +1536,7 @@ impl Runner {
                         task_id: slot.planned.id.clone(),
                         reason: reason.clone(),
                         attempts: slot.report.attempts,
+                        model: slot.report.model.clone(),
                         input_tokens,
                         output_tokens,
                         cost: slot.report.cost,
@@ -1559,6 +1583,7 @@ impl Runner {
                 task_id: slot.planned.id.clone(),
                 reason,
                 attempts: slot.report.attempts,
+                model: slot.report.model.clone(),
                 input_tokens,
                 output_tokens,
                 cost: slot.report.cost,
@@ -1644,6 +1669,7 @@ impl Runner {
         match outcome {
             Outcome::Succeeded {
                 agent,
+                model,
                 output,
                 flagged,
                 attempts,
@@ -1658,6 +1684,7 @@ impl Runner {
                     slot.status = TaskStatus::Succeeded;
                     slot.report.status = TaskStatus::Succeeded;
                     slot.report.agent = Some(agent.clone());
+                    slot.report.model = model.clone();
                     slot.report.attempts = attempts;
                     slot.report.output = Some(output.text.clone());
                     slot.report.flagged = flagged.clone();
@@ -1670,6 +1697,7 @@ impl Runner {
                     RunEvent::TaskSucceeded {
                         task_id: task_id.clone(),
                         agent,
+                        model,
                         output: output.text,
                         flagged,
                         truncated: output.truncated,
@@ -1740,8 +1768,11 @@ impl Runner {
                     slot.report.cost = cost;
                 }
                 let (input_tokens, output_tokens) = self.slots[i].keep_tokens();
-                let (attempts, charged) =
-                    (self.slots[i].report.attempts, self.slots[i].report.cost);
+                let (attempts, charged, model) = (
+                    self.slots[i].report.attempts,
+                    self.slots[i].report.cost,
+                    self.slots[i].report.model.clone(),
+                );
                 warn!(run_id = %self.run_id, task_id = %task_id, reason = %reason, "task failed");
                 // What refused the task, structured, before the failure it explains.
                 let mut events: Vec<RunEvent> =
@@ -1750,6 +1781,7 @@ impl Runner {
                     task_id: task_id.clone(),
                     reason,
                     attempts,
+                    model,
                     input_tokens,
                     output_tokens,
                     cost: charged,
@@ -1849,6 +1881,7 @@ impl Runner {
                     task_id: task.id.clone(),
                     status: TaskStatus::Pending,
                     agent: p.agent.clone(),
+                    model: None,
                     attempts: 0,
                     output: None,
                     flagged: None,
@@ -1922,6 +1955,7 @@ impl Runner {
             sink: self.sink.clone(),
             tokens: Arc::clone(&slot.tokens),
             pending: Arc::clone(&self.pending),
+            deadline: self.deadline,
         };
         // The agent's id as text, absent when the plan names none (not the Debug text of
         // the `Option`).
@@ -1959,7 +1993,46 @@ struct Attempt {
     tokens: Arc<TokenMeter>,
     /// The run's tasks not started yet (see [`Attempt::fair_ceiling`]).
     pending: Arc<Waiting>,
+    /// When the run's deadline passes (`executor.run_timeout`), if it has one: a
+    /// throttled upstream's `Retry-After` is only waited out when it ends before.
+    deadline: Option<Instant>,
 }
+
+/// What throttling is shared by: agents calling the same upstream
+/// ([`super::Agent::upstream`]) and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThrottleKey {
+    upstream: String,
+    model: Option<ModelId>,
+}
+
+/// An upstream that throttled one of the task's agents until it gave up on it
+/// ([`AgentError::Throttled`]; its retries used, or a `Retry-After` over the backoff
+/// cap). The task's other agents on the same upstream and model are called last, and
+/// not before the `Retry-After` has passed.
+struct Throttle {
+    key: ThrottleKey,
+    /// The agent that was throttled.
+    agent: AgentId,
+    /// Its last error.
+    message: String,
+    /// The `Retry-After` it was given and when that ends, if it was given one.
+    window: Option<(Duration, Option<Instant>)>,
+}
+
+/// Whether a candidate on a throttled upstream and model is called now.
+enum Gate {
+    /// Its upstream's `Retry-After` has passed, or none was given.
+    Go,
+    /// After waiting this long for the `Retry-After` to pass.
+    Wait(Duration),
+    /// Not at all: the wait does not fit (why).
+    Skip(String),
+}
+
+/// The rule a task names when it fails because every agent left calls a throttled
+/// upstream and model whose `Retry-After` cannot be waited out.
+const PROVIDER_THROTTLED: &str = "provider_throttled";
 
 impl Attempt {
     /// Journals and broadcasts `event`. When it cannot be journaled the run is
@@ -1987,16 +2060,58 @@ impl Attempt {
                 budget: None,
             };
         }
+        // Upstreams that throttled the task's agents (see `Throttle`), and the throttle
+        // keys of its candidates (worked out once the first throttle is seen).
+        let mut throttles: Vec<Throttle> = Vec::new();
+        let mut keys: Vec<Option<ThrottleKey>> = Vec::new();
         // When every candidate's breaker is open, wait for the cool-down to let a probe
         // through (bounded), instead of failing work because of a transient outage.
         let mut open_waits = 0u32;
+        // Candidates not called because the upstream and model they call throttled the
+        // task: the agent, the throttle (an index into `throttles`) and why.
+        let mut skipped: Vec<(AgentId, usize, String)> = Vec::new();
         loop {
             let mut all_open = true;
-            for (ci, agent) in self.candidates.iter().enumerate() {
-                if ci > 0 {
-                    let (from, reason) = last
+            // Candidates in plan order; once an upstream throttled one, those on other
+            // upstreams go first (see `Attempt::next_candidate`).
+            let mut left: Vec<usize> = (0..self.candidates.len()).collect();
+            let mut visited = 0usize;
+            skipped.clear();
+            while !left.is_empty() {
+                if !throttles.is_empty() && keys.is_empty() {
+                    keys = self.throttle_keys();
+                }
+                let (ci, gate) = self.next_candidate(&mut left, &keys, &throttles);
+                let agent = &self.candidates[ci];
+                let wait = match gate {
+                    Gate::Go => None,
+                    Gate::Wait(wait) => Some(wait),
+                    Gate::Skip(why) => {
+                        // Not called: its upstream said to come back later than we wait.
+                        all_open = false;
+                        let t = keys
+                            .get(ci)
+                            .and_then(Option::as_ref)
+                            .and_then(|k| throttles.iter().position(|t| t.key == *k))
+                            .unwrap_or(0);
+                        skipped.push((agent.clone(), t, why));
+                        continue;
+                    }
+                };
+                if visited > 0 {
+                    let (from, mut reason) = last
                         .clone()
                         .unwrap_or_else(|| (self.candidates[0].clone(), String::new()));
+                    if let Some(wait) = wait {
+                        let upstream = keys
+                            .get(ci)
+                            .and_then(Option::as_ref)
+                            .map_or("", |k| k.upstream.as_str());
+                        reason.push_str(&format!(
+                            "; waiting {} ms for {upstream}'s retry-after before calling {agent}, which calls the same upstream and model",
+                            wait.as_millis()
+                        ));
+                    }
                     self.emit(RunEvent::TaskRerouted {
                         task_id: self.task.id.clone(),
                         from,
@@ -2004,6 +2119,10 @@ impl Attempt {
                         reason,
                     })
                     .await;
+                }
+                visited += 1;
+                if let Some(wait) = wait {
+                    tokio::time::sleep(wait).await;
                 }
                 let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
                     all_open = false;
@@ -2079,11 +2198,14 @@ impl Attempt {
                     if let Some(m) = &model {
                         tracing::Span::current().record("model", tracing::field::display(m));
                     }
+                    // What a provider's throttling is shared by, should it throttle.
+                    let upstream = backend.upstream(&request);
+                    self.tokens.set_model(model.clone());
                     self.emit(RunEvent::TaskStarted {
                         task_id: self.task.id.clone(),
                         agent: agent.clone(),
                         attempt: retry,
-                        model,
+                        model: model.clone(),
                     })
                     .await;
                     let money = CallMoney::new(reservation, request.max_cost.is_some());
@@ -2128,6 +2250,7 @@ impl Attempt {
                             let (input_tokens, output_tokens) = self.tokens.get();
                             return Outcome::Succeeded {
                                 agent: agent.clone(),
+                                model,
                                 output: AgentOutput {
                                     cost,
                                     input_tokens,
@@ -2147,6 +2270,10 @@ impl Attempt {
                             cost += money.failed(&e);
                             self.tokens.add_unusable(&e);
                             let reason = e.to_string();
+                            let throttled = match &e {
+                                AgentError::Throttled { retry_after, .. } => Some(*retry_after),
+                                _ => None,
+                            };
                             match e.retry() {
                                 Retry::Yes { after } => {
                                     match self.exec.backoff.delay(retry - 1, after) {
@@ -2163,6 +2290,25 @@ impl Attempt {
                                             tokio::time::sleep(delay).await;
                                         }
                                         Err(give_up) => {
+                                            // Given up on a throttled upstream: its other
+                                            // agents on it wait their turn.
+                                            if let (Some(retry_after), Some(upstream)) =
+                                                (throttled, upstream)
+                                            {
+                                                let key = ThrottleKey {
+                                                    upstream,
+                                                    model: model.clone(),
+                                                };
+                                                throttles.retain(|t| t.key != key);
+                                                throttles.push(Throttle {
+                                                    key,
+                                                    agent: agent.clone(),
+                                                    message: reason.clone(),
+                                                    window: retry_after.map(|after| {
+                                                        (after, Instant::now().checked_add(after))
+                                                    }),
+                                                });
+                                            }
                                             last = Some((
                                                 agent.clone(),
                                                 format!("{reason}; {give_up}"),
@@ -2195,17 +2341,139 @@ impl Attempt {
         let (agent, reason) = last.map_or((None, "no candidate agent".to_owned()), |(a, r)| {
             (Some(a), r)
         });
-        Outcome::Failed {
-            agent,
-            reason: format!(
+        let throttled = skipped
+            .first()
+            .and_then(|(_, t, why)| Some((throttles.get(*t)?, why)));
+        let reason = match throttled {
+            Some((throttle, why)) => {
+                Self::throttled_reason(throttle, why, &skipped, agent.as_ref(), &reason)
+            }
+            None => format!(
                 "all {} candidate agents failed; last: {reason}",
                 self.candidates.len()
             ),
+        };
+        Outcome::Failed {
+            agent,
+            reason,
             attempts,
             cost,
             tries,
             budget: None,
         }
+    }
+
+    /// Why a task failed with candidates left uncalled because their upstream and model
+    /// throttled it (rule `provider_throttled`): the upstream, the model, the agent it
+    /// throttled and its error (the provider's `Retry-After` in it), why the wait does
+    /// not fit, the agents not called, and the last failure when it came from another
+    /// agent.
+    fn throttled_reason(
+        throttle: &Throttle,
+        why: &str,
+        skipped: &[(AgentId, usize, String)],
+        last_agent: Option<&AgentId>,
+        last: &str,
+    ) -> String {
+        let names: Vec<&str> = skipped.iter().map(|(a, _, _)| a.as_str()).collect();
+        let model = throttle
+            .key
+            .model
+            .as_ref()
+            .map_or(String::new(), |m| format!(" (model {m})"));
+        let mut reason = format!(
+            "{upstream}{model} is throttled: {message}; {why}, so {names}, on the same upstream and model, {verb} not called (rule: {PROVIDER_THROTTLED})",
+            upstream = throttle.key.upstream,
+            message = throttle.message,
+            names = names.join(", "),
+            verb = if names.len() == 1 { "was" } else { "were" },
+        );
+        if last_agent.is_some_and(|a| *a != throttle.agent) {
+            reason.push_str(&format!("; last failure: {last}"));
+        }
+        reason
+    }
+
+    /// The throttle key of each candidate (`None` for one whose agent shares no
+    /// upstream, or has no backend).
+    fn throttle_keys(&self) -> Vec<Option<ThrottleKey>> {
+        self.candidates
+            .iter()
+            .map(|agent| {
+                let backend = self.exec.agents.get(agent.as_str())?;
+                let request = self.request(agent, 1, None);
+                Some(ThrottleKey {
+                    upstream: backend.upstream(&request)?,
+                    model: backend.model(&request),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the next candidate to try out of `left` (indexes into the candidates) and
+    /// says whether to call it now. Without throttles, the first left. Once an upstream
+    /// throttled the task, candidates on other upstreams come first, then those on a
+    /// throttled upstream with another model, then those on a throttled upstream and
+    /// model, each in plan order; one of the last is called once its upstream's
+    /// `Retry-After` has passed: at once when it has, after waiting for it when the
+    /// wait fits the backoff cap and ends before the run's deadline, else not at all.
+    fn next_candidate(
+        &self,
+        left: &mut Vec<usize>,
+        keys: &[Option<ThrottleKey>],
+        throttles: &[Throttle],
+    ) -> (usize, Gate) {
+        if throttles.is_empty() {
+            return (left.remove(0), Gate::Go);
+        }
+        let key = |ci: usize| keys.get(ci).and_then(Option::as_ref);
+        let rank = |ci: usize| match key(ci) {
+            Some(k) if throttles.iter().any(|t| t.key == *k) => 2,
+            Some(k) if throttles.iter().any(|t| t.key.upstream == k.upstream) => 1,
+            _ => 0,
+        };
+        let at = left
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, ci)| rank(**ci))
+            .map_or(0, |(at, _)| at);
+        let ci = left.remove(at);
+        let Some(throttle) = key(ci).and_then(|k| throttles.iter().find(|t| t.key == *k)) else {
+            return (ci, Gate::Go);
+        };
+        let Some((retry_after, until)) = throttle.window else {
+            // No `Retry-After` to wait out: its own retries back off.
+            return (ci, Gate::Go);
+        };
+        let now = Instant::now();
+        let wait = match until {
+            Some(until) => until.saturating_duration_since(now),
+            None => retry_after,
+        };
+        if wait.is_zero() {
+            return (ci, Gate::Go);
+        }
+        let cap = self.exec.backoff.cap();
+        if retry_after > cap {
+            return (
+                ci,
+                Gate::Skip(format!(
+                    "its retry-after {retry_after:?} exceeds the backoff cap {cap:?} (executor.retry.cap)"
+                )),
+            );
+        }
+        if let Some(deadline) = self.deadline
+            && now.checked_add(wait).is_none_or(|end| end >= deadline)
+        {
+            return (
+                ci,
+                Gate::Skip(format!(
+                    "waiting out its retry-after {retry_after:?} would pass the run's deadline (executor.run_timeout {:?})",
+                    self.exec.config.run_timeout
+                )),
+            );
+        }
+        (ci, Gate::Wait(wait))
     }
 
     /// A server-wide call slot, then money set aside on the run and the day (as much of
@@ -2404,10 +2672,12 @@ impl Attempt {
     /// TUMIX: for refining agents, run rounds until the stop policy says stop; keep the
     /// best-scored answer, with the rule that flagged it, if any. A later round
     /// replaces the best only when it scores strictly higher. A failed round (an error,
-    /// an output over the size limit or screened out) or one that answered nothing
-    /// (empty after trimming) ends refinement with the best answer so far. Every round
-    /// that answered adds its cost and tokens. Each round is given the previous round's
-    /// answer as [`pass_on`] passes outputs on (quarantined when flagged).
+    /// an empty or refused answer, an output over the size limit or screened out), one
+    /// that answered nothing (empty after trimming) or one the budget refused ends
+    /// refinement with the best answer so far. Every round that answered adds its cost
+    /// and tokens. Each round is given the previous round's answer as [`pass_on`]
+    /// passes outputs on (quarantined when flagged). Whatever ends refinement, the last
+    /// `task_refined` says why in its `stop`.
     async fn refine(
         &self,
         backend: &Arc<dyn super::Agent>,
@@ -2453,11 +2723,17 @@ impl Attempt {
             // Another round is optional: no waiting for room in the budget.
             let mut request = self.request(agent, *attempts + 1, Some(previous.clone()));
             let bounds = backend.cost_bounds(&request);
+            let round_number = u32::try_from(rounds.len() + 1).unwrap_or(u32::MAX);
             let (global, reservation) = match self.reserve_for_call(false, bounds).await {
                 Ok(r) => r,
                 Err(e) => {
                     // No room for another round: keep the best answer so far.
                     self.emit(budget_event(&self.task.id, &e)).await;
+                    self.end_refinement(
+                        round_number,
+                        format!("round {round_number} was not made: {e}"),
+                    )
+                    .await;
                     return best;
                 }
             };
@@ -2473,19 +2749,25 @@ impl Attempt {
                 Err(e) => {
                     *cost += money.failed(&e);
                     self.tokens.add_unusable(&e);
+                    self.end_refinement(round_number, format!("round {round_number} failed: {e}"))
+                        .await;
                     return best;
                 }
             };
             *cost += out.cost;
             money.settle(out.cost);
             self.tokens.add(&out);
-            let Ok((out, flagged)) = self
+            let (out, flagged) = match self
                 .within_limit(agent, out)
                 .and_then(|o| self.screen(agent, o))
-            else {
-                return best;
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    self.end_refinement(round_number, format!("round {round_number} failed: {e}"))
+                        .await;
+                    return best;
+                }
             };
-            let round_number = u32::try_from(rounds.len() + 1).unwrap_or(u32::MAX);
             if out.text.trim().is_empty() {
                 // Nothing to judge or to keep: the best answer so far stands.
                 self.emit(RunEvent::TaskRefined {
@@ -2514,6 +2796,18 @@ impl Attempt {
                 best = (out, flagged);
             }
         }
+    }
+
+    /// The `task_refined` of a refinement round that failed or was not made, with
+    /// score 0: refinement stops here, `why`, and the best answer so far is kept.
+    async fn end_refinement(&self, round: u32, why: String) {
+        self.emit(RunEvent::TaskRefined {
+            task_id: self.task.id.clone(),
+            round,
+            score: 0.0,
+            stop: Some(format!("{why}; keeping the best answer so far")),
+        })
+        .await;
     }
 }
 
@@ -3103,6 +3397,7 @@ mod tests {
             task_id: TaskId::new("t1"),
             status: TaskStatus::Failed,
             agent: None,
+            model: None,
             attempts: 1,
             output: None,
             flagged: None,

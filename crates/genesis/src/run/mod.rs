@@ -164,6 +164,12 @@ pub enum RunEvent {
         task_id: TaskId,
         /// The agent that did it.
         agent: AgentId,
+        /// The model that produced the answer: that of the attempt that answered
+        /// ([`Agent::model`]; its refinement rounds call the same), which may differ from
+        /// the one a first `task_started` named when the task was re-routed. Absent for
+        /// agents that call none, and in events journaled before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelId>,
         /// Its output: the agent's text as written (a flagged output too; what its
         /// dependents are passed is quarantined instead, see `flagged`).
         output: String,
@@ -200,6 +206,11 @@ pub enum RunEvent {
         reason: String,
         /// Attempts across all agents.
         attempts: u32,
+        /// The model of its last agent call that started ([`Agent::model`]); absent
+        /// when no call was made or its agent calls no model, and in events journaled
+        /// before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelId>,
         /// Input tokens its agents reported before it failed: every call that answered
         /// (an answer refused as too large or screened out, a refinement round), retries
         /// and re-routes included; 0 when none answered (a failed call reports none).
@@ -344,6 +355,12 @@ pub struct TaskReport {
     pub status: TaskStatus,
     /// The agent that finished it (or last tried).
     pub agent: Option<AgentId>,
+    /// The model that produced its output (see [`RunEvent::TaskSucceeded`]'s `model`),
+    /// or, for a task that did not succeed, the model of its last agent call that
+    /// started. Absent when no call was made or its agents call no model, and from
+    /// reports stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelId>,
     /// Attempts across all agents.
     pub attempts: u32,
     /// Output, when it succeeded: the agent's text as written.

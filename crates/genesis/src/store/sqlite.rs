@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use genesis_core::{RunId, Usd};
+use genesis_core::{ModelId, RunId, Usd};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
@@ -110,6 +110,9 @@ const MIGRATIONS: &[&str] = &[
     // (`task_succeeded`'s `flagged` and `truncated`). NULL and 0 in tasks stored before.
     "ALTER TABLE tasks ADD COLUMN flagged TEXT;
      ALTER TABLE tasks ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;",
+    // 7: the model of a task's latest agent call (`task_started`'s `model`), and of the
+    // call that answered (`task_succeeded`'s). NULL in tasks stored before.
+    "ALTER TABLE tasks ADD COLUMN model TEXT;",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -441,14 +444,26 @@ impl SqliteStore {
                 Ok(())
             };
         match event {
-            RunEvent::TaskStarted { task_id, agent, .. } => task(
+            RunEvent::TaskStarted {
+                task_id,
+                agent,
+                model,
+                ..
+            } => task(
                 tx,
-                "UPDATE tasks SET status = 'running', agent = ?3, attempts = attempts + 1 WHERE run_id = ?1 AND task_id = ?2",
-                &[&run_id.as_str(), &task_id.as_str(), &agent.as_str()],
+                "UPDATE tasks SET status = 'running', agent = ?3, attempts = attempts + 1, model = ?4 \
+                 WHERE run_id = ?1 AND task_id = ?2",
+                &[
+                    &run_id.as_str(),
+                    &task_id.as_str(),
+                    &agent.as_str(),
+                    &model.as_ref().map(ModelId::as_str),
+                ],
             )?,
             RunEvent::TaskSucceeded {
                 task_id,
                 agent,
+                model,
                 output,
                 flagged,
                 truncated,
@@ -460,7 +475,8 @@ impl SqliteStore {
             } => task(
                 tx,
                 "UPDATE tasks SET status = 'succeeded', agent = ?3, output = ?4, cost = ?5, attempts = ?6, error = NULL, \
-                 input_tokens = ?7, output_tokens = ?8, flagged = ?9, truncated = ?10 WHERE run_id = ?1 AND task_id = ?2",
+                 input_tokens = ?7, output_tokens = ?8, flagged = ?9, truncated = ?10, model = ?11 \
+                 WHERE run_id = ?1 AND task_id = ?2",
                 &[
                     &run_id.as_str(),
                     &task_id.as_str(),
@@ -472,21 +488,26 @@ impl SqliteStore {
                     &db_count(*output_tokens),
                     flagged,
                     truncated,
+                    &model.as_ref().map(ModelId::as_str),
                 ],
             )?,
             // A failed or cancelled task keeps what it was charged and the calls it
             // made (never fewer than its journaled starts).
+            // Its model is its last call's: as journaled by that call's `task_started`
+            // when the failure names none (events journaled before it was recorded).
             RunEvent::TaskFailed {
                 task_id,
                 reason,
                 attempts,
+                model,
                 input_tokens,
                 output_tokens,
                 cost,
             } => task(
                 tx,
                 "UPDATE tasks SET status = 'failed', error = ?3, attempts = MAX(attempts, ?4), \
-                 input_tokens = ?5, output_tokens = ?6, cost = ?7 WHERE run_id = ?1 AND task_id = ?2",
+                 input_tokens = ?5, output_tokens = ?6, cost = ?7, model = COALESCE(?8, model) \
+                 WHERE run_id = ?1 AND task_id = ?2",
                 &[
                     &run_id.as_str(),
                     &task_id.as_str(),
@@ -495,6 +516,7 @@ impl SqliteStore {
                     &db_count(*input_tokens),
                     &db_count(*output_tokens),
                     &cost.as_f64(),
+                    &model.as_ref().map(ModelId::as_str),
                 ],
             )?,
             RunEvent::TaskSkipped {
@@ -632,7 +654,7 @@ impl SqliteStore {
             })?;
         let mut stmt = conn.prepare(
             "SELECT task_id, status, agent, attempts, output, error, cost, parent, input_tokens, \
-             output_tokens, flagged, truncated FROM tasks WHERE run_id = ?1 ORDER BY position",
+             output_tokens, flagged, truncated, model FROM tasks WHERE run_id = ?1 ORDER BY position",
         )?;
         let mut answer = String::new();
         let tasks = stmt
@@ -643,6 +665,7 @@ impl SqliteStore {
                         task_id: r.get::<_, String>(0)?.into(),
                         status: parse_task_status(&r.get::<_, String>(1)?),
                         agent: r.get::<_, Option<String>>(2)?.map(Into::into),
+                        model: r.get::<_, Option<String>>(12)?.map(Into::into),
                         attempts: r.get(3)?,
                         output: r.get(4)?,
                         flagged: r.get(10)?,
@@ -1676,6 +1699,7 @@ mod tests {
                     RunEvent::TaskSucceeded {
                         task_id: first.clone(),
                         agent,
+                        model: None,
                         output: "done".into(),
                         flagged: None,
                         truncated: false,

@@ -433,6 +433,8 @@ async fn empty_and_refused_answers_fail_the_attempt_and_move_to_alternatives() {
 /// L6 finding 8: round 1 always scores 0 with the agreement judge, and `>=` kept a
 /// later round scoring the same, even an empty one. A later round replaces the best
 /// only when strictly better; an empty round ends refinement with the best answer.
+/// Verification M finding 2: the empty round ended refinement with no `task_refined`
+/// saying why (only round 1's, `stop: null`); the round that ends it says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refinement_keeps_the_best_answer_over_a_worse_or_empty_round() {
     const GOOD: &str = "The invoice API validates totals and rejects negative amounts";
@@ -446,12 +448,13 @@ async fn refinement_keeps_the_best_answer_over_a_worse_or_empty_round() {
     );
     let agent = plan.tasks[0].agent.clone().unwrap();
 
-    for (second, what) in [
+    for (second, what, why) in [
         (
             Reply::text("zzz qqq"),
             "a round sharing nothing (score 0, as round 1)",
+            "below min_improvement",
         ),
-        (Reply::text(""), "an empty round"),
+        (Reply::text(""), "an empty round", "round 2 failed: agent"),
     ] {
         let (fake, genesis) = setup(
             vec![Reply::text(GOOD), second],
@@ -478,13 +481,33 @@ async fn refinement_keeps_the_best_answer_over_a_worse_or_empty_round() {
             fake.prompts()[1].contains(&format!("<untrusted>\n{GOOD}\n</untrusted>")),
             "{what}"
         );
-        assert!(events.iter().any(|e| e.kind() == "task_refined"), "{what}");
+        let refined: Vec<(u32, Option<String>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::TaskRefined { round, stop, .. } => Some((*round, stop.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refined.len(), 2, "{what}: {refined:?}");
+        assert_eq!(refined[0], (1, None), "{what}");
+        let (round, stop) = &refined[1];
+        assert_eq!(*round, 2, "{what}: the round that ends refinement");
+        let stop = stop.as_deref().unwrap_or_default();
+        assert!(stop.contains(why), "{what}: {stop}");
+        if what == "an empty round" {
+            assert!(
+                stop.contains("rule: empty_answer") && stop.contains("keeping the best answer"),
+                "{stop}"
+            );
+        }
     }
 }
 
 /// L6 findings 9 and 12: an answer cut at its token limit was reported like any other,
 /// and the model DAAO chose appeared only in the plan. `truncated` is on the event, the
-/// report and in the store; `task_started` names the model.
+/// report and in the store; `task_started` names the model. Verification M finding 1:
+/// the model that answered was on `task_started` only; `task_succeeded`, the task's
+/// report and the stored run name it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncation_and_the_model_are_visible() {
     let (_, genesis) = setup(
@@ -520,8 +543,26 @@ async fn truncation_and_the_model_are_visible() {
     for started in json.iter().filter(|e| e["type"] == "task_started") {
         assert_eq!(started["model"], "gpt-4o-mini", "{started}");
     }
+    for succeeded in &succeeded {
+        assert_eq!(succeeded["model"], "gpt-4o-mini", "{succeeded}");
+    }
+    for report in &result.tasks {
+        assert_eq!(
+            report.model.as_ref().map(|m| m.as_str()),
+            Some("gpt-4o-mini")
+        );
+        let json = serde_json::to_value(report).unwrap();
+        assert_eq!(json["model"], "gpt-4o-mini", "{json}");
+    }
     let record = stored(&store, &id);
     assert!(record.tasks[0].truncated && !record.tasks[1].truncated);
+    for report in &record.tasks {
+        assert_eq!(
+            report.model.as_ref().map(|m| m.as_str()),
+            Some("gpt-4o-mini"),
+            "stored"
+        );
+    }
 }
 
 /// A log sink: what a fmt subscriber writes.

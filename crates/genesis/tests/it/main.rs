@@ -18,6 +18,7 @@ mod spend;
 mod stages;
 mod store;
 mod support;
+mod throttle;
 mod tokens;
 mod trace;
 mod wiring;

@@ -707,6 +707,7 @@ async fn execute_refuses_a_plan_with_a_task_no_backend_serves_before_calling_any
             task_id: id.clone(),
             status: TaskStatus::Succeeded,
             agent: victim.agent.clone(),
+            model: None,
             attempts: 1,
             output: Some("done before the restart".into()),
             flagged: None,

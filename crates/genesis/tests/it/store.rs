@@ -52,7 +52,7 @@ fn runs_survive_reopening_with_task_states_and_events() {
                     task_id: t1.clone(),
                     agent: AgentId::new("qa"),
                     attempt: 1,
-                    model: None,
+                    model: Some("claude-3-5-haiku-latest".into()),
                 },
             )
             .unwrap();
@@ -62,6 +62,8 @@ fn runs_survive_reopening_with_task_states_and_events() {
                 &RunEvent::TaskSucceeded {
                     task_id: t1,
                     agent: AgentId::new("qa"),
+                    // Another model answered than the one first started (a re-route).
+                    model: Some("gpt-4o-mini".into()),
                     output: "reproduced".into(),
                     flagged: None,
                     truncated: false,
@@ -89,6 +91,12 @@ fn runs_survive_reopening_with_task_states_and_events() {
     assert_eq!(run.tasks.len(), plan.tasks.len());
     assert_eq!(run.tasks[0].status, TaskStatus::Succeeded);
     assert_eq!(run.tasks[0].output.as_deref(), Some("reproduced"));
+    assert_eq!(
+        run.tasks[0].model.as_ref().map(|m| m.as_str()),
+        Some("gpt-4o-mini"),
+        "the model that answered is kept"
+    );
+    assert_eq!(run.tasks[1].model, None, "no call, no model");
     assert_eq!(run.cost, Usd::new(0.25).unwrap());
     assert_eq!(run.budget, Some(Usd::new(1.0).unwrap()));
     assert_eq!(run.subject.as_deref(), Some("alice"));
@@ -420,6 +428,10 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
                 .all(|t| t.flagged.is_none() && !t.truncated),
             "tasks stored before output flags read as clean and whole"
         );
+        assert!(
+            old.tasks.iter().all(|t| t.model.is_none()),
+            "tasks stored before models were kept read as none"
+        );
         assert_eq!(store.unfinished_runs().unwrap().len(), 1);
         store
             .create_run(&RunId::new("run_new"), &plan, None, None, Some("carol"))
@@ -446,10 +458,10 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
             Created::New(RunId::new("run_carol"))
         );
     }
-    assert_eq!(user_version(), 6, "migrated");
+    assert_eq!(user_version(), 7, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 6);
+    assert_eq!(user_version(), 7);
     // Nobody asked to cancel the old run: it resumes.
     let old = store.get_run("run_old").unwrap().unwrap();
     assert_eq!(old.cancel_requested_at_ms, None);

@@ -43,6 +43,7 @@ pub(crate) fn journal_crash(
     let succeeded = RunEvent::TaskSucceeded {
         task_id: first.id.clone(),
         agent: first.agent.clone().unwrap(),
+        model: None,
         output: "done before the crash".into(),
         flagged: None,
         truncated: false,
