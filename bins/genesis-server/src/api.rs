@@ -1253,7 +1253,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
                 .flags()
                 .map(|flag| {
                     let ev = f.evaluate(&flag.name, "anonymous", now);
-                    serde_json::json!({"name": flag.name, "enabled": ev.enabled, "reason": ev.reason.as_str()})
+                    let percent = genesis::effective_percent(flag, now.into());
+                    serde_json::json!({"name": flag.name, "enabled": ev.enabled, "reason": ev.reason.as_str(), "percent": percent})
                 })
                 .collect()
         })

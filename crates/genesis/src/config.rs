@@ -292,26 +292,53 @@ impl GenesisConfig {
             merge(&mut merged, table);
         }
         let env_map: std::collections::HashMap<String, String> = env.into_iter().collect();
-        let mut vars: Vec<(&String, &String)> = env_map.iter().collect();
-        vars.sort();
-        for (key, value) in vars {
-            let Some(path) = env_key_path(key) else {
-                continue;
-            };
-            set_path(&mut merged, &path, parse_env_value(value)).map_err(|message| {
-                GenesisError::Config {
-                    message: format!("environment variable {key}: {message}"),
+        let mut vars: Vec<(&String, Vec<String>, toml::Value)> = env_map
+            .iter()
+            .filter_map(|(key, value)| Some((key, env_key_path(key)?, parse_env_value(value))))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(b.0));
+        // Every variable is applied before the result is checked: a section's required
+        // key may be set by a variable that sorts after one setting its other keys.
+        let with_vars = |skip: Option<usize>| -> Result<toml::Table, GenesisError> {
+            let mut table = merged.clone();
+            for (i, (key, path, value)) in vars.iter().enumerate() {
+                if Some(i) == skip {
+                    continue;
                 }
-            })?;
-            // Checked after each variable, so an error names the variable and the key it
-            // set rather than a line of the merged document.
-            deserialize(&merged).map_err(|e| GenesisError::Config {
-                message: format!(
-                    "environment variable {key} (key {}): {}",
-                    path.join("."),
-                    e.message().trim_end()
-                ),
-            })?;
+                set_path(&mut table, path, value.clone()).map_err(|message| {
+                    GenesisError::Config {
+                        message: format!("environment variable {key}: {message}"),
+                    }
+                })?;
+            }
+            Ok(table)
+        };
+        if !vars.is_empty() {
+            let all = with_vars(None)?;
+            if let Err(e) = deserialize(&all) {
+                // Name the variable without which the configuration is valid (a wrong
+                // value, or a key whose section then lacks a required one); when no single
+                // one is, name them all.
+                let culprit = (0..vars.len())
+                    .find(|&i| with_vars(Some(i)).is_ok_and(|t| deserialize(&t).is_ok()));
+                let message = match culprit.and_then(|i| vars.get(i)) {
+                    Some((key, path, _)) => format!(
+                        "environment variable {key} (key {}): {}",
+                        path.join("."),
+                        e.message().trim_end()
+                    ),
+                    None => format!(
+                        "environment variables {}: {}",
+                        vars.iter()
+                            .map(|(key, _, _)| key.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        e.message().trim_end()
+                    ),
+                };
+                return Err(GenesisError::Config { message });
+            }
+            merged = all;
         }
         let mut config = deserialize(&merged).map_err(|e| GenesisError::Config {
             message: format!("configuration files combined: {}", e.message().trim_end()),
@@ -688,6 +715,60 @@ mod tests {
                 .to_string();
         assert!(
             err.contains("GENESIS_SERVER__MAX_IN_FLIGHT") && err.contains("server.max_in_flight"),
+            "{err}"
+        );
+    }
+
+    /// Audit R7 item 7: variables were checked one at a time in sorted order, so
+    /// `GENESIS_TELEMETRY__OTLP__BATCH_DELAY` (sorting before `..._ENDPOINT`) was refused
+    /// for a missing `endpoint` that the next variable set. All are applied, then checked;
+    /// an error still names the variable it comes from.
+    #[test]
+    fn variables_are_checked_together_and_an_error_names_its_variable() {
+        let config = GenesisConfig::load::<PathBuf>(
+            &[],
+            env(&[
+                ("GENESIS_TELEMETRY__OTLP__BATCH_DELAY", "1s"),
+                ("GENESIS_TELEMETRY__OTLP__ENDPOINT", "http://127.0.0.1:4318"),
+            ]),
+        )
+        .unwrap();
+        let otlp = config
+            .telemetry
+            .otlp
+            .expect("otlp section set by variables");
+        assert_eq!(otlp.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(otlp.batch_delay, std::time::Duration::from_secs(1));
+        // Alone, the section lacks its endpoint: the variable that made it is named.
+        let err = GenesisConfig::load::<PathBuf>(
+            &[],
+            env(&[
+                ("GENESIS_TELEMETRY__OTLP__BATCH_DELAY", "1s"),
+                ("GENESIS_SERVER__MAX_IN_FLIGHT", "10"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("GENESIS_TELEMETRY__OTLP__BATCH_DELAY")
+                && err.contains("telemetry.otlp.batch_delay")
+                && err.contains("endpoint")
+                && !err.contains("MAX_IN_FLIGHT"),
+            "{err}"
+        );
+        // Two wrong values: no single culprit, both are named.
+        let err = GenesisConfig::load::<PathBuf>(
+            &[],
+            env(&[
+                ("GENESIS_SERVER__MAX_IN_FLIGHT", "many"),
+                ("GENESIS_LIMITS__MAX_DEPTH", "deep"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("GENESIS_SERVER__MAX_IN_FLIGHT")
+                && err.contains("GENESIS_LIMITS__MAX_DEPTH"),
             "{err}"
         );
     }

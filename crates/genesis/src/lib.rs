@@ -73,5 +73,6 @@ pub use orchestrator::{
 };
 pub use plan::{Plan, PlanRouting, PlannedTask, PlanningSpend, TaskModel, TaskRoute};
 pub use wiring::{
-    load_flags, orchestrator_from_config, record_rollout_gauges, spawn_flag_reloader,
+    effective_percent, load_flags, orchestrator_from_config, record_rollout_gauges,
+    spawn_flag_reloader,
 };

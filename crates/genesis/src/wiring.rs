@@ -159,8 +159,9 @@ pub fn orchestrator_from_config(
 }
 
 /// A flag's effective rollout percentage at `now`: 100 for `all`, 0 for `off` or a
-/// disabled flag, the strategy's percentage otherwise.
-fn effective_percent(
+/// disabled flag, the strategy's percentage otherwise (what `genesis_rollout_percent`
+/// exports).
+pub fn effective_percent(
     flag: &genesis_feature_flags::Flag,
     now: genesis_feature_flags::Timestamp,
 ) -> f64 {
@@ -225,20 +226,46 @@ fn flag_changes(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<FlagCh
         .collect()
 }
 
-/// Logs each change a flags reload made, at `info`: which flag, whether it is a kill or
-/// master switch ([`genesis_feature_flags::KILL_SWITCHES`]), its effective percentage
-/// before and after (100 = on for everyone; absent = not in the file).
+/// Logs each change a flags reload made: which flag, whether it is a kill or master
+/// switch ([`genesis_feature_flags::KILL_SWITCHES`]), its effective percentage before
+/// and after (100 = on for everyone; absent = not in the file). A kill or master switch
+/// changing is logged at `warn` (it stops or restarts work for everyone: an operator
+/// watching for warnings must see it), any other flag at `info`.
 fn log_flag_changes(changes: &[FlagChange]) {
     for c in changes {
         let kill_switch = genesis_feature_flags::KILL_SWITCHES.contains(&c.flag.as_str());
-        tracing::info!(
-            flag = %c.flag,
-            kill_switch,
-            from_percent = c.from,
-            to_percent = c.to,
-            "feature flag changed"
-        );
+        if kill_switch {
+            tracing::warn!(
+                flag = %c.flag,
+                kill_switch,
+                from_percent = c.from,
+                to_percent = c.to,
+                "kill switch changed"
+            );
+        } else {
+            tracing::info!(
+                flag = %c.flag,
+                kill_switch,
+                from_percent = c.from,
+                to_percent = c.to,
+                "feature flag changed"
+            );
+        }
     }
+}
+
+/// The gauge values a reload leaves: every flag's percentage now, and 0 for each flag
+/// the file no longer has (it reaches nobody; its gauge would otherwise stay at its last
+/// value, since a series cannot be withdrawn from the exporter).
+fn gauge_values(changes: &[FlagChange], after: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut values = after.to_vec();
+    values.extend(
+        changes
+            .iter()
+            .filter(|c| c.to.is_none())
+            .map(|c| (c.flag.clone(), 0.0)),
+    );
+    values
 }
 
 /// Exports every flag's rollout percentage as the `genesis_rollout_percent{flag}` gauge
@@ -282,8 +309,9 @@ pub fn spawn_flag_reloader(
                 Ok(Ok(genesis_feature_flags::ReloadOutcome::Reloaded { .. })) => {
                     tracing::info!("feature flags reloaded");
                     let after = flag_percents(&flags);
-                    log_flag_changes(&flag_changes(&before, &after));
-                    set_rollout_gauges(&after);
+                    let changes = flag_changes(&before, &after);
+                    log_flag_changes(&changes);
+                    set_rollout_gauges(&gauge_values(&changes, &after));
                 }
                 Ok(Ok(_)) => record_rollout_gauges(&flags),
                 Ok(Err(e)) => {
@@ -363,6 +391,29 @@ mod tests {
         );
         let now = flag_percents(&flags);
         assert_eq!(flag_changes(&now, &now), [], "no change, no line");
+        // Audit R7 item 9: a flag taken out of the file kept its last gauge value.
+        std::fs::write(
+            &path,
+            r#"{"flags": [
+                {"name": "emergency_shutdown", "enabled": true},
+                {"name": "steady", "enabled": true},
+                {"name": "added", "enabled": false}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            flags.reload_if_changed().unwrap(),
+            genesis_feature_flags::ReloadOutcome::Reloaded { .. }
+        ));
+        let after = flag_percents(&flags);
+        let changes = flag_changes(&now, &after);
+        assert_eq!(changes, [change("new_router_rollout", Some(10.0), None)]);
+        let gauges = gauge_values(&changes, &after);
+        assert!(
+            gauges.contains(&("new_router_rollout".to_owned(), 0.0)),
+            "a removed flag's gauge goes to 0: {gauges:?}"
+        );
+        assert!(gauges.contains(&("steady".to_owned(), 100.0)), "{gauges:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

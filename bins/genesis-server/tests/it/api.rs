@@ -488,6 +488,18 @@ async fn agents_show_registry_load_and_breaker_state() {
     let (status, _, body) = s.get("/api/status").await;
     assert_eq!(status, 200);
     assert!(body["flags"].as_array().is_some_and(|f| !f.is_empty()));
+    // Audit R7 item 9: a flag's evaluation for `anonymous` said nothing of how many
+    // subjects it is on for; `percent` does (the rollout gauge's value).
+    let percent = |name: &str| {
+        body["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .and_then(|f| f["percent"].as_f64())
+    };
+    assert_eq!(percent("halo_routing"), Some(100.0), "{body}");
+    assert_eq!(percent("emergency_shutdown"), Some(0.0), "{body}");
     assert_eq!(body["shutting_down"], false);
     // Audit D5 finding 10: only breakers something had been called through were listed
     // (4 of 16 in the audit) while /metrics exported all: every served agent's is here,
