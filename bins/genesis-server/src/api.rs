@@ -428,11 +428,28 @@ pub(crate) async fn create_task(
                 );
             }
         }
+        if let (Some(limit), Some(day)) = (
+            state.config.budget.per_subject_day,
+            state.runs.subject_today(&subject),
+        ) {
+            let spent = day.spent();
+            if spent >= limit {
+                return json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "budget_subject_day",
+                    format!(
+                        "today's spend of {subject} {spent} has reached the per-subject daily budget {limit} (budget.per_subject_day)"
+                    ),
+                    "resource",
+                );
+            }
+        }
     }
     let options = genesis::PlanOptions {
         budget,
         subject: Some(subject.clone()),
         day: Some(state.runs.today()),
+        subject_day: state.runs.subject_today(&subject),
     };
     // What LLM planning cost: a journaled run starts from it; any other end keeps it
     // in the store's spend outside runs (the day's spend after a restart).
@@ -550,12 +567,13 @@ async fn plan_kept(
     let s = Arc::clone(state);
     let planning = async move {
         let result = s.orchestrator.plan_with(&request, &options).await;
+        let subject = options.subject;
         let spend = match &result {
             Ok(plan) => plan.planning,
             Err(GenesisError::InvalidPlan { plan, .. }) => plan.planning,
             Err(_) => None,
         };
-        let charge = PlanningCharge::new(&s, spend);
+        let charge = PlanningCharge::new(&s, spend, subject);
         // The request is gone: nobody else will keep the cost.
         if let Err((_, charge)) = planned.send((result, charge)) {
             charge.keep().await;
@@ -582,13 +600,20 @@ async fn plan_kept(
 struct PlanningCharge {
     state: Arc<AppState>,
     cost: Usd,
+    /// Whom the planning was for (the day spend of `budget.per_subject_day`).
+    subject: Option<String>,
 }
 
 impl PlanningCharge {
-    fn new(state: &Arc<AppState>, planning: Option<genesis::PlanningSpend>) -> Self {
+    fn new(
+        state: &Arc<AppState>,
+        planning: Option<genesis::PlanningSpend>,
+        subject: Option<String>,
+    ) -> Self {
         PlanningCharge {
             state: Arc::clone(state),
             cost: planning.map_or(Usd::ZERO, |p| p.cost),
+            subject,
         }
     }
 
@@ -616,9 +641,10 @@ impl PlanningCharge {
             .ok();
         let cost = self.take();
         let state = Arc::clone(&self.state);
+        let subject = self.subject.take();
         let written = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            record_planning_spend(&state, cost);
+            record_planning_spend(&state, cost, subject.as_deref());
         })
         .await;
         if written.is_err() {
@@ -629,7 +655,7 @@ impl PlanningCharge {
     /// Keeps the cost in the store from this (blocking) thread.
     fn keep_here(mut self) {
         let cost = self.take();
-        record_planning_spend(&self.state, cost);
+        record_planning_spend(&self.state, cost, self.subject.as_deref());
     }
 }
 
@@ -640,22 +666,25 @@ impl Drop for PlanningCharge {
             return;
         }
         let state = Arc::clone(&self.state);
+        let subject = self.subject.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn_blocking(move || record_planning_spend(&state, cost));
+                runtime.spawn_blocking(move || {
+                    record_planning_spend(&state, cost, subject.as_deref());
+                });
             }
-            Err(_) => record_planning_spend(&state, cost),
+            Err(_) => record_planning_spend(&state, cost, subject.as_deref()),
         }
     }
 }
 
 /// Writes `cost` to the store's spend outside runs (nothing for $0); a failure is
 /// logged: no answer depends on it.
-fn record_planning_spend(state: &AppState, cost: Usd) {
+fn record_planning_spend(state: &AppState, cost: Usd, subject: Option<&str>) {
     if cost <= Usd::ZERO {
         return;
     }
-    if let Err(e) = state.runs.store().record_spend(cost) {
+    if let Err(e) = state.runs.store().record_spend(cost, subject) {
         tracing::error!(error = %genesis::core::error_chain(&e), cost = %cost, "cannot record the planning spend in the run store; it counts today until a restart");
     }
 }

@@ -880,7 +880,7 @@ fn register_metrics(orchestrator: &Orchestrator) {
     for status in ["succeeded", "failed", "skipped"] {
         metrics::counter!(c::TASKS_TOTAL, labels::STATUS => status).increment(0);
     }
-    for scope in ["run", "daily"] {
+    for scope in ["run", "daily", "subject_daily"] {
         metrics::counter!(c::BUDGET_EXCEEDED_TOTAL, labels::SCOPE => scope).increment(0);
     }
     for result in ["success", "failure"] {

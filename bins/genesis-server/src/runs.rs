@@ -66,6 +66,9 @@ pub struct RunManager {
     /// Today's spend (with the day's start, unix ms), charged by every run started
     /// today: one total, so concurrent runs cannot each spend the daily budget.
     day: Mutex<Option<(i64, DaySpend)>>,
+    /// Today's spend of each subject that spent or asked today (with the day's start),
+    /// for `budget.per_subject_day`: every run of a subject charges its total.
+    subject_days: Mutex<(i64, HashMap<String, DaySpend>)>,
     /// Most runs one subject may have starting or in progress (`None`: no limit).
     max_runs_per_subject: Option<usize>,
 }
@@ -123,11 +126,12 @@ impl RunJournal for MeteredJournal {
 }
 
 /// The `scope` label of [`catalogue::BUDGET_EXCEEDED_TOTAL`] for a budget scope, as the
-/// catalogue documents it (`run` or `daily`).
+/// catalogue documents it (`run`, `daily` or `subject_daily`).
 fn scope_label(scope: BudgetScope) -> &'static str {
     match scope {
         BudgetScope::Run => "run",
         BudgetScope::Day => "daily",
+        BudgetScope::SubjectDay => "subject_daily",
     }
 }
 
@@ -177,6 +181,7 @@ impl RunManager {
             live: Arc::new(Mutex::new(Lives::default())),
             tracker: tokio_util::task::TaskTracker::new(),
             day: Mutex::new(None),
+            subject_days: Mutex::new((0, HashMap::new())),
             max_runs_per_subject: None,
         }
     }
@@ -239,6 +244,36 @@ impl RunManager {
                 spend
             }
         }
+    }
+
+    /// Today's spend of `subject`'s runs, when `budget.per_subject_day` is set (`None`
+    /// otherwise): one total per subject and day, started from what the store holds for
+    /// the subject today (its runs journaled before a restart, and its planning outside
+    /// runs), then charged by its runs and planning as they spend.
+    pub(crate) fn subject_today(&self, subject: &str) -> Option<DaySpend> {
+        self.orchestrator.budget().per_subject_day?;
+        let start = day_start_ms();
+        let mut days = self
+            .subject_days
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if days.0 != start {
+            *days = (start, HashMap::new());
+        }
+        if let Some(spend) = days.1.get(subject) {
+            return Some(spend.clone());
+        }
+        let spent = self
+            .store
+            .subject_spent_since(start, subject)
+            .unwrap_or_else(|e| {
+                // Fail closed: everyone's spend today is an upper bound of the subject's.
+                tracing::error!(subject, error = %genesis::core::error_chain(&e), "cannot read the subject's spend today from the run store; counting the whole day's");
+                self.spent_today()
+            });
+        let spend = DaySpend::new(spent);
+        days.1.insert(subject.to_owned(), spend.clone());
+        Some(spend)
     }
 
     /// Journals a run with the subject it runs for, then starts it. Returns the run id
@@ -389,6 +424,7 @@ impl RunManager {
             resumed,
             budget,
             day: Some(self.today()),
+            subject_day: self.subject_today(subject),
             spent,
             ..RunOptions::default()
         };
@@ -761,8 +797,11 @@ mod tests {
         fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError> {
             self.inner.spent_since(since_ms)
         }
-        fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
-            self.inner.record_spend(cost)
+        fn subject_spent_since(&self, since_ms: i64, subject: &str) -> Result<Usd, StoreError> {
+            self.inner.subject_spent_since(since_ms, subject)
+        }
+        fn record_spend(&self, cost: Usd, subject: Option<&str>) -> Result<(), StoreError> {
+            self.inner.record_spend(cost, subject)
         }
         fn ping(&self) -> bool {
             self.inner.ping()

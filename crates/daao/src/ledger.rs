@@ -17,6 +17,10 @@ pub struct Budget {
     pub per_run: Option<Usd>,
     /// Most all runs may spend in one day.
     pub per_day: Option<Usd>,
+    /// Most the runs of one subject (a caller: an API key, an agent) may spend in one
+    /// day, planning included; enforced on ledgers given that subject's day total
+    /// ([`CostLedger::with_subject_day`]).
+    pub per_subject_day: Option<Usd>,
 }
 
 /// Which budget a charge would break.
@@ -27,14 +31,17 @@ pub enum BudgetScope {
     Run,
     /// The day's budget shared by every run (`budget.per_day`).
     Day,
+    /// The day's budget of the runs of one subject (`budget.per_subject_day`).
+    SubjectDay,
 }
 
 impl BudgetScope {
-    /// `run` or `day` (the rule is `budget_{scope}`).
+    /// `run`, `day` or `subject_day` (the rule is `budget_{scope}`).
     pub fn as_str(self) -> &'static str {
         match self {
             BudgetScope::Run => "run",
             BudgetScope::Day => "day",
+            BudgetScope::SubjectDay => "subject_day",
         }
     }
 }
@@ -142,8 +149,9 @@ impl Totals {
 /// were read (see [`CostLedger::released`]).
 #[derive(Debug)]
 struct Released {
-    /// The run's totals and the day's, each with the close count read at the start.
-    scopes: [(Arc<Mutex<Totals>>, u64); 2],
+    /// The run's totals, the day's and the subject's day (when the ledger has one),
+    /// each with the close count read at the start.
+    scopes: Vec<(Arc<Mutex<Totals>>, u64)>,
 }
 
 impl Future for Released {
@@ -224,7 +232,7 @@ impl DayTotal {
 /// use genesis_daao::{Budget, BudgetScope, CostLedger};
 ///
 /// let usd = |v| Usd::new(v).unwrap();
-/// let ledger = CostLedger::new(Budget { per_run: Some(usd(1.0)), per_day: None }, Usd::ZERO);
+/// let ledger = CostLedger::new(Budget { per_run: Some(usd(1.0)), ..Budget::default() }, Usd::ZERO);
 /// let a = ledger.reserve(usd(0.6)).unwrap();
 /// // A second call in flight at the same time does not fit beside the first.
 /// assert_eq!(ledger.reserve(usd(0.6)).unwrap_err().scope, BudgetScope::Run);
@@ -237,6 +245,8 @@ pub struct CostLedger {
     budget: Budget,
     run: Arc<Mutex<Totals>>,
     day: DayTotal,
+    /// The day total of the run's subject, checked against `budget.per_subject_day`.
+    subject: Option<DayTotal>,
 }
 
 impl CostLedger {
@@ -253,7 +263,23 @@ impl CostLedger {
             budget,
             run: Arc::new(Mutex::new(Totals::default())),
             day,
+            subject: None,
         }
+    }
+
+    /// Also reserves and charges against `subject_day`, the day total of the run's
+    /// subject (what every run of that subject has spent and reserved today), held to
+    /// `budget.per_subject_day`.
+    #[must_use]
+    pub fn with_subject_day(mut self, subject_day: DayTotal) -> Self {
+        self.subject = Some(subject_day);
+        self
+    }
+
+    /// Spent today by the runs of this ledger's subject (settled charges); `None`
+    /// without a subject day total.
+    pub fn subject_day_spent(&self) -> Option<Usd> {
+        self.subject.as_ref().map(DayTotal::spent)
     }
 
     /// Starts the run's total at `spent`: what a resumed run spent before a restart.
@@ -303,7 +329,13 @@ impl CostLedger {
             .per_day
             .filter(|l| l.as_f64() > 0.0)
             .map_or(0.0, |l| self.day_spent().as_f64() / l.as_f64());
-        run.max(day).clamp(0.0, 1.0)
+        let subject = self
+            .budget
+            .per_subject_day
+            .filter(|l| l.as_f64() > 0.0)
+            .zip(self.subject_day_spent())
+            .map_or(0.0, |(l, spent)| spent.as_f64() / l.as_f64());
+        run.max(day).max(subject).clamp(0.0, 1.0)
     }
 
     /// Whether a reservation of `amount` would be admitted now. It reserves nothing:
@@ -315,6 +347,13 @@ impl CostLedger {
     pub fn check(&self, amount: Usd) -> Result<(), BudgetExceeded> {
         let run = lock(&self.run);
         run.admits(BudgetScope::Run, self.budget.per_run, amount)?;
+        if let Some(subject) = &self.subject {
+            lock(&subject.0).admits(
+                BudgetScope::SubjectDay,
+                self.budget.per_subject_day,
+                amount,
+            )?;
+        }
         let day = lock(&self.day.0);
         day.admits(BudgetScope::Day, self.budget.per_day, amount)
     }
@@ -340,13 +379,16 @@ impl CostLedger {
     /// only grows), so this is the one thing worth waiting for; a caller should still
     /// bound the wait with a timeout of its own.
     pub fn released(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let run = Arc::clone(&self.run);
-        let day = Arc::clone(&self.day.0);
-        let run_seen = lock(&run).closed;
-        let day_seen = lock(&day).closed;
-        Released {
-            scopes: [(run, run_seen), (day, day_seen)],
-        }
+        let scopes = [
+            Some(&self.run),
+            Some(&self.day.0),
+            self.subject.as_ref().map(|s| &s.0),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| (Arc::clone(t), lock(t).closed))
+        .collect();
+        Released { scopes }
     }
 
     /// Sets aside as much of `ceiling` as fits in every budget beside what is spent and
@@ -359,10 +401,15 @@ impl CostLedger {
     /// [`BudgetExceeded`] for `floor`, naming the budget that would break (the run's
     /// first), when not even `floor` fits; nothing is reserved then.
     pub fn reserve_between(&self, floor: Usd, ceiling: Usd) -> Result<Reservation, BudgetExceeded> {
-        // Lock order everywhere: the run, then the day (the day is shared by runs,
-        // a run's total only by its own tasks).
+        // Lock order everywhere: the run, then the subject's day, then the day (the day
+        // is shared by every run, a subject's day by its runs, a run's total only by
+        // its own tasks).
         let mut run = lock(&self.run);
         run.admits(BudgetScope::Run, self.budget.per_run, floor)?;
+        let mut subject = self.subject.as_ref().map(|s| lock(&s.0));
+        if let Some(subject) = &subject {
+            subject.admits(BudgetScope::SubjectDay, self.budget.per_subject_day, floor)?;
+        }
         let mut day = lock(&self.day.0);
         day.admits(BudgetScope::Day, self.budget.per_day, floor)?;
         let room = |t: &Totals, limit: Option<Usd>| {
@@ -370,7 +417,13 @@ impl CostLedger {
                 l.as_f64() - t.spent.as_f64() - t.reserved.as_f64()
             })
         };
-        let fits = room(&run, self.budget.per_run).min(room(&day, self.budget.per_day));
+        let fits = room(&run, self.budget.per_run)
+            .min(room(&day, self.budget.per_day))
+            .min(
+                subject
+                    .as_deref()
+                    .map_or(f64::INFINITY, |t| room(t, self.budget.per_subject_day)),
+            );
         let larger = |a: Usd, b: Usd| if a >= b { a } else { b };
         let amount = if ceiling.as_f64() <= fits {
             larger(ceiling, floor)
@@ -381,9 +434,13 @@ impl CostLedger {
         };
         run.reserve(amount);
         day.reserve(amount);
+        if let Some(subject) = &mut subject {
+            subject.reserve(amount);
+        }
         Ok(Reservation {
             run: Arc::clone(&self.run),
             day: self.day.clone(),
+            subject: self.subject.clone(),
             amount,
             open: true,
         })
@@ -393,8 +450,12 @@ impl CostLedger {
     /// breaks a budget (the money is gone); later reservations are refused.
     pub fn charge(&self, amount: Usd) {
         let mut run = lock(&self.run);
+        let subject = self.subject.as_ref().map(|s| lock(&s.0));
         let mut day = lock(&self.day.0);
         run.spent += amount;
+        if let Some(mut subject) = subject {
+            subject.spent += amount;
+        }
         day.spent += amount;
     }
 }
@@ -407,6 +468,7 @@ impl CostLedger {
 pub struct Reservation {
     run: Arc<Mutex<Totals>>,
     day: DayTotal,
+    subject: Option<DayTotal>,
     amount: Usd,
     open: bool,
 }
@@ -437,12 +499,18 @@ impl Reservation {
         self.open = false;
         let waiters = {
             let mut run = lock(&self.run);
+            let subject = self.subject.as_ref().map(|s| lock(&s.0));
             let mut day = lock(&self.day.0);
             run.spent += actual;
             day.spent += actual;
             let mut waiters = run.release(self.amount);
-            // A task waiting on both scopes is registered in both: wake it once.
-            for w in day.release(self.amount) {
+            let mut also = day.release(self.amount);
+            if let Some(mut subject) = subject {
+                subject.spent += actual;
+                also.extend(subject.release(self.amount));
+            }
+            // A task waiting on several scopes is registered in each: wake it once.
+            for w in also {
                 if !waiters.iter().any(|r| r.will_wake(&w)) {
                     waiters.push(w);
                 }
@@ -474,6 +542,7 @@ mod tests {
         Budget {
             per_run: Some(usd(limit)),
             per_day: None,
+            per_subject_day: None,
         }
     }
 
@@ -483,6 +552,7 @@ mod tests {
             Budget {
                 per_run: Some(usd(1.0)),
                 per_day: Some(usd(10.0)),
+                per_subject_day: None,
             },
             usd(9.5),
         );
@@ -498,6 +568,57 @@ mod tests {
         assert!(err.to_string().contains("rule: budget_run"), "{err}");
         assert!((l.utilisation() - 0.9).abs() < 1e-9);
         assert!((l.remaining().unwrap().as_f64() - 0.1).abs() < 1e-9);
+    }
+
+    /// `budget.per_subject_day`: two runs of one subject share its day total; a run of
+    /// another subject does not see it, and the shared day still holds every run.
+    #[test]
+    fn a_subjects_runs_share_its_day_budget_and_others_do_not() {
+        let budget = Budget {
+            per_run: Some(usd(1.0)),
+            per_day: Some(usd(10.0)),
+            per_subject_day: Some(usd(1.5)),
+        };
+        let day = DayTotal::new(Usd::ZERO);
+        let alice = DayTotal::new(usd(0.5));
+        let bob = DayTotal::new(Usd::ZERO);
+        let a1 = CostLedger::sharing_day(budget, day.clone()).with_subject_day(alice.clone());
+        let a2 = CostLedger::sharing_day(budget, day.clone()).with_subject_day(alice.clone());
+        let b1 = CostLedger::sharing_day(budget, day.clone()).with_subject_day(bob.clone());
+        let held = a1.reserve(usd(0.6)).unwrap();
+        // 0.5 spent + 0.6 reserved + 0.6 > 1.5: the subject's budget, not the run's.
+        let err = a2.reserve(usd(0.6)).unwrap_err();
+        assert_eq!(err.scope, BudgetScope::SubjectDay);
+        assert!(
+            err.to_string().contains("rule: budget_subject_day"),
+            "{err}"
+        );
+        assert!(err.fits_once_settled());
+        assert!(b1.reserve(usd(0.6)).is_ok(), "another subject has its own");
+        // Only what fits in the subject's day is set aside for a bounded call.
+        held.settle(usd(0.6));
+        let r = a2.reserve_between(usd(0.1), usd(0.9)).unwrap();
+        assert!((r.amount().as_f64() - 0.4).abs() < 1e-9, "{}", r.amount());
+        r.settle(usd(0.4));
+        assert!((alice.spent().as_f64() - 1.5).abs() < 1e-9);
+        assert_eq!(
+            a2.check(usd(0.01)).unwrap_err().scope,
+            BudgetScope::SubjectDay
+        );
+        a1.charge(usd(0.1));
+        assert!(
+            (alice.spent().as_f64() - 1.6).abs() < 1e-9,
+            "spending is recorded"
+        );
+        assert!((day.spent().as_f64() - 1.1).abs() < 1e-9, "{}", day.spent());
+        assert_eq!(bob.spent(), Usd::ZERO);
+        assert!((a1.utilisation() - 1.0).abs() < 1e-9);
+        assert_eq!(a1.subject_day_spent(), Some(alice.spent()));
+        assert_eq!(
+            CostLedger::sharing_day(budget, day).subject_day_spent(),
+            None,
+            "a ledger without a subject day has no subject limit"
+        );
     }
 
     /// The executor's order: two tasks of a run reserve before either has charged.
@@ -529,6 +650,7 @@ mod tests {
             Budget {
                 per_run: Some(usd(1.0)),
                 per_day: Some(usd(5.0)),
+                per_subject_day: None,
             },
             usd(1.0),
         );
@@ -555,6 +677,7 @@ mod tests {
             Budget {
                 per_run: Some(usd(10.0)),
                 per_day: Some(usd(1.0)),
+                per_subject_day: None,
             },
             usd(0.5),
         );
@@ -570,6 +693,7 @@ mod tests {
         let budget = Budget {
             per_run: None,
             per_day: Some(usd(1.0)),
+            per_subject_day: None,
         };
         let day = DayTotal::new(usd(0.2));
         let a = CostLedger::sharing_day(budget, day.clone());
@@ -600,6 +724,7 @@ mod tests {
         let budget = Budget {
             per_run: Some(usd(1.0)),
             per_day: Some(usd(10.0)),
+            per_subject_day: None,
         };
         let l = CostLedger::new(budget, usd(2.0)).with_run_spent(usd(0.9));
         assert!((l.spent().as_f64() - 0.9).abs() < 1e-9);
@@ -615,6 +740,7 @@ mod tests {
             Budget {
                 per_run: Some(usd(1.0)),
                 per_day: Some(usd(0.75)),
+                per_subject_day: None,
             },
             Usd::ZERO,
         );
@@ -721,6 +847,7 @@ mod tests {
         let budget = Budget {
             per_run: None,
             per_day: Some(usd(1.0)),
+            per_subject_day: None,
         };
         let day = DayTotal::new(Usd::ZERO);
         let a = CostLedger::sharing_day(budget, day.clone());
@@ -782,6 +909,7 @@ mod tests {
             Budget {
                 per_run: Some(usd(1.0)),
                 per_day: Some(usd(3.0)),
+                per_subject_day: None,
             },
             usd(2.5),
         );
@@ -820,7 +948,7 @@ mod tests {
             ) {
                 let limit = usd(f64::from(limit) / 100.0);
                 let ledger = CostLedger::new(
-                    Budget { per_run: Some(limit), per_day: Some(limit) },
+                    Budget { per_run: Some(limit), per_day: Some(limit), per_subject_day: None },
                     Usd::ZERO,
                 );
                 let mut open: Vec<Reservation> = Vec::new();

@@ -40,6 +40,10 @@ pub struct PlanOptions {
     /// it feeds the degradation policy (LLM planning stops below 10% of the day's budget
     /// left, `minimal` below 2%; see [`DegradationConfig`]).
     pub day: Option<DaySpend>,
+    /// Today's spend of the runs of [`PlanOptions::subject`] (see
+    /// [`RunOptions::subject_day`]): LLM planning reserves and charges it too, held to
+    /// `budget.per_subject_day`.
+    pub subject_day: Option<DaySpend>,
 }
 
 /// Builds an [`Orchestrator`]. Every part has a default: the built-in 16 agents,
@@ -599,10 +603,15 @@ impl Orchestrator {
         let budget = Budget {
             per_run: self.run_budget(options.budget)?,
             per_day: inner.budget.per_day,
+            per_subject_day: inner.budget.per_subject_day,
         };
         let ledger = match &options.day {
             Some(day) => CostLedger::sharing_day(budget, day.shared()),
             None => CostLedger::new(budget, Usd::ZERO),
+        };
+        let ledger = match &options.subject_day {
+            Some(subject_day) => ledger.with_subject_day(subject_day.shared()),
+            None => ledger,
         };
         let timeout = inner.llm_timeout;
         let deadline = (!timeout.is_zero())
@@ -1205,6 +1214,11 @@ pub struct RunOptions {
     /// charges it, so concurrent runs cannot each spend the whole daily budget. When
     /// set, `day_spent` is ignored.
     pub day: Option<DaySpend>,
+    /// Today's spend of the runs of [`RunOptions::subject`]: with
+    /// `budget.per_subject_day`, the run also checks and charges it, so one caller's
+    /// runs together cannot spend more than that in a day (the day budget is shared by
+    /// every caller). `None`: no per-subject limit for this run.
+    pub subject_day: Option<DaySpend>,
     /// What the run spent before a restart (resumed runs: the journaled run cost). The
     /// run's total, budget and reported cost start from the larger of this and the cost
     /// of the `resumed` tasks; the day total is not charged again.
@@ -1267,6 +1281,7 @@ impl Orchestrator {
         let budget = Budget {
             per_run: self.run_budget(options.budget)?,
             per_day: inner.budget.per_day,
+            per_subject_day: inner.budget.per_subject_day,
         };
         let dag = plan.to_dag(&inner.limits)?;
         // Before the ledger exists and anything starts. Tasks that ended before a
@@ -1301,6 +1316,10 @@ impl Orchestrator {
             None => CostLedger::new(budget, options.day_spent),
         }
         .with_run_spent(spent_before);
+        let ledger = match &options.subject_day {
+            Some(subject_day) => ledger.with_subject_day(subject_day.shared()),
+            None => ledger,
+        };
         let subject: Arc<str> = Arc::from(options.subject.as_deref().unwrap_or("anonymous"));
         let stages = self.stages_with(&subject, options.day.as_ref());
         // Follow-ups are routed and priced the way the plan was, whatever the flags and

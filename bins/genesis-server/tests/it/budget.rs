@@ -386,3 +386,85 @@ async fn planning_a_client_hung_up_on_is_kept_in_the_day_spend_across_a_restart(
         "today's spend after the restart ${read_back}, before it ${spent}: {body}"
     );
 }
+
+/// Polls the run as `who` until it leaves `running` (at most 60 s).
+async fn finished_as(s: &TestServer, who: crate::isolation::As<'_>, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = crate::isolation::get(s, who, &format!("/api/tasks/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] != "running" {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} still running: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Audit S6/V6 (left open): `budget.per_day` is one pool for every caller, so one API
+/// key could spend it all. `budget.per_subject_day` holds each caller's runs to their
+/// own daily cap: once alice's runs spent hers, her next run is refused with 429 naming
+/// it, while bob's runs go on from his own. After a restart each caller's total is read
+/// back from its runs: alice is still refused, carol is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_daily_cap_stops_its_runs_and_not_the_others() {
+    use crate::isolation::{As, post};
+    const ALICE: &str = "key-alice-budget-000000000000";
+    const BOB: &str = "key-bob-budget-1111111111111111";
+    const CAROL: &str = "key-carol-budget-222222222222222";
+    let dir = TempDir::new("budget-subject");
+    let stub = Stub::start(Duration::ZERO).await;
+    let configured = || {
+        let mut c = config(dir.path(), &stub.url);
+        c.server.api_keys = [ALICE, BOB, CAROL]
+            .map(|k| genesis::core::Secret::new(k.to_owned()))
+            .into();
+        // One task per run, planned at $0.00099 and charged the stub's $0.001: two runs
+        // a caller; the day has room for far more.
+        c.budget.per_subject_day = Some(usd(0.002));
+        c.budget.per_day = Some(usd(10.0));
+        c
+    };
+    let s = TestServer::start(configured(), &[]).await;
+    let run = json!({"description": "Write a launch announcement", "mode": "run"});
+    let run_as = |key: &'static str| {
+        let (s, run) = (&s, run.clone());
+        async move {
+            let (status, body) = post(s, As::Key(key), "/api/tasks", run).await;
+            assert_eq!(status, 202, "{key}: {body}");
+            let id = body["run_id"].as_str().unwrap().to_owned();
+            let finished = finished_as(s, As::Key(key), &id).await;
+            assert_eq!(finished["status"], "succeeded", "{finished}");
+        }
+    };
+    run_as(ALICE).await;
+    run_as(ALICE).await;
+    let (status, body) = post(&s, As::Key(ALICE), "/api/tasks", run.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(error_rule(&body), "budget_subject_day");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("$0.0020") && message.contains("budget.per_subject_day"),
+        "{message}"
+    );
+    // Bob spends from his own cap, not from what alice left of a shared one.
+    run_as(BOB).await;
+    run_as(BOB).await;
+    genesis_server::drain(&s.state, Duration::from_secs(30)).await;
+
+    let restarted = TestServer::start(configured(), &[]).await;
+    let (status, body) = post(&restarted, As::Key(ALICE), "/api/tasks", run.clone()).await;
+    assert_eq!(
+        status, 429,
+        "alice's spend is read back after the restart: {body}"
+    );
+    assert_eq!(error_rule(&body), "budget_subject_day");
+    let (status, body) = post(&restarted, As::Key(CAROL), "/api/tasks", run).await;
+    assert_eq!(
+        status, 202,
+        "a caller who spent nothing is not refused: {body}"
+    );
+}

@@ -456,17 +456,31 @@ pub trait RunStore: RunJournal + Send + Sync {
     /// Storage failures.
     fn spent_since(&self, since_ms: i64) -> Result<Usd, StoreError>;
 
-    /// Records money spent outside any run, now: LLM planning of a plan that did not
-    /// become a run (plan mode, a refused plan), so the day's spend read back after a
-    /// restart ([`RunStore::spent_since`]) includes it. A run's own planning is in its
+    /// Records money spent outside any run, now, for `subject` (the caller it was spent
+    /// for, when known): LLM planning of a plan that did not become a run (plan mode, a
+    /// refused plan), so the day's spend read back after a restart
+    /// ([`RunStore::spent_since`], [`RunStore::subject_spent_since`]) includes it. A run's own planning is in its
     /// cost ([`RunStore::create_run`] starts it there) and must not be recorded here.
     /// The default keeps nothing (a store without it forgets such spend at restart).
     ///
     /// # Errors
     /// Storage failures.
-    fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
-        let _ = cost;
+    fn record_spend(&self, cost: Usd, subject: Option<&str>) -> Result<(), StoreError> {
+        let _ = (cost, subject);
         Ok(())
+    }
+
+    /// Money spent since `since_ms` (unix milliseconds) for `subject`: by its runs
+    /// created since (their planning included), and what [`RunStore::record_spend`]
+    /// recorded for it since (`budget.per_subject_day` after a restart). The default is
+    /// [`RunStore::spent_since`], everyone's spend: an upper bound, so a store without
+    /// per-subject totals never lets a subject overspend.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn subject_spent_since(&self, since_ms: i64, subject: &str) -> Result<Usd, StoreError> {
+        let _ = subject;
+        self.spent_since(since_ms)
     }
 
     /// True when the store answers (for readiness checks).

@@ -113,6 +113,11 @@ const MIGRATIONS: &[&str] = &[
     // 7: the model of a task's latest agent call (`task_started`'s `model`), and of the
     // call that answered (`task_succeeded`'s). NULL in tasks stored before.
     "ALTER TABLE tasks ADD COLUMN model TEXT;",
+    // 8: whom money spent outside any run was spent for (`RunStore::record_spend`'s
+    // subject), for each subject's day spend after a restart (`budget.per_subject_day`).
+    // NULL in rows stored before (they count for the day, for no subject).
+    "ALTER TABLE spend ADD COLUMN subject TEXT;
+     CREATE INDEX spend_subject_at ON spend(subject, at);",
 ];
 
 /// The schema version this build writes ([`MIGRATIONS`] applied).
@@ -1091,15 +1096,30 @@ impl RunStore for SqliteStore {
         Ok(Usd::saturating(runs + other))
     }
 
-    fn record_spend(&self, cost: Usd) -> Result<(), StoreError> {
+    fn subject_spent_since(&self, since_ms: i64, subject: &str) -> Result<Usd, StoreError> {
+        let conn = self.conn()?;
+        let runs: f64 = conn.query_row(
+            "SELECT COALESCE(SUM(cost), 0) FROM runs WHERE subject = ?1 AND created_at >= ?2",
+            params![subject, since_ms],
+            |r| r.get(0),
+        )?;
+        let other: f64 = conn.query_row(
+            "SELECT COALESCE(SUM(cost), 0) FROM spend WHERE subject = ?1 AND at >= ?2",
+            params![subject, since_ms],
+            |r| r.get(0),
+        )?;
+        Ok(Usd::saturating(runs + other))
+    }
+
+    fn record_spend(&self, cost: Usd, subject: Option<&str>) -> Result<(), StoreError> {
         if cost <= Usd::ZERO {
             return Ok(());
         }
         let mut conn = self.conn()?;
         let tx = Self::write_tx(&mut conn)?;
         tx.execute(
-            "INSERT INTO spend (at, cost) VALUES (?1, ?2)",
-            params![now_ms(), cost.as_f64()],
+            "INSERT INTO spend (at, cost, subject) VALUES (?1, ?2, ?3)",
+            params![now_ms(), cost.as_f64(), subject],
         )?;
         tx.commit()?;
         Ok(())
@@ -1282,7 +1302,7 @@ mod tests {
         let run = store.get_run(id.as_str()).unwrap().unwrap();
         assert!((run.cost.as_f64() - 0.5).abs() < 1e-12, "{}", run.cost);
         assert_eq!(run.token_totals(), (300, 150));
-        store.record_spend(usd(0.25)).unwrap();
+        store.record_spend(usd(0.25), None).unwrap();
         assert!((store.spent_since(0).unwrap().as_f64() - 0.75).abs() < 1e-12);
         assert_eq!(
             store.spent_since(i64::MAX).unwrap(),
@@ -1291,6 +1311,38 @@ mod tests {
         );
         store.delete_finished_before(i64::MAX, 10).unwrap();
         assert!((store.spent_since(0).unwrap().as_f64() - 0.5).abs() < 1e-12);
+    }
+
+    /// `budget.per_subject_day` after a restart: a subject's day spend is its runs
+    /// (their planning included) and its planning outside runs, not other subjects'.
+    #[test]
+    fn a_subjects_spend_is_its_runs_and_its_planning_only() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut planned = plan();
+        planned.planning = Some(crate::PlanningSpend {
+            cost: usd(0.5),
+            input_tokens: 300,
+            output_tokens: 150,
+            calls: 3,
+        });
+        store
+            .create_run(&RunId::new("run_a"), &planned, None, None, Some("alice"))
+            .unwrap();
+        store
+            .create_run(&RunId::new("run_b"), &planned, None, None, Some("bob"))
+            .unwrap();
+        store.record_spend(usd(0.25), Some("alice")).unwrap();
+        store.record_spend(usd(0.125), Some("bob")).unwrap();
+        store.record_spend(usd(0.0625), None).unwrap();
+        let spent = |subject| store.subject_spent_since(0, subject).unwrap().as_f64();
+        assert!((spent("alice") - 0.75).abs() < 1e-12, "{}", spent("alice"));
+        assert!((spent("bob") - 0.625).abs() < 1e-12, "{}", spent("bob"));
+        assert_eq!(spent("carol"), 0.0);
+        assert!((store.spent_since(0).unwrap().as_f64() - 1.4375).abs() < 1e-12);
+        assert_eq!(
+            store.subject_spent_since(i64::MAX, "alice").unwrap(),
+            Usd::ZERO
+        );
     }
 
     /// Audit: `next_cursor` was the last run's id, looked up again for the next page;

@@ -224,6 +224,7 @@ async fn runs_in_flight_together_cannot_overspend_the_daily_budget() {
         .budget(Budget {
             per_run: None,
             per_day: Some(usd(0.15)),
+            per_subject_day: None,
         })
         .build()
         .unwrap();
@@ -263,6 +264,7 @@ async fn a_run_budget_above_the_configured_one_is_refused_naming_both() {
         .budget(Budget {
             per_run: Some(usd(1.0)),
             per_day: None,
+            per_subject_day: None,
         })
         .build()
         .unwrap();

@@ -171,6 +171,7 @@ async fn planning_is_charged_to_the_day_and_to_the_run_it_plans() {
         .budget(Budget {
             per_run: None,
             per_day: Some(usd(10.0)),
+            per_subject_day: None,
         })
         .build()
         .unwrap();
@@ -303,6 +304,7 @@ async fn planning_falls_back_when_the_day_budget_cannot_cover_a_call() {
         .budget(Budget {
             per_run: None,
             per_day: Some(usd(0.0001)),
+            per_subject_day: None,
         })
         .build()
         .unwrap();

@@ -330,6 +330,7 @@ async fn a_nearly_spent_daily_budget_stops_llm_planning_then_degrades_to_minimal
         .budget(genesis::daao::Budget {
             per_run: None,
             per_day: Some(Usd::new(1.0).unwrap()),
+            per_subject_day: None,
         })
         .build()
         .unwrap();

@@ -458,10 +458,10 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
             Created::New(RunId::new("run_carol"))
         );
     }
-    assert_eq!(user_version(), 7, "migrated");
+    assert_eq!(user_version(), 8, "migrated");
     // Reopening a migrated store changes nothing.
     let store = SqliteStore::open(&dir).unwrap();
-    assert_eq!(user_version(), 7);
+    assert_eq!(user_version(), 8);
     // Nobody asked to cancel the old run: it resumes.
     let old = store.get_run("run_old").unwrap().unwrap();
     assert_eq!(old.cancel_requested_at_ms, None);
