@@ -2,8 +2,9 @@
 //!
 //! Exit codes: 0 success, 2 rejected input or a usage error such as a missing API key
 //! (the reason names the rule), 1 internal error, a failed run, a failed health check
-//! or a `deploy tick` that rolled the flag back. Reasons go to stderr on one line;
-//! results go to stdout.
+//! or a `deploy tick` that rolled the flag back, 3 a `deploy tick` that wrote nothing
+//! because the rollout changed while it read the metrics (a rollback or another tick
+//! won). Reasons go to stderr on one line; results go to stdout.
 
 // A command-line tool's job is to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]

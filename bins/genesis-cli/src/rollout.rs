@@ -7,9 +7,18 @@
 //! tick, write the flag's new percentage into the flags file (atomically, so a running
 //! server hot-reloads a whole file) and persist the state. A missing or unreadable
 //! health source is a missing sample — held, then rolled back — never a healthy one.
+//!
+//! Commands may run at the same time (cron's tick, an operator's rollback, the deploy
+//! loop of another flag): every read-modify-write of the flags file and of a rollout's
+//! state holds two exclusive locks, `<state dir>/.lock` then `<flags file>.lock` (always
+//! in that order), and never across a scrape. A tick reads the metrics unlocked, then
+//! under the locks re-reads the state and writes nothing when it changed meanwhile (a
+//! rollback, another tick, a restart): the later change wins, and the tick exits
+//! [`EXIT_STOOD_ASIDE`].
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Subcommand, ValueEnum};
 use genesis::GenesisConfig;
@@ -21,6 +30,13 @@ use genesis::flags::{
 use crate::health::MAX_METRICS_BODY;
 use crate::scrape::{self, ScrapeError, Snapshot};
 use crate::setup::{Failure, load_config};
+
+/// Exit code of a `deploy tick` that wrote nothing because the rollout changed while it
+/// read the metrics (rule `rollout_changed`).
+pub(crate) const EXIT_STOOD_ASIDE: u8 = 3;
+
+/// How long a command waits for a rollout lock before it gives up (rule `rollout_lock`).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Output format of the listing commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +106,12 @@ pub(crate) enum DeployCommand {
         /// API key sent with the metrics request.
         #[arg(long, env = "GENESIS_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// Roll FLAG out even when it already serves subjects (on above 0 %) or has a
+        /// strategy a rollout would overwrite (progressive, a canary above 0 %): it drops
+        /// to the first step now, and a rollback switches it off for everyone. Its
+        /// definition before the start is recorded; `rollback` and `status` show it.
+        #[arg(long)]
+        force: bool,
     },
     /// Judges one health sample: advance after a healthy dwell, hold, or roll back.
     Tick(TickArgs),
@@ -281,20 +303,117 @@ impl Rollouts {
         self.dir.join(format!("{flag}.scrape.json"))
     }
 
-    fn load_state(&self, flag: &str) -> Result<Option<RolloutState>, Failure> {
+    /// The flag's definition from before a forced `deploy start` (see [`Rollouts::start_plan`]).
+    fn before_path(&self, flag: &str) -> PathBuf {
+        self.dir.join(format!("{flag}.before.json"))
+    }
+
+    /// Takes the state dir's lock, then the flags file's: held until the guard drops.
+    /// Every read-modify-write of a state file or the flags file happens under it.
+    fn lock(&self) -> Result<Locks, Failure> {
+        let state = lock_file(&self.dir.join(".lock"))?;
+        let mut flags = self.flags_file.as_os_str().to_owned();
+        flags.push(".lock");
+        let flags = lock_file(Path::new(&flags))?;
+        Ok(Locks {
+            _state: state,
+            _flags: flags,
+        })
+    }
+
+    /// The state file's text, `None` when there is none.
+    fn state_text(&self, flag: &str) -> Result<Option<String>, Failure> {
         let path = self.state_path(flag)?;
         match std::fs::read_to_string(&path) {
-            Ok(text) => RolloutState::from_json(&text).map(Some).map_err(|e| {
-                Failure::internal(format!(
-                    "{}: {}",
-                    path.display(),
-                    crate::setup::one_line(&e)
-                ))
-            }),
+            Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Failure::internal(format!(
                 "cannot read {}: {e}",
                 path.display()
+            ))),
+        }
+    }
+
+    fn parse_state(&self, flag: &str, text: &str) -> Result<RolloutState, Failure> {
+        RolloutState::from_json(text).map_err(|e| {
+            let path = self
+                .state_path(flag)
+                .map_or_else(|_| flag.to_owned(), |p| p.display().to_string());
+            Failure::internal(format!("{path}: {}", crate::setup::one_line(&e)))
+        })
+    }
+
+    fn load_state(&self, flag: &str) -> Result<Option<RolloutState>, Failure> {
+        match self.state_text(flag)? {
+            Some(text) => self.parse_state(flag, &text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The recorded pre-start definition, if a forced start recorded one (an unreadable
+    /// record is reported as such rather than hidden).
+    fn load_before(&self, flag: &str) -> Option<Result<Flag, String>> {
+        let path = self.before_path(flag);
+        let text = std::fs::read_to_string(&path).ok()?;
+        Some(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{} is unreadable: {e}", path.display())),
+        )
+    }
+
+    /// Checks that FLAG may be (re)started and says what the start must record; run
+    /// before the baseline scrape (to refuse early) and again under the locks.
+    fn start_plan(
+        &self,
+        flag: &str,
+        restart: bool,
+        force: bool,
+        now: SystemTime,
+    ) -> Result<StartPlan, Failure> {
+        let old = self.load_state(flag)?;
+        if let Some(old) = &old
+            && old.phase == RolloutPhase::InProgress
+            && !restart
+        {
+            return Err(Failure::rejected(format!(
+                "a rollout of {flag} is in progress {}: use genesis deploy tick, genesis rollback, or --restart",
+                where_now(old, self.steps())
+            )));
+        }
+        let store = self.load_store()?;
+        let Some(def) = store.get(flag) else {
+            return Err(Failure::rejected(format!(
+                "unknown flag {flag:?} in {}",
+                self.flags_file.display()
+            )));
+        };
+        // Restarting a rollout in progress: the percentage in the file is its own doing,
+        // and the record of what was there before it (if forced) stays.
+        let own = old
+            .as_ref()
+            .is_some_and(|s| s.phase == RolloutPhase::InProgress)
+            && matches!(
+                def.strategy,
+                Strategy::Percentage { .. } | Strategy::Canary { .. }
+            );
+        if own {
+            return Ok(StartPlan::KeepRecord);
+        }
+        match already_on(def, now) {
+            None => Ok(StartPlan::Clean),
+            Some(_) if force => Ok(StartPlan::Record(def.clone())),
+            Some(why) => Err(Failure::rejected(format!(
+                "{flag} is {} in {}: deploy start would set it to {} now and a rollback to 0% \
+                 (off for everyone){why}; pass --force to roll it out anyway (its current \
+                 definition is recorded and shown by rollback and status) (rule: flag_already_on)",
+                describe(def, now),
+                self.flags_file.display(),
+                self.controller
+                    .config()
+                    .steps
+                    .first()
+                    .copied()
+                    .unwrap_or(Percent::HUNDRED)
             ))),
         }
     }
@@ -371,6 +490,114 @@ impl Rollouts {
             "{path}: {e} under the configured flags.rollout: start over with genesis deploy start {flag} --restart, or genesis rollback {flag}"
         ))
     }
+}
+
+/// The exclusive locks of [`Rollouts::lock`], released when dropped (or when the
+/// process ends, however it ends).
+struct Locks {
+    _state: File,
+    _flags: File,
+}
+
+/// Opens (creating) `path` and takes an exclusive lock on it, waiting at most
+/// [`LOCK_WAIT`]. The file is never removed: removing a lock file lets a waiter lock a
+/// file nobody else sees.
+fn lock_file(path: &Path) -> Result<File, Failure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::internal(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Failure::internal(format!("cannot open lock {}: {e}", path.display())))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Failure::internal(format!(
+                    "lock {} still held after {}s by another genesis deploy, rollback or tick \
+                     (rule: rollout_lock): retry, or look for a hung genesis process",
+                    path.display(),
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Failure::internal(format!(
+                    "cannot lock {}: {e} (rule: rollout_lock)",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+/// What a `deploy start` records about the flag's definition before it.
+enum StartPlan {
+    /// Nothing to record (the flag served nobody): a stale record is removed.
+    Clean,
+    /// A restart of the rollout in progress: the record of its start stays.
+    KeepRecord,
+    /// Forced over this definition: recorded.
+    Record(Flag),
+}
+
+/// Why `deploy start` needs `--force` for `def` (text appended to the refusal; empty
+/// when the flag simply serves subjects), `None` when a rollout takes nothing away: the
+/// flag serves nobody (off, or 0 %) and its strategy is one the rollout rewrites without
+/// loss (`all`, `off`, `percentage`, or a canary, whose subject list is kept).
+fn already_on(def: &Flag, now: SystemTime) -> Option<String> {
+    let serving = def.enabled
+        && match &def.strategy {
+            Strategy::All => true,
+            Strategy::Off => false,
+            Strategy::Percentage { percent } | Strategy::Canary { percent, .. } => {
+                *percent > Percent::ZERO
+            }
+            s => s
+                .percent_at(Timestamp::from(now))
+                .is_none_or(|p| p > Percent::ZERO),
+        };
+    let kept = matches!(
+        def.strategy,
+        Strategy::All | Strategy::Off | Strategy::Percentage { .. } | Strategy::Canary { .. }
+    );
+    match (serving, kept) {
+        (_, false) => Some(format!(
+            ", and its {} strategy would be overwritten for good",
+            strategy_kind(&def.strategy)
+        )),
+        (true, true) => Some(String::new()),
+        (false, true) => None,
+    }
+}
+
+fn strategy_kind(s: &Strategy) -> &'static str {
+    match s {
+        Strategy::All => "all",
+        Strategy::Off => "off",
+        Strategy::Percentage { .. } => "percentage",
+        Strategy::Canary { .. } => "canary",
+        Strategy::Progressive { .. } => "progressive",
+        _ => "other",
+    }
+}
+
+/// A flag's definition in words: `on, strategy all (100%)`, `off, strategy percentage 25%`.
+fn describe(def: &Flag, now: SystemTime) -> String {
+    let strategy = match &def.strategy {
+        Strategy::All => "all (100%)".to_owned(),
+        Strategy::Off => "off (0%)".to_owned(),
+        Strategy::Percentage { percent } => format!("percentage {percent}"),
+        _ => strategy_text(def, now),
+    };
+    format!("{}, strategy {strategy}", on_off(def.enabled))
 }
 
 /// Flag names are `[a-z][a-z0-9_]*`: that also keeps state paths inside the state dir.
@@ -480,50 +707,61 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
             restart,
             metrics_url,
             api_key,
+            force,
         } => {
             check_name(&flag)?;
             r.check_flag(&flag)?;
             if let Some(url) = &metrics_url {
                 check_metrics_url(url)?;
             }
-            if let Some(old) = r.load_state(&flag)?
-                && old.phase == RolloutPhase::InProgress
-                && !restart
-            {
-                return Err(Failure::rejected(format!(
-                    "a rollout of {flag} is in progress {}: use genesis deploy tick, genesis rollback, or --restart",
-                    where_now(&old, r.steps())
-                )));
-            }
-            if r.load_store()?.get(&flag).is_none() {
-                return Err(Failure::rejected(format!(
-                    "unknown flag {flag:?} in {}",
-                    r.flags_file.display()
-                )));
-            }
+            // Refused before the scrape; checked again under the locks below.
+            r.start_plan(&flag, restart, force, now)?;
             let state = r
                 .controller
                 .start(flag.as_str(), now)
                 .map_err(|e| Failure::rejected(e.to_string()))?;
             // The baseline is taken before the flag changes: everything after it is
-            // traffic of the rollout.
-            let _ = std::fs::remove_file(r.scrape_path(&flag));
-            let baseline = match &metrics_url {
-                None => {
-                    "no baseline (no --metrics-url): the first tick takes it and holds".to_owned()
-                }
+            // traffic of the rollout. The scrape is made without the locks.
+            let (snapshot, baseline) = match &metrics_url {
+                None => (
+                    None,
+                    "no baseline (no --metrics-url): the first tick takes it and holds".to_owned(),
+                ),
                 Some(url) => match scrape_metrics(url, api_key.as_deref()).await {
-                    Ok(snapshot) => {
-                        save_snapshot(&r, &flag, &snapshot)?;
-                        format!("baseline taken from {url}")
-                    }
-                    Err(why) => format!("no baseline ({why}): the first tick takes it and holds"),
+                    Ok(snapshot) => (Some(snapshot), format!("baseline taken from {url}")),
+                    Err(why) => (
+                        None,
+                        format!("no baseline ({why}): the first tick takes it and holds"),
+                    ),
                 },
+            };
+            let _locks = r.lock()?;
+            let plan = r.start_plan(&flag, restart, force, now)?;
+            let _ = std::fs::remove_file(r.scrape_path(&flag));
+            if let Some(snapshot) = &snapshot {
+                save_snapshot(&r, &flag, snapshot)?;
+            }
+            let forced = match plan {
+                StartPlan::Clean => {
+                    let _ = std::fs::remove_file(r.before_path(&flag));
+                    String::new()
+                }
+                StartPlan::KeepRecord => String::new(),
+                StartPlan::Record(def) => {
+                    let json = serde_json::to_string_pretty(&def)
+                        .map_err(|e| Failure::internal(format!("cannot serialise: {e}")))?;
+                    write_atomically(&r.before_path(&flag), &json)?;
+                    format!(
+                        "\nforced: {flag} was {} (recorded in {}; a rollback goes to 0%, not back to it)",
+                        describe(&def, now),
+                        r.before_path(&flag).display()
+                    )
+                }
             };
             r.apply(&state)?;
             r.save_state(&state)?;
             format!(
-                "{flag}: rollout started {}; next step after {}s of healthy traffic\n{baseline}",
+                "{flag}: rollout started {}; next step after {}s of healthy traffic\n{baseline}{forced}",
                 where_now(&state, r.steps()),
                 r.controller.config().dwell.as_secs()
             )
@@ -688,7 +926,7 @@ async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
 
 /// One tick: the text to print and whether this tick rolled the flag back.
 async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, bool), Failure> {
-    let mut state = r.load_state(&t.flag)?.ok_or_else(|| {
+    let read = r.state_text(&t.flag)?.ok_or_else(|| {
         Failure::rejected(format!(
             "no rollout of {} in {}: start one with genesis deploy start {}",
             t.flag,
@@ -696,6 +934,7 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
             t.flag
         ))
     })?;
+    let mut state = r.parse_state(&t.flag, &read)?;
     // A state that does not fit `flags.rollout` (other steps, a hand edit) is refused
     // before any metrics are read, so nothing is written.
     r.check(&state)?;
@@ -717,6 +956,28 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
             (sample, source, snapshot, action)
         }
     };
+    // The metrics were read without the locks (a scrape takes up to 10 s). Whatever
+    // changed the state since it was read (a rollback, another tick, a restart) wins:
+    // this tick's decision was made on a state that is gone, so nothing is written.
+    let _locks = r.lock()?;
+    let current = r.state_text(&t.flag)?;
+    if current.as_deref() != Some(read.as_str()) {
+        let now_at = match &current {
+            Some(text) => r
+                .parse_state(&t.flag, text)
+                .map_or_else(|e| e.message, |s| where_now(&s, r.steps())),
+            None => "no rollout recorded".to_owned(),
+        };
+        return Err(Failure {
+            message: format!(
+                "{}: this tick's decision ({action}) was not written: the rollout changed while \
+                 the metrics were read (a rollback, a restart or another tick) and is now {now_at}; \
+                 the later change wins, nothing was written (rule: rollout_changed)",
+                t.flag
+            ),
+            code: EXIT_STOOD_ASIDE,
+        });
+    }
     if matches!(
         action,
         RolloutAction::Advance { .. } | RolloutAction::RollBack { .. } | RolloutAction::Complete
@@ -758,6 +1019,7 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
     let now = SystemTime::now();
     check_name(&args.flag)?;
     r.check_flag(&args.flag)?;
+    let _locks = r.lock()?;
     if r.load_store()?.get(&args.flag).is_none() {
         return Err(Failure::rejected(format!(
             "unknown flag {:?} in {}",
@@ -788,8 +1050,19 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
         .map_err(|e| Failure::rejected(e.to_string()))?;
     r.apply(&state)?;
     r.save_state(&state)?;
+    // A rollback goes to 0 %, even for a flag that was on before a forced start: the
+    // point of a rollout is that the new path is off once it is rolled back.
+    let before = match r.load_before(&args.flag) {
+        None => String::new(),
+        Some(Ok(def)) => format!(
+            "\nbefore the rollout (deploy start --force): {}; a rollback does not restore it: \
+             edit the flags file if it should be back",
+            describe(&def, now)
+        ),
+        Some(Err(why)) => format!("\nbefore the rollout (deploy start --force): {why}"),
+    };
     crate::commands::emit(&format!(
-        "{}: {action} (was {from}); off for everyone, canary subjects included: flag file {} updated",
+        "{}: {action} (was {from}); off for everyone, canary subjects included: flag file {} updated{before}",
         args.flag,
         r.flags_file.display()
     ))
@@ -836,7 +1109,12 @@ pub(crate) fn status(config: Option<&Path>, args: StatusArgs) -> Result<(), Fail
             let store = r.load_store().ok();
             let def = store.as_ref().and_then(|s| s.get(flag)).cloned();
             match args.format {
-                Format::Json => to_json(&serde_json::json!({"state": state, "flag": def}))?,
+                Format::Json => {
+                    let before = r.load_before(flag).and_then(Result::ok);
+                    to_json(
+                        &serde_json::json!({"state": state, "flag": def, "before_start": before}),
+                    )?
+                }
                 Format::Text => detail(&r, &state, def.as_ref()),
             }
         }
@@ -915,6 +1193,16 @@ fn detail(r: &Rollouts, state: &RolloutState, def: Option<&Flag>) -> String {
             state.flag,
             r.flags_file.display()
         )),
+    }
+    match r.load_before(&state.flag) {
+        Some(Ok(before)) => out.push_str(&format!(
+            "before the rollout (deploy start --force): {}\n",
+            describe(&before, SystemTime::now())
+        )),
+        Some(Err(why)) => out.push_str(&format!(
+            "before the rollout (deploy start --force): {why}\n"
+        )),
+        None => {}
     }
     if let Err(e) = r.controller.check_state(state) {
         out.push_str(&format!(

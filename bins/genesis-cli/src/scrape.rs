@@ -5,8 +5,10 @@
 //! counters it saw ([`Snapshot`], persisted next to the rollout state: the baseline) and
 //! judges the difference: the traffic since the baseline. `deploy start` takes the first
 //! baseline (or, when it cannot read the metrics, the first tick takes it and holds), so
-//! traffic from before the rollout is never judged; after a counter reset (server
-//! restart) the totals since the restart are judged.
+//! traffic from before the rollout is never judged; after a server restart the totals
+//! since the restart are judged. A restart is seen from the standard
+//! `process_start_time_seconds` gauge when both scrapes have it (it changed), else from
+//! a counter that went down.
 //! Requests to the operational probes (`/health`, `/ready`, `/metrics`) are left out;
 //! errors are responses with a 5xx status. Runs are accepted with 202 and fail later, so
 //! the task outcomes count too: `genesis_tasks_total{status}` (`succeeded` and `failed`
@@ -54,6 +56,10 @@ pub(crate) struct Snapshot {
     /// Cumulative task duration histogram, as `buckets`.
     #[serde(default)]
     pub(crate) task_buckets: Vec<(f64, f64)>,
+    /// The server process's `process_start_time_seconds`, when it exports the gauge: a
+    /// different value in a later scrape is a restart, whatever the counters say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start_time: Option<f64>,
 }
 
 /// One series: name, labels, value.
@@ -203,6 +209,7 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
             "genesis_task_duration_seconds_bucket" => {
                 add_bucket(&mut task_buckets, &labels, value, index + 1)?;
             }
+            "process_start_time_seconds" if value.is_finite() => snap.start_time = Some(value),
             _ => {}
         }
     }
@@ -264,11 +271,19 @@ impl Snapshot {
         self.has_tasks || !current.has_tasks
     }
 
-    /// The traffic since `previous` (or all of it when there is none, or the counters
-    /// went down because the server restarted).
+    /// The traffic since `previous`, or all of it when there is none or the server
+    /// restarted in between: its `process_start_time_seconds` changed, or (when a scrape
+    /// lacks the gauge) a counter went down. Counters alone miss a restart after which
+    /// the traffic has already passed the old baseline; the window would then lose the
+    /// pre-restart numbers from the new ones.
     pub(crate) fn since(&self, previous: Option<&Snapshot>) -> Snapshot {
         let Some(prev) = previous.filter(|p| {
-            p.requests <= self.requests
+            let restarted = p
+                .start_time
+                .zip(self.start_time)
+                .is_some_and(|(before, now)| before.to_bits() != now.to_bits());
+            !restarted
+                && p.requests <= self.requests
                 && p.errors <= self.errors
                 && p.tasks_succeeded <= self.tasks_succeeded
                 && p.tasks_failed <= self.tasks_failed
@@ -283,6 +298,7 @@ impl Snapshot {
             tasks_succeeded: self.tasks_succeeded - prev.tasks_succeeded,
             tasks_failed: self.tasks_failed - prev.tasks_failed,
             task_buckets: bucket_delta(&self.task_buckets, &prev.task_buckets),
+            start_time: self.start_time,
         }
     }
 
@@ -593,6 +609,38 @@ genesis_degradation_level 0
         let restarted =
             snapshot("genesis_requests_total{endpoint=\"/api/tasks\",status=\"200\"} 3\n").unwrap();
         assert_eq!(restarted.since(Some(&now)).requests, 3.0);
+    }
+
+    /// The audit R7's item 10: after a restart whose traffic already passed the old
+    /// baseline in every counter, the window subtracted the pre-restart numbers. The
+    /// process start time shows the restart.
+    #[test]
+    fn a_restart_is_seen_from_the_process_start_time() {
+        let scrape = |start: Option<&str>, ok: u32, failed: u32| {
+            let gauge = start.map_or(String::new(), |t| {
+                format!("process_start_time_seconds {t}\n")
+            });
+            snapshot(&format!(
+                "{gauge}genesis_requests_total{{endpoint=\"/api/tasks\",status=\"200\"}} {ok}\n\
+                 genesis_tasks_total{{status=\"succeeded\"}} {ok}\n\
+                 genesis_tasks_total{{status=\"failed\"}} {failed}\n"
+            ))
+            .unwrap()
+        };
+        let before = scrape(Some("1767225600.25"), 40, 30);
+        let json = serde_json::to_string(&before).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), before);
+        // Restarted, 50 requests and 35 failed tasks since: all of them are the window.
+        let restarted = scrape(Some("1767229200.5"), 50, 35).since(Some(&before));
+        assert_eq!((restarted.requests, restarted.tasks_failed), (50.0, 35.0));
+        // The same process: the difference.
+        let same = scrape(Some("1767225600.25"), 50, 35).since(Some(&before));
+        assert_eq!((same.requests, same.tasks_failed), (10.0, 5.0));
+        // Without the gauge on either side, only counters that went down show a restart.
+        let old = scrape(None, 40, 30);
+        assert_eq!(scrape(None, 50, 35).since(Some(&old)).requests, 10.0);
+        assert_eq!(scrape(Some("5"), 50, 35).since(Some(&old)).requests, 10.0);
+        assert_eq!(scrape(None, 3, 0).since(Some(&old)).requests, 3.0);
     }
 
     #[test]

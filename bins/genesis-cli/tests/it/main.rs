@@ -6,6 +6,7 @@ mod health;
 mod hostile;
 mod rollout;
 mod rollout_health;
+mod rollout_races;
 mod route;
 mod run;
 mod scan;
