@@ -1287,16 +1287,22 @@ mod tests {
     /// Audit L6-5: LLM planning was not in the day's spend read back after a restart.
     /// A run starts from its planning's cost; planning of a plan that became no run is
     /// recorded on its own; both count in `spent_since`, and age out with retention.
-    #[test]
-    fn planning_spend_counts_in_the_day_read_back() {
-        let store = SqliteStore::in_memory().unwrap();
+    /// A plan whose LLM planning cost `cost` (300 tokens in, 150 out, 3 calls).
+    fn planned_for(cost: f64) -> Plan {
         let mut planned = plan();
         planned.planning = Some(crate::PlanningSpend {
-            cost: usd(0.5),
+            cost: usd(cost),
             input_tokens: 300,
             output_tokens: 150,
             calls: 3,
         });
+        planned
+    }
+
+    #[test]
+    fn planning_spend_counts_in_the_day_read_back() {
+        let store = SqliteStore::in_memory().unwrap();
+        let planned = planned_for(0.5);
         let id = RunId::new("run_planned");
         store.create_run(&id, &planned, None, None, None).unwrap();
         let run = store.get_run(id.as_str()).unwrap().unwrap();
@@ -1318,13 +1324,7 @@ mod tests {
     #[test]
     fn a_subjects_spend_is_its_runs_and_its_planning_only() {
         let store = SqliteStore::in_memory().unwrap();
-        let mut planned = plan();
-        planned.planning = Some(crate::PlanningSpend {
-            cost: usd(0.5),
-            input_tokens: 300,
-            output_tokens: 150,
-            calls: 3,
-        });
+        let planned = planned_for(0.5);
         store
             .create_run(&RunId::new("run_a"), &planned, None, None, Some("alice"))
             .unwrap();

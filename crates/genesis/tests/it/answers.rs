@@ -15,7 +15,7 @@ use genesis::core::{Task, TaskId, TaskKind};
 use genesis::htdag::{Limits, TaskDag};
 use genesis::run::{RunEvent, RunResult, RunStatus, TaskStatus};
 use genesis::store::SqliteStore;
-use genesis::{GenesisConfig, Orchestrator, Plan, PlanOptions, RunOptions};
+use genesis::{Orchestrator, Plan, PlanOptions, RunOptions};
 use serde_json::{Value, json};
 
 use crate::{Dying, journaled, resuming, stored, stored_run};
@@ -108,24 +108,7 @@ async fn setup(
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let config: GenesisConfig = toml::from_str(&format!(
-        r#"
-[llm]
-agents = true
-[[llm.providers]]
-kind = "openai"
-base_url = "http://{addr}/v1"
-model = "gpt-4o-mini"
-api_key = "sk-test"
-timeout = "5s"
-{extra}
-"#
-    ))
-    .unwrap();
-    let genesis = genesis::orchestrator_from_config(&config, &[]).unwrap();
+    let genesis = llm_orchestrator(app, extra).await;
     (fake, genesis)
 }
 
@@ -613,4 +596,28 @@ async fn the_tasks_log_lines_name_the_model() {
             .any(|l| l.contains("task{task_id=t1") && l.contains("model=gpt-4o-mini")),
         "{text}"
     );
+}
+
+/// Serves `app` (a fake OpenAI-compatible provider answering
+/// `/v1/chat/completions`) on loopback and builds an orchestrator whose agents are LLM
+/// agents on it (gpt-4o-mini, 5 s timeout); `extra` is appended to the config.
+pub(crate) async fn llm_orchestrator(app: axum::Router, extra: &str) -> Orchestrator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config: genesis::GenesisConfig = toml::from_str(&format!(
+        r#"
+[llm]
+agents = true
+[[llm.providers]]
+kind = "openai"
+base_url = "http://{addr}/v1"
+model = "gpt-4o-mini"
+api_key = "sk-test"
+timeout = "5s"
+{extra}
+"#
+    ))
+    .unwrap();
+    genesis::orchestrator_from_config(&config, &[]).unwrap()
 }

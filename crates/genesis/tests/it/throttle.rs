@@ -18,7 +18,7 @@ use axum::routing::post;
 use genesis::core::{AgentId, Task, TaskId, TaskKind};
 use genesis::htdag::{Limits, TaskDag};
 use genesis::run::{RunEvent, RunResult, RunStatus, TaskStatus};
-use genesis::{GenesisConfig, Orchestrator, Plan, PlanOptions, RunOptions};
+use genesis::{Orchestrator, Plan, PlanOptions, RunOptions};
 use serde_json::json;
 
 /// One scripted answer of the fake provider.
@@ -72,24 +72,7 @@ async fn setup(queue: Vec<Answer>, extra: &str) -> (Arc<Fake>, Orchestrator) {
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let config: GenesisConfig = toml::from_str(&format!(
-        r#"
-[llm]
-agents = true
-[[llm.providers]]
-kind = "openai"
-base_url = "http://{addr}/v1"
-model = "gpt-4o-mini"
-api_key = "sk-test"
-timeout = "5s"
-{extra}
-"#
-    ))
-    .unwrap();
-    let genesis = genesis::orchestrator_from_config(&config, &[]).unwrap();
+    let genesis = crate::answers::llm_orchestrator(app, extra).await;
     (fake, genesis)
 }
 
