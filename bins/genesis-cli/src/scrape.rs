@@ -535,9 +535,9 @@ genesis_rate_limited_total 0
 genesis_routing_outcomes_total{result="success"} 0
 genesis_routing_outcomes_total{result="failure"} 0
 
-# HELP genesis_cost_usd_total us dollars spent on agent calls: llm, http and command agents (monotonic)
-# TYPE genesis_cost_usd_total gauge
-genesis_cost_usd_total 0
+# HELP genesis_cost_usd us dollars spent on agent calls since the process started: llm, http and command agents (monotonic)
+# TYPE genesis_cost_usd gauge
+genesis_cost_usd 0
 
 # HELP genesis_connections_open connections open now
 # TYPE genesis_connections_open gauge

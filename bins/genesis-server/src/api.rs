@@ -295,6 +295,7 @@ fn flags_file_applies(s: &AppState) -> bool {
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Gauges that are states, not events: refresh them at scrape time.
     crate::export_breaker_states(&state.orchestrator);
+    genesis::telemetry::process::record_resident_memory();
     // The router counts its cache lookups itself; export its monotonic totals as they are.
     let cache = state.orchestrator.router().cache_stats();
     metrics::counter!(genesis::telemetry::catalogue::ROUTING_CACHE_HITS_TOTAL).absolute(cache.hits);

@@ -865,8 +865,9 @@ pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
 
 /// Registers, at their initial values, the series that are otherwise created by their
 /// first event, so dashboards and alerts see them from the start rather than "no
-/// data": every breaker's `genesis_breaker_state` (closed, 0), `genesis_cost_usd_total`
-/// and `genesis_degradation_level` (0), and the counters of the catalogue with the label
+/// data": every breaker's `genesis_breaker_state` (closed, 0), `genesis_cost_usd`
+/// and `genesis_degradation_level` (0), `process_start_time_seconds` (the server's
+/// start), and the counters of the catalogue with the label
 /// values they are recorded with (tasks by status, budget refusals by scope, errors by
 /// category, ...) at 0. Adding 0 to a series that exists changes nothing, so a second
 /// server in one process (tests) keeps what the first recorded. Series whose labels are
@@ -875,7 +876,16 @@ pub async fn drain(state: &Arc<AppState>, grace: Duration) -> usize {
 fn register_metrics(orchestrator: &Orchestrator) {
     use genesis::telemetry::catalogue::{self as c, labels};
     export_breaker_states(orchestrator);
-    metrics::gauge!(c::COST_USD_TOTAL).increment(0.0);
+    metrics::gauge!(c::COST_USD).increment(0.0);
+    genesis::telemetry::process::record_start_time();
+    genesis::telemetry::process::record_resident_memory();
+    for status in ["succeeded", "failed", "cancelled", "interrupted"] {
+        metrics::counter!(c::RUNS_TOTAL, labels::STATUS => status).increment(0);
+    }
+    metrics::counter!(c::OTLP_EXPORT_FAILURES_TOTAL).increment(0);
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!(c::OTLP_SPANS_DROPPED_TOTAL, labels::REASON => reason).increment(0);
+    }
     metrics::gauge!(c::DEGRADATION_LEVEL).increment(0.0);
     for status in ["succeeded", "failed", "skipped"] {
         metrics::counter!(c::TASKS_TOTAL, labels::STATUS => status).increment(0);

@@ -74,7 +74,7 @@ pub(crate) async fn request_context(
         "http.request.method" = %method,
         "http.route" = %endpoint,
         "http.response.status_code" = tracing::field::Empty,
-        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
     );
     // For a 405's message only: a `Uri` clone shares the request line's bytes (no
     // allocation on every request, as a `String` of the path would be).
@@ -86,9 +86,20 @@ pub(crate) async fn request_context(
         endpoint = Cow::Borrowed(UNMATCHED);
     }
     let code = response.status();
-    span.record("http.response.status_code", code.as_u16());
+    // An integer attribute (`>= 500` searches): tracing-opentelemetry exports unsigned
+    // values as text, so the code is recorded as i64.
+    span.record("http.response.status_code", i64::from(code.as_u16()));
     if code.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+        // Sets the span's status to Error, with the status line as its message.
+        span.record(
+            "otel.status_description",
+            format!(
+                "http {} {}",
+                code.as_u16(),
+                code.canonical_reason().unwrap_or("server error")
+            )
+            .as_str(),
+        );
     }
     let refusal = match code {
         StatusCode::UNAUTHORIZED if agent_token => Some("agent_token"),
@@ -757,6 +768,105 @@ mod tests {
 
     fn genesis_core_secret(k: &str) -> genesis::core::Secret {
         genesis::core::Secret::new(k.to_owned())
+    }
+
+    /// A span exporter keeping what it is given (the SDK's exporter interface).
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Audit R7 item 8: `http.response.status_code` was exported as the text "202", so
+    /// `>= 500` searches failed. It is an integer attribute now, and a 5xx gives the
+    /// `request` span the error status with the status line as its message. The server
+    /// runs on this (current-thread) runtime, under this thread's subscriber.
+    #[tokio::test]
+    async fn request_spans_export_the_status_code_as_an_integer_and_5xx_as_errors() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let kept = Kept::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let _default = tracing::subscriber::set_default(
+            tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-request-span-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut config = genesis::GenesisConfig::default();
+        config.security.auth.environment = genesis::security::Environment::Dev;
+        config.server.data_dir = dir.clone();
+        let env = [("GENESIS_AUTH_SECRET".to_owned(), "s".repeat(32))];
+        let state = AppState::from_config(config, &env, None).unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/accepted",
+                axum::routing::get(|| async { StatusCode::ACCEPTED }),
+            )
+            .route(
+                "/unavailable",
+                axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                request_context,
+            ))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = genesis::llm::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap();
+        for (path, code) in [("/accepted", 202), ("/unavailable", 503)] {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), code);
+        }
+        provider.force_flush().unwrap();
+        let spans = kept.0.lock().unwrap().clone();
+        let request = |route: &str| {
+            spans
+                .iter()
+                .find(|s| {
+                    s.name == "request"
+                        && s.attributes
+                            .iter()
+                            .any(|kv| kv.key.as_str() == "http.route" && kv.value.as_str() == route)
+                })
+                .unwrap_or_else(|| panic!("no request span for {route}: {spans:#?}"))
+        };
+        let code = |span: &opentelemetry_sdk::trace::SpanData| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "http.response.status_code")
+                .map(|kv| kv.value.clone())
+        };
+        let accepted = request("/accepted");
+        assert_eq!(code(accepted), Some(opentelemetry::Value::I64(202)));
+        assert_eq!(accepted.status, opentelemetry::trace::Status::Unset);
+        let unavailable = request("/unavailable");
+        assert_eq!(code(unavailable), Some(opentelemetry::Value::I64(503)));
+        assert_eq!(
+            unavailable.status,
+            opentelemetry::trace::Status::error("http 503 Service Unavailable")
+        );
+        drop(state);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// What the handler behind [`auth`] was handed for a request with `headers`:

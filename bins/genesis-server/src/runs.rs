@@ -136,7 +136,7 @@ fn scope_label(scope: BudgetScope) -> &'static str {
 }
 
 /// Task and budget metrics for a journaled event. Money is not counted here:
-/// `genesis_cost_usd_total` grows once per call where the cost arises (LLM calls in the
+/// `genesis_cost_usd` grows once per call where the cost arises (LLM calls in the
 /// providers, HTTP and command agents in their backends), so a task's cost is never
 /// counted a second time when the task finishes.
 fn record_metrics(event: &RunEvent) {
@@ -161,6 +161,12 @@ fn record_metrics(event: &RunEvent) {
         }
         _ => {}
     }
+}
+
+/// Counts the end of a run the executor never ran (refused at launch or resume,
+/// unreadable, cancelled before it started) in `genesis_runs_total{status}`.
+fn count_run_end(status: &'static str) {
+    metrics::counter!(catalogue::RUNS_TOTAL, catalogue::labels::STATUS => status).increment(1);
 }
 
 /// Start of the current UTC day, unix milliseconds.
@@ -377,8 +383,12 @@ impl RunManager {
                 output_tokens: tokens.1,
             },
         ];
-        if let Err(e) = self.store.record_all(id, &events) {
-            tracing::error!(run_id = %id, error = %genesis::core::error_chain(&*e), "cannot journal that the run failed to start");
+        match self.store.record_all(id, &events) {
+            // It ended without reaching the executor (which counts the runs it ends).
+            Ok(()) => count_run_end("failed"),
+            Err(e) => {
+                tracing::error!(run_id = %id, error = %genesis::core::error_chain(&*e), "cannot journal that the run failed to start");
+            }
         }
     }
 
@@ -544,7 +554,11 @@ impl RunManager {
         tracing::info!(run_id = %run.id, spent_usd = run.cost.as_f64(), "run was cancelled before the restart; ending it as cancelled");
         let events = run.cancellation();
         match self.store.record_all(&run.id, &events) {
-            Ok(()) => events.iter().for_each(record_metrics),
+            Ok(()) => {
+                events.iter().for_each(record_metrics);
+                // Ended here, not by the executor (which counts the runs it ends).
+                count_run_end("cancelled");
+            }
             Err(e) => {
                 tracing::error!(run_id = %run.id, error = %genesis::core::error_chain(&*e), "cannot journal the end of a cancelled run; it stays running until the next start");
             }
@@ -921,7 +935,7 @@ mod tests {
             record_metrics(&refused(BudgetScope::Run));
         });
         let text = handle.render();
-        assert_eq!(series(&text, catalogue::COST_USD_TOTAL), 0.0, "{text}");
+        assert_eq!(series(&text, catalogue::COST_USD), 0.0, "{text}");
         let scope = |s: &str| format!("{}{{scope=\"{s}\"}}", catalogue::BUDGET_EXCEEDED_TOTAL);
         assert_eq!(series(&text, &scope("daily")), 2.0, "{text}");
         assert_eq!(series(&text, &scope("run")), 1.0, "{text}");

@@ -13,7 +13,7 @@ use genesis_resilience::{
 };
 use genesis_security::{Checkpoint, Guard, SecurityError};
 use genesis_telemetry::catalogue;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::providers::{LlmProviders, PlanningScope};
 
@@ -519,7 +519,15 @@ impl Orchestrator {
         let inner = &self.inner;
         let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
         let mut planning = None;
-        let (dag, decomposer, degradation, reason) = if !stages.decompose {
+        // A child of the request's span, as are the other stages' (screen, route,
+        // validate), so planning time is visible in the trace.
+        let decompose_span = info_span!(
+            "plan.decompose",
+            decomposer = tracing::field::Empty,
+            tasks = tracing::field::Empty
+        );
+        let decomposed = async {
+            Ok::<_, GenesisError>(if !stages.decompose {
             (
                 single_task_dag(request, &inner.limits)?,
                 "single_task".to_owned(),
@@ -557,7 +565,14 @@ impl Orchestrator {
                     None,
                 ),
             }
-        };
+            })
+        }
+        .instrument(decompose_span.clone())
+        .await;
+        let (dag, decomposer, degradation, reason) = decomposed?;
+        decompose_span.record("decomposer", decomposer.as_str());
+        decompose_span.record("tasks", i64::try_from(dag.len()).unwrap_or(i64::MAX));
+        drop(decompose_span);
         let degraded = stages.degradation(degradation, reason);
         let gauge = f64::from(degraded.0.as_gauge());
         let plan = self.finish(
@@ -804,16 +819,18 @@ impl Orchestrator {
         self.gate("anonymous")?;
         self.screen(request)?;
         let stages = self.stages("anonymous");
-        let (dag, decomposer) = if stages.decompose {
-            (
-                self.inner
-                    .heuristic
-                    .decompose_sync(request, &self.inner.limits)?,
-                "heuristic",
-            )
-        } else {
-            (single_task_dag(request, &self.inner.limits)?, "single_task")
-        };
+        let (dag, decomposer) = info_span!("plan.decompose").in_scope(|| {
+            Ok::<_, GenesisError>(if stages.decompose {
+                (
+                    self.inner
+                        .heuristic
+                        .decompose_sync(request, &self.inner.limits)?,
+                    "heuristic",
+                )
+            } else {
+                (single_task_dag(request, &self.inner.limits)?, "single_task")
+            })
+        })?;
         self.finish(
             request,
             Dag::Owned(dag),
@@ -855,6 +872,7 @@ impl Orchestrator {
     /// # Errors
     /// [`GenesisError::Rejected`] naming the rule and the value.
     pub fn screen(&self, request: &str) -> Result<(), GenesisError> {
+        let _span = info_span!("plan.screen").entered();
         self.inner
             .security_limits
             .check_request(request)
@@ -886,6 +904,12 @@ impl Orchestrator {
         let mut decisions: Vec<RouteDecision> = Vec::with_capacity(graph.len());
         // Per insertion position, the index of its decision.
         let mut decision_of = vec![usize::MAX; nodes.len()];
+        // Counts as i64: tracing-opentelemetry exports unsigned values as text.
+        let route_span = info_span!(
+            "plan.route",
+            tasks = i64::try_from(graph.len()).unwrap_or(i64::MAX)
+        )
+        .entered();
         for generation in graph.generation_positions() {
             // Decisions are appended in the order the tasks are passed below.
             let mut k = decisions.len();
@@ -924,6 +948,7 @@ impl Orchestrator {
                 metrics::counter!(catalogue::ROUTING_DECISIONS_TOTAL, catalogue::labels::LAYER => layer.as_str()).increment(n);
             }
         }
+        drop(route_span);
         // In the DAG's insertion order, which the validator matches without a lookup.
         let mut assignments: Vec<Option<Assignment>> = vec![None; graph.len()];
         let mut dependency_lists = graph.declared_dependency_lists();
@@ -966,7 +991,13 @@ impl Orchestrator {
             all.extend(assignments.into_iter().flatten());
             all
         };
-        let validation = Validator::new(&registry, vconfig).validate(request, graph, &assignments);
+        let validation = {
+            let span = info_span!("plan.validate", passed = tracing::field::Empty).entered();
+            let validation =
+                Validator::new(&registry, vconfig).validate(request, graph, &assignments);
+            span.record("passed", validation.passed);
+            validation
+        };
         let depth = graph.depth();
         drop(nodes);
         // The plan takes the tasks and routing decisions over: moved when the DAG is the

@@ -279,7 +279,7 @@ impl LlmProviders {
     /// One call through the provider's breaker. Returns what the call used alongside
     /// its result: every call that answered is paid for, whatever becomes of its answer
     /// (a structured reply still invalid after the repair turn included), so its tokens
-    /// and cost are counted (`genesis_llm_tokens_total`, `genesis_cost_usd_total`) and
+    /// and cost are counted (`genesis_llm_tokens_total`, `genesis_cost_usd`) and
     /// returned either way. An answer without token usage is charged `held_to` when the
     /// call was held to that cost, else the client's upper-bound estimate
     /// ([`genesis_llm::Usage::upper_bound`] at the model's price); the first such
@@ -378,7 +378,7 @@ impl LlmProviders {
             .increment(spend.input_tokens);
         metrics::counter!(catalogue::LLM_TOKENS_TOTAL, catalogue::labels::DIRECTION => "output")
             .increment(spend.output_tokens);
-        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(spend.cost.as_f64());
+        metrics::gauge!(catalogue::COST_USD).increment(spend.cost.as_f64());
         (spend, result.map_err(CallError::from))
     }
 
@@ -634,7 +634,7 @@ impl PlannerMoney {
         );
     }
 
-    /// Charges the whole reservation (counted in `genesis_cost_usd_total`, which the
+    /// Charges the whole reservation (counted in `genesis_cost_usd`, which the
     /// provider layer did not count: the call reported nothing).
     /// `requests`: the HTTP requests the call sent.
     fn charge_in_full(mut self, requests: u32) {
@@ -645,7 +645,7 @@ impl PlannerMoney {
         if let Some(r) = self.reservation.take() {
             let amount = r.amount();
             r.settle(amount);
-            metrics::gauge!(catalogue::COST_USD_TOTAL).increment(amount.as_f64());
+            metrics::gauge!(catalogue::COST_USD).increment(amount.as_f64());
             self.scope.record(amount, 0, 0, requests.max(1));
         }
     }

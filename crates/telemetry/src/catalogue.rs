@@ -1,5 +1,9 @@
 //! The metric catalogue: every metric Genesis exports, with its name, type, unit, labels
-//! and help text. Names are a stable interface (alerts, dashboards): add, never rename.
+//! and help text. Names are a stable interface (alerts, dashboards): add, and rename only
+//! with a migration note in docs/OPERATIONS.md (`genesis_cost_usd_total` became
+//! [`COST_USD`]: a gauge must not end in `_total`). Every name starts with `genesis_`
+//! except the standard process metrics ([`PROCESS_START_TIME_SECONDS`],
+//! [`PROCESS_RESIDENT_MEMORY_BYTES`]).
 //!
 //! Recording is done by the facade with the `metrics` macros and these constants, e.g.
 //! `metrics::counter!(catalogue::TASKS_TOTAL, labels::STATUS => "succeeded").increment(1)`.
@@ -9,8 +13,8 @@ use metrics::Unit;
 
 /// Label keys used by the catalogue.
 pub mod labels {
-    /// The server's matched HTTP route (`/api/tasks`, `/api/tasks/{id}`), or the request
-    /// path when no route matched.
+    /// The server's matched HTTP route (`/api/tasks`, `/api/tasks/{id}`), or `unmatched`
+    /// when no route matched (never the request path: it may hold ids or secrets).
     pub const ENDPOINT: &str = "endpoint";
     /// For requests ([`REQUESTS_TOTAL`](super::REQUESTS_TOTAL)): the numeric HTTP status
     /// code (`200`, `400`, `429`, `503`, ...), so failures are `status=~"5.."`. For tasks
@@ -38,9 +42,11 @@ pub mod labels {
     pub const RESULT: &str = "result";
     /// Error category (`genesis_core::ErrorCategory::as_str`).
     pub const CATEGORY: &str = "category";
-    /// Budget scope: `run` or `daily`.
+    /// Budget scope: `run`, `daily` or `subject_daily`.
     pub const SCOPE: &str = "scope";
-    /// Which cap refused a connection (`max_connections`, `max_connections_per_ip`).
+    /// Which cap refused a connection (`max_connections`, `max_connections_per_ip`);
+    /// for [`OTLP_SPANS_DROPPED_TOTAL`](super::OTLP_SPANS_DROPPED_TOTAL), why spans
+    /// were lost (`queue_full`, `export_failed`).
     pub const REASON: &str = "reason";
 }
 
@@ -78,10 +84,12 @@ pub const LLM_CALLS_TOTAL: &str = "genesis_llm_calls_total";
 pub const LLM_CALL_DURATION_SECONDS: &str = "genesis_llm_call_duration_seconds";
 /// Tokens consumed. Labels: direction.
 pub const LLM_TOKENS_TOTAL: &str = "genesis_llm_tokens_total";
-/// Dollars spent on LLM calls. A monotonically increasing *gauge* (recorded with
-/// `gauge!(..).increment(usd)`), because `metrics` counters are integers; `rate()` and
-/// `increase()` work on it as on a counter.
-pub const COST_USD_TOTAL: &str = "genesis_cost_usd_total";
+/// US dollars spent on agent calls since the process started. A monotonically
+/// increasing *gauge* (recorded with `gauge!(..).increment(usd)`), because `metrics`
+/// counters are integers; hence no `_total` suffix (it was `genesis_cost_usd_total`
+/// before). `rate()` and `increase()` work on it as on a counter: it only goes down
+/// when the process restarts.
+pub const COST_USD: &str = "genesis_cost_usd";
 /// Work rejected because a budget would be exceeded. Labels: scope.
 pub const BUDGET_EXCEEDED_TOTAL: &str = "genesis_budget_exceeded_total";
 /// Circuit breaker state per key: see [`breaker_state`]. Labels: key.
@@ -105,6 +113,21 @@ pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "genesis_connections_refused_total";
 /// Connections the server has open now.
 pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
+/// Runs that ended, counted once when each ends. Labels: status (`succeeded`,
+/// `failed`, `cancelled`, `interrupted`: its journal refused a write; it resumes at the
+/// next start and is counted again when it ends then).
+pub const RUNS_TOTAL: &str = "genesis_runs_total";
+/// OTLP trace exports that failed (an error or no answer within the timeout).
+pub const OTLP_EXPORT_FAILURES_TOTAL: &str = "genesis_otlp_export_failures_total";
+/// Spans that never reached the collector. Labels: reason (`queue_full`: the export
+/// queue was full when the span ended; `export_failed`: its export failed).
+pub const OTLP_SPANS_DROPPED_TOTAL: &str = "genesis_otlp_spans_dropped_total";
+/// Start time of the process, unix seconds (the standard Prometheus process metric):
+/// a change means a restart, so counters went back to 0.
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+/// Resident memory of the process, bytes (the standard Prometheus process metric;
+/// read from `/proc/self/status` at each scrape, Linux only).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
 
 /// The type of a catalogued metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +135,7 @@ pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
 pub enum MetricKind {
     /// Monotonic integer counter.
     Counter,
-    /// Value that goes up and down (or a float total, see [`COST_USD_TOTAL`]).
+    /// Value that goes up and down (or a float total, see [`COST_USD`]).
     Gauge,
     /// Distribution, rendered as a Prometheus histogram.
     Histogram,
@@ -167,7 +190,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(LLM_CALLS_TOTAL, Counter, Unit::Count, &[l::PROVIDER, l::MODEL, l::OUTCOME], "llm calls, by provider, model and outcome"),
     def(LLM_CALL_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::PROVIDER, l::MODEL], "wall time of one llm call"),
     def(LLM_TOKENS_TOTAL, Counter, Unit::Count, &[l::DIRECTION], "llm tokens, by direction (input, output)"),
-    def(COST_USD_TOTAL, Gauge, Unit::Count, &[], "us dollars spent on agent calls: llm, http and command agents (monotonic)"),
+    def(COST_USD, Gauge, Unit::Count, &[], "us dollars spent on agent calls since the process started: llm, http and command agents (monotonic)"),
     def(BUDGET_EXCEEDED_TOTAL, Counter, Unit::Count, &[l::SCOPE], "work rejected because a budget would be exceeded"),
     def(BREAKER_STATE, Gauge, Unit::Count, &[l::KEY], "circuit breaker state: 0 closed, 1 half-open, 2 open"),
     def(DEGRADATION_LEVEL, Gauge, Unit::Count, &[], "degradation level: 0 is full service"),
@@ -179,6 +202,11 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
     def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
     def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),
+    def(RUNS_TOTAL, Counter, Unit::Count, &[l::STATUS], "runs ended, by status (succeeded, failed, cancelled, interrupted)"),
+    def(OTLP_EXPORT_FAILURES_TOTAL, Counter, Unit::Count, &[], "otlp trace exports that failed or timed out"),
+    def(OTLP_SPANS_DROPPED_TOTAL, Counter, Unit::Count, &[l::REASON], "spans lost before the collector, by reason (queue_full, export_failed)"),
+    def(PROCESS_START_TIME_SECONDS, Gauge, Unit::Seconds, &[], "start time of the process since unix epoch in seconds"),
+    def(PROCESS_RESIDENT_MEMORY_BYTES, Gauge, Unit::Bytes, &[], "resident memory size in bytes"),
 ];
 
 /// Looks a metric up by its exported name. Histogram series suffixes (`_bucket`, `_sum`,
@@ -218,7 +246,11 @@ mod tests {
         let mut seen = HashSet::new();
         for d in CATALOGUE {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            assert!(d.name.starts_with("genesis_"), "{}", d.name);
+            assert!(
+                d.name.starts_with("genesis_") || d.name.starts_with("process_"),
+                "{}",
+                d.name
+            );
             assert!(
                 d.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                 "{}",
@@ -230,7 +262,9 @@ mod tests {
                     assert!(d.name.ends_with("_seconds"), "{}", d.name);
                     assert_eq!(d.unit, Unit::Seconds);
                 }
-                MetricKind::Gauge => {}
+                // A gauge named like a counter misleads PromQL users and linters
+                // (`genesis_cost_usd_total` was one).
+                MetricKind::Gauge => assert!(!d.name.ends_with("_total"), "{}", d.name),
             }
             assert!(!d.help.is_empty());
         }

@@ -38,7 +38,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `RUST_LOG`-style directives, e.g. `info,genesis_halo=debug`. The binary decides
+    /// `RUST_LOG`-style directives, e.g. `info,genesis_halo=debug`, for the log lines
+    /// only (exported spans have their own, [`OtlpConfig::filter`]). The binary decides
     /// where they come from (config file, `GENESIS_LOG`, `RUST_LOG`); this crate does not
     /// read the environment.
     #[serde(default = "default_filter")]
@@ -78,9 +79,15 @@ pub struct OtlpConfig {
     /// How long the batch processor waits before sending a partial batch.
     #[serde(default = "default_batch_delay", with = "humantime_serde")]
     pub batch_delay: Duration,
-    /// Spans buffered before new ones are dropped.
+    /// Spans buffered before new ones are dropped (counted in
+    /// `genesis_otlp_spans_dropped_total{reason="queue_full"}`).
     #[serde(default = "default_max_queue_size")]
     pub max_queue_size: usize,
+    /// `RUST_LOG`-style directives choosing which spans are exported, independently of
+    /// the log filter ([`TelemetryConfig::filter`]): quieting the logs to `warn` keeps
+    /// the `info` spans of a trace.
+    #[serde(default = "default_filter")]
+    pub filter: String,
 }
 
 impl OtlpConfig {
@@ -91,6 +98,7 @@ impl OtlpConfig {
             timeout: default_timeout(),
             batch_delay: default_batch_delay(),
             max_queue_size: default_max_queue_size(),
+            filter: default_filter(),
         }
     }
 
@@ -122,6 +130,7 @@ mod tests {
         let otlp = c.otlp.unwrap();
         assert_eq!(otlp.timeout, Duration::from_secs(3));
         assert_eq!(otlp.batch_delay, Duration::from_secs(5));
+        assert_eq!(otlp.filter, "info");
         assert!(serde_json::from_str::<TelemetryConfig>(r#"{"filtre":"info"}"#).is_err());
     }
 

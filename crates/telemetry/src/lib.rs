@@ -71,6 +71,7 @@ mod correlation;
 mod error;
 #[cfg(feature = "otlp")]
 mod otlp;
+pub mod process;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 mod propagation;

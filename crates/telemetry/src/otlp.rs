@@ -1,20 +1,256 @@
 //! OTLP/HTTP trace export (the `otlp` feature): the trace provider, the OpenTelemetry
 //! layer, and the guard that flushes exported spans on shutdown.
+//!
+//! Export failures are never silent: the exporter is wrapped ([`WatchedExporter`]) so a
+//! failed or timed-out export counts in `genesis_otlp_export_failures_total`, its spans
+//! in `genesis_otlp_spans_dropped_total{reason="export_failed"}`, and the processor is
+//! wrapped ([`QueueGate`]) so spans refused by a full queue count with
+//! `reason="queue_full"`. A WARN line names the endpoint and the error at most once a
+//! minute per kind, as a root event (no parent span): the OpenTelemetry layer attaches
+//! events to spans only, so that line is never exported into the failing exporter.
+//! The export itself runs with tracing switched off (`NoSubscriber`), so spans the HTTP
+//! client might emit are not exported in a loop either. Ending a span never waits for
+//! the exporter: a full queue drops the span.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use genesis_core::tls;
+use opentelemetry::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use tracing::instrument::WithSubscriber as _;
 use tracing_subscriber::Layer;
 
+use crate::catalogue::{self, labels};
 use crate::config::OtlpConfig;
 use crate::error::TelemetryError;
 use crate::subscriber::BoxedLayer;
+
+/// How often, at most, a WARN line reports export failures (and, separately, spans
+/// dropped by a full queue).
+pub(crate) const EXPORT_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// At most one line per interval, lock-free (it is checked on the span-ending path when
+/// the queue is full): the first event is reported at once, later ones when the interval
+/// since the last report has passed, each report carrying the events since the previous.
+#[derive(Debug)]
+struct RateGate {
+    base: Instant,
+    interval: Duration,
+    /// Milliseconds since `base` from which the next report may be written.
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+impl RateGate {
+    fn new(interval: Duration) -> Self {
+        RateGate {
+            base: Instant::now(),
+            interval,
+            next_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` events at `now`; `Some(events since the last report)` when a line is due.
+    fn hit(&self, n: u64, now: Instant) -> Option<u64> {
+        self.held.fetch_add(n, Ordering::Relaxed);
+        let now_ms =
+            u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms < next {
+            return None;
+        }
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        self.next_ms
+            .compare_exchange(
+                next,
+                now_ms.saturating_add(interval),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| self.held.swap(0, Ordering::AcqRel))
+    }
+}
+
+/// The export's health, shared by the queue gate and the exporter wrapper.
+#[derive(Debug)]
+struct ExportHealth {
+    /// The traces URL, named in the WARN lines.
+    endpoint: String,
+    /// Spans accepted by the gate and not yet handed to the exporter.
+    pending: AtomicUsize,
+    /// The most spans `pending` may reach (`telemetry.otlp.max_queue_size`).
+    max_queue: usize,
+    failures: RateGate,
+    queue_full: RateGate,
+}
+
+impl ExportHealth {
+    /// An export of `spans` spans failed with `error`: counted, and reported at most
+    /// once per [`EXPORT_WARN_INTERVAL`].
+    fn export_failed(&self, error: &str, spans: usize) {
+        let spans = u64::try_from(spans).unwrap_or(u64::MAX);
+        metrics::counter!(catalogue::OTLP_EXPORT_FAILURES_TOTAL).increment(1);
+        metrics::counter!(catalogue::OTLP_SPANS_DROPPED_TOTAL, labels::REASON => "export_failed")
+            .increment(spans);
+        if let Some(failures) = self.failures.hit(1, Instant::now()) {
+            // A root event: never attached to (and exported with) a span.
+            tracing::warn!(
+                parent: None,
+                endpoint = %self.endpoint,
+                error,
+                failures,
+                spans_lost = spans,
+                "otlp trace export failed; its spans are lost (genesis_otlp_export_failures_total counts every failure; at most one line per minute)"
+            );
+        }
+    }
+
+    /// A span was refused because `max_queue` spans wait for the exporter.
+    fn span_dropped(&self) {
+        metrics::counter!(catalogue::OTLP_SPANS_DROPPED_TOTAL, labels::REASON => "queue_full")
+            .increment(1);
+        if let Some(dropped) = self.queue_full.hit(1, Instant::now()) {
+            tracing::warn!(
+                parent: None,
+                endpoint = %self.endpoint,
+                dropped,
+                max_queue_size = self.max_queue,
+                "otlp export queue full: spans dropped (genesis_otlp_spans_dropped_total counts them; at most one line per minute)"
+            );
+        }
+    }
+}
+
+/// Wraps the span processor: a span ends into the queue only while fewer than
+/// `max_queue_size` spans wait for the exporter, else it is dropped and counted (the
+/// SDK's processor drops silently). Never blocks.
+#[derive(Debug)]
+pub(crate) struct QueueGate<P> {
+    inner: P,
+    health: Arc<ExportHealth>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for QueueGate<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        // The processor ignores unsampled spans: nothing to queue.
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let admitted = self
+            .health
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.health.max_queue).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.health.span_dropped();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Wraps the exporter: counts the spans leaving the queue, and failed or abandoned
+/// (timed-out) exports.
+#[derive(Debug)]
+pub(crate) struct WatchedExporter<E> {
+    inner: E,
+    health: Arc<ExportHealth>,
+    timeout: Duration,
+}
+
+/// Reports an export as failed if it is dropped before it finished (the batch
+/// processor abandons an export at its timeout).
+struct ExportWatch {
+    health: Arc<ExportHealth>,
+    spans: usize,
+    timeout: Duration,
+    finished: bool,
+}
+
+impl Drop for ExportWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            let error = format!("no answer within telemetry.otlp.timeout {:?}", self.timeout);
+            self.health.export_failed(&error, self.spans);
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for WatchedExporter<E> {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let spans = batch.len();
+        // Out of the queue: room for as many new spans.
+        let _ = self
+            .health
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(spans))
+            });
+        let mut watch = ExportWatch {
+            health: Arc::clone(&self.health),
+            spans,
+            timeout: self.timeout,
+            finished: false,
+        };
+        // No tracing inside the export: spans of the HTTP client must not be exported
+        // by the export itself.
+        let export = self
+            .inner
+            .export(batch)
+            .with_subscriber(tracing::subscriber::NoSubscriber::default());
+        async move {
+            let result = export.await;
+            watch.finished = true;
+            if let Err(error) = &result {
+                watch.health.export_failed(&error.to_string(), spans);
+            }
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
 
 /// The exporter's HTTP client: rustls with the `ring` provider and the system trust
 /// roots handed over explicitly, the export timeout per request, no proxy from the
@@ -68,20 +304,40 @@ pub fn build_tracer_provider(
         .with_timeout(otlp.timeout)
         .build()
         .map_err(|source| TelemetryError::Exporter {
-            endpoint: url,
+            endpoint: url.clone(),
             source,
         })?;
     let queue = otlp.max_queue_size.max(1);
+    let batch_size = queue.min(512);
+    let health = Arc::new(ExportHealth {
+        endpoint: url,
+        pending: AtomicUsize::new(0),
+        max_queue: queue,
+        failures: RateGate::new(EXPORT_WARN_INTERVAL),
+        queue_full: RateGate::new(EXPORT_WARN_INTERVAL),
+    });
     let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(queue)
-        .with_max_export_batch_size(queue.min(512))
+        // The gate keeps at most `queue` spans between it and the exporter; the
+        // processor's channel has room for them plus its control messages, so it never
+        // drops a span uncounted.
+        .with_max_queue_size(queue.saturating_add(batch_size).saturating_add(16))
+        .with_max_export_batch_size(batch_size)
         .with_scheduled_delay(otlp.batch_delay)
         .with_max_export_timeout(otlp.timeout)
         .with_max_concurrent_exports(1)
         .build();
+    let exporter = WatchedExporter {
+        inner: exporter,
+        health: Arc::clone(&health),
+        timeout: otlp.timeout,
+    };
     let processor = BatchSpanProcessor::builder(exporter, Tokio)
         .with_batch_config(batch)
         .build();
+    let processor = QueueGate {
+        inner: processor,
+        health,
+    };
     let resource = Resource::builder_empty()
         .with_service_name(service_name.to_owned())
         .build();

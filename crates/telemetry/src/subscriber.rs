@@ -30,14 +30,26 @@ fn otlp_disabled(otlp: &OtlpConfig) -> TelemetryError {
     }
 }
 
-/// Builds the layer stack without installing it: the filter, the log layer writing to
-/// `writer`, and, when `config.otlp` is set, the OpenTelemetry layer exporting spans. Use it
-/// in tests with `tracing::subscriber::with_default(Registry::default().with(layer), ..)`.
+/// Parses `RUST_LOG`-style directives, naming them on error.
+fn parse_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|source| TelemetryError::InvalidFilter {
+            directives: directives.to_owned(),
+            source,
+        })
+}
+
+/// Builds the layer stack without installing it: the log layer writing to `writer`,
+/// filtered by `config.filter`, and, when `config.otlp` is set, the OpenTelemetry layer
+/// exporting spans, filtered by its own `otlp.filter` (per-layer filters: quieting the
+/// logs does not thin the traces, and debug spans can be traced without debug logs). Use
+/// it in tests with `tracing::subscriber::with_default(Registry::default().with(layer), ..)`.
 ///
 /// # Errors
-/// [`TelemetryError::InvalidFilter`]; with `config.otlp` set, the errors of
-/// `build_tracer_provider`, or [`TelemetryError::OtlpDisabled`] when the crate was built
-/// without its `otlp` feature (the export is refused, never silently skipped).
+/// [`TelemetryError::InvalidFilter`] (either filter); with `config.otlp` set, the errors
+/// of `build_tracer_provider`, or [`TelemetryError::OtlpDisabled`] when the crate was
+/// built without its `otlp` feature (the export is refused, never silently skipped).
 pub fn build_layers<W>(
     config: &TelemetryConfig,
     writer: W,
@@ -45,40 +57,39 @@ pub fn build_layers<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::builder()
-        .parse(&config.filter)
-        .map_err(|source| TelemetryError::InvalidFilter {
-            directives: config.filter.clone(),
-            source,
-        })?;
+    let log_filter = parse_filter(&config.filter)?;
     let log_layer: BoxedLayer = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .with_writer(writer)
+            .with_filter(log_filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .pretty()
             .with_writer(writer)
+            .with_filter(log_filter)
             .boxed(),
         LogFormat::Compact => tracing_subscriber::fmt::layer()
             .compact()
             .with_ansi(false)
             .with_writer(writer)
+            .with_filter(log_filter)
             .boxed(),
     };
     let mut layers = vec![log_layer];
     let guard = match &config.otlp {
         Some(otlp) => {
             require_otlp(otlp, cfg!(feature = "otlp"))?;
+            let trace_filter = parse_filter(&otlp.filter)?;
             let (layer, guard) = export_layer(otlp, &config.service_name)?;
-            layers.push(layer);
+            layers.push(layer.with_filter(trace_filter).boxed());
             guard
         }
         None => TelemetryGuard::noop(),
     };
-    Ok((layers.with_filter(filter).boxed(), guard))
+    Ok((layers.boxed(), guard))
 }
 
 /// Installs the global subscriber: logs to stderr in the configured format, filtered by

@@ -1,5 +1,5 @@
 //! Money through the server: a client's `budget_usd` is capped by `budget.per_run`,
-//! `genesis_cost_usd_total` counts each agent call once (LLM and HTTP agents alike),
+//! `genesis_cost_usd` counts each agent call once (LLM and HTTP agents alike),
 //! `genesis_budget_exceeded_total` names the budget that ran out, and a run budget
 //! holds even when every LLM call writes as much as it may.
 //!
@@ -170,10 +170,10 @@ fn each_agent_call_is_counted_once_in_the_cost_metric() {
     );
     let cost = run["cost"].as_f64().unwrap();
     assert!(cost > 0.0, "{run}");
-    let counted = series(&rendered, "genesis_cost_usd_total");
+    let counted = series(&rendered, "genesis_cost_usd");
     assert!(
         (counted - cost).abs() < 1e-9,
-        "genesis_cost_usd_total {counted}, the run spent {cost} ({http_calls} HTTP calls at $0.001, {llm_calls} LLM calls)"
+        "genesis_cost_usd {counted}, the run spent {cost} ({http_calls} HTTP calls at $0.001, {llm_calls} LLM calls)"
     );
 }
 

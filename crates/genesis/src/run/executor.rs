@@ -499,6 +499,8 @@ impl RunHandle {
             Ok(r) => r,
             Err(e) => {
                 error!(run_id = %self.run_id, error = %e, "executor task ended abnormally");
+                // The task never reached `run_ended`: counted here.
+                count_run_end(RUN_FAILED);
                 let cost = self.ledger.spent();
                 let _ = self.events.send(RunEvent::RunFinished {
                     status: RunStatus::Failed,
@@ -518,6 +520,108 @@ impl RunHandle {
                     interrupted: None,
                 }
             }
+        }
+    }
+}
+
+/// The `status` label of a run that ended failed in `genesis_runs_total`.
+const RUN_FAILED: &str = "failed";
+
+/// Counts a run's end in `genesis_runs_total{status}`.
+fn count_run_end(status: &'static str) {
+    metrics::counter!(
+        genesis_telemetry::catalogue::RUNS_TOTAL,
+        genesis_telemetry::catalogue::labels::STATUS => status
+    )
+    .increment(1);
+}
+
+/// The end of a run, once, wherever it was started (server, CLI, embedding): counted
+/// in `genesis_runs_total{status}` (`interrupted` when its journal refused a write),
+/// and its `orchestrate` span gets the status, and the error status with why when it
+/// failed or was interrupted, so failed runs are found by span status in the traces.
+fn run_ended(span: &tracing::Span, result: &RunResult) {
+    let status = if result.interrupted.is_some() {
+        "interrupted"
+    } else {
+        result.status.as_str()
+    };
+    count_run_end(status);
+    span.record("status", status);
+    if let Some(stopped) = &result.interrupted {
+        span.record(
+            "otel.status_description",
+            format!("run interrupted (rule: {})", stopped.rule).as_str(),
+        );
+    } else if result.status == RunStatus::Failed {
+        let failed = result
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failed)
+            .count();
+        let first = result
+            .tasks
+            .iter()
+            .find(|t| t.status == TaskStatus::Failed)
+            .or_else(|| result.tasks.iter().find(|t| t.error.is_some()));
+        let why = match first {
+            Some(t) => format!(
+                "run failed: {failed} task(s) failed, first {}: {}",
+                t.task_id,
+                t.error.as_deref().unwrap_or("no reason recorded")
+            ),
+            None => "run failed".to_owned(),
+        };
+        span.record("otel.status_description", why.as_str());
+    }
+}
+
+/// The end of a task on its `task` span: `outcome` (`succeeded`, `failed`), the agent
+/// calls made (`attempts`), the agent that answered or failed last (`final_agent`), and
+/// for a failure the error status with the reason.
+fn task_ended(span: &tracing::Span, outcome: &Outcome) {
+    match outcome {
+        Outcome::Succeeded {
+            agent, attempts, ..
+        } => {
+            span.record("outcome", "succeeded");
+            // Integers as i64: tracing-opentelemetry exports unsigned values as text.
+            span.record("attempts", i64::from(*attempts));
+            span.record("final_agent", tracing::field::display(agent));
+        }
+        Outcome::Failed {
+            agent,
+            reason,
+            attempts,
+            ..
+        } => {
+            span.record("outcome", "failed");
+            span.record("attempts", i64::from(*attempts));
+            if let Some(agent) = agent {
+                span.record("final_agent", tracing::field::display(agent));
+            }
+            span.record("otel.status_description", reason.as_str());
+        }
+    }
+}
+
+/// Records `outcome = "cancelled"` on a task span whose attempt was dropped before it
+/// ended (the run was cancelled or past its deadline).
+struct TaskSpanEnd(Option<tracing::Span>);
+
+impl TaskSpanEnd {
+    /// The attempt ended with `outcome`: recorded, and nothing more at drop.
+    fn ended(&mut self, outcome: &Outcome) {
+        if let Some(span) = self.0.take() {
+            task_ended(&span, outcome);
+        }
+    }
+}
+
+impl Drop for TaskSpanEnd {
+    fn drop(&mut self) {
+        if let Some(span) = &self.0 {
+            span.record("outcome", "cancelled");
         }
     }
 }
@@ -698,14 +802,24 @@ impl Executor {
         let span = info_span!(
             "orchestrate",
             run_id = %run_id,
-            correlation_id = tracing::field::Empty
+            correlation_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty
         );
         if let Some(id) = &spec.correlation_id {
             span.record("correlation_id", id.as_str());
         }
         let ledger = spec.ledger.clone();
         let runner = Runner::new(Arc::clone(&self.inner), spec, tx.clone(), cancel.clone());
-        let join = tokio::spawn(runner.run().instrument(span));
+        let ended = span.clone();
+        let join = tokio::spawn(
+            async move {
+                let result = runner.run().await;
+                run_ended(&ended, &result);
+                result
+            }
+            .instrument(span),
+        );
         RunHandle {
             run_id,
             events: tx,
@@ -914,7 +1028,7 @@ const BUDGET_WAIT_FALLBACK: Duration = Duration::from_secs(1);
 /// but brought no usable answer back — it timed out, its answer was lost or unusable
 /// ([`AgentError::may_have_cost`]), or its task was cancelled and this was dropped
 /// mid-call — may be billed up to that amount: it is charged that, and counted in
-/// `genesis_cost_usd_total` as the provider layer counts a call that answered. Any
+/// `genesis_cost_usd` as the provider layer counts a call that answered. Any
 /// other call that fails gives the money back.
 struct CallMoney {
     reservation: Option<Reservation>,
@@ -972,11 +1086,11 @@ impl Drop for CallMoney {
     }
 }
 
-/// Settles `reservation` at its whole amount, counted in `genesis_cost_usd_total`.
+/// Settles `reservation` at its whole amount, counted in `genesis_cost_usd`.
 fn charge_in_full(reservation: Reservation) -> Usd {
     let charged = reservation.amount();
     reservation.settle(charged);
-    metrics::gauge!(genesis_telemetry::catalogue::COST_USD_TOTAL).increment(charged.as_f64());
+    metrics::gauge!(genesis_telemetry::catalogue::COST_USD).increment(charged.as_f64());
     charged
 }
 
@@ -1963,14 +2077,26 @@ impl Runner {
             "task",
             task_id = %slot.planned.id,
             agent = tracing::field::Empty,
-            model = tracing::field::Empty
+            model = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            final_agent = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty
         );
         if let Some(agent) = &slot.planned.agent {
             span.record("agent", tracing::field::display(agent));
         }
+        let mut end = TaskSpanEnd(Some(span.clone()));
         // Built on the heap: the attempt's state machine is a few kilobytes, and
         // spawning moves it (a 100-task chain spent a quarter of its time in memmove).
-        Box::pin(async move { (i, attempt.run().await) }.instrument(span))
+        Box::pin(
+            async move {
+                let outcome = attempt.run().await;
+                end.ended(&outcome);
+                (i, outcome)
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! Money: a caller's budget is capped by the operator's, calls in flight together
 //! cannot overspend a run's or a day's budget (reservations), and every call's cost is
-//! counted once in `genesis_cost_usd_total`.
+//! counted once in `genesis_cost_usd`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,11 +322,11 @@ async fn a_run_budget_above_the_configured_one_is_refused_naming_both() {
     );
 }
 
-/// The `genesis_cost_usd_total` value a Prometheus rendering holds (0 when absent).
+/// The `genesis_cost_usd` value a Prometheus rendering holds (0 when absent).
 fn cost_total(rendered: &str) -> f64 {
     rendered
         .lines()
-        .find_map(|l| l.strip_prefix("genesis_cost_usd_total "))
+        .find_map(|l| l.strip_prefix("genesis_cost_usd "))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
@@ -445,7 +445,7 @@ fn every_agent_call_is_counted_once_in_the_cost_metric() {
     let counted = cost_total(&handle.render());
     assert!(
         (counted - want).abs() < 1e-9,
-        "genesis_cost_usd_total {counted}, the run spent {want}"
+        "genesis_cost_usd {counted}, the run spent {want}"
     );
 }
 

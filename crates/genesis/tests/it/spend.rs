@@ -158,7 +158,7 @@ fn close(a: Usd, b: f64) -> bool {
 
 const REQUEST: &str = "Build a SaaS business for invoices";
 
-/// L6-5: plan-mode calls were in `genesis_cost_usd_total` but not in the day's spend,
+/// L6-5: plan-mode calls were in `genesis_cost_usd` but not in the day's spend,
 /// and run-mode planning was not in the run's cost. Now the plan says what planning
 /// cost, the day is charged, and a run of the plan starts from it (tasks' costs plus
 /// planning make the run's cost and tokens).

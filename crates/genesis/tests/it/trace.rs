@@ -114,3 +114,195 @@ async fn without_trace_export_no_traceparent_is_sent() {
     let seen = run_on_http_agent().await;
     assert!(seen.iter().all(Option::is_none), "{seen:?}");
 }
+
+// ------------------------------------------------ span content (audit R7 items 8, 10)
+
+/// A span exporter keeping what it is given (the SDK's exporter interface, not our code).
+#[derive(Debug, Clone, Default)]
+struct Kept(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Kept {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+/// An agent that refuses every task (not retried).
+struct Refusing;
+
+#[async_trait::async_trait]
+impl Agent for Refusing {
+    async fn execute(
+        &self,
+        _: genesis::run::AgentRequest,
+    ) -> Result<genesis::run::AgentOutput, genesis::run::AgentError> {
+        Err(genesis::run::AgentError::Rejected {
+            agent: "refusing".into(),
+            message: "refused on purpose".into(),
+        })
+    }
+}
+
+/// An agent that answers every task.
+struct Answering;
+
+#[async_trait::async_trait]
+impl Agent for Answering {
+    async fn execute(
+        &self,
+        r: genesis::run::AgentRequest,
+    ) -> Result<genesis::run::AgentOutput, genesis::run::AgentError> {
+        Ok(genesis::run::AgentOutput {
+            text: format!("done {}", r.task.id),
+            ..Default::default()
+        })
+    }
+}
+
+fn attribute<'s>(
+    span: &'s opentelemetry_sdk::trace::SpanData,
+    key: &str,
+) -> Option<&'s opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+/// Plans "Fix the login bug" and runs it on `agent` inside a `request` span, with spans
+/// kept and metrics recorded locally (a current-thread runtime: the run's tasks run on
+/// this thread); the run's status, the spans, and the Prometheus text.
+fn traced_run(
+    agent: Arc<dyn Agent>,
+) -> (RunStatus, Vec<opentelemetry_sdk::trace::SpanData>, String) {
+    let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+    let kept = Kept::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(kept.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = metrics::with_local_recorder(&recorder, || {
+        let _default = tracing::subscriber::set_default(subscriber);
+        runtime.block_on(async {
+            use tracing::Instrument as _;
+            let genesis = Orchestrator::builder()
+                .agents(AgentSet::new().with_fallback(agent))
+                .build()
+                .unwrap();
+            let request = tracing::info_span!("request");
+            let plan = genesis
+                .plan("Fix the login bug")
+                .instrument(request.clone())
+                .await
+                .unwrap();
+            let handle = request
+                .in_scope(|| genesis.execute(plan, RunOptions::default()))
+                .unwrap();
+            let status = handle.wait().await.status;
+            drop(request);
+            status
+        })
+    });
+    provider.force_flush().unwrap();
+    let spans = kept.0.lock().unwrap().clone();
+    (status, spans, recorder.handle().render())
+}
+
+/// Audit R7 item 8: a failed run's `orchestrate` span and its failed `task` span had an
+/// empty status, and the task span no outcome, attempts or final agent. Now both have
+/// the error status with why; the task span says `outcome`, `attempts` (an integer) and
+/// `final_agent`. Item 10: the run is counted in `genesis_runs_total{status="failed"}`.
+#[test]
+fn a_failed_run_has_error_status_on_its_spans_and_is_counted() {
+    let (status, spans, metrics) = traced_run(Arc::new(Refusing));
+    assert_eq!(status, RunStatus::Failed);
+    let failed: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "task" && attribute(s, "outcome") == Some(&"failed".into()))
+        .collect();
+    assert!(!failed.is_empty(), "no failed task span: {spans:#?}");
+    for task in &failed {
+        match &task.status {
+            opentelemetry::trace::Status::Error { description } => {
+                assert!(description.contains("refused on purpose"), "{description}");
+            }
+            other => panic!("task status {other:?}"),
+        }
+        // An integer (not the text tracing-opentelemetry makes of unsigned values): the
+        // calls made on the task's candidate agents.
+        assert!(
+            matches!(attribute(task, "attempts"), Some(opentelemetry::Value::I64(n)) if *n >= 1),
+            "{task:#?}"
+        );
+        assert!(attribute(task, "final_agent").is_some(), "{task:#?}");
+    }
+    let run = spans.iter().find(|s| s.name == "orchestrate").unwrap();
+    assert_eq!(attribute(run, "status"), Some(&"failed".into()));
+    match &run.status {
+        opentelemetry::trace::Status::Error { description } => {
+            assert!(
+                description.starts_with("run failed: ")
+                    && description.contains("refused on purpose"),
+                "{description}"
+            );
+        }
+        other => panic!("orchestrate status {other:?}"),
+    }
+    assert!(
+        metrics.contains(r#"genesis_runs_total{status="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"genesis_runs_total{status="succeeded"}"#),
+        "{metrics}"
+    );
+}
+
+/// A succeeded run: its task spans say `succeeded` with an unset status, and the run
+/// is counted once as `succeeded`. Audit R7 item 8: planning had no spans; its
+/// stages (screen, decompose, route, validate) are children of the request's span.
+#[test]
+fn plan_stages_are_children_of_the_request_and_a_succeeded_run_is_counted() {
+    let (status, spans, metrics) = traced_run(Arc::new(Answering));
+    assert_eq!(status, RunStatus::Succeeded);
+    let request = spans.iter().find(|s| s.name == "request").unwrap();
+    let request_id = request.span_context.span_id();
+    for stage in [
+        "plan.screen",
+        "plan.decompose",
+        "plan.route",
+        "plan.validate",
+    ] {
+        let span = spans
+            .iter()
+            .find(|s| s.name == stage)
+            .unwrap_or_else(|| panic!("no {stage} span: {spans:#?}"));
+        assert_eq!(
+            span.parent_span_id, request_id,
+            "{stage} is not under request"
+        );
+    }
+    let tasks: Vec<_> = spans.iter().filter(|s| s.name == "task").collect();
+    assert!(!tasks.is_empty());
+    for task in tasks {
+        assert_eq!(
+            attribute(task, "outcome"),
+            Some(&"succeeded".into()),
+            "{task:#?}"
+        );
+        assert_eq!(task.status, opentelemetry::trace::Status::Unset);
+    }
+    assert!(
+        metrics.contains(r#"genesis_runs_total{status="succeeded"} 1"#),
+        "{metrics}"
+    );
+}

@@ -39,8 +39,8 @@ fn prometheus_renders_recorded_metrics_with_help_and_buckets() {
             .record(3.0);
         metrics::gauge!(catalogue::BREAKER_STATE, labels::KEY => "openai")
             .set(catalogue::breaker_state::OPEN);
-        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(0.25);
-        metrics::gauge!(catalogue::COST_USD_TOTAL).increment(0.5);
+        metrics::gauge!(catalogue::COST_USD).increment(0.25);
+        metrics::gauge!(catalogue::COST_USD).increment(0.5);
     });
     let text = handle.render();
     assert!(
@@ -73,7 +73,9 @@ fn prometheus_renders_recorded_metrics_with_help_and_buckets() {
         text.contains(r#"genesis_breaker_state{key="openai"} 2"#),
         "{text}"
     );
-    assert!(text.contains("genesis_cost_usd_total 0.75"), "{text}");
+    assert!(text.contains("genesis_cost_usd 0.75"), "{text}");
+    assert!(text.contains("# TYPE genesis_cost_usd gauge"), "{text}");
+    assert!(!text.contains("genesis_cost_usd_total"), "{text}");
 }
 
 // ---------------------------------------------------------------- logs
@@ -304,6 +306,159 @@ async fn building_the_exporter_installs_no_process_wide_rustls_provider() {
     assert_exported(&received, "genesis-it-no-global-tls", "no-global-tls-step");
 }
 
+/// Audit R7 item 5: the log filter was applied to the exporting layer too, so
+/// `RUST_LOG=warn` exported 1 span for 3 runs. Each layer has its own filter now: logs
+/// at `warn` still export the `info` spans (and not the `debug` ones, below the default
+/// `telemetry.otlp.filter` of `info`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_logs_still_export_info_spans() {
+    let (addr, inbox) = start_collector().await;
+    let out = Captured::default();
+    let writer = out.clone();
+    let config = TelemetryConfig {
+        filter: "warn".into(),
+        otlp: Some(OtlpConfig {
+            batch_delay: Duration::from_secs(600),
+            ..OtlpConfig::new(format!("http://{addr}"))
+        }),
+        ..TelemetryConfig::default()
+    };
+    let (layer, guard) = build_layers(&config, move || writer.clone()).unwrap();
+    tracing::subscriber::with_default(Registry::default().with(layer), || {
+        let span = tracing::info_span!("genesis.it.info_span", step = "kept-info-span");
+        let _entered = span.enter();
+        tracing::info!("info line: not logged at warn");
+        tracing::warn!("warn line: logged");
+        let _debug = tracing::debug_span!("genesis.it.debug_span").entered();
+    });
+    guard.shutdown().await.unwrap();
+    let all: Vec<u8> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.body.clone())
+        .collect();
+    assert!(
+        contains(&all, "genesis.it.info_span") && contains(&all, "kept-info-span"),
+        "the info span was not exported with logs at warn"
+    );
+    assert!(
+        !contains(&all, "genesis.it.debug_span"),
+        "a debug span was exported through telemetry.otlp.filter=info"
+    );
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["fields"]["message"], "warn line: logged");
+}
+
+/// The trace filter is checked like the log filter: a bad one is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_trace_filter_is_rejected_with_the_directives() {
+    let config = TelemetryConfig {
+        otlp: Some(OtlpConfig {
+            filter: "info,[{otlp".into(),
+            ..OtlpConfig::new("http://127.0.0.1:1")
+        }),
+        ..TelemetryConfig::default()
+    };
+    let err = build_layers(&config, std::io::sink).err().unwrap();
+    assert!(matches!(err, TelemetryError::InvalidFilter { .. }), "{err}");
+    assert!(err.to_string().contains("[{otlp"), "{err}");
+}
+
+/// Audit R7 item 6: with the collector down, spans were lost without a log line or a
+/// metric. Now a failed export counts in `genesis_otlp_export_failures_total`, its spans
+/// and those refused by a full queue in `genesis_otlp_spans_dropped_total{reason}`, and a
+/// WARN line names the endpoint and the error, at most once a minute (a second failure
+/// right after writes none). A current-thread runtime runs the exporter task on this
+/// thread, under this thread's subscriber and local recorder, and the spans all end
+/// before the exporter runs: 2 queued (max_queue_size 2), 8 dropped.
+#[test]
+fn export_failures_and_dropped_spans_are_counted_and_logged_once() {
+    let recorder = build_prometheus_recorder().unwrap();
+    let handle = recorder.handle();
+    let out = Captured::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let writer = out.clone();
+            let config = TelemetryConfig {
+                otlp: Some(OtlpConfig {
+                    timeout: Duration::from_secs(5),
+                    batch_delay: Duration::from_secs(600),
+                    max_queue_size: 2,
+                    ..OtlpConfig::new("http://127.0.0.1:1")
+                }),
+                ..TelemetryConfig::default()
+            };
+            let (layer, guard) = build_layers(&config, move || writer.clone()).unwrap();
+            let _default = tracing::subscriber::set_default(Registry::default().with(layer));
+            for i in 0..10 {
+                let _span = tracing::info_span!("genesis.it.lost", i).entered();
+            }
+            // The export of the 2 queued spans fails (nothing listens on port 1).
+            let _ = guard.flush().await;
+            for i in 0..2 {
+                let _span = tracing::info_span!("genesis.it.lost_again", i).entered();
+            }
+            let _ = guard.flush().await;
+            drop(_default);
+        });
+    });
+    let text = handle.render();
+    assert!(
+        text.contains("genesis_otlp_export_failures_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"genesis_otlp_spans_dropped_total{reason="queue_full"} 8"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"genesis_otlp_spans_dropped_total{reason="export_failed"} 4"#),
+        "{text}"
+    );
+    let lines = out.lines();
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("otlp trace export failed")
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "one line per minute: {lines:?}");
+    let line = failed[0];
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(
+        line["fields"]["endpoint"], "http://127.0.0.1:1/v1/traces",
+        "{line}"
+    );
+    assert!(
+        !line["fields"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{line}"
+    );
+    assert!(line.get("span").is_none(), "a root event: {line}");
+    let full: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("otlp export queue full")
+        })
+        .collect();
+    assert_eq!(full.len(), 1, "{lines:?}");
+    assert_eq!(full[0]["fields"]["max_queue_size"], 2, "{}", full[0]);
+}
+
 /// OTLP export to a closed loopback port (nothing listens on port 1), one span buffered.
 fn layers_exporting_to_a_closed_port() -> (
     tracing_subscriber::registry::Registry,
@@ -417,12 +572,19 @@ fn repo_file(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every `genesis_*` identifier in `text`.
+/// Every `genesis_*` and `process_*` identifier in `text`.
 fn metric_names(text: &str) -> Vec<String> {
+    let mut names = prefixed_names(text, "genesis_");
+    names.extend(prefixed_names(text, "process_"));
+    names
+}
+
+/// Every identifier starting with `prefix` in `text`.
+fn prefixed_names(text: &str, prefix: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
-    while let Some(pos) = text[i..].find("genesis_") {
+    while let Some(pos) = text[i..].find(prefix) {
         let start = i + pos;
         let preceded =
             start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
@@ -453,7 +615,7 @@ fn alert_rules_use_only_catalogued_metrics() {
         catalogue::REQUESTS_TOTAL,
         catalogue::REQUEST_DURATION_SECONDS,
         catalogue::BREAKER_STATE,
-        catalogue::COST_USD_TOTAL,
+        catalogue::COST_USD,
         catalogue::INJECTION_BLOCKED_TOTAL,
     ] {
         assert!(

@@ -164,15 +164,14 @@ pub(crate) struct WireResponse {
 }
 
 /// The output of a successful HTTP or command agent call. The cost it reports is
-/// added to `genesis_cost_usd_total` here, once per call, as LLM calls are in
+/// added to `genesis_cost_usd` here, once per call, as LLM calls are in
 /// [`crate::providers`]: the metric counts money where it is spent, not per task.
 pub(crate) fn parse_output(body: &str) -> super::AgentOutput {
     match serde_json::from_str::<WireResponse>(body) {
         Ok(w) => {
             let cost = genesis_core::Usd::saturating(w.cost_usd.unwrap_or(0.0));
             if cost > genesis_core::Usd::ZERO {
-                metrics::gauge!(genesis_telemetry::catalogue::COST_USD_TOTAL)
-                    .increment(cost.as_f64());
+                metrics::gauge!(genesis_telemetry::catalogue::COST_USD).increment(cost.as_f64());
             }
             super::AgentOutput {
                 text: w.output,
