@@ -534,8 +534,9 @@ fn classify(e: &LlmError) -> Retry {
 ///
 /// Inside [`Orchestrator::plan_with`](crate::Orchestrator::plan_with) every call is
 /// budgeted and charged like an agent call: its most possible cost (the prompt and
-/// schema at one token per byte, the client's output limit) is reserved on the run's
-/// and the day's budgets first, refused (rule `budget_run`/`budget_day`, so the plan
+/// schema at one token per byte, the client's output limit, and the same again for the
+/// JSON repair turn it may need) is reserved on the run's, the day's and the caller's
+/// budgets first, refused (rule `budget_run`/`budget_day`, so the plan
 /// falls back to the heuristic decomposer) when it does not fit, then settled to what
 /// the call cost. A call that timed out, lost its answer or was cut off by
 /// `planning.llm_timeout` without reporting usage is charged its reservation. A 429 or
@@ -556,6 +557,10 @@ impl LlmPlanner {
         })
     }
 }
+
+/// Tokens a structured call's repair turn adds for its fixed text, beyond the schema
+/// paths it names (see [`LlmPlanner::ceiling`]).
+const REPAIR_PROBLEM_TOKENS: u64 = 1024;
 
 /// The wait before the planner's one retry of a 429 or 5xx that names none.
 const PLANNER_RETRY_WITHOUT_HINT: Duration = Duration::from_secs(1);
@@ -660,16 +665,31 @@ impl Drop for PlannerMoney {
 }
 
 impl LlmPlanner {
-    /// The most one call of `req` (with `schema`) can cost on `client`: the prompt and
-    /// the schema at one token per byte, the client's output limit. Zero when the model
-    /// has no price or no known output limit (nothing to budget).
+    /// The most one structured call of `req` (with `schema`) can cost on `client`, its
+    /// repair turn included (verification V7: the repair was not set aside, so
+    /// concurrent planning could pass the day's budget by a call each): the first turn
+    /// is the prompt and the schema at one token per byte with the client's output
+    /// limit; the repair turn sends that again with the invalid reply (at most the
+    /// output limit) and the problem found in it ([`REPAIR_PROBLEM_TOKENS`] plus the
+    /// schema's size: a violation names a schema path), for another output limit. Zero
+    /// when the model has no price or no known output limit (nothing to budget).
     fn ceiling(client: &Arc<dyn LlmClient>, req: &CompletionRequest, schema: &str) -> Usd {
         let (Some(price), Some(max)) = (client.price(), client.default_max_tokens()) else {
             return Usd::ZERO;
         };
         let prompt = genesis_llm::Usage::upper_bound(req, "", 0).input_tokens;
-        let input = prompt.saturating_add(schema.len() as u64);
-        price.cost(&genesis_llm::Usage::new(input, u64::from(max)))
+        let schema = schema.len() as u64;
+        let max = u64::from(max);
+        let first = prompt.saturating_add(schema);
+        let repair = first
+            .saturating_add(max)
+            .saturating_add(REPAIR_PROBLEM_TOKENS)
+            .saturating_add(schema)
+            .saturating_add(2 * genesis_llm::MESSAGE_OVERHEAD_TOKENS);
+        price.cost(&genesis_llm::Usage::new(
+            first.saturating_add(repair),
+            max.saturating_mul(2),
+        ))
     }
 
     /// How long to wait before the one retry of `e`: a 429 or 5xx whose `Retry-After`
@@ -1099,6 +1119,58 @@ pub fn check_api_keys(config: &LlmConfig) -> Result<(), GenesisError> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Verification V7: a planner call set aside one turn, and its repair turn spent
+    /// beyond it. The amount set aside covers both turns at their most: each request
+    /// the call really sent at one token per byte, each answer at the output limit.
+    #[tokio::test]
+    async fn a_planner_call_sets_aside_its_repair_turn_too() {
+        let usd = |v| Usd::new(v).unwrap();
+        let price = genesis_llm::ModelPrice::new(usd(0.15), usd(0.60));
+        let max = 1024u32;
+        let scripted = Arc::new(
+            genesis_llm::ScriptedClient::new("gpt-4o-mini")
+                .with_price(price)
+                .with_default_max_tokens(max)
+                .then_text("x".repeat(max as usize))
+                .then_text(r#"{"tasks": []}"#),
+        );
+        let client: Arc<dyn LlmClient> = scripted.clone();
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["tasks"],
+            "properties": {"tasks": {"type": "array", "items": {"type": "string"}}}
+        });
+        let req = CompletionRequest::user("Plan: build a SaaS business for invoices")
+            .with_system("You are a planner.");
+        let ceiling = LlmPlanner::ceiling(&client, &req, &schema.to_string());
+        genesis_llm::complete_structured_metered(client.as_ref(), &req, &schema)
+            .await
+            .unwrap();
+        let sent = scripted.requests();
+        assert_eq!(sent.len(), 2, "the first reply is not JSON: a repair turn");
+        let most: Usd = sent
+            .iter()
+            .map(|r| {
+                let input = genesis_llm::Usage::upper_bound(r, "", 0).input_tokens
+                    + schema.to_string().len() as u64;
+                price.cost(&genesis_llm::Usage::new(input, u64::from(max)))
+            })
+            .sum();
+        assert!(
+            ceiling >= most,
+            "set aside {ceiling}, the two turns may cost {most}"
+        );
+        let one_turn = price.cost(&genesis_llm::Usage::new(
+            genesis_llm::Usage::upper_bound(&req, "", 0).input_tokens
+                + schema.to_string().len() as u64,
+            u64::from(max),
+        ));
+        assert!(
+            ceiling.as_f64() > 1.5 * one_turn.as_f64(),
+            "{ceiling} vs one turn {one_turn}"
+        );
+    }
 
     /// A provider at its kind's own API without a key is refused, naming the variable,
     /// the provider and the URL; the environment fallback and custom base URLs pass.
