@@ -147,7 +147,9 @@ pub(crate) fn call_span(
         "gen_ai.operation.name" = "chat",
         "gen_ai.system" = system,
         "gen_ai.request.model" = model.as_str(),
-        "gen_ai.request.max_tokens" = max_tokens,
+        // Integers as i64: tracing-opentelemetry exports unsigned values as text, and
+        // numeric searches (`>=`) need numbers.
+        "gen_ai.request.max_tokens" = max_tokens.map(i64::from),
         "gen_ai.request.temperature" = temperature.map(f64::from),
         "server.address" = server_address,
         "gen_ai.response.model" = Empty,
@@ -156,7 +158,13 @@ pub(crate) fn call_span(
         "gen_ai.usage.output_tokens" = Empty,
         "genesis.cost_usd" = Empty,
         "error.type" = Empty,
+        "otel.status_description" = Empty,
     )
+}
+
+/// A token count as an i64 span attribute (see [`call_span`]).
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Records the outcome of a call on its span and emits one debug event.
@@ -167,8 +175,8 @@ pub(crate) fn record_outcome(span: &Span, result: &Result<Completion, LlmError>)
             if let Some(reason) = &c.finish_reason {
                 span.record("gen_ai.response.finish_reasons", reason.as_str());
             }
-            span.record("gen_ai.usage.input_tokens", c.usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", c.usage.output_tokens);
+            span.record("gen_ai.usage.input_tokens", tokens(c.usage.input_tokens));
+            span.record("gen_ai.usage.output_tokens", tokens(c.usage.output_tokens));
             if let Some(cost) = c.cost {
                 span.record("genesis.cost_usd", cost.as_f64());
             }
@@ -176,6 +184,9 @@ pub(crate) fn record_outcome(span: &Span, result: &Result<Completion, LlmError>)
         }
         Err(e) => {
             span.record("error.type", e.kind());
+            // The span's status: Error, with why (a 429 or 5xx, a timeout, a bad answer),
+            // so failed calls are found by status like failed tasks and runs.
+            span.record("otel.status_description", e.to_string().as_str());
             tracing::debug!(parent: span, error = %e, retryable = e.is_retryable(), "llm call failed");
         }
     }

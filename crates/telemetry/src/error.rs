@@ -4,9 +4,12 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
-    /// The log filter directives do not parse.
-    #[error("invalid log filter {directives:?}")]
+    /// The log or trace filter directives do not parse.
+    #[error("invalid {key} {directives:?}")]
     InvalidFilter {
+        /// The setting they came from: `telemetry.filter` (the log filter, or
+        /// `RUST_LOG`) or `telemetry.otlp.filter` (the trace filter).
+        key: &'static str,
         /// The rejected directives.
         directives: String,
         /// The parse failure.

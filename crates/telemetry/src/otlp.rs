@@ -94,6 +94,8 @@ struct ExportHealth {
     /// The most spans `pending` may reach (`telemetry.otlp.max_queue_size`).
     max_queue: usize,
     failures: RateGate,
+    /// Spans of failed exports since the last WARN line about them.
+    spans_lost: AtomicU64,
     queue_full: RateGate,
 }
 
@@ -105,17 +107,26 @@ impl ExportHealth {
         metrics::counter!(catalogue::OTLP_EXPORT_FAILURES_TOTAL).increment(1);
         metrics::counter!(catalogue::OTLP_SPANS_DROPPED_TOTAL, labels::REASON => "export_failed")
             .increment(spans);
-        if let Some(failures) = self.failures.hit(1, Instant::now()) {
+        if let Some((failures, spans_lost)) = self.failure_report(spans, Instant::now()) {
             // A root event: never attached to (and exported with) a span.
             tracing::warn!(
                 parent: None,
                 endpoint = %self.endpoint,
                 error,
                 failures,
-                spans_lost = spans,
-                "otlp trace export failed; its spans are lost (genesis_otlp_export_failures_total counts every failure; at most one line per minute)"
+                spans_lost,
+                "otlp trace export failed; its spans are lost (failures and spans_lost since the previous line; genesis_otlp_export_failures_total counts every failure; at most one line per minute)"
             );
         }
+    }
+
+    /// Counts a failed export of `spans` spans at `now`; when a WARN line is due, the
+    /// failures and the spans they lost since the previous line (both over the same
+    /// stretch: verification V7 found the spans were the last batch's only).
+    fn failure_report(&self, spans: u64, now: Instant) -> Option<(u64, u64)> {
+        self.spans_lost.fetch_add(spans, Ordering::AcqRel);
+        let failures = self.failures.hit(1, now)?;
+        Some((failures, self.spans_lost.swap(0, Ordering::AcqRel)))
     }
 
     /// A span was refused because `max_queue` spans wait for the exporter.
@@ -314,6 +325,7 @@ pub fn build_tracer_provider(
         pending: AtomicUsize::new(0),
         max_queue: queue,
         failures: RateGate::new(EXPORT_WARN_INTERVAL),
+        spans_lost: AtomicU64::new(0),
         queue_full: RateGate::new(EXPORT_WARN_INTERVAL),
     });
     let batch = BatchConfigBuilder::default()
@@ -494,5 +506,37 @@ impl Drop for TelemetryGuard {
             }
             Err(_) => shut(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WARN line's `failures` and `spans_lost` count the same stretch: every failed
+    /// export since the previous line, not the last batch alone.
+    #[test]
+    fn a_failure_report_counts_failures_and_spans_since_the_previous_line() {
+        let health = ExportHealth {
+            endpoint: "http://127.0.0.1:1/v1/traces".into(),
+            pending: AtomicUsize::new(0),
+            max_queue: 8,
+            failures: RateGate::new(Duration::from_secs(60)),
+            spans_lost: AtomicU64::new(0),
+            queue_full: RateGate::new(Duration::from_secs(60)),
+        };
+        let t0 = Instant::now();
+        assert_eq!(
+            health.failure_report(5, t0),
+            Some((1, 5)),
+            "the first at once"
+        );
+        assert_eq!(health.failure_report(7, t0 + Duration::from_secs(1)), None);
+        assert_eq!(health.failure_report(11, t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            health.failure_report(3, t0 + Duration::from_secs(61)),
+            Some((3, 21)),
+            "three failures and their 21 spans since the first line"
+        );
     }
 }

@@ -30,11 +30,17 @@ fn otlp_disabled(otlp: &OtlpConfig) -> TelemetryError {
     }
 }
 
-/// Parses `RUST_LOG`-style directives, naming them on error.
-fn parse_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
+/// The setting of the log filter, named when its directives do not parse.
+const LOG_FILTER_KEY: &str = "telemetry.filter (or RUST_LOG)";
+/// The setting of the trace filter, named when its directives do not parse.
+const TRACE_FILTER_KEY: &str = "telemetry.otlp.filter";
+
+/// Parses `RUST_LOG`-style directives, naming them and the setting `key` on error.
+fn parse_filter(key: &'static str, directives: &str) -> Result<EnvFilter, TelemetryError> {
     EnvFilter::builder()
         .parse(directives)
         .map_err(|source| TelemetryError::InvalidFilter {
+            key,
             directives: directives.to_owned(),
             source,
         })
@@ -57,7 +63,7 @@ pub fn build_layers<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let log_filter = parse_filter(&config.filter)?;
+    let log_filter = parse_filter(LOG_FILTER_KEY, &config.filter)?;
     let log_layer: BoxedLayer = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -82,7 +88,7 @@ where
     let guard = match &config.otlp {
         Some(otlp) => {
             require_otlp(otlp, cfg!(feature = "otlp"))?;
-            let trace_filter = parse_filter(&otlp.filter)?;
+            let trace_filter = parse_filter(TRACE_FILTER_KEY, &otlp.filter)?;
             let (layer, guard) = export_layer(otlp, &config.service_name)?;
             layers.push(layer.with_filter(trace_filter).boxed());
             guard

@@ -232,7 +232,7 @@ pub enum RunEvent {
     BudgetExceeded {
         /// The task.
         task_id: TaskId,
-        /// The budget: `run` or `day` (the rule is `budget_{scope}`).
+        /// The budget: `run`, `day` or `subject_day` (the rule is `budget_{scope}`).
         scope: BudgetScope,
         /// Already spent in that scope.
         spent: Usd,

@@ -306,3 +306,88 @@ fn plan_stages_are_children_of_the_request_and_a_succeeded_run_is_counted() {
         "{metrics}"
     );
 }
+
+/// Verification V7: the `llm.call` span exported its token counts as text and a call
+/// refused with 429 had an empty status. Counts are integers now, and a failed call has
+/// the error status with why, like failed tasks and runs.
+#[test]
+fn llm_call_spans_have_integer_counts_and_error_status_on_failure() {
+    use genesis::llm::{CompletionRequest, LlmClient as _, OpenAiClient, ProviderConfig};
+    let kept = Kept::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(kept.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _default = tracing::subscriber::set_default(subscriber);
+    runtime.block_on(async {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            post(move || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    use axum::response::IntoResponse as _;
+                    if n == 0 {
+                        return axum::Json(serde_json::json!({
+                            "id": "x", "object": "chat.completion", "model": "gpt-4o-mini",
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+                        }))
+                        .into_response();
+                    }
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        axum::Json(serde_json::json!({"error": {"message": "slow down"}})),
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config: ProviderConfig = serde_json::from_value(serde_json::json!({
+            "kind": "openai", "base_url": format!("http://{addr}/v1"),
+            "model": "gpt-4o-mini", "api_key": "sk-test", "max_tokens": 256
+        }))
+        .unwrap();
+        let client = OpenAiClient::new(config).unwrap();
+        client
+            .complete(&CompletionRequest::user("hello"))
+            .await
+            .unwrap();
+        assert!(client.complete(&CompletionRequest::user("again")).await.is_err());
+    });
+    provider.force_flush().unwrap();
+    let spans = kept.0.lock().unwrap().clone();
+    let calls: Vec<_> = spans.iter().filter(|s| s.name == "llm.call").collect();
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    let (ok, refused) = (calls[0], calls[1]);
+    assert_eq!(
+        attribute(ok, "gen_ai.usage.input_tokens"),
+        Some(&opentelemetry::Value::I64(12))
+    );
+    assert_eq!(
+        attribute(ok, "gen_ai.usage.output_tokens"),
+        Some(&opentelemetry::Value::I64(34))
+    );
+    assert_eq!(
+        attribute(ok, "gen_ai.request.max_tokens"),
+        Some(&opentelemetry::Value::I64(256))
+    );
+    assert!(
+        !matches!(ok.status, opentelemetry::trace::Status::Error { .. }),
+        "{ok:#?}"
+    );
+    match &refused.status {
+        opentelemetry::trace::Status::Error { description } => {
+            assert!(description.contains("429"), "{description}");
+        }
+        other => panic!("a refused call's status {other:?}"),
+    }
+}

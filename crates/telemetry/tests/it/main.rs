@@ -364,6 +364,15 @@ async fn invalid_trace_filter_is_rejected_with_the_directives() {
     let err = build_layers(&config, std::io::sink).err().unwrap();
     assert!(matches!(err, TelemetryError::InvalidFilter { .. }), "{err}");
     assert!(err.to_string().contains("[{otlp"), "{err}");
+    // Verification V7: the error named the log filter; it names the setting.
+    assert!(err.to_string().contains("telemetry.otlp.filter"), "{err}");
+    let logs = TelemetryConfig {
+        filter: "info,[[[".into(),
+        ..TelemetryConfig::default()
+    };
+    let err = build_layers(&logs, std::io::sink).err().unwrap();
+    assert!(err.to_string().contains("telemetry.filter"), "{err}");
+    assert!(!err.to_string().contains("otlp"), "{err}");
 }
 
 /// Audit R7 item 6: with the collector down, spans were lost without a log line or a
