@@ -692,16 +692,7 @@ fn log_run_finished(result: &genesis::run::RunResult, correlation_id: Option<&st
     }
     match result.status {
         genesis::run::RunStatus::Failed => {
-            let failed = result
-                .tasks
-                .iter()
-                .filter(|t| t.status == TaskStatus::Failed)
-                .count();
-            let first = result
-                .tasks
-                .iter()
-                .find(|t| t.status == TaskStatus::Failed)
-                .or_else(|| result.tasks.iter().find(|t| t.error.is_some()));
+            let (failed, first) = result.failures();
             tracing::error!(
                 run_id = %result.run_id,
                 correlation_id,

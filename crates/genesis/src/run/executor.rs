@@ -554,16 +554,7 @@ fn run_ended(span: &tracing::Span, result: &RunResult) {
             format!("run interrupted (rule: {})", stopped.rule).as_str(),
         );
     } else if result.status == RunStatus::Failed {
-        let failed = result
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Failed)
-            .count();
-        let first = result
-            .tasks
-            .iter()
-            .find(|t| t.status == TaskStatus::Failed)
-            .or_else(|| result.tasks.iter().find(|t| t.error.is_some()));
+        let (failed, first) = result.failures();
         let why = match first {
             Some(t) => format!(
                 "run failed: {failed} task(s) failed, first {}: {}",

@@ -427,6 +427,25 @@ pub struct RunResult {
     pub interrupted: Option<RunInterrupted>,
 }
 
+impl RunResult {
+    /// How many tasks failed, and the task to name when saying why the run failed: the
+    /// first failed one in plan order, else the first with an error (a skipped task
+    /// names why).
+    pub fn failures(&self) -> (usize, Option<&TaskReport>) {
+        let failed = self
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failed)
+            .count();
+        let first = self
+            .tasks
+            .iter()
+            .find(|t| t.status == TaskStatus::Failed)
+            .or_else(|| self.tasks.iter().find(|t| t.error.is_some()));
+        (failed, first)
+    }
+}
+
 /// Why a run stopped before its end ([`RunResult::interrupted`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInterrupted {

@@ -173,13 +173,14 @@ fn attribute<'s>(
         .map(|kv| &kv.value)
 }
 
-/// Plans "Fix the login bug" and runs it on `agent` inside a `request` span, with spans
-/// kept and metrics recorded locally (a current-thread runtime: the run's tasks run on
-/// this thread); the run's status, the spans, and the Prometheus text.
-fn traced_run(
-    agent: Arc<dyn Agent>,
-) -> (RunStatus, Vec<opentelemetry_sdk::trace::SpanData>, String) {
-    let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+/// Spans kept in memory: the store, its provider, a subscriber exporting to it, and a
+/// current-thread runtime (everything the test runs stays on its thread).
+fn kept_spans() -> (
+    Kept,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    impl tracing::Subscriber + Send + Sync,
+    tokio::runtime::Runtime,
+) {
     let kept = Kept::default();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_simple_exporter(kept.clone())
@@ -190,6 +191,17 @@ fn traced_run(
         .enable_all()
         .build()
         .unwrap();
+    (kept, provider, subscriber, runtime)
+}
+
+/// Plans "Fix the login bug" and runs it on `agent` inside a `request` span, with spans
+/// kept and metrics recorded locally (a current-thread runtime: the run's tasks run on
+/// this thread); the run's status, the spans, and the Prometheus text.
+fn traced_run(
+    agent: Arc<dyn Agent>,
+) -> (RunStatus, Vec<opentelemetry_sdk::trace::SpanData>, String) {
+    let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+    let (kept, provider, subscriber, runtime) = kept_spans();
     let status = metrics::with_local_recorder(&recorder, || {
         let _default = tracing::subscriber::set_default(subscriber);
         runtime.block_on(async {
@@ -313,16 +325,7 @@ fn plan_stages_are_children_of_the_request_and_a_succeeded_run_is_counted() {
 #[test]
 fn llm_call_spans_have_integer_counts_and_error_status_on_failure() {
     use genesis::llm::{CompletionRequest, LlmClient as _, OpenAiClient, ProviderConfig};
-    let kept = Kept::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(kept.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (kept, provider, subscriber, runtime) = kept_spans();
     let _default = tracing::subscriber::set_default(subscriber);
     runtime.block_on(async {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
