@@ -41,6 +41,11 @@ fn default_max_task_p95_latency() -> Duration {
     Duration::from_secs(30)
 }
 
+/// Fewest observations a p95 is judged over (requests for the HTTP p95, succeeded tasks
+/// for the task p95): below it a p95 is the slowest one or two, so one slow call would
+/// roll a rollout back. The error and failure rates still count.
+pub const MIN_P95_OBSERVATIONS: u64 = 20;
+
 /// Flags that are switches, not features: the kill switches (`emergency_shutdown`,
 /// `maintenance_mode`, `read_only_mode`) and the master switches
 /// (`orchestration_enabled`, `llm_integration_enabled`). The rollout controller refuses
@@ -882,13 +887,19 @@ impl RolloutController {
                 max: c.max_task_failure_rate,
             });
         }
-        if sample.p95_latency > c.max_p95_latency {
+        // A p95 is judged only over enough observations: over a few it is the slowest
+        // one, and one slow request would roll back a healthy rollout.
+        if sample.requests >= MIN_P95_OBSERVATIONS && sample.p95_latency > c.max_p95_latency {
             return Some(RollbackReason::P95Latency {
                 observed: sample.p95_latency,
                 max: c.max_p95_latency,
             });
         }
+        let succeeded = sample
+            .finished_tasks()
+            .saturating_sub(sample.failed_tasks());
         if let Some(p95) = sample.tasks.and_then(|t| t.p95_latency)
+            && succeeded >= MIN_P95_OBSERVATIONS
             && p95 > c.max_task_p95_latency
         {
             return Some(RollbackReason::TaskP95Latency {
@@ -1099,6 +1110,68 @@ mod tests {
             }
         );
         assert_eq!(s.percent, Percent::ZERO);
+    }
+
+    /// Stop 21's open item: a p95 over a handful of calls is the slowest of them, so
+    /// one slow request among few rolled a healthy rollout back. A p95 is judged from
+    /// [`MIN_P95_OBSERVATIONS`] requests (or succeeded tasks) on; the rates still are.
+    #[test]
+    fn a_p95_over_too_few_observations_is_not_judged() {
+        let c = controller();
+        // 5 slow requests among mostly task traffic: the HTTP p95 is not judged.
+        let mut s = c.start("f", t(0)).unwrap();
+        let few_requests = HealthSample {
+            p95_latency: Duration::from_secs(5),
+            requests: MIN_P95_OBSERVATIONS - 1,
+            ..healthy()
+        };
+        assert!(
+            !matches!(
+                c.tick(&mut s, Some(&few_requests), t(1)).unwrap(),
+                RolloutAction::RollBack { .. }
+            ),
+            "a p95 of {} requests judged",
+            MIN_P95_OBSERVATIONS - 1
+        );
+        let enough = HealthSample {
+            requests: MIN_P95_OBSERVATIONS,
+            ..few_requests
+        };
+        let mut s = c.start("f", t(0)).unwrap();
+        assert!(matches!(
+            c.tick(&mut s, Some(&enough), t(1)).unwrap(),
+            RolloutAction::RollBack {
+                reason: RollbackReason::P95Latency { .. }
+            }
+        ));
+        // The task p95 counts succeeded tasks: 25 finished, 6 of them failed (within
+        // a 0.3 threshold) leave 19.
+        let c = RolloutController::try_new(RolloutConfig {
+            dwell: Duration::from_secs(60),
+            max_task_failure_rate: 0.3,
+            ..RolloutConfig::default()
+        })
+        .unwrap();
+        let slow_tasks = |finished, failure_rate| HealthSample {
+            tasks: Some(TaskSample {
+                finished,
+                failure_rate,
+                p95_latency: Some(Duration::from_secs(60)),
+            }),
+            ..healthy()
+        };
+        let mut s = c.start("f", t(0)).unwrap();
+        assert!(!matches!(
+            c.tick(&mut s, Some(&slow_tasks(25, 0.24)), t(1)).unwrap(),
+            RolloutAction::RollBack { .. }
+        ));
+        let mut s = c.start("f", t(0)).unwrap();
+        assert!(matches!(
+            c.tick(&mut s, Some(&slow_tasks(25, 0.2)), t(1)).unwrap(),
+            RolloutAction::RollBack {
+                reason: RollbackReason::TaskP95Latency { .. }
+            }
+        ));
     }
 
     #[test]
