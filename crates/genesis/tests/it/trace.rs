@@ -68,7 +68,8 @@ async fn run_on_http_agent() -> Vec<Option<String>> {
 /// Audit D5 finding 8: nothing was passed on to the backends, so an agent's own traces
 /// could not be joined to the run's. With an OpenTelemetry layer (what an OTLP
 /// endpoint installs), every call carries a valid `traceparent`: version 00, sampled,
-/// all in the run's one trace, each from its own task span.
+/// all in the run's one trace, each from its own span (the call's `agent.call`, a child
+/// of its task's).
 #[tokio::test]
 async fn http_agents_are_sent_the_traceparent_of_the_task_calling_them() {
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
@@ -100,11 +101,7 @@ async fn http_agents_are_sent_the_traceparent_of_the_task_calling_them() {
     let mut spans: Vec<&str> = headers.iter().map(|h| h[2].as_str()).collect();
     spans.sort_unstable();
     spans.dedup();
-    assert_eq!(
-        spans.len(),
-        headers.len(),
-        "each call from its own task span"
-    );
+    assert_eq!(spans.len(), headers.len(), "each call from its own span");
 }
 
 /// Without an exporter (no OpenTelemetry layer), no header is invented.
@@ -393,4 +390,49 @@ fn llm_call_spans_have_integer_counts_and_error_status_on_failure() {
         }
         other => panic!("a refused call's status {other:?}"),
     }
+}
+
+/// Audit R7 item 8 (hardening): an HTTP agent's call had no span of its own. Each call
+/// is now an `agent.call` client span, a child of its task's span, with the status code
+/// as an integer; the `traceparent` the agent is sent is that span's, so the agent's own
+/// spans hang under the call.
+#[test]
+fn http_agent_calls_are_client_spans_under_their_task_and_carry_their_context() {
+    let (kept, provider, subscriber, runtime) = kept_spans();
+    let seen = {
+        let _default = tracing::subscriber::set_default(subscriber);
+        runtime.block_on(run_on_http_agent())
+    };
+    provider.force_flush().unwrap();
+    let spans = kept.0.lock().unwrap().clone();
+    let calls: Vec<_> = spans.iter().filter(|s| s.name == "agent.call").collect();
+    assert_eq!(calls.len(), seen.len(), "one span per call: {spans:#?}");
+    let tasks: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "task")
+        .map(|s| s.span_context.span_id())
+        .collect();
+    for call in &calls {
+        assert!(
+            tasks.contains(&call.parent_span_id),
+            "an agent.call under a task span: {call:#?}"
+        );
+        assert_eq!(call.span_kind, opentelemetry::trace::SpanKind::Client);
+        assert_eq!(
+            attribute(call, "http.response.status_code"),
+            Some(&opentelemetry::Value::I64(200))
+        );
+        assert!(attribute(call, "server.address").is_some(), "{call:#?}");
+    }
+    let mut sent: Vec<String> = seen
+        .iter()
+        .map(|h| h.as_deref().unwrap().split('-').nth(2).unwrap().to_owned())
+        .collect();
+    let mut ids: Vec<String> = calls
+        .iter()
+        .map(|c| c.span_context.span_id().to_string())
+        .collect();
+    sent.sort();
+    ids.sort();
+    assert_eq!(sent, ids, "each traceparent is its call's span");
 }

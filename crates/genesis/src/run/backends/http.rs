@@ -23,22 +23,67 @@ pub struct HttpAgent {
     id: AgentId,
     config: HttpAgentConfig,
     client: reqwest::Client,
+    /// The service's host (and port), for the call span's `server.address`.
+    host: String,
 }
 
 impl HttpAgent {
     /// An HTTP agent using `client` (share one client across agents).
     pub fn new(id: impl Into<AgentId>, config: HttpAgentConfig, client: reqwest::Client) -> Self {
+        let host = reqwest::Url::parse(&config.url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_default();
         HttpAgent {
             id: id.into(),
             config,
             client,
+            host,
         }
     }
 }
 
 #[async_trait]
 impl Agent for HttpAgent {
+    /// One call, in an `agent.call` client span (a child of the task's span) whose
+    /// context is the `traceparent` sent, with `server.address`, the status code (an
+    /// integer) and, when the call fails, the error status with why.
     async fn execute(&self, request: AgentRequest) -> Result<AgentOutput, AgentError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "agent.call",
+            "otel.kind" = "client",
+            "http.request.method" = "POST",
+            "server.address" = self.host.as_str(),
+            "genesis.agent" = self.id.as_str(),
+            "http.response.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        let result = self.call(request, &span).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_description", e.to_string().as_str());
+        }
+        result
+    }
+
+    fn cost_bounds(&self, _: &AgentRequest) -> Option<CostBounds> {
+        cost_bounds(self.config.min_cost_usd, self.config.max_cost_usd)
+    }
+}
+
+impl HttpAgent {
+    /// The call of [`HttpAgent::execute`], inside its span.
+    async fn call(
+        &self,
+        request: AgentRequest,
+        span: &tracing::Span,
+    ) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
         let mut req = self
             .client
@@ -77,6 +122,9 @@ impl Agent for HttpAgent {
             }
         })?;
         let status = response.status();
+        // An integer (numeric searches): tracing-opentelemetry exports unsigned values
+        // as text.
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -102,10 +150,6 @@ impl Agent for HttpAgent {
         } else {
             Err(AgentError::Rejected { agent, message })
         }
-    }
-
-    fn cost_bounds(&self, _: &AgentRequest) -> Option<CostBounds> {
-        cost_bounds(self.config.min_cost_usd, self.config.max_cost_usd)
     }
 }
 
