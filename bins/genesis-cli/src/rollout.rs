@@ -115,6 +115,23 @@ pub(crate) enum DeployCommand {
     },
     /// Judges one health sample: advance after a healthy dwell, hold, or roll back.
     Tick(TickArgs),
+    /// Pauses FLAG's rollout at its step: ticks keep judging health and still roll back
+    /// on a breach, but do not advance until `deploy resume`.
+    Pause {
+        /// Flag name.
+        flag: String,
+        /// Why, recorded in the rollout history.
+        #[arg(long, default_value = "operator request")]
+        note: String,
+    },
+    /// Resumes a paused rollout; the step's dwell starts over.
+    Resume {
+        /// Flag name.
+        flag: String,
+        /// Why, recorded in the rollout history.
+        #[arg(long, default_value = "operator request")]
+        note: String,
+    },
 }
 
 /// Arguments of `genesis deploy tick`.
@@ -684,8 +701,12 @@ fn where_now(state: &RolloutState, steps: usize) -> String {
     match state.phase {
         RolloutPhase::InProgress => {
             // A state file may hold any step (check_state refuses it): never overflow here.
+            let paused = match &state.paused {
+                Some(p) => format!(", paused since {}", p.since),
+                None => String::new(),
+            };
             format!(
-                "at {} (step {}/{steps})",
+                "at {} (step {}/{steps}){paused}",
                 state.percent,
                 state.step.saturating_add(1)
             )
@@ -766,6 +787,8 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
                 r.controller.config().dwell.as_secs()
             )
         }
+        DeployCommand::Pause { flag, note } => pause_or_resume(&r, &flag, &note, true, now)?,
+        DeployCommand::Resume { flag, note } => pause_or_resume(&r, &flag, &note, false, now)?,
         DeployCommand::Tick(t) => {
             let flag = t.flag.clone();
             let (text, rolled_back) = tick(&r, t, now).await?;
@@ -780,6 +803,49 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
         }
     };
     crate::commands::emit(&text)
+}
+
+/// `genesis deploy pause` and `genesis deploy resume`: only the rollout's state changes
+/// (the flags file keeps the step's percentage), under the rollout locks, so a tick that
+/// read the metrics meanwhile writes nothing (rule `rollout_changed`).
+fn pause_or_resume(
+    r: &Rollouts,
+    flag: &str,
+    note: &str,
+    pause: bool,
+    now: SystemTime,
+) -> Result<String, Failure> {
+    check_name(flag)?;
+    let _locks = r.lock()?;
+    let mut state = r.load_state(flag)?.ok_or_else(|| {
+        Failure::rejected(format!(
+            "no rollout of {flag} in {}: start one with genesis deploy start {flag}",
+            r.dir.display()
+        ))
+    })?;
+    let note = format!("{note} (by {})", operator(|k| std::env::var(k).ok()));
+    let done = if pause {
+        r.controller.pause(&mut state, note, now)
+    } else {
+        r.controller.resume(&mut state, note, now)
+    };
+    let action = done.map_err(|e| match e {
+        genesis::flags::FlagError::InvalidRolloutState { .. } => r.stale(flag, &e),
+        e => Failure::rejected(e.to_string()),
+    })?;
+    r.save_state(&state)?;
+    let next = if pause {
+        format!("ticks hold it (a breach still rolls it back) until genesis deploy resume {flag}")
+    } else {
+        format!(
+            "the step's dwell starts over: next step after {}s of healthy traffic",
+            r.controller.config().dwell.as_secs()
+        )
+    };
+    Ok(format!(
+        "{flag}: {action}; now {}; {next}",
+        where_now(&state, r.steps())
+    ))
 }
 
 /// Where a tick's sample came from.
@@ -1208,6 +1274,11 @@ fn detail(r: &Rollouts, state: &RolloutState, def: Option<&Flag>) -> String {
         out.push_str(&format!(
             "state: {e}: deploy tick refuses it; start over with genesis deploy start {} --restart, or roll back\n",
             state.flag
+        ));
+    } else if let Some(p) = &state.paused {
+        out.push_str(&format!(
+            "next: paused since {} ({}): ticks hold it and still roll it back on a breach; genesis deploy resume {} continues with a new dwell\n",
+            p.since, p.note, state.flag
         ));
     } else if state.phase == RolloutPhase::InProgress {
         let cfg = r.controller.config();

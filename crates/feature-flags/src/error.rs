@@ -141,6 +141,19 @@ pub enum FlagError {
         /// The offending values.
         value: String,
     },
+    /// A pause or resume that does not fit where the rollout is: only a rollout in
+    /// progress can be paused, only a paused one resumed.
+    #[error("cannot {op} the rollout of flag {flag:?}: {why} (rule: {rule})")]
+    RolloutPause {
+        /// The flag the rollout rolls out.
+        flag: String,
+        /// `pause` or `resume`.
+        op: &'static str,
+        /// `rollout_not_in_progress`, `rollout_already_paused` or `rollout_not_paused`.
+        rule: &'static str,
+        /// Where the rollout is.
+        why: String,
+    },
     /// A rollout controller setting (`flags.rollout.*`) breaks a rule.
     #[error("invalid rollout config: {message} (got {value}; rule: {rule})")]
     InvalidRolloutConfig {

@@ -65,8 +65,9 @@ pub use config::FlagsConfig;
 pub use error::FlagError;
 pub use flag::{BUCKETS, Evaluation, Flag, Percent, Reason, Strategy, bucket};
 pub use rollout::{
-    HealthSample, HoldReason, KILL_SWITCHES, MIN_P95_OBSERVATIONS, RollbackReason, RolloutAction,
-    RolloutConfig, RolloutController, RolloutEvent, RolloutPhase, RolloutState, TaskSample,
+    HealthSample, HoldReason, KILL_SWITCHES, MIN_P95_OBSERVATIONS, Pause, RollbackReason,
+    RolloutAction, RolloutConfig, RolloutController, RolloutEvent, RolloutPhase, RolloutState,
+    TaskSample,
 };
 pub use shared::{FileCheck, ReloadOutcome, SharedFlags};
 pub use store::{FlagOverride, FlagStore, OverrideValue};

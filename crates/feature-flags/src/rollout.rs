@@ -321,6 +321,14 @@ pub enum HoldReason {
     },
     /// The rollout was rolled back earlier; nothing more happens.
     RolledBack,
+    /// An operator paused the rollout ([`RolloutController::pause`]): it does not
+    /// advance until resumed, though a breach still rolls it back.
+    Paused {
+        /// Since when.
+        since: Timestamp,
+        /// The operator's note.
+        note: String,
+    },
 }
 
 /// Why the controller rolled back.
@@ -414,6 +422,17 @@ pub enum RolloutAction {
     },
     /// Finished at 100 %.
     Complete,
+    /// An operator paused the rollout at its step ([`RolloutController::pause`]).
+    Pause {
+        /// Their note.
+        note: String,
+    },
+    /// An operator resumed a paused rollout; the step's dwell starts over
+    /// ([`RolloutController::resume`]).
+    Resume {
+        /// Their note.
+        note: String,
+    },
 }
 
 impl fmt::Display for HoldReason {
@@ -443,6 +462,10 @@ impl fmt::Display for HoldReason {
                 "missing health sample ({consecutive} in a row, tolerance {tolerance})"
             ),
             HoldReason::RolledBack => f.write_str("rollout was rolled back"),
+            HoldReason::Paused { since, note } => write!(
+                f,
+                "paused since {since} ({note}); health is still judged and a breach rolls back"
+            ),
         }
     }
 }
@@ -517,6 +540,8 @@ impl fmt::Display for RolloutAction {
             RolloutAction::Hold { reason } => write!(f, "hold: {reason}"),
             RolloutAction::RollBack { reason } => write!(f, "roll back: {reason}"),
             RolloutAction::Complete => f.write_str("complete"),
+            RolloutAction::Pause { note } => write!(f, "pause: {note}"),
+            RolloutAction::Resume { note } => write!(f, "resume: {note}"),
         }
     }
 }
@@ -556,8 +581,21 @@ pub struct RolloutState {
     pub step_started_at: Timestamp,
     /// Consecutive missing or invalid samples.
     pub consecutive_missing: u32,
-    /// Changes so far (advances, rollbacks, completion).
+    /// Changes so far (advances, rollbacks, completion, pauses and resumes).
     pub history: Vec<RolloutEvent>,
+    /// Set while an operator has the rollout paused ([`RolloutController::pause`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+}
+
+/// An operator's pause of a rollout in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    /// When it was paused.
+    pub since: Timestamp,
+    /// The operator's note.
+    pub note: String,
 }
 
 impl RolloutState {
@@ -659,6 +697,7 @@ impl RolloutController {
                 action: RolloutAction::Advance { to: first },
                 sample: None,
             }],
+            paused: None,
         })
     }
 
@@ -701,6 +740,14 @@ impl RolloutController {
                 value,
             })
         };
+        if let Some(p) = &state.paused
+            && state.phase != RolloutPhase::InProgress
+        {
+            return invalid(
+                "only a rollout in progress can be paused",
+                format!("phase {:?}, paused since {}", state.phase, p.since),
+            );
+        }
         let steps = &self.config.steps;
         match state.phase {
             RolloutPhase::InProgress => match steps.get(state.step) {
@@ -807,6 +854,14 @@ impl RolloutController {
         if let Some(reason) = self.breach(sample) {
             return self.roll_back_on(state, reason, Some(*sample), now);
         }
+        if let Some(p) = &state.paused {
+            return RolloutAction::Hold {
+                reason: HoldReason::Paused {
+                    since: p.since,
+                    note: p.note.clone(),
+                },
+            };
+        }
         let volume = sample.requests.saturating_add(sample.finished_tasks());
         if volume < self.config.min_requests {
             return RolloutAction::Hold {
@@ -910,6 +965,93 @@ impl RolloutController {
         None
     }
 
+    /// Pauses a rollout in progress at its step: ticks still judge each health sample
+    /// and roll back on a breach or on too many missing samples (the flag stays on for
+    /// the step's share of subjects while paused, so it is still watched), but never
+    /// advance, until [`RolloutController::resume`].
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidRolloutState`] when `state` does not fit the settings;
+    /// [`FlagError::RolloutPause`] when it is not in progress (rule
+    /// `rollout_not_in_progress`) or already paused (`rollout_already_paused`). `state`
+    /// is left as it was.
+    pub fn pause(
+        &self,
+        state: &mut RolloutState,
+        note: impl Into<String>,
+        now: SystemTime,
+    ) -> Result<RolloutAction, FlagError> {
+        self.check_state(state)?;
+        let refuse = |rule, why| FlagError::RolloutPause {
+            flag: state.flag.clone(),
+            op: "pause",
+            rule,
+            why,
+        };
+        if state.phase != RolloutPhase::InProgress {
+            return Err(refuse(
+                "rollout_not_in_progress",
+                format!("it is {:?} at {}", state.phase, state.percent),
+            ));
+        }
+        if let Some(p) = &state.paused {
+            return Err(refuse(
+                "rollout_already_paused",
+                format!("paused since {} ({})", p.since, p.note),
+            ));
+        }
+        let now = Timestamp::from(now);
+        let note = note.into();
+        state.paused = Some(Pause {
+            since: now,
+            note: note.clone(),
+        });
+        let action = RolloutAction::Pause { note };
+        state.history.push(RolloutEvent {
+            at: now,
+            action: action.clone(),
+            sample: None,
+        });
+        Ok(action)
+    }
+
+    /// Resumes a paused rollout. The step's dwell starts over, so the step is held for a
+    /// whole healthy dwell after the pause before it advances.
+    ///
+    /// # Errors
+    /// [`FlagError::InvalidRolloutState`] when `state` does not fit the settings;
+    /// [`FlagError::RolloutPause`] when it is not paused (rule `rollout_not_paused`).
+    /// `state` is left as it was.
+    pub fn resume(
+        &self,
+        state: &mut RolloutState,
+        note: impl Into<String>,
+        now: SystemTime,
+    ) -> Result<RolloutAction, FlagError> {
+        self.check_state(state)?;
+        if state.paused.is_none() {
+            return Err(FlagError::RolloutPause {
+                flag: state.flag.clone(),
+                op: "resume",
+                rule: "rollout_not_paused",
+                why: format!(
+                    "it is {:?} at {} and not paused",
+                    state.phase, state.percent
+                ),
+            });
+        }
+        let now = Timestamp::from(now);
+        state.paused = None;
+        state.step_started_at = now;
+        let action = RolloutAction::Resume { note: note.into() };
+        state.history.push(RolloutEvent {
+            at: now,
+            action: action.clone(),
+            sample: None,
+        });
+        Ok(action)
+    }
+
     /// Rolls back on an operator's request (the CLI's `rollback`). Works on any state,
     /// one that fails [`RolloutController::check_state`] included: afterwards it is a
     /// valid rolled-back state at 0 %.
@@ -952,6 +1094,7 @@ impl RolloutController {
         state.phase = RolloutPhase::RolledBack;
         state.percent = Percent::ZERO;
         state.step_started_at = now;
+        state.paused = None;
         let action = RolloutAction::RollBack { reason };
         state.history.push(RolloutEvent {
             at: now,
@@ -1077,6 +1220,119 @@ mod tests {
             c.tick(&mut s, None, t(now + 1)).unwrap(),
             RolloutAction::Complete
         );
+    }
+
+    #[test]
+    fn a_paused_rollout_holds_until_resumed_then_dwells_again() {
+        let c = controller();
+        let mut s = c.start("f", t(0)).unwrap();
+        let action = c
+            .pause(&mut s, "waiting for the db migration", t(10))
+            .unwrap();
+        assert_eq!(action.to_string(), "pause: waiting for the db migration");
+        // Healthy samples long after the dwell: still held, and said why.
+        for now in [70, 500, 5_000] {
+            let a = c.tick(&mut s, Some(&healthy()), t(now)).unwrap();
+            let RolloutAction::Hold {
+                reason: HoldReason::Paused { since, note },
+            } = &a
+            else {
+                panic!("unexpected {a:?}");
+            };
+            assert_eq!(
+                (*since, note.as_str()),
+                (Timestamp::from(t(10)), "waiting for the db migration")
+            );
+            assert!(a.to_string().contains("paused since"), "{a}");
+            assert_eq!(s.percent.as_f64(), 1.0);
+        }
+        // Pausing twice, or resuming a rollout that is not paused, names the rule.
+        let err = c.pause(&mut s, "again", t(5_001)).unwrap_err().to_string();
+        assert!(err.contains("rule: rollout_already_paused"), "{err}");
+        // The state survives a round trip through its file.
+        let mut s = c.load_state(&s.to_json_pretty().unwrap()).unwrap();
+        assert!(s.paused.is_some());
+        let a = c.resume(&mut s, "migration done", t(6_000)).unwrap();
+        assert_eq!(a.to_string(), "resume: migration done");
+        let err = c.resume(&mut s, "twice", t(6_001)).unwrap_err().to_string();
+        assert!(err.contains("rule: rollout_not_paused"), "{err}");
+        // The step's dwell starts over at the resume.
+        let a = c.tick(&mut s, Some(&healthy()), t(6_030)).unwrap();
+        assert!(
+            matches!(a, RolloutAction::Hold { reason: HoldReason::Dwelling { remaining } } if remaining == Duration::from_secs(30)),
+            "{a:?}"
+        );
+        let a = c.tick(&mut s, Some(&healthy()), t(6_060)).unwrap();
+        assert_eq!(a.to_string(), "advance to 5%");
+        let kinds: Vec<String> = s.history.iter().map(|e| e.action.to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "advance to 1%",
+                "pause: waiting for the db migration",
+                "resume: migration done",
+                "advance to 5%"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_paused_rollout_still_rolls_back_on_a_breach_and_the_pause_ends() {
+        let c = controller();
+        let mut s = c.start("f", t(0)).unwrap();
+        c.pause(&mut s, "investigating", t(1)).unwrap();
+        let bad = HealthSample {
+            error_rate: 0.2,
+            ..healthy()
+        };
+        let a = c.tick(&mut s, Some(&bad), t(2)).unwrap();
+        assert!(matches!(a, RolloutAction::RollBack { .. }), "{a:?}");
+        assert_eq!(
+            (s.phase, s.percent, s.paused.is_none()),
+            (RolloutPhase::RolledBack, Percent::ZERO, true)
+        );
+        // Missing samples past the tolerance roll a paused rollout back too.
+        let mut s = c.start("f", t(0)).unwrap();
+        c.pause(&mut s, "investigating", t(1)).unwrap();
+        let mut last = None;
+        for i in 0..=c.config().missing_sample_tolerance {
+            last = Some(c.tick(&mut s, None, t(2 + u64::from(i))).unwrap());
+        }
+        assert!(
+            matches!(last, Some(RolloutAction::RollBack { .. })),
+            "{last:?}"
+        );
+        // Only a rollout in progress can be paused; a hand-edited pause of a finished one
+        // is refused by the state check.
+        let err = c.pause(&mut s, "late", t(100)).unwrap_err().to_string();
+        assert!(err.contains("rule: rollout_not_in_progress"), "{err}");
+        s.paused = Some(Pause {
+            since: Timestamp::from(t(100)),
+            note: "hand edit".into(),
+        });
+        let err = c
+            .tick(&mut s, Some(&healthy()), t(101))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("only a rollout in progress can be paused"),
+            "{err}"
+        );
+        // A manual rollback ends a pause.
+        let mut s = c.start("f", t(0)).unwrap();
+        c.pause(&mut s, "investigating", t(1)).unwrap();
+        c.manual_rollback(&mut s, "abandon", t(2)).unwrap();
+        assert!(s.paused.is_none());
+        c.check_state(&s).unwrap();
+    }
+
+    #[test]
+    fn a_state_written_before_pauses_existed_still_loads() {
+        let c = controller();
+        let s = c.start("f", t(0)).unwrap();
+        let json = s.to_json_pretty().unwrap();
+        assert!(!json.contains("paused"), "{json}");
+        assert_eq!(c.load_state(&json).unwrap(), s);
     }
 
     #[test]

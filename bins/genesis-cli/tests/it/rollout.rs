@@ -560,3 +560,103 @@ fn rollouts_change_only_the_flags_line_in_the_file() {
     );
     assert_eq!(percent(&dir, "new_router"), 0.0);
 }
+
+#[test]
+fn a_paused_rollout_holds_until_resumed_and_still_rolls_back() {
+    let dir = setup("pause");
+    let healthy = [
+        "deploy",
+        "tick",
+        "new_router",
+        "--error-rate",
+        "0.001",
+        "--p95-ms",
+        "90",
+        "--requests",
+        "500",
+    ];
+    let out = genesis(&dir, &["deploy", "pause", "new_router"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no rollout of new_router"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(genesis(&dir, &["deploy", "start", "new_router"]).code, 0);
+    let out = genesis(
+        &dir,
+        &["deploy", "pause", "new_router", "--note", "db migration"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("pause: db migration (by ") && out.stdout.contains("paused since"),
+        "{}",
+        out.stdout
+    );
+    // Healthy ticks past the dwell (0 s here) hold, and say why.
+    for _ in 0..2 {
+        let out = genesis(&dir, &healthy);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("hold: paused since"), "{}", out.stdout);
+        assert_eq!(percent(&dir, "new_router"), 1.0);
+    }
+    let out = genesis(&dir, &["status", "new_router"]);
+    assert!(
+        out.stdout.contains("next: paused since") && out.stdout.contains("db migration"),
+        "{}",
+        out.stdout
+    );
+    let out = genesis(&dir, &["status"]);
+    assert!(out.stdout.contains(", paused since"), "{}", out.stdout);
+    let out = genesis(&dir, &["deploy", "pause", "new_router"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rule: rollout_already_paused"),
+        "{}",
+        out.stderr
+    );
+    let out = genesis(&dir, &["deploy", "resume", "new_router", "--note", "done"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("resume: done (by "), "{}", out.stdout);
+    let out = genesis(&dir, &["deploy", "resume", "new_router"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rule: rollout_not_paused"),
+        "{}",
+        out.stderr
+    );
+    let out = genesis(&dir, &healthy);
+    assert!(out.stdout.contains("advance to 5%"), "{}", out.stdout);
+    assert_eq!(percent(&dir, "new_router"), 5.0);
+
+    // Paused, a breach still rolls the flag back to 0 %.
+    assert_eq!(genesis(&dir, &["deploy", "pause", "new_router"]).code, 0);
+    let out = genesis(
+        &dir,
+        &[
+            "deploy",
+            "tick",
+            "new_router",
+            "--error-rate",
+            "0.2",
+            "--p95-ms",
+            "90",
+            "--requests",
+            "500",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("roll back: error rate 0.2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(percent(&dir, "new_router"), 0.0);
+    let out = genesis(&dir, &["deploy", "pause", "new_router"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rule: rollout_not_in_progress"),
+        "{}",
+        out.stderr
+    );
+}
