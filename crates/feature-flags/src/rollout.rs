@@ -632,6 +632,27 @@ impl RolloutState {
     }
 }
 
+impl RolloutState {
+    /// Appends a change to the history.
+    fn record(&mut self, at: Timestamp, action: &RolloutAction, sample: Option<HealthSample>) {
+        self.history.push(RolloutEvent {
+            at,
+            action: action.clone(),
+            sample,
+        });
+    }
+
+    /// Where the rollout is, for messages: `in progress at 5%`, `complete at 100%`,
+    /// `rolled back to 0%`.
+    fn whereabouts(&self) -> String {
+        match self.phase {
+            RolloutPhase::InProgress => format!("in progress at {}", self.percent),
+            RolloutPhase::Complete => format!("complete at {}", self.percent),
+            RolloutPhase::RolledBack => format!("rolled back to {}", self.percent),
+        }
+    }
+}
+
 /// The rollout policy: pure, takes the time as an argument.
 #[derive(Debug, Clone)]
 pub struct RolloutController {
@@ -745,7 +766,7 @@ impl RolloutController {
         {
             return invalid(
                 "only a rollout in progress can be paused",
-                format!("phase {:?}, paused since {}", state.phase, p.since),
+                format!("{}, paused since {}", state.whereabouts(), p.since),
             );
         }
         let steps = &self.config.steps;
@@ -894,11 +915,7 @@ impl RolloutController {
                 RolloutAction::Complete
             }
         };
-        state.history.push(RolloutEvent {
-            at: now,
-            action: action.clone(),
-            sample: Some(*sample),
-        });
+        state.record(now, &action, Some(*sample));
         action
     }
 
@@ -989,10 +1006,7 @@ impl RolloutController {
             why,
         };
         if state.phase != RolloutPhase::InProgress {
-            return Err(refuse(
-                "rollout_not_in_progress",
-                format!("it is {:?} at {}", state.phase, state.percent),
-            ));
+            return Err(refuse("rollout_not_in_progress", state.whereabouts()));
         }
         if let Some(p) = &state.paused {
             return Err(refuse(
@@ -1007,11 +1021,7 @@ impl RolloutController {
             note: note.clone(),
         });
         let action = RolloutAction::Pause { note };
-        state.history.push(RolloutEvent {
-            at: now,
-            action: action.clone(),
-            sample: None,
-        });
+        state.record(now, &action, None);
         Ok(action)
     }
 
@@ -1034,21 +1044,14 @@ impl RolloutController {
                 flag: state.flag.clone(),
                 op: "resume",
                 rule: "rollout_not_paused",
-                why: format!(
-                    "it is {:?} at {} and not paused",
-                    state.phase, state.percent
-                ),
+                why: format!("{} and not paused", state.whereabouts()),
             });
         }
         let now = Timestamp::from(now);
         state.paused = None;
         state.step_started_at = now;
         let action = RolloutAction::Resume { note: note.into() };
-        state.history.push(RolloutEvent {
-            at: now,
-            action: action.clone(),
-            sample: None,
-        });
+        state.record(now, &action, None);
         Ok(action)
     }
 
@@ -1096,11 +1099,7 @@ impl RolloutController {
         state.step_started_at = now;
         state.paused = None;
         let action = RolloutAction::RollBack { reason };
-        state.history.push(RolloutEvent {
-            at: now,
-            action: action.clone(),
-            sample,
-        });
+        state.record(now, &action, sample);
         action
     }
 }
