@@ -1341,16 +1341,48 @@ mod tests {
         );
     }
 
+    /// A directory under the system temp dir, unique to this process and call, removed
+    /// with what is in it when dropped: when the test ends, passed or failed.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "genesis-cli-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            // Left by a crashed run of a process that had this id: not this test's files.
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn atomic_write_replaces_the_file() {
-        let dir = std::env::temp_dir().join(format!("genesis-cli-atomic-{}", std::process::id()));
+        let dir = TempDir::new("atomic");
         let p = dir.join("nested/flags.json");
         write_atomically(&p, "one").unwrap();
         write_atomically(&p, "two\n\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
         let leftovers = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(leftovers, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Records each flush with what the disk holds at that moment.
@@ -1380,7 +1412,7 @@ mod tests {
 
     #[test]
     fn atomic_write_syncs_the_whole_temp_file_before_the_rename_and_the_dir_after() {
-        let dir = std::env::temp_dir().join(format!("genesis-cli-fsync-{}", std::process::id()));
+        let dir = TempDir::new("fsync");
         let p = dir.join("flags.json");
         write_atomically(&p, "old").unwrap();
         let mut rec = Recorder {
@@ -1395,6 +1427,5 @@ mod tests {
                 "sync dir (parent: true), target \"new\\n\"",
             ]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1324,6 +1324,7 @@ pub(crate) async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::TempDir;
 
     /// Review R8: the store-call slot was held by the request, not by the job, so a
     /// request dropped (request timeout, client gone) while its job still blocked gave
@@ -1332,12 +1333,8 @@ mod tests {
     async fn a_store_call_keeps_its_slot_until_its_thread_is_done_even_when_dropped() {
         let mut config = genesis::GenesisConfig::default();
         config.security.auth.environment = genesis::security::Environment::Dev;
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-slot-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        config.server.data_dir = dir.clone();
+        let dir = TempDir::new("slot");
+        config.server.data_dir = dir.to_path_buf();
         let state = AppState::from_config(config, &[], None).unwrap();
         let all = crate::STORE_CALLS_IN_FLIGHT;
         assert_eq!(state.store_calls.available_permits(), all);
@@ -1362,29 +1359,24 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A state over a fresh data directory, with `api_keys`, holding one run journaled
-    /// for each of `subjects` (in that order); the run ids.
+    /// for each of `subjects` (in that order); the directory (first, so that a caller's
+    /// `let` drops it last), the state and the run ids.
     fn state_with_runs(
         tag: &str,
         api_keys: &[&str],
         subjects: &[&str],
-    ) -> (Arc<AppState>, Vec<String>, std::path::PathBuf) {
+    ) -> (TempDir, Arc<AppState>, Vec<String>) {
         let mut config = genesis::GenesisConfig::default();
         config.security.auth.environment = genesis::security::Environment::Dev;
         config.server.api_keys = api_keys
             .iter()
             .map(|k| genesis::core::Secret::new((*k).to_owned()))
             .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-caller-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        config.server.data_dir = dir.clone();
+        let dir = TempDir::new(&format!("caller-{tag}"));
+        config.server.data_dir = dir.to_path_buf();
         let state = AppState::from_config(config, &[], None).unwrap();
         let plan = state.orchestrator.plan_sync("Fix the login bug").unwrap();
         let ids = subjects
@@ -1398,7 +1390,7 @@ mod tests {
                 id.to_string()
             })
             .collect();
-        (state, ids, dir)
+        (dir, state, ids)
     }
 
     /// The list and read handlers on loopback, `caller` (if any) handed to them as the
@@ -1460,7 +1452,7 @@ mod tests {
             crate::middleware::Caller::key(ALICE, Some(crate::middleware::KeyKind::Client))
                 .subject()
                 .to_owned();
-        let (state, ids, dir) =
+        let (_dir, state, ids) =
             state_with_runs("headers", &[ALICE, BOB], &[&alice_subject, bob.subject()]);
         let (alice_run, bob_run) = (&ids[0], &ids[1]);
         let (base, client) = serve_handlers(state, Some(bob)).await;
@@ -1474,7 +1466,6 @@ mod tests {
                 .unwrap();
             assert_eq!(r.status().as_u16(), status, "run {id}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A handler reached without the auth layer's extension fails closed: even on an
@@ -1482,7 +1473,7 @@ mod tests {
     /// `anonymous` and sees only `anonymous`'s runs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_the_auth_extension_a_handler_fails_closed() {
-        let (state, ids, dir) =
+        let (_dir, state, ids) =
             state_with_runs("closed", &[], &["anonymous", "key:0011223344556677"]);
         let (anonymous_run, keyed_run) = (&ids[0], &ids[1]);
         let (base, client) = serve_handlers(state, None).await;
@@ -1496,6 +1487,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 404);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -19,6 +19,13 @@
 //! let mut config = genesis::GenesisConfig::default();
 //! config.security.auth.environment = genesis::security::Environment::Dev;
 //! config.server.data_dir = std::env::temp_dir().join(format!("genesis-doc-{}", std::process::id()));
+//! # struct RemovedOnDrop(std::path::PathBuf);
+//! # impl Drop for RemovedOnDrop {
+//! #     fn drop(&mut self) {
+//! #         let _ = std::fs::remove_dir_all(&self.0);
+//! #     }
+//! # }
+//! # let _data_dir = RemovedOnDrop(config.server.data_dir.clone());
 //! let state = AppState::from_config(config, &[], None)?;
 //! let router = app(state.clone()); // genesis_server::serve(listener, state, shutdown) serves it
 //! state.begin_shutdown(); // /ready now answers 503 and new runs are refused
@@ -1011,6 +1018,41 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// A directory under the system temp dir for the unit tests of this crate, unique to
+    /// this process and call (`genesis-server-{tag}-{pid}-{n}`), removed with what is in
+    /// it when dropped: when the test ends, passed or failed. Declare it before the state
+    /// whose data directory it is, so that it is dropped after it.
+    pub(crate) struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "genesis-server-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            // Left by a crashed run of a process that had this id: not this test's files.
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     static RUNS: AtomicUsize = AtomicUsize::new(0);
 
     fn count(_: &AppState) -> usize {
@@ -1023,8 +1065,8 @@ mod tests {
     async fn a_periodic_job_runs_at_once_then_every_period_and_reports_each_outcome() {
         let mut config = GenesisConfig::default();
         config.security.auth.environment = Environment::Dev;
-        let dir = std::env::temp_dir().join(format!("genesis-periodic-{}", std::process::id()));
-        config.server.data_dir = dir.clone();
+        let dir = TempDir::new("periodic");
+        config.server.data_dir = dir.to_path_buf();
         let state = AppState::from_config(config, &[], None).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let every = Duration::from_secs(60);
@@ -1041,6 +1083,5 @@ mod tests {
         assert_eq!(runs, [1, 2, 3]);
         let at: Vec<Duration> = seen.iter().map(|(_, t)| *t - started).collect();
         assert_eq!(at, [Duration::ZERO, every, every * 2]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -721,27 +721,26 @@ pub(crate) async fn event_stream_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::TempDir;
 
     const CLIENT_KEY: &str = "secret-key-1";
     const ADMIN_KEY: &str = "admin-key-1";
 
     /// [`auth`] alone, on loopback, in front of a handler that answers the [`Caller`]
-    /// extension it was given (subject, sees every run), or `null` without one.
+    /// extension it was given (subject, sees every run), or `null` without one; the
+    /// state's data directory (first, so that a caller's `let` drops it last), the URL
+    /// and the state.
     async fn probe(
         keys: &[&str],
         admin_keys: &[&str],
         tag: &str,
-    ) -> (String, Arc<AppState>, std::path::PathBuf) {
+    ) -> (TempDir, String, Arc<AppState>) {
         let mut config = genesis::GenesisConfig::default();
         config.security.auth.environment = genesis::security::Environment::Dev;
         config.server.api_keys = keys.iter().map(|k| genesis_core_secret(k)).collect();
         config.server.admin_api_keys = admin_keys.iter().map(|k| genesis_core_secret(k)).collect();
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-auth-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        config.server.data_dir = dir.clone();
+        let dir = TempDir::new(&format!("auth-{tag}"));
+        config.server.data_dir = dir.to_path_buf();
         let env = [("GENESIS_AUTH_SECRET".to_owned(), "s".repeat(32))];
         let state = AppState::from_config(config, &env, None).unwrap();
         let app = axum::Router::new()
@@ -763,7 +762,7 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        (base, state, dir)
+        (dir, base, state)
     }
 
     fn genesis_core_secret(k: &str) -> genesis::core::Secret {
@@ -800,14 +799,10 @@ mod tests {
             tracing_subscriber::registry()
                 .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
         );
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-request-span-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let dir = TempDir::new("request-span");
         let mut config = genesis::GenesisConfig::default();
         config.security.auth.environment = genesis::security::Environment::Dev;
-        config.server.data_dir = dir.clone();
+        config.server.data_dir = dir.to_path_buf();
         let env = [("GENESIS_AUTH_SECRET".to_owned(), "s".repeat(32))];
         let state = AppState::from_config(config, &env, None).unwrap();
         let app = axum::Router::new()
@@ -865,8 +860,6 @@ mod tests {
             unavailable.status,
             opentelemetry::trace::Status::error("http 503 Service Unavailable")
         );
-        drop(state);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// What the handler behind [`auth`] was handed for a request with `headers`:
@@ -900,7 +893,7 @@ mod tests {
     /// that does not read as text, next to a key) do not change it (audit D4).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn auth_hands_the_verified_caller_to_the_handler() {
-        let (base, state, dir) = probe(&[CLIENT_KEY], &[ADMIN_KEY], "keys").await;
+        let (dir, base, state) = probe(&[CLIENT_KEY], &[ADMIN_KEY], "keys").await;
         let token = state
             .auth
             .issue(&AgentId::new("agent-7"), SystemTime::now())
@@ -965,11 +958,11 @@ mod tests {
             "the same digest as a key, under its own prefix"
         );
         assert!(sees_all, "an admin key sees every run");
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
 
         // Open (no keys of either kind): every caller sees every run; a key it sends
         // is checked against nothing and only names the subject.
-        let (base, _, dir) = probe(&[], &[], "open").await;
+        let (_dir, base, _) = probe(&[], &[], "open").await;
         assert_eq!(
             caller_for(&base, &[]).await,
             (200, Some("anonymous".to_owned()), true)
@@ -978,14 +971,13 @@ mod tests {
             caller_for(&base, &[("x-api-key", key)]).await,
             (200, client, true)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Admin keys alone still require credentials: the API is open only when neither
     /// list has a key (`api_keys.is_empty()` alone made it open).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_keys_alone_close_the_api() {
-        let (base, _, dir) = probe(&[], &[ADMIN_KEY], "admin-only").await;
+        let (_dir, base, _) = probe(&[], &[ADMIN_KEY], "admin-only").await;
         assert_eq!(caller_for(&base, &[]).await, (401, None, false));
         assert_eq!(
             caller_for(&base, &[("x-api-key", CLIENT_KEY.as_bytes())]).await,
@@ -998,7 +990,6 @@ mod tests {
         .await;
         assert_eq!(status, 200);
         assert!(subject.is_some_and(|s| s.starts_with("admin:")) && sees_all);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A handler without the extension (a route outside [`auth`]) fails closed.

@@ -504,15 +504,21 @@ mod tests {
         assert!(check.get(&settled).is_none());
     }
 
-    /// A temporary flags file, removed when dropped.
+    /// A temporary flags file path, unique to this process and call, not there yet;
+    /// the file is removed when dropped (the test passed or failed).
     struct TempFile(PathBuf);
 
     impl TempFile {
         fn new(tag: &str) -> Self {
-            TempFile(std::env::temp_dir().join(format!(
-                "genesis-flags-shared-{}-{tag}.json",
-                std::process::id()
-            )))
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "genesis-flags-shared-{}-{tag}-{}.json",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            // Left by a crashed run of a process that had this id: not this test's file.
+            let _ = std::fs::remove_file(&path);
+            TempFile(path)
         }
 
         /// Writes `text` and sets the file's modification time to `modified`.
@@ -540,7 +546,6 @@ mod tests {
     #[test]
     fn a_file_that_appears_after_start_is_loaded() {
         let file = TempFile::new("appears");
-        let _ = std::fs::remove_file(&file.0);
         let defaults =
             FlagStore::from_json(r#"{"flags":[{"name":"builtin","enabled":true}]}"#).unwrap();
         let shared = SharedFlags::load_or(&file.0, defaults).unwrap();
@@ -570,7 +575,6 @@ mod tests {
         assert!(shared.snapshot().get("deployed").is_some());
         // An invalid first file is refused like any other; the defaults stay.
         let other = TempFile::new("appears-bad");
-        let _ = std::fs::remove_file(&other.0);
         let shared =
             SharedFlags::load_or(&other.0, FlagStore::builtin_defaults().unwrap()).unwrap();
         other.write_at("{not json", old);

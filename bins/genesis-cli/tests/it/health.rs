@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use genesis::GenesisConfig;
 use genesis::core::{Secret, Usd};
 
-use crate::support::{Out, run_in, scratch, serve};
+use crate::support::{Out, TempDir, run_in, scratch, serve};
 
 /// The process-wide Prometheus recorder (it can be installed once).
 pub(crate) fn metrics() -> genesis::telemetry::PrometheusHandle {
@@ -15,8 +15,9 @@ pub(crate) fn metrics() -> genesis::telemetry::PrometheusHandle {
         .clone()
 }
 
-/// Starts the server app with `per_day` budget, one API key and `env`; returns its URL.
-async fn server(tag: &str, per_day: f64, env: &[(&str, &str)]) -> String {
+/// Starts the server app with `per_day` budget, one API key and `env`; returns its data
+/// directory's guard (keep it while the server runs) and its URL.
+async fn server(tag: &str, per_day: f64, env: &[(&str, &str)]) -> (TempDir, String) {
     let dir = scratch(tag);
     let mut config = GenesisConfig::default();
     config.server.data_dir = dir.join("data");
@@ -29,7 +30,7 @@ async fn server(tag: &str, per_day: f64, env: &[(&str, &str)]) -> String {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let state = genesis_server::AppState::from_config(config, &env, Some(metrics())).unwrap();
-    serve(&state).await
+    (dir, serve(&state).await)
 }
 
 async fn health(args: &[&str]) -> Out {
@@ -53,7 +54,7 @@ fn line<'a>(out: &'a Out, check: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_server_passes_all_five_checks() {
-    let url = server("health-ok", 50.0, &[]).await;
+    let (_dir, url) = server("health-ok", 50.0, &[]).await;
     let out = health(&["--url", &url, "--api-key", "k-test"]).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(out.stdout.lines().count(), 5, "{}", out.stdout);
@@ -94,7 +95,7 @@ async fn a_healthy_server_passes_all_five_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_switch_and_exhausted_budget_fail() {
-    let url = server("health-kill", 50.0, &[("EMERGENCY_SHUTDOWN", "true")]).await;
+    let (_kill_dir, url) = server("health-kill", 50.0, &[("EMERGENCY_SHUTDOWN", "true")]).await;
     let out = health(&["--url", &url, "--api-key", "k-test"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(
@@ -105,7 +106,7 @@ async fn kill_switch_and_exhausted_budget_fail() {
     );
     assert!(line(&out, "health").starts_with("PASS"), "{}", out.stdout);
 
-    let url = server("health-budget", 0.0, &[]).await;
+    let (_budget_dir, url) = server("health-budget", 0.0, &[]).await;
     let out = health(&["--url", &url, "--api-key", "k-test"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(

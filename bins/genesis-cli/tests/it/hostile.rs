@@ -1,18 +1,16 @@
 //! Servers that answer with something hostile or broken: the CLI reports it and never
 //! panics nor buffers without bound.
 
-use std::path::PathBuf;
-
 use axum::routing::get;
 
-use crate::support::{Out, run_in};
+use crate::support::{Out, TempDir, run_in};
 use crate::with_flags_file;
 
 const FLAGS: &str = r#"{"flags": [{"name": "new_router", "enabled": false}]}"#;
 
 /// A scratch dir with a flags file, a config (dwell 0 s, 10 requests make a sample) and
 /// a rollout of `new_router` started at 1 %.
-fn started_rollout(tag: &str) -> PathBuf {
+fn started_rollout(tag: &str) -> TempDir {
     let dir = with_flags_file(tag, FLAGS);
     let out = run_in(
         &dir,
@@ -47,7 +45,7 @@ async fn serve(path: &str, body: String) -> String {
 }
 
 /// `genesis deploy tick new_router --metrics-url <url>/metrics` against `exposition`.
-async fn tick_against(tag: &str, exposition: String) -> (PathBuf, Out) {
+async fn tick_against(tag: &str, exposition: String) -> (TempDir, Out) {
     let url = serve("/metrics", exposition).await;
     let dir = started_rollout(tag);
     // A baseline of zero traffic, as `deploy start --metrics-url` takes before any
@@ -57,7 +55,7 @@ async fn tick_against(tag: &str, exposition: String) -> (PathBuf, Out) {
         r#"{"requests":0.0,"errors":0.0,"buckets":[]}"#,
     )
     .unwrap();
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         let metrics = format!("{url}/metrics");
         run_in(

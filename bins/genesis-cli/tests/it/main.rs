@@ -12,7 +12,6 @@ mod run;
 mod scan;
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 fn genesis(args: &[&str]) -> (i32, String, String) {
@@ -30,7 +29,7 @@ fn genesis(args: &[&str]) -> (i32, String, String) {
 
 /// A scratch dir with `flags` as its flags file and a config `test.toml` pointing at it
 /// (rollout dwell 0 s so ticks advance at once, 10 requests make a sample).
-fn with_flags_file(tag: &str, flags: &str) -> PathBuf {
+fn with_flags_file(tag: &str, flags: &str) -> support::TempDir {
     let dir = support::scratch(tag);
     std::fs::write(dir.join("flags.json"), flags).unwrap();
     std::fs::write(
@@ -91,8 +90,7 @@ fn rejected_input_exits_2_with_a_one_line_reason() {
 
 #[test]
 fn bad_config_exits_1() {
-    let dir = std::env::temp_dir().join(format!("genesis-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch("bad-config");
     let p = dir.join("bad.toml");
     std::fs::write(&p, "[server]\nnope = 1\n").unwrap();
     let (code, _, err) = genesis(&["--config", p.to_str().unwrap(), "plan", "Fix the login bug"]);

@@ -1,8 +1,8 @@
 //! `genesis flags`, `deploy`, `rollback`, `status`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::support::{Out, run_in};
+use crate::support::{Out, TempDir, run_in};
 use crate::with_flags_file;
 
 const FLAGS: &str = r#"{"flags": [
@@ -12,7 +12,7 @@ const FLAGS: &str = r#"{"flags": [
 ]}"#;
 
 /// A scratch dir with [`FLAGS`] and a config pointing at it (see [`with_flags_file`]).
-fn setup(tag: &str) -> PathBuf {
+fn setup(tag: &str) -> TempDir {
     with_flags_file(tag, FLAGS)
 }
 
@@ -379,7 +379,7 @@ async fn tick_reads_the_servers_metrics() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = setup("scrape");
-    let (d, u) = (dir.clone(), url.clone());
+    let (d, u) = (dir.to_path_buf(), url.clone());
     let out = tokio::task::spawn_blocking(move || {
         genesis(&d, &["deploy", "start", "new_router", "--metrics-url", &u])
     })
@@ -387,7 +387,7 @@ async fn tick_reads_the_servers_metrics() {
     .unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);
     *body.lock().unwrap() = exposition.to_owned();
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         genesis(&d, &["deploy", "tick", "new_router", "--metrics-url", &url])
     })

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use genesis::GenesisConfig;
 
-use crate::support::{Out, builtin_agent_ids, run_in, scratch, serve};
+use crate::support::{Out, TempDir, builtin_agent_ids, run_in, scratch, serve};
 
 const FLAGS: &str = r#"{"flags": [
   {"name": "new_router", "enabled": false},
@@ -22,7 +22,7 @@ const FLAGS: &str = r#"{"flags": [
 
 /// A scratch dir with [`FLAGS`] and `test.toml` holding `[flags.rollout]` `rollout`
 /// (dwell 0 s, and min_requests 10 unless `rollout` sets it).
-fn setup(tag: &str, rollout: &str) -> PathBuf {
+fn setup(tag: &str, rollout: &str) -> TempDir {
     let dir = scratch(tag);
     std::fs::write(dir.join("flags.json"), FLAGS).unwrap();
     std::fs::write(
@@ -498,13 +498,17 @@ async fn fresh_server_process() {
     }
 }
 
-/// A server process started by a test; killed and reaped on drop.
-struct Child(std::process::Child);
+/// A server process started by a test and the directory it writes into; on drop the
+/// process is killed and reaped, then (fields drop after `drop`) the directory removed.
+struct Child {
+    process: std::process::Child,
+    _dir: TempDir,
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -522,14 +526,17 @@ async fn fresh_server(tag: &str) -> (Child, String) {
             "--test-threads",
             "1",
         ])
-        .env(FRESH_SERVER_DIR, &dir)
+        .env(FRESH_SERVER_DIR, &*dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let child = Child(child);
+    let child = Child {
+        process: child,
+        _dir: dir,
+    };
     let read = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
         for line in std::io::BufReader::new(stdout).lines() {

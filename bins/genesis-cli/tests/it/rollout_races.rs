@@ -201,7 +201,7 @@ async fn a_rollback_during_a_slow_tick_wins() {
 
     // A healthy window (dwell 0 s): unhindered, this tick advances to 5 %.
     let tick = {
-        let (dir, url) = (dir.clone(), url.clone());
+        let (dir, url) = (dir.to_path_buf(), url.clone());
         tokio::spawn(async move {
             genesis_async(&dir, &["deploy", "tick", "alpha", "--metrics-url", &url]).await
         })

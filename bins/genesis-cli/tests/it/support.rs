@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a run of the binary printed.
 #[derive(Debug)]
@@ -62,12 +63,39 @@ pub(crate) fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&st
     }
 }
 
-/// A fresh scratch directory for one test.
-pub(crate) fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("genesis-cli-it-{tag}-{}", std::process::id()));
+/// A scratch directory under the system temp dir, unique to this process and call
+/// (`genesis-cli-it-{tag}-{pid}-{n}`), removed with what is in it when dropped: when the
+/// test ends, passed or failed. Whatever writes into it (a `genesis` process, a server)
+/// must be done first: declare the guard before, or hold it in, what uses it.
+#[derive(Debug)]
+pub(crate) struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh scratch directory for one test (see [`TempDir`]).
+pub(crate) fn scratch(tag: &str) -> TempDir {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "genesis-cli-it-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    // Left by a crashed run of a process that had this id: not this test's files.
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// Serves the server's app for `state` on a loopback port (a task of the current

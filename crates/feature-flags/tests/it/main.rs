@@ -18,17 +18,21 @@ fn at(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap())
 }
 
-/// A fresh file path under the system temp dir, removed when dropped.
+/// A fresh file path under the system temp dir, unique to this process and call, not
+/// there yet; the file is removed when dropped (the test passed or failed).
 struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!(
+        let path = std::env::temp_dir().join(format!(
             "genesis-flags-{}-{tag}-{n}.json",
             std::process::id()
-        )))
+        ));
+        // Left by a crashed run of a process that had this id: not this test's file.
+        let _ = std::fs::remove_file(&path);
+        TempFile(path)
     }
     fn write(&self, text: &str) {
         std::fs::write(&self.0, text).unwrap();

@@ -1175,13 +1175,42 @@ mod tests {
         Usd::new(v).unwrap()
     }
 
+    /// A directory under the system temp dir, unique to this process and call, removed
+    /// with what is in it when dropped: when the test ends, passed or failed.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "genesis-sqlite-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            // Left by a crashed run of a process that had this id: not this test's files.
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn commits_are_synced_to_disk_before_they_return() {
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-sqlite-sync-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
+        let dir = TempDir::new("sync");
         let store = SqliteStore::open(&dir).unwrap();
         let conn = store.conn().unwrap();
         let mode: String = conn
@@ -1191,7 +1220,6 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(mode, "wal");
         assert_eq!(synchronous, 2, "synchronous=FULL");
     }
@@ -1654,11 +1682,7 @@ mod tests {
     /// another process's write transaction instead of failing at once.
     #[test]
     fn writes_wait_for_another_writer_instead_of_failing_at_once() {
-        let dir = std::env::temp_dir().join(format!(
-            "genesis-sqlite-busy-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
+        let dir = TempDir::new("busy");
         let store = SqliteStore::open(&dir).unwrap();
         let first = RunId::new("run_first");
         store
@@ -1679,7 +1703,6 @@ mod tests {
         let unlock = locked(unlock.join().unwrap());
         let recorded = store.record(&first, &RunEvent::Cost { spent: usd(0.1) });
         unlock.join().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             created.map_err(|e| genesis_core::error_chain(&e)),
             Ok(Created::New(id))

@@ -163,7 +163,8 @@ async fn output_over_the_cap_fails_without_waiting_for_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_hangs_times_out_and_is_killed() {
     // The program never reads stdin nor closes stdout; the timeout ends the run.
-    let pid_file = std::env::temp_dir().join(format!("genesis-it-hang-{}.pid", std::process::id()));
+    let dir = crate::TempDir::new("it-hang");
+    let pid_file = dir.join("sleep.pid");
     let script = format!("echo $$ > {}; exec /bin/sleep 30", pid_file.display());
     let a = shell(&script, Duration::from_millis(500), 1 << 20);
     let started = Instant::now();
@@ -180,7 +181,6 @@ async fn a_program_that_hangs_times_out_and_is_killed() {
     );
     // Killed and reaped before `execute` returned: no process (not even a zombie) left.
     let pid = std::fs::read_to_string(&pid_file).unwrap();
-    std::fs::remove_file(&pid_file).unwrap();
     if cfg!(target_os = "linux") {
         let proc_dir = std::path::Path::new("/proc").join(pid.trim());
         assert!(!proc_dir.exists(), "{} still exists", proc_dir.display());

@@ -75,8 +75,7 @@ model = "gpt-4o-mini"
 timeout = "5s"
 "#
     );
-    let dir = std::env::temp_dir().join(format!("genesis-llm-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::TempDir::new("llm-plan");
     let path = dir.join("llm.toml");
     std::fs::write(&path, toml).unwrap();
     let config = GenesisConfig::load(&[path], Vec::new()).unwrap();

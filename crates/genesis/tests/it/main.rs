@@ -24,7 +24,7 @@ mod trace;
 mod wiring;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use genesis::core::RunId;
 use genesis::run::{RunEvent, RunJournal};
@@ -33,6 +33,41 @@ use genesis::{GenesisError, Orchestrator, Plan, RunOptions};
 
 fn genesis() -> Orchestrator {
     Orchestrator::builder().build().unwrap()
+}
+
+/// A directory under the system temp dir, unique to this process and call
+/// (`genesis-{tag}-{pid}-{n}`), removed with what is in it when dropped: when the test
+/// ends, passed or failed. Declare it before whatever writes into it (stores, servers,
+/// reloaders), so that it is dropped after them.
+pub(crate) struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        // Left by a crashed run of a process that had this id: not this test's files.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A fresh in-memory store holding a new run of `plan`, and the run's id.
@@ -330,8 +365,7 @@ fn renderers_produce_graphs() {
 
 #[test]
 fn shipped_config_file_parses() {
-    let dir = std::env::temp_dir().join(format!("genesis-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("it-config");
     let p = dir.join("genesis.toml");
     std::fs::write(&p, genesis::defaults::GENESIS_TOML).unwrap();
     let c = genesis::GenesisConfig::load(&[p], Vec::new()).unwrap();
@@ -341,8 +375,7 @@ fn shipped_config_file_parses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flag_file_changes_are_picked_up_by_the_reloader() {
-    let dir = std::env::temp_dir().join(format!("genesis-flags-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("flags-reloader");
     let path = dir.join("flags.json");
     let write = |on: bool| {
         let json = format!(r#"{{"flags": [{{"name": "emergency_shutdown", "enabled": {on}}}]}}"#);

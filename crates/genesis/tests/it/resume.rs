@@ -18,21 +18,11 @@ use genesis::store::{RunStore, SqliteStore, StoreError, UnfinishedRun};
 use genesis::{Orchestrator, RunOptions};
 
 use crate::support::plan_of;
-use crate::{Dying, journaled, resuming, stored, stored_run};
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "genesis-resume-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use crate::{Dying, TempDir, journaled, resuming, stored, stored_run};
 
 /// Stores a run of each `(id, request)` in a store at `dir`, then breaks the stored rows
 /// behind the store's back with `damage` (SQL run with the id of `bad` as `?1`), and
-/// lists the unfinished runs of the store reopened. `dir` is removed.
+/// lists the unfinished runs of the store reopened.
 fn unfinished_after_damage(
     dir: &Path,
     runs: &[(&RunId, &str)],
@@ -52,14 +42,12 @@ fn unfinished_after_damage(
         conn.execute(damage, [bad.as_str()]).unwrap();
     }
     let store = SqliteStore::open(dir).unwrap();
-    let found = store.unfinished_runs().unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    found
+    store.unfinished_runs().unwrap()
 }
 
 #[test]
 fn one_corrupt_stored_run_does_not_hide_the_other_unfinished_runs() {
-    let dir = tempdir("corrupt");
+    let dir = TempDir::new("resume-corrupt");
     let good = RunId::new("run_good");
     let bad = RunId::new("run_bad");
     let later = RunId::new("run_later");
@@ -100,7 +88,7 @@ fn one_corrupt_stored_run_does_not_hide_the_other_unfinished_runs() {
 
 #[test]
 fn a_task_row_that_does_not_decode_makes_only_its_run_unreadable() {
-    let dir = tempdir("bad-row");
+    let dir = TempDir::new("resume-bad-row");
     let good = RunId::new("run_good");
     let bad = RunId::new("run_bad");
     let request = "Fix the crash when uploading large files";

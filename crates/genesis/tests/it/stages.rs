@@ -17,10 +17,10 @@ use genesis::{GenesisError, Orchestrator, Plan, PlanOptions, PlannedTask, RunOpt
 
 const REQUEST: &str = "Build a SaaS business for invoices";
 
-/// Flags from a file of its own with the given flags on or off.
+/// Flags from a file of its own with the given flags on or off. The file is read once,
+/// here (nothing in these tests reloads it), and removed on return.
 fn flags(name: &str, set: &[(&str, bool)]) -> genesis::flags::SharedFlags {
-    let dir = std::env::temp_dir().join(format!("genesis-stages-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::TempDir::new(&format!("stages-{name}"));
     let path = dir.join("flags.json");
     let list: Vec<String> = set
         .iter()

@@ -7,14 +7,10 @@ use genesis::core::{AgentId, RunId, Usd};
 use genesis::run::{RunEvent, RunJournal, RunStatus, TaskStatus};
 use genesis::store::{Created, RunStore, SqliteStore};
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "genesis-store-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+use crate::TempDir;
+
+fn tempdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("store-{tag}"))
 }
 
 fn plan() -> genesis::Plan {
@@ -375,7 +371,6 @@ CREATE TABLE tasks (
 #[test]
 fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_before() {
     let dir = tempdir("schema-v0");
-    std::fs::create_dir_all(&dir).unwrap();
     let plan = plan();
     // As the old build stored it: no subject, and a plan without its routing stages.
     let mut old_plan = serde_json::to_value(&plan).unwrap();
@@ -470,7 +465,6 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
     assert_eq!(new.subject.as_deref(), Some("carol"));
     assert_eq!(new.plan, plan);
     assert_eq!(store.get_run("run_old").unwrap().unwrap().subject, None);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Processes opening the same new database at once all get it: SQLite refuses the
@@ -480,9 +474,9 @@ fn a_store_written_before_subjects_were_journaled_opens_and_its_runs_resume_as_b
 fn concurrent_first_opens_of_a_new_database_all_succeed() {
     let mut failures = Vec::new();
     for round in 0..30 {
-        let dir =
-            std::env::temp_dir().join(format!("genesis-open-race-{}-{round}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A directory nobody created yet: the opens race to create it and the database.
+        let parent = tempdir(&format!("open-race-{round}"));
+        let dir = parent.join("data");
         let barrier = Arc::new(std::sync::Barrier::new(4));
         let opens: Vec<_> = (0..4)
             .map(|_| {
@@ -498,7 +492,6 @@ fn concurrent_first_opens_of_a_new_database_all_succeed() {
                 failures.push(e.to_string());
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(
         failures.is_empty(),
@@ -535,7 +528,6 @@ fn a_damaged_learned_row_is_skipped_and_an_unopenable_store_names_its_file() {
 
     // A file where the database should be that is not one.
     let other = tempdir("not-a-database");
-    std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("genesis.db"), vec![0x42u8; 4096]).unwrap();
     let err = SqliteStore::open(&other).unwrap_err();
     let chain = genesis::core::error_chain(&err);

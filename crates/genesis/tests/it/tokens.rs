@@ -338,8 +338,7 @@ async fn a_task_stopped_mid_refinement_keeps_the_tokens_of_its_rounds() {
 /// tasks only.
 #[tokio::test]
 async fn failed_task_tokens_are_stored_and_survive_reopening() {
-    let dir = std::env::temp_dir().join(format!("genesis-tokens-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::TempDir::new("tokens-store");
     let (plan, root) = plan_and_root();
     let id = {
         let store = Arc::new(SqliteStore::open(&dir).unwrap());
@@ -392,8 +391,6 @@ async fn failed_task_tokens_are_stored_and_survive_reopening() {
         .map(|e| e.event)
         .collect();
     assert_eq!(finished_totals(&events), want);
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A run that crashed right after a task failed keeps that task's tokens when it is

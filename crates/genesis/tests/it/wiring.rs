@@ -394,10 +394,8 @@ timeout = "5s"
 #[cfg(target_os = "linux")]
 #[test]
 fn a_blocking_flags_read_does_not_stall_the_runtime() {
-    let dir = std::env::temp_dir().join(format!("genesis-fifo-flags-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::TempDir::new("fifo-flags");
     let path = dir.join("flags.json");
-    let _ = std::fs::remove_file(&path);
     std::fs::write(
         &path,
         r#"{"flags": [{"name": "emergency_shutdown", "enabled": false}]}"#,
