@@ -232,19 +232,29 @@ impl RunManager {
     /// Today's shared spend. The first call of a (UTC) day starts it from what the
     /// store holds for the day (runs journaled before a restart); runs then charge it
     /// as they spend. Runs started before midnight keep charging the previous day's.
+    /// The store is read without the lock held, so requests do not queue behind a read
+    /// that waits for the journal's write; when two first calls race, the first total
+    /// kept is the one everybody charges.
     pub(crate) fn today(&self) -> DaySpend {
         let start = day_start_ms();
-        let mut day = self
-            .day
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock = || {
+            self.day
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, spend)) = lock().as_ref()
+            && *at == start
+        {
+            return spend.clone();
+        }
+        let spent = self.store.spent_since(start).unwrap_or_else(|e| {
+            tracing::error!(error = %genesis::core::error_chain(&e), "cannot read today's spend from the run store; starting from $0");
+            Usd::ZERO
+        });
+        let mut day = lock();
         match day.as_ref() {
             Some((at, spend)) if *at == start => spend.clone(),
             _ => {
-                let spent = self.store.spent_since(start).unwrap_or_else(|e| {
-                    tracing::error!(error = %genesis::core::error_chain(&e), "cannot read today's spend from the run store; starting from $0");
-                    Usd::ZERO
-                });
                 let spend = DaySpend::new(spent);
                 *day = Some((start, spend.clone()));
                 spend
@@ -255,18 +265,22 @@ impl RunManager {
     /// Today's spend of `subject`'s runs, when `budget.per_subject_day` is set (`None`
     /// otherwise): one total per subject and day, started from what the store holds for
     /// the subject today (its runs journaled before a restart, and its planning outside
-    /// runs), then charged by its runs and planning as they spend.
+    /// runs), then charged by its runs and planning as they spend. As in
+    /// [`RunManager::today`], the store is read without the lock held.
     pub(crate) fn subject_today(&self, subject: &str) -> Option<DaySpend> {
         self.orchestrator.budget().per_subject_day?;
         let start = day_start_ms();
-        let mut days = self
-            .subject_days
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if days.0 != start {
-            *days = (start, HashMap::new());
-        }
-        if let Some(spend) = days.1.get(subject) {
+        let lock = || {
+            let mut days = self
+                .subject_days
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if days.0 != start {
+                *days = (start, HashMap::new());
+            }
+            days
+        };
+        if let Some(spend) = lock().1.get(subject) {
             return Some(spend.clone());
         }
         let spent = self
@@ -277,8 +291,11 @@ impl RunManager {
                 tracing::error!(subject, error = %genesis::core::error_chain(&e), "cannot read the subject's spend today from the run store; counting the whole day's");
                 self.spent_today()
             });
-        let spend = DaySpend::new(spent);
-        days.1.insert(subject.to_owned(), spend.clone());
+        let spend = lock()
+            .1
+            .entry(subject.to_owned())
+            .or_insert_with(|| DaySpend::new(spent))
+            .clone();
         Some(spend)
     }
 
