@@ -293,8 +293,12 @@ fn flags_file_applies(s: &AppState) -> bool {
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    // Gauges that are states, not events: refresh them at scrape time.
+    // Gauges that are states, not events: refresh them at scrape time (the
+    // degradation level too, which requests only re-judge when they plan).
     crate::export_breaker_states(&state.orchestrator);
+    state
+        .orchestrator
+        .refresh_degradation(Some(&state.runs.today()));
     genesis::telemetry::process::record_resident_memory();
     // The router counts its cache lookups itself; export its monotonic totals as they are.
     let cache = state.orchestrator.router().cache_stats();
@@ -1289,8 +1293,10 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
                 .collect()
         })
         .unwrap_or_default();
-    let spent = state.runs.spent_today();
+    let today = state.runs.today();
+    let spent = today.spent();
     let per_day = state.config.budget.per_day;
+    let level = state.orchestrator.refresh_degradation(Some(&today));
     // Every breaker, as `/metrics` exports them: those nothing was called through yet
     // are closed.
     let breakers: Vec<serde_json::Value> = crate::breaker_states(&state.orchestrator)
@@ -1308,6 +1314,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
         "runs": {"running": state.runs.running()},
         "store": store_writes(&state),
         "breakers": breakers,
+        "degradation": level.as_str(),
         "shutting_down": state.is_shutting_down(),
     }))
 }

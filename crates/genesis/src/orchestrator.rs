@@ -349,6 +349,7 @@ impl OrchestratorBuilder {
                         .learn_interval
                         .unwrap_or(std::time::Duration::from_secs(1)),
                 },
+                served_agents: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -379,6 +380,8 @@ struct Inner {
     /// Its thresholds (to say which signal degraded).
     degradation_config: DegradationConfig,
     learning: Learning,
+    /// [`Orchestrator::served_agents`] of the registry it was counted for.
+    served_agents: std::sync::Mutex<Option<(Arc<AgentRegistry>, usize)>>,
 }
 
 /// Which stages of the pipeline a plan or run uses, from the feature flags evaluated
@@ -667,6 +670,66 @@ impl Orchestrator {
         ))
     }
 
+    /// What the degradation level is judged on now: the LLM providers' breakers, the
+    /// agents' breakers and, with a daily budget and `day`, the share of it left. The
+    /// agents' counts cover every agent a backend serves: an agent never called yet has
+    /// no breaker and counts as closed, so "half the agents' breakers open" is half of
+    /// the agents served, as `/api/status` lists them, not half of those called so far.
+    fn degradation_signals(
+        &self,
+        day: Option<&DaySpend>,
+        now: tokio::time::Instant,
+    ) -> DegradationSignals {
+        let inner = &self.inner;
+        let day_limit = inner.budget.per_day.filter(|l| l.as_f64() > 0.0);
+        let budget_remaining = day
+            .zip(day_limit)
+            .map(|(d, limit)| (1.0 - d.spent().as_f64() / limit.as_f64()).clamp(0.0, 1.0));
+        let mut agents = inner.executor.breakers().counts(now);
+        agents.closed += self.served_agents().saturating_sub(agents.total());
+        DegradationSignals {
+            llm_providers: inner
+                .llm
+                .as_ref()
+                .map(|l| l.breakers().counts(now))
+                .unwrap_or_default(),
+            agents,
+            budget_remaining,
+        }
+    }
+
+    /// How many agents of the catalogue a backend serves ([`Orchestrator::serves_agent`]);
+    /// counted once per catalogue (the router's registry), not per call.
+    fn served_agents(&self) -> usize {
+        let registry = self.inner.router.registry();
+        let mut cached = self
+            .inner
+            .served_agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((of, n)) = cached.as_ref()
+            && Arc::ptr_eq(of, &registry)
+        {
+            return *n;
+        }
+        let n = registry
+            .iter()
+            .filter(|a| self.serves_agent(a.id.as_str()))
+            .count();
+        *cached = Some((registry, n));
+        n
+    }
+
+    /// Re-judges the degradation level from the breakers and `day`'s spend now, without
+    /// a request: a level is otherwise only updated when a plan is made, so an idle
+    /// server would keep reporting the level of its last request (the server calls this
+    /// when `/metrics` or `/api/status` is read). Returns the level.
+    pub fn refresh_degradation(&self, day: Option<&DaySpend>) -> DegradationLevel {
+        let now = tokio::time::Instant::now();
+        let signals = self.degradation_signals(day, now);
+        self.inner.degradation.update(&signals, now)
+    }
+
     /// The pipeline stages for `subject` now: its feature flags and the degradation
     /// level, which is updated first from the LLM providers' and agents' breakers.
     pub fn stages(&self, subject: &str) -> Stages {
@@ -679,18 +742,8 @@ impl Orchestrator {
         let inner = &self.inner;
         let now = tokio::time::Instant::now();
         let day_limit = inner.budget.per_day.filter(|l| l.as_f64() > 0.0);
-        let budget_remaining = day
-            .zip(day_limit)
-            .map(|(d, limit)| (1.0 - d.spent().as_f64() / limit.as_f64()).clamp(0.0, 1.0));
-        let signals = DegradationSignals {
-            llm_providers: inner
-                .llm
-                .as_ref()
-                .map(|l| l.breakers().counts(now))
-                .unwrap_or_default(),
-            agents: inner.executor.breakers().counts(now),
-            budget_remaining,
-        };
+        let signals = self.degradation_signals(day, now);
+        let budget_remaining = signals.budget_remaining;
         let cfg = &inner.degradation_config;
         let budget_note = |below: f64| {
             budget_remaining.filter(|b| *b < below).and_then(|b| {

@@ -501,6 +501,7 @@ async fn agents_show_registry_load_and_breaker_state() {
     assert_eq!(percent("halo_routing"), Some(100.0), "{body}");
     assert_eq!(percent("emergency_shutdown"), Some(0.0), "{body}");
     assert_eq!(body["shutting_down"], false);
+    assert_eq!(body["degradation"], "full", "{body}");
     // Audit D5 finding 10: only breakers something had been called through were listed
     // (4 of 16 in the audit) while /metrics exported all: every served agent's is here,
     // closed until a call opens it.

@@ -240,16 +240,30 @@ async fn early_stopping_off_refines_to_max_rounds_and_minimal_does_not_refine() 
         calls: AtomicUsize::new(0),
     });
     let g = refining(Some(one()), &echo);
-    open_breakers(&g, &["frontend", "backend"]);
+    // Half the agents, none of those that list the task's kind (minimal routes by kind).
+    let kind = g.plan_sync("Write the release notes").unwrap().tasks[0].kind;
+    let others: Vec<String> = g
+        .router()
+        .registry()
+        .iter()
+        .filter(|a| !a.task_kinds.contains(&kind))
+        .map(|a| a.id.to_string())
+        .take(8)
+        .collect();
+    assert_eq!(others.len(), 8);
+    open_breakers(&g, &others);
     assert_eq!(g.stages("anyone").refinement, genesis::run::Refinement::Off);
     assert_eq!(refining_run(g, Arc::clone(&echo)).await, 1);
 }
 
 /// Opens the executor's breakers of these agents.
-fn open_breakers(g: &Orchestrator, agents: &[&str]) {
+fn open_breakers(g: &Orchestrator, agents: &[impl AsRef<str>]) {
     let now = tokio::time::Instant::now();
     for a in agents {
-        let b = g.executor().breakers().get(&format!("agent:{a}"));
+        let b = g
+            .executor()
+            .breakers()
+            .get(&format!("agent:{}", a.as_ref()));
         for _ in 0..100 {
             if b.effective_state(now) == BreakerState::Open {
                 break;
@@ -258,6 +272,80 @@ fn open_breakers(g: &Orchestrator, agents: &[&str]) {
         }
         assert_eq!(b.effective_state(now), BreakerState::Open);
     }
+}
+
+/// The first half of the catalogue's agents (8 of the 16 built-in ones).
+fn half_the_agents(g: &Orchestrator) -> Vec<String> {
+    let registry = g.router().registry();
+    let ids: Vec<String> = registry.iter().map(|a| a.id.to_string()).collect();
+    ids[..ids.len() / 2].to_vec()
+}
+
+/// Audit R8 D1: one agent of sixteen failing sent the whole server to `minimal`
+/// ("1 of 2 agent circuit breakers open"): only the breakers a call had created were
+/// counted. Every served agent counts; one never called is closed.
+#[test]
+fn the_share_of_open_agent_breakers_is_over_every_served_agent() {
+    let echo = Arc::new(Echo {
+        calls: AtomicUsize::new(0),
+    });
+    let g = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(echo as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let half = half_the_agents(&g);
+    assert_eq!(half.len(), 8);
+    // A healthy agent was called too (its breaker exists, closed).
+    let b = g.executor().breakers().get(&format!("agent:{}", half[7]));
+    let now = tokio::time::Instant::now();
+    b.try_acquire(now).unwrap().success(now);
+    open_breakers(&g, &half[..1]);
+    let plan = g.plan_sync(REQUEST).unwrap();
+    assert_eq!(
+        plan.degradation,
+        DegradationLevel::Full,
+        "{:?}",
+        plan.degradation_reason
+    );
+    open_breakers(&g, &half[..7]);
+    assert_eq!(
+        g.plan_sync(REQUEST).unwrap().degradation,
+        DegradationLevel::Full
+    );
+    open_breakers(&g, &half[7..]);
+    let plan = g.plan_sync(REQUEST).unwrap();
+    assert_eq!(plan.degradation, DegradationLevel::Minimal);
+    assert_eq!(
+        plan.degradation_reason.as_deref(),
+        Some("degraded to minimal: 8 of 16 agent circuit breakers open")
+    );
+}
+
+/// Audit R8 D4: the level was only re-judged when a plan was made, so an idle server
+/// kept reporting `minimal` after its breakers closed.
+#[tokio::test(start_paused = true)]
+async fn the_degradation_level_recovers_without_a_request() {
+    let echo = Arc::new(Echo {
+        calls: AtomicUsize::new(0),
+    });
+    let cool_down = std::time::Duration::from_secs(10);
+    let g = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(echo as Arc<dyn Agent>))
+        .executor_config(ExecutorConfig {
+            breaker: genesis::resilience::BreakerConfig::default().with_cool_down(cool_down),
+            ..ExecutorConfig::default()
+        })
+        .build()
+        .unwrap();
+    open_breakers(&g, &half_the_agents(&g));
+    assert_eq!(g.refresh_degradation(None), DegradationLevel::Minimal);
+    // Past the cool-down the breakers would let a probe through (half-open), and past
+    // the recovery hold the level is back to full, with no plan made.
+    tokio::time::advance(cool_down + std::time::Duration::from_secs(1)).await;
+    g.refresh_degradation(None);
+    let hold = genesis::resilience::DegradationConfig::default().recovery_hold;
+    tokio::time::advance(hold + std::time::Duration::from_secs(1)).await;
+    assert_eq!(g.refresh_degradation(None), DegradationLevel::Full);
 }
 
 #[test]
