@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+mod agent_answers;
 mod answers;
 mod budget;
 mod command;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use genesis_core::AgentId;
 
-use super::{HttpAgentConfig, WireRequest, cost_bounds, parse_output};
+use super::{HttpAgentConfig, WireRequest, cost_bounds, parse_json_output, parse_output};
 use crate::GenesisError;
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
@@ -131,8 +131,17 @@ impl HttpAgent {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| genesis_resilience::parse_retry_after(v, std::time::SystemTime::now()));
         if status.is_success() {
+            let json = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(is_json_media_type);
             let body = read_capped(response, &self.config, &agent).await?;
-            return Ok(parse_output(&body));
+            return if json {
+                parse_json_output(&body, &agent)
+            } else {
+                Ok(parse_output(&body))
+            };
         }
         // The status says the work was not done; the body only supplies the message.
         let body = match read_capped(response, &self.config, &agent).await {
@@ -158,6 +167,16 @@ impl HttpAgent {
 /// (a capped call is then charged its limit, as when no headers came). A body that
 /// breaks off, or is larger than allowed, is [`AgentError::Unanswered`]: the service
 /// answered, so it may have done the work (retried only when it broke off).
+/// Whether a `Content-Type` says JSON: `application/json` or a `+json` type, any
+/// parameters (`; charset=utf-8`) and case.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .rsplit_once('+')
+            .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
+}
+
 async fn read_capped(
     mut response: reqwest::Response,
     config: &HttpAgentConfig,
@@ -234,5 +253,31 @@ impl HttpAgents {
             }
         };
         Ok(Arc::new(HttpAgent::new(id, config.clone(), client)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_media_types_are_recognised_with_parameters_and_in_any_case() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+            " application/vnd.api+json ;q=1",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "text/html; charset=utf-8",
+            "application/jsonl",
+            "",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
     }
 }

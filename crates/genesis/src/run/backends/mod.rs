@@ -153,7 +153,9 @@ fn cost_bounds(min: Option<Usd>, max: Option<Usd>) -> Option<CostBounds> {
 }
 
 /// The JSON an HTTP or command agent may answer with. A body that is not this JSON is
-/// taken as the output text.
+/// taken as the output text, except an HTTP answer that says it is JSON
+/// (`Content-Type: application/json`): that one must be this JSON
+/// ([`parse_json_output`]).
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct WireResponse {
     pub(crate) output: String,
@@ -168,22 +170,50 @@ pub(crate) struct WireResponse {
 /// [`crate::providers`]: the metric counts money where it is spent, not per task.
 pub(crate) fn parse_output(body: &str) -> super::AgentOutput {
     match serde_json::from_str::<WireResponse>(body) {
-        Ok(w) => {
-            let cost = genesis_core::Usd::saturating(w.cost_usd.unwrap_or(0.0));
-            if cost > genesis_core::Usd::ZERO {
-                metrics::gauge!(genesis_telemetry::catalogue::COST_USD).increment(cost.as_f64());
-            }
-            super::AgentOutput {
-                text: w.output,
-                cost,
-                followups: w.followups,
-                ..super::AgentOutput::default()
-            }
-        }
+        Ok(w) => wire_output(w),
         Err(_) => super::AgentOutput {
             text: body.to_owned(),
             ..super::AgentOutput::default()
         },
+    }
+}
+
+/// An answer that declared itself JSON: it must be the agent answer
+/// (`{"output": "...", "cost_usd": ..., "followups": [...]}`). Anything else — JSON cut
+/// off, another shape, `output` missing — is no usable answer: the agent may have done
+/// (and billed) the work, so a call held to `max_cost_usd` is charged that limit, and
+/// it is not retried on the same agent (it would answer alike); the task moves on to its
+/// alternatives. Taking it as text would pass the broken body on as the task's output
+/// and charge nothing (audit R8 D2).
+pub(crate) fn parse_json_output(
+    body: &str,
+    agent: &genesis_core::AgentId,
+) -> Result<super::AgentOutput, super::AgentError> {
+    serde_json::from_str::<WireResponse>(body)
+        .map(wire_output)
+        .map_err(|e| {
+            let snippet: String = body.chars().take(120).collect();
+            super::AgentError::Unanswered {
+                agent: agent.clone(),
+                message: format!(
+                    "the answer is declared JSON but is not the agent answer {{\"output\": \"...\", \"cost_usd\": ..., \"followups\": [...]}}: {e} in {snippet:?} (rule: agent_answer)"
+                ),
+                retryable: false,
+            }
+        })
+}
+
+/// The output of a well-formed answer, its cost counted in `genesis_cost_usd`.
+fn wire_output(w: WireResponse) -> super::AgentOutput {
+    let cost = genesis_core::Usd::saturating(w.cost_usd.unwrap_or(0.0));
+    if cost > genesis_core::Usd::ZERO {
+        metrics::gauge!(genesis_telemetry::catalogue::COST_USD).increment(cost.as_f64());
+    }
+    super::AgentOutput {
+        text: w.output,
+        cost,
+        followups: w.followups,
+        ..super::AgentOutput::default()
     }
 }
 
