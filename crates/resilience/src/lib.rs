@@ -83,6 +83,7 @@ pub use backoff::{Backoff, GiveUp};
 pub use breaker::{
     Admitted, BreakerCounts, BreakerLayer, BreakerPermit, BreakerRegistry, BreakerService,
     BreakerState, CircuitBreaker, Permit, Rejected, SharedBreaker, StateChangeHook, Transition,
+    TripCause,
 };
 pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use classify::{

@@ -65,6 +65,55 @@ pub struct Transition {
     pub to: BreakerState,
 }
 
+/// Why a breaker opened ([`CircuitBreaker::trip_cause`]), for logs that name the rule
+/// and the counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum TripCause {
+    /// `failure_threshold` failures in a row.
+    ConsecutiveFailures {
+        /// Failures in a row.
+        failures: u32,
+        /// The configured `failure_threshold`.
+        threshold: u32,
+    },
+    /// At least `failure_rate.threshold` of the calls in the window failed (with at
+    /// least `failure_rate.min_calls` calls).
+    FailureRate {
+        /// Failed calls in the window.
+        failures: u32,
+        /// Calls in the window.
+        calls: u32,
+        /// The configured `failure_rate.threshold`.
+        threshold: f64,
+    },
+    /// A half-open probe failed.
+    ProbeFailed,
+}
+
+impl fmt::Display for TripCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TripCause::ConsecutiveFailures {
+                failures,
+                threshold,
+            } => write!(
+                f,
+                "{failures} failures in a row (rule: failure_threshold {threshold})"
+            ),
+            TripCause::FailureRate {
+                failures,
+                calls,
+                threshold,
+            } => write!(
+                f,
+                "{failures} of {calls} calls in the window failed (rule: failure_rate.threshold {threshold})"
+            ),
+            TripCause::ProbeFailed => f.write_str("a half-open probe failed"),
+        }
+    }
+}
+
 /// Admission to make one call. Hand it back to [`CircuitBreaker::record_success`],
 /// [`CircuitBreaker::record_failure`] or [`CircuitBreaker::release`]; results of permits
 /// issued before the breaker last changed state are ignored.
@@ -233,6 +282,8 @@ pub struct CircuitBreaker {
     success_threshold: u32,
     rate: Option<(f64, u32)>,
     window: Window,
+    /// Why it last opened.
+    trip: Option<TripCause>,
 }
 
 impl CircuitBreaker {
@@ -252,7 +303,13 @@ impl CircuitBreaker {
                 .enabled
                 .then_some((rate.threshold, rate.min_calls.max(1))),
             window: Window::new(rate.window),
+            trip: None,
         }
+    }
+
+    /// Why the breaker last opened (`None` until it first does).
+    pub fn trip_cause(&self) -> Option<TripCause> {
+        self.trip
     }
 
     /// The stored state. An open breaker whose cool-down has passed still reads `Open`
@@ -396,16 +453,32 @@ impl CircuitBreaker {
         match self.inner {
             Inner::Closed => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                let mut trip = self.consecutive_failures >= self.failure_threshold;
+                let mut cause = (self.consecutive_failures >= self.failure_threshold).then_some(
+                    TripCause::ConsecutiveFailures {
+                        failures: self.consecutive_failures,
+                        threshold: self.failure_threshold,
+                    },
+                );
                 if let Some((threshold, min_calls)) = self.rate
                     && let Some((calls, failures)) = self.window.record(now, true)
+                    && cause.is_none()
+                    && calls >= min_calls
+                    && f64::from(failures) >= threshold * f64::from(calls)
                 {
-                    trip |=
-                        calls >= min_calls && f64::from(failures) >= threshold * f64::from(calls);
+                    cause = Some(TripCause::FailureRate {
+                        failures,
+                        calls,
+                        threshold,
+                    });
                 }
-                trip.then(|| self.open(now))
+                let cause = cause?;
+                self.trip = Some(cause);
+                Some(self.open(now))
             }
-            Inner::HalfOpen { .. } => Some(self.open(now)),
+            Inner::HalfOpen { .. } => {
+                self.trip = Some(TripCause::ProbeFailed);
+                Some(self.open(now))
+            }
             Inner::Open { .. } => None,
         }
     }
@@ -603,6 +676,37 @@ mod tests {
         }
         // 10 calls with 5 failures reached at i = 9.
         assert_eq!(opened, Some(9));
+        // Audit R8 H3: the log said "circuit breaker opened" without the rule or counts.
+        let cause = b.trip_cause().unwrap();
+        assert_eq!(
+            cause,
+            TripCause::FailureRate {
+                failures: 5,
+                calls: 10,
+                threshold: 0.5
+            }
+        );
+        assert_eq!(
+            cause.to_string(),
+            "5 of 10 calls in the window failed (rule: failure_rate.threshold 0.5)"
+        );
+    }
+
+    #[test]
+    fn the_trip_cause_names_the_rule_and_the_counts() {
+        let mut b = CircuitBreaker::new(&config());
+        let t0 = Instant::now();
+        assert_eq!(b.trip_cause(), None);
+        for _ in 0..5 {
+            fail(&mut b, t0);
+        }
+        assert_eq!(
+            b.trip_cause().map(|c| c.to_string()).as_deref(),
+            Some("5 failures in a row (rule: failure_threshold 5)")
+        );
+        let probe = b.try_acquire(t0 + 61 * S).unwrap();
+        b.record_failure(probe.permit, t0 + 61 * S);
+        assert_eq!(b.trip_cause(), Some(TripCause::ProbeFailed));
     }
 
     #[test]

@@ -178,10 +178,23 @@ impl SharedBreaker {
     }
 
     fn emit(&self, t: Transition) {
+        self.emit_with(t, None);
+    }
+
+    /// [`SharedBreaker::emit`] naming why it opened, when known.
+    fn emit_with(&self, t: Transition, cause: Option<super::TripCause>) {
         match t.to {
-            BreakerState::Open => {
-                tracing::warn!(breaker = %self.key, from = %t.from, "circuit breaker opened");
-            }
+            BreakerState::Open => match cause {
+                Some(cause) => tracing::warn!(
+                    breaker = %self.key,
+                    from = %t.from,
+                    %cause,
+                    "circuit breaker opened: {cause}"
+                ),
+                None => {
+                    tracing::warn!(breaker = %self.key, from = %t.from, "circuit breaker opened")
+                }
+            },
             BreakerState::Closed => {
                 tracing::info!(breaker = %self.key, from = %t.from, "circuit breaker closed");
             }
@@ -269,9 +282,13 @@ impl<B: Deref<Target = SharedBreaker>> BreakerPermit<B> {
     /// The call failed in a way that counts against the dependency.
     pub fn failure(mut self, now: Instant) {
         if let Some(p) = self.permit.take() {
-            let t = self.breaker.lock().record_failure(p, now);
+            let (t, cause) = {
+                let mut b = self.breaker.lock();
+                let t = b.record_failure(p, now);
+                (t, b.trip_cause())
+            };
             if let Some(t) = t {
-                self.breaker.emit(t);
+                self.breaker.emit_with(t, cause);
             }
         }
     }
