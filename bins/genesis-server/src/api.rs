@@ -784,8 +784,10 @@ pub(crate) async fn get_task(
     match run {
         Ok(Some(run)) => {
             let degradation = run.plan.degradation;
+            let partial = run.is_partial();
             let mut v = with_subject(&run, show_subject.then_some(run.subject.as_deref()));
             if let Some(o) = v.as_object_mut() {
+                o.insert("partial".into(), serde_json::Value::Bool(partial));
                 o.insert(
                     "degradation".into(),
                     serde_json::to_value(degradation).unwrap_or_default(),

@@ -166,6 +166,7 @@ async fn run_mode_journals_runs_every_task_once_and_reports_state() {
     }
     assert!(run["cost"].as_f64().unwrap() > 0.0, "{run}");
     assert!(run["answer"].as_str().unwrap().contains("done"), "{run}");
+    assert_eq!(run["partial"], false, "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

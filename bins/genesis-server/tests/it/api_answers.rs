@@ -413,4 +413,5 @@ async fn a_run_that_ended_without_output_has_a_null_answer() {
         "the field is always there: {run}"
     );
     assert_eq!(run["answer"], Value::Null, "{run}");
+    assert_eq!(run["partial"], false, "{run}");
 }

@@ -78,6 +78,14 @@ pub struct RunRecord {
 pub const RUN_CANCELLED: &str = "run cancelled";
 
 impl RunRecord {
+    /// True when the run ended without succeeding but has an answer: the outputs of
+    /// the top-level tasks that did succeed, without those that did not. The server
+    /// says so beside the answer (`partial`), so a client that reads only the answer
+    /// is not handed part of one as if it were whole.
+    pub fn is_partial(&self) -> bool {
+        self.answer.is_some() && self.status != RunStatus::Succeeded
+    }
+
     /// True when the run was cancelled before it finished, so it must not be resumed: a
     /// cancel was requested ([`RunStore::request_cancel`]), or the journal already holds
     /// tasks ended as cancelled (the executor journals those `task_skipped` events only

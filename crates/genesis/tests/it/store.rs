@@ -536,3 +536,76 @@ fn a_damaged_learned_row_is_skipped_and_an_unopenable_store_names_its_file() {
         "{chain}"
     );
 }
+
+/// Audit R8 H6: a failed run's answer holds the outputs of the top-level tasks that
+/// succeeded, and nothing said it was not the whole answer.
+#[test]
+fn a_failed_run_with_an_answer_is_partial() {
+    let dir = tempdir("partial");
+    let store = SqliteStore::open(&dir).unwrap();
+    // A plan whose top-level tasks are its root tasks: one succeeds, one fails.
+    let plan = Orchestrator::builder()
+        .build()
+        .unwrap()
+        .plan_sync("Write the release notes and review the budget")
+        .unwrap();
+    let top: Vec<_> = plan.tasks.iter().filter(|t| t.parent.is_none()).collect();
+    assert!(top.len() >= 2, "{:#?}", plan.tasks);
+    let finish = |id: &RunId, status| {
+        store
+            .record(
+                id,
+                &RunEvent::RunFinished {
+                    status,
+                    cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                },
+            )
+            .unwrap();
+    };
+    for (n, failed) in [(1, true), (2, false)] {
+        let id = RunId::new(format!("run_{n}"));
+        store.create_run(&id, &plan, None, None, None).unwrap();
+        store
+            .record(
+                &id,
+                &RunEvent::TaskSucceeded {
+                    task_id: top[0].id.clone(),
+                    agent: AgentId::new("writer"),
+                    model: None,
+                    output: "the notes".into(),
+                    flagged: None,
+                    truncated: false,
+                    cost: Usd::ZERO,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    attempts: 1,
+                    duration_ms: 1,
+                },
+            )
+            .unwrap();
+        if failed {
+            store
+                .record(
+                    &id,
+                    &RunEvent::TaskFailed {
+                        task_id: top[1].id.clone(),
+                        reason: "agent down".into(),
+                        attempts: 1,
+                        model: None,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        cost: Usd::ZERO,
+                    },
+                )
+                .unwrap();
+            finish(&id, RunStatus::Failed);
+        } else {
+            finish(&id, RunStatus::Succeeded);
+        }
+        let run = store.get_run(id.as_str()).unwrap().unwrap();
+        assert!(run.answer.as_deref().unwrap().contains("the notes"));
+        assert_eq!(run.is_partial(), failed, "{n}");
+    }
+}
