@@ -59,8 +59,9 @@ fn plan(c: &mut Criterion) {
     });
     stages.finish();
 
-    // As the server plans: the shipped feature flags evaluated on every plan (seven
-    // flags), first with no metrics recorder (each flag-evaluation counter is a no-op),
+    // As the server plans: the shipped feature flags evaluated on every plan (nine
+    // flags; with the recorder, also the request's rollout cohorts as the server finds
+    // and counts them), first with no metrics recorder (each flag-evaluation counter is a no-op),
     // then with the Prometheus recorder installed, so every counter, gauge and histogram
     // of the pipeline is recorded. Installing it is global, so this group runs last.
     let flags_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/feature_flags.json");
@@ -95,12 +96,64 @@ fn plan(c: &mut Criterion) {
         return;
     };
     group.bench_function("saas_request_flags_prometheus", |b| {
-        b.iter(|| served.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
+        b.iter(|| as_the_server_plans(&served))
     });
     group.bench_function("saas_request_prometheus", |b| {
         b.iter(|| plain.plan_sync(black_box(SAAS)).map(|p| p.tasks.len()))
     });
+    // The same with a rollout in progress: `new_router_rollout` at 5 %, as `genesis
+    // deploy` writes it, so the subject's bucket is hashed on every plan.
+    let rollout = match genesis::flags::FlagStore::load(flags_file).and_then(|mut store| {
+        let five = genesis::flags::Percent::try_new(5.0)?;
+        store.set_rollout_percent("new_router_rollout", five)?;
+        Ok(store)
+    }) {
+        Ok(store) => genesis::flags::SharedFlags::new(store),
+        Err(e) => {
+            eprintln!("cannot set new_router_rollout to 5 %: {e}");
+            group.finish();
+            return;
+        }
+    };
+    let Ok(rolling) = Orchestrator::builder().flags(rollout).build() else {
+        group.finish();
+        return;
+    };
+    group.bench_function("saas_request_flags_rollout5_prometheus", |b| {
+        b.iter(|| as_the_server_plans(&rolling))
+    });
+    // The cohort step alone (a few hundred nanoseconds against a plan's ~17 µs: the
+    // plans above cannot show it through the noise of a shared machine).
+    group.bench_function("cohorts_flags_prometheus", |b| {
+        b.iter(|| in_its_cohorts(&served))
+    });
+    group.bench_function("cohorts_rollout5_prometheus", |b| {
+        b.iter(|| in_its_cohorts(&rolling))
+    });
     group.finish();
+}
+
+/// The request's rollout cohorts, counted as the server counts a request (nothing when
+/// no flag is in rollout).
+fn in_its_cohorts(genesis: &Orchestrator) -> genesis::Cohorts {
+    let cohorts = genesis.cohorts(black_box("anonymous"));
+    if !cohorts.is_empty() {
+        genesis
+            .cohort_metrics()
+            .record_request(cohorts, false, 0.000_05);
+    }
+    cohorts
+}
+
+/// What the server does for one plan request besides its HTTP work: the subject's
+/// rollout cohorts (one flag lookup per pipeline flag), the plan, and the request
+/// counted in its cohorts (nothing when no flag is in rollout).
+fn as_the_server_plans(genesis: &Orchestrator) -> Option<usize> {
+    in_its_cohorts(genesis);
+    genesis
+        .plan_sync(black_box(SAAS))
+        .map(|p| p.tasks.len())
+        .ok()
 }
 
 criterion_group!(benches, plan);

@@ -3,7 +3,8 @@
 //!
 //! The rollout policy is the feature-flags crate's pure `RolloutController`; this module
 //! is its loop body: read the persisted state (`<state-dir>/<flag>.json`), gather a
-//! health sample (given on the command line or scraped from the server's `/metrics`),
+//! health sample (given on the command line or scraped from the server's `/metrics`:
+//! the flag's `on` cohort when the server counts one, else the whole server's),
 //! tick, write the flag's new percentage into the flags file (atomically, so a running
 //! server hot-reloads a whole file) and persist the state. A missing or unreadable
 //! health source is a missing sample — held, then rolled back — never a healthy one.
@@ -28,7 +29,7 @@ use genesis::flags::{
 };
 
 use crate::health::MAX_METRICS_BODY;
-use crate::scrape::{self, ScrapeError, Snapshot};
+use crate::scrape::{self, Scope, ScrapeError, Snapshot};
 use crate::setup::{Failure, load_config};
 
 /// Exit code of a `deploy tick` that wrote nothing because the rollout changed while it
@@ -158,7 +159,8 @@ pub(crate) struct TickArgs {
     #[arg(long, requires_all = ["error_rate", "tasks"])]
     task_p95_ms: Option<u64>,
     /// Read the sample from a server's Prometheus exposition, e.g.
-    /// http://127.0.0.1:8000/metrics (traffic since the previous tick).
+    /// http://127.0.0.1:8000/metrics (traffic since the previous tick): the flag's `on`
+    /// cohort when the server counts it, else the whole server's.
     #[arg(long)]
     metrics_url: Option<String>,
     /// API key sent with the metrics request.
@@ -748,7 +750,7 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
                     None,
                     "no baseline (no --metrics-url): the first tick takes it and holds".to_owned(),
                 ),
-                Some(url) => match scrape_metrics(url, api_key.as_deref()).await {
+                Some(url) => match scrape_metrics(url, api_key.as_deref(), &flag).await {
                     Ok(snapshot) => (Some(snapshot), format!("baseline taken from {url}")),
                     Err(why) => (
                         None,
@@ -850,9 +852,15 @@ fn pause_or_resume(
 
 /// Where a tick's sample came from.
 enum Gathered {
-    /// A sample (or none: missing), a note on its source, and the scrape to keep as the
-    /// next baseline.
-    Sample(Option<HealthSample>, String, Option<Snapshot>),
+    /// A sample (or none: missing), a note on its source, whose traffic it is (a
+    /// scraped sample: the flag's `on` cohort or the whole server), and the scrape to
+    /// keep as the next baseline.
+    Sample(
+        Option<HealthSample>,
+        String,
+        Option<Scope>,
+        Option<Snapshot>,
+    ),
     /// The metrics were read but there was no baseline to measure from: this scrape is
     /// the baseline, nothing is judged.
     Baseline(Snapshot, String),
@@ -885,8 +893,9 @@ fn check_metrics_url(url: &str) -> Result<(), Failure> {
     )))
 }
 
-/// Reads `url` and sums it into a [`Snapshot`]; the error says why there is none.
-async fn scrape_metrics(url: &str, api_key: Option<&str>) -> Result<Snapshot, String> {
+/// Reads `url` and sums it into a [`Snapshot`] keeping `flag`'s `on` cohort; the error
+/// says why there is none.
+async fn scrape_metrics(url: &str, api_key: Option<&str>, flag: &str) -> Result<Snapshot, String> {
     let client = genesis::llm::http_client_builder()
         .map_err(|e| format!("http client: {e}"))?
         .timeout(Duration::from_secs(10))
@@ -913,7 +922,7 @@ async fn scrape_metrics(url: &str, api_key: Option<&str>) -> Result<Snapshot, St
             .await
             .map_err(|e| format!("metrics at {url}: {}", crate::setup::one_line(&e)))?,
     };
-    scrape::snapshot(&body).map_err(|e| match e {
+    scrape::snapshot(&body, flag).map_err(|e| match e {
         ScrapeError::NotGenesis => format!("{e} at {url}"),
         e => format!("metrics at {url} unusable: {e}"),
     })
@@ -924,8 +933,10 @@ fn save_snapshot(r: &Rollouts, flag: &str, snapshot: &Snapshot) -> Result<(), Fa
     write_atomically(&r.scrape_path(flag), &json)
 }
 
-/// The sample for a tick and a note on where it came from.
-async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
+/// The sample for a tick and a note on where it came from. A scraped sample is the
+/// flag's `on` cohort when the exposition has the flag's cohort series and `split` (the
+/// rollout's step is strictly between 0 and 100 %), else the whole server's.
+async fn gather(r: &Rollouts, t: &TickArgs, split: bool) -> Result<Gathered, Failure> {
     if let (Some(error_rate), Some(p95), Some(requests)) = (t.error_rate, t.p95_ms, t.requests) {
         let error_rate = share("--error-rate", error_rate)?;
         let tasks = match (t.tasks, t.task_failure_rate) {
@@ -946,6 +957,7 @@ async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
             Some(sample),
             "given on the command line".into(),
             None,
+            None,
         ));
     }
     let Some(url) = &t.metrics_url else {
@@ -953,11 +965,12 @@ async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
             None,
             "no health source given (--error-rate/--p95-ms/--requests or --metrics-url)".into(),
             None,
+            None,
         ));
     };
-    let current = match scrape_metrics(url, t.api_key.as_deref()).await {
+    let current = match scrape_metrics(url, t.api_key.as_deref(), &t.flag).await {
         Ok(s) => s,
-        Err(why) => return Ok(Gathered::Sample(None, why, None)),
+        Err(why) => return Ok(Gathered::Sample(None, why, None, None)),
     };
     let previous: Option<Snapshot> = std::fs::read_to_string(r.scrape_path(&t.flag))
         .ok()
@@ -968,23 +981,30 @@ async fn gather(r: &Rollouts, t: &TickArgs) -> Result<Gathered, Failure> {
             format!("scraped from {url}: no baseline to measure from yet"),
         ));
     };
-    // A baseline from before task numbers existed (an older genesis) is no baseline:
-    // measured from it, the window would hold every task since the server started.
+    // A baseline from before task numbers existed, or from before cohorts were read
+    // (an older genesis), is no baseline: measured from it, the window would hold every
+    // task (or every request and task of the cohort) since the server started.
     if !previous.measures(&current) {
+        let missing = if previous.has_tasks {
+            "cohort numbers"
+        } else {
+            "task numbers"
+        };
         return Ok(Gathered::Baseline(
             current,
             format!(
-                "scraped from {url}: the baseline has no task numbers (an older format), so a new one is taken"
+                "scraped from {url}: the baseline has no {missing} (an older format), so a new one is taken"
             ),
         ));
     }
     let window = current.since(Some(&previous));
     let note = format!("scraped from {url}, traffic since the baseline");
-    match window.sample() {
-        Some(s) => Ok(Gathered::Sample(Some(s), note, Some(current))),
-        None => Ok(Gathered::Sample(
+    match window.judged(&t.flag, split) {
+        (Some(s), scope) => Ok(Gathered::Sample(Some(s), note, Some(scope), Some(current))),
+        (None, scope) => Ok(Gathered::Sample(
             None,
             format!("no genesis_request_duration_seconds histogram at {url}"),
+            Some(scope),
             Some(current),
         )),
     }
@@ -1004,22 +1024,24 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
     // A state that does not fit `flags.rollout` (other steps, a hand edit) is refused
     // before any metrics are read, so nothing is written.
     r.check(&state)?;
-    let (sample, source, snapshot, action) = match gather(r, &t).await? {
+    // At 0 % or 100 % the flag gives every subject the same answer: no cohorts.
+    let split = state.percent > Percent::ZERO && state.percent < Percent::HUNDRED;
+    let (sample, source, scope, snapshot, action) = match gather(r, &t, split).await? {
         Gathered::Baseline(snapshot, source) => {
             let action = r
                 .controller
                 .baseline_taken(&mut state)
                 .map_err(|e| r.stale(&state.flag, &e))?;
-            (None, source, Some(snapshot), action)
+            (None, source, None, Some(snapshot), action)
         }
-        Gathered::Sample(sample, source, snapshot) => {
+        Gathered::Sample(sample, source, scope, snapshot) => {
             let action = r
                 .controller
                 .tick(&mut state, sample.as_ref(), now)
                 .map_err(|e| r.stale(&state.flag, &e))?;
             // Too little traffic: keep the baseline, so the next window covers this one.
             let snapshot = snapshot.filter(|_| !action.keeps_window());
-            (sample, source, snapshot, action)
+            (sample, source, scope, snapshot, action)
         }
     };
     // The metrics were read without the locks (a scrape takes up to 10 s). Whatever
@@ -1054,8 +1076,10 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
     if let Some(s) = snapshot {
         save_snapshot(r, &t.flag, &s)?;
     }
+    // Whose traffic was judged goes first: the flag's cohort, or the whole server.
+    let scope = scope.map(|s| format!("{s}: ")).unwrap_or_default();
     let sample_text = match &sample {
-        Some(s) => format!("{s} ({source})"),
+        Some(s) => format!("{scope}{s} ({source})"),
         None if matches!(
             action,
             RolloutAction::Hold {
@@ -1065,7 +1089,7 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
         {
             format!("none judged: {source}")
         }
-        None => format!("missing: {source}; a missing sample never counts as healthy"),
+        None => format!("missing: {scope}{source}; a missing sample never counts as healthy"),
     };
     let rolled_back = matches!(action, RolloutAction::RollBack { .. });
     Ok((

@@ -21,6 +21,17 @@
 //! but no request series means zero requests: a valid sample (held for insufficient
 //! traffic) and a valid baseline. An exposition with no `genesis_` family at all (the
 //! wrong URL) is a missing sample, never a healthy one.
+//!
+//! **Cohorts.** While a pipeline flag splits subjects (a percentage strictly between 0
+//! and 100 %), the server also counts its plan and run requests and their runs' tasks
+//! per cohort: `genesis_cohort_requests_total{flag, variant, outcome}`,
+//! `genesis_cohort_request_duration_seconds{flag, variant}`,
+//! `genesis_cohort_tasks_total{flag, variant, status}` and
+//! `genesis_cohort_task_duration_seconds{flag, variant}`. A snapshot keeps the rolled-out
+//! flag's `on` cohort ([`Snapshot::cohort`]), and the tick judges it
+//! ([`Snapshot::judged`]) when the exposition has cohort series for the flag; otherwise
+//! (an older server, a flag outside the pipeline, no plan or run request since the flag
+//! split subjects) the server-wide numbers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,6 +71,51 @@ pub(crate) struct Snapshot {
     /// different value in a later scrape is a restart, whatever the counters say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) start_time: Option<f64>,
+    /// Whether the snapshot was taken by a `genesis` that reads cohort series (this
+    /// release on; then a missing [`Snapshot::cohort`] means the exposition had none for
+    /// the flag). A baseline written before lacks it, and cannot measure a cohort (see
+    /// [`Snapshot::measures`]).
+    #[serde(default)]
+    pub(crate) reads_cohorts: bool,
+    /// The rolled-out flag's `on` cohort, when the exposition has cohort series for the
+    /// flag (of either variant): its plan and run requests (`requests`, `errors`, and
+    /// `buckets` from the cohort's request histogram) and its runs' tasks (`has_tasks` is
+    /// then always set). `start_time`, `reads_cohorts` and `cohort` are unused in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cohort: Option<Box<Snapshot>>,
+}
+
+/// What a tick judges: the rolled-out flag's `on` cohort or the whole server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The `on` cohort of the flag; `http_p95_server_wide` when the exposition has no
+    /// cohort request histogram, so the HTTP p95 is the server's.
+    Cohort {
+        /// The flag.
+        flag: String,
+        /// Whether the HTTP p95 is the server's.
+        http_p95_server_wide: bool,
+    },
+    /// Every request and task of the server.
+    ServerWide,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Cohort {
+                flag,
+                http_p95_server_wide,
+            } => {
+                write!(f, "cohort {flag}=on")?;
+                if *http_p95_server_wide {
+                    f.write_str(" (HTTP p95 server-wide: no cohort request histogram)")?;
+                }
+                Ok(())
+            }
+            Scope::ServerWide => f.write_str("server-wide"),
+        }
+    }
 }
 
 /// One series: name, labels, value.
@@ -164,23 +220,66 @@ impl std::error::Error for ScrapeError {}
 /// The `+Inf` bucket bound (JSON has no infinity).
 const INF_BOUND: f64 = f64::MAX;
 
-/// Sums the request counters and latency buckets of traffic endpoints. An exposition
-/// of the Genesis server without `genesis_requests_total` (no API request since the
-/// start) is zero requests.
+/// Sums the request counters and latency buckets of traffic endpoints, and keeps
+/// `flag`'s `on` cohort ([`Snapshot::cohort`]). An exposition of the Genesis server
+/// without `genesis_requests_total` (no API request since the start) is zero requests.
 ///
 /// # Errors
 /// [`ScrapeError::NotGenesis`] when the exposition has no `genesis_` family at all; [`ScrapeError::BadBound`] / [`ScrapeError::BadCount`] for a traffic latency
-/// bucket that cannot be judged (a broken or hostile server is no evidence of health).
-pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
+/// bucket (server-wide or the cohort's) that cannot be judged (a broken or hostile
+/// server is no evidence of health).
+pub(crate) fn snapshot(exposition: &str, flag: &str) -> Result<Snapshot, ScrapeError> {
     let mut seen = false;
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot {
+        reads_cohorts: true,
+        ..Snapshot::default()
+    };
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     let mut task_buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    let mut cohort_buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    let mut cohort_task_buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for (index, line) in exposition.lines().enumerate() {
         let Some((name, labels, value)) = parse_series(line) else {
             continue;
         };
         seen |= name.starts_with("genesis_");
+        if name.starts_with("genesis_cohort_") {
+            if labels.get("flag") != Some(&flag) {
+                continue;
+            }
+            // Series of either variant say the server counts this flag's cohorts.
+            let cohort = snap.cohort.get_or_insert_with(|| {
+                Box::new(Snapshot {
+                    has_tasks: true,
+                    ..Snapshot::default()
+                })
+            });
+            if labels.get("variant") != Some(&"on") {
+                continue;
+            }
+            let count = value.is_finite() && value >= 0.0;
+            match name {
+                "genesis_cohort_requests_total" if count => {
+                    cohort.requests += value;
+                    if labels.get("outcome") == Some(&"error") {
+                        cohort.errors += value;
+                    }
+                }
+                "genesis_cohort_tasks_total" if count => match labels.get("status") {
+                    Some(&"succeeded") => cohort.tasks_succeeded += value,
+                    Some(&"failed") => cohort.tasks_failed += value,
+                    _ => {}
+                },
+                "genesis_cohort_request_duration_seconds_bucket" => {
+                    add_bucket(&mut cohort_buckets, &labels, value, index + 1)?;
+                }
+                "genesis_cohort_task_duration_seconds_bucket" => {
+                    add_bucket(&mut cohort_task_buckets, &labels, value, index + 1)?;
+                }
+                _ => {}
+            }
+            continue;
+        }
         let probe = labels.get("endpoint").is_some_and(|e| PROBES.contains(e));
         match name {
             "genesis_requests_total" => {
@@ -218,6 +317,10 @@ pub(crate) fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
     }
     snap.buckets = sorted(buckets);
     snap.task_buckets = sorted(task_buckets);
+    if let Some(cohort) = &mut snap.cohort {
+        cohort.buckets = sorted(cohort_buckets);
+        cohort.task_buckets = sorted(cohort_task_buckets);
+    }
     Ok(snap)
 }
 
@@ -265,10 +368,48 @@ fn bucket_delta(current: &[(f64, f64)], previous: &[(f64, f64)]) -> Vec<(f64, f6
 impl Snapshot {
     /// Whether `self`, as a baseline, can measure a window ending at `current`: not when
     /// `current` has task numbers and `self` has none (a baseline written before task
-    /// numbers existed, or by a server without them). Judging from such a baseline
-    /// would count every task since the server started.
+    /// numbers existed, or by a server without them), nor when `current` has a cohort
+    /// and `self` was written by a `genesis` that did not read cohorts (it cannot say
+    /// whether the cohort's counters were 0). Judging from such a baseline would count
+    /// every task, or every request and task of the cohort, since the server started.
     pub(crate) fn measures(&self, current: &Snapshot) -> bool {
-        self.has_tasks || !current.has_tasks
+        (self.has_tasks || !current.has_tasks) && (self.reads_cohorts || current.cohort.is_none())
+    }
+
+    /// Whether no counter of `self` is below `previous`'s (the cohort's included; a
+    /// cohort that was there and is gone counts as gone down).
+    fn not_below(&self, previous: &Snapshot) -> bool {
+        previous.requests <= self.requests
+            && previous.errors <= self.errors
+            && previous.tasks_succeeded <= self.tasks_succeeded
+            && previous.tasks_failed <= self.tasks_failed
+            && previous.cohort.as_deref().is_none_or(|before| {
+                self.cohort
+                    .as_deref()
+                    .is_some_and(|now| now.not_below(before))
+            })
+    }
+
+    /// `self` minus `previous`, counter by counter and bucket by bucket; the cohort
+    /// minus the previous one (zero when `previous` had none: its series appeared since).
+    fn minus(&self, previous: &Snapshot) -> Snapshot {
+        Snapshot {
+            requests: self.requests - previous.requests,
+            errors: self.errors - previous.errors,
+            buckets: bucket_delta(&self.buckets, &previous.buckets),
+            has_tasks: self.has_tasks,
+            tasks_succeeded: self.tasks_succeeded - previous.tasks_succeeded,
+            tasks_failed: self.tasks_failed - previous.tasks_failed,
+            task_buckets: bucket_delta(&self.task_buckets, &previous.task_buckets),
+            start_time: self.start_time,
+            reads_cohorts: self.reads_cohorts,
+            cohort: self.cohort.as_deref().map(|now| {
+                Box::new(match previous.cohort.as_deref() {
+                    Some(before) => now.minus(before),
+                    None => now.clone(),
+                })
+            }),
+        }
     }
 
     /// The traffic since `previous`, or all of it when there is none or the server
@@ -282,29 +423,41 @@ impl Snapshot {
                 .start_time
                 .zip(self.start_time)
                 .is_some_and(|(before, now)| before.to_bits() != now.to_bits());
-            !restarted
-                && p.requests <= self.requests
-                && p.errors <= self.errors
-                && p.tasks_succeeded <= self.tasks_succeeded
-                && p.tasks_failed <= self.tasks_failed
+            !restarted && self.not_below(p)
         }) else {
             return self.clone();
         };
-        Snapshot {
-            requests: self.requests - prev.requests,
-            errors: self.errors - prev.errors,
-            buckets: bucket_delta(&self.buckets, &prev.buckets),
-            has_tasks: self.has_tasks,
-            tasks_succeeded: self.tasks_succeeded - prev.tasks_succeeded,
-            tasks_failed: self.tasks_failed - prev.tasks_failed,
-            task_buckets: bucket_delta(&self.task_buckets, &prev.task_buckets),
-            start_time: self.start_time,
+        self.minus(prev)
+    }
+
+    /// The health sample a tick judges in this window, and whose it is: the `on` cohort
+    /// when the window has one and `split` (the flag's step is strictly between 0 and
+    /// 100 %, so its answer differs between subjects), else the whole server's. A cohort
+    /// without a request histogram has the server's HTTP p95. `None` as for
+    /// [`Snapshot::sample`].
+    pub(crate) fn judged(&self, flag: &str, split: bool) -> (Option<HealthSample>, Scope) {
+        match self.cohort.as_deref().filter(|_| split) {
+            Some(cohort) => {
+                let server_p95 = cohort.buckets.is_empty();
+                let http = if server_p95 {
+                    &self.buckets
+                } else {
+                    &cohort.buckets
+                };
+                (
+                    cohort.sample_with(http),
+                    Scope::Cohort {
+                        flag: flag.to_owned(),
+                        http_p95_server_wide: server_p95,
+                    },
+                )
+            }
+            None => (self.sample(), Scope::ServerWide),
         }
     }
 
-    /// The 95th percentile latency from the cumulative buckets, interpolated linearly
-    /// within the bucket as Prometheus' `histogram_quantile` does; a quantile in the
-    /// `+Inf` bucket is the highest finite bound. `None` without buckets.
+    /// The HTTP p95 of the window ([`p95`] of its request buckets).
+    #[cfg(test)]
     pub(crate) fn p95(&self) -> Option<Duration> {
         p95(&self.buckets)
     }
@@ -315,7 +468,12 @@ impl Snapshot {
     /// numbers are there when the exposition has `genesis_tasks_total`; the task p95
     /// when a task succeeded.
     pub(crate) fn sample(&self) -> Option<HealthSample> {
-        let p95 = match self.p95() {
+        self.sample_with(&self.buckets)
+    }
+
+    /// [`Snapshot::sample`] with the HTTP p95 taken from `http_buckets`.
+    fn sample_with(&self, http_buckets: &[(f64, f64)]) -> Option<HealthSample> {
+        let p95 = match p95(http_buckets) {
             Some(p95) => p95,
             None if self.requests <= 0.0 => Duration::ZERO,
             None => return None,
@@ -354,7 +512,9 @@ fn p95_of_some(buckets: &[(f64, f64)]) -> Option<Duration> {
         .and_then(|_| p95(buckets))
 }
 
-/// The 95th percentile latency from cumulative buckets (see [`Snapshot::p95`]).
+/// The 95th percentile latency from cumulative buckets, interpolated linearly within
+/// the bucket as Prometheus' `histogram_quantile` does; a quantile in the `+Inf` bucket
+/// is the highest finite bound. `None` without buckets.
 fn p95(buckets: &[(f64, f64)]) -> Option<Duration> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
@@ -384,6 +544,158 @@ fn p95(buckets: &[(f64, f64)]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::snapshot`] for a flag without cohort series in these expositions.
+    fn snapshot(exposition: &str) -> Result<Snapshot, ScrapeError> {
+        super::snapshot(exposition, "new_router")
+    }
+
+    /// `TEXT` plus task series and cohort series of `new_router` (on: `on`, off:
+    /// `off`, as (ok, error, succeeded, failed)) and of another flag, whose numbers
+    /// are awful and must never be judged for `new_router`.
+    fn with_cohorts(
+        on: (u32, u32, u32, u32),
+        off: (u32, u32, u32, u32),
+        histogram: bool,
+    ) -> String {
+        let mut text = format!(
+            "{TEXT}genesis_tasks_total{{status=\"succeeded\"}} 100\n\
+             genesis_tasks_total{{status=\"failed\"}} 0\n"
+        );
+        for (flag, variant, (ok, error, succeeded, failed)) in [
+            ("new_router", "on", on),
+            ("new_router", "off", off),
+            ("halo_routing", "on", (0, 500, 0, 500)),
+        ] {
+            let l = format!("flag=\"{flag}\",variant=\"{variant}\"");
+            text.push_str(&format!(
+                "genesis_cohort_requests_total{{{l},outcome=\"ok\"}} {ok}\n\
+                 genesis_cohort_requests_total{{{l},outcome=\"error\"}} {error}\n\
+                 genesis_cohort_tasks_total{{{l},status=\"succeeded\"}} {succeeded}\n\
+                 genesis_cohort_tasks_total{{{l},status=\"failed\"}} {failed}\n"
+            ));
+            if histogram {
+                let all = ok + error;
+                text.push_str(&format!(
+                    "genesis_cohort_request_duration_seconds_bucket{{{l},le=\"2\"}} {all}\n\
+                     genesis_cohort_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {all}\n"
+                ));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn the_flags_on_cohort_is_kept_and_judged_apart_from_other_flags_and_variants() {
+        let s = super::snapshot(
+            &with_cohorts((30, 2, 8, 12), (500, 0, 92, 0), true),
+            "new_router",
+        )
+        .unwrap();
+        let c = s.cohort.as_deref().unwrap();
+        assert_eq!(
+            (c.requests, c.errors, c.tasks_succeeded, c.tasks_failed),
+            (32.0, 2.0, 8.0, 12.0)
+        );
+        let (sample, scope) = s.judged("new_router", true);
+        let sample = sample.unwrap();
+        assert_eq!(sample.requests, 32);
+        assert!((sample.error_rate - 2.0 / 32.0).abs() < 1e-12);
+        let t = sample.tasks.unwrap();
+        assert_eq!((t.finished, t.failure_rate), (20, 0.6));
+        // The cohort's own request histogram: every request took (1, 2] s.
+        assert!(sample.p95_latency > Duration::from_secs(1), "{sample:?}");
+        assert_eq!(scope.to_string(), "cohort new_router=on");
+        // Not split (0 % or 100 %): the server's numbers.
+        let (sample, scope) = s.judged("new_router", false);
+        assert_eq!(scope, Scope::ServerWide);
+        assert_eq!(sample.unwrap().requests, 100);
+        // A flag without series of its own is judged server-wide, whatever other
+        // flags' cohorts say.
+        let other = super::snapshot(
+            &with_cohorts((1, 0, 0, 0), (1, 0, 0, 0), true),
+            "aop_validation",
+        )
+        .unwrap();
+        assert!(other.cohort.is_none());
+        assert_eq!(other.judged("aop_validation", true).1, Scope::ServerWide);
+        // The baseline keeps the cohort, and reads back.
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn a_cohort_without_a_request_histogram_has_the_servers_http_p95() {
+        let s = super::snapshot(
+            &with_cohorts((30, 0, 10, 0), (70, 0, 90, 0), false),
+            "new_router",
+        )
+        .unwrap();
+        let (sample, scope) = s.judged("new_router", true);
+        assert_eq!(
+            sample.unwrap().p95_latency,
+            s.sample().unwrap().p95_latency,
+            "the server's HTTP p95"
+        );
+        assert_eq!(
+            scope.to_string(),
+            "cohort new_router=on (HTTP p95 server-wide: no cohort request histogram)"
+        );
+    }
+
+    #[test]
+    fn cohort_windows_start_at_zero_and_a_cohort_going_down_is_a_restart() {
+        // The baseline had no cohort series (the flag split nobody then).
+        let baseline = snapshot(&with_cohorts((0, 0, 0, 0), (0, 0, 0, 0), true)).unwrap();
+        let baseline = Snapshot {
+            cohort: None,
+            ..baseline
+        };
+        let now = super::snapshot(
+            &with_cohorts((30, 0, 10, 5), (70, 0, 90, 0), true),
+            "new_router",
+        )
+        .unwrap();
+        let window = now.since(Some(&baseline));
+        assert_eq!(window.cohort.as_deref().unwrap().requests, 30.0);
+        // A cohort counter below the baseline's: the server restarted (no start-time
+        // gauge in these expositions), the whole current cohort is the window.
+        let later = super::snapshot(
+            &with_cohorts((3, 0, 1, 0), (70, 0, 90, 0), true),
+            "new_router",
+        )
+        .unwrap();
+        let window = later.since(Some(&now));
+        assert_eq!(window.cohort.as_deref().unwrap().requests, 3.0);
+        assert_eq!(
+            window.requests, later.requests,
+            "the whole window, not a delta"
+        );
+    }
+
+    /// A baseline the previous release wrote has no cohort fields: it loads, and
+    /// measures a window only when the current scrape has no cohort either.
+    #[test]
+    fn a_baseline_without_cohort_fields_cannot_measure_a_cohort() {
+        let old: Snapshot = serde_json::from_str(
+            r#"{"requests":1.0,"errors":0.0,"buckets":[],"has_tasks":true,"tasks_succeeded":1.0,"tasks_failed":0.0,"task_buckets":[]}"#,
+        )
+        .unwrap();
+        assert!(!old.reads_cohorts && old.cohort.is_none());
+        let with = super::snapshot(
+            &with_cohorts((1, 0, 1, 0), (1, 0, 1, 0), true),
+            "new_router",
+        )
+        .unwrap();
+        assert!(!old.measures(&with));
+        let without = super::snapshot(
+            &with_cohorts((1, 0, 1, 0), (1, 0, 1, 0), true),
+            "aop_validation",
+        )
+        .unwrap();
+        assert!(old.measures(&without));
+        assert!(with.measures(&with));
+    }
 
     const TEXT: &str = r#"# HELP genesis_requests_total requests handled
 # TYPE genesis_requests_total counter

@@ -20,7 +20,7 @@ use genesis::store::{ListCursor, RunStore, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::middleware::{Caller, Commit};
+use crate::middleware::{Caller, CohortSlot, Commit};
 use crate::runs::StartRunError;
 use crate::{AppState, json_error};
 
@@ -342,6 +342,7 @@ pub(crate) async fn create_task(
     State(state): State<Arc<AppState>>,
     commit: Option<Extension<Commit>>,
     caller: Option<Extension<Caller>>,
+    cohort_slot: Option<Extension<CohortSlot>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -450,6 +451,12 @@ pub(crate) async fn create_task(
             }
         }
     }
+    // From here the request evaluates the pipeline's flags for its subject: it is in
+    // the subject's rollout cohorts (counted when it is answered), and so is its run.
+    let cohorts = state.orchestrator.cohorts(&subject);
+    if let Some(Extension(slot)) = &cohort_slot {
+        slot.set(cohorts);
+    }
     let options = genesis::PlanOptions {
         budget,
         subject: Some(subject.clone()),
@@ -502,12 +509,13 @@ pub(crate) async fn create_task(
     // journaled) it is kept right there, on the same thread, whatever becomes of the
     // request meanwhile.
     let started = committed(&state, commit.as_ref(), move |s| {
-        let started = s.runs.start(
+        let started = s.runs.start_in(
             plan,
             budget,
             idempotency.as_deref(),
             &subject,
             correlation.as_deref(),
+            cohorts,
         );
         match &started {
             Ok((_, false)) => charge.carried_by_run(),

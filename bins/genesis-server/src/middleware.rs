@@ -28,8 +28,25 @@ use crate::{AppState, json_error};
 /// kept for ever, and a secret in a path would be exported by `/metrics`).
 pub(crate) const UNMATCHED: &str = "unmatched";
 
+/// Where the plan-or-run handler leaves the rollout cohorts of its request (its
+/// subject's, [`genesis::Orchestrator::cohorts`]) for [`request_context`] to count the
+/// request in, once it is answered: with its final status, a 503 of the request timeout
+/// included. Only `POST /api/tasks` gets one (one small allocation per such request);
+/// a request refused before it evaluates the pipeline's flags (auth, rate limits, kill
+/// switches, bad input) leaves it empty and is in no cohort.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CohortSlot(Arc<std::sync::OnceLock<genesis::Cohorts>>);
+
+impl CohortSlot {
+    /// Puts the request in `cohorts` (the first call wins).
+    pub(crate) fn set(&self, cohorts: genesis::Cohorts) {
+        let _ = self.0.set(cohorts);
+    }
+}
+
 /// Request id (from `x-correlation-id` or generated), a tracing span, request metrics
-/// labelled by route template (`/api/tasks/{id}`, or [`UNMATCHED`]), the error body
+/// labelled by route template (`/api/tasks/{id}`, or [`UNMATCHED`]) and, for plan and
+/// run requests of a rollout cohort, per cohort (see [`CohortSlot`]), the error body
 /// of a 405 (see [`method_not_allowed`]), and rate-limited `warn` lines for refusals
 /// (401, 429, 503; see [`log_refusal`]).
 ///
@@ -79,6 +96,11 @@ pub(crate) async fn request_context(
     // For a 405's message only: a `Uri` clone shares the request line's bytes (no
     // allocation on every request, as a `String` of the path would be).
     let uri = req.uri().clone();
+    let cohort_slot = (method == axum::http::Method::POST && endpoint == "/api/tasks").then(|| {
+        let slot = CohortSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        slot
+    });
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
@@ -118,8 +140,20 @@ pub(crate) async fn request_context(
         catalogue::labels::STATUS => status
     )
     .increment(1);
+    let seconds = started.elapsed().as_secs_f64();
     metrics::histogram!(catalogue::REQUEST_DURATION_SECONDS, catalogue::labels::ENDPOINT => endpoint)
-        .record(started.elapsed().as_secs_f64());
+        .record(seconds);
+    // A 5xx is an error of the cohort, as `genesis_requests_total{status=~"5.."}` is of
+    // the server.
+    if let Some(&cohorts) = cohort_slot.as_ref().and_then(|s| s.0.get())
+        && !cohorts.is_empty()
+    {
+        state.orchestrator.cohort_metrics().record_request(
+            cohorts,
+            code.is_server_error(),
+            seconds,
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(CORRELATION_ID_HEADER, v);
     }

@@ -86,9 +86,15 @@ pub(crate) const CORRUPT_RULE: &str = "run_store_corrupt";
 
 /// Journals to the store (the executor writes every event through it before it moves
 /// on, from its journal thread: several runs' events in one store transaction) and
-/// records task metrics for what the store kept.
+/// records task metrics for what the store kept: the server's, and its run's rollout
+/// cohorts' (the cohorts it was launched in).
 struct MeteredJournal {
     store: Arc<dyn RunStore>,
+    /// The run's rollout cohorts (empty: none, nothing more is recorded).
+    cohorts: genesis::Cohorts,
+    /// The orchestrator's cohort metric handles (not the orchestrator: its executor
+    /// holds this journal while the run is live).
+    cohort_metrics: Arc<genesis::CohortMetrics>,
 }
 
 impl RunJournal for MeteredJournal {
@@ -118,6 +124,18 @@ impl RunJournal for MeteredJournal {
     /// Counted on the run's task, once the store kept the events.
     fn journaled(&self, _: &RunId, events: &[RunEvent]) {
         events.iter().for_each(record_metrics);
+        if !self.cohorts.is_empty() {
+            let metrics = &self.cohort_metrics;
+            for event in events {
+                match event {
+                    RunEvent::TaskSucceeded { duration_ms, .. } => {
+                        metrics.record_task_succeeded(self.cohorts, *duration_ms as f64 / 1000.0)
+                    }
+                    RunEvent::TaskFailed { .. } => metrics.record_task_failed(self.cohorts),
+                    _ => {}
+                }
+            }
+        }
     }
 
     fn blocks(&self) -> bool {
@@ -302,7 +320,8 @@ impl RunManager {
     /// Journals a run with the subject it runs for, then starts it. Returns the run id
     /// and whether it already existed (same idempotency key). The budget journaled (and
     /// reported as the run's `budget`) is the cap in force: `budget` when given, else
-    /// the configured `budget.per_run`.
+    /// the configured `budget.per_run`. Its tasks are counted in the subject's rollout
+    /// cohorts now ([`Orchestrator::cohorts`]).
     ///
     /// # Errors
     /// Store failures (nothing was accepted) or an invalid plan (a budget above
@@ -314,6 +333,31 @@ impl RunManager {
         idempotency_key: Option<&str>,
         subject: &str,
         correlation_id: Option<&str>,
+    ) -> Result<(RunId, bool), StartRunError> {
+        let cohorts = self.orchestrator.cohorts(subject);
+        self.start_in(
+            plan,
+            budget,
+            idempotency_key,
+            subject,
+            correlation_id,
+            cohorts,
+        )
+    }
+
+    /// [`RunManager::start`] for a run whose tasks are counted in `cohorts`: the API
+    /// passes its request's, so a request and its run are in the same cohorts.
+    ///
+    /// # Errors
+    /// As [`RunManager::start`].
+    pub(crate) fn start_in(
+        &self,
+        plan: Plan,
+        budget: Option<Usd>,
+        idempotency_key: Option<&str>,
+        subject: &str,
+        correlation_id: Option<&str>,
+        cohorts: genesis::Cohorts,
     ) -> Result<(RunId, bool), StartRunError> {
         let budget = self.orchestrator.run_budget(budget)?;
         // Callers without credentials (an open API) all share the subject `anonymous`:
@@ -362,6 +406,7 @@ impl RunManager {
             Usd::ZERO,
             slot,
             subject,
+            cohorts,
             correlation_id,
         );
         if let Err(e) = launched {
@@ -422,6 +467,7 @@ impl RunManager {
         spent: Usd,
         slot: SubjectSlot,
         subject: &str,
+        cohorts: genesis::Cohorts,
         correlation_id: Option<&str>,
     ) -> Result<(), GenesisError> {
         // A cancel journaled while the run was starting, before it is handed to the
@@ -447,6 +493,8 @@ impl RunManager {
             run_id: Some(id.clone()),
             journal: Some(Arc::new(MeteredJournal {
                 store: Arc::clone(&self.store),
+                cohorts,
+                cohort_metrics: Arc::clone(self.orchestrator.cohort_metrics()),
             })),
             resumed,
             budget,
@@ -538,6 +586,9 @@ impl RunManager {
             // For the subject it was started for (runs journaled before subjects were:
             // `anonymous`, as they ran), and routed as its stored plan was.
             let subject = run.subject.as_deref().unwrap_or("anonymous");
+            // The cohorts it was launched in are not journaled: its tasks from here are
+            // counted in the subject's cohorts now (the same, unless a flag moved).
+            let cohorts = self.orchestrator.cohorts(subject);
             let budget = self.resumed_budget(&run.id, run.budget);
             // Accepted work: counted against its subject's limit, never refused by it.
             let Ok(slot) = self.subject_slot(subject, false) else {
@@ -551,6 +602,7 @@ impl RunManager {
                 run.cost,
                 slot,
                 subject,
+                cohorts,
                 None,
             ) {
                 Ok(()) => n += 1,

@@ -305,6 +305,27 @@ impl Flag {
         }
     }
 
+    /// Whether the flag's answer differs between subjects at `now`: it is enabled and
+    /// its strategy admits some subjects and not others. That is a percentage (or a
+    /// progressive ramp's percentage at `now`) strictly between 0 and 100 %, or a canary
+    /// below 100 % with subjects listed or a percentage above 0. `all`, `off`, 0 % and
+    /// 100 % give every subject the same answer: no cohorts to compare. Pure and
+    /// allocation-free, like [`Flag::evaluate`].
+    pub fn splits_at(&self, now: Timestamp) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let partial = |threshold: u32| threshold > 0 && threshold < BUCKETS;
+        match &self.strategy {
+            Strategy::All | Strategy::Off => false,
+            Strategy::Canary { subjects, percent } => {
+                let threshold = percent.threshold();
+                partial(threshold) || (!subjects.is_empty() && threshold < BUCKETS)
+            }
+            strategy => strategy.threshold_at(now).is_some_and(partial),
+        }
+    }
+
     /// Points the flag's rollout at `percent`: a canary keeps its subjects, anything else
     /// becomes `percentage { percent }`. Because buckets are sticky, raising the
     /// percentage only ever adds subjects.
@@ -547,6 +568,48 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(p, Strategy::Progressive { steps: None, .. }));
+    }
+
+    /// Cohorts exist only while subjects get different answers: the server counts
+    /// them for these flags alone.
+    #[test]
+    fn a_flag_splits_subjects_only_strictly_between_nobody_and_everybody() {
+        let pct = |p: f64| Strategy::Percentage {
+            percent: Percent::try_new(p).unwrap(),
+        };
+        let on = |s: Strategy| Flag::new("x", true).with_strategy(s);
+        assert!(on(pct(5.0)).splits_at(at(0)));
+        assert!(on(pct(99.99)).splits_at(at(0)));
+        for whole in [0.0, 100.0, 0.001] {
+            // 0.001 % admits no bucket (one bucket is 0.01 %): nobody is in.
+            assert!(!on(pct(whole)).splits_at(at(0)), "{whole}");
+        }
+        assert!(!on(Strategy::All).splits_at(at(0)));
+        assert!(!on(Strategy::Off).splits_at(at(0)));
+        assert!(
+            !Flag::new("x", false)
+                .with_strategy(pct(5.0))
+                .splits_at(at(0)),
+            "a disabled flag is off for everyone"
+        );
+        let canary = |subjects: &[&str], p: f64| Strategy::Canary {
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            percent: Percent::try_new(p).unwrap(),
+        };
+        assert!(on(canary(&["alice"], 0.0)).splits_at(at(0)));
+        assert!(on(canary(&[], 5.0)).splits_at(at(0)));
+        assert!(!on(canary(&[], 0.0)).splits_at(at(0)));
+        assert!(!on(canary(&["alice"], 100.0)).splits_at(at(0)));
+        let ramp = on(Strategy::Progressive {
+            start: at(1000),
+            end: at(2000),
+            from_percent: Percent::ZERO,
+            to_percent: Percent::HUNDRED,
+            steps: None,
+        });
+        assert!(!ramp.splits_at(at(1000)), "not started: 0 %");
+        assert!(ramp.splits_at(at(1500)), "under way");
+        assert!(!ramp.splits_at(at(2000)), "done: 100 %");
     }
 
     #[test]

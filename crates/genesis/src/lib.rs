@@ -54,6 +54,7 @@ pub use genesis_security as security;
 pub use genesis_telemetry as telemetry;
 
 mod catalogues;
+mod cohort;
 pub mod config;
 pub mod defaults;
 mod error;
@@ -66,6 +67,7 @@ pub mod store;
 mod wiring;
 
 pub use catalogues::{load_catalogues, read_agents};
+pub use cohort::{Cohort, CohortMetrics, Cohorts};
 pub use config::{BackendConfig, GenesisConfig};
 pub use error::GenesisError;
 pub use orchestrator::{

@@ -308,6 +308,7 @@ impl OrchestratorBuilder {
             inner: Arc::new(Inner {
                 flags: self.flags,
                 flag_counters: FlagCounters::default(),
+                cohort_metrics: Arc::new(crate::cohort::CohortMetrics::default()),
                 llm: self.llm,
                 agents,
                 executor,
@@ -358,6 +359,8 @@ impl OrchestratorBuilder {
 struct Inner {
     flags: Option<SharedFlags>,
     flag_counters: FlagCounters,
+    /// The rollout cohorts' metric handles (see [`Orchestrator::cohort_metrics`]).
+    cohort_metrics: Arc<crate::cohort::CohortMetrics>,
     llm: Option<LlmProviders>,
     /// The executor's backends (a clone: the map's values are shared), to tell which
     /// agents a run can call before it is accepted.
@@ -853,6 +856,40 @@ impl Orchestrator {
         }
     }
 
+    /// The rollout cohorts `subject` is in now: for each flag of
+    /// [`Cohorts::FLAGS`](crate::Cohorts::FLAGS) (the ones [`Orchestrator::gate`] and
+    /// [`Orchestrator::stages`] evaluate) whose answer differs between subjects now
+    /// ([`Flag::splits_at`](genesis_feature_flags::Flag::splits_at)), whether `subject`
+    /// gets it. Empty without flags, or when no such flag is in rollout: then it costs
+    /// one snapshot of the flags and a look at each flag's strategy (no lookup by
+    /// name, no hashing), and no metrics are recorded for it. Flag evaluations made here
+    /// are not counted in `genesis_flag_evaluations_total` (the plan's own evaluations
+    /// are).
+    pub fn cohorts(&self, subject: &str) -> crate::Cohorts {
+        let mut cohorts = crate::Cohorts::NONE;
+        let Some(flags) = &self.inner.flags else {
+            return cohorts;
+        };
+        let store = flags.snapshot();
+        let now = genesis_feature_flags::Timestamp::from(std::time::SystemTime::now());
+        // Every flag's strategy is cheaper to look at than nine lookups by name: most
+        // flags are `all` or `off`, and only a flag that splits is looked for by name.
+        for flag in store.flags() {
+            if flag.splits_at(now)
+                && let Some(slot) = HOT_FLAGS.iter().position(|f| *f == flag.name)
+            {
+                cohorts.add(slot, flag.evaluate(subject, now).enabled);
+            }
+        }
+        cohorts
+    }
+
+    /// The metric handles the rollout cohorts are counted with (the server records
+    /// requests and tasks of each cohort through them; a run's journal keeps a clone).
+    pub fn cohort_metrics(&self) -> &Arc<crate::CohortMetrics> {
+        &self.inner.cohort_metrics
+    }
+
     /// The feature flags, if configured.
     pub fn flags(&self) -> Option<&SharedFlags> {
         self.inner.flags.as_ref()
@@ -1183,7 +1220,7 @@ impl FlagBatch<'_> {
 
 /// The flags every request evaluates (the kill switches of [`Orchestrator::gate`] and the
 /// stage flags of [`Orchestrator::stages`]).
-const HOT_FLAGS: [&str; 9] = [
+pub(crate) const HOT_FLAGS: [&str; 9] = [
     "emergency_shutdown",
     "orchestration_enabled",
     "llm_integration_enabled",

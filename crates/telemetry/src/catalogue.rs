@@ -27,7 +27,9 @@ pub mod labels {
     /// Model id.
     pub const MODEL: &str = "model";
     /// LLM call outcome: `ok`, or the kind of the failure (`timeout`, `rate_limited`,
-    /// `server_error`, `transport`, ...: `genesis_llm::LlmError::kind`).
+    /// `server_error`, `transport`, ...: `genesis_llm::LlmError::kind`). For a
+    /// cohort's requests ([`COHORT_REQUESTS_TOTAL`](super::COHORT_REQUESTS_TOTAL)): `ok`,
+    /// or `error` when the answer was a 5xx.
     pub const OUTCOME: &str = "outcome";
     /// Token direction: `input` or `output`.
     pub const DIRECTION: &str = "direction";
@@ -38,6 +40,8 @@ pub mod labels {
     pub const CHECKPOINT: &str = "checkpoint";
     /// Feature flag name.
     pub const FLAG: &str = "flag";
+    /// A rollout cohort: `on` (the subject gets the flag) or `off`.
+    pub const VARIANT: &str = "variant";
     /// Flag evaluation result: `on` or `off`.
     pub const RESULT: &str = "result";
     /// Error category (`genesis_core::ErrorCategory::as_str`).
@@ -107,6 +111,21 @@ pub const ERRORS_TOTAL: &str = "genesis_errors_total";
 pub const FLAG_EVALUATIONS_TOTAL: &str = "genesis_flag_evaluations_total";
 /// Percentage of subjects a progressive rollout currently admits. Labels: flag.
 pub const ROLLOUT_PERCENT: &str = "genesis_rollout_percent";
+/// Plan and run requests of a rollout cohort: for each pipeline flag whose answer
+/// differs between subjects (a percentage strictly between 0 and 100 %, a canary, a
+/// progressive ramp under way), the request's subject is in its `on` or `off` variant.
+/// Labels: flag, variant, outcome (`ok`, or `error` for a 5xx answer). No series while
+/// no flag splits subjects.
+pub const COHORT_REQUESTS_TOTAL: &str = "genesis_cohort_requests_total";
+/// Wall time of a plan or run request of a rollout cohort (see
+/// [`COHORT_REQUESTS_TOTAL`]). Labels: flag, variant.
+pub const COHORT_REQUEST_DURATION_SECONDS: &str = "genesis_cohort_request_duration_seconds";
+/// Tasks finished by runs of a rollout cohort (the cohort the run was launched in).
+/// Labels: flag, variant, status (`succeeded`, `failed`).
+pub const COHORT_TASKS_TOTAL: &str = "genesis_cohort_tasks_total";
+/// Wall time on its agent of a task that succeeded in a run of a rollout cohort.
+/// Labels: flag, variant.
+pub const COHORT_TASK_DURATION_SECONDS: &str = "genesis_cohort_task_duration_seconds";
 /// Finished runs the server deleted from its store after `server.retention`.
 pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
 /// Connections the server refused at accept. Labels: reason.
@@ -199,6 +218,10 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(ERRORS_TOTAL, Counter, Unit::Count, &[l::CATEGORY], "error answers of the http server, by category"),
     def(FLAG_EVALUATIONS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::RESULT], "feature flag evaluations, by flag and result"),
     def(ROLLOUT_PERCENT, Gauge, Unit::Percent, &[l::FLAG], "percentage of subjects a rollout currently admits"),
+    def(COHORT_REQUESTS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::VARIANT, l::OUTCOME], "plan and run requests of a rollout cohort, by flag, variant (on, off) and outcome (ok, error: a 5xx answer)"),
+    def(COHORT_REQUEST_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "wall time of a plan or run request of a rollout cohort"),
+    def(COHORT_TASKS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::VARIANT, l::STATUS], "tasks finished by runs of a rollout cohort, by flag, variant (on, off) and status (succeeded, failed)"),
+    def(COHORT_TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "wall time on its agent of a task that succeeded in a run of a rollout cohort"),
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
     def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
     def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),

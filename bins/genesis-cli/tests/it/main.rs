@@ -5,6 +5,7 @@
 mod health;
 mod hostile;
 mod rollout;
+mod rollout_cohort;
 mod rollout_health;
 mod rollout_races;
 mod route;

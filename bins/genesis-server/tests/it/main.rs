@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod api_answers;
 mod budget;
+mod cohorts;
 mod config_files;
 mod crash;
 mod durability;
