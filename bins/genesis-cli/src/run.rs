@@ -301,6 +301,15 @@ pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
             "budget    {task_id}: {scope} budget {limit} spent {spent} + in flight {reserved} \
              leaves no room for {requested} (rule: budget_{scope})"
         ),
+        RunEvent::BudgetOverspent {
+            task_id,
+            scope,
+            spent,
+            limit,
+        } => format!(
+            "overspent {task_id}: {scope} budget {limit} now spent {spent}: the agent reported more \
+             than was set aside (rule: budget_{scope})"
+        ),
         RunEvent::RunFinished { status, cost, .. } => {
             format!("run {} (cost {cost})", status.as_str())
         }
@@ -446,6 +455,15 @@ mod tests {
         };
         let line = event_line(&e).unwrap();
         assert!(line.starts_with("budget    t2: run budget"), "{line}");
+        assert!(line.ends_with("(rule: budget_run)"), "{line}");
+        let e = RunEvent::BudgetOverspent {
+            task_id: "t4".into(),
+            scope: genesis::daao::BudgetScope::Run,
+            spent: usd(9.0),
+            limit: usd(5.0),
+        };
+        let line = event_line(&e).unwrap();
+        assert!(line.starts_with("overspent t4: run budget"), "{line}");
         assert!(line.ends_with("(rule: budget_run)"), "{line}");
     }
 }

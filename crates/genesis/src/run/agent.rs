@@ -163,12 +163,15 @@ pub enum AgentError {
         /// The service's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,
     },
-    /// The agent's shared upstream refused the call for now without doing the work: its
-    /// LLM provider rate-limited it (429) or the provider's circuit breaker is open.
-    /// Retried like [`AgentError::Transient`] (after `retry_after` when given), but not
-    /// counted on the agent's circuit breaker: the agent is not at fault, and the
-    /// provider's own breaker counts the provider's failures. Costs nothing.
-    #[error("agent {agent} was throttled by its provider: {message}")]
+    /// The agent, or the upstream it shares, refused the call for now without doing the
+    /// work: an HTTP agent answered 429, or an LLM agent's provider rate-limited it
+    /// (429) or the provider's circuit breaker is open. Retried like
+    /// [`AgentError::Transient`] (after `retry_after` when given, plus a small jitter),
+    /// but not counted on the agent's circuit breaker: a throttled agent is busy, not
+    /// broken (audit R8 H2: four 429s and one more failure opened an HTTP agent's
+    /// breaker), and a provider's own breaker counts the provider's failures. Costs
+    /// nothing.
+    #[error("agent {agent} was throttled: {message}")]
     Throttled {
         /// The agent.
         agent: AgentId,

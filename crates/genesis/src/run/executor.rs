@@ -3,21 +3,24 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use genesis_core::{AgentId, ModelId, RunId, Task, TaskId, Usd};
 use genesis_daao::{
-    BudgetExceeded, ConvergenceStop, CostLedger, RefinementRound, Reservation, StopDecision,
-    StopPolicy,
+    BudgetExceeded, BudgetScope, ConvergenceStop, CostLedger, RefinementRound, Reservation,
+    StopDecision, StopPolicy,
 };
 use genesis_htdag::{DagUpdate, TaskDag, TaskNode};
-use genesis_resilience::{Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, Retry};
+use genesis_resilience::{
+    Backoff, BackoffConfig, BreakerConfig, BreakerRegistry, BreakerState, GiveUp, ResilienceError,
+    Retry, SharedBreaker,
+};
 use genesis_security::{Action, Checkpoint, Guard, Policy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, broadcast};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +42,14 @@ pub struct ExecutorConfig {
     /// Agent calls in flight across all runs of this executor (default 100): the
     /// server-wide limit on concurrent tasks.
     pub max_tasks_in_flight: usize,
-    /// Longest one attempt may take (default 120 s).
+    /// Longest one attempt may take (default 120 s; an agent's own timeout may be
+    /// shorter). A timed-out attempt is retried at most once on the same agent before
+    /// the task moves on to its next alternative.
     #[serde(with = "humantime_serde")]
     pub task_timeout: Duration,
-    /// Retries per agent before re-routing.
+    /// Retries per agent before re-routing. A `Retry-After` within the cap is waited
+    /// plus a jitter drawn from `[0, min(base, Retry-After / 10)]` (never over the
+    /// cap), so clients told the same time do not all come back at once.
     pub retry: BackoffConfig,
     /// Per-agent circuit breakers.
     pub breaker: BreakerConfig,
@@ -88,6 +95,16 @@ pub struct ExecutorConfig {
     /// only through the product of all of them.
     #[serde(with = "humantime_serde")]
     pub run_timeout: Duration,
+    /// Longest one task may take over all its attempts, retries, backoff waits and
+    /// candidate agents, from its start (default 10 min; `0s`: no limit). Each call is
+    /// cut at what is left of it (as well as at `task_timeout`); when it passes, the
+    /// task fails naming the rule `task_deadline` and this value, with each agent's
+    /// failure so far, and its dependents are skipped. A retry whose backoff would end
+    /// past it is not made: the task moves on to its next alternative. Without it, a
+    /// hung agent cost a task its `(max_retries + 1) x timeout` on every candidate
+    /// (audit R8: 4 x 60 s per agent; 24 min over 6 candidates).
+    #[serde(with = "humantime_serde")]
+    pub task_deadline: Duration,
 }
 
 /// The default [`ExecutorConfig::max_output_bytes`]: 1 MiB, as for command agents.
@@ -109,6 +126,7 @@ impl Default for ExecutorConfig {
             max_breaker_waits: 4,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             run_timeout: Duration::from_secs(3600),
+            task_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -1132,6 +1150,8 @@ struct Runner {
     pending: Arc<Waiting>,
     /// When the run's deadline passes (`executor.run_timeout`), once it started.
     deadline: Option<Instant>,
+    /// The budgets found overspent (see [`Attempt::overspent`]).
+    overspent: Arc<AtomicU8>,
 }
 
 /// A run's tasks not started yet and the sum of their planned cost estimates, for the
@@ -1264,6 +1284,7 @@ impl Runner {
             planning,
             pending: Arc::default(),
             deadline: None,
+            overspent: Arc::default(),
         };
         runner.recount();
         runner
@@ -2061,6 +2082,10 @@ impl Runner {
             tokens: Arc::clone(&slot.tokens),
             pending: Arc::clone(&self.pending),
             deadline: self.deadline,
+            task_deadline: Some(self.exec.config.task_deadline)
+                .filter(|d| !d.is_zero())
+                .and_then(|d| Instant::now().checked_add(d)),
+            overspent: Arc::clone(&self.overspent),
         };
         // The agent's id as text, absent when the plan names none (not the Debug text of
         // the `Option`).
@@ -2113,6 +2138,11 @@ struct Attempt {
     /// When the run's deadline passes (`executor.run_timeout`), if it has one: a
     /// throttled upstream's `Retry-After` is only waited out when it ends before.
     deadline: Option<Instant>,
+    /// When the task's deadline passes (`executor.task_deadline`), if it has one.
+    task_deadline: Option<Instant>,
+    /// The budgets the run was found over after a call settled, one bit per
+    /// [`BudgetScope`] (see [`Attempt::overspent`]): each is reported once per run.
+    overspent: Arc<AtomicU8>,
 }
 
 /// What throttling is shared by: agents calling the same upstream
@@ -2151,6 +2181,118 @@ enum Gate {
 /// upstream and model whose `Retry-After` cannot be waited out.
 const PROVIDER_THROTTLED: &str = "provider_throttled";
 
+/// The rule a task names when it fails because its deadline passed
+/// (`executor.task_deadline`).
+const TASK_DEADLINE: &str = "task_deadline";
+
+/// Retries of a timed-out attempt on the same agent before the task moves on. Not a
+/// setting: an agent that hung twice in a row is likely hung, and the task's
+/// alternatives and `task_deadline` serve better than more waits of a full timeout; an
+/// agent that is only slow needs a longer `timeout`, not more attempts (audit R8 H1:
+/// 4 x 60 s on one hung agent).
+const MAX_TIMEOUT_RETRIES: u32 = 1;
+
+/// Longest a candidate's failure is told in a task's error (see [`brief`]).
+const MAX_FAILURE_CHARS: usize = 240;
+
+/// Records that `agent` failed (or was passed over) with `why`: the last failure, and
+/// the agent's latest in `failures` (one entry per agent, in the order they first
+/// failed).
+fn note(
+    last: &mut Option<(AgentId, String)>,
+    failures: &mut Vec<(AgentId, String)>,
+    agent: &AgentId,
+    why: String,
+) {
+    match failures.iter_mut().find(|(a, _)| a == agent) {
+        Some(entry) => entry.1.clone_from(&why),
+        None => failures.push((agent.clone(), why.clone())),
+    }
+    *last = Some((agent.clone(), why));
+}
+
+/// Each agent's failure, briefly: `qa: ...; spec: ...`.
+fn summary(failures: &[(AgentId, String)]) -> String {
+    failures
+        .iter()
+        .map(|(agent, why)| format!("{agent}: {}", brief(why)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `text` when it is at most [`MAX_FAILURE_CHARS`] characters, else its start and its
+/// end around an ellipsis: the end keeps the rule or key a message closes with.
+fn brief(text: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= MAX_FAILURE_CHARS {
+        return text.to_owned();
+    }
+    let tail = MAX_FAILURE_CHARS / 4;
+    let head: String = text.chars().take(MAX_FAILURE_CHARS - tail - 1).collect();
+    let end: String = text.chars().skip(chars - tail).collect();
+    format!("{head}…{end}")
+}
+
+/// A duration as people read it in a message: `350ms`, `9.8s` (one decimal under ten
+/// seconds), `120s` (whole seconds).
+fn short(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    if d < Duration::from_secs(10) {
+        let tenths = (d.as_millis() + 50) / 100;
+        return if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    format!("{}s", (d.as_millis() + 500) / 1000)
+}
+
+/// An agent breaker's refusal, its wait rounded (`next probe in 9.8s`).
+fn breaker_message(e: &ResilienceError) -> String {
+    match e {
+        ResilienceError::CircuitOpen { key, retry_in } => {
+            format!(
+                "circuit breaker `{key}` is open, next probe in {}",
+                short(*retry_in)
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Why an agent is passed over without a call: its `breaker` is open (or half-open
+/// with every probe taken), read without keeping a probe; `None` when it admits.
+fn breaker_open(breaker: &Arc<SharedBreaker>) -> Option<String> {
+    let now = Instant::now();
+    match breaker.effective_state(now) {
+        BreakerState::Closed => None,
+        // Asking is the only way to know whether a probe slot is free; a permit
+        // dropped unreported counts nothing.
+        _ => breaker
+            .try_acquire_owned(now)
+            .err()
+            .map(|e| breaker_message(&e)),
+    }
+}
+
+/// Why the retries of an agent stopped, naming the setting.
+fn given_up(give_up: &GiveUp) -> String {
+    match give_up {
+        GiveUp::RetryAfterTooLong { retry_after, cap } => format!(
+            "retry-after {} exceeds the backoff cap {} (executor.retry.cap)",
+            short(*retry_after),
+            short(*cap)
+        ),
+        GiveUp::MaxRetries { max_retries } => {
+            format!("all {max_retries} retries used (executor.retry.max_retries)")
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Attempt {
     /// Journals and broadcasts `event`. When it cannot be journaled the run is
     /// stopping (see [`EventSink::emit_all`]): this attempt waits to be aborted by its
@@ -2165,7 +2307,10 @@ impl Attempt {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut cost = Usd::ZERO;
+        // The last failure (for re-route reasons), and each candidate's latest, in the
+        // order they failed (for the task's error: audit R8 H5).
         let mut last: Option<(AgentId, String)> = None;
+        let mut failures: Vec<(AgentId, String)> = Vec::new();
         let mut tries: Vec<AgentTry> = Vec::new();
         if self.candidates.is_empty() {
             return Outcome::Failed {
@@ -2187,83 +2332,123 @@ impl Attempt {
         // Candidates not called because the upstream and model they call throttled the
         // task: the agent, the throttle (an index into `throttles`) and why.
         let mut skipped: Vec<(AgentId, usize, String)> = Vec::new();
+        // Ends the task at its deadline (`executor.task_deadline`), naming each agent's
+        // failure so far.
+        macro_rules! past_deadline {
+            () => {{
+                let (agent, _) = last.clone().unzip();
+                return Outcome::Failed {
+                    agent,
+                    reason: self.deadline_reason(started, &failures, last.as_ref()),
+                    attempts,
+                    cost,
+                    tries,
+                    budget: None,
+                };
+            }};
+        }
         loop {
             let mut all_open = true;
             // Candidates in plan order; once an upstream throttled one, those on other
             // upstreams go first (see `Attempt::next_candidate`).
             let mut left: Vec<usize> = (0..self.candidates.len()).collect();
-            let mut visited = 0usize;
+            // Candidates passed over because every slot of theirs was taken
+            // (`max_concurrent_tasks`): the first of them to free up is called once no
+            // other candidate is left (capacity is soft).
+            let mut full: Vec<usize> = Vec::new();
+            // Whether a candidate was passed over or given up on: the next one called
+            // is a re-route. And the candidate whose re-route was announced already
+            // (before waiting for a throttled upstream's `Retry-After`).
+            let mut moved = false;
+            let mut announced: Option<usize> = None;
             skipped.clear();
-            while !left.is_empty() {
+            while !left.is_empty() || !full.is_empty() {
                 if !throttles.is_empty() && keys.is_empty() {
                     keys = self.throttle_keys();
                 }
-                let (ci, gate) = self.next_candidate(&mut left, &keys, &throttles);
-                let agent = &self.candidates[ci];
-                let wait = match gate {
-                    Gate::Go => None,
-                    Gate::Wait(wait) => Some(wait),
-                    Gate::Skip(why) => {
-                        // Not called: its upstream said to come back later than we wait.
-                        all_open = false;
-                        let t = keys
-                            .get(ci)
-                            .and_then(Option::as_ref)
-                            .and_then(|k| throttles.iter().position(|t| t.key == *k))
-                            .unwrap_or(0);
-                        skipped.push((agent.clone(), t, why));
+                // The candidate to call, its slot, backend and breaker.
+                let (ci, slot, backend, breaker) = if left.is_empty() {
+                    // Every candidate left is full: the first to free up is called.
+                    let Some((at, slot)) = self.first_free(&full).await else {
+                        past_deadline!();
+                    };
+                    let ci = full.remove(at);
+                    let agent = &self.candidates[ci];
+                    let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
+                        continue;
+                    };
+                    let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
+                    if let Some(why) = breaker_open(&breaker) {
+                        note(&mut last, &mut failures, agent, why);
+                        moved = true;
                         continue;
                     }
-                };
-                if visited > 0 {
-                    let (from, mut reason) = last
-                        .clone()
-                        .unwrap_or_else(|| (self.candidates[0].clone(), String::new()));
-                    if let Some(wait) = wait {
-                        let upstream = keys
-                            .get(ci)
-                            .and_then(Option::as_ref)
-                            .map_or("", |k| k.upstream.as_str());
-                        reason.push_str(&format!(
-                            "; waiting {} ms for {upstream}'s retry-after before calling {agent}, which calls the same upstream and model",
-                            wait.as_millis()
-                        ));
+                    (ci, slot, backend, breaker)
+                } else {
+                    let (ci, gate) = self.next_candidate(&mut left, &keys, &throttles);
+                    let agent = &self.candidates[ci];
+                    match gate {
+                        Gate::Go => {}
+                        Gate::Wait(wait) => {
+                            if moved {
+                                self.reroute(&last, agent, Some((ci, wait)), &keys).await;
+                                announced = Some(ci);
+                            }
+                            if !self.pause(wait).await {
+                                past_deadline!();
+                            }
+                        }
+                        Gate::Skip(why) => {
+                            // Not called: its upstream said to come back later than we
+                            // wait.
+                            all_open = false;
+                            let t = keys
+                                .get(ci)
+                                .and_then(Option::as_ref)
+                                .and_then(|k| throttles.iter().position(|t| t.key == *k))
+                                .unwrap_or(0);
+                            skipped.push((agent.clone(), t, why));
+                            continue;
+                        }
                     }
-                    self.emit(RunEvent::TaskRerouted {
-                        task_id: self.task.id.clone(),
-                        from,
-                        to: agent.clone(),
-                        reason,
-                    })
-                    .await;
-                }
-                visited += 1;
-                if let Some(wait) = wait {
-                    tokio::time::sleep(wait).await;
-                }
-                let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
-                    all_open = false;
-                    last = Some((
-                        agent.clone(),
-                        AgentError::NoBackend {
+                    let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
+                        all_open = false;
+                        let why = AgentError::NoBackend {
                             agent: agent.clone(),
                         }
-                        .to_string(),
-                    ));
-                    continue;
+                        .to_string();
+                        note(&mut last, &mut failures, agent, why);
+                        moved = true;
+                        continue;
+                    };
+                    // An open breaker is passed over before any slot is taken (audit
+                    // R8 D3: tasks queued for a failing agent's slots).
+                    let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
+                    if let Some(why) = breaker_open(&breaker) {
+                        note(&mut last, &mut failures, agent, why);
+                        moved = true;
+                        continue;
+                    }
+                    match self.try_slot(agent) {
+                        Ok(slot) => (ci, slot, backend, breaker),
+                        Err(why) => {
+                            // Busy, not failed: only the re-route says so.
+                            all_open = false;
+                            last = Some((agent.clone(), why));
+                            full.push(ci);
+                            moved = true;
+                            continue;
+                        }
+                    }
                 };
-                let limit = self
-                    .exec
-                    .agent_limits
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(agent).cloned());
-                let _slot = match &limit {
-                    Some(sem) => Arc::clone(sem).acquire_owned().await.ok(),
-                    None => None,
-                };
-                let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
+                let agent = &self.candidates[ci];
+                if moved && announced != Some(ci) {
+                    self.reroute(&last, agent, None, &keys).await;
+                }
+                moved = true;
+                let mut slot = slot;
                 let mut retry = 0u32;
+                let mut timeouts = 0u32;
                 // This agent's go: when its first call started and what it had cost.
                 let agent_started = Instant::now();
                 let cost_before = cost;
@@ -2274,6 +2459,12 @@ impl Attempt {
                     cost: cost - cost_before,
                 };
                 loop {
+                    if self.deadline_passed() {
+                        if retry > 0 {
+                            tries.push(agent_try(false, cost));
+                        }
+                        past_deadline!();
+                    }
                     // Money is set aside on the run and the day before the call (up
                     // to the call's bounded cost, else its estimate), so tasks in
                     // flight together cannot overspend; it is settled to the actual
@@ -2283,8 +2474,8 @@ impl Attempt {
                     let mut request = self.request(agent, retry + 1, None);
                     let bounds = backend.cost_bounds(&request);
                     let (global, reservation) = match self.reserve_for_call(true, bounds).await {
-                        Ok(r) => r,
-                        Err(e) => {
+                        Some(Ok(r)) => r,
+                        Some(Err(e)) => {
                             // The budget ran out: not the agent's doing, unless its own
                             // failed calls came first.
                             if retry > 0 {
@@ -2299,12 +2490,18 @@ impl Attempt {
                                 budget: Some(e),
                             };
                         }
+                        None => {
+                            if retry > 0 {
+                                tries.push(agent_try(false, cost));
+                            }
+                            past_deadline!();
+                        }
                     };
                     request.max_cost = self.max_cost(bounds, &reservation);
                     let permit = match breaker.try_acquire_owned(Instant::now()) {
                         Ok(p) => p,
                         Err(e) => {
-                            last = Some((agent.clone(), e.to_string()));
+                            note(&mut last, &mut failures, agent, breaker_message(&e));
                             break;
                         }
                     };
@@ -2330,11 +2527,14 @@ impl Attempt {
                     // The server-wide slot is held for the call only, not for backoff
                     // sleeps or refinement.
                     drop(global);
+                    // A call cut short by the task's deadline was not given its time:
+                    // it counts on nothing.
+                    let cut = result.is_err() && self.deadline_passed();
                     // Transient failures and panics count against the agent; a
-                    // rejection or a blocked output does not.
+                    // rejection, a throttled call or a blocked output does not.
                     match &result {
                         Ok(_) => permit.success(Instant::now()),
-                        Err(e) if e.trips_breaker() => permit.failure(Instant::now()),
+                        Err(e) if e.trips_breaker() && !cut => permit.failure(Instant::now()),
                         Err(_) => drop(permit),
                     }
                     match result {
@@ -2342,6 +2542,7 @@ impl Attempt {
                             cost += output.cost;
                             money.settle(output.cost);
                             self.tokens.add(&output);
+                            self.overspent().await;
                             // Too large or screened out: like a rejection, not
                             // retried here; the task moves on to its alternatives.
                             let (output, flagged) = match self
@@ -2350,13 +2551,14 @@ impl Attempt {
                             {
                                 Ok(o) => o,
                                 Err(e) => {
-                                    last = Some((agent.clone(), e.to_string()));
+                                    note(&mut last, &mut failures, agent, e.to_string());
                                     break;
                                 }
                             };
                             let (output, flagged) = self
                                 .refine(
                                     &backend,
+                                    &breaker,
                                     agent,
                                     (output, flagged),
                                     &mut attempts,
@@ -2387,14 +2589,58 @@ impl Attempt {
                             cost += money.failed(&e);
                             self.tokens.add_unusable(&e);
                             let reason = e.to_string();
+                            if cut {
+                                note(
+                                    &mut last,
+                                    &mut failures,
+                                    agent,
+                                    format!("{reason} (cut at the task's deadline)"),
+                                );
+                                tries.push(agent_try(false, cost));
+                                past_deadline!();
+                            }
                             let throttled = match &e {
                                 AgentError::Throttled { retry_after, .. } => Some(*retry_after),
                                 _ => None,
                             };
+                            if matches!(e, AgentError::Timeout { .. }) {
+                                timeouts += 1;
+                                if timeouts > MAX_TIMEOUT_RETRIES {
+                                    // A hung agent tends to stay hung: the task's
+                                    // alternatives are a better bet (audit R8 H1).
+                                    note(
+                                        &mut last,
+                                        &mut failures,
+                                        agent,
+                                        format!(
+                                            "{reason}; a timed-out attempt is retried at most once on the same agent"
+                                        ),
+                                    );
+                                    break;
+                                }
+                            }
                             match e.retry() {
                                 Retry::Yes { after } => {
                                     match self.exec.backoff.delay(retry - 1, after) {
                                         Ok(delay) => {
+                                            let delay = self.jittered(delay, after);
+                                            if !self.fits_deadline(delay) {
+                                                note(
+                                                    &mut last,
+                                                    &mut failures,
+                                                    agent,
+                                                    format!(
+                                                        "{reason}; its next retry in {} would pass the task's deadline (executor.task_deadline {:?})",
+                                                        short(delay),
+                                                        self.exec.config.task_deadline
+                                                    ),
+                                                );
+                                                break;
+                                            }
+                                            // The agent's slot is free while the task
+                                            // backs off (audit R8 D3), from before its
+                                            // `task_retrying` on; taken again to retry.
+                                            let limited = slot.take().is_some();
                                             self.emit(RunEvent::TaskRetrying {
                                                 task_id: self.task.id.clone(),
                                                 agent: agent.clone(),
@@ -2405,6 +2651,15 @@ impl Attempt {
                                             })
                                             .await;
                                             tokio::time::sleep(delay).await;
+                                            if limited {
+                                                match self.by_deadline(self.slot(agent)).await {
+                                                    Some(s) => slot = s,
+                                                    None => {
+                                                        tries.push(agent_try(false, cost));
+                                                        past_deadline!();
+                                                    }
+                                                }
+                                            }
                                         }
                                         Err(give_up) => {
                                             // Given up on a throttled upstream: its other
@@ -2426,22 +2681,25 @@ impl Attempt {
                                                     }),
                                                 });
                                             }
-                                            last = Some((
-                                                agent.clone(),
-                                                format!("{reason}; {give_up}"),
-                                            ));
+                                            note(
+                                                &mut last,
+                                                &mut failures,
+                                                agent,
+                                                format!("{reason}; {}", given_up(&give_up)),
+                                            );
                                             break;
                                         }
                                     }
                                 }
                                 Retry::No => {
-                                    last = Some((agent.clone(), reason));
+                                    note(&mut last, &mut failures, agent, reason);
                                     break;
                                 }
                             }
                         }
                     }
                 }
+                drop(slot);
                 // Left without an answer after calling it: the agent failed the task
                 // (an open breaker before any call is not a try).
                 if retry > 0 {
@@ -2452,8 +2710,12 @@ impl Attempt {
                 break;
             }
             open_waits += 1;
-            tokio::time::sleep(self.exec.config.breaker.cool_down / 2 + Duration::from_millis(1))
-                .await;
+            if !self
+                .pause(self.exec.config.breaker.cool_down / 2 + Duration::from_millis(1))
+                .await
+            {
+                past_deadline!();
+            }
         }
         let (agent, reason) = last.map_or((None, "no candidate agent".to_owned()), |(a, r)| {
             (Some(a), r)
@@ -2465,9 +2727,11 @@ impl Attempt {
             Some((throttle, why)) => {
                 Self::throttled_reason(throttle, why, &skipped, agent.as_ref(), &reason)
             }
+            None if failures.is_empty() => reason,
             None => format!(
-                "all {} candidate agents failed; last: {reason}",
-                self.candidates.len()
+                "all {} candidate agents failed: {}",
+                self.candidates.len(),
+                summary(&failures)
             ),
         };
         Outcome::Failed {
@@ -2477,6 +2741,234 @@ impl Attempt {
             cost,
             tries,
             budget: None,
+        }
+    }
+
+    /// Emits the `task_rerouted` of a move to `agent`, from the agent given up on last
+    /// (`last`, with its failure as the reason); `wait`: the candidate is called after
+    /// waiting this long for its throttled upstream's `Retry-After`.
+    async fn reroute(
+        &self,
+        last: &Option<(AgentId, String)>,
+        agent: &AgentId,
+        wait: Option<(usize, Duration)>,
+        keys: &[Option<ThrottleKey>],
+    ) {
+        let (from, mut reason) = last
+            .clone()
+            .unwrap_or_else(|| (self.candidates[0].clone(), String::new()));
+        if let Some((ci, wait)) = wait {
+            let upstream = keys
+                .get(ci)
+                .and_then(Option::as_ref)
+                .map_or("", |k| k.upstream.as_str());
+            reason.push_str(&format!(
+                "; waiting {} ms for {upstream}'s retry-after before calling {agent}, which calls the same upstream and model",
+                wait.as_millis()
+            ));
+        }
+        self.emit(RunEvent::TaskRerouted {
+            task_id: self.task.id.clone(),
+            from,
+            to: agent.clone(),
+            reason,
+        })
+        .await;
+    }
+
+    /// The agent's concurrency limit (`max_concurrent_tasks`), if it has one.
+    fn limit(&self, agent: &AgentId) -> Option<Arc<Semaphore>> {
+        self.exec
+            .agent_limits
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent).cloned())
+    }
+
+    /// One of `agent`'s slots if one is free now (`None` inside: it has no limit), else
+    /// why not.
+    fn try_slot(&self, agent: &AgentId) -> Result<Option<OwnedSemaphorePermit>, String> {
+        let Some(limit) = self.limit(agent) else {
+            return Ok(None);
+        };
+        match limit.try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(TryAcquireError::Closed) => Ok(None),
+            Err(TryAcquireError::NoPermits) => {
+                let cap = self
+                    .exec
+                    .agent_caps
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(agent).copied())
+                    .unwrap_or(0);
+                Err(format!(
+                    "agent {agent} is busy: all {cap} of its slots are taken (max_concurrent_tasks {cap})"
+                ))
+            }
+        }
+    }
+
+    /// One of `agent`'s slots, waiting for one to free up (`None`: it has no limit).
+    async fn slot(&self, agent: &AgentId) -> Option<OwnedSemaphorePermit> {
+        self.limit(agent)?.acquire_owned().await.ok()
+    }
+
+    /// Waits for a slot of whichever of the `full` candidates frees one first: its
+    /// index in `full` and the slot; `None` when the task's deadline passes first.
+    async fn first_free(&self, full: &[usize]) -> Option<(usize, Option<OwnedSemaphorePermit>)> {
+        let waits: Vec<_> = full
+            .iter()
+            .map(|&ci| {
+                let limit = self.limit(&self.candidates[ci]);
+                Box::pin(async move {
+                    match limit {
+                        Some(limit) => limit.acquire_owned().await.ok(),
+                        None => None,
+                    }
+                })
+            })
+            .collect();
+        if waits.is_empty() {
+            return None;
+        }
+        let (slot, at, _) = self
+            .by_deadline(futures_util::future::select_all(waits))
+            .await?;
+        Some((at, slot))
+    }
+
+    /// `f`'s output, or `None` when the task's deadline passes first.
+    async fn by_deadline<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        match self.task_deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, f).await.ok(),
+            None => Some(f.await),
+        }
+    }
+
+    /// True once the task's deadline has passed.
+    fn deadline_passed(&self) -> bool {
+        self.task_deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// True when a wait of `d` from now ends before the task's deadline.
+    fn fits_deadline(&self, d: Duration) -> bool {
+        self.task_deadline.is_none_or(|deadline| {
+            Instant::now()
+                .checked_add(d)
+                .is_some_and(|end| end < deadline)
+        })
+    }
+
+    /// Sleeps `d`, or until the task's deadline when that comes first: false then.
+    async fn pause(&self, d: Duration) -> bool {
+        if self.fits_deadline(d) {
+            tokio::time::sleep(d).await;
+            return true;
+        }
+        if let Some(deadline) = self.task_deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+        false
+    }
+
+    /// Why a task failed at its deadline: the rule, its value, each agent's failure, and
+    /// the last agent passed over when it is not among them (all its slots taken).
+    fn deadline_reason(
+        &self,
+        started: Instant,
+        failures: &[(AgentId, String)],
+        last: Option<&(AgentId, String)>,
+    ) -> String {
+        let mut reason = format!(
+            "the task's deadline passed after {}: executor.task_deadline is {:?} (rule: {TASK_DEADLINE})",
+            short(started.elapsed()),
+            self.exec.config.task_deadline
+        );
+        if !failures.is_empty() {
+            reason.push_str("; ");
+            reason.push_str(&summary(failures));
+        }
+        if let Some((agent, why)) = last
+            && !failures.iter().any(|(a, _)| a == agent)
+        {
+            reason.push_str(&format!("; {agent}: {}", brief(why)));
+        }
+        reason
+    }
+
+    /// The pause before a retry: the backoff's `delay`, and when the agent sent a
+    /// `Retry-After`, that plus a jitter drawn from `[0, min(base, Retry-After / 10)]`
+    /// so that clients told the same time do not all come back at once (audit R8 H2);
+    /// never over the backoff cap.
+    fn jittered(&self, delay: Duration, after: Option<Duration>) -> Duration {
+        let Some(after) = after else {
+            return delay;
+        };
+        let backoff = &self.exec.backoff;
+        let base = backoff.ceiling(0);
+        let bound = base.min(after / 10);
+        if bound.is_zero() {
+            return delay;
+        }
+        // A draw from `[0, base]` of the backoff's own generator, scaled to the bound.
+        let draw = backoff.delay(0, None).unwrap_or(Duration::ZERO);
+        let jitter = bound.mul_f64((draw.as_secs_f64() / base.as_secs_f64()).min(1.0));
+        after.saturating_add(jitter).max(delay).min(backoff.cap())
+    }
+
+    /// After a call settled: when the run's, the day's or the caller's day's spend is
+    /// now over its budget (a call without a cost limit reported more than was set
+    /// aside for it), says so once per run and budget — a warning and a
+    /// `budget_overspent` event naming the rule, the limit and the spend (audit R8 H4).
+    /// The work is done and paid for: nothing fails.
+    async fn overspent(&self) {
+        let budget = self.ledger.budget();
+        if budget.per_run.is_none() && budget.per_day.is_none() && budget.per_subject_day.is_none()
+        {
+            return;
+        }
+        let scopes = [
+            (BudgetScope::Run, budget.per_run, Some(self.ledger.spent())),
+            (
+                BudgetScope::Day,
+                budget.per_day,
+                Some(self.ledger.day_spent()),
+            ),
+            (
+                BudgetScope::SubjectDay,
+                budget.per_subject_day,
+                self.ledger.subject_day_spent(),
+            ),
+        ];
+        for (bit, (scope, limit, spent)) in scopes.into_iter().enumerate() {
+            let (Some(limit), Some(spent)) = (limit, spent) else {
+                continue;
+            };
+            // As `CallMoney::settle`: float sums may land a hair over.
+            if spent.as_f64() <= limit.as_f64() + 1e-9 {
+                continue;
+            }
+            let flag = 1u8 << bit;
+            if self.overspent.fetch_or(flag, Ordering::Relaxed) & flag != 0 {
+                continue;
+            }
+            warn!(
+                run_id = %self.run_id,
+                task_id = %self.task.id,
+                scope = scope.as_str(),
+                %spent,
+                %limit,
+                rule = %format!("budget_{}", scope.as_str()),
+                "an agent call without a cost limit cost more than was set aside and took a budget over its limit"
+            );
+            self.emit(RunEvent::BudgetOverspent {
+                task_id: self.task.id.clone(),
+                scope,
+                spent,
+                limit,
+            })
+            .await;
         }
     }
 
@@ -2600,13 +3092,22 @@ impl Attempt {
     /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits until one of
     /// them is settled or released (woken by the ledger, [`CostLedger::released`]; the
     /// slot is given back meanwhile) and tries again; otherwise the refusal is returned.
+    /// `None` when the task's deadline passes while it waits (for a slot or for room).
     async fn reserve_for_call(
         &self,
         wait: bool,
         bounds: Option<CostBounds>,
-    ) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, Reservation), BudgetExceeded> {
+    ) -> Option<Result<(Option<OwnedSemaphorePermit>, Reservation), BudgetExceeded>> {
         loop {
-            let global = Arc::clone(&self.exec.global).acquire_owned().await.ok();
+            // Taken at once when one is free (no timer armed on the usual path).
+            let global = match Arc::clone(&self.exec.global).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(TryAcquireError::Closed) => None,
+                Err(TryAcquireError::NoPermits) => self
+                    .by_deadline(Arc::clone(&self.exec.global).acquire_owned())
+                    .await?
+                    .ok(),
+            };
             // Taken before the attempt: a call settling between the refusal and the
             // wait below makes it resolve at once instead of being missed.
             let released = self.ledger.released();
@@ -2617,13 +3118,15 @@ impl Attempt {
                 None => self.ledger.reserve(self.estimate),
             };
             match reserved {
-                Ok(reservation) => return Ok((global, reservation)),
+                Ok(reservation) => return Some(Ok((global, reservation))),
                 Err(e) if wait && e.fits_once_settled() => {
                     drop(global);
                     // Only a safety net: the ledger wakes us when room may be free.
-                    let _ = tokio::time::timeout(BUDGET_WAIT_FALLBACK, released).await;
+                    let _ = self
+                        .by_deadline(tokio::time::timeout(BUDGET_WAIT_FALLBACK, released))
+                        .await?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -2695,7 +3198,17 @@ impl Attempt {
         request: AgentRequest,
     ) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
-        let timeout = self.exec.config.task_timeout;
+        // Cut at the task's deadline too (see `ExecutorConfig::task_deadline`), in whole
+        // milliseconds (the timeout is told in the error).
+        let timeout = match self.task_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let left =
+                    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+                self.exec.config.task_timeout.min(left)
+            }
+            None => self.exec.config.task_timeout,
+        };
         // Counted on the task's meter whatever happens to the call, even if the task is
         // cancelled mid-call (see `CallCharge`).
         self.tokens.call();
@@ -2794,10 +3307,13 @@ impl Attempt {
     /// refinement with the best answer so far. Every round that answered adds its cost
     /// and tokens. Each round is given the previous round's answer as [`pass_on`]
     /// passes outputs on (quarantined when flagged). Whatever ends refinement, the last
-    /// `task_refined` says why in its `stop`.
+    /// `task_refined` says why in its `stop`. Rounds go through the agent's circuit
+    /// breaker like any call (audit R8 H7): an open breaker ends refinement, and a
+    /// round's outcome counts on it.
     async fn refine(
         &self,
         backend: &Arc<dyn super::Agent>,
+        breaker: &Arc<SharedBreaker>,
         agent: &AgentId,
         first: (AgentOutput, Option<String>),
         attempts: &mut u32,
@@ -2837,13 +3353,36 @@ impl Attempt {
             if stop.is_some() {
                 return best;
             }
-            // Another round is optional: no waiting for room in the budget.
+            // Another round is optional: no waiting for room in the budget, nor past
+            // the task's deadline.
             let mut request = self.request(agent, *attempts + 1, Some(previous.clone()));
             let bounds = backend.cost_bounds(&request);
             let round_number = u32::try_from(rounds.len() + 1).unwrap_or(u32::MAX);
+            if self.deadline_passed() {
+                self.end_refinement(
+                    round_number,
+                    format!(
+                        "round {round_number} was not made: the task's deadline passed (executor.task_deadline {:?}, rule: {TASK_DEADLINE})",
+                        self.exec.config.task_deadline
+                    ),
+                )
+                .await;
+                return best;
+            }
             let (global, reservation) = match self.reserve_for_call(false, bounds).await {
-                Ok(r) => r,
-                Err(e) => {
+                Some(Ok(r)) => r,
+                None => {
+                    self.end_refinement(
+                        round_number,
+                        format!(
+                            "round {round_number} was not made: the task's deadline passed (executor.task_deadline {:?}, rule: {TASK_DEADLINE})",
+                            self.exec.config.task_deadline
+                        ),
+                    )
+                    .await;
+                    return best;
+                }
+                Some(Err(e)) => {
                     // No room for another round: keep the best answer so far.
                     self.emit(budget_event(&self.task.id, &e)).await;
                     self.end_refinement(
@@ -2855,10 +3394,28 @@ impl Attempt {
                 }
             };
             request.max_cost = self.max_cost(bounds, &reservation);
+            let permit = match breaker.try_acquire_owned(Instant::now()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The reservation and the call slot are given back (dropped).
+                    self.end_refinement(
+                        round_number,
+                        format!("round {round_number} was not made: {}", breaker_message(&e)),
+                    )
+                    .await;
+                    return best;
+                }
+            };
             let money = CallMoney::new(reservation, request.max_cost.is_some());
             *attempts += 1;
             let round = self.call(backend, request).await;
             drop(global);
+            let cut = round.is_err() && self.deadline_passed();
+            match &round {
+                Ok(_) => permit.success(Instant::now()),
+                Err(e) if e.trips_breaker() && !cut => permit.failure(Instant::now()),
+                Err(_) => drop(permit),
+            }
             // A failed round ends refinement with the best answer so far; what it is
             // charged is as in `run` (see `CallMoney`).
             let out = match round {
@@ -2874,6 +3431,7 @@ impl Attempt {
             *cost += out.cost;
             money.settle(out.cost);
             self.tokens.add(&out);
+            self.overspent().await;
             let (out, flagged) = match self
                 .within_limit(agent, out)
                 .and_then(|o| self.screen(agent, o))
@@ -2949,6 +3507,36 @@ fn pass_on(guard: &Guard, text: &str, flagged: Option<&str>) -> (String, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Durations in messages are rounded (audit R8 H5: `next probe in 9.817507338s`).
+    #[test]
+    fn durations_in_messages_are_rounded() {
+        for (d, want) in [
+            (Duration::from_nanos(9_817_507_338), "9.8s"),
+            (Duration::from_millis(9_960), "10s"),
+            (Duration::from_millis(2_000), "2s"),
+            (Duration::from_millis(350), "350ms"),
+            (Duration::from_millis(120_400), "120s"),
+        ] {
+            assert_eq!(short(d), want, "{d:?}");
+        }
+    }
+
+    /// A long failure keeps its start and its end (where the rule or key is named),
+    /// within the bound; a short one is kept whole.
+    #[test]
+    fn long_failures_are_cut_in_the_middle() {
+        assert_eq!(
+            brief("agent qa rejected the task"),
+            "agent qa rejected the task"
+        );
+        let long = format!("agent qa: {} (executor.retry.cap)", "é".repeat(1_000));
+        let cut = brief(&long);
+        assert_eq!(cut.chars().count(), MAX_FAILURE_CHARS);
+        assert!(cut.starts_with("agent qa: é"), "{cut}");
+        assert!(cut.ends_with("(executor.retry.cap)"), "{cut}");
+        assert!(cut.contains('…'), "{cut}");
+    }
 
     /// A plan with follow-ups as a run journals them: `(proposer, update, tasks)`.
     fn plan_with(followups: &[(&str, usize, usize)]) -> Plan {

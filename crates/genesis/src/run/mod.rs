@@ -3,8 +3,9 @@
 //! Mental model: the executor walks the plan's DAG as a ready set. A task starts when
 //! everything it waits for has succeeded; it runs on its assigned agent behind a
 //! per-agent concurrency limit and circuit breaker, with a per-attempt timeout and
-//! retries with backoff for transient failures; when the agent keeps failing or its
-//! breaker is open, the task is re-routed to the next-ranked alternative. Every state
+//! retries with backoff for transient failures, all within the task's deadline; when
+//! the agent keeps failing, its breaker is open or its slots are all taken, the task is
+//! re-routed to the next-ranked alternative. Every state
 //! change is an [`RunEvent`], journaled (see [`RunJournal`]) before dependents are
 //! released, and broadcast to subscribers.
 
@@ -243,6 +244,22 @@ pub enum RunEvent {
         /// The limit.
         limit: Usd,
     },
+    /// A call of the task answered and was charged what it reported, which took a
+    /// budget over its limit: its agent has no cost limit (an HTTP or command backend
+    /// without `max_cost_usd`) and reported more than was set aside for it. Nothing
+    /// fails (the work is done and paid for), and the next call that does not fit is
+    /// refused as usual; emitted once per run and budget, with a warning log naming the
+    /// rule `budget_{scope}`.
+    BudgetOverspent {
+        /// The task whose call settled over the limit.
+        task_id: TaskId,
+        /// The budget: `run`, `day` or `subject_day` (the rule is `budget_{scope}`).
+        scope: BudgetScope,
+        /// Spent in that scope once the call settled.
+        spent: Usd,
+        /// The limit.
+        limit: Usd,
+    },
     /// The task will not run (or, when the run was cancelled while it ran, not finish).
     TaskSkipped {
         /// The task.
@@ -335,6 +352,7 @@ impl RunEvent {
             RunEvent::TaskSucceeded { .. } => "task_succeeded",
             RunEvent::TaskFailed { .. } => "task_failed",
             RunEvent::BudgetExceeded { .. } => "budget_exceeded",
+            RunEvent::BudgetOverspent { .. } => "budget_overspent",
             RunEvent::TaskSkipped { .. } => "task_skipped",
             RunEvent::TasksAdded { .. } => "tasks_added",
             RunEvent::UpdateRejected { .. } => "update_rejected",

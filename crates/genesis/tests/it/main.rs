@@ -13,6 +13,7 @@ mod durability;
 mod embedding;
 mod journal_failure;
 mod llm_plan;
+mod misbehaving;
 mod resume;
 mod run;
 mod spend;

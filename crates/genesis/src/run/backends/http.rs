@@ -13,8 +13,9 @@ use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 /// POSTs `{run_id, request, agent, model, attempt, task, inputs, previous}` and reads
 /// `{output, cost_usd?, followups?}` (or a plain-text body) back.
 ///
-/// Status mapping: 2xx success; 408, 429 and 5xx transient (with `Retry-After`); other
-/// 4xx a rejection; a connection that cannot be made transient; the timeout a timeout.
+/// Status mapping: 2xx success; 429 throttled ([`AgentError::Throttled`]: retried after
+/// its `Retry-After`, not counted on the agent's breaker); 408 and 5xx transient (with
+/// `Retry-After`); other 4xx a rejection; a connection that cannot be made transient; the timeout a timeout.
 /// A connection that fails after the request was sent, a 2xx body that breaks off and
 /// one larger than `max_response_bytes` are [`AgentError::Unanswered`]: the service may
 /// have done the work, so a call with `max_cost_usd` is charged it.
@@ -150,7 +151,14 @@ impl HttpAgent {
         };
         let snippet: String = body.chars().take(200).collect();
         let message = format!("http {status}: {snippet}");
-        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+        if status.as_u16() == 429 {
+            // Busy, not broken: retried, but not on the agent's breaker.
+            Err(AgentError::Throttled {
+                agent,
+                message,
+                retry_after,
+            })
+        } else if status.as_u16() == 408 || status.is_server_error() {
             Err(AgentError::Transient {
                 agent,
                 message,
