@@ -64,6 +64,8 @@ mod plan;
 pub mod providers;
 pub mod run;
 pub mod store;
+#[cfg(test)]
+mod testing;
 mod wiring;
 
 pub use catalogues::{load_catalogues, read_agents};

@@ -1118,7 +1118,6 @@ pub fn check_api_keys(config: &LlmConfig) -> Result<(), GenesisError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Verification V7: a planner call set aside one turn, and its repair turn spent
     /// beyond it. The amount set aside covers both turns at their most: each request
@@ -1220,6 +1219,7 @@ mod tests {
         assert!(check_api_keys(&local).is_ok());
     }
 
+    #[cfg(feature = "http")]
     fn llm(e: LlmError) -> CallError {
         CallError::Llm(e)
     }
@@ -1231,6 +1231,7 @@ mod tests {
     #[cfg(feature = "http")]
     #[tokio::test]
     async fn llm_failures_that_may_have_been_billed_are_told_apart_from_refusals() {
+        use std::time::Duration;
         let agent = || AgentId::new("writer");
         let timeout = agent_error(
             agent(),

@@ -329,38 +329,7 @@ pub fn spawn_flag_reloader(
 mod tests {
     use super::*;
 
-    /// A directory under the system temp dir, unique to this process and call, removed
-    /// with what is in it when dropped: when the test ends, passed or failed.
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "genesis-wiring-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ));
-            // Left by a crashed run of a process that had this id: not this test's files.
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl std::ops::Deref for TempDir {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     /// Audit D5 finding 7: a kill switch pulled through the flags file, or a rollout
     /// step, left only "feature flags reloaded" in the log. A reload now names every

@@ -185,6 +185,7 @@ pub(crate) fn parse_output(body: &str) -> super::AgentOutput {
 /// it is not retried on the same agent (it would answer alike); the task moves on to its
 /// alternatives. Taking it as text would pass the broken body on as the task's output
 /// and charge nothing (audit R8 D2).
+#[cfg(feature = "http")]
 pub(crate) fn parse_json_output(
     body: &str,
     agent: &genesis_core::AgentId,
