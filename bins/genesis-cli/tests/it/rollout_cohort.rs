@@ -7,41 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 
-use crate::support::{Out, TempDir, run_in, scratch};
-
-const FLAGS: &str = r#"{"flags": [
-  {"name": "new_router", "enabled": false},
-  {"name": "emergency_shutdown", "enabled": false},
-  {"name": "orchestration_enabled", "enabled": true}
-]}"#;
-
-/// A scratch dir with [`FLAGS`] and `test.toml` (dwell 0 s, min_requests 10, and
-/// `rollout` in `[flags.rollout]`), removed when dropped.
-fn setup(tag: &str, rollout: &str) -> TempDir {
-    let dir = scratch(&format!("cohort-{tag}"));
-    std::fs::write(dir.join("flags.json"), FLAGS).unwrap();
-    std::fs::write(
-        dir.join("test.toml"),
-        format!(
-            "[flags]\nfile = \"flags.json\"\n[flags.rollout]\ndwell = \"0s\"\nmin_requests = 10\n{rollout}\n[server]\ndata_dir = \"data\"\n"
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-/// `genesis --config test.toml args` in `dir`, off the async workers.
-async fn genesis(dir: &Path, args: &[&str]) -> Out {
-    let dir = dir.to_owned();
-    let mut all: Vec<String> = vec!["--config".into(), "test.toml".into()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    tokio::task::spawn_blocking(move || {
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        run_in(&dir, &all, None, &[])
-    })
-    .await
-    .unwrap()
-}
+use crate::rollout_health::{genesis, percent, setup};
+use crate::support::Out;
 
 /// Requests and tasks, all fast (requests under 50 ms, tasks under 1 s).
 #[derive(Clone, Copy, Default)]
@@ -120,19 +87,6 @@ async fn metrics_server(body: Arc<Mutex<String>>) -> String {
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
-}
-
-fn percent(dir: &Path) -> f64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("flags.json")).unwrap()).unwrap();
-    v["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "new_router")
-        .unwrap()["strategy"]["percent"]
-        .as_f64()
-        .unwrap_or(-1.0)
 }
 
 /// `deploy start new_router` with the baseline taken from `url`.

@@ -22,7 +22,7 @@ const FLAGS: &str = r#"{"flags": [
 
 /// A scratch dir with [`FLAGS`] and `test.toml` holding `[flags.rollout]` `rollout`
 /// (dwell 0 s, and min_requests 10 unless `rollout` sets it).
-fn setup(tag: &str, rollout: &str) -> TempDir {
+pub(crate) fn setup(tag: &str, rollout: &str) -> TempDir {
     let dir = scratch(tag);
     std::fs::write(dir.join("flags.json"), FLAGS).unwrap();
     std::fs::write(
@@ -37,7 +37,7 @@ fn setup(tag: &str, rollout: &str) -> TempDir {
 }
 
 /// `genesis --config test.toml args` in `dir`, off the async workers.
-async fn genesis(dir: &Path, args: &[&str]) -> Out {
+pub(crate) async fn genesis(dir: &Path, args: &[&str]) -> Out {
     let dir = dir.to_owned();
     let mut all: Vec<String> = vec!["--config".into(), "test.toml".into()];
     all.extend(args.iter().map(|s| (*s).to_owned()));
@@ -49,7 +49,7 @@ async fn genesis(dir: &Path, args: &[&str]) -> Out {
     .unwrap()
 }
 
-fn percent(dir: &Path) -> f64 {
+pub(crate) fn percent(dir: &Path) -> f64 {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("flags.json")).unwrap()).unwrap();
     let f = v["flags"]
