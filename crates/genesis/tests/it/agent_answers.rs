@@ -85,17 +85,7 @@ async fn run_with_first_agent_at(
 ) -> (genesis::run::RunResult, Vec<RunEvent>, Arc<Calls>) {
     let calls = Arc::new(Calls::default());
     let base = serve(Arc::clone(&calls)).await;
-    let probe = Orchestrator::builder().build().unwrap();
-    let plan = probe
-        .plan_sync("Fix the crash when uploading large files")
-        .unwrap();
-    let task = plan
-        .tasks
-        .iter()
-        .find(|t| !t.route.alternatives.is_empty())
-        .expect("some task has ranked alternatives")
-        .clone();
-    let first = task.agent.clone().unwrap();
+    let (plan, task, first) = crate::run::bug_fix_plan(&Orchestrator::builder().build().unwrap());
     let plan = genesis::Plan {
         tasks: vec![genesis::PlannedTask {
             depends_on: Vec::new(),

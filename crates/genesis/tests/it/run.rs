@@ -178,7 +178,9 @@ struct Flaky {
 }
 
 /// A bug-fix plan, its first task that has ranked alternatives, and that task's agent.
-fn bug_fix_plan(genesis: &Orchestrator) -> (genesis::Plan, genesis::PlannedTask, AgentId) {
+pub(crate) fn bug_fix_plan(
+    genesis: &Orchestrator,
+) -> (genesis::Plan, genesis::PlannedTask, AgentId) {
     let plan = genesis
         .plan_sync("Fix the crash when uploading large files")
         .unwrap();
