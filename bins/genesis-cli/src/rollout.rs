@@ -821,7 +821,7 @@ fn pause_or_resume(
     let _locks = r.lock()?;
     let mut state = r.load_state(flag)?.ok_or_else(|| {
         Failure::rejected(format!(
-            "no rollout of {flag} in {}: start one with genesis deploy start {flag}",
+            "no rollout of {flag} in {}: start one with genesis deploy start {flag} (rule: no_rollout)",
             r.dir.display()
         ))
     })?;
@@ -1014,7 +1014,7 @@ async fn gather(r: &Rollouts, t: &TickArgs, split: bool) -> Result<Gathered, Fai
 async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, bool), Failure> {
     let read = r.state_text(&t.flag)?.ok_or_else(|| {
         Failure::rejected(format!(
-            "no rollout of {} in {}: start one with genesis deploy start {}",
+            "no rollout of {} in {}: start one with genesis deploy start {} (rule: no_rollout)",
             t.flag,
             r.dir.display(),
             t.flag
@@ -1192,7 +1192,7 @@ pub(crate) fn status(config: Option<&Path>, args: StatusArgs) -> Result<(), Fail
         Some(flag) => {
             let state = r.load_state(flag)?.ok_or_else(|| {
                 Failure::rejected(format!(
-                    "no rollout of {flag} recorded in {}",
+                    "no rollout of {flag} recorded in {} (rule: no_rollout)",
                     r.dir.display()
                 ))
             })?;

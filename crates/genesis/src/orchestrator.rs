@@ -726,11 +726,14 @@ impl Orchestrator {
     /// Re-judges the degradation level from the breakers and `day`'s spend now, without
     /// a request: a level is otherwise only updated when a plan is made, so an idle
     /// server would keep reporting the level of its last request (the server calls this
-    /// when `/metrics` or `/api/status` is read). Returns the level.
+    /// when `/metrics` or `/api/status` is read). Sets `genesis_degradation_level` and
+    /// returns the level.
     pub fn refresh_degradation(&self, day: Option<&DaySpend>) -> DegradationLevel {
         let now = tokio::time::Instant::now();
         let signals = self.degradation_signals(day, now);
-        self.inner.degradation.update(&signals, now)
+        let level = self.inner.degradation.update(&signals, now);
+        metrics::gauge!(catalogue::DEGRADATION_LEVEL).set(f64::from(level.as_gauge()));
+        level
     }
 
     /// The pipeline stages for `subject` now: its feature flags and the degradation

@@ -578,7 +578,8 @@ fn a_paused_rollout_holds_until_resumed_and_still_rolls_back() {
     let out = genesis(&dir, &["deploy", "pause", "new_router"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("no rollout of new_router"),
+        out.stderr.contains("no rollout of new_router")
+            && out.stderr.contains("(rule: no_rollout)"),
         "{}",
         out.stderr
     );

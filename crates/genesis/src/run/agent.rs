@@ -181,7 +181,7 @@ pub enum AgentError {
         retry_after: Option<Duration>,
     },
     /// The attempt took longer than its timeout.
-    #[error("agent {agent} timed out after {after:?}")]
+    #[error("agent {agent} timed out after {}", super::executor::short(*after))]
     Timeout {
         /// The agent.
         agent: AgentId,

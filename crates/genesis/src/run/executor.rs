@@ -2198,6 +2198,22 @@ const MAX_FAILURE_CHARS: usize = 240;
 /// Records that `agent` failed (or was passed over) with `why`: the last failure, and
 /// the agent's latest in `failures` (one entry per agent, in the order they first
 /// failed).
+/// Records that `agent` was passed over without a call (its breaker is open) with
+/// `why`: the last failure, and the agent's entry in `failures` only when it has none,
+/// so the failure that opened the breaker is the one a task's error names
+/// (verification V8: "qa: circuit breaker is open" hid qa's 500).
+fn note_passed_over(
+    last: &mut Option<(AgentId, String)>,
+    failures: &mut Vec<(AgentId, String)>,
+    agent: &AgentId,
+    why: String,
+) {
+    if !failures.iter().any(|(a, _)| a == agent) {
+        failures.push((agent.clone(), why.clone()));
+    }
+    *last = Some((agent.clone(), why));
+}
+
 fn note(
     last: &mut Option<(AgentId, String)>,
     failures: &mut Vec<(AgentId, String)>,
@@ -2235,7 +2251,7 @@ fn brief(text: &str) -> String {
 
 /// A duration as people read it in a message: `350ms`, `9.8s` (one decimal under ten
 /// seconds), `120s` (whole seconds).
-fn short(d: Duration) -> String {
+pub(crate) fn short(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         return format!("{}ms", d.as_millis());
     }
@@ -2379,7 +2395,7 @@ impl Attempt {
                     };
                     let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
                     if let Some(why) = breaker_open(&breaker) {
-                        note(&mut last, &mut failures, agent, why);
+                        note_passed_over(&mut last, &mut failures, agent, why);
                         moved = true;
                         continue;
                     }
@@ -2425,7 +2441,7 @@ impl Attempt {
                     // R8 D3: tasks queued for a failing agent's slots).
                     let breaker = self.exec.breakers.get(&format!("agent:{agent}"));
                     if let Some(why) = breaker_open(&breaker) {
-                        note(&mut last, &mut failures, agent, why);
+                        note_passed_over(&mut last, &mut failures, agent, why);
                         moved = true;
                         continue;
                     }
@@ -2501,7 +2517,7 @@ impl Attempt {
                     let permit = match breaker.try_acquire_owned(Instant::now()) {
                         Ok(p) => p,
                         Err(e) => {
-                            note(&mut last, &mut failures, agent, breaker_message(&e));
+                            note_passed_over(&mut last, &mut failures, agent, breaker_message(&e));
                             break;
                         }
                     };
@@ -2630,13 +2646,18 @@ impl Attempt {
                                                     &mut failures,
                                                     agent,
                                                     format!(
-                                                        "{reason}; its next retry in {} would pass the task's deadline (executor.task_deadline {:?})",
+                                                        "{reason}; its next retry in {} would pass the task's deadline (executor.task_deadline {})",
                                                         short(delay),
-                                                        self.exec.config.task_deadline
+                                                        short(self.exec.config.task_deadline)
                                                     ),
                                                 );
                                                 break;
                                             }
+                                            // Kept as the agent's failure until a later
+                                            // one replaces it: a retry refused by the
+                                            // breaker this failure opened must not hide
+                                            // it (verification V8).
+                                            note(&mut last, &mut failures, agent, reason.clone());
                                             // The agent's slot is free while the task
                                             // backs off (audit R8 D3), from before its
                                             // `task_retrying` on; taken again to retry.
@@ -3362,8 +3383,8 @@ impl Attempt {
                 self.end_refinement(
                     round_number,
                     format!(
-                        "round {round_number} was not made: the task's deadline passed (executor.task_deadline {:?}, rule: {TASK_DEADLINE})",
-                        self.exec.config.task_deadline
+                        "round {round_number} was not made: the task's deadline passed (executor.task_deadline {}, rule: {TASK_DEADLINE})",
+                        short(self.exec.config.task_deadline)
                     ),
                 )
                 .await;
@@ -3375,8 +3396,8 @@ impl Attempt {
                     self.end_refinement(
                         round_number,
                         format!(
-                            "round {round_number} was not made: the task's deadline passed (executor.task_deadline {:?}, rule: {TASK_DEADLINE})",
-                            self.exec.config.task_deadline
+                            "round {round_number} was not made: the task's deadline passed (executor.task_deadline {}, rule: {TASK_DEADLINE})",
+                            short(self.exec.config.task_deadline)
                         ),
                     )
                     .await;
@@ -3423,8 +3444,17 @@ impl Attempt {
                 Err(e) => {
                     *cost += money.failed(&e);
                     self.tokens.add_unusable(&e);
-                    self.end_refinement(round_number, format!("round {round_number} failed: {e}"))
-                        .await;
+                    let why = if cut {
+                        // Cut short by the task's deadline, not by the agent's timeout
+                        // (verification V8: "timed out after 407ms").
+                        format!(
+                            "round {round_number} was cut at the task's deadline (executor.task_deadline {}, rule: {TASK_DEADLINE}): {e}",
+                            short(self.exec.config.task_deadline)
+                        )
+                    } else {
+                        format!("round {round_number} failed: {e}")
+                    };
+                    self.end_refinement(round_number, why).await;
                     return best;
                 }
             };

@@ -562,6 +562,35 @@ async fn a_failed_task_names_each_candidates_failure_briefly() {
     );
 }
 
+/// H5, verification V8: an agent's failure was overwritten in the task's error by the
+/// later "circuit breaker is open" of the breaker that failure opened, so the error no
+/// longer said what went wrong.
+#[tokio::test(start_paused = true)]
+async fn the_failure_that_opened_a_breaker_is_the_one_a_task_error_names() {
+    let c = candidates();
+    let (service, genesis) = setup(
+        &[],
+        "[breaker]\nfailure_threshold = 1\ncool_down = \"10s\"\n",
+    )
+    .await;
+    let (plan, _) = one_task(&genesis);
+    for agent in &c {
+        service.script(agent, vec![Reply::Status(500, None, "boom".into())]);
+    }
+    let (handle, _) = start(&genesis, &plan);
+    let result = within("the run's end", handle.wait()).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    let error = result.tasks[0].error.clone().unwrap();
+    for agent in &c {
+        assert!(
+            error.contains(&format!(
+                "{agent}: agent {agent} failed transiently: http 500"
+            )),
+            "{agent}: {error}"
+        );
+    }
+}
+
 /// H5: the wait for an open breaker is said in rounded units (`8.8s`, not
 /// `8.765999999s`).
 #[tokio::test(start_paused = true)]
@@ -663,4 +692,39 @@ async fn refinement_rounds_count_on_the_agents_breaker() {
         "the round failed"
     );
     assert_eq!(breaker_state(&genesis, &c[0]), Some(BreakerState::Open));
+}
+
+/// Verification V8: a refinement round cut short by the task's deadline read as the
+/// agent's own timeout ("timed out after 407ms"), naming neither the deadline nor its
+/// rule.
+#[tokio::test(start_paused = true)]
+async fn a_refinement_round_cut_by_the_task_deadline_says_so() {
+    let c = candidates();
+    let executor = format!(
+        "task_deadline = \"5s\"\n[refine]\nagents = [\"{}\"]\n",
+        c[0]
+    );
+    let (service, genesis) = setup(&[], &executor).await;
+    let (plan, _) = one_task(&genesis);
+    service.script(&c[0], vec![Reply::Ok(0.0), Reply::Hold]);
+    let (handle, mut events) = start(&genesis, &plan);
+    let result = within("the run's end", handle.wait()).await;
+    assert_eq!(
+        succeeded_on(&result),
+        Some(&c[0]),
+        "the first answer stands"
+    );
+    let stop = drain(&mut events)
+        .into_iter()
+        .find_map(|e| match e {
+            RunEvent::TaskRefined {
+                stop: Some(why), ..
+            } => Some(why),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        stop.contains("round 2 was cut at the task's deadline (executor.task_deadline 5s, rule: task_deadline)"),
+        "{stop}"
+    );
 }

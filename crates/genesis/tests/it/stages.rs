@@ -338,14 +338,28 @@ async fn the_degradation_level_recovers_without_a_request() {
         .build()
         .unwrap();
     open_breakers(&g, &half_the_agents(&g));
-    assert_eq!(g.refresh_degradation(None), DegradationLevel::Minimal);
+    // The gauge follows (verification V8: the level was re-judged, the gauge was not).
+    let recorder = genesis::telemetry::build_prometheus_recorder().unwrap();
+    let handle = recorder.handle();
+    let gauge = || {
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("genesis_degradation_level "))
+            .map(str::to_owned)
+    };
+    let refresh =
+        |g: &Orchestrator| metrics::with_local_recorder(&recorder, || g.refresh_degradation(None));
+    assert_eq!(refresh(&g), DegradationLevel::Minimal);
+    assert_eq!(gauge().as_deref(), Some("2"));
     // Past the cool-down the breakers would let a probe through (half-open), and past
     // the recovery hold the level is back to full, with no plan made.
     tokio::time::advance(cool_down + std::time::Duration::from_secs(1)).await;
-    g.refresh_degradation(None);
+    refresh(&g);
     let hold = genesis::resilience::DegradationConfig::default().recovery_hold;
     tokio::time::advance(hold + std::time::Duration::from_secs(1)).await;
-    assert_eq!(g.refresh_degradation(None), DegradationLevel::Full);
+    assert_eq!(refresh(&g), DegradationLevel::Full);
+    assert_eq!(gauge().as_deref(), Some("0"));
 }
 
 #[test]
