@@ -728,22 +728,42 @@ impl State {
     /// Ranks a task by its kind alone (the capability layer): the agents listing the
     /// kind, best prior (success rate, cost) first; no rules, no text. `why` says why
     /// the other layers are off and ends up in the explanation.
+    ///
+    /// Agents listing `generic` follow as fallbacks (scored without the kind bonus), so
+    /// that a task whose kind's agents are all failing or open can move to them: with
+    /// text matching off there is no other way to find an alternative. A task whose
+    /// kind no agent lists stays unassigned, as with text matching on.
     fn rank_by_kind_into(&self, task: &Task, cfg: &RouterConfig, why: &Arc<str>, r: &mut Ranking) {
         let kw = cfg.kind_weight as f32;
         let sw = cfg.skill_weight as f32;
-        let mut top = TopN::new(&mut r.candidates);
-        for &a in &self.by_kind[task.kind.index()] {
-            let i = a as usize;
-            let mut base = kw + self.prior[i];
+        let base = |i: usize, kind: bool| {
+            let mut b = if kind { kw } else { 0.0 } + self.prior[i];
             if !task.required_skills.is_empty() {
-                base += sw * self.skill_fit(i, task);
+                b += sw * self.skill_fit(i, task);
             }
+            b
+        };
+        let mut top = TopN::new(&mut r.candidates);
+        let listed = &self.by_kind[task.kind.index()];
+        for &a in listed {
             top.offer(Candidate {
                 agent: a,
                 sim: 0.0,
-                base,
+                base: base(a as usize, true),
                 kind: true,
             });
+        }
+        if !listed.is_empty() && task.kind != TaskKind::Generic {
+            for &a in &self.by_kind[TaskKind::Generic.index()] {
+                if !top.contains(a) {
+                    top.offer(Candidate {
+                        agent: a,
+                        sim: 0.0,
+                        base: base(a as usize, false),
+                        kind: false,
+                    });
+                }
+            }
         }
         r.n = top.finish();
         r.rules.clear();
@@ -822,10 +842,18 @@ impl State {
                 out.push_str(task.kind.as_str());
             }
         } else {
-            out.push_str("capability: ");
-            out.push_str(p.id.as_str());
-            out.push_str(" lists kind ");
-            out.push_str(task.kind.as_str());
+            if self.kinds[a] & (1 << task.kind.index()) != 0 {
+                out.push_str("capability: ");
+                out.push_str(p.id.as_str());
+                out.push_str(" lists kind ");
+                out.push_str(task.kind.as_str());
+            } else {
+                // A by-kind fallback (`rank_by_kind_into`).
+                out.push_str("fallback: ");
+                out.push_str(p.id.as_str());
+                out.push_str(" lists kind generic, not ");
+                out.push_str(task.kind.as_str());
+            }
             out.push_str(" (success rate ");
             push_fixed2(out, p.success_rate);
             out.push_str(", cost ");
@@ -1347,7 +1375,9 @@ impl Router {
     /// Routes tasks by their kind alone, under per-call capacity like
     /// [`Router::route_all_into`]: rules and text matching are skipped and every decision
     /// comes from the capability layer (an agent listing the task's kind, best success
-    /// rate and cost first) or is unassigned. For when an operator turns HALO's matching
+    /// rate and cost first; agents listing `generic` follow as fallbacks, taking the task
+    /// when the kind's agents are at capacity and listed as alternatives for when they
+    /// fail) or is unassigned (no agent lists the kind). For when an operator turns HALO's matching
     /// off (a feature flag) or the system is degraded to its minimal level; `why` is
     /// written into every explanation ("rules and text matching off: {why}"). The routing
     /// cache and its counters are not touched.

@@ -386,6 +386,73 @@ fn open_agent_breakers_degrade_plans_to_minimal() {
     }
 }
 
+/// Audit R8 D1 (second half): at `minimal` tasks are routed by kind alone, and a kind's
+/// agents were the only candidates. With them open, the task waited out
+/// `max_breaker_waits` and failed although a healthy agent taking any kind (`builder`
+/// lists `generic`) was there. It is now every by-kind decision's fallback.
+#[tokio::test(start_paused = true)]
+async fn at_minimal_a_task_whose_kind_agents_are_open_falls_back_to_a_generic_agent() {
+    let echo = Arc::new(Echo {
+        calls: AtomicUsize::new(0),
+    });
+    let g = Orchestrator::builder()
+        .agents(AgentSet::new().with_fallback(echo.clone() as Arc<dyn Agent>))
+        .build()
+        .unwrap();
+    let generic: Vec<String> = g
+        .router()
+        .registry()
+        .iter()
+        .filter(|a| a.task_kinds.contains(&TaskKind::Generic))
+        .map(|a| a.id.to_string())
+        .collect();
+    assert_eq!(generic, ["builder"]);
+    // Half of the agents (8 of 16), none of them generic.
+    let open: Vec<String> = g
+        .router()
+        .registry()
+        .iter()
+        .map(|a| a.id.to_string())
+        .filter(|id| !generic.contains(id))
+        .take(8)
+        .collect();
+    open_breakers(&g, &open);
+    let plan = g.plan_sync(REQUEST).unwrap();
+    assert_eq!(plan.degradation, DegradationLevel::Minimal);
+    let mut on_open = 0;
+    for t in &plan.tasks {
+        let agent = t.agent.as_ref().map(|a| a.to_string());
+        if agent.as_ref().is_some_and(|a| open.contains(a)) {
+            on_open += 1;
+            assert!(
+                t.route
+                    .alternatives
+                    .iter()
+                    .any(|a| a.agent.as_str() == "builder"),
+                "{}: {:?}",
+                t.id,
+                t.route.alternatives
+            );
+        }
+    }
+    assert!(
+        on_open > 0,
+        "no task of the plan was routed to an open agent"
+    );
+    let result = g.execute(plan, RunOptions::default()).unwrap().wait().await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    let moved = result
+        .tasks
+        .iter()
+        .filter(|t| t.agent.as_ref().is_some_and(|a| a.as_str() == "builder"))
+        .count();
+    assert!(moved >= on_open, "{:#?}", result.tasks);
+    for t in &result.tasks {
+        let a = t.agent.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        assert!(!open.contains(&a), "{} ran on open agent {a}", t.task_id);
+    }
+}
+
 #[tokio::test]
 async fn a_closed_llm_gate_refuses_without_calling_a_provider() {
     use genesis::providers::{LlmAgent, LlmProviders};

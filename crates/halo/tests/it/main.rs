@@ -251,7 +251,8 @@ fn routing_by_kind_alone_skips_rules_and_text_and_says_why() {
         out[0].explanation
     );
     assert_eq!(out[1].agent.as_ref().unwrap().as_str(), "finance");
-    // The alternatives are the other agents listing the kind.
+    // The alternatives are the other agents listing the kind, then the agents listing
+    // `generic` (`builder`), which take a task whose kind's agents are all failing.
     for alt in &out[0].alternatives {
         assert!(
             listed
@@ -261,6 +262,13 @@ fn routing_by_kind_alone_skips_rules_and_text_and_says_why() {
                 .contains(&TaskKind::Implement)
         );
     }
+    let alts: Vec<&str> = out[1]
+        .alternatives
+        .iter()
+        .map(|a| a.agent.as_str())
+        .collect();
+    assert_eq!(alts, ["builder"]);
+    assert!(out[1].alternatives[0].score < out[1].score);
     // A tool catalogue lists no kinds: nothing is forced onto a default agent.
     let tools = AgentRegistry::new(vec![AgentProfile::new("weather", "Weather forecast")]).unwrap();
     let r = Router::new(tools, RoutingRules::empty()).unwrap();
@@ -277,6 +285,53 @@ fn routing_by_kind_alone_skips_rules_and_text_and_says_why() {
     );
     // The cache is not involved.
     assert_eq!(r.cache_stats().hits + r.cache_stats().misses, 0);
+}
+
+/// By kind alone, agents listing `generic` are fallbacks: ranked after the agents
+/// listing the task's kind, taking the task when those are at capacity (and saying
+/// so), and never the only candidate of a kind nobody lists.
+#[test]
+fn routing_by_kind_alone_falls_back_to_generic_agents() {
+    let reg = AgentRegistry::new(vec![
+        AgentProfile::new("any", "does anything")
+            .with_kind(TaskKind::Generic)
+            .with_success_rate(0.99),
+        AgentProfile::new("books", "bookkeeping")
+            .with_kind(TaskKind::Finance)
+            .with_success_rate(0.5)
+            .with_max_concurrent_tasks(1),
+    ])
+    .unwrap();
+    let r = Router::new(reg, RoutingRules::empty()).unwrap();
+    let tasks = [
+        task("a", TaskKind::Finance, "close the books"),
+        task("b", TaskKind::Finance, "close the books again"),
+        task("c", TaskKind::Security, "threat model"),
+    ];
+    let mut out = Vec::new();
+    r.route_all_by_kind_into(&tasks, "degraded: minimal", &mut out);
+    // The agent listing the kind first, though the fallback's success rate is higher.
+    assert_eq!(out[0].agent.as_ref().unwrap().as_str(), "books");
+    let alts: Vec<&str> = out[0]
+        .alternatives
+        .iter()
+        .map(|a| a.agent.as_str())
+        .collect();
+    assert_eq!(alts, ["any"]);
+    // `books` is at capacity: the fallback takes the next one and says why.
+    assert_eq!(out[1].agent.as_ref().unwrap().as_str(), "any");
+    assert_eq!(out[1].layer, RouteLayer::Capability);
+    assert!(
+        out[1]
+            .explanation
+            .starts_with("fallback: any lists kind generic, not finance (success rate 0.99")
+            && out[1].explanation.contains("books is at capacity (1/1)"),
+        "{}",
+        out[1].explanation
+    );
+    // Nobody lists `security`: unassigned, not forced onto the fallback.
+    assert_eq!(out[2].layer, RouteLayer::Unassigned);
+    assert!(out[2].alternatives.is_empty());
 }
 
 #[test]
