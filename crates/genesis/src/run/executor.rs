@@ -2390,6 +2390,21 @@ impl Attempt {
                     };
                     let ci = full.remove(at);
                     let agent = &self.candidates[ci];
+                    if failures.is_empty() && skipped.is_empty() {
+                        // Every candidate was only busy. The first choice, after its
+                        // wait, is no re-route; another one is a re-route from the first
+                        // choice (verification V8: it named the last busy candidate).
+                        if ci == 0 {
+                            moved = false;
+                        } else {
+                            last = Some((
+                                self.candidates[0].clone(),
+                                format!(
+                                    "every candidate agent was busy (all slots taken, max_concurrent_tasks); {agent} freed a slot first"
+                                ),
+                            ));
+                        }
+                    }
                     let Some(backend) = self.exec.agents.get(agent.as_str()).cloned() else {
                         continue;
                     };
@@ -2448,9 +2463,12 @@ impl Attempt {
                     match self.try_slot(agent) {
                         Ok(slot) => (ci, slot, backend, breaker),
                         Err(why) => {
-                            // Busy, not failed: only the re-route says so.
+                            // Busy, not failed: only the re-route says so, from the
+                            // first busy choice unless an earlier one failed.
                             all_open = false;
-                            last = Some((agent.clone(), why));
+                            if full.is_empty() && failures.is_empty() {
+                                last = Some((agent.clone(), why));
+                            }
                             full.push(ci);
                             moved = true;
                             continue;

@@ -330,7 +330,7 @@ async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
         service.wait_calls(agent, 1).await;
         held.push((handle, events));
     }
-    let (waiting, _) = start(&genesis, &plan);
+    let (waiting, mut events) = start(&genesis, &plan);
     let last = c.last().unwrap();
     service.script(last, vec![Reply::Ok(0.0)]);
     service.release(last);
@@ -340,6 +340,63 @@ async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
     for agent in &c[..c.len() - 1] {
         assert_eq!(service.calls_of(agent).len(), 1, "{agent} was still full");
     }
+    // One re-route, from the first choice (verification V8: it named the last busy
+    // candidate, as if that had been the first choice). Its reason depends on whether
+    // the task got to wait before `last` freed up.
+    let rerouted: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskRerouted {
+                from, to, reason, ..
+            } => Some((from, to, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rerouted.len(), 1, "{rerouted:?}");
+    assert_eq!((&rerouted[0].0, &rerouted[0].1), (&c[0], last));
+    let waited = format!(
+        "every candidate agent was busy (all slots taken, max_concurrent_tasks); {last} freed a slot first"
+    );
+    let raced = format!(
+        "agent {} is busy: all 1 of its slots are taken (max_concurrent_tasks 1)",
+        c[0]
+    );
+    assert!(
+        rerouted[0].2 == waited || rerouted[0].2 == raced,
+        "{}",
+        rerouted[0].2
+    );
+    for (handle, _) in held {
+        handle.cancel();
+    }
+}
+
+/// When every candidate is full and the first choice frees up first, the task just
+/// waited for it: no re-route (it was announced from the last busy candidate to the
+/// first choice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_candidate_is_full_and_the_first_choice_frees_up_there_is_no_reroute() {
+    let c = candidates();
+    let caps: Vec<(&AgentId, u32)> = c.iter().map(|a| (a, 1)).collect();
+    let (service, genesis) = setup(&caps, "").await;
+    let (plan, _) = one_task(&genesis);
+    let mut held = Vec::new();
+    for agent in &c {
+        service.script(agent, vec![Reply::Hold]);
+        let (handle, events) = start(&genesis, &plan);
+        service.wait_calls(agent, 1).await;
+        held.push((handle, events));
+    }
+    let (waiting, mut events) = start(&genesis, &plan);
+    service.script(&c[0], vec![Reply::Ok(0.0)]);
+    service.release(&c[0]);
+    let result = within("the waiting run's end", waiting.wait()).await;
+    assert_eq!(succeeded_on(&result), Some(&c[0]));
+    let rerouted: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter(|e| matches!(e, RunEvent::TaskRerouted { .. }))
+        .collect();
+    assert!(rerouted.is_empty(), "{rerouted:?}");
     for (handle, _) in held {
         handle.cancel();
     }
