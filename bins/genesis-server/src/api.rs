@@ -382,10 +382,7 @@ pub(crate) async fn create_task(
             );
         }
     };
-    let request = match &req.context {
-        Some(c) if !c.trim().is_empty() => format!("{}\n\nContext: {c}", req.description),
-        _ => req.description.clone(),
-    };
+    let request = req.description.clone();
     let idempotency = match idempotency_key(req.idempotency_key.clone(), &headers) {
         Ok(key) => key,
         Err(why) => return idempotency_key_error(&why),
@@ -462,6 +459,7 @@ pub(crate) async fn create_task(
         subject: Some(subject.clone()),
         day: Some(state.runs.today()),
         subject_day: state.runs.subject_today(&subject),
+        context: req.context.clone(),
     };
     // What LLM planning cost: a journaled run starts from it; any other end keeps it
     // in the store's spend outside runs (the day's spend after a restart).

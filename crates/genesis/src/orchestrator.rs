@@ -44,6 +44,22 @@ pub struct PlanOptions {
     /// [`RunOptions::subject_day`]): LLM planning reserves and charges it too, held to
     /// `budget.per_subject_day`.
     pub subject_day: Option<DaySpend>,
+    /// Background for the request (what the API's `context` field carries): screened
+    /// with the request and given to every agent and to an LLM planner as part of the
+    /// request (`"{request}\n\nContext: {context}"`, the plan's `request`), but not
+    /// decomposed by the heuristic decomposer, which would make its sentences tasks.
+    /// Blank is none.
+    pub context: Option<String>,
+}
+
+impl PlanOptions {
+    /// The request with [`PlanOptions::context`] appended, as agents see it.
+    fn full_request<'r>(&self, request: &'r str) -> std::borrow::Cow<'r, str> {
+        match self.context.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => format!("{request}\n\nContext: {c}").into(),
+            _ => request.into(),
+        }
+    }
 }
 
 /// Builds an [`Orchestrator`]. Every part has a default: the built-in 16 agents,
@@ -518,12 +534,17 @@ impl Orchestrator {
         let started = std::time::Instant::now();
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
+        // The heuristic decomposer reads the request alone (its context's sentences
+        // are not tasks); the rest sees both.
+        let asked = request;
+        let full = options.full_request(request);
+        let request: &str = &full;
         self.screen(request)?;
         // Before decomposing: an LLM decomposer costs money.
         self.run_budget(options.budget)?;
         let stages = self.stages_with(subject, options.day.as_ref());
         let inner = &self.inner;
-        let heuristic = || inner.heuristic.decompose_sync(request, &inner.limits);
+        let heuristic = || inner.heuristic.decompose_sync(asked, &inner.limits);
         let mut planning = None;
         // A child of the request's span, as are the other stages' (screen, route,
         // validate), so planning time is visible in the trace.
@@ -583,6 +604,7 @@ impl Orchestrator {
         let gauge = f64::from(degraded.0.as_gauge());
         let plan = self.finish(
             request,
+            asked,
             Dag::Owned(dag),
             decomposer,
             degraded,
@@ -926,6 +948,7 @@ impl Orchestrator {
         })?;
         self.finish(
             request,
+            request,
             Dag::Owned(dag),
             decomposer.to_owned(),
             stages.degradation(DegradationLevel::Full, None),
@@ -947,9 +970,11 @@ impl Orchestrator {
     ) -> Result<Plan, GenesisError> {
         let subject = options.subject.as_deref().unwrap_or("anonymous");
         self.gate(subject)?;
-        self.screen(request)?;
+        let full = options.full_request(request);
+        self.screen(&full)?;
         let stages = self.stages_with(subject, options.day.as_ref());
         self.finish(
+            &full,
             request,
             Dag::Borrowed(dag),
             "custom".to_owned(),
@@ -979,9 +1004,13 @@ impl Orchestrator {
     }
 
     /// Routes, selects models and validates a DAG that was already decomposed.
+    /// `request` is what the plan keeps and agents see; completeness is judged against
+    /// `asked`, the request without its context (see [`PlanOptions::context`]).
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         request: &str,
+        asked: &str,
         dag: Dag<'_>,
         decomposer: String,
         (degradation, degradation_reason): (DegradationLevel, Option<String>),
@@ -1087,7 +1116,7 @@ impl Orchestrator {
         let validation = {
             let span = info_span!("plan.validate", passed = tracing::field::Empty).entered();
             let validation =
-                Validator::new(&registry, vconfig).validate(request, graph, &assignments);
+                Validator::new(&registry, vconfig).validate(asked, graph, &assignments);
             span.record("passed", validation.passed);
             validation
         };

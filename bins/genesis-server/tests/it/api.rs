@@ -127,9 +127,24 @@ async fn plan_mode_returns_the_plan_without_running_it() {
         assert!(t["depends_on"].is_array());
     }
     // `mode` defaults to plan.
-    let (status, _, _) = s.post("/api/tasks", json!({"description": SMALL})).await;
+    let (status, _, bare) = s.post("/api/tasks", json!({"description": SMALL})).await;
     assert_eq!(status, 200);
     assert_eq!(stub.total_calls(), 0, "plan mode must not call agents");
+    // The context is background, not a task (audit Q9 H8: it became a trailing
+    // generic task "Context: ..."): the same tasks as without it.
+    let descriptions = |p: &serde_json::Value| -> Vec<String> {
+        p["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["description"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(descriptions(&plan), descriptions(&bare));
+    assert!(
+        descriptions(&plan).iter().all(|d| !d.contains("Safari")),
+        "{plan}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
