@@ -41,6 +41,66 @@ fn check(router: &Router, kind: TaskKind, description: &str, expected: &str) {
     assert!(!d.explanation.is_empty());
 }
 
+/// Audit Q9 M1, H6, H2: writing is not only specification work (every `document`
+/// task went to spec), `optimize` alone is not work on Genesis itself (every one went
+/// to darwin by rule), and an outage without the word "incident" is still one.
+#[test]
+fn shipped_catalogue_routes_writing_improvements_and_outages_by_what_they_are() {
+    let r = default_router();
+    check(
+        &r,
+        TaskKind::Document,
+        "Write a blog post about our Series A",
+        "marketing",
+    );
+    check(
+        &r,
+        TaskKind::Document,
+        "Summarise this week's support tickets",
+        "support",
+    );
+    check(
+        &r,
+        TaskKind::Document,
+        "Write the on-call runbook for the payments API",
+        "monitoring",
+    );
+    check(
+        &r,
+        TaskKind::Document,
+        "Write the requirements for the invoice feature",
+        "spec",
+    );
+    let d = r.route(&task(
+        "t",
+        TaskKind::Optimize,
+        "Improve the onboarding emails",
+    ));
+    assert!(
+        !d.explanation.contains("self-improvement"),
+        "{}",
+        d.explanation
+    );
+    let d = r.route(&task(
+        "t",
+        TaskKind::Optimize,
+        "Optimise the prompts of the builder agent",
+    ));
+    assert_eq!(d.layer, RouteLayer::Rule, "{}", d.explanation);
+    assert_eq!(d.agent.as_ref().map(AgentId::as_str), Some("darwin"));
+    let d = r.route(&task(
+        "t",
+        TaskKind::Generic,
+        "Production is down: the payments API returns 503s",
+    ));
+    assert!(
+        d.explanation
+            .starts_with("rule \"on-call-incident\" matched"),
+        "{}",
+        d.explanation
+    );
+}
+
 #[test]
 fn shipped_catalogue_has_the_sixteen_agents() {
     let reg = AgentRegistry::from_toml_str(AGENTS).unwrap();
