@@ -8,6 +8,13 @@ use genesis_core::{Task, TaskKind};
 pub trait DifficultyEstimator: Send + Sync {
     /// The difficulty of `task`, in `[0, 1]`.
     fn estimate(&self, task: &Task) -> f64;
+
+    /// Appends what made `task` as hard as [`DifficultyEstimator::estimate`] says, for
+    /// the model choice's reason (the heuristic writes `kind design 0.55, "prove"
+    /// +0.25, digits +0.05`). Writes nothing by default.
+    fn explain(&self, task: &Task, out: &mut String) {
+        let _ = (task, out);
+    }
 }
 
 /// The deterministic default estimator.
@@ -218,7 +225,21 @@ impl Signals {
     /// [`Signals::reach`] bytes into the second half, so a word across the split point
     /// is still seen whole; those bytes are not counted twice.
     fn scan(&self, text: &[u8]) -> (f64, u64) {
-        let (seen, counts) = if text.len() < 64 {
+        let (seen, counts) = self.scan_seen(text);
+        let mut total = 0.0;
+        let mut seen = seen;
+        while seen != 0 {
+            let i = seen.trailing_zeros() as usize;
+            total += self.weights.get(i).copied().unwrap_or(0.0);
+            seen &= seen - 1;
+        }
+        (total, counts)
+    }
+
+    /// The words in `text` (a bit per word, in [`HARD_WORDS`] then [`EASY_WORDS`]
+    /// order) and the [`COUNTS`] of its bytes.
+    fn scan_seen(&self, text: &[u8]) -> (u64, u64) {
+        if text.len() < 64 {
             let mut lane = Lane::default();
             for &b in text {
                 lane.counts += COUNTS[usize::from(b)];
@@ -243,15 +264,7 @@ impl Signals {
                 self.step(&mut x, b);
             }
             (x.seen | y.seen, x.counts + y.counts)
-        };
-        let mut total = 0.0;
-        let mut seen = seen;
-        while seen != 0 {
-            let i = seen.trailing_zeros() as usize;
-            total += self.weights.get(i).copied().unwrap_or(0.0);
-            seen &= seen - 1;
         }
-        (total, counts)
     }
 
     #[inline(always)]
@@ -323,24 +336,113 @@ fn signal_weight(text: &[u8]) -> f64 {
     signals(text).0
 }
 
+/// The parts of [`HeuristicDifficulty`]'s estimate, each already bounded.
+struct Parts {
+    base: f64,
+    words: f64,
+    digits: f64,
+    ops: f64,
+    length: f64,
+    skills: f64,
+    tokens: f64,
+}
+
+impl Parts {
+    /// `words` is the signal words' summed weight.
+    fn of(task: &Task, words: f64, digits: usize, ops: usize) -> Parts {
+        Parts {
+            base: base(task.kind),
+            words: words.clamp(-0.25, 0.4),
+            // Numbers and operators: multi-step arithmetic and formulas.
+            digits: (digits as f64 / 40.0).min(0.1),
+            ops: (ops as f64 / 10.0).min(0.1),
+            // Longer descriptions carry more constraints.
+            length: ((task.description.len() as f64 / 400.0).ln_1p() * 0.08).min(0.12),
+            skills: (task.required_skills.len() as f64 * 0.02).min(0.06),
+            tokens: (f64::from(task.estimated_tokens) / 50_000.0).min(0.08),
+        }
+    }
+
+    fn sum(&self) -> f64 {
+        let score = self.base
+            + self.words
+            + self.digits
+            + self.ops
+            + self.length
+            + self.skills
+            + self.tokens;
+        score.clamp(0.0, 1.0)
+    }
+}
+
+/// The first 2,000 bytes of `task`'s description: they carry every signal, which keeps
+/// the estimate O(1) on long descriptions and allocation-free.
+fn head(task: &Task) -> &[u8] {
+    let text = task.description.as_bytes();
+    &text[..text.len().min(2_000)]
+}
+
+/// Appends `+0.25` / `-0.08` (two decimals, sign always written; no `format!`: this
+/// runs for every task of every plan).
+fn push_signed2(out: &mut String, v: f64) {
+    out.push(if v < 0.0 { '-' } else { '+' });
+    genesis_core::decimal::push_fixed2(out, v.abs());
+}
+
 impl DifficultyEstimator for HeuristicDifficulty {
     fn estimate(&self, task: &Task) -> f64 {
-        let text = task.description.as_str();
-        // The first 2,000 bytes carry every signal; this keeps the estimate O(1) on long
-        // descriptions and allocation-free.
-        let head = &text.as_bytes()[..text.len().min(2_000)];
-        let mut score = base(task.kind);
         // Each signal counts once, however often it appears.
-        let (words, digits, ops) = signals(head);
-        score += words.clamp(-0.25, 0.4);
-        // Numbers and operators: multi-step arithmetic and formulas.
-        score += (digits as f64 / 40.0).min(0.1) + (ops as f64 / 10.0).min(0.1);
-        // Longer descriptions carry more constraints.
-        let len = text.len() as f64;
-        score += ((len / 400.0).ln_1p() * 0.08).min(0.12);
-        score += (task.required_skills.len() as f64 * 0.02).min(0.06);
-        score += (f64::from(task.estimated_tokens) / 50_000.0).min(0.08);
-        score.clamp(0.0, 1.0)
+        let (words, digits, ops) = signals(head(task));
+        Parts::of(task, words, digits, ops).sum()
+    }
+
+    /// `kind design 0.55, "prove" +0.25, "distributed" +0.15, digits +0.05, length
+    /// +0.03`: the kind's base, then every part that is not zero (signal words each
+    /// with their weight, capped together at +0.40 / −0.25).
+    fn explain(&self, task: &Task, out: &mut String) {
+        let (seen, counts) = match SIGNALS.as_ref() {
+            Some(s) => s.scan_seen(head(task)),
+            None => (0, head(task).iter().map(|b| COUNTS[usize::from(*b)]).sum()),
+        };
+        let digits = usize::try_from(counts & 0xFFFF_FFFF).unwrap_or(usize::MAX);
+        let ops = usize::try_from(counts >> 32).unwrap_or(usize::MAX);
+        let mut words = 0.0;
+        out.push_str("kind ");
+        out.push_str(task.kind.as_str());
+        out.push(' ');
+        genesis_core::decimal::push_fixed2(out, base(task.kind));
+        let mut bits = seen;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some((word, weight)) = HARD_WORDS.iter().chain(EASY_WORDS).nth(i) {
+                words += weight;
+                out.push_str(", \"");
+                out.push_str(word);
+                out.push_str("\" ");
+                push_signed2(out, *weight);
+            }
+        }
+        let parts = Parts::of(task, words, digits, ops);
+        if parts.words != words {
+            out.push_str(" (words capped at ");
+            push_signed2(out, parts.words);
+            out.push(')');
+        }
+        for (name, v) in [
+            ("digits", parts.digits),
+            ("operators", parts.ops),
+            ("length", parts.length),
+            ("required skills", parts.skills),
+            ("tokens", parts.tokens),
+        ] {
+            if v >= 0.005 {
+                out.push_str(", ");
+                out.push_str(name);
+                out.push(' ');
+                push_signed2(out, v);
+            }
+        }
     }
 }
 

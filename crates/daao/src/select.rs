@@ -148,10 +148,25 @@ impl ModelSelector {
         }
     }
 
-    /// Chooses a model for `task`.
+    /// Chooses a model for `task`; the reason ends with what set its difficulty
+    /// ([`DifficultyEstimator::explain`]: `; difficulty: kind design 0.55, "prove"
+    /// +0.25`).
     pub fn select(&self, task: &Task) -> ModelChoice {
         let difficulty = self.difficulty(task);
-        self.select_for(task, difficulty)
+        let mut choice = self.select_for(task, difficulty);
+        self.explain_difficulty(task, &mut choice.reason);
+        choice
+    }
+
+    /// Appends `; difficulty: …` when the estimator explains itself.
+    fn explain_difficulty(&self, task: &Task, reason: &mut String) {
+        let at = reason.len();
+        reason.push_str("; difficulty: ");
+        let start = reason.len();
+        self.estimator.explain(task, reason);
+        if reason.len() == start {
+            reason.truncate(at);
+        }
     }
 
     /// The strongest model for `task` whose context window holds it, whatever its
@@ -172,6 +187,7 @@ impl ModelSelector {
         push_fixed2(&mut reason, m.capability);
         reason.push(')');
         window.note_skipped(&mut reason);
+        self.explain_difficulty(task, &mut reason);
         choice(m, difficulty, m.cost(input, output), reason)
     }
 
@@ -257,9 +273,9 @@ mod tests {
     use super::*;
     use genesis_core::{TaskId, TaskKind};
 
-    #[test]
-    fn strongest_ignores_difficulty_and_says_why() {
-        let catalog = ModelCatalog::from_toml_str(
+    /// A small and a large model.
+    fn two_models() -> ModelCatalog {
+        ModelCatalog::from_toml_str(
             r#"
 [[model]]
 id = "small"
@@ -275,17 +291,48 @@ input_per_million = 2.50
 output_per_million = 10.0
 "#,
         )
-        .unwrap();
-        let selector = ModelSelector::new(catalog);
+        .unwrap()
+    }
+
+    #[test]
+    fn strongest_ignores_difficulty_and_says_why() {
+        let selector = ModelSelector::new(two_models());
         let easy = Task::new(TaskId::new("t"), TaskKind::Support, "Say thanks");
         assert_eq!(selector.select(&easy).model.as_str(), "small");
         let fixed = selector.select_strongest(&easy, "feature flag daao_cost_routing is off");
         assert_eq!(fixed.model.as_str(), "large");
         assert_eq!(
             fixed.reason,
-            "cost routing off: feature flag daao_cost_routing is off; strongest model (capability 1.00)"
+            "cost routing off: feature flag daao_cost_routing is off; strongest model (capability 1.00); difficulty: kind support 0.20, \"thank\" -0.10, tokens +0.02"
         );
         assert_eq!(fixed.difficulty, selector.difficulty(&easy));
         assert!(fixed.estimated_cost > selector.select(&easy).estimated_cost);
+    }
+
+    /// Audit Q9 M5: the reason gave the thresholds but not what raised the difficulty.
+    #[test]
+    fn the_reason_says_what_set_the_difficulty() {
+        let selector = ModelSelector::new(two_models());
+        let hard = Task::new(
+            TaskId::new("t"),
+            TaskKind::Design,
+            "Design a distributed consensus algorithm and prove it is fault-tolerant",
+        );
+        let c = selector.select(&hard);
+        let (_, why) = c.reason.split_once("; difficulty: ").unwrap();
+        assert!(why.starts_with("kind design 0.55, "), "{why}");
+        for word in ["\"prove\" +0.25", "\"distributed\" +", "\"algorithm\" +"] {
+            assert!(why.contains(word), "{word} in {why}");
+        }
+        assert!(why.contains("(words capped at +0.40)"), "{why}");
+        // An estimator that does not explain itself adds nothing.
+        struct Fixed;
+        impl DifficultyEstimator for Fixed {
+            fn estimate(&self, _: &Task) -> f64 {
+                0.5
+            }
+        }
+        let quiet = ModelSelector::new(two_models()).with_estimator(Arc::new(Fixed));
+        assert!(!quiet.select(&hard).reason.contains("difficulty:"));
     }
 }

@@ -70,7 +70,7 @@ fn a_task_goes_to_a_model_whose_context_window_holds_it() {
     assert_eq!(big.model.as_str(), "big-ctx", "{}", big.reason);
     assert!(
         big.reason
-            .ends_with("; 1 model(s) skipped: context window under 150000 tokens"),
+            .contains("; 1 model(s) skipped: context window under 150000 tokens; difficulty: "),
         "{}",
         big.reason
     );
