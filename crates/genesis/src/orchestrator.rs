@@ -1168,12 +1168,22 @@ impl Orchestrator {
         if plan.validation.passed || !stages.validation_gate {
             Ok(plan)
         } else {
-            let rules: Vec<String> = plan
-                .validation
-                .errors
+            // The first few errors: the summary is one line (a CLI's stderr, a log
+            // field); the plan inside lists them all.
+            const SHOWN: usize = 5;
+            let errors = &plan.validation.errors;
+            let mut rules: Vec<String> = errors
                 .iter()
+                .take(SHOWN)
                 .map(|e| format!("{} ({})", e.message, e.rule))
                 .collect();
+            if errors.len() > SHOWN {
+                rules.push(format!(
+                    "and {} more errors (the plan's validation lists all {})",
+                    errors.len() - SHOWN,
+                    errors.len()
+                ));
+            }
             Err(GenesisError::InvalidPlan {
                 summary: rules.join("; "),
                 plan: Box::new(plan),

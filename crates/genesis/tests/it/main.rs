@@ -367,6 +367,50 @@ fn a_context_is_screened_and_kept_but_not_planned() {
     }
 }
 
+/// The one-line summary of a refused plan names its first five errors and counts the
+/// rest (audit Q9: 129 duplicates made one line on the CLI's stderr).
+#[test]
+fn a_refused_plans_summary_lists_five_errors_and_counts_the_rest() {
+    use genesis::core::{Task, TaskId, TaskKind};
+    use genesis::htdag::{Limits, TaskDag};
+    let g = genesis();
+    let mut dag = TaskDag::new(Limits::default());
+    for k in 1..=9 {
+        dag.add_task(
+            Task::new(
+                TaskId::new(format!("t{k}")),
+                TaskKind::Implement,
+                "Write the invoice endpoint",
+            ),
+            None,
+        )
+        .unwrap();
+    }
+    match g.plan_dag(
+        "Write the invoice endpoint",
+        &dag,
+        &genesis::PlanOptions::default(),
+    ) {
+        Err(GenesisError::InvalidPlan { summary, plan }) => {
+            let errors = plan.validation.errors.len();
+            assert!(errors > 5, "{summary}");
+            assert_eq!(
+                summary.matches("(non_redundant.duplicate)").count(),
+                5,
+                "{summary}"
+            );
+            assert!(
+                summary.ends_with(&format!(
+                    "; and {} more errors (the plan's validation lists all {errors})",
+                    errors - 5
+                )),
+                "{summary}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_tight_budget_fails_validation_with_the_plan_attached() {
     let g = genesis();
