@@ -7,10 +7,11 @@
 //! topological walk. Every mutation checks the [`Limits`] and rejects cycles with the
 //! offending path; failed updates leave the DAG untouched.
 //!
-//! A [`Decomposer`] builds the DAG. [`HeuristicDecomposer`] needs no LLM: it splits
-//! compound requests into clauses and expands seven request families (SaaS business,
-//! software product, marketing campaign, data analysis, research report,
-//! deployment/ops, bug fix) into multi-level templates.
+//! A [`Decomposer`] builds the DAG. [`HeuristicDecomposer`] needs no LLM: it keeps a
+//! request's statements as context, splits its asks into clauses, and expands eight
+//! request families (SaaS business, software product, marketing campaign, data
+//! analysis, research report, deployment/ops, bug fix, incident response) into
+//! multi-level templates when the words give enough evidence for one.
 //!
 //! ```
 //! use genesis_htdag::{HeuristicDecomposer, Limits};

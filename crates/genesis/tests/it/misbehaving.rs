@@ -202,11 +202,11 @@ async fn setup(caps: &[(&AgentId, u32)], executor: &str) -> (Arc<Service>, Orche
     (service, genesis)
 }
 
-/// A one-task plan ("Write unit tests for the payment service"), and the task's
+/// A one-task plan ("Write a user guide for the payment service"), and the task's
 /// candidate agents: its agent, then its alternatives (at least two in all).
 fn one_task(genesis: &Orchestrator) -> (Plan, Vec<AgentId>) {
     let plan = genesis
-        .plan_sync("Write unit tests for the payment service")
+        .plan_sync("Write a user guide for the payment service")
         .unwrap();
     assert_eq!(plan.tasks.len(), 1, "{:?}", plan.tasks);
     let task = &plan.tasks[0];

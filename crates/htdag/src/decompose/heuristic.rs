@@ -2,16 +2,40 @@
 //! clause splitting for compound requests.
 //!
 //! How a request is read:
-//! 1. It is split into sentences, and sentences into clauses at sequencing words
-//!    (`then`, `after that`, `followed by`) and at `and`/commas that introduce a new
-//!    action verb ("launch a campaign **and analyse** the results").
-//! 2. Each clause is scored against seven request families by weighted keywords
-//!    (stems such as `analy*` cover analyse/analysis/analytics). A clause that scores at
-//!    least [`FAMILY_THRESHOLD`] gets that family's template: phases with subtasks and
-//!    dependencies between them.
-//! 3. A clause with no family becomes one task whose kind is inferred from its words;
-//!    only when no word suggests a kind is it `generic`.
-//! 4. Clauses run in the order written: each depends on the one before it.
+//! 1. It is split into sentences. A sentence is an *ask* when it starts with an
+//!    imperative verb or carries a request marker (`need`, `must`, `should`, `please`, a
+//!    question); otherwise it is a *statement*. When a request has asks, its statements
+//!    are context (recorded as the `context` metadata of the top-level tasks), not
+//!    tasks. When it has none, it is a *report* ("Production is down: …", "Users can't
+//!    log in"): its sentences are the asks, and a problem family needs less evidence.
+//! 2. Asks are split into clauses at sequencing words (`then`, `after that`,
+//!    `followed by`, and `dann`/`puis`/`luego`) and at `and`/commas (`und`/`et`/`y`)
+//!    that introduce a new action verb ("launch a campaign **and analyse** the results").
+//! 3. Each clause is scored against eight request families by weighted keywords (stems
+//!    such as `analy*` cover analyse/analysis/analytics) and a few two-word phrases
+//!    ("does not work", "press release"). A family needs a score of at least
+//!    [`FAMILY_THRESHOLD`] *and* evidence beyond one word: two distinct cues, or one
+//!    strong cue that heads the clause ("Deploy …", "Research …"); in a report, one
+//!    cue of a problem family (bug fix, incident response) is enough, and a problem
+//!    family wins over the others. A clause whose verb names work a family's template
+//!    has no step for ("estimate the hosting cost", "hire engineers") gets no family,
+//!    and neither does one that asks for a single phase of the work ("write
+//!    integration tests for the API": its hints weigh in for test, design, specify,
+//!    document or security work).
+//!    Clauses of fewer than three words never get a template.
+//! 4. A clause of a family gets that family's template: phases with subtasks and
+//!    dependencies between them. Any other clause becomes one task whose kind weighs
+//!    every hint word (nouns outweigh generic verbs: "write unit tests" is a test); only
+//!    when no word suggests a kind is it `generic`.
+//! 5. A later clause that only asks again for a phase an earlier clause's template has,
+//!    about the same work ("…, then write unit tests, then deploy it to staging"), joins
+//!    that phase instead of planning the work twice. A deployment target named in a
+//!    clause ("to staging") replaces `production` in the template's texts.
+//! 6. A clause waits for the one before it when a sequencing word introduces it or it
+//!    refers back ("analyse **the results**"); a test, deployment, monitoring or
+//!    documentation clause waits for the work written before it; other clauses are
+//!    independent and may run in parallel. A clause repeated word for word is planned
+//!    once.
 //!
 //! If the expansion would exceed the task or depth limit, templates are shallowed
 //! (phases without subtasks, then one task per clause) instead of failing.
@@ -45,13 +69,16 @@ pub enum Family {
     DeploymentOps,
     /// Fixing a defect.
     BugFix,
+    /// Responding to a production incident: triage, mitigate, verify, follow up.
+    IncidentResponse,
 }
 
 impl Family {
     /// Every family, in tie-break order (earlier wins a tie).
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::SaasBusiness,
         Family::BugFix,
+        Family::IncidentResponse,
         Family::MarketingCampaign,
         Family::DeploymentOps,
         Family::DataAnalysis,
@@ -69,6 +96,7 @@ impl Family {
             Family::ResearchReport => "research_report",
             Family::DeploymentOps => "deployment_ops",
             Family::BugFix => "bug_fix",
+            Family::IncidentResponse => "incident_response",
         }
     }
 
@@ -81,6 +109,7 @@ impl Family {
             Family::ResearchReport => RESEARCH_KW,
             Family::DeploymentOps => OPS_KW,
             Family::BugFix => BUG_KW,
+            Family::IncidentResponse => INCIDENT_KW,
         }
     }
 
@@ -93,6 +122,7 @@ impl Family {
             Family::ResearchReport => RESEARCH,
             Family::DeploymentOps => OPS,
             Family::BugFix => BUG,
+            Family::IncidentResponse => INCIDENT,
         }
     }
 
@@ -104,9 +134,28 @@ impl Family {
             Family::DataAnalysis => TaskKind::Analyze,
             Family::ResearchReport => TaskKind::Research,
             Family::DeploymentOps => TaskKind::Deploy,
+            Family::IncidentResponse => TaskKind::Monitor,
         }
     }
+
+    /// Whether any step of the family's template, at any level, has `kind`.
+    fn has_kind(self, kind: TaskKind) -> bool {
+        self.template()
+            .iter()
+            .any(|s| s.kind == kind || s.children.iter().any(|c| c.kind == kind))
+    }
+
+    /// Bug fixes and incidents: what a report of a problem asks for.
+    fn is_problem(self) -> bool {
+        matches!(self, Family::BugFix | Family::IncidentResponse)
+    }
 }
+
+/// Number of families.
+const FAMILIES: usize = Family::ALL.len();
+
+/// Weight from which a single keyword heading a clause is evidence enough for a family.
+const STRONG_CUE: f32 = 3.0;
 
 /// A keyword: a whole word, or a stem when `prefix` is true.
 struct Kw {
@@ -192,16 +241,23 @@ const SOFTWARE_KW: &[Kw] = &[
 ];
 
 const MARKETING_KW: &[Kw] = &[
-    w("marketing", 3.0),
+    p("marketing", 3.0),
     p("campaign", 3.0),
+    p("kampagn", 3.0),
     p("promot", 2.0),
     p("advertis", 2.5),
     p("brand", 1.5),
     w("seo", 2.5),
-    w("social", 1.0),
+    w("social", 1.5),
+    w("media", 1.0),
+    w("press", 2.0),
+    w("landing", 1.0),
+    p("email", 1.0),
+    p("announce", 2.0),
+    w("blog", 1.5),
     w("audience", 1.5),
     p("newsletter", 2.0),
-    w("launch", 0.5),
+    p("launch", 1.5),
     w("growth", 1.0),
     w("ads", 2.0),
     w("content", 1.0),
@@ -285,8 +341,12 @@ const BUG_KW: &[Kw] = &[
     w("fix", 2.5),
     w("fixes", 2.5),
     p("crash", 2.5),
-    w("error", 1.5),
-    w("errors", 1.5),
+    w("error", 2.0),
+    w("errors", 2.0),
+    w("can't", 2.0),
+    w("cannot", 2.0),
+    w("wrong", 1.5),
+    p("investigat", 1.0),
     w("broken", 2.5),
     p("regression", 2.5),
     w("issue", 1.0),
@@ -301,6 +361,51 @@ const BUG_KW: &[Kw] = &[
     w("defect", 3.0),
     w("panic", 2.0),
     w("500", 1.0),
+];
+
+const INCIDENT_KW: &[Kw] = &[
+    p("incident", 3.0),
+    p("outage", 3.0),
+    w("down", 1.5),
+    w("downtime", 2.5),
+    w("degraded", 2.0),
+    w("unavailable", 2.0),
+    w("unreachable", 2.0),
+    w("on-call", 2.0),
+    p("pager", 2.0),
+    w("sev1", 3.0),
+    w("sev2", 3.0),
+    p("postmortem", 2.0),
+    p("post-mortem", 2.0),
+    w("rollback", 1.5),
+    w("production", 1.0),
+    w("prod", 1.0),
+    w("since", 1.0),
+    w("timeouts", 1.5),
+    w("500", 1.5),
+    w("502", 1.5),
+    w("503", 1.5),
+    w("503s", 1.5),
+    w("504", 1.5),
+    w("5xx", 2.0),
+];
+
+/// Two-word phrases that are evidence for a family: (first word, second word, family,
+/// weight). Each counts as one cue on top of its words' own keywords.
+const PHRASES: &[(&str, &str, Family, f32)] = &[
+    ("product", "launch", Family::MarketingCampaign, 2.0),
+    ("press", "release", Family::MarketingCampaign, 2.0),
+    ("social", "media", Family::MarketingCampaign, 1.0),
+    ("landing", "page", Family::MarketingCampaign, 1.0),
+    ("not", "work", Family::BugFix, 2.5),
+    ("not", "working", Family::BugFix, 2.5),
+    ("doesn't", "work", Family::BugFix, 2.5),
+    ("don't", "work", Family::BugFix, 2.5),
+    ("stopped", "working", Family::BugFix, 2.5),
+    ("no", "longer", Family::BugFix, 2.0),
+    ("is", "down", Family::IncidentResponse, 2.0),
+    ("are", "down", Family::IncidentResponse, 2.0),
+    ("roll", "back", Family::IncidentResponse, 1.0),
 ];
 
 /// One template step: a task, its sibling dependencies (by key) and its subtasks.
@@ -425,13 +530,13 @@ const SAAS: &[Step] = &[
     phase(
         "launch",
         K::Deploy,
-        "Launch {s} in production",
+        "Launch {s} in {env}",
         &["product"],
         &[
             leaf(
                 "deploy",
                 K::Deploy,
-                "Deploy {s} to production through a CI/CD pipeline",
+                "Deploy {s} to {env} through a CI/CD pipeline",
                 &["ci/cd"],
                 &[],
             ),
@@ -599,13 +704,7 @@ const SOFTWARE: &[Step] = &[
         "Release {s}",
         &["verify"],
         &[
-            leaf(
-                "deploy",
-                K::Deploy,
-                "Deploy {s} to production",
-                &["ci/cd"],
-                &[],
-            ),
+            leaf("deploy", K::Deploy, "Deploy {s} to {env}", &["ci/cd"], &[]),
             leaf(
                 "monitoring",
                 K::Monitor,
@@ -918,14 +1017,14 @@ const OPS: &[Step] = &[
             leaf(
                 "staging",
                 K::Test,
-                "Run {s} on staging and smoke-test it",
+                "Rehearse {s} in a test environment and smoke-test it",
                 &["testing"],
                 &[],
             ),
             leaf(
                 "production",
                 K::Deploy,
-                "Roll out {s} to production progressively",
+                "Roll out {s} to {env} progressively",
                 &["release"],
                 &["staging"],
             ),
@@ -934,7 +1033,7 @@ const OPS: &[Step] = &[
     phase(
         "operate",
         K::Monitor,
-        "Operate after {s}",
+        "Operate {s} after the release",
         &["release"],
         &[
             leaf(
@@ -959,7 +1058,7 @@ const BUG: &[Step] = &[
     phase(
         "investigate",
         K::Test,
-        "Investigate {s}",
+        "Investigate the problem ({s})",
         &[],
         &[
             leaf(
@@ -1010,9 +1109,70 @@ const BUG: &[Step] = &[
             leaf(
                 "verify",
                 K::Monitor,
-                "Verify in production that the problem is resolved ({s})",
+                "Verify in {env} that the problem is resolved ({s})",
                 &["observability"],
                 &["deploy"],
+            ),
+        ],
+    ),
+];
+
+const INCIDENT: &[Step] = &[
+    phase(
+        "respond",
+        K::Monitor,
+        "Restore the service ({s})",
+        &[],
+        &[
+            leaf(
+                "triage",
+                K::Monitor,
+                "Triage the incident ({s}): confirm the impact and find what changed",
+                &["incident response"],
+                &[],
+            ),
+            leaf(
+                "mitigate",
+                K::Deploy,
+                "Roll back the suspect change or ship a hotfix ({s})",
+                &["release"],
+                &["triage"],
+            ),
+            leaf(
+                "communicate",
+                K::Support,
+                "Keep affected customers and stakeholders informed ({s})",
+                &["customer support"],
+                &["triage"],
+            ),
+            leaf(
+                "verify",
+                K::Monitor,
+                "Verify in {env} that the service has recovered ({s})",
+                &["observability"],
+                &["mitigate"],
+            ),
+        ],
+    ),
+    phase(
+        "follow_up",
+        K::Document,
+        "Follow up on the incident ({s})",
+        &["respond"],
+        &[
+            leaf(
+                "root_cause",
+                K::Implement,
+                "Fix the root cause and add a regression test ({s})",
+                &["bug fixing"],
+                &[],
+            ),
+            leaf(
+                "postmortem",
+                K::Document,
+                "Write the postmortem: timeline, root cause and follow-up actions ({s})",
+                &["summarise"],
+                &[],
             ),
         ],
     ),
@@ -1024,6 +1184,7 @@ const ACTION_VERBS: &[&str] = &[
     "analyse",
     "analyze",
     "audit",
+    "brief",
     "build",
     "check",
     "collect",
@@ -1049,18 +1210,22 @@ const ACTION_VERBS: &[&str] = &[
     "make",
     "measure",
     "migrate",
+    "model",
     "monitor",
+    "notify",
     "optimise",
     "optimize",
     "plan",
     "prepare",
     "price",
+    "propose",
     "publish",
     "refactor",
     "release",
     "report",
     "research",
     "review",
+    "rotate",
     "run",
     "scale",
     "secure",
@@ -1074,6 +1239,7 @@ const ACTION_VERBS: &[&str] = &[
     "test",
     "track",
     "train",
+    "translate",
     "update",
     "write",
 ];
@@ -1110,54 +1276,366 @@ const LEADING_FILLER: &[&str] = &[
     "will",
 ];
 
-/// Kind inferred from a word, for clauses that match no family.
-const KIND_HINTS: &[(&str, bool, TaskKind)] = &[
-    ("test", true, K::Test),
-    ("qa", false, K::Test),
-    ("deploy", true, K::Deploy),
-    ("release", false, K::Deploy),
-    ("monitor", true, K::Monitor),
-    ("alert", true, K::Monitor),
-    ("secur", true, K::Security),
-    ("audit", true, K::Security),
-    ("vulnerab", true, K::Security),
-    ("research", true, K::Research),
-    ("investigat", true, K::Research),
-    ("analy", true, K::Analyze),
-    ("metric", true, K::Analyze),
-    ("market", true, K::Marketing),
-    ("sell", true, K::Sales),
-    ("sales", false, K::Sales),
-    ("customer", true, K::Support),
-    ("support", false, K::Support),
-    ("price", true, K::Finance),
-    ("pricing", false, K::Finance),
-    ("budget", true, K::Finance),
-    ("invoice", true, K::Finance),
-    ("cost", true, K::Finance),
-    ("design", true, K::Design),
-    ("architect", true, K::Design),
-    ("ui", false, K::Frontend),
-    ("frontend", false, K::Frontend),
-    ("css", false, K::Frontend),
-    ("page", true, K::Frontend),
-    ("api", false, K::Backend),
-    ("database", true, K::Backend),
-    ("backend", false, K::Backend),
-    ("endpoint", true, K::Backend),
-    ("requirement", true, K::Specify),
-    ("spec", true, K::Specify),
-    ("document", true, K::Document),
-    ("write", false, K::Document),
-    ("summar", true, K::Document),
-    ("optimi", true, K::Optimize),
-    ("improve", true, K::Optimize),
-    ("build", false, K::Implement),
-    ("implement", true, K::Implement),
-    ("code", false, K::Implement),
-    ("develop", true, K::Implement),
-    ("refactor", true, K::Implement),
+/// Kind hints, for clauses that match no family: (word or stem, is a stem, kind,
+/// weight). Every hint in a clause adds its weight to its kind and the heaviest kind
+/// wins (ties: the earlier hint). Nouns that name the work outweigh generic verbs
+/// ("write", "build", "improve"), so "write unit tests" is a test; a specific verb
+/// heading the clause ("Document …", "Test …") counts [`HEAD_HINT_BONUS`] more.
+const KIND_HINTS: &[(&str, bool, TaskKind, f32)] = &[
+    ("test", true, K::Test, 2.0),
+    ("qa", false, K::Test, 2.0),
+    ("coverage", false, K::Test, 1.5),
+    ("deploy", true, K::Deploy, 2.0),
+    ("release", false, K::Deploy, 1.5),
+    ("rollout", false, K::Deploy, 1.5),
+    ("ship", false, K::Deploy, 1.5),
+    ("monitor", true, K::Monitor, 2.0),
+    ("alert", true, K::Monitor, 2.0),
+    ("latency", false, K::Monitor, 1.0),
+    ("secur", true, K::Security, 2.0),
+    ("audit", true, K::Security, 2.0),
+    ("vulnerab", true, K::Security, 2.0),
+    ("credential", true, K::Security, 2.0),
+    ("password", true, K::Security, 1.5),
+    ("research", true, K::Research, 2.0),
+    ("investigat", true, K::Research, 1.5),
+    ("analy", true, K::Analyze, 2.0),
+    ("metric", true, K::Analyze, 2.0),
+    ("dashboard", true, K::Analyze, 1.5),
+    ("market", true, K::Marketing, 2.0),
+    ("campaign", true, K::Marketing, 2.0),
+    ("blog", true, K::Marketing, 2.0),
+    ("announcement", true, K::Marketing, 2.0),
+    ("newsletter", true, K::Marketing, 2.0),
+    ("press", false, K::Marketing, 1.0),
+    ("email", true, K::Marketing, 1.0),
+    ("sell", true, K::Sales, 2.0),
+    ("sales", false, K::Sales, 2.0),
+    ("leads", false, K::Sales, 2.0),
+    ("outreach", false, K::Sales, 2.0),
+    ("deck", false, K::Sales, 1.0),
+    ("customer", true, K::Support, 1.0),
+    ("support", false, K::Support, 1.5),
+    ("ticket", true, K::Support, 1.5),
+    ("notify", false, K::Support, 1.5),
+    ("price", true, K::Finance, 2.0),
+    ("pricing", false, K::Finance, 2.0),
+    ("budget", true, K::Finance, 2.0),
+    ("invoice", true, K::Finance, 1.0),
+    ("cost", true, K::Finance, 2.0),
+    ("estimate", false, K::Finance, 1.0),
+    ("forecast", true, K::Finance, 1.0),
+    ("revenue", false, K::Finance, 1.0),
+    ("design", true, K::Design, 2.0),
+    ("architect", true, K::Design, 2.0),
+    ("ui", false, K::Frontend, 2.0),
+    ("frontend", false, K::Frontend, 2.0),
+    ("css", false, K::Frontend, 2.0),
+    ("page", true, K::Frontend, 1.5),
+    ("screen", false, K::Frontend, 1.5),
+    ("button", true, K::Frontend, 1.5),
+    ("form", false, K::Frontend, 1.0),
+    ("admin", false, K::Frontend, 1.0),
+    ("api", false, K::Backend, 2.0),
+    ("database", true, K::Backend, 2.0),
+    ("backend", false, K::Backend, 2.0),
+    ("endpoint", true, K::Backend, 2.0),
+    ("queries", false, K::Backend, 1.0),
+    ("store", false, K::Backend, 1.0),
+    ("requirement", true, K::Specify, 2.0),
+    ("spec", true, K::Specify, 2.0),
+    ("document", true, K::Document, 1.5),
+    ("docs", false, K::Document, 2.0),
+    ("readme", false, K::Document, 2.0),
+    ("runbook", true, K::Document, 2.0),
+    ("policy", false, K::Document, 2.5),
+    ("write", false, K::Document, 1.0),
+    ("report", false, K::Document, 1.0),
+    ("summar", true, K::Document, 1.5),
+    ("translat", true, K::Document, 1.5),
+    // Optimize is Genesis improving itself: only words about that mean it. Improving
+    // or optimising anything else is ordinary work on that thing.
+    ("self-improv", true, K::Optimize, 3.0),
+    ("genesis", false, K::Optimize, 2.0),
+    ("evolv", true, K::Optimize, 1.5),
+    ("improve", true, K::Implement, 0.5),
+    ("optimi", true, K::Implement, 0.5),
+    ("build", false, K::Implement, 1.0),
+    ("implement", true, K::Implement, 1.5),
+    ("code", false, K::Implement, 1.5),
+    ("develop", true, K::Implement, 1.5),
+    ("refactor", true, K::Implement, 2.0),
+    ("pipeline", false, K::Implement, 1.0),
+    ("déplo", true, K::Deploy, 2.0),
+    ("desplieg", true, K::Deploy, 2.0),
+    ("fix", false, K::Implement, 1.0),
+    // Hiring is nobody's kind of work here: it must not read as back-end work.
+    ("hire", false, K::Generic, 3.0),
+    ("recruit", true, K::Generic, 3.0),
 ];
+
+/// Kinds of work that are one phase of a family's project: a clause whose hints weigh
+/// in for one of them asks for that phase only, not for a family's whole template.
+const PHASE_KINDS: &[TaskKind] = &[K::Test, K::Design, K::Specify, K::Document, K::Security];
+
+/// Extra weight of a hint of weight 1.5 or more that heads its clause.
+const HEAD_HINT_BONUS: f32 = 1.0;
+
+/// Verbs that, heading a clause, name the kind of work asked for: a family whose
+/// template has no step of that kind is not what the clause asks for ("estimate the
+/// hosting cost on AWS" is finance work, not a deployment).
+const VERB_KINDS: &[(&str, TaskKind)] = &[
+    ("estimate", K::Finance),
+    ("budget", K::Finance),
+    ("price", K::Finance),
+    ("hire", K::Generic),
+    ("recruit", K::Generic),
+    ("interview", K::Generic),
+    ("translate", K::Document),
+    ("write", K::Document),
+];
+
+/// Verbs that make a sentence an ask when they start it, beyond [`ACTION_VERBS`].
+const MORE_IMPERATIVES: &[&str] = &[
+    "allow",
+    "archive",
+    "automate",
+    "benchmark",
+    "book",
+    "brief",
+    "calculate",
+    "call",
+    "cancel",
+    "change",
+    "choose",
+    "clean",
+    "configure",
+    "connect",
+    "convert",
+    "correct",
+    "define",
+    "delete",
+    "describe",
+    "disable",
+    "draw",
+    "email",
+    "enable",
+    "encrypt",
+    "ensure",
+    "explain",
+    "export",
+    "extract",
+    "generate",
+    "get",
+    "give",
+    "hash",
+    "identify",
+    "import",
+    "increase",
+    "install",
+    "introduce",
+    "keep",
+    "list",
+    "localise",
+    "localize",
+    "merge",
+    "model",
+    "move",
+    "notify",
+    "organise",
+    "organize",
+    "outline",
+    "patch",
+    "present",
+    "prioritise",
+    "prioritize",
+    "propose",
+    "provide",
+    "provision",
+    "reduce",
+    "remove",
+    "rename",
+    "replace",
+    "reset",
+    "restore",
+    "revoke",
+    "rewrite",
+    "roll",
+    "rotate",
+    "save",
+    "schedule",
+    "show",
+    "simplify",
+    "speed",
+    "start",
+    "stop",
+    "store",
+    "tell",
+    "translate",
+    "tune",
+    "upgrade",
+    "use",
+    "validate",
+    "verify",
+];
+
+/// Imperative verbs of other languages that start a new clause after `und`/`et`/`y`
+/// (German, French, Spanish), and are dropped from a subject like English verbs.
+const FOREIGN_VERBS: &[&str] = &[
+    "analysiere",
+    "baue",
+    "behebe",
+    "entwickle",
+    "erstelle",
+    "plane",
+    "prüfe",
+    "schreibe",
+    "starte",
+    "teste",
+    "veröffentliche",
+    "analyse",
+    "corrige",
+    "crée",
+    "déploie",
+    "écris",
+    "lance",
+    "analiza",
+    "crea",
+    "despliega",
+    "escribe",
+    "lanza",
+];
+
+/// Words that ask for something wherever they stand in a sentence.
+const REQUEST_MARKERS: &[&str] = &[
+    "need", "needs", "must", "should", "want", "wants", "please", "let's", "lets",
+];
+
+/// Words that carry no subject of their own: a determiner, a preposition, or a name for
+/// the kind of work ("tests", "docs", "it"). A follow-up made only of these and the
+/// earlier clause's subject adds nothing new to the earlier clause's plan.
+const NOTHING_NEW: &[&str] = &[
+    "a",
+    "again",
+    "all",
+    "an",
+    "and",
+    "automated",
+    "change",
+    "changes",
+    "code",
+    "deploy",
+    "deployment",
+    "docs",
+    "documentation",
+    "e2e",
+    "end-to-end",
+    "everything",
+    "fix",
+    "fixes",
+    "for",
+    "in",
+    "integration",
+    "it",
+    "its",
+    "monitoring",
+    "of",
+    "on",
+    "our",
+    "le",
+    "la",
+    "correctif",
+    "prod",
+    "production",
+    "properly",
+    "regression",
+    "report",
+    "reports",
+    "summary",
+    "release",
+    "result",
+    "results",
+    "smoke",
+    "some",
+    "staging",
+    "test",
+    "tests",
+    "that",
+    "the",
+    "their",
+    "them",
+    "these",
+    "this",
+    "those",
+    "to",
+    "unit",
+    "with",
+    "work",
+];
+
+/// Deployment targets a clause can name ("… to staging"), as written in task texts.
+const TARGETS: &[(&str, &str)] = &[
+    ("staging", "staging"),
+    ("production", "production"),
+    ("prod", "production"),
+    ("preview", "preview"),
+    ("sandbox", "sandbox"),
+    ("uat", "UAT"),
+];
+
+/// Words that do not count as a clause's content when looking for what heads it.
+fn is_stopword(word: &str) -> bool {
+    matches!(
+        word,
+        "the"
+            | "a"
+            | "an"
+            | "our"
+            | "my"
+            | "your"
+            | "their"
+            | "its"
+            | "this"
+            | "that"
+            | "these"
+            | "those"
+            | "of"
+            | "for"
+            | "to"
+            | "in"
+            | "on"
+            | "at"
+            | "with"
+            | "and"
+            | "or"
+            | "we"
+            | "i"
+            | "you"
+            | "please"
+            | "new"
+            | "some"
+            | "all"
+            | "ein"
+            | "eine"
+            | "einen"
+            | "der"
+            | "die"
+            | "das"
+            | "den"
+            | "le"
+            | "la"
+            | "les"
+            | "un"
+            | "une"
+            | "de"
+            | "du"
+            | "des"
+            | "el"
+            | "los"
+            | "las"
+            | "una"
+    )
+}
 
 /// Estimated tokens for a task of a kind (leaf tasks); composite tasks integrate and
 /// review their subtasks' results and cost less.
@@ -1194,9 +1672,40 @@ struct Clause {
     subject: String,
     family: Option<Family>,
     kind: TaskKind,
+    /// The deployment target it names ("staging"), if any.
+    target: Option<&'static str>,
+    /// Whether a sequencing word ("then") introduced it.
+    sequenced: bool,
     /// Later clauses folded into this one's template (see [`folds_into`]): the kind of
     /// the phase each asks for again, and its text.
     also: Vec<(TaskKind, String)>,
+}
+
+impl Clause {
+    /// Whether the clause's work continues the one before it ("analyse **the
+    /// results**", "send **them** an email").
+    fn refers_back(&self) -> bool {
+        let subject = self.subject.to_lowercase();
+        let first =
+            words(&subject).find(|w| !matches!(*w, "the" | "our" | "your" | "my" | "their"));
+        first.is_some_and(|w| BACK_REFERENCES.contains(&w))
+            || words(&self.text.to_lowercase())
+                .any(|w| matches!(w, "it" | "them" | "they" | "these" | "those"))
+    }
+
+    /// Whether the clause is work that follows what was built before it: testing,
+    /// shipping, watching or documenting it.
+    fn follows_on(&self) -> bool {
+        let lower = self.text.to_lowercase();
+        // Fixing what an audit, review or investigation before it found.
+        if head_verb(&lower).is_some_and(|v| matches!(v, "fix" | "address" | "resolve")) {
+            return true;
+        }
+        match self.family {
+            Some(f) => f == Family::DeploymentOps,
+            None => matches!(self.kind, K::Test | K::Deploy | K::Monitor | K::Document),
+        }
+    }
 }
 
 /// Words a follow-up clause's subject starts with when it means the earlier clause's
@@ -1207,32 +1716,33 @@ const BACK_REFERENCES: &[&str] = &[
 ];
 
 /// Whether clause `next` only asks again for a phase `prev`'s template already has,
-/// about the same work: it has a family of its own, a top-level step of `prev`'s
-/// template has that family's kind, and its subject refers back ("Fix the crash on
-/// login, then deploy the fix": the bug-fix template ships the fix already; "… and
-/// launch a marketing campaign for it"). Such a
-/// clause is folded into that phase instead of expanding a second template (which
-/// would plan the work twice). Returns the phase's kind.
+/// about the same work: `prev` has a family, a top-level step of its template has the
+/// kind `next` asks for (its family's kind, or its own kind when it has no family), and
+/// `next` adds nothing new — its subject refers back ("Fix the crash on login, then
+/// deploy the fix"; "… and launch a marketing campaign for it") or is made only of
+/// `prev`'s subject and words that name the work ("…, then write unit tests"). Such a
+/// clause is folded into that phase instead of expanding a second template or a second
+/// task (which would plan the work twice). Returns the phase's kind.
 fn folds_into(prev: &Clause, next: &Clause) -> Option<TaskKind> {
-    let (Some(pf), Some(nf)) = (prev.family, next.family) else {
+    let pf = prev.family?;
+    if next.family == Some(pf) {
         return None;
-    };
-    let kind = nf.kind();
-    if pf == nf || !pf.template().iter().any(|s| s.kind == kind) {
+    }
+    let kind = next.family.map_or(next.kind, Family::kind);
+    if !pf.template().iter().any(|s| s.kind == kind) {
         return None;
     }
     let subject = next.subject.to_lowercase();
-    let mut words = subject
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .skip_while(|w| matches!(*w, "the" | "our" | "your" | "my" | "their"));
-    let last = subject
-        .rsplit(|c: char| !c.is_alphanumeric())
-        .find(|w| !w.is_empty());
-    let refers_back = subject == prev.subject.to_lowercase()
-        || words.next().is_some_and(|w| BACK_REFERENCES.contains(&w))
+    let prev_subject = prev.subject.to_lowercase();
+    let mut rest =
+        words(&subject).skip_while(|w| matches!(*w, "the" | "our" | "your" | "my" | "their"));
+    let last = words(&subject).last();
+    let refers_back = subject == prev_subject
+        || rest.next().is_some_and(|w| BACK_REFERENCES.contains(&w))
         || last.is_some_and(|w| matches!(w, "it" | "them" | "this" | "that"));
-    refers_back.then_some(kind)
+    let nothing_new =
+        words(&subject).all(|w| NOTHING_NEW.contains(&w) || words(&prev_subject).any(|p| p == w));
+    (refers_back || nothing_new).then_some(kind)
 }
 
 /// The LLM-free decomposer. Stateless and cheap: construct it once and share it.
@@ -1252,24 +1762,39 @@ impl HeuristicDecomposer {
     /// break the limits.
     pub fn decompose_sync(&self, request: &str, limits: &Limits) -> Result<TaskDag, HtdagError> {
         limits.check_request(request)?;
-        let clauses = split_clauses(request);
-        let classified: Vec<Clause> = if clauses.is_empty() {
-            vec![classify(request.trim())]
+        let reading = read_request(request);
+        let report = reading.report;
+        let classified: Vec<Clause> = if reading.asks.is_empty() {
+            vec![classify(request.trim(), report, false)]
         } else {
-            clauses.iter().map(|c| classify(c)).collect()
+            reading
+                .asks
+                .iter()
+                .map(|(text, sequenced)| classify(text, report, *sequenced))
+                .collect()
         };
-        // A follow-up that asks again for a phase the previous clause's template has
-        // joins that phase.
+        // A follow-up that asks again for a phase an earlier clause's template has
+        // joins that phase; a clause repeated word for word is planned once.
         let mut clauses: Vec<Clause> = Vec::with_capacity(classified.len());
         for clause in classified {
-            if let Some(prev) = clauses.last_mut()
+            if clauses
+                .iter()
+                .any(|c| c.text.eq_ignore_ascii_case(&clause.text))
+            {
+                continue;
+            }
+            if let Some(prev) = clauses.iter_mut().rev().find(|c| c.family.is_some())
                 && let Some(kind) = folds_into(prev, &clause)
             {
+                if prev.target.is_none() {
+                    prev.target = clause.target;
+                }
                 prev.also.push((kind, clause.text));
                 continue;
             }
             clauses.push(clause);
         }
+        let context = (!reading.context.is_empty()).then(|| reading.context.join(" "));
         let compound = clauses.len() > 1;
         let mut expansion = Expansion::Full;
         loop {
@@ -1286,9 +1811,10 @@ impl HeuristicDecomposer {
         }
         // One clause of a known family: the template's structure (ids, kinds, skills,
         // metadata, edges, topological order) was built once; only the descriptions
-        // carry the subject.
+        // carry the subject (and the target).
         if !compound
             && expansion > Expansion::Flat
+            && context.is_none()
             && let [clause] = clauses.as_slice()
             && clause.also.is_empty()
             && let Some(family) = clause.family
@@ -1296,20 +1822,26 @@ impl HeuristicDecomposer {
         {
             let mut dag = prebuilt.dag.clone();
             dag.set_limits(limits.clone());
+            let target = clause.target.unwrap_or(DEFAULT_TARGET);
             dag.rewrite_descriptions(|position, description| {
                 if let Some(text) = prebuilt.texts.get(position) {
-                    *description = fill(text, &clause.subject);
+                    *description = fill(text, &clause.subject, target);
                 }
             });
             return Ok(dag);
         }
         let mut dag = TaskDag::new(limits.clone());
         dag.reserve(size_of(&clauses, compound, expansion).0);
-        let mut b = Builder { dag: &mut dag };
+        let mut b = Builder {
+            dag: &mut dag,
+            context: context.as_deref(),
+        };
         // Clauses past the task limit are folded into the last task that fits.
         let clause_limit = limits.max_tasks.max(1);
         let (kept, folded) = clauses.split_at(clauses.len().min(clause_limit));
-        let mut prev: Option<TaskId> = None;
+        let mut tops: Vec<TaskId> = Vec::with_capacity(kept.len());
+        // The last clause that follows on from the work before it.
+        let mut last_follow_on = 0usize;
         for (i, clause) in kept.iter().enumerate() {
             let id = TaskId::new(format!("t{}", i + 1));
             let is_last = i + 1 == kept.len();
@@ -1318,25 +1850,38 @@ impl HeuristicDecomposer {
             } else {
                 Vec::new()
             };
-            match clause.family {
+            let top = match clause.family {
                 Some(family) if !compound && expansion > Expansion::Flat => {
                     b.template(family, clause, None, "t", expansion)?;
+                    continue;
                 }
                 Some(family) if expansion > Expansion::Flat => {
                     let top =
                         b.clause_task(&id, clause, family.kind(), &extra, Some(family), true)?;
-                    let depth_left = expansion;
-                    b.template(family, clause, Some(&top), id.as_str(), depth_left)?;
-                    b.chain(prev.as_ref(), &top)?;
-                    prev = Some(top);
+                    b.template(family, clause, Some(&top), id.as_str(), expansion)?;
+                    top
                 }
-                _ => {
-                    let top =
-                        b.clause_task(&id, clause, clause.kind, &extra, clause.family, false)?;
-                    b.chain(prev.as_ref(), &top)?;
-                    prev = Some(top);
+                _ => b.clause_task(&id, clause, clause.kind, &extra, clause.family, false)?,
+            };
+            // What it waits for: the work since the last follow-on clause when it
+            // follows on; the clause before it when it is sequenced or refers back;
+            // nothing otherwise.
+            if i > 0 {
+                let waits_for: &[TaskId] = if clause.follows_on() {
+                    &tops[last_follow_on..]
+                } else if clause.sequenced || clause.refers_back() {
+                    &tops[i - 1..]
+                } else {
+                    &[]
+                };
+                for prev in waits_for {
+                    b.dag.add_dependency(prev, &top)?;
                 }
             }
+            if clause.follows_on() {
+                last_follow_on = i;
+            }
+            tops.push(top);
         }
         if dag.is_empty() {
             return Err(HtdagError::EmptyDecomposition {
@@ -1346,10 +1891,100 @@ impl HeuristicDecomposer {
         Ok(dag)
     }
 
-    /// The family a request (or clause) belongs to, if any, with its score.
+    /// The family a request (or clause) belongs to, if any, with its score. A request
+    /// with no ask in it is read as a report (see the module docs).
     pub fn classify(&self, text: &str) -> Option<(Family, f32)> {
-        family_of(&text.to_lowercase())
+        let report = !split_sentences(text).iter().any(|s| is_ask(s));
+        family_with_evidence(&text.to_lowercase(), report)
     }
+}
+
+/// The target templates deploy to when a request names none.
+const DEFAULT_TARGET: &str = "production";
+
+/// A request read into asks and context.
+#[derive(Debug, Default)]
+struct Reading {
+    /// The clauses to plan, each with whether a sequencing word introduced it.
+    asks: Vec<(String, bool)>,
+    /// Statements that accompany asks: context for the plan, not tasks.
+    context: Vec<String>,
+    /// No sentence asks for anything: the statements are the asks (a problem report).
+    report: bool,
+}
+
+/// Reads a request: sentences into asks and statements, asks into clauses.
+fn read_request(request: &str) -> Reading {
+    let sentences = split_sentences(request);
+    let asks: Vec<bool> = sentences.iter().map(|s| is_ask(s)).collect();
+    let report = !asks.iter().any(|a| *a);
+    let mut reading = Reading {
+        report,
+        ..Reading::default()
+    };
+    let mut pieces: Vec<(String, bool)> = Vec::new();
+    for (sentence, ask) in sentences.iter().zip(&asks) {
+        if *ask || report {
+            split_sentence(sentence, &mut pieces);
+        } else {
+            reading.context.push(ensure_period(sentence));
+        }
+    }
+    reading.asks = merge_fragments(pieces);
+    reading
+}
+
+/// A sentence with a full stop, for joining sentences into context.
+fn ensure_period(sentence: &str) -> String {
+    let mut s = sentence.trim().to_owned();
+    if !s.ends_with(['.', '!', '?', ':']) {
+        s.push('.');
+    }
+    s
+}
+
+/// Whether a sentence asks for something: it starts (after polite filler) with an
+/// imperative verb, or has a request marker, or is a question.
+fn is_ask(sentence: &str) -> bool {
+    if sentence.trim_end().ends_with('?') {
+        return true;
+    }
+    let lower = sentence.to_lowercase();
+    let first = words(&lower).find(|w| {
+        !matches!(
+            *w,
+            "please"
+                | "kindly"
+                | "also"
+                | "now"
+                | "then"
+                | "finally"
+                | "first"
+                | "next"
+                | "and"
+                | "just"
+                | "afterwards"
+                | "lastly"
+        )
+    });
+    let Some(first) = first else {
+        return false;
+    };
+    if ACTION_VERBS.contains(&first) || MORE_IMPERATIVES.contains(&first) {
+        return true;
+    }
+    let mut prev = first;
+    for w in words(&lower) {
+        if REQUEST_MARKERS.contains(&w)
+            || (prev == "would" && w == "like")
+            || (matches!(prev, "can" | "could") && w == "you")
+            || (matches!(prev, "have" | "has") && w == "to")
+        {
+            return true;
+        }
+        prev = w;
+    }
+    false
 }
 
 /// A family template instantiated once, with empty descriptions: cloning it and filling
@@ -1397,11 +2032,16 @@ fn build_prebuilt(family: Family, expansion: Expansion) -> Option<Prebuilt> {
         subject: String::new(),
         family: Some(family),
         kind: family.kind(),
+        target: None,
+        sequenced: false,
         also: Vec::new(),
     };
-    Builder { dag: &mut dag }
-        .template(family, &blank, None, "t", expansion)
-        .ok()?;
+    Builder {
+        dag: &mut dag,
+        context: None,
+    }
+    .template(family, &blank, None, "t", expansion)
+    .ok()?;
     // The insertion order of Builder::template.
     let mut texts = Vec::with_capacity(dag.len());
     for step in family.template() {
@@ -1421,6 +2061,8 @@ fn build_prebuilt(family: Family, expansion: Expansion) -> Option<Prebuilt> {
 
 struct Builder<'a> {
     dag: &'a mut TaskDag,
+    /// The request's statements, recorded on every top-level task.
+    context: Option<&'a str>,
 }
 
 impl Builder<'_> {
@@ -1443,20 +2085,16 @@ impl Builder<'_> {
         if let Some(f) = family {
             task = task.with_metadata("family", f.as_str());
         }
+        if let Some(context) = self.context {
+            task = task.with_metadata("context", context.to_owned());
+        }
         self.dag.add_task(task, None)?;
         Ok(id.clone())
     }
 
-    fn chain(&mut self, prev: Option<&TaskId>, next: &TaskId) -> Result<(), HtdagError> {
-        if let Some(p) = prev {
-            self.dag.add_dependency(p, next)?;
-        }
-        Ok(())
-    }
-
     /// Instantiates a family template for `clause` under `parent`, ids prefixed with
     /// `prefix`. The text of a clause folded into it is added to the first top-level
-    /// step of its kind.
+    /// step of its kind; the clause's target replaces the default one.
     fn template(
         &mut self,
         family: Family,
@@ -1466,26 +2104,28 @@ impl Builder<'_> {
         expansion: Expansion,
     ) -> Result<(), HtdagError> {
         let subject = clause.subject.as_str();
+        let target = clause.target.unwrap_or(DEFAULT_TARGET);
         let steps = family.template();
         let sep = if parent.is_some() { "." } else { "" };
         let ids: Vec<TaskId> = (1..=steps.len())
             .map(|i| numbered_id(prefix, sep, i))
             .collect();
-        let mut also: Vec<Option<&str>> = vec![None; steps.len()];
+        let mut also: Vec<Vec<&str>> = vec![Vec::new(); steps.len()];
         for (kind, text) in &clause.also {
             if let Some(i) = steps.iter().position(|s| s.kind == *kind) {
-                also[i] = Some(text);
+                also[i].push(text);
             }
         }
-        for ((step, id), also) in steps.iter().zip(&ids).zip(also) {
+        let fill_in = Fill { subject, target };
+        for ((step, id), also) in steps.iter().zip(&ids).zip(&also) {
             let with_children = expansion == Expansion::Full && !step.children.is_empty();
-            self.step(step, id, family, subject, parent, with_children, also)?;
+            self.step(step, id, family, fill_in, parent, with_children, also)?;
             if with_children {
                 let child_ids: Vec<TaskId> = (1..=step.children.len())
                     .map(|i| numbered_id(id.as_str(), ".", i))
                     .collect();
                 for (child, cid) in step.children.iter().zip(&child_ids) {
-                    self.step(child, cid, family, subject, Some(id), false, None)?;
+                    self.step(child, cid, family, fill_in, Some(id), false, &[])?;
                 }
                 self.deps(step.children, &child_ids)?;
             }
@@ -1499,13 +2139,13 @@ impl Builder<'_> {
         step: &Step,
         id: &TaskId,
         family: Family,
-        subject: &str,
+        fill_in: Fill<'_>,
         parent: Option<&TaskId>,
         composite: bool,
-        also: Option<&str>,
+        also: &[&str],
     ) -> Result<(), HtdagError> {
-        let mut description = fill(step.text, subject);
-        if let Some(also) = also {
+        let mut description = fill(step.text, fill_in.subject, fill_in.target);
+        for also in also {
             description.push_str("; ");
             description.push_str(also);
         }
@@ -1514,6 +2154,11 @@ impl Builder<'_> {
             .with_metadata("family", family.as_str())
             .with_metadata("step", step.key);
         task.required_skills = step.skills.iter().map(|s| (*s).into()).collect();
+        if parent.is_none()
+            && let Some(context) = self.context
+        {
+            task = task.with_metadata("context", context.to_owned());
+        }
         self.dag.add_task(task, parent)?;
         Ok(())
     }
@@ -1548,8 +2193,16 @@ fn numbered_id(prefix: &str, sep: &str, n: usize) -> TaskId {
     TaskId::new(format!("{prefix}{sep}{n}"))
 }
 
-/// A template text with every `{s}` replaced by `subject`, in one allocation.
-fn fill(text: &str, subject: &str) -> String {
+/// What a template's slots are filled with.
+#[derive(Clone, Copy)]
+struct Fill<'a> {
+    subject: &'a str,
+    target: &'a str,
+}
+
+/// A template text with every `{s}` replaced by `subject` and every `{env}` by
+/// `target`, in one allocation.
+fn fill(text: &str, subject: &str, target: &str) -> String {
     let mut out = String::with_capacity(text.len() + subject.len());
     let mut rest = text;
     while let Some(i) = rest.find('{') {
@@ -1557,6 +2210,9 @@ fn fill(text: &str, subject: &str) -> String {
         if rest[i..].starts_with("{s}") {
             out.push_str(subject);
             rest = &rest[i + 3..];
+        } else if rest[i..].starts_with("{env}") {
+            out.push_str(target);
+            rest = &rest[i + 5..];
         } else {
             out.push('{');
             rest = &rest[i + 1..];
@@ -1588,15 +2244,20 @@ fn size_of(clauses: &[Clause], compound: bool, expansion: Expansion) -> (usize, 
     (count, depth)
 }
 
-fn classify(text: &str) -> Clause {
+/// Reads one clause: its family (see [`family_with_evidence`]), kind, subject and
+/// target.
+fn classify(text: &str, report: bool, sequenced: bool) -> Clause {
     let lower = text.to_lowercase();
-    let family = family_of(&lower).map(|(f, _)| f);
+    let family = family_with_evidence(&lower, report).map(|(f, _)| f);
     let kind = family.map_or_else(|| kind_of(&lower), Family::kind);
+    let (subject, target) = subject_and_target(text);
     Clause {
         text: text.to_owned(),
-        subject: subject_of(text),
+        subject,
         family,
         kind,
+        target,
+        sequenced,
         also: Vec::new(),
     }
 }
@@ -1638,13 +2299,29 @@ static KEYWORDS: std::sync::LazyLock<KeywordIndex> = std::sync::LazyLock::new(||
     }
 });
 
-fn family_of(lower: &str) -> Option<(Family, f32)> {
+/// What a clause's words say about each family.
+#[derive(Debug, Default)]
+struct Evidence {
+    /// Keyword score per family (index into [`Family::ALL`]), phrases included.
+    score: [f32; FAMILIES],
+    /// Keyword score from single words only.
+    word_score: [f32; FAMILIES],
+    /// Distinct cue words and phrases per family.
+    cues: [u8; FAMILIES],
+    /// Whether a strong cue ([`STRONG_CUE`]) of the family is among the clause's first
+    /// two content words (it heads the clause: "Deploy …", "Research …").
+    heads: [bool; FAMILIES],
+}
+
+fn evidence(lower: &str) -> Evidence {
     let index = &*KEYWORDS;
-    let mut scores = [0.0f32; 7];
+    let mut ev = Evidence::default();
+    let mut prev: Option<&str> = None;
+    let mut content = 0usize;
     for word in words(lower) {
         // A word counts once per family, at its best keyword: the word itself (a whole
         // word or a stem equal to it), or a stem that is a proper prefix of it.
-        let mut best = [0.0f32; 7];
+        let mut best = [0.0f32; FAMILIES];
         let mut take = |entries: &Vec<(usize, bool, f32)>, whole: bool| {
             for &(i, prefix, weight) in entries {
                 if (whole || prefix)
@@ -1663,39 +2340,159 @@ fn family_of(lower: &str) -> Option<(Family, f32)> {
                 take(entries, false);
             }
         }
-        for (score, b) in scores.iter_mut().zip(best) {
-            *score += b;
+        let heading = content < 2;
+        for (i, b) in best.into_iter().enumerate() {
+            if b > 0.0 {
+                ev.word_score[i] += b;
+                ev.score[i] += b;
+                ev.cues[i] = ev.cues[i].saturating_add(1);
+                ev.heads[i] |= heading && b >= STRONG_CUE;
+            }
         }
+        if let Some(p) = prev {
+            for (first, second, family, weight) in PHRASES {
+                if p == *first
+                    && word == *second
+                    && let Some(i) = Family::ALL.iter().position(|f| f == family)
+                {
+                    ev.score[i] += weight;
+                    ev.cues[i] = ev.cues[i].saturating_add(1);
+                }
+            }
+        }
+        if !is_stopword(word) {
+            content += 1;
+        }
+        prev = Some(word);
     }
+    ev
+}
+
+/// The best-scoring family by single keywords alone, at or above the threshold (what
+/// the keyword index computes; [`family_with_evidence`] decides).
+#[cfg(test)]
+fn family_of(lower: &str) -> Option<(Family, f32)> {
+    let ev = evidence(lower);
     let mut best: Option<(Family, f32)> = None;
     for (i, fam) in Family::ALL.iter().enumerate() {
-        if scores[i] >= FAMILY_THRESHOLD && best.is_none_or(|(_, s)| scores[i] > s) {
-            best = Some((*fam, scores[i]));
+        let s = ev.word_score[i];
+        if s >= FAMILY_THRESHOLD && best.is_none_or(|(_, b)| s > b) {
+            best = Some((*fam, s));
         }
     }
     best
 }
 
+/// The family a clause belongs to, with its score: the best-scoring family that scores
+/// at least [`FAMILY_THRESHOLD`] and has the evidence the module docs describe. In a
+/// report (`report`), a problem family wins over the others.
+fn family_with_evidence(lower: &str, report: bool) -> Option<(Family, f32)> {
+    // Fewer than three words: too little to plan a project from.
+    words(lower).nth(2)?;
+    let ev = evidence(lower);
+    let verb_kind = head_verb(lower).and_then(|v| {
+        VERB_KINDS
+            .iter()
+            .find(|(verb, _)| *verb == v)
+            .map(|(_, k)| *k)
+    });
+    let mut best: Option<(Family, f32, bool)> = None;
+    let mut asked: Option<TaskKind> = None;
+    for (i, fam) in Family::ALL.iter().enumerate() {
+        let score = ev.score[i];
+        if score < FAMILY_THRESHOLD {
+            continue;
+        }
+        let problem = report && fam.is_problem();
+        if !(ev.cues[i] >= 2 || ev.heads[i] || problem) {
+            continue;
+        }
+        if verb_kind.is_some_and(|k| !fam.has_kind(k)) {
+            continue;
+        }
+        // A clause that asks for one phase of the work ("write integration tests for
+        // the API", "design the API") is that phase, not the whole project.
+        let asked = *asked.get_or_insert_with(|| kind_of(lower));
+        if PHASE_KINDS.contains(&asked) && asked != fam.kind() {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((_, s, p)) => (problem && !p) || (problem == p && score > s),
+        };
+        if better {
+            best = Some((*fam, score, problem));
+        }
+    }
+    best.map(|(f, s, _)| (f, s))
+}
+
+/// The clause's first word after leading filler ("please", "we need to").
+fn head_verb(lower: &str) -> Option<&str> {
+    words(lower).find(|w| !LEADING_FILLER.contains(w))
+}
+
+/// The kind a clause's hint words weigh in for (see [`KIND_HINTS`]); `generic` when
+/// none does.
 fn kind_of(lower: &str) -> TaskKind {
-    for word in words(lower) {
-        for (hint, prefix, kind) in KIND_HINTS {
+    // (kind, weight, first hint's position in KIND_HINTS), in the order first seen.
+    let mut tally: Vec<(TaskKind, f32, usize)> = Vec::new();
+    let head = words(lower).position(|w| !LEADING_FILLER.contains(&w));
+    for (at, word) in words(lower).enumerate() {
+        for (pos, (hint, prefix, kind, weight)) in KIND_HINTS.iter().enumerate() {
             let hit = if *prefix {
                 word.starts_with(hint)
             } else {
                 word == *hint
             };
             if hit {
-                return *kind;
+                let weight = if *weight >= 1.5 && head == Some(at) {
+                    weight + HEAD_HINT_BONUS
+                } else {
+                    *weight
+                };
+                match tally.iter_mut().find(|(k, _, _)| k == kind) {
+                    Some(t) => {
+                        t.1 += weight;
+                        t.2 = t.2.min(pos);
+                    }
+                    None => tally.push((*kind, weight, pos)),
+                }
+                // A word is one hint: its first.
+                break;
             }
         }
     }
-    TaskKind::Generic
+    tally
+        .into_iter()
+        .fold(None::<(TaskKind, f32, usize)>, |best, t| match best {
+            Some(b) if b.1 > t.1 || (b.1 == t.1 && b.2 <= t.2) => Some(b),
+            _ => Some(t),
+        })
+        .map_or(TaskKind::Generic, |(k, _, _)| k)
 }
 
-/// The clause without leading filler and its first verb, trimmed to a readable length.
+/// The clause's subject (see [`subject_and_target`]).
+#[cfg(test)]
 fn subject_of(text: &str) -> String {
+    subject_and_target(text).0
+}
+
+/// Verbs whose meaning a template text would lose with the verb: the subject names the
+/// work instead ("Migrate our CI …" → "the migration of our CI …").
+const NOMINALISED: &[(&str, &str)] = &[
+    ("set up", "the setup of "),
+    ("migrate", "the migration of "),
+    ("upgrade", "the upgrade of "),
+    ("deploy", "the deployment of "),
+];
+
+/// The clause's subject — the clause without leading filler, its first verb, a
+/// deployment target it names ("to staging") and a leading "a report on" (the
+/// templates say what is made of it) — trimmed to a readable length; and the target.
+fn subject_and_target(text: &str) -> (String, Option<&'static str>) {
     let mut rest = text.trim();
-    let mut dropped_verb = false;
+    let mut dropped_verb: Option<String> = None;
     loop {
         let (word, tail) = match rest.find(char::is_whitespace) {
             Some(i) => (&rest[..i], rest[i..].trim_start()),
@@ -1707,27 +2504,169 @@ fn subject_of(text: &str) -> String {
         if tail.is_empty() {
             break;
         }
+        let is_verb = ACTION_VERBS.contains(&lw.as_str()) || FOREIGN_VERBS.contains(&lw.as_str());
+        // "make sure …" is a check, not "make" of "sure …".
+        let make_sure = lw == "make" && tail.to_lowercase().starts_with("sure ");
         if LEADING_FILLER.contains(&lw.as_str()) {
             rest = tail;
-        } else if !dropped_verb && ACTION_VERBS.contains(&lw.as_str()) {
+        } else if dropped_verb.is_none() && is_verb && !make_sure {
             rest = tail;
-            dropped_verb = true;
+            let mut verb = lw;
+            // A phrasal verb's particle goes with it ("set up", "clean up").
+            if let Some((particle, after)) = rest.split_once(char::is_whitespace)
+                && particle.eq_ignore_ascii_case("up")
+                && !after.trim().is_empty()
+            {
+                rest = after.trim_start();
+                verb.push_str(" up");
+            }
+            dropped_verb = Some(verb);
         } else {
             break;
         }
     }
-    let trimmed = rest
-        .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ','));
-    if trimmed.len() <= MAX_SUBJECT_BYTES {
-        return trimmed.to_owned();
+    let (mut subject, target) = without_target(rest);
+    strip_report_noun(&mut subject);
+    let trimmed = subject
+        .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | '?' | ';' | ','))
+        .trim_end_matches(':');
+    let mut out = String::with_capacity(trimmed.len() + 20);
+    if let Some(v) = &dropped_verb
+        && let Some((_, noun)) = NOMINALISED.iter().find(|(verb, _)| verb == v)
+        && !trimmed.is_empty()
+    {
+        out.push_str(noun);
+    }
+    // A sentence's capitalised determiner reads wrong mid-sentence ("Investigate the
+    // problem (The page …)"); names and acronyms keep their case.
+    let first = trimmed.split_whitespace().next().unwrap_or("");
+    if matches!(
+        first,
+        "The"
+            | "A"
+            | "An"
+            | "Our"
+            | "My"
+            | "Your"
+            | "Their"
+            | "This"
+            | "That"
+            | "These"
+            | "Those"
+            | "Some"
+            | "Users"
+            | "Customers"
+    ) {
+        out.push_str(&first.to_lowercase());
+        out.push_str(&trimmed[first.len()..]);
+    } else {
+        out.push_str(trimmed);
+    }
+    if out.len() <= MAX_SUBJECT_BYTES {
+        return (out, target);
     }
     let mut cut = MAX_SUBJECT_BYTES;
-    while !trimmed.is_char_boundary(cut) {
+    while !out.is_char_boundary(cut) {
         cut -= 1;
     }
-    let head = &trimmed[..cut];
+    let head = &out[..cut];
     let head = head.rfind(char::is_whitespace).map_or(head, |i| &head[..i]);
-    format!("{head}…")
+    (format!("{head}…"), target)
+}
+
+/// `text` without a deployment target phrase ("to staging", "on the production
+/// cluster"), and the target.
+fn without_target(text: &str) -> (String, Option<&'static str>) {
+    let lower = text.to_ascii_lowercase();
+    if !TARGETS.iter().any(|(t, _)| lower.contains(t)) {
+        return (text.to_owned(), None);
+    }
+    let spans: Vec<(usize, &str)> = word_spans(text)
+        .into_iter()
+        .map(|(s, e)| (s, &text[s..e]))
+        .collect();
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    for (k, (start, word)) in spans.iter().enumerate() {
+        if !matches!(norm(word).as_str(), "to" | "on" | "in" | "into" | "onto") {
+            continue;
+        }
+        let mut j = k + 1;
+        if spans
+            .get(j)
+            .is_some_and(|(_, w)| matches!(norm(w).as_str(), "the" | "our"))
+        {
+            j += 1;
+        }
+        let Some(target) = spans
+            .get(j)
+            .and_then(|(_, w)| TARGETS.iter().find(|(t, _)| *t == norm(w)))
+            .map(|(_, shown)| *shown)
+        else {
+            continue;
+        };
+        if spans.get(j + 1).is_some_and(|(_, w)| {
+            matches!(
+                norm(w).as_str(),
+                "environment" | "env" | "cluster" | "servers" | "server"
+            )
+        }) {
+            j += 1;
+        }
+        let end = spans.get(j).map_or(text.len(), |(s, w)| s + w.len());
+        let mut out = String::with_capacity(text.len());
+        out.push_str(text[..*start].trim_end());
+        let tail = text.get(end..).unwrap_or("");
+        if !tail.trim().is_empty() {
+            out.push(' ');
+            out.push_str(tail.trim_start());
+        }
+        return (out, Some(target));
+    }
+    (text.to_owned(), None)
+}
+
+/// Drops a leading "a (research) report on/about" from a subject: the templates say
+/// what is made of it ("Scope the research on a research report comparing …" read
+/// twice). "comparing X" becomes "a comparison of X".
+fn strip_report_noun(subject: &mut String) {
+    let lower = subject.to_lowercase();
+    let mut ws = lower.split_whitespace();
+    let mut taken = 0usize;
+    let mut next = ws.next();
+    if next.is_some_and(|w| matches!(w, "a" | "an" | "the")) {
+        taken += 1;
+        next = ws.next();
+    }
+    if next.is_some_and(|w| matches!(w, "research" | "market" | "short" | "brief" | "detailed")) {
+        taken += 1;
+        next = ws.next();
+    }
+    if !next.is_some_and(|w| matches!(w, "report" | "study" | "whitepaper" | "paper")) {
+        return;
+    }
+    taken += 1;
+    next = ws.next();
+    if next.is_some_and(|w| matches!(w, "on" | "about" | "into" | "of")) {
+        taken += 1;
+        next = ws.next();
+    }
+    let comparing = next == Some("comparing");
+    if comparing {
+        taken += 1;
+    }
+    let rest: Vec<&str> = subject.split_whitespace().skip(taken).collect();
+    if rest.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(subject.len());
+    if comparing {
+        out.push_str("a comparison of ");
+    }
+    out.push_str(&rest.join(" "));
+    *subject = out;
 }
 
 /// Abbreviations whose trailing period does not end a sentence.
@@ -1735,29 +2674,74 @@ const ABBREVIATIONS: &[&str] = &[
     "e.g", "i.e", "etc", "vs", "mr", "mrs", "dr", "approx", "incl", "no",
 ];
 
-/// Splits a request into clauses (see the module docs).
+/// Splits a request into clauses, every sentence read as an ask.
+#[cfg(test)]
 fn split_clauses(request: &str) -> Vec<String> {
-    let mut clauses = Vec::new();
+    let mut pieces = Vec::new();
     for sentence in split_sentences(request) {
-        split_sentence(sentence, &mut clauses);
+        split_sentence(sentence, &mut pieces);
     }
-    // Merge fragments too short to stand alone into their neighbour.
-    let mut merged: Vec<String> = Vec::with_capacity(clauses.len());
-    for c in clauses {
+    merge_fragments(pieces)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Merges fragments too short to stand alone (under three words) into their
+/// neighbour.
+fn merge_fragments(pieces: Vec<(String, bool)>) -> Vec<(String, bool)> {
+    let mut merged: Vec<(String, bool)> = Vec::with_capacity(pieces.len());
+    for (c, sequenced) in pieces {
         let n = c.split_whitespace().count();
         match merged.last_mut() {
-            Some(last) if n < 3 => {
+            Some((last, _)) if n < 3 => {
                 last.push(' ');
                 last.push_str(&c);
             }
-            _ => merged.push(c),
+            _ => merged.push((c, sequenced)),
         }
     }
-    if merged.len() > 1 && merged[0].split_whitespace().count() < 3 {
-        let first = merged.remove(0);
-        merged[0] = format!("{first} {}", merged[0]);
+    if merged.len() > 1 && merged[0].0.split_whitespace().count() < 3 {
+        let (first, sequenced) = merged.remove(0);
+        merged[0] = (format!("{first} {}", merged[0].0), sequenced || merged[0].1);
     }
     merged
+}
+
+/// Byte spans of the whitespace-separated words of `text`.
+fn word_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut cur: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if let Some(s) = cur.take() {
+                spans.push((s, i));
+            }
+        } else if cur.is_none() {
+            cur = Some(i);
+        }
+    }
+    if let Some(s) = cur {
+        spans.push((s, text.len()));
+    }
+    spans
+}
+
+/// Words that, starting a clause, say it comes after the one before.
+fn is_sequencing(word: &str) -> bool {
+    matches!(
+        word,
+        "then"
+            | "dann"
+            | "danach"
+            | "puis"
+            | "ensuite"
+            | "luego"
+            | "finally"
+            | "next"
+            | "afterwards"
+            | "lastly"
+    )
 }
 
 fn split_sentences(text: &str) -> Vec<&str> {
@@ -1793,62 +2777,59 @@ fn split_sentences(text: &str) -> Vec<&str> {
     out
 }
 
-fn split_sentence(sentence: &str, out: &mut Vec<String>) {
-    // Word spans with byte offsets.
-    let mut spans: Vec<(usize, usize)> = Vec::new();
-    let mut cur: Option<usize> = None;
-    for (i, c) in sentence.char_indices() {
-        if c.is_whitespace() {
-            if let Some(s) = cur.take() {
-                spans.push((s, i));
-            }
-        } else if cur.is_none() {
-            cur = Some(i);
-        }
-    }
-    if let Some(s) = cur {
-        spans.push((s, sentence.len()));
-    }
+/// Splits one sentence into clauses at sequencing words and at `and`/commas before an
+/// action verb; each clause comes with whether a sequencing word introduced it.
+fn split_sentence(sentence: &str, out: &mut Vec<(String, bool)>) {
+    let spans = word_spans(sentence);
     let norm = |k: usize| -> String {
         let (s, e) = spans[k];
         sentence[s..e]
             .trim_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase()
     };
+    let is_verb = |w: &str| ACTION_VERBS.contains(&w) || FOREIGN_VERBS.contains(&w);
     let mut clause_start = 0usize; // index into spans
-    let mut cuts: Vec<(usize, usize)> = Vec::new(); // (end word idx exclusive, next start idx)
+    // (end word idx exclusive, next start idx, sequenced)
+    let mut cuts: Vec<(usize, usize, bool)> = Vec::new();
     let mut k = 0;
     while k < spans.len() {
         let word = norm(k);
         let ends_with_comma = sentence[spans[k].0..spans[k].1].ends_with(',');
-        let mut cut: Option<(usize, usize)> = None;
-        if word == "then" && k > clause_start {
-            cut = Some((k, k + 1));
+        // "and make sure …" checks the work before it; it is not a new action.
+        let make_sure =
+            |at: usize| norm(at) == "make" && at + 1 < spans.len() && norm(at + 1) == "sure";
+        let mut cut: Option<(usize, usize, bool)> = None;
+        if matches!(
+            word.as_str(),
+            "then" | "dann" | "puis" | "luego" | "ensuite"
+        ) && k > clause_start
+        {
+            cut = Some((k, k + 1, true));
         } else if (word == "after" || word == "followed") && k + 1 < spans.len() {
             let next = norm(k + 1);
             if (word == "after" && next == "that") || (word == "followed" && next == "by") {
-                cut = Some((k, k + 2));
+                cut = Some((k, k + 2, true));
             }
-        } else if word == "and" && k + 1 < spans.len() {
+        } else if matches!(word.as_str(), "and" | "und" | "et" | "y") && k + 1 < spans.len() {
             let next = norm(k + 1);
-            if next == "then" {
-                cut = Some((k, k + 2));
-            } else if ACTION_VERBS.contains(&next.as_str()) {
-                cut = Some((k, k + 1));
+            if is_sequencing(&next) {
+                cut = Some((k, k + 2, true));
+            } else if is_verb(&next) && !make_sure(k + 1) {
+                cut = Some((k, k + 1, false));
             }
         } else if ends_with_comma && k + 1 < spans.len() {
             let next = norm(k + 1);
-            if ACTION_VERBS.contains(&next.as_str()) {
-                cut = Some((k + 1, k + 1));
+            if is_verb(&next) && !make_sure(k + 1) {
+                cut = Some((k + 1, k + 1, false));
             }
         }
-        if let Some((end, next_start)) = cut {
+        if let Some((end, next_start, sequenced)) = cut {
             // Only split when both sides can stand alone (three words or more: a shorter
             // fragment would be merged back without its conjunction, "login deploy it").
             let left = end.saturating_sub(clause_start);
             let right = spans.len().saturating_sub(next_start);
             if left >= 3 && right >= 3 {
-                cuts.push((end, next_start));
+                cuts.push((end, next_start, sequenced));
                 clause_start = next_start;
                 k = next_start;
                 continue;
@@ -1856,12 +2837,15 @@ fn split_sentence(sentence: &str, out: &mut Vec<String>) {
         }
         k += 1;
     }
+    let starts_sequenced = spans.first().is_some_and(|_| is_sequencing(&norm(0)));
     let mut from = 0usize;
-    for (end, next_start) in cuts {
-        push_span(sentence, &spans, from, end, out);
+    let mut sequenced = starts_sequenced;
+    for (end, next_start, seq) in cuts {
+        push_span(sentence, &spans, from, end, sequenced, out);
         from = next_start;
+        sequenced = seq;
     }
-    push_span(sentence, &spans, from, spans.len(), out);
+    push_span(sentence, &spans, from, spans.len(), sequenced, out);
 }
 
 fn push_span(
@@ -1869,7 +2853,8 @@ fn push_span(
     spans: &[(usize, usize)],
     from: usize,
     to: usize,
-    out: &mut Vec<String>,
+    sequenced: bool,
+    out: &mut Vec<(String, bool)>,
 ) {
     if from >= to || to > spans.len() {
         return;
@@ -1878,7 +2863,7 @@ fn push_span(
         .trim_end_matches(',')
         .trim();
     if text.chars().any(char::is_alphanumeric) {
-        out.push(text.to_owned());
+        out.push((text.to_owned(), sequenced));
     }
 }
 
@@ -1983,15 +2968,22 @@ mod tests {
                         subject: subject.to_owned(),
                         family: Some(family),
                         kind: family.kind(),
+                        target: None,
+                        sequenced: false,
                         also: Vec::new(),
                     };
-                    Builder { dag: &mut built }
-                        .template(family, &clause, None, "t", expansion)
-                        .unwrap();
+                    Builder {
+                        dag: &mut built,
+                        context: None,
+                    }
+                    .template(family, &clause, None, "t", expansion)
+                    .unwrap();
                     let p = prebuilt(family, expansion).unwrap();
                     let mut copy = p.dag.clone();
                     copy.set_limits(limits.clone());
-                    copy.rewrite_descriptions(|i, d| *d = fill(p.texts[i], subject));
+                    copy.rewrite_descriptions(|i, d| {
+                        *d = fill(p.texts[i], subject, DEFAULT_TARGET)
+                    });
                     assert_eq!(shape(&copy), shape(&built), "{family:?} {expansion:?}");
                 }
             }
@@ -2060,7 +3052,7 @@ mod tests {
 
     /// The keyword index scores exactly as a scan of every keyword list would.
     fn family_scan(lower: &str) -> Option<(Family, f32)> {
-        let mut scores = [0.0f32; 7];
+        let mut scores = [0.0f32; FAMILIES];
         for word in words(lower) {
             for (i, fam) in Family::ALL.iter().enumerate() {
                 scores[i] += fam
@@ -2161,8 +3153,9 @@ mod tests {
 
     #[test]
     fn big_requests_shallow_instead_of_failing() {
-        let sentence = "Build a SaaS business for invoices. ";
-        let request = sentence.repeat(100);
+        let request: String = (0..100)
+            .map(|i| format!("Build a SaaS business for invoices of shop {i}. "))
+            .collect();
         let dag = HeuristicDecomposer
             .decompose_sync(&request, &Limits::default())
             .unwrap();
@@ -2194,6 +3187,57 @@ mod tests {
         ));
     }
 
+    /// The pieces behind the plan shapes of `tests/it/plans.rs`.
+    #[test]
+    fn asks_statements_targets_and_kinds() {
+        assert!(is_ask(
+            "Add a review screen where accountants can correct fields"
+        ));
+        assert!(is_ask("We need a dashboard of weekly active users"));
+        assert!(is_ask("The work must ship behind a feature flag"));
+        assert!(is_ask("Can you make it faster?"));
+        assert!(!is_ask("The extraction accuracy is currently 82%"));
+        assert!(!is_ask("Users can't log in since this morning"));
+        assert_eq!(
+            without_target("it to the staging cluster"),
+            ("it".to_owned(), Some("staging"))
+        );
+        assert_eq!(
+            without_target("the service to Kubernetes"),
+            ("the service to Kubernetes".to_owned(), None)
+        );
+        assert_eq!(
+            subject_and_target("Deploy the billing service to prod, please").1,
+            Some("production")
+        );
+        assert_eq!(kind_of("write unit tests"), K::Test);
+        assert_eq!(kind_of("improve the onboarding emails"), K::Marketing);
+        assert_eq!(kind_of("document the new review screen"), K::Document);
+        assert_eq!(kind_of("optimise the routing of genesis"), K::Optimize);
+        let c = split_clauses("Erstelle eine Kampagne für die App und analysiere die Ergebnisse");
+        assert_eq!(c.len(), 2, "{c:?}");
+        let c =
+            split_clauses("Migrate our CI to GitHub and make sure the pipeline signs artifacts");
+        assert_eq!(c.len(), 1, "{c:?}");
+        // One strong cue heading the clause is evidence; elsewhere it is not.
+        assert_eq!(
+            family_with_evidence("research vector databases", false).map(|f| f.0),
+            Some(Family::ResearchReport)
+        );
+        assert_eq!(
+            family_with_evidence(
+                "update the privacy policy to mention the new analytics cookies",
+                false
+            ),
+            None
+        );
+        // In a report, one cue of a problem family is enough, and it wins.
+        assert_eq!(
+            family_with_evidence("the signup form does not work", true).map(|f| f.0),
+            Some(Family::BugFix)
+        );
+    }
+
     #[test]
     fn long_subjects_are_cut_at_a_word() {
         let s = subject_of(&format!("Build {}", "invoice ".repeat(60)));
@@ -2203,10 +3247,11 @@ mod tests {
 
     #[test]
     fn templates_fill_every_subject_slot_and_keep_other_braces() {
-        assert_eq!(fill("Plan {s} and ship {s}", "x"), "Plan x and ship x");
-        assert_eq!(fill("{s}", "Ünïcode"), "Ünïcode");
-        assert_eq!(fill("keep {braces} {", "x"), "keep {braces} {");
-        assert_eq!(fill("no slot", "x"), "no slot");
+        assert_eq!(fill("Plan {s} and ship {s}", "x", "p"), "Plan x and ship x");
+        assert_eq!(fill("{s}", "Ünïcode", "p"), "Ünïcode");
+        assert_eq!(fill("keep {braces} {", "x", "p"), "keep {braces} {");
+        assert_eq!(fill("no slot", "x", "p"), "no slot");
+        assert_eq!(fill("to {env}: {s}", "x", "staging"), "to staging: x");
         assert_eq!(numbered_id("t", "", 3).as_str(), "t3");
         assert_eq!(numbered_id("t1.2", ".", 10).as_str(), "t1.2.10");
         assert_eq!(numbered_id("t", "", 0).as_str(), "t0");

@@ -10,6 +10,8 @@ use genesis_core::{Task, TaskId, TaskKind};
 use genesis_htdag::{DagUpdate, HeuristicDecomposer, Limits, TaskDag};
 use proptest::prelude::*;
 
+mod plans;
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Add a task under the task at this index (or top level when out of range).
