@@ -356,6 +356,16 @@ fn main() -> Result<()> {
             );
         }
     }
+    // Held-out software-team requests (crates/security/data/heldout_engineering_probes.txt):
+    // never trained on. Scored by the model `train_injection` ships.
+    let eng = common::engineering_probes();
+    let eng_refs: Vec<&str> = eng.iter().map(String::as_str).collect();
+    println!("\n## Held-out engineering probes (never trained on)\n");
+    let ok_e = probe(&eng_refs, false);
+    println!(
+        "engineering requests flagged (FPR): {}",
+        pct(eng.len() - ok_e, eng.len())
+    );
     if common::env_f64("GENESIS_QUICK", 0.0) > 0.0 {
         return Ok(());
     }

@@ -48,8 +48,9 @@ static WORD_BYTES: [bool; 256] = {
     t
 };
 
+/// True for a byte of a word (see `WORD_BYTES`).
 #[inline(always)]
-fn is_word_byte(b: u8) -> bool {
+pub(crate) fn is_word_byte(b: u8) -> bool {
     WORD_BYTES[usize::from(b)]
 }
 

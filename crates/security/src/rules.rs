@@ -489,7 +489,35 @@ const CUES: &[&str] = &[
     // study", "no matter how shocking", "a legal loophole", "as if they are true"): with a
     // persona, the mark of optimised persona jailbreaks (PAIR).
     r"\b(controversial|provocative|shocking|unconventional|politically incorrect|loopholes?|no matter (how|the cost|what)|as if (they|it) (are|were|is|was) true|gr[ae]y area|edge of legality|morally (ambiguous|gr[ae]y)|taboo|without (any )?morals?)\b",
+    // 13: configuring a system prompt for one's own bot ([`OWN_BOT_PROMPT`]).
+    OWN_BOT_PROMPT,
+    // 14: a third-person report that a bot ignores or forgets instructions
+    // ([`BOT_IGNORES_REPORT`]).
+    BOT_IGNORES_REPORT,
+    // 15: the text reports or investigates a problem: someone reports or noticed it, a bug,
+    // an issue, "investigate", "find out why".
+    r"\b((users?|customers?|people|testers?|clients?|we|i|someone|support|qa) (report|reports|reported|say|says|said|noticed|notice|complain|complains|complained|see|saw|found|observed|mention|mentioned)|bug|bugs|issue|issues|ticket|regression|incident|investigate|investigating|debug|reproduce|repro|root cause|look into|find out why|figure out why|work out why|why (does|do|did|is|was))\b",
 ];
+
+/// Asking to add, write or change the system prompt of one's own bot ("Add a system prompt
+/// to the support bot that tells it to stay on topic", "update the system prompt of our
+/// FAQ bot", "change the onboarding assistant's system prompt"): engineering work on a
+/// product, not a reference to the detector's own hidden instructions. The verbs are the
+/// ones that make or change a prompt; reading verbs (print, show, repeat, rewrite,
+/// translate, summarise) are not among them, and a prompt that is "your" is not one's own
+/// bot's. Inside this phrase `system_prompt_mention` does not count ([`EXEMPT_SPANS`]);
+/// every other rule still reads it.
+const OWN_BOT_PROMPT: &str = r"\b(add|adds|adding|write|writing|draft|drafting|create|creating|update|updating|edit|editing|change|changing|improve|improving|refine|tweak|tune|tuning|adjust|configure|configuring|set up|version|versioning|extend|shorten|store|maintain)( (a|an|the|our|its|their|my|this|that|new|better|clearer|stricter|shorter|longer|custom|default|proper|dedicated|separate|first|three|two|several|versions of the))* system (prompts?|instructions|messages?) (to|for|of|in|on|into|used by)( (the|our|my|its|their|this|each|every|a|an|all))?( [\w-]+)?( [\w-]+)? (bots?|chatbots?|assistants?|agents?|copilots?|models?|llms?|features?|widgets?|apps?|services?)\b|\b(add|write|draft|create|update|edit|change|improve|refine|tweak|tune|adjust|configure|version|extend|shorten)( (the|our|my|its|their|this))?( [\w-]+)? (bot|chatbot|assistant|agent|copilot|model|llm)'s system (prompts?|instructions|messages?)\b";
+
+/// A report, in the third person, that a bot ignores, forgets or drops instructions ("our
+/// users report the chatbot ignores previous instructions in long chats"): a bug report
+/// about an LLM feature. The subject is a bot named with a determiner and the verb is
+/// inflected (ignores, ignored, keeps ignoring), never the imperative an override uses;
+/// the phrase runs to the end of its clause. It exempts `ignore_previous_instructions` and
+/// `system_prompt_mention` inside the phrase only when the text also reports or
+/// investigates a problem (cue 15), and only when those rules do not match elsewhere in the
+/// text ([`EXEMPT_SPANS`]).
+const BOT_IGNORES_REPORT: &str = r"\b(the|our|my|their|this|that|its|your) ([\w-]+ )?([\w-]+ )?(chat ?bot|bot|model|assistant|agent|llm|ai|gpt|copilot|reviewer|persona)s?( (still|sometimes|often|always|occasionally|randomly|now|apparently|reportedly|consistently|frequently|suddenly|then|just|completely|partly))?( (keeps|kept|seems to|seemed to|appears to|appeared to|tends to|started|starts|begins|began|is|was|are|were))? (ignores|ignored|ignoring|disregards|disregarded|disregarding|forgets|forgot|forgetting|drops|dropped|dropping|loses|lost|losing|overlooks|overlooked|neglects|neglected)\b[^.!?;:]*";
 
 /// Bit of the persona cue in [`Cues`].
 const CUE_PERSONA: u32 = 1 << 0;
@@ -501,6 +529,51 @@ const CUE_DESCRIPTIVE: u32 = 1 << 10;
 const CUE_PRODUCTION: u32 = 1 << 11;
 /// Bit of the contentious-framing cue in [`Cues`].
 const CUE_CONTENTIOUS: u32 = 1 << 12;
+/// Bit of [`OWN_BOT_PROMPT`] in [`Cues`].
+const CUE_OWN_BOT_PROMPT: u32 = 1 << 13;
+/// Bit of [`BOT_IGNORES_REPORT`] in [`Cues`].
+const CUE_BOT_REPORT: u32 = 1 << 14;
+/// Bit of the reports-a-problem cue in [`Cues`].
+const CUE_REPORTS_PROBLEM: u32 = 1 << 15;
+/// The rule names an exemption phrase ([`EXEMPT_SPANS`]) can switch off.
+const EXEMPTABLE: [&str; 2] = ["system_prompt_mention", "ignore_previous_instructions"];
+
+/// One exemption phrase: its cue bit, its pattern (`None` if it failed to compile), the
+/// rules it exempts, and a further cue bit the text must also match (or 0).
+type Exemption = (
+    u32,
+    Option<regex::bytes::Regex>,
+    &'static [&'static str],
+    u32,
+);
+
+/// Phrases inside which some rules do not count, found only when their cue matched: the
+/// phrases are blanked out and the rules named here are kept only if they still match the
+/// rest of the text. (Cue bit, pattern, the rules it exempts, and a further cue the text
+/// must also match, or 0.)
+static EXEMPT_SPANS: LazyLock<Vec<Exemption>> = LazyLock::new(|| {
+    let compile = |p: &str| {
+        regex::bytes::RegexBuilder::new(p)
+            .unicode(false)
+            .build()
+            .map_err(|error| tracing::error!(%error, "exemption pattern failed to compile"))
+            .ok()
+    };
+    vec![
+        (
+            CUE_OWN_BOT_PROMPT,
+            compile(OWN_BOT_PROMPT),
+            &EXEMPTABLE[..1],
+            0,
+        ),
+        (
+            CUE_BOT_REPORT,
+            compile(BOT_IGNORES_REPORT),
+            &EXEMPTABLE[..],
+            CUE_REPORTS_PROBLEM,
+        ),
+    ]
+});
 /// Longest normalised text (bytes) whose descriptive or defensive frame counts: one or two
 /// sentences, the length of a question. In longer texts a "why" or "what is" is as likely
 /// to sit in a jailbreak's story as to frame the request.
@@ -629,6 +702,11 @@ impl RuleSet {
             out.retain(|&j| RULES[j].name != VEILED_REQUEST);
             cues &= !CUE_CONTENTIOUS;
         }
+        if cues & (CUE_OWN_BOT_PROMPT | CUE_BOT_REPORT) != 0
+            && out.iter().any(|&j| EXEMPTABLE.contains(&RULES[j].name))
+        {
+            self.apply_exemptions(normalized, unaccented, cues, out);
+        }
         let cues = Cues(cues);
         if cues.defensive_or_descriptive() && out.iter().all(|&j| RULES[j].name == HARMFUL_REQUEST)
         {
@@ -638,6 +716,67 @@ impl RuleSet {
             out.clear();
         }
         cues
+    }
+}
+
+impl RuleSet {
+    /// Drops the [`EXEMPTABLE`] rules in `out` that match only inside an exemption phrase
+    /// ([`EXEMPT_SPANS`]) whose cues matched: each form of the text is matched again with
+    /// those phrases blanked out, and an exempted rule stays only if it matches there. Runs
+    /// only when such a cue and such a rule both matched (rare: no benign or attack row of
+    /// the data has both before this rule).
+    fn apply_exemptions(
+        &self,
+        normalized: &str,
+        unaccented: Option<&str>,
+        cues: u32,
+        out: &mut Vec<usize>,
+    ) {
+        let mut exempt: Vec<&str> = Vec::new();
+        let mut blanked_forms: Vec<Vec<u8>> = Vec::new();
+        for text in std::iter::once(normalized).chain(unaccented) {
+            let mut blanked = text.as_bytes().to_vec();
+            for (bit, pattern, rules, needs) in EXEMPT_SPANS.iter() {
+                let Some(pattern) = pattern else { continue };
+                if cues & bit == 0 || cues & needs != *needs {
+                    continue;
+                }
+                for m in pattern.find_iter(text.as_bytes()) {
+                    blanked[m.range()].fill(b' ');
+                    for rule in *rules {
+                        if !exempt.contains(rule) {
+                            exempt.push(rule);
+                        }
+                    }
+                }
+            }
+            blanked_forms.push(blanked);
+        }
+        if exempt.is_empty() {
+            return;
+        }
+        let still: Vec<usize> = blanked_forms
+            .iter()
+            .flat_map(|b| self.set.matches(b).into_iter())
+            .filter(|&i| i < RULES.len())
+            .collect();
+        out.retain(|&j| {
+            let name = RULES[j].name;
+            !exempt.contains(&name) || still.iter().any(|&i| RULES[i].name == name)
+        });
+        // A rule that still matches elsewhere keeps its strongest remaining pattern.
+        for slot in out.iter_mut() {
+            let name = RULES[*slot].name;
+            if exempt.contains(&name)
+                && let Some(best) = still
+                    .iter()
+                    .copied()
+                    .filter(|&i| RULES[i].name == name)
+                    .max_by(|&a, &b| RULES[a].weight.total_cmp(&RULES[b].weight))
+            {
+                *slot = best;
+            }
+        }
     }
 }
 

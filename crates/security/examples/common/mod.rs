@@ -152,7 +152,45 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
             });
         }
     }
+    // Hand-written software-team requests (auth, passwords, access control, threat models,
+    // bots and their system prompts, "instead of", "context:" blocks, admin and ops work),
+    // expanded the same way. The held-out engineering probes are a separate file that
+    // training never reads (`ENGINEERING_PROBES`). Off by default: the model trained with
+    // them (GENESIS_ENGINEERING=1) cuts the probes' FPR but was not shipped, its grouped-CV
+    // recall being lower (docs/EVALUATION.md, round S9), so the default reproduces the
+    // shipped model.
+    if env_f64("GENESIS_ENGINEERING", 0.0) > 0.0 {
+        let per = env_f64("GENESIS_ENG_PER_TEMPLATE", 4.0) as usize;
+        for text in expand_templates(SYNTHETIC_ENGINEERING, per, SEED) {
+            rows.push(Row {
+                text,
+                label: false,
+                source: ENGINEERING_SOURCE.to_owned(),
+                attack_type: "benign".to_owned(),
+            });
+        }
+    }
     Ok(rows)
+}
+
+/// The software-team template file, expanded by [`expand_templates`].
+pub(crate) const SYNTHETIC_ENGINEERING: &str = include_str!("../../data/benign_engineering.txt");
+/// Source name of the rows expanded from [`SYNTHETIC_ENGINEERING`].
+pub(crate) const ENGINEERING_SOURCE: &str = "synthetic_benign_engineering";
+
+/// Held-out software-team requests (one a line, `\n` for a line break), read only by
+/// `eval_injection`: never trained on, never used to tune the threshold.
+pub(crate) const ENGINEERING_PROBES: &str =
+    include_str!("../../data/heldout_engineering_probes.txt");
+
+/// The requests of [`ENGINEERING_PROBES`], `\n` turned into line breaks.
+pub(crate) fn engineering_probes() -> Vec<String> {
+    ENGINEERING_PROBES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.replace("\\n", "\n"))
+        .collect()
 }
 
 /// The benign template file, expanded by [`expand_templates`].
@@ -163,7 +201,7 @@ pub(crate) const SYNTHETIC_SOURCE: &str = "synthetic_benign_roleplay";
 /// True for rows expanded from the project's own template file: trained on, but never
 /// used to tune the threshold nor counted in the reported false-positive rates.
 pub(crate) fn is_synthetic(r: &Row) -> bool {
-    r.source == SYNTHETIC_SOURCE
+    r.source == SYNTHETIC_SOURCE || r.source == ENGINEERING_SOURCE
 }
 
 /// A tuning knob from the environment (for experiments; the defaults are what ships).
@@ -241,7 +279,9 @@ pub(crate) fn prepare(dir: &Path) -> Result<Prepared> {
 pub(crate) fn train_config() -> TrainConfig {
     let d = TrainConfig::default();
     TrainConfig {
-        seed: SEED,
+        // The shuffle seed alone (folds and groups keep SEED): for measuring how much a
+        // result moves with the order of the training rows.
+        seed: env_f64("GENESIS_SHUFFLE_SEED", SEED as f64) as u64,
         epochs: env_f64("GENESIS_EPOCHS", d.epochs as f64) as usize,
         learning_rate: env_f64("GENESIS_LR", d.learning_rate),
         l2: env_f64("GENESIS_L2", d.l2),
@@ -273,7 +313,19 @@ impl Prepared {
         let mut weights = balanced_weights(&labels);
         let dev: Vec<bool> = idx.iter().map(|&i| is_dev_benign(&self.rows[i])).collect();
         let syn: Vec<bool> = idx.iter().map(|&i| is_synthetic(&self.rows[i])).collect();
+        let eng: Vec<bool> = idx
+            .iter()
+            .map(|&i| self.rows[i].source == ENGINEERING_SOURCE)
+            .collect();
         let n_syn = syn.iter().filter(|s| **s).count();
+        let n_eng = eng.iter().filter(|e| **e).count();
+        // The software-team rows get ENG_SHARE of the negative weight, also taken from the
+        // ordinary-traffic share (the role-play rows keep theirs).
+        let eng_share = if n_eng > 0 {
+            env_f64("GENESIS_ENG_SHARE", 0.1)
+        } else {
+            0.0
+        };
         let neg_total: f64 = labels
             .iter()
             .zip(&weights)
@@ -288,16 +340,25 @@ impl Prepared {
             .count()
             .saturating_sub(n_syn)
             .max(1) as f64;
-        let syn_share = if n_syn > 0 { syn_share } else { 0.0 };
+        let n_role = n_syn - n_eng;
+        let syn_share = if n_role > 0 { syn_share } else { 0.0 };
         if share > 0.0 {
-            for (((w, l), d), s) in weights.iter_mut().zip(&labels).zip(&dev).zip(&syn) {
+            for ((((w, l), d), s), e) in weights
+                .iter_mut()
+                .zip(&labels)
+                .zip(&dev)
+                .zip(&syn)
+                .zip(&eng)
+            {
                 if !*l {
                     *w = if *d {
                         neg_total * share / n_dev
+                    } else if *e {
+                        neg_total * eng_share / n_eng as f64
                     } else if *s {
-                        neg_total * syn_share / n_syn as f64
+                        neg_total * syn_share / n_role as f64
                     } else {
-                        neg_total * (1.0 - share - syn_share) / n_other
+                        neg_total * (1.0 - share - syn_share - eng_share) / n_other
                     };
                 }
             }
