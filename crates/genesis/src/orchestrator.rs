@@ -1786,7 +1786,13 @@ fn rejected(e: SecurityError) -> GenesisError {
     let rule = match &e {
         SecurityError::EmptyRequest => "non_empty_request".to_owned(),
         SecurityError::RequestTooLong { .. } => "max_request_chars".to_owned(),
-        SecurityError::InjectionDetected { rule, .. } => format!("injection:{rule}"),
+        // The rule's id only (`injection:model:classifier`); its evidence, when the
+        // learned model decided ("(no rule matched; strongest evidence: …)"), stays in
+        // the reason.
+        SecurityError::InjectionDetected { rule, .. } => {
+            let id = rule.split_once(" (").map_or(rule.as_str(), |(id, _)| id);
+            format!("injection:{id}")
+        }
         other => other.category().as_str().to_owned(),
     };
     GenesisError::Rejected {

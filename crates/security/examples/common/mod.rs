@@ -155,11 +155,11 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
     // Hand-written software-team requests (auth, passwords, access control, threat models,
     // bots and their system prompts, "instead of", "context:" blocks, admin and ops work),
     // expanded the same way. The held-out engineering probes are a separate file that
-    // training never reads (`ENGINEERING_PROBES`). Off by default: the model trained with
-    // them (GENESIS_ENGINEERING=1) cuts the probes' FPR but was not shipped, its grouped-CV
-    // recall being lower (docs/EVALUATION.md, round S9), so the default reproduces the
-    // shipped model.
-    if env_f64("GENESIS_ENGINEERING", 0.0) > 0.0 {
+    // training never reads (`ENGINEERING_PROBES`). On by default since round S9b
+    // (docs/EVALUATION.md): they cut the probes' false positives from 20/77 to 7/77 for a
+    // recall cost within the training order's noise; `GENESIS_ENGINEERING=0` trains
+    // without them.
+    if env_f64("GENESIS_ENGINEERING", 1.0) > 0.0 {
         let per = env_f64("GENESIS_ENG_PER_TEMPLATE", 4.0) as usize;
         for text in expand_templates(SYNTHETIC_ENGINEERING, per, SEED) {
             rows.push(Row {
