@@ -315,10 +315,15 @@ async fn a_full_agent_is_passed_over_for_an_idle_alternative() {
     first.cancel();
 }
 
-/// D3: when every candidate is full, the task waits for whichever frees up first (here
-/// the last one), not for its first choice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
+/// Every candidate of the one-task plan with one slot, each held by a run whose call
+/// hangs: the candidates, the service, the orchestrator, the plan and the held runs.
+async fn every_candidate_full() -> (
+    Vec<AgentId>,
+    Arc<Service>,
+    Orchestrator,
+    Plan,
+    Vec<(RunHandle, EventReceiver<RunEvent>)>,
+) {
     let c = candidates();
     let caps: Vec<(&AgentId, u32)> = c.iter().map(|a| (a, 1)).collect();
     let (service, genesis) = setup(&caps, "").await;
@@ -330,6 +335,14 @@ async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
         service.wait_calls(agent, 1).await;
         held.push((handle, events));
     }
+    (c, service, genesis, plan, held)
+}
+
+/// D3: when every candidate is full, the task waits for whichever frees up first (here
+/// the last one), not for its first choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
+    let (c, service, genesis, plan, held) = every_candidate_full().await;
     let (waiting, mut events) = start(&genesis, &plan);
     let last = c.last().unwrap();
     service.script(last, vec![Reply::Ok(0.0)]);
@@ -376,17 +389,7 @@ async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
 /// first choice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_candidate_is_full_and_the_first_choice_frees_up_there_is_no_reroute() {
-    let c = candidates();
-    let caps: Vec<(&AgentId, u32)> = c.iter().map(|a| (a, 1)).collect();
-    let (service, genesis) = setup(&caps, "").await;
-    let (plan, _) = one_task(&genesis);
-    let mut held = Vec::new();
-    for agent in &c {
-        service.script(agent, vec![Reply::Hold]);
-        let (handle, events) = start(&genesis, &plan);
-        service.wait_calls(agent, 1).await;
-        held.push((handle, events));
-    }
+    let (c, service, genesis, plan, held) = every_candidate_full().await;
     let (waiting, mut events) = start(&genesis, &plan);
     service.script(&c[0], vec![Reply::Ok(0.0)]);
     service.release(&c[0]);
