@@ -143,14 +143,7 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
     // expanded from templates: counter-examples for words the attack corpora own.
     if env_f64("GENESIS_SYNTHETIC", 1.0) > 0.0 {
         let per = env_f64("GENESIS_SYN_PER_TEMPLATE", 6.0) as usize;
-        for text in expand_templates(SYNTHETIC_BENIGN, per, SEED) {
-            rows.push(Row {
-                text,
-                label: false,
-                source: SYNTHETIC_SOURCE.to_owned(),
-                attack_type: "benign".to_owned(),
-            });
-        }
+        push_benign(&mut rows, SYNTHETIC_BENIGN, per, SYNTHETIC_SOURCE);
     }
     // Hand-written software-team requests (auth, passwords, access control, threat models,
     // bots and their system prompts, "instead of", "context:" blocks, admin and ops work),
@@ -161,16 +154,22 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
     // without them.
     if env_f64("GENESIS_ENGINEERING", 1.0) > 0.0 {
         let per = env_f64("GENESIS_ENG_PER_TEMPLATE", 4.0) as usize;
-        for text in expand_templates(SYNTHETIC_ENGINEERING, per, SEED) {
-            rows.push(Row {
-                text,
-                label: false,
-                source: ENGINEERING_SOURCE.to_owned(),
-                attack_type: "benign".to_owned(),
-            });
-        }
+        push_benign(&mut rows, SYNTHETIC_ENGINEERING, per, ENGINEERING_SOURCE);
     }
     Ok(rows)
+}
+
+/// Appends the benign rows a template file expands to (`per` texts per template, seeded),
+/// labelled with `source`.
+fn push_benign(rows: &mut Vec<Row>, templates: &str, per: usize, source: &str) {
+    for text in expand_templates(templates, per, SEED) {
+        rows.push(Row {
+            text,
+            label: false,
+            source: source.to_owned(),
+            attack_type: "benign".to_owned(),
+        });
+    }
 }
 
 /// The software-team template file, expanded by [`expand_templates`].
