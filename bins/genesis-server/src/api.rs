@@ -1,12 +1,13 @@
 //! Endpoint handlers.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -334,8 +335,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
-        (status = 429, description = "rate limited, daily budget spent, or the caller already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`)", body = ErrorBody),
-        (status = 503, description = "kill switch, shutdown, overload, request timeout or run store failure: never for a journaled run", body = ErrorBody)
+        (status = 429, description = "rate limited, daily budget spent, or the caller (an anonymous caller: its client IP) already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`, with Retry-After)", body = ErrorBody),
+        (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
 )]
 pub(crate) async fn create_task(
@@ -343,18 +344,23 @@ pub(crate) async fn create_task(
     commit: Option<Extension<Commit>>,
     caller: Option<Extension<Caller>>,
     cohort_slot: Option<Extension<CohortSlot>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let max = state.config.security.limits.max_body_bytes;
     let body = match body {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return body_too_large(max),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return body_too_large(max, None);
+        }
         Err(e) => return json_error(e.status(), "body", e.body_text(), "validation"),
     };
     let req: CreateTask = match state.config.security.limits.parse_json_body(&body) {
         Ok(r) => r,
-        Err(SecurityError::BodyTooLarge { .. }) => return body_too_large(max),
+        Err(SecurityError::BodyTooLarge { len, .. }) => {
+            return body_too_large(max, u64::try_from(len).ok());
+        }
         Err(SecurityError::InvalidJson { source }) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -390,6 +396,9 @@ pub(crate) async fn create_task(
     // The subject the auth layer verified: runs are journaled, idempotency keys kept
     // and feature flags evaluated for it.
     let subject = Caller::from_extension(caller).subject().to_owned();
+    // Anonymous callers' runs are counted per client IP (`server.max_runs_per_subject`).
+    let client_ip =
+        crate::middleware::client_ip_of(&state, connect.map(|Extension(c)| c.0), &headers);
     if req.mode == Mode::Run {
         if state.is_shutting_down() {
             let mut r = json_error(
@@ -446,6 +455,11 @@ pub(crate) async fn create_task(
                     "resource",
                 );
             }
+        }
+        // A run the limits on runs in progress would refuse now is refused before it
+        // is planned: a full server spends nothing on it. Starting the run checks again.
+        if let Err(e) = state.runs.check_admission(&subject, Some(client_ip)) {
+            return run_refused(e);
         }
     }
     // From here the request evaluates the pipeline's flags for its subject: it is in
@@ -512,6 +526,7 @@ pub(crate) async fn create_task(
             budget,
             idempotency.as_deref(),
             &subject,
+            Some(client_ip),
             correlation.as_deref(),
             cohorts,
         );
@@ -536,27 +551,7 @@ pub(crate) async fn create_task(
                 .map_or(RunStatus::Running, |r| r.status);
             accepted(id.to_string(), status, true)
         }
-        Ok(Err(StartRunError::Store(e))) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "run_store",
-            format!(
-                "the run was not accepted: {}",
-                genesis::core::error_chain(&e)
-            ),
-            "resource",
-        ),
-        Ok(Err(StartRunError::Genesis(e))) => genesis_error(&e),
-        Ok(Err(e @ StartRunError::SubjectBusy { .. })) => {
-            let mut r = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "max_runs_per_subject",
-                e.to_string(),
-                "resource",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
-        }
+        Ok(Err(e)) => run_refused(e),
     }
 }
 
@@ -566,6 +561,15 @@ pub(crate) async fn create_task(
 /// the request: it still ends at `planning.llm_timeout`, and the task keeps its cost
 /// in the store, as money spent must be whatever the client does.
 ///
+/// At most `server.max_planning` requests are planned at once: the request waits for a
+/// slot here (a request dropped while it waits plans nothing). The planning itself runs
+/// on the blocking pool ([`tokio::runtime::Handle::block_on`] there): decomposing,
+/// routing and validating a long request is synchronous CPU work (audit P9 F3: 124-214
+/// ms for a 5,000-character request), which on the async workers stalled `/health`,
+/// `/ready` and `/metrics` for over a second. The planner stays async: an LLM
+/// planner's calls and `planning.llm_timeout` run on the runtime's IO and timer drivers
+/// as before, the thread only parks while they wait.
+///
 /// # Errors
 /// A 500 (rule `planning`) when the planning task ended abnormally (it panicked).
 async fn plan_kept(
@@ -574,11 +578,29 @@ async fn plan_kept(
     options: genesis::PlanOptions,
 ) -> Result<(Result<genesis::Plan, GenesisError>, PlanningCharge), Response> {
     use tracing::Instrument as _;
+    let slot = PlanningSlot::acquire(state).await;
     let (planned, answer) = tokio::sync::oneshot::channel();
     let s = Arc::clone(state);
+    let span = tracing::Span::current();
+    let runtime = tokio::runtime::Handle::current();
+    let planning_span = span.clone();
     let planning = async move {
-        let result = s.orchestrator.plan_with(&request, &options).await;
-        let subject = options.subject;
+        let subject = options.subject.clone();
+        let planner = Arc::clone(&s);
+        let planned_off_workers = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            runtime.block_on(
+                planner
+                    .orchestrator
+                    .plan_with(&request, &options)
+                    .instrument(planning_span),
+            )
+        })
+        .await;
+        // It panicked: the request is answered 500 (its sender is dropped here).
+        let Ok(result) = planned_off_workers else {
+            return;
+        };
         let spend = match &result {
             Ok(plan) => plan.planning,
             Err(GenesisError::InvalidPlan { plan, .. }) => plan.planning,
@@ -590,9 +612,7 @@ async fn plan_kept(
             charge.keep().await;
         }
     };
-    state
-        .planning
-        .spawn(planning.instrument(tracing::Span::current()));
+    state.planning.spawn(planning.instrument(span));
     answer.await.map_err(|_| {
         json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -602,6 +622,78 @@ async fn plan_kept(
         )
     })
 }
+
+/// One of the `server.max_planning` planning slots, held while a request is planned;
+/// dropping it gives the slot back and updates `genesis_planning_in_progress`.
+struct PlanningSlot {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    /// `None` only if the semaphore were closed (it never is): planning goes ahead.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PlanningSlot {
+    /// Waits for a free slot.
+    async fn acquire(state: &AppState) -> PlanningSlot {
+        let slots = Arc::clone(&state.planning_slots);
+        let permit = Arc::clone(&slots).acquire_owned().await.ok();
+        let slot = PlanningSlot {
+            slots,
+            max: state.max_planning,
+            permit,
+        };
+        slot.export();
+        slot
+    }
+
+    fn export(&self) {
+        let busy = self.max.saturating_sub(self.slots.available_permits());
+        metrics::gauge!(genesis::telemetry::catalogue::PLANNING_IN_PROGRESS).set(busy as f64);
+    }
+}
+
+impl Drop for PlanningSlot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.export();
+    }
+}
+
+/// The answer to a run refused by a limit on runs in progress before anything was
+/// journaled: 429 `max_runs_per_subject` (this caller's, or for an anonymous caller
+/// its client IP's, runs) or 503 `max_runs` (the server's), both with `Retry-After`
+/// ([`RUN_RETRY_AFTER`]); other errors as the run store or the plan reports them.
+fn run_refused(e: StartRunError) -> Response {
+    let (status, rule) = match &e {
+        StartRunError::Store(e) => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "run_store",
+                format!(
+                    "the run was not accepted: {}",
+                    genesis::core::error_chain(e)
+                ),
+                "resource",
+            );
+        }
+        StartRunError::Genesis(e) => return genesis_error(e),
+        StartRunError::SubjectBusy { .. } | StartRunError::AnonymousBusy { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "max_runs_per_subject")
+        }
+        StartRunError::ServerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "max_runs"),
+    };
+    let mut r = json_error(status, rule, e.to_string(), "resource");
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RUN_RETRY_AFTER),
+    );
+    r
+}
+
+/// `Retry-After` (seconds) of a run refused by `server.max_runs` or
+/// `server.max_runs_per_subject`: a 9-task run takes about half a second alone on the
+/// reference host, so a few seconds frees slots without clients hammering.
+pub(crate) const RUN_RETRY_AFTER: &str = "5";
 
 /// What LLM planning of one request cost, until a run carries it (a journaled run
 /// starts from its plan's planning cost) or the store keeps it in its spend outside
@@ -700,11 +792,18 @@ fn record_planning_spend(state: &AppState, cost: Usd, subject: Option<&str>) {
     }
 }
 
-pub(crate) fn body_too_large(max: usize) -> Response {
+/// The 413 of a body over `security.limits.max_body_bytes` (`max`), naming the size
+/// received when it is known (`declared`: the `Content-Length`; a body streamed without
+/// one is stopped at the limit, so all that is known is that it is larger).
+pub(crate) fn body_too_large(max: usize, declared: Option<u64>) -> Response {
+    let size = match declared {
+        Some(n) => format!("the request body has {n} bytes"),
+        None => format!("the request body has more than {max} bytes"),
+    };
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "max_body_bytes",
-        format!("the request body exceeds security.limits.max_body_bytes {max}"),
+        format!("{size}, above security.limits.max_body_bytes {max} (rule: max_body_bytes)"),
         "validation",
     )
 }

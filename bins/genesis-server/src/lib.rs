@@ -173,6 +173,11 @@ pub struct AppState {
     /// (client gone, request timeout) still keeps what its LLM calls cost; [`drain`]
     /// waits for them.
     planning: tokio_util::task::TaskTracker,
+    /// `server.max_planning` slots: requests planned at once (each on the blocking
+    /// pool, see `api::plan_kept`); a request waits for one.
+    planning_slots: Arc<tokio::sync::Semaphore>,
+    /// `server.max_planning`.
+    max_planning: usize,
     /// `server.trusted_proxies`: whose forwarded headers name the client.
     trusted_proxies: proxy::TrustedProxies,
     /// Event streams open, against `server.max_event_streams` (and per IP).
@@ -264,6 +269,7 @@ impl AppState {
                 "server.max_event_streams_per_subject",
                 server.max_event_streams_per_subject == 0,
             ),
+            ("server.max_planning", server.max_planning == 0),
         ] {
             if zero {
                 return Err(StartError::ZeroLimit { key });
@@ -364,7 +370,9 @@ impl AppState {
             orchestrator.clone(),
             Arc::clone(&store) as Arc<dyn RunStore>,
         )
-        .with_max_runs_per_subject(config.server.max_runs_per_subject);
+        .with_max_runs_per_subject(config.server.max_runs_per_subject)
+        .with_max_runs(config.server.max_runs);
+        let max_planning = config.server.max_planning;
         Ok(Arc::new(AppState {
             api_keys: config.server.api_keys.clone(),
             admin_api_keys: config.server.admin_api_keys.clone(),
@@ -382,6 +390,8 @@ impl AppState {
             learned_saved,
             store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS_IN_FLIGHT)),
             planning: tokio_util::task::TaskTracker::new(),
+            planning_slots: Arc::new(tokio::sync::Semaphore::new(max_planning)),
+            max_planning,
             trusted_proxies,
             event_streams,
             subject_streams,
@@ -448,6 +458,13 @@ impl AppState {
         }
         *last = Some(now);
         true
+    }
+
+    /// Requests being planned now, at most `server.max_planning` (also exported as
+    /// `genesis_planning_in_progress`).
+    pub fn planning_in_progress(&self) -> usize {
+        self.max_planning
+            .saturating_sub(self.planning_slots.available_permits())
     }
 
     /// True once shutdown began.
@@ -595,7 +612,11 @@ pub fn app(state: Arc<AppState>) -> Router {
                 // at once instead of queueing (tower's load-shed over a concurrency
                 // limit). `Router::layer` layers every route and method separately, so
                 // the limit must be the *global* one: one semaphore shared by all.
-                .layer(HandleErrorLayer::new(middleware::overload_error))
+                .layer(HandleErrorLayer::new(
+                    move |err: tower::BoxError| async move {
+                        middleware::overload_error(&err, max_in_flight)
+                    },
+                ))
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
         )
@@ -949,6 +970,8 @@ fn register_metrics(orchestrator: &Orchestrator) {
             .increment(0);
     }
     metrics::gauge!(transport::CONNECTIONS_OPEN).increment(0.0);
+    metrics::gauge!(c::RUNS_IN_PROGRESS).increment(0.0);
+    metrics::gauge!(c::PLANNING_IN_PROGRESS).increment(0.0);
 }
 
 /// Every circuit breaker calls go through and its state now: the agent breakers

@@ -267,7 +267,7 @@ pub(crate) async fn declared_body_limit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return crate::api::body_too_large(max);
+        return crate::api::body_too_large(max, declared);
     }
     next.run(request).await
 }
@@ -302,11 +302,15 @@ pub(crate) async fn request_timeout(
     }
 }
 
-pub(crate) async fn overload_error(err: BoxError) -> Response {
+/// The answer to a request shed by the `server.max_in_flight` concurrency limit
+/// (`max_in_flight`, the value in force): 503 `load_shed` naming it.
+pub(crate) fn overload_error(err: &BoxError, max_in_flight: usize) -> Response {
     layer_error::<tower::load_shed::error::Overloaded>(
-        &err,
+        err,
         "load_shed",
-        "the server is at server.max_in_flight requests; retry shortly",
+        &format!(
+            "the server is handling server.max_in_flight {max_in_flight} requests at once; retry shortly (rule: load_shed)"
+        ),
     )
 }
 
@@ -345,8 +349,19 @@ fn client_ip(state: &AppState, req: &Request) -> IpAddr {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    state.trusted_proxies.client_ip(peer, req.headers())
+        .map(|c| c.0);
+    client_ip_of(state, peer, req.headers())
+}
+
+/// [`client_ip`] from the TCP peer (`None` outside a server: loopback) and the request's
+/// headers, for a handler.
+pub(crate) fn client_ip_of(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &axum::http::HeaderMap,
+) -> IpAddr {
+    let peer = peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.ip());
+    state.trusted_proxies.client_ip(peer, headers)
 }
 
 /// The API key a request carries: `x-api-key`, else `Authorization: Bearer <key>` (the

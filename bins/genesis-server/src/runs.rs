@@ -28,19 +28,25 @@ struct Lives {
     /// idempotency key is answered 202 as soon as the run is journaled, so its cancel
     /// can arrive before the run is live. The launch then cancels it at once.
     starting: HashMap<RunId, bool>,
-    /// Runs starting or in progress per subject (see [`SubjectSlot`]).
+    /// Runs starting or in progress per subject (see [`RunSlot`]): per API key or
+    /// agent, and per client IP for anonymous callers.
     per_subject: HashMap<Arc<str>, usize>,
+    /// Runs starting or in progress in all (each holds a [`RunSlot`]), against
+    /// `server.max_runs`.
+    in_progress: usize,
 }
 
-/// One run counted against its subject's `server.max_runs_per_subject`, from its
-/// start (or resumption) until its end; dropping it gives the slot back, whichever way
-/// the run ends or fails to start.
-struct SubjectSlot {
+/// One run counted against `server.max_runs` and its subject's
+/// `server.max_runs_per_subject`, from its start (or resumption) until its end; dropping
+/// it gives both slots back, whichever way the run ends or fails to start.
+struct RunSlot {
     live: Arc<Mutex<Lives>>,
+    /// What the run counts against per subject: its subject, or for an anonymous caller
+    /// its client IP.
     subject: Arc<str>,
 }
 
-impl Drop for SubjectSlot {
+impl Drop for RunSlot {
     fn drop(&mut self) {
         let mut lives = self
             .live
@@ -54,7 +60,27 @@ impl Drop for SubjectSlot {
                 e.remove();
             }
         }
+        lives.in_progress = lives.in_progress.saturating_sub(1);
+        metrics::gauge!(catalogue::RUNS_IN_PROGRESS).set(lives.in_progress as f64);
     }
+}
+
+/// What a new run counts against per subject (`server.max_runs_per_subject`): its
+/// subject, or for a caller without credentials (`anonymous`, which every such caller
+/// shares) its client IP, so one anonymous client cannot take every slot; `None` for an
+/// anonymous run without a known client IP (a library caller), which no per-subject cap
+/// holds.
+fn limit_key(subject: &str, client_ip: Option<std::net::IpAddr>) -> Option<String> {
+    if subject != crate::middleware::ANONYMOUS {
+        return Some(subject.to_owned());
+    }
+    client_ip.map(|ip| format!("{}@{ip}", crate::middleware::ANONYMOUS))
+}
+
+/// The client IP of an anonymous caller, by which its runs are counted; `None` for a
+/// caller with credentials (counted by subject).
+fn anonymous_ip(subject: &str, client_ip: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+    client_ip.filter(|_| subject == crate::middleware::ANONYMOUS)
 }
 
 /// Tracks runs in progress; the store remembers everything else.
@@ -71,6 +97,8 @@ pub struct RunManager {
     subject_days: Mutex<(i64, HashMap<String, DaySpend>)>,
     /// Most runs one subject may have starting or in progress (`None`: no limit).
     max_runs_per_subject: Option<usize>,
+    /// Most runs the server may have starting or in progress (`None`: no limit).
+    max_runs: Option<usize>,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -207,6 +235,7 @@ impl RunManager {
             day: Mutex::new(None),
             subject_days: Mutex::new((0, HashMap::new())),
             max_runs_per_subject: None,
+            max_runs: None,
         }
     }
 
@@ -220,20 +249,93 @@ impl RunManager {
         self
     }
 
-    /// Counts a run of `subject`; `Err(running)` when `check` and the subject is at its
-    /// limit (nothing counted then).
-    fn subject_slot(&self, subject: &str, check: bool) -> Result<SubjectSlot, usize> {
-        let mut lives = self.lives();
-        let subject: Arc<str> = Arc::from(subject);
-        let n = lives.per_subject.entry(Arc::clone(&subject)).or_insert(0);
-        if check && self.max_runs_per_subject.is_some_and(|max| *n >= max) {
-            return Err(*n);
+    /// Holds the server to `max` runs starting or in progress at once, whoever
+    /// submitted them (`server.max_runs`; 0: no limit): one more new run is refused
+    /// before anything is journaled (503 `max_runs` at the API). Resumed runs count but
+    /// are never refused: accepted work is not dropped.
+    #[must_use]
+    pub fn with_max_runs(mut self, max: usize) -> Self {
+        self.max_runs = (max > 0).then_some(max);
+        self
+    }
+
+    /// Whether a new run of `subject` (from `client_ip`, which counts for anonymous
+    /// callers) would be refused now by `server.max_runs_per_subject` or
+    /// `server.max_runs`, counting nothing: the API asks before it plans, so a full
+    /// server does not spend planning on work it will refuse. The answer can be stale
+    /// by the time the run starts; [`RunManager::start`] checks again.
+    ///
+    /// # Errors
+    /// [`StartRunError::SubjectBusy`], [`StartRunError::AnonymousBusy`] or
+    /// [`StartRunError::ServerBusy`], naming the count and the limit.
+    pub fn check_admission(
+        &self,
+        subject: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<(), StartRunError> {
+        let lives = self.lives();
+        let key = limit_key(subject, client_ip);
+        self.refusal(&lives, key.as_deref(), anonymous_ip(subject, client_ip))
+            .map_or(Ok(()), Err)
+    }
+
+    /// Why a new run counted against `key` (see [`limit_key`]) is refused now, if it is;
+    /// `anonymous_ip` is the client IP of an anonymous caller (whose key it is).
+    fn refusal(
+        &self,
+        lives: &Lives,
+        key: Option<&str>,
+        anonymous_ip: Option<std::net::IpAddr>,
+    ) -> Option<StartRunError> {
+        if let (Some(max), Some(key)) = (self.max_runs_per_subject, key) {
+            let running = lives.per_subject.get(key).copied().unwrap_or(0);
+            if running >= max {
+                return Some(match anonymous_ip {
+                    Some(ip) => StartRunError::AnonymousBusy { ip, running, max },
+                    None => StartRunError::SubjectBusy { running, max },
+                });
+            }
         }
-        *n += 1;
-        Ok(SubjectSlot {
+        if let Some(max) = self.max_runs
+            && lives.in_progress >= max
+        {
+            return Some(StartRunError::ServerBusy {
+                running: lives.in_progress,
+                max,
+            });
+        }
+        None
+    }
+
+    /// Counts a run against `key` (its subject, see [`limit_key`]; `None`: no
+    /// per-subject count) and the server's total. With `check` (a new run), `Err` with
+    /// the refusal when either limit is reached, and nothing is counted; without (a
+    /// resumed run, accepted before), it is always counted.
+    fn admit(
+        &self,
+        key: Option<&str>,
+        anonymous_ip: Option<std::net::IpAddr>,
+        check: bool,
+    ) -> Result<RunSlot, StartRunError> {
+        let mut lives = self.lives();
+        if check && let Some(refused) = self.refusal(&lives, key, anonymous_ip) {
+            return Err(refused);
+        }
+        // A run without a per-subject key counts under a key no caller is limited by.
+        let subject: Arc<str> = Arc::from(key.unwrap_or(""));
+        *lives.per_subject.entry(Arc::clone(&subject)).or_insert(0) += 1;
+        lives.in_progress += 1;
+        metrics::gauge!(catalogue::RUNS_IN_PROGRESS).set(lives.in_progress as f64);
+        Ok(RunSlot {
             live: Arc::clone(&self.live),
             subject,
         })
+    }
+
+    /// Runs starting or in progress in this process, resumed ones included: what
+    /// `server.max_runs` counts (and `genesis_runs_in_progress` shows).
+    pub fn in_progress(&self) -> usize {
+        self.lives().in_progress
     }
 
     /// Runs in progress in this process.
@@ -323,9 +425,15 @@ impl RunManager {
     /// the configured `budget.per_run`. Its tasks are counted in the subject's rollout
     /// cohorts now ([`Orchestrator::cohorts`]).
     ///
+    /// A new run is first held to `server.max_runs` and its subject's
+    /// `server.max_runs_per_subject` (an anonymous run started here, with no client IP,
+    /// only to the first): refused, nothing is journaled, unless a run is journaled
+    /// under the same idempotency key already (it is answered with that run).
+    ///
     /// # Errors
-    /// Store failures (nothing was accepted) or an invalid plan (a budget above
-    /// `budget.per_run`; nothing was journaled then).
+    /// Store failures (nothing was accepted), an invalid plan (a budget above
+    /// `budget.per_run`; nothing was journaled then), or a limit reached
+    /// ([`StartRunError::ServerBusy`], [`StartRunError::SubjectBusy`]).
     pub fn start(
         &self,
         plan: Plan,
@@ -340,31 +448,41 @@ impl RunManager {
             budget,
             idempotency_key,
             subject,
+            None,
             correlation_id,
             cohorts,
         )
     }
 
     /// [`RunManager::start`] for a run whose tasks are counted in `cohorts`: the API
-    /// passes its request's, so a request and its run are in the same cohorts.
+    /// passes its request's, so a request and its run are in the same cohorts; and
+    /// from `client_ip`, by which an anonymous caller's runs are counted
+    /// ([`StartRunError::AnonymousBusy`]).
     ///
     /// # Errors
     /// As [`RunManager::start`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "crate-private; its two callers (start, the API) name every argument"
+    )]
     pub(crate) fn start_in(
         &self,
         plan: Plan,
         budget: Option<Usd>,
         idempotency_key: Option<&str>,
         subject: &str,
+        client_ip: Option<std::net::IpAddr>,
         correlation_id: Option<&str>,
         cohorts: genesis::Cohorts,
     ) -> Result<(RunId, bool), StartRunError> {
         let budget = self.orchestrator.run_budget(budget)?;
         // Callers without credentials (an open API) all share the subject `anonymous`:
-        // one cap for all of them would be a server-wide cap, so they have none.
-        let slot = match self.subject_slot(subject, subject != crate::middleware::ANONYMOUS) {
+        // one cap for all of them would be a server-wide cap, so they are counted per
+        // client IP instead.
+        let key = limit_key(subject, client_ip);
+        let slot = match self.admit(key.as_deref(), anonymous_ip(subject, client_ip), true) {
             Ok(slot) => slot,
-            Err(running) => {
+            Err(refused) => {
                 // A retry of a run already journaled under its key is answered with that
                 // run, not refused.
                 if let Some(key) = idempotency_key
@@ -373,10 +491,7 @@ impl RunManager {
                 {
                     return Ok((RunId::new(existing), true));
                 }
-                return Err(StartRunError::SubjectBusy {
-                    running,
-                    max: self.max_runs_per_subject.unwrap_or(running),
-                });
+                return Err(refused);
             }
         };
         let id = genesis::new_run_id();
@@ -465,7 +580,7 @@ impl RunManager {
         budget: Option<Usd>,
         resumed: Vec<genesis::run::TaskReport>,
         spent: Usd,
-        slot: SubjectSlot,
+        slot: RunSlot,
         subject: &str,
         cohorts: genesis::Cohorts,
         correlation_id: Option<&str>,
@@ -590,8 +705,11 @@ impl RunManager {
             // counted in the subject's cohorts now (the same, unless a flag moved).
             let cohorts = self.orchestrator.cohorts(subject);
             let budget = self.resumed_budget(&run.id, run.budget);
-            // Accepted work: counted against its subject's limit, never refused by it.
-            let Ok(slot) = self.subject_slot(subject, false) else {
+            // Accepted work: counted against its subject's limit and the server's, never
+            // refused by them (an anonymous run's client IP is not journaled: it counts
+            // under no per-IP key).
+            let key = (subject != crate::middleware::ANONYMOUS).then_some(subject);
+            let Ok(slot) = self.admit(key, None, false) else {
                 continue;
             };
             match self.launch(
@@ -735,6 +853,30 @@ pub enum StartRunError {
     )]
     SubjectBusy {
         /// Its runs starting or in progress.
+        running: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A caller without credentials whose client IP already has
+    /// `server.max_runs_per_subject` anonymous runs starting or running.
+    #[error(
+        "client {ip} has {running} anonymous runs in progress, the most server.max_runs_per_subject allows per client IP without credentials ({max}): wait for one to finish (rule: max_runs_per_subject)"
+    )]
+    AnonymousBusy {
+        /// The client IP.
+        ip: std::net::IpAddr,
+        /// Its anonymous runs starting or in progress.
+        running: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The server already has `server.max_runs` runs starting or running; a new run is
+    /// refused before anything is journaled (runs accepted before go on).
+    #[error(
+        "the server has {running} runs in progress, the most server.max_runs allows ({max}): retry after some finish (rule: max_runs)"
+    )]
+    ServerBusy {
+        /// Runs starting or in progress on the server.
         running: usize,
         /// The limit.
         max: usize,

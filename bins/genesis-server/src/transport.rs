@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -152,6 +152,7 @@ where
     let header_timeout = server.header_timeout;
     let max_connections = fit_open_file_limit(server.max_connections, open_file_limit());
     let connections = Gate::new(max_connections, server.max_connections_per_ip);
+    let refusals = Refusals::new(max_connections, server.max_connections_per_ip);
     let router = crate::app(Arc::clone(&state));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -175,7 +176,7 @@ where
         let pass = match connections.try_enter(ip) {
             Ok(pass) => pass,
             Err(full) => {
-                refuse(&stream, full);
+                refuse(&stream, full, &refusals);
                 continue;
             }
         };
@@ -214,25 +215,38 @@ where
     tracker.wait().await;
 }
 
+/// The canned answers to a connection over a cap, naming the cap's value: built once
+/// per [`serve`], each sent with one non-blocking write.
+struct Refusals {
+    total: Vec<u8>,
+    per_ip: Vec<u8>,
+}
+
+impl Refusals {
+    fn new(max_connections: usize, max_connections_per_ip: usize) -> Refusals {
+        Refusals {
+            total: canned_503(
+                "max_connections",
+                &format!(
+                    "the server has server.max_connections {max_connections} connections open; retry shortly (rule: max_connections)"
+                ),
+            ),
+            per_ip: canned_503(
+                "max_connections_per_ip",
+                &format!(
+                    "this client has server.max_connections_per_ip {max_connections_per_ip} connections open; close some or retry shortly (rule: max_connections_per_ip)"
+                ),
+            ),
+        }
+    }
+}
+
 /// The canned answer to a connection over a cap: sent with one non-blocking write (a
 /// new socket's send buffer is empty), then the connection is closed.
-fn refuse(stream: &TcpStream, full: Full) {
-    static TOTAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
-        canned_503(
-            "max_connections",
-            "the server is at server.max_connections open connections; retry shortly",
-        )
-    });
-    static PER_IP: LazyLock<Vec<u8>> = LazyLock::new(|| {
-        canned_503(
-            "max_connections_per_ip",
-            "this client is at server.max_connections_per_ip open connections; \
-             close some or retry shortly",
-        )
-    });
+fn refuse(stream: &TcpStream, full: Full, refusals: &Refusals) {
     let (reason, answer) = match full {
-        Full::Total => ("max_connections", &*TOTAL),
-        Full::PerIp => ("max_connections_per_ip", &*PER_IP),
+        Full::Total => ("max_connections", &refusals.total),
+        Full::PerIp => ("max_connections_per_ip", &refusals.per_ip),
     };
     metrics::counter!(CONNECTIONS_REFUSED_TOTAL, REASON => reason).increment(1);
     crate::count_error("resource");

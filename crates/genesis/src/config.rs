@@ -127,12 +127,21 @@ pub struct ServerConfig {
     /// `max_event_streams_per_subject` with `Retry-After` (default 64; at least 1), so one
     /// tenant cannot take every stream.
     pub max_event_streams_per_subject: usize,
-    /// Runs one caller subject (an API key, an agent, or `anonymous`) may have starting
-    /// or in progress at once; one more is answered 429 `max_runs_per_subject` with
+    /// Runs one caller subject (an API key, an agent; callers without credentials,
+    /// `anonymous`, are counted per client IP) may have starting or in progress at once; one more is answered 429 `max_runs_per_subject` with
     /// `Retry-After` (a retry with the idempotency key of a run already accepted is
     /// still answered with that run). Resumed runs count but are never refused. Default
     /// 100; 0: no limit.
     pub max_runs_per_subject: usize,
+    /// Runs in progress on this server at once, whoever submitted them: accepted and
+    /// not finished (resumed runs included). A new run over it is refused before
+    /// anything is journaled, 503 `max_runs` with `Retry-After`; accepted runs are never
+    /// refused or dropped. Default 64; 0: no limit.
+    pub max_runs: usize,
+    /// Requests planned at once (plan and run mode); planning runs off the async
+    /// workers, on the blocking pool, and a request over the limit waits for a slot
+    /// (within `request_timeout`). Default 4; at least 1.
+    pub max_planning: usize,
     /// Longest an event stream stays open; then it ends and the client reconnects with
     /// `Last-Event-ID` to go on where it left off (default 1 h; `0s`: no limit).
     #[serde(with = "humantime_serde")]
@@ -164,6 +173,8 @@ impl Default for ServerConfig {
             max_event_streams_per_ip: 32,
             max_event_streams_per_subject: 64,
             max_runs_per_subject: 100,
+            max_runs: 64,
+            max_planning: 4,
             event_stream_lifetime: Duration::from_secs(3_600),
             resume_runs: true,
         }

@@ -132,6 +132,11 @@ pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "genesis_connections_refused_total";
 /// Connections the server has open now.
 pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
+/// Runs in progress on the server now: accepted (or resumed) and not finished, against
+/// `server.max_runs`.
+pub const RUNS_IN_PROGRESS: &str = "genesis_runs_in_progress";
+/// Requests being planned on the server now, against `server.max_planning`.
+pub const PLANNING_IN_PROGRESS: &str = "genesis_planning_in_progress";
 /// Runs that ended, counted once when each ends. Labels: status (`succeeded`,
 /// `failed`, `cancelled`, `interrupted`: its journal refused a write; it resumes at the
 /// next start and is counted again when it ends then).
@@ -225,6 +230,8 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
     def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
     def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),
+    def(RUNS_IN_PROGRESS, Gauge, Unit::Count, &[], "runs accepted or resumed and not finished (server.max_runs)"),
+    def(PLANNING_IN_PROGRESS, Gauge, Unit::Count, &[], "requests being planned now (server.max_planning)"),
     def(RUNS_TOTAL, Counter, Unit::Count, &[l::STATUS], "runs ended, by status (succeeded, failed, cancelled, interrupted)"),
     def(OTLP_EXPORT_FAILURES_TOTAL, Counter, Unit::Count, &[], "otlp trace exports that failed or timed out"),
     def(OTLP_SPANS_DROPPED_TOTAL, Counter, Unit::Count, &[l::REASON], "spans lost before the collector, by reason (queue_full, export_failed)"),

@@ -902,10 +902,19 @@ async fn bad_bodies_are_rejected_naming_the_rule() {
     };
 
     let big = json!({"description": "x".repeat(4096)}).to_string();
-    let (status, _, body) = split(raw(big).await.unwrap()).await;
+    let (status, _, body) = split(raw(big.clone()).await.unwrap()).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(error_rule(&body), "max_body_bytes");
-    assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
+    // The limit, the size received and the rule (audit P9 F6).
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_body_bytes 1024") && message.contains("(rule: max_body_bytes)"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("has {} bytes", big.len())),
+        "{message}"
+    );
 
     // Audit S6 D7: a body declared larger than the limit and sent a byte at a time held
     // the connection until the request timeout (503 after 30 s); it is refused at once.
@@ -1109,6 +1118,12 @@ async fn overload_is_shed_with_503_and_retry_after() {
     };
     assert_eq!(error_rule(&body), "load_shed");
     assert_eq!(headers["retry-after"], "1");
+    // The value in force is named (audit P9 F6).
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("server.max_in_flight 1 ") && message.contains("(rule: load_shed)"),
+        "{message}"
+    );
     drop(_held);
     // The slot is released when the stalled client goes away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

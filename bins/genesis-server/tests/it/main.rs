@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod admission;
 mod api;
 mod api_answers;
 mod budget;

@@ -210,6 +210,15 @@ async fn assert_refused(addr: SocketAddr, rule: &str) {
     if !answer.is_empty() {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains(&format!("\"rule\":\"{rule}\"")), "{answer}");
+        // The message names the cap's value (audit P9 F6).
+        let named = format!("server.{rule} ");
+        assert!(
+            answer
+                .split(&named)
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())),
+            "the message does not name server.{rule}'s value: {answer}"
+        );
         assert!(
             answer.to_ascii_lowercase().contains("retry-after: 1"),
             "{answer}"
