@@ -1131,6 +1131,7 @@ mod tests {
                 output_tokens: 0,
                 attempts: 1,
                 duration_ms: 10,
+                queued_ms: 0,
             });
             record_metrics(&refused(BudgetScope::Day));
             record_metrics(&refused(BudgetScope::Day));

@@ -52,5 +52,6 @@
 mod validate;
 
 pub use validate::{
-    Assignment, Checks, Finding, QualityMetrics, ValidationReport, Validator, ValidatorConfig,
+    Assignment, Checks, Finding, MAX_SIMILARITY_WORK, MAX_WARNINGS_PER_RULE, QualityMetrics,
+    ValidationReport, Validator, ValidatorConfig,
 };

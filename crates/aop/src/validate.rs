@@ -116,7 +116,24 @@ pub struct ValidationReport {
 pub struct Validator<'a> {
     registry: &'a AgentRegistry,
     config: ValidatorConfig,
+    /// Steps the near-duplicate search may take ([`MAX_SIMILARITY_WORK`]; lowered in
+    /// tests).
+    similarity_work: usize,
 }
+
+/// Findings of one rule about single tasks listed in a report's warnings; past it, one
+/// task-less finding of the rule counts the rest. Warnings about the plan as a whole
+/// (no task) are always listed. Audit P9 F4: one `non_redundant.similar` per similar
+/// pair made a 5,000-character request's answer 8.6 MB (76,275 warnings), and a valid
+/// 600-task plan stored 1.4 MB per run.
+pub const MAX_WARNINGS_PER_RULE: usize = 10;
+
+/// Steps the near-duplicate search may take per plan: candidate tasks looked at plus
+/// pairs compared. Prefix filtering keeps it near linear for real plans (a task is only
+/// compared with those that share one of its rarest words, and stops at the first
+/// similar one), but word sets built to collide could still cost O(n²); past it the
+/// search stops and a warning names the task it stopped at.
+pub const MAX_SIMILARITY_WORK: usize = 200_000;
 
 /// Words too common to say anything about coverage.
 const STOPWORDS: &[&str] = &[
@@ -129,7 +146,11 @@ const STOPWORDS: &[&str] = &[
 impl<'a> Validator<'a> {
     /// A validator using `registry` — pass the registry the router used.
     pub fn new(registry: &'a AgentRegistry, config: ValidatorConfig) -> Self {
-        Validator { registry, config }
+        Validator {
+            registry,
+            config,
+            similarity_work: MAX_SIMILARITY_WORK,
+        }
     }
 
     /// Validates a plan. Never panics; every problem becomes a [`Finding`].
@@ -156,6 +177,7 @@ impl<'a> Validator<'a> {
         let non_redundant = self.check_redundancy(dag, &text, &mut errors, &mut warnings);
         let estimated_cost: Usd = by_task.iter().flatten().map(|a| a.estimated_cost).sum();
         let (within_budget, cost) = self.check_budget(estimated_cost, &mut errors, &mut warnings);
+        cap_per_rule(&mut warnings);
 
         let depth = if dag.limits().max_depth == 0 {
             1.0
@@ -430,27 +452,44 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
-        // Stable: tasks keep insertion order within a kind.
+        // Stable: tasks keep insertion order within a kind. Each leaf is reported at
+        // most once, with an earlier task of its kind it is similar to.
         leaves.sort_by_key(|(kind, _, _)| *kind);
-        let limit = 300; // pairs compared per kind are bounded: n ≤ 300 → ≤ 45k pairs
-        for group in leaves.chunk_by(|a, b| a.0 == b.0) {
-            let group = &group[..group.len().min(limit)];
-            for i in 0..group.len() {
-                for j in i + 1..group.len() {
-                    let sim = jaccard(group[i].2, group[j].2);
-                    if sim >= self.config.duplicate_similarity {
-                        warnings.push(finding(
-                            "non_redundant.similar",
-                            Some(group[j].1),
-                            format!(
-                                "task {} is {:.0}% similar to task {}",
-                                group[j].1,
-                                sim * 100.0,
-                                group[i].1
-                            ),
-                        ));
-                    }
-                }
+        let threshold = self.config.duplicate_similarity;
+        if threshold.is_nan() || threshold > 1.0 {
+            // Refused under `config.duplicate_similarity` (see `check_config`).
+            return errors.len() == before;
+        }
+        let mut work = self.similarity_work;
+        let mut found = Vec::new();
+        let groups: Vec<_> = leaves.chunk_by(|a, b| a.0 == b.0).collect();
+        for (g, group) in groups.iter().enumerate() {
+            found.clear();
+            let stopped = near_duplicates(group, threshold, &mut work, &mut found);
+            for &(i, j, sim) in &found {
+                let (task, earlier) = (group[i].1, group[j].1);
+                warnings.push(finding(
+                    "non_redundant.similar",
+                    Some(task),
+                    format!(
+                        "task {task} is {:.0}% similar to task {earlier}",
+                        sim * 100.0
+                    ),
+                ));
+            }
+            if let Some(at) = stopped {
+                let unsearched =
+                    group.len() - at + groups[g + 1..].iter().map(|g| g.len()).sum::<usize>();
+                warnings.push(finding(
+                    "non_redundant.similar",
+                    None,
+                    format!(
+                        "the near-duplicate search stopped at task {} after {} steps (its limit): {unsearched} tasks were not compared",
+                        group[at].1,
+                        self.similarity_work
+                    ),
+                ));
+                break;
             }
         }
         errors.len() == before
@@ -830,6 +869,131 @@ fn same_text(a: &str, b: &str) -> bool {
         })
 }
 
+/// Keeps the first [`MAX_WARNINGS_PER_RULE`] findings about a task of each rule, in
+/// order, and counts the rest in one finding of the rule at the end (`12 more
+/// non_redundant.similar warnings are not listed`). Findings without a task are kept.
+fn cap_per_rule(warnings: &mut Vec<Finding>) {
+    // (rule, listed, not listed): a handful of rules.
+    let mut seen: Vec<(String, usize, usize)> = Vec::new();
+    warnings.retain(|f| {
+        if f.task.is_none() {
+            return true;
+        }
+        let at = match seen.iter().position(|(rule, _, _)| *rule == f.rule) {
+            Some(at) => at,
+            None => {
+                seen.push((f.rule.clone(), 0, 0));
+                seen.len() - 1
+            }
+        };
+        let entry = &mut seen[at];
+        if entry.1 < MAX_WARNINGS_PER_RULE {
+            entry.1 += 1;
+            true
+        } else {
+            entry.2 += 1;
+            false
+        }
+    });
+    for (rule, listed, more) in seen {
+        if more > 0 {
+            let message =
+                format!("{more} more {rule} warnings are not listed (only the first {listed} are)");
+            warnings.push(finding(&rule, None, message));
+        }
+    }
+}
+
+/// Near duplicates among `group` (leaf tasks of one kind, in insertion order, with
+/// their sorted word sets): pushes `(i, j, similarity)` for each task `i` that is at
+/// least `threshold` similar to an earlier task `j` (the first found), in order of `i`.
+/// Returns the first task not fully searched when `work` (see [`MAX_SIMILARITY_WORK`])
+/// runs out.
+///
+/// Prefix filtering (the AllPairs similarity join): with words ordered rarest first in
+/// the group, two sets with Jaccard similarity at least `t` share a word among the
+/// first `n - ceil(t n) + 1` of each; so a task is compared only with the earlier tasks
+/// indexed under its own prefix words, those whose size could reach `t` (sizes `a <=
+/// b` give at most `a / b`), and no further once one is similar.
+fn near_duplicates(
+    group: &[(usize, &TaskId, &[u64])],
+    threshold: f64,
+    work: &mut usize,
+    found: &mut Vec<(usize, usize, f64)>,
+) -> Option<usize> {
+    if group.len() < 2 {
+        return None;
+    }
+    if threshold <= 0.0 {
+        // Every pair is similar: each task to the first.
+        for i in 1..group.len() {
+            found.push((i, 0, jaccard(group[i].2, group[0].2)));
+        }
+        return None;
+    }
+    let mut frequency: FxHashMap<u64, u32> = FxHashMap::default();
+    for (_, _, set) in group {
+        for w in *set {
+            *frequency.entry(*w).or_default() += 1;
+        }
+    }
+    let rank = |w: &u64| (frequency.get(w).copied().unwrap_or(0), *w);
+    let mut index: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+    // The last task each candidate was looked at for (no candidate twice per task).
+    let mut looked = vec![usize::MAX; group.len()];
+    let mut prefix: Vec<u64> = Vec::new();
+    // The first task without words: the empty sets are similar (1) to it only.
+    let mut first_empty: Option<usize> = None;
+    for (i, (_, _, set)) in group.iter().enumerate() {
+        if set.is_empty() {
+            match first_empty {
+                Some(j) => found.push((i, j, 1.0)),
+                None => first_empty = Some(i),
+            }
+            continue;
+        }
+        let n = set.len();
+        // Rounding may only lengthen the prefix (more candidates, never a miss).
+        let keep = ((threshold * n as f64) - 1e-9).ceil().max(0.0) as usize;
+        let len = (n + 1).saturating_sub(keep).clamp(1, n);
+        prefix.clear();
+        prefix.extend_from_slice(set);
+        prefix.sort_unstable_by_key(rank);
+        prefix.truncate(len);
+        'search: for w in &prefix {
+            let Some(earlier) = index.get(w) else {
+                continue;
+            };
+            for &j in earlier {
+                let j = j as usize;
+                if *work == 0 {
+                    return Some(i);
+                }
+                *work -= 1;
+                if looked[j] == i {
+                    continue;
+                }
+                looked[j] = i;
+                let other = group[j].2;
+                let (small, large) = (n.min(other.len()), n.max(other.len()));
+                if (small as f64) < threshold * large as f64 - 1e-9 {
+                    continue;
+                }
+                let sim = jaccard(set, other);
+                if sim >= threshold {
+                    found.push((i, j, sim));
+                    break 'search;
+                }
+            }
+        }
+        let position = u32::try_from(i).unwrap_or(u32::MAX);
+        for w in &prefix {
+            index.entry(*w).or_default().push(position);
+        }
+    }
+    None
+}
+
 /// Jaccard similarity of two sorted, deduplicated hash sets.
 fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() && b.is_empty() {
@@ -1101,6 +1265,186 @@ mod tests {
             "{}",
             r.metrics.coverage
         );
+    }
+
+    /// `n` leaf tasks of one kind, each `text(k)` (k from 1), all on the writer.
+    fn many(n: usize, text: impl Fn(usize) -> String) -> (TaskDag, Vec<Assignment>) {
+        let mut d = TaskDag::new(Limits::default());
+        let mut a = Vec::new();
+        for k in 1..=n {
+            let id = format!("t{k}");
+            d.add_task(
+                Task::new(TaskId::new(&id), TaskKind::Document, text(k)),
+                None,
+            )
+            .unwrap();
+            a.push(assign(&id, Some("writer"), 0.0));
+        }
+        (d, a)
+    }
+
+    fn with_rule<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
+        findings.iter().filter(|f| f.rule == rule).collect()
+    }
+
+    /// Audit P9 F4: 600 near-identical tasks gave one warning per similar pair (a
+    /// 940 KB answer); now the first ten similar tasks are listed and the rest counted,
+    /// and the plan still passes with the same score.
+    #[test]
+    fn many_similar_tasks_give_a_bounded_list_of_warnings_with_the_count() {
+        let text = |k: usize| {
+            format!(
+                "Write the onboarding guide chapter about billing, invoices, refunds, payment \
+                 methods, taxes, currencies, receipts, disputes and account settings for \
+                 customers of region {k}"
+            )
+        };
+        let (d, a) = many(600, text);
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Write the onboarding guide",
+            &d,
+            &a,
+        );
+        assert!(r.passed, "{:?}", r.errors);
+        let similar = with_rule(&r.warnings, "non_redundant.similar");
+        assert_eq!(similar.len(), MAX_WARNINGS_PER_RULE + 1, "{similar:?}");
+        let listed: Vec<_> = similar.iter().filter_map(|f| f.task.as_ref()).collect();
+        assert_eq!(listed.len(), MAX_WARNINGS_PER_RULE);
+        assert_eq!(listed[0].as_str(), "t2");
+        assert!(
+            similar[0].message.contains("similar to task t1"),
+            "{similar:?}"
+        );
+        let last = similar.last().unwrap();
+        assert_eq!(last.task, None);
+        assert_eq!(
+            last.message,
+            "589 more non_redundant.similar warnings are not listed (only the first 10 are)"
+        );
+        assert!(r.warnings.len() < 20, "{:?}", r.warnings);
+        // Warnings never change the verdict or the score.
+        let (few, fa) = many(2, text);
+        let one = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Write the onboarding guide",
+            &few,
+            &fa,
+        );
+        assert!(
+            (one.score - r.score).abs() < 1e-9,
+            "{} vs {}",
+            one.score,
+            r.score
+        );
+    }
+
+    /// Exact duplicates stay errors, every one of them; near duplicates past the 300th
+    /// task of a kind are found (the old search silently compared only the first 300).
+    #[test]
+    fn exact_duplicates_are_all_errors_and_late_near_duplicates_are_found() {
+        let (d, a) = many(500, |_| "Write the release notes".to_owned());
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Write the release notes",
+            &d,
+            &a,
+        );
+        assert!(!r.passed);
+        assert_eq!(with_rule(&r.errors, "non_redundant.duplicate").len(), 499);
+        let (d, a) = many(500, |k| match k {
+            401 => "Summarise the incident timeline for the payment outage".to_owned(),
+            450 => "the payment outage: summarise the incident timeline for".to_owned(),
+            _ => format!("Write chapter {k} of the guide"),
+        });
+        let r = Validator::new(&registry(), ValidatorConfig::default()).validate(
+            "Write the guide",
+            &d,
+            &a,
+        );
+        let similar = with_rule(&r.warnings, "non_redundant.similar");
+        assert_eq!(similar.len(), 1, "{similar:?}");
+        assert_eq!(similar[0].task.as_ref().map(TaskId::as_str), Some("t450"));
+        assert!(similar[0].message.contains("100% similar to task t401"));
+    }
+
+    /// Word sets that share their rarest words with many others and are rarely similar:
+    /// past its work limit (lowered here) the search stops and says where.
+    #[test]
+    fn the_near_duplicate_search_stops_at_its_work_limit_and_says_so() {
+        let (d, a) = many(1000, |k| {
+            // Eight of sixteen words, picked by the bits of a scrambled k.
+            let bits = (k as u32).wrapping_mul(2_654_435_761) >> 8;
+            let picked: Vec<String> = (0..16)
+                .filter(|i| bits & (1 << i) != 0)
+                .take(8)
+                .map(|i| format!("word{i}"))
+                .collect();
+            picked.join(" ")
+        });
+        let registry = registry();
+        let mut v = Validator::new(&registry, ValidatorConfig::default());
+        let full = v.validate("Write", &d, &a);
+        assert!(
+            !full.warnings.iter().any(|f| f.message.contains("stopped")),
+            "{:?}",
+            full.warnings
+        );
+        v.similarity_work = 1_000;
+        let r = v.validate("Write", &d, &a);
+        let stopped: Vec<_> = r
+            .warnings
+            .iter()
+            .filter(|f| f.message.contains("near-duplicate search stopped"))
+            .collect();
+        assert_eq!(stopped.len(), 1, "{:?}", r.warnings);
+        assert!(
+            stopped[0].message.contains("after 1000 steps (its limit)"),
+            "{}",
+            stopped[0].message
+        );
+        assert_eq!(stopped[0].rule, "non_redundant.similar");
+        assert_eq!((r.passed, r.score), (full.passed, full.score));
+    }
+
+    /// Prefix filtering finds what comparing every pair finds: for each task, whether
+    /// an earlier task of its kind is similar at the threshold.
+    #[test]
+    fn prefix_filtering_agrees_with_comparing_every_pair() {
+        let texts: Vec<String> = (0..120)
+            .map(|k: u32| {
+                let bits = k.wrapping_mul(2_654_435_761) >> 7;
+                (0..12)
+                    .filter(|i| bits & (1 << i) != 0 || *i == k % 12)
+                    .map(|i| format!("w{i}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let (d, _) = many(texts.len(), |k| texts[k - 1].clone());
+        let text = TextFacts::new("", &d);
+        let ids: Vec<TaskId> = (1..=texts.len())
+            .map(|k| TaskId::new(format!("t{k}")))
+            .collect();
+        let group: Vec<(usize, &TaskId, &[u64])> = text
+            .tasks
+            .iter()
+            .zip(&ids)
+            .map(|(w, id)| (0, id, &text.sets[w.set.clone()]))
+            .collect();
+        for threshold in [0.0, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            let mut work = usize::MAX;
+            let mut found = Vec::new();
+            assert_eq!(
+                near_duplicates(&group, threshold, &mut work, &mut found),
+                None
+            );
+            let fast: HashSet<usize> = found.iter().map(|(i, _, _)| *i).collect();
+            for &(i, j, sim) in &found {
+                assert!(j < i && sim >= threshold, "{threshold}: {i} {j} {sim}");
+            }
+            let slow: HashSet<usize> = (0..group.len())
+                .filter(|&i| (0..i).any(|j| jaccard(group[i].2, group[j].2) >= threshold))
+                .collect();
+            assert_eq!(fast, slow, "threshold {threshold}");
+        }
     }
 
     #[test]

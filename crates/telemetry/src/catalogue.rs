@@ -72,8 +72,14 @@ pub const REQUEST_DURATION_SECONDS: &str = "genesis_request_duration_seconds";
 pub const PLAN_DURATION_SECONDS: &str = "genesis_plan_duration_seconds";
 /// Tasks finished. Labels: status.
 pub const TASKS_TOTAL: &str = "genesis_tasks_total";
-/// Wall time of one task on its agent.
+/// Time on its agents of one task that succeeded: from its first call's start to the
+/// answer, retries, backoff and refinement rounds included. Time waiting for a call slot
+/// is not in it (see [`TASK_QUEUE_SECONDS`]), so overload does not read as a slow agent.
 pub const TASK_DURATION_SECONDS: &str = "genesis_task_duration_seconds";
+/// Time one task waited for call slots — server-wide (`executor.max_tasks_in_flight`)
+/// or a busy agent's (`max_concurrent_tasks`) — recorded once per task that ended,
+/// succeeded or failed. Not counted against `executor.task_deadline`.
+pub const TASK_QUEUE_SECONDS: &str = "genesis_task_queue_seconds";
 /// Routing decisions. Labels: layer.
 pub const ROUTING_DECISIONS_TOTAL: &str = "genesis_routing_decisions_total";
 /// Routing cache hits: the router's own total, exported at each `/metrics` scrape.
@@ -123,7 +129,8 @@ pub const COHORT_REQUEST_DURATION_SECONDS: &str = "genesis_cohort_request_durati
 /// Tasks finished by runs of a rollout cohort (the cohort the run was launched in).
 /// Labels: flag, variant, status (`succeeded`, `failed`).
 pub const COHORT_TASKS_TOTAL: &str = "genesis_cohort_tasks_total";
-/// Wall time on its agent of a task that succeeded in a run of a rollout cohort.
+/// Time on its agents of a task that succeeded in a run of a rollout cohort, as
+/// [`TASK_DURATION_SECONDS`] (waits for a call slot excluded).
 /// Labels: flag, variant.
 pub const COHORT_TASK_DURATION_SECONDS: &str = "genesis_cohort_task_duration_seconds";
 /// Finished runs the server deleted from its store after `server.retention`.
@@ -206,7 +213,8 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(REQUEST_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::ENDPOINT], "wall time of a request"),
     def(PLAN_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "time to decompose, route, select models and validate a plan"),
     def(TASKS_TOTAL, Counter, Unit::Count, &[l::STATUS], "tasks finished, by status"),
-    def(TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "wall time of one task on its agent"),
+    def(TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[], "time on its agents of one task that succeeded, from its first call to the answer (retries included, waits for a call slot excluded)"),
+    def(TASK_QUEUE_SECONDS, Histogram, Unit::Seconds, &[], "time one task waited for call slots (max_tasks_in_flight, an agent's max_concurrent_tasks), per task that ended"),
     def(ROUTING_DECISIONS_TOTAL, Counter, Unit::Count, &[l::LAYER], "routing decisions, by the layer that decided"),
     def(ROUTING_CACHE_HITS_TOTAL, Counter, Unit::Count, &[], "routing cache hits"),
     def(ROUTING_CACHE_MISSES_TOTAL, Counter, Unit::Count, &[], "routing cache misses"),
@@ -226,7 +234,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(COHORT_REQUESTS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::VARIANT, l::OUTCOME], "plan and run requests of a rollout cohort, by flag, variant (on, off) and outcome (ok, error: a 5xx answer)"),
     def(COHORT_REQUEST_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "wall time of a plan or run request of a rollout cohort"),
     def(COHORT_TASKS_TOTAL, Counter, Unit::Count, &[l::FLAG, l::VARIANT, l::STATUS], "tasks finished by runs of a rollout cohort, by flag, variant (on, off) and status (succeeded, failed)"),
-    def(COHORT_TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "wall time on its agent of a task that succeeded in a run of a rollout cohort"),
+    def(COHORT_TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "time on its agents of a task that succeeded in a run of a rollout cohort (waits for a call slot excluded)"),
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
     def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
     def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),

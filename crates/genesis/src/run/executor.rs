@@ -95,14 +95,21 @@ pub struct ExecutorConfig {
     /// only through the product of all of them.
     #[serde(with = "humantime_serde")]
     pub run_timeout: Duration,
-    /// Longest one task may take over all its attempts, retries, backoff waits and
-    /// candidate agents, from its start (default 10 min; `0s`: no limit). Each call is
-    /// cut at what is left of it (as well as at `task_timeout`); when it passes, the
-    /// task fails naming the rule `task_deadline` and this value, with each agent's
-    /// failure so far, and its dependents are skipped. A retry whose backoff would end
-    /// past it is not made: the task moves on to its next alternative. Without it, a
-    /// hung agent cost a task its `(max_retries + 1) x timeout` on every candidate
-    /// (audit R8: 4 x 60 s per agent; 24 min over 6 candidates).
+    /// Longest one task may work on its agents over all its attempts, retries, backoff
+    /// waits, breaker waits and candidate agents (default 10 min; `0s`: no limit). Its
+    /// clock runs from the task's start but stops while the task waits for a call
+    /// slot — a server-wide one (`max_tasks_in_flight`) or one of a busy agent's
+    /// (`max_concurrent_tasks`): queueing behind other work is not the task's work
+    /// (audit P9 F1: under a backlog, acknowledged runs failed on it having never
+    /// called an agent). Those waits are bounded by `run_timeout` (and a server's
+    /// admission cap bounds the backlog); the task's `queued_ms` and the
+    /// `genesis_task_queue_seconds` histogram tell them. Each call is cut at what is
+    /// left of it (as well as at `task_timeout`); when it passes, the task fails
+    /// naming the rule `task_deadline` and this value, with each agent's failure so
+    /// far, and its dependents are skipped. A retry whose backoff would end past it is
+    /// not made: the task moves on to its next alternative. Without it, a hung agent
+    /// cost a task its `(max_retries + 1) x timeout` on every candidate (audit R8:
+    /// 4 x 60 s per agent; 24 min over 6 candidates).
     #[serde(with = "humantime_serde")]
     pub task_deadline: Duration,
 }
@@ -879,7 +886,11 @@ enum Outcome {
         /// The rule the injection screen flagged it for, if it did.
         flagged: Option<String>,
         attempts: u32,
+        /// Time on its agents: from its first call's start to the answer, waits for a
+        /// call slot excluded.
         duration: Duration,
+        /// Time it waited for call slots (see [`Attempt::queue`]).
+        queued: Duration,
         tries: Vec<AgentTry>,
     },
     Failed {
@@ -1800,6 +1811,7 @@ impl Runner {
                 flagged,
                 attempts,
                 duration,
+                queued,
                 tries,
             } => {
                 self.tries.extend(tries.into_iter().map(|t| (i, t)));
@@ -1832,6 +1844,7 @@ impl Runner {
                         output_tokens: output.output_tokens,
                         attempts,
                         duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                        queued_ms: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
                     },
                     RunEvent::Cost {
                         spent: self.spent(),
@@ -2085,8 +2098,10 @@ impl Runner {
             task_deadline: Some(self.exec.config.task_deadline)
                 .filter(|d| !d.is_zero())
                 .and_then(|d| Instant::now().checked_add(d)),
+            queued: Arc::new(AtomicU64::new(0)),
             overspent: Arc::clone(&self.overspent),
         };
+        let queued = Arc::clone(&attempt.queued);
         // The agent's id as text, absent when the plan names none (not the Debug text of
         // the `Option`).
         let span = info_span!(
@@ -2108,6 +2123,9 @@ impl Runner {
         Box::pin(
             async move {
                 let outcome = attempt.run().await;
+                // Every task that ended, however: how long it queued for call slots.
+                metrics::histogram!(genesis_telemetry::catalogue::TASK_QUEUE_SECONDS)
+                    .record(Duration::from_nanos(queued.load(Ordering::Relaxed)).as_secs_f64());
                 end.ended(&outcome);
                 (i, outcome)
             }
@@ -2138,8 +2156,13 @@ struct Attempt {
     /// When the run's deadline passes (`executor.run_timeout`), if it has one: a
     /// throttled upstream's `Retry-After` is only waited out when it ends before.
     deadline: Option<Instant>,
-    /// When the task's deadline passes (`executor.task_deadline`), if it has one.
+    /// When the task's deadline (`executor.task_deadline`) passes if it never waits for
+    /// a call slot, if it has one: every such wait moves it later by as long (see
+    /// [`Attempt::task_deadline`]).
     task_deadline: Option<Instant>,
+    /// Nanoseconds the task waited for call slots so far (see [`Attempt::queue`]);
+    /// shared with its scheduler, which records it when the task ends.
+    queued: Arc<AtomicU64>,
     /// The budgets the run was found over after a call settled, one bit per
     /// [`BudgetScope`] (see [`Attempt::overspent`]): each is reported once per run.
     overspent: Arc<AtomicU8>,
@@ -2321,6 +2344,9 @@ impl Attempt {
 
     async fn run(self) -> Outcome {
         let started = Instant::now();
+        // When its first call started, and how long it had queued by then: the task's
+        // duration is its time on agents from there (audit P9 F5).
+        let mut on_agents: Option<(Instant, Duration)> = None;
         let mut attempts = 0u32;
         let mut cost = Usd::ZERO;
         // The last failure (for re-route reasons), and each candidate's latest, in the
@@ -2483,13 +2509,17 @@ impl Attempt {
                 let mut slot = slot;
                 let mut retry = 0u32;
                 let mut timeouts = 0u32;
-                // This agent's go: when its first call started and what it had cost.
+                // This agent's go: when its first call started, how long the task had
+                // queued by then, and what it had cost.
                 let agent_started = Instant::now();
+                let queued_before = self.queued();
                 let cost_before = cost;
                 let agent_try = |success: bool, cost: Usd| AgentTry {
                     agent: agent.clone(),
                     success,
-                    latency: agent_started.elapsed(),
+                    latency: agent_started
+                        .elapsed()
+                        .saturating_sub(self.queued().saturating_sub(queued_before)),
                     cost: cost - cost_before,
                 };
                 loop {
@@ -2549,6 +2579,7 @@ impl Attempt {
                     // What a provider's throttling is shared by, should it throttle.
                     let upstream = backend.upstream(&request);
                     self.tokens.set_model(model.clone());
+                    on_agents.get_or_insert_with(|| (Instant::now(), self.queued()));
                     self.emit(RunEvent::TaskStarted {
                         task_id: self.task.id.clone(),
                         agent: agent.clone(),
@@ -2601,6 +2632,9 @@ impl Attempt {
                                 .await;
                             tries.push(agent_try(true, cost));
                             let (input_tokens, output_tokens) = self.tokens.get();
+                            let queued = self.queued();
+                            let (first_call, queued_before) =
+                                on_agents.unwrap_or((started, Duration::ZERO));
                             return Outcome::Succeeded {
                                 agent: agent.clone(),
                                 model,
@@ -2612,7 +2646,10 @@ impl Attempt {
                                 },
                                 flagged,
                                 attempts,
-                                duration: started.elapsed(),
+                                duration: first_call
+                                    .elapsed()
+                                    .saturating_sub(queued.saturating_sub(queued_before)),
+                                queued,
                                 tries,
                             };
                         }
@@ -2691,13 +2728,8 @@ impl Attempt {
                                             .await;
                                             tokio::time::sleep(delay).await;
                                             if limited {
-                                                match self.by_deadline(self.slot(agent)).await {
-                                                    Some(s) => slot = s,
-                                                    None => {
-                                                        tries.push(agent_try(false, cost));
-                                                        past_deadline!();
-                                                    }
-                                                }
+                                                // Queued, not worked: off the deadline.
+                                                slot = self.queue(self.slot(agent)).await;
                                             }
                                         }
                                         Err(give_up) => {
@@ -2854,7 +2886,8 @@ impl Attempt {
     }
 
     /// Waits for a slot of whichever of the `full` candidates frees one first: its
-    /// index in `full` and the slot; `None` when the task's deadline passes first.
+    /// index in `full` and the slot (`None` when `full` is empty). A wait in the queue:
+    /// off the task's deadline (see [`Attempt::queue`]).
     async fn first_free(&self, full: &[usize]) -> Option<(usize, Option<OwnedSemaphorePermit>)> {
         let waits: Vec<_> = full
             .iter()
@@ -2871,15 +2904,41 @@ impl Attempt {
         if waits.is_empty() {
             return None;
         }
-        let (slot, at, _) = self
-            .by_deadline(futures_util::future::select_all(waits))
-            .await?;
+        let (slot, at, _) = self.queue(futures_util::future::select_all(waits)).await;
         Some((at, slot))
+    }
+
+    /// When the task's deadline passes (`executor.task_deadline`), if it has one: its
+    /// start plus the deadline plus every wait for a call slot so far.
+    fn task_deadline(&self) -> Option<Instant> {
+        self.task_deadline
+            .map(|d| d.checked_add(self.queued()).unwrap_or(d))
+    }
+
+    /// How long the task has waited for call slots so far.
+    fn queued(&self) -> Duration {
+        Duration::from_nanos(self.queued.load(Ordering::Relaxed))
+    }
+
+    /// `f`, a wait for a call slot (server-wide, `executor.max_tasks_in_flight`, or an
+    /// agent's, `max_concurrent_tasks`), timed into [`Attempt::queued`]: the time is
+    /// the queue's, not the task's work, so it moves the task's deadline later by as
+    /// long and is not part of its duration (audit P9 F1, F5). Not cut at the task's
+    /// deadline: the run's deadline (`executor.run_timeout`) ends the wait, as does
+    /// cancelling the run.
+    async fn queue<F: std::future::Future>(&self, f: F) -> F::Output {
+        let from = Instant::now();
+        let out = f.await;
+        let waited = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if waited > 0 {
+            self.queued.fetch_add(waited, Ordering::Relaxed);
+        }
+        out
     }
 
     /// `f`'s output, or `None` when the task's deadline passes first.
     async fn by_deadline<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
-        match self.task_deadline {
+        match self.task_deadline() {
             Some(deadline) => tokio::time::timeout_at(deadline, f).await.ok(),
             None => Some(f.await),
         }
@@ -2887,12 +2946,12 @@ impl Attempt {
 
     /// True once the task's deadline has passed.
     fn deadline_passed(&self) -> bool {
-        self.task_deadline.is_some_and(|d| Instant::now() >= d)
+        self.task_deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     /// True when a wait of `d` from now ends before the task's deadline.
     fn fits_deadline(&self, d: Duration) -> bool {
-        self.task_deadline.is_none_or(|deadline| {
+        self.task_deadline().is_none_or(|deadline| {
             Instant::now()
                 .checked_add(d)
                 .is_some_and(|end| end < deadline)
@@ -2905,25 +2964,33 @@ impl Attempt {
             tokio::time::sleep(d).await;
             return true;
         }
-        if let Some(deadline) = self.task_deadline {
+        if let Some(deadline) = self.task_deadline() {
             tokio::time::sleep_until(deadline).await;
         }
         false
     }
 
-    /// Why a task failed at its deadline: the rule, its value, each agent's failure, and
-    /// the last agent passed over when it is not among them (all its slots taken).
+    /// Why a task failed at its deadline: the rule, its value, the time it queued for
+    /// call slots (not counted) if any, each agent's failure, and the last agent passed
+    /// over when it is not among them.
     fn deadline_reason(
         &self,
         started: Instant,
         failures: &[(AgentId, String)],
         last: Option<&(AgentId, String)>,
     ) -> String {
+        let queued = self.queued();
         let mut reason = format!(
             "the task's deadline passed after {}: executor.task_deadline is {:?} (rule: {TASK_DEADLINE})",
-            short(started.elapsed()),
+            short(started.elapsed().saturating_sub(queued)),
             self.exec.config.task_deadline
         );
+        if !queued.is_zero() {
+            reason.push_str(&format!(
+                "; the {} it waited for call slots is not counted",
+                short(queued)
+            ));
+        }
         if !failures.is_empty() {
             reason.push_str("; ");
             reason.push_str(&summary(failures));
@@ -3131,7 +3198,8 @@ impl Attempt {
     /// ([`BudgetExceeded::fits_once_settled`]) and `wait` is set, waits until one of
     /// them is settled or released (woken by the ledger, [`CostLedger::released`]; the
     /// slot is given back meanwhile) and tries again; otherwise the refusal is returned.
-    /// `None` when the task's deadline passes while it waits (for a slot or for room).
+    /// `None` when the task's deadline passes while it waits for room (a wait for the
+    /// slot is not cut: see [`Attempt::queue`]).
     async fn reserve_for_call(
         &self,
         wait: bool,
@@ -3142,9 +3210,10 @@ impl Attempt {
             let global = match Arc::clone(&self.exec.global).try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(TryAcquireError::Closed) => None,
+                // Queued, not worked: off the task's deadline.
                 Err(TryAcquireError::NoPermits) => self
-                    .by_deadline(Arc::clone(&self.exec.global).acquire_owned())
-                    .await?
+                    .queue(Arc::clone(&self.exec.global).acquire_owned())
+                    .await
                     .ok(),
             };
             // Taken before the attempt: a call settling between the refusal and the
@@ -3239,7 +3308,7 @@ impl Attempt {
         let agent = request.agent.clone();
         // Cut at the task's deadline too (see `ExecutorConfig::task_deadline`), in whole
         // milliseconds (the timeout is told in the error).
-        let timeout = match self.task_deadline {
+        let timeout = match self.task_deadline() {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let left =

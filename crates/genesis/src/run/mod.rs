@@ -196,8 +196,17 @@ pub enum RunEvent {
         output_tokens: u64,
         /// Attempts across all agents.
         attempts: u32,
-        /// Wall time, in milliseconds.
+        /// Time on its agents, in milliseconds: from its first call's start to the
+        /// answer, retries, backoff, re-routes and refinement rounds included; the time
+        /// it waited for a call slot (`queued_ms`) is not (it was before audit P9 F5,
+        /// so overload read as a slow agent).
         duration_ms: u64,
+        /// Time it waited for call slots, in milliseconds: a server-wide one
+        /// (`executor.max_tasks_in_flight`) or one of a busy agent's
+        /// (`max_concurrent_tasks`). Not counted in `duration_ms` nor against
+        /// `executor.task_deadline`; 0 in events journaled before it was recorded.
+        #[serde(default)]
+        queued_ms: u64,
     },
     /// The task failed for good.
     TaskFailed {

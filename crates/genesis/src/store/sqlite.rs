@@ -1752,6 +1752,7 @@ mod tests {
                         output_tokens: 345,
                         attempts: 1,
                         duration_ms: 1,
+                        queued_ms: 0,
                     },
                     RunEvent::Cost { spent: usd(0.75) },
                 ],

@@ -15,14 +15,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use genesis::core::{AgentId, Usd};
+use genesis::core::{AgentId, Task, TaskId, TaskKind, Usd};
 use genesis::halo::{AgentRegistry, RoutingRules};
+use genesis::htdag::{Limits, TaskDag};
 use genesis::resilience::BreakerState;
 use genesis::run::backends::{HttpAgent, HttpAgentConfig};
 use genesis::run::{
     AgentSet, EventReceiver, ExecutorConfig, RunEvent, RunHandle, RunResult, RunStatus, TaskStatus,
 };
-use genesis::{Orchestrator, Plan, RunOptions};
+use genesis::{Orchestrator, Plan, PlanOptions, RunOptions};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -36,6 +37,8 @@ enum Reply {
     Status(u16, Option<&'static str>, String),
     /// Nothing until the agent's gate is opened ([`Service::release`]), then `Ok(0.0)`.
     Hold,
+    /// `Ok(0.0)` after this long (of the test's clock: paused in the tests that use it).
+    After(Duration),
 }
 
 /// A loopback agent service: each agent answers its script in order, the last reply
@@ -136,6 +139,10 @@ async fn answer(
         Reply::Hold => {
             let gate = service.gate(&agent);
             gate.acquire().await.unwrap().forget();
+            ok(0.0)
+        }
+        Reply::After(after) => {
+            tokio::time::sleep(after).await;
             ok(0.0)
         }
     }
@@ -786,5 +793,145 @@ async fn a_refinement_round_cut_by_the_task_deadline_says_so() {
     assert!(
         stop.contains("round 2 was cut at the task's deadline (executor.task_deadline 5s, rule: task_deadline)"),
         "{stop}"
+    );
+}
+
+/// A plan of `n` independent tasks (they start together), every one on `agent` alone.
+fn parallel_on(genesis: &Orchestrator, n: usize, agent: &AgentId) -> Plan {
+    let mut dag = TaskDag::new(Limits::default());
+    for k in 1..=n {
+        let task = Task::new(
+            TaskId::new(format!("t{k}")),
+            TaskKind::Document,
+            format!("Write user guide number {k} for the payment service"),
+        );
+        dag.add_task(task, None).unwrap();
+    }
+    let mut plan = genesis
+        .plan_dag("Write the user guides", &dag, &PlanOptions::default())
+        .unwrap();
+    for t in &mut plan.tasks {
+        assert!(t.depends_on.is_empty());
+        t.agent = Some(agent.clone());
+        t.route.alternatives.clear();
+    }
+    plan
+}
+
+/// Per task that succeeded: its `duration_ms` and `queued_ms`, by task id.
+fn timings(events: &[RunEvent]) -> Vec<(String, u64, u64)> {
+    let mut out: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskSucceeded {
+                task_id,
+                duration_ms,
+                queued_ms,
+                ..
+            } => Some((task_id.to_string(), *duration_ms, *queued_ms)),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|(_, _, queued)| *queued);
+    out
+}
+
+/// Four tasks that each take 45 s on their agent queue behind one call slot (`slots`:
+/// `max_tasks_in_flight = 1`, or the agent's `max_concurrent_tasks` 1) under a 100 s
+/// `task_deadline`: the last waits 135 s yet all succeed (audit P9 F1: the deadline
+/// counted the wait, and runs failed on it having never called an agent), and each
+/// task's `duration_ms` is its 45 s on the agent, its wait in `queued_ms` (F5).
+async fn check_queued_tasks_keep_their_deadline(slots: &str) {
+    let c = candidates();
+    let caps: Vec<(&AgentId, u32)> = if slots == "agent" {
+        vec![(&c[0], 1)]
+    } else {
+        Vec::new()
+    };
+    let executor = if slots == "agent" {
+        "task_deadline = \"100s\"\n"
+    } else {
+        "task_deadline = \"100s\"\nmax_tasks_in_flight = 1\n"
+    };
+    let (service, genesis) = setup(&caps, executor).await;
+    service.script(&c[0], vec![Reply::After(Duration::from_secs(45))]);
+    let plan = parallel_on(&genesis, 4, &c[0]);
+    let began = Instant::now();
+    let (handle, mut events) = start(&genesis, &plan);
+    let result = within_secs(3_600, "the run's end", handle.wait()).await;
+    let took = began.elapsed();
+    assert_eq!(
+        result.status,
+        RunStatus::Succeeded,
+        "{slots}: {:?}",
+        result.tasks
+    );
+    assert_eq!(service.calls_of(&c[0]).len(), 4, "{slots}: one call each");
+    // One at a time: 4 x 45 s.
+    assert!(
+        took >= Duration::from_secs(180) && took < Duration::from_secs(182),
+        "{slots}: {took:?}"
+    );
+    let timings = timings(&drain(&mut events));
+    assert_eq!(timings.len(), 4, "{slots}: {timings:?}");
+    for (k, (task, duration, queued)) in timings.iter().enumerate() {
+        assert!(
+            (45_000..46_000).contains(duration),
+            "{slots}: {task} took {duration} ms on its agent: {timings:?}"
+        );
+        let waited = 45_000 * k as u64;
+        assert!(
+            (waited..waited + 1_000).contains(queued),
+            "{slots}: {task} queued {queued} ms, not about {waited}: {timings:?}"
+        );
+    }
+}
+
+/// P9 F1/F5 for the server-wide call slots (`executor.max_tasks_in_flight`).
+#[tokio::test(start_paused = true)]
+async fn a_task_queued_for_a_server_wide_slot_past_its_deadline_still_runs() {
+    check_queued_tasks_keep_their_deadline("global").await;
+}
+
+/// P9 F1/F5 for a busy agent's slots (`max_concurrent_tasks`).
+#[tokio::test(start_paused = true)]
+async fn a_task_queued_for_a_busy_agents_slot_past_its_deadline_still_runs() {
+    check_queued_tasks_keep_their_deadline("agent").await;
+}
+
+/// The deadline still bounds the work: a task that queued for the only call slot and
+/// then meets a hung agent fails at its deadline counted from when it got the slot,
+/// and its error tells the wait it did not count.
+#[tokio::test(start_paused = true)]
+async fn a_queued_task_still_fails_at_its_deadline_on_a_hung_agent() {
+    let c = candidates();
+    let (service, genesis) =
+        setup(&[], "task_deadline = \"100s\"\nmax_tasks_in_flight = 1\n").await;
+    // The first call answers after 50 s; every later one hangs (cut at the deadline).
+    service.script(
+        &c[0],
+        vec![Reply::After(Duration::from_secs(50)), Reply::Hold],
+    );
+    let plan = parallel_on(&genesis, 2, &c[0]);
+    let began = Instant::now();
+    let (handle, _) = start(&genesis, &plan);
+    let result = within_secs(3_600, "the run's end", handle.wait()).await;
+    let took = began.elapsed();
+    assert_eq!(result.status, RunStatus::Failed, "{:?}", result.tasks);
+    // 50 s queued, then 100 s of work (two 60 s agent timeouts would pass it).
+    assert!(
+        took >= Duration::from_secs(150) && took < Duration::from_secs(152),
+        "{took:?}"
+    );
+    let failed: Vec<_> = result
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", result.tasks);
+    let error = failed[0].error.clone().unwrap();
+    assert!(
+        error.starts_with("the task's deadline passed after 100s: executor.task_deadline is 100s (rule: task_deadline); the 50s it waited for call slots is not counted"),
+        "{error}"
     );
 }

@@ -68,6 +68,7 @@ fn runs_survive_reopening_with_task_states_and_events() {
                     output_tokens: 0,
                     attempts: 1,
                     duration_ms: 5,
+                    queued_ms: 0,
                 },
             )
             .unwrap();
@@ -582,6 +583,7 @@ fn a_failed_run_with_an_answer_is_partial() {
                     output_tokens: 0,
                     attempts: 1,
                     duration_ms: 1,
+                    queued_ms: 0,
                 },
             )
             .unwrap();

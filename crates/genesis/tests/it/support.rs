@@ -52,6 +52,7 @@ pub(crate) fn journal_crash(
         output_tokens: 0,
         attempts: 1,
         duration_ms: 1,
+        queued_ms: 0,
     };
     store.record(id, &succeeded).unwrap();
     let spent = Usd::new(run_cost).unwrap();
