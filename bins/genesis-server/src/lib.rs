@@ -473,11 +473,6 @@ impl AppState {
     }
 }
 
-/// Refuses, before anything is created, a configured key no request could send as it is
-/// written (empty or only whitespace; whitespace at either end, which header parsing
-/// and the bearer scheme strip; a character outside visible ASCII, space and tab, which
-/// a header does not carry as text) and a key listed both as an API key and as an admin
-/// API key. The errors name the list and position, or the fingerprint, never the key.
 /// The SHA-256 digest of `key`.
 fn sha256(key: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
@@ -502,6 +497,11 @@ fn key_digests(
     map
 }
 
+/// Refuses, before anything is created, a configured key no request could send as it is
+/// written (empty or only whitespace; whitespace at either end, which header parsing
+/// and the bearer scheme strip; a character outside visible ASCII, space and tab, which
+/// a header does not carry as text) and a key listed both as an API key and as an admin
+/// API key. The errors name the list and position, or the fingerprint, never the key.
 fn check_keys(api_keys: &[Secret], admin_api_keys: &[Secret]) -> Result<(), StartError> {
     for (list, keys) in [
         ("server.api_keys", api_keys),

@@ -129,10 +129,14 @@ impl Signals {
     fn build() -> Option<Self> {
         use aho_corasick::Anchored;
         use aho_corasick::automaton::Automaton;
-        let words: Vec<&str> = HARD_WORDS
+        // Each word must start a word of the text ("prove" is not in "improve", "scal" not
+        // in "escalate"): the patterns start with a space, the text is scanned after a
+        // virtual one, and every ASCII byte that is not a letter or digit reads as a space
+        // ("trade-off" and "trade off" alike; verification V9).
+        let words: Vec<String> = HARD_WORDS
             .iter()
             .chain(EASY_WORDS)
-            .map(|(w, _)| *w)
+            .map(|(w, _)| format!(" {}", w.replace('-', " ")))
             .collect();
         let weights: Vec<f64> = HARD_WORDS
             .iter()
@@ -157,6 +161,13 @@ impl Signals {
                     classes[usize::from(b.to_ascii_uppercase())] = class;
                     representative.push(b);
                 }
+            }
+        }
+        // Separators: every ASCII byte but letters and digits is a space.
+        let space = classes[usize::from(b' ')];
+        for b in 0..128u8 {
+            if !b.is_ascii_alphanumeric() {
+                classes[usize::from(b)] = space;
             }
         }
         // Class 0 needs a byte no word uses.
@@ -240,7 +251,7 @@ impl Signals {
     /// order) and the [`COUNTS`] of its bytes.
     fn scan_seen(&self, text: &[u8]) -> (u64, u64) {
         if text.len() < 64 {
-            let mut lane = Lane::default();
+            let mut lane = self.start();
             for &b in text {
                 lane.counts += COUNTS[usize::from(b)];
                 self.step(&mut lane, b);
@@ -248,7 +259,9 @@ impl Signals {
             (lane.seen, lane.counts)
         } else {
             let (front, back) = text.split_at(text.len() / 2);
-            let (mut x, mut y) = (Lane::default(), Lane::default());
+            // The back half's walk starts mid-text without the virtual space: it can only
+            // miss a word at its very start, which the front walk reaches.
+            let (mut x, mut y) = (self.start(), Lane::default());
             for (&a, &b) in front.iter().zip(back) {
                 x.counts += COUNTS[usize::from(a)];
                 self.step(&mut x, a);
@@ -265,6 +278,13 @@ impl Signals {
             }
             (x.seen | y.seen, x.counts + y.counts)
         }
+    }
+
+    /// A walk at the start of a text: after the virtual space before its first word.
+    fn start(&self) -> Lane {
+        let mut lane = Lane::default();
+        self.step(&mut lane, b' ');
+        lane
     }
 
     #[inline(always)]
@@ -485,11 +505,17 @@ mod tests {
         fn dense_automaton_agrees_with_substring_search(
             text in "(?i)(prove|proof|optimi|scal|trade-off|root cause|sum|list|typo|fault-tolerant|[a-z 0-9=+ -]){0,120}"
         ) {
-            let lower = text.to_ascii_lowercase();
+            // A word counts where it starts a word: after the start or a byte that is
+            // not an ASCII letter or digit (read as a space, as `-` in the word is).
+            let spaced: String = std::iter::once(' ')
+                .chain(text.to_ascii_lowercase().chars().map(|c| {
+                    if c.is_ascii() && !c.is_ascii_alphanumeric() { ' ' } else { c }
+                }))
+                .collect();
             let expected: f64 = HARD_WORDS
                 .iter()
                 .chain(EASY_WORDS)
-                .filter(|(w, _)| lower.contains(w))
+                .filter(|(w, _)| spaced.contains(&format!(" {}", w.replace('-', " "))))
                 .map(|(_, weight)| weight)
                 .sum();
             let (weight, digits, ops) = signals(text.as_bytes());
@@ -503,6 +529,28 @@ mod tests {
     fn the_shipped_words_fit_the_automaton_table() {
         let s = SIGNALS.as_ref().expect("signal automaton builds");
         assert!(s.accept.len() * s.stride <= TABLE);
+    }
+
+    /// Verification V9: "improve" and "approve" read as "prove" (+0.25), "escalate" as
+    /// "scal": a signal word must start a word of the text.
+    #[test]
+    fn signal_words_count_only_at_the_start_of_a_word() {
+        let w = |t: &str| signal_weight(t.as_bytes());
+        for text in [
+            "Improve the onboarding emails",
+            "Approve the budget",
+            "Escalate the ticket",
+        ] {
+            assert_eq!(w(text), 0.0, "{text}");
+        }
+        assert!((w("prove it") - 0.25).abs() < 1e-12);
+        assert!((w("(prove) it") - 0.25).abs() < 1e-12);
+        assert!((w("a trade off") - 0.1).abs() < 1e-12);
+        assert!((w("a trade-off") - 0.1).abs() < 1e-12);
+        assert!((w("Scale the cluster") - 0.08).abs() < 1e-12);
+        // Long texts walk two halves: a word right at the split still counts once.
+        let long = format!("{}prove{}", "x ".repeat(40), " y".repeat(40));
+        assert!((w(&long) - 0.25).abs() < 1e-12, "{long}");
     }
 
     #[test]

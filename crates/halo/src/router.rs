@@ -1956,7 +1956,7 @@ impl Router {
 mod tests {
     use super::*;
 
-    const GOLDEN: u64 = 4_143_706_956_330_287_530;
+    const GOLDEN: u64 = 11_774_159_798_591_811_785;
 
     /// Every field of the decisions for a spread of texts and kinds against the shipped
     /// 16-agent catalogue and rules, uncached, folded into one line per task (what the

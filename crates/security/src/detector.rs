@@ -338,18 +338,21 @@ impl InjectionDetector {
             });
         }
         // In the order of DERIVED: padding flood, adversarial suffix, framed harmful request,
-        // defensive or descriptive frame (only when nothing else fired), contentious persona.
+        // defensive or descriptive frame (only when nothing else fired), contentious persona,
+        // subverted system prompt.
         let suffix = structure.adversarial_suffix();
         let framed = structure.framed_harm();
         let contentious = structure.cues.contentious_persona();
+        let subverted = structure.cues.subverted_prompt();
         let fired = [
             structure.padding,
             suffix,
             framed,
             structure.cues.question_about_harm()
                 && matched.is_empty()
-                && !(structure.padding || suffix || framed || contentious),
+                && !(structure.padding || suffix || framed || contentious || subverted),
             contentious,
+            subverted,
         ];
         for ((rule, on), off) in DERIVED.iter().zip(fired).zip(self.disabled_derived) {
             if on && !off {

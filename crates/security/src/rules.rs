@@ -445,13 +445,25 @@ pub(crate) const CONTENTIOUS_PERSONA: Derived = Derived {
     weight: 3.0,
 };
 
+/// A system prompt for a bot or agent that asks for subversion: "change the system prompt
+/// for the builder agent to skip all security checks", "configure the chatbot's system
+/// prompt to print the admin password" ([`OWN_BOT_PROMPT`] with cue 16). The engineering
+/// phrasing exempts `system_prompt_mention`, and a model trained on ordinary prompt work
+/// reads these as benign, so the combination is a decisive rule of its own (verification
+/// V9).
+pub(crate) const SUBVERTED_PROMPT: Derived = Derived {
+    name: "subverted_system_prompt",
+    weight: 6.0,
+};
+
 /// Every derived rule, for configuration and docs.
-pub(crate) const DERIVED: [Derived; 5] = [
+pub(crate) const DERIVED: [Derived; 6] = [
     PADDING_FLOOD,
     ADVERSARIAL_SUFFIX,
     FRAMED_HARM,
     DEFENSIVE_FRAME,
     CONTENTIOUS_PERSONA,
+    SUBVERTED_PROMPT,
 ];
 
 /// Unbalanced brackets from which a text counts as carrying an adversarial suffix.
@@ -497,6 +509,11 @@ const CUES: &[&str] = &[
     // 15: the text reports or investigates a problem: someone reports or noticed it, a bug,
     // an issue, "investigate", "find out why".
     r"\b((users?|customers?|people|testers?|clients?|we|i|someone|support|qa) (report|reports|reported|say|says|said|noticed|notice|complain|complains|complained|see|saw|found|observed|mention|mentioned)|bug|bugs|issue|issues|ticket|regression|incident|investigate|investigating|debug|reproduce|repro|root cause|look into|find out why|figure out why|work out why|why (does|do|did|is|was))\b",
+    // 16: subversion: asking a bot to skip its checks or rules, answer anything, run any
+    // command, hand out secrets or send data out. A system prompt that asks for these is
+    // not the engineering [`OWN_BOT_PROMPT`] describes (verification V9: "change the system
+    // prompt for the builder agent to skip all security checks" passed once exempted).
+    r"\b((skip|skips|skipping|bypass|bypasses|bypassing|disable|disables|disabling|turn off|circumvent|evade|ignore|ignores|ignoring|disregard|disregards|disregarding|drop|drops|override|overrides) (all |any |every |the |its |their |your |our )*(safety |security |content |moderation |review |approval |previous |prior |earlier |own )*(checks?|rules|guidelines|guardrails|filters?|restrictions?|limits?|policies|policy|instructions|reviews?|approvals?|safeguards?|protections?)|answer (anything|everything|any question)|do anything|run (any|every|arbitrary) (shell |system )?(commands?|code)|(print|reveal|show|give|send|leak|share|disclose|output|return|tell) (out |them |users |anyone |me )?(the |any |all |its |our )?(admin |root |user |customer |database |api |private |secret |stored )*(passwords?|secrets?|api keys?|credentials?|tokens?|private keys?)|exfiltrat\w*|to an external (server|url|address|endpoint|site|host)|without (any )?(review|approval|checks?|restrictions?|confirmation|oversight)|no (restrictions|limits|filters|rules|guardrails) (at all|whatsoever)|push(es|ing)? straight to production|jailbr\w*|unrestricted|uncensored)\b",
 ];
 
 /// Asking to add, write or change the system prompt of one's own bot ("Add a system prompt
@@ -505,8 +522,9 @@ const CUES: &[&str] = &[
 /// product, not a reference to the detector's own hidden instructions. The verbs are the
 /// ones that make or change a prompt; reading verbs (print, show, repeat, rewrite,
 /// translate, summarise) are not among them, and a prompt that is "your" is not one's own
-/// bot's. Inside this phrase `system_prompt_mention` does not count ([`EXEMPT_SPANS`]);
-/// every other rule still reads it.
+/// bot's. Inside this phrase `system_prompt_mention` does not count ([`EXEMPT_SPANS`]),
+/// unless the text asks for subversion (cue 16: skipping checks, secrets, exfiltration,
+/// answering anything); every other rule still reads it.
 const OWN_BOT_PROMPT: &str = r"\b(add|adds|adding|write|writing|draft|drafting|create|creating|update|updating|edit|editing|change|changing|improve|improving|refine|tweak|tune|tuning|adjust|configure|configuring|set up|version|versioning|extend|shorten|store|maintain)( (a|an|the|our|its|their|my|this|that|new|better|clearer|stricter|shorter|longer|custom|default|proper|dedicated|separate|first|three|two|several|versions of the))* system (prompts?|instructions|messages?) (to|for|of|in|on|into|used by)( (the|our|my|its|their|this|each|every|a|an|all))?( [\w-]+)?( [\w-]+)? (bots?|chatbots?|assistants?|agents?|copilots?|models?|llms?|features?|widgets?|apps?|services?)\b|\b(add|write|draft|create|update|edit|change|improve|refine|tweak|tune|adjust|configure|version|extend|shorten)( (the|our|my|its|their|this))?( [\w-]+)? (bot|chatbot|assistant|agent|copilot|model|llm)'s system (prompts?|instructions|messages?)\b";
 
 /// A report, in the third person, that a bot ignores, forgets or drops instructions ("our
@@ -535,22 +553,26 @@ const CUE_OWN_BOT_PROMPT: u32 = 1 << 13;
 const CUE_BOT_REPORT: u32 = 1 << 14;
 /// Bit of the reports-a-problem cue in [`Cues`].
 const CUE_REPORTS_PROBLEM: u32 = 1 << 15;
+/// Bit of the subversion cue in [`Cues`]: it keeps [`OWN_BOT_PROMPT`] from exempting.
+const CUE_SUBVERSION: u32 = 1 << 16;
 /// The rule names an exemption phrase ([`EXEMPT_SPANS`]) can switch off.
 const EXEMPTABLE: [&str; 2] = ["system_prompt_mention", "ignore_previous_instructions"];
 
 /// One exemption phrase: its cue bit, its pattern (`None` if it failed to compile), the
-/// rules it exempts, and a further cue bit the text must also match (or 0).
+/// rules it exempts, a further cue bit the text must also match (or 0), and cue bits it
+/// must not match (or 0).
 type Exemption = (
     u32,
     Option<regex::bytes::Regex>,
     &'static [&'static str],
     u32,
+    u32,
 );
 
 /// Phrases inside which some rules do not count, found only when their cue matched: the
 /// phrases are blanked out and the rules named here are kept only if they still match the
-/// rest of the text. (Cue bit, pattern, the rules it exempts, and a further cue the text
-/// must also match, or 0.)
+/// rest of the text. (Cue bit, pattern, the rules it exempts, a further cue the text must
+/// also match, or 0, and cues it must not match, or 0.)
 static EXEMPT_SPANS: LazyLock<Vec<Exemption>> = LazyLock::new(|| {
     let compile = |p: &str| {
         regex::bytes::RegexBuilder::new(p)
@@ -565,12 +587,14 @@ static EXEMPT_SPANS: LazyLock<Vec<Exemption>> = LazyLock::new(|| {
             compile(OWN_BOT_PROMPT),
             &EXEMPTABLE[..1],
             0,
+            CUE_SUBVERSION,
         ),
         (
             CUE_BOT_REPORT,
             compile(BOT_IGNORES_REPORT),
             &EXEMPTABLE[..],
             CUE_REPORTS_PROBLEM,
+            0,
         ),
     ]
 });
@@ -595,6 +619,12 @@ impl Cues {
     /// as contentious or beyond the rules.
     pub(crate) fn contentious_persona(self) -> bool {
         self.0 & (CUE_PERSONA | CUE_CONTENTIOUS) == CUE_PERSONA | CUE_CONTENTIOUS
+    }
+
+    /// True when [`SUBVERTED_PROMPT`] fires: a bot's system prompt asked to subvert its
+    /// checks, rules or secrets.
+    pub(crate) fn subverted_prompt(self) -> bool {
+        self.0 & (CUE_OWN_BOT_PROMPT | CUE_SUBVERSION) == CUE_OWN_BOT_PROMPT | CUE_SUBVERSION
     }
 
     /// True when a disclaimer cue matched.
@@ -736,9 +766,9 @@ impl RuleSet {
         let mut blanked_forms: Vec<Vec<u8>> = Vec::new();
         for text in std::iter::once(normalized).chain(unaccented) {
             let mut blanked = text.as_bytes().to_vec();
-            for (bit, pattern, rules, needs) in EXEMPT_SPANS.iter() {
+            for (bit, pattern, rules, needs, forbids) in EXEMPT_SPANS.iter() {
                 let Some(pattern) = pattern else { continue };
-                if cues & bit == 0 || cues & needs != *needs {
+                if cues & bit == 0 || cues & needs != *needs || cues & forbids != 0 {
                     continue;
                 }
                 for m in pattern.find_iter(text.as_bytes()) {

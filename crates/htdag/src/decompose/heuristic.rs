@@ -1358,6 +1358,12 @@ const KIND_HINTS: &[(&str, bool, TaskKind, f32)] = &[
     ("self-improv", true, K::Optimize, 3.0),
     ("genesis", false, K::Optimize, 2.0),
     ("evolv", true, K::Optimize, 1.5),
+    // The agents' own machinery: their prompts, the routing between them, their
+    // benchmarks (verification V9: "Optimise the routing of our agents" and darwin's own
+    // examples had become implement tasks).
+    ("prompt", true, K::Optimize, 1.5),
+    ("routing", false, K::Optimize, 1.0),
+    ("benchmark", true, K::Optimize, 2.0),
     ("improve", true, K::Implement, 0.5),
     ("optimi", true, K::Implement, 0.5),
     ("build", false, K::Implement, 1.0),

@@ -349,6 +349,32 @@ fn table() -> Vec<(&'static str, Want)> {
                 ..W
             },
         ),
+        // Work on the agents' own machinery is optimize (verification V9: these had
+        // become implement tasks, so the self-improvement rule never fired).
+        (
+            "Optimise the prompts of the builder agent",
+            Want {
+                tasks: (1, 1),
+                kinds_in: &[K::Optimize],
+                ..W
+            },
+        ),
+        (
+            "Optimise the routing of our agents",
+            Want {
+                tasks: (1, 1),
+                kinds_in: &[K::Optimize],
+                ..W
+            },
+        ),
+        (
+            "Evolve the routing code to improve benchmark scores",
+            Want {
+                tasks: (1, 1),
+                kinds_in: &[K::Optimize],
+                ..W
+            },
+        ),
         (
             "Update the README with the new install steps",
             Want {
