@@ -14,6 +14,7 @@ pub(crate) async fn plan(
     request: &str,
     format: PlanFormat,
     budget: Option<f64>,
+    context: Option<String>,
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
     let genesis = orchestrator(&config)?;
@@ -23,6 +24,7 @@ pub(crate) async fn plan(
     };
     let options = genesis::PlanOptions {
         budget,
+        context,
         ..Default::default()
     };
     let (plan, failure) = match genesis.plan_with(request, &options).await {

@@ -67,6 +67,10 @@ enum Command {
         /// Run budget in US dollars the plan must fit in.
         #[arg(long)]
         budget: Option<f64>,
+        /// Background for the request (the API's `context`): screened with it and given
+        /// to the agents, but not planned into tasks.
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Plan and execute a request on LLM agents, with live progress.
     Run(run::RunArgs),
@@ -111,7 +115,8 @@ fn main() -> ExitCode {
                 request,
                 format,
                 budget,
-            } => commands::plan(config, &request, format, budget).await,
+                context,
+            } => commands::plan(config, &request, format, budget, context).await,
             Command::Run(args) => run::run(config, args).await,
             Command::Route(args) => route::route(config, args),
             Command::Scan(args) => scan::scan(config, args),

@@ -61,6 +61,10 @@ pub(crate) struct RunArgs {
     /// Run budget in US dollars.
     #[arg(long)]
     budget: Option<f64>,
+    /// Background for the request (the API's `context`): screened with it and given
+    /// to the agents, but not planned into tasks.
+    #[arg(long)]
+    context: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
@@ -127,6 +131,7 @@ pub(crate) async fn run(config_path: Option<&Path>, args: RunArgs) -> Result<(),
     let genesis = orchestrator(&config)?;
     let options = PlanOptions {
         budget,
+        context: args.context.clone(),
         ..Default::default()
     };
     let plan = match genesis.plan_with(&args.request, &options).await {
