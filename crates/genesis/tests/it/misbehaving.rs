@@ -303,15 +303,7 @@ async fn a_full_agent_is_passed_over_for_an_idle_alternative() {
         1,
         "the full agent was not called"
     );
-    let rerouted: Vec<_> = drain(&mut events)
-        .into_iter()
-        .filter_map(|e| match e {
-            RunEvent::TaskRerouted {
-                from, to, reason, ..
-            } => Some((from, to, reason)),
-            _ => None,
-        })
-        .collect();
+    let rerouted = reroutes(&mut events);
     assert_eq!(rerouted.len(), 1, "{rerouted:?}");
     assert_eq!((&rerouted[0].0, &rerouted[0].1), (&c[0], &c[1]));
     assert!(
@@ -320,6 +312,19 @@ async fn a_full_agent_is_passed_over_for_an_idle_alternative() {
         rerouted[0].2
     );
     first.cancel();
+}
+
+/// The run's re-routes so far: (from, to, reason).
+fn reroutes(events: &mut EventReceiver<RunEvent>) -> Vec<(AgentId, AgentId, String)> {
+    drain(events)
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskRerouted {
+                from, to, reason, ..
+            } => Some((from, to, reason)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every candidate of the one-task plan with one slot, each held by a run whose call
@@ -363,15 +368,7 @@ async fn when_every_candidate_is_full_the_task_takes_the_first_that_frees_up() {
     // One re-route, from the first choice (verification V8: it named the last busy
     // candidate, as if that had been the first choice). Its reason depends on whether
     // the task got to wait before `last` freed up.
-    let rerouted: Vec<_> = drain(&mut events)
-        .into_iter()
-        .filter_map(|e| match e {
-            RunEvent::TaskRerouted {
-                from, to, reason, ..
-            } => Some((from, to, reason)),
-            _ => None,
-        })
-        .collect();
+    let rerouted = reroutes(&mut events);
     assert_eq!(rerouted.len(), 1, "{rerouted:?}");
     assert_eq!((&rerouted[0].0, &rerouted[0].1), (&c[0], last));
     let waited = format!(
