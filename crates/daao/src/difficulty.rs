@@ -15,6 +15,15 @@ pub trait DifficultyEstimator: Send + Sync {
     fn explain(&self, task: &Task, out: &mut String) {
         let _ = (task, out);
     }
+
+    /// [`DifficultyEstimator::estimate`] and [`DifficultyEstimator::explain`] at once:
+    /// the model selector calls this, so an estimator that reads the text once for both
+    /// can say so (the heuristic does).
+    fn estimate_explained(&self, task: &Task, out: &mut String) -> f64 {
+        let d = self.estimate(task);
+        self.explain(task, out);
+        d
+    }
 }
 
 /// The deterministic default estimator.
@@ -395,6 +404,20 @@ impl Parts {
     }
 }
 
+/// Per signal word (in [`HARD_WORDS`] then [`EASY_WORDS`] order), its part of an
+/// explanation: `, "prove" +0.25`, written once.
+static WORD_TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    HARD_WORDS
+        .iter()
+        .chain(EASY_WORDS)
+        .map(|(word, weight)| {
+            let mut text = format!(", \"{word}\" ");
+            push_signed2(&mut text, *weight);
+            text
+        })
+        .collect()
+});
+
 /// The first 2,000 bytes of `task`'s description: they carry every signal, which keeps
 /// the estimate O(1) on long descriptions and allocation-free.
 fn head(task: &Task) -> &[u8] {
@@ -420,6 +443,12 @@ impl DifficultyEstimator for HeuristicDifficulty {
     /// +0.03`: the kind's base, then every part that is not zero (signal words each
     /// with their weight, capped together at +0.40 / −0.25).
     fn explain(&self, task: &Task, out: &mut String) {
+        self.estimate_explained(task, out);
+    }
+
+    /// One scan of the text for the estimate and its explanation (this runs for every
+    /// task of every plan: the explanation's second scan was a tenth of planning).
+    fn estimate_explained(&self, task: &Task, out: &mut String) -> f64 {
         let (seen, counts) = match SIGNALS.as_ref() {
             Some(s) => s.scan_seen(head(task)),
             None => (0, head(task).iter().map(|b| COUNTS[usize::from(*b)]).sum()),
@@ -435,12 +464,12 @@ impl DifficultyEstimator for HeuristicDifficulty {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if let Some((word, weight)) = HARD_WORDS.iter().chain(EASY_WORDS).nth(i) {
+            if let (Some((_, weight)), Some(text)) = (
+                HARD_WORDS.iter().chain(EASY_WORDS).nth(i),
+                WORD_TEXTS.get(i),
+            ) {
                 words += weight;
-                out.push_str(", \"");
-                out.push_str(word);
-                out.push_str("\" ");
-                push_signed2(out, *weight);
+                out.push_str(text);
             }
         }
         let parts = Parts::of(task, words, digits, ops);
@@ -450,19 +479,18 @@ impl DifficultyEstimator for HeuristicDifficulty {
             out.push(')');
         }
         for (name, v) in [
-            ("digits", parts.digits),
-            ("operators", parts.ops),
-            ("length", parts.length),
-            ("required skills", parts.skills),
-            ("tokens", parts.tokens),
+            (", digits ", parts.digits),
+            (", operators ", parts.ops),
+            (", length ", parts.length),
+            (", required skills ", parts.skills),
+            (", tokens ", parts.tokens),
         ] {
             if v >= 0.005 {
-                out.push_str(", ");
                 out.push_str(name);
-                out.push(' ');
                 push_signed2(out, v);
             }
         }
+        parts.sum()
     }
 }
 
@@ -529,6 +557,25 @@ mod tests {
     fn the_shipped_words_fit_the_automaton_table() {
         let s = SIGNALS.as_ref().expect("signal automaton builds");
         assert!(s.accept.len() * s.stride <= TABLE);
+    }
+
+    /// The one-scan estimate with its explanation is the estimate, bit for bit.
+    #[test]
+    fn the_explained_estimate_is_the_estimate() {
+        for kind in TaskKind::ALL {
+            for text in [
+                "",
+                "Design a distributed consensus algorithm and prove it is fault-tolerant",
+                "Reply to the customer and thank them",
+                &"prove the theorem = 1+2*3^4 ".repeat(90),
+            ] {
+                let task = Task::new(TaskId::new("t"), *kind, text);
+                let mut why = String::new();
+                let d = HeuristicDifficulty.estimate_explained(&task, &mut why);
+                assert_eq!(d.to_bits(), HeuristicDifficulty.estimate(&task).to_bits());
+                assert!(why.starts_with("kind "), "{why}");
+            }
+        }
     }
 
     /// Verification V9: "improve" and "approve" read as "prove" (+0.25), "escalate" as

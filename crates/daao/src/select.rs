@@ -140,33 +140,34 @@ impl ModelSelector {
 
     /// Estimates the difficulty of `task`.
     pub fn difficulty(&self, task: &Task) -> f64 {
-        let d = self.estimator.estimate(task);
-        if d.is_finite() {
-            d.clamp(0.0, 1.0)
-        } else {
-            1.0
-        }
+        clamp_difficulty(self.estimator.estimate(task))
     }
 
     /// Chooses a model for `task`; the reason ends with what set its difficulty
     /// ([`DifficultyEstimator::explain`]: `; difficulty: kind design 0.55, "prove"
     /// +0.25`).
     pub fn select(&self, task: &Task) -> ModelChoice {
-        let difficulty = self.difficulty(task);
-        let mut choice = self.select_for(task, difficulty);
-        self.explain_difficulty(task, &mut choice.reason);
-        choice
+        // The explanation is written to a per-thread buffer first (the difficulty decides
+        // the model, whose reason comes first), then copied once: no allocation per task.
+        WHY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut why) => {
+                why.clear();
+                let d = self.estimator.estimate_explained(task, &mut why);
+                self.select_explained(task, clamp_difficulty(d), &why)
+            }
+            Err(_) => {
+                let mut why = String::new();
+                let d = self.estimator.estimate_explained(task, &mut why);
+                self.select_explained(task, clamp_difficulty(d), &why)
+            }
+        })
     }
 
     /// Appends `; difficulty: …` when the estimator explains itself.
     fn explain_difficulty(&self, task: &Task, reason: &mut String) {
-        let at = reason.len();
-        reason.push_str("; difficulty: ");
-        let start = reason.len();
-        self.estimator.explain(task, reason);
-        if reason.len() == start {
-            reason.truncate(at);
-        }
+        let mut why = String::new();
+        self.estimator.explain(task, &mut why);
+        push_difficulty(reason, &why);
     }
 
     /// The strongest model for `task` whose context window holds it, whatever its
@@ -193,6 +194,12 @@ impl ModelSelector {
 
     /// Chooses a model for `task` at a known difficulty.
     pub fn select_for(&self, task: &Task, difficulty: f64) -> ModelChoice {
+        self.select_explained(task, difficulty, "")
+    }
+
+    /// [`ModelSelector::select_for`] with `why` (what set the difficulty) appended to the
+    /// reason as `; difficulty: {why}` when not empty.
+    fn select_explained(&self, task: &Task, difficulty: f64, why: &str) -> ModelChoice {
         let need = (difficulty + self.margin).min(1.0);
         let tokens = u64::from(task.estimated_tokens);
         let window = Window::of(&self.catalog, tokens);
@@ -215,7 +222,7 @@ impl ModelSelector {
         }
         // Built by hand: this runs for every task of every plan, and `format!` with
         // floats was a fifth of model selection.
-        let mut reason = String::with_capacity(96);
+        let mut reason = String::with_capacity(96 + why.len() + 14);
         window.explain(&mut reason);
         // The winner keeps the price the loop gave it; only the fallback is priced here.
         let (spec, cost) = match capable {
@@ -241,6 +248,7 @@ impl ModelSelector {
             }
         };
         window.note_skipped(&mut reason);
+        push_difficulty(&mut reason, why);
         choice(spec, difficulty, cost, reason)
     }
 
@@ -254,6 +262,28 @@ impl ModelSelector {
         }
         // The window allows at least one model (the largest one when none fits).
         best.unwrap_or_else(|| self.catalog.strongest())
+    }
+}
+
+thread_local! {
+    /// [`ModelSelector::select`]'s buffer for the difficulty's explanation.
+    static WHY: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(128));
+}
+
+/// An estimator's difficulty in `[0, 1]` (not finite: 1, the hardest).
+fn clamp_difficulty(d: f64) -> f64 {
+    if d.is_finite() {
+        d.clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
+
+/// Appends `; difficulty: {why}` unless `why` is empty.
+fn push_difficulty(reason: &mut String, why: &str) {
+    if !why.is_empty() {
+        reason.push_str("; difficulty: ");
+        reason.push_str(why);
     }
 }
 

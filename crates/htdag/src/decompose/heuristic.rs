@@ -2281,12 +2281,16 @@ struct KeywordIndex {
     by_word: genesis_core::fasthash::FxHashMap<&'static str, Vec<(usize, bool, f32)>>,
     /// Shortest and longest prefix keyword, in bytes.
     prefix_lens: std::ops::RangeInclusive<usize>,
+    /// Bit `n` set when some prefix keyword is `n` bytes long (n < 64): the only
+    /// prefix lengths worth a lookup.
+    prefix_len_bits: u64,
 }
 
 static KEYWORDS: std::sync::LazyLock<KeywordIndex> = std::sync::LazyLock::new(|| {
     let mut by_word: genesis_core::fasthash::FxHashMap<&'static str, Vec<(usize, bool, f32)>> =
         Default::default();
     let (mut shortest, mut longest) = (usize::MAX, 0);
+    let mut prefix_len_bits = 0u64;
     for (i, fam) in Family::ALL.iter().enumerate() {
         for k in fam.keywords() {
             by_word
@@ -2296,12 +2300,15 @@ static KEYWORDS: std::sync::LazyLock<KeywordIndex> = std::sync::LazyLock::new(||
             if k.prefix {
                 shortest = shortest.min(k.word.len());
                 longest = longest.max(k.word.len());
+                // A length past 63 keeps every lookup (all bits set).
+                prefix_len_bits |= 1u64.checked_shl(k.word.len() as u32).unwrap_or(u64::MAX);
             }
         }
     }
     KeywordIndex {
         by_word,
         prefix_lens: shortest..=longest,
+        prefix_len_bits,
     }
 });
 
@@ -2342,6 +2349,9 @@ fn evidence(lower: &str) -> Evidence {
         }
         let longest = (*index.prefix_lens.end()).min(word.len().saturating_sub(1));
         for k in *index.prefix_lens.start()..=longest {
+            if k < 64 && index.prefix_len_bits & (1 << k) == 0 {
+                continue;
+            }
             if let Some(entries) = word.get(..k).and_then(|p| index.by_word.get(p)) {
                 take(entries, false);
             }
@@ -2445,7 +2455,12 @@ fn kind_of(lower: &str) -> TaskKind {
     let mut tally: Vec<(TaskKind, f32, usize)> = Vec::new();
     let head = words(lower).position(|w| !LEADING_FILLER.contains(&w));
     for (at, word) in words(lower).enumerate() {
+        let first = word.as_bytes().first();
         for (pos, (hint, prefix, kind, weight)) in KIND_HINTS.iter().enumerate() {
+            // Most hints differ at the first byte: skip them before comparing.
+            if hint.as_bytes().first() != first {
+                continue;
+            }
             let hit = if *prefix {
                 word.starts_with(hint)
             } else {
