@@ -266,8 +266,8 @@ impl RunManager {
     /// by the time the run starts; [`RunManager::start`] checks again.
     ///
     /// # Errors
-    /// [`StartRunError::SubjectBusy`], [`StartRunError::AnonymousBusy`] or
-    /// [`StartRunError::ServerBusy`], naming the count and the limit.
+    /// `StartRunError::SubjectBusy`, `StartRunError::AnonymousBusy` or
+    /// `StartRunError::ServerBusy`, naming the count and the limit.
     pub fn check_admission(
         &self,
         subject: &str,
@@ -433,7 +433,7 @@ impl RunManager {
     /// # Errors
     /// Store failures (nothing was accepted), an invalid plan (a budget above
     /// `budget.per_run`; nothing was journaled then), or a limit reached
-    /// ([`StartRunError::ServerBusy`], [`StartRunError::SubjectBusy`]).
+    /// (`StartRunError::ServerBusy`, `StartRunError::SubjectBusy`).
     pub fn start(
         &self,
         plan: Plan,
@@ -457,7 +457,7 @@ impl RunManager {
     /// [`RunManager::start`] for a run whose tasks are counted in `cohorts`: the API
     /// passes its request's, so a request and its run are in the same cohorts; and
     /// from `client_ip`, by which an anonymous caller's runs are counted
-    /// ([`StartRunError::AnonymousBusy`]).
+    /// (`StartRunError::AnonymousBusy`).
     ///
     /// # Errors
     /// As [`RunManager::start`].
