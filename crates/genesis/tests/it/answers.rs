@@ -548,56 +548,6 @@ async fn truncation_and_the_model_are_visible() {
     }
 }
 
-/// A log sink: what a fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// L6 finding 12: the task's log lines name the model its call uses (the `task` span's
-/// `model` field), not only the plan.
-#[tokio::test(flavor = "current_thread")]
-async fn the_tasks_log_lines_name_the_model() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    // A current-thread runtime: the run's tasks run on this thread, under this
-    // subscriber.
-    let _default = tracing::subscriber::set_default(subscriber);
-    let (_, genesis) = setup(Vec::new(), None, "").await;
-    let plan = chain(
-        &genesis,
-        "Write the release notes",
-        &[(TaskKind::Document, "Write the release notes")],
-    );
-    // Other tests of this binary register the executor's callsites concurrently, and a
-    // callsite registered while this subscriber was being set can keep the interest
-    // computed without it (so its spans go unrecorded): recompute it now that the
-    // subscriber is in place.
-    tracing::callsite::rebuild_interest_cache();
-    let (result, _) = run(&genesis, plan, RunOptions::default()).await;
-    assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.contains("task{task_id=t1") && l.contains("model=gpt-4o-mini")),
-        "{text}"
-    );
-}
-
 /// Serves `app` (a fake OpenAI-compatible provider answering
 /// `/v1/chat/completions`) on loopback and builds an orchestrator whose agents are LLM
 /// agents on it (gpt-4o-mini, 5 s timeout); `extra` is appended to the config.
