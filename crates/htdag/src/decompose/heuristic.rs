@@ -32,8 +32,8 @@
 //!    that phase instead of planning the work twice. A deployment target named in a
 //!    clause ("to staging") replaces `production` in the template's texts.
 //! 6. A clause waits for the one before it when a sequencing word introduces it or it
-//!    refers back ("analyse **the results**"); a test, deployment, monitoring or
-//!    documentation clause waits for the work written before it; other clauses are
+//!    refers back ("analyse **the results**"); a test, deployment, monitoring,
+//!    documentation, review or fix clause waits for the work written before it; other clauses are
 //!    independent and may run in parallel. A clause repeated word for word is planned
 //!    once.
 //!
@@ -1703,8 +1703,23 @@ impl Clause {
     /// shipping, watching or documenting it.
     fn follows_on(&self) -> bool {
         let lower = self.text.to_lowercase();
-        // Fixing what an audit, review or investigation before it found.
-        if head_verb(&lower).is_some_and(|v| matches!(v, "fix" | "address" | "resolve")) {
+        // Fixing what an audit, review or investigation before it found; reviewing or
+        // checking what was built or shipped before it (G10 M7: "…, then implement a
+        // client and review the code" ran the review first, without the code).
+        if head_verb(&lower).is_some_and(|v| {
+            matches!(
+                v,
+                "fix"
+                    | "address"
+                    | "resolve"
+                    | "review"
+                    | "check"
+                    | "verify"
+                    | "validate"
+                    | "proofread"
+                    | "inspect"
+            )
+        }) {
             return true;
         }
         match self.family {

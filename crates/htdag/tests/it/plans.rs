@@ -447,6 +447,23 @@ fn table() -> Vec<(&'static str, Want)> {
                 ..W
             },
         ),
+        // G10 M7: a review of the code written before it waits for that code.
+        (
+            "Research the best open source vector databases, then implement a Python client for the winner and review the code",
+            Want {
+                families: &["research_report"],
+                waits: &[("t2", "t1"), ("t3", "t2")],
+                ..W
+            },
+        ),
+        (
+            "Deploy the new billing service and check the dashboards",
+            Want {
+                families: &["deployment_ops"],
+                waits: &[("t2", "t1")],
+                ..W
+            },
+        ),
         (
             "Write integration tests for the payment service API",
             Want {
