@@ -8,6 +8,7 @@ use std::collections::HashSet;
 mod agent_answers;
 mod answers;
 mod budget;
+mod catalogue_files;
 mod command;
 mod durability;
 mod embedding;
