@@ -41,9 +41,9 @@ fn rules_naming_agents_the_catalogue_lacks_are_refused_naming_both_files() {
             rules.display().to_string()
         ),
     );
-    let err = genesis::orchestrator_from_config(&c, &[])
-        .err()
-        .expect("the shipped rules name agents this catalogue lacks");
+    let Err(err) = genesis::orchestrator_from_config(&c, &[]) else {
+        panic!("the shipped rules name agents this catalogue lacks");
+    };
     let text = err.to_string();
     assert!(
         text.contains(&format!("routing.rules_file {}", rules.display()))
