@@ -117,6 +117,18 @@ pub enum HaloError {
         /// The unknown agent id.
         agent: String,
     },
+    /// A JSONL catalogue line has a field that looks like a misspelt catalogue field
+    /// ("task_kind" for "task_kinds"): taken as an unknown field, it would drop what it
+    /// was meant to say without a word.
+    #[error(
+        "field {field:?} is not a catalogue field; did you mean {expected:?}? (rule: catalogue_field)"
+    )]
+    MisspeltField {
+        /// The field as written.
+        field: String,
+        /// The catalogue field it is close to.
+        expected: &'static str,
+    },
     /// A rule lists an empty keyword.
     #[error("rule {rule:?} has an empty keyword")]
     EmptyKeyword {

@@ -50,8 +50,11 @@ struct JsonOut<'a> {
     agents: &'a [AgentProfile],
 }
 
-/// One JSONL line: lenient about extra fields, so third-party tool catalogues load as-is.
+/// One JSONL line. Parsed strictly first; a line with fields of its own (third-party
+/// tool catalogues carry them) is parsed again without those, unless one looks like a
+/// misspelt catalogue field ([`misspelt`]).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JsonlAgent {
     id: String,
     #[serde(alias = "desc")]
@@ -72,6 +75,96 @@ struct JsonlAgent {
     max_concurrent_tasks: Option<u32>,
     #[serde(default)]
     outcomes: Option<OutcomeStats>,
+}
+
+/// The fields (and aliases) of [`JsonlAgent`].
+const JSONL_FIELDS: &[&str] = &[
+    "id",
+    "description",
+    "desc",
+    "task_kinds",
+    "kinds",
+    "skills",
+    "domain",
+    "tags",
+    "examples",
+    "plans",
+    "cost_tier",
+    "success_rate",
+    "max_concurrent_tasks",
+    "outcomes",
+];
+
+/// The catalogue field `field` is most likely a misspelling of: compared without case,
+/// `_` and `-`, within one edit for names of up to five letters and two edits above
+/// ("task_kind", "Skill", "example", "successrate", "max_concurent_tasks").
+fn misspelt(field: &str) -> Option<&'static str> {
+    let norm = |s: &str| -> Vec<u8> {
+        s.bytes()
+            .filter(|b| !matches!(b, b'_' | b'-'))
+            .map(|b| b.to_ascii_lowercase())
+            .collect()
+    };
+    let f = norm(field);
+    JSONL_FIELDS
+        .iter()
+        .map(|k| (*k, edit_distance(&f, &norm(k))))
+        .filter(|(k, d)| *d <= if k.len() <= 5 { 1 } else { 2 })
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}
+
+/// Levenshtein distance of two short byte strings.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Why a JSONL catalogue line was not taken.
+enum LineFault {
+    /// It does not parse as an agent.
+    Syntax(serde_json::Error),
+    /// It parses, but a field looks like a misspelt catalogue field.
+    Field(HaloError),
+}
+
+/// Parses one JSONL catalogue line (see [`JsonlAgent`]).
+fn parse_jsonl_agent(raw: &str) -> Result<JsonlAgent, LineFault> {
+    let strict = match serde_json::from_str::<JsonlAgent>(raw) {
+        Ok(agent) => return Ok(agent),
+        Err(e) => e,
+    };
+    if !strict.to_string().starts_with("unknown field") {
+        return Err(LineFault::Syntax(strict));
+    }
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(LineFault::Syntax)?;
+    let own: Vec<String> = value
+        .keys()
+        .filter(|k| !JSONL_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for field in own {
+        if let Some(expected) = misspelt(&field) {
+            return Err(LineFault::Field(HaloError::MisspeltField {
+                field,
+                expected,
+            }));
+        }
+        value.remove(&field);
+    }
+    serde_json::from_value(serde_json::Value::Object(value)).map_err(LineFault::Syntax)
 }
 
 #[derive(Deserialize, Default)]
@@ -148,7 +241,9 @@ impl AgentRegistry {
 
     /// Parses one agent per line: `{"id": ..., "desc": ...}` at least; `description`,
     /// `task_kinds`/`kinds`, `skills`/`domain`/`tags` (string or list), `examples`,
-    /// `plans`, `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields ignored.
+    /// `plans`, `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields
+    /// are ignored, except one that looks like a misspelt catalogue field (`task_kind`,
+    /// `skill`, `example`: [`HaloError::MisspeltField`]), which is a bad line.
     /// Blank lines are skipped. Each line is validated as it is read, as
     /// [`AgentRegistry::new`] validates an agent. In [`JsonlMode::Skip`] bad lines (syntax,
     /// missing `id` or description, empty id or description, `success_rate` outside
@@ -173,14 +268,25 @@ impl AgentRegistry {
             if raw.is_empty() {
                 continue;
             }
-            let parsed: JsonlAgent = match serde_json::from_str(raw) {
+            let parsed: JsonlAgent = match parse_jsonl_agent(raw) {
                 Ok(p) => p,
-                Err(error) => match mode {
-                    JsonlMode::Fail => return Err(HaloError::JsonlLine { line, error }),
-                    JsonlMode::Skip => {
+                Err(fault) => match (mode, fault) {
+                    (JsonlMode::Fail, LineFault::Syntax(error)) => {
+                        return Err(HaloError::JsonlLine { line, error });
+                    }
+                    (JsonlMode::Fail, LineFault::Field(e)) => {
+                        return Err(HaloError::JsonlAgent {
+                            line,
+                            source: Box::new(e),
+                        });
+                    }
+                    (JsonlMode::Skip, fault) => {
                         skipped.push(LineError {
                             line,
-                            message: error.to_string(),
+                            message: match fault {
+                                LineFault::Syntax(e) => e.to_string(),
+                                LineFault::Field(e) => e.to_string(),
+                            },
                         });
                         continue;
                     }
@@ -502,5 +608,50 @@ max_concurrent_tasks = 2
             AgentRegistry::from_jsonl_str("bad\n", JsonlMode::Skip),
             Err(HaloError::EmptyCatalogue)
         ));
+    }
+
+    /// Audit G10 M2: `"task_kind"` (for `task_kinds`) was ignored like any unknown field,
+    /// so the agent took every kind. Fields close to a catalogue field are a bad line;
+    /// fields of their own (a tool catalogue's `old_desc`, `name`, `parameters`) still
+    /// load.
+    #[test]
+    fn jsonl_misspelt_catalogue_fields_are_named_other_fields_ignored() {
+        let typo = "{\"id\":\"a\",\"desc\":\"x\"}\n{\"id\":\"ops\",\"desc\":\"Runs ops\",\"task_kind\":[\"deploy\"]}\n";
+        match AgentRegistry::from_jsonl_str(typo, JsonlMode::Fail) {
+            Err(HaloError::JsonlAgent { line, source }) => {
+                assert_eq!(line, 2);
+                assert_eq!(
+                    source.to_string(),
+                    "field \"task_kind\" is not a catalogue field; did you mean \"task_kinds\"? (rule: catalogue_field)"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (reg, skipped) = AgentRegistry::from_jsonl_str(typo, JsonlMode::Skip).unwrap();
+        assert_eq!(reg.len(), 1);
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].message.contains("task_kinds"),
+            "{:?}",
+            skipped[0]
+        );
+        for (field, expected) in [
+            ("Skill", Some("skills")),
+            ("example", Some("examples")),
+            ("successrate", Some("success_rate")),
+            ("max_concurent_tasks", Some("max_concurrent_tasks")),
+            ("kind", Some("kinds")),
+            ("old_desc", None),
+            ("name", None),
+            ("parameters", None),
+            ("version", None),
+            ("cost", None),
+        ] {
+            assert_eq!(misspelt(field), expected, "{field}");
+        }
+        let own = "{\"id\":\"a\",\"desc\":\"x\",\"old_desc\":\"y\",\"name\":\"A\",\"parameters\":{\"q\":1},\"kinds\":[\"research\"]}\n";
+        let (reg, skipped) = AgentRegistry::from_jsonl_str(own, JsonlMode::Fail).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(reg.get("a").unwrap().task_kinds, vec![TaskKind::Research]);
     }
 }
