@@ -239,7 +239,11 @@ impl AppState {
         config: &GenesisConfig,
         env: &[(String, String)],
     ) -> Result<(), StartError> {
-        Self::prepare(config, env).map(|_| ())
+        // Quietly: `from_config` prepares again and logs its warnings (a missing
+        // GENESIS_AUTH_SECRET in dev) once; here they came out twice (audits G10, C10).
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            Self::prepare(config, env).map(|_| ())
+        })
     }
 
     fn prepare(config: &GenesisConfig, env: &[(String, String)]) -> Result<Prepared, StartError> {

@@ -288,3 +288,38 @@ fn a_fatal_start_error_is_one_json_line() {
         "{line}"
     );
 }
+
+/// Audits G10 D6 and C10 #22: the dev-secret warning came out twice at start (the
+/// settings are checked before the data directory is locked, then used). A server that
+/// then fails to bind (its port is taken) has logged it exactly once.
+#[test]
+fn the_dev_secret_warning_is_logged_once() {
+    let dir = TempDir::new("logs-dev-secret");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.path().join("genesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"{}\"\ndata_dir = \"{}\"\n",
+            taken.local_addr().unwrap(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+    cmd.current_dir(dir.path()).arg("--config").arg(&config);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("binding"), "{all}");
+    assert_eq!(all.matches("NO AUTH MASTER SECRET").count(), 1, "{all}");
+}
