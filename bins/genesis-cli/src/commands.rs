@@ -10,7 +10,7 @@ use crate::setup::{Failure, load_config, orchestrator};
 
 /// `genesis plan`.
 pub(crate) async fn plan(
-    config: Option<&Path>,
+    config: &[&Path],
     request: &str,
     format: PlanFormat,
     budget: Option<f64>,
@@ -18,10 +18,7 @@ pub(crate) async fn plan(
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
     let genesis = orchestrator(&config)?;
-    let budget = match budget {
-        Some(b) => Some(Usd::new(b).map_err(|e| Failure::rejected(format!("--budget: {e}")))?),
-        None => None,
-    };
+    let budget = budget.map(parse_budget).transpose()?;
     let options = genesis::PlanOptions {
         budget,
         context,
@@ -36,7 +33,8 @@ pub(crate) async fn plan(
         Err(e) => return Err(e.into()),
     };
     let text = match format {
-        PlanFormat::Tree => plan.render_tree(),
+        // The tree echoes the request: its control characters are shown, not obeyed.
+        PlanFormat::Tree => crate::text::visible(&plan.render_tree()).into_owned(),
         PlanFormat::Json => serde_json::to_string_pretty(&plan)
             .map_err(|e| Failure::internal(format!("cannot serialise the plan: {e}")))?,
         PlanFormat::Dot => plan.render_dot(),
@@ -44,6 +42,21 @@ pub(crate) async fn plan(
     };
     emit(&text)?;
     failure.map_or(Ok(()), Err)
+}
+
+/// The largest `--budget` accepted, in US dollars: a sanity bound (a run's budget is
+/// dollars to cents, not 300-digit numbers).
+pub(crate) const MAX_BUDGET_USD: f64 = 1_000_000.0;
+
+/// A `--budget` value: a valid amount (see `Usd::new`) of at most [`MAX_BUDGET_USD`]
+/// (rule `max_budget`), else exit code 2.
+pub(crate) fn parse_budget(b: f64) -> Result<Usd, Failure> {
+    if b > MAX_BUDGET_USD {
+        return Err(Failure::rejected(format!(
+            "--budget {b}: must be at most {MAX_BUDGET_USD} US dollars (rule: max_budget)"
+        )));
+    }
+    Usd::new(b).map_err(|e| Failure::rejected(format!("--budget: {e}")))
 }
 
 /// Writes `text` and a newline to stdout. A closed pipe (`genesis plan ... | head`) is

@@ -15,7 +15,7 @@ pub(crate) struct HealthArgs {
     /// API key for /api/status (sent as `Authorization: Bearer`).
     #[arg(long, env = "GENESIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Seconds to wait for each request.
+    /// Seconds to wait for each request, at least 1.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
 }
@@ -355,7 +355,13 @@ pub(crate) async fn checks(
     let base = base.trim_end_matches('/');
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(Failure::rejected(format!(
-            "--url {base:?}: must start with http:// or https://"
+            "--url {base:?}: must start with http:// or https:// (rule: server_url)"
+        )));
+    }
+    // A URL that does not parse (`http://[::1`) is a typo, not a server that is down.
+    if let Err(e) = reqwest::Url::parse(base) {
+        return Err(Failure::rejected(format!(
+            "--url {base:?} is not a valid URL: {e} (rule: server_url)"
         )));
     }
     let url = |p: &str| format!("{base}{p}");
@@ -374,10 +380,15 @@ pub(crate) async fn checks(
 
 /// `genesis health`: one line per check; exit 1 when any fails.
 pub(crate) async fn health(args: HealthArgs) -> Result<(), Failure> {
+    if args.timeout == 0 {
+        return Err(Failure::rejected(
+            "--timeout 0: must be at least 1 second (rule: health_timeout)",
+        ));
+    }
     let results = checks(
         &args.url,
         args.api_key.as_deref(),
-        Duration::from_secs(args.timeout.max(1)),
+        Duration::from_secs(args.timeout),
     )
     .await?;
     let lines: Vec<String> = results.iter().map(Check::line).collect();

@@ -39,15 +39,32 @@ impl Item {
     }
 }
 
-/// Opens `path`, or stdin when `path` is `None` or `-`. An unreadable file is rejected
-/// input (exit code 2).
+/// The longest input line `route` and `scan` accept, in bytes (1 MiB, newline
+/// excluded). A longer line is a malformed line (skipped or fatal per `--on-error`) and
+/// is never held in memory whole: past the limit its bytes are counted and dropped.
+pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Opens `path`, or stdin when `path` is `None` or `-`. An unreadable file (or a
+/// directory) is rejected input (exit code 2).
 pub(crate) fn open(path: Option<&Path>) -> Result<Box<dyn BufRead>, Failure> {
     match path {
         None => Ok(Box::new(BufReader::new(std::io::stdin()))),
         Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufReader::new(std::io::stdin()))),
+        Some(p) if p.is_dir() => Err(Failure::rejected(format!(
+            "cannot read {}: it is a directory",
+            p.display()
+        ))),
         Some(p) => std::fs::File::open(p)
             .map(|f| Box::new(BufReader::new(f)) as Box<dyn BufRead>)
             .map_err(|e| Failure::rejected(format!("cannot read {}: {e}", p.display()))),
+    }
+}
+
+/// How [`for_each`] and the messages name an input: its path, or `stdin`.
+pub(crate) fn source_name(path: Option<&Path>) -> String {
+    match path {
+        Some(p) if p.as_os_str() != "-" => p.display().to_string(),
+        _ => "stdin".to_owned(),
     }
 }
 
@@ -97,59 +114,159 @@ pub(crate) struct Counts {
     pub(crate) skipped: usize,
 }
 
-/// Reads `reader` line by line and calls `each` for every usable item. Malformed lines
-/// (bad UTF-8, bad JSON, no text field, or an `Err` from `each`) are reported with their
-/// line number and skipped or fatal per `on_error`. `Ok(false)` from `each` stops early
-/// (closed stdout).
+/// Why the callback of [`for_each`] did not take an item.
+#[derive(Debug)]
+pub(crate) enum LineError {
+    /// The line is malformed (an unknown agent, a bad `kind`): skipped or fatal per
+    /// `--on-error`, like a line that does not parse.
+    Bad(String),
+    /// Not the line's fault (stdout cannot be written): stops the command at once,
+    /// whatever `--on-error` says.
+    Fatal(Failure),
+}
+
+impl From<String> for LineError {
+    fn from(reason: String) -> Self {
+        LineError::Bad(reason)
+    }
+}
+
+/// One raw line read by [`read_line_bounded`].
+enum Raw {
+    /// End of input.
+    End,
+    /// A line (in the buffer), newline included when there was one.
+    Line,
+    /// A line longer than the limit: its length in bytes, newline excluded; only the
+    /// first bytes were kept.
+    TooLong(usize),
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes plus the
+/// newline: the rest of a longer line is consumed and counted, not stored.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Raw> {
+    buf.clear();
+    let mut len = 0usize;
+    let mut any = false;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..=i], true),
+            None => (chunk, false),
+        };
+        let used = part.len();
+        let content = if done { used - 1 } else { used };
+        if len <= max {
+            let room = (max + 1).saturating_sub(buf.len());
+            buf.extend_from_slice(&part[..used.min(room)]);
+        }
+        len = len.saturating_add(content);
+        reader.consume(used);
+        if done {
+            break;
+        }
+    }
+    Ok(match (any, len > max) {
+        (false, _) => Raw::End,
+        (true, true) => Raw::TooLong(len),
+        (true, false) => Raw::Line,
+    })
+}
+
+/// Reads `reader` (named `source` in warnings) line by line and calls `each` for every
+/// usable item. Malformed lines (bad UTF-8, bad JSON, no text field, longer than
+/// [`MAX_LINE_BYTES`], or a [`LineError::Bad`] from `each`) are reported with their
+/// line number and skipped or fatal (exit code 2) per `on_error`. A
+/// [`LineError::Fatal`] from `each` (stdout cannot be written) ends the command with
+/// its failure; `Ok(false)` from `each` stops early (closed stdout).
 pub(crate) fn for_each(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
+    source: &str,
     text_fields: &[&str],
     on_error: OnError,
-    mut each: impl FnMut(&Item) -> Result<bool, String>,
+    each: impl FnMut(&Item) -> Result<bool, LineError>,
+) -> Result<Counts, Failure> {
+    for_each_limited(reader, source, text_fields, on_error, MAX_LINE_BYTES, each)
+}
+
+fn for_each_limited(
+    mut reader: impl BufRead,
+    source: &str,
+    text_fields: &[&str],
+    on_error: OnError,
+    max_line: usize,
+    mut each: impl FnMut(&Item) -> Result<bool, LineError>,
 ) -> Result<Counts, Failure> {
     let mut counts = Counts::default();
     let mut buf = Vec::new();
     let mut line = 0usize;
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Failure::rejected(format!("cannot read input after line {line}: {e}")))?;
-        if n == 0 {
-            return Ok(counts);
-        }
-        line += 1;
-        let result = match std::str::from_utf8(&buf) {
-            Err(e) => Err(format!("not valid UTF-8: {e}")),
-            Ok(raw) => parse_line(line, raw, text_fields),
+        let raw = read_line_bounded(&mut reader, &mut buf, max_line).map_err(|e| {
+            Failure::rejected(format!("cannot read {source} after line {line}: {e}"))
+        })?;
+        let result = match raw {
+            Raw::End => return Ok(counts),
+            Raw::TooLong(len) => {
+                line += 1;
+                Err(format!(
+                    "line is {len} bytes, longer than the limit of {max_line} bytes \
+                     (rule: max_line_bytes)"
+                ))
+            }
+            Raw::Line => {
+                line += 1;
+                match std::str::from_utf8(&buf) {
+                    Err(e) => Err(format!("not valid UTF-8: {e}")),
+                    Ok(raw) => parse_line(line, raw, text_fields),
+                }
+            }
         };
         let outcome = match result {
             Ok(None) => continue,
             Ok(Some(item)) => each(&item).inspect(|_| counts.items += 1),
-            Err(e) => Err(e),
+            Err(e) => Err(LineError::Bad(e)),
         };
         match outcome {
             Ok(true) => {}
             Ok(false) => return Ok(counts),
-            Err(reason) => match on_error {
+            Err(LineError::Fatal(failure)) => return Err(failure),
+            Err(LineError::Bad(reason)) => match on_error {
                 OnError::Fail => {
-                    return Err(Failure::rejected(format!("line {line}: {reason}")));
+                    return Err(Failure::rejected(format!(
+                        "{source}: line {line}: {reason}"
+                    )));
                 }
                 OnError::Skip => {
                     counts.skipped += 1;
-                    eprintln!("warning: line {line} skipped: {reason}");
+                    eprintln!("warning: {source}: line {line} skipped: {reason}");
                 }
             },
         }
     }
 }
 
-/// Writes one line to stdout. `Ok(false)` when stdout was closed (`| head`).
-pub(crate) fn write_line(out: &mut impl std::io::Write, line: &str) -> Result<bool, String> {
-    match writeln!(out, "{line}") {
+/// Writes one line to stdout. `Ok(false)` when stdout was closed (`| head`); any other
+/// write error is fatal (exit code 1): the output is incomplete, and that is not the
+/// input line's fault.
+pub(crate) fn write_line(out: &mut impl std::io::Write, line: &str) -> Result<bool, LineError> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(format!("cannot write to stdout: {e}")),
+        Err(e) => Err(LineError::Fatal(Failure::internal(format!(
+            "cannot write to stdout: {e}"
+        )))),
     }
 }
 
@@ -192,7 +309,7 @@ mod tests {
     fn skip_counts_and_fail_names_the_line() {
         let input = "one\n{bad\n\nthree\n";
         let mut seen = Vec::new();
-        let counts = for_each(input.as_bytes(), FIELDS, OnError::Skip, |i| {
+        let counts = for_each(input.as_bytes(), "in", FIELDS, OnError::Skip, |i| {
             seen.push((i.line, i.text.clone()));
             Ok(true)
         })
@@ -207,7 +324,7 @@ mod tests {
         );
 
         let bytes: &[u8] = b"one\n\xff\xfe\nthree\n";
-        let counts = for_each(bytes, FIELDS, OnError::Skip, |_| Ok(true)).unwrap();
+        let counts = for_each(bytes, "in", FIELDS, OnError::Skip, |_| Ok(true)).unwrap();
         assert_eq!(
             counts,
             Counts {
@@ -216,31 +333,79 @@ mod tests {
             }
         );
 
-        let err = for_each(input.as_bytes(), FIELDS, OnError::Fail, |_| Ok(true)).unwrap_err();
+        let err =
+            for_each(input.as_bytes(), "in", FIELDS, OnError::Fail, |_| Ok(true)).unwrap_err();
         assert_eq!(err.code, 2);
         assert!(
-            err.message.starts_with("line 2: invalid JSON"),
+            err.message.starts_with("in: line 2: invalid JSON"),
             "{}",
             err.message
         );
 
-        let err = for_each("a\nb\n".as_bytes(), FIELDS, OnError::Fail, |i| {
+        let err = for_each("a\nb\n".as_bytes(), "in", FIELDS, OnError::Fail, |i| {
             if i.line == 2 {
-                Err("unknown agent \"z\"".into())
+                Err(LineError::Bad("unknown agent \"z\"".into()))
             } else {
                 Ok(true)
             }
         })
         .unwrap_err();
-        assert_eq!(err.message, "line 2: unknown agent \"z\"");
+        assert_eq!(err.message, "in: line 2: unknown agent \"z\"");
     }
 
     #[test]
     fn stops_when_the_callback_says_so() {
-        let counts = for_each("a\nb\nc\n".as_bytes(), FIELDS, OnError::Fail, |i| {
+        let counts = for_each("a\nb\nc\n".as_bytes(), "in", FIELDS, OnError::Fail, |i| {
             Ok(i.line < 2)
         })
         .unwrap();
         assert_eq!(counts.items, 2);
+    }
+
+    #[test]
+    fn long_lines_are_refused_without_being_stored() {
+        let long = "x".repeat(100);
+        let input = format!("short\n{long}\n{}\nlast", "y".repeat(16));
+        let mut seen = Vec::new();
+        let counts = for_each_limited(input.as_bytes(), "in", FIELDS, OnError::Skip, 16, |i| {
+            seen.push(i.text.clone());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, ["short", &"y".repeat(16), "last"]);
+        assert_eq!(counts.skipped, 1);
+        let err = for_each_limited(input.as_bytes(), "in", FIELDS, OnError::Fail, 16, |_| {
+            Ok(true)
+        })
+        .unwrap_err();
+        assert_eq!(err.code, 2);
+        assert!(
+            err.message
+                .contains("line 2: line is 100 bytes, longer than the limit of 16 bytes"),
+            "{}",
+            err.message
+        );
+        // The buffer never holds more than the limit and a newline.
+        let mut buf = Vec::new();
+        let mut reader = std::io::BufReader::with_capacity(4, long.as_bytes());
+        assert!(matches!(
+            read_line_bounded(&mut reader, &mut buf, 16).unwrap(),
+            Raw::TooLong(100)
+        ));
+        assert!(buf.len() <= 17, "{}", buf.len());
+    }
+
+    #[test]
+    fn a_fatal_callback_error_stops_at_once_whatever_on_error_says() {
+        let mut calls = 0;
+        let err = for_each("a\nb\nc\n".as_bytes(), "in", FIELDS, OnError::Skip, |_| {
+            calls += 1;
+            Err(LineError::Fatal(Failure::internal(
+                "cannot write to stdout: full",
+            )))
+        })
+        .unwrap_err();
+        assert_eq!((err.code, calls), (1, 1));
+        assert_eq!(err.message, "cannot write to stdout: full");
     }
 }

@@ -1,10 +1,13 @@
 //! The `genesis` command.
 //!
-//! Exit codes: 0 success, 2 rejected input or a usage error such as a missing API key
-//! (the reason names the rule), 1 internal error, a failed run, a failed health check
-//! or a `deploy tick` that rolled the flag back, 3 a `deploy tick` that wrote nothing
-//! because the rollout changed while it read the metrics (a rollback or another tick
-//! won). Reasons go to stderr on one line; results go to stdout.
+//! Exit codes ([`EXIT_CODES`], also printed by `genesis --help`): 0 success, 2 rejected
+//! input or configuration (a usage error, a missing API key, a missing or malformed
+//! `--config` file, an invalid value, a bad URL, catalogue or rules file: the reason
+//! names the rule or the file), 1 an I/O or runtime failure (stdout cannot be written, a
+//! failed run, a failed health check, a `deploy tick` that rolled the flag back), 3 a
+//! `deploy tick` that wrote nothing because the rollout changed while it read the
+//! metrics (a rollback or another tick won). Reasons go to stderr on one line; results
+//! go to stdout.
 
 // A command-line tool's job is to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -18,6 +21,7 @@ mod run;
 mod scan;
 mod scrape;
 mod setup;
+mod text;
 mod token;
 
 /// mimalloc: the planner and server allocate many small, short-lived objects (task
@@ -31,13 +35,26 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Genesis: plan and run multi-agent work.
+/// The exit codes, shown after `genesis --help` (and in README.md).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  an I/O or runtime failure: stdout cannot be written, a run failed, a health check
+     failed, a deploy tick rolled the flag back
+  2  rejected input or configuration: a usage error, a missing or malformed --config
+     file, an invalid value, a bad URL, catalogue or rules file, a missing API key (the
+     message names the rule or the file)
+  3  deploy tick wrote nothing: the rollout changed while it read the metrics";
+
+/// Genesis: plan and run multi-agent work (plan, run, route, scan, flags, deploy,
+/// rollback, status, health, token).
 #[derive(Debug, Parser)]
-#[command(name = "genesis", version, about)]
+#[command(name = "genesis", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// Extra configuration file, applied over config/genesis.toml.
+    /// Extra configuration file, applied over config/genesis.toml. Repeat it to layer
+    /// several, later files winning (as genesis-server's --config).
     #[arg(long, global = true, env = "GENESIS_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,7 +81,7 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Tree)]
         format: PlanFormat,
-        /// Run budget in US dollars the plan must fit in.
+        /// Run budget in US dollars the plan must fit in, at most 1000000.
         #[arg(long)]
         budget: Option<f64>,
         /// Background for the request (the API's `context`): screened with it and given
@@ -108,7 +125,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = cli.config.as_deref();
+    let config: Vec<&std::path::Path> = cli.config.iter().map(PathBuf::as_path).collect();
+    let config = config.as_slice();
     let result = runtime.block_on(async {
         match cli.command {
             Command::Plan {

@@ -197,7 +197,7 @@ fn env_pairs() -> Vec<(String, String)> {
 }
 
 /// `genesis flags`.
-pub(crate) fn flags(config: Option<&Path>, command: FlagsCommand) -> Result<(), Failure> {
+pub(crate) fn flags(config: &[&Path], command: FlagsCommand) -> Result<(), Failure> {
     let config = load_config(config)?;
     let shared = genesis::load_flags(&config, &env_pairs())?;
     let store = shared.snapshot();
@@ -353,13 +353,56 @@ impl Rollouts {
         }
     }
 
+    /// Parses the state file's text. Text that is not a state (garbage, a truncated
+    /// write) is exit code 2 naming the file and rule `rollout_state`, with the ways
+    /// out: a rollback or a forced restart sets the file aside ([`Rollouts::set_aside`]).
     fn parse_state(&self, flag: &str, text: &str) -> Result<RolloutState, Failure> {
         RolloutState::from_json(text).map_err(|e| {
             let path = self
                 .state_path(flag)
                 .map_or_else(|_| flag.to_owned(), |p| p.display().to_string());
-            Failure::internal(format!("{path}: {}", crate::setup::one_line(&e)))
+            Failure::rejected(format!(
+                "{path}: {}: recover with genesis rollback {flag} (to 0% now) or genesis deploy \
+                 start {flag} --restart --force (start over); either sets the unreadable file \
+                 aside as {path}.corrupt-<unix time>",
+                crate::setup::one_line(&e)
+            ))
         })
+    }
+
+    /// Under the locks: moves a state file that does not parse out of the way, to
+    /// `<file>.corrupt-<unix time>` (kept for a post-mortem), so a rollback or a restart
+    /// can record a fresh state. `Some(note for the output)` when it did.
+    fn set_aside(&self, flag: &str, now: SystemTime) -> Result<Option<String>, Failure> {
+        let Some(text) = self.state_text(flag)? else {
+            return Ok(None);
+        };
+        let Err(e) = RolloutState::from_json(&text) else {
+            return Ok(None);
+        };
+        let path = self.state_path(flag)?;
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = PathBuf::from(format!("{}.corrupt-{secs}", path.display()));
+        let mut n = 1;
+        while aside.exists() {
+            aside = PathBuf::from(format!("{}.corrupt-{secs}-{n}", path.display()));
+            n += 1;
+        }
+        std::fs::rename(&path, &aside).map_err(|io| {
+            Failure::internal(format!(
+                "cannot set the unreadable rollout state {} aside as {}: {io}",
+                path.display(),
+                aside.display()
+            ))
+        })?;
+        Ok(Some(format!(
+            "unreadable rollout state set aside: {} moved to {} ({})",
+            path.display(),
+            aside.display(),
+            crate::setup::one_line(&e)
+        )))
     }
 
     fn load_state(&self, flag: &str) -> Result<Option<RolloutState>, Failure> {
@@ -389,7 +432,16 @@ impl Rollouts {
         force: bool,
         now: SystemTime,
     ) -> Result<StartPlan, Failure> {
-        let old = self.load_state(flag)?;
+        let old = match self.state_text(flag)? {
+            None => None,
+            Some(text) => match self.parse_state(flag, &text) {
+                Ok(state) => Some(state),
+                // Unreadable: a restart sets it aside under the locks, and starts as if
+                // there were no rollout (so a flag left on needs --force).
+                Err(_) if restart => None,
+                Err(e) => return Err(e),
+            },
+        };
         if let Some(old) = &old
             && old.phase == RolloutPhase::InProgress
             && !restart
@@ -720,7 +772,7 @@ fn where_now(state: &RolloutState, steps: usize) -> String {
 }
 
 /// `genesis deploy`.
-pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<(), Failure> {
+pub(crate) async fn deploy(config: &[&Path], args: DeployArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
     let r = Rollouts::new(&config, &args.dir)?;
     let now = SystemTime::now();
@@ -737,6 +789,7 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
             if let Some(url) = &metrics_url {
                 check_metrics_url(url)?;
             }
+
             // Refused before the scrape; checked again under the locks below.
             r.start_plan(&flag, restart, force, now)?;
             let state = r
@@ -759,6 +812,13 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
                 },
             };
             let _locks = r.lock()?;
+            let set_aside = if restart {
+                r.set_aside(&flag, now)?
+                    .map(|note| format!("\n{note}"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             let plan = r.start_plan(&flag, restart, force, now)?;
             let _ = std::fs::remove_file(r.scrape_path(&flag));
             if let Some(snapshot) = &snapshot {
@@ -784,7 +844,7 @@ pub(crate) async fn deploy(config: Option<&Path>, args: DeployArgs) -> Result<()
             r.apply(&state)?;
             r.save_state(&state)?;
             format!(
-                "{flag}: rollout started {}; next step after {}s of healthy traffic\n{baseline}{forced}",
+                "{flag}: rollout started {}; next step after {}s of healthy traffic\n{baseline}{forced}{set_aside}",
                 where_now(&state, r.steps()),
                 r.controller.config().dwell.as_secs()
             )
@@ -1012,6 +1072,12 @@ async fn gather(r: &Rollouts, t: &TickArgs, split: bool) -> Result<Gathered, Fai
 
 /// One tick: the text to print and whether this tick rolled the flag back.
 async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, bool), Failure> {
+    // A typo in the URL is refused like `deploy start` refuses it (rule `metrics_url`),
+    // before anything is read or recorded: as a missing sample it would count toward a
+    // rollback.
+    if let Some(url) = &t.metrics_url {
+        check_metrics_url(url)?;
+    }
     let read = r.state_text(&t.flag)?.ok_or_else(|| {
         Failure::rejected(format!(
             "no rollout of {} in {}: start one with genesis deploy start {} (rule: no_rollout)",
@@ -1103,7 +1169,7 @@ async fn tick(r: &Rollouts, t: TickArgs, now: SystemTime) -> Result<(String, boo
 }
 
 /// `genesis rollback`: to 0 % now, with a note in the history.
-pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), Failure> {
+pub(crate) fn rollback(config: &[&Path], args: RollbackArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
     let r = Rollouts::new(&config, &args.dir)?;
     let now = SystemTime::now();
@@ -1119,6 +1185,12 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
     }
     let user = operator(|k| std::env::var(k).ok());
     let note = format!("{} (by {user})", args.note);
+    // An unreadable state must not block the way out: it is set aside and the rollback
+    // recorded as for a flag with no rollout.
+    let set_aside = r
+        .set_aside(&args.flag, now)?
+        .map(|note| format!("\n{note}"))
+        .unwrap_or_default();
     let (mut state, from) = match r.load_state(&args.flag)? {
         Some(s) => {
             let from = s.percent;
@@ -1152,7 +1224,7 @@ pub(crate) fn rollback(config: Option<&Path>, args: RollbackArgs) -> Result<(), 
         Some(Err(why)) => format!("\nbefore the rollout (deploy start --force): {why}"),
     };
     crate::commands::emit(&format!(
-        "{}: {action} (was {from}); off for everyone, canary subjects included: flag file {} updated{before}",
+        "{}: {action} (was {from}); off for everyone, canary subjects included: flag file {} updated{before}{set_aside}",
         args.flag,
         r.flags_file.display()
     ))
@@ -1185,7 +1257,7 @@ fn uid() -> Option<u32> {
 }
 
 /// `genesis status`.
-pub(crate) fn status(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
+pub(crate) fn status(config: &[&Path], args: StatusArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
     let r = Rollouts::new(&config, &args.dir)?;
     let text = match &args.flag {

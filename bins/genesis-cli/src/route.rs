@@ -26,11 +26,15 @@ pub(crate) struct RouteArgs {
     /// `step_text_masked`) field and a `gold_tool` (or `agent`) field naming the agent.
     #[arg(long)]
     examples: Option<PathBuf>,
-    /// Routing rules (TOML). Default: none with `--agents`, otherwise the configured rules.
+    /// Routing rules (TOML). Default: the configured rules (`routing.rules_file`, else
+    /// the built-in ones), but none at all with `--agents`: a catalogue of your own is
+    /// routed by text match only unless you pass its rules (e.g. `--rules
+    /// config/routing_rules.toml` with `--agents config/agents.toml`).
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// Ranked alternatives reported with each decision, 1 to 15 (the router's `top_k`
-    /// limit: a ranking keeps the 16 best agents, the chosen one and 15 others).
+    /// At most this many ranked alternatives reported with each decision, 1 to 15 (the
+    /// router's `top_k` limit: a ranking keeps the 16 best agents, the chosen one and 15
+    /// others); fewer when fewer agents match the task.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=15))]
     top_k: u16,
     /// What to do with a malformed input or examples line.
@@ -47,15 +51,20 @@ fn read_text(path: &Path) -> Result<String, Failure> {
 }
 
 /// Builds the router: catalogue, examples, rules and the configured router settings.
-fn router(config_path: Option<&Path>, args: &RouteArgs) -> Result<Router, Failure> {
+/// Every catalogue or rules file that does not load is exit code 2, named.
+fn router(config_path: &[&Path], args: &RouteArgs) -> Result<Router, Failure> {
     let config = load_config(config_path)?;
     let registry = match (&args.agents, &config.routing.agents_file) {
-        // A catalogue named on the command line is input: a bad one is rejected (2).
         (Some(p), _) => genesis::read_agents(p)
             .map_err(|e| Failure::rejected(format!("--agents: {}", crate::setup::one_line(&e))))?,
-        (None, Some(p)) => genesis::read_agents(p)?,
+        (None, Some(p)) => genesis::read_agents(p).map_err(|e| {
+            Failure::rejected(format!(
+                "routing.agents_file: {}",
+                crate::setup::one_line(&e)
+            ))
+        })?,
         (None, None) => AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
-            .map_err(genesis::GenesisError::from)?,
+            .map_err(|e| crate::setup::config_failure(e.into()))?,
     };
     let rules_file = match (&args.rules, &args.agents) {
         (Some(p), _) => Some(p.clone()),
@@ -63,12 +72,18 @@ fn router(config_path: Option<&Path>, args: &RouteArgs) -> Result<Router, Failur
         (None, None) => config.routing.rules_file.clone(),
     };
     let rules = match (&rules_file, &args.agents) {
-        (Some(p), _) => {
-            RoutingRules::from_toml_str(&read_text(p)?).map_err(genesis::GenesisError::from)?
-        }
+        // `routing.rules_file = ""`: no rules, as the server reads it.
+        (Some(p), _) if p.as_os_str().is_empty() => RoutingRules::empty(),
+        (Some(p), _) => RoutingRules::from_toml_str(&read_text(p)?).map_err(|e| {
+            Failure::rejected(format!(
+                "routing rules {}: {}",
+                p.display(),
+                crate::setup::one_line(&e)
+            ))
+        })?,
         (None, Some(_)) => RoutingRules::empty(),
         (None, None) => RoutingRules::from_toml_str(genesis::defaults::ROUTING_RULES_TOML)
-            .map_err(genesis::GenesisError::from)?,
+            .map_err(|e| crate::setup::config_failure(e.into()))?,
     };
     let registry = match &args.examples {
         Some(path) => with_examples(registry, path, args.on_error)?,
@@ -87,8 +102,8 @@ fn with_examples(
     on_error: OnError,
 ) -> Result<AgentRegistry, Failure> {
     let reader = input::open(Some(path))?;
-    let (examples, skipped) = read_examples(&registry, reader, on_error)
-        .map_err(|f| Failure::rejected(format!("{}: {}", path.display(), f.message)))?;
+    let (examples, skipped) =
+        read_examples(&registry, reader, &input::source_name(Some(path)), on_error)?;
     let added: usize = examples.iter().map(Vec::len).sum();
     eprintln!(
         "examples: {added} added from {} ({skipped} lines skipped)",
@@ -107,10 +122,11 @@ fn with_examples(
 fn read_examples(
     registry: &AgentRegistry,
     reader: impl std::io::BufRead,
+    source: &str,
     on_error: OnError,
 ) -> Result<(Vec<Vec<String>>, usize), Failure> {
     let mut examples = vec![Vec::new(); registry.len()];
-    let counts = input::for_each(reader, TEXT_FIELDS, on_error, |item| {
+    let counts = input::for_each(reader, source, TEXT_FIELDS, on_error, |item| {
         let agent = item.field(AGENT_FIELDS).ok_or_else(|| {
             format!(
                 "no agent field: expected a string in one of {}",
@@ -131,7 +147,10 @@ fn read_examples(
 /// The task a line describes.
 fn task_of(item: &input::Item) -> Result<Task, String> {
     let kind = match item.field(&["kind"]) {
-        Some(k) => k.parse::<TaskKind>().map_err(|e| e.to_string())?,
+        Some(k) => k.parse::<TaskKind>().map_err(|e| {
+            let valid: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("{e}: expected one of {}", valid.join(", "))
+        })?,
         None => TaskKind::Generic,
     };
     Ok(Task::new(
@@ -164,12 +183,13 @@ fn decision_json(item: &input::Item, d: &RouteDecision, gold: Option<&str>) -> s
 }
 
 /// `genesis route`.
-pub(crate) fn route(config: Option<&Path>, args: RouteArgs) -> Result<(), Failure> {
+pub(crate) fn route(config: &[&Path], args: RouteArgs) -> Result<(), Failure> {
     let router = router(config, &args)?;
     let reader = input::open(args.input.as_deref())?;
+    let source = input::source_name(args.input.as_deref());
     let mut out = std::io::stdout().lock();
     let (mut unassigned, mut labelled, mut correct) = (0usize, 0usize, 0usize);
-    let counts = input::for_each(reader, TEXT_FIELDS, args.on_error, |item| {
+    let counts = input::for_each(reader, &source, TEXT_FIELDS, args.on_error, |item| {
         let task = task_of(item)?;
         let d = router.route(&task);
         if d.agent.is_none() {
@@ -224,6 +244,10 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("juggling"), "{e}");
+        assert!(
+            e.contains("expected one of ") && e.contains("deploy"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -238,10 +262,10 @@ mod tests {
                      {\"text\": \"three\", \"agent\": \"ghost\"}\n\
                      {\"text\": \"four\", \"agent\": \"b\"}\n";
         let (examples, skipped) =
-            read_examples(&registry, lines.as_bytes(), OnError::Skip).unwrap();
+            read_examples(&registry, lines.as_bytes(), "ex", OnError::Skip).unwrap();
         assert_eq!(examples, [vec!["two"], vec!["one", "four"]]);
         assert_eq!(skipped, 1);
-        let err = read_examples(&registry, lines.as_bytes(), OnError::Fail).unwrap_err();
+        let err = read_examples(&registry, lines.as_bytes(), "ex", OnError::Fail).unwrap_err();
         assert!(
             err.message.contains("line 3: unknown agent \"ghost\""),
             "{}",

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use genesis::core::{ModelId, Usd};
+use genesis::core::ModelId;
 use genesis::llm::{ProviderConfig, ProviderKind};
 use genesis::run::{RunEvent, RunResult, RunStatus, TaskStatus};
 use genesis::{GenesisConfig, GenesisError, PlanOptions, RunOptions};
@@ -58,7 +58,7 @@ pub(crate) struct RunArgs {
     /// claude-3-5-haiku-latest).
     #[arg(long)]
     model: Option<String>,
-    /// Run budget in US dollars.
+    /// Run budget in US dollars, at most 1000000.
     #[arg(long)]
     budget: Option<f64>,
     /// Background for the request (the API's `context`): screened with it and given
@@ -109,8 +109,13 @@ pub(crate) fn apply_provider_flags(
 }
 
 /// `genesis run`.
-pub(crate) async fn run(config_path: Option<&Path>, args: RunArgs) -> Result<(), Failure> {
+pub(crate) async fn run(config_path: &[&Path], args: RunArgs) -> Result<(), Failure> {
     let mut config = load_config(config_path)?;
+    if args.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(Failure::rejected(
+            "--model \"\": a model name is required (rule: model_name)",
+        ));
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     apply_provider_flags(
         &mut config,
@@ -124,10 +129,7 @@ pub(crate) async fn run(config_path: Option<&Path>, args: RunArgs) -> Result<(),
             "no agent can run tasks: pass --provider/--base-url/--model or configure [[llm.providers]] or [backends] (rule: agent_backend_required)",
         ));
     }
-    let budget = args
-        .budget
-        .map(|b| Usd::new(b).map_err(|e| Failure::rejected(format!("--budget: {e}"))))
-        .transpose()?;
+    let budget = args.budget.map(crate::commands::parse_budget).transpose()?;
     let genesis = orchestrator(&config)?;
     let options = PlanOptions {
         budget,
@@ -171,7 +173,8 @@ pub(crate) async fn run(config_path: Option<&Path>, args: RunArgs) -> Result<(),
     let text = match args.format {
         RunFormat::Json => serde_json::to_string_pretty(&result)
             .map_err(|e| Failure::internal(format!("cannot serialise the result: {e}")))?,
-        RunFormat::Text => render(&result),
+        // Model and agent text: control characters shown, not obeyed by the terminal.
+        RunFormat::Text => crate::text::visible(&render(&result)).into_owned(),
     };
     crate::commands::emit(&text)?;
     match result.status {
@@ -224,8 +227,13 @@ fn render(result: &RunResult) -> String {
     out
 }
 
-/// One plain progress line for an event, or `None` for events not worth a line.
+/// One plain progress line for an event, or `None` for events not worth a line. Agent
+/// and model text in it (reasons) has its control characters made visible.
 pub(crate) fn event_line(event: &RunEvent) -> Option<String> {
+    raw_event_line(event).map(|line| crate::text::visible(&line).into_owned())
+}
+
+fn raw_event_line(event: &RunEvent) -> Option<String> {
     Some(match event {
         RunEvent::RunStarted { tasks, resumed } => {
             format!("run started: {tasks} tasks ({resumed} already done)")
@@ -356,9 +364,9 @@ async fn show_progress(mut events: broadcast::Receiver<RunEvent>, terminal: bool
                     bar.set_length(*tasks as u64);
                     bar.set_position(*resumed as u64);
                 }
-                RunEvent::TaskStarted { task_id, agent, .. } => {
-                    bar.set_message(format!("{task_id} on {agent}"))
-                }
+                RunEvent::TaskStarted { task_id, agent, .. } => bar.set_message(
+                    crate::text::visible(&format!("{task_id} on {agent}")).into_owned(),
+                ),
                 RunEvent::TaskSucceeded { .. } | RunEvent::TaskSkipped { .. } => bar.inc(1),
                 RunEvent::TaskFailed { .. } => {
                     bar.inc(1);
@@ -369,8 +377,11 @@ async fn show_progress(mut events: broadcast::Receiver<RunEvent>, terminal: bool
                 RunEvent::TasksAdded { tasks, .. } => bar.inc_length(tasks.len() as u64),
                 RunEvent::Cost { spent } => bar.set_message(format!("spent {spent}")),
                 RunEvent::RunFinished { .. } => {
+                    // The bar goes and the final line is printed whole, newline
+                    // included, so the result does not run onto it.
+                    bar.finish_and_clear();
                     if let Some(line) = event_line(&event) {
-                        bar.finish_with_message(line);
+                        eprintln!("{line}");
                     }
                 }
                 other => {
@@ -389,6 +400,7 @@ async fn show_progress(mut events: broadcast::Receiver<RunEvent>, terminal: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genesis::core::Usd;
 
     #[test]
     fn provider_flags_become_the_first_provider_and_keep_the_template() {

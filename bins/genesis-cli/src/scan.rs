@@ -102,7 +102,7 @@ fn label_of(item: &input::Item) -> Option<bool> {
 }
 
 /// `genesis scan`.
-pub(crate) fn scan(config: Option<&std::path::Path>, args: ScanArgs) -> Result<(), Failure> {
+pub(crate) fn scan(config: &[&std::path::Path], args: ScanArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
     let mut detector_config: DetectorConfig = config.security.detector.clone();
     if let Some(t) = args.threshold {
@@ -113,14 +113,17 @@ pub(crate) fn scan(config: Option<&std::path::Path>, args: ScanArgs) -> Result<(
     let mut out = std::io::stdout().lock();
     if let Some(text) = &args.text {
         let scan = detector.scan(text);
-        input::write_line(&mut out, &verdict_json(None, &scan, None).to_string())
-            .map_err(Failure::internal)?;
-        return Ok(());
+        return match input::write_line(&mut out, &verdict_json(None, &scan, None).to_string()) {
+            Ok(_) => Ok(()),
+            Err(input::LineError::Fatal(f)) => Err(f),
+            Err(input::LineError::Bad(why)) => Err(Failure::internal(why)),
+        };
     }
     let reader = input::open(args.input.as_deref())?;
+    let source = input::source_name(args.input.as_deref());
     let mut flagged = 0usize;
     let mut confusion = Confusion::default();
-    let counts = input::for_each(reader, TEXT_FIELDS, args.on_error, |item| {
+    let counts = input::for_each(reader, &source, TEXT_FIELDS, args.on_error, |item| {
         let scan = detector.scan(&item.text);
         if scan.is_injection() {
             flagged += 1;

@@ -43,11 +43,28 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     genesis::core::error_chain(e).replace('\n', " ")
 }
 
-/// Loads `config/genesis.toml` when present, then `extra`, then `GENESIS_*` variables,
-/// and warns on stderr about `GENESIS_*` variables that set nothing (typos).
-pub(crate) fn load_config(extra: Option<&Path>) -> Result<GenesisConfig, GenesisError> {
+/// A configuration that did not load or does not build: the operator's input, so exit
+/// code 2 (a missing or malformed `--config` file, an invalid value, a bad catalogue or
+/// rules file). Only a runtime that cannot start is exit code 1.
+pub(crate) fn config_failure(e: GenesisError) -> Failure {
+    let code = if matches!(e, GenesisError::NoRuntime { .. }) {
+        1
+    } else {
+        2
+    };
+    Failure {
+        message: one_line(&e),
+        code,
+    }
+}
+
+/// Loads `config/genesis.toml` when present, then the `extra` files in order (a later
+/// file's keys win), then `GENESIS_*` variables, and warns on stderr about `GENESIS_*`
+/// variables that set nothing (typos). A configuration that does not load is exit code 2.
+pub(crate) fn load_config(extra: &[&Path]) -> Result<GenesisConfig, Failure> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = GenesisConfig::load_layered(extra, env.iter().cloned())?;
+    let config =
+        GenesisConfig::load_layered_all(extra, env.iter().cloned()).map_err(config_failure)?;
     for warning in unknown_variable_warnings(&config, &env) {
         eprintln!("warning: {warning}");
     }
@@ -77,8 +94,9 @@ pub(crate) fn unknown_variable_warnings(
 }
 
 /// Builds the orchestrator from configuration, the catalogue files and the environment
-/// (flag overrides, API keys).
-pub(crate) fn orchestrator(config: &GenesisConfig) -> Result<Orchestrator, GenesisError> {
+/// (flag overrides, API keys). A set-up that does not build is exit code 2 (see
+/// [`config_failure`]).
+pub(crate) fn orchestrator(config: &GenesisConfig) -> Result<Orchestrator, Failure> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    genesis::orchestrator_from_config(config, &env)
+    genesis::orchestrator_from_config(config, &env).map_err(config_failure)
 }

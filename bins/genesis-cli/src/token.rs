@@ -33,7 +33,7 @@ pub(crate) struct TokenArgs {
 }
 
 /// `genesis token`: prints the token on stdout.
-pub(crate) fn token(config: Option<&Path>, args: TokenArgs) -> Result<(), Failure> {
+pub(crate) fn token(config: &[&Path], args: TokenArgs) -> Result<(), Failure> {
     let config = load_config(config)?;
     let registry = match &config.routing.agents_file {
         Some(path) => genesis::read_agents(path)?,

@@ -99,7 +99,15 @@ pub enum FlagError {
         #[source]
         source: std::io::Error,
     },
-    /// The flag definitions (or a rollout state) are not valid JSON of the expected
+    /// A persisted rollout state that is not valid JSON of the expected shape (garbage,
+    /// a truncated write, a hand edit gone wrong). The message carries the parser's.
+    #[error("rollout state is not valid JSON of the expected shape: {error} (rule: rollout_state)")]
+    InvalidStateJson {
+        /// The JSON failure. Its text is in this error's message, so it is not repeated
+        /// as [`std::error::Error::source`].
+        error: serde_json::Error,
+    },
+    /// The flag definitions are not valid JSON of the expected
     /// shape. The message carries the parser's, which names the field or value and the
     /// position: ``parsing flag definitions from <string>: invalid type: string "yes",
     /// expected a boolean at line 1 column 37``.

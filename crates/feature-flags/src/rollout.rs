@@ -623,12 +623,10 @@ impl RolloutState {
     /// against any settings: [`RolloutController::load_state`] does both.
     ///
     /// # Errors
-    /// [`FlagError::Parse`].
+    /// [`FlagError::InvalidStateJson`] (rule `rollout_state`) for text that is not a
+    /// state: not JSON, truncated, or the wrong shape.
     pub fn from_json(text: &str) -> Result<Self, FlagError> {
-        serde_json::from_str(text).map_err(|error| FlagError::Parse {
-            origin: "<rollout state>".to_owned(),
-            error,
-        })
+        serde_json::from_str(text).map_err(|error| FlagError::InvalidStateJson { error })
     }
 }
 
@@ -801,7 +799,7 @@ impl RolloutController {
     /// these settings ([`RolloutController::check_state`]).
     ///
     /// # Errors
-    /// [`FlagError::Parse`] or [`FlagError::InvalidRolloutState`].
+    /// [`FlagError::InvalidStateJson`] or [`FlagError::InvalidRolloutState`].
     pub fn load_state(&self, text: &str) -> Result<RolloutState, FlagError> {
         let state = RolloutState::from_json(text)?;
         self.check_state(&state)?;
@@ -1775,6 +1773,25 @@ mod tests {
         let back = RolloutState::from_json(&json).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.history.len(), 3);
+    }
+
+    #[test]
+    fn unreadable_state_is_named_a_rollout_state_with_its_rule() {
+        let json = controller()
+            .start("f", t(0))
+            .unwrap()
+            .to_json_pretty()
+            .unwrap();
+        for text in ["garbage", &json[..json.len() / 2], "{\"flag\": 5}"] {
+            let e = RolloutState::from_json(text).unwrap_err();
+            assert!(matches!(e, FlagError::InvalidStateJson { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("rollout state is not valid JSON"), "{msg}");
+            assert!(msg.ends_with("(rule: rollout_state)"), "{msg}");
+            assert!(!msg.contains("flag definitions"), "{msg}");
+            let e = controller().load_state(text).unwrap_err();
+            assert!(matches!(e, FlagError::InvalidStateJson { .. }), "{e:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod health;
 mod hostile;
+mod newcomer;
 mod rollout;
 mod rollout_cohort;
 mod rollout_health;
@@ -125,13 +126,14 @@ fn rejected_input_exits_2_with_a_one_line_reason() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Bad configuration is the operator's input: exit 2 (audit C10 #7), not 1.
 #[test]
-fn bad_config_exits_1() {
+fn bad_config_exits_2() {
     let dir = support::scratch("bad-config");
     let p = dir.join("bad.toml");
     std::fs::write(&p, "[server]\nnope = 1\n").unwrap();
     let (code, _, err) = genesis(&["--config", p.to_str().unwrap(), "plan", "Fix the login bug"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -146,7 +148,7 @@ fn environment_variables_are_named_in_errors_and_typos_are_reported() {
         None,
         &[("GENESIS_SERVER__BND", "1")],
     );
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr.contains("GENESIS_SERVER__BND") && out.stderr.contains("server.bnd"),
         "{}",

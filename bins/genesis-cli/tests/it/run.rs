@@ -194,3 +194,43 @@ fn a_missing_api_key_is_refused_before_planning_naming_the_variable() {
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     assert!(!out.stderr.contains("attempt"), "{}", out.stderr);
 }
+
+/// C10 #8: an answer with terminal escapes (title, colour) is printed with them made
+/// visible in text output; the JSON output carries the text unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_text_output_shows_control_characters_instead_of_sending_them() {
+    let (base, _) = stub(
+        StatusCode::OK,
+        completion("DONE \u{1b}]0;pwned\u{7}\u{1b}[31mRED\u{1b}[0m"),
+    )
+    .await;
+    let run = |format: &str| {
+        args(&[
+            "run",
+            "Fix the login bug",
+            "--base-url",
+            &base,
+            "--model",
+            "gpt-4o-mini",
+            "--format",
+            format,
+        ])
+    };
+    let out = genesis(run("text")).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+    assert!(!out.stdout.contains('\u{7}'), "{:?}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("DONE \\u{1b}]0;pwned\\u{7}\\u{1b}[31mRED"),
+        "{}",
+        out.stdout
+    );
+    let out = genesis(run("json")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        v["answer"].as_str().unwrap().contains("\u{1b}[31mRED"),
+        "{v}"
+    );
+}
