@@ -483,7 +483,7 @@ impl InjectionDetector {
                 let (kind, name) = match span {
                     Span::Words(a, b) | Span::Chars(a, b) => (
                         ReasonKind::Feature,
-                        norm.text.get(a..b).unwrap_or_default().to_owned(),
+                        evidence_name(norm.text.get(a..b).unwrap_or_default()),
                     ),
                     Span::Signal(s) => (
                         ReasonKind::Signal,
@@ -521,6 +521,23 @@ impl InjectionDetector {
         let logits = self.logits(text, None);
         sigmoid(combine(logits.rules, logits.model))
     }
+}
+
+/// Longest evidence word quoted in a reason, in bytes.
+const MAX_EVIDENCE_BYTES: usize = 40;
+
+/// A word quoted as evidence, cut to [`MAX_EVIDENCE_BYTES`] on a character boundary with
+/// its full length noted (audit C10: 50 MB of spaced letters joined into one word was
+/// quoted whole, twice).
+fn evidence_name(word: &str) -> String {
+    if word.len() <= MAX_EVIDENCE_BYTES {
+        return word.to_owned();
+    }
+    let mut end = MAX_EVIDENCE_BYTES;
+    while !word.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &word[..end], word.len())
 }
 
 /// The strongest evidence of the learned model for `text` (normalised): each feature's
@@ -600,7 +617,7 @@ fn evidence(
         .into_iter()
         .map(|(word, c)| Reason {
             kind: ReasonKind::Feature,
-            name: word.to_owned(),
+            name: evidence_name(word),
             weight: c * scale,
         })
         .chain(by_signal.into_iter().map(|(name, w)| Reason {
@@ -694,6 +711,35 @@ pub(crate) fn sigmoid(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Audit C10: spaced single letters are joined into one word, and a flood of them
+    /// was quoted whole as evidence (26 million characters for a 50 MB line).
+    #[test]
+    fn evidence_words_are_quoted_cut_to_a_bound() {
+        let d = InjectionDetector::default();
+        for text in ["a ".repeat(150), "é ".repeat(400), "x y ".repeat(2_000)] {
+            let scan = d.scan(&text);
+            for r in scan
+                .reasons
+                .iter()
+                .filter(|r| r.kind == ReasonKind::Feature)
+            {
+                assert!(
+                    r.name.len() <= MAX_EVIDENCE_BYTES + " … (123456 bytes)".len(),
+                    "{:?}",
+                    r.name
+                );
+            }
+            let top = scan.top_reason();
+            assert!(top.len() < 400, "{top}");
+        }
+        assert_eq!(evidence_name("short"), "short");
+        let long = "é".repeat(30);
+        assert_eq!(
+            evidence_name(&long),
+            format!("{}… (60 bytes)", "é".repeat(20))
+        );
+    }
 
     /// The names of the rules that fire on `text`.
     fn fired_rules(d: &InjectionDetector, text: &str) -> Vec<String> {
