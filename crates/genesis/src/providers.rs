@@ -973,6 +973,8 @@ impl Agent for LlmAgent {
                     cost: spend.cost,
                     input_tokens: spend.input_tokens,
                     output_tokens: spend.output_tokens,
+                    // The model is the one `Agent::model` named before the call.
+                    model: None,
                     followups: Vec::new(),
                 }),
             },

@@ -155,7 +155,52 @@ pub fn orchestrator_from_config(
     if !providers.is_empty() {
         builder = builder.llm(providers);
     }
-    builder.build()
+    let orchestrator = builder.build()?;
+    check_backend_ids(config, &orchestrator.router().registry())?;
+    Ok(orchestrator)
+}
+
+/// Most catalogue ids an unknown backend's error lists.
+const MAX_IDS_LISTED: usize = 10;
+
+/// Refuses a `[backends.<id>]` whose id is no agent of the catalogue: no task is ever
+/// routed to it, so it is a typo or a stale entry (audit G10 M3: `[backends.coderr]`
+/// started cleanly, and the mistake showed only as the first run's `agent_backend`).
+/// The error names the key and the id and lists up to ten of the catalogue's ids.
+fn check_backend_ids(
+    config: &GenesisConfig,
+    registry: &genesis_halo::AgentRegistry,
+) -> Result<(), GenesisError> {
+    let Some(id) = config
+        .backends
+        .keys()
+        .find(|id| registry.get(id.as_str()).is_none())
+    else {
+        return Ok(());
+    };
+    let mut ids: Vec<&str> = registry.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    let more = ids.len().saturating_sub(MAX_IDS_LISTED);
+    ids.truncate(MAX_IDS_LISTED);
+    let listed = ids
+        .iter()
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let catalogue = config.routing.agents_file.as_ref().map_or_else(
+        || "the built-in catalogue".to_owned(),
+        |p| format!("routing.agents_file {}", p.display()),
+    );
+    Err(GenesisError::Config {
+        message: format!(
+            "backends.{id}: {id:?} is not an agent of {catalogue}, so no task would ever reach it; its agents are {listed}{more} (rule: backend_agent)"
+        ),
+    })
 }
 
 /// A flag's effective rollout percentage at `now`: 100 for `all`, 0 for `off` or a

@@ -60,6 +60,17 @@ pub enum HaloError {
         /// 0-based position in the catalogue.
         position: usize,
     },
+    /// An agent id holds whitespace or a control character: agent tokens and the
+    /// `x-agent-id` header cannot carry it, so the agent could never call back.
+    #[error(
+        "agent id {id:?} contains whitespace or a control character ({found:?}), which agent tokens cannot carry (rule: agent_id)"
+    )]
+    InvalidAgentId {
+        /// The id (its first 128 characters).
+        id: String,
+        /// The first offending character.
+        found: char,
+    },
     /// Two agents share an id.
     #[error("duplicate agent id {id:?}")]
     DuplicateAgent {

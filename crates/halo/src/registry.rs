@@ -20,8 +20,9 @@ pub enum JsonlMode {
 
 /// A validated, immutable catalogue of agents, indexed by id.
 ///
-/// Invariants: at least one agent, ids unique and non-empty, descriptions non-empty,
-/// success rates in `[0, 1]`, capacities at least 1.
+/// Invariants: at least one agent, ids unique, non-empty and free of whitespace and
+/// control characters, descriptions non-empty, success rates in `[0, 1]`, capacities at
+/// least 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRegistry {
     agents: Vec<AgentProfile>,
@@ -191,6 +192,7 @@ impl AgentRegistry {
     ///
     /// # Errors
     /// [`HaloError::EmptyCatalogue`], [`HaloError::EmptyAgentId`],
+    /// [`HaloError::InvalidAgentId`] (whitespace or a control character in an id),
     /// [`HaloError::DuplicateAgent`], [`HaloError::EmptyDescription`],
     /// [`HaloError::InvalidSuccessRate`] or [`HaloError::ZeroCapacity`].
     pub fn new(agents: Vec<AgentProfile>) -> Result<Self, HaloError> {
@@ -420,6 +422,17 @@ fn validate(position: usize, agent: &AgentProfile) -> Result<(), HaloError> {
     if agent.id.as_str().trim().is_empty() {
         return Err(HaloError::EmptyAgentId { position });
     }
+    if let Some(found) = agent
+        .id
+        .as_str()
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(HaloError::InvalidAgentId {
+            id: agent.id.as_str().chars().take(128).collect(),
+            found,
+        });
+    }
     if agent.description.trim().is_empty() {
         return Err(HaloError::EmptyDescription {
             id: agent.id.to_string(),
@@ -479,6 +492,49 @@ max_concurrent_tasks = 2
         assert_eq!(a, b);
         let back = AgentRegistry::from_json_str(&a.to_json_string().unwrap()).unwrap();
         assert_eq!(back, a);
+    }
+
+    /// Audit G10 D7: an id with whitespace or a control character is refused when the
+    /// catalogue loads, in every format, naming the id and the rule (agent tokens
+    /// cannot carry it); ids with `-`, `_`, `.` and non-ASCII letters still load.
+    #[test]
+    fn agent_ids_with_whitespace_or_control_characters_are_refused() {
+        for (id, found) in [
+            ("my coder", ' '),
+            ("coder\t", '\t'),
+            ("co\u{7}der", '\u{7}'),
+            ("co\u{a0}der", '\u{a0}'),
+        ] {
+            // JSON string escapes (`\u0007`) are TOML's too.
+            let quoted = serde_json::to_string(id).unwrap();
+            let toml = format!("[[agent]]\nid = {quoted}\ndescription = 'x'\n");
+            let err = AgentRegistry::from_toml_str(&toml).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, HaloError::InvalidAgentId { id: i, found: f } if i == id && *f == found),
+                "{err:?}"
+            );
+            assert!(
+                text.contains(&format!("{id:?}")) && text.contains("(rule: agent_id)"),
+                "{text}"
+            );
+            let line = serde_json::json!({"id": id, "desc": "x"}).to_string();
+            let jsonl = format!("{{\"id\":\"ok\",\"desc\":\"x\"}}\n{line}\n");
+            let err = AgentRegistry::from_jsonl_str(&jsonl, JsonlMode::Fail).unwrap_err();
+            assert!(
+                matches!(&err, HaloError::JsonlAgent { line: 2, source }
+                    if matches!(**source, HaloError::InvalidAgentId { .. })),
+                "{err:?}"
+            );
+            let json = format!("[{line}]");
+            assert!(matches!(
+                AgentRegistry::from_json_str(&json),
+                Err(HaloError::InvalidAgentId { .. })
+            ));
+        }
+        let ok = "[[agent]]\nid='search_repair-provider.v2'\ndescription='x'\n\
+                  [[agent]]\nid='recherche_été'\ndescription='y'\n";
+        assert_eq!(AgentRegistry::from_toml_str(ok).unwrap().len(), 2);
     }
 
     #[test]

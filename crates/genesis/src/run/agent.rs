@@ -129,6 +129,12 @@ pub struct AgentOutput {
     /// LLM output tokens used, if any (as `input_tokens`).
     #[serde(default)]
     pub output_tokens: u64,
+    /// The model that produced the answer, when the agent says so after the call (an
+    /// HTTP or command agent's `model`): shown as the task's `model` on its
+    /// `task_succeeded` event and report in place of [`Agent::model`]'s. `None`: the
+    /// model [`Agent::model`] named before the call, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelId>,
     /// Follow-up tasks the agent proposes (dynamic replanning); they become dependents
     /// of this task, subject to the DAG's update limits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,8 +247,9 @@ pub enum AgentError {
         max: usize,
     },
     /// The agent answered, and the answer may have been paid for, but there is nothing
-    /// in it to use: an LLM agent's answer that is empty after trimming (rule
-    /// `empty_answer`) or a refusal (rule `refused`, with the refusal's text). Charged
+    /// in it to use: an answer that is empty after trimming (rule `empty_answer`: an LLM
+    /// agent's, or an HTTP or command agent's `output` or text body) or an LLM agent's
+    /// refusal (rule `refused`, with the refusal's text). Charged
     /// what the agent reported (`cost`), its tokens counted; like a rejection, not
     /// retried on the same agent (it would answer the same), and the task moves on to
     /// its alternatives. Does not count on the agent's circuit breaker.

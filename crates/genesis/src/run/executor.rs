@@ -2260,16 +2260,26 @@ fn summary(failures: &[(AgentId, String)]) -> String {
 }
 
 /// `text` when it is at most [`MAX_FAILURE_CHARS`] characters, else its start and its
-/// end around an ellipsis: the end keeps the rule or key a message closes with.
+/// end around an ellipsis: the end keeps the rule or key a message closes with. The cut
+/// falls between words where a space is near (audit G10 D6: `at li…1 column 19`).
 fn brief(text: &str) -> String {
     let chars = text.chars().count();
     if chars <= MAX_FAILURE_CHARS {
         return text.to_owned();
     }
     let tail = MAX_FAILURE_CHARS / 4;
-    let head: String = text.chars().take(MAX_FAILURE_CHARS - tail - 1).collect();
+    let head: String = text.chars().take(MAX_FAILURE_CHARS - tail - 3).collect();
     let end: String = text.chars().skip(chars - tail).collect();
-    format!("{head}…{end}")
+    // A space in the last third of the head, or the first third of the end.
+    let head = match head.rfind(' ') {
+        Some(i) if i >= head.len() * 2 / 3 => head[..i].to_owned(),
+        _ => head,
+    };
+    let end = match end.find(' ') {
+        Some(i) if i <= end.len() / 3 => end[i + 1..].to_owned(),
+        _ => end,
+    };
+    format!("{head} … {end}")
 }
 
 /// A duration as people read it in a message: `350ms`, `9.8s` (one decimal under ten
@@ -2607,6 +2617,12 @@ impl Attempt {
                             cost += output.cost;
                             money.settle(output.cost);
                             self.tokens.add(&output);
+                            // The model the agent says answered (an HTTP or command
+                            // agent's `model`) over the one named before the call.
+                            let model = output.model.clone().or(model);
+                            if output.model.is_some() {
+                                self.tokens.set_model(model.clone());
+                            }
                             self.overspent().await;
                             // Too large or screened out: like a rejection, not
                             // retried here; the task moves on to its alternatives.
@@ -3653,6 +3669,17 @@ mod tests {
         assert!(cut.starts_with("agent qa: é"), "{cut}");
         assert!(cut.ends_with("(executor.retry.cap)"), "{cut}");
         assert!(cut.contains('…'), "{cut}");
+        // Between words where there are some (audit G10 D6: `at li…1 column 19`).
+        let words = format!(
+            "{} (rule: agent_answer)",
+            "parsing a string at line 1 ".repeat(20)
+        );
+        let cut = brief(&words);
+        assert!(cut.chars().count() <= MAX_FAILURE_CHARS, "{cut}");
+        let (head, end) = cut.split_once(" … ").unwrap();
+        let whole = |w: &str| "parsing a string at line 1 (rule: agent_answer)".contains(w);
+        assert!(head.split(' ').chain(end.split(' ')).all(whole), "{cut}");
+        assert!(end.ends_with("(rule: agent_answer)"), "{cut}");
     }
 
     /// A plan with follow-ups as a run journals them: `(proposer, update, tasks)`.

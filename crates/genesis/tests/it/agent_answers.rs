@@ -1,5 +1,7 @@
 //! What an HTTP agent's 2xx answer must be (audit R8 D2): one that says it is JSON must be
-//! the agent answer; plain text stays plain text.
+//! the agent answer; plain text stays plain text, exactly as written (audit G10 H2); an
+//! empty output is no answer (G10 H1); the tokens and model it reports reach the task's
+//! report, events and stored run (G10 H3, D5); a negative cost is malformed (G10 D4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,10 @@ use axum::routing::post;
 use genesis::Orchestrator;
 use genesis::run::backends::{HttpAgent, HttpAgentConfig};
 use genesis::run::{Agent, AgentSet, RunEvent, RunStatus};
+use genesis::store::SqliteStore;
+
+/// A `text/plain` answer whose text happens to be the agent-answer JSON.
+const TEXT_THAT_IS_JSON: &str = r#"{"output": "parsed-from-text", "cost_usd": 0.5}"#;
 
 /// Calls per route of the stub service.
 #[derive(Default)]
@@ -50,6 +56,49 @@ async fn serve(calls: Arc<Calls>) -> String {
             }),
         )
         .route(
+            "/empty-json",
+            post(|s: State<Arc<Calls>>| broken(s, r#"{"output": " \n\t", "cost_usd": 0.02}"#)),
+        )
+        .route(
+            "/empty-text",
+            post(|State(c): State<Arc<Calls>>| async move {
+                c.broken.fetch_add(1, Ordering::SeqCst);
+                ([(header::CONTENT_TYPE, "text/plain")], "")
+            }),
+        )
+        .route(
+            "/text-json",
+            post(|State(c): State<Arc<Calls>>| async move {
+                c.broken.fetch_add(1, Ordering::SeqCst);
+                (
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    TEXT_THAT_IS_JSON,
+                )
+            }),
+        )
+        .route(
+            "/negative-cost",
+            post(|s: State<Arc<Calls>>| broken(s, r#"{"output": "done", "cost_usd": -5}"#)),
+        )
+        .route(
+            "/usage",
+            post(|State(c): State<Arc<Calls>>| async move {
+                c.broken.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!({
+                    "output": "done by coder", "cost_usd": 0.03,
+                    "input_tokens": 120, "output_tokens": 45, "model": "coder-model-v1",
+                    "cost_us": 0.5, "trace": {"spans": 3}
+                }))
+            }),
+        )
+        .route(
+            "/refuse",
+            post(|State(c): State<Arc<Calls>>| async move {
+                c.broken.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::BAD_REQUEST, "déjà vu ".repeat(40))
+            }),
+        )
+        .route(
             "/good",
             post(|State(c): State<Arc<Calls>>| async move {
                 c.good.fetch_add(1, Ordering::SeqCst);
@@ -83,6 +132,21 @@ fn http_agent(id: &str, url: String) -> Arc<dyn Agent> {
 async fn run_with_first_agent_at(
     route: &str,
 ) -> (genesis::run::RunResult, Vec<RunEvent>, Arc<Calls>) {
+    let (result, events, calls, _) = run_stored(route).await;
+    (result, events, calls)
+}
+
+/// As [`run_with_first_agent_at`], journaled to a SQLite store; also returns the run
+/// as stored, read back from the store reopened.
+async fn run_stored(
+    route: &str,
+) -> (
+    genesis::run::RunResult,
+    Vec<RunEvent>,
+    Arc<Calls>,
+    genesis::store::RunRecord,
+) {
+    let dir = crate::TempDir::new("agent-answers");
     let calls = Arc::new(Calls::default());
     let base = serve(Arc::clone(&calls)).await;
     let (plan, task, first) = crate::run::bug_fix_plan(&Orchestrator::builder().build().unwrap());
@@ -105,14 +169,34 @@ async fn run_with_first_agent_at(
         )
         .build()
         .unwrap();
-    let mut handle = g.execute(plan, Default::default()).unwrap();
+    let id = {
+        let store = Arc::new(SqliteStore::open(&dir).unwrap());
+        crate::support::create_run(&store, &plan)
+    };
+    let store = Arc::new(SqliteStore::open(&dir).unwrap());
+    let mut handle = g
+        .execute(plan, crate::journaled(&id, store.clone()))
+        .unwrap();
     let mut rx = handle.events();
     let result = handle.wait().await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         events.push(e);
     }
-    (result, events, calls)
+    drop(store);
+    let record = crate::stored(&SqliteStore::open(&dir).unwrap(), &id);
+    (result, events, calls, record)
+}
+
+/// Why the first agent was given up on (the task's `task_rerouted`).
+fn reroute_reason(route: &str, events: &[RunEvent]) -> String {
+    events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::TaskRerouted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{route}: no reroute in {events:#?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +243,131 @@ async fn a_plain_text_answer_is_the_output_as_written() {
         Some(r#"{"output": "half""#)
     );
     assert_eq!(calls.good.load(Ordering::SeqCst), 0);
+}
+
+/// Audit G10 H1: an answer whose output is empty or blank — JSON `output` or a text body
+/// — is no answer: the attempt fails with rule `empty_answer` (charged the cost it
+/// reports, like an LLM agent's empty answer), is not retried on the agent, and the
+/// task moves to its alternative; never a silent success with an empty output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_fails_the_attempt_and_moves_on() {
+    for (route, charged) in [("/empty-json", 0.02), ("/empty-text", 0.0)] {
+        let (result, events, calls) = run_with_first_agent_at(route).await;
+        assert_eq!(
+            result.status,
+            RunStatus::Succeeded,
+            "{route}: {:#?}",
+            result.tasks
+        );
+        assert_eq!(
+            result.tasks[0].output.as_deref(),
+            Some("good answer"),
+            "{route}"
+        );
+        assert_eq!(calls.broken.load(Ordering::SeqCst), 1, "{route}");
+        assert_eq!(calls.good.load(Ordering::SeqCst), 1, "{route}");
+        let why = reroute_reason(route, &events);
+        assert!(
+            why.contains("rule: empty_answer") && why.contains("the answer is empty"),
+            "{route}: {why}"
+        );
+        assert!(
+            (result.cost.as_f64() - (0.01 + charged)).abs() < 1e-9,
+            "{route}: {}",
+            result.cost
+        );
+    }
+}
+
+/// Audit G10 H2: a `text/plain` answer whose text is the agent-answer JSON is the output
+/// exactly as written, and charged nothing from its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_answer_is_never_read_as_json() {
+    let (result, _, calls) = run_with_first_agent_at("/text-json").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    assert_eq!(result.tasks[0].output.as_deref(), Some(TEXT_THAT_IS_JSON));
+    assert_eq!(result.cost, genesis::core::Usd::ZERO);
+    assert_eq!(calls.good.load(Ordering::SeqCst), 0);
+}
+
+/// Audit G10 D4: a negative `cost_usd` is a malformed answer (rule `agent_answer`,
+/// naming the value), not a free one: the task moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_cost_is_a_malformed_answer() {
+    let (result, events, calls) = run_with_first_agent_at("/negative-cost").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    assert_eq!(result.tasks[0].output.as_deref(), Some("good answer"));
+    assert_eq!(calls.broken.load(Ordering::SeqCst), 1);
+    let why = reroute_reason("/negative-cost", &events);
+    assert!(
+        why.contains("cost_usd -5 is not a cost") && why.contains("rule: agent_answer"),
+        "{why}"
+    );
+}
+
+/// Audit G10 H3 / D5: the tokens and model an HTTP agent reports reach the task's
+/// report, its `task_succeeded`, the run's totals and the stored run; fields Genesis
+/// does not know (`cost_us`, a typo) are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokens_and_model_an_agent_reports_reach_the_report_events_and_store() {
+    let (result, events, calls, stored) = run_stored("/usage").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    assert_eq!(calls.good.load(Ordering::SeqCst), 0);
+    let t = &result.tasks[0];
+    assert_eq!(t.output.as_deref(), Some("done by coder"));
+    assert_eq!((t.input_tokens, t.output_tokens), (120, 45), "{t:?}");
+    assert_eq!(t.model.as_ref().map(|m| m.as_str()), Some("coder-model-v1"));
+    assert!((t.cost.as_f64() - 0.03).abs() < 1e-9, "{}", t.cost);
+    assert_eq!((result.input_tokens, result.output_tokens), (120, 45));
+    let succeeded = events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::TaskSucceeded {
+                model,
+                input_tokens,
+                output_tokens,
+                ..
+            } => Some((model.clone(), *input_tokens, *output_tokens)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            succeeded.0.as_ref().map(|m| m.as_str()),
+            succeeded.1,
+            succeeded.2
+        ),
+        (Some("coder-model-v1"), 120, 45)
+    );
+    let s = &stored.tasks[0];
+    assert_eq!(
+        (
+            s.model.as_ref().map(|m| m.as_str()),
+            s.input_tokens,
+            s.output_tokens
+        ),
+        (Some("coder-model-v1"), 120, 45),
+        "{s:?}"
+    );
+    assert_eq!(stored.token_totals(), (120, 45));
+}
+
+/// Audit G10 D6: an agent's error body is quoted cut between words, never inside a
+/// character, saying how many bytes were left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_is_cut_between_words_saying_what_was_left_out() {
+    let (result, events, _) = run_with_first_agent_at("/refuse").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    let why = reroute_reason("/refuse", &events);
+    let quoted = why.split_once("Bad Request: ").unwrap().1;
+    assert!(quoted.contains("more bytes)"), "{why}");
+    for word in quoted.split_whitespace() {
+        // The ellipsis closes the last whole word.
+        let word = word.trim_end_matches('…');
+        assert!(
+            ["déjà", "vu", "", "more", "bytes)"].contains(&word)
+                || (word.starts_with('(') && word[1..].parse::<usize>().is_ok()),
+            "{word:?} in {why}"
+        );
+    }
 }

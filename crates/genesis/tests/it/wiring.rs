@@ -484,3 +484,35 @@ async fn an_llm_agent_with_a_small_max_tokens_calls_under_a_budget() {
     );
     assert_eq!(client.requests()[0].max_tokens, None);
 }
+
+/// Audit G10 M3: a `[backends.<id>]` whose id is no agent of the catalogue (a typo) is
+/// refused at start, naming the key and the id and listing the catalogue's ids (ten at
+/// most); a backend for a catalogue agent starts.
+#[test]
+fn a_backend_for_an_agent_not_in_the_catalogue_is_refused_at_start() {
+    let backend = |id: &str| {
+        config(&format!(
+            "[backends.{id}]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/task\"\n"
+        ))
+    };
+    let err = genesis::orchestrator_from_config(&backend("builderr"), &[])
+        .map(|_| ())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, genesis::GenesisError::Config { .. }),
+        "{err:?}"
+    );
+    for want in [
+        "backends.builderr",
+        "\"builderr\" is not an agent of the built-in catalogue",
+        "\"analytics\", \"architect\", \"backend\", \"builder\"",
+        "and 6 more",
+        "(rule: backend_agent)",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+    // The built-in catalogue has 16 agents: ten are listed.
+    assert_eq!(text.matches("\", \"").count(), 9, "{text}");
+    genesis::orchestrator_from_config(&backend("builder"), &[]).unwrap();
+}

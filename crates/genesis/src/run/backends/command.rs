@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
-use super::{InvalidCostLimits, WireRequest, check_cost_limits, cost_bounds, parse_output};
+use super::{
+    Answerer, InvalidCostLimits, UnknownFieldWarnings, WireRequest, check_cost_limits, cost_bounds,
+    parse_output, snippet,
+};
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
 /// Settings of a command agent.
@@ -66,7 +69,10 @@ fn default_max_output() -> usize {
 }
 
 /// Writes the task JSON (as for HTTP agents) to the program's stdin and reads its
-/// stdout as the output (`{output, cost_usd?, followups?}` JSON or plain text).
+/// stdout: stdout has no content type, so it is the agent answer (`{output, cost_usd?,
+/// followups?, input_tokens?, output_tokens?, model?}`, checked as an HTTP agent's JSON
+/// answer is) when it parses as that JSON, else the output as written. An empty or
+/// blank output fails the attempt (rule `empty_answer`).
 /// Exit status 0 succeeds; 75 (`EX_TEMPFAIL`) is transient; any other status rejects.
 /// A program killed by a signal, or whose output is over `max_output_bytes`, is
 /// [`AgentError::Unanswered`] (not retried): it was at work and may have spent money,
@@ -75,6 +81,8 @@ fn default_max_output() -> usize {
 pub struct CommandAgent {
     id: AgentId,
     config: CommandAgentConfig,
+    /// The answers' unknown fields already warned about.
+    warnings: std::sync::Arc<UnknownFieldWarnings>,
 }
 
 /// Why a command agent could not be created.
@@ -102,7 +110,11 @@ impl CommandAgent {
                 program: config.program.display().to_string(),
             });
         }
-        Ok(CommandAgent { id, config })
+        Ok(CommandAgent {
+            id,
+            config,
+            warnings: std::sync::Arc::default(),
+        })
     }
 }
 
@@ -164,9 +176,14 @@ impl Agent for CommandAgent {
             }
         };
         if status.success() {
-            return Ok(parse_output(&String::from_utf8_lossy(&out)));
+            let from = Answerer {
+                agent: &agent,
+                run_id: &request.run_id,
+                warnings: &self.warnings,
+            };
+            return parse_output(&String::from_utf8_lossy(&out), from);
         }
-        let stderr: String = String::from_utf8_lossy(&err).chars().take(300).collect();
+        let stderr = snippet(&String::from_utf8_lossy(&err), 300);
         let message = format!("{} exited with {status}: {stderr}", self.id);
         if status.code().is_none() {
             // Killed by a signal (a crash, the OOM killer), not an exit status of its

@@ -6,12 +6,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use genesis_core::AgentId;
 
-use super::{HttpAgentConfig, WireRequest, cost_bounds, parse_json_output, parse_output};
+use super::{
+    Answerer, HttpAgentConfig, UnknownFieldWarnings, WireRequest, cost_bounds, parse_json_output,
+    snippet, text_output,
+};
 use crate::GenesisError;
 use crate::run::{Agent, AgentError, AgentOutput, AgentRequest, CostBounds};
 
 /// POSTs `{run_id, request, agent, model, attempt, task, inputs, previous}` and reads
-/// `{output, cost_usd?, followups?}` (or a plain-text body) back.
+/// `{output, cost_usd?, followups?, input_tokens?, output_tokens?, model?}` back when
+/// the answer's `Content-Type` is `application/json` or a `+json` type; any other body
+/// is the output exactly as written, costing nothing. An empty or blank output fails
+/// the attempt (rule `empty_answer`).
 ///
 /// Status mapping: 2xx success; 429 throttled ([`AgentError::Throttled`]: retried after
 /// its `Retry-After`, not counted on the agent's breaker); 408 and 5xx transient (with
@@ -26,6 +32,8 @@ pub struct HttpAgent {
     client: reqwest::Client,
     /// The service's host (and port), for the call span's `server.address`.
     host: String,
+    /// The answers' unknown fields already warned about.
+    warnings: Arc<UnknownFieldWarnings>,
 }
 
 impl HttpAgent {
@@ -46,6 +54,7 @@ impl HttpAgent {
             config,
             client,
             host,
+            warnings: Arc::default(),
         }
     }
 }
@@ -86,6 +95,7 @@ impl HttpAgent {
         span: &tracing::Span,
     ) -> Result<AgentOutput, AgentError> {
         let agent = request.agent.clone();
+        let run_id = request.run_id.clone();
         let mut req = self
             .client
             .post(&self.config.url)
@@ -138,10 +148,15 @@ impl HttpAgent {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(is_json_media_type);
             let body = read_capped(response, &self.config, &agent).await?;
+            let from = Answerer {
+                agent: &agent,
+                run_id: &run_id,
+                warnings: &self.warnings,
+            };
             return if json {
-                parse_json_output(&body, &agent)
+                parse_json_output(&body, from)
             } else {
-                Ok(parse_output(&body))
+                text_output(&body, &agent)
             };
         }
         // The status says the work was not done; the body only supplies the message.
@@ -149,8 +164,7 @@ impl HttpAgent {
             Ok(body) => body,
             Err(e) => format!("(body unreadable: {e})"),
         };
-        let snippet: String = body.chars().take(200).collect();
-        let message = format!("http {status}: {snippet}");
+        let message = format!("http {status}: {}", snippet(&body, 200));
         if status.as_u16() == 429 {
             // Busy, not broken: retried, but not on the agent's breaker.
             Err(AgentError::Throttled {

@@ -65,6 +65,7 @@ mod without_http {
 }
 
 use genesis_core::Usd;
+use genesis_telemetry::catalogue as c;
 use serde::Serialize;
 
 use super::{AgentRequest, CostBounds};
@@ -152,10 +153,14 @@ fn cost_bounds(min: Option<Usd>, max: Option<Usd>) -> Option<CostBounds> {
     Some(CostBounds { floor, ceiling })
 }
 
-/// The JSON an HTTP or command agent may answer with. A body that is not this JSON is
-/// taken as the output text, except an HTTP answer that says it is JSON
-/// (`Content-Type: application/json`): that one must be this JSON
-/// ([`parse_json_output`]).
+/// The JSON an HTTP or command agent may answer with: `output` (required), and
+/// optionally `cost_usd` (a non-negative number of dollars), `followups`
+/// (`[{kind, description}]`), `input_tokens` and `output_tokens` (non-negative
+/// integers) and `model` (a string). An HTTP answer is read as this JSON only when its
+/// `Content-Type` says JSON ([`parse_json_output`]); any other is the output as written
+/// ([`text_output`]). A command agent's stdout has no content type: it is this JSON
+/// when it parses as it, else the output as written ([`parse_output`]). Fields it does
+/// not know are accepted and warned about ([`UnknownFieldWarnings`]).
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct WireResponse {
     pub(crate) output: String,
@@ -163,59 +168,277 @@ pub(crate) struct WireResponse {
     pub(crate) cost_usd: Option<f64>,
     #[serde(default)]
     pub(crate) followups: Vec<super::FollowUp>,
+    #[serde(default)]
+    pub(crate) input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) output_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    /// Fields this version does not know (agents evolve): accepted, and warned about.
+    #[serde(flatten)]
+    pub(crate) unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
-/// The output of a successful HTTP or command agent call. The cost it reports is
-/// added to `genesis_cost_usd` here, once per call, as LLM calls are in
-/// [`crate::providers`]: the metric counts money where it is spent, not per task.
-pub(crate) fn parse_output(body: &str) -> super::AgentOutput {
+/// Longest `model` an agent may report, in bytes.
+const MAX_MODEL_BYTES: usize = 256;
+
+/// Most bytes of an agent's body quoted in an error message.
+pub(crate) const BODY_SNIPPET_BYTES: usize = 120;
+
+/// Who answered, for the errors and warnings about the answer.
+#[derive(Clone, Copy)]
+pub(crate) struct Answerer<'a> {
+    /// The agent called.
+    pub(crate) agent: &'a genesis_core::AgentId,
+    /// The run the call belongs to.
+    pub(crate) run_id: &'a genesis_core::RunId,
+    /// Where the agent's unknown fields are remembered.
+    pub(crate) warnings: &'a UnknownFieldWarnings,
+}
+
+/// A command agent's stdout (it has no content type): the agent answer when it parses
+/// as one ([`WireResponse`], checked as [`parse_json_output`] checks it), else the output
+/// as written ([`text_output`]), so a program whose plain output happens to be JSON of
+/// another shape keeps it.
+///
+/// # Errors
+/// As [`parse_json_output`] for a body that parses as the agent answer, and
+/// [`AgentError::Unusable`](super::AgentError::Unusable) (rule `empty_answer`) for an
+/// empty or blank one.
+pub(crate) fn parse_output(
+    body: &str,
+    from: Answerer<'_>,
+) -> Result<super::AgentOutput, super::AgentError> {
     match serde_json::from_str::<WireResponse>(body) {
-        Ok(w) => wire_output(w),
-        Err(_) => super::AgentOutput {
-            text: body.to_owned(),
-            ..super::AgentOutput::default()
-        },
+        Ok(w) => wire_output(w, body, from),
+        Err(_) => text_output(body, from.agent),
     }
 }
 
-/// An answer that declared itself JSON: it must be the agent answer
-/// (`{"output": "...", "cost_usd": ..., "followups": [...]}`). Anything else — JSON cut
-/// off, another shape, `output` missing — is no usable answer: the agent may have done
-/// (and billed) the work, so a call held to `max_cost_usd` is charged that limit, and
-/// it is not retried on the same agent (it would answer alike); the task moves on to its
-/// alternatives. Taking it as text would pass the broken body on as the task's output
-/// and charge nothing (audit R8 D2).
-#[cfg(feature = "http")]
-pub(crate) fn parse_json_output(
+/// An answer that is not the agent-answer JSON (an HTTP answer whose `Content-Type` is
+/// not JSON): the output exactly as written, costing nothing (audit G10 H2: a
+/// `text/plain` body was sniffed as JSON and charged the `cost_usd` its text held).
+///
+/// # Errors
+/// [`AgentError::Unusable`](super::AgentError::Unusable) with rule `empty_answer` when
+/// it is empty or only whitespace (audit G10 H1).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn text_output(
     body: &str,
     agent: &genesis_core::AgentId,
 ) -> Result<super::AgentOutput, super::AgentError> {
-    serde_json::from_str::<WireResponse>(body)
-        .map(wire_output)
-        .map_err(|e| {
-            let snippet: String = body.chars().take(120).collect();
-            super::AgentError::Unanswered {
-                agent: agent.clone(),
-                message: format!(
-                    "the answer is declared JSON but is not the agent answer {{\"output\": \"...\", \"cost_usd\": ..., \"followups\": [...]}}: {e} in {snippet:?} (rule: agent_answer)"
-                ),
-                retryable: false,
-            }
+    if let Some(err) = empty_answer(body, agent, Usd::ZERO, 0, 0) {
+        return Err(err);
+    }
+    Ok(super::AgentOutput {
+        text: body.to_owned(),
+        ..super::AgentOutput::default()
+    })
+}
+
+/// An answer that declared itself JSON: it must be the agent answer
+/// (`{"output": "...", "cost_usd": ..., "followups": [...], "input_tokens": ...,
+/// "output_tokens": ..., "model": "..."}`). Anything else — JSON cut off, another shape,
+/// `output` missing, a field of the wrong type, a `cost_usd` that is negative — is no
+/// usable answer: the agent may have done (and billed) the work, so a call held to
+/// `max_cost_usd` is charged that limit, and it is not retried on the same agent (it
+/// would answer alike); the task moves on to its alternatives. Taking it as text would
+/// pass the broken body on as the task's output and charge nothing (audit R8 D2).
+///
+/// # Errors
+/// [`AgentError::Unanswered`](super::AgentError::Unanswered) (rule `agent_answer`) as
+/// above; [`AgentError::Unusable`](super::AgentError::Unusable) (rule `empty_answer`)
+/// when `output` is empty or only whitespace, charged the `cost_usd` it reports.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn parse_json_output(
+    body: &str,
+    from: Answerer<'_>,
+) -> Result<super::AgentOutput, super::AgentError> {
+    match serde_json::from_str::<WireResponse>(body) {
+        Ok(w) => wire_output(w, body, from),
+        Err(e) => Err(malformed(
+            from.agent,
+            &format!("the answer is declared JSON but is not {{\"output\": \"...\", ...}}: {e}"),
+            body,
+        )),
+    }
+}
+
+/// [`AgentError::Unanswered`](super::AgentError::Unanswered) for a malformed answer:
+/// `why`, a snippet of the body, the rule `agent_answer`; not retried.
+fn malformed(agent: &genesis_core::AgentId, why: &str, body: &str) -> super::AgentError {
+    super::AgentError::Unanswered {
+        agent: agent.clone(),
+        message: format!(
+            "{why}; body {:?} (rule: agent_answer)",
+            snippet(body, BODY_SNIPPET_BYTES)
+        ),
+        retryable: false,
+    }
+}
+
+/// [`AgentError::Unusable`](super::AgentError::Unusable) (rule `empty_answer`) when
+/// `output` is empty or only whitespace, charged what the answer reported.
+fn empty_answer(
+    output: &str,
+    agent: &genesis_core::AgentId,
+    cost: Usd,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Option<super::AgentError> {
+    output
+        .trim()
+        .is_empty()
+        .then(|| super::AgentError::Unusable {
+            agent: agent.clone(),
+            rule: "empty_answer".to_owned(),
+            message: format!("the answer is empty ({} bytes of whitespace)", output.len()),
+            cost,
+            input_tokens,
+            output_tokens,
         })
 }
 
-/// The output of a well-formed answer, its cost counted in `genesis_cost_usd`.
-fn wire_output(w: WireResponse) -> super::AgentOutput {
-    let cost = genesis_core::Usd::saturating(w.cost_usd.unwrap_or(0.0));
-    if cost > genesis_core::Usd::ZERO {
-        metrics::gauge!(genesis_telemetry::catalogue::COST_USD).increment(cost.as_f64());
+/// The output of an answer that parsed as [`WireResponse`], checked: a `cost_usd` that
+/// is negative (or not finite), or a `model` longer than 256 bytes or with control
+/// characters, is a malformed answer (rule `agent_answer`, naming the value;
+/// audit G10 D4: a negative cost became 0 without a word). Its cost is counted in
+/// `genesis_cost_usd` and its tokens in `genesis_llm_tokens_total` here, once per call,
+/// as LLM calls are in [`crate::providers`]: the metrics count where money and tokens
+/// are spent, not per task. Unknown fields are warned about.
+fn wire_output(
+    w: WireResponse,
+    body: &str,
+    from: Answerer<'_>,
+) -> Result<super::AgentOutput, super::AgentError> {
+    let cost = match w.cost_usd {
+        None => Usd::ZERO,
+        Some(v) => Usd::new(v).map_err(|_| {
+            malformed(
+                from.agent,
+                &format!("cost_usd {v} is not a cost (a non-negative, finite number of dollars)"),
+                body,
+            )
+        })?,
+    };
+    let model = match w.model.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(m) if m.len() > MAX_MODEL_BYTES || m.chars().any(char::is_control) => {
+            return Err(malformed(
+                from.agent,
+                &format!(
+                    "model {:?} is not a model name (at most {MAX_MODEL_BYTES} bytes, no control characters)",
+                    snippet(m, 64)
+                ),
+                body,
+            ));
+        }
+        Some(m) => Some(genesis_core::ModelId::new(m)),
+    };
+    from.warnings.warn(
+        from.agent,
+        from.run_id,
+        w.unknown.keys().map(String::as_str),
+    );
+    let (input_tokens, output_tokens) = (w.input_tokens.unwrap_or(0), w.output_tokens.unwrap_or(0));
+    if cost > Usd::ZERO {
+        metrics::gauge!(c::COST_USD).increment(cost.as_f64());
     }
-    super::AgentOutput {
+    if input_tokens > 0 {
+        metrics::counter!(c::LLM_TOKENS_TOTAL, c::labels::DIRECTION => "input")
+            .increment(input_tokens);
+    }
+    if output_tokens > 0 {
+        metrics::counter!(c::LLM_TOKENS_TOTAL, c::labels::DIRECTION => "output")
+            .increment(output_tokens);
+    }
+    if let Some(err) = empty_answer(&w.output, from.agent, cost, input_tokens, output_tokens) {
+        return Err(err);
+    }
+    Ok(super::AgentOutput {
         text: w.output,
         cost,
+        input_tokens,
+        output_tokens,
+        model,
         followups: w.followups,
         ..super::AgentOutput::default()
+    })
+}
+
+/// Most `(run, field)` pairs an agent remembers having warned about; past it the memory
+/// starts again (a field may then be warned about twice in a long run).
+const MAX_WARNED: usize = 1024;
+
+/// Most unknown fields of one answer warned about (an answer may carry many).
+const MAX_FIELDS_WARNED: usize = 16;
+
+/// The fields of an agent's answers that Genesis does not know ([`WireResponse`]):
+/// accepted (agents evolve), but each run logs one warning per agent and field, naming
+/// both, so a typo such as `cost_us` (the cost is then 0) is visible (audit G10 H3).
+/// One per agent backend.
+#[derive(Debug, Default)]
+pub(crate) struct UnknownFieldWarnings {
+    warned: std::sync::Mutex<std::collections::HashSet<(genesis_core::RunId, String)>>,
+}
+
+impl UnknownFieldWarnings {
+    /// Logs a warning for each of `fields` not yet warned about in `run_id`.
+    pub(crate) fn warn<'f>(
+        &self,
+        agent: &genesis_core::AgentId,
+        run_id: &genesis_core::RunId,
+        fields: impl Iterator<Item = &'f str>,
+    ) {
+        for field in self.fresh(run_id, fields) {
+            tracing::warn!(
+                agent = %agent,
+                field = %field,
+                run_id = %run_id,
+                "agent {agent} answered with field {field:?}, which genesis does not know: it is ignored (the known ones: output, cost_usd, followups, input_tokens, output_tokens, model)"
+            );
+        }
     }
+
+    /// The fields (cut to 64 bytes) not yet warned about in `run_id`, now remembered.
+    fn fresh<'f>(
+        &self,
+        run_id: &genesis_core::RunId,
+        fields: impl Iterator<Item = &'f str>,
+    ) -> Vec<String> {
+        let mut fresh = Vec::new();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for field in fields.take(MAX_FIELDS_WARNED) {
+            let field = snippet(field, 64);
+            if warned.len() >= MAX_WARNED {
+                warned.clear();
+            }
+            if warned.insert((run_id.clone(), field.clone())) {
+                fresh.push(field);
+            }
+        }
+        fresh
+    }
+}
+
+/// At most about `max` bytes of `text` for an error message, never cut inside a UTF-8
+/// character: cut at the last whitespace of the second half when there is one (between
+/// words), else at the last character boundary, then `…` and how many bytes were left
+/// out (audit G10 D6: `at li…1 column 19`).
+pub(crate) fn snippet(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let head = match head.rfind(char::is_whitespace) {
+        Some(i) if i >= end / 2 => head[..i].trim_end(),
+        _ => head,
+    };
+    format!("{head}… ({} more bytes)", text.len() - head.len())
 }
 
 #[cfg(test)]
@@ -238,6 +461,20 @@ mod tests {
         let b = cost_bounds(Some(usd(0.5)), Some(usd(0.2))).unwrap();
         assert_eq!((b.floor, b.ceiling), (usd(0.2), usd(0.2)));
         assert!(check_cost_limits(Some(usd(0.5)), Some(usd(0.2))).is_err());
+    }
+
+    /// Audit G10 D6: a quoted body is cut between words where it can, never inside a
+    /// character, and says how many bytes were left out.
+    #[test]
+    fn snippets_cut_between_words_or_on_a_char_boundary() {
+        assert_eq!(snippet("short", 10), "short");
+        assert_eq!(
+            snippet("EOF while parsing a string at line 1 column 19", 32),
+            "EOF while parsing a string at… (17 more bytes)"
+        );
+        // No space to cut at: the last whole character, never half of `é`.
+        let cut = snippet(&"é".repeat(10), 7);
+        assert_eq!(cut, "ééé… (14 more bytes)");
     }
 
     /// A build without the `http` feature refuses `[backends.x] type = "http"` by name.
