@@ -8,7 +8,6 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::post;
@@ -16,31 +15,13 @@ use genesis::core::{RunId, Task, TaskId, TaskKind};
 use genesis::run::backends::{HttpAgent, HttpAgentConfig};
 use genesis::run::{Agent, AgentRequest};
 
-/// What the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "common/logs.rs"]
+mod logs;
+use logs::Logs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_answer_fields_are_warned_about_once_per_run_agent_and_field() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let logs = Logs::capture(tracing::Level::WARN);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -76,7 +57,7 @@ async fn unknown_answer_fields_are_warned_about_once_per_run_agent_and_field() {
         assert_eq!(out.text, "done");
         assert_eq!(out.cost, genesis::core::Usd::ZERO);
     }
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warned = |field: &str| {
         text.lines()
             .filter(|l| {

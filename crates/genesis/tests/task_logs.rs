@@ -11,8 +11,6 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
-
 use axum::Json;
 use axum::routing::post;
 use genesis::core::{Task, TaskId, TaskKind};
@@ -21,20 +19,9 @@ use genesis::run::RunStatus;
 use genesis::{PlanOptions, RunOptions};
 use serde_json::{Value, json};
 
-/// What the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "common/logs.rs"]
+mod logs;
+use logs::Logs;
 
 /// A fake OpenAI chat-completions provider that answers every call with "ok".
 async fn chat(Json(_): Json<Value>) -> Json<Value> {
@@ -48,14 +35,7 @@ async fn chat(Json(_): Json<Value>) -> Json<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tasks_log_lines_name_the_model() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let logs = Logs::capture(tracing::Level::DEBUG);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -94,7 +74,7 @@ timeout = "5s"
         .wait()
         .await;
     assert_eq!(result.status, RunStatus::Succeeded, "{:?}", result.tasks);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.lines()
             .any(|l| l.contains("task{task_id=t1") && l.contains("model=gpt-4o-mini")),
