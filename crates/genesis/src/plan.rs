@@ -349,13 +349,36 @@ fn escape_dot(s: &str) -> String {
         .replace('\n', " ")
 }
 
+/// A Mermaid label's text: quotes, angle brackets, `&` and `#` as Mermaid entity codes
+/// (a `<Safari>` in a task was taken as an HTML tag and vanished, audit C10), control
+/// characters and line breaks as spaces.
 fn escape_mermaid(s: &str) -> String {
-    s.replace('"', "#quot;").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '&' => out.push_str("#amp;"),
+            '#' => out.push_str("#35;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mermaid_labels_escape_markup_and_control_characters() {
+        assert_eq!(
+            escape_mermaid("Fix \"<Safari>\" & #lt; bug\nnow\u{1b}[31m"),
+            "Fix #quot;#lt;Safari#gt;#quot; #amp; #35;lt; bug now [31m"
+        );
+    }
 
     #[test]
     fn natural_order() {
