@@ -228,12 +228,12 @@ fn store_writes(state: &AppState) -> serde_json::Value {
     serde_json::json!({"writable": failure.is_none(), "error": failure})
 }
 
-#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready: a check failed (`reason.rule` is `store_unwritable` while the run store does not take writes)")))]
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready: a check failed (`reason.rule` is `store_unwritable` while the run store does not take writes, `budget_state` while today's spend cannot be read from it)")))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     // One hop to the blocking pool for the checks that touch the disk. The write probe
     // is one small committed write (see `RunStore::probe_write`); what decides is the
     // store's last write failure, which the probe and every run write update.
-    let (store, unwritable, flags) = blocking(&state, |s| {
+    let (store, unwritable, flags, budget) = blocking(&state, |s| {
         let store = s.store.ping();
         // At most one probe a second while the store takes writes, however often
         // /ready is asked; at every call once a write failed, so its recovery is seen
@@ -241,17 +241,25 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         if s.store.write_failure().is_some() || s.ready_probe_due() {
             let _ = s.store.probe_write();
         }
-        (store, s.store.write_failure(), flags_file_applies(s))
+        // Today's spend: known, or read again at most every few seconds while it fails.
+        let budget = s.runs.try_today().err();
+        (
+            store,
+            s.store.write_failure(),
+            flags_file_applies(s),
+            budget,
+        )
     })
     .await
-    .unwrap_or((false, None, false));
+    .unwrap_or((false, None, false, None));
     let shutting_down = state.is_shutting_down();
-    let ok = store && unwritable.is_none() && flags && !shutting_down;
+    let ok = store && unwritable.is_none() && flags && budget.is_none() && !shutting_down;
     let mut body = serde_json::json!({
         "ready": ok,
         "checks": {
             "store": store,
             "store_writable": unwritable.is_none(),
+            "budget_state": budget.is_none(),
             "flags": flags,
             "shutting_down": shutting_down,
         },
@@ -260,6 +268,11 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         body["reason"] = serde_json::json!({
             "rule": "store_unwritable",
             "message": format!("the run store does not take writes: {error}"),
+        });
+    } else if let Some(error) = budget {
+        body["reason"] = serde_json::json!({
+            "rule": "budget_state",
+            "message": genesis::core::error_chain(&error),
         });
     }
     let body = Json(body);
@@ -297,9 +310,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Gauges that are states, not events: refresh them at scrape time (the
     // degradation level too, which requests only re-judge when they plan).
     crate::export_breaker_states(&state.orchestrator);
-    state
-        .orchestrator
-        .refresh_degradation(Some(&state.runs.today()));
+    // Today's spend as far as it is known (a store call only while it is not).
+    let today = blocking(&state, |s| s.runs.try_today().ok())
+        .await
+        .ok()
+        .flatten();
+    state.orchestrator.refresh_degradation(today.as_ref());
     genesis::telemetry::process::record_resident_memory();
     // The router counts its cache lookups itself; export its monotonic totals as they are.
     let cache = state.orchestrator.router().cache_stats();
@@ -336,7 +352,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
         (status = 429, description = "rate limited, daily budget spent, or the caller (an anonymous caller: its client IP) already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`, with Retry-After)", body = ErrorBody),
-        (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), request timeout or run store failure: never for a journaled run", body = ErrorBody)
+        (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), today's spend cannot be read from the run store (rule `budget_state`, with Retry-After; plan mode still works), request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
 )]
 pub(crate) async fn create_task(
@@ -429,8 +445,15 @@ pub(crate) async fn create_task(
         {
             return accepted(existing.id.to_string(), existing.status, true);
         }
+        // Audit S10 #5: fail closed while today's spend cannot be read (it used to
+        // start again from $0). Off the async workers: it may read the store.
+        let today = match blocking(&state, |s| s.runs.try_today()).await {
+            Ok(Ok(today)) => today,
+            Ok(Err(e)) => return run_refused(StartRunError::from(e)),
+            Err(response) => return response,
+        };
         if let Some(limit) = state.config.budget.per_day {
-            let spent = state.runs.spent_today();
+            let spent = today.spent();
             if spent >= limit {
                 return json_error(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -440,10 +463,14 @@ pub(crate) async fn create_task(
                 );
             }
         }
-        if let (Some(limit), Some(day)) = (
-            state.config.budget.per_subject_day,
-            state.runs.subject_today(&subject),
-        ) {
+        let subject_day = {
+            let subject = subject.clone();
+            blocking(&state, move |s| s.runs.subject_today(&subject))
+                .await
+                .ok()
+                .flatten()
+        };
+        if let (Some(limit), Some(day)) = (state.config.budget.per_subject_day, subject_day) {
             let spent = day.spent();
             if spent >= limit {
                 return json_error(
@@ -468,11 +495,21 @@ pub(crate) async fn create_task(
     if let Some(Extension(slot)) = &cohort_slot {
         slot.set(cohorts);
     }
+    // Without today's spend (it cannot be read: a run was refused above) a plan is
+    // checked without the day's budget.
+    let (day, subject_day) = {
+        let subject = subject.clone();
+        blocking(&state, move |s| {
+            (s.runs.try_today().ok(), s.runs.subject_today(&subject))
+        })
+        .await
+        .unwrap_or((None, None))
+    };
     let options = genesis::PlanOptions {
         budget,
         subject: Some(subject.clone()),
-        day: Some(state.runs.today()),
-        subject_day: state.runs.subject_today(&subject),
+        day,
+        subject_day,
         context: req.context.clone(),
     };
     // What LLM planning cost: a journaled run starts from it; any other end keeps it
@@ -681,6 +718,20 @@ fn run_refused(e: StartRunError) -> Response {
             (StatusCode::TOO_MANY_REQUESTS, "max_runs_per_subject")
         }
         StartRunError::ServerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "max_runs"),
+        StartRunError::BudgetState(e) => {
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "budget_state",
+                genesis::core::error_chain(e),
+                "resource",
+            );
+            if let Ok(v) =
+                HeaderValue::from_str(&crate::runs::BUDGET_STATE_RETRY.as_secs().max(1).to_string())
+            {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
     };
     let mut r = json_error(status, rule, e.to_string(), "resource");
     r.headers_mut().insert(
@@ -1400,10 +1451,15 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
                 .collect()
         })
         .unwrap_or_default();
-    let today = state.runs.today();
-    let spent = today.spent();
+    let today = blocking(&state, |s| s.runs.try_today()).await.ok();
+    let (today, unreadable) = match today {
+        Some(Ok(today)) => (Some(today), None),
+        Some(Err(e)) => (None, Some(genesis::core::error_chain(&e))),
+        None => (None, None),
+    };
+    let spent = today.as_ref().map(genesis::run::DaySpend::spent);
     let per_day = state.config.budget.per_day;
-    let level = state.orchestrator.refresh_degradation(Some(&today));
+    let level = state.orchestrator.refresh_degradation(today.as_ref());
     // Every breaker, as `/metrics` exports them: those nothing was called through yet
     // are closed.
     let breakers: Vec<serde_json::Value> = crate::breaker_states(&state.orchestrator)
@@ -1415,8 +1471,11 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_jso
         "budget": {
             "per_day": per_day,
             "per_run": state.config.budget.per_run,
+            // null while today's spend cannot be read (`error` says why; runs are
+            // refused then, rule `budget_state`).
             "spent_today": spent,
-            "remaining_today": per_day.map(|l| l - spent),
+            "remaining_today": per_day.zip(spent).map(|(l, s)| l - s),
+            "error": unreadable,
         },
         "runs": {"running": state.runs.running()},
         "store": store_writes(&state),

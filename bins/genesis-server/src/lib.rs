@@ -138,6 +138,37 @@ pub enum StartError {
         #[source]
         source: genesis::store::StoreError,
     },
+    /// An open API (neither `server.api_keys` nor `server.admin_api_keys`) on a `bind`
+    /// address that is not loopback, without `server.allow_open_api = true`: anyone who
+    /// could connect would list, read and cancel every run.
+    #[error(
+        "server.bind {bind} is not a loopback address and the API is open (server.api_keys and server.admin_api_keys are empty): anyone who can connect would list, read and cancel every run. Set server.api_keys (GENESIS_SERVER__API_KEYS) or server.admin_api_keys, bind to 127.0.0.1, or set server.allow_open_api = true to accept it (rule: open_api)"
+    )]
+    OpenApi {
+        /// The configured `server.bind`.
+        bind: std::net::SocketAddr,
+    },
+    /// `server.max_runs_per_subject` above `server.max_runs` (both limited): one caller
+    /// could take every run slot.
+    #[error(
+        "server.max_runs_per_subject {per_subject} is above server.max_runs {max_runs}: one caller could take every run slot; set it to at most server.max_runs (the default is a quarter of it), or 0 for no per-caller limit (rule: max_runs_per_subject_above_max_runs)"
+    )]
+    RunsPerSubjectAboveMax {
+        /// The configured `server.max_runs_per_subject`.
+        per_subject: usize,
+        /// The configured `server.max_runs`.
+        max_runs: usize,
+    },
+    /// The data directory or its database files could not be created with their
+    /// private permissions.
+    #[error("cannot prepare the data directory {dir} (rule: data_dir)")]
+    DataDir {
+        /// The data directory (`server.data_dir`).
+        dir: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A connection or event-stream limit of `[server]` set to 0, which would refuse
     /// everything (or, for the header timeout, close every connection at once).
     #[error("{key} is 0: it must be above 0 (rule: server_limit_zero)")]
@@ -294,12 +325,29 @@ impl AppState {
         let auth = AgentAuthenticator::new(&config.security.auth, secret)?;
         check_keys(&config.server.api_keys, &config.server.admin_api_keys)?;
         let environment = config.security.auth.environment;
-        if environment != Environment::Dev
-            && config.server.api_keys.is_empty()
-            && config.server.admin_api_keys.is_empty()
-        {
+        let open = config.server.api_keys.is_empty() && config.server.admin_api_keys.is_empty();
+        if environment != Environment::Dev && open {
             return Err(StartError::NoApiKeys {
                 environment: environment.as_str(),
+            });
+        }
+        let bind = config.server.bind;
+        if open {
+            if !bind.ip().to_canonical().is_loopback() && !config.server.allow_open_api {
+                return Err(StartError::OpenApi { bind });
+            }
+            // Audit S10 #2: leaving the keys out turned auth off without a word.
+            tracing::warn!(
+                rule = "open_api",
+                bind = %bind,
+                allow_open_api = config.server.allow_open_api,
+                "the API is open (server.api_keys and server.admin_api_keys are empty): anyone who can connect lists, reads and cancels every run"
+            );
+        }
+        if server.max_runs > 0 && server.max_runs_per_subject > server.max_runs {
+            return Err(StartError::RunsPerSubjectAboveMax {
+                per_subject: server.max_runs_per_subject,
+                max_runs: server.max_runs,
             });
         }
         let ip_limiter = RateLimiter::per_client_ip(&config.security.rate_limits)?;
@@ -337,7 +385,25 @@ impl AppState {
         if let Some(reason) = config.no_backend_reason() {
             tracing::warn!(rule = "agent_backend_required", "{reason}");
         }
-        let store = Arc::new(SqliteStore::open(&config.server.data_dir)?);
+        let data_dir = &config.server.data_dir;
+        let data_dir_error = |source| StartError::DataDir {
+            dir: data_dir.display().to_string(),
+            source,
+        };
+        if let Some(mode) = create_private_dir(data_dir).map_err(data_dir_error)? {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                mode = %format!("{mode:04o}"),
+                "the data directory can be read by other local users (group or world permissions): its run store holds every client's requests and outputs; chmod 700 it"
+            );
+        }
+        create_private_file(&data_dir.join("genesis.db")).map_err(data_dir_error)?;
+        let store = Arc::new(SqliteStore::open(data_dir)?);
+        // SQLite gives its -wal and -shm files the database file's mode; ones left by an
+        // older build keep theirs: tightened here.
+        for name in ["genesis.db-wal", "genesis.db-shm"] {
+            restrict_file(&data_dir.join(name)).map_err(data_dir_error)?;
+        }
         // What the router learned before the last stop, laid over the configured
         // catalogue (which stays in force for descriptions, skills and kinds).
         if config.routing.learn_from_runs {
@@ -376,6 +442,9 @@ impl AppState {
         )
         .with_max_runs_per_subject(config.server.max_runs_per_subject)
         .with_max_runs(config.server.max_runs);
+        // Today's spend read now, so a store that cannot tell it is reported at start
+        // (and `/ready` fails) rather than at the first run.
+        let _ = runs.try_today();
         let max_planning = config.server.max_planning;
         Ok(Arc::new(AppState {
             api_keys: config.server.api_keys.clone(),
@@ -581,9 +650,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             body_limit,
             middleware::declared_body_limit,
         ))
-        // Auth runs before the handler and after rate limiting, so a flood of bad
-        // credentials is throttled (per IP and API key) before any HMAC work. The
-        // per-agent limit is charged inside auth, once the agent's token verified.
+        // Auth runs before the handler and after rate limiting, so a flood of bad API
+        // keys is throttled (per IP and key) before any work. A request with an agent
+        // token is charged inside auth: to the agent once its token verified, to its
+        // client IP when it did not (a valid credential never spends the IP's bucket).
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::auth,
@@ -828,7 +898,7 @@ pub enum DataDirLockError {
 }
 
 /// Takes the lock of the data directory `dir` (see [`DataDirLock`]) without waiting,
-/// creating the directory if it is missing; call it before [`AppState::from_config`]
+/// creating the directory if it is missing (0700 on Unix, the lock file 0600); call it before [`AppState::from_config`]
 /// opens (and migrates) the store in it, and hold it until the process exits.
 ///
 /// # Errors
@@ -840,17 +910,79 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, DataDirLockEr
         dir: shown.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("genesis.lock"))
-        .map_err(io)?;
+    create_private_dir(dir).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(dir.join("genesis.lock")).map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(DataDirLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(DataDirLockError::Locked { dir: shown }),
         Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Creates the data directory `dir` (and missing parents) readable by this user only
+/// (0700 whatever the umask, on Unix): its run store holds every client's requests and
+/// outputs. An existing directory is left as it is: returns its mode when group or
+/// others have any permission on it, for the caller to warn about (`None` otherwise, and
+/// for a directory created here).
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {
+                let mode = meta.permissions().mode() & 0o7777;
+                return Ok((mode & 0o077 != 0).then_some(mode));
+            }
+            _ => {}
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        // The umask may have taken bits the owner needs (e.g. 0277).
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(None)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map(|()| None)
+    }
+}
+
+/// Creates `path` empty if it is missing, then makes it readable and writable by this
+/// user only (0600 on Unix, whatever the umask). An empty file is an empty SQLite
+/// database, and SQLite creates the database's -wal and -shm files with its mode.
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    restrict_file(path)
+}
+
+/// Makes an existing `path` 0600 (Unix; nothing elsewhere, or when it is missing).
+fn restrict_file(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o777 != 0o600 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 

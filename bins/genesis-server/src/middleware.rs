@@ -417,22 +417,27 @@ fn limited(e: &SecurityError) -> Response {
     r
 }
 
-/// Limits before authentication: a request with a valid API key counts against that key
-/// only, so an anonymous flood from the same IP (or the same proxy) cannot lock key
-/// holders out; every other request counts against its client IP ([`client_ip`]), and
-/// against the key it presents, if any (a flood of wrong keys is throttled per IP
-/// before any work). An agent's own budget is not touched here: `x-agent-id` is not
-/// verified yet, and anyone could spend a named agent's budget by sending its id. That
-/// budget is charged in [`auth`], once the agent's token verified (HMAC work this layer
-/// must not do before throttling); until then an agent's request counts against its IP.
+/// Limits before authentication: a request with valid credentials is not charged to its
+/// client IP, so an anonymous flood from the same IP (a shared NAT, the same proxy)
+/// cannot lock key holders or agents out (audit S10 #6). A valid API key counts against
+/// that key only. A request that presents an agent token ([`agent_credentials`]) is
+/// charged in [`auth`] instead: to the agent's own budget once its token verified, to
+/// its client IP when it did not (a flood of forged tokens costs one HMAC each, and the
+/// authenticator's lockout stops guessing). Every other request counts against its
+/// client IP ([`client_ip`]), and against the key it presents, if any (a flood of wrong
+/// keys is throttled per IP before any work).
 pub(crate) async fn rate_limit(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
     let key = credential(req.headers());
+    let agent = agent_credentials(req.headers()).is_some();
     let valid_key = key.as_deref().is_some_and(|k| state.key_kind(k).is_some());
-    if !valid_key && let Err(e) = state.ip_limiter.check(&client_ip(&state, &req)) {
+    if !agent
+        && !valid_key
+        && let Err(e) = state.ip_limiter.check(&client_ip(&state, &req))
+    {
         return limited(&e);
     }
     if let Some(key) = key
@@ -443,6 +448,16 @@ pub(crate) async fn rate_limit(
         return limited(&e);
     }
     next.run(req).await
+}
+
+/// The agent id and token a request presents (`x-agent-id`, `x-agent-token`), when both
+/// read as text: [`auth`] then takes the agent path, and only then. When either does not
+/// read, the pair is ignored and the API key is checked instead (audit D4).
+fn agent_credentials(headers: &HeaderMap) -> Option<(&str, &str)> {
+    Some((
+        headers.get("x-agent-id")?.to_str().ok()?,
+        headers.get("x-agent-token")?.to_str().ok()?,
+    ))
 }
 
 /// A short, non-reversible label for a credential (rate-limit keys, logs, start errors):
@@ -579,7 +594,7 @@ fn key_subject(prefix: &str, key: &str) -> String {
 /// (`x-agent-id` + `x-agent-token`, HMAC-verified with lockout; a verified agent is then
 /// held to its own rate limit, `agent:<id>`). Open when neither `server.api_keys` nor
 /// `server.admin_api_keys` is configured (dev only: production refuses to start without
-/// keys). A credential header sent twice is 400 `ambiguous_credentials`, keys or not.
+/// keys, and an open API is served on loopback only unless `server.allow_open_api`). A credential header sent twice is 400 `ambiguous_credentials`, keys or not.
 ///
 /// A request let through carries its [`Caller`] as an extension: the subject this layer
 /// verified, for the handlers.
@@ -601,10 +616,7 @@ pub(crate) async fn auth(
     // The agent path is taken exactly when both headers read as text; when either does
     // not, the pair is ignored and the API key is checked instead (audit D4: the key
     // is then the subject, not the agent id).
-    let caller = if let (Some(agent), Some(token)) = (
-        headers.get("x-agent-id").and_then(|v| v.to_str().ok()),
-        headers.get("x-agent-token").and_then(|v| v.to_str().ok()),
-    ) {
+    let caller = if let Some((agent, token)) = agent_credentials(headers) {
         match state
             .auth
             .verify(token, &AgentId::new(agent), SystemTime::now())
@@ -619,6 +631,11 @@ pub(crate) async fn auth(
                 Caller::agent(agent, open)
             }
             Err(e) => {
+                // A failed check counts against the client IP, as a request without
+                // credentials does ([`rate_limit`] left it to this layer).
+                if let Err(limit) = state.ip_limiter.check(&client_ip(&state, &req)) {
+                    return limited(&limit);
+                }
                 // A revoked or expired token still in use is worth a line of its own
                 // (a leaked token, or an agent that missed a rotation), rate-limited.
                 let stale = match &e {

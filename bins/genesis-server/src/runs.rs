@@ -92,6 +92,10 @@ pub struct RunManager {
     /// Today's spend (with the day's start, unix ms), charged by every run started
     /// today: one total, so concurrent runs cannot each spend the daily budget.
     day: Mutex<Option<(i64, DaySpend)>>,
+    /// The last failed read of today's spend (the day's start, when, and why), while no
+    /// read of the day has succeeded: new runs are refused until one does, and the store
+    /// is asked again at most once per [`BUDGET_STATE_RETRY`].
+    day_unreadable: Mutex<Option<(i64, std::time::Instant, BudgetStateError)>>,
     /// Today's spend of each subject that spent or asked today (with the day's start),
     /// for `budget.per_subject_day`: every run of a subject charges its total.
     subject_days: Mutex<(i64, HashMap<String, DaySpend>)>,
@@ -215,6 +219,23 @@ fn count_run_end(status: &'static str) {
     metrics::counter!(catalogue::RUNS_TOTAL, catalogue::labels::STATUS => status).increment(1);
 }
 
+/// Least time between two reads of today's spend while it cannot be read (see
+/// [`RunManager::try_today`]): requests meanwhile are answered from the last failure.
+pub(crate) const BUDGET_STATE_RETRY: Duration = Duration::from_secs(2);
+
+/// Today's spend cannot be read from the run store, so the daily budget cannot be held:
+/// new runs are refused (503 `budget_state`) and `/ready` fails until a read succeeds.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "today's spend cannot be read from the run store, so the daily budget (budget.per_day, budget.per_subject_day) cannot be held: new runs are refused until a read succeeds (retried every {}s) (rule: budget_state)",
+    BUDGET_STATE_RETRY.as_secs()
+)]
+pub struct BudgetStateError {
+    /// The failed read.
+    #[source]
+    source: Arc<StoreError>,
+}
+
 /// Start of the current UTC day, unix milliseconds.
 fn day_start_ms() -> i64 {
     let now = std::time::SystemTime::now()
@@ -233,6 +254,7 @@ impl RunManager {
             live: Arc::new(Mutex::new(Lives::default())),
             tracker: tokio_util::task::TaskTracker::new(),
             day: Mutex::new(None),
+            day_unreadable: Mutex::new(None),
             subject_days: Mutex::new((0, HashMap::new())),
             max_runs_per_subject: None,
             max_runs: None,
@@ -344,9 +366,16 @@ impl RunManager {
     }
 
     /// Money spent today by all runs (runs in progress included, up to their last
-    /// agent call).
-    pub fn spent_today(&self) -> Usd {
-        self.today().spent()
+    /// agent call); `None` while it cannot be read ([`RunManager::try_today`]).
+    pub fn spent_today(&self) -> Option<Usd> {
+        self.try_today().ok().map(|d| d.spent())
+    }
+
+    /// Whether the daily budget (`budget.per_day` or `budget.per_subject_day`) is set:
+    /// only then does a store that cannot tell today's spend refuse runs.
+    fn daily_budget(&self) -> bool {
+        let budget = self.orchestrator.budget();
+        budget.per_day.is_some() || budget.per_subject_day.is_some()
     }
 
     /// Today's shared spend. The first call of a (UTC) day starts it from what the
@@ -355,7 +384,16 @@ impl RunManager {
     /// The store is read without the lock held, so requests do not queue behind a read
     /// that waits for the journal's write; when two first calls race, the first total
     /// kept is the one everybody charges.
-    pub(crate) fn today(&self) -> DaySpend {
+    ///
+    /// This is a store call when the day's total is not known yet: it may block.
+    ///
+    /// # Errors
+    /// [`BudgetStateError`] while the store cannot tell today's spend and a daily budget
+    /// is set (audit S10 #5: the total started again from $0, so the daily budget could
+    /// be spent twice): nothing is kept, and the store is asked again at most once per
+    /// [`BUDGET_STATE_RETRY`], whoever calls meanwhile. Without a daily budget nothing
+    /// depends on the total: it starts from $0, with an error line.
+    pub(crate) fn try_today(&self) -> Result<DaySpend, BudgetStateError> {
         let start = day_start_ms();
         let lock = || {
             self.day
@@ -365,19 +403,57 @@ impl RunManager {
         if let Some((at, spend)) = lock().as_ref()
             && *at == start
         {
-            return spend.clone();
+            return Ok(spend.clone());
         }
-        let spent = self.store.spent_since(start).unwrap_or_else(|e| {
-            tracing::error!(error = %genesis::core::error_chain(&e), "cannot read today's spend from the run store; starting from $0");
-            Usd::ZERO
-        });
+        let unreadable = || {
+            self.day_unreadable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, when, error)) = unreadable().as_ref()
+            && *at == start
+            && when.elapsed() < BUDGET_STATE_RETRY
+        {
+            return Err(error.clone());
+        }
+        let spent = match self.store.spent_since(start) {
+            Ok(spent) => {
+                if unreadable().take().is_some() {
+                    tracing::info!(
+                        spent_usd = spent.as_f64(),
+                        "today's spend reads from the run store again; new runs are accepted"
+                    );
+                }
+                spent
+            }
+            Err(e) if self.daily_budget() => {
+                let error = BudgetStateError {
+                    source: Arc::new(e),
+                };
+                let mut last = unreadable();
+                // One line per outage (and per day), not one per retry.
+                if last.as_ref().is_none_or(|(at, ..)| *at != start) {
+                    tracing::error!(
+                        rule = "budget_state",
+                        error = %genesis::core::error_chain(&error),
+                        "cannot read today's spend from the run store: new runs are refused and /ready fails until a read succeeds"
+                    );
+                }
+                *last = Some((start, std::time::Instant::now(), error.clone()));
+                return Err(error);
+            }
+            Err(e) => {
+                tracing::error!(error = %genesis::core::error_chain(&e), "cannot read today's spend from the run store; starting from $0 (no daily budget is set)");
+                Usd::ZERO
+            }
+        };
         let mut day = lock();
         match day.as_ref() {
-            Some((at, spend)) if *at == start => spend.clone(),
+            Some((at, spend)) if *at == start => Ok(spend.clone()),
             _ => {
                 let spend = DaySpend::new(spent);
                 *day = Some((start, spend.clone()));
-                spend
+                Ok(spend)
             }
         }
     }
@@ -403,14 +479,16 @@ impl RunManager {
         if let Some(spend) = lock().1.get(subject) {
             return Some(spend.clone());
         }
-        let spent = self
-            .store
-            .subject_spent_since(start, subject)
-            .unwrap_or_else(|e| {
+        let spent = match self.store.subject_spent_since(start, subject) {
+            Ok(spent) => spent,
+            Err(e) => {
                 // Fail closed: everyone's spend today is an upper bound of the subject's.
+                // Should that not read either, nothing is kept (runs are refused then,
+                // rule `budget_state`; a plan is checked without the subject's day).
                 tracing::error!(subject, error = %genesis::core::error_chain(&e), "cannot read the subject's spend today from the run store; counting the whole day's");
-                self.spent_today()
-            });
+                self.spent_today()?
+            }
+        };
         let spend = lock()
             .1
             .entry(subject.to_owned())
@@ -480,8 +558,16 @@ impl RunManager {
         // one cap for all of them would be a server-wide cap, so they are counted per
         // client IP instead.
         let key = limit_key(subject, client_ip);
-        let slot = match self.admit(key.as_deref(), anonymous_ip(subject, client_ip), true) {
-            Ok(slot) => slot,
+        // A new run is held to the daily budget, which needs today's spend.
+        let admitted = self
+            .try_today()
+            .map_err(StartRunError::from)
+            .and_then(|day| {
+                self.admit(key.as_deref(), anonymous_ip(subject, client_ip), true)
+                    .map(|slot| (slot, day))
+            });
+        let (slot, day) = match admitted {
+            Ok(admitted) => admitted,
             Err(refused) => {
                 // A retry of a run already journaled under its key is answered with that
                 // run, not refused.
@@ -519,7 +605,7 @@ impl RunManager {
             budget,
             resumed,
             Usd::ZERO,
-            slot,
+            (slot, day),
             subject,
             cohorts,
             correlation_id,
@@ -580,7 +666,7 @@ impl RunManager {
         budget: Option<Usd>,
         resumed: Vec<genesis::run::TaskReport>,
         spent: Usd,
-        slot: RunSlot,
+        (slot, day): (RunSlot, DaySpend),
         subject: &str,
         cohorts: genesis::Cohorts,
         correlation_id: Option<&str>,
@@ -613,7 +699,7 @@ impl RunManager {
             })),
             resumed,
             budget,
-            day: Some(self.today()),
+            day: Some(day),
             subject_day: self.subject_today(subject),
             spent,
             ..RunOptions::default()
@@ -712,13 +798,19 @@ impl RunManager {
             let Ok(slot) = self.admit(key, None, false) else {
                 continue;
             };
+            // Accepted work resumes even while today's spend cannot be read; it then
+            // charges a total of its own from $0, held to budget.per_run.
+            let day = self.try_today().unwrap_or_else(|e| {
+                tracing::warn!(run_id = %run.id, error = %genesis::core::error_chain(&e), "resuming the run without today's spend: its calls are held to its own budget, not to what was spent today");
+                DaySpend::new(Usd::ZERO)
+            });
             match self.launch(
                 run.id.clone(),
                 run.plan,
                 budget,
                 resumed,
                 run.cost,
-                slot,
+                (slot, day),
                 subject,
                 cohorts,
                 None,
@@ -870,6 +962,10 @@ pub enum StartRunError {
         /// The limit.
         max: usize,
     },
+    /// Today's spend cannot be read from the store, so the daily budget cannot be held:
+    /// the run was not accepted.
+    #[error(transparent)]
+    BudgetState(#[from] BudgetStateError),
     /// The server already has `server.max_runs` runs starting or running; a new run is
     /// refused before anything is journaled (runs accepted before go on).
     #[error(
@@ -1143,6 +1239,48 @@ mod tests {
         assert_eq!(series(&text, &scope("daily")), 2.0, "{text}");
         assert_eq!(series(&text, &scope("run")), 1.0, "{text}");
         assert_eq!(series(&text, &scope("day")), 0.0, "{text}");
+    }
+
+    /// Audit S10 #5: today's spend that does not read (here the real SQLite file's
+    /// `spend` table renamed away) is an error, not $0; the store is not asked again
+    /// before [`BUDGET_STATE_RETRY`], and a read that succeeds afterwards ends it.
+    #[test]
+    fn unreadable_spend_fails_closed_and_is_read_again_at_most_every_few_seconds() {
+        let dir = crate::tests::TempDir::new("spend-unreadable");
+        let store = Arc::new(SqliteStore::open(&dir).unwrap());
+        let db = rusqlite::Connection::open(dir.join("genesis.db")).unwrap();
+        let genesis = Orchestrator::builder()
+            .budget(genesis::daao::Budget {
+                per_run: None,
+                per_day: Some(Usd::new(5.0).unwrap()),
+                per_subject_day: None,
+            })
+            .build()
+            .unwrap();
+        let runs = RunManager::new(genesis, store as Arc<dyn RunStore>);
+        db.execute_batch("ALTER TABLE spend RENAME TO spend_aside")
+            .unwrap();
+        let failed_at = std::time::Instant::now();
+        let e = runs.try_today().unwrap_err();
+        let chain = genesis::core::error_chain(&e);
+        assert!(chain.contains("rule: budget_state"), "{chain}");
+        assert!(chain.contains("no such table: spend"), "{chain}");
+        assert_eq!(runs.spent_today(), None);
+        db.execute_batch("ALTER TABLE spend_aside RENAME TO spend")
+            .unwrap();
+        let again = runs.try_today();
+        if failed_at.elapsed() < BUDGET_STATE_RETRY {
+            assert!(again.is_err(), "the store was read again at once");
+        }
+        let deadline = std::time::Instant::now() + BUDGET_STATE_RETRY * 5;
+        while runs.try_today().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "today's spend still refused after the store was repaired"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(runs.spent_today(), Some(Usd::ZERO));
     }
 
     #[test]

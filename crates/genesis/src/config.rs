@@ -89,6 +89,10 @@ pub struct ServerConfig {
     /// for `admin:` and a digest of the key. A key may not be in both lists. With either
     /// list non-empty the API requires credentials (default empty).
     pub admin_api_keys: Vec<genesis_core::Secret>,
+    /// Lets the server start with an open API (no `api_keys` nor `admin_api_keys`) on a
+    /// `bind` address that is not loopback, where anyone who can connect lists, reads and
+    /// cancels every run (default `false`: refused at start, rule `open_api`).
+    pub allow_open_api: bool,
     /// Requests handled at once before new ones are shed with 503 (default 1024).
     pub max_in_flight: usize,
     /// How long finished runs (with their tasks and events) are kept in the store
@@ -131,7 +135,9 @@ pub struct ServerConfig {
     /// `anonymous`, are counted per client IP) may have starting or in progress at once; one more is answered 429 `max_runs_per_subject` with
     /// `Retry-After` (a retry with the idempotency key of a run already accepted is
     /// still answered with that run). Resumed runs count but are never refused. Default
-    /// 100; 0: no limit.
+    /// 16 (a quarter of `max_runs`); at most `max_runs` (refused at start, rule
+    /// `max_runs_per_subject_above_max_runs`); 0: no per-caller limit, so one caller may
+    /// take every run slot.
     pub max_runs_per_subject: usize,
     /// Runs in progress on this server at once, whoever submitted them: accepted and
     /// not finished (resumed runs included). A new run over it is refused before
@@ -163,6 +169,7 @@ impl Default for ServerConfig {
             shutdown_delay: Duration::from_secs(5),
             api_keys: Vec::new(),
             admin_api_keys: Vec::new(),
+            allow_open_api: false,
             max_in_flight: 1024,
             retention: Duration::from_secs(30 * 86_400),
             header_timeout: Duration::from_secs(10),
@@ -172,7 +179,7 @@ impl Default for ServerConfig {
             max_event_streams: 512,
             max_event_streams_per_ip: 32,
             max_event_streams_per_subject: 64,
-            max_runs_per_subject: 100,
+            max_runs_per_subject: 16,
             max_runs: 64,
             max_planning: 4,
             event_stream_lifetime: Duration::from_secs(3_600),

@@ -91,6 +91,8 @@ async fn resumed_runs_are_never_refused_but_count_against_max_runs() {
     drop(store);
     let mut c = config(dir.path(), &stub.url);
     c.server.max_runs = 1;
+    // At most max_runs (rule max_runs_per_subject_above_max_runs); not what is tested.
+    c.server.max_runs_per_subject = 0;
     let s = TestServer::start(c, &[]).await;
     assert_eq!(
         s.state.runs().in_progress(),

@@ -370,7 +370,7 @@ async fn planning_a_client_hung_up_on_is_kept_in_the_day_spend_across_a_restart(
     let _ = request.await;
     // Shutdown's drain waits for planning in progress.
     genesis_server::drain(&s.state, Duration::from_secs(30)).await;
-    let spent = s.state.runs().spent_today().as_f64();
+    let spent = s.state.runs().spent_today().unwrap().as_f64();
     let one_call = 100.0 * 0.15 / 1e6 + 50.0 * 0.60 / 1e6;
     assert!(
         spent >= one_call,

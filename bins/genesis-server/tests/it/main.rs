@@ -15,6 +15,7 @@ mod cohorts;
 mod config_files;
 mod crash;
 mod durability;
+mod exposure;
 mod isolation;
 mod logs;
 mod resume;
