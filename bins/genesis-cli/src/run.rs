@@ -26,6 +26,11 @@ pub(crate) enum Provider {
 }
 
 impl Provider {
+    /// The environment variable holding its API key.
+    fn key_variable(self) -> &'static str {
+        genesis::providers::key_variable(self.kind())
+    }
+
     fn kind(self) -> ProviderKind {
         match self {
             Provider::Openai => ProviderKind::Openai,
@@ -48,7 +53,8 @@ pub(crate) enum RunFormat {
 pub(crate) struct RunArgs {
     /// The request, in words.
     request: String,
-    /// LLM provider protocol (default: the first configured provider's, else openai).
+    /// LLM provider protocol (default: the first configured provider's; with none
+    /// configured, the one whose key is set, OPENAI_API_KEY then ANTHROPIC_API_KEY).
     #[arg(long, value_enum)]
     provider: Option<Provider>,
     /// Provider API root, e.g. http://127.0.0.1:11434/v1 for a local server.
@@ -108,6 +114,30 @@ pub(crate) fn apply_provider_flags(
     genesis::providers::apply_key_env(&mut config.llm, env);
 }
 
+/// The provider to use when nothing chooses one (no `--provider`, `--base-url` or
+/// `--model`, no `[[llm.providers]]`, no `[backends]`) but a provider's API key is in
+/// the environment: OpenAI when `OPENAI_API_KEY` is set, else Anthropic when
+/// `ANTHROPIC_API_KEY` is (audit C10: the key alone was refused).
+fn inferred_provider(
+    config: &GenesisConfig,
+    args: &RunArgs,
+    env: &HashMap<String, String>,
+) -> Option<Provider> {
+    if args.base_url.is_some()
+        || args.model.is_some()
+        || !config.llm.providers.is_empty()
+        || !config.backends.is_empty()
+    {
+        return None;
+    }
+    [Provider::Openai, Provider::Anthropic]
+        .into_iter()
+        .find(|p| {
+            env.get(p.key_variable())
+                .is_some_and(|k| !k.trim().is_empty())
+        })
+}
+
 /// `genesis run`.
 pub(crate) async fn run(config_path: &[&Path], args: RunArgs) -> Result<(), Failure> {
     let mut config = load_config(config_path)?;
@@ -117,9 +147,18 @@ pub(crate) async fn run(config_path: &[&Path], args: RunArgs) -> Result<(), Fail
         ));
     }
     let env: HashMap<String, String> = std::env::vars().collect();
+    let provider = args.provider.or_else(|| {
+        let inferred = inferred_provider(&config, &args, &env)?;
+        eprintln!(
+            "using provider {} ({} is set; --provider chooses another)",
+            inferred.kind().as_str(),
+            inferred.key_variable()
+        );
+        Some(inferred)
+    });
     apply_provider_flags(
         &mut config,
-        args.provider,
+        provider,
         args.base_url.as_deref(),
         args.model.as_deref(),
         &env,

@@ -36,6 +36,9 @@ pub(crate) fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&st
         .env_remove("GENESIS_CONFIG")
         .env_remove("GENESIS_API_KEY")
         .env_remove("EMERGENCY_SHUTDOWN")
+        // Keys of the developer's shell would choose a provider (see `genesis run`).
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
