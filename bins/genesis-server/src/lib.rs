@@ -63,7 +63,10 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 pub use api::{CreateTask, ErrorBody, ErrorDetail, Mode};
 pub use proxy::InvalidTrustedProxy;
 pub use runs::RunManager;
-pub use transport::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED_TOTAL, serve};
+pub use transport::{
+    CONNECTION_LOG_INTERVAL, CONNECTIONS_EVICTED_TOTAL, CONNECTIONS_OPEN,
+    CONNECTIONS_REFUSED_TOTAL, OPS_MAX_CONNECTIONS, OpsBindError, ops_bind, serve, serve_ops,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

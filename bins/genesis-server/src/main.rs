@@ -1,5 +1,6 @@
 //! `genesis-server`: parse arguments, load configuration, initialise telemetry, build
-//! the app, resume unfinished runs, serve, and on ctrl-c / SIGTERM answer `/ready` with
+//! the app, resume unfinished runs, serve (and the operations listener of
+//! `server.ops_bind`, if set), and on ctrl-c / SIGTERM answer `/ready` with
 //! 503 while still accepting for `server.shutdown_delay`, then stop accepting, drain
 //! in-flight runs within the grace period and exit 0.
 
@@ -99,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // first one and resume its runs. Taken before the store is opened (audit S6), after
     // the settings are checked (a bad setting must not create the data directory).
     genesis_server::AppState::check_config(&config, &env).context("starting")?;
+    let ops_bind = genesis_server::ops_bind(&config.server).context("starting")?;
     let _lock = genesis_server::lock_data_dir(&config.server.data_dir)?;
     let state =
         genesis_server::AppState::from_config(config, &env, Some(metrics)).context("starting")?;
@@ -127,6 +129,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding {bind}"))?;
+    // The operations listener (server.ops_bind): probes and scrapes on a port that a
+    // connection flood on `bind` does not reach.
+    let ops_listener = match ops_bind {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.ops_bind {addr}"))?;
+            tracing::info!(addr = %addr, "operations listener (/health, /ready, /metrics)");
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(addr = %bind, resumed, "genesis-server listening");
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
@@ -137,11 +151,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(&state),
         async move { stopped.cancelled().await },
     ));
+    // The operations listener shuts down with the main one.
+    let mut ops = ops_listener.map(|listener| {
+        let stopped = stop.clone();
+        tokio::spawn(genesis_server::serve_ops(
+            listener,
+            Arc::clone(&state),
+            async move { stopped.cancelled().await },
+        ))
+    });
     tokio::select! {
         served = &mut server => {
             // The server stopped by itself: that is a failure, not a shutdown.
             served.context("server task")?;
             anyhow::bail!("the server stopped without a shutdown signal");
+        }
+        Some(served) = async {
+            match ops.as_mut() {
+                Some(ops) => Some(ops.await),
+                None => None,
+            }
+        } => {
+            served.context("operations listener task")?;
+            anyhow::bail!("the operations listener stopped without a shutdown signal");
         }
         () = shutdown_signal() => {}
     }
@@ -169,6 +201,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match tokio::time::timeout_at(deadline, server).await {
         Ok(served) => served.context("server task")?,
         Err(_) => tracing::warn!("connections still open after the grace period; closing them"),
+    }
+    if let Some(ops) = ops {
+        match tokio::time::timeout_at(deadline, ops).await {
+            Ok(served) => served.context("operations listener task")?,
+            Err(_) => tracing::warn!(
+                "operations connections still open after the grace period; closing them"
+            ),
+        }
     }
     tracing::info!(
         still_running,

@@ -5,23 +5,38 @@
 //!   a new connection and between requests on a kept-alive one (hyper's header read
 //!   timeout, which runs whenever the connection waits for a request head), so silent,
 //!   idle and byte-dripping (slowloris) connections are closed;
-//! - `server.max_connections` and `server.max_connections_per_ip`: connections over a
-//!   cap are answered a canned 503 and closed at once, counted in
-//!   [`CONNECTIONS_REFUSED_TOTAL`]; open ones are [`CONNECTIONS_OPEN`].
+//! - `server.max_connections` and `server.max_connections_per_ip`: at a cap, the oldest
+//!   open connection (of that IP, for the per-IP cap) that has not yet sent a complete
+//!   request head is closed to make room, counted in [`CONNECTIONS_EVICTED_TOTAL`], and
+//!   the new one is served; a connection that has had a request is never evicted (idle
+//!   keep-alive ones are bounded by the header timeout). Only when nothing is evictable
+//!   is the new connection answered a canned 503 and closed, counted in
+//!   [`CONNECTIONS_REFUSED_TOTAL`]. A flood of connections that never finish a request
+//!   (audit S10 finding 1) therefore only evicts itself. Open connections are
+//!   [`CONNECTIONS_OPEN`]. Refusals and evictions are logged at `warn`, at most one
+//!   line per [`CONNECTION_LOG_INTERVAL`] per cap, with the count since the last line.
+//!
+//! [`serve_ops`] is the same transport for the operations listener (`server.ops_bind`):
+//! `/health`, `/ready` and `/metrics` only, its own cap of [`OPS_MAX_CONNECTIONS`].
 //!
 //! Graceful shutdown is `axum::serve`'s: when the shutdown future resolves the listener
 //! closes, every connection is asked to finish its request in flight and close, and
 //! [`serve`] returns once all have.
 //!
-//! [`Gate`] is the counter behind the caps, shared with the event-stream caps.
+//! [`Gate`] is the counter behind the event-stream caps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::routing::get;
+use genesis::config::ServerConfig;
+use genesis::telemetry::LogThrottle;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -30,16 +45,27 @@ use tower::Service;
 
 use crate::AppState;
 
-/// The label of [`CONNECTIONS_REFUSED_TOTAL`]: the cap that refused.
+/// The label of [`CONNECTIONS_REFUSED_TOTAL`] and [`CONNECTIONS_EVICTED_TOTAL`]: the cap.
 pub(crate) use genesis::telemetry::catalogue::labels::REASON;
-pub use genesis::telemetry::catalogue::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED_TOTAL};
+pub use genesis::telemetry::catalogue::{
+    CONNECTIONS_EVICTED_TOTAL, CONNECTIONS_OPEN, CONNECTIONS_REFUSED_TOTAL,
+};
+
+/// Connections the operations listener (`server.ops_bind`) holds open at once; one more
+/// is handled as at the main listener's total cap (evicting a connection that has not
+/// sent a request yet, else refused).
+pub const OPS_MAX_CONNECTIONS: usize = 64;
+
+/// The shortest time between two `warn` lines about refused (or evicted) connections
+/// for one cap; each line says how many there were since the last.
+pub const CONNECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// File descriptors left for everything but client connections (the store, logs,
 /// outgoing agent and LLM calls) when `server.max_connections` is fitted under the
 /// process's open-file limit.
 const RESERVED_FDS: usize = 256;
 
-/// Which cap a [`Gate`] refused at.
+/// Which cap a [`Gate`] refused at, or a listener's connection cap that was full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Full {
     /// The total cap.
@@ -140,6 +166,188 @@ impl<K: std::hash::Hash + Eq> Drop for Pass<K> {
     }
 }
 
+/// The open connections of one listener against its caps, and, oldest first, those
+/// that have not yet sent a complete request head ("fresh"): the ones [`Conns::admit`]
+/// may evict to make room.
+#[derive(Debug)]
+struct Conns {
+    max_total: usize,
+    max_per_ip: usize,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Every open connection by id (ids grow with accept order).
+    open: HashMap<u64, Entry>,
+    /// Fresh connections, by id.
+    fresh: BTreeSet<u64>,
+    /// Fresh connections per IP, by id; only IPs with one.
+    fresh_per_ip: HashMap<IpAddr, BTreeSet<u64>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    ip: Option<IpAddr>,
+    fresh: bool,
+    evict: CancellationToken,
+}
+
+/// One admitted connection: its place in [`Conns`], given back on drop (unless it was
+/// evicted, which gave it to the connection that evicted it).
+#[derive(Debug)]
+struct Slot {
+    conns: Arc<Conns>,
+    id: u64,
+    /// Cancelled when the connection is evicted: its task closes it.
+    evicted: CancellationToken,
+    /// Set at its first request head.
+    served: AtomicBool,
+}
+
+impl Conns {
+    fn new(max_total: usize, max_per_ip: usize) -> Arc<Conns> {
+        Arc::new(Conns {
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+            table: Mutex::new(Table::default()),
+        })
+    }
+
+    /// Admits a connection from `ip` (`None`: held to the total cap only). At a full
+    /// cap the oldest fresh connection (of `ip`, at the per-IP cap) is evicted to make
+    /// room, and the cap is returned with the slot; with none to evict, the full cap is
+    /// the error.
+    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<(Arc<Slot>, Option<Full>), Full> {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut evicted = None;
+        if let Some(ip) = ip
+            && table.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip
+        {
+            let victim = table
+                .fresh_per_ip
+                .get(&ip)
+                .and_then(|f| f.first().copied())
+                .ok_or(Full::PerIp)?;
+            table.release(victim, true);
+            evicted = Some(Full::PerIp);
+        }
+        if table.total >= self.max_total {
+            let victim = table.fresh.first().copied().ok_or(Full::Total)?;
+            table.release(victim, true);
+            evicted = Some(Full::Total);
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        table.total += 1;
+        if let Some(ip) = ip {
+            *table.per_ip.entry(ip).or_insert(0) += 1;
+            table.fresh_per_ip.entry(ip).or_default().insert(id);
+        }
+        table.fresh.insert(id);
+        let evict = CancellationToken::new();
+        table.open.insert(
+            id,
+            Entry {
+                ip,
+                fresh: true,
+                evict: evict.clone(),
+            },
+        );
+        Ok((
+            Arc::new(Slot {
+                conns: Arc::clone(self),
+                id,
+                evicted: evict,
+                served: AtomicBool::new(false),
+            }),
+            evicted,
+        ))
+    }
+
+    /// Open now, in total.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
+}
+
+impl Table {
+    /// Takes connection `id` out of the counts (if still in); `evict`: and tells its
+    /// task to close it.
+    fn release(&mut self, id: u64, evict: bool) {
+        let Some(entry) = self.open.remove(&id) else {
+            return;
+        };
+        self.total = self.total.saturating_sub(1);
+        if entry.fresh {
+            self.fresh.remove(&id);
+        }
+        if let Some(ip) = entry.ip {
+            if let std::collections::hash_map::Entry::Occupied(mut n) = self.per_ip.entry(ip) {
+                *n.get_mut() -= 1;
+                if *n.get() == 0 {
+                    n.remove();
+                }
+            }
+            if entry.fresh {
+                self.unfresh_ip(ip, id);
+            }
+        }
+        if evict {
+            entry.evict.cancel();
+        }
+    }
+
+    fn unfresh_ip(&mut self, ip: IpAddr, id: u64) {
+        if let std::collections::hash_map::Entry::Occupied(mut f) = self.fresh_per_ip.entry(ip) {
+            f.get_mut().remove(&id);
+            if f.get().is_empty() {
+                f.remove();
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The connection sent a complete request head: it is no longer evictable.
+    fn first_request(&self) {
+        if self.served.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut table = self
+            .conns
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = table.open.get_mut(&self.id) else {
+            return;
+        };
+        entry.fresh = false;
+        let ip = entry.ip;
+        table.fresh.remove(&self.id);
+        if let Some(ip) = ip {
+            table.unfresh_ip(ip, self.id);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.conns
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(self.id, false);
+    }
+}
+
 /// Serves the app of `state` on `listener` until `shutdown` resolves, then stops
 /// accepting and returns once every open connection has finished its request in
 /// flight and closed (see the module docs for the limits applied). The caller bounds
@@ -149,16 +357,95 @@ where
     F: Future<Output = ()> + Send,
 {
     let server = &state.config.server;
-    let header_timeout = server.header_timeout;
     let max_connections = fit_open_file_limit(server.max_connections, open_file_limit());
-    let connections = Gate::new(max_connections, server.max_connections_per_ip);
-    let refusals = Refusals::new(max_connections, server.max_connections_per_ip);
+    let caps = Caps {
+        listener: "main",
+        max_total: max_connections,
+        max_per_ip: server.max_connections_per_ip,
+    };
     let router = crate::app(Arc::clone(&state));
+    serve_router(listener, state, router, caps, shutdown).await;
+}
+
+/// Serves the operations endpoints of `state` (`GET /health`, `/ready`, `/metrics`,
+/// the main listener's handlers, without credentials) on `listener`, the operations
+/// listener of `server.ops_bind`, until `shutdown` resolves, then shuts down as
+/// [`serve`] does. Held to [`OPS_MAX_CONNECTIONS`] and `server.header_timeout`, not to
+/// the main listener's caps.
+pub async fn serve_ops<F>(listener: TcpListener, state: Arc<AppState>, shutdown: F)
+where
+    F: Future<Output = ()> + Send,
+{
+    let caps = Caps {
+        listener: "ops",
+        max_total: OPS_MAX_CONNECTIONS,
+        max_per_ip: OPS_MAX_CONNECTIONS,
+    };
+    let router = ops_app(Arc::clone(&state));
+    serve_router(listener, state, router, caps, shutdown).await;
+}
+
+/// The operations listener's app: the three probe and scrape routes with the request
+/// context (request id, span, request metrics) of the main app; anything else is 404.
+fn ops_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(crate::api::health))
+        .route("/ready", get(crate::api::ready))
+        .route("/metrics", get(crate::api::metrics))
+        .fallback(crate::api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::middleware::request_context,
+        ))
+        .with_state(state)
+}
+
+/// The caps of one listener.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    /// `main` or `ops`, in log lines.
+    listener: &'static str,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+async fn serve_router<F>(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    router: Router,
+    caps: Caps,
+    shutdown: F,
+) where
+    F: Future<Output = ()> + Send,
+{
+    let server = &state.config.server;
+    let connections = Conns::new(caps.max_total, caps.max_per_ip);
+    let refusals = Refusals::new(caps);
+    let log = Arc::new(ConnLog::new(caps));
+    for reason in [MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP] {
+        metrics::counter!(CONNECTIONS_EVICTED_TOTAL, REASON => reason).increment(0);
+    }
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(server.header_timeout);
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // Held-back log counts are reported once their interval has passed, even when the
+    // flood has ended.
+    let flusher = {
+        let log = Arc::clone(&log);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CONNECTION_LOG_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => log.flush(std::time::Instant::now()),
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -173,16 +460,26 @@ where
         };
         // A trusted proxy carries many clients: it is held to the total cap only.
         let ip = (!state.trusted_proxies.contains(peer.ip())).then_some(peer.ip());
-        let pass = match connections.try_enter(ip) {
-            Ok(pass) => pass,
+        let slot = match connections.admit(ip) {
+            Ok((slot, evicted)) => {
+                if let Some(full) = evicted {
+                    metrics::counter!(CONNECTIONS_EVICTED_TOTAL, REASON => full.rule())
+                        .increment(1);
+                    log.evicted(full);
+                }
+                slot
+            }
             Err(full) => {
                 refuse(&stream, full, &refusals);
+                log.refused(full);
                 continue;
             }
         };
         let router = router.clone();
+        let on_request = Arc::clone(&slot);
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                on_request.first_request();
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().call(req)
@@ -196,45 +493,143 @@ where
             metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
             tokio::pin!(conn);
             let served = tokio::select! {
-                served = conn.as_mut() => served,
+                served = conn.as_mut() => Some(served),
+                // Evicted: its place went to a newer connection; dropping it closes it.
+                () = slot.evicted.cancelled() => None,
                 () = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    Some(conn.await)
                 }
             };
-            if let Err(e) = served {
+            if let Some(Err(e)) = served {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
             metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
-            drop(pass);
+            drop(slot);
         });
     }
     drop(listener);
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    let _ = flusher.await;
+}
+
+/// `reason` of the total cap.
+const MAX_CONNECTIONS: &str = "max_connections";
+/// `reason` of the per-IP cap.
+const MAX_CONNECTIONS_PER_IP: &str = "max_connections_per_ip";
+
+impl Full {
+    /// The cap's rule name, the `reason` label of the connection metrics.
+    fn rule(self) -> &'static str {
+        match self {
+            Full::Total => MAX_CONNECTIONS,
+            Full::PerIp => MAX_CONNECTIONS_PER_IP,
+        }
+    }
+}
+
+/// The `warn` lines of one listener about refused and evicted connections: one per
+/// [`CONNECTION_LOG_INTERVAL`] per cap and kind at most, with the count since the last.
+struct ConnLog {
+    caps: Caps,
+    refused: LogThrottle,
+    evicted: LogThrottle,
+}
+
+impl ConnLog {
+    fn new(caps: Caps) -> ConnLog {
+        ConnLog {
+            caps,
+            refused: LogThrottle::new(CONNECTION_LOG_INTERVAL),
+            evicted: LogThrottle::new(CONNECTION_LOG_INTERVAL),
+        }
+    }
+
+    fn cap(&self, rule: &str) -> usize {
+        if rule == MAX_CONNECTIONS_PER_IP {
+            self.caps.max_per_ip
+        } else {
+            self.caps.max_total
+        }
+    }
+
+    fn refused(&self, full: Full) {
+        if let Some(count) = self.refused.hit(full.rule(), std::time::Instant::now()) {
+            self.log_refused(full.rule(), count);
+        }
+    }
+
+    fn evicted(&self, full: Full) {
+        if let Some(count) = self.evicted.hit(full.rule(), std::time::Instant::now()) {
+            self.log_evicted(full.rule(), count);
+        }
+    }
+
+    fn flush(&self, now: std::time::Instant) {
+        for (rule, count) in self.refused.flush_due(now) {
+            self.log_refused(rule, count);
+        }
+        for (rule, count) in self.evicted.flush_due(now) {
+            self.log_evicted(rule, count);
+        }
+    }
+
+    fn log_refused(&self, rule: &str, count: u64) {
+        tracing::warn!(
+            listener = self.caps.listener,
+            rule,
+            cap = self.cap(rule),
+            count,
+            interval_secs = CONNECTION_LOG_INTERVAL.as_secs(),
+            "connections refused: a connection cap is full and every open connection has sent a request"
+        );
+    }
+
+    fn log_evicted(&self, rule: &str, count: u64) {
+        tracing::warn!(
+            listener = self.caps.listener,
+            rule,
+            cap = self.cap(rule),
+            count,
+            interval_secs = CONNECTION_LOG_INTERVAL.as_secs(),
+            "connections evicted: at a full connection cap, the oldest connection without a complete request was closed to make room"
+        );
+    }
 }
 
 /// The canned answers to a connection over a cap, naming the cap's value: built once
-/// per [`serve`], each sent with one non-blocking write.
+/// per listener, each sent with one non-blocking write.
 struct Refusals {
     total: Vec<u8>,
     per_ip: Vec<u8>,
 }
 
 impl Refusals {
-    fn new(max_connections: usize, max_connections_per_ip: usize) -> Refusals {
+    fn new(caps: Caps) -> Refusals {
+        let Caps {
+            listener,
+            max_total: max_connections,
+            max_per_ip: max_connections_per_ip,
+        } = caps;
+        // The operations listener's cap is not a setting.
+        let setting = if listener == "ops" {
+            "the operations listener's cap of"
+        } else {
+            "server.max_connections"
+        };
         Refusals {
             total: canned_503(
-                "max_connections",
+                MAX_CONNECTIONS,
                 &format!(
-                    "the server has server.max_connections {max_connections} connections open; retry shortly (rule: max_connections)"
+                    "the server has {setting} {max_connections} connections open, each of them serving a request; retry shortly (rule: max_connections)"
                 ),
             ),
             per_ip: canned_503(
-                "max_connections_per_ip",
+                MAX_CONNECTIONS_PER_IP,
                 &format!(
-                    "this client has server.max_connections_per_ip {max_connections_per_ip} connections open; close some or retry shortly (rule: max_connections_per_ip)"
+                    "this client has server.max_connections_per_ip {max_connections_per_ip} connections open, each of them serving a request; close some or retry shortly (rule: max_connections_per_ip)"
                 ),
             ),
         }
@@ -244,13 +639,63 @@ impl Refusals {
 /// The canned answer to a connection over a cap: sent with one non-blocking write (a
 /// new socket's send buffer is empty), then the connection is closed.
 fn refuse(stream: &TcpStream, full: Full, refusals: &Refusals) {
-    let (reason, answer) = match full {
-        Full::Total => ("max_connections", &refusals.total),
-        Full::PerIp => ("max_connections_per_ip", &refusals.per_ip),
+    let answer = match full {
+        Full::Total => &refusals.total,
+        Full::PerIp => &refusals.per_ip,
     };
-    metrics::counter!(CONNECTIONS_REFUSED_TOTAL, REASON => reason).increment(1);
+    metrics::counter!(CONNECTIONS_REFUSED_TOTAL, REASON => full.rule()).increment(1);
     crate::count_error("resource");
     let _ = stream.try_write(answer);
+}
+
+/// `server.ops_bind` is neither an address nor empty, or is `server.bind`'s.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsBindError {
+    /// Not an `ip:port` address.
+    #[error(
+        "server.ops_bind {value:?} is not an address such as \"0.0.0.0:9000\" (or \"\" for no operations listener) (rule: ops_bind)"
+    )]
+    NotAnAddress {
+        /// The value.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The same port as `server.bind`, on the same or an overlapping address.
+    #[error(
+        "server.ops_bind {ops_bind} overlaps server.bind {bind}: the operations listener needs its own port (rule: ops_bind)"
+    )]
+    SameAsBind {
+        /// `server.ops_bind`.
+        ops_bind: SocketAddr,
+        /// `server.bind`.
+        bind: SocketAddr,
+    },
+}
+
+/// The operations listener's address from `server.ops_bind`: `None` when empty.
+///
+/// # Errors
+/// [`OpsBindError`]: not an address, or on `server.bind`'s port and address (a port of
+/// 0, any free port, never collides).
+pub fn ops_bind(server: &ServerConfig) -> Result<Option<SocketAddr>, OpsBindError> {
+    let value = server.ops_bind.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ops_bind: SocketAddr = value.parse().map_err(|source| OpsBindError::NotAnAddress {
+        value: value.to_owned(),
+        source,
+    })?;
+    let bind = server.bind;
+    let overlapping =
+        ops_bind.ip() == bind.ip() || ops_bind.ip().is_unspecified() || bind.ip().is_unspecified();
+    if ops_bind.port() != 0 && ops_bind.port() == bind.port() && overlapping {
+        return Err(OpsBindError::SameAsBind { ops_bind, bind });
+    }
+    Ok(Some(ops_bind))
 }
 
 /// A complete HTTP/1.1 503 with the house error body naming `rule`.
@@ -341,6 +786,78 @@ mod tests {
         assert!(
             gate.count.lock().unwrap().per_ip.is_empty(),
             "no entry kept for IPs with nothing open"
+        );
+    }
+
+    /// At a cap the oldest connection without a request is evicted (of that IP at the
+    /// per-IP cap); one that has had a request never is; an evicted one's slot is given
+    /// back once, to the newcomer.
+    #[test]
+    fn conns_evict_the_oldest_fresh_connection_and_never_a_served_one() {
+        let conns = Conns::new(3, 2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let (b1, _) = conns.admit(Some(b)).unwrap();
+        let (a1, _) = conns.admit(Some(a)).unwrap();
+        let (a2, none) = conns.admit(Some(a)).unwrap();
+        assert_eq!(none, None);
+        // a's cap: a1 (a's oldest fresh) goes, not b1 (older, another IP).
+        let (a3, evicted) = conns.admit(Some(a)).unwrap();
+        assert_eq!(evicted, Some(Full::PerIp));
+        assert!(a1.evicted.is_cancelled() && !b1.evicted.is_cancelled());
+        drop(a1);
+        assert_eq!(conns.open(), 3, "an evicted slot is not given back twice");
+        // The total cap: the oldest fresh of all, b1.
+        a2.first_request();
+        a3.first_request();
+        let (t1, evicted) = conns.admit(None).unwrap();
+        assert_eq!(evicted, Some(Full::Total));
+        assert!(b1.evicted.is_cancelled());
+        t1.first_request();
+        // Everything open has had a request: refused.
+        assert_eq!(conns.admit(None).unwrap_err(), Full::Total);
+        assert_eq!(conns.admit(Some(a)).unwrap_err(), Full::PerIp);
+        drop((b1, a2, a3, t1));
+        assert_eq!(conns.open(), 0);
+        let table = conns.table.lock().unwrap();
+        assert!(table.open.is_empty() && table.fresh.is_empty());
+        assert!(table.per_ip.is_empty() && table.fresh_per_ip.is_empty());
+    }
+
+    #[test]
+    fn ops_bind_is_off_when_empty_and_refused_on_binds_port() {
+        let server = |bind: &str, ops: &str| ServerConfig {
+            bind: bind.parse().unwrap(),
+            ops_bind: ops.into(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(ops_bind(&server("127.0.0.1:8000", "")).unwrap(), None);
+        assert_eq!(
+            ops_bind(&server("127.0.0.1:8000", "0.0.0.0:9000")).unwrap(),
+            Some("0.0.0.0:9000".parse().unwrap())
+        );
+        // Port 0 is any free port: no collision (tests bind both so).
+        assert!(ops_bind(&server("127.0.0.1:0", "127.0.0.1:0")).is_ok());
+        // Another address on the same port is fine...
+        assert!(ops_bind(&server("127.0.0.1:8000", "10.0.0.5:8000")).is_ok());
+        // ...but not the same one, or an unspecified one.
+        for (bind, ops) in [
+            ("127.0.0.1:8000", "127.0.0.1:8000"),
+            ("0.0.0.0:8000", "127.0.0.1:8000"),
+            ("127.0.0.1:8000", "0.0.0.0:8000"),
+        ] {
+            let e = ops_bind(&server(bind, ops)).unwrap_err().to_string();
+            assert!(
+                e.contains("rule: ops_bind") && e.contains(ops) && e.contains(bind),
+                "{e}"
+            );
+        }
+        let e = ops_bind(&server("127.0.0.1:8000", "localhost:9000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"localhost:9000\"") && e.contains("rule: ops_bind"),
+            "{e}"
         );
     }
 

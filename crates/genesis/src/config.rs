@@ -114,6 +114,13 @@ pub struct ServerConfig {
     /// `trusted_proxies` are not held to it); one over it is answered 503
     /// `max_connections_per_ip` and closed (default 256; at least 1).
     pub max_connections_per_ip: usize,
+    /// Address of the operations listener (e.g. `0.0.0.0:9000`), serving only
+    /// `GET /health`, `/ready` and `/metrics` without credentials, outside the main
+    /// listener's connection caps (its own cap is 64 connections, with the same
+    /// `header_timeout`), so probes and scrapes reach the server during a connection
+    /// flood on `bind`. Empty (the default): no operations listener. Must differ from
+    /// `bind`.
+    pub ops_bind: String,
     /// Reverse proxies (IP addresses or CIDR blocks such as `10.0.0.0/8`) whose
     /// `X-Forwarded-For` (or `Forwarded`) header names the client. When the TCP peer is
     /// one of them, the client IP (for the per-IP rate limit and event-stream cap) is
@@ -175,6 +182,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_ip: 256,
+            ops_bind: String::new(),
             trusted_proxies: Vec::new(),
             max_event_streams: 512,
             max_event_streams_per_ip: 32,

@@ -48,7 +48,8 @@ pub mod labels {
     pub const CATEGORY: &str = "category";
     /// Budget scope: `run`, `daily` or `subject_daily`.
     pub const SCOPE: &str = "scope";
-    /// Which cap refused a connection (`max_connections`, `max_connections_per_ip`);
+    /// Which cap refused (or evicted) a connection (`max_connections`,
+    /// `max_connections_per_ip`);
     /// for [`OTLP_SPANS_DROPPED_TOTAL`](super::OTLP_SPANS_DROPPED_TOTAL), why spans
     /// were lost (`queue_full`, `export_failed`).
     pub const REASON: &str = "reason";
@@ -137,6 +138,9 @@ pub const COHORT_TASK_DURATION_SECONDS: &str = "genesis_cohort_task_duration_sec
 pub const RUNS_DELETED_TOTAL: &str = "genesis_runs_deleted_total";
 /// Connections the server refused at accept. Labels: reason.
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "genesis_connections_refused_total";
+/// Connections the server closed at accept to make room under a cap full of connections
+/// that had not sent a complete request head (the oldest such one). Labels: reason.
+pub const CONNECTIONS_EVICTED_TOTAL: &str = "genesis_connections_evicted_total";
 /// Connections the server has open now.
 pub const CONNECTIONS_OPEN: &str = "genesis_connections_open";
 /// Runs in progress on the server now: accepted (or resumed) and not finished, against
@@ -237,6 +241,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def(COHORT_TASK_DURATION_SECONDS, Histogram, Unit::Seconds, &[l::FLAG, l::VARIANT], "time on its agents of a task that succeeded in a run of a rollout cohort (waits for a call slot excluded)"),
     def(RUNS_DELETED_TOTAL, Counter, Unit::Count, &[], "finished runs deleted from the store after their retention"),
     def(CONNECTIONS_REFUSED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections refused at accept, by the cap that refused them (reason)"),
+    def(CONNECTIONS_EVICTED_TOTAL, Counter, Unit::Count, &[l::REASON], "connections closed before their first complete request to make room under a cap, by the cap (reason)"),
     def(CONNECTIONS_OPEN, Gauge, Unit::Count, &[], "connections open now"),
     def(RUNS_IN_PROGRESS, Gauge, Unit::Count, &[], "runs accepted or resumed and not finished (server.max_runs)"),
     def(PLANNING_IN_PROGRESS, Gauge, Unit::Count, &[], "requests being planned now (server.max_planning)"),

@@ -32,7 +32,7 @@ impl Write for Buffer {
 }
 
 /// The process's log lines so far, parsed (the subscriber is installed on first use).
-fn log_lines() -> Vec<Value> {
+pub(crate) fn log_lines() -> Vec<Value> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     let buf = LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));

@@ -624,3 +624,385 @@ async fn event_streams_are_capped_per_caller_from_any_ip() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ------------------------------------------------------------------ audit S10 finding 1
+// 17 source IPs x 250 connections dripping header bytes and reconnecting kept
+// `server.max_connections` full: /health, /ready and authenticated clients got 503 for
+// the whole attack, and nothing was logged.
+
+/// A connection from `ip` (any loopback address on Linux; else 127.0.0.1).
+async fn connect_from(ip: [u8; 4], addr: SocketAddr) -> TcpStream {
+    #[cfg(target_os = "linux")]
+    {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((ip, 0)))
+            .unwrap_or_else(|e| panic!("binding {ip:?}: {e}"));
+        socket.connect(addr).await.unwrap()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = ip;
+        TcpStream::connect(addr).await.unwrap()
+    }
+}
+
+/// A connection that has sent part of a request head (a slowloris drip).
+async fn dripping(ip: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let mut c = connect_from(ip, addr).await;
+    c.write_all(b"GET /health HTTP/1.1\r\nhost: t\r\nx-a: aaa")
+        .await
+        .unwrap();
+    c
+}
+
+/// A request in flight: a POST whose head the server has read (it answered
+/// `100 Continue` when the handler started reading the body), with half its body sent.
+/// Returns the connection and the rest of the body.
+async fn mid_request(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let body = br#"{"description":"Fix the login bug","mode":"plan"}"#;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        format!(
+            "POST /api/tasks HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+             expect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("no 100 Continue within 5 s")
+        .unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("HTTP/1.1 100"), "{got}");
+    let (first, rest) = body.split_at(body.len() / 2);
+    c.write_all(first).await.unwrap();
+    (c, rest.to_vec())
+}
+
+/// Sends the rest of [`mid_request`]'s body and returns the status line of the answer.
+async fn finish_request(c: &mut TcpStream, rest: &[u8]) -> String {
+    c.write_all(rest).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .expect("no answer within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the request in flight was cut: closed without an answer"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// `GET /health` on a new connection from `ip`, sent at once: the status line.
+async fn health_from(ip: [u8; 4], addr: SocketAddr) -> (TcpStream, String) {
+    let mut c = connect_from(ip, addr).await;
+    let answer = get_on(&mut c, "/health").await;
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    (c, status)
+}
+
+/// At `server.max_connections`, full of connections that sent nothing or part of a
+/// head, plus one idle after a request and one mid-request: a client sending `GET
+/// /health` at once gets 200, the oldest connection without a complete head is closed
+/// (counted in `genesis_connections_evicted_total`), the idle and mid-request ones are
+/// not; once every connection has had a request, a new one is refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_total_cap_the_oldest_connection_without_a_request_makes_room() {
+    let s = Served::start("evict-total", |c| {
+        c.server.max_connections = 4;
+        c.server.max_connections_per_ip = 50;
+    })
+    .await;
+    let evicted = r#"genesis_connections_evicted_total{reason="max_connections"}"#;
+    let refused = r#"genesis_connections_refused_total{reason="max_connections"}"#;
+    let m = s.metrics().await;
+    let (evicted_before, refused_before) = (sample(&m, evicted), sample(&m, refused));
+    let mut idle = hold(s.addr, 1).await.pop().unwrap();
+    let (mut in_flight, rest) = mid_request(s.addr).await;
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let mut drip = dripping([127, 0, 0, 1], s.addr).await;
+    // The cap is full (4 open): a client sending its request at once is served.
+    let (_d, status) = health_from([127, 0, 0, 1], s.addr).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "at the cap: {status}");
+    let (_, after) = read_until_closed(&mut silent, Duration::from_secs(3)).await;
+    assert!(after < Duration::from_secs(2), "evicted after {after:?}");
+    // Then the drip, now the oldest without a request.
+    let (_f, status) = health_from([127, 0, 0, 1], s.addr).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "at the cap: {status}");
+    read_until_closed(&mut drip, Duration::from_secs(3)).await;
+    // Every open connection has had a request: refused as before.
+    assert_refused(s.addr, "max_connections").await;
+    // The idle and in-flight connections were never cut.
+    let status = finish_request(&mut in_flight, &rest).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        get_on(&mut idle, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let m = s.metrics().await;
+    // The metric is the process's: other tests running at once add to it.
+    assert!(sample(&m, evicted) >= evicted_before + 2.0, "{evicted}");
+    assert!(sample(&m, refused) > refused_before, "{refused}");
+}
+
+/// At `server.max_connections_per_ip`, a new connection from that IP evicts that IP's
+/// oldest connection without a request, never another IP's (even an older one).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_per_ip_cap_only_that_ips_connections_are_evicted() {
+    let s = Served::start("evict-per-ip", |c| {
+        c.server.max_connections = 50;
+        c.server.max_connections_per_ip = 3;
+    })
+    .await;
+    let series = r#"genesis_connections_evicted_total{reason="max_connections_per_ip"}"#;
+    let before = sample(&s.metrics().await, series);
+    let (a, b) = ([127, 0, 0, 11], [127, 0, 0, 12]);
+    // b's silent connection is the oldest of all.
+    let mut other = connect_from(b, s.addr).await;
+    let mut old = connect_from(a, s.addr).await;
+    let mut drip = dripping(a, s.addr).await;
+    let mut served = connect_from(a, s.addr).await;
+    assert!(
+        get_on(&mut served, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let (_x, status) = health_from(a, s.addr).await;
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "at the per-IP cap: {status}"
+    );
+    read_until_closed(&mut old, Duration::from_secs(3)).await;
+    let (_y, status) = health_from(a, s.addr).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    read_until_closed(&mut drip, Duration::from_secs(3)).await;
+    // a's 3 connections have all had a request: refused.
+    let mut c = connect_from(a, s.addr).await;
+    let (answer, _) = read_until_closed(&mut c, Duration::from_secs(3)).await;
+    assert!(
+        answer.is_empty() || answer.contains("\"rule\":\"max_connections_per_ip\""),
+        "{answer}"
+    );
+    // b's connection was not touched and is served when it sends its request.
+    assert!(
+        get_on(&mut other, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        get_on(&mut served, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        sample(&s.metrics().await, series) >= before + 2.0,
+        "{series}"
+    );
+}
+
+/// A flood of refused and of evicted connections is one `warn` line per cap and kind
+/// (naming the rule and the cap's value, with the count), not one line per connection;
+/// before, nothing was logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_evictions_are_logged_once_per_interval_with_the_cap() {
+    crate::logs::log_lines();
+    // A cap no other test uses, to pick out this test's lines.
+    const CAP: usize = 7;
+    let s = Served::start("conn-log", |c| {
+        c.server.max_connections = CAP;
+        c.server.max_connections_per_ip = 50;
+    })
+    .await;
+    let refused = r#"genesis_connections_refused_total{reason="max_connections"}"#;
+    let evicted = r#"genesis_connections_evicted_total{reason="max_connections"}"#;
+    let m = s.metrics().await;
+    let (refused_before, evicted_before) = (sample(&m, refused), sample(&m, evicted));
+    let mut held = hold(s.addr, CAP - 1).await;
+    // The last slot: each new silent connection evicts the one before.
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    for c in &mut silent[..11] {
+        read_until_closed(c, Duration::from_secs(3)).await;
+    }
+    // Fill it with a served connection: now every new one is refused.
+    held.extend(hold(s.addr, 1).await);
+    read_until_closed(&mut silent[11], Duration::from_secs(3)).await;
+    for _ in 0..20 {
+        assert_refused(s.addr, "max_connections").await;
+    }
+    let m = s.metrics().await;
+    // The metrics are the process's: other tests running at once add to them.
+    assert!(sample(&m, evicted) >= evicted_before + 12.0, "{evicted}");
+    assert!(sample(&m, refused) >= refused_before + 20.0, "{refused}");
+    let lines = crate::logs::log_lines();
+    let ours = |message: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+                    && l["fields"]["cap"] == CAP
+            })
+            .cloned()
+            .collect()
+    };
+    for (message, kind) in [
+        ("connections refused", "refusals"),
+        ("connections evicted", "evictions"),
+    ] {
+        let found = ours(message);
+        assert_eq!(found.len(), 1, "{kind}: {found:?}");
+        let line = &found[0];
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert_eq!(line["fields"]["rule"], "max_connections", "{line}");
+        assert_eq!(line["fields"]["listener"], "main", "{line}");
+        assert_eq!(line["fields"]["count"], 1, "{line}");
+        assert_eq!(line["fields"]["interval_secs"], 10, "{line}");
+    }
+}
+
+/// `serve_ops` on its own listener for the app of `s`; resolves `stop` to shut it down.
+fn ops_for(
+    s: &Served,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(genesis_server::serve_ops(
+        listener,
+        Arc::clone(&s.server.state),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, task)
+}
+
+/// `server.ops_bind`: with the main listener's caps full of connections serving
+/// requests (so /health there is refused), the operations listener answers `/health`,
+/// `/ready` and `/metrics` as the main port does, without credentials and outside the
+/// main caps; everything else is 404 there; it evicts like the main listener at its own
+/// cap; and it shuts down gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_listener_answers_probes_while_the_main_caps_are_full() {
+    let s = Served::start("ops", |c| {
+        c.server.max_connections = 2;
+        c.server.api_keys = vec![Secret::new("key-alice-0000000000000000")];
+    })
+    .await;
+    let (ops, stop, task) = ops_for(&s);
+    let _held = hold(s.addr, 2).await;
+    assert_refused(s.addr, "max_connections").await;
+    let client = &s.server.client;
+    for path in ["/health", "/ready", "/metrics"] {
+        let (status, _, body) = split(
+            client
+                .get(format!("http://{ops}{path}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if path == "/metrics" {
+            assert!(
+                body.as_str().unwrap().contains("genesis_connections_open"),
+                "{body}"
+            );
+        } else {
+            let (main_status, _, main_body) = s.server.get(path).await;
+            assert_eq!(main_status, 200);
+            assert_eq!(
+                body.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+                main_body.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+                "{path}: the same answer as the main port"
+            );
+        }
+    }
+    for path in ["/api/tasks", "/openapi.json", "/api/status"] {
+        let r = client
+            .get(format!("http://{ops}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path} is not served on the ops listener");
+    }
+    // Its own cap: full of silent connections, a probe still gets through.
+    let mut silent = Vec::new();
+    for _ in 0..genesis_server::OPS_MAX_CONNECTIONS {
+        silent.push(TcpStream::connect(ops).await.unwrap());
+    }
+    let (_p, status) = health_from([127, 0, 0, 1], ops).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    read_until_closed(&mut silent[0], Duration::from_secs(3)).await;
+    drop(silent);
+    // Graceful shutdown: the listener closes and serve_ops returns.
+    let mut idle = TcpStream::connect(ops).await.unwrap();
+    assert!(
+        get_on(&mut idle, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve_ops still running 5 s after its shutdown")
+        .unwrap();
+    read_until_closed(&mut idle, Duration::from_secs(1)).await;
+    assert!(TcpStream::connect(ops).await.is_err(), "still accepting");
+}
+
+/// `server.ops_bind` on `server.bind`'s port is refused at start, naming the rule and
+/// both values, before the data directory is created.
+#[test]
+fn an_ops_bind_equal_to_bind_is_refused_at_start() {
+    let dir = TempDir::new("ops-bind-same");
+    let config = dir.path().join("genesis.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:18931\"\nops_bind = \"127.0.0.1:18931\"\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+    cmd.current_dir(dir.path()).arg("--config").arg(&config);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule: ops_bind")
+            && err.contains("server.ops_bind 127.0.0.1:18931 overlaps server.bind 127.0.0.1:18931"),
+        "{err}"
+    );
+    assert!(!data.exists(), "the data directory was created");
+}
