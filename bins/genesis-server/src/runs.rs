@@ -366,7 +366,7 @@ impl RunManager {
     }
 
     /// Money spent today by all runs (runs in progress included, up to their last
-    /// agent call); `None` while it cannot be read ([`RunManager::try_today`]).
+    /// agent call); `None` while it cannot be read (`RunManager::try_today`).
     pub fn spent_today(&self) -> Option<Usd> {
         self.try_today().ok().map(|d| d.spent())
     }
