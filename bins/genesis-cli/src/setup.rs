@@ -38,9 +38,48 @@ impl Failure {
     }
 }
 
-/// The error and its sources on one line.
+/// The error and its sources on one line. A TOML parser's source diagram (the quoted
+/// line under `|` with a caret) is left out: the message already names the line and
+/// column, and squashed onto one line the diagram was unreadable (audit C10 #18).
 pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    genesis::core::error_chain(e).replace('\n', " ")
+    let chain = genesis::core::error_chain(e);
+    let diagram = |l: &str| {
+        let t = l.trim_start();
+        let t = t
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        t.starts_with('|')
+    };
+    let mut out = String::with_capacity(chain.len());
+    for line in chain
+        .lines()
+        .filter(|l| !diagram(l) && !l.trim().is_empty())
+    {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { ": " });
+        }
+        out.push_str(line.trim());
+    }
+    out
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn toml_diagrams_are_left_out_of_one_line_errors() {
+        // The shape of a `toml` crate error's Display.
+        let e = std::io::Error::other(
+            "TOML parse error at line 2, column 17\n  |\n2 | max_in_flight = \"many\"\n  |                 ^^^^^^\ninvalid type: string \"many\", expected usize\n",
+        );
+        assert_eq!(
+            one_line(&e),
+            "TOML parse error at line 2, column 17: invalid type: string \"many\", expected usize"
+        );
+        let io = std::io::Error::other("disk full\nretry later");
+        assert_eq!(one_line(&io), "disk full: retry later");
+    }
 }
 
 /// A configuration that did not load or does not build: the operator's input, so exit
