@@ -63,25 +63,6 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     out
 }
 
-#[cfg(test)]
-mod one_line_tests {
-    use super::one_line;
-
-    #[test]
-    fn toml_diagrams_are_left_out_of_one_line_errors() {
-        // The shape of a `toml` crate error's Display.
-        let e = std::io::Error::other(
-            "TOML parse error at line 2, column 17\n  |\n2 | max_in_flight = \"many\"\n  |                 ^^^^^^\ninvalid type: string \"many\", expected usize\n",
-        );
-        assert_eq!(
-            one_line(&e),
-            "TOML parse error at line 2, column 17: invalid type: string \"many\", expected usize"
-        );
-        let io = std::io::Error::other("disk full\nretry later");
-        assert_eq!(one_line(&io), "disk full: retry later");
-    }
-}
-
 /// A configuration that did not load or does not build: the operator's input, so exit
 /// code 2 (a missing or malformed `--config` file, an invalid value, a bad catalogue or
 /// rules file). Only a runtime that cannot start is exit code 1.
@@ -138,4 +119,23 @@ pub(crate) fn unknown_variable_warnings(
 pub(crate) fn orchestrator(config: &GenesisConfig) -> Result<Orchestrator, Failure> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     genesis::orchestrator_from_config(config, &env).map_err(config_failure)
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn toml_diagrams_are_left_out_of_one_line_errors() {
+        // The shape of a `toml` crate error's Display.
+        let e = std::io::Error::other(
+            "TOML parse error at line 2, column 17\n  |\n2 | max_in_flight = \"many\"\n  |                 ^^^^^^\ninvalid type: string \"many\", expected usize\n",
+        );
+        assert_eq!(
+            one_line(&e),
+            "TOML parse error at line 2, column 17: invalid type: string \"many\", expected usize"
+        );
+        let io = std::io::Error::other("disk full\nretry later");
+        assert_eq!(one_line(&io), "disk full: retry later");
+    }
 }
