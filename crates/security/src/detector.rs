@@ -339,7 +339,7 @@ impl InjectionDetector {
         }
         // In the order of DERIVED: padding flood, adversarial suffix, framed harmful request,
         // defensive or descriptive frame (only when nothing else fired), contentious persona,
-        // subverted system prompt.
+        // subverted system prompt, instructions document (only when nothing else fired).
         let suffix = structure.adversarial_suffix();
         let framed = structure.framed_harm();
         let contentious = structure.cues.contentious_persona();
@@ -353,6 +353,9 @@ impl InjectionDetector {
                 && !(structure.padding || suffix || framed || contentious || subverted),
             contentious,
             subverted,
+            structure.cues.instructions_document()
+                && matched.is_empty()
+                && !(structure.padding || suffix || framed || contentious || subverted),
         ];
         for ((rule, on), off) in DERIVED.iter().zip(fired).zip(self.disabled_derived) {
             if on && !off {

@@ -208,6 +208,41 @@ fn strip_accents(text: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// A rule pattern in the form the rules match ([`crate::rules`]): its non-ASCII letters go
+/// through the same steps as text (NFKC, lower case, invisible and combining characters
+/// dropped, Cyrillic and Greek look-alikes mapped to Latin, then diacritics removed as in
+/// [`Normalized::unaccented`]), so a pattern written in its own script (`игнорируй`,
+/// `पिछले`, `önceki`, `أعلاه`) matches what the normaliser makes of that script
+/// (`игнopиpyй`, `पछल`, `onceki`, `اعلاه`). ASCII (the regex syntax among it) is kept as
+/// written. Matching the accent-free form is enough: the rules match it whenever the text
+/// has one, and otherwise the text is already accent-free.
+pub(crate) fn fold_pattern(pattern: &str) -> String {
+    if pattern.is_ascii() {
+        return pattern.to_owned();
+    }
+    let mut out = String::with_capacity(pattern.len());
+    for c in pattern.nfkc() {
+        if c.is_ascii() {
+            out.push(c);
+            continue;
+        }
+        if is_invisible(c) {
+            continue;
+        }
+        for l in c.to_lowercase() {
+            match look_alike(l) {
+                LookAlike::Variant(letter) | LookAlike::Confusable(letter) => {
+                    out.push(char::from(letter));
+                }
+                LookAlike::Other => out.push(l),
+            }
+        }
+    }
+    strip_accents(out.as_bytes())
+        .map(into_string)
+        .unwrap_or(out)
+}
+
 /// Longest named character reference looked up (`&thetasym;`).
 const MAX_REF_NAME: usize = 10;
 
