@@ -65,7 +65,8 @@ pub use proxy::InvalidTrustedProxy;
 pub use runs::RunManager;
 pub use transport::{
     CONNECTION_LOG_INTERVAL, CONNECTIONS_EVICTED_TOTAL, CONNECTIONS_OPEN,
-    CONNECTIONS_REFUSED_TOTAL, OPS_MAX_CONNECTIONS, OpsBindError, ops_bind, serve, serve_ops,
+    CONNECTIONS_REFUSED_TOTAL, OPS_MAX_CONNECTIONS, OPS_MAX_CONNECTIONS_PER_IP, OpsBindError,
+    ops_bind, serve, serve_ops,
 };
 
 /// Why the server could not start.
@@ -142,19 +143,22 @@ pub enum StartError {
         source: genesis::store::StoreError,
     },
     /// An open API (neither `server.api_keys` nor `server.admin_api_keys`) on a `bind`
-    /// address that is not loopback, without `server.allow_open_api = true`: anyone who
+    /// address that is not loopback, or behind `server.trusted_proxies` (which forward
+    /// other hosts' clients to it), without `server.allow_open_api = true`: anyone who
     /// could connect would list, read and cancel every run.
     #[error(
-        "server.bind {bind} is not a loopback address and the API is open (server.api_keys and server.admin_api_keys are empty): anyone who can connect would list, read and cancel every run. Set server.api_keys (GENESIS_SERVER__API_KEYS) or server.admin_api_keys, bind to 127.0.0.1, or set server.allow_open_api = true to accept it (rule: open_api)"
+        "server.bind {bind} {reach} and the API is open (server.api_keys and server.admin_api_keys are empty): anyone who can connect would list, read and cancel every run. Set server.api_keys (GENESIS_SERVER__API_KEYS) or server.admin_api_keys, bind to 127.0.0.1 with no trusted proxies, or set server.allow_open_api = true to accept it (rule: open_api)"
     )]
     OpenApi {
         /// The configured `server.bind`.
         bind: std::net::SocketAddr,
+        /// How clients of other hosts reach it.
+        reach: &'static str,
     },
     /// `server.max_runs_per_subject` above `server.max_runs` (both limited): one caller
     /// could take every run slot.
     #[error(
-        "server.max_runs_per_subject {per_subject} is above server.max_runs {max_runs}: one caller could take every run slot; set it to at most server.max_runs (the default is a quarter of it), or 0 for no per-caller limit (rule: max_runs_per_subject_above_max_runs)"
+        "server.max_runs_per_subject {per_subject} is above server.max_runs {max_runs}: one caller could take every run slot; set it to at most server.max_runs (its default, 16, is lowered to server.max_runs when that is smaller), or 0 for no per-caller limit (rule: max_runs_per_subject_above_max_runs)"
     )]
     RunsPerSubjectAboveMax {
         /// The configured `server.max_runs_per_subject`.
@@ -261,6 +265,18 @@ struct Prepared {
     key_limiter: RateLimiter<genesis::core::AgentId>,
 }
 
+/// The per-caller run limit in force: `server.max_runs_per_subject`, except that its
+/// default is lowered to a smaller `server.max_runs` (verification V10 defect 6: setting
+/// `max_runs = 8` alone was refused for a default the operator never set).
+fn runs_per_subject(server: &genesis::config::ServerConfig) -> usize {
+    let configured = server.max_runs_per_subject;
+    if configured == genesis::config::DEFAULT_MAX_RUNS_PER_SUBJECT && server.max_runs > 0 {
+        configured.min(server.max_runs)
+    } else {
+        configured
+    }
+}
+
 impl AppState {
     /// Checks `config` and the environment as [`AppState::from_config`] does before it
     /// touches the data directory (limits, rollout thresholds, proxies, the auth secret,
@@ -275,8 +291,13 @@ impl AppState {
     ) -> Result<(), StartError> {
         // Quietly: `from_config` prepares again and logs its warnings (a missing
         // GENESIS_AUTH_SECRET in dev) once; here they came out twice (audits G10, C10).
+        // The orchestrator is built (and dropped) here too, so a catalogue, rules or
+        // backend error stops the start before the data directory is made (verification
+        // V10 defect 10).
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            Self::prepare(config, env).map(|_| ())
+            Self::prepare(config, env)?;
+            genesis::orchestrator_from_config(config, env)?;
+            Ok(())
         })
     }
 
@@ -336,8 +357,21 @@ impl AppState {
         }
         let bind = config.server.bind;
         if open {
-            if !bind.ip().to_canonical().is_loopback() && !config.server.allow_open_api {
-                return Err(StartError::OpenApi { bind });
+            // Verification V10 defect 5: a loopback bind behind trusted proxies (as
+            // config/production.toml has it) serves every client those proxies forward.
+            let reach = if !bind.ip().to_canonical().is_loopback() {
+                Some("is not a loopback address")
+            } else if !trusted_proxies.is_empty() {
+                Some(
+                    "is reached through server.trusted_proxies, which forward other hosts' clients",
+                )
+            } else {
+                None
+            };
+            if let Some(reach) = reach
+                && !config.server.allow_open_api
+            {
+                return Err(StartError::OpenApi { bind, reach });
             }
             // Audit S10 #2: leaving the keys out turned auth off without a word.
             tracing::warn!(
@@ -347,7 +381,7 @@ impl AppState {
                 "the API is open (server.api_keys and server.admin_api_keys are empty): anyone who can connect lists, reads and cancels every run"
             );
         }
-        if server.max_runs > 0 && server.max_runs_per_subject > server.max_runs {
+        if server.max_runs > 0 && runs_per_subject(server) > server.max_runs {
             return Err(StartError::RunsPerSubjectAboveMax {
                 per_subject: server.max_runs_per_subject,
                 max_runs: server.max_runs,
@@ -443,7 +477,7 @@ impl AppState {
             orchestrator.clone(),
             Arc::clone(&store) as Arc<dyn RunStore>,
         )
-        .with_max_runs_per_subject(config.server.max_runs_per_subject)
+        .with_max_runs_per_subject(runs_per_subject(&config.server))
         .with_max_runs(config.server.max_runs);
         // Today's spend read now, so a store that cannot tell it is reported at start
         // (and `/ready` fails) rather than at the first run.

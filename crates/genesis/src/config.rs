@@ -166,6 +166,10 @@ pub struct ServerConfig {
     pub resume_runs: bool,
 }
 
+/// The default of [`ServerConfig::max_runs_per_subject`]: a quarter of the default
+/// `max_runs`. Left at this value, it is lowered to a smaller `max_runs`.
+pub const DEFAULT_MAX_RUNS_PER_SUBJECT: usize = 16;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -187,7 +191,7 @@ impl Default for ServerConfig {
             max_event_streams: 512,
             max_event_streams_per_ip: 32,
             max_event_streams_per_subject: 64,
-            max_runs_per_subject: 16,
+            max_runs_per_subject: DEFAULT_MAX_RUNS_PER_SUBJECT,
             max_runs: 64,
             max_planning: 4,
             event_stream_lifetime: Duration::from_secs(3_600),

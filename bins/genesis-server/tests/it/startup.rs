@@ -111,3 +111,92 @@ fn llm_agents_without_an_api_key_refuse_to_start_naming_the_key() {
     let e = env(&data, &[("OPENAI_API_KEY", "sk-test")]);
     start(&overlay, &e).unwrap();
 }
+
+/// Verification V10 defect 5: config/production.toml binds loopback behind trusted
+/// proxies; switched to `dev` with no keys it served an open API to every client those
+/// proxies forward. Refused like a public bind, unless `server.allow_open_api`.
+#[test]
+fn an_open_api_behind_trusted_proxies_is_refused_unless_allowed() {
+    let tmp = TempDir::new("open-behind-proxy");
+    let data = tmp.path().join("data");
+    let e = env(
+        &data,
+        &[
+            ("GENESIS_AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("GENESIS_SECURITY__AUTH__ENVIRONMENT", "dev"),
+        ],
+    );
+    let err = start("production.toml", &e).unwrap_err().to_string();
+    assert!(
+        err.contains("trusted_proxies") && err.contains("rule: open_api"),
+        "{err}"
+    );
+    assert!(!data.exists(), "the data directory was created: {err}");
+    let mut allowed = e.clone();
+    allowed.push(("GENESIS_SERVER__ALLOW_OPEN_API".into(), "true".into()));
+    start("production.toml", &allowed).unwrap();
+}
+
+/// Verification V10 defect 6: `max_runs = 8` alone was refused because the per-caller
+/// default (16) was above it; the default now follows a smaller `max_runs`, while an
+/// explicit per-caller limit above `max_runs` is still refused.
+#[test]
+fn a_small_max_runs_lowers_the_per_caller_default_but_not_an_explicit_limit() {
+    let tmp = TempDir::new("small-max-runs");
+    let data = tmp.path().join("data");
+    start(
+        "staging.toml",
+        &env(
+            &data,
+            &[
+                ("GENESIS_AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("GENESIS_SERVER__API_KEYS", r#"["stage-key-1"]"#),
+                ("GENESIS_SERVER__MAX_RUNS", "8"),
+            ],
+        ),
+    )
+    .unwrap();
+    let err = start(
+        "staging.toml",
+        &env(
+            &data,
+            &[
+                ("GENESIS_AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("GENESIS_SERVER__API_KEYS", r#"["stage-key-1"]"#),
+                ("GENESIS_SERVER__MAX_RUNS", "8"),
+                ("GENESIS_SERVER__MAX_RUNS_PER_SUBJECT", "12"),
+            ],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_runs_per_subject 12") && err.contains("max_runs 8"),
+        "{err}"
+    );
+}
+
+/// Verification V10 defect 10: a backend for an unknown agent (an error of the
+/// orchestrator's build) stopped the start only after the data directory and its lock
+/// were made. `check_config` (what the binary runs before taking the lock) builds it.
+#[test]
+fn a_bad_backend_is_found_before_the_data_directory_is_made() {
+    let tmp = TempDir::new("check-backend");
+    let data = tmp.path().join("data");
+    let overlay = tmp.path().join("backends.toml");
+    std::fs::write(
+        &overlay,
+        "[backends.coderr]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/task\"\n",
+    )
+    .unwrap();
+    let config = GenesisConfig::load(
+        &[config_dir().join("genesis.toml"), overlay],
+        env(&data, &[]).into_iter(),
+    )
+    .unwrap();
+    let err = AppState::check_config(&config, &env(&data, &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("coderr"), "{err}");
+    assert!(!data.exists(), "the data directory was created: {err}");
+}
