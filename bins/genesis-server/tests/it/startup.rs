@@ -191,7 +191,7 @@ fn a_bad_backend_is_found_before_the_data_directory_is_made() {
     .unwrap();
     let config = GenesisConfig::load(
         &[config_dir().join("genesis.toml"), overlay],
-        env(&data, &[]).into_iter(),
+        env(&data, &[]),
     )
     .unwrap();
     let err = AppState::check_config(&config, &env(&data, &[]))
