@@ -9,8 +9,22 @@
 //! metrics (a rollback or another tick won). Reasons go to stderr on one line; results
 //! go to stdout.
 
-// A command-line tool's job is to print.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// Results go to stdout only through `commands::emit` and `input::write_line`, which
+// turn a write error into exit 1 (a closed pipe into a quiet exit 0); std's print
+// macros panic on a write error (exit 101, audit V10 #3), so they are refused here.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// `eprintln!` for this crate, shadowing std's (a `macro_rules!` defined before the
+/// modules is in scope in all of them and wins over the prelude's): writes the line to
+/// stderr and ignores a write error, where std's panics. A reason that cannot be
+/// written to stderr (`2>/dev/full`, a closed pipe) has nowhere else to go, and the
+/// exit code still tells the caller what happened.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod commands;
 mod health;
@@ -114,7 +128,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -153,4 +170,19 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// Prints clap's usage error, `--help` or `--version` and gives its exit code (2 for a
+/// usage error, 0 for help), or 1 when help or the version (on stdout) cannot be
+/// written, as any other result; a closed pipe (`genesis --help | head -1`) stays 0.
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    match e.print() {
+        Err(write) if e.use_stderr() || write.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(write) => {
+            eprintln!("error: cannot write to stdout: {write}");
+            return ExitCode::from(1);
+        }
+        Ok(()) => {}
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }

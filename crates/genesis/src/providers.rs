@@ -501,16 +501,19 @@ impl Called {
                     .to_owned(),
             ));
         }
-        if self.text.trim().is_empty() {
+        // Whitespace and invisible characters only count as empty, as for HTTP and
+        // command agents (verification V10 #7).
+        if crate::run::backends::blank(&self.text) {
             let finish = self
                 .finish_reason
                 .as_ref()
                 .map_or("none", genesis_llm::FinishReason::as_str);
+            let what = crate::run::backends::empty_message(&self.text);
             return Some((
                 "empty_answer",
                 format!(
-                    "the answer is empty ({} bytes of whitespace; finish_reason {finish})",
-                    self.text.len()
+                    "{}; finish_reason {finish})",
+                    what.strip_suffix(')').unwrap_or(&what)
                 ),
             ));
         }

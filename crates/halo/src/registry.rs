@@ -96,9 +96,18 @@ const JSONL_FIELDS: &[&str] = &[
     "outcomes",
 ];
 
+/// Shortest normalised field that counts as the start of a catalogue field
+/// ([`misspelt`]): "examp" and "success" do, "cost" and "name" (tool-catalogue fields)
+/// do not.
+const MIN_PREFIX_LEN: usize = 5;
+
 /// The catalogue field `field` is most likely a misspelling of: compared without case,
 /// `_` and `-`, within one edit for names of up to five letters and two edits above
-/// ("task_kind", "Skill", "example", "successrate", "max_concurent_tasks").
+/// ("task_kind", "Skill", "example", "successrate", "max_concurent_tasks"), or the
+/// start of a catalogue field, at least [`MIN_PREFIX_LEN`] letters long ("success" for
+/// `success_rate`, "max_concurrent" for `max_concurrent_tasks`; audit V10 #8). A field
+/// that a catalogue field is the start of ("descriptions", "task_kinds_list") is one
+/// only within the edit bound: longer names are fields of their own.
 fn misspelt(field: &str) -> Option<&'static str> {
     let norm = |s: &str| -> Vec<u8> {
         s.bytes()
@@ -109,8 +118,13 @@ fn misspelt(field: &str) -> Option<&'static str> {
     let f = norm(field);
     JSONL_FIELDS
         .iter()
-        .map(|k| (*k, edit_distance(&f, &norm(k))))
-        .filter(|(k, d)| *d <= if k.len() <= 5 { 1 } else { 2 })
+        .filter_map(|k| {
+            let known = norm(k);
+            let d = edit_distance(&f, &known);
+            let near = d <= if k.len() <= 5 { 1 } else { 2 };
+            let start = f.len() >= MIN_PREFIX_LEN && known.starts_with(&f);
+            (near || start).then_some((*k, d))
+        })
         .min_by_key(|(_, d)| *d)
         .map(|(k, _)| k)
 }
@@ -702,10 +716,32 @@ max_concurrent_tasks = 2
             ("parameters", None),
             ("version", None),
             ("cost", None),
+            // Audit V10 #8: the start of a catalogue field, 5 letters or more.
+            ("success", Some("success_rate")),
+            ("max_concurrent", Some("max_concurrent_tasks")),
+            ("MaxConcurrent", Some("max_concurrent_tasks")),
+            ("examp", Some("examples")),
+            ("outcome", Some("outcomes")),
+            ("task_k", Some("task_kinds")),
+            ("descriptions", Some("description")),
+            ("task_kinds_list", None),
+            ("exam", None),
+            ("task", None),
+            // UltraTool's and common tool-catalogue fields are fields of their own.
+            ("title", None),
+            ("category", None),
+            ("type", None),
+            ("url", None),
+            ("cost_usd", None),
+            ("tool_name", None),
+            ("required", None),
+            ("returns", None),
+            ("output", None),
+            ("input_schema", None),
         ] {
             assert_eq!(misspelt(field), expected, "{field}");
         }
-        let own = "{\"id\":\"a\",\"desc\":\"x\",\"old_desc\":\"y\",\"name\":\"A\",\"parameters\":{\"q\":1},\"kinds\":[\"research\"]}\n";
+        let own = "{\"id\":\"a\",\"desc\":\"x\",\"old_desc\":\"y\",\"domain\":\"web\",\"name\":\"A\",\"parameters\":{\"q\":1},\"version\":\"1\",\"cost\":2,\"title\":\"T\",\"category\":\"c\",\"type\":\"tool\",\"url\":\"http://x\",\"kinds\":[\"research\"]}\n";
         let (reg, skipped) = AgentRegistry::from_jsonl_str(own, JsonlMode::Fail).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(reg.get("a").unwrap().task_kinds, vec![TaskKind::Research]);

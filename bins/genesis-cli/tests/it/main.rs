@@ -13,6 +13,7 @@ mod route;
 mod run;
 mod scan;
 mod support;
+mod write_errors;
 
 use std::process::Command;
 

@@ -10,7 +10,10 @@ use crate::support::{Out, repo_root, run_in};
 
 /// Starts a stub answering every POST with `status` and `body`; returns its base URL
 /// (`.../v1`) and the request counter.
-async fn stub(status: StatusCode, body: serde_json::Value) -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn stub(
+    status: StatusCode,
+    body: serde_json::Value,
+) -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
@@ -28,7 +31,7 @@ async fn stub(status: StatusCode, body: serde_json::Value) -> (String, Arc<Atomi
     (base, hits)
 }
 
-fn completion(text: &str) -> serde_json::Value {
+pub(crate) fn completion(text: &str) -> serde_json::Value {
     serde_json::json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",

@@ -1,7 +1,8 @@
 //! What an HTTP agent's 2xx answer must be (audit R8 D2): one that says it is JSON must be
 //! the agent answer; plain text stays plain text, exactly as written (audit G10 H2); an
 //! empty output is no answer (G10 H1); the tokens and model it reports reach the task's
-//! report, events and stored run (G10 H3, D5); a negative cost is malformed (G10 D4).
+//! report, events and stored run (G10 H3, D5); a negative cost is malformed (G10 D4), as
+//! is an implausible token count (V10 #4); an invisible output is empty (V10 #7).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +90,42 @@ async fn serve(calls: Arc<Calls>) -> String {
                     "input_tokens": 120, "output_tokens": 45, "model": "coder-model-v1",
                     "cost_us": 0.5, "trace": {"spans": 3}
                 }))
+            }),
+        )
+        .route(
+            "/invisible",
+            post(|s: State<Arc<Calls>>| {
+                broken(
+                    s,
+                    r#"{"output": " \n\t\u00a0\u200b\u200c\u200d\u2060\ufeff ", "cost_usd": 0.02}"#,
+                )
+            }),
+        )
+        .route(
+            "/huge-input-tokens",
+            post(|s: State<Arc<Calls>>| {
+                broken(
+                    s,
+                    r#"{"output": "done", "input_tokens": 10000000000000000000, "output_tokens": 5}"#,
+                )
+            }),
+        )
+        .route(
+            "/huge-output-tokens",
+            post(|s: State<Arc<Calls>>| {
+                broken(
+                    s,
+                    r#"{"output": "done", "input_tokens": 5, "output_tokens": 9223372036854775808}"#,
+                )
+            }),
+        )
+        .route(
+            "/most-tokens",
+            post(|s: State<Arc<Calls>>| {
+                broken(
+                    s,
+                    r#"{"output": "done", "input_tokens": 100000000, "output_tokens": 100000000}"#,
+                )
             }),
         )
         .route(
@@ -370,4 +407,85 @@ async fn an_error_body_is_cut_between_words_saying_what_was_left_out() {
             "{word:?} in {why}"
         );
     }
+}
+
+/// The run's token totals in its `run_finished`.
+fn finished_tokens(events: &[RunEvent]) -> (u64, u64) {
+    events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::RunFinished {
+                input_tokens,
+                output_tokens,
+                ..
+            } => Some((*input_tokens, *output_tokens)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no run_finished in {events:#?}"))
+}
+
+/// Audit V10 #7: an output of only whitespace and invisible format characters (NBSP,
+/// U+200B, U+200C, U+200D, U+2060, U+FEFF) is empty, and the message says what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_of_invisible_characters_is_empty() {
+    let (result, events, calls) = run_with_first_agent_at("/invisible").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    assert_eq!(result.tasks[0].output.as_deref(), Some("good answer"));
+    assert_eq!(calls.broken.load(Ordering::SeqCst), 1);
+    let why = reroute_reason("/invisible", &events);
+    assert!(
+        why.contains("the answer is empty (10 characters, all whitespace or invisible)")
+            && why.contains("rule: empty_answer"),
+        "{why}"
+    );
+    assert!(
+        (result.cost.as_f64() - 0.03).abs() < 1e-9,
+        "{}",
+        result.cost
+    );
+}
+
+/// Audit V10 #4: a token count above a hundred million per answer is a malformed answer
+/// (rule `agent_answer`, naming the field and value), so it reaches no total; the report,
+/// the stored run and `run_finished` agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_implausible_token_count_is_a_malformed_answer() {
+    for (route, field) in [
+        ("/huge-input-tokens", "input_tokens 10000000000000000000"),
+        ("/huge-output-tokens", "output_tokens 9223372036854775808"),
+    ] {
+        let (result, events, calls, stored) = run_stored(route).await;
+        assert_eq!(
+            result.status,
+            RunStatus::Succeeded,
+            "{route}: {:#?}",
+            result.tasks
+        );
+        assert_eq!(result.tasks[0].output.as_deref(), Some("good answer"));
+        assert_eq!(calls.broken.load(Ordering::SeqCst), 1, "{route}");
+        let why = reroute_reason(route, &events);
+        assert!(
+            why.contains(&format!(
+                "{field} is not a plausible token count (at most 100000000 per answer)"
+            )) && why.contains("rule: agent_answer"),
+            "{route}: {why}"
+        );
+        assert_eq!(
+            (result.input_tokens, result.output_tokens),
+            (0, 0),
+            "{route}"
+        );
+        assert_eq!(finished_tokens(&events), (0, 0), "{route}");
+        assert_eq!(stored.token_totals(), (0, 0), "{route}");
+    }
+    // The bound itself is accepted, and every total says the same.
+    let (result, events, calls, stored) = run_stored("/most-tokens").await;
+    assert_eq!(result.status, RunStatus::Succeeded, "{:#?}", result.tasks);
+    assert_eq!(calls.good.load(Ordering::SeqCst), 0);
+    let most = (100_000_000, 100_000_000);
+    let t = &result.tasks[0];
+    assert_eq!((t.input_tokens, t.output_tokens), most);
+    assert_eq!((result.input_tokens, result.output_tokens), most);
+    assert_eq!(finished_tokens(&events), most);
+    assert_eq!(stored.token_totals(), most);
 }

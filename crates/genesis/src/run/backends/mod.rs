@@ -182,6 +182,13 @@ pub(crate) struct WireResponse {
 /// Longest `model` an agent may report, in bytes.
 const MAX_MODEL_BYTES: usize = 256;
 
+/// Most `input_tokens` (and, separately, `output_tokens`) one answer may report: a
+/// hundred million, beyond any model's context. A larger count is a malformed answer
+/// (rule `agent_answer`, naming the field and value), so one agent cannot push
+/// `genesis_llm_tokens_total` and the run's totals to the integer limits (audit V10 #4:
+/// 2^63 became i64::MAX in the task report and u64::MAX in `run_finished`).
+const MAX_REPORTED_TOKENS: u64 = 100_000_000;
+
 /// Most bytes of an agent's body quoted in an error message.
 pub(crate) const BODY_SNIPPET_BYTES: usize = 120;
 
@@ -278,7 +285,7 @@ fn malformed(agent: &genesis_core::AgentId, why: &str, body: &str) -> super::Age
 }
 
 /// [`AgentError::Unusable`](super::AgentError::Unusable) (rule `empty_answer`) when
-/// `output` is empty or only whitespace, charged what the answer reported.
+/// `output` is empty or [`blank`], charged what the answer reported.
 fn empty_answer(
     output: &str,
     agent: &genesis_core::AgentId,
@@ -286,22 +293,69 @@ fn empty_answer(
     input_tokens: u64,
     output_tokens: u64,
 ) -> Option<super::AgentError> {
-    output
-        .trim()
-        .is_empty()
-        .then(|| super::AgentError::Unusable {
-            agent: agent.clone(),
-            rule: "empty_answer".to_owned(),
-            message: format!("the answer is empty ({} bytes of whitespace)", output.len()),
-            cost,
-            input_tokens,
-            output_tokens,
-        })
+    blank(output).then(|| super::AgentError::Unusable {
+        agent: agent.clone(),
+        rule: "empty_answer".to_owned(),
+        message: empty_message(output),
+        cost,
+        input_tokens,
+        output_tokens,
+    })
+}
+
+/// "the answer is empty (…)", saying what a [`blank`] answer held.
+pub(crate) fn empty_message(output: &str) -> String {
+    match output.chars().count() {
+        0 => "the answer is empty (no characters)".to_owned(),
+        1 => "the answer is empty (1 character, whitespace or invisible)".to_owned(),
+        n => format!("the answer is empty ({n} characters, all whitespace or invisible)"),
+    }
+}
+
+/// Whether `text` shows nothing: every character is whitespace or [`invisible`]
+/// (audit V10 #7: `" \u{a0}\u{200b} "` passed `trim()` and succeeded).
+pub(crate) fn blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || invisible(c))
+}
+
+/// Characters that take no room and show nothing, which [`char::is_whitespace`] (the
+/// Unicode `White_Space` set, U+00A0 NO-BREAK SPACE, U+2000–U+200A, U+3000 and the
+/// rest included) does not cover: the invisible format characters (category Cf) —
+/// U+00AD soft hyphen, U+061C, U+180E, U+200B–U+200F (zero-width space, non-joiner,
+/// joiner, direction marks), U+202A–U+202E and U+2066–U+2069 (direction embeddings and
+/// isolates), U+2060–U+2064 (word joiner, invisible operators), U+206A–U+206F,
+/// U+FEFF (byte-order mark), U+E0001 and U+E0020–U+E007F (tags) — and the blank
+/// fillers and selectors that are not Cf: U+034F combining grapheme joiner, U+115F,
+/// U+1160, U+3164 and U+FFA0 (Hangul fillers), U+FE00–U+FE0F and U+E0100–U+E01EF
+/// (variation selectors). A fixed list, not the whole Cf category (no Unicode table
+/// dependency): U+0600–U+0605 and U+110BD, which Cf holds, are drawn.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
 }
 
 /// The output of an answer that parsed as [`WireResponse`], checked: a `cost_usd` that
-/// is negative (or not finite), or a `model` longer than 256 bytes or with control
-/// characters, is a malformed answer (rule `agent_answer`, naming the value;
+/// is negative (or not finite), a `model` longer than 256 bytes or with control
+/// characters, or an `input_tokens` or `output_tokens` above [`MAX_REPORTED_TOKENS`],
+/// is a malformed answer (rule `agent_answer`, naming the value;
 /// audit G10 D4: a negative cost became 0 without a word). Its cost is counted in
 /// `genesis_cost_usd` and its tokens in `genesis_llm_tokens_total` here, once per call,
 /// as LLM calls are in [`crate::providers`]: the metrics count where money and tokens
@@ -335,12 +389,26 @@ fn wire_output(
         }
         Some(m) => Some(genesis_core::ModelId::new(m)),
     };
+    let (input_tokens, output_tokens) = (w.input_tokens.unwrap_or(0), w.output_tokens.unwrap_or(0));
+    for (field, n) in [
+        ("input_tokens", input_tokens),
+        ("output_tokens", output_tokens),
+    ] {
+        if n > MAX_REPORTED_TOKENS {
+            return Err(malformed(
+                from.agent,
+                &format!(
+                    "{field} {n} is not a plausible token count (at most {MAX_REPORTED_TOKENS} per answer)"
+                ),
+                body,
+            ));
+        }
+    }
     from.warnings.warn(
         from.agent,
         from.run_id,
         w.unknown.keys().map(String::as_str),
     );
-    let (input_tokens, output_tokens) = (w.input_tokens.unwrap_or(0), w.output_tokens.unwrap_or(0));
     if cost > Usd::ZERO {
         metrics::gauge!(c::COST_USD).increment(cost.as_f64());
     }
@@ -475,6 +543,38 @@ mod tests {
         // No space to cut at: the last whole character, never half of `é`.
         let cut = snippet(&"é".repeat(10), 7);
         assert_eq!(cut, "ééé… (14 more bytes)");
+    }
+
+    /// Audit V10 #7: whitespace and invisible characters are blank, anything drawn is
+    /// not; the message counts characters, not bytes.
+    #[test]
+    fn invisible_characters_are_blank_and_the_message_says_what_was_held() {
+        for text in [
+            "",
+            " \n\t",
+            "\u{a0}\u{200b}\u{200c}\u{200d}\u{2060}\u{feff}",
+            "\u{2066}\u{3164}\u{fe0f}\u{e0041}",
+        ] {
+            assert!(blank(text), "{text:?}");
+        }
+        for text in ["a", "\u{200b}x\u{200b}", "\u{0600}", "-", "\u{1f600}"] {
+            assert!(!blank(text), "{text:?}");
+        }
+        let agent = genesis_core::AgentId::new("coder");
+        let message = |text: &str| match empty_answer(text, &agent, Usd::ZERO, 0, 0) {
+            Some(super::super::AgentError::Unusable { message, .. }) => message,
+            other => panic!("{text:?}: {other:?}"),
+        };
+        assert_eq!(message(""), "the answer is empty (no characters)");
+        assert_eq!(
+            message("\u{200b}"),
+            "the answer is empty (1 character, whitespace or invisible)"
+        );
+        assert_eq!(
+            message(" \u{a0}\u{200b}\u{feff} "),
+            "the answer is empty (5 characters, all whitespace or invisible)"
+        );
+        assert!(empty_answer("ok", &agent, Usd::ZERO, 0, 0).is_none());
     }
 
     /// A build without the `http` feature refuses `[backends.x] type = "http"` by name.
