@@ -68,7 +68,7 @@ pub struct Rule {
     pub pattern: &'static str,
 }
 
-/// The built-in rules: [`FIRST_PASS_RULES`], [`SECOND_PASS_RULES`], then [`SCRIPT_RULES`].
+/// The built-in rules: `FIRST_PASS_RULES`, `SECOND_PASS_RULES`, then `SCRIPT_RULES`.
 /// Several rules may share a name (alternative phrasings); a name is counted once per scan.
 pub const RULES: &[Rule] = &ALL_RULES;
 
