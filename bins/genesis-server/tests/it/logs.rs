@@ -242,13 +242,8 @@ fn a_fatal_start_error_is_one_json_line() {
         "[server]\nbind = \"127.0.0.1:0\"\nmax_in_flight = \"many\"\n",
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
-    cmd.current_dir(dir.path()).arg("--config").arg(&bad);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = crate::support::server_command(dir.path());
+    cmd.arg("--config").arg(&bad);
     let out = cmd.env("RUST_BACKTRACE", "1").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
@@ -264,13 +259,7 @@ fn a_fatal_start_error_is_one_json_line() {
     // Verification V5 finding N4: the line had no timestamp, and a format variable in
     // upper case (itself the fatal error here) gave multi-line text with a backtrace.
     assert!(line["timestamp"].is_string(), "{line}");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
-    cmd.current_dir(dir.path());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = crate::support::server_command(dir.path());
     let out = cmd
         .env("GENESIS_TELEMETRY__FORMAT", "JSON")
         .env("RUST_BACKTRACE", "1")
@@ -306,13 +295,8 @@ fn the_dev_secret_warning_is_logged_once() {
         ),
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
-    cmd.current_dir(dir.path()).arg("--config").arg(&config);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = crate::support::server_command(dir.path());
+    cmd.arg("--config").arg(&config);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let all = format!(

@@ -37,6 +37,19 @@ pub(crate) const AGENTS: [&str; 16] = [
     "darwin",
 ];
 
+/// The `genesis-server` binary, run in `dir`, without the caller's `GENESIS_*` and
+/// `RUST_LOG` variables (so the test's configuration is the only one).
+pub(crate) fn server_command(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub(crate) struct TempDir(PathBuf);

@@ -1014,13 +1014,8 @@ fn an_ops_bind_equal_to_bind_is_refused_at_start() {
         ),
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genesis-server"));
-    cmd.current_dir(dir.path()).arg("--config").arg(&config);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GENESIS_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = crate::support::server_command(dir.path());
+    cmd.arg("--config").arg(&config);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
