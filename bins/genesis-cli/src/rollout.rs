@@ -208,10 +208,19 @@ pub(crate) fn flags(config: &[&Path], command: FlagsCommand) -> Result<(), Failu
             .find(|o| o.flag == name)
             .map(ToString::to_string)
     };
+    // Without the file the built-in flags were used: the message says so rather than
+    // naming a file that does not exist.
+    let source = if config.flags.file.exists() {
+        config.flags.file.display().to_string()
+    } else {
+        format!(
+            "the built-in flags ({} not found)",
+            config.flags.file.display()
+        )
+    };
     let unknown = |name: &str| {
         Failure::rejected(format!(
-            "unknown flag {name:?} in {} (see genesis flags list)",
-            config.flags.file.display()
+            "unknown flag {name:?} in {source} (see genesis flags list)"
         ))
     };
     let now = SystemTime::now();

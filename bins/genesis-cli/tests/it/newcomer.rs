@@ -312,3 +312,31 @@ fn plan_tree_shows_control_characters_instead_of_sending_them() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(v.to_string().contains("\\u001b[31m"), "{v}");
 }
+
+/// C10 #12: outside a checkout (no `config/`), an unknown flag is unknown among the
+/// built-in flags; the message does not name a flags file that does not exist as where
+/// it looked.
+#[test]
+fn unknown_flag_without_a_flags_file_names_the_built_in_flags() {
+    let dir = scratch("noflagsfile");
+    let out = run_in(&dir, &["flags", "get", "nosuch"], None, &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "unknown flag \"nosuch\" in the built-in flags (config/feature_flags.json not found)"
+        ),
+        "{}",
+        out.stderr
+    );
+    // With the file, the file is named.
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::write(dir.join("config/feature_flags.json"), FLAGS).unwrap();
+    let out = run_in(&dir, &["flags", "get", "nosuch"], None, &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("unknown flag \"nosuch\" in config/feature_flags.json (see"),
+        "{}",
+        out.stderr
+    );
+}
