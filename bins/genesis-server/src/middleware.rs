@@ -20,6 +20,7 @@ use genesis::telemetry::{CORRELATION_ID_HEADER, CorrelationId, catalogue};
 use tower::BoxError;
 use tracing::Instrument;
 
+use crate::proxy::client_network;
 use crate::{AppState, json_error};
 
 /// The `endpoint` label (metrics) and span field of a request that matched no route, of
@@ -436,7 +437,9 @@ pub(crate) async fn rate_limit(
     let valid_key = key.as_deref().is_some_and(|k| state.key_kind(k).is_some());
     if !agent
         && !valid_key
-        && let Err(e) = state.ip_limiter.check(&client_ip(&state, &req))
+        && let Err(e) = state
+            .ip_limiter
+            .check(&client_network(client_ip(&state, &req)))
     {
         return limited(&e);
     }
@@ -633,7 +636,10 @@ pub(crate) async fn auth(
             Err(e) => {
                 // A failed check counts against the client IP, as a request without
                 // credentials does ([`rate_limit`] left it to this layer).
-                if let Err(limit) = state.ip_limiter.check(&client_ip(&state, &req)) {
+                if let Err(limit) = state
+                    .ip_limiter
+                    .check(&client_network(client_ip(&state, &req)))
+                {
                     return limited(&limit);
                 }
                 // A revoked or expired token still in use is worth a line of its own
@@ -737,7 +743,7 @@ pub(crate) async fn event_stream_limit(
             return r;
         }
     };
-    let pass = match state.event_streams.try_enter(Some(ip)) {
+    let pass = match state.event_streams.try_enter(Some(client_network(ip))) {
         Ok(pass) => pass,
         Err(full) => {
             let (status, rule, message) = match full {

@@ -65,6 +65,28 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The network a client is counted under by every per-client limit (the request rate
+/// limit, connections per IP, event streams per IP, an anonymous caller's runs): an IPv4
+/// address as it is; an IPv6 address by its /64 network, the block one host or one
+/// customer is given (RFC 6177), so a client cannot multiply its limits by cycling
+/// through the 2^64 addresses of its own network; an IPv4-mapped IPv6 address as the
+/// IPv4 address. Logs keep the full address.
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+/// A [`client_network`] as text: an IPv4 address as it is, an IPv6 network with its
+/// prefix length (`2001:db8:1:2::/64`).
+pub(crate) fn network_label(net: IpAddr) -> String {
+    match net {
+        IpAddr::V6(v6) => format!("{v6}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
 /// `server.trusted_proxies`, parsed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TrustedProxies(Vec<Cidr>);
@@ -239,5 +261,20 @@ mod tests {
         assert_eq!(p.client_ip(local, &h), ip("2001:db8::7"));
         let h = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(p.client_ip(local, &h), local);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_network() {
+        // Addresses of one /64 share one key; the next /64 is another client.
+        let a = client_network(ip("2001:db8:1:2::7"));
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_eq!(client_network(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), a);
+        assert_ne!(client_network(ip("2001:db8:1:3::7")), a);
+        // IPv4, and IPv4 as a mapped IPv6 address, keep the whole address.
+        assert_eq!(client_network(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client_network(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_ne!(client_network(ip("203.0.113.8")), ip("203.0.113.7"));
+        assert_eq!(network_label(a), "2001:db8:1:2::/64");
+        assert_eq!(network_label(ip("203.0.113.7")), "203.0.113.7");
     }
 }

@@ -74,13 +74,21 @@ fn limit_key(subject: &str, client_ip: Option<std::net::IpAddr>) -> Option<Strin
     if subject != crate::middleware::ANONYMOUS {
         return Some(subject.to_owned());
     }
-    client_ip.map(|ip| format!("{}@{ip}", crate::middleware::ANONYMOUS))
+    client_ip.map(|ip| {
+        format!(
+            "{}@{}",
+            crate::middleware::ANONYMOUS,
+            crate::proxy::client_network(ip)
+        )
+    })
 }
 
 /// The client IP of an anonymous caller, by which its runs are counted; `None` for a
 /// caller with credentials (counted by subject).
 fn anonymous_ip(subject: &str, client_ip: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
-    client_ip.filter(|_| subject == crate::middleware::ANONYMOUS)
+    client_ip
+        .filter(|_| subject == crate::middleware::ANONYMOUS)
+        .map(crate::proxy::client_network)
 }
 
 /// Tracks runs in progress; the store remembers everything else.
@@ -952,10 +960,11 @@ pub enum StartRunError {
     /// A caller without credentials whose client IP already has
     /// `server.max_runs_per_subject` anonymous runs starting or running.
     #[error(
-        "client {ip} has {running} anonymous runs in progress, the most server.max_runs_per_subject allows per client IP without credentials ({max}): wait for one to finish (rule: max_runs_per_subject)"
+        "client {} has {running} anonymous runs in progress, the most server.max_runs_per_subject allows per client IP without credentials ({max}): wait for one to finish (rule: max_runs_per_subject)",
+        crate::proxy::network_label(*.ip)
     )]
     AnonymousBusy {
-        /// The client IP.
+        /// The client IP; for IPv6, its /64 network ([`crate::proxy::client_network`]).
         ip: std::net::IpAddr,
         /// Its anonymous runs starting or in progress.
         running: usize,

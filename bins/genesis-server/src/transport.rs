@@ -554,7 +554,8 @@ async fn serve_router<F>(
             () = &mut shutdown => break,
         };
         // A trusted proxy carries many clients: it is held to the total cap only.
-        let ip = (!state.trusted_proxies.contains(peer.ip())).then_some(peer.ip());
+        let ip = (!state.trusted_proxies.contains(peer.ip()))
+            .then(|| crate::proxy::client_network(peer.ip()));
         let slot = match connections.admit(ip) {
             Ok((slot, evicted)) => {
                 if let Some(full) = evicted {

@@ -380,6 +380,46 @@ async fn behind_a_trusted_proxy_the_per_ip_limit_is_per_forwarded_client() {
     );
 }
 
+/// An IPv6 client has a /64 of its own (2^64 addresses): counted per address, it could
+/// take a fresh rate-limit bucket for every request. Addresses of one /64 share one
+/// bucket; the next /64 is another client; IPv4 keeps whole addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_rate_limited_per_64_network() {
+    let s = Served::start("ipv6-network", |c| {
+        c.security.rate_limits.per_ip_per_minute = 1;
+        c.security.rate_limits.per_ip_burst = 3;
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+        c.server.allow_open_api = true;
+    })
+    .await;
+    let get = |xff: String| {
+        let r = s
+            .server
+            .client
+            .get(s.url("/api/tasks"))
+            .header("x-forwarded-for", xff);
+        async move { r.send().await.unwrap() }
+    };
+    let mut codes = Vec::new();
+    for i in 1..=5 {
+        codes.push(get(format!("2001:db8:1:2::{i:x}")).await.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429], "one /64, five addresses");
+    let limited = get("2001:db8:1:2:ffff::1".into()).await;
+    assert_eq!(limited.status(), 429);
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["rule"], "rate_limit:client_ip", "{body}");
+    assert_eq!(
+        get("2001:db8:1:3::1".into()).await.status(),
+        200,
+        "the next /64 is another client"
+    );
+    // IPv4 addresses are not grouped.
+    for i in 1..=4 {
+        assert_eq!(get(format!("10.9.9.{i}")).await.status(), 200);
+    }
+}
+
 /// Finding 2: an anonymous flood spent the per-IP bucket before auth ran, locking out
 /// key holders on the same IP (or behind the same proxy). A request with a valid key
 /// now counts against its key only.
