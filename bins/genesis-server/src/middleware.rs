@@ -399,6 +399,22 @@ fn ambiguous_credential(headers: &HeaderMap) -> Option<&'static str> {
         .find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
+/// Charges one request to client `ip`'s bucket: to its network for IPv6
+/// ([`client_network`]), which the error then names (`2001:db8:1:2::/64`).
+fn check_client_ip(state: &AppState, ip: IpAddr) -> Result<(), SecurityError> {
+    let net = client_network(ip);
+    state.ip_limiter.check(&net).map_err(|e| match e {
+        SecurityError::RateLimited {
+            scope, retry_after, ..
+        } => SecurityError::RateLimited {
+            scope,
+            key: crate::proxy::network_label(net),
+            retry_after,
+        },
+        other => other,
+    })
+}
+
 fn limited(e: &SecurityError) -> Response {
     let retry = e.retry_after().map_or(1, |d| d.as_secs().max(1));
     metrics::counter!(catalogue::RATE_LIMITED_TOTAL).increment(1);
@@ -437,9 +453,7 @@ pub(crate) async fn rate_limit(
     let valid_key = key.as_deref().is_some_and(|k| state.key_kind(k).is_some());
     if !agent
         && !valid_key
-        && let Err(e) = state
-            .ip_limiter
-            .check(&client_network(client_ip(&state, &req)))
+        && let Err(e) = check_client_ip(&state, client_ip(&state, &req))
     {
         return limited(&e);
     }
@@ -636,10 +650,7 @@ pub(crate) async fn auth(
             Err(e) => {
                 // A failed check counts against the client IP, as a request without
                 // credentials does ([`rate_limit`] left it to this layer).
-                if let Err(limit) = state
-                    .ip_limiter
-                    .check(&client_network(client_ip(&state, &req)))
-                {
+                if let Err(limit) = check_client_ip(&state, client_ip(&state, &req)) {
                     return limited(&limit);
                 }
                 // A revoked or expired token still in use is worth a line of its own

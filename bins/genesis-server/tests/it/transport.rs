@@ -409,6 +409,8 @@ async fn ipv6_clients_are_rate_limited_per_64_network() {
     assert_eq!(limited.status(), 429);
     let body: serde_json::Value = limited.json().await.unwrap();
     assert_eq!(body["error"]["rule"], "rate_limit:client_ip", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2001:db8:1:2::/64"), "{message}");
     assert_eq!(
         get("2001:db8:1:3::1".into()).await.status(),
         200,
