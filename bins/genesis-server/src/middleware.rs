@@ -399,6 +399,19 @@ fn ambiguous_credential(headers: &HeaderMap) -> Option<&'static str> {
         .find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
+/// Whether the request carries two different API keys, one in `x-api-key` and one as
+/// `Authorization: Bearer` (audit O11 H5: the `x-api-key` one silently won, so behind a
+/// gateway that injects `Authorization` a client-sent `x-api-key` chose the tenant).
+/// The same key in both is not ambiguous.
+fn conflicting_keys(headers: &HeaderMap) -> bool {
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    matches!((x_api_key, bearer), (Some(a), Some(b)) if a != b)
+}
+
 /// Charges one request to client `ip`'s bucket: to its network for IPv6
 /// ([`client_network`]), which the error then names (`2001:db8:1:2::/64`).
 fn check_client_ip(state: &AppState, ip: IpAddr) -> Result<(), SecurityError> {
@@ -629,6 +642,14 @@ pub(crate) async fn auth(
             "security",
         );
     }
+    if conflicting_keys(headers) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_credentials",
+            "the request carries two different API keys, in x-api-key and in Authorization: Bearer: send one".to_owned(),
+            "security",
+        );
+    }
     let open = !state.requires_credentials();
     // The agent path is taken exactly when both headers read as text; when either does
     // not, the pair is ignored and the API key is checked instead (audit D4: the key
@@ -693,26 +714,34 @@ pub(crate) async fn auth(
             Some(key) => match state.key_kind(&key) {
                 Some(kind) => Caller::key(&key, Some(kind)),
                 None => {
-                    return json_error(
-                        StatusCode::UNAUTHORIZED,
-                        "api_key",
-                        "the API key is not valid".into(),
-                        "security",
-                    );
+                    return unauthorized_key("the API key is not valid");
                 }
             },
             None => {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "api_key",
-                    "missing credentials: send Authorization: Bearer <api key> or x-api-key".into(),
-                    "security",
+                return unauthorized_key(
+                    "missing credentials: send Authorization: Bearer <api key> or x-api-key",
                 );
             }
         }
     };
     req.extensions_mut().insert(caller);
     next.run(req).await.into_response()
+}
+
+/// 401 `api_key` with `WWW-Authenticate: Bearer` (RFC 9110 15.5.2: a 401 names the
+/// scheme it wants).
+fn unauthorized_key(message: &str) -> Response {
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        "api_key",
+        message.to_owned(),
+        "security",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"genesis\""),
+    );
+    r
 }
 
 /// The event-stream caps, around `GET /api/tasks/{id}/events`: a stream over
@@ -1119,6 +1148,24 @@ mod tests {
             twice.append(name, HeaderValue::from_static("y"));
             assert_eq!(ambiguous_credential(&twice), Some(name));
         }
+    }
+
+    /// Audit O11 H5: `x-api-key` and a different `Authorization: Bearer` key.
+    #[test]
+    fn two_different_api_keys_conflict_and_the_same_one_twice_does_not() {
+        let with = |bearer: &'static str, key: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(bearer));
+            h.insert("x-api-key", HeaderValue::from_static(key));
+            h
+        };
+        assert!(conflicting_keys(&with("Bearer one", "two")));
+        assert!(!conflicting_keys(&with("Bearer one", "one")));
+        // Another scheme carries no API key (a gateway's Basic credentials).
+        assert!(!conflicting_keys(&with("Basic b25lOnR3bw==", "two")));
+        let mut only = HeaderMap::new();
+        only.insert("x-api-key", HeaderValue::from_static("two"));
+        assert!(!conflicting_keys(&only));
     }
 
     #[test]

@@ -604,7 +604,7 @@ async fn api_keys_and_agent_tokens() {
     let s = TestServer::start(c, &[]).await;
     let list = s.url("/api/tasks");
 
-    let (status, _, body) = split(s.client.get(&list).send().await.unwrap()).await;
+    let (status, headers, body) = split(s.client.get(&list).send().await.unwrap()).await;
     assert_eq!(status, 401);
     assert_eq!(error_rule(&body), "api_key");
     assert!(
@@ -613,8 +613,10 @@ async fn api_keys_and_agent_tokens() {
             .unwrap()
             .contains("missing")
     );
+    // Audit O11 L2: a 401 names the scheme it wants.
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"genesis\"");
 
-    let (status, _, body) = split(
+    let (status, headers, body) = split(
         s.client
             .get(&list)
             .bearer_auth("key-two")
@@ -625,6 +627,7 @@ async fn api_keys_and_agent_tokens() {
     .await;
     assert_eq!(status, 401);
     assert_eq!(error_rule(&body), "api_key");
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"genesis\"");
 
     let r = s
         .client

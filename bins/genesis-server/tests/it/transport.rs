@@ -514,6 +514,24 @@ async fn the_bearer_scheme_is_case_insensitive_and_duplicate_credentials_are_ref
             "{body}"
         );
     }
+    // Audit O11 H5: a valid key in one header and another key in the other was
+    // authenticated as the x-api-key one; the same key in both is fine.
+    for (other, want) in [("key-mallory-000000000000000", 400), (KEY, 200)] {
+        let (status, _, body) = split(
+            client
+                .get(s.url("/api/tasks"))
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("x-api-key", other)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, want, "{other}: {body}");
+        if want == 400 {
+            assert_eq!(error_rule(&body), "ambiguous_credentials");
+        }
+    }
 }
 
 /// Finding 3: an unmatched path was recorded verbatim as the `endpoint` label: every
