@@ -704,33 +704,35 @@ pub fn app(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             middleware::kill_switch,
         ));
+    // Load shedding: when `max_in_flight` requests are running, answer 503 at once
+    // instead of queueing (tower's load-shed over a concurrency limit). `Router::layer`
+    // layers every route and method separately, so the limit must be the *global* one:
+    // one semaphore shared by all. The API and unknown paths are shed; the probes,
+    // /metrics and /openapi.json are not (audit O11 M3): an overloaded process is alive,
+    // and a liveness probe failing on load would have it restarted, losing the work in
+    // progress, just when it is busiest.
+    let shed = api.fallback(api::not_found).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(
+                move |err: tower::BoxError| async move {
+                    middleware::overload_error(&err, max_in_flight)
+                },
+            ))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
+    );
     Router::new()
         .route("/health", get(api::health))
         .route("/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(openapi::spec))
-        .merge(api)
-        .fallback(api::not_found)
-        .layer(
-            ServiceBuilder::new()
-                // Outermost: request id, tracing span and request metrics for everything,
-                // including shed requests.
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&state),
-                    middleware::request_context,
-                ))
-                // Load shedding: when `max_in_flight` requests are running, answer 503
-                // at once instead of queueing (tower's load-shed over a concurrency
-                // limit). `Router::layer` layers every route and method separately, so
-                // the limit must be the *global* one: one semaphore shared by all.
-                .layer(HandleErrorLayer::new(
-                    move |err: tower::BoxError| async move {
-                        middleware::overload_error(&err, max_in_flight)
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
-        )
+        .merge(shed)
+        // Outermost: request id, tracing span and request metrics for everything,
+        // including shed requests.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::request_context,
+        ))
         .with_state(state)
 }
 

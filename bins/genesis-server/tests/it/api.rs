@@ -1127,10 +1127,19 @@ async fn overload_is_shed_with_503_and_retry_after() {
         message.contains("server.max_in_flight 1 ") && message.contains("(rule: load_shed)"),
         "{message}"
     );
+    // Audit O11 M3: the probes, /metrics and the OpenAPI document are not shed (a
+    // liveness probe failing under load would have the busy process restarted); an
+    // unknown path is, as the API is.
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let (status, _, body) = s.get(path).await;
+        assert_eq!(status, 200, "{path} while overloaded: {body}");
+    }
+    let (status, _, body) = s.get("/no/such/path").await;
+    assert_eq!((status, error_rule(&body)), (503, "load_shed".to_owned()));
     drop(_held);
     // The slot is released when the stalled client goes away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while s.get("/health").await.0 != 200 {
+    while s.get("/api/tasks").await.0 != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "slot never released"
