@@ -455,12 +455,12 @@ pub(crate) async fn create_task(
         if let Some(limit) = state.config.budget.per_day {
             let spent = today.spent();
             if spent >= limit {
-                return json_error(
+                return until_tomorrow(json_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "budget_day",
                     format!("today's spend {spent} has reached the daily budget {limit}"),
                     "resource",
-                );
+                ));
             }
         }
         let subject_day = {
@@ -473,14 +473,14 @@ pub(crate) async fn create_task(
         if let (Some(limit), Some(day)) = (state.config.budget.per_subject_day, subject_day) {
             let spent = day.spent();
             if spent >= limit {
-                return json_error(
+                return until_tomorrow(json_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "budget_subject_day",
                     format!(
                         "today's spend of {subject} {spent} has reached the per-subject daily budget {limit} (budget.per_subject_day)"
                     ),
                     "resource",
-                );
+                ));
             }
         }
         // A run the limits on runs in progress would refuse now is refused before it
@@ -1023,6 +1023,15 @@ async fn unreadable_run(state: &Arc<AppState>, id: &str, error: &StoreError) -> 
             "internal",
         ),
     }
+}
+
+/// `response` with `Retry-After` set to the start of the next UTC day, when a spent
+/// daily budget starts again (audit O11 M7: a generic client retried at once).
+fn until_tomorrow(mut response: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&crate::runs::secs_until_next_day().to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 fn not_found_run(id: &str) -> Response {

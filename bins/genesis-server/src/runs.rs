@@ -253,6 +253,15 @@ fn day_start_ms() -> i64 {
     i64::try_from(now - now % day).unwrap_or(0)
 }
 
+/// Whole seconds until the next UTC day starts (at least 1), when daily budgets start
+/// again: the `Retry-After` of a spent daily budget.
+pub(crate) fn secs_until_next_day() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (86_400 - now % 86_400).max(1)
+}
+
 impl RunManager {
     /// A manager over `store`.
     pub fn new(orchestrator: Orchestrator, store: Arc<dyn RunStore>) -> Self {
@@ -1290,6 +1299,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(runs.spent_today(), Some(Usd::ZERO));
+    }
+
+    #[test]
+    fn the_next_day_is_at_most_a_day_away_and_starts_at_midnight_utc() {
+        let before = day_start_ms();
+        let wait = secs_until_next_day();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!((1..=86_400).contains(&wait), "{wait}");
+        // Today's start plus a day, give or take the second between the two reads.
+        let next = (now + wait) as i64 * 1000;
+        assert!(
+            (next - (before + 86_400_000)).abs() <= 1000,
+            "{next} vs {before}"
+        );
     }
 
     #[test]

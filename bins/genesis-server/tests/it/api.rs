@@ -1066,11 +1066,14 @@ async fn daily_budget_refuses_new_runs_with_429() {
     // ... then serve the same store with a daily budget below what was spent.
     c.budget.per_day = Some(genesis::core::Usd::new(spent / 2.0).unwrap());
     let s = TestServer::start(c, &[]).await;
-    let (status, _, body) = s
+    let (status, headers, body) = s
         .post("/api/tasks", json!({"description": SMALL, "mode": "run"}))
         .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(error_rule(&body), "budget_day");
+    // Audit O11 M7: when to come back, the next UTC day, is said.
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
     // Plans cost nothing and are still served.
     assert_eq!(
         s.post("/api/tasks", json!({"description": SMALL})).await.0,
