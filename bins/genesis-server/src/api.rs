@@ -372,8 +372,15 @@ pub(crate) async fn create_task(
         }
         Err(e) => return json_error(e.status(), "body", e.body_text(), "validation"),
     };
-    let req: CreateTask = match state.config.security.limits.parse_json_body(&body) {
-        Ok(r) => r,
+    if let Some(refusal) = not_json_content_type(&headers) {
+        return refusal;
+    }
+    // Read as JSON first, then as a task: so JSON that is not a task is told apart from
+    // text that is not JSON in every case (serde_json reports `"mode": null` as a syntax
+    // error when reading the task directly, audit O11 M2), and an array is not read as
+    // a task by position (audit O11 M1).
+    let value: serde_json::Value = match state.config.security.limits.parse_json_body(&body) {
+        Ok(v) => v,
         Err(SecurityError::BodyTooLarge { len, .. }) => {
             return body_too_large(max, u64::try_from(len).ok());
         }
@@ -391,6 +398,28 @@ pub(crate) async fn create_task(
                 None => e.to_string(),
             };
             return json_error(StatusCode::BAD_REQUEST, "json_body", message, "validation");
+        }
+    };
+    if !value.is_object() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "json_body",
+            format!(
+                "request body is json but not a task: a task is a JSON object, not {}",
+                json_kind(&value)
+            ),
+            "validation",
+        );
+    }
+    let req: CreateTask = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "json_body",
+                format!("request body is json but not a task: {e}"),
+                "validation",
+            );
         }
     };
     let budget = match req.budget_usd.map(Usd::new).transpose() {
@@ -857,6 +886,55 @@ pub(crate) fn body_too_large(max: usize, declared: Option<u64>) -> Response {
         format!("{size}, above security.limits.max_body_bytes {max} (rule: max_body_bytes)"),
         "validation",
     )
+}
+
+/// The refusal of a `POST /api/tasks` whose body is not declared JSON: 415 `content_type` unless
+/// `Content-Type` is `application/json` or `application/<something>+json` (parameters
+/// such as `charset` aside). A missing type is refused too: a web page can send a body
+/// with no type, or as `text/plain` or a form, to a server on the user's machine without
+/// the browser asking first (a CORS "simple request"); a JSON type it cannot send
+/// without a preflight, which this server never grants (audit O11 M4).
+fn not_json_content_type(headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let json = given.as_deref().is_some_and(|t| {
+        let media = t
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        media == "application/json"
+            || media
+                .strip_prefix("application/")
+                .is_some_and(|sub| sub.ends_with("+json"))
+    });
+    if json {
+        return None;
+    }
+    let got = match &given {
+        Some(t) => format!("got {t:?}"),
+        None => "got none".to_owned(),
+    };
+    Some(json_error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "content_type",
+        format!("POST /api/tasks takes a JSON body: send Content-Type: application/json ({got})"),
+        "validation",
+    ))
+}
+
+/// What kind of JSON value `v` is, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The message of a body that `CreateTask` cannot be read from: not JSON at all, or

@@ -313,6 +313,79 @@ async fn a_json_body_that_is_not_a_task_says_what_is_wrong() {
     assert_eq!(error_rule(&body), "json_body");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("not valid json"), "{message}");
+
+    // Audit O11 M2: `"mode": null` was "not valid json"; M1: an array was read as a
+    // task by position (and a run started).
+    for (bad, names) in [
+        (json!({"description": SMALL, "mode": null}), "null"),
+        (
+            json!([SMALL, null, "run"]),
+            "a task is a JSON object, not an array",
+        ),
+        (json!(SMALL), "not a string"),
+    ] {
+        let (status, _, body) = s.post("/api/tasks", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(error_rule(&body), "json_body");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("request body is json but not a task") && message.contains(names),
+            "{bad}: {message} should say {names}"
+        );
+    }
+    let (_, _, runs) = s.get("/api/tasks").await;
+    assert_eq!(runs["runs"], json!([]), "no run was started");
+}
+
+/// Audit O11 M4: a body sent without a JSON content type (none, `text/plain`, a form:
+/// what a web page can send to a server on the user's machine without a preflight) was
+/// planned, or run. It is 415 `content_type`; JSON types with parameters or a `+json`
+/// suffix are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_declared_json_is_415() {
+    let (_dir, _stub, s) = server("content-type").await;
+    let task = json!({"description": SMALL, "mode": "run"}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+    ] {
+        let mut r = s.client.post(s.url("/api/tasks")).body(task.clone());
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        let (status, _, body) = crate::support::split(r.send().await.unwrap()).await;
+        assert_eq!(status, 415, "{content_type:?}: {body}");
+        assert_eq!(error_rule(&body), "content_type");
+        let message = body["error"]["message"].as_str().unwrap();
+        let named = match content_type {
+            Some(t) => format!("got {t:?}"),
+            None => "got none".to_owned(),
+        };
+        assert!(
+            message.contains("Content-Type: application/json") && message.contains(&named),
+            "{message}"
+        );
+    }
+    let (_, _, runs) = s.get("/api/tasks").await;
+    assert_eq!(runs["runs"], json!([]), "no run was started");
+    let plan = json!({"description": SMALL}).to_string();
+    for content_type in [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.genesis+json",
+    ] {
+        let r = s
+            .client
+            .post(s.url("/api/tasks"))
+            .header("content-type", content_type)
+            .body(plan.clone());
+        let (status, _, body) = crate::support::split(r.send().await.unwrap()).await;
+        assert_eq!(status, 200, "{content_type}: {body}");
+    }
 }
 
 /// Audit item 5: a cancel retried after its 202 was lost answered 409 "run ... is
