@@ -72,26 +72,34 @@ pub struct ErrorDetail {
     /// Human-readable message naming the value.
     pub message: String,
     /// Error category.
+    #[schema(value_type = genesis::core::ErrorCategory)]
     pub category: &'static str,
 }
 
 /// `202` body of a run submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Accepted {
+    /// The run.
     run_id: String,
     /// `running` for a new run; for an existing one (`existing: true`), its stored
     /// status (`succeeded`, `failed`, `cancelled` once it ended).
+    #[schema(value_type = RunStatus)]
     status: &'static str,
     /// True when an earlier submission with the same idempotency key created it.
     existing: bool,
+    /// Where to read, follow and cancel the run.
     links: Links,
 }
 
+/// The paths of a run.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Links {
+    /// `GET`: the run.
     #[serde(rename = "self")]
     this: String,
+    /// `GET`: its events (server-sent events).
     events: String,
+    /// `POST`: cancel it.
     cancel: String,
 }
 
@@ -211,7 +219,7 @@ fn genesis_error(e: &GenesisError) -> Response {
     r
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "the process is alive")))]
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "the process is alive", body = crate::openapi::wire::Health)))]
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
@@ -228,7 +236,7 @@ fn store_writes(state: &AppState) -> serde_json::Value {
     serde_json::json!({"writable": failure.is_none(), "error": failure})
 }
 
-#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready"), (status = 503, description = "not ready: a check failed (`reason.rule` is `store_unwritable` while the run store does not take writes, `budget_state` while today's spend cannot be read from it)")))]
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "ready", body = crate::openapi::wire::Readiness), (status = 503, description = "not ready: a check failed (`reason.rule` is `store_unwritable` while the run store does not take writes, `budget_state` while today's spend cannot be read from it)", body = crate::openapi::wire::Readiness)))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     // One hop to the blocking pool for the checks that touch the disk. The write probe
     // is one small committed write (see `RunStore::probe_write`); what decides is the
@@ -305,7 +313,7 @@ fn flags_file_applies(s: &AppState) -> bool {
     flags.check_file().is_ok()
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus exposition text", body = String, content_type = "text/plain"), (status = 404, description = "rule `metrics_disabled`: no Prometheus recorder in this process", body = ErrorBody)))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Gauges that are states, not events: refresh them at scrape time (the
     // degradation level too, which requests only re-judge when they plan).
@@ -345,12 +353,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     path = "/api/tasks",
     request_body = CreateTask,
     responses(
-        (status = 200, description = "plan mode: the plan"),
+        (status = 200, description = "plan mode: the plan", body = genesis::Plan),
         (status = 202, description = "run mode: accepted and journaled (once its write started, answered after it, past the request timeout)", body = Accepted),
         (status = 400, description = "rejected input, naming the rule (e.g. `idempotency_key`: not 1 to 255 visible ASCII characters)", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
-        (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`)", body = ErrorBody),
+        (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`): the error, and with `plan_validation` the rejected plan", body = crate::openapi::wire::Unprocessable),
         (status = 429, description = "rate limited, daily budget spent, or the caller (an anonymous caller: its client IP) already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`, with Retry-After)", body = ErrorBody),
         (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), today's spend cannot be read from the run store (rule `budget_state`, with Retry-After; plan mode still works), request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
@@ -984,8 +992,9 @@ fn accepted(id: String, status: RunStatus, existing: bool) -> Response {
 
 #[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path, description = "run id")),
     responses(
-        (status = 200, description = "the run: status, plan, task states, cost, degradation; for a run whose stored plan or tasks no longer decode, what still reads (status, request, cost) and an `error` with rule `run_store_corrupt`"),
+        (status = 200, description = "the run: status, plan, task states, cost, degradation; for a run whose stored plan or tasks no longer decode, what still reads (status, request, cost) and an `error` with rule `run_store_corrupt`", body = crate::openapi::wire::RunAnswer),
         (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody),
         (status = 409, description = "rule `run_store_corrupt`: not even the run's status reads back", body = ErrorBody)
     ))]
@@ -1132,8 +1141,9 @@ pub(crate) struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page (an opaque token), or, from older clients, the previous page's last run id")),
-    responses((status = 200, description = "the caller's runs (every run when the API is open), newest first, and the next cursor"),
-        (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody)))]
+    responses((status = 200, description = "the caller's runs (every run when the API is open), newest first, and the next cursor", body = crate::openapi::wire::RunList),
+        (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody),
+        (status = 401, description = "missing or invalid credentials", body = ErrorBody)))]
 pub(crate) async fn list_tasks(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
@@ -1226,9 +1236,9 @@ pub(crate) async fn list_tasks(
 }
 
 #[utoipa::path(post, path = "/api/tasks/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash (also for a repeated cancel of a run still cancelling)"),
-        (status = 200, description = "a repeated cancel of a run that already ended cancelled, or ended after an earlier cancel was accepted: `status` says how it ended"),
-        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody), (status = 409, description = "rule `run_not_running`: the run ended before any cancel was accepted", body = ErrorBody),
+    responses((status = 202, description = "cancelling: the cancel request is journaled and holds across a crash (also for a repeated cancel of a run still cancelling)", body = crate::openapi::wire::CancelAccepted),
+        (status = 200, description = "a repeated cancel of a run that already ended cancelled, or ended after an earlier cancel was accepted: `status` says how it ended", body = crate::openapi::wire::CancelEnded),
+        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 401, description = "missing or invalid credentials", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody), (status = 409, description = "rule `run_not_running`: the run ended before any cancel was accepted", body = ErrorBody),
         (status = 503, description = "rule `run_store`: the cancel could not be journaled, the run goes on", body = ErrorBody)))]
 pub(crate) async fn cancel_task(
     State(state): State<Arc<AppState>>,
@@ -1329,8 +1339,8 @@ pub(crate) async fn cancel_task(
 }
 
 #[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, description = "server-sent events: every journaled event, then live ones until the run ends"),
-        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody)))]
+    responses((status = 200, description = "server-sent events: every journaled event, then live ones until the run ends (`Last-Event-ID` resumes after that id). Each event's `event:` is its `type`, `id:` its sequence number in the run's journal (absent on `run_interrupted`, which is not journaled), `data:` one JSON object of this schema. Comment lines keep the connection alive.", body = genesis::run::RunEvent, content_type = "text/event-stream"),
+        (status = 400, description = "rule `path`: the id is not UTF-8 once percent-decoded", body = ErrorBody), (status = 401, description = "missing or invalid credentials", body = ErrorBody), (status = 404, description = "rule `unknown_run`: no such run, or another subject's (answered alike)", body = ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
@@ -1489,16 +1499,25 @@ async fn events_since(state: &Arc<AppState>, id: &str, after: i64) -> Option<Vec
 /// One agent as `GET /api/agents` shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AgentView {
+    /// The agent.
     id: String,
+    /// What it does.
     description: String,
+    /// The task kinds it takes.
+    #[schema(value_type = Vec<genesis::core::TaskKind>)]
     task_kinds: Vec<String>,
+    /// Its success rate, learned from outcomes, in `[0, 1]`.
     success_rate: f64,
+    /// Its `max_concurrent_tasks`.
     max_concurrent_tasks: u32,
+    /// Its tasks in flight now.
     load: usize,
+    /// Its circuit breaker's state.
+    #[schema(value_type = genesis::resilience::BreakerState)]
     breaker: &'static str,
 }
 
-#[utoipa::path(get, path = "/api/agents", responses((status = 200, description = "agents with live success rate, load and breaker state", body = [AgentView])))]
+#[utoipa::path(get, path = "/api/agents", responses((status = 200, description = "agents with live success rate, load and breaker state", body = [AgentView]), (status = 401, description = "missing or invalid credentials", body = ErrorBody)))]
 pub(crate) async fn agents(State(state): State<Arc<AppState>>) -> Json<Vec<AgentView>> {
     let registry = state.orchestrator.router().registry();
     let executor = state.orchestrator.executor();
@@ -1521,7 +1540,7 @@ pub(crate) async fn agents(State(state): State<Arc<AppState>>) -> Json<Vec<Agent
     Json(views)
 }
 
-#[utoipa::path(get, path = "/api/status", responses((status = 200, description = "flags, budget, runs, breakers: what `genesis health` checks")))]
+#[utoipa::path(get, path = "/api/status", responses((status = 200, description = "flags, budget, runs, breakers: what `genesis health` checks", body = crate::openapi::wire::Status), (status = 401, description = "missing or invalid credentials", body = ErrorBody)))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let now = std::time::SystemTime::now();
     let flags: Vec<serde_json::Value> = state

@@ -1,4 +1,13 @@
 //! The OpenAPI document, generated from the handlers' annotations (utoipa).
+//!
+//! Every JSON body the API answers has a schema here. Where the body is a Rust type
+//! serialised as it is (the plan, the error body, a run event), its schema is derived
+//! from that very type (the library crates' `openapi` feature). Where a handler builds
+//! the JSON by hand (`serde_json::json!`, or a stored run with fields inserted), the
+//! schema is a mirror struct in [`wire`], composed with the derived types where the
+//! handler extends one (`allOf`). The server's `openapi` integration test
+//! (tests/it/openapi.rs) validates real answers against this document, so a field added
+//! to an answer without its schema fails it.
 
 use axum::Json;
 use utoipa::OpenApi;
@@ -42,4 +51,279 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
 
 pub(crate) async fn spec() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
+}
+
+/// Schemas of the answers the handlers build by hand (see `api.rs`). These structs are
+/// never built: they mirror, field for field, the JSON of the handler each one names,
+/// for the OpenAPI document only. They derive `Serialize` so that their `#[serde]`
+/// attributes (`flatten`, `skip_serializing_if`) are allowed, and utoipa reads those.
+/// The `openapi` integration test keeps them true to what the handlers send.
+#[allow(
+    dead_code,
+    reason = "schema-only mirrors of hand-built JSON, never built"
+)]
+pub(crate) mod wire {
+    use genesis::core::Usd;
+    use genesis::resilience::{BreakerState, DegradationLevel};
+    use genesis::run::RunStatus;
+    use genesis::store::{RunRecord, RunSummary};
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use crate::api::{ErrorBody, ErrorDetail};
+
+    /// `GET /health` (`api::health`): the process is alive.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct Health {
+        /// Always `ok`.
+        status: HealthStatus,
+        /// The server's version.
+        version: String,
+        /// Seconds since the server started.
+        uptime_s: u64,
+        /// Whether the run store takes writes.
+        store: StoreWrites,
+    }
+
+    /// The constant `ok`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub(crate) enum HealthStatus {
+        /// `ok`.
+        Ok,
+    }
+
+    /// Whether the run store takes writes, as far as it knows (`store` of `/health`
+    /// and `/api/status`).
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct StoreWrites {
+        /// False since a write failed, until one succeeds.
+        writable: bool,
+        /// The last write failure; `null` while the store takes writes.
+        #[schema(required = true)]
+        error: Option<String>,
+    }
+
+    /// `GET /ready` (`api::ready`), with status 200 or 503 alike.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct Readiness {
+        /// True when every check passes (status 200).
+        ready: bool,
+        /// Each check.
+        checks: ReadyChecks,
+        /// Why the store checks failed; absent unless `store_writable` or
+        /// `budget_state` failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<ReadyReason>,
+    }
+
+    /// The checks of `/ready`.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct ReadyChecks {
+        /// The run store answers.
+        store: bool,
+        /// The run store takes writes.
+        store_writable: bool,
+        /// Today's spend reads from the run store.
+        budget_state: bool,
+        /// The flags in force are the flags file's.
+        flags: bool,
+        /// The server is draining.
+        shutting_down: bool,
+    }
+
+    /// Why `/ready` failed.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct ReadyReason {
+        /// `store_unwritable` or `budget_state`.
+        rule: String,
+        /// What failed.
+        message: String,
+    }
+
+    /// The 422 of `POST /api/tasks` for a plan that failed validation (rule
+    /// `plan_validation`, `api::create_task`): the error and the rejected plan.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct PlanRejected {
+        /// The error (rule `plan_validation`).
+        error: ErrorDetail,
+        /// The plan, with its validation report.
+        plan: genesis::Plan,
+    }
+
+    /// A 422 of `POST /api/tasks`: a rejected plan, or an error alone (rule
+    /// `agent_backend`).
+    #[derive(Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum Unprocessable {
+        /// Rule `plan_validation`.
+        PlanRejected(Box<PlanRejected>),
+        /// Other rules.
+        Error(ErrorBody),
+    }
+
+    /// `GET /api/tasks/{id}` (`api::get_task`): the stored run and what the handler
+    /// adds to it.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct RunView {
+        /// The stored run.
+        #[serde(flatten)]
+        run: RunRecord,
+        /// True when the run ended without succeeding but has an answer (some top-level
+        /// tasks succeeded).
+        partial: bool,
+        /// The level its plan was made at (the plan's `degradation`).
+        degradation: DegradationLevel,
+        /// True while the run executes in this process.
+        live: bool,
+        /// Who started it: shown to callers that see every run (an admin key, or an
+        /// open API) only; `null` for runs stored before subjects were journaled.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+    }
+
+    /// `GET /api/tasks/{id}` of a run that is stored but whose plan or tasks no longer
+    /// decode (`api::get_task`, `unreadable_run`): what still reads, and the error.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct UnreadableRunView {
+        /// What still reads.
+        #[serde(flatten)]
+        run: RunSummary,
+        /// True while the run executes in this process.
+        live: bool,
+        /// Rule `run_store_corrupt`, category `internal`.
+        error: ErrorDetail,
+    }
+
+    /// The 200 of `GET /api/tasks/{id}`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum RunAnswer {
+        /// The run.
+        Run(Box<RunView>),
+        /// A run that no longer reads back whole.
+        Unreadable(UnreadableRunView),
+    }
+
+    /// `GET /api/tasks` (`api::list_tasks`): one page of runs, newest first.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct RunList {
+        /// The runs.
+        runs: Vec<RunListItem>,
+        /// The `cursor` of the next page; `null` on the last page.
+        #[schema(required = true)]
+        next_cursor: Option<String>,
+    }
+
+    /// One run of `GET /api/tasks`.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct RunListItem {
+        /// The run.
+        #[serde(flatten)]
+        run: RunSummary,
+        /// Who started it, as in `GET /api/tasks/{id}`: for callers that see every run
+        /// only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+    }
+
+    /// The 202 of `POST /api/tasks/{id}/cancel` (`api::cancel_task`).
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct CancelAccepted {
+        /// The run.
+        run_id: String,
+        /// Always `cancelling`.
+        status: Cancelling,
+    }
+
+    /// The constant `cancelling`.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub(crate) enum Cancelling {
+        /// `cancelling`.
+        Cancelling,
+    }
+
+    /// The 200 of `POST /api/tasks/{id}/cancel`: the run already ended after a cancel
+    /// (`api::cancel_task`).
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct CancelEnded {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        status: RunStatus,
+        /// When the cancel was requested, unix milliseconds; `null` when the run was
+        /// cancelled otherwise (its tasks ended as cancelled before a restart).
+        #[schema(required = true)]
+        cancel_requested_at_ms: Option<i64>,
+    }
+
+    /// `GET /api/status` (`api::status`).
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct Status {
+        /// Every flag, evaluated for `anonymous`.
+        flags: Vec<FlagStatus>,
+        /// Budgets and today's spend.
+        budget: BudgetStatus,
+        /// Runs in progress.
+        runs: RunsStatus,
+        /// Whether the run store takes writes.
+        store: StoreWrites,
+        /// Every circuit breaker.
+        breakers: Vec<BreakerStatus>,
+        /// The degradation level now.
+        degradation: DegradationLevel,
+        /// The server is draining.
+        shutting_down: bool,
+    }
+
+    /// One flag of `/api/status`.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct FlagStatus {
+        /// The flag.
+        name: String,
+        /// Whether it is on for `anonymous`.
+        enabled: bool,
+        /// Why (`unknown_flag`, `disabled`, `strategy_off`, `all`, `canary_subject`,
+        /// `in_rollout`, `out_of_rollout`, ...).
+        reason: String,
+        /// The share of subjects it is on for, 0 to 100.
+        percent: f64,
+    }
+
+    /// The budget of `/api/status`. Amounts in US dollars.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct BudgetStatus {
+        /// `budget.per_day`; `null` when unset.
+        #[schema(required = true)]
+        per_day: Option<Usd>,
+        /// `budget.per_run`; `null` when unset.
+        #[schema(required = true)]
+        per_run: Option<Usd>,
+        /// Today's spend; `null` while it cannot be read (`error` says why).
+        #[schema(required = true)]
+        spent_today: Option<Usd>,
+        /// `per_day` less today's spend; `null` when either is.
+        #[schema(required = true)]
+        remaining_today: Option<Usd>,
+        /// Why today's spend cannot be read; `null` when it can.
+        #[schema(required = true)]
+        error: Option<String>,
+    }
+
+    /// The runs of `/api/status`.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct RunsStatus {
+        /// Runs executing in this process.
+        running: usize,
+    }
+
+    /// One circuit breaker of `/api/status`.
+    #[derive(Serialize, ToSchema)]
+    pub(crate) struct BreakerStatus {
+        /// The breaker (`agent:<id>`, `llm:<provider>`, ...).
+        key: String,
+        /// Its state.
+        state: BreakerState,
+    }
 }

@@ -52,6 +52,7 @@ impl Default for ValidatorConfig {
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// The rule, e.g. `solvable.unassigned`.
     pub rule: String,
@@ -64,6 +65,7 @@ pub struct Finding {
 
 /// Which checks passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checks {
     /// DAG shape and limits.
     pub structure: bool,
@@ -79,6 +81,7 @@ pub struct Checks {
 
 /// The terms of the quality score, each in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QualityMetrics {
     /// Mean success rate of the assigned agents.
     pub success: f64,
@@ -94,6 +97,7 @@ pub struct QualityMetrics {
 
 /// The outcome of validation. Warnings are reported whether or not the plan passed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidationReport {
     /// True when no check failed.
     pub passed: bool,

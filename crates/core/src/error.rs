@@ -23,6 +23,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCategory {
     /// The request could not be broken into tasks.
     Decomposition,

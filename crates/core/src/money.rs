@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// remaining budget can never go negative.
 #[derive(Clone, Copy, PartialEq, PartialOrd, Default, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usd(f64);
 
 /// Amounts below this (a million dollars) are rounded to the nano-dollar. Below it an

@@ -11,6 +11,7 @@ use crate::TaskId;
 /// What sort of work a task is. Routing rules and the capability fallback key on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskKind {
     /// Requirements, specifications, scoping.
     Specify,

@@ -26,6 +26,7 @@ pub struct Budget {
 /// Which budget a charge would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BudgetScope {
     /// The run's budget (`budget.per_run`, or the run's own budget).
     Run,

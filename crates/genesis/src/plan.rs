@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a task was routed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskRoute {
     /// The layer that decided (`rule`, `text`, `capability`, `unassigned`).
     pub layer: RouteLayer,
@@ -21,6 +22,7 @@ pub struct TaskRoute {
     /// How well the agent fits, in `[0, 1]`.
     pub match_score: f64,
     /// Why this agent, in words.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub explanation: std::sync::Arc<str>,
     /// Next-best agents for re-routing.
     pub alternatives: Vec<Alternative>,
@@ -28,6 +30,7 @@ pub struct TaskRoute {
 
 /// Which model a task runs on and what it should cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskModel {
     /// The model.
     pub model: ModelId,
@@ -41,6 +44,7 @@ pub struct TaskModel {
 
 /// One task of a plan, with its routing and model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedTask {
     /// Task id (`t2.3`).
     pub id: TaskId,
@@ -58,9 +62,11 @@ pub struct PlannedTask {
     pub depends_on: Vec<TaskId>,
     /// Skills required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub required_skills: Vec<genesis_core::Label>,
     /// Free-form metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, String>))]
     pub metadata: genesis_core::Metadata,
     /// Estimated tokens.
     pub estimated_tokens: u32,
@@ -76,6 +82,7 @@ pub struct PlannedTask {
 /// The routing stages a plan was made with (see [`crate::Stages`], which they are
 /// taken from): what routes and prices its tasks, and the follow-up tasks its run adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanRouting {
     /// Why rules and text matching were off, so tasks were routed by kind only (flag
     /// `halo_routing` off, or the `minimal` degradation level); `None`: on.
@@ -91,6 +98,7 @@ pub struct PlanRouting {
 
 /// A complete, validated (or rejected) plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// The request as received.
     pub request: String,
@@ -126,6 +134,7 @@ pub struct Plan {
 
 /// What the LLM planner's calls for one request spent.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanningSpend {
     /// Dollars charged: the calls' reported cost; an answer without token usage at an
     /// upper-bound estimate; a call that timed out, was cut off by

@@ -190,6 +190,7 @@ impl RouterConfig {
 /// Which layer made a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RouteLayer {
     /// An explicit rule matched.
     Rule,
@@ -215,6 +216,7 @@ impl RouteLayer {
 
 /// A ranked alternative agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alternative {
     /// The agent.
     pub agent: AgentId,

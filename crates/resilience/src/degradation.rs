@@ -25,6 +25,7 @@ use crate::config::DegradationConfig;
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DegradationLevel {
     /// Everything on.
     #[default]

@@ -18,6 +18,7 @@ mod durability;
 mod exposure;
 mod isolation;
 mod logs;
+mod openapi;
 mod resume;
 mod startup;
 mod store_unwritable;

@@ -28,6 +28,7 @@ pub use sqlite::SqliteStore;
 
 /// A stored run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRecord {
     /// The run id.
     pub id: RunId,
@@ -169,6 +170,7 @@ impl RunScope<'_> {
 
 /// One row of a run listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSummary {
     /// The run id.
     pub id: RunId,

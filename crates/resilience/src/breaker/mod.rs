@@ -30,6 +30,7 @@ pub use shared::{BreakerPermit, SharedBreaker, StateChangeHook};
 /// The three breaker states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BreakerState {
     /// Calls flow; failures are counted.
     Closed,
