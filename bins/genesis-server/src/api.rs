@@ -358,6 +358,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 400, description = "rejected input, naming the rule (e.g. `idempotency_key`: not 1 to 255 visible ASCII characters)", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
+        (status = 415, description = "rule `content_type`: the body is not declared JSON (`Content-Type: application/json` or `application/…+json`)", body = ErrorBody),
         (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`): the error, and with `plan_validation` the rejected plan", body = crate::openapi::wire::Unprocessable),
         (status = 429, description = "rate limited, daily budget spent, or the caller (an anonymous caller: its client IP) already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`, with Retry-After)", body = ErrorBody),
         (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), today's spend cannot be read from the run store (rule `budget_state`, with Retry-After; plan mode still works), request timeout or run store failure: never for a journaled run", body = ErrorBody)
@@ -1140,7 +1141,7 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/tasks", params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page (an opaque token), or, from older clients, the previous page's last run id")),
+#[utoipa::path(get, path = "/api/tasks", params(("status" = Option<genesis::run::RunStatus>, Query, description = "only runs with this status"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "runs per page, 1 to 1000 (default 50)"), ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page (an opaque token), or, from older clients, the previous page's last run id")),
     responses((status = 200, description = "the caller's runs (every run when the API is open), newest first, and the next cursor", body = crate::openapi::wire::RunList),
         (status = 400, description = "rule `status`, `limit`, `cursor` or `query`, naming the value", body = ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = ErrorBody)))]

@@ -30,8 +30,10 @@ use crate::api;
         api::cancel_task,
         api::events,
         api::agents,
-        api::status
+        api::status,
+        spec
     ),
+    modifiers(&Common),
     components(schemas(
         api::CreateTask,
         api::Mode,
@@ -44,11 +46,184 @@ use crate::api;
 )]
 struct ApiDoc;
 
+/// What every operation has in common, added to the document after the handlers'
+/// annotations (audit O11 H2, H3): the security schemes, and on every `/api` operation
+/// its security requirement and the answers the layers around the handlers give (400
+/// `ambiguous_credentials`, 401, 429, 503, each with its `Retry-After` where one is
+/// sent). The probes, `/metrics` and `/openapi.json` need no credentials and are not
+/// shed.
+struct Common;
+
+/// The security schemes' names in the document.
+const BEARER: &str = "bearer";
+const API_KEY: &str = "api_key";
+const AGENT_ID: &str = "agent_id";
+const AGENT_TOKEN: &str = "agent_token";
+
+impl utoipa::Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an API key of `server.api_keys` or `server.admin_keys` as `Authorization: Bearer <key>`. A server with no keys configured (an open API, loopback only unless `server.allow_open_api`) needs no credentials.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "the same API key in `x-api-key` (not both headers with different keys: 400 `ambiguous_credentials`)",
+            ))),
+        );
+        components.add_security_scheme(
+            AGENT_ID,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-agent-id",
+                "an agent's id, with its token in `x-agent-token` (`genesis token`)",
+            ))),
+        );
+        components.add_security_scheme(
+            AGENT_TOKEN,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-agent-token",
+                "the agent token issued by `genesis token` for `x-agent-id`",
+            ))),
+        );
+        let requirements = vec![
+            SecurityRequirement::new(BEARER, Vec::<String>::new()),
+            SecurityRequirement::new(API_KEY, Vec::<String>::new()),
+            SecurityRequirement::new(AGENT_ID, Vec::<String>::new())
+                .add(AGENT_TOKEN, Vec::<String>::new()),
+        ];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let api = path.starts_with("/api/");
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if api {
+                    op.security = Some(requirements.clone());
+                    for (status, answer) in common_answers() {
+                        match op.responses.responses.entry(status.to_owned()) {
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(answer.into());
+                            }
+                            // The handler's own answers with this status, and the
+                            // layers' ones.
+                            std::collections::btree_map::Entry::Occupied(mut o) => {
+                                if let utoipa::openapi::RefOr::T(own) = o.get_mut() {
+                                    own.description =
+                                        format!("{}; or {}", own.description, answer.description);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    op.security = Some(vec![SecurityRequirement::default()]);
+                }
+                for (status, answer) in &mut op.responses.responses {
+                    if let utoipa::openapi::RefOr::T(answer) = answer {
+                        if matches!(status.as_str(), "429" | "503") {
+                            answer
+                                .headers
+                                .entry("Retry-After".to_owned())
+                                .or_insert_with(|| utoipa::openapi::RefOr::T(retry_after()));
+                        }
+                        if status == "202" && path == "/api/tasks" {
+                            answer
+                                .headers
+                                .entry("Location".to_owned())
+                                .or_insert_with(|| {
+                                    let mut h = utoipa::openapi::header::Header::new(
+                                        utoipa::openapi::ObjectBuilder::new()
+                                            .schema_type(utoipa::openapi::Type::String),
+                                    );
+                                    h.description = Some("the run's URL, `/api/tasks/{id}`".into());
+                                    utoipa::openapi::RefOr::T(h)
+                                });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The answers of the layers around every `/api` handler (auth, rate limits, load
+/// shedding, kill switches, the request timeout), by status.
+fn common_answers() -> [(&'static str, utoipa::openapi::Response); 4] {
+    let error = |description: &str| {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    [
+        (
+            "400",
+            error(
+                "rule `ambiguous_credentials`: a credential header sent twice, or two different API keys",
+            ),
+        ),
+        (
+            "401",
+            error(
+                "rule `api_key` (missing or not a configured key; with `WWW-Authenticate: Bearer`) or `agent_token`",
+            ),
+        ),
+        (
+            "429",
+            error(
+                "rule `rate_limit:client_ip`, `rate_limit:key` or `rate_limit:agent` (per client IP, an IPv6 client per /64; per key; per agent), or a per-caller cap of this operation; with `Retry-After`",
+            ),
+        ),
+        (
+            "503",
+            error(
+                "rule `load_shed` (`server.max_in_flight`), a kill switch (`feature_flag:emergency_shutdown`, `feature_flag:maintenance_mode`, …), `shutting_down` or `request_timeout`; with `Retry-After`",
+            ),
+        ),
+    ]
+}
+
+/// The `Retry-After` header: whole seconds to wait.
+fn retry_after() -> utoipa::openapi::header::Header {
+    let mut h = utoipa::openapi::header::Header::new(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .minimum(Some(1)),
+    );
+    h.description = Some("seconds to wait before retrying".into());
+    h
+}
+
 /// The OpenAPI document.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object)))]
 pub(crate) async fn spec() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }

@@ -683,4 +683,92 @@ async fn every_answer_matches_the_schema_the_openapi_document_declares() {
         error_rule(&answer);
         doc.check(method, template, status, &answer);
     }
+    // A body that is not a task object, and one not declared JSON (audit O11 M1, M4).
+    let (status, answer) = call(&s, "post", "/api/tasks", Some(CLIENT), Some(json!(["x"]))).await;
+    assert_eq!(status, 400, "{answer}");
+    doc.check("post", "/api/tasks", status, &answer);
+    let r = s
+        .client
+        .post(s.url("/api/tasks"))
+        .bearer_auth(CLIENT)
+        .header("content-type", "text/plain")
+        .body(json!({"description": "Fix the login bug"}).to_string());
+    let (status, _, answer) = crate::support::split(r.send().await.unwrap()).await;
+    assert_eq!(
+        (status, error_rule(&answer)),
+        (415, "content_type".to_owned())
+    );
+    doc.check("post", "/api/tasks", status, &answer);
+}
+
+/// Audit O11 H2, H3: the document says how to authenticate (security schemes, and a
+/// requirement on every `/api` operation; none on the probes) and declares the answers
+/// the layers around every handler give: 401, 429 and 503, the last two with
+/// `Retry-After`; the 202 of a run with its `Location`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_declares_authentication_and_the_layers_answers() {
+    let dir = TempDir::new("openapi-auth");
+    let stub = Stub::start(Duration::ZERO).await;
+    let c = config(dir.path(), &stub.url);
+    let s = TestServer::start(c, &[]).await;
+    let (status, _, doc) = s.get("/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(
+        (&schemes["api_key"]["in"], &schemes["api_key"]["name"]),
+        (&json!("header"), &json!("x-api-key")),
+        "{schemes}"
+    );
+    let mut api_operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let security = op["security"].as_array().unwrap_or_else(|| {
+                panic!("{method} {path} declares no security requirement: {op}")
+            });
+            if !path.starts_with("/api/") {
+                assert_eq!(security, &vec![json!({})], "{method} {path} is open");
+                continue;
+            }
+            api_operations += 1;
+            assert!(
+                security.contains(&json!({"bearer": []}))
+                    && security.contains(&json!({"api_key": []})),
+                "{method} {path}: {security:?}"
+            );
+            let responses = &op["responses"];
+            for status in ["401", "429", "503"] {
+                assert!(
+                    responses.get(status).is_some(),
+                    "{method} {path} does not declare {status}"
+                );
+            }
+            for status in ["429", "503"] {
+                assert!(
+                    responses[status]["headers"].get("Retry-After").is_some(),
+                    "{method} {path} {status} has no Retry-After: {}",
+                    responses[status]
+                );
+            }
+        }
+    }
+    assert!(api_operations >= 6, "{api_operations} /api operations");
+    let create = &doc["paths"]["/api/tasks"]["post"]["responses"];
+    assert!(
+        create["202"]["headers"].get("Location").is_some(),
+        "{create}"
+    );
+    assert!(create.get("415").is_some(), "{create}");
+    let limit = doc["paths"]["/api/tasks"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000)),
+        "{limit}"
+    );
 }
