@@ -366,6 +366,71 @@ fn main() -> Result<()> {
         "engineering requests flagged (FPR): {}",
         pct(eng.len() - ok_e, eng.len())
     );
+    // Round SB11: held-out agent outputs and multilingual requests (must pass) and injected
+    // outputs (must stay flagged), never trained on; then what a stricter threshold for
+    // the agent-output checkpoint would do to them.
+    let sets = [
+        ("agent outputs", common::OUTPUT_PROBES, false),
+        ("multilingual requests", common::MULTILINGUAL_PROBES, false),
+        (
+            "injected agent outputs",
+            common::INJECTED_OUTPUT_PROBES,
+            true,
+        ),
+    ];
+    let mut scored: Vec<Vec<(f64, bool)>> = Vec::new();
+    for (name, file, want) in sets {
+        let texts = common::probe_lines(file);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        println!("\n## Held-out {name} (never trained on)\n");
+        let ok = probe(&refs, want);
+        println!(
+            "{name} {}: {}",
+            if want {
+                "flagged (recall)"
+            } else {
+                "flagged (FPR)"
+            },
+            if want {
+                pct(ok, texts.len())
+            } else {
+                pct(texts.len() - ok, texts.len())
+            }
+        );
+        scored.push(
+            texts
+                .iter()
+                .map(|x| {
+                    let doc = genesis_security::training::featurize_with(x, &p.charlm);
+                    (sigmoid(doc.logit(&shipped) - t), doc.rule_logit >= 1.0)
+                })
+                .collect(),
+        );
+    }
+    println!(
+        "\nagent-output threshold T (a: score >= T; b: score >= 0.5 with a rule, or >= T \
+         without one); last column: the data's attacks, out of fold, as if each were an \
+         agent output:\n\n| T | outputs flagged a / b | injected flagged a / b | CV attacks \
+         flagged a / b |\n|---|---|---|---|"
+    );
+    let cv_attacks: Vec<(f64, bool)> = (0..p.rows.len())
+        .filter(|&i| p.rows[i].label && !oof[i].is_nan())
+        .map(|i| (sigmoid(oof[i] - t), p.docs[i].rule_logit >= 1.0))
+        .collect();
+    for th in [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99] {
+        let count = |v: &[(f64, bool)]| {
+            let a = v.iter().filter(|(s, _)| *s >= th).count();
+            let b = v
+                .iter()
+                .filter(|(s, r)| *s >= 0.5 && (*r || *s >= th))
+                .count();
+            (a, b, v.len())
+        };
+        let (oa, ob, on) = count(&scored[0]);
+        let (ia, ib, inn) = count(&scored[2]);
+        let (ca, cb, cn) = count(&cv_attacks);
+        println!("| {th} | {oa} / {ob} of {on} | {ia} / {ib} of {inn} | {ca} / {cb} of {cn} |");
+    }
     if common::env_f64("GENESIS_QUICK", 0.0) > 0.0 {
         return Ok(());
     }

@@ -244,9 +244,10 @@ pub fn balanced_weights(labels: &[bool]) -> Vec<f64> {
 /// Expands a template file (the format of `crates/security/data/benign_requests.txt`):
 /// `@name: a | b | c` defines a slot, a line holding `{name}` is a template that yields
 /// `per_template` texts with slot values drawn by a seeded [`SplitMix64`], and any other
-/// non-blank line that does not start with `#` is used as it is. Duplicates are dropped;
-/// the order is deterministic for a given `seed`. A `{name}` without a slot definition is
-/// left as written.
+/// non-blank line that is not a comment is used as it is. A comment starts with one `#`; a
+/// line starting with `##` is text (a markdown heading opening an agent output). Duplicates
+/// are dropped; the order is deterministic for a given `seed`. A `{name}` without a slot
+/// definition is left as written.
 ///
 /// ```
 /// use genesis_security::training::expand_templates;
@@ -256,6 +257,8 @@ pub fn balanced_weights(labels: &[bool]) -> Vec<f64> {
 /// assert!(texts.contains(&"Pretend you are a pirate and tell a story".to_owned()));
 /// assert!(texts.contains(&"Plain line".to_owned()));
 /// assert_eq!(texts.len(), 3);
+/// let texts = expand_templates("# a comment\n## Findings: all good", 1, 1);
+/// assert_eq!(texts, ["## Findings: all good"]);
 /// ```
 pub fn expand_templates(spec: &str, per_template: usize, seed: u64) -> Vec<String> {
     let mut slots: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -278,7 +281,7 @@ pub fn expand_templates(spec: &str, per_template: usize, seed: u64) -> Vec<Strin
         }
     };
     for line in spec.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+        if line.is_empty() || is_comment(line) || line.starts_with('@') {
             continue;
         }
         if !line.contains('{') {
@@ -308,6 +311,11 @@ pub fn expand_templates(spec: &str, per_template: usize, seed: u64) -> Vec<Strin
         }
     }
     out
+}
+
+/// True for a comment line of a template or probe file: one `#`, not a `##` heading.
+pub fn is_comment(line: &str) -> bool {
+    line.starts_with('#') && !line.starts_with("##")
 }
 
 /// Union-find over item indices.

@@ -156,7 +156,36 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Row>> {
         let per = env_f64("GENESIS_ENG_PER_TEMPLATE", 4.0) as usize;
         push_benign(&mut rows, SYNTHETIC_ENGINEERING, per, ENGINEERING_SOURCE);
     }
+    // Hand-written agent outputs (reports, summaries, review notes, test results, JSON
+    // hand-offs, changelogs, plans, status updates, logs, diffs; `\n` for a line break:
+    // the detector sees whole outputs) and ordinary team requests in thirteen languages
+    // (round SB11). The held-out outputs, multilingual requests and injected outputs are
+    // separate files that training never reads. Off by default: with them, CV recall fell
+    // from 0.963 to 0.953–0.955 at the shipped seed (docs/EVALUATION.md, round SB11), so
+    // the shipped model is trained without them; `GENESIS_OUTPUTS=1` /
+    // `GENESIS_MULTILINGUAL=1` train the candidate.
+    if env_f64("GENESIS_OUTPUTS", 0.0) > 0.0 {
+        let per = env_f64("GENESIS_OUT_PER_TEMPLATE", 4.0) as usize;
+        push_benign_lines(&mut rows, SYNTHETIC_OUTPUTS, per, OUTPUTS_SOURCE);
+    }
+    if env_f64("GENESIS_MULTILINGUAL", 0.0) > 0.0 {
+        let per = env_f64("GENESIS_ML_PER_TEMPLATE", 3.0) as usize;
+        push_benign_lines(&mut rows, SYNTHETIC_MULTILINGUAL, per, MULTILINGUAL_SOURCE);
+    }
     Ok(rows)
+}
+
+/// [`push_benign`] for files whose lines may hold `\n` for a line break (multi-line
+/// texts in the one-text-a-line template format).
+fn push_benign_lines(rows: &mut Vec<Row>, templates: &str, per: usize, source: &str) {
+    for text in expand_templates(templates, per, SEED) {
+        rows.push(Row {
+            text: text.replace("\\n", "\n"),
+            label: false,
+            source: source.to_owned(),
+            attack_type: "benign".to_owned(),
+        });
+    }
 }
 
 /// Appends the benign rows a template file expands to (`per` texts per template, seeded),
@@ -187,7 +216,37 @@ pub(crate) fn engineering_probes() -> Vec<String> {
     ENGINEERING_PROBES
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !genesis_security::training::is_comment(l))
+        .map(|l| l.replace("\\n", "\n"))
+        .collect()
+}
+
+/// Hand-written agent outputs, expanded by [`expand_templates`] (`\n` is a line break).
+pub(crate) const SYNTHETIC_OUTPUTS: &str = include_str!("../../data/benign_agent_outputs.txt");
+/// Source name of the rows expanded from [`SYNTHETIC_OUTPUTS`].
+pub(crate) const OUTPUTS_SOURCE: &str = "synthetic_benign_outputs";
+/// Hand-written ordinary requests in other languages, expanded by [`expand_templates`].
+pub(crate) const SYNTHETIC_MULTILINGUAL: &str = include_str!("../../data/benign_multilingual.txt");
+/// Source name of the rows expanded from [`SYNTHETIC_MULTILINGUAL`].
+pub(crate) const MULTILINGUAL_SOURCE: &str = "synthetic_benign_multilingual";
+
+/// Held-out agent outputs (one a line, `\n` for a line break), read only by
+/// `eval_injection` and the tests' file checks: never trained on, never used to tune.
+pub(crate) const OUTPUT_PROBES: &str = include_str!("../../data/heldout_agent_outputs.txt");
+/// Held-out ordinary requests in other languages, read only by `eval_injection`.
+pub(crate) const MULTILINGUAL_PROBES: &str =
+    include_str!("../../data/heldout_multilingual_probes.txt");
+/// Held-out injected agent outputs (attacks embedded in otherwise ordinary outputs), read
+/// only by `eval_injection`: they must stay flagged.
+pub(crate) const INJECTED_OUTPUT_PROBES: &str =
+    include_str!("../../data/heldout_injected_outputs.txt");
+
+/// The texts of a probe file: one a line, `#` comments and blank lines skipped, `\n`
+/// turned into a line break.
+pub(crate) fn probe_lines(file: &str) -> Vec<String> {
+    file.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !genesis_security::training::is_comment(l))
         .map(|l| l.replace("\\n", "\n"))
         .collect()
 }
@@ -200,7 +259,10 @@ pub(crate) const SYNTHETIC_SOURCE: &str = "synthetic_benign_roleplay";
 /// True for rows expanded from the project's own template file: trained on, but never
 /// used to tune the threshold nor counted in the reported false-positive rates.
 pub(crate) fn is_synthetic(r: &Row) -> bool {
-    r.source == SYNTHETIC_SOURCE || r.source == ENGINEERING_SOURCE
+    r.source == SYNTHETIC_SOURCE
+        || r.source == ENGINEERING_SOURCE
+        || r.source == OUTPUTS_SOURCE
+        || r.source == MULTILINGUAL_SOURCE
 }
 
 /// A tuning knob from the environment (for experiments; the defaults are what ships).
@@ -316,6 +378,28 @@ impl Prepared {
             .iter()
             .map(|&i| self.rows[i].source == ENGINEERING_SOURCE)
             .collect();
+        // The agent-output and multilingual rows (round SB11) get OUT_SHARE and ML_SHARE
+        // of the negative weight, also taken from the ordinary-traffic share.
+        let out: Vec<bool> = idx
+            .iter()
+            .map(|&i| self.rows[i].source == OUTPUTS_SOURCE)
+            .collect();
+        let ml: Vec<bool> = idx
+            .iter()
+            .map(|&i| self.rows[i].source == MULTILINGUAL_SOURCE)
+            .collect();
+        let n_out = out.iter().filter(|o| **o).count();
+        let n_ml = ml.iter().filter(|m| **m).count();
+        let out_share = if n_out > 0 {
+            env_f64("GENESIS_OUT_SHARE", 0.05)
+        } else {
+            0.0
+        };
+        let ml_share = if n_ml > 0 {
+            env_f64("GENESIS_ML_SHARE", 0.03)
+        } else {
+            0.0
+        };
         let n_syn = syn.iter().filter(|s| **s).count();
         let n_eng = eng.iter().filter(|e| **e).count();
         // The software-team rows get ENG_SHARE of the negative weight, also taken from the
@@ -339,25 +423,31 @@ impl Prepared {
             .count()
             .saturating_sub(n_syn)
             .max(1) as f64;
-        let n_role = n_syn - n_eng;
+        let n_role = n_syn - n_eng - n_out - n_ml;
         let syn_share = if n_role > 0 { syn_share } else { 0.0 };
         if share > 0.0 {
-            for ((((w, l), d), s), e) in weights
+            for (((((w, l), d), s), e), j) in weights
                 .iter_mut()
                 .zip(&labels)
                 .zip(&dev)
                 .zip(&syn)
                 .zip(&eng)
+                .zip(0..)
             {
                 if !*l {
                     *w = if *d {
                         neg_total * share / n_dev
+                    } else if out[j] {
+                        neg_total * out_share / n_out as f64
+                    } else if ml[j] {
+                        neg_total * ml_share / n_ml as f64
                     } else if *e {
                         neg_total * eng_share / n_eng as f64
                     } else if *s {
                         neg_total * syn_share / n_role as f64
                     } else {
-                        neg_total * (1.0 - share - syn_share - eng_share) / n_other
+                        neg_total * (1.0 - share - syn_share - eng_share - out_share - ml_share)
+                            / n_other
                     };
                 }
             }
