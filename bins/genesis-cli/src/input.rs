@@ -88,21 +88,42 @@ pub(crate) fn parse_line(
     }
     let fields: Map<String, Value> =
         serde_json::from_str(trimmed).map_err(|e| format!("invalid JSON: {e}"))?;
-    let text = text_fields
+    let text = match text_fields
         .iter()
-        .find_map(|n| fields.get(*n).and_then(Value::as_str))
-        .ok_or_else(|| {
-            format!(
+        .find_map(|n| fields.get(*n).map(|v| (*n, v)))
+    {
+        Some((_, Value::String(text))) => text.clone(),
+        // Audit H11 L5: `{"text": 123}` has a text field, of the wrong type.
+        Some((name, other)) => {
+            return Err(format!(
+                "field {name:?} is not a string (got {}): the text must be a string",
+                json_type(other)
+            ));
+        }
+        None => {
+            return Err(format!(
                 "no text field: expected a string in one of {}",
                 text_fields.join(", ")
-            )
-        })?
-        .to_owned();
+            ));
+        }
+    };
     Ok(Some(Item {
         line,
         text,
         fields: Some(fields),
     }))
+}
+
+/// The JSON type of a value, for messages ("a number").
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Counts of what [`for_each`] saw.
@@ -198,7 +219,44 @@ pub(crate) fn for_each(
     on_error: OnError,
     each: impl FnMut(&Item) -> Result<bool, LineError>,
 ) -> Result<Counts, Failure> {
-    for_each_limited(reader, source, text_fields, on_error, MAX_LINE_BYTES, each)
+    for_each_limited(
+        reader,
+        source,
+        text_fields,
+        on_error,
+        Blank::Skip,
+        MAX_LINE_BYTES,
+        each,
+    )
+}
+
+/// [`for_each`] for task input, where every line is a task: an empty or blank line is
+/// a malformed line, not silently passed over (audit H11 H2).
+pub(crate) fn for_each_task(
+    reader: impl BufRead,
+    source: &str,
+    text_fields: &[&str],
+    on_error: OnError,
+    each: impl FnMut(&Item) -> Result<bool, LineError>,
+) -> Result<Counts, Failure> {
+    for_each_limited(
+        reader,
+        source,
+        text_fields,
+        on_error,
+        Blank::Malformed,
+        MAX_LINE_BYTES,
+        each,
+    )
+}
+
+/// What an empty or blank line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blank {
+    /// Passed over without a word.
+    Skip,
+    /// A malformed line (skipped with a warning or fatal per `--on-error`).
+    Malformed,
 }
 
 fn for_each_limited(
@@ -206,6 +264,7 @@ fn for_each_limited(
     source: &str,
     text_fields: &[&str],
     on_error: OnError,
+    blank: Blank,
     max_line: usize,
     mut each: impl FnMut(&Item) -> Result<bool, LineError>,
 ) -> Result<Counts, Failure> {
@@ -229,7 +288,21 @@ fn for_each_limited(
                 line += 1;
                 match std::str::from_utf8(&buf) {
                     Err(e) => Err(format!("not valid UTF-8: {e}")),
-                    Ok(raw) => parse_line(line, raw, text_fields),
+                    // A byte-order mark opens some files written on Windows (audit H11
+                    // M3): without this, a JSONL first line would be taken as plain text.
+                    Ok(raw) => {
+                        let raw = if line == 1 {
+                            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+                        } else {
+                            raw
+                        };
+                        match parse_line(line, raw, text_fields) {
+                            Ok(None) if blank == Blank::Malformed => {
+                                Err("empty line: no task description (rule: empty_task)".to_owned())
+                            }
+                            other => other,
+                        }
+                    }
                 }
             }
         };
@@ -301,8 +374,17 @@ mod tests {
         assert!(e.starts_with("invalid JSON"), "{e}");
         let e = parse_line(1, r#"{"body": "x"}"#, FIELDS).unwrap_err();
         assert!(e.contains("text, step_text_masked"), "{e}");
+        // Audit H11 L5: the field is there, of the wrong type.
         let e = parse_line(1, r#"{"text": 5}"#, FIELDS).unwrap_err();
-        assert!(e.contains("no text field"), "{e}");
+        assert_eq!(
+            e,
+            "field \"text\" is not a string (got a number): the text must be a string"
+        );
+        let e = parse_line(1, r#"{"step_text_masked": ["x"]}"#, FIELDS).unwrap_err();
+        assert!(
+            e.starts_with("field \"step_text_masked\" is not a string (got an array)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -367,16 +449,30 @@ mod tests {
         let long = "x".repeat(100);
         let input = format!("short\n{long}\n{}\nlast", "y".repeat(16));
         let mut seen = Vec::new();
-        let counts = for_each_limited(input.as_bytes(), "in", FIELDS, OnError::Skip, 16, |i| {
-            seen.push(i.text.clone());
-            Ok(true)
-        })
+        let counts = for_each_limited(
+            input.as_bytes(),
+            "in",
+            FIELDS,
+            OnError::Skip,
+            Blank::Skip,
+            16,
+            |i| {
+                seen.push(i.text.clone());
+                Ok(true)
+            },
+        )
         .unwrap();
         assert_eq!(seen, ["short", &"y".repeat(16), "last"]);
         assert_eq!(counts.skipped, 1);
-        let err = for_each_limited(input.as_bytes(), "in", FIELDS, OnError::Fail, 16, |_| {
-            Ok(true)
-        })
+        let err = for_each_limited(
+            input.as_bytes(),
+            "in",
+            FIELDS,
+            OnError::Fail,
+            Blank::Skip,
+            16,
+            |_| Ok(true),
+        )
         .unwrap_err();
         assert_eq!(err.code, 2);
         assert!(

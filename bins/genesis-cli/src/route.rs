@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use genesis::core::{Task, TaskId, TaskKind};
-use genesis::halo::{AgentRegistry, RouteDecision, Router, RoutingRules};
+use genesis::halo::{AgentRegistry, JsonlMode, RouteDecision, Router, RoutingRules};
 
 use crate::input::{self, OnError};
 use crate::setup::{Failure, load_config};
@@ -19,7 +19,9 @@ const AGENT_FIELDS: &[&str] = &["gold_tool", "agent"];
 #[derive(Debug, clap::Args)]
 pub(crate) struct RouteArgs {
     /// Agent catalogue: TOML (`[[agent]]`), JSON or JSONL (`id` + `desc` per line) by
-    /// extension. Default: `routing.agents_file` from config, else the built-in agents.
+    /// extension. Default: `routing.agents_file` from config (its bad agents handled per
+    /// `routing.catalogue_errors`, as the server does), else the built-in agents. A bad
+    /// agent of this file is skipped or fatal per --on-error.
     #[arg(long)]
     agents: Option<PathBuf>,
     /// Example tasks to add to the agents' profiles: JSONL with a `text` (or
@@ -37,11 +39,18 @@ pub(crate) struct RouteArgs {
     /// others); fewer when fewer agents match the task.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=15))]
     top_k: u16,
-    /// What to do with a malformed input or examples line.
+    /// What to do with a malformed input line (bad JSON, no or empty text, a bad `kind`
+    /// or `metadata`), examples line, or bad agent of the --agents file (a line or agent
+    /// that does not read as an agent, or fails validation): skip it with a warning
+    /// naming the file, line and reason, or stop with exit code 2. A catalogue left with
+    /// no agent, a repeated id, or a file that is not JSON/TOML at all is always fatal.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     on_error: OnError,
     /// Task descriptions: JSONL (`text` or `step_text_masked`, optional `kind`, `id`,
-    /// `gold_tool`) or plain text, one per line; `-` or absent reads stdin.
+    /// `gold_tool`, and `metadata`: an object of string values that rules with metadata
+    /// conditions match) or plain text, one per line; `-` or absent reads stdin. An empty
+    /// or blank line is a malformed line. Routing uses the configured agents and rules,
+    /// not what a server has learned from runs (kept in its store).
     input: Option<PathBuf>,
 }
 
@@ -55,14 +64,12 @@ fn read_text(path: &Path) -> Result<String, Failure> {
 fn router(config_path: &[&Path], args: &RouteArgs) -> Result<Router, Failure> {
     let config = load_config(config_path)?;
     let registry = match (&args.agents, &config.routing.agents_file) {
-        (Some(p), _) => genesis::read_agents(p)
-            .map_err(|e| Failure::rejected(format!("--agents: {}", crate::setup::one_line(&e))))?,
-        (None, Some(p)) => genesis::read_agents(p).map_err(|e| {
-            Failure::rejected(format!(
-                "routing.agents_file: {}",
-                crate::setup::one_line(&e)
-            ))
-        })?,
+        (Some(p), _) => read_agents(p, "--agents", on_error_mode(args.on_error))?,
+        (None, Some(p)) => read_agents(
+            p,
+            "routing.agents_file",
+            config.routing.catalogue_errors.into(),
+        )?,
         (None, None) => AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
             .map_err(|e| crate::setup::config_failure(e.into()))?,
     };
@@ -93,6 +100,43 @@ fn router(config_path: &[&Path], args: &RouteArgs) -> Result<Router, Failure> {
     router_config.top_k = usize::from(args.top_k);
     Router::with_config(registry, rules, router_config)
         .map_err(|e| Failure::rejected(format!("routing set-up: {}", crate::setup::one_line(&e))))
+}
+
+/// The catalogue mode `--on-error` asks for.
+fn on_error_mode(on_error: OnError) -> JsonlMode {
+    match on_error {
+        OnError::Skip => JsonlMode::Skip,
+        OnError::Fail => JsonlMode::Fail,
+    }
+}
+
+/// Reads the catalogue at `path` (named `what` in errors), warning once for each agent
+/// skipped in skip mode with the file, line and reason (audit H11 M4).
+fn read_agents(path: &Path, what: &str, mode: JsonlMode) -> Result<AgentRegistry, Failure> {
+    let (registry, skipped) = genesis::read_agents_with(path, mode).map_err(|e| {
+        Failure::rejected(format!(
+            "{what} {}: {}",
+            path.display(),
+            crate::setup::one_line(&e)
+        ))
+    })?;
+    for s in &skipped {
+        eprintln!(
+            "warning: {}: line {} skipped: {}",
+            path.display(),
+            s.line,
+            s.message
+        );
+    }
+    if !skipped.is_empty() {
+        eprintln!(
+            "agents: {} loaded from {} ({} skipped)",
+            registry.len(),
+            path.display(),
+            skipped.len()
+        );
+    }
+    Ok(registry)
 }
 
 /// Adds every example line of `path` to the profile of the agent it names.
@@ -127,6 +171,11 @@ fn read_examples(
 ) -> Result<(Vec<Vec<String>>, usize), Failure> {
     let mut examples = vec![Vec::new(); registry.len()];
     let counts = input::for_each(reader, source, TEXT_FIELDS, on_error, |item| {
+        if item.text.trim().is_empty() {
+            return Err(input::LineError::Bad(
+                "the example text is empty (rule: empty_task)".to_owned(),
+            ));
+        }
         let agent = item.field(AGENT_FIELDS).ok_or_else(|| {
             format!(
                 "no agent field: expected a string in one of {}",
@@ -144,8 +193,36 @@ fn read_examples(
     Ok((examples, counts.skipped))
 }
 
-/// The task a line describes.
+/// The task a line describes: its text, `kind` and `metadata` (an object of strings,
+/// for rules with metadata conditions; audit H11 H1). An empty or blank text is a
+/// malformed line.
 fn task_of(item: &input::Item) -> Result<Task, String> {
+    if item.text.trim().is_empty() {
+        return Err("the task text is empty: no task description (rule: empty_task)".to_owned());
+    }
+    let mut metadata = genesis::core::Metadata::new();
+    match item.fields.as_ref().and_then(|f| f.get("metadata")) {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (key, value) in map {
+                let serde_json::Value::String(value) = value else {
+                    return Err(format!(
+                        "field \"metadata.{key}\" is not a string (got {}): metadata values \
+                         are strings",
+                        input::json_type(value)
+                    ));
+                };
+                metadata.insert(key.clone().into(), value.clone().into());
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "field \"metadata\" is not an object (got {}): expected an object of string \
+                 values",
+                input::json_type(other)
+            ));
+        }
+    }
     let kind = match item.field(&["kind"]) {
         Some(k) => k.parse::<TaskKind>().map_err(|e| {
             let valid: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -153,11 +230,13 @@ fn task_of(item: &input::Item) -> Result<Task, String> {
         })?,
         None => TaskKind::Generic,
     };
-    Ok(Task::new(
+    let mut task = Task::new(
         TaskId::new(format!("line-{}", item.line)),
         kind,
         item.text.clone(),
-    ))
+    );
+    task.metadata = metadata;
+    Ok(task)
 }
 
 /// One output line.
@@ -189,7 +268,7 @@ pub(crate) fn route(config: &[&Path], args: RouteArgs) -> Result<(), Failure> {
     let source = input::source_name(args.input.as_deref());
     let mut out = std::io::stdout().lock();
     let (mut unassigned, mut labelled, mut correct) = (0usize, 0usize, 0usize);
-    let counts = input::for_each(reader, &source, TEXT_FIELDS, args.on_error, |item| {
+    let counts = input::for_each_task(reader, &source, TEXT_FIELDS, args.on_error, |item| {
         let task = task_of(item)?;
         let d = router.route(&task);
         if d.agent.is_none() {

@@ -3,35 +3,63 @@
 use std::path::Path;
 
 use genesis_daao::ModelCatalog;
-use genesis_halo::{AgentRegistry, JsonlMode, RoutingRules};
+use genesis_halo::{AgentRegistry, JsonlMode, LineError, RoutingRules};
 
 use crate::{GenesisConfig, GenesisError, OrchestratorBuilder};
 
+/// Reads a text file; a file that is not UTF-8 is refused naming the line and byte
+/// offset of the first bad byte (audit H11 L5).
 fn read(path: &Path) -> Result<String, GenesisError> {
-    std::fs::read_to_string(path).map_err(|source| GenesisError::Io {
+    let io = |source| GenesisError::Io {
         path: path.display().to_string(),
         source,
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not valid UTF-8 at line {line} (byte offset {offset})"),
+        ))
     })
 }
 
 /// Parses an agent catalogue by file extension: `.toml`, `.json`, or `.jsonl` (one
-/// agent per line; malformed lines fail the load, naming the line).
+/// agent per line); a bad agent fails the load, naming the line.
 ///
 /// # Errors
 /// Unreadable file or invalid catalogue.
 pub fn read_agents(path: &Path) -> Result<AgentRegistry, GenesisError> {
+    Ok(read_agents_with(path, JsonlMode::Fail)?.0)
+}
+
+/// [`read_agents`] with a choice for bad agents (a JSONL line, JSON array element or
+/// `[[agent]]` table that does not read as an agent or fails validation): in
+/// [`JsonlMode::Skip`] they are left out and returned with their line and the reason
+/// (the caller warns); a file that is not TOML or JSON at all, a repeated id or a
+/// catalogue left with no agent still fail.
+///
+/// # Errors
+/// Unreadable file or invalid catalogue.
+pub fn read_agents_with(
+    path: &Path,
+    mode: JsonlMode,
+) -> Result<(AgentRegistry, Vec<LineError>), GenesisError> {
     let text = read(path)?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let registry = match ext.as_str() {
-        "json" => AgentRegistry::from_json_str(&text)?,
-        "jsonl" | "ndjson" => AgentRegistry::from_jsonl_str(&text, JsonlMode::Fail)?.0,
-        _ => AgentRegistry::from_toml_str(&text)?,
-    };
-    Ok(registry)
+    Ok(match ext.as_str() {
+        "json" => AgentRegistry::from_json_str_with(&text, mode)?,
+        "jsonl" | "ndjson" => AgentRegistry::from_jsonl_str(&text, mode)?,
+        _ => AgentRegistry::from_toml_str_with(&text, mode)?,
+    })
 }
 
 /// Applies the catalogue files named in `config` (agents, rules, models) to a builder.
@@ -63,7 +91,19 @@ pub(crate) fn load_routing_catalogues(
     config: &GenesisConfig,
 ) -> Result<OrchestratorBuilder, GenesisError> {
     let registry = match &config.routing.agents_file {
-        Some(path) => Some(read_agents(path)?),
+        Some(path) => {
+            let (registry, skipped) =
+                read_agents_with(path, config.routing.catalogue_errors.into())?;
+            for s in &skipped {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = s.line,
+                    reason = %s.message,
+                    "agent skipped: routing.catalogue_errors = \"skip\""
+                );
+            }
+            Some(registry)
+        }
         None => None,
     };
     match &config.routing.rules_file {
@@ -106,4 +146,82 @@ pub(crate) fn read_models(config: &GenesisConfig) -> Result<ModelCatalog, Genesi
         Some(path) => ModelCatalog::from_toml_str(&read(path)?)?,
         None => ModelCatalog::from_toml_str(crate::defaults::MODELS_TOML)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TempDir;
+
+    const BAD: &str = "{\"id\": \"a\", \"desc\": \"books flights\"}\n\
+                       {\"id\": \"b\", \"desc\": \"\"}\n\
+                       {\"id\": \"c\", \"desc\": \"weather\"}\n";
+
+    fn config(dir: &Path, agents: &str, mode: Option<&str>) -> GenesisConfig {
+        let mut text = format!(
+            "[routing]\nagents_file = {:?}\nrules_file = \"\"\n",
+            dir.join(agents).display().to_string()
+        );
+        if let Some(mode) = mode {
+            text.push_str(&format!("catalogue_errors = \"{mode}\"\n"));
+        }
+        let file = dir.join("genesis.toml");
+        std::fs::write(&file, text).unwrap();
+        GenesisConfig::load(&[file], std::iter::empty()).unwrap()
+    }
+
+    /// Audit H11 M4: `routing.catalogue_errors = "skip"` loads the good agents of a
+    /// catalogue with a bad one (the server and the CLI read it through here); the
+    /// default, "fail", refuses the file naming the line.
+    #[test]
+    fn catalogue_errors_skip_or_fail_bad_agents() {
+        let dir = TempDir::new("catalogue-errors");
+        std::fs::write(dir.join("agents.jsonl"), BAD).unwrap();
+        let default = config(&dir, "agents.jsonl", None);
+        assert_eq!(
+            default.routing.catalogue_errors,
+            crate::config::CatalogueErrors::Fail
+        );
+        let e = load_catalogues(crate::Orchestrator::builder(), &default).unwrap_err();
+        let text = genesis_core::error_chain(&e);
+        assert!(
+            text.contains("line 2") && text.contains("empty description"),
+            "{text}"
+        );
+
+        let skip = config(&dir, "agents.jsonl", Some("skip"));
+        let orchestrator = load_catalogues(crate::Orchestrator::builder(), &skip)
+            .unwrap()
+            .build()
+            .unwrap();
+        let ids: Vec<String> = orchestrator
+            .router()
+            .registry()
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        let (registry, skipped) =
+            read_agents_with(&dir.join("agents.jsonl"), JsonlMode::Skip).unwrap();
+        assert_eq!(registry.len(), 2);
+        assert_eq!(skipped.iter().map(|s| s.line).collect::<Vec<_>>(), [2]);
+    }
+
+    /// Audit H11 L5: a catalogue that is not UTF-8 names the line and byte offset.
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let dir = TempDir::new("catalogue-utf8");
+        let path = dir.join("agents.jsonl");
+        std::fs::write(
+            &path,
+            b"{\"id\": \"a\", \"desc\": \"x\"}\n{\"id\": \"b\", \"desc\": \"caf\xe9\"}\n",
+        )
+        .unwrap();
+        let e = read_agents(&path).unwrap_err();
+        let text = genesis_core::error_chain(&e);
+        assert!(
+            text.contains("not valid UTF-8 at line 2 (byte offset 49)"),
+            "{text}"
+        );
+    }
 }

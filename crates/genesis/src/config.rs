@@ -243,6 +243,8 @@ pub struct RoutingConfig {
     pub agents_file: Option<PathBuf>,
     /// Routing rules (TOML). `None`: the built-in rules.
     pub rules_file: Option<PathBuf>,
+    /// What a bad agent of `agents_file` does (default [`CatalogueErrors::Fail`]).
+    pub catalogue_errors: CatalogueErrors,
     /// Router weights and cache.
     pub router: genesis_halo::RouterConfig,
     /// Most agents the catalogue may hold (`None`: no limit).
@@ -262,10 +264,34 @@ impl Default for RoutingConfig {
         RoutingConfig {
             agents_file: None,
             rules_file: None,
+            catalogue_errors: CatalogueErrors::Fail,
             router: genesis_halo::RouterConfig::default(),
             max_agents: None,
             learn_from_runs: true,
             learn_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a bad agent of the catalogue (`routing.catalogue_errors`) does: a JSONL line,
+/// JSON array element or `[[agent]]` table that does not read as an agent or fails
+/// validation (audit H11 M4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogueErrors {
+    /// The catalogue does not load; the error names the file, line and reason.
+    #[default]
+    Fail,
+    /// The agent is left out with a warning naming the file, line and reason; a file
+    /// that is not JSON or TOML at all, a repeated id, or no agent left still fail.
+    Skip,
+}
+
+impl From<CatalogueErrors> for genesis_halo::JsonlMode {
+    fn from(e: CatalogueErrors) -> Self {
+        match e {
+            CatalogueErrors::Fail => genesis_halo::JsonlMode::Fail,
+            CatalogueErrors::Skip => genesis_halo::JsonlMode::Skip,
         }
     }
 }

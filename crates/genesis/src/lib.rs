@@ -68,7 +68,7 @@ pub mod store;
 mod testing;
 mod wiring;
 
-pub use catalogues::{load_catalogues, read_agents};
+pub use catalogues::{load_catalogues, read_agents, read_agents_with};
 pub use cohort::{Cohort, CohortMetrics, Cohorts};
 pub use config::{BackendConfig, GenesisConfig};
 pub use error::GenesisError;

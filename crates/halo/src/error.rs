@@ -30,6 +30,38 @@ pub enum HaloError {
         /// The parser's error (in the message, not repeated as `source()`).
         error: serde_json::Error,
     },
+    /// A JSON catalogue holds one JSON object per line: it is a JSONL catalogue with a
+    /// `.json` name (the parser's own message, "trailing characters" or "missing field
+    /// `agents`", would not say so).
+    #[error(
+        "agents json is invalid: it holds one JSON object per line, which is JSONL; name the file .jsonl (or .ndjson), or put the agents in a JSON array (rule: catalogue_format)"
+    )]
+    JsonlInJson,
+    /// An element of a JSON catalogue's agent array does not read as an agent (only in
+    /// [`crate::JsonlMode::Fail`]). The message carries the parser's.
+    #[error("agents json agent {number} (line {line}) is invalid: {error}")]
+    JsonAgentRecord {
+        /// 1-based position of the agent in the array.
+        number: usize,
+        /// 1-based line where the agent starts.
+        line: usize,
+        /// The parser's error (in the message, not repeated as `source()`).
+        error: serde_json::Error,
+    },
+    /// An agent of a TOML or JSON catalogue is invalid (in [`crate::JsonlMode::Fail`]),
+    /// or repeats an id.
+    #[error("agents {format} agent {number} (line {line}) is invalid")]
+    CatalogueAgent {
+        /// `toml` or `json`.
+        format: &'static str,
+        /// 1-based position of the agent in the catalogue.
+        number: usize,
+        /// 1-based line where the agent starts.
+        line: usize,
+        /// What is wrong with the agent.
+        #[source]
+        source: Box<HaloError>,
+    },
     /// A JSONL catalogue line does not parse (only in [`crate::JsonlMode::Fail`]). The
     /// message carries the parser's (its column is within the line).
     #[error("agents jsonl line {line} is invalid: {error}")]
@@ -72,10 +104,23 @@ pub enum HaloError {
         found: char,
     },
     /// Two agents share an id.
-    #[error("duplicate agent id {id:?}")]
+    #[error("duplicate agent id {id:?}: agents {first} and {second} of the catalogue")]
     DuplicateAgent {
         /// The repeated id.
         id: String,
+        /// 1-based position of the first agent with the id.
+        first: usize,
+        /// 1-based position of the second.
+        second: usize,
+    },
+    /// A catalogue record repeats an id of an earlier one (wrapped in the error naming
+    /// the record's line).
+    #[error("duplicate agent id {id:?}, first on line {first_line}")]
+    RepeatedAgentId {
+        /// The repeated id.
+        id: String,
+        /// 1-based line of the first agent with the id.
+        first_line: usize,
     },
     /// An agent's description is empty or only whitespace.
     #[error("agent {id:?} has an empty description")]
@@ -229,10 +274,11 @@ pub(crate) fn toml_position(error: &toml::de::Error, text: &str) -> (Option<usiz
     })
 }
 
-/// A JSONL catalogue line that was skipped in [`crate::JsonlMode::Skip`] mode.
+/// A catalogue agent (JSONL line, JSON array element, TOML `[[agent]]` table) that was
+/// skipped in [`crate::JsonlMode::Skip`] mode.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LineError {
-    /// 1-based line number.
+    /// 1-based line number (where the agent starts).
     pub line: usize,
     /// Why the line was skipped.
     pub message: String,

@@ -19,7 +19,14 @@
 //!    scored through one inverted index (feature → agent postings, plus a dense per-agent
 //!    weight row for every feature of small catalogues and for common features of
 //!    mid-size ones), in one tokenising pass shared with the rules;
-//! 3. **capability** — agents that list the task's kind.
+//! 3. **capability** — agents that list the task's kind. An agent listing `generic` is
+//!    the fallback for generic tasks that no rule or text match takes: an explicit,
+//!    opt-in catch-all (without one, such a task is unassigned). Kinds weigh (a bonus)
+//!    and fall back; they do not restrict a text match to the agents listing the kind.
+//!
+//! A description with no words to match (empty, blank, only symbols, emoji or stop
+//! words) is unassigned with that reason (rule `description_words`) unless a rule takes
+//! it: it is never handed to the capability layer.
 //!
 //! Candidates are blended with success rate, cost tier and load ([`RouterConfig`]
 //! documents the formula); [`Router::route_all`] treats its tasks as one plan: a
@@ -43,9 +50,14 @@
 //! `task_kinds` (TaskKind names; empty = any kind), `skills`, `examples`, `plans`
 //! (ids of plans the agent served; learned state), `cost_tier`
 //! (`low` | `medium` | `high`), `success_rate` in `[0, 1]`, `max_concurrent_tasks` ≥ 1
-//! (see [`AgentProfile`]). JSON: an array of the same objects or `{"agents": [...]}`.
-//! JSONL: one agent per line with at least `id` and `desc`; `domain`/`tags` are read as
-//! skills and unknown fields ignored ([`AgentRegistry::from_jsonl_str`]).
+//! (see [`AgentProfile`]). JSONL: one agent per line with at least `id` and `desc`;
+//! `domain`/`tags` are read as skills and unknown fields ignored, except one that looks
+//! like a misspelt catalogue field ([`AgentRegistry::from_jsonl_str`]). JSON: an array
+//! of the same records as JSONL, or `{"agents": [...]}`
+//! ([`AgentRegistry::from_json_str`]). A leading UTF-8 byte-order mark is skipped in
+//! every format. Bad agents fail the load naming their line, or are skipped and
+//! returned with it ([`JsonlMode`]; `from_toml_str_with`, `from_json_str_with`,
+//! `from_jsonl_str`); a repeated id always fails, naming both.
 //! `config/routing_rules.toml`: `[[rule]]` tables with `name`, `priority`, `agent`,
 //! `kinds`, `metadata`, `keywords` (see [`RoutingRules`]).
 //!

@@ -1,6 +1,6 @@
 //! The agent catalogue: loading (TOML, JSON, JSONL), validation and persistence.
 
-use genesis_core::fasthash::{FxHashMap, FxHashSet};
+use genesis_core::fasthash::FxHashMap;
 
 use genesis_core::{AgentId, TaskKind};
 use serde::{Deserialize, Serialize};
@@ -8,14 +8,28 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{AgentProfile, CostTier, OutcomeStats};
 use crate::{HaloError, LineError};
 
-/// What to do with a malformed JSONL line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do with a malformed agent of a catalogue: a JSONL line, an element of a JSON
+/// array ([`AgentRegistry::from_json_str_with`]) or an `[[agent]]` table
+/// ([`AgentRegistry::from_toml_str_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JsonlMode {
-    /// Skip the line and report it in the returned [`LineError`] list.
+    /// Skip the agent and report it in the returned [`LineError`] list.
     #[default]
     Skip,
-    /// Fail the whole load with [`HaloError::JsonlLine`].
+    /// Fail the whole load, naming the line.
     Fail,
+}
+
+/// `text` without a leading UTF-8 byte-order mark (editors on Windows write one; TOML,
+/// JSON and JSONL catalogues all skip it, audit H11 M3).
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    genesis_core::text::line_column(text, offset).0
 }
 
 /// A validated, immutable catalogue of agents, indexed by id.
@@ -38,12 +52,22 @@ struct TomlCatalogue {
     agent: Vec<AgentProfile>,
 }
 
+/// [`TomlCatalogue`] with each agent kept as a table and its position, so that one bad
+/// agent can be skipped ([`JsonlMode::Skip`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlTables {
+    #[serde(default)]
+    agent: Vec<toml::Spanned<toml::Table>>,
+}
+
 /// `{"agents": [...]}`. (A JSON catalogue starting with `[` is a bare list: choosing the
 /// shape by the first character, not with an untagged enum, keeps the parser's message
-/// naming the field and position.)
+/// naming the field and position.) Each agent is read as a JSONL line is
+/// ([`JsonlAgent`]), so the same records load from either format (audit H11 M2).
 #[derive(Deserialize)]
 struct JsonCatalogue {
-    agents: Vec<AgentProfile>,
+    agents: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +75,7 @@ struct JsonOut<'a> {
     agents: &'a [AgentProfile],
 }
 
-/// One JSONL line. Parsed strictly first; a line with fields of its own (third-party
+/// One JSONL line or JSON array element. Parsed strictly first; a line with fields of its own (third-party
 /// tool catalogues carry them) is parsed again without those, unless one looks like a
 /// misspelt catalogue field ([`misspelt`]).
 #[derive(Deserialize)]
@@ -163,8 +187,31 @@ fn parse_jsonl_agent(raw: &str) -> Result<JsonlAgent, LineFault> {
     if !strict.to_string().starts_with("unknown field") {
         return Err(LineFault::Syntax(strict));
     }
-    let mut value: serde_json::Map<String, serde_json::Value> =
+    let value: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(raw).map_err(LineFault::Syntax)?;
+    without_own_fields(value)
+}
+
+/// Parses one element of a JSON catalogue's array, as [`parse_jsonl_agent`] parses a
+/// line.
+fn parse_json_agent(value: serde_json::Value) -> Result<JsonlAgent, LineFault> {
+    let strict = match JsonlAgent::deserialize(&value) {
+        Ok(agent) => return Ok(agent),
+        Err(e) => e,
+    };
+    match value {
+        serde_json::Value::Object(map) if strict.to_string().starts_with("unknown field") => {
+            without_own_fields(map)
+        }
+        _ => Err(LineFault::Syntax(strict)),
+    }
+}
+
+/// An agent record with fields of its own dropped, unless one looks like a misspelt
+/// catalogue field.
+fn without_own_fields(
+    mut value: serde_json::Map<String, serde_json::Value>,
+) -> Result<JsonlAgent, LineFault> {
     let own: Vec<String> = value
         .keys()
         .filter(|k| !JSONL_FIELDS.contains(&k.as_str()))
@@ -180,6 +227,180 @@ fn parse_jsonl_agent(raw: &str) -> Result<JsonlAgent, LineFault> {
         value.remove(&field);
     }
     serde_json::from_value(serde_json::Value::Object(value)).map_err(LineFault::Syntax)
+}
+
+impl JsonlAgent {
+    /// The profile, with the defaults of [`AgentProfile`] for what the record leaves out.
+    fn into_profile(self) -> AgentProfile {
+        AgentProfile {
+            id: AgentId::from(self.id),
+            description: self.description,
+            task_kinds: self.task_kinds,
+            skills: self.skills.into_vec(),
+            examples: self.examples,
+            plans: self.plans,
+            cost_tier: self.cost_tier.unwrap_or_default(),
+            success_rate: self.success_rate.unwrap_or(0.8),
+            max_concurrent_tasks: self.max_concurrent_tasks.unwrap_or(4),
+            outcomes: self.outcomes.unwrap_or_default(),
+        }
+    }
+}
+
+/// Where an agent record came from, for its errors.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A JSONL line.
+    Jsonl,
+    /// An element of a JSON array (its 1-based number).
+    Json(usize),
+}
+
+impl Source {
+    /// The error failing the load for a record at `line`.
+    fn error(self, line: usize, fault: LineFault) -> HaloError {
+        match (self, fault) {
+            (Source::Jsonl, LineFault::Syntax(error)) => HaloError::JsonlLine { line, error },
+            (Source::Jsonl, LineFault::Field(e)) => HaloError::JsonlAgent {
+                line,
+                source: Box::new(e),
+            },
+            (Source::Json(number), LineFault::Syntax(error)) => HaloError::JsonAgentRecord {
+                number,
+                line,
+                error,
+            },
+            (Source::Json(number), LineFault::Field(e)) => HaloError::CatalogueAgent {
+                format: "json",
+                number,
+                line,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// Collects parsed agent records (`(source, line, record)`, in file order) into
+/// validated profiles: in [`JsonlMode::Skip`] a bad record is returned as a
+/// [`LineError`], in [`JsonlMode::Fail`] it fails the load; a repeated id fails it in
+/// both modes, naming both lines.
+fn collect_records(
+    records: impl Iterator<Item = (Source, usize, Result<AgentProfile, LineFault>)>,
+    mode: JsonlMode,
+) -> Result<(Vec<AgentProfile>, Vec<LineError>), HaloError> {
+    let mut agents: Vec<AgentProfile> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut lines: FxHashMap<AgentId, usize> = FxHashMap::default();
+    for (source, line, record) in records {
+        let checked = record.and_then(|agent| {
+            validate(agents.len(), &agent)
+                .map(|()| agent)
+                .map_err(LineFault::Field)
+        });
+        let agent = match (checked, mode) {
+            (Ok(agent), _) => agent,
+            (Err(fault), JsonlMode::Fail) => return Err(source.error(line, fault)),
+            (Err(fault), JsonlMode::Skip) => {
+                let message = match fault {
+                    LineFault::Syntax(e) => e.to_string(),
+                    LineFault::Field(e) => e.to_string(),
+                };
+                let message = match source {
+                    Source::Json(number) => format!("agent {number}: {message}"),
+                    Source::Jsonl => message,
+                };
+                skipped.push(LineError { line, message });
+                continue;
+            }
+        };
+        // Which of two records with one id is meant is anyone's guess: fail in both modes.
+        if let Some(&first_line) = lines.get(&agent.id) {
+            let e = HaloError::RepeatedAgentId {
+                id: agent.id.to_string(),
+                first_line,
+            };
+            return Err(source.error(line, LineFault::Field(e)));
+        }
+        lines.insert(agent.id.clone(), line);
+        agents.push(agent);
+    }
+    Ok((agents, skipped))
+}
+
+/// 1-based lines where the elements of the agent array of a JSON catalogue start
+/// (`wrapped`: the array is the value of the top-level `"agents"` key), for
+/// syntactically valid JSON. Strings are skipped with their escapes.
+fn json_element_lines(text: &str, wrapped: bool) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut string_start, mut last_string) = (0usize, (0usize, 0usize));
+    let (mut array, mut expect) = (None::<usize>, false);
+    let mut starts = Vec::new();
+    for (i, &c) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+                last_string = (string_start, i);
+            }
+            continue;
+        }
+        if expect && array == Some(depth) && !c.is_ascii_whitespace() && c != b']' {
+            starts.push(i);
+            expect = false;
+        }
+        match c {
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                let key = text.get(last_string.0..last_string.1);
+                let ours = if wrapped {
+                    depth == 2 && key == Some("agents")
+                } else {
+                    depth == 1
+                };
+                if c == b'[' && array.is_none() && ours {
+                    array = Some(depth);
+                    expect = true;
+                }
+            }
+            b']' | b'}' => {
+                if array == Some(depth) {
+                    // The agent array is closed: nothing after it is an agent.
+                    array = Some(usize::MAX);
+                }
+                depth = depth.saturating_sub(1);
+            }
+            b',' if array == Some(depth) => expect = true,
+            _ => {}
+        }
+    }
+    let mut line = 1;
+    let mut at = 0;
+    starts
+        .into_iter()
+        .map(|offset| {
+            line += bytes[at..offset].iter().filter(|&&b| b == b'\n').count();
+            at = offset;
+            line
+        })
+        .collect()
+}
+
+/// A JSON catalogue that does not parse but whose first line is a whole JSON object
+/// with more lines after it: a JSONL catalogue named `.json`.
+fn looks_like_jsonl(text: &str) -> bool {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first_is_object = lines
+        .next()
+        .is_some_and(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.is_object()));
+    first_is_object && lines.next().is_some()
 }
 
 #[derive(Deserialize, Default)]
@@ -216,21 +437,25 @@ impl AgentRegistry {
         let mut by_id = FxHashMap::with_capacity_and_hasher(agents.len(), Default::default());
         for (position, agent) in agents.iter().enumerate() {
             validate(position, agent)?;
-            if by_id.insert(agent.id.clone(), position).is_some() {
+            if let Some(first) = by_id.insert(agent.id.clone(), position) {
                 return Err(HaloError::DuplicateAgent {
                     id: agent.id.to_string(),
+                    first: first + 1,
+                    second: position + 1,
                 });
             }
         }
         Ok(AgentRegistry { agents, by_id })
     }
 
-    /// Parses `[[agent]]` tables (the format of `config/agents.toml`).
+    /// Parses `[[agent]]` tables (the format of `config/agents.toml`); a leading
+    /// byte-order mark is skipped.
     ///
     /// # Errors
     /// [`HaloError::AgentsToml`] for syntax errors and unknown fields, then the
     /// validation errors of [`AgentRegistry::new`].
     pub fn from_toml_str(text: &str) -> Result<Self, HaloError> {
+        let text = strip_bom(text);
         let cat: TomlCatalogue = toml::from_str(text).map_err(|error| {
             let (line, column) = crate::error::toml_position(&error, text);
             HaloError::AgentsToml {
@@ -242,17 +467,130 @@ impl AgentRegistry {
         Self::new(cat.agent)
     }
 
-    /// Parses a JSON array of profiles, or an object `{"agents": [...]}`.
+    /// [`AgentRegistry::from_toml_str`] with a choice for bad agents: in
+    /// [`JsonlMode::Skip`] an `[[agent]]` table that does not read as an agent (unknown
+    /// or mistyped field) or fails validation is returned as a [`LineError`] (the line of
+    /// its `[[agent]]` header) and the others load; in [`JsonlMode::Fail`] it is
+    /// [`AgentRegistry::from_toml_str`]. A document that is not TOML fails in both modes,
+    /// as does a repeated id.
     ///
     /// # Errors
-    /// [`HaloError::AgentsJson`], then the validation errors of [`AgentRegistry::new`].
+    /// [`HaloError::AgentsToml`], [`HaloError::CatalogueAgent`] (a repeated id),
+    /// [`HaloError::EmptyCatalogue`] (no agent left), and in fail mode those of
+    /// [`AgentRegistry::from_toml_str`].
+    pub fn from_toml_str_with(
+        text: &str,
+        mode: JsonlMode,
+    ) -> Result<(Self, Vec<LineError>), HaloError> {
+        if mode == JsonlMode::Fail {
+            return Ok((Self::from_toml_str(text)?, Vec::new()));
+        }
+        let text = strip_bom(text);
+        let cat: TomlTables = toml::from_str(text).map_err(|error| {
+            let (line, column) = crate::error::toml_position(&error, text);
+            HaloError::AgentsToml {
+                error: Box::new(error),
+                line,
+                column,
+            }
+        })?;
+        let mut agents: Vec<AgentProfile> = Vec::with_capacity(cat.agent.len());
+        let mut skipped = Vec::new();
+        let mut lines: FxHashMap<AgentId, usize> = FxHashMap::default();
+        for (i, table) in cat.agent.into_iter().enumerate() {
+            let line = line_at(text, table.span().start);
+            let agent = match table.into_inner().try_into::<AgentProfile>() {
+                Ok(agent) => agent,
+                Err(e) => {
+                    skipped.push(LineError {
+                        line,
+                        message: format!(
+                            "agent {}: {}",
+                            i + 1,
+                            genesis_core::text::one_line(e.message())
+                        ),
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = validate(agents.len(), &agent) {
+                skipped.push(LineError {
+                    line,
+                    message: format!("agent {}: {e}", i + 1),
+                });
+                continue;
+            }
+            if let Some(&first_line) = lines.get(&agent.id) {
+                return Err(HaloError::CatalogueAgent {
+                    format: "toml",
+                    number: i + 1,
+                    line,
+                    source: Box::new(HaloError::RepeatedAgentId {
+                        id: agent.id.to_string(),
+                        first_line,
+                    }),
+                });
+            }
+            lines.insert(agent.id.clone(), line);
+            agents.push(agent);
+        }
+        Ok((Self::new(agents)?, skipped))
+    }
+
+    /// Parses a JSON array of agents, or an object `{"agents": [...]}`; each agent is
+    /// read as a JSONL line is ([`AgentRegistry::from_jsonl_str`]: `desc`, `domain`,
+    /// fields of its own ignored, a misspelt catalogue field refused), and a leading
+    /// byte-order mark is skipped. The first bad agent fails the load.
+    ///
+    /// # Errors
+    /// [`HaloError::AgentsJson`] (not JSON, or not one of the two shapes),
+    /// [`HaloError::JsonlInJson`] (one JSON object per line: a JSONL catalogue),
+    /// [`HaloError::JsonAgentRecord`] (an agent that does not read as one),
+    /// [`HaloError::CatalogueAgent`] (an invalid agent or a repeated id, its line and
+    /// number named), [`HaloError::EmptyCatalogue`].
     pub fn from_json_str(text: &str) -> Result<Self, HaloError> {
-        let agents = if text.trim_start().starts_with('[') {
-            serde_json::from_str::<Vec<AgentProfile>>(text)
-        } else {
+        Ok(Self::from_json_str_with(text, JsonlMode::Fail)?.0)
+    }
+
+    /// [`AgentRegistry::from_json_str`] with a choice for bad agents: in
+    /// [`JsonlMode::Skip`] they are returned as [`LineError`]s (the line where the
+    /// agent starts; the message names its number in the array) and the others load.
+    /// A document that is not JSON fails in both modes, as does a repeated id.
+    ///
+    /// # Errors
+    /// As [`AgentRegistry::from_json_str`]; in skip mode only for the whole document, a
+    /// repeated id or no agent left.
+    pub fn from_json_str_with(
+        text: &str,
+        mode: JsonlMode,
+    ) -> Result<(Self, Vec<LineError>), HaloError> {
+        let text = strip_bom(text);
+        let wrapped = !text.trim_start().starts_with('[');
+        let parsed = if wrapped {
             serde_json::from_str::<JsonCatalogue>(text).map(|cat| cat.agents)
+        } else {
+            serde_json::from_str::<Vec<serde_json::Value>>(text)
         };
-        Self::new(agents.map_err(|error| HaloError::AgentsJson { error })?)
+        let items = match parsed {
+            Ok(items) => items,
+            Err(_) if looks_like_jsonl(text) => return Err(HaloError::JsonlInJson),
+            Err(error) => return Err(HaloError::AgentsJson { error }),
+        };
+        let mut lines = json_element_lines(text, wrapped);
+        if lines.len() != items.len() {
+            // Not expected for valid JSON; the messages still name the agent's number.
+            lines = vec![0; items.len()];
+        }
+        let records = items
+            .into_iter()
+            .zip(lines)
+            .enumerate()
+            .map(|(i, (v, line))| {
+                let record = parse_json_agent(v).map(JsonlAgent::into_profile);
+                (Source::Json(i + 1), line, record)
+            });
+        let (agents, skipped) = collect_records(records, mode)?;
+        Ok((Self::new(agents)?, skipped))
     }
 
     /// Parses one agent per line: `{"id": ..., "desc": ...}` at least; `description`,
@@ -260,12 +598,12 @@ impl AgentRegistry {
     /// `plans`, `cost_tier`, `success_rate`, `max_concurrent_tasks` optional; other fields
     /// are ignored, except one that looks like a misspelt catalogue field (`task_kind`,
     /// `skill`, `example`: [`HaloError::MisspeltField`]), which is a bad line.
-    /// Blank lines are skipped. Each line is validated as it is read, as
+    /// Blank lines and a leading byte-order mark are skipped. Each line is validated as it is read, as
     /// [`AgentRegistry::new`] validates an agent. In [`JsonlMode::Skip`] bad lines (syntax,
     /// missing `id` or description, empty id or description, `success_rate` outside
     /// `[0, 1]`, `max_concurrent_tasks` 0) are returned as [`LineError`]s with their line
     /// number and the reason; in [`JsonlMode::Fail`] the first one fails the load. A
-    /// repeated id fails the load in both modes.
+    /// repeated id fails the load in both modes, naming both lines.
     ///
     /// # Errors
     /// [`HaloError::JsonlLine`] (a line that does not parse, fail mode),
@@ -275,79 +613,16 @@ impl AgentRegistry {
         text: &str,
         mode: JsonlMode,
     ) -> Result<(Self, Vec<LineError>), HaloError> {
-        let mut agents = Vec::new();
-        let mut skipped = Vec::new();
-        let mut ids = FxHashSet::default();
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let raw = raw.trim();
-            if raw.is_empty() {
-                continue;
-            }
-            let parsed: JsonlAgent = match parse_jsonl_agent(raw) {
-                Ok(p) => p,
-                Err(fault) => match (mode, fault) {
-                    (JsonlMode::Fail, LineFault::Syntax(error)) => {
-                        return Err(HaloError::JsonlLine { line, error });
-                    }
-                    (JsonlMode::Fail, LineFault::Field(e)) => {
-                        return Err(HaloError::JsonlAgent {
-                            line,
-                            source: Box::new(e),
-                        });
-                    }
-                    (JsonlMode::Skip, fault) => {
-                        skipped.push(LineError {
-                            line,
-                            message: match fault {
-                                LineFault::Syntax(e) => e.to_string(),
-                                LineFault::Field(e) => e.to_string(),
-                            },
-                        });
-                        continue;
-                    }
-                },
-            };
-            let agent = AgentProfile {
-                id: AgentId::from(parsed.id),
-                description: parsed.description,
-                task_kinds: parsed.task_kinds,
-                skills: parsed.skills.into_vec(),
-                examples: parsed.examples,
-                plans: parsed.plans,
-                cost_tier: parsed.cost_tier.unwrap_or_default(),
-                success_rate: parsed.success_rate.unwrap_or(0.8),
-                max_concurrent_tasks: parsed.max_concurrent_tasks.unwrap_or(4),
-                outcomes: parsed.outcomes.unwrap_or_default(),
-            };
-            if let Err(e) = validate(agents.len(), &agent) {
-                match mode {
-                    JsonlMode::Fail => {
-                        return Err(HaloError::JsonlAgent {
-                            line,
-                            source: Box::new(e),
-                        });
-                    }
-                    JsonlMode::Skip => {
-                        skipped.push(LineError {
-                            line,
-                            message: e.to_string(),
-                        });
-                        continue;
-                    }
-                }
-            }
-            // Which of two lines with one id is meant is anyone's guess: fail in both modes.
-            if !ids.insert(agent.id.clone()) {
-                return Err(HaloError::JsonlAgent {
-                    line,
-                    source: Box::new(HaloError::DuplicateAgent {
-                        id: agent.id.to_string(),
-                    }),
-                });
-            }
-            agents.push(agent);
-        }
+        let records = strip_bom(text)
+            .lines()
+            .enumerate()
+            .map(|(i, raw)| (i + 1, raw.trim()))
+            .filter(|(_, raw)| !raw.is_empty())
+            .map(|(line, raw)| {
+                let record = parse_jsonl_agent(raw).map(JsonlAgent::into_profile);
+                (Source::Jsonl, line, record)
+            });
+        let (agents, skipped) = collect_records(records, mode)?;
         Ok((Self::new(agents)?, skipped))
     }
 
@@ -543,7 +818,8 @@ max_concurrent_tasks = 2
             let json = format!("[{line}]");
             assert!(matches!(
                 AgentRegistry::from_json_str(&json),
-                Err(HaloError::InvalidAgentId { .. })
+                Err(HaloError::CatalogueAgent { number: 1, line: 1, source, .. })
+                    if matches!(*source, HaloError::InvalidAgentId { .. })
             ));
         }
         let ok = "[[agent]]\nid='search_repair-provider.v2'\ndescription='x'\n\
@@ -555,7 +831,10 @@ max_concurrent_tasks = 2
     fn validation_errors_name_the_agent() {
         let dup = "[[agent]]\nid='a'\ndescription='x'\n[[agent]]\nid='a'\ndescription='y'\n";
         let err = AgentRegistry::from_toml_str(dup).unwrap_err();
-        assert_eq!(err.to_string(), "duplicate agent id \"a\"");
+        assert_eq!(
+            err.to_string(),
+            "duplicate agent id \"a\": agents 1 and 2 of the catalogue"
+        );
         let empty = "[[agent]]\nid='a'\ndescription='  '\n";
         assert!(matches!(
             AgentRegistry::from_toml_str(empty),
@@ -654,7 +933,7 @@ max_concurrent_tasks = 2
             let err = AgentRegistry::from_jsonl_str(dup, mode).unwrap_err();
             assert_eq!(
                 chain(&err),
-                "agents jsonl line 4 is invalid: duplicate agent id \"a\"",
+                "agents jsonl line 4 is invalid: duplicate agent id \"a\", first on line 1",
                 "{mode:?}"
             );
         }

@@ -641,6 +641,13 @@ pub(crate) struct QueryWords {
 
 const MAX_SPANS: usize = 16;
 
+impl QueryWords {
+    /// True when the query kept no word (empty, blank, only symbols, emoji or stop words).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The unigram hash and the prefix hash (`0` = none) of one normalised content word.
 #[inline]
 fn word_features(w: &[u8], cfg: &TextConfig) -> (u64, u64) {

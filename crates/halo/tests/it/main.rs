@@ -14,6 +14,8 @@ use genesis_halo::{
 };
 use proptest::prelude::*;
 
+mod audit_h11;
+
 const AGENTS: &str = include_str!("../../../../config/agents.toml");
 const RULES: &str = include_str!("../../../../config/routing_rules.toml");
 
