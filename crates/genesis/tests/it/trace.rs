@@ -11,6 +11,24 @@ use genesis::{Orchestrator, RunOptions};
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+/// Installs, once per process, a global subscriber that records every span (a bare
+/// `Registry`), under the per-test subscribers these tests set on their own threads.
+///
+/// `tracing` caches per callsite, process-wide, whether any subscriber wants it. In this
+/// shared test binary another test's thread, with no subscriber, can register the
+/// executor's callsites while a test here installs its own; the "nobody wants it" the
+/// other thread computed can then land after the test's rebuild of the cache, and the
+/// run's `orchestrate` and `task` spans were not recorded (about one full-suite run in
+/// six under load). With a global subscriber that wants every span, no callsite is ever
+/// cached as unwanted; each thread's own subscriber still decides what it records.
+fn spans_everywhere() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Nothing else in this binary installs a global subscriber.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+}
+
 /// An agent service that records the `traceparent` header of every call.
 async fn recording_service(seen: Arc<Mutex<Vec<Option<String>>>>) -> String {
     let app = axum::Router::new().route(
@@ -72,6 +90,7 @@ async fn run_on_http_agent() -> Vec<Option<String>> {
 /// of its task's).
 #[tokio::test]
 async fn http_agents_are_sent_the_traceparent_of_the_task_calling_them() {
+    spans_everywhere();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
@@ -107,6 +126,7 @@ async fn http_agents_are_sent_the_traceparent_of_the_task_calling_them() {
 /// Without an exporter (no OpenTelemetry layer), no header is invented.
 #[tokio::test]
 async fn without_trace_export_no_traceparent_is_sent() {
+    spans_everywhere();
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
     let seen = run_on_http_agent().await;
     assert!(seen.iter().all(Option::is_none), "{seen:?}");
@@ -178,6 +198,7 @@ fn kept_spans() -> (
     impl tracing::Subscriber + Send + Sync,
     tokio::runtime::Runtime,
 ) {
+    spans_everywhere();
     let kept = Kept::default();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_simple_exporter(kept.clone())
