@@ -39,13 +39,19 @@ pub(crate) struct RouteArgs {
     /// others); fewer when fewer agents match the task.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=15))]
     top_k: u16,
-    /// What to do with a malformed input line (bad JSON, no or empty text, a bad `kind`
-    /// or `metadata`), examples line, or bad agent of the --agents file (a line or agent
-    /// that does not read as an agent, or fails validation): skip it with a warning
-    /// naming the file, line and reason, or stop with exit code 2. A catalogue left with
-    /// no agent, a repeated id, or a file that is not JSON/TOML at all is always fatal.
+    /// What to do with a malformed input or examples line (bad JSON, no or empty text,
+    /// a bad `kind` or `metadata`): skip it with a warning naming the file, line and
+    /// reason, or stop with exit code 2.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     on_error: OnError,
+    /// What to do with a bad agent of the catalogue (--agents or `routing.agents_file`:
+    /// a line or agent that does not read as an agent, or fails validation): fail with
+    /// exit code 2, naming it, as the server does by default, or skip it with a warning
+    /// naming the file, line and reason. Default: the configured
+    /// `routing.catalogue_errors` ("fail" unless set). A catalogue left with no agent, a
+    /// repeated id, or a file that is not JSON/TOML at all is always fatal.
+    #[arg(long, value_enum)]
+    catalogue_errors: Option<OnError>,
     /// Task descriptions: JSONL (`text` or `step_text_masked`, optional `kind`, `id`,
     /// `gold_tool`, and `metadata`: an object of string values that rules with metadata
     /// conditions match) or plain text, one per line; `-` or absent reads stdin. An empty
@@ -63,13 +69,15 @@ fn read_text(path: &Path) -> Result<String, Failure> {
 /// Every catalogue or rules file that does not load is exit code 2, named.
 fn router(config_path: &[&Path], args: &RouteArgs) -> Result<Router, Failure> {
     let config = load_config(config_path)?;
+    // Bad agents fail the load unless asked otherwise, as on the server (verification
+    // V11: skipping them by default let `genesis route` pass a catalogue the server
+    // refuses).
+    let catalogue_mode = args
+        .catalogue_errors
+        .map_or(config.routing.catalogue_errors.into(), on_error_mode);
     let registry = match (&args.agents, &config.routing.agents_file) {
-        (Some(p), _) => read_agents(p, "--agents", on_error_mode(args.on_error))?,
-        (None, Some(p)) => read_agents(
-            p,
-            "routing.agents_file",
-            config.routing.catalogue_errors.into(),
-        )?,
+        (Some(p), _) => read_agents(p, "--agents", catalogue_mode)?,
+        (None, Some(p)) => read_agents(p, "routing.agents_file", catalogue_mode)?,
         (None, None) => AgentRegistry::from_toml_str(genesis::defaults::AGENTS_TOML)
             .map_err(|e| crate::setup::config_failure(e.into()))?,
     };
@@ -102,7 +110,7 @@ fn router(config_path: &[&Path], args: &RouteArgs) -> Result<Router, Failure> {
         .map_err(|e| Failure::rejected(format!("routing set-up: {}", crate::setup::one_line(&e))))
 }
 
-/// The catalogue mode `--on-error` asks for.
+/// The catalogue mode `--catalogue-errors` asks for.
 fn on_error_mode(on_error: OnError) -> JsonlMode {
     match on_error {
         OnError::Skip => JsonlMode::Skip,

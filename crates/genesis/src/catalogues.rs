@@ -55,11 +55,29 @@ pub fn read_agents_with(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    Ok(match ext.as_str() {
-        "json" => AgentRegistry::from_json_str_with(&text, mode)?,
-        "jsonl" | "ndjson" => AgentRegistry::from_jsonl_str(&text, mode)?,
-        _ => AgentRegistry::from_toml_str_with(&text, mode)?,
-    })
+    let parse = |mode| match ext.as_str() {
+        "json" => AgentRegistry::from_json_str_with(&text, mode),
+        "jsonl" | "ndjson" => AgentRegistry::from_jsonl_str(&text, mode),
+        _ => AgentRegistry::from_toml_str_with(&text, mode),
+    };
+    match parse(mode) {
+        // Every agent skipped: the empty catalogue is the error, and the first bad agent
+        // (read again, failing on it) is why (verification V11 M-1).
+        Err(genesis_halo::HaloError::EmptyCatalogue) if mode == JsonlMode::Skip => {
+            match parse(JsonlMode::Fail) {
+                Err(first) if !matches!(first, genesis_halo::HaloError::EmptyCatalogue) => {
+                    Err(GenesisError::Config {
+                        message: format!(
+                            "agent catalogue is empty: every agent was skipped; the first: {}",
+                            genesis_core::error_chain(&first)
+                        ),
+                    })
+                }
+                _ => Err(genesis_halo::HaloError::EmptyCatalogue.into()),
+            }
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Applies the catalogue files named in `config` (agents, rules, models) to a builder.
@@ -92,8 +110,18 @@ pub(crate) fn load_routing_catalogues(
 ) -> Result<OrchestratorBuilder, GenesisError> {
     let registry = match &config.routing.agents_file {
         Some(path) => {
+            // The file is named: a server's start-up error must say which file to fix
+            // (verification V11 M-5).
             let (registry, skipped) =
-                read_agents_with(path, config.routing.catalogue_errors.into())?;
+                read_agents_with(path, config.routing.catalogue_errors.into()).map_err(|e| {
+                    GenesisError::Config {
+                        message: format!(
+                            "routing.agents_file {}: {}",
+                            path.display(),
+                            genesis_core::error_chain(&e)
+                        ),
+                    }
+                })?;
             for s in &skipped {
                 tracing::warn!(
                     file = %path.display(),
@@ -186,6 +214,11 @@ mod tests {
         let text = genesis_core::error_chain(&e);
         assert!(
             text.contains("line 2") && text.contains("empty description"),
+            "{text}"
+        );
+        // The file is named (verification V11 M-5).
+        assert!(
+            text.contains("routing.agents_file") && text.contains("agents.jsonl"),
             "{text}"
         );
 

@@ -343,13 +343,14 @@ fn metadata_of_input_lines_reaches_rules() {
     );
 }
 
-/// Audit H11 M2, M3, M4, L5: --on-error applies to the --agents file (each skipped
-/// agent warned with the file, line and reason; none left is fatal); the configured
-/// catalogue follows `routing.catalogue_errors`; a byte-order mark opens catalogue,
-/// examples and input; a JSONL file named .json says so; a catalogue that is not
-/// UTF-8 names the line.
+/// Audit H11 M2, M3, M4, L5: --catalogue-errors skip skips bad agents of the --agents
+/// file (each warned with the file, line and reason; none left is fatal, with the first
+/// reason); by default a bad agent fails the load, as on the server (verification V11);
+/// the configured catalogue follows `routing.catalogue_errors`; a byte-order mark opens
+/// catalogue, examples and input; a JSONL file named .json says so; a catalogue that is
+/// not UTF-8 names the line.
 #[test]
-fn catalogue_errors_follow_on_error_and_odd_files_are_named() {
+fn catalogue_errors_follow_the_flag_and_odd_files_are_named() {
     let dir = scratch("route-catalogue");
     let bad = format!(
         "{}{{\"id\": \"broken\", \"desc\": \"x\", \"success_rate\": 1.5}}\nnot json\n",
@@ -357,7 +358,18 @@ fn catalogue_errors_follow_on_error_and_odd_files_are_named() {
     );
     std::fs::write(dir.join("bad.jsonl"), &bad).unwrap();
     let input = "Search flights from Paris to Rome\n";
-    let out = run_in(&dir, &["route", "--agents", "bad.jsonl"], Some(input), &[]);
+    let out = run_in(
+        &dir,
+        &[
+            "route",
+            "--agents",
+            "bad.jsonl",
+            "--catalogue-errors",
+            "skip",
+        ],
+        Some(input),
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json_lines()[0]["agent"], "flight_search");
     for (line, reason) in [(4, "success_rate 1.5"), (5, "expected ident")] {
@@ -371,23 +383,50 @@ fn catalogue_errors_follow_on_error_and_odd_files_are_named() {
         "{}",
         out.stderr
     );
+    // Without the flag (and with --on-error skip, which is for input lines) a bad
+    // agent fails the load.
+    for args in [
+        &["route", "--agents", "bad.jsonl"][..],
+        &["route", "--agents", "bad.jsonl", "--on-error", "skip"][..],
+        &[
+            "route",
+            "--agents",
+            "bad.jsonl",
+            "--catalogue-errors",
+            "fail",
+        ][..],
+    ] {
+        let out = run_in(&dir, args, Some(input), &[]);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("--agents bad.jsonl: agents jsonl line 4 is invalid"),
+            "{}",
+            out.stderr
+        );
+    }
+    // Every agent skipped: fatal, with the first bad agent's reason (V11 M-1).
+    std::fs::write(dir.join("none.jsonl"), "not json\n{\"id\": \"x\"}\n").unwrap();
     let out = run_in(
         &dir,
-        &["route", "--agents", "bad.jsonl", "--on-error", "fail"],
+        &[
+            "route",
+            "--agents",
+            "none.jsonl",
+            "--catalogue-errors",
+            "skip",
+        ],
         Some(input),
         &[],
     );
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr
-            .contains("--agents bad.jsonl: agents jsonl line 4 is invalid"),
+        out.stderr.contains(
+            "catalogue is empty: every agent was skipped; the first: agents jsonl line 1"
+        ),
         "{}",
         out.stderr
     );
-    std::fs::write(dir.join("none.jsonl"), "not json\n{\"id\": \"x\"}\n").unwrap();
-    let out = run_in(&dir, &["route", "--agents", "none.jsonl"], Some(input), &[]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("catalogue is empty"), "{}", out.stderr);
 
     // The configured catalogue follows routing.catalogue_errors (default "fail").
     for (mode, code) in [("skip", 0), ("fail", 2)] {
@@ -472,7 +511,8 @@ fn catalogue_errors_follow_on_error_and_odd_files_are_named() {
     );
 }
 
-/// The help says which files --on-error covers, and what the input may carry.
+/// The help says what --on-error and --catalogue-errors cover, and what the input may
+/// carry.
 #[test]
 fn route_help_names_what_on_error_and_metadata_cover() {
     let dir = scratch("route-help");
@@ -480,7 +520,8 @@ fn route_help_names_what_on_error_and_metadata_cover() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let help = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
-        "bad agent of the --agents file",
+        "malformed input or examples line",
+        "bad agent of the catalogue (--agents or `routing.agents_file`",
         "`metadata`: an object of string values",
         "An empty or blank line is a malformed line",
         "not what a server has learned",
