@@ -245,7 +245,7 @@ pub(crate) mod wire {
     use serde::Serialize;
     use utoipa::ToSchema;
 
-    use crate::api::{ErrorBody, ErrorDetail};
+    use crate::api::ErrorDetail;
 
     /// `GET /health` (`api::health`): the process is alive.
     #[derive(Serialize, ToSchema)]
@@ -316,25 +316,18 @@ pub(crate) mod wire {
         message: String,
     }
 
-    /// The 422 of `POST /api/tasks` for a plan that failed validation (rule
-    /// `plan_validation`, `api::create_task`): the error and the rejected plan.
+    /// A 422 of `POST /api/tasks` (`api::create_task`): the error, and with rule
+    /// `plan_validation` the rejected plan; with rule `agent_backend` the error alone.
+    /// One object with an optional `plan`, not a choice of two shapes: the error body
+    /// allows other fields, so a body with a plan would match both shapes of a
+    /// `oneOf` and fail a standard validator (verification V11 HIGH-1).
     #[derive(Serialize, ToSchema)]
-    pub(crate) struct PlanRejected {
-        /// The error (rule `plan_validation`).
+    pub(crate) struct Unprocessable {
+        /// The error (rule `plan_validation` or `agent_backend`).
         error: ErrorDetail,
-        /// The plan, with its validation report.
-        plan: genesis::Plan,
-    }
-
-    /// A 422 of `POST /api/tasks`: a rejected plan, or an error alone (rule
-    /// `agent_backend`).
-    #[derive(Serialize, ToSchema)]
-    #[serde(untagged)]
-    pub(crate) enum Unprocessable {
-        /// Rule `plan_validation`.
-        PlanRejected(Box<PlanRejected>),
-        /// Other rules.
-        Error(ErrorBody),
+        /// The plan, with its validation report: present with rule `plan_validation`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        plan: Option<Box<genesis::Plan>>,
     }
 
     /// `GET /api/tasks/{id}` (`api::get_task`): the stored run and what the handler

@@ -186,6 +186,18 @@ impl Doc {
                     .map(|p| self.validate(value, p, at, strict))
                     .collect();
                 let passed = results.iter().filter(|r| r.is_ok()).count();
+                // JSON Schema itself allows undeclared properties: a standard validator
+                // (ajv, jsonschema) refuses a value more than one `oneOf` part matches
+                // by its rules, though only one matches strictly (verification V11).
+                let standard = parts
+                    .iter()
+                    .filter(|p| self.validate(value, p, at, false).is_ok())
+                    .count();
+                if exactly_one && standard > 1 {
+                    return Err(format!(
+                        "{at}: {standard} of the oneOf schemas match by JSON Schema's rules (undeclared properties allowed), so a standard validator refuses it"
+                    ));
+                }
                 if passed == 0 || (exactly_one && passed > 1) {
                     let why: Vec<String> = results
                         .into_iter()
@@ -698,6 +710,20 @@ async fn every_answer_matches_the_schema_the_openapi_document_declares() {
         (status, error_rule(&answer)),
         (415, "content_type".to_owned())
     );
+    doc.check("post", "/api/tasks", status, &answer);
+    // A plan that fails validation: the 422 carries the error and the plan
+    // (verification V11 HIGH-1: it matched both shapes of the old `oneOf`).
+    let (status, answer) = call(
+        &s,
+        "post",
+        "/api/tasks",
+        Some(CLIENT),
+        Some(json!({"description": "🚀🔥💯"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(error_rule(&answer), "plan_validation");
+    assert!(answer["plan"].is_object(), "{answer}");
     doc.check("post", "/api/tasks", status, &answer);
 }
 
