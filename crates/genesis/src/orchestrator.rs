@@ -1172,10 +1172,23 @@ impl Orchestrator {
             // field); the plan inside lists them all.
             const SHOWN: usize = 5;
             let errors = &plan.validation.errors;
+            // An unassigned task says why routing left it so (e.g. "the description has
+            // no words to match"), not only that no agent takes it (verification V11 M-3).
+            let why_unassigned = |e: &genesis_aop::Finding| {
+                let task = e.task.as_ref()?;
+                (e.rule == "solvable.unassigned")
+                    .then(|| plan.tasks.iter().find(|t| &t.id == task))
+                    .flatten()
+                    .filter(|t| t.agent.is_none())
+                    .map(|t| t.route.explanation.to_string())
+            };
             let mut rules: Vec<String> = errors
                 .iter()
                 .take(SHOWN)
-                .map(|e| format!("{} ({})", e.message, e.rule))
+                .map(|e| match why_unassigned(e) {
+                    Some(why) => format!("{} ({}): {why}", e.message, e.rule),
+                    None => format!("{} ({})", e.message, e.rule),
+                })
                 .collect();
             if errors.len() > SHOWN {
                 rules.push(format!(

@@ -737,3 +737,21 @@ async fn a_resumed_run_routes_follow_ups_with_the_stages_of_its_stored_plan() {
     assert_routed_by_kind_on_the_strongest_model(&off, &added);
     assert_fully_routed(&added_by_run(&on, old, RunOptions::default()).await);
 }
+
+/// Verification V11 M-3: a request with no words was refused as "no agent can take task
+/// t1 (kind generic)", blaming the agents; the refusal now carries routing's reason.
+#[tokio::test]
+async fn a_plan_refused_for_an_unassigned_task_says_why_routing_left_it() {
+    let genesis = Orchestrator::builder().build().unwrap();
+    match genesis.plan("🚀🔥💯").await {
+        Err(GenesisError::InvalidPlan { summary, .. }) => {
+            assert!(
+                summary.contains("(solvable.unassigned): unassigned:")
+                    && summary.contains("no words to match")
+                    && summary.contains("(rule: description_words)"),
+                "{summary}"
+            );
+        }
+        other => panic!("expected a refused plan, got {other:?}"),
+    }
+}
