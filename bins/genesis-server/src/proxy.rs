@@ -73,10 +73,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// IPv4 address. Logs keep the full address.
 pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
+        // NAT64 (RFC 6052's well-known prefix 64:ff9b::/96): an IPv4 client behind a
+        // translator, counted by its IPv4 address (verification V11 L-4: they all
+        // shared one /64).
+        IpAddr::V6(v6) if u128::from(v6) >> 32 == NAT64_PREFIX => {
+            IpAddr::V4(std::net::Ipv4Addr::from(u128::from(v6) as u32))
+        }
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,
     }
 }
+
+/// 64:ff9b::/96, the top 96 bits.
+const NAT64_PREFIX: u128 = 0x0064_ff9b_0000_0000_0000_0000;
 
 /// A [`client_network`] as text: an IPv4 address as it is, an IPv6 network with its
 /// prefix length (`2001:db8:1:2::/64`).
@@ -275,6 +284,10 @@ mod tests {
         assert_eq!(client_network(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
         assert_ne!(client_network(ip("203.0.113.8")), ip("203.0.113.7"));
         assert_eq!(network_label(a), "2001:db8:1:2::/64");
+        // NAT64 addresses are the IPv4 clients they translate.
+        assert_eq!(client_network(ip("64:ff9b::c633:640a")), ip("198.51.100.10"));
+        assert_eq!(client_network(ip("64:ff9b::c633:640b")), ip("198.51.100.11"));
+        assert_eq!(client_network(ip("64:ff9b:1::7")), ip("64:ff9b:1::"));
         assert_eq!(network_label(ip("203.0.113.7")), "203.0.113.7");
     }
 }
