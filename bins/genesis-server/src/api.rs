@@ -953,6 +953,11 @@ fn json_body_message(source: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match source.classify() {
         Category::Data => format!("request body is json but not a task: {source}"),
+        // Valid JSON (RFC 8259 sets no range) that serde_json files as a syntax error
+        // (verification V11 L-1).
+        Category::Syntax if source.to_string().starts_with("number out of range") => {
+            format!("request body is json but not a task: a {source}")
+        }
         Category::Syntax | Category::Eof | Category::Io => {
             format!("request body is not valid json: {source}")
         }

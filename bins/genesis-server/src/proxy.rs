@@ -285,8 +285,14 @@ mod tests {
         assert_ne!(client_network(ip("203.0.113.8")), ip("203.0.113.7"));
         assert_eq!(network_label(a), "2001:db8:1:2::/64");
         // NAT64 addresses are the IPv4 clients they translate.
-        assert_eq!(client_network(ip("64:ff9b::c633:640a")), ip("198.51.100.10"));
-        assert_eq!(client_network(ip("64:ff9b::c633:640b")), ip("198.51.100.11"));
+        assert_eq!(
+            client_network(ip("64:ff9b::c633:640a")),
+            ip("198.51.100.10")
+        );
+        assert_eq!(
+            client_network(ip("64:ff9b::c633:640b")),
+            ip("198.51.100.11")
+        );
         assert_eq!(client_network(ip("64:ff9b:1::7")), ip("64:ff9b:1::"));
         assert_eq!(network_label(ip("203.0.113.7")), "203.0.113.7");
     }

@@ -574,6 +574,20 @@ impl AgentRegistry {
         let items = match parsed {
             Ok(items) => items,
             Err(_) if looks_like_jsonl(text) => return Err(HaloError::JsonlInJson),
+            // One agent object, not a catalogue of them (verification V11 L-3: it was
+            // "missing field `agents`").
+            Err(_)
+                if wrapped
+                    && serde_json::from_str::<serde_json::Value>(text)
+                        .is_ok_and(|v| v.get("id").is_some() && v.get("agents").is_none()) =>
+            {
+                return Err(HaloError::AgentsJson {
+                    error: <serde_json::Error as serde::de::Error>::custom(
+                        "the file is one agent object; a JSON catalogue is an array of agents \
+                         ([{\"id\": ..., \"desc\": ...}]) or {\"agents\": [...]}",
+                    ),
+                });
+            }
             Err(error) => return Err(HaloError::AgentsJson { error }),
         };
         let mut lines = json_element_lines(text, wrapped);

@@ -333,6 +333,28 @@ async fn a_json_body_that_is_not_a_task_says_what_is_wrong() {
             "{bad}: {message} should say {names}"
         );
     }
+    // A number out of f64's range is valid JSON (verification V11 L-1).
+    let r = s
+        .client
+        .post(s.url("/api/tasks"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"description\": \"{SMALL}\", \"budget_usd\": 1e400}}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = crate::support::split(r).await;
+    assert_eq!(
+        (status, error_rule(&body)),
+        (400, "json_body".to_owned()),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("request body is json but not a task: a number out of range"),
+        "{message}"
+    );
     let (_, _, runs) = s.get("/api/tasks").await;
     assert_eq!(runs["runs"], json!([]), "no run was started");
 }

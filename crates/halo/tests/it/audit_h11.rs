@@ -121,11 +121,21 @@ fn json_takes_the_same_records_as_jsonl() {
     let e = AgentRegistry::from_json_str(&lines.join("\n")).unwrap_err();
     assert!(matches!(e, HaloError::JsonlInJson), "{e:?}");
     assert!(e.to_string().contains("JSONL"), "{e}");
-    // A single object that is not `{"agents": ...}` is still the parser's error.
-    assert!(matches!(
-        AgentRegistry::from_json_str(lines[0]),
-        Err(HaloError::AgentsJson { .. })
-    ));
+    // One agent object is not a catalogue: the error says what one is (V11 L-3).
+    let e = AgentRegistry::from_json_str(lines[0]).unwrap_err();
+    assert!(matches!(e, HaloError::AgentsJson { .. }), "{e:?}");
+    assert!(
+        chain(&e).contains("the file is one agent object; a JSON catalogue is an array"),
+        "{}",
+        chain(&e)
+    );
+    // Another object without `agents` is still the parser's own error.
+    let e = AgentRegistry::from_json_str("{\"tools\": []}").unwrap_err();
+    assert!(
+        chain(&e).contains("missing field `agents`"),
+        "{}",
+        chain(&e)
+    );
 }
 
 /// M3: a byte-order mark opens the catalogue in every format, and the rules file.
