@@ -18,7 +18,7 @@ use crate::api;
 #[openapi(
     info(
         title = "Genesis API",
-        description = "Plan and run multi-agent work. See docs/API.md."
+        description = "Plan and run multi-agent work. See docs/API.md. Any path answers 404 (rule `route`) when there is no such endpoint, and 405 (rule `method`, with `Allow`) for a method the endpoint does not take, both with the error body."
     ),
     paths(
         api::health,
@@ -136,8 +136,43 @@ impl utoipa::Modify for Common {
                 } else {
                     op.security = Some(vec![SecurityRequirement::default()]);
                 }
+                // Request headers: the correlation id on every operation, and those
+                // particular operations read (verification V11 M-4).
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                params.push(header_param(
+                    CORRELATION_HEADER,
+                    "a correlation id for logs and traces: 32 hex digits or a UUID; one is made when absent or invalid, and the answer carries it",
+                ));
+                if path == "/api/tasks" && op.request_body.is_some() {
+                    params.push(header_param(
+                        "Idempotency-Key",
+                        "the same as the body's `idempotency_key` (1 to 255 visible ASCII characters): a retried POST with the same key from the same caller returns the same run",
+                    ));
+                }
+                if path.ends_with("/events") {
+                    params.push(header_param(
+                        "Last-Event-ID",
+                        "resume after this event id (what a reconnecting EventSource sends)",
+                    ));
+                }
                 for (status, answer) in &mut op.responses.responses {
                     if let utoipa::openapi::RefOr::T(answer) = answer {
+                        answer
+                            .headers
+                            .entry(CORRELATION_HEADER.to_owned())
+                            .or_insert_with(|| {
+                                string_header(
+                                    "the request's correlation id, or the one made for it",
+                                )
+                            });
+                        if status == "401" {
+                            answer
+                                .headers
+                                .entry("WWW-Authenticate".to_owned())
+                                .or_insert_with(|| {
+                                    string_header("`Bearer realm=\"genesis\"` on rule `api_key`")
+                                });
+                        }
                         if matches!(status.as_str(), "429" | "503") {
                             answer
                                 .headers
@@ -204,6 +239,35 @@ fn common_answers() -> [(&'static str, utoipa::openapi::Response); 4] {
             ),
         ),
     ]
+}
+
+/// The correlation-id header ([`genesis::telemetry::CORRELATION_ID_HEADER`]).
+const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// An optional request header of type string.
+fn header_param(
+    name: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
+    utoipa::openapi::path::ParameterBuilder::new()
+        .name(name)
+        .parameter_in(utoipa::openapi::path::ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(description))
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String),
+        ))
+        .build()
+        .into()
+}
+
+/// A response header of type string.
+fn string_header(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::header::Header> {
+    let mut h = utoipa::openapi::header::Header::new(
+        utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String),
+    );
+    h.description = Some(description.to_owned());
+    utoipa::openapi::RefOr::T(h)
 }
 
 /// The `Retry-After` header: whole seconds to wait.

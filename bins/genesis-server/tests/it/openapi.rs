@@ -776,6 +776,37 @@ async fn the_document_declares_authentication_and_the_layers_answers() {
                     responses[status]
                 );
             }
+            // Verification V11 M-4: the headers every answer or request may carry.
+            assert!(
+                responses["401"]["headers"]
+                    .get("WWW-Authenticate")
+                    .is_some(),
+                "{method} {path}: {}",
+                responses["401"]
+            );
+            for (status, response) in responses.as_object().unwrap() {
+                assert!(
+                    response["headers"].get("x-correlation-id").is_some(),
+                    "{method} {path} {status} has no x-correlation-id"
+                );
+            }
+            let names: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "header")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"x-correlation-id"),
+                "{method} {path}: {names:?}"
+            );
+            if path.ends_with("/events") {
+                assert!(names.contains(&"Last-Event-ID"), "{path}: {names:?}");
+            }
+            if path == "/api/tasks" && method == "post" {
+                assert!(names.contains(&"Idempotency-Key"), "{names:?}");
+            }
         }
     }
     assert!(api_operations >= 6, "{api_operations} /api operations");
