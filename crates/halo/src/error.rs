@@ -128,6 +128,20 @@ pub enum HaloError {
         /// The agent.
         id: String,
     },
+    /// An agent's description is longer than [`crate::MAX_DESCRIPTION_BYTES`]: a text
+    /// that long holds nearly every word, so it would match (and take) every task
+    /// (audit H11 M1: one 5 MB description took 95 of 204 tasks).
+    #[error(
+        "agent {id:?} has a description of {bytes} bytes, above {max} (rule: description_bytes)"
+    )]
+    DescriptionTooLong {
+        /// The agent.
+        id: String,
+        /// The description's length in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An agent's success rate is not a number in `[0, 1]`.
     #[error("agent {id:?} success_rate {value} is outside [0, 1]")]
     InvalidSuccessRate {

@@ -133,3 +133,9 @@ pub use router::{
 };
 pub use rules::{RoutingRules, Rule};
 pub use text::{Learner, TextConfig};
+
+/// The longest agent description a catalogue may hold, in bytes (64 KiB; a long one is
+/// a few hundred). A description of megabytes holds nearly every word, so the text
+/// layer would send it most tasks (audit H11 M1); such an agent is refused, naming the
+/// rule `description_bytes` (or skipped, in skip mode).
+pub const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;

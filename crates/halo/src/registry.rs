@@ -741,6 +741,13 @@ fn validate(position: usize, agent: &AgentProfile) -> Result<(), HaloError> {
             id: agent.id.to_string(),
         });
     }
+    if agent.description.len() > crate::MAX_DESCRIPTION_BYTES {
+        return Err(HaloError::DescriptionTooLong {
+            id: agent.id.to_string(),
+            bytes: agent.description.len(),
+            max: crate::MAX_DESCRIPTION_BYTES,
+        });
+    }
     if !(0.0..=1.0).contains(&agent.success_rate) {
         return Err(HaloError::InvalidSuccessRate {
             id: agent.id.to_string(),

@@ -245,3 +245,34 @@ fn repeated_ids_name_both_positions() {
         );
     }
 }
+
+/// M1: one agent with a 5 MB description took nearly half the tasks. A description over
+/// 64 KiB is refused (skipped in skip mode), naming the agent, the size and the rule; a
+/// 64 KiB one is taken.
+#[test]
+fn a_description_of_megabytes_is_refused() {
+    let words: String = (0..20_000).map(|i| format!("word{i} ")).collect();
+    assert!(words.len() > genesis_halo::MAX_DESCRIPTION_BYTES);
+    let line = |id: &str, desc: &str| serde_json::json!({"id": id, "desc": desc}).to_string();
+    let fine = "x".repeat(genesis_halo::MAX_DESCRIPTION_BYTES);
+    let text = [
+        line("flights", "Search flights"),
+        line("everything", &words),
+        line("long_but_fine", &fine),
+    ]
+    .join("\n");
+    let e = AgentRegistry::from_jsonl_str(&text, JsonlMode::Fail).unwrap_err();
+    let message = chain(&e);
+    assert!(
+        message.contains("line 2")
+            && message.contains(&format!(
+                "agent \"everything\" has a description of {} bytes, above 65536 (rule: description_bytes)",
+                words.len()
+            )),
+        "{message}"
+    );
+    let (registry, skipped) = AgentRegistry::from_jsonl_str(&text, JsonlMode::Skip).unwrap();
+    assert_eq!(registry.len(), 2);
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].line, 2);
+}
