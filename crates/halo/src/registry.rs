@@ -280,6 +280,19 @@ impl Source {
     }
 }
 
+/// `text` (a TOML agent catalogue) as `T`; a syntax error or unknown field is
+/// [`HaloError::AgentsToml`] with its line and column.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, HaloError> {
+    toml::from_str(text).map_err(|error| {
+        let (line, column) = crate::error::toml_position(&error, text);
+        HaloError::AgentsToml {
+            error: Box::new(error),
+            line,
+            column,
+        }
+    })
+}
+
 /// Collects parsed agent records (`(source, line, record)`, in file order) into
 /// validated profiles: in [`JsonlMode::Skip`] a bad record is returned as a
 /// [`LineError`], in [`JsonlMode::Fail`] it fails the load; a repeated id fails it in
@@ -455,15 +468,7 @@ impl AgentRegistry {
     /// [`HaloError::AgentsToml`] for syntax errors and unknown fields, then the
     /// validation errors of [`AgentRegistry::new`].
     pub fn from_toml_str(text: &str) -> Result<Self, HaloError> {
-        let text = strip_bom(text);
-        let cat: TomlCatalogue = toml::from_str(text).map_err(|error| {
-            let (line, column) = crate::error::toml_position(&error, text);
-            HaloError::AgentsToml {
-                error: Box::new(error),
-                line,
-                column,
-            }
-        })?;
+        let cat: TomlCatalogue = parse_toml(strip_bom(text))?;
         Self::new(cat.agent)
     }
 
@@ -486,14 +491,7 @@ impl AgentRegistry {
             return Ok((Self::from_toml_str(text)?, Vec::new()));
         }
         let text = strip_bom(text);
-        let cat: TomlTables = toml::from_str(text).map_err(|error| {
-            let (line, column) = crate::error::toml_position(&error, text);
-            HaloError::AgentsToml {
-                error: Box::new(error),
-                line,
-                column,
-            }
-        })?;
+        let cat: TomlTables = parse_toml(text)?;
         let mut agents: Vec<AgentProfile> = Vec::with_capacity(cat.agent.len());
         let mut skipped = Vec::new();
         let mut lines: FxHashMap<AgentId, usize> = FxHashMap::default();
