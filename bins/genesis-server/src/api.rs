@@ -364,6 +364,10 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), today's spend cannot be read from the run store (rule `budget_state`, with Retry-After; plan mode still works), request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
 )]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "an axum handler: each argument is one extractor"
+)]
 pub(crate) async fn create_task(
     State(state): State<Arc<AppState>>,
     commit: Option<Extension<Commit>>,
@@ -371,8 +375,12 @@ pub(crate) async fn create_task(
     cohort_slot: Option<Extension<CohortSlot>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(refusal) = query_refused(&uri, "POST /api/tasks") {
+        return refusal;
+    }
     let max = state.config.security.limits.max_body_bytes;
     let body = match body {
         Ok(b) => b,
@@ -1127,6 +1135,21 @@ fn until_tomorrow(mut response: Response) -> Response {
     response
 }
 
+/// 400 `query` for an endpoint that takes no query parameters but got some (audit O11
+/// L3: `POST /api/tasks?mode=run` planned without a word, the parameter ignored).
+fn query_refused(uri: &axum::http::Uri, endpoint: &str) -> Option<Response> {
+    let query = uri.query().filter(|q| !q.is_empty())?;
+    let shown: String = query.chars().take(100).collect();
+    Some(json_error(
+        StatusCode::BAD_REQUEST,
+        "query",
+        format!(
+            "{endpoint} takes no query parameters, got {shown:?}: send them in the body or headers the endpoint documents"
+        ),
+        "validation",
+    ))
+}
+
 fn not_found_run(id: &str) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
@@ -1251,7 +1274,11 @@ pub(crate) async fn cancel_task(
     commit: Option<Extension<Commit>>,
     caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
+    uri: axum::http::Uri,
 ) -> Response {
+    if let Some(refusal) = query_refused(&uri, "POST /api/tasks/{id}/cancel") {
+        return refusal;
+    }
     let id = match path {
         Ok(Path(id)) => id,
         Err(e) => return path_error(&e),
@@ -1352,7 +1379,11 @@ pub(crate) async fn events(
     caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Response {
+    if let Some(refusal) = query_refused(&uri, "GET /api/tasks/{id}/events") {
+        return refusal;
+    }
     let id = match path {
         Ok(Path(id)) => id,
         Err(e) => return path_error(&e),

@@ -277,6 +277,49 @@ async fn bad_list_queries_name_the_value_under_their_own_rule() {
     }
 }
 
+/// Audit O11 L3: query parameters on endpoints that take none were ignored, so
+/// `POST /api/tasks?mode=run` planned (200) when the client meant a run. They are 400
+/// `query`, naming the endpoint and what was sent; nothing is planned or started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_on_endpoints_that_take_none_are_refused() {
+    let (_dir, _stub, s) = server("no-query").await;
+    let (status, _, body) = s
+        .post("/api/tasks?mode=run", json!({"description": SMALL}))
+        .await;
+    assert_eq!(
+        (status, error_rule(&body)),
+        (400, "query".to_owned()),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("POST /api/tasks takes no query parameters, got \"mode=run\""),
+        "{message}"
+    );
+    let (_, _, runs) = s.get("/api/tasks").await;
+    assert_eq!(runs["runs"], json!([]), "no run was started");
+    for path in [
+        "/api/tasks/run_x/events?last_event_id=3",
+        "/api/tasks/run_x/events?x",
+    ] {
+        let (status, _, body) = s.get(path).await;
+        assert_eq!(
+            (status, error_rule(&body)),
+            (400, "query".to_owned()),
+            "{path}: {body}"
+        );
+    }
+    let (status, _, body) = s.post("/api/tasks/run_x/cancel?now=1", json!(null)).await;
+    assert_eq!(
+        (status, error_rule(&body)),
+        (400, "query".to_owned()),
+        "{body}"
+    );
+    // Without a query, the same requests reach their handlers (an unknown run: 404).
+    let (status, _, _) = s.get("/api/tasks/run_x/events").await;
+    assert_eq!(status, 404);
+}
+
 /// Audit item 5: a body that is JSON but not a task (a missing or unknown field) was
 /// reported as "request body is not valid json".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
