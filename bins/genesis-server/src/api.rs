@@ -359,7 +359,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         (status = 401, description = "missing or invalid credentials", body = ErrorBody),
         (status = 413, description = "body larger than security.limits.max_body_bytes", body = ErrorBody),
         (status = 415, description = "rule `content_type`: the body is not declared JSON (`Content-Type: application/json` or `application/…+json`)", body = ErrorBody),
-        (status = 422, description = "the plan failed validation (rule `plan_validation`), or run mode and no backend serves some task's agent or alternatives (rule `agent_backend`): the error, and with `plan_validation` the rejected plan", body = crate::openapi::wire::Unprocessable),
+        (status = 422, description = "the plan failed validation (rule `plan_validation`), run mode and no backend serves some task's agent or alternatives (rule `agent_backend`), or the idempotency key names a run created for another request (rule `idempotency_key_reused`): the error, and with `plan_validation` the rejected plan", body = crate::openapi::wire::Unprocessable),
         (status = 429, description = "rate limited, daily budget spent, or the caller (an anonymous caller: its client IP) already has server.max_runs_per_subject runs in progress (rule `max_runs_per_subject`, with Retry-After)", body = ErrorBody),
         (status = 503, description = "kill switch, shutdown, overload, the server already has server.max_runs runs in progress (rule `max_runs`, with Retry-After), today's spend cannot be read from the run store (rule `budget_state`, with Retry-After; plan mode still works), request timeout or run store failure: never for a journaled run", body = ErrorBody)
     )
@@ -451,6 +451,14 @@ pub(crate) async fn create_task(
         }
     };
     let request = req.description.clone();
+    // What the run's plan will record as its request: a retry with the same idempotency
+    // key must ask the same (audit O11 M5).
+    let asked = genesis::PlanOptions {
+        context: req.context.clone(),
+        ..genesis::PlanOptions::default()
+    }
+    .full_request(&req.description)
+    .into_owned();
     let idempotency = match idempotency_key(req.idempotency_key.clone(), &headers) {
         Ok(key) => key,
         Err(why) => return idempotency_key_error(&why),
@@ -481,7 +489,7 @@ pub(crate) async fn create_task(
         }
         // Idempotent retries answer before any new work. A key is its subject's own.
         if let Some(key) = idempotency.clone()
-            && let Ok(Ok(Some(existing))) = {
+            && let Ok(Ok(Some((existing, stored)))) = {
                 let subject = subject.clone();
                 blocking(&state, move |s| {
                     find_by_key(s.runs.store().as_ref(), &subject, &key)
@@ -489,6 +497,9 @@ pub(crate) async fn create_task(
                 .await
             }
         {
+            if let Some(refusal) = key_reused(&idempotency, &existing.id, stored, &asked) {
+                return refusal;
+            }
             return accepted(existing.id.to_string(), existing.status, true);
         }
         // Audit S10 #5: fail closed while today's spend cannot be read (it used to
@@ -603,11 +614,12 @@ pub(crate) async fn create_task(
     // The planning's cost goes with the journaling: the run carries it, or (nothing
     // journaled) it is kept right there, on the same thread, whatever becomes of the
     // request meanwhile.
+    let key = idempotency.clone();
     let started = committed(&state, commit.as_ref(), move |s| {
         let started = s.runs.start_in(
             plan,
             budget,
-            idempotency.as_deref(),
+            key.as_deref(),
             &subject,
             Some(client_ip),
             correlation.as_deref(),
@@ -623,16 +635,26 @@ pub(crate) async fn create_task(
     match started {
         Err(response) => response,
         Ok(Ok((id, false))) => accepted(id.to_string(), RunStatus::Running, false),
-        // Another submission with the same key journaled it meanwhile: say where it is.
+        // Another submission with the same key journaled it meanwhile: say where it is,
+        // unless it asked something else.
         Ok(Ok((id, true))) => {
             let key = id.to_string();
-            let status = blocking(&state, move |s| s.runs.store().run_summary(&key))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .map_or(RunStatus::Running, |r| r.status);
-            accepted(id.to_string(), status, true)
+            let found = blocking(&state, move |s| {
+                let store = s.runs.store();
+                let summary = store.run_summary(&key).ok().flatten();
+                (summary, stored_request(store.as_ref(), &key))
+            })
+            .await
+            .ok();
+            let (summary, stored) = found.unwrap_or((None, None));
+            if let Some(refusal) = key_reused(&idempotency, &id, stored, &asked) {
+                return refusal;
+            }
+            accepted(
+                id.to_string(),
+                summary.map_or(RunStatus::Running, |r| r.status),
+                true,
+            )
         }
         Ok(Err(e)) => run_refused(e),
     }
@@ -972,16 +994,50 @@ fn json_body_message(source: &serde_json::Error) -> String {
     }
 }
 
+/// The run `subject` created with idempotency key `key`, and its full request when it
+/// still reads back.
 fn find_by_key(
     store: &dyn RunStore,
     subject: &str,
     key: &str,
-) -> Result<Option<genesis::store::RunSummary>, StoreError> {
+) -> Result<Option<(genesis::store::RunSummary, Option<String>)>, StoreError> {
     // The store resolves keys on create; a lookup here lets retries skip planning.
-    match store.run_for_idempotency_key(Some(subject), key)? {
-        Some(id) => store.run_summary(&id),
-        None => Ok(None),
+    let Some(id) = store.run_for_idempotency_key(Some(subject), key)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .run_summary(&id)?
+        .map(|summary| (summary, stored_request(store, &id))))
+}
+
+/// The full request stored with run `id` (its plan's `request`); `None` when the run
+/// does not read back (then a retry is not compared, as before).
+fn stored_request(store: &dyn RunStore, id: &str) -> Option<String> {
+    store.get_run(id).ok().flatten().map(|run| run.request)
+}
+
+/// 422 `idempotency_key_reused` when the run an idempotency key already names was
+/// created for another request than `asked` (description and context): returning that
+/// run would tell the client its new request was accepted (audit O11 M5).
+fn key_reused(
+    key: &Option<String>,
+    run: &impl std::fmt::Display,
+    stored: Option<String>,
+    asked: &str,
+) -> Option<Response> {
+    let stored = stored?;
+    if stored == asked {
+        return None;
     }
+    let key = key.as_deref().unwrap_or_default();
+    Some(json_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        format!(
+            "idempotency key {key:?} was used for {run} with another request: retry with the same description and context, or use a new key for a new request"
+        ),
+        "validation",
+    ))
 }
 
 /// The 202 of a submission: a new run (`running`), or the run an earlier submission

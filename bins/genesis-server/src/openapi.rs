@@ -387,7 +387,7 @@ pub(crate) mod wire {
     /// `oneOf` and fail a standard validator (verification V11 HIGH-1).
     #[derive(Serialize, ToSchema)]
     pub(crate) struct Unprocessable {
-        /// The error (rule `plan_validation` or `agent_backend`).
+        /// The error (rule `plan_validation`, `agent_backend` or `idempotency_key_reused`).
         error: ErrorDetail,
         /// The plan, with its validation report: present with rule `plan_validation`.
         #[serde(skip_serializing_if = "Option::is_none")]

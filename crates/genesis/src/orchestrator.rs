@@ -53,8 +53,10 @@ pub struct PlanOptions {
 }
 
 impl PlanOptions {
-    /// The request with [`PlanOptions::context`] appended, as agents see it.
-    fn full_request<'r>(&self, request: &'r str) -> std::borrow::Cow<'r, str> {
+    /// The request with [`PlanOptions::context`] appended, as agents see it: the
+    /// [`Plan::request`] of a plan made with these options (a server compares it with
+    /// a retried submission's).
+    pub fn full_request<'r>(&self, request: &'r str) -> std::borrow::Cow<'r, str> {
         match self.context.as_deref().map(str::trim) {
             Some(c) if !c.is_empty() => format!("{request}\n\nContext: {c}").into(),
             _ => request.into(),

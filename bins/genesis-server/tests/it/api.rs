@@ -1050,6 +1050,29 @@ async fn idempotency_keys_make_retries_safe() {
     );
     let (_, _, list) = s.get("/api/tasks").await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 2, "{list}");
+
+    // Audit O11 M5: the key of run 1 with another description, or the same one with a
+    // context, was answered with run 1 (`existing: true`), as if the new request had been
+    // accepted. It is 422 `idempotency_key_reused`, naming the key and the run; nothing
+    // new is started. The same body still answers with run 1.
+    for other in [
+        json!({"description": "Deploy something else entirely", "mode": "run", "idempotency_key": "order-42"}),
+        json!({"description": SMALL, "context": "for the EU region", "mode": "run", "idempotency_key": "order-42"}),
+    ] {
+        let (status, _, body) = s.post("/api/tasks", other.clone()).await;
+        assert_eq!(status, 422, "{other}: {body}");
+        assert_eq!(error_rule(&body), "idempotency_key_reused");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("\"order-42\"") && message.contains(id),
+            "{message}"
+        );
+    }
+    let again = json!({"description": SMALL, "mode": "run", "idempotency_key": "order-42"});
+    let (status, _, body) = s.post("/api/tasks", again).await;
+    assert_eq!((status, body["run_id"].as_str()), (202, Some(id)), "{body}");
+    let (_, _, list) = s.get("/api/tasks").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
