@@ -316,13 +316,16 @@ pub(crate) fn overload_error(err: &BoxError, max_in_flight: usize) -> Response {
 }
 
 /// Kill switches: `emergency_shutdown` refuses every API call, `maintenance_mode`
-/// refuses writes; both with 503 and `Retry-After`.
+/// refuses writes; both with 503 and `Retry-After`. A cancel is not refused in
+/// maintenance (audit O11 M8): stopping a run that spends money is what an operator may
+/// need most then, and it starts nothing.
 pub(crate) async fn kill_switch(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let write = req.method() != axum::http::Method::GET;
+    let cancel = req.method() == axum::http::Method::POST && req.uri().path().ends_with("/cancel");
+    let write = req.method() != axum::http::Method::GET && !cancel;
     let flag = if state.orchestrator.flag("emergency_shutdown", "server") == Some(true) {
         Some("emergency_shutdown")
     } else if write && state.orchestrator.flag("maintenance_mode", "server") == Some(true) {

@@ -887,6 +887,20 @@ async fn kill_switches_answer_503_with_retry_after() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(error_rule(&body), "feature_flag:maintenance_mode");
     assert!(headers.contains_key("retry-after"));
+    // Audit O11 M8: a cancel is not a write it refuses (it reaches the handler: this
+    // run does not exist).
+    let r = s
+        .client
+        .post(s.url("/api/tasks/run_nope/cancel"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = split(r).await;
+    assert_eq!(
+        (status, error_rule(&body)),
+        (404, "unknown_run".to_owned()),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
